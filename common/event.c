@@ -1,0 +1,207 @@
+#include "common/event.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/time.h"
+#include "common/util.h"
+
+#define DATASCHEMA_PREFIX "urn:orderlog:schema:"
+
+void ol_event_clear(ol_event_t *ev) {
+    json_decref(ev->data);
+    ev->data = NULL;
+}
+
+static void copy_str(char *dst, size_t dst_size, const char *src) {
+    snprintf(dst, dst_size, "%s", src ? src : "");
+}
+
+/* Fills key and subject from the (checked) data. */
+static ol_err_t derive_key(ol_event_t *ev, char *errstr, size_t errstr_size) {
+    ol_err_t err = ol_codec_key(ev->env.type, ev->data, ev->key, sizeof(ev->key), errstr, errstr_size);
+    if (err)
+        return err;
+    copy_str(ev->env.subject, sizeof(ev->env.subject),
+             json_string_value(json_object_get(ev->data, ev->env.type->subject)));
+    return OL_ERR_OK;
+}
+
+static ol_err_t parse_time(json_t *t, int64_t *out) {
+    if (json_is_integer(t)) {
+        *out = json_integer_value(t);
+        return OL_ERR_OK;
+    }
+    if (json_is_string(t) && !ol_time_parse(json_string_value(t), out))
+        return OL_ERR_OK;
+    return OL_ERR_INVALID;
+}
+
+/* Checks data against the schema, filling defaults, so that what is published
+ * and what a consumer sees are the same JSON form. */
+static ol_err_t normalize(ol_codec_t *codec, ol_event_t *ev, char *errstr, size_t errstr_size) {
+    const void *bin;
+    size_t bin_len;
+    json_t *norm;
+    ol_err_t err = ol_codec_encode(codec, ev->env.type, ev->data, ev->env.time_ms, &bin, &bin_len, errstr,
+                                   errstr_size);
+    if (err)
+        return err;
+    if ((err = ol_codec_decode_json(codec, ev->env.type, ev->env.type->version, bin, bin_len, &norm, errstr,
+                                    errstr_size)))
+        return err;
+    json_decref(ev->data);
+    ev->data = norm;
+    return OL_ERR_OK;
+}
+
+static ol_err_t from_json_object(json_t *root, int64_t now_ms, ol_event_t *ev, char *errstr, size_t errstr_size) {
+    if (!json_is_object(root))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "expected a JSON object {\"type\":...,\"data\":{...}}");
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "type") && strcmp(key, "data") && strcmp(key, "id") && strcmp(key, "time"))
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                           "unknown top-level field \"%s\" (expected type, data, id, time)", key);
+    }
+    json_t *type = json_object_get(root, "type");
+    if (!type)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "missing \"type\"");
+    if (!json_is_string(type))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"type\" must be a string");
+    ev->env.type = ol_schema_find(json_string_value(type));
+    if (!ev->env.type)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown event type \"%.64s\"", json_string_value(type));
+    ev->env.version = ev->env.type->version;
+    json_t *id = json_object_get(root, "id");
+    if (id) {
+        if (!json_is_string(id) || json_string_length(id) == 0 || json_string_length(id) > OL_EVENT_ID_MAX)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"id\" must be a string of 1 to %d characters",
+                           OL_EVENT_ID_MAX);
+        copy_str(ev->env.id, sizeof(ev->env.id), json_string_value(id));
+    } else {
+        ol_uuid_v4(ev->env.id);
+    }
+    json_t *t = json_object_get(root, "time");
+    ev->env.time_ms = now_ms;
+    if (t && parse_time(t, &ev->env.time_ms))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                       "\"time\" must be an RFC 3339 time (2026-11-22T15:04:05Z) or epoch milliseconds");
+    json_t *data = json_object_get(root, "data");
+    if (!data)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "missing \"data\"");
+    ev->data = json_incref(data);
+    return OL_ERR_OK;
+}
+
+ol_err_t ol_event_from_line(const char *line, size_t len, int64_t now_ms, ol_event_t *ev, char *errstr,
+                            size_t errstr_size) {
+    memset(ev, 0, sizeof(*ev));
+    long bad = ol_utf8_invalid_at(line, len);
+    if (bad >= 0)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "invalid UTF-8 at byte %ld", bad + 1);
+    json_error_t jerr;
+    json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "malformed JSON at column %d: %s", jerr.column,
+                       jerr.text);
+    ol_err_t err = from_json_object(root, now_ms, ev, errstr, errstr_size);
+    json_decref(root);
+    if (!err)
+        err = derive_key(ev, errstr, errstr_size);
+    if (err)
+        ol_event_clear(ev);
+    return err;
+}
+
+void ol_envelope_to_headers(const ol_envelope_t *env, rd_kafka_headers_t *hdrs) {
+    char ts[40], schema[160];
+    ol_time_format(env->time_ms, ts, sizeof(ts));
+    snprintf(schema, sizeof(schema), DATASCHEMA_PREFIX "%s:%d", env->type->name, env->version);
+    rd_kafka_header_add(hdrs, "ce_specversion", -1, "1.0", 3);
+    rd_kafka_header_add(hdrs, "ce_id", -1, env->id, -1);
+    rd_kafka_header_add(hdrs, "ce_type", -1, env->type->ce_type, -1);
+    rd_kafka_header_add(hdrs, "ce_source", -1, env->source, -1);
+    rd_kafka_header_add(hdrs, "ce_time", -1, ts, -1);
+    rd_kafka_header_add(hdrs, "ce_subject", -1, env->subject, -1);
+    rd_kafka_header_add(hdrs, "content-type", -1,
+                        env->content == OL_CONTENT_AVRO ? "application/avro" : "application/json", -1);
+    rd_kafka_header_add(hdrs, "ce_dataschema", -1, schema, -1);
+}
+
+/* Copies header `name` into out as a string; returns false when absent. */
+static bool header_str(rd_kafka_headers_t *hdrs, const char *name, char *out, size_t out_size) {
+    const void *val;
+    size_t size;
+    if (!hdrs || rd_kafka_header_get_last(hdrs, name, &val, &size) || !val)
+        return false;
+    if (size >= out_size)
+        size = out_size - 1;
+    memcpy(out, val, size);
+    out[size] = '\0';
+    return true;
+}
+
+ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_event_t *ev, char *errstr,
+                               size_t errstr_size) {
+    memset(ev, 0, sizeof(*ev));
+    rd_kafka_headers_t *hdrs = NULL;
+    char type[128], buf[160];
+    ol_err_t err;
+    if (rd_kafka_message_headers(rkm, &hdrs) || !header_str(hdrs, "ce_type", type, sizeof(type))) {
+        /* no envelope: a publish-format line written by another tool */
+        int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
+        err = ol_event_from_line(rkm->payload ? rkm->payload : "", rkm->len, ts > 0 ? ts : ol_time_now_ms(), ev,
+                                 errstr, errstr_size);
+        if (err)
+            return err;
+        ev->env.content = OL_CONTENT_JSON;
+        copy_str(ev->env.source, sizeof(ev->env.source), "unknown");
+        if ((err = normalize(codec, ev, errstr, errstr_size)))
+            ol_event_clear(ev);
+        return err;
+    }
+    if (!(ev->env.type = ol_schema_find(type)))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown ce_type \"%s\"", type);
+    if (!header_str(hdrs, "ce_id", ev->env.id, sizeof(ev->env.id)) || !ev->env.id[0])
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "missing ce_id header");
+    header_str(hdrs, "ce_source", ev->env.source, sizeof(ev->env.source));
+    header_str(hdrs, "ce_subject", ev->env.subject, sizeof(ev->env.subject));
+    if (header_str(hdrs, "ce_time", buf, sizeof(buf))) {
+        if (ol_time_parse(buf, &ev->env.time_ms))
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "ce_time header \"%s\" is not an RFC 3339 time", buf);
+    } else {
+        ev->env.time_ms = rd_kafka_message_timestamp(rkm, NULL);
+    }
+    ev->env.version = ev->env.type->version;
+    if (header_str(hdrs, "ce_dataschema", buf, sizeof(buf))) {
+        size_t plen = strlen(DATASCHEMA_PREFIX), nlen = strlen(ev->env.type->name);
+        char *end;
+        if (strncmp(buf, DATASCHEMA_PREFIX, plen) || strncmp(buf + plen, ev->env.type->name, nlen) ||
+            buf[plen + nlen] != ':' || (ev->env.version = (int)strtol(buf + plen + nlen + 1, &end, 10)) < 1 || *end)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "ce_dataschema header \"%s\" does not match %s%s:<n>",
+                           buf, DATASCHEMA_PREFIX, ev->env.type->name);
+    }
+    ev->env.content = OL_CONTENT_AVRO;
+    if (header_str(hdrs, "content-type", buf, sizeof(buf)) && !strncmp(buf, "application/json", 16))
+        ev->env.content = OL_CONTENT_JSON;
+    if (ev->env.content == OL_CONTENT_AVRO) {
+        err = ol_codec_decode_json(codec, ev->env.type, ev->env.version, rkm->payload, rkm->len, &ev->data, errstr,
+                                   errstr_size);
+    } else {
+        json_error_t jerr;
+        ev->data = json_loadb(rkm->payload ? rkm->payload : "", rkm->len, JSON_REJECT_DUPLICATES, &jerr);
+        err = ev->data ? normalize(codec, ev, errstr, errstr_size)
+                       : ol_errf(errstr, errstr_size, OL_ERR_INVALID, "malformed JSON payload at column %d: %s",
+                                 jerr.column, jerr.text);
+    }
+    if (!err && rkm->key_len <= OL_EVENT_KEY_MAX) {
+        memcpy(ev->key, rkm->key ? rkm->key : "", rkm->key_len);
+        ev->key[rkm->key_len] = '\0';
+    }
+    if (err)
+        ol_event_clear(ev);
+    return err;
+}

@@ -1,0 +1,110 @@
+#include "common/kafka.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/schema.h"
+
+typedef struct set_ctx_s {
+    rd_kafka_conf_t *kconf;
+    char *errstr;
+    size_t errstr_size;
+} set_ctx_t;
+
+static int set_one(void *opaque, const char *name, const char *value) {
+    set_ctx_t *ctx = opaque;
+    char kerr[256];
+    if (rd_kafka_conf_set(ctx->kconf, name, value, kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK) {
+        ol_errf(ctx->errstr, ctx->errstr_size, OL_ERR_CONFIG, "property \"kafka.%s\": %s", name, kerr);
+        return 1;
+    }
+    return 0;
+}
+
+rd_kafka_conf_t *ol_kafka_conf_new(const ol_conf_t *conf, const char *const *defaults, char *errstr,
+                                   size_t errstr_size) {
+    set_ctx_t ctx = {rd_kafka_conf_new(), errstr, errstr_size};
+    for (; defaults && defaults[0]; defaults += 2) {
+        if (set_one(&ctx, defaults[0], defaults[1])) {
+            rd_kafka_conf_destroy(ctx.kconf);
+            return NULL;
+        }
+    }
+    if (ol_conf_foreach_kafka(conf, set_one, &ctx)) {
+        rd_kafka_conf_destroy(ctx.kconf);
+        return NULL;
+    }
+    return ctx.kconf;
+}
+
+ol_err_t ol_kafka_wait_cluster(rd_kafka_t *rk, const ol_conf_t *conf, char *errstr, size_t errstr_size) {
+    const struct rd_kafka_metadata *md = NULL;
+    int timeout = (int)ol_conf_int(conf, "broker.wait.ms");
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, timeout);
+    if (err)
+        return ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE,
+                       "could not reach Kafka at %s within %d ms: %s (is the broker running? `ops/stack start`)",
+                       ol_conf_str(conf, "kafka.bootstrap.servers"), timeout, rd_kafka_err2str(err));
+    rd_kafka_metadata_destroy(md);
+    return OL_ERR_OK;
+}
+
+ol_err_t ol_kafka_check_topics(rd_kafka_t *rk, const ol_conf_t *conf, char *errstr, size_t errstr_size) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t kerr = rd_kafka_metadata(rk, 1, NULL, &md, (int)ol_conf_int(conf, "broker.wait.ms"));
+    if (kerr)
+        return ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not list topics at %s: %s",
+                       ol_conf_str(conf, "kafka.bootstrap.servers"), rd_kafka_err2str(kerr));
+    ol_err_t err = OL_ERR_OK;
+    int copartitioned = -1;
+    for (const char *const *t = ol_schema_topics(); *t && !err; t++) {
+        char name[256];
+        ol_kafka_topic_name(conf, *t, name, sizeof(name));
+        int i;
+        for (i = 0; i < md->topic_cnt; i++)
+            if (!strcmp(md->topics[i].topic, name) && !md->topics[i].err)
+                break;
+        if (i == md->topic_cnt) {
+            err = ol_errf(errstr, errstr_size, OL_ERR_NOT_FOUND,
+                          "topic %s does not exist (run `orderlog topics create`)", name);
+            break;
+        }
+        if (strcmp(*t, "buy-requests") && strcmp(*t, "skus") && strcmp(*t, "sale-events"))
+            continue;
+        if (copartitioned >= 0 && md->topics[i].partition_cnt != copartitioned)
+            err = ol_errf(errstr, errstr_size, OL_ERR_CONFIG,
+                          "topic %s has %d partitions but buy-requests has %d: buy-requests, skus and "
+                          "sale-events must be co-partitioned",
+                          name, md->topics[i].partition_cnt, copartitioned);
+        copartitioned = md->topics[i].partition_cnt;
+    }
+    rd_kafka_metadata_destroy(md);
+    return err;
+}
+
+void ol_kafka_topic_name(const ol_conf_t *conf, const char *name, char *out, size_t out_size) {
+    snprintf(out, out_size, "%s%s", ol_conf_str(conf, "topic.prefix"), name);
+}
+
+ol_err_t ol_kafka_err(rd_kafka_resp_err_t err) {
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+        return OL_ERR_OK;
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+    case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+        return OL_ERR_TRANSIENT;
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+        return OL_ERR_TIMEOUT;
+    default:
+        return OL_ERR_KAFKA;
+    }
+}

@@ -1,0 +1,31 @@
+#ifndef OL_KAFKA_H
+#define OL_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "common/conf.h"
+#include "common/err.h"
+
+/* Kafka helpers shared by every role. */
+
+/* A librdkafka configuration: the role's defaults (pairs of name, value,
+ * ending with NULL) overridden by every kafka.* property of conf. */
+rd_kafka_conf_t *ol_kafka_conf_new(const ol_conf_t *conf, const char *const *defaults, char *errstr,
+                                   size_t errstr_size);
+
+/* Waits until the cluster answers a metadata request (bounded by
+ * broker.wait.ms); OL_ERR_UNREACHABLE with the bootstrap servers named. */
+ol_err_t ol_kafka_wait_cluster(rd_kafka_t *rk, const ol_conf_t *conf, char *errstr, size_t errstr_size);
+
+/* Checks that every topic of the contract exists, and that the co-partitioned
+ * ones (buy-requests, skus, sale-events) have one partition count; the error
+ * names the topic and says to run `orderlog topics create`. */
+ol_err_t ol_kafka_check_topics(rd_kafka_t *rk, const ol_conf_t *conf, char *errstr, size_t errstr_size);
+
+/* "<topic.prefix><name>" into out. */
+void ol_kafka_topic_name(const ol_conf_t *conf, const char *name, char *out, size_t out_size);
+
+/* Maps a librdkafka error to ours (retriable ones to OL_ERR_TRANSIENT). */
+ol_err_t ol_kafka_err(rd_kafka_resp_err_t err);
+
+#endif

@@ -1,0 +1,38 @@
+/* orderlog config: shows the configuration and writes its generated docs. */
+#include <stdio.h>
+#include <string.h>
+
+#include "common/cli.h"
+
+static int config_run(const ol_conf_t *conf, int argc, char **argv) {
+    const char *what = argc > 1 ? argv[1] : "--show";
+    if (argc > 2)
+        return ol_cli_usage_error(&ol_cmd_config, "one option at a time");
+    if (!strcmp(what, "--sample")) {
+        ol_conf_write_sample(stdout);
+    } else if (!strcmp(what, "--markdown")) {
+        ol_conf_write_markdown(stdout);
+    } else if (!strcmp(what, "--list")) {
+        for (const ol_conf_prop_t *p = ol_conf_props(); p->name; p++)
+            printf("%-28s %s\n", p->name, p->help);
+    } else if (!strcmp(what, "--show")) {
+        for (const ol_conf_prop_t *p = ol_conf_props(); p->name; p++) {
+            if (p->type == OL_CONF_INT)
+                printf("%s = %lld\n", p->name, (long long)ol_conf_int(conf, p->name));
+            else if (p->type == OL_CONF_BOOL)
+                printf("%s = %s\n", p->name, ol_conf_bool(conf, p->name) ? "true" : "false");
+            else
+                printf("%s = %s\n", p->name, ol_conf_str(conf, p->name));
+        }
+    } else {
+        return ol_cli_usage_error(&ol_cmd_config, "unknown option \"%s\"", what);
+    }
+    return OL_EXIT_OK;
+}
+
+const ol_cmd_t ol_cmd_config = {
+    "config", config_run, "show the effective configuration, or write its generated reference",
+    "  --show       every property with its effective value (default)\n"
+    "  --list       every property with its description\n"
+    "  --sample     a commented sample config file (ops/orderlog.conf.sample)\n"
+    "  --markdown   the reference table (docs/configuration.md)\n"};

@@ -1,0 +1,17 @@
+#ifndef OL_TIME_H
+#define OL_TIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Wall clock, milliseconds since the Unix epoch. */
+int64_t ol_time_now_ms(void);
+/* Monotonic clock in microseconds, for durations. */
+int64_t ol_time_mono_us(void);
+/* RFC 3339 in UTC with milliseconds: 2026-11-22T15:04:05.123Z (24 chars + NUL). */
+void ol_time_format(int64_t ms, char *out, size_t out_size);
+/* Parses RFC 3339 (with 'Z' or a numeric offset, optional fraction);
+ * returns 0 and sets *out_ms, or -1 when the text is not a valid time. */
+int ol_time_parse(const char *s, int64_t *out_ms);
+
+#endif

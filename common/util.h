@@ -1,0 +1,27 @@
+#ifndef OL_UTIL_H
+#define OL_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Allocation failure is not an error we handle: these abort instead. */
+void *ol_xmalloc(size_t size);
+void *ol_xcalloc(size_t n, size_t size);
+void *ol_xrealloc(void *ptr, size_t size);
+char *ol_xstrdup(const char *s);
+char *ol_xstrndup(const char *s, size_t n);
+
+/* Programming errors: log and abort, in every build type. */
+#define OL_ASSERT(cond)                                                                            \
+    ((cond) ? (void)0 : ol_assert_fail(#cond, __FILE__, __LINE__))
+_Noreturn void ol_assert_fail(const char *expr, const char *file, int line);
+
+/* Returns the byte offset of the first invalid UTF-8 sequence, or -1 when
+ * all len bytes are valid (overlongs, surrogates and > U+10FFFF refused). */
+long ol_utf8_invalid_at(const char *s, size_t len);
+
+/* Random UUID v4 as 36 chars + NUL, from a per-thread generator seeded by
+ * getrandom(2). Thread-safe. */
+void ol_uuid_v4(char out[37]);
+
+#endif
