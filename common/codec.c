@@ -9,20 +9,49 @@
 #include "common/time.h"
 #include "common/util.h"
 
+/* Avro binary output, written while checking: no intermediate values. */
+typedef struct out_s {
+    char *buf;
+    size_t len, cap;
+} out_t;
+
+static void out_reserve(out_t *o, size_t n) {
+    if (o->len + n <= o->cap)
+        return;
+    while (o->len + n > o->cap)
+        o->cap *= 2;
+    o->buf = ol_xrealloc(o->buf, o->cap);
+}
+
+static void out_long(out_t *o, int64_t v) {
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    out_reserve(o, 10);
+    while (z > 0x7f) {
+        o->buf[o->len++] = (char)((z & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    o->buf[o->len++] = (char)z;
+}
+
+static void out_bytes(out_t *o, const void *p, size_t n) {
+    out_reserve(o, n);
+    memcpy(o->buf + o->len, p, n);
+    o->len += n;
+}
+
 typedef struct codec_type_s {
     bool ready;
-    avro_value_t value;     /* current version, generic */
-    avro_value_t *resolved; /* per history entry; NULL entries until used */
-    bool *resolved_ready;
+    avro_value_t value; /* current version, generic */
+    avro_value_t *old;  /* per history entry, for reading older versions */
+    bool *old_ready;
 } codec_type_t;
 
 struct ol_codec_s {
     codec_type_t *types;
     size_t ntypes;
-    char *buf;
-    size_t buf_size;
-    avro_writer_t writer;
+    out_t out; /* the last encode's bytes */
     avro_reader_t reader;
+    ol_arena_t *arena; /* the last decode's checks */
 };
 
 ol_codec_t *ol_codec_new(void) {
@@ -34,10 +63,10 @@ ol_codec_t *ol_codec_new(void) {
     ol_codec_t *c = ol_xcalloc(1, sizeof(*c));
     ol_schema_types(&c->ntypes);
     c->types = ol_xcalloc(c->ntypes, sizeof(*c->types));
-    c->buf_size = 64 * 1024;
-    c->buf = ol_xmalloc(c->buf_size);
-    c->writer = avro_writer_memory(c->buf, (int64_t)c->buf_size);
+    c->out.cap = 64 * 1024;
+    c->out.buf = ol_xmalloc(c->out.cap);
     c->reader = avro_reader_memory("", 0);
+    c->arena = ol_arena_new(0);
     return c;
 }
 
@@ -51,16 +80,16 @@ void ol_codec_destroy(ol_codec_t *c) {
         if (!ct->ready)
             continue;
         for (size_t k = 0; k < types[i]->nhistory; k++)
-            if (ct->resolved_ready[k])
-                avro_value_decref(&ct->resolved[k]);
-        free(ct->resolved);
-        free(ct->resolved_ready);
+            if (ct->old_ready[k])
+                avro_value_decref(&ct->old[k]);
+        free(ct->old);
+        free(ct->old_ready);
         avro_value_decref(&ct->value);
     }
     free(c->types);
-    avro_writer_free(c->writer);
     avro_reader_free(c->reader);
-    free(c->buf);
+    ol_arena_destroy(c->arena);
+    free(c->out.buf);
     free(c);
 }
 
@@ -69,8 +98,8 @@ static codec_type_t *codec_type(ol_codec_t *c, const ol_event_type_t *et) {
     if (!ct->ready) {
         if (avro_generic_value_new(et->iface, &ct->value))
             ol_assert_fail("avro_generic_value_new", __FILE__, __LINE__);
-        ct->resolved = ol_xcalloc(et->nhistory, sizeof(*ct->resolved));
-        ct->resolved_ready = ol_xcalloc(et->nhistory, sizeof(*ct->resolved_ready));
+        ct->old = ol_xcalloc(et->nhistory, sizeof(*ct->old));
+        ct->old_ready = ol_xcalloc(et->nhistory, sizeof(*ct->old_ready));
         ct->ready = true;
     }
     return ct;
@@ -78,112 +107,100 @@ static codec_type_t *codec_type(ol_codec_t *c, const ol_event_type_t *et) {
 
 /* ---- checking JSON and filling Avro values ---------------------------- */
 
+/* The path to the value being checked, as segments; only formatted when an
+ * error is reported, so the hot path never prints. */
+#define PATH_MAX_DEPTH 32
+
 typedef struct walk_s {
-    char path[256];
-    size_t len;
+    const char *names[PATH_MAX_DEPTH];
+    long index[PATH_MAX_DEPTH]; /* -1 for a named segment */
+    int depth;
     int64_t now_ms;
+    bool resolving; /* reading an older version: fields it had and we dropped are ignored */
     char *errstr;
     size_t errstr_size;
 } walk_t;
 
-static size_t path_push(walk_t *w, const char *name, long index) {
-    size_t saved = w->len;
-    int n;
-    if (index >= 0)
-        n = snprintf(w->path + w->len, sizeof(w->path) - w->len, "[%ld]", index);
-    else
-        n = snprintf(w->path + w->len, sizeof(w->path) - w->len, "%s%s", w->len ? "." : "", name ? name : "");
-    if (n > 0)
-        w->len = w->len + (size_t)n < sizeof(w->path) ? w->len + (size_t)n : sizeof(w->path) - 1;
-    return saved;
+static void path_push(walk_t *w, const char *name, long index) {
+    if (w->depth < PATH_MAX_DEPTH) {
+        w->names[w->depth] = name;
+        w->index[w->depth] = index;
+    }
+    w->depth++;
 }
 
-static void path_pop(walk_t *w, size_t saved) {
-    w->len = saved;
-    w->path[saved] = '\0';
+static void path_pop(walk_t *w) {
+    w->depth--;
 }
 
 static ol_err_t fail(walk_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static ol_err_t fail(walk_t *w, const char *fmt, ...) {
-    char msg[256];
+    char msg[256], path[256];
+    size_t len = 0;
+    path[0] = '\0';
+    for (int i = 0; i < w->depth && i < PATH_MAX_DEPTH && len < sizeof(path); i++) {
+        int n = w->index[i] >= 0 ? snprintf(path + len, sizeof(path) - len, "[%ld]", w->index[i])
+                                 : snprintf(path + len, sizeof(path) - len, "%s%s", len ? "." : "", w->names[i]);
+        if (n > 0)
+            len += (size_t)n;
+    }
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    return ol_errf(w->errstr, w->errstr_size, OL_ERR_INVALID, "field \"%s\": %s", w->path, msg);
+    return ol_errf(w->errstr, w->errstr_size, OL_ERR_INVALID, "field \"%s\": %s", path, msg);
 }
 
-static const char *json_kind(const json_t *j) {
-    switch (json_typeof(j)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-        return "an integer";
-    case JSON_REAL:
-        return "a number with a fraction";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
+static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j,
+                            out_t *dst);
 
-static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, json_t *j, avro_value_t *dst);
-
-static ol_err_t check_record(walk_t *w, const ol_node_t *n, json_t *j, avro_value_t *dst) {
-    if (!json_is_object(j))
-        return fail(w, "expected an object, got %s", json_kind(j));
+static ol_err_t check_record(walk_t *w, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
+    if (j->type != OL_JSON_OBJECT)
+        return fail(w, "expected an object, got %s", ol_json_kind(j));
     /* unknown fields first: a typo must not pass as a missing optional field */
-    const char *key;
-    json_t *v;
-    json_object_foreach(j, key, v) {
-        size_t i;
-        for (i = 0; i < n->nfields; i++)
-            if (!strcmp(n->fields[i].name, key))
-                break;
-        if (i == n->nfields) {
-            size_t saved = path_push(w, key, -1);
-            ol_err_t err = fail(w, "unknown field");
-            path_pop(w, saved);
-            return err;
+    if (!w->resolving) {
+        for (size_t m = 0; m < j->len; m++) {
+            const ol_json_member_t *mem = &j->u.members[m];
+            size_t i;
+            for (i = 0; i < n->nfields; i++)
+                if (!strncmp(n->fields[i].name, mem->key, mem->key_len) && !n->fields[i].name[mem->key_len])
+                    break;
+            if (i == n->nfields) {
+                path_push(w, mem->key, -1);
+                return fail(w, "unknown field");
+            }
         }
     }
     for (size_t i = 0; i < n->nfields; i++) {
         const ol_field_t *f = &n->fields[i];
-        size_t saved = path_push(w, f->name, -1);
-        avro_value_t field, *fdst = NULL;
-        if (dst) {
-            if (avro_value_get_by_index(dst, i, &field, NULL))
-                return fail(w, "cannot set: %s", avro_strerror());
-            fdst = &field;
-        }
-        json_t *fv = json_object_get(j, f->name);
-        json_t *tmp = NULL;
+        path_push(w, f->name, -1);
+        /* members usually come in schema order: try the same position first */
+        const ol_json_t *fv = NULL;
+        if (i < j->len && !strcmp(j->u.members[i].key, f->name))
+            fv = &j->u.members[i].value;
+        else
+            fv = ol_json_get(j, f->name);
+        ol_json_t now;
         if (!fv) {
-            if (f->default_now)
-                fv = tmp = json_integer(w->now_ms);
-            else if (f->def)
-                fv = f->def;
-            else
+            if (f->default_now) {
+                now = (ol_json_t){.type = OL_JSON_INT, .u.i = w->now_ms};
+                fv = &now;
+            } else if (f->dflt) {
+                fv = f->dflt;
+            } else {
                 return fail(w, "missing required field");
+            }
         }
-        ol_err_t err = check_value(w, f, f->type, fv, fdst);
-        json_decref(tmp);
+        ol_err_t err = check_value(w, f, f->type, fv, dst);
         if (err)
             return err;
-        path_pop(w, saved);
+        path_pop(w);
     }
     return OL_ERR_OK;
 }
 
-static bool currency_ok(const char *s) {
-    return strlen(s) == 3 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z' && s[2] >= 'A' &&
-           s[2] <= 'Z';
+static bool currency_ok(const char *s, size_t len) {
+    return len == 3 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z' && s[2] >= 'A' && s[2] <= 'Z';
 }
 
 static bool ip_ok(const char *s) {
@@ -199,72 +216,79 @@ static ol_err_t check_number(walk_t *w, const ol_field_t *f, int64_t v) {
     return OL_ERR_OK;
 }
 
-static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, json_t *j, avro_value_t *dst) {
+static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j,
+                            out_t *dst) {
     ol_err_t err;
     switch (n->kind) {
     case OL_NODE_STRING: {
-        if (!json_is_string(j))
-            return fail(w, "expected a string, got %s", json_kind(j));
-        const char *s = json_string_value(j);
-        size_t len = json_string_length(j);
+        if (j->type != OL_JSON_STRING)
+            return fail(w, "expected a string, got %s", ol_json_kind(j));
+        const char *s = j->u.s;
+        size_t len = j->len;
         if (memchr(s, '\0', len))
             return fail(w, "must not contain a NUL character");
         if (f && f->min_length && len < (size_t)f->min_length)
             return fail(w, "must not be empty");
         if (f && f->format == OL_FORMAT_IP && !ip_ok(s))
             return fail(w, "\"%.64s\" is not an IPv4 or IPv6 address", s);
-        if (f && f->format == OL_FORMAT_CURRENCY && !currency_ok(s))
+        if (f && f->format == OL_FORMAT_CURRENCY && !currency_ok(s, len))
             return fail(w, "\"%.64s\" is not an ISO 4217 currency code (three upper-case letters)", s);
-        if (dst && avro_value_set_string_len(dst, s, len + 1))
-            return fail(w, "cannot set: %s", avro_strerror());
+        if (dst) {
+            out_long(dst, (int64_t)len);
+            out_bytes(dst, s, len);
+        }
         return OL_ERR_OK;
     }
     case OL_NODE_INT:
     case OL_NODE_LONG: {
         int64_t v;
-        if (json_is_integer(j)) {
-            v = json_integer_value(j);
-        } else if (n->timestamp && json_is_string(j)) {
-            if (ol_time_parse(json_string_value(j), &v))
-                return fail(w, "\"%.64s\" is not an RFC 3339 time (2026-11-22T15:04:05Z)", json_string_value(j));
+        if (j->type == OL_JSON_INT) {
+            v = j->u.i;
+        } else if (n->timestamp && j->type == OL_JSON_STRING) {
+            if (ol_time_parse(j->u.s, &v))
+                return fail(w, "\"%.64s\" is not an RFC 3339 time (2026-11-22T15:04:05Z)", j->u.s);
         } else {
-            return fail(w, "expected %s, got %s", n->timestamp ? "a time (RFC 3339 string or epoch ms)" : "an integer",
-                        json_kind(j));
+            return fail(w, "expected %s, got %s",
+                        n->timestamp ? "a time (RFC 3339 string or epoch ms)" : "an integer", ol_json_kind(j));
         }
         if (n->kind == OL_NODE_INT && (v < INT32_MIN || v > INT32_MAX))
             return fail(w, "%lld does not fit in a 32-bit int", (long long)v);
         if ((err = check_number(w, f, v)))
             return err;
-        if (dst && (n->kind == OL_NODE_INT ? avro_value_set_int(dst, (int32_t)v) : avro_value_set_long(dst, v)))
-            return fail(w, "cannot set: %s", avro_strerror());
+        if (dst)
+            out_long(dst, v);
         return OL_ERR_OK;
     }
     case OL_NODE_BOOLEAN:
-        if (!json_is_boolean(j))
-            return fail(w, "expected a boolean, got %s", json_kind(j));
-        if (dst && avro_value_set_boolean(dst, json_is_true(j)))
-            return fail(w, "cannot set: %s", avro_strerror());
+        if (j->type != OL_JSON_TRUE && j->type != OL_JSON_FALSE)
+            return fail(w, "expected a boolean, got %s", ol_json_kind(j));
+        if (dst)
+            out_bytes(dst, j->type == OL_JSON_TRUE ? "\1" : "\0", 1);
         return OL_ERR_OK;
     case OL_NODE_DOUBLE:
-        if (!json_is_number(j))
-            return fail(w, "expected a number, got %s", json_kind(j));
-        if (dst && avro_value_set_double(dst, json_number_value(j)))
-            return fail(w, "cannot set: %s", avro_strerror());
+        if (j->type != OL_JSON_INT && j->type != OL_JSON_REAL)
+            return fail(w, "expected a number, got %s", ol_json_kind(j));
+        if (dst) {
+            double d = j->type == OL_JSON_INT ? (double)j->u.i : j->u.d;
+            uint64_t bits;
+            unsigned char le[8];
+            memcpy(&bits, &d, 8);
+            for (int i = 0; i < 8; i++)
+                le[i] = (unsigned char)(bits >> (8 * i));
+            out_bytes(dst, le, 8);
+        }
         return OL_ERR_OK;
     case OL_NODE_NULL:
-        if (!json_is_null(j))
-            return fail(w, "expected null, got %s", json_kind(j));
-        if (dst && avro_value_set_null(dst))
-            return fail(w, "cannot set: %s", avro_strerror());
+        if (j->type != OL_JSON_NULL)
+            return fail(w, "expected null, got %s", ol_json_kind(j));
         return OL_ERR_OK;
     case OL_NODE_ENUM: {
-        if (!json_is_string(j))
-            return fail(w, "expected a string, got %s", json_kind(j));
-        const char *s = json_string_value(j);
+        if (j->type != OL_JSON_STRING)
+            return fail(w, "expected a string, got %s", ol_json_kind(j));
         for (size_t i = 0; i < n->nsymbols; i++) {
-            if (!strcmp(n->symbols[i], s)) {
-                if (dst && avro_value_set_enum(dst, (int)i))
-                    return fail(w, "cannot set: %s", avro_strerror());
+            if (!strcmp(n->symbols[i], j->u.s)) {
+                if (dst)
+                    out_long(dst, (int64_t)i);
                 return OL_ERR_OK;
             }
         }
@@ -273,72 +297,137 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
         allowed[0] = '\0';
         for (size_t i = 0; i < n->nsymbols && len < sizeof(allowed); i++)
             len += (size_t)snprintf(allowed + len, sizeof(allowed) - len, "%s%s", i ? ", " : "", n->symbols[i]);
-        return fail(w, "\"%.64s\" is not one of %s", s, allowed);
+        return fail(w, "\"%.64s\" is not one of %s", j->u.s, allowed);
     }
     case OL_NODE_ARRAY: {
-        if (!json_is_array(j))
-            return fail(w, "expected an array, got %s", json_kind(j));
-        size_t i;
-        json_t *item;
-        json_array_foreach(j, i, item) {
-            size_t saved = path_push(w, NULL, (long)i);
-            avro_value_t elem, *edst = NULL;
-            if (dst) {
-                if (avro_value_append(dst, &elem, NULL))
-                    return fail(w, "cannot append: %s", avro_strerror());
-                edst = &elem;
-            }
-            if ((err = check_value(w, NULL, n->inner, item, edst)))
+        if (j->type != OL_JSON_ARRAY)
+            return fail(w, "expected an array, got %s", ol_json_kind(j));
+        if (dst && j->len)
+            out_long(dst, (int64_t)j->len); /* one block of every item */
+        for (size_t i = 0; i < j->len; i++) {
+            path_push(w, NULL, (long)i);
+            if ((err = check_value(w, NULL, n->inner, &j->u.items[i], dst)))
                 return err;
-            path_pop(w, saved);
+            path_pop(w);
         }
+        if (dst)
+            out_long(dst, 0);
         return OL_ERR_OK;
     }
     case OL_NODE_RECORD:
         return check_record(w, n, j, dst);
     case OL_NODE_NULLABLE: {
-        avro_value_t branch;
-        if (json_is_null(j)) {
-            if (dst && (avro_value_set_branch(dst, 0, &branch) || avro_value_set_null(&branch)))
-                return fail(w, "cannot set: %s", avro_strerror());
+        if (dst)
+            out_long(dst, j->type == OL_JSON_NULL ? 0 : 1);
+        if (j->type == OL_JSON_NULL)
             return OL_ERR_OK;
-        }
-        if (dst && avro_value_set_branch(dst, 1, &branch))
-            return fail(w, "cannot set: %s", avro_strerror());
-        return check_value(w, f, n->inner, j, dst ? &branch : NULL);
+        return check_value(w, f, n->inner, j, dst);
     }
     }
     return fail(w, "unsupported type");
 }
 
-static ol_err_t check_json(const ol_event_type_t *et, json_t *data, int64_t now_ms, avro_value_t *dst,
-                           char *errstr, size_t errstr_size) {
-    walk_t w = {.now_ms = now_ms, .errstr = errstr, .errstr_size = errstr_size};
-    if (!json_is_object(data))
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"data\" must be an object, got %s", json_kind(data));
+static ol_err_t check_json(const ol_event_type_t *et, const ol_json_t *data, int64_t now_ms, bool resolving,
+                           out_t *dst, char *errstr, size_t errstr_size) {
+    walk_t w = {.now_ms = now_ms, .resolving = resolving, .errstr = errstr, .errstr_size = errstr_size};
+    if (data->type != OL_JSON_OBJECT)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"data\" must be an object, got %s",
+                       ol_json_kind(data));
     return check_record(&w, et->root, data, dst);
 }
 
-ol_err_t ol_codec_encode(ol_codec_t *c, const ol_event_type_t *et, json_t *data, int64_t event_time_ms,
+ol_err_t ol_codec_encode(ol_codec_t *c, const ol_event_type_t *et, const ol_json_t *data, int64_t event_time_ms,
                          const void **out, size_t *out_len, char *errstr, size_t errstr_size) {
-    codec_type_t *ct = codec_type(c, et);
-    avro_value_reset(&ct->value);
-    ol_err_t err = check_json(et, data, event_time_ms, &ct->value, errstr, errstr_size);
+    c->out.len = 0;
+    ol_err_t err = check_json(et, data, event_time_ms, false, &c->out, errstr, errstr_size);
     if (err)
         return err;
-    for (;;) {
-        avro_writer_reset(c->writer);
-        if (!avro_value_write(c->writer, &ct->value))
-            break;
-        if (c->buf_size >= 64 * 1024 * 1024)
-            return ol_errf(errstr, errstr_size, OL_ERR_TOO_LARGE, "encoded event exceeds 64 MiB");
-        c->buf_size *= 2;
-        c->buf = ol_xrealloc(c->buf, c->buf_size);
-        avro_writer_memory_set_dest(c->writer, c->buf, (int64_t)c->buf_size);
-    }
-    *out = c->buf;
-    *out_len = (size_t)avro_writer_tell(c->writer);
+    if (c->out.len > 64 * 1024 * 1024)
+        return ol_errf(errstr, errstr_size, OL_ERR_TOO_LARGE, "encoded event exceeds 64 MiB");
+    *out = c->out.buf;
+    *out_len = c->out.len;
     return OL_ERR_OK;
+}
+
+/* The codec's form of an Avro value, in the arena (for checks and resolution). */
+static void node_to_dom(ol_arena_t *a, const ol_node_t *n, avro_value_t *v, ol_json_t *out) {
+    memset(out, 0, sizeof(*out));
+    switch (n->kind) {
+    case OL_NODE_STRING: {
+        const char *s = "";
+        size_t size = 0;
+        avro_value_get_string(v, &s, &size);
+        out->type = OL_JSON_STRING;
+        out->len = size ? size - 1 : 0;
+        out->u.s = s; /* borrowed from the value, which outlives the check */
+        return;
+    }
+    case OL_NODE_INT: {
+        int32_t i = 0;
+        avro_value_get_int(v, &i);
+        out->type = OL_JSON_INT;
+        out->u.i = i;
+        return;
+    }
+    case OL_NODE_LONG:
+        out->type = OL_JSON_INT;
+        avro_value_get_long(v, &out->u.i);
+        return;
+    case OL_NODE_BOOLEAN: {
+        int b = 0;
+        avro_value_get_boolean(v, &b);
+        out->type = b ? OL_JSON_TRUE : OL_JSON_FALSE;
+        return;
+    }
+    case OL_NODE_DOUBLE:
+        out->type = OL_JSON_REAL;
+        avro_value_get_double(v, &out->u.d);
+        return;
+    case OL_NODE_NULL:
+        out->type = OL_JSON_NULL;
+        return;
+    case OL_NODE_ENUM: {
+        int e = 0;
+        avro_value_get_enum(v, &e);
+        out->type = OL_JSON_STRING;
+        out->u.s = e >= 0 && (size_t)e < n->nsymbols ? n->symbols[e] : "";
+        out->len = strlen(out->u.s);
+        return;
+    }
+    case OL_NODE_ARRAY: {
+        size_t size = 0;
+        avro_value_get_size(v, &size);
+        out->type = OL_JSON_ARRAY;
+        out->u.items = ol_arena_alloc(a, (size ? size : 1) * sizeof(ol_json_t));
+        for (size_t i = 0; i < size; i++) {
+            avro_value_t elem;
+            if (!avro_value_get_by_index(v, i, &elem, NULL))
+                node_to_dom(a, n->inner, &elem, &out->u.items[out->len++]);
+        }
+        return;
+    }
+    case OL_NODE_RECORD:
+        out->type = OL_JSON_OBJECT;
+        out->u.members = ol_arena_alloc(a, (n->nfields ? n->nfields : 1) * sizeof(ol_json_member_t));
+        for (size_t i = 0; i < n->nfields; i++) {
+            avro_value_t field;
+            if (avro_value_get_by_index(v, i, &field, NULL))
+                continue;
+            ol_json_member_t *m = &out->u.members[out->len++];
+            m->key = n->fields[i].name;
+            m->key_len = strlen(m->key);
+            node_to_dom(a, n->fields[i].type, &field, &m->value);
+        }
+        return;
+    case OL_NODE_NULLABLE: {
+        int disc = 0;
+        avro_value_t branch;
+        out->type = OL_JSON_NULL;
+        if (!avro_value_get_discriminant(v, &disc) && disc == 1 && !avro_value_get_current_branch(v, &branch))
+            node_to_dom(a, n->inner, &branch, out);
+        return;
+    }
+    }
 }
 
 /* ---- Avro values to JSON ---------------------------------------------- */
@@ -421,6 +510,20 @@ json_t *ol_codec_to_json(const ol_event_type_t *et, avro_value_t *value) {
 
 /* ---- decoding --------------------------------------------------------- */
 
+static ol_err_t read_value(ol_codec_t *c, const ol_event_type_t *et, int version, const void *buf, size_t len,
+                           avro_value_t *dst, char *errstr, size_t errstr_size) {
+    avro_value_reset(dst);
+    avro_reader_memory_set_source(c->reader, buf, (int64_t)len);
+    if (avro_value_read(c->reader, dst))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "undecodable %s version %d payload (%zu bytes): %s",
+                       et->name, version, len, avro_strerror());
+    char extra;
+    if (avro_read(c->reader, &extra, 1) == 0)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                       "undecodable %s version %d payload: trailing bytes after the record", et->name, version);
+    return OL_ERR_OK;
+}
+
 ol_err_t ol_codec_decode(ol_codec_t *c, const ol_event_type_t *et, int version, const void *buf, size_t len,
                          avro_value_t **out, char *errstr, size_t errstr_size) {
     codec_type_t *ct = codec_type(c, et);
@@ -432,30 +535,32 @@ ol_err_t ol_codec_decode(ol_codec_t *c, const ol_event_type_t *et, int version, 
         return ol_errf(errstr, errstr_size, OL_ERR_UNSUPPORTED,
                        "%s schema version %d is unknown to this orderlog (it reads up to %d)", et->name, version,
                        et->version);
-    avro_value_reset(&ct->value);
-    avro_value_t *target = &ct->value;
-    if (et->history[k].resolver) {
-        if (!ct->resolved_ready[k]) {
-            if (avro_resolved_writer_new_value(et->history[k].resolver, &ct->resolved[k]))
-                return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "cannot resolve %s version %d: %s", et->name,
-                               version, avro_strerror());
-            ct->resolved_ready[k] = true;
+    ol_err_t err;
+    ol_json_t dom;
+    ol_arena_reset(c->arena);
+    if (version == et->version) {
+        if ((err = read_value(c, et, version, buf, len, &ct->value, errstr, errstr_size)))
+            return err;
+        /* a payload from another writer gets the same checks as ours */
+        node_to_dom(c->arena, et->root, &ct->value, &dom);
+        err = check_json(et, &dom, 0, false, NULL, errstr, errstr_size);
+    } else {
+        /* an older version: read it with its own schema, then fill the
+         * current version from its JSON form, defaults included */
+        const ol_schema_version_t *sv = &et->history[k];
+        if (!ct->old_ready[k]) {
+            if (avro_generic_value_new(sv->iface, &ct->old[k]))
+                ol_assert_fail("avro_generic_value_new", __FILE__, __LINE__);
+            ct->old_ready[k] = true;
         }
-        avro_resolved_writer_set_dest(&ct->resolved[k], &ct->value);
-        target = &ct->resolved[k];
+        if ((err = read_value(c, et, version, buf, len, &ct->old[k], errstr, errstr_size)))
+            return err;
+        node_to_dom(c->arena, sv->root, &ct->old[k], &dom);
+        c->out.len = 0;
+        err = check_json(et, &dom, 0, true, &c->out, errstr, errstr_size);
+        if (!err)
+            err = read_value(c, et, et->version, c->out.buf, c->out.len, &ct->value, errstr, errstr_size);
     }
-    avro_reader_memory_set_source(c->reader, buf, (int64_t)len);
-    if (avro_value_read(c->reader, target))
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "undecodable %s version %d payload (%zu bytes): %s",
-                       et->name, version, len, avro_strerror());
-    char extra;
-    if (avro_read(c->reader, &extra, 1) == 0)
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
-                       "undecodable %s version %d payload: trailing bytes after the record", et->name, version);
-    /* a payload from another writer gets the same checks as ours */
-    json_t *j = node_to_json(et->root, &ct->value);
-    ol_err_t err = check_json(et, j, 0, NULL, errstr, errstr_size);
-    json_decref(j);
     if (err)
         return err;
     *out = &ct->value;
@@ -472,7 +577,7 @@ ol_err_t ol_codec_decode_json(ol_codec_t *c, const ol_event_type_t *et, int vers
     return OL_ERR_OK;
 }
 
-ol_err_t ol_codec_key(const ol_event_type_t *et, json_t *data, char *out, size_t out_size, char *errstr,
+ol_err_t ol_codec_key(const ol_event_type_t *et, const ol_json_t *data, char *out, size_t out_size, char *errstr,
                       size_t errstr_size) {
     size_t len = 0;
     for (const char *p = et->key; *p;) {
@@ -486,14 +591,14 @@ ol_err_t ol_codec_key(const ol_event_type_t *et, json_t *data, char *out, size_t
         OL_ASSERT(close);
         char name[64];
         snprintf(name, sizeof(name), "%.*s", (int)(close - p - 1), p + 1);
-        const char *v = json_string_value(json_object_get(data, name));
-        if (!v)
-            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "field \"%s\": missing required field", name);
-        size_t vlen = strlen(v);
-        if (len + vlen >= out_size)
+        const ol_json_t *v = ol_json_get(data, name);
+        if (!v || v->type != OL_JSON_STRING)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "field \"%s\": %s", name,
+                           v ? "expected a string" : "missing required field");
+        if (len + v->len >= out_size)
             return ol_errf(errstr, errstr_size, OL_ERR_TOO_LARGE, "key longer than %zu bytes", out_size - 1);
-        memcpy(out + len, v, vlen);
-        len += vlen;
+        memcpy(out + len, v->u.s, v->len);
+        len += v->len;
         p = close + 1;
     }
     out[len] = '\0';

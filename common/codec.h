@@ -7,12 +7,14 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "common/json.h"
 #include "common/schema.h"
 
 /* The codec: event data as JSON <-> Avro binary <-> Avro values (the C form),
  * with the contract's checks (required fields, types, enum symbols, ranges,
  * formats). One codec per thread: it owns reusable values and buffers.
  *
+ * Input is read with ol_json (common/json.h), output made with jansson.
  * JSON form of an event's data: an object with the schema's fields; times as
  * RFC 3339 strings or epoch milliseconds on input, RFC 3339 on output; a
  * nullable field as null or its value. Unknown fields are refused. */
@@ -25,7 +27,7 @@ void ol_codec_destroy(ol_codec_t *codec);
  * current version. Fields with orderlog.defaultNow default to event_time_ms.
  * On success *out points into the codec (valid until its next encode).
  * Errors name the field: `field "lines[1].quantity": must be at least 1, got 0`. */
-ol_err_t ol_codec_encode(ol_codec_t *codec, const ol_event_type_t *et, json_t *data, int64_t event_time_ms,
+ol_err_t ol_codec_encode(ol_codec_t *codec, const ol_event_type_t *et, const ol_json_t *data, int64_t event_time_ms,
                          const void **out, size_t *out_len, char *errstr, size_t errstr_size);
 
 /* Decodes Avro binary written with `version` of et into the codec's value
@@ -43,7 +45,7 @@ json_t *ol_codec_to_json(const ol_event_type_t *et, avro_value_t *value);
 
 /* Renders et's key template ("{sku}", "{subject_type}:{subject}") from the
  * JSON data into out. */
-ol_err_t ol_codec_key(const ol_event_type_t *et, json_t *data, char *out, size_t out_size, char *errstr,
+ol_err_t ol_codec_key(const ol_event_type_t *et, const ol_json_t *data, char *out, size_t out_size, char *errstr,
                       size_t errstr_size);
 
 #endif

@@ -18,101 +18,90 @@ static void copy_str(char *dst, size_t dst_size, const char *src) {
     snprintf(dst, dst_size, "%s", src ? src : "");
 }
 
-/* Fills key and subject from the (checked) data. */
+/* Fills key and subject from the data. */
 static ol_err_t derive_key(ol_event_t *ev, char *errstr, size_t errstr_size) {
-    ol_err_t err = ol_codec_key(ev->env.type, ev->data, ev->key, sizeof(ev->key), errstr, errstr_size);
+    ol_err_t err = ol_codec_key(ev->env.type, ev->input, ev->key, sizeof(ev->key), errstr, errstr_size);
     if (err)
         return err;
+    const ol_json_t *subject = ol_json_get(ev->input, ev->env.type->subject);
     copy_str(ev->env.subject, sizeof(ev->env.subject),
-             json_string_value(json_object_get(ev->data, ev->env.type->subject)));
+             subject && subject->type == OL_JSON_STRING ? subject->u.s : "");
     return OL_ERR_OK;
 }
 
-static ol_err_t parse_time(json_t *t, int64_t *out) {
-    if (json_is_integer(t)) {
-        *out = json_integer_value(t);
+static ol_err_t parse_time(const ol_json_t *t, int64_t *out) {
+    if (t->type == OL_JSON_INT) {
+        *out = t->u.i;
         return OL_ERR_OK;
     }
-    if (json_is_string(t) && !ol_time_parse(json_string_value(t), out))
+    if (t->type == OL_JSON_STRING && !ol_time_parse(t->u.s, out))
         return OL_ERR_OK;
     return OL_ERR_INVALID;
 }
 
-/* Checks data against the schema, filling defaults, so that what is published
- * and what a consumer sees are the same JSON form. */
+/* Checks ev->input against the schema, filling defaults, and sets ev->data
+ * to the JSON form a consumer of the Avro payload would see. */
 static ol_err_t normalize(ol_codec_t *codec, ol_event_t *ev, char *errstr, size_t errstr_size) {
     const void *bin;
     size_t bin_len;
-    json_t *norm;
-    ol_err_t err = ol_codec_encode(codec, ev->env.type, ev->data, ev->env.time_ms, &bin, &bin_len, errstr,
+    ol_err_t err = ol_codec_encode(codec, ev->env.type, ev->input, ev->env.time_ms, &bin, &bin_len, errstr,
                                    errstr_size);
     if (err)
         return err;
-    if ((err = ol_codec_decode_json(codec, ev->env.type, ev->env.type->version, bin, bin_len, &norm, errstr,
-                                    errstr_size)))
-        return err;
-    json_decref(ev->data);
-    ev->data = norm;
-    return OL_ERR_OK;
+    return ol_codec_decode_json(codec, ev->env.type, ev->env.type->version, bin, bin_len, &ev->data, errstr,
+                                errstr_size);
 }
 
-static ol_err_t from_json_object(json_t *root, int64_t now_ms, ol_event_t *ev, char *errstr, size_t errstr_size) {
-    if (!json_is_object(root))
+static ol_err_t from_object(const ol_json_t *root, int64_t now_ms, ol_event_t *ev, char *errstr,
+                            size_t errstr_size) {
+    if (root->type != OL_JSON_OBJECT)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "expected a JSON object {\"type\":...,\"data\":{...}}");
-    const char *key;
-    json_t *v;
-    json_object_foreach(root, key, v) {
+    for (size_t i = 0; i < root->len; i++) {
+        const char *key = root->u.members[i].key;
         if (strcmp(key, "type") && strcmp(key, "data") && strcmp(key, "id") && strcmp(key, "time"))
             return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
-                           "unknown top-level field \"%s\" (expected type, data, id, time)", key);
+                           "unknown top-level field \"%.64s\" (expected type, data, id, time)", key);
     }
-    json_t *type = json_object_get(root, "type");
+    const ol_json_t *type = ol_json_get(root, "type");
     if (!type)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "missing \"type\"");
-    if (!json_is_string(type))
+    if (type->type != OL_JSON_STRING)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"type\" must be a string");
-    ev->env.type = ol_schema_find(json_string_value(type));
+    ev->env.type = ol_schema_find(type->u.s);
     if (!ev->env.type)
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown event type \"%.64s\"", json_string_value(type));
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown event type \"%.64s\"", type->u.s);
     ev->env.version = ev->env.type->version;
-    json_t *id = json_object_get(root, "id");
+    const ol_json_t *id = ol_json_get(root, "id");
     if (id) {
-        if (!json_is_string(id) || json_string_length(id) == 0 || json_string_length(id) > OL_EVENT_ID_MAX)
+        if (id->type != OL_JSON_STRING || id->len == 0 || id->len > OL_EVENT_ID_MAX || memchr(id->u.s, 0, id->len))
             return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"id\" must be a string of 1 to %d characters",
                            OL_EVENT_ID_MAX);
-        copy_str(ev->env.id, sizeof(ev->env.id), json_string_value(id));
+        memcpy(ev->env.id, id->u.s, id->len + 1);
     } else {
         ol_uuid_v4(ev->env.id);
     }
-    json_t *t = json_object_get(root, "time");
+    const ol_json_t *t = ol_json_get(root, "time");
     ev->env.time_ms = now_ms;
     if (t && parse_time(t, &ev->env.time_ms))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                        "\"time\" must be an RFC 3339 time (2026-11-22T15:04:05Z) or epoch milliseconds");
-    json_t *data = json_object_get(root, "data");
-    if (!data)
+    if (!(ev->input = ol_json_get(root, "data")))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "missing \"data\"");
-    ev->data = json_incref(data);
-    return OL_ERR_OK;
+    if (ev->input->type != OL_JSON_OBJECT)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"data\" must be an object, got %s",
+                       ol_json_kind(ev->input));
+    return derive_key(ev, errstr, errstr_size);
 }
 
-ol_err_t ol_event_from_line(const char *line, size_t len, int64_t now_ms, ol_event_t *ev, char *errstr,
-                            size_t errstr_size) {
+ol_err_t ol_event_from_line(ol_arena_t *arena, const char *line, size_t len, int64_t now_ms, ol_event_t *ev,
+                            char *errstr, size_t errstr_size) {
     memset(ev, 0, sizeof(*ev));
-    long bad = ol_utf8_invalid_at(line, len);
-    if (bad >= 0)
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "invalid UTF-8 at byte %ld", bad + 1);
-    json_error_t jerr;
-    json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root)
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "malformed JSON at column %d: %s", jerr.column,
-                       jerr.text);
-    ol_err_t err = from_json_object(root, now_ms, ev, errstr, errstr_size);
-    json_decref(root);
+    ol_json_t *root;
+    ol_err_t err = ol_json_parse(arena, line, len, &root, errstr, errstr_size);
     if (!err)
-        err = derive_key(ev, errstr, errstr_size);
+        err = from_object(root, now_ms, ev, errstr, errstr_size);
     if (err)
-        ol_event_clear(ev);
+        ev->input = NULL;
     return err;
 }
 
@@ -153,13 +142,17 @@ ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm,
     if (rd_kafka_message_headers(rkm, &hdrs) || !header_str(hdrs, "ce_type", type, sizeof(type))) {
         /* no envelope: a publish-format line written by another tool */
         int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
-        err = ol_event_from_line(rkm->payload ? rkm->payload : "", rkm->len, ts > 0 ? ts : ol_time_now_ms(), ev,
-                                 errstr, errstr_size);
+        ol_arena_t *arena = ol_arena_new(0);
+        err = ol_event_from_line(arena, rkm->payload ? rkm->payload : "", rkm->len, ts > 0 ? ts : ol_time_now_ms(),
+                                 ev, errstr, errstr_size);
+        if (!err) {
+            ev->env.content = OL_CONTENT_JSON;
+            copy_str(ev->env.source, sizeof(ev->env.source), "unknown");
+            err = normalize(codec, ev, errstr, errstr_size);
+        }
+        ev->input = NULL;
+        ol_arena_destroy(arena);
         if (err)
-            return err;
-        ev->env.content = OL_CONTENT_JSON;
-        copy_str(ev->env.source, sizeof(ev->env.source), "unknown");
-        if ((err = normalize(codec, ev, errstr, errstr_size)))
             ol_event_clear(ev);
         return err;
     }
@@ -191,11 +184,15 @@ ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm,
         err = ol_codec_decode_json(codec, ev->env.type, ev->env.version, rkm->payload, rkm->len, &ev->data, errstr,
                                    errstr_size);
     } else {
-        json_error_t jerr;
-        ev->data = json_loadb(rkm->payload ? rkm->payload : "", rkm->len, JSON_REJECT_DUPLICATES, &jerr);
-        err = ev->data ? normalize(codec, ev, errstr, errstr_size)
-                       : ol_errf(errstr, errstr_size, OL_ERR_INVALID, "malformed JSON payload at column %d: %s",
-                                 jerr.column, jerr.text);
+        ol_arena_t *arena = ol_arena_new(0);
+        ol_json_t *input;
+        err = ol_json_parse(arena, rkm->payload ? rkm->payload : "", rkm->len, &input, errstr, errstr_size);
+        if (!err) {
+            ev->input = input;
+            err = normalize(codec, ev, errstr, errstr_size);
+        }
+        ev->input = NULL;
+        ol_arena_destroy(arena);
     }
     if (!err && rkm->key_len <= OL_EVENT_KEY_MAX) {
         memcpy(ev->key, rkm->key ? rkm->key : "", rkm->key_len);

@@ -5,6 +5,7 @@
 #include <librdkafka/rdkafka.h>
 #include <stdint.h>
 
+#include "common/arena.h"
 #include "common/codec.h"
 #include "common/err.h"
 #include "common/schema.h"
@@ -35,15 +36,16 @@ typedef struct ol_envelope_s {
 typedef struct ol_event_s {
     ol_envelope_t env;
     char key[OL_EVENT_KEY_MAX + 1];
-    json_t *data; /* owned; NULL after ol_event_clear */
+    const ol_json_t *input; /* ol_event_from_line: the data as read, in the caller's arena */
+    json_t *data;           /* ol_event_from_message: decoded, owned; NULL after ol_event_clear */
 } ol_event_t;
 
 /* Parses one line of the publish format
  *   {"type":"<Event>","data":{...},"id":"<optional>","time":"<optional>"}
  * into ev: id generated and time = now_ms when absent, key and subject
  * rendered. The data is checked against the schema when it is encoded. */
-ol_err_t ol_event_from_line(const char *line, size_t len, int64_t now_ms, ol_event_t *ev, char *errstr,
-                            size_t errstr_size);
+ol_err_t ol_event_from_line(ol_arena_t *arena, const char *line, size_t len, int64_t now_ms, ol_event_t *ev,
+                            char *errstr, size_t errstr_size);
 
 /* Decodes a Kafka record: ce_* headers with an Avro or JSON payload, or a
  * record without headers whose value is a publish-format line (what kcat or a

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "common/schema.h"
 
 typedef struct set_ctx_s {
@@ -21,9 +22,16 @@ static int set_one(void *opaque, const char *name, const char *value) {
     return 0;
 }
 
+/* librdkafka's own log lines go through ours (syslog levels). */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    ol_log_level_t l = level <= 3 ? OL_LOG_ERROR : level == 4 ? OL_LOG_WARN : level <= 6 ? OL_LOG_INFO : OL_LOG_DEBUG;
+    ol_log(l, "kafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
 rd_kafka_conf_t *ol_kafka_conf_new(const ol_conf_t *conf, const char *const *defaults, char *errstr,
                                    size_t errstr_size) {
     set_ctx_t ctx = {rd_kafka_conf_new(), errstr, errstr_size};
+    rd_kafka_conf_set_log_cb(ctx.kconf, log_cb);
     for (; defaults && defaults[0]; defaults += 2) {
         if (set_one(&ctx, defaults[0], defaults[1])) {
             rd_kafka_conf_destroy(ctx.kconf);

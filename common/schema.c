@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/embedded.h"
+#include "common/json.h"
 #include "common/util.h"
 
 /* Every topic, including the dlq which carries no event type of its own. */
@@ -16,6 +17,7 @@ static ol_event_type_t **types;
 static size_t ntypes;
 static json_t **docs; /* parsed schema JSON, kept: nodes borrow strings from it */
 static size_t ndocs;
+static ol_arena_t *schema_arena; /* defaults in the codec's form; lives as long as the process */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static char init_errstr[512];
 static ol_err_t init_err;
@@ -33,6 +35,8 @@ static ol_err_t field_parse(json_t *jf, ol_field_t *f, char *errstr, size_t errs
     if (!(f->type = node_parse(json_object_get(jf, "type"), errstr, errstr_size)))
         return OL_ERR_INVALID;
     f->def = json_object_get(jf, "default");
+    if (f->def)
+        f->dflt = ol_json_from_jansson(schema_arena, f->def);
     f->default_now = json_is_true(json_object_get(jf, "orderlog.defaultNow"));
     json_t *v;
     if ((v = json_object_get(jf, "orderlog.min"))) {
@@ -142,9 +146,10 @@ static ol_err_t parse_avro(const ol_embedded_t *e, avro_schema_t *out, char *err
     return OL_ERR_OK;
 }
 
-static void add_version(ol_event_type_t *et, int version, avro_schema_t schema, avro_value_iface_t *resolver) {
+static void add_version(ol_event_type_t *et, int version, avro_schema_t schema, avro_value_iface_t *iface,
+                        ol_node_t *root) {
     et->history = ol_xrealloc(et->history, (et->nhistory + 1) * sizeof(*et->history));
-    et->history[et->nhistory++] = (ol_schema_version_t){version, schema, resolver};
+    et->history[et->nhistory++] = (ol_schema_version_t){version, schema, iface, root};
 }
 
 static ol_err_t load_all(char *errstr, size_t errstr_size) {
@@ -177,7 +182,7 @@ static ol_err_t load_all(char *errstr, size_t errstr_size) {
         if ((err = parse_avro(e, &et->schema, errstr, errstr_size)))
             return err;
         et->iface = avro_generic_class_from_schema(et->schema);
-        add_version(et, et->version, et->schema, NULL);
+        add_version(et, et->version, et->schema, et->iface, et->root);
         types = ol_xrealloc(types, (ntypes + 1) * sizeof(*types));
         types[ntypes++] = et;
     }
@@ -197,12 +202,23 @@ static ol_err_t load_all(char *errstr, size_t errstr_size) {
         avro_schema_t schema;
         if ((err = parse_avro(e, &schema, errstr, errstr_size)))
             return err;
-        avro_value_iface_t *resolver = avro_resolved_writer_new(schema, et->schema);
-        if (!resolver)
-            return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
-                           "%s: version %d cannot be resolved to the current version %d: %s", e->path, version,
-                           et->version, avro_strerror());
-        add_version(et, version, schema, resolver);
+        ol_node_t *root = node_parse(doc, errstr, errstr_size);
+        if (!root)
+            return OL_ERR_INVALID;
+        /* the evolution rule: every field of the current version that this
+         * version lacks has a default */
+        for (size_t i = 0; i < et->root->nfields; i++) {
+            const ol_field_t *f = &et->root->fields[i];
+            size_t k;
+            for (k = 0; k < root->nfields; k++)
+                if (!strcmp(root->fields[k].name, f->name))
+                    break;
+            if (k == root->nfields && !f->def && !f->default_now)
+                return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                               "%s: field %s of version %d has no default, so version %d cannot be read", e->path,
+                               f->name, et->version, version);
+        }
+        add_version(et, version, schema, avro_generic_class_from_schema(schema), root);
     }
     qsort(types, ntypes, sizeof(*types), type_cmp);
     for (size_t i = 0; i < ntypes; i++)
@@ -211,6 +227,7 @@ static ol_err_t load_all(char *errstr, size_t errstr_size) {
 }
 
 static void init_run(void) {
+    schema_arena = ol_arena_new(0);
     init_err = load_all(init_errstr, sizeof(init_errstr));
 }
 

@@ -41,7 +41,8 @@ typedef struct ol_node_s ol_node_t;
 typedef struct ol_field_s {
     const char *name;
     ol_node_t *type;
-    json_t *def; /* borrowed from the schema JSON; NULL when required */
+    json_t *def;                /* borrowed from the schema JSON; NULL when required */
+    const struct ol_json_s *dflt; /* def as the codec reads it; NULL when required */
     bool default_now;
     bool has_min, has_max;
     int64_t min, max;
@@ -63,10 +64,14 @@ struct ol_node_s {
     ol_node_t *inner;
 };
 
+/* A readable version. avro-c 1.11's resolver does not apply reader defaults
+ * ("Reader field x doesn't appear in writer"), so older versions are read
+ * with their own schema and resolved to the current one by the codec. */
 typedef struct ol_schema_version_s {
     int version;
     avro_schema_t schema;
-    avro_value_iface_t *resolver; /* writer = this version, reader = current; NULL for the current */
+    avro_value_iface_t *iface; /* generic values of this version */
+    ol_node_t *root;           /* this version's fields */
 } ol_schema_version_t;
 
 typedef struct ol_event_type_s {

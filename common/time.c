@@ -1,9 +1,12 @@
 #include "common/time.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
+#include "common/util.h"
 
 int64_t ol_time_now_ms(void) {
     struct timespec ts;
@@ -18,13 +21,27 @@ int64_t ol_time_mono_us(void) {
 }
 
 void ol_time_format(int64_t ms, char *out, size_t out_size) {
+    /* the seconds part is cached per thread: events come in bursts of one second */
+    static _Thread_local int64_t cached_secs = INT64_MIN;
+    static _Thread_local char cached[32];
     int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
     int millis = (int)(ms - secs * 1000);
-    time_t t = (time_t)secs;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    snprintf(out, out_size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
+    if (secs != cached_secs) {
+        time_t t = (time_t)secs;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        snprintf(cached, sizeof(cached), "%04d-%02d-%02dT%02d:%02d:%02d", (tm.tm_year + 1900) % 10000,
+                 (tm.tm_mon + 1) % 100, tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100, tm.tm_sec % 100);
+        cached_secs = secs;
+    }
+    OL_ASSERT(out_size >= 25);
+    memcpy(out, cached, 19);
+    out[19] = '.';
+    out[20] = (char)('0' + millis / 100);
+    out[21] = (char)('0' + millis / 10 % 10);
+    out[22] = (char)('0' + millis % 10);
+    out[23] = 'Z';
+    out[24] = '\0';
 }
 
 /* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar. */

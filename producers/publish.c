@@ -26,6 +26,7 @@ typedef struct publish_s {
     const ol_conf_t *conf;
     rd_kafka_t *rk;
     ol_codec_t *codec;
+    ol_arena_t *arena; /* one line's parse, reset per line */
     char source[128];
     char (*topics)[256]; /* per event type index */
     const char *input;   /* file name for messages, NULL for a single input */
@@ -65,14 +66,14 @@ static void publish_line(publish_t *p, const char *input, long long lineno, cons
     ol_event_t ev;
     const void *payload;
     size_t payload_len;
-    if (ol_event_from_line(line, len, ol_time_now_ms(), &ev, errstr, sizeof(errstr))) {
+    ol_arena_reset(p->arena);
+    if (ol_event_from_line(p->arena, line, len, ol_time_now_ms(), &ev, errstr, sizeof(errstr))) {
         reject(p, input, lineno, errstr);
         return;
     }
-    if (ol_codec_encode(p->codec, ev.env.type, ev.data, ev.env.time_ms, &payload, &payload_len, errstr,
+    if (ol_codec_encode(p->codec, ev.env.type, ev.input, ev.env.time_ms, &payload, &payload_len, errstr,
                         sizeof(errstr))) {
         reject(p, input, lineno, errstr);
-        ol_event_clear(&ev);
         return;
     }
     snprintf(ev.env.source, sizeof(ev.env.source), "%s", p->source);
@@ -96,7 +97,6 @@ static void publish_line(publish_t *p, const char *input, long long lineno, cons
                 rd_kafka_err2str(err));
         break;
     }
-    ol_event_clear(&ev);
     rd_kafka_poll(p->rk, 0);
 }
 
@@ -183,6 +183,7 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
     }
     snprintf(p.source, sizeof(p.source), "%.100s/publish", ol_conf_str(conf, "event.source"));
     p.codec = ol_codec_new();
+    p.arena = ol_arena_new(0);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     int64_t t0 = ol_time_mono_us();
@@ -216,6 +217,7 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
     rc = (p.rejected || p.failed || read_failed || publish_stop) ? OL_EXIT_FAIL : OL_EXIT_OK;
 out:
     ol_codec_destroy(p.codec);
+    ol_arena_destroy(p.arena);
     rd_kafka_destroy(p.rk);
     free(p.topics);
     return rc;

@@ -1,0 +1,69 @@
+#ifndef OL_JSON_H
+#define OL_JSON_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/arena.h"
+#include "common/err.h"
+
+/* A strict JSON reader for the hot input path (one publish line, one gate
+ * body): the document is parsed into an arena, so a line costs a few
+ * allocations instead of one per value, and nothing is freed by hand.
+ * jansson stays the library for everything else (output, schemas, config);
+ * it costs ~40k instructions per 200-byte line, which alone would cap
+ * publish far below its target.
+ *
+ * Strict: RFC 8259 grammar, valid UTF-8, no duplicate keys, no NUL outside
+ * \u0000 escapes, nesting at most 64 deep, integers within int64. */
+
+typedef enum ol_json_type_e {
+    OL_JSON_NULL,
+    OL_JSON_FALSE,
+    OL_JSON_TRUE,
+    OL_JSON_INT,
+    OL_JSON_REAL,
+    OL_JSON_STRING,
+    OL_JSON_ARRAY,
+    OL_JSON_OBJECT,
+} ol_json_type_t;
+
+typedef struct ol_json_s ol_json_t;
+typedef struct ol_json_member_s ol_json_member_t;
+
+struct ol_json_s {
+    ol_json_type_t type;
+    size_t len; /* string bytes (without NUL), array items or object members */
+    union {
+        int64_t i;
+        double d;
+        const char *s; /* NUL-terminated, may hold \u0000 */
+        ol_json_t *items;
+        ol_json_member_t *members;
+    } u;
+};
+
+struct ol_json_member_s {
+    const char *key;
+    size_t key_len;
+    ol_json_t value;
+};
+
+/* Parses text[0..len) into the arena. On error returns OL_ERR_INVALID with
+ * "malformed JSON at column N: <what>" (columns count bytes from 1). */
+ol_err_t ol_json_parse(ol_arena_t *arena, const char *text, size_t len, ol_json_t **out, char *errstr,
+                       size_t errstr_size);
+
+/* The member named key of an object, or NULL. */
+const ol_json_t *ol_json_get(const ol_json_t *obj, const char *key);
+
+/* Conversions to and from jansson (for defaults from schemas and output). */
+ol_json_t *ol_json_from_jansson(ol_arena_t *arena, json_t *j);
+json_t *ol_json_to_jansson(const ol_json_t *v);
+
+/* "an integer", "a string", ... for error messages. */
+const char *ol_json_kind(const ol_json_t *v);
+
+#endif
