@@ -15,7 +15,7 @@ static const ol_conf_prop_t conf_props[] = {
     {"pg.conninfo", OL_CONF_STR, "host=127.0.0.1 port=54329 dbname=orderlog user=postgres", 0, 0, NULL,
      "PostgreSQL connection string (libpq conninfo or URI)."},
     {"topic.prefix", OL_CONF_STR, "orderlog.", 0, 0, NULL,
-     "Prefix of every topic name: <prefix>buy-requests, <prefix>orders, ..."},
+     "Prefix of every topic name (`orderlog.buy-requests`, `orderlog.orders`, ...)."},
     {"topic.partitions", OL_CONF_INT, "6", 1, 10000, NULL,
      "Partition count used by `orderlog topics create` (buy-requests, skus and sale-events must "
      "share it)."},
