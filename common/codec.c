@@ -154,11 +154,27 @@ static ol_err_t fail(walk_t *w, const char *fmt, ...) {
 static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j,
                             out_t *dst);
 
+/* The member for field i: members usually come in schema order, so the same
+ * position is tried first. */
+static const ol_json_t *member_for(const ol_node_t *n, size_t i, const ol_json_t *j) {
+    if (i < j->len && !strcmp(j->u.members[i].key, n->fields[i].name))
+        return &j->u.members[i].value;
+    return ol_json_get(j, n->fields[i].name);
+}
+
+static bool all_known(const ol_node_t *n, const ol_json_t *j) {
+    size_t found = 0;
+    for (size_t i = 0; i < n->nfields; i++)
+        found += member_for(n, i, j) != NULL;
+    return found == j->len;
+}
+
 static ol_err_t check_record(walk_t *w, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
     if (j->type != OL_JSON_OBJECT)
         return fail(w, "expected an object, got %s", ol_json_kind(j));
-    /* unknown fields first: a typo must not pass as a missing optional field */
-    if (!w->resolving) {
+    /* unknown fields first: a typo must not pass as a missing optional field;
+     * keys are unique, so when every member matched a field there is none */
+    if (!w->resolving && !all_known(n, j)) {
         for (size_t m = 0; m < j->len; m++) {
             const ol_json_member_t *mem = &j->u.members[m];
             size_t i;
@@ -174,12 +190,7 @@ static ol_err_t check_record(walk_t *w, const ol_node_t *n, const ol_json_t *j, 
     for (size_t i = 0; i < n->nfields; i++) {
         const ol_field_t *f = &n->fields[i];
         path_push(w, f->name, -1);
-        /* members usually come in schema order: try the same position first */
-        const ol_json_t *fv = NULL;
-        if (i < j->len && !strcmp(j->u.members[i].key, f->name))
-            fv = &j->u.members[i].value;
-        else
-            fv = ol_json_get(j, f->name);
+        const ol_json_t *fv = member_for(n, i, j);
         ol_json_t now;
         if (!fv) {
             if (f->default_now) {

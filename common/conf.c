@@ -33,6 +33,8 @@ static const ol_conf_prop_t conf_props[] = {
      "Longest accepted input line of `publish`; longer lines are rejected, not read into memory."},
     {"publish.queue.kbytes", OL_CONF_INT, "16384", 1024, 1048576, NULL,
      "Bytes of produced events buffered in memory awaiting delivery (bounds publish's memory)."},
+    {"publish.threads", OL_CONF_INT, "2", 1, 64, NULL,
+     "Threads of `publish` that parse, check and encode lines (events are still produced in input order)."},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 

@@ -107,8 +107,12 @@ ol_err_t ol_event_from_line(ol_arena_t *arena, const char *line, size_t len, int
 
 void ol_envelope_to_headers(const ol_envelope_t *env, rd_kafka_headers_t *hdrs) {
     char ts[40], schema[160];
+    const char *dataschema = env->type->dataschema;
     ol_time_format(env->time_ms, ts, sizeof(ts));
-    snprintf(schema, sizeof(schema), DATASCHEMA_PREFIX "%s:%d", env->type->name, env->version);
+    if (env->version != env->type->version) {
+        snprintf(schema, sizeof(schema), DATASCHEMA_PREFIX "%s:%d", env->type->name, env->version);
+        dataschema = schema;
+    }
     rd_kafka_header_add(hdrs, "ce_specversion", -1, "1.0", 3);
     rd_kafka_header_add(hdrs, "ce_id", -1, env->id, -1);
     rd_kafka_header_add(hdrs, "ce_type", -1, env->type->ce_type, -1);
@@ -117,7 +121,7 @@ void ol_envelope_to_headers(const ol_envelope_t *env, rd_kafka_headers_t *hdrs) 
     rd_kafka_header_add(hdrs, "ce_subject", -1, env->subject, -1);
     rd_kafka_header_add(hdrs, "content-type", -1,
                         env->content == OL_CONTENT_AVRO ? "application/avro" : "application/json", -1);
-    rd_kafka_header_add(hdrs, "ce_dataschema", -1, schema, -1);
+    rd_kafka_header_add(hdrs, "ce_dataschema", -1, dataschema, -1);
 }
 
 /* Copies header `name` into out as a string; returns false when absent. */

@@ -74,12 +74,29 @@ static size_t put_utf8(char *o, unsigned cp) {
     return 4;
 }
 
-/* At the opening quote. UTF-8 validity is checked on the raw text. */
+/* Bytes that end the fast scan of a string: '"', '\\', control characters
+ * and every non-ASCII byte (checked as UTF-8 where it occurs). */
+static const unsigned char string_stop[256] = {
+    [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1,
+};
+
+/* At the opening quote. */
 static ol_err_t parse_string(parser_t *ps, const char **out, size_t *out_len) {
     const char *s = ++ps->p;
-    /* fast path: no escapes */
-    while (ps->p < ps->end && *ps->p != '"' && *ps->p != '\\' && (unsigned char)*ps->p >= 0x20)
-        ps->p++;
+    /* fast path: plain ASCII without escapes */
+    for (;;) {
+        while (ps->p < ps->end && !string_stop[(unsigned char)*ps->p])
+            ps->p++;
+        if (ps->p >= ps->end || (unsigned char)*ps->p < 0x80)
+            break;
+        long bad = ol_utf8_invalid_at(ps->p, (size_t)(ps->end - ps->p) < 4 ? (size_t)(ps->end - ps->p) : 4);
+        if (bad == 0)
+            return ol_errf(ps->errstr, ps->errstr_size, OL_ERR_INVALID, "invalid UTF-8 at byte %ld",
+                           (long)(ps->p - ps->start) + 1);
+        /* one valid sequence: skip it */
+        unsigned char c = (unsigned char)*ps->p;
+        ps->p += c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+    }
     if (ps->p < ps->end && *ps->p == '"') {
         *out_len = (size_t)(ps->p - s);
         *out = ol_arena_strndup(ps->arena, s, *out_len);
@@ -384,16 +401,20 @@ static ol_err_t parse_value(parser_t *ps, ol_json_t *v, int depth) {
 ol_err_t ol_json_parse(ol_arena_t *arena, const char *text, size_t len, ol_json_t **out, char *errstr,
                        size_t errstr_size) {
     parser_t ps = {arena, text, text, text + len, errstr, errstr_size};
-    long bad = ol_utf8_invalid_at(text, len);
-    if (bad >= 0)
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "invalid UTF-8 at byte %ld", bad + 1);
     ol_json_t *v = ol_arena_alloc(arena, sizeof(*v));
     ol_err_t err = parse_value(&ps, v, 0);
-    if (err)
+    if (!err) {
+        skip_ws(&ps);
+        if (ps.p != ps.end)
+            err = perr(&ps, "unexpected text after the JSON value");
+    }
+    if (err) {
+        /* broken UTF-8 anywhere says more than the syntax error it caused */
+        long bad = ol_utf8_invalid_at(text, len);
+        if (bad >= 0)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "invalid UTF-8 at byte %ld", bad + 1);
         return err;
-    skip_ws(&ps);
-    if (ps.p != ps.end)
-        return perr(&ps, "unexpected text after the JSON value");
+    }
     *out = v;
     return OL_ERR_OK;
 }

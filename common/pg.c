@@ -100,13 +100,12 @@ PGconn *ol_pg_connect_conninfo(const char *conninfo, char *errstr, size_t errstr
         if (host && host[0] == '/')
             snprintf(where, sizeof(where), "socket %s/.s.PGSQL.%s", host, port ? port : "5432");
         else
-            snprintf(where, sizeof(where), "%s:%s", host && *host ? host : "localhost",
-                     port && *port ? port : "5432");
+            snprintf(where, sizeof(where), "%s:%s", host && *host ? host : "localhost", port && *port ? port : "5432");
         /* a FATAL came from the server: it runs, but refused us */
         int answered = strstr(PQerrorMessage(conn), "FATAL:") != NULL;
         ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE,
-                "could not connect to PostgreSQL at %s (database \"%s\", user \"%s\"): %s (%s)", where,
-                db ? db : "", user ? user : "", reason,
+                "could not connect to PostgreSQL at %s (database \"%s\", user \"%s\"): %s (%s)", where, db ? db : "",
+                user ? user : "", reason,
                 answered ? "check pg.conninfo; `ops/stack start` sets up the local server and its database"
                          : "is the server running? `ops/stack start`");
         PQfinish(conn);
@@ -139,8 +138,8 @@ ol_err_t ol_pg_err(const PGresult *res) {
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     if (!state || strlen(state) != 5)
         return OL_ERR_TRANSIENT; /* raised by libpq itself: lost connection */
-    if (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strncmp(state, "08", 2) ||
-        !strcmp(state, "57P01") || !strcmp(state, "57P02") || !strcmp(state, "57P03"))
+    if (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strncmp(state, "08", 2) || !strcmp(state, "57P01") ||
+        !strcmp(state, "57P02") || !strcmp(state, "57P03"))
         return OL_ERR_TRANSIENT;
     if (!strcmp(state, "23505"))
         return OL_ERR_ALREADY_APPLIED;

@@ -177,6 +177,9 @@ static ol_err_t load_all(char *errstr, size_t errstr_size) {
         char *ce = ol_xmalloc(n);
         snprintf(ce, n, "orderlog.%s", et->name);
         et->ce_type = ce;
+        char *ds = ol_xmalloc(n + 40);
+        snprintf(ds, n + 40, "urn:orderlog:schema:%s:%d", et->name, et->version);
+        et->dataschema = ds;
         if (!(et->root = node_parse(doc, errstr, errstr_size)))
             return OL_ERR_INVALID;
         if ((err = parse_avro(e, &et->schema, errstr, errstr_size)))

@@ -77,6 +77,7 @@ typedef struct ol_schema_version_s {
 typedef struct ol_event_type_s {
     const char *name;    /* "BuyRequested" */
     const char *ce_type; /* "orderlog.BuyRequested" */
+    const char *dataschema; /* "urn:orderlog:schema:BuyRequested:2", the current version */
     const char *topic;   /* "buy-requests", without prefix */
     const char *key;     /* key template, e.g. "{subject_type}:{subject}" */
     const char *subject; /* field holding the aggregate id (ce_subject) */

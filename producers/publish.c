@@ -1,13 +1,20 @@
 /* orderlog publish: JSON lines in, Avro events on their topics out.
  *
- * Streams: lines are read in bounded chunks (a line longer than
- * publish.max.line.bytes is skipped, never buffered whole) and the producer
- * queue is bounded by publish.queue.kbytes, so memory stays flat whatever the
- * input size. Every line ends up counted once: published (delivery report
- * OK), rejected (bad input, reported as "line N: reason") or failed
- * (delivery error, reported likewise). */
+ * A pipeline: the main thread reads lines into batches; publish.threads
+ * workers parse, check and encode batches in parallel; each batch is then
+ * produced by the worker that prepared it, strictly in batch order, so events
+ * reach Kafka in input order (per key, that is what consumers rely on).
+ *
+ * Memory is bounded whatever the input: a line longer than
+ * publish.max.line.bytes is skipped, never buffered whole; at most
+ * PIPELINE_SLOTS batches exist; the producer queue is bounded by
+ * publish.queue.kbytes. Every line is counted once: published (delivery
+ * report OK), rejected (bad input, "line N: reason") or failed (delivery
+ * error, "line N: ..."). Messages go to stderr in line order. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,15 +29,49 @@
 #include "common/time.h"
 #include "common/util.h"
 
+#define PIPELINE_SLOTS 8
+#define BATCH_LINES 512
+#define BATCH_BYTES (256 * 1024)
+
+/* One line of a batch, and what a worker made of it. */
+typedef struct item_s {
+    size_t off, len;
+    long long lineno;
+    int too_long;
+    /* prepared */
+    const char *error; /* rejected when set (arena) */
+    int topic;
+    const char *key;
+    size_t key_len;
+    const void *payload; /* arena */
+    size_t payload_len;
+    rd_kafka_headers_t *hdrs; /* owned until produced */
+} item_t;
+
+typedef enum { SLOT_FREE, SLOT_FILLED, SLOT_CLAIMED } slot_state_t;
+
+typedef struct batch_s {
+    slot_state_t state;
+    uint64_t seq;
+    const char *input; /* file name for messages, NULL for a single input */
+    char *text;
+    size_t text_len, text_cap;
+    item_t *items;
+    size_t nitems;
+    ol_arena_t *arena; /* the prepared events, reset when the slot is reused */
+} batch_t;
+
 typedef struct publish_s {
     const ol_conf_t *conf;
     rd_kafka_t *rk;
-    ol_codec_t *codec;
-    ol_arena_t *arena; /* one line's parse, reset per line */
     char source[128];
     char (*topics)[256]; /* per event type index */
-    const char *input;   /* file name for messages, NULL for a single input */
-    int64_t published, rejected, failed;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    batch_t slots[PIPELINE_SLOTS];
+    uint64_t next_fill, next_claim, next_produce; /* batch sequence numbers */
+    int eof;
+    atomic_llong published, rejected, failed;
 } publish_t;
 
 static volatile sig_atomic_t publish_stop;
@@ -44,98 +85,224 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
     (void)rk;
     publish_t *p = opaque;
     if (rkm->err) {
-        p->failed++;
+        atomic_fetch_add(&p->failed, 1);
         fprintf(stderr, "line %lld: delivery to %s failed: %s\n", (long long)(intptr_t)rkm->_private,
                 rd_kafka_topic_name(rkm->rkt), rd_kafka_err2str(rkm->err));
     } else {
-        p->published++;
+        atomic_fetch_add(&p->published, 1);
     }
 }
 
-static void reject(publish_t *p, const char *input, long long lineno, const char *reason) {
-    p->rejected++;
-    if (input)
-        fprintf(stderr, "%s line %lld: %s\n", input, lineno, reason);
+static void report(const batch_t *b, long long lineno, const char *reason) {
+    if (b->input)
+        fprintf(stderr, "%s line %lld: %s\n", b->input, lineno, reason);
     else
         fprintf(stderr, "line %lld: %s\n", lineno, reason);
 }
 
-/* Encodes one line and queues it; a full queue waits for deliveries. */
-static void publish_line(publish_t *p, const char *input, long long lineno, const char *line, size_t len) {
+/* Worker side, in parallel: parse, check, encode, build headers. */
+static void prepare_item(publish_t *p, batch_t *b, item_t *it, ol_codec_t *codec, ol_arena_t *scratch) {
     char errstr[512];
     ol_event_t ev;
     const void *payload;
     size_t payload_len;
-    ol_arena_reset(p->arena);
-    if (ol_event_from_line(p->arena, line, len, ol_time_now_ms(), &ev, errstr, sizeof(errstr))) {
-        reject(p, input, lineno, errstr);
+    if (it->too_long) {
+        it->error = ol_arena_sprintf(b->arena, "line longer than %lld bytes (publish.max.line.bytes)",
+                                     (long long)ol_conf_int(p->conf, "publish.max.line.bytes"));
         return;
     }
-    if (ol_codec_encode(p->codec, ev.env.type, ev.input, ev.env.time_ms, &payload, &payload_len, errstr,
+    ol_arena_reset(scratch);
+    if (ol_event_from_line(scratch, b->text + it->off, it->len, ol_time_now_ms(), &ev, errstr, sizeof(errstr)) ||
+        ol_codec_encode(codec, ev.env.type, ev.input, ev.env.time_ms, &payload, &payload_len, errstr,
                         sizeof(errstr))) {
-        reject(p, input, lineno, errstr);
+        it->error = ol_arena_strndup(b->arena, errstr, strlen(errstr));
         return;
     }
-    snprintf(ev.env.source, sizeof(ev.env.source), "%s", p->source);
+    memcpy(ev.env.source, p->source, sizeof(ev.env.source));
     ev.env.content = OL_CONTENT_AVRO;
-    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
-    ol_envelope_to_headers(&ev.env, hdrs);
+    it->topic = ev.env.type->index;
+    it->key_len = strlen(ev.key);
+    it->key = ol_arena_strndup(b->arena, ev.key, it->key_len);
+    void *copy = ol_arena_alloc(b->arena, payload_len);
+    memcpy(copy, payload, payload_len);
+    it->payload = copy;
+    it->payload_len = payload_len;
+    it->hdrs = rd_kafka_headers_new(8);
+    ol_envelope_to_headers(&ev.env, it->hdrs);
+}
+
+/* Worker side, in batch order: hand the prepared events to librdkafka. */
+static void produce_item(publish_t *p, batch_t *b, item_t *it) {
+    if (it->error) {
+        atomic_fetch_add(&p->rejected, 1);
+        report(b, it->lineno, it->error);
+        return;
+    }
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
-            p->rk, RD_KAFKA_V_TOPIC(p->topics[ev.env.type->index]), RD_KAFKA_V_KEY(ev.key, strlen(ev.key)),
-            RD_KAFKA_V_VALUE((void *)payload, payload_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE((void *)(intptr_t)lineno), RD_KAFKA_V_END);
-        if (!err)
-            break;
+            p->rk, RD_KAFKA_V_TOPIC(p->topics[it->topic]), RD_KAFKA_V_KEY(it->key, it->key_len),
+            RD_KAFKA_V_VALUE((void *)it->payload, it->payload_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(it->hdrs), RD_KAFKA_V_OPAQUE((void *)(intptr_t)it->lineno), RD_KAFKA_V_END);
+        if (!err) {
+            it->hdrs = NULL; /* librdkafka owns them now */
+            return;
+        }
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             rd_kafka_poll(p->rk, 10);
             continue;
         }
-        rd_kafka_headers_destroy(hdrs);
-        p->failed++;
-        fprintf(stderr, "line %lld: could not produce to %s: %s\n", lineno, p->topics[ev.env.type->index],
-                rd_kafka_err2str(err));
-        break;
+        char reason[300];
+        snprintf(reason, sizeof(reason), "could not produce to %s: %s", p->topics[it->topic], rd_kafka_err2str(err));
+        atomic_fetch_add(&p->failed, 1);
+        report(b, it->lineno, reason);
+        return;
     }
+}
+
+static void *worker_main(void *arg) {
+    publish_t *p = arg;
+    ol_codec_t *codec = ol_codec_new();
+    ol_arena_t *scratch = ol_arena_new(0);
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!(p->next_claim < p->next_fill) && !p->eof)
+            pthread_cond_wait(&p->cond, &p->lock);
+        if (!(p->next_claim < p->next_fill))
+            break; /* eof and nothing left */
+        batch_t *b = &p->slots[p->next_claim % PIPELINE_SLOTS];
+        uint64_t seq = p->next_claim++;
+        b->state = SLOT_CLAIMED;
+        pthread_mutex_unlock(&p->lock);
+
+        for (size_t i = 0; i < b->nitems; i++)
+            prepare_item(p, b, &b->items[i], codec, scratch);
+
+        pthread_mutex_lock(&p->lock);
+        while (p->next_produce != seq)
+            pthread_cond_wait(&p->cond, &p->lock);
+        pthread_mutex_unlock(&p->lock);
+        for (size_t i = 0; i < b->nitems; i++)
+            produce_item(p, b, &b->items[i]);
+        rd_kafka_poll(p->rk, 0);
+        for (size_t i = 0; i < b->nitems; i++)
+            if (b->items[i].hdrs)
+                rd_kafka_headers_destroy(b->items[i].hdrs);
+        pthread_mutex_lock(&p->lock);
+        b->state = SLOT_FREE;
+        p->next_produce++;
+        pthread_cond_broadcast(&p->cond);
+    }
+    pthread_mutex_unlock(&p->lock);
+    ol_arena_destroy(scratch);
+    ol_codec_destroy(codec);
+    return NULL;
+}
+
+/* Main side: the next free slot, waiting for one. */
+static batch_t *slot_acquire(publish_t *p) {
+    pthread_mutex_lock(&p->lock);
+    batch_t *b = &p->slots[p->next_fill % PIPELINE_SLOTS];
+    while (b->state != SLOT_FREE)
+        pthread_cond_wait(&p->cond, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    b->text_len = 0;
+    b->nitems = 0;
+    ol_arena_reset(b->arena);
+    return b;
+}
+
+static void slot_publish(publish_t *p, batch_t *b) {
+    pthread_mutex_lock(&p->lock);
+    b->state = SLOT_FILLED;
+    b->seq = p->next_fill++;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
     rd_kafka_poll(p->rk, 0);
 }
 
+static void batch_add(batch_t *b, const char *line, size_t len, long long lineno, int too_long) {
+    if (b->text_len + len > b->text_cap) {
+        while (b->text_len + len > b->text_cap)
+            b->text_cap *= 2;
+        b->text = ol_xrealloc(b->text, b->text_cap);
+    }
+    item_t *it = &b->items[b->nitems++];
+    memset(it, 0, sizeof(*it));
+    it->off = b->text_len;
+    it->len = len;
+    it->lineno = lineno;
+    it->too_long = too_long;
+    memcpy(b->text + b->text_len, line, len);
+    b->text_len += len;
+}
+
 static int publish_stream(publish_t *p, FILE *fp, const char *input) {
-    char errstr[256];
     ol_linereader_t *lr = ol_linereader_new(fp, (size_t)ol_conf_int(p->conf, "publish.max.line.bytes"));
     const char *line;
     size_t len;
     long long lineno;
     ol_linereader_status_t st;
+    int rc = 0;
+    batch_t *b = slot_acquire(p);
+    b->input = input;
     while (!publish_stop && (st = ol_linereader_next(lr, &line, &len, &lineno)) != OL_LINE_EOF) {
-        if (st == OL_LINE_TOO_LONG) {
-            snprintf(errstr, sizeof(errstr), "line longer than %lld bytes (publish.max.line.bytes)",
-                     (long long)ol_conf_int(p->conf, "publish.max.line.bytes"));
-            reject(p, input, lineno, errstr);
-            continue;
-        }
         if (st == OL_LINE_ERROR) {
             fprintf(stderr, "orderlog publish: reading %s: %s\n", input ? input : "standard input", strerror(errno));
-            ol_linereader_destroy(lr);
-            return -1;
+            rc = -1;
+            break;
         }
-        while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
-            len--;
-        size_t skip = 0;
-        while (skip < len && (line[skip] == ' ' || line[skip] == '\t'))
-            skip++;
-        if (skip == len)
-            continue; /* blank lines are not events */
-        publish_line(p, input, lineno, line + skip, len - skip);
+        if (st == OL_LINE_OK) {
+            while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+                len--;
+            size_t skip = 0;
+            while (skip < len && (line[skip] == ' ' || line[skip] == '\t'))
+                skip++;
+            if (skip == len)
+                continue; /* blank lines are not events */
+            line += skip;
+            len -= skip;
+        }
+        batch_add(b, line, st == OL_LINE_TOO_LONG ? 0 : len, lineno, st == OL_LINE_TOO_LONG);
+        if (b->nitems == BATCH_LINES || b->text_len >= BATCH_BYTES) {
+            slot_publish(p, b);
+            b = slot_acquire(p);
+            b->input = input;
+        }
     }
+    if (b->nitems)
+        slot_publish(p, b);
+    else
+        b->state = SLOT_FREE; /* acquired but unused: still free */
     ol_linereader_destroy(lr);
-    return 0;
+    return rc;
+}
+
+static rd_kafka_t *producer_new(publish_t *p, const ol_conf_t *conf) {
+    char errstr[512], timeout[32], kbytes[32];
+    snprintf(timeout, sizeof(timeout), "%lld", (long long)ol_conf_int(conf, "publish.delivery.timeout.ms"));
+    snprintf(kbytes, sizeof(kbytes), "%lld", (long long)ol_conf_int(conf, "publish.queue.kbytes"));
+    const char *defaults[] = {"client.id", "orderlog-publish", "enable.idempotence", "true", "acks", "all",
+                              "linger.ms", "20", "batch.num.messages", "10000", "batch.size", "1000000",
+                              "compression.codec", "lz4", "partitioner", "murmur2_random",
+                              "queue.buffering.max.kbytes", kbytes, "queue.buffering.max.messages", "1000000",
+                              "message.timeout.ms", timeout, NULL};
+    rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, defaults, errstr, sizeof(errstr));
+    if (!kconf) {
+        fprintf(stderr, "orderlog publish: %s\n", errstr);
+        return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(kconf, dr_cb);
+    rd_kafka_conf_set_opaque(kconf, p);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr));
+    if (!rk) {
+        rd_kafka_conf_destroy(kconf);
+        fprintf(stderr, "orderlog publish: %s\n", errstr);
+    }
+    return rk;
 }
 
 static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
-    char errstr[512], timeout[32];
-    int rc = OL_EXIT_FAIL;
-    publish_t p = {.conf = conf};
+    char errstr[512];
     int nfiles = 0;
     for (int i = 1; i < argc; i++) {
         if (argv[i][0] == '-' && argv[i][1] && strcmp(argv[i], "--"))
@@ -147,49 +314,47 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
         fprintf(stderr, "orderlog publish: %s\n", errstr);
         return OL_EXIT_FAIL;
     }
-    snprintf(timeout, sizeof(timeout), "%lld", (long long)ol_conf_int(conf, "publish.delivery.timeout.ms"));
-    char kbytes[32];
-    snprintf(kbytes, sizeof(kbytes), "%lld", (long long)ol_conf_int(conf, "publish.queue.kbytes"));
-    const char *defaults[] = {"client.id", "orderlog-publish", "enable.idempotence", "true", "acks", "all",
-                              "linger.ms", "20", "batch.num.messages", "10000", "batch.size", "1000000",
-                              "compression.codec", "lz4", "partitioner", "murmur2_random",
-                              "queue.buffering.max.kbytes", kbytes, "queue.buffering.max.messages", "1000000",
-                              "message.timeout.ms", timeout, NULL};
-    rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, defaults, errstr, sizeof(errstr));
-    if (!kconf) {
-        fprintf(stderr, "orderlog publish: %s\n", errstr);
+    publish_t *p = ol_xcalloc(1, sizeof(*p));
+    p->conf = conf;
+    if (!(p->rk = producer_new(p, conf))) {
+        free(p);
         return OL_EXIT_USAGE;
     }
-    rd_kafka_conf_set_dr_msg_cb(kconf, dr_cb);
-    rd_kafka_conf_set_opaque(kconf, &p);
-    p.rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr));
-    if (!p.rk) {
-        rd_kafka_conf_destroy(kconf);
-        fprintf(stderr, "orderlog publish: %s\n", errstr);
-        return OL_EXIT_USAGE;
-    }
+    int rc = OL_EXIT_FAIL;
     size_t ntypes;
     const ol_event_type_t *const *types = ol_schema_types(&ntypes);
-    p.topics = ol_xcalloc(ntypes, sizeof(*p.topics));
+    p->topics = ol_xcalloc(ntypes, sizeof(*p->topics));
     for (size_t i = 0; i < ntypes; i++)
-        ol_kafka_topic_name(conf, types[i]->topic, p.topics[i], sizeof(p.topics[i]));
-    if (ol_kafka_wait_cluster(p.rk, conf, errstr, sizeof(errstr))) {
+        ol_kafka_topic_name(conf, types[i]->topic, p->topics[i], sizeof(p->topics[i]));
+    if (ol_kafka_wait_cluster(p->rk, conf, errstr, sizeof(errstr)) ||
+        ol_kafka_check_topics(p->rk, conf, errstr, sizeof(errstr))) {
         fprintf(stderr, "orderlog publish: %s\n", errstr);
-        goto out;
+        rd_kafka_destroy(p->rk);
+        free(p->topics);
+        free(p);
+        return OL_EXIT_FAIL;
     }
-    if (ol_kafka_check_topics(p.rk, conf, errstr, sizeof(errstr))) {
-        fprintf(stderr, "orderlog publish: %s\n", errstr);
-        goto out;
+    snprintf(p->source, sizeof(p->source), "%.100s/publish", ol_conf_str(conf, "event.source"));
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    for (int i = 0; i < PIPELINE_SLOTS; i++) {
+        p->slots[i].text_cap = BATCH_BYTES * 2;
+        p->slots[i].text = ol_xmalloc(p->slots[i].text_cap);
+        p->slots[i].items = ol_xcalloc(BATCH_LINES, sizeof(item_t));
+        p->slots[i].arena = ol_arena_new(0);
     }
-    snprintf(p.source, sizeof(p.source), "%.100s/publish", ol_conf_str(conf, "event.source"));
-    p.codec = ol_codec_new();
-    p.arena = ol_arena_new(0);
+    int nthreads = (int)ol_conf_int(conf, "publish.threads");
+    pthread_t *threads = ol_xcalloc((size_t)nthreads, sizeof(*threads));
+    for (int i = 0; i < nthreads; i++)
+        if (pthread_create(&threads[i], NULL, worker_main, p))
+            ol_assert_fail("pthread_create", __FILE__, __LINE__);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+
     int64_t t0 = ol_time_mono_us();
     int read_failed = 0;
     if (nfiles == 0) {
-        read_failed |= publish_stream(&p, stdin, NULL);
+        read_failed |= publish_stream(p, stdin, NULL);
     } else {
         for (int i = 1; i < argc && !publish_stop; i++) {
             if (!strcmp(argv[i], "--"))
@@ -201,25 +366,40 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
                 read_failed = 1;
                 continue;
             }
-            read_failed |= publish_stream(&p, fp, nfiles > 1 ? name : NULL);
+            read_failed |= publish_stream(p, fp, nfiles > 1 ? name : NULL);
             if (fp != stdin)
                 fclose(fp);
         }
     }
+    pthread_mutex_lock(&p->lock);
+    p->eof = 1;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < nthreads; i++)
+        pthread_join(threads[i], NULL);
     /* every queued event gets its delivery report (or times out) */
-    while (rd_kafka_outq_len(p.rk) > 0)
-        rd_kafka_flush(p.rk, 1000);
+    while (rd_kafka_outq_len(p->rk) > 0)
+        rd_kafka_flush(p->rk, 1000);
     double secs = (double)(ol_time_mono_us() - t0) / 1e6;
-    printf("published %lld, rejected %lld, failed %lld (%.2f s, %.0f events/s)\n", (long long)p.published,
-           (long long)p.rejected, (long long)p.failed, secs, secs > 0 ? (double)p.published / secs : 0.0);
+    long long published = atomic_load(&p->published), rejected = atomic_load(&p->rejected),
+              failed = atomic_load(&p->failed);
+    printf("published %lld, rejected %lld, failed %lld (%.2f s, %.0f events/s)\n", published, rejected, failed, secs,
+           secs > 0 ? (double)published / secs : 0.0);
     if (publish_stop)
         fprintf(stderr, "orderlog publish: interrupted; the counts above cover what was read\n");
-    rc = (p.rejected || p.failed || read_failed || publish_stop) ? OL_EXIT_FAIL : OL_EXIT_OK;
-out:
-    ol_codec_destroy(p.codec);
-    ol_arena_destroy(p.arena);
-    rd_kafka_destroy(p.rk);
-    free(p.topics);
+    rc = (rejected || failed || read_failed || publish_stop) ? OL_EXIT_FAIL : OL_EXIT_OK;
+
+    for (int i = 0; i < PIPELINE_SLOTS; i++) {
+        free(p->slots[i].text);
+        free(p->slots[i].items);
+        ol_arena_destroy(p->slots[i].arena);
+    }
+    free(threads);
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
+    rd_kafka_destroy(p->rk);
+    free(p->topics);
+    free(p);
     return rc;
 }
 

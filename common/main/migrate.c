@@ -28,8 +28,8 @@
 #define MIGRATE_MAX_FILE_BYTES (64 * 1024 * 1024)
 
 typedef struct stmt_s {
-    size_t offset; /* of the statement's first token */
-    int line;      /* 1-based line of that token */
+    size_t offset;    /* of the statement's first token */
+    int line;         /* 1-based line of that token */
     char word[2][12]; /* its first two words, lower case ("" when not a word) */
 } stmt_t;
 
@@ -335,8 +335,7 @@ static char *read_file(ol_arena_t *arena, const char *path, size_t *len_out) {
         goto out;
     }
     if (st.st_size > MIGRATE_MAX_FILE_BYTES) {
-        fail("migration %s is too large (%lld bytes, at most %d)", path, (long long)st.st_size,
-             MIGRATE_MAX_FILE_BYTES);
+        fail("migration %s is too large (%lld bytes, at most %d)", path, (long long)st.st_size, MIGRATE_MAX_FILE_BYTES);
         goto out;
     }
     size_t len = (size_t)st.st_size;
@@ -516,8 +515,9 @@ static int apply_one(PGconn *conn, const migration_t *m) {
         char version[16];
         snprintf(version, sizeof(version), "%d", m->version);
         const char *params[3] = {version, m->name, m->checksum};
-        if (ol_pg_query(NULL, conn, "insert into public.schema_migrations (version, name, checksum) values ($1, $2, $3)",
-                        3, params, msg, sizeof(msg)) ||
+        if (ol_pg_query(NULL, conn,
+                        "insert into public.schema_migrations (version, name, checksum) values ($1, $2, $3)", 3, params,
+                        msg, sizeof(msg)) ||
             ol_pg_exec_ok(conn, "commit", msg, sizeof(msg)))
             failed = 1;
     }
@@ -535,8 +535,7 @@ static int apply_one(PGconn *conn, const migration_t *m) {
 static int take_lock(PGconn *conn) {
     char errstr[512];
     PGresult *res = NULL;
-    if (ol_pg_query(&res, conn, "select pg_try_advisory_lock(" MIGRATE_LOCK_KEY ")", 0, NULL, errstr,
-                    sizeof(errstr))) {
+    if (ol_pg_query(&res, conn, "select pg_try_advisory_lock(" MIGRATE_LOCK_KEY ")", 0, NULL, errstr, sizeof(errstr))) {
         fail("could not take the migration lock: %s", errstr);
         return -1;
     }
@@ -578,8 +577,8 @@ static int migrate(migrate_t *mg, PGconn *conn) {
             continue;
         }
         if (m->version < newest)
-            fail("warning: migration %s is older than the newest applied version %d: applying it out of order",
-                 m->name, newest);
+            fail("warning: migration %s is older than the newest applied version %d: applying it out of order", m->name,
+                 newest);
         int64_t t0 = ol_time_mono_us();
         if (apply_one(conn, m)) {
             if (done)
