@@ -28,8 +28,7 @@
 #define MIGRATE_MAX_FILE_BYTES (64 * 1024 * 1024)
 
 typedef struct stmt_s {
-    size_t offset;    /* of the statement's first token */
-    int line;         /* 1-based line of that token */
+    int line;         /* 1-based line of the statement's first token */
     char word[2][12]; /* its first two words, lower case ("" when not a word) */
 } stmt_t;
 
@@ -57,8 +56,9 @@ typedef struct migrate_s {
     size_t napplied;
 } migrate_t;
 
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void fail(const char *fmt, ...) {
+static void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* One line on stderr: errors, warnings, progress notes. */
+static void report(const char *fmt, ...) {
     va_list ap;
     fprintf(stderr, "orderlog migrate: ");
     va_start(ap, fmt);
@@ -72,8 +72,9 @@ static void fail(const char *fmt, ...) {
  * we only need to know where each statement starts, to name the line of a
  * failure that carries no position and to refuse transaction control. This
  * follows the server's lexer for comments (nested), quotes, E'' strings,
- * dollar quotes and BEGIN ATOMIC bodies; if it were ever wrong, only the
- * line in a message would be. */
+ * dollar quotes and BEGIN ATOMIC bodies. Were it ever wrong, a message
+ * would name the wrong line, or a statement would be taken for transaction
+ * control; the server still parses the file itself. */
 
 static int is_word_char(unsigned char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
@@ -142,7 +143,6 @@ static size_t split_statements(ol_arena_t *arena, const char *sql, size_t len, s
             }
             cur = &stmts[n++];
             memset(cur, 0, sizeof(*cur));
-            cur->offset = (size_t)(s - sql);
             cur->line = line;
             nwords = 0;
             prev[0] = '\0';
@@ -163,7 +163,8 @@ static size_t split_statements(ol_arena_t *arena, const char *sql, size_t len, s
                     line += *s == '\n';
                 }
             }
-            s++;
+            if (s < end)
+                s++;    /* the closing quote */
             nwords = 2; /* the words that matter come first */
             continue;
         }
@@ -255,20 +256,20 @@ static int migration_init(migrate_t *mg, migration_t *m, const char *name, const
         version = version * 10 + (*p++ - '0');
     size_t nl = strlen(name);
     if (p == name || *p != '_' || nl < 5 || strcmp(name + nl - 4, ".sql") || p + 1 >= name + nl - 4) {
-        fail("migration file %s: the name must be NNN_description.sql (NNN: the version)", name);
+        report("migration file %s: the name must be NNN_description.sql (NNN: the version)", name);
         return -1;
     }
     if (version > INT_MAX) {
-        fail("migration file %s: version too large", name);
+        report("migration file %s: version too large", name);
         return -1;
     }
     if (memchr(sql, '\0', len)) {
-        fail("migration file %s: contains a NUL byte", name);
+        report("migration file %s: contains a NUL byte", name);
         return -1;
     }
     long bad = ol_utf8_invalid_at(sql, len);
     if (bad >= 0) {
-        fail("migration file %s: not valid UTF-8 at byte %ld", name, bad);
+        report("migration file %s: not valid UTF-8 at byte %ld", name, bad);
         return -1;
     }
     m->version = (int)version;
@@ -279,8 +280,8 @@ static int migration_init(migrate_t *mg, migration_t *m, const char *name, const
     m->nstmts = split_statements(mg->arena, sql, len, &m->stmts);
     const stmt_t *tc = find_transaction_control(m);
     if (tc) {
-        fail("migration %s: line %d: %s%s%s is not allowed: each migration runs in a transaction of its own", name,
-             tc->line, tc->word[0], tc->word[1][0] ? " " : "", tc->word[1]);
+        report("migration %s: line %d: %s%s%s is not allowed: each migration runs in a transaction of its own", name,
+               tc->line, tc->word[0], tc->word[1][0] ? " " : "", tc->word[1]);
         return -1;
     }
     return 0;
@@ -296,11 +297,11 @@ static int sort_files(migrate_t *mg) {
     for (size_t i = 1; i < mg->nfiles; i++) {
         const migration_t *a = &mg->files[i - 1], *b = &mg->files[i];
         if (a->version == b->version) {
-            fail("migrations %s and %s have the same version %d: renumber one", a->name, b->name, a->version);
+            report("migrations %s and %s have the same version %d: renumber one", a->name, b->name, a->version);
             return -1;
         }
         if (a->version > b->version) {
-            fail("migration %s sorts before %s: give all versions the same number of digits", a->name, b->name);
+            report("migration %s sorts before %s: give all versions the same number of digits", a->name, b->name);
             return -1;
         }
     }
@@ -327,21 +328,22 @@ static char *read_file(ol_arena_t *arena, const char *path, size_t *len_out) {
     struct stat st;
     char *data = NULL;
     if (!fp) {
-        fail("could not open migration %s: %s", path, strerror(errno));
+        report("could not open migration %s: %s", path, strerror(errno));
         return NULL;
     }
     if (fstat(fileno(fp), &st) || !S_ISREG(st.st_mode)) {
-        fail("migration %s is not a regular file", path);
+        report("migration %s is not a regular file", path);
         goto out;
     }
     if (st.st_size > MIGRATE_MAX_FILE_BYTES) {
-        fail("migration %s is too large (%lld bytes, at most %d)", path, (long long)st.st_size, MIGRATE_MAX_FILE_BYTES);
+        report("migration %s is too large (%lld bytes, at most %d)", path, (long long)st.st_size,
+               MIGRATE_MAX_FILE_BYTES);
         goto out;
     }
     size_t len = (size_t)st.st_size;
     data = ol_arena_alloc(arena, len + 1);
     if (fread(data, 1, len, fp) != len || fgetc(fp) != EOF) {
-        fail("could not read migration %s: %s", path, ferror(fp) ? strerror(errno) : "it changed while being read");
+        report("could not read migration %s: %s", path, ferror(fp) ? strerror(errno) : "it changed while being read");
         data = NULL;
         goto out;
     }
@@ -355,7 +357,7 @@ out:
 static int load_dir(migrate_t *mg, const char *dir) {
     DIR *d = opendir(dir);
     if (!d) {
-        fail("could not open migrations directory %s: %s", dir, strerror(errno));
+        report("could not open migrations directory %s: %s", dir, strerror(errno));
         return -1;
     }
     size_t cap = 16;
@@ -408,7 +410,7 @@ static int read_applied(migrate_t *mg, PGconn *conn, int table_may_be_missing) {
     if (table_may_be_missing) {
         if (ol_pg_query(&res, conn, "select to_regclass('public.schema_migrations') is not null", 0, NULL, errstr,
                         sizeof(errstr))) {
-            fail("could not read public.schema_migrations: %s", errstr);
+            report("could not read public.schema_migrations: %s", errstr);
             return -1;
         }
         int exists = !strcmp(PQgetvalue(res, 0, 0), "t");
@@ -420,7 +422,7 @@ static int read_applied(migrate_t *mg, PGconn *conn, int table_may_be_missing) {
                     "select version, name, checksum, to_char(applied_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS') "
                     "from public.schema_migrations order by version",
                     0, NULL, errstr, sizeof(errstr))) {
-        fail("could not read public.schema_migrations: %s", errstr);
+        report("could not read public.schema_migrations: %s", errstr);
         return -1;
     }
     int n = PQntuples(res);
@@ -449,9 +451,9 @@ static int report_changed(const migrate_t *mg) {
         const applied_t *a = applied_of(mg, m->version);
         if (!is_changed(m, a))
             continue;
-        fail("migration %s was changed after it was applied (checksum %.12s… recorded, %.12s… now): restore it and "
-             "add a new migration instead",
-             m->name, a->checksum, m->checksum);
+        report("migration %s was changed after it was applied (checksum %.12s… recorded, %.12s… now): restore it and "
+               "add a new migration instead",
+               m->name, a->checksum, m->checksum);
         changed++;
     }
     return changed;
@@ -462,10 +464,10 @@ static void warn_unknown_and_renamed(const migrate_t *mg) {
         const applied_t *a = &mg->applied[i];
         const migration_t *m = file_of(mg, a->version);
         if (!m)
-            fail("warning: version %d (%s) is applied but has no migration file here: a newer orderlog applied it",
-                 a->version, a->name);
+            report("warning: version %d (%s) is applied but has no migration file here: a newer orderlog applied it",
+                   a->version, a->name);
         else if (strcmp(m->name, a->name) && !is_changed(m, a))
-            fail("warning: migration %s was applied as %s (renamed, same content)", m->name, a->name);
+            report("warning: migration %s was applied as %s (renamed, same content)", m->name, a->name);
     }
 }
 
@@ -475,7 +477,7 @@ static int apply_one(PGconn *conn, const migration_t *m) {
     char errstr[1024], msg[1024];
     int line = 0, nok = 0, failed = 0;
     if (ol_pg_exec_ok(conn, "begin", errstr, sizeof(errstr))) {
-        fail("could not start the transaction of migration %s: %s", m->name, errstr);
+        report("could not start the transaction of migration %s: %s", m->name, errstr);
         return -1;
     }
     if (!PQsendQuery(conn, m->sql)) {
@@ -508,7 +510,9 @@ static int apply_one(PGconn *conn, const migration_t *m) {
         }
     }
     if (!failed && PQtransactionStatus(conn) != PQTRANS_INTRANS) {
-        snprintf(msg, sizeof(msg), "it ended its own transaction");
+        snprintf(msg, sizeof(msg),
+                 "it ended its own transaction: what ran before that was committed, yet the "
+                 "migration is not recorded; undo it by hand");
         failed = 1;
     }
     if (!failed) {
@@ -526,9 +530,9 @@ static int apply_one(PGconn *conn, const migration_t *m) {
     if (PQtransactionStatus(conn) != PQTRANS_IDLE)
         ol_pg_exec_ok(conn, "rollback", NULL, 0);
     if (line)
-        fail("migration %s failed at line %d: %s", m->name, line, msg);
+        report("migration %s failed at line %d: %s", m->name, line, msg);
     else
-        fail("migration %s failed: %s", m->name, msg);
+        report("migration %s failed: %s", m->name, msg);
     return -1;
 }
 
@@ -536,16 +540,16 @@ static int take_lock(PGconn *conn) {
     char errstr[512];
     PGresult *res = NULL;
     if (ol_pg_query(&res, conn, "select pg_try_advisory_lock(" MIGRATE_LOCK_KEY ")", 0, NULL, errstr, sizeof(errstr))) {
-        fail("could not take the migration lock: %s", errstr);
+        report("could not take the migration lock: %s", errstr);
         return -1;
     }
     int got = !strcmp(PQgetvalue(res, 0, 0), "t");
     PQclear(res);
     if (got)
         return 0;
-    fail("waiting for another orderlog migrate on this database to finish");
+    report("waiting for another orderlog migrate on this database to finish");
     if (ol_pg_exec_ok(conn, "select pg_advisory_lock(" MIGRATE_LOCK_KEY ")", errstr, sizeof(errstr))) {
-        fail("could not take the migration lock: %s", errstr);
+        report("could not take the migration lock: %s", errstr);
         return -1;
     }
     return 0;
@@ -560,7 +564,7 @@ static int migrate(migrate_t *mg, PGconn *conn) {
                       "version int primary key, name text not null, checksum text not null, "
                       "applied_at timestamptz not null default now())",
                       errstr, sizeof(errstr))) {
-        fail("could not create public.schema_migrations: %s", errstr);
+        report("could not create public.schema_migrations: %s", errstr);
         return -1;
     }
     if (read_applied(mg, conn, 0))
@@ -577,8 +581,8 @@ static int migrate(migrate_t *mg, PGconn *conn) {
             continue;
         }
         if (m->version < newest)
-            fail("warning: migration %s is older than the newest applied version %d: applying it out of order", m->name,
-                 newest);
+            report("warning: migration %s is older than the newest applied version %d: applying it out of order",
+                   m->name, newest);
         int64_t t0 = ol_time_mono_us();
         if (apply_one(conn, m)) {
             if (done)
@@ -661,12 +665,12 @@ static int migrate_run(const ol_conf_t *conf, int argc, char **argv) {
     if (dir ? load_dir(&mg, dir) : load_embedded(&mg))
         goto out;
     if (!(conn = ol_pg_connect(conf, errstr, sizeof(errstr)))) {
-        fail("%s", errstr);
+        report("%s", errstr);
         goto out;
     }
     /* statement positions are counted in characters: make them UTF-8's */
     if (ol_pg_exec_ok(conn, "set client_encoding to 'UTF8'", errstr, sizeof(errstr))) {
-        fail("could not set the client encoding: %s", errstr);
+        report("could not set the client encoding: %s", errstr);
         goto out;
     }
     if (want_status) {

@@ -1,0 +1,683 @@
+#include "helpers.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+#define DEFAULT_BOOTSTRAP "127.0.0.1:19092"
+#define DEFAULT_CONNINFO "host=127.0.0.1 port=54329 dbname=orderlog user=postgres"
+
+/* ---- processes ---- */
+
+typedef struct buf_s {
+    char *data;
+    size_t len, cap;
+} buf_t;
+
+static void buf_append(buf_t *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->data = ol_xrealloc(b->data, b->cap);
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+int ol_test_run(const char *cmdline, char **out, char **err) {
+    int po[2], pe[2];
+    if (out)
+        *out = NULL;
+    if (err)
+        *err = NULL;
+    if (pipe2(po, O_CLOEXEC))
+        return -1;
+    if (pipe2(pe, O_CLOEXEC)) {
+        close(po[0]);
+        close(po[1]);
+        return -1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(po[0]);
+        close(po[1]);
+        close(pe[0]);
+        close(pe[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(po[1], STDOUT_FILENO);
+        dup2(pe[1], STDERR_FILENO);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0)
+            dup2(devnull, STDIN_FILENO);
+        execl("/bin/sh", "sh", "-c", cmdline, (char *)NULL);
+        _exit(127);
+    }
+    close(po[1]);
+    close(pe[1]);
+    buf_t bufs[2] = {{ol_xstrdup(""), 0, 1}, {ol_xstrdup(""), 0, 1}};
+    struct pollfd fds[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
+    int open_fds = 2;
+    while (open_fds) {
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (fds[i].fd < 0 || !fds[i].revents)
+                continue;
+            char chunk[8192];
+            ssize_t n = read(fds[i].fd, chunk, sizeof(chunk));
+            if (n > 0) {
+                buf_append(&bufs[i], chunk, (size_t)n);
+            } else if (n == 0 || errno != EINTR) {
+                close(fds[i].fd);
+                fds[i].fd = -1;
+                open_fds--;
+            }
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        if (fds[i].fd >= 0)
+            close(fds[i].fd);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    /* a sanitizer's exit status may equal the one expected (1): look at its report */
+    cr_expect(!strstr(bufs[1].data, "Sanitizer") && !strstr(bufs[1].data, "runtime error:"),
+              "sanitizer report from `%s`:\n%s", cmdline, bufs[1].data);
+    if (out)
+        *out = bufs[0].data;
+    else
+        free(bufs[0].data);
+    if (err)
+        *err = bufs[1].data;
+    else
+        free(bufs[1].data);
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return -1;
+}
+
+int ol_test_runf(char **out, char **err, const char *fmt, ...) {
+    va_list ap;
+    char *cmdline = NULL;
+    va_start(ap, fmt);
+    int n = vasprintf(&cmdline, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    int rc = ol_test_run(cmdline, out, err);
+    free(cmdline);
+    return rc;
+}
+
+char *ol_test_shell_quote(const char *s) {
+    buf_t b = {NULL, 0, 0};
+    buf_append(&b, "'", 1);
+    for (; *s; s++) {
+        if (*s == '\'')
+            buf_append(&b, "'\\''", 4);
+        else
+            buf_append(&b, s, 1);
+    }
+    buf_append(&b, "'", 1);
+    return b.data;
+}
+
+const char *ol_test_bin(void) {
+    const char *bin = getenv("ORDERLOG_BIN");
+    return bin && *bin ? bin : "build/orderlog";
+}
+
+int ol_test_count_lines(const char *text, const char *prefix) {
+    int n = 0;
+    size_t pl = strlen(prefix);
+    for (const char *line = text; line && *line;) {
+        if (!strncmp(line, prefix, pl))
+            n++;
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return n;
+}
+
+char *ol_test_find_line(const char *text, ...) {
+    for (const char *line = text; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        char *copy = ol_xstrndup(line, len);
+        int all = 1;
+        va_list ap;
+        va_start(ap, text);
+        for (const char *needle; all && (needle = va_arg(ap, const char *));)
+            all = strstr(copy, needle) != NULL;
+        va_end(ap);
+        if (all)
+            return copy;
+        free(copy);
+        line = nl ? nl + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* ---- PostgreSQL ---- */
+
+const char *ol_test_pg_conninfo(void) {
+    const char *ci = getenv("ORDERLOG_PG_CONNINFO");
+    return ci && *ci ? ci : DEFAULT_CONNINFO;
+}
+
+/* Connects or fails the test. */
+static PGconn *connect_or_fail(const char *conninfo) {
+    PGconn *conn = PQconnectdb(conninfo);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
+        PQfinish(conn);
+        cr_assert_fail("cannot connect to the test PostgreSQL (%s): %s(is it running? ops/stack pg-start)", conninfo,
+                       msg);
+    }
+    return conn;
+}
+
+/* base with dbname replaced by db, as a key=value conninfo; NULL when base
+ * does not parse. */
+static char *conninfo_with_db(const char *base, const char *db) {
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(base, &perr);
+    if (!opts) {
+        PQfreemem(perr);
+        return NULL;
+    }
+    buf_t b = {ol_xstrdup(""), 0, 1};
+    for (PQconninfoOption *o = opts;; o++) {
+        const char *key = o->keyword ? o->keyword : "dbname", *val = o->keyword ? o->val : db;
+        if (val && (!o->keyword || strcmp(o->keyword, "dbname"))) {
+            if (b.len)
+                buf_append(&b, " ", 1);
+            buf_append(&b, key, strlen(key));
+            buf_append(&b, "='", 2);
+            for (const char *v = val; *v; v++) {
+                if (*v == '\'' || *v == '\\')
+                    buf_append(&b, "\\", 1);
+                buf_append(&b, v, 1);
+            }
+            buf_append(&b, "'", 1);
+        }
+        if (!o->keyword)
+            break;
+    }
+    PQconninfoFree(opts);
+    return b.data;
+}
+
+void ol_test_pg_scratch_db(const char *tag, char *conninfo_out, size_t size) {
+    static int counter;
+    char db[64], sql[200];
+    cr_assert(strlen(tag) <= 30 && strspn(tag, "abcdefghijklmnopqrstuvwxyz0123456789_") == strlen(tag),
+              "scratch database tag \"%s\" must be [a-z0-9_]{0,30}", tag);
+    snprintf(db, sizeof(db), "ol_test_%s_%ld_%d", tag, (long)getpid(), ++counter);
+    char *ci = conninfo_with_db(ol_test_pg_conninfo(), db);
+    cr_assert(ci, "ORDERLOG_PG_CONNINFO does not parse: %s", ol_test_pg_conninfo());
+    cr_assert(strlen(ci) < size, "conninfo buffer too small");
+    snprintf(conninfo_out, size, "%s", ci);
+    free(ci);
+    /* a leftover of a killed run of the same pid would be in the way */
+    snprintf(sql, sizeof(sql), "drop database if exists %s with (force)", db);
+    ol_test_pg_exec(ol_test_pg_conninfo(), sql);
+    snprintf(sql, sizeof(sql), "create database %s", db);
+    ol_test_pg_exec(ol_test_pg_conninfo(), sql);
+}
+
+void ol_test_pg_drop_db(const char *conninfo) {
+    if (!conninfo || !*conninfo)
+        return;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    char *db = NULL;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (!strcmp(o->keyword, "dbname") && o->val)
+            db = ol_xstrdup(o->val);
+    PQconninfoFree(opts);
+    if (!db)
+        return;
+    PGconn *conn = connect_or_fail(ol_test_pg_conninfo());
+    char *ident = PQescapeIdentifier(conn, db, strlen(db));
+    char sql[256];
+    snprintf(sql, sizeof(sql), "drop database if exists %s with (force)", ident);
+    PQfreemem(ident);
+    free(db);
+    PQclear(PQexec(conn, "set client_min_messages to warning"));
+    PGresult *res = PQexec(conn, sql);
+    char msg[512];
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
+    PQclear(res);
+    PQfinish(conn);
+    cr_expect(ok, "%s: %s", sql, msg);
+}
+
+int ol_test_pg_try_exec(const char *conninfo, const char *sql, char *errstr, size_t errstr_size) {
+    PGconn *conn = connect_or_fail(conninfo);
+    PQclear(PQexec(conn, "set client_min_messages to warning"));
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : -1;
+    if (rc && errstr && errstr_size)
+        snprintf(errstr, errstr_size, "%s", PQresultErrorMessage(res));
+    PQclear(res);
+    PQfinish(conn);
+    return rc;
+}
+
+void ol_test_pg_exec(const char *conninfo, const char *sql) {
+    char msg[512];
+    if (ol_test_pg_try_exec(conninfo, sql, msg, sizeof(msg)))
+        cr_assert_fail("%s: %s", sql, msg);
+}
+
+/* Runs a query returning rows; fails the test on error. */
+static PGresult *query_or_fail(const char *conninfo, const char *sql) {
+    PGconn *conn = connect_or_fail(conninfo);
+    PGresult *res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(res));
+        PQclear(res);
+        PQfinish(conn);
+        cr_assert_fail("%s: %s", sql, msg);
+    }
+    PQfinish(conn); /* a result outlives its connection */
+    return res;
+}
+
+long long ol_test_pg_query_int(const char *conninfo, const char *sql) {
+    PGresult *res = query_or_fail(conninfo, sql);
+    if (PQntuples(res) < 1 || PQnfields(res) < 1 || PQgetisnull(res, 0, 0)) {
+        PQclear(res);
+        cr_assert_fail("%s: expected an integer, got no row or NULL", sql);
+    }
+    char *end;
+    long long v = strtoll(PQgetvalue(res, 0, 0), &end, 10);
+    int ok = *end == '\0';
+    PQclear(res);
+    cr_assert(ok, "%s: not an integer", sql);
+    return v;
+}
+
+char *ol_test_pg_query_str(const char *conninfo, const char *sql) {
+    PGresult *res = query_or_fail(conninfo, sql);
+    char *v = NULL;
+    if (PQntuples(res) >= 1 && PQnfields(res) >= 1 && !PQgetisnull(res, 0, 0))
+        v = ol_xstrdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return v;
+}
+
+/* ---- files ---- */
+
+void ol_test_tmpdir(char *out, size_t size) {
+    const char *base = getenv("TMPDIR");
+    snprintf(out, size, "%s/ol_test_XXXXXX", base && *base ? base : "/tmp");
+    cr_assert(mkdtemp(out), "cannot create a directory %s: %s", out, strerror(errno));
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) && errno != ENOENT ? -1 : 0;
+}
+
+void ol_test_rmtree(const char *path) {
+    if (path && *path)
+        nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void write_mode(const char *path, const char *data, size_t len, const char *mode) {
+    FILE *fp = fopen(path, mode);
+    cr_assert(fp, "cannot open %s: %s", path, strerror(errno));
+    size_t n = fwrite(data, 1, len, fp);
+    int rc = fclose(fp);
+    cr_assert(n == len && rc == 0, "cannot write %s", path);
+}
+
+void ol_test_write_file(const char *path, const char *data, size_t len) {
+    write_mode(path, data, len, "wb");
+}
+
+void ol_test_append_file(const char *path, const char *s) {
+    write_mode(path, s, strlen(s), "ab");
+}
+
+char *ol_test_read_file(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return NULL;
+    buf_t b = {ol_xstrdup(""), 0, 1};
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
+        buf_append(&b, chunk, n);
+    fclose(fp);
+    return b.data;
+}
+
+/* ---- time ---- */
+
+long long ol_test_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- background processes ---- */
+
+struct ol_test_bg_s {
+    pid_t pid;
+    int fds[2]; /* stdout, stderr; -1 once closed */
+    buf_t bufs[2];
+    int exited, status;
+};
+
+ol_test_bg_t *ol_test_bg_start(const char *cmdline) {
+    int po[2], pe[2];
+    cr_assert(!pipe2(po, O_CLOEXEC) && !pipe2(pe, O_CLOEXEC), "pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(po[1], STDOUT_FILENO);
+        dup2(pe[1], STDERR_FILENO);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0)
+            dup2(devnull, STDIN_FILENO);
+        execl("/bin/sh", "sh", "-c", cmdline, (char *)NULL);
+        _exit(127);
+    }
+    close(po[1]);
+    close(pe[1]);
+    ol_test_bg_t *bg = ol_xcalloc(1, sizeof(*bg));
+    bg->pid = pid;
+    bg->fds[0] = po[0];
+    bg->fds[1] = pe[0];
+    for (int i = 0; i < 2; i++)
+        bg->bufs[i] = (buf_t){ol_xstrdup(""), 0, 1};
+    return bg;
+}
+
+/* Reads what is available within timeout_ms; returns 0 once both pipes are closed. */
+static int bg_pump(ol_test_bg_t *bg, int timeout_ms) {
+    struct pollfd fds[2] = {{bg->fds[0], POLLIN, 0}, {bg->fds[1], POLLIN, 0}};
+    if (bg->fds[0] < 0 && bg->fds[1] < 0)
+        return 0;
+    if (poll(fds, 2, timeout_ms) <= 0)
+        return 1;
+    for (int i = 0; i < 2; i++) {
+        if (bg->fds[i] < 0 || !fds[i].revents)
+            continue;
+        char chunk[8192];
+        ssize_t n = read(bg->fds[i], chunk, sizeof(chunk));
+        if (n > 0) {
+            buf_append(&bg->bufs[i], chunk, (size_t)n);
+        } else if (n == 0 || errno != EINTR) {
+            close(bg->fds[i]);
+            bg->fds[i] = -1;
+        }
+    }
+    return bg->fds[0] >= 0 || bg->fds[1] >= 0;
+}
+
+static int bg_reap(ol_test_bg_t *bg, int options) {
+    if (bg->exited)
+        return 1;
+    int status;
+    pid_t r = waitpid(bg->pid, &status, options);
+    if (r != bg->pid)
+        return 0;
+    bg->exited = 1;
+    bg->status = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+    return 1;
+}
+
+static int count_newlines(const buf_t *b) {
+    int n = 0;
+    for (size_t i = 0; i < b->len; i++)
+        n += b->data[i] == '\n';
+    return n;
+}
+
+int ol_test_bg_wait_lines(ol_test_bg_t *bg, int lines, int timeout_ms) {
+    long long deadline = ol_test_now_ms() + timeout_ms;
+    while (count_newlines(&bg->bufs[0]) < lines) {
+        long long left = deadline - ol_test_now_ms();
+        if (left <= 0)
+            break;
+        if (!bg_pump(bg, left > 100 ? 100 : (int)left)) {
+            if (bg_reap(bg, WNOHANG))
+                break;
+            struct timespec ts = {0, 20 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return count_newlines(&bg->bufs[0]);
+}
+
+int ol_test_bg_wait(ol_test_bg_t *bg, int timeout_ms) {
+    long long deadline = ol_test_now_ms() + timeout_ms;
+    for (;;) {
+        int open_pipes = bg_pump(bg, 100);
+        if (bg_reap(bg, WNOHANG)) {
+            while (bg_pump(bg, 100)) /* the rest of its output; a leftover child may hold the pipes */
+                if (ol_test_now_ms() > deadline)
+                    break;
+            return bg->status;
+        }
+        if (ol_test_now_ms() > deadline)
+            return -1;
+        if (!open_pipes) {
+            struct timespec ts = {0, 20 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+const char *ol_test_bg_stdout(const ol_test_bg_t *bg) {
+    return bg->bufs[0].data;
+}
+
+const char *ol_test_bg_stderr(const ol_test_bg_t *bg) {
+    return bg->bufs[1].data;
+}
+
+void ol_test_bg_free(ol_test_bg_t *bg) {
+    if (!bg)
+        return;
+    if (!bg_reap(bg, WNOHANG)) {
+        kill(bg->pid, SIGKILL);
+        bg_reap(bg, 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (bg->fds[i] >= 0)
+            close(bg->fds[i]);
+        free(bg->bufs[i].data);
+    }
+    free(bg);
+}
+
+/* ---- Kafka ---- */
+
+#define KAFKA_TIMEOUT_MS 15000
+
+const char *ol_test_kafka_bootstrap(void) {
+    const char *bs = getenv("ORDERLOG_KAFKA_BOOTSTRAP_SERVERS");
+    return bs && *bs ? bs : DEFAULT_BOOTSTRAP;
+}
+
+/* A quiet producer handle for admin requests; fails the test when it cannot. */
+static rd_kafka_t *kafka_admin_new(void) {
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert(rd_kafka_conf_set(conf, "bootstrap.servers", ol_test_kafka_bootstrap(), errstr, sizeof(errstr)) ==
+                  RD_KAFKA_CONF_OK,
+              "bootstrap.servers: %s", errstr);
+    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert(rk, "rd_kafka_new: %s", errstr);
+    return rk;
+}
+
+/* Partition count of topic in md, 0 when absent (or in error). */
+static int md_partitions(const struct rd_kafka_metadata *md, const char *topic) {
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (!strcmp(md->topics[i].topic, topic))
+            return md->topics[i].err ? 0 : md->topics[i].partition_cnt;
+    return 0;
+}
+
+static int kafka_partitions(rd_kafka_t *rk, const char *topic) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, NULL, &md, KAFKA_TIMEOUT_MS);
+    if (err) {
+        rd_kafka_destroy(rk);
+        cr_assert_fail("no metadata from Kafka at %s: %s (is it running? ops/stack start)", ol_test_kafka_bootstrap(),
+                       rd_kafka_err2str(err));
+    }
+    int n = md_partitions(md, topic);
+    rd_kafka_metadata_destroy(md);
+    return n;
+}
+
+int ol_test_kafka_partitions(const char *topic) {
+    rd_kafka_t *rk = kafka_admin_new();
+    int n = kafka_partitions(rk, topic);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+void ol_test_kafka_create_topic(const char *topic, int partitions, const char *config_name,
+                                const char *config_value) {
+    char errstr[512], msg[512] = "";
+    rd_kafka_t *rk = kafka_admin_new();
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, partitions, 1, errstr, sizeof(errstr));
+    cr_assert(nt, "NewTopic %s: %s", topic, errstr);
+    if (config_name)
+        rd_kafka_NewTopic_set_config(nt, config_name, config_value);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(opts, KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, &nt, 1, opts, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KAFKA_TIMEOUT_MS + 5000);
+    if (!ev) {
+        snprintf(msg, sizeof(msg), "no answer");
+    } else if (rd_kafka_event_error(ev)) {
+        snprintf(msg, sizeof(msg), "%s", rd_kafka_event_error_string(ev));
+    } else {
+        size_t n;
+        const rd_kafka_topic_result_t **res =
+            rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+        for (size_t i = 0; i < n; i++)
+            if (rd_kafka_topic_result_error(res[i]))
+                snprintf(msg, sizeof(msg), "%s", rd_kafka_topic_result_error_string(res[i]));
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_NewTopic_destroy(nt);
+    if (*msg) {
+        rd_kafka_destroy(rk);
+        cr_assert_fail("could not create topic %s: %s", topic, msg);
+    }
+    /* the brokers' metadata follows the controller a moment later */
+    long long deadline = ol_test_now_ms() + KAFKA_TIMEOUT_MS;
+    int parts;
+    while ((parts = kafka_partitions(rk, topic)) == 0 && ol_test_now_ms() < deadline) {
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    rd_kafka_destroy(rk);
+    cr_assert(parts == partitions, "topic %s: %d partitions in the metadata, created with %d", topic, parts,
+              partitions);
+}
+
+void ol_test_kafka_delete_topics(const char *const *topics, size_t count) {
+    char errstr[512];
+    if (!count)
+        return;
+    rd_kafka_t *rk = kafka_admin_new();
+    rd_kafka_DeleteTopic_t **dt = ol_xcalloc(count, sizeof(*dt));
+    for (size_t i = 0; i < count; i++)
+        dt[i] = rd_kafka_DeleteTopic_new(topics[i]);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(opts, KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteTopics(rk, dt, count, opts, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KAFKA_TIMEOUT_MS + 5000);
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_DeleteTopic_destroy_array(dt, count);
+    free(dt);
+    rd_kafka_destroy(rk);
+}
+
+char *ol_test_kafka_topic_config(const char *topic, const char *name) {
+    char errstr[512], msg[512] = "";
+    char *value = NULL;
+    rd_kafka_t *rk = kafka_admin_new();
+    rd_kafka_ConfigResource_t *res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+    rd_kafka_AdminOptions_set_request_timeout(opts, KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DescribeConfigs(rk, &res, 1, opts, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KAFKA_TIMEOUT_MS + 5000);
+    if (!ev) {
+        snprintf(msg, sizeof(msg), "no answer");
+    } else if (rd_kafka_event_error(ev)) {
+        snprintf(msg, sizeof(msg), "%s", rd_kafka_event_error_string(ev));
+    } else {
+        size_t nres, ncfg;
+        const rd_kafka_ConfigResource_t **rs =
+            rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &nres);
+        for (size_t i = 0; i < nres; i++) {
+            if (rd_kafka_ConfigResource_error(rs[i])) {
+                snprintf(msg, sizeof(msg), "%s", rd_kafka_ConfigResource_error_string(rs[i]));
+                continue;
+            }
+            const rd_kafka_ConfigEntry_t **cfg = rd_kafka_ConfigResource_configs(rs[i], &ncfg);
+            for (size_t k = 0; k < ncfg; k++)
+                if (!strcmp(rd_kafka_ConfigEntry_name(cfg[k]), name) && rd_kafka_ConfigEntry_value(cfg[k]))
+                    value = ol_xstrdup(rd_kafka_ConfigEntry_value(cfg[k]));
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_ConfigResource_destroy(res);
+    rd_kafka_destroy(rk);
+    cr_assert(!*msg, "could not describe the configs of topic %s: %s", topic, msg);
+    return value;
+}

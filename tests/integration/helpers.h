@@ -1,0 +1,112 @@
+#ifndef OL_TEST_HELPERS_H
+#define OL_TEST_HELPERS_H
+
+/* Helpers for the integration tests (Criterion): running the orderlog binary,
+ * scratch PostgreSQL databases, scratch directories. Functions documented as
+ * "fails the test" call cr_assert*, so callers need not check them. */
+
+#include <stddef.h>
+
+/* ---- processes ---- */
+
+/* Runs cmdline with /bin/sh -c and waits for it. *out and *err (either may
+ * be NULL to discard) receive its stdout and stderr as new NUL-terminated
+ * strings (free them). Returns the exit status, 128 + the signal when it was
+ * killed, -1 when it could not be started. A sanitizer report (ASan, LSan,
+ * UBSan) on its stderr fails the test, whatever the exit status. */
+int ol_test_run(const char *cmdline, char **out, char **err);
+/* The same with a printf-style command line. */
+int ol_test_runf(char **out, char **err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* s quoted for sh ('...'), as a new string. */
+char *ol_test_shell_quote(const char *s);
+/* The orderlog binary under test: $ORDERLOG_BIN, else build/orderlog. */
+const char *ol_test_bin(void);
+/* Counts the lines of text that start with prefix. */
+int ol_test_count_lines(const char *text, const char *prefix);
+/* The first line of text containing every one of the NULL-terminated
+ * needles, as a new string, or NULL. */
+char *ol_test_find_line(const char *text, ...) __attribute__((sentinel));
+
+/* ---- PostgreSQL ---- */
+
+/* Conninfo of the test server: $ORDERLOG_PG_CONNINFO, else the ops/stack default. */
+const char *ol_test_pg_conninfo(void);
+/* Creates an empty database "ol_test_<tag>_<pid>_<n>" (tag: [a-z0-9_], at
+ * most 30 chars) and writes a conninfo for it to conninfo_out: the base
+ * conninfo (string or URI) with dbname replaced. Fails the test when it cannot. */
+void ol_test_pg_scratch_db(const char *tag, char *conninfo_out, size_t size);
+/* Drops the database conninfo names, ending its sessions; quiet when it
+ * does not exist (or conninfo is empty). */
+void ol_test_pg_drop_db(const char *conninfo);
+/* Runs sql (one or more commands); fails the test on error. */
+void ol_test_pg_exec(const char *conninfo, const char *sql);
+/* Runs sql; returns 0, or -1 with the server's message in errstr. */
+int ol_test_pg_try_exec(const char *conninfo, const char *sql, char *errstr, size_t errstr_size);
+/* The first column of the first row as an integer; fails the test on an
+ * error, no row or NULL. */
+long long ol_test_pg_query_int(const char *conninfo, const char *sql);
+/* The first column of the first row as a new string (free it); NULL when
+ * it is SQL NULL or there is no row; fails the test on an error. */
+char *ol_test_pg_query_str(const char *conninfo, const char *sql);
+
+/* ---- files ---- */
+
+/* Creates a new empty directory under $TMPDIR (or /tmp) and writes its path
+ * to out. Fails the test when it cannot. */
+void ol_test_tmpdir(char *out, size_t size);
+/* Removes path and everything under it; quiet when it does not exist. */
+void ol_test_rmtree(const char *path);
+/* Writes len bytes to path (created or truncated); fails the test on error. */
+void ol_test_write_file(const char *path, const char *data, size_t len);
+/* Appends the string s to path; fails the test on error. */
+void ol_test_append_file(const char *path, const char *s);
+/* The whole file as a new NUL-terminated string, or NULL when it cannot be read. */
+char *ol_test_read_file(const char *path);
+
+/* ---- time ---- */
+
+/* A monotonic clock in milliseconds, for durations and deadlines. */
+long long ol_test_now_ms(void);
+
+/* ---- background processes ---- */
+
+/* A process started with /bin/sh -c, its stdout and stderr collected while
+ * it runs (stdin is /dev/null). Prefix the command line with "exec " so the
+ * pid is that of the program itself. */
+typedef struct ol_test_bg_s ol_test_bg_t;
+/* Starts cmdline; fails the test when it cannot. */
+ol_test_bg_t *ol_test_bg_start(const char *cmdline);
+/* Waits up to timeout_ms until stdout holds at least `lines` newlines or the
+ * process has exited; returns the number of complete lines collected. */
+int ol_test_bg_wait_lines(ol_test_bg_t *bg, int lines, int timeout_ms);
+/* Waits up to timeout_ms for the process to exit (collecting its output);
+ * returns its exit status (128 + signal when killed), or -1 on timeout. */
+int ol_test_bg_wait(ol_test_bg_t *bg, int timeout_ms);
+/* What it wrote so far (borrowed; valid until the next call on bg). */
+const char *ol_test_bg_stdout(const ol_test_bg_t *bg);
+const char *ol_test_bg_stderr(const ol_test_bg_t *bg);
+/* Kills the process (SIGKILL) when it still runs, reaps it and frees bg;
+ * NULL is a no-op. */
+void ol_test_bg_free(ol_test_bg_t *bg);
+
+/* ---- Kafka (admin API, straight to the broker, not through orderlog) ---- */
+
+/* Bootstrap servers of the test broker: $ORDERLOG_KAFKA_BOOTSTRAP_SERVERS,
+ * else the ops/stack default. */
+const char *ol_test_kafka_bootstrap(void);
+/* Creates topic with that many partitions (replication factor 1) and, when
+ * config_name is not NULL, one topic config; waits until the broker lists
+ * it. Fails the test when it cannot. */
+void ol_test_kafka_create_topic(const char *topic, int partitions, const char *config_name,
+                                const char *config_value);
+/* Deletes the topics (best effort, quiet: for cleanup). */
+void ol_test_kafka_delete_topics(const char *const *topics, size_t count);
+/* The partition count of topic in the broker's metadata, 0 when it does
+ * not exist; fails the test when the broker does not answer. */
+int ol_test_kafka_partitions(const char *topic);
+/* The value of a topic config (e.g. "cleanup.policy") as the broker
+ * describes it, as a new string (NULL when the broker has no such entry);
+ * fails the test when the broker does not answer. */
+char *ol_test_kafka_topic_config(const char *topic, const char *name);
+
+#endif
