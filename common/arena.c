@@ -61,6 +61,7 @@ void ol_arena_reset(ol_arena_t *a) {
 }
 
 void *ol_arena_alloc(ol_arena_t *a, size_t size) {
+    OL_ASSERT(size <= SIZE_MAX / 2); /* else the rounding below or the block header would wrap */
     size = (size + 15) & ~(size_t)15;
     arena_block_t *b = a->head;
     if (b->size - b->used < size) {

@@ -117,6 +117,7 @@ typedef struct walk_s {
     int depth;
     int64_t now_ms;
     bool resolving; /* reading an older version: fields it had and we dropped are ignored */
+    bool decoded;   /* checking a payload someone else encoded: strings may be invalid UTF-8 */
     char *errstr;
     size_t errstr_size;
 } walk_t;
@@ -238,6 +239,8 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
         size_t len = j->len;
         if (memchr(s, '\0', len))
             return fail(w, "must not contain a NUL character");
+        if (w->decoded && ol_utf8_invalid_at(s, len) >= 0)
+            return fail(w, "invalid UTF-8");
         if (f && f->min_length && len < (size_t)f->min_length)
             return fail(w, "must not be empty");
         if (f && f->format == OL_FORMAT_IP && !ip_ok(s))
@@ -340,7 +343,8 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
 
 static ol_err_t check_json(const ol_event_type_t *et, const ol_json_t *data, int64_t now_ms, bool resolving,
                            out_t *dst, char *errstr, size_t errstr_size) {
-    walk_t w = {.now_ms = now_ms, .resolving = resolving, .errstr = errstr, .errstr_size = errstr_size};
+    walk_t w = {.now_ms = now_ms, .resolving = resolving, .decoded = now_ms == 0, .errstr = errstr,
+                .errstr_size = errstr_size};
     if (data->type != OL_JSON_OBJECT)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"data\" must be an object, got %s",
                        ol_json_kind(data));
@@ -524,6 +528,7 @@ json_t *ol_codec_to_json(const ol_event_type_t *et, avro_value_t *value) {
 static ol_err_t read_value(ol_codec_t *c, const ol_event_type_t *et, int version, const void *buf, size_t len,
                            avro_value_t *dst, char *errstr, size_t errstr_size) {
     avro_value_reset(dst);
+    avro_set_error("%s", ""); /* the previous record's trailing-byte probe left its message */
     avro_reader_memory_set_source(c->reader, buf, (int64_t)len);
     if (avro_value_read(c->reader, dst))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "undecodable %s version %d payload (%zu bytes): %s",

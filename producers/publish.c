@@ -54,6 +54,7 @@ typedef struct batch_s {
     slot_state_t state;
     uint64_t seq;
     const char *input; /* file name for messages, NULL for a single input */
+    int input_index;   /* its index in argv, 0 for a single input */
     char *text;
     size_t text_len, text_cap;
     item_t *items;
@@ -72,6 +73,7 @@ typedef struct publish_s {
     uint64_t next_fill, next_claim, next_produce; /* batch sequence numbers */
     int eof;
     atomic_llong published, rejected, failed;
+    char **argv; /* the command line, for file names in messages */
 } publish_t;
 
 static volatile sig_atomic_t publish_stop;
@@ -81,13 +83,24 @@ static void on_signal(int sig) {
     publish_stop = 1;
 }
 
+/* A message's opaque: its input (index + 1 into argv, 0 for a single
+ * input) and line number, so a delivery failure names both. */
+#define ORIGIN_LINE_BITS 40
+
+static void *origin_pack(int input, long long lineno) {
+    return (void *)(uintptr_t)(((uint64_t)input << ORIGIN_LINE_BITS) | (uint64_t)lineno);
+}
+
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
     (void)rk;
     publish_t *p = opaque;
     if (rkm->err) {
+        uint64_t origin = (uint64_t)(uintptr_t)rkm->_private;
+        int input = (int)(origin >> ORIGIN_LINE_BITS);
+        long long lineno = (long long)(origin & ((1ULL << ORIGIN_LINE_BITS) - 1));
         atomic_fetch_add(&p->failed, 1);
-        fprintf(stderr, "line %lld: delivery to %s failed: %s\n", (long long)(intptr_t)rkm->_private,
-                rd_kafka_topic_name(rkm->rkt), rd_kafka_err2str(rkm->err));
+        fprintf(stderr, "%s%sline %lld: delivery to %s failed: %s\n", input ? p->argv[input] : "", input ? " " : "",
+                lineno, rd_kafka_topic_name(rkm->rkt), rd_kafka_err2str(rkm->err));
     } else {
         atomic_fetch_add(&p->published, 1);
     }
@@ -142,7 +155,7 @@ static void produce_item(publish_t *p, batch_t *b, item_t *it) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
             p->rk, RD_KAFKA_V_TOPIC(p->topics[it->topic]), RD_KAFKA_V_KEY(it->key, it->key_len),
             RD_KAFKA_V_VALUE((void *)it->payload, it->payload_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_HEADERS(it->hdrs), RD_KAFKA_V_OPAQUE((void *)(intptr_t)it->lineno), RD_KAFKA_V_END);
+            RD_KAFKA_V_HEADERS(it->hdrs), RD_KAFKA_V_OPAQUE(origin_pack(b->input_index, it->lineno)), RD_KAFKA_V_END);
         if (!err) {
             it->hdrs = NULL; /* librdkafka owns them now */
             return;
@@ -236,7 +249,7 @@ static void batch_add(batch_t *b, const char *line, size_t len, long long lineno
     b->text_len += len;
 }
 
-static int publish_stream(publish_t *p, FILE *fp, const char *input) {
+static int publish_stream(publish_t *p, FILE *fp, const char *input, int input_index) {
     ol_linereader_t *lr = ol_linereader_new(fp, (size_t)ol_conf_int(p->conf, "publish.max.line.bytes"));
     const char *line;
     size_t len;
@@ -245,6 +258,7 @@ static int publish_stream(publish_t *p, FILE *fp, const char *input) {
     int rc = 0;
     batch_t *b = slot_acquire(p);
     b->input = input;
+    b->input_index = input_index;
     while (!publish_stop && (st = ol_linereader_next(lr, &line, &len, &lineno)) != OL_LINE_EOF) {
         if (st == OL_LINE_ERROR) {
             fprintf(stderr, "orderlog publish: reading %s: %s\n", input ? input : "standard input", strerror(errno));
@@ -267,6 +281,7 @@ static int publish_stream(publish_t *p, FILE *fp, const char *input) {
             slot_publish(p, b);
             b = slot_acquire(p);
             b->input = input;
+            b->input_index = input_index;
         }
     }
     if (b->nitems)
@@ -316,6 +331,7 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
     }
     publish_t *p = ol_xcalloc(1, sizeof(*p));
     p->conf = conf;
+    p->argv = argv;
     if (!(p->rk = producer_new(p, conf))) {
         free(p);
         return OL_EXIT_USAGE;
@@ -354,7 +370,7 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
     int64_t t0 = ol_time_mono_us();
     int read_failed = 0;
     if (nfiles == 0) {
-        read_failed |= publish_stream(p, stdin, NULL);
+        read_failed |= publish_stream(p, stdin, NULL, 0);
     } else {
         for (int i = 1; i < argc && !publish_stop; i++) {
             if (!strcmp(argv[i], "--"))
@@ -366,7 +382,7 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
                 read_failed = 1;
                 continue;
             }
-            read_failed |= publish_stream(p, fp, nfiles > 1 ? name : NULL);
+            read_failed |= publish_stream(p, fp, nfiles > 1 ? name : NULL, nfiles > 1 ? i : 0);
             if (fp != stdin)
                 fclose(fp);
         }

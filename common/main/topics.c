@@ -1,10 +1,12 @@
 /* orderlog topics: creates (or deletes) the topics of the contract. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/cli.h"
 #include "common/kafka.h"
 #include "common/schema.h"
+#include "common/time.h"
 
 #define NTOPICS_MAX 16
 
@@ -39,9 +41,12 @@ static int topics_run(const ol_conf_t *conf, int argc, char **argv) {
         return OL_EXIT_FAIL;
     }
     char names[NTOPICS_MAX][256];
+    const char *shorts[NTOPICS_MAX]; /* the names without prefix */
     size_t n = 0;
-    for (const char *const *t = ol_schema_topics(); *t && n < NTOPICS_MAX; t++)
+    for (const char *const *t = ol_schema_topics(); *t && n < NTOPICS_MAX; t++) {
+        shorts[n] = *t;
         ol_kafka_topic_name(conf, *t, names[n++], sizeof(names[0]));
+    }
     int timeout = (int)ol_conf_int(conf, "broker.wait.ms");
 
     if (!strcmp(argv[1], "list")) {
@@ -79,7 +84,7 @@ static int topics_run(const ol_conf_t *conf, int argc, char **argv) {
         for (size_t i = 0; i < n; i++) {
             nt[i] = rd_kafka_NewTopic_new(names[i], (int)ol_conf_int(conf, "topic.partitions"),
                                           (int)ol_conf_int(conf, "topic.replication.factor"), errstr, sizeof(errstr));
-            if (strstr(names[i], "blacklist") == names[i] + strlen(names[i]) - strlen("blacklist"))
+            if (!strcmp(shorts[i], "blacklist"))
                 rd_kafka_NewTopic_set_config(nt[i], "cleanup.policy", "compact");
         }
         rd_kafka_CreateTopics(rk, nt, n, opts, q);
@@ -123,10 +128,19 @@ static int topics_run(const ol_conf_t *conf, int argc, char **argv) {
         rd_kafka_event_destroy(ev);
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_queue_destroy(q);
-    /* existing topics made elsewhere must still fit the contract */
-    if (rc == OL_EXIT_OK && op == TOPICS_CREATE && ol_kafka_check_topics(rk, conf, errstr, sizeof(errstr))) {
-        fprintf(stderr, "orderlog topics: %s\n", errstr);
-        rc = OL_EXIT_FAIL;
+    /* existing topics made elsewhere must still fit the contract; new ones
+     * reach the brokers' metadata a moment after CreateTopics answers, so a
+     * missing topic is waited for (up to broker.wait.ms) */
+    if (rc == OL_EXIT_OK && op == TOPICS_CREATE) {
+        int64_t deadline = ol_time_mono_us() + (int64_t)timeout * 1000;
+        ol_err_t err;
+        while ((err = ol_kafka_check_topics(rk, conf, errstr, sizeof(errstr))) == OL_ERR_NOT_FOUND &&
+               ol_time_mono_us() < deadline)
+            nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+        if (err) {
+            fprintf(stderr, "orderlog topics: %s\n", errstr);
+            rc = OL_EXIT_FAIL;
+        }
     }
 out:
     rd_kafka_destroy(rk);

@@ -575,8 +575,7 @@ int ol_test_kafka_partitions(const char *topic) {
     return n;
 }
 
-void ol_test_kafka_create_topic(const char *topic, int partitions, const char *config_name,
-                                const char *config_value) {
+void ol_test_kafka_create_topic(const char *topic, int partitions, const char *config_name, const char *config_value) {
     char errstr[512], msg[512] = "";
     rd_kafka_t *rk = kafka_admin_new();
     rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, partitions, 1, errstr, sizeof(errstr));

@@ -97,8 +97,7 @@ const char *ol_test_kafka_bootstrap(void);
 /* Creates topic with that many partitions (replication factor 1) and, when
  * config_name is not NULL, one topic config; waits until the broker lists
  * it. Fails the test when it cannot. */
-void ol_test_kafka_create_topic(const char *topic, int partitions, const char *config_name,
-                                const char *config_value);
+void ol_test_kafka_create_topic(const char *topic, int partitions, const char *config_name, const char *config_value);
 /* Deletes the topics (best effort, quiet: for cleanup). */
 void ol_test_kafka_delete_topics(const char *const *topics, size_t count);
 /* The partition count of topic in the broker's metadata, 0 when it does

@@ -1,0 +1,270 @@
+/* orderlog topics against the real broker: every test works under a topic
+ * prefix of its own (it_topics_<tag>_<pid>_), so tests can run in parallel
+ * with each other and with the other integration tests. What the broker
+ * holds is checked with the admin API directly, not through orderlog. */
+#include <criterion/criterion.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define NTOPICS 7
+static const char *const short_names[NTOPICS] = {"buy-requests", "skus",        "sale-events", "blacklist",
+                                                 "orders",       "after-sales", "dlq"};
+
+static char prefix[128];
+static char names[NTOPICS][256]; /* short_names under prefix */
+
+static void use_prefix(const char *tag) {
+    snprintf(prefix, sizeof(prefix), "it_topics_%s_%ld_", tag, (long)getpid());
+    for (int i = 0; i < NTOPICS; i++)
+        snprintf(names[i], sizeof(names[i]), "%s%s", prefix, short_names[i]);
+}
+
+static void teardown(void) {
+    if (!*prefix)
+        return;
+    const char *list[NTOPICS];
+    for (int i = 0; i < NTOPICS; i++)
+        list[i] = names[i];
+    ol_test_kafka_delete_topics(list, NTOPICS);
+}
+
+TestSuite(topics, .fini = teardown, .timeout = 120);
+
+/* orderlog -X topic.prefix=<prefix> -X topic.partitions=3 <args>; the exit status. */
+__attribute__((format(printf, 3, 4))) static int orderlog(char **out, char **err, const char *fmt, ...) {
+    va_list ap;
+    char *args;
+    va_start(ap, fmt);
+    int n = vasprintf(&args, fmt, ap);
+    va_end(ap);
+    cr_assert(n >= 0);
+    char *bin = ol_test_shell_quote(ol_test_bin());
+    int rc = ol_test_runf(out, err, "%s -X topic.prefix=%s -X topic.partitions=3 %s", bin, prefix, args);
+    free(bin);
+    free(args);
+    return rc;
+}
+
+/* The partition count `topics list` printed for topic: -1 when it printed
+ * "missing", -2 when it printed nothing about it. */
+static int listed_partitions(const char *list_out, const char *topic) {
+    for (const char *line = list_out; line && *line;) {
+        char name[256], word[32];
+        int parts;
+        if (sscanf(line, "%255s %d partitions", name, &parts) == 2 && !strcmp(name, topic))
+            return parts;
+        if (sscanf(line, "%255s %31s", name, word) == 2 && !strcmp(name, topic) && !strcmp(word, "missing"))
+            return -1;
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return -2;
+}
+
+/* "<word> <topic>" with any spacing between them, as create and delete print it. */
+static int reported(const char *out, const char *word, const char *topic) {
+    for (const char *line = out; line && *line;) {
+        char w[32], name[256];
+        if (sscanf(line, "%31s %255s", w, name) == 2 && !strcmp(w, word) && !strcmp(name, topic))
+            return 1;
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return 0;
+}
+
+static void create_all(void) {
+    char *out, *err;
+    int rc = orderlog(&out, &err, "topics create");
+    cr_assert_eq(rc, 0, "topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    free(out);
+    free(err);
+}
+
+static void assert_compaction(void) {
+    for (int i = 0; i < NTOPICS; i++) {
+        char *policy = ol_test_kafka_topic_config(names[i], "cleanup.policy");
+        const char *want = !strcmp(short_names[i], "blacklist") ? "compact" : "delete";
+        cr_expect(policy && !strcmp(policy, want), "%s: cleanup.policy is %s, expected %s", names[i],
+                  policy ? policy : "(none)", want);
+        free(policy);
+    }
+}
+
+Test(topics, create_makes_every_topic_with_the_partition_count_and_blacklist_compacted) {
+    use_prefix("create");
+    char *out, *err;
+    int rc = orderlog(&out, &err, "topics create");
+    cr_assert_eq(rc, 0, "topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    for (int i = 0; i < NTOPICS; i++)
+        cr_expect(reported(out, "created", names[i]), "no \"created %s\" in:\n%s", names[i], out);
+    cr_expect_eq(ol_test_count_lines(out, "created"), NTOPICS, "stdout:\n%s", out);
+    free(out);
+    free(err);
+
+    rc = orderlog(&out, &err, "topics list");
+    cr_assert_eq(rc, 0, "topics list: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    for (int i = 0; i < NTOPICS; i++) {
+        cr_expect_eq(listed_partitions(out, names[i]), 3, "topics list for %s:\n%s", names[i], out);
+        cr_expect_eq(ol_test_kafka_partitions(names[i]), 3, "%s in the broker's metadata", names[i]);
+    }
+    free(out);
+    free(err);
+    assert_compaction();
+}
+
+/* The blacklist topic is found by its name, not by where "blacklist" first
+ * occurs in the prefixed name. */
+Test(topics, create_compacts_blacklist_even_when_the_prefix_says_blacklist) {
+    use_prefix("blacklist");
+    create_all();
+    assert_compaction();
+}
+
+Test(topics, create_twice_is_a_noop) {
+    use_prefix("twice");
+    create_all();
+    char *list1, *list2, *out, *err;
+    cr_assert_eq(orderlog(&list1, NULL, "topics list"), 0);
+    /* an event published in between must survive the second create */
+    char dir[512], path[1024];
+    ol_test_tmpdir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/one.jsonl", dir);
+    const char *line = "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"T-1\",\"removed_at\":0}}\n";
+    ol_test_write_file(path, line, strlen(line));
+    int rc = orderlog(&out, &err, "publish %s", path);
+    cr_assert_eq(rc, 0, "publish: exit %d\n%s%s", rc, out, err);
+    free(out);
+    free(err);
+    ol_test_rmtree(dir);
+
+    rc = orderlog(&out, &err, "topics create");
+    cr_assert_eq(rc, 0, "second topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    for (int i = 0; i < NTOPICS; i++)
+        cr_expect(reported(out, "exists", names[i]), "no \"exists %s\" in:\n%s", names[i], out);
+    cr_expect_eq(ol_test_count_lines(out, "created"), 0, "stdout:\n%s", out);
+    free(out);
+    free(err);
+
+    cr_assert_eq(orderlog(&list2, NULL, "topics list"), 0);
+    cr_expect_str_eq(list2, list1, "topics list changed");
+    free(list1);
+    free(list2);
+    assert_compaction();
+    rc = orderlog(&out, &err, "tail skus");
+    cr_expect_eq(rc, 0, "tail: exit %d\n%s", rc, err);
+    cr_expect_eq(ol_test_count_lines(out, "{"), 1, "the event published before the second create:\n%s", out);
+    cr_expect(strstr(out, "\"T-1\""), "tail skus:\n%s", out);
+    free(out);
+    free(err);
+}
+
+Test(topics, mismatched_copartitioning_is_refused) {
+    use_prefix("copart");
+    /* skus made elsewhere with 4 partitions; orderlog makes the rest with 3 */
+    ol_test_kafka_create_topic(names[1], 4, NULL, NULL);
+    char *out, *err;
+    int rc = orderlog(&out, &err, "topics create");
+    cr_expect_neq(rc, 0, "topics create accepted skus with 4 partitions\nstdout:\n%s\nstderr:\n%s", out, err);
+    cr_expect(strstr(err, "co-partitioned") && strstr(err, names[1]),
+              "the message should name %s and the co-partitioning rule:\n%s", names[1], err);
+    free(out);
+    free(err);
+    cr_expect_eq(ol_test_kafka_partitions(names[0]), 3, "buy-requests was still created");
+    cr_expect_eq(ol_test_kafka_partitions(names[1]), 4, "skus is left alone");
+
+    char dir[512], path[1024];
+    ol_test_tmpdir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/one.jsonl", dir);
+    const char *line = "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"T-1\",\"removed_at\":0}}\n";
+    ol_test_write_file(path, line, strlen(line));
+    rc = orderlog(&out, &err, "publish %s", path);
+    ol_test_rmtree(dir);
+    cr_expect_neq(rc, 0, "publish accepted mismatched topics\nstdout:\n%s\nstderr:\n%s", out, err);
+    cr_expect(strstr(err, "co-partitioned") && strstr(err, names[1]), "publish stderr:\n%s", err);
+    free(out);
+    free(err);
+    rc = orderlog(&out, &err, "tail skus");
+    cr_expect_eq(ol_test_count_lines(out, "{"), 0, "publish refused, yet skus holds:\n%s", out);
+    free(out);
+    free(err);
+}
+
+/* Only buy-requests, skus and sale-events must agree. */
+Test(topics, other_topics_may_have_their_own_partition_count) {
+    use_prefix("freeparts");
+    ol_test_kafka_create_topic(names[6], 1, NULL, NULL); /* dlq */
+    ol_test_kafka_create_topic(names[4], 5, NULL, NULL); /* orders */
+    char *out, *err;
+    int rc = orderlog(&out, &err, "topics create");
+    cr_expect_eq(rc, 0, "topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    cr_expect(reported(out, "exists", names[6]) && reported(out, "exists", names[4]), "stdout:\n%s", out);
+    free(out);
+    free(err);
+    rc = orderlog(&out, &err, "topics list");
+    cr_expect_eq(rc, 0, "topics list: exit %d\n%s%s", rc, out, err);
+    cr_expect_eq(listed_partitions(out, names[6]), 1, "topics list:\n%s", out);
+    cr_expect_eq(listed_partitions(out, names[4]), 5, "topics list:\n%s", out);
+    cr_expect_eq(listed_partitions(out, names[0]), 3, "topics list:\n%s", out);
+    free(out);
+    free(err);
+}
+
+Test(topics, list_reports_missing_topics) {
+    use_prefix("missing");
+    ol_test_kafka_create_topic(names[0], 3, NULL, NULL);
+    char *out, *err;
+    int rc = orderlog(&out, &err, "topics list");
+    cr_expect_neq(rc, 0, "topics list with 6 topics missing: exit 0\n%s", out);
+    cr_expect_eq(listed_partitions(out, names[0]), 3, "topics list:\n%s", out);
+    for (int i = 1; i < NTOPICS; i++)
+        cr_expect_eq(listed_partitions(out, names[i]), -1, "%s should be listed as missing:\n%s", names[i], out);
+    free(out);
+    free(err);
+}
+
+Test(topics, delete_removes_every_topic) {
+    use_prefix("delete");
+    create_all();
+    char *out, *err;
+    int rc = orderlog(&out, &err, "topics delete");
+    cr_assert_eq(rc, 0, "topics delete: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    for (int i = 0; i < NTOPICS; i++)
+        cr_expect(reported(out, "deleted", names[i]), "no \"deleted %s\" in:\n%s", names[i], out);
+    free(out);
+    free(err);
+    /* deletion completes asynchronously in the brokers */
+    long long deadline = ol_test_now_ms() + 30000;
+    int left;
+    do {
+        left = 0;
+        for (int i = 0; i < NTOPICS; i++)
+            left += ol_test_kafka_partitions(names[i]) > 0;
+        if (left) {
+            struct timespec ts = {0, 100 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+    } while (left && ol_test_now_ms() < deadline);
+    cr_assert_eq(left, 0, "%d topics still exist 30 s after topics delete", left);
+
+    rc = orderlog(&out, &err, "topics list");
+    cr_expect_neq(rc, 0, "topics list after delete: exit 0\n%s", out);
+    for (int i = 0; i < NTOPICS; i++)
+        cr_expect_eq(listed_partitions(out, names[i]), -1, "topics list:\n%s", out);
+    free(out);
+    free(err);
+    rc = orderlog(&out, &err, "topics delete");
+    cr_expect_eq(rc, 0, "second topics delete: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    for (int i = 0; i < NTOPICS; i++)
+        cr_expect(reported(out, "absent", names[i]), "no \"absent %s\" in:\n%s", names[i], out);
+    free(out);
+    free(err);
+}
