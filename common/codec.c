@@ -180,7 +180,7 @@ static ol_err_t check_record(walk_t *w, const ol_node_t *n, const ol_json_t *j, 
             const ol_json_member_t *mem = &j->u.members[m];
             size_t i;
             for (i = 0; i < n->nfields; i++)
-                if (!strncmp(n->fields[i].name, mem->key, mem->key_len) && !n->fields[i].name[mem->key_len])
+                if (strlen(n->fields[i].name) == mem->key_len && !memcmp(n->fields[i].name, mem->key, mem->key_len))
                     break;
             if (i == n->nfields) {
                 path_push(w, mem->key, -1);

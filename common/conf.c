@@ -32,7 +32,10 @@ static const ol_conf_prop_t conf_props[] = {
     {"publish.max.line.bytes", OL_CONF_INT, "1048576", 1024, 67108864, NULL,
      "Longest accepted input line of `publish`; longer lines are rejected, not read into memory."},
     {"publish.queue.kbytes", OL_CONF_INT, "16384", 1024, 1048576, NULL,
-     "Bytes of produced events buffered in memory awaiting delivery (bounds publish's memory)."},
+     "Payload bytes of produced events buffered in memory awaiting delivery (bounds publish's memory)."},
+    {"publish.queue.messages", OL_CONF_INT, "32768", 1000, 10000000, NULL,
+     "Events buffered in memory awaiting delivery; each also holds its headers (~1 KiB), so this bounds "
+     "publish's memory too."},
     {"publish.threads", OL_CONF_INT, "2", 1, 64, NULL,
      "Threads of `publish` that parse, check and encode lines (events are still produced in input order)."},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
