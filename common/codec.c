@@ -158,7 +158,8 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
 /* The member for field i: members usually come in schema order, so the same
  * position is tried first. */
 static const ol_json_t *member_for(const ol_node_t *n, size_t i, const ol_json_t *j) {
-    if (i < j->len && !strcmp(j->u.members[i].key, n->fields[i].name))
+    if (i < j->len && !strcmp(j->u.members[i].key, n->fields[i].name) &&
+        j->u.members[i].key_len == strlen(n->fields[i].name)) /* a key may hold \u0000 */
         return &j->u.members[i].value;
     return ol_json_get(j, n->fields[i].name);
 }
@@ -265,6 +266,8 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
             return fail(w, "expected %s, got %s",
                         n->timestamp ? "a time (RFC 3339 string or epoch ms)" : "an integer", ol_json_kind(j));
         }
+        if (n->timestamp && (v < OL_TIME_MIN_MS || v > OL_TIME_MAX_MS))
+            return fail(w, "time %lld ms is outside the years 0000 to 9999", (long long)v);
         if (n->kind == OL_NODE_INT && (v < INT32_MIN || v > INT32_MAX))
             return fail(w, "%lld does not fit in a 32-bit int", (long long)v);
         if ((err = check_number(w, f, v)))
@@ -341,9 +344,15 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
     return fail(w, "unsupported type");
 }
 
-static ol_err_t check_json(const ol_event_type_t *et, const ol_json_t *data, int64_t now_ms, bool resolving,
+/* How check_json is called: on input, or on what a payload decoded to. */
+typedef enum { CHECK_INPUT, CHECK_DECODED, CHECK_RESOLVING } check_mode_t;
+
+static ol_err_t check_json(const ol_event_type_t *et, const ol_json_t *data, int64_t now_ms, check_mode_t mode,
                            out_t *dst, char *errstr, size_t errstr_size) {
-    walk_t w = {.now_ms = now_ms, .resolving = resolving, .decoded = now_ms == 0, .errstr = errstr,
+    walk_t w = {.now_ms = now_ms,
+                .resolving = mode == CHECK_RESOLVING,
+                .decoded = mode != CHECK_INPUT,
+                .errstr = errstr,
                 .errstr_size = errstr_size};
     if (data->type != OL_JSON_OBJECT)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"data\" must be an object, got %s",
@@ -354,7 +363,7 @@ static ol_err_t check_json(const ol_event_type_t *et, const ol_json_t *data, int
 ol_err_t ol_codec_encode(ol_codec_t *c, const ol_event_type_t *et, const ol_json_t *data, int64_t event_time_ms,
                          const void **out, size_t *out_len, char *errstr, size_t errstr_size) {
     c->out.len = 0;
-    ol_err_t err = check_json(et, data, event_time_ms, false, &c->out, errstr, errstr_size);
+    ol_err_t err = check_json(et, data, event_time_ms, CHECK_INPUT, &c->out, errstr, errstr_size);
     if (err)
         return err;
     if (c->out.len > 64 * 1024 * 1024)
@@ -525,15 +534,26 @@ json_t *ol_codec_to_json(const ol_event_type_t *et, avro_value_t *value) {
 
 /* ---- decoding --------------------------------------------------------- */
 
-static ol_err_t read_value(ol_codec_t *c, const ol_event_type_t *et, int version, const void *buf, size_t len,
-                           avro_value_t *dst, char *errstr, size_t errstr_size) {
+static ol_err_t read_value(ol_codec_t *c, const ol_event_type_t *et, int version, avro_schema_t schema,
+                           const void *buf, size_t len, avro_value_t *dst, char *errstr, size_t errstr_size) {
+    char extra;
     avro_value_reset(dst);
     avro_set_error("%s", ""); /* the previous record's trailing-byte probe left its message */
+    /* avro-c allocates whatever length a payload claims, and leaks it when
+     * the bytes run out: skipping first checks every length against the
+     * buffer without allocating */
+    avro_reader_memory_set_source(c->reader, buf, (int64_t)len);
+    if (avro_skip_data(c->reader, schema))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                       "undecodable %s version %d payload (%zu bytes): it ends before the record does", et->name,
+                       version, len);
+    if (avro_read(c->reader, &extra, 1) == 0)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                       "undecodable %s version %d payload: trailing bytes after the record", et->name, version);
     avro_reader_memory_set_source(c->reader, buf, (int64_t)len);
     if (avro_value_read(c->reader, dst))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "undecodable %s version %d payload (%zu bytes): %s",
                        et->name, version, len, avro_strerror());
-    char extra;
     if (avro_read(c->reader, &extra, 1) == 0)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                        "undecodable %s version %d payload: trailing bytes after the record", et->name, version);
@@ -555,11 +575,11 @@ ol_err_t ol_codec_decode(ol_codec_t *c, const ol_event_type_t *et, int version, 
     ol_json_t dom;
     ol_arena_reset(c->arena);
     if (version == et->version) {
-        if ((err = read_value(c, et, version, buf, len, &ct->value, errstr, errstr_size)))
+        if ((err = read_value(c, et, version, et->schema, buf, len, &ct->value, errstr, errstr_size)))
             return err;
         /* a payload from another writer gets the same checks as ours */
         node_to_dom(c->arena, et->root, &ct->value, &dom);
-        err = check_json(et, &dom, 0, false, NULL, errstr, errstr_size);
+        err = check_json(et, &dom, 0, CHECK_DECODED, NULL, errstr, errstr_size);
     } else {
         /* an older version: read it with its own schema, then fill the
          * current version from its JSON form, defaults included */
@@ -569,13 +589,13 @@ ol_err_t ol_codec_decode(ol_codec_t *c, const ol_event_type_t *et, int version, 
                 ol_assert_fail("avro_generic_value_new", __FILE__, __LINE__);
             ct->old_ready[k] = true;
         }
-        if ((err = read_value(c, et, version, buf, len, &ct->old[k], errstr, errstr_size)))
+        if ((err = read_value(c, et, version, sv->schema, buf, len, &ct->old[k], errstr, errstr_size)))
             return err;
         node_to_dom(c->arena, sv->root, &ct->old[k], &dom);
         c->out.len = 0;
-        err = check_json(et, &dom, 0, true, &c->out, errstr, errstr_size);
+        err = check_json(et, &dom, 0, CHECK_RESOLVING, &c->out, errstr, errstr_size);
         if (!err)
-            err = read_value(c, et, et->version, c->out.buf, c->out.len, &ct->value, errstr, errstr_size);
+            err = read_value(c, et, et->version, et->schema, c->out.buf, c->out.len, &ct->value, errstr, errstr_size);
     }
     if (err)
         return err;

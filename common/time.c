@@ -24,6 +24,10 @@ void ol_time_format(int64_t ms, char *out, size_t out_size) {
     /* the seconds part is cached per thread: events come in bursts of one second */
     static _Thread_local int64_t cached_secs = INT64_MIN;
     static _Thread_local char cached[32];
+    if (ms < OL_TIME_MIN_MS)
+        ms = OL_TIME_MIN_MS;
+    if (ms > OL_TIME_MAX_MS)
+        ms = OL_TIME_MAX_MS;
     int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
     int millis = (int)(ms - secs * 1000);
     if (secs != cached_secs) {
@@ -111,6 +115,9 @@ int ol_time_parse(const char *s, int64_t *out_ms) {
         return -1;
     int64_t days = days_from_civil(y, mo, d);
     int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - (int64_t)offset_min * 60;
-    *out_ms = secs * 1000 + ms;
+    int64_t t = secs * 1000 + ms;
+    if (t < OL_TIME_MIN_MS || t > OL_TIME_MAX_MS)
+        return -1; /* an offset pushed it out of the years 0000-9999 */
+    *out_ms = t;
     return 0;
 }

@@ -4,11 +4,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The times RFC 3339 can express: 0000-01-01T00:00:00.000Z to
+ * 9999-12-31T23:59:59.999Z, in milliseconds since the Unix epoch. */
+#define OL_TIME_MIN_MS (-62167219200000LL)
+#define OL_TIME_MAX_MS (253402300799999LL)
+
 /* Wall clock, milliseconds since the Unix epoch. */
 int64_t ol_time_now_ms(void);
 /* Monotonic clock in microseconds, for durations. */
 int64_t ol_time_mono_us(void);
-/* RFC 3339 in UTC with milliseconds: 2026-11-22T15:04:05.123Z (24 chars + NUL). */
+/* RFC 3339 in UTC with milliseconds: 2026-11-22T15:04:05.123Z (24 chars + NUL);
+ * times outside [OL_TIME_MIN_MS, OL_TIME_MAX_MS] are clamped to it. */
 void ol_time_format(int64_t ms, char *out, size_t out_size);
 /* Parses RFC 3339 (with 'Z' or a numeric offset, optional fraction);
  * returns 0 and sets *out_ms, or -1 when the text is not a valid time. */

@@ -1,0 +1,418 @@
+/* The CloudEvents envelope (Kafka binary mode) and reading Kafka records.
+ *
+ * ol_event_from_message needs an rd_kafka_message_t. librdkafka 2.0.2 makes
+ * it the first member of its private rd_kafka_msg_t, and the accessors used
+ * here (rd_kafka_message_headers, _set_headers, _timestamp) only read that
+ * struct's fields, never rkt. So a zeroed block much larger than
+ * rd_kafka_msg_t stands in for a consumed record: no headers parsed yet, no
+ * protocol header bytes, timestamp 0. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "common/arena.h"
+#include "common/codec.h"
+#include "common/event.h"
+#include "common/time.h"
+#include "testutil.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+/* avro-c allocates whatever length a hostile payload claims (reported; see
+ * test_codec.c): behave like glibc, which returns NULL for the impossible. */
+__attribute__((used)) const char *__asan_default_options(void) {
+    return "allocator_may_return_null=1";
+}
+#endif
+
+#define NOW_MS 1795000000000LL
+
+static ol_codec_t *codec;
+static ol_arena_t *arena;
+
+static void setup(void) {
+    codec = ol_codec_new();
+    arena = ol_arena_new(0);
+}
+
+static void teardown(void) {
+    ol_codec_destroy(codec);
+    ol_arena_destroy(arena);
+}
+
+TestSuite(event, .init = setup, .fini = teardown);
+
+/* ---- a record as a consumer would see it -------------------------------- */
+
+#define FAKE_MSG_SIZE 4096 /* rd_kafka_msg_t is a few hundred bytes */
+
+typedef struct record_s {
+    rd_kafka_message_t *rkm; /* at the start of a zeroed FAKE_MSG_SIZE block */
+    rd_kafka_headers_t *hdrs;
+    void *payload;
+    char *key;
+} record_t;
+
+static record_t record_new(const void *payload, size_t len, const char *key) {
+    record_t r = {0};
+    r.rkm = aligned_alloc(64, FAKE_MSG_SIZE);
+    cr_assert(r.rkm);
+    memset(r.rkm, 0, FAKE_MSG_SIZE);
+    /* an exact copy, so ASan sees a read past the payload */
+    r.payload = ol_xmalloc(len ? len : 1);
+    memcpy(r.payload, payload, len);
+    r.rkm->payload = r.payload;
+    r.rkm->len = len;
+    r.key = key ? ol_xstrdup(key) : NULL;
+    r.rkm->key = r.key;
+    r.rkm->key_len = key ? strlen(key) : 0;
+    r.rkm->partition = 0;
+    r.rkm->offset = 42;
+    return r;
+}
+
+/* Headers become the record's: the record is what a consumer would read. */
+static void record_set_headers(record_t *r, rd_kafka_headers_t *hdrs) {
+    r->hdrs = hdrs;
+    rd_kafka_message_set_headers(r->rkm, hdrs);
+}
+
+static void record_free(record_t *r) {
+    if (r->hdrs)
+        rd_kafka_headers_destroy(r->hdrs);
+    free(r->payload);
+    free(r->key);
+    free(r->rkm);
+}
+
+static const char *header(rd_kafka_headers_t *hdrs, const char *name, char *buf, size_t size) {
+    const void *val;
+    size_t len;
+    if (rd_kafka_header_get_last(hdrs, name, &val, &len))
+        return NULL;
+    cr_assert_lt(len, size);
+    memcpy(buf, val, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+static const ol_event_type_t *find_type(const char *name) {
+    char errstr[256];
+    cr_assert_eq(ol_schema_init(errstr, sizeof(errstr)), OL_ERR_OK);
+    const ol_event_type_t *et = ol_schema_find(name);
+    cr_assert(et);
+    return et;
+}
+
+static ol_envelope_t sample_envelope(void) {
+    ol_envelope_t env = {0};
+    env.type = find_type("BuyRequested");
+    snprintf(env.id, sizeof(env.id), "%s", "3f0c6a2e-7b1d-4c55-9a0e-2b7f1c9d8e41");
+    snprintf(env.source, sizeof(env.source), "%s", "orderlog/gate");
+    snprintf(env.subject, sizeof(env.subject), "%s", "req-1");
+    env.time_ms = 1795000000123LL;
+    env.content = OL_CONTENT_AVRO;
+    env.version = 2;
+    return env;
+}
+
+Test(event, writes_the_eight_cloudevents_headers) {
+    ol_envelope_t env = sample_envelope();
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
+    ol_envelope_to_headers(&env, hdrs);
+    static const char *const want[][2] = {
+        {"ce_specversion", "1.0"},
+        {"ce_id", "3f0c6a2e-7b1d-4c55-9a0e-2b7f1c9d8e41"},
+        {"ce_type", "orderlog.BuyRequested"},
+        {"ce_source", "orderlog/gate"},
+        {"ce_time", "2026-11-18T11:06:40.123Z"},
+        {"ce_subject", "req-1"},
+        {"content-type", "application/avro"},
+        {"ce_dataschema", "urn:orderlog:schema:BuyRequested:2"},
+    };
+    cr_expect_eq(rd_kafka_header_cnt(hdrs), 8, "%zu headers", rd_kafka_header_cnt(hdrs));
+    for (size_t i = 0; i < 8; i++) {
+        char buf[128];
+        const char *got = header(hdrs, want[i][0], buf, sizeof(buf));
+        cr_expect(got, "header %s missing", want[i][0]);
+        if (got)
+            cr_expect_str_eq(got, want[i][1], "header %s", want[i][0]);
+    }
+    /* each header once: a second envelope would show as duplicates */
+    for (size_t i = 0; i < 8; i++) {
+        const char *name;
+        const void *val;
+        size_t size;
+        cr_assert_eq(rd_kafka_header_get_all(hdrs, i, &name, &val, &size), RD_KAFKA_RESP_ERR_NO_ERROR);
+        cr_expect_str_eq(name, want[i][0], "header %zu in the documented order", i);
+    }
+    rd_kafka_headers_destroy(hdrs);
+}
+
+Test(event, names_json_content_and_the_payload_version) {
+    ol_envelope_t env = sample_envelope();
+    env.content = OL_CONTENT_JSON;
+    env.version = 1;
+    env.time_ms = 0;
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
+    ol_envelope_to_headers(&env, hdrs);
+    char buf[128];
+    cr_expect_str_eq(header(hdrs, "content-type", buf, sizeof(buf)), "application/json");
+    cr_expect_str_eq(header(hdrs, "ce_dataschema", buf, sizeof(buf)), "urn:orderlog:schema:BuyRequested:1");
+    cr_expect_str_eq(header(hdrs, "ce_time", buf, sizeof(buf)), "1970-01-01T00:00:00.000Z");
+    rd_kafka_headers_destroy(hdrs);
+}
+
+/* ---- reading records ---------------------------------------------------- */
+
+static const char *const buy_line =
+    "{\"type\":\"BuyRequested\",\"id\":\"ev-1\",\"time\":\"2026-11-11T00:00:00Z\",\"data\":{\"request_id\":\"req-1\","
+    "\"session_id\":\"s\",\"client_ip\":\"1.2.3.4\",\"user_id\":\"u-1\",\"user_level\":2,\"sku\":\"SKU-1\","
+    "\"quantity\":2}}";
+
+/* The decoded data of buy_line: defaults filled, times rendered. */
+static json_t *buy_data(void) {
+    json_t *j = json_loads("{\"request_id\":\"req-1\",\"session_id\":\"s\",\"client_ip\":\"1.2.3.4\",\"user_id\":"
+                           "\"u-1\",\"user_level\":2,\"sku\":\"SKU-1\",\"quantity\":2,\"requested_at\":"
+                           "\"2026-11-11T00:00:00.000Z\",\"channel\":\"\"}",
+                           0, NULL);
+    cr_assert(j);
+    return j;
+}
+
+/* What publish writes for a line: the envelope's headers and the Avro payload. */
+static record_t publish_record(const char *line) {
+    ol_event_t ev;
+    char errstr[256] = "";
+    ol_arena_reset(arena);
+    cr_assert_eq(ol_event_from_line(arena, line, strlen(line), NOW_MS, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s",
+                 errstr);
+    snprintf(ev.env.source, sizeof(ev.env.source), "%s", "orderlog/publish");
+    const void *bin;
+    size_t len;
+    cr_assert_eq(ol_codec_encode(codec, ev.env.type, ev.input, ev.env.time_ms, &bin, &len, errstr, sizeof(errstr)),
+                 OL_ERR_OK, "%s", errstr);
+    record_t r = record_new(bin, len, ev.key);
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
+    ol_envelope_to_headers(&ev.env, hdrs);
+    record_set_headers(&r, hdrs);
+    ol_event_clear(&ev);
+    return r;
+}
+
+static void expect_data(json_t *got, json_t *want) {
+    if (!json_equal(got, want)) {
+        char *g = json_dumps(got, JSON_SORT_KEYS), *w = json_dumps(want, JSON_SORT_KEYS);
+        cr_expect_fail("data:\n  got  %s\n  want %s", g, w);
+        free(g);
+        free(w);
+    }
+}
+
+Test(event, reads_back_what_publish_writes) {
+    record_t r = publish_record(buy_line);
+    ol_event_t ev;
+    char errstr[256] = "";
+    cr_assert_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_expect_eq(ev.env.type, find_type("BuyRequested"));
+    cr_expect_str_eq(ev.env.id, "ev-1");
+    cr_expect_str_eq(ev.env.source, "orderlog/publish");
+    cr_expect_str_eq(ev.env.subject, "req-1");
+    cr_expect_eq(ev.env.time_ms, 1794355200000LL);
+    cr_expect_eq(ev.env.content, OL_CONTENT_AVRO);
+    cr_expect_eq(ev.env.version, 2);
+    cr_expect_str_eq(ev.key, "SKU-1");
+    json_t *want = buy_data();
+    expect_data(ev.data, want);
+    json_decref(want);
+    ol_event_clear(&ev);
+    cr_expect_null(ev.data);
+    record_free(&r);
+}
+
+Test(event, reads_a_headerless_publish_line) {
+    record_t r = record_new(buy_line, strlen(buy_line), "SKU-1");
+    ol_event_t ev;
+    char errstr[256] = "";
+    cr_assert_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_expect_eq(ev.env.type, find_type("BuyRequested"));
+    cr_expect_str_eq(ev.env.id, "ev-1");
+    cr_expect_eq(ev.env.time_ms, 1794355200000LL);
+    cr_expect_eq(ev.env.content, OL_CONTENT_JSON);
+    cr_expect_str_eq(ev.env.source, "unknown");
+    cr_expect_str_eq(ev.env.subject, "req-1");
+    cr_expect_str_eq(ev.key, "SKU-1");
+    cr_expect_null(ev.input, "input points into a freed arena");
+    json_t *want = buy_data();
+    expect_data(ev.data, want);
+    json_decref(want);
+    ol_event_clear(&ev);
+    record_free(&r);
+
+    /* without "time" or "id": a generated id, and a time near now (the fake
+     * record has no broker timestamp) */
+    const char *bare = "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\"}}";
+    r = record_new(bare, strlen(bare), NULL);
+    int64_t before = ol_time_now_ms();
+    cr_assert_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_expect_eq(strlen(ev.env.id), 36);
+    cr_expect_geq(ev.env.time_ms, before);
+    cr_expect_leq(ev.env.time_ms, ol_time_now_ms());
+    cr_expect(json_is_string(json_object_get(ev.data, "removed_at")));
+    ol_event_clear(&ev);
+    record_free(&r);
+}
+
+Test(event, refuses_a_headerless_record_that_is_not_a_publish_line) {
+    static const char *const bad[] = {
+        "not json",
+        "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"\"}}",
+        "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"typo\":1}}",
+        "",
+    };
+    static const char *const want[] = {"malformed JSON", "must not be empty", "unknown field", "malformed JSON"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        record_t r = record_new(bad[i], strlen(bad[i]), NULL);
+        ol_event_t ev;
+        char errstr[256] = "";
+        cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID, "case %zu", i);
+        cr_expect(strstr(errstr, want[i]), "case %zu: %s", i, errstr);
+        cr_expect_null(ev.data);
+        record_free(&r);
+    }
+}
+
+/* A record with the envelope of buy_line, one header replaced or removed
+ * (value NULL), and the given payload. */
+static record_t record_with(const void *payload, size_t len, const char *content_type, const char *name,
+                            const char *value) {
+    ol_envelope_t env = sample_envelope();
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
+    ol_envelope_to_headers(&env, hdrs);
+    if (content_type) {
+        rd_kafka_header_remove(hdrs, "content-type");
+        rd_kafka_header_add(hdrs, "content-type", -1, content_type, -1);
+    }
+    if (name) {
+        rd_kafka_header_remove(hdrs, name);
+        if (value)
+            rd_kafka_header_add(hdrs, name, -1, value, -1);
+    }
+    record_t r = record_new(payload, len, "SKU-1");
+    record_set_headers(&r, hdrs);
+    return r;
+}
+
+static const char *const buy_json =
+    "{\"request_id\":\"req-1\",\"session_id\":\"s\",\"client_ip\":\"1.2.3.4\",\"user_id\":\"u-1\",\"user_level\":2,"
+    "\"sku\":\"SKU-1\",\"quantity\":2,\"requested_at\":\"2026-11-11T00:00:00Z\"}";
+
+Test(event, reads_a_json_payload_named_by_content_type) {
+    record_t r = record_with(buy_json, strlen(buy_json), "application/json; charset=utf-8", NULL, NULL);
+    ol_event_t ev;
+    char errstr[256] = "";
+    cr_assert_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_expect_eq(ev.env.content, OL_CONTENT_JSON);
+    cr_expect_str_eq(ev.env.id, "3f0c6a2e-7b1d-4c55-9a0e-2b7f1c9d8e41");
+    cr_expect_eq(ev.env.time_ms, 1795000000123LL);
+    cr_expect_str_eq(ev.key, "SKU-1");
+    json_t *want = buy_data();
+    expect_data(ev.data, want);
+    json_decref(want);
+    ol_event_clear(&ev);
+    record_free(&r);
+
+    /* and checks it like any input */
+    const char *bad = "{\"request_id\":\"req-1\",\"quantity\":0}";
+    r = record_with(bad, strlen(bad), "application/json", NULL, NULL);
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID);
+    cr_expect_null(ev.data);
+    record_free(&r);
+    r = record_with("{", 1, "application/json", NULL, NULL);
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID);
+    cr_expect(strstr(errstr, "malformed JSON"), "%s", errstr);
+    record_free(&r);
+}
+
+Test(event, reads_an_older_schema_version_named_by_ce_dataschema) {
+    char *path = olt_path("ORDERLOG_SOURCE_DIR", "schemas/history/BuyRequested.v1.avsc");
+    size_t tlen;
+    char *text = olt_read_file(path, &tlen);
+    cr_assert(text, "cannot read %s", path);
+    avro_schema_t schema;
+    cr_assert_eq(avro_schema_from_json_length(text, tlen, &schema), 0, "%s", avro_strerror());
+    avro_value_iface_t *iface = avro_generic_class_from_schema(schema);
+    unsigned char buf[256];
+    size_t len = olt_avro_write(iface,
+                                "{\"request_id\":\"req-1\",\"session_id\":\"s\",\"client_ip\":\"1.2.3.4\",\"user_id\":"
+                                "\"u-1\",\"user_level\":2,\"sku\":\"SKU-1\",\"quantity\":2,\"requested_at\":"
+                                "1794355200000}",
+                                buf, sizeof(buf));
+    avro_value_iface_decref(iface);
+    avro_schema_decref(schema);
+    free(text);
+    free(path);
+
+    record_t r = record_with(buf, len, NULL, "ce_dataschema", "urn:orderlog:schema:BuyRequested:1");
+    ol_event_t ev;
+    char errstr[256] = "";
+    cr_assert_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_expect_eq(ev.env.version, 1, "the envelope keeps the payload's version");
+    json_t *want = buy_data();
+    expect_data(ev.data, want);
+    json_decref(want);
+    ol_event_clear(&ev);
+    record_free(&r);
+
+    /* a version this binary cannot read */
+    r = record_with(buf, len, NULL, "ce_dataschema", "urn:orderlog:schema:BuyRequested:99");
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_UNSUPPORTED, "%s", errstr);
+    cr_expect_null(ev.data);
+    record_free(&r);
+}
+
+Test(event, refuses_a_broken_envelope) {
+    /* a valid v2 payload, so only the envelope is at fault */
+    record_t good = publish_record(buy_line);
+    static const struct {
+        const char *name, *value, *want;
+        ol_err_t err;
+    } cases[] = {
+        {"ce_type", "orderlog.NoSuchEvent", "unknown ce_type \"orderlog.NoSuchEvent\"", OL_ERR_INVALID},
+        {"ce_id", NULL, "missing ce_id", OL_ERR_INVALID},
+        {"ce_id", "", "missing ce_id", OL_ERR_INVALID},
+        {"ce_time", "yesterday", "ce_time", OL_ERR_INVALID},
+        {"ce_dataschema", "urn:orderlog:schema:SkuRemoved:1", "ce_dataschema", OL_ERR_INVALID},
+        {"ce_dataschema", "urn:orderlog:schema:BuyRequested:x", "ce_dataschema", OL_ERR_INVALID},
+        {"ce_dataschema", "urn:orderlog:schema:BuyRequested:", "ce_dataschema", OL_ERR_INVALID},
+        {"ce_dataschema", "urn:orderlog:schema:BuyRequested:0", "ce_dataschema", OL_ERR_INVALID},
+        {"ce_dataschema", "urn:orderlog:schema:BuyRequested:2x", "ce_dataschema", OL_ERR_INVALID},
+        {"ce_dataschema", "urn:orderlog:schema:BuyRequestedX:2", "ce_dataschema", OL_ERR_INVALID},
+        {"ce_dataschema", "urn:other:BuyRequested:2", "ce_dataschema", OL_ERR_INVALID},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        record_t r = record_with(good.payload, good.rkm->len, NULL, cases[i].name, cases[i].value);
+        ol_event_t ev;
+        char errstr[256] = "";
+        cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), cases[i].err,
+                     "case %zu (%s=%s): %s", i, cases[i].name, cases[i].value ? cases[i].value : "(none)", errstr);
+        cr_expect(strstr(errstr, cases[i].want), "case %zu: \"%s\" does not contain \"%s\"", i, errstr, cases[i].want);
+        cr_expect_null(ev.data);
+        record_free(&r);
+    }
+    /* the unmodified envelope is fine, so the cases above test what they say */
+    record_t r = record_with(good.payload, good.rkm->len, NULL, NULL, NULL);
+    ol_event_t ev;
+    char errstr[256] = "";
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    ol_event_clear(&ev);
+    record_free(&r);
+
+    /* a payload that is not the named schema's Avro */
+    r = record_with("\x02garbage", 8, NULL, NULL, NULL);
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID);
+    cr_expect_null(ev.data);
+    record_free(&r);
+    r = record_with(buy_json, strlen(buy_json), NULL, NULL, NULL); /* JSON without saying so */
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID);
+    record_free(&r);
+    record_free(&good);
+}
