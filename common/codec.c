@@ -528,6 +528,31 @@ static json_t *node_to_json(const ol_node_t *n, avro_value_t *v) {
     return json_null();
 }
 
+static void dom_own_strings(ol_arena_t *a, ol_json_t *v) {
+    switch (v->type) {
+    case OL_JSON_STRING:
+        v->u.s = ol_arena_strndup(a, v->u.s, v->len);
+        break;
+    case OL_JSON_ARRAY:
+        for (size_t i = 0; i < v->len; i++)
+            dom_own_strings(a, &v->u.items[i]);
+        break;
+    case OL_JSON_OBJECT:
+        for (size_t i = 0; i < v->len; i++)
+            dom_own_strings(a, &v->u.members[i].value);
+        break;
+    default:
+        break;
+    }
+}
+
+ol_json_t *ol_codec_to_dom(const ol_event_type_t *et, avro_value_t *value, ol_arena_t *arena) {
+    ol_json_t *v = ol_arena_alloc(arena, sizeof(*v));
+    node_to_dom(arena, et->root, value, v);
+    dom_own_strings(arena, v); /* node_to_dom borrows them from the value */
+    return v;
+}
+
 json_t *ol_codec_to_json(const ol_event_type_t *et, avro_value_t *value) {
     return node_to_json(et->root, value);
 }

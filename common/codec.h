@@ -40,6 +40,10 @@ ol_err_t ol_codec_decode(ol_codec_t *codec, const ol_event_type_t *et, int versi
 ol_err_t ol_codec_decode_json(ol_codec_t *codec, const ol_event_type_t *et, int version, const void *buf,
                               size_t len, json_t **out, char *errstr, size_t errstr_size);
 
+/* The codec's JSON form (ol_json, in arena) of an Avro value of et's current
+ * version; strings are copied into the arena. */
+ol_json_t *ol_codec_to_dom(const ol_event_type_t *et, avro_value_t *value, ol_arena_t *arena);
+
 /* The JSON form of an Avro value of et's current version (new reference). */
 json_t *ol_codec_to_json(const ol_event_type_t *et, avro_value_t *value);
 

@@ -39,19 +39,6 @@ static ol_err_t parse_time(const ol_json_t *t, int64_t *out) {
     return OL_ERR_INVALID;
 }
 
-/* Checks ev->input against the schema, filling defaults, and sets ev->data
- * to the JSON form a consumer of the Avro payload would see. */
-static ol_err_t normalize(ol_codec_t *codec, ol_event_t *ev, char *errstr, size_t errstr_size) {
-    const void *bin;
-    size_t bin_len;
-    ol_err_t err = ol_codec_encode(codec, ev->env.type, ev->input, ev->env.time_ms, &bin, &bin_len, errstr,
-                                   errstr_size);
-    if (err)
-        return err;
-    return ol_codec_decode_json(codec, ev->env.type, ev->env.type->version, bin, bin_len, &ev->data, errstr,
-                                errstr_size);
-}
-
 static ol_err_t from_object(const ol_json_t *root, int64_t now_ms, ol_event_t *ev, char *errstr,
                             size_t errstr_size) {
     if (root->type != OL_JSON_OBJECT)
@@ -137,72 +124,82 @@ static bool header_str(rd_kafka_headers_t *hdrs, const char *name, char *out, si
     return true;
 }
 
-ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_event_t *ev, char *errstr,
-                               size_t errstr_size) {
-    memset(ev, 0, sizeof(*ev));
+/* JSON data (input form) of env's type → the codec's current-version value. */
+static ol_err_t decode_json_data(ol_codec_t *codec, const ol_envelope_t *env, const ol_json_t *data,
+                                 avro_value_t **value, char *errstr, size_t errstr_size) {
+    const void *bin;
+    size_t bin_len;
+    ol_err_t err = ol_codec_encode(codec, env->type, data, env->time_ms, &bin, &bin_len, errstr, errstr_size);
+    if (err)
+        return err;
+    return ol_codec_decode(codec, env->type, env->type->version, bin, bin_len, value, errstr, errstr_size);
+}
+
+ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena, ol_envelope_t *env,
+                         avro_value_t **value, char *errstr, size_t errstr_size) {
+    memset(env, 0, sizeof(*env));
     rd_kafka_headers_t *hdrs = NULL;
     char type[128], buf[160];
-    ol_err_t err;
+    const char *payload = rkm->payload ? rkm->payload : "";
     if (rd_kafka_message_headers(rkm, &hdrs) || !header_str(hdrs, "ce_type", type, sizeof(type))) {
         /* no envelope: a publish-format line written by another tool */
         int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
-        ol_arena_t *arena = ol_arena_new(0);
-        err = ol_event_from_line(arena, rkm->payload ? rkm->payload : "", rkm->len, ts > 0 ? ts : ol_time_now_ms(),
-                                 ev, errstr, errstr_size);
-        if (!err) {
-            ev->env.content = OL_CONTENT_JSON;
-            copy_str(ev->env.source, sizeof(ev->env.source), "unknown");
-            err = normalize(codec, ev, errstr, errstr_size);
-        }
-        ev->input = NULL;
-        ol_arena_destroy(arena);
+        ol_event_t ev;
+        ol_err_t err = ol_event_from_line(arena, payload, rkm->len, ts > 0 ? ts : ol_time_now_ms(), &ev, errstr,
+                                          errstr_size);
         if (err)
-            ol_event_clear(ev);
-        return err;
+            return err;
+        *env = ev.env;
+        env->content = OL_CONTENT_JSON;
+        copy_str(env->source, sizeof(env->source), "unknown");
+        return decode_json_data(codec, env, ev.input, value, errstr, errstr_size);
     }
-    if (!(ev->env.type = ol_schema_find(type)))
+    if (!(env->type = ol_schema_find(type)))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown ce_type \"%s\"", type);
-    if (!header_str(hdrs, "ce_id", ev->env.id, sizeof(ev->env.id)) || !ev->env.id[0])
+    if (!header_str(hdrs, "ce_id", env->id, sizeof(env->id)) || !env->id[0])
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "missing ce_id header");
-    header_str(hdrs, "ce_source", ev->env.source, sizeof(ev->env.source));
-    header_str(hdrs, "ce_subject", ev->env.subject, sizeof(ev->env.subject));
+    header_str(hdrs, "ce_source", env->source, sizeof(env->source));
+    header_str(hdrs, "ce_subject", env->subject, sizeof(env->subject));
     if (header_str(hdrs, "ce_time", buf, sizeof(buf))) {
-        if (ol_time_parse(buf, &ev->env.time_ms))
+        if (ol_time_parse(buf, &env->time_ms))
             return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "ce_time header \"%s\" is not an RFC 3339 time", buf);
     } else {
-        ev->env.time_ms = rd_kafka_message_timestamp(rkm, NULL);
+        env->time_ms = rd_kafka_message_timestamp(rkm, NULL);
     }
-    ev->env.version = ev->env.type->version;
+    env->version = env->type->version;
     if (header_str(hdrs, "ce_dataschema", buf, sizeof(buf))) {
-        size_t plen = strlen(DATASCHEMA_PREFIX), nlen = strlen(ev->env.type->name);
+        size_t plen = strlen(DATASCHEMA_PREFIX), nlen = strlen(env->type->name);
         char *end;
-        if (strncmp(buf, DATASCHEMA_PREFIX, plen) || strncmp(buf + plen, ev->env.type->name, nlen) ||
-            buf[plen + nlen] != ':' || (ev->env.version = (int)strtol(buf + plen + nlen + 1, &end, 10)) < 1 || *end)
+        if (strncmp(buf, DATASCHEMA_PREFIX, plen) || strncmp(buf + plen, env->type->name, nlen) ||
+            buf[plen + nlen] != ':' || (env->version = (int)strtol(buf + plen + nlen + 1, &end, 10)) < 1 || *end)
             return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "ce_dataschema header \"%s\" does not match %s%s:<n>",
-                           buf, DATASCHEMA_PREFIX, ev->env.type->name);
+                           buf, DATASCHEMA_PREFIX, env->type->name);
     }
-    ev->env.content = OL_CONTENT_AVRO;
+    env->content = OL_CONTENT_AVRO;
     if (header_str(hdrs, "content-type", buf, sizeof(buf)) && !strncmp(buf, "application/json", 16))
-        ev->env.content = OL_CONTENT_JSON;
-    if (ev->env.content == OL_CONTENT_AVRO) {
-        err = ol_codec_decode_json(codec, ev->env.type, ev->env.version, rkm->payload, rkm->len, &ev->data, errstr,
-                                   errstr_size);
-    } else {
-        ol_arena_t *arena = ol_arena_new(0);
-        ol_json_t *input;
-        err = ol_json_parse(arena, rkm->payload ? rkm->payload : "", rkm->len, &input, errstr, errstr_size);
-        if (!err) {
-            ev->input = input;
-            err = normalize(codec, ev, errstr, errstr_size);
-        }
-        ev->input = NULL;
-        ol_arena_destroy(arena);
-    }
-    if (!err && rkm->key_len <= OL_EVENT_KEY_MAX) {
+        env->content = OL_CONTENT_JSON;
+    if (env->content == OL_CONTENT_AVRO)
+        return ol_codec_decode(codec, env->type, env->version, payload, rkm->len, value, errstr, errstr_size);
+    ol_json_t *data;
+    ol_err_t err = ol_json_parse(arena, payload, rkm->len, &data, errstr, errstr_size);
+    if (err)
+        return err;
+    return decode_json_data(codec, env, data, value, errstr, errstr_size);
+}
+
+ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_event_t *ev, char *errstr,
+                               size_t errstr_size) {
+    memset(ev, 0, sizeof(*ev));
+    ol_arena_t *arena = ol_arena_new(0);
+    avro_value_t *value;
+    ol_err_t err = ol_event_decode(codec, rkm, arena, &ev->env, &value, errstr, errstr_size);
+    ol_arena_destroy(arena);
+    if (err)
+        return err;
+    ev->data = ol_codec_to_json(ev->env.type, value);
+    if (rkm->key_len <= OL_EVENT_KEY_MAX) {
         memcpy(ev->key, rkm->key ? rkm->key : "", rkm->key_len);
         ev->key[rkm->key_len] = '\0';
     }
-    if (err)
-        ol_event_clear(ev);
-    return err;
+    return OL_ERR_OK;
 }

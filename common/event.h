@@ -53,6 +53,12 @@ ol_err_t ol_event_from_line(ol_arena_t *arena, const char *line, size_t len, int
 ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_event_t *ev, char *errstr,
                                size_t errstr_size);
 
+/* The same without the JSON form, for consumers: *env filled, *value the
+ * codec's value of the current version (borrowed, valid until the codec's
+ * next decode of that type). arena holds what JSON input needed. */
+ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena, ol_envelope_t *env,
+                         avro_value_t **value, char *errstr, size_t errstr_size);
+
 void ol_event_clear(ol_event_t *ev);
 
 /* Adds the envelope's headers to hdrs. */

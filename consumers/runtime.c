@@ -1,0 +1,699 @@
+#include "consumers/runtime.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/codec.h"
+#include "common/kafka.h"
+#include "common/log.h"
+#include "common/pg.h"
+#include "common/time.h"
+#include "common/util.h"
+
+#define MAX_TOPICS 16
+
+/* One record of the batch being built. */
+typedef struct rec_s {
+    rd_kafka_message_t *rkm; /* owned until the batch ends */
+    int topic;
+    const char *reason; /* poison: why (arena of the batch), NULL otherwise */
+    const char *stage;  /* decode, fold or apply */
+} rec_t;
+
+typedef struct worker_s {
+    ol_rt_t *rt;
+    pthread_t thread;
+    ol_codec_t *codec;
+    ol_arena_t *arena; /* per batch: what folds keep */
+    ol_arena_t *scratch; /* per record */
+    void *state;
+    size_t *idx; /* this worker's records, in batch order */
+    size_t n, cap;
+} worker_t;
+
+/* A partition the batch covers: its first and next offsets. */
+typedef struct span_s {
+    int topic;
+    int32_t partition;
+    int64_t first, next;
+} span_t;
+
+struct ol_rt_s {
+    const ol_conf_t *conf;
+    const ol_rt_role_t *role;
+    char group[256];
+    char schema[128];
+    char topics[MAX_TOPICS][256];
+    int ntopics;
+    rd_kafka_t *rk;  /* consumer */
+    rd_kafka_t *dlq; /* producer for poison records */
+    char dlq_topic[256];
+    PGconn *pg;
+    /* the batch */
+    rec_t *recs;
+    size_t nrecs, cap, bytes;
+    ol_arena_t *batch_arena;
+    span_t *spans;
+    size_t nspans, spans_cap;
+    /* workers */
+    worker_t *workers;
+    int nworkers;
+    pthread_mutex_t lock;
+    pthread_cond_t work, done;
+    uint64_t generation;
+    int pending; /* workers still folding the current generation */
+    int quit;
+    /* state */
+    volatile sig_atomic_t stop;
+    int consecutive_poison;
+    ol_err_t fatal;
+    char fatal_msg[512];
+    int assigned; /* partitions assigned now */
+    int at_end;   /* of them, how many reported the end since their assignment */
+    rd_kafka_topic_partition_list_t *eof;
+    atomic_llong events, batches, rejected, retries;
+};
+
+static ol_rt_t *signal_rt;
+
+const char *ol_rt_schema(const ol_rt_t *rt) {
+    return rt->schema;
+}
+
+void ol_rt_stats(const ol_rt_t *rt, ol_rt_stats_t *out) {
+    out->events = atomic_load(&((ol_rt_t *)rt)->events);
+    out->batches = atomic_load(&((ol_rt_t *)rt)->batches);
+    out->rejected = atomic_load(&((ol_rt_t *)rt)->rejected);
+    out->retries = atomic_load(&((ol_rt_t *)rt)->retries);
+}
+
+void ol_rt_stop(ol_rt_t *rt) {
+    rt->stop = 1;
+}
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (signal_rt)
+        ol_rt_stop(signal_rt);
+}
+
+void ol_rt_handle_signals(ol_rt_t *rt) {
+    signal_rt = rt;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+void ol_rt_reject(ol_rt_t *rt, size_t index, const char *reason) {
+    OL_ASSERT(index < rt->nrecs);
+    rt->recs[index].reason = ol_arena_strndup(rt->batch_arena, reason, strlen(reason));
+    rt->recs[index].stage = "apply";
+}
+
+static int topic_index(const ol_rt_t *rt, const char *name) {
+    for (int i = 0; i < rt->ntopics; i++)
+        if (!strcmp(rt->topics[i], name))
+            return i;
+    return -1;
+}
+
+static uint32_t key_hash(const void *key, size_t len) {
+    const unsigned char *p = key;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+/* ---- workers ---------------------------------------------------------- */
+
+static void fold_one(worker_t *w, size_t i) {
+    ol_rt_t *rt = w->rt;
+    rec_t *r = &rt->recs[i];
+    char errstr[512];
+    ol_envelope_t env;
+    avro_value_t *value;
+    ol_arena_reset(w->scratch);
+    if (ol_event_decode(w->codec, r->rkm, w->scratch, &env, &value, errstr, sizeof(errstr))) {
+        r->reason = ol_arena_strndup(w->arena, errstr, strlen(errstr));
+        r->stage = "decode";
+        return;
+    }
+    ol_rt_record_t rec = {r->topic, r->rkm->partition, r->rkm->offset, &env, value, i};
+    if (rt->role->fold(w->state, &rec, w->arena, errstr, sizeof(errstr))) {
+        r->reason = ol_arena_strndup(w->arena, errstr, strlen(errstr));
+        r->stage = "fold";
+    }
+}
+
+static void *worker_main(void *arg) {
+    worker_t *w = arg;
+    ol_rt_t *rt = w->rt;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&rt->lock);
+    for (;;) {
+        while (rt->generation == seen && !rt->quit)
+            pthread_cond_wait(&rt->work, &rt->lock);
+        if (rt->quit)
+            break;
+        seen = rt->generation;
+        pthread_mutex_unlock(&rt->lock);
+        for (size_t k = 0; k < w->n; k++)
+            fold_one(w, w->idx[k]);
+        pthread_mutex_lock(&rt->lock);
+        if (--rt->pending == 0)
+            pthread_cond_signal(&rt->done);
+    }
+    pthread_mutex_unlock(&rt->lock);
+    return NULL;
+}
+
+/* Folds the batch: records dispatched by key hash, every worker at once. */
+static void fold_batch(ol_rt_t *rt) {
+    for (int i = 0; i < rt->nworkers; i++) {
+        worker_t *w = &rt->workers[i];
+        w->n = 0;
+        ol_arena_reset(w->arena);
+        rt->role->state_reset(w->state);
+    }
+    for (size_t i = 0; i < rt->nrecs; i++) {
+        rd_kafka_message_t *m = rt->recs[i].rkm;
+        worker_t *w = &rt->workers[key_hash(m->key, m->key_len) % (uint32_t)rt->nworkers];
+        if (w->n == w->cap) {
+            w->cap = w->cap ? w->cap * 2 : 1024;
+            w->idx = ol_xrealloc(w->idx, w->cap * sizeof(*w->idx));
+        }
+        w->idx[w->n++] = i;
+    }
+    pthread_mutex_lock(&rt->lock);
+    rt->pending = rt->nworkers;
+    rt->generation++;
+    pthread_cond_broadcast(&rt->work);
+    while (rt->pending > 0)
+        pthread_cond_wait(&rt->done, &rt->lock);
+    pthread_mutex_unlock(&rt->lock);
+}
+
+/* ---- PostgreSQL --------------------------------------------------------- */
+
+static ol_err_t pg_ensure(ol_rt_t *rt, char *errstr, size_t errstr_size) {
+    if (rt->pg && PQstatus(rt->pg) == CONNECTION_OK)
+        return OL_ERR_OK;
+    if (rt->pg)
+        PQfinish(rt->pg);
+    rt->pg = ol_pg_connect(rt->conf, errstr, errstr_size);
+    return rt->pg ? OL_ERR_OK : OL_ERR_TRANSIENT;
+}
+
+/* Sleeps the backoff of attempt n (100 ms doubling, capped); false when
+ * asked to stop meanwhile past the shutdown timeout. */
+static void backoff(ol_rt_t *rt, int attempt) {
+    int64_t ms = 100;
+    for (int i = 0; i < attempt && ms < ol_conf_int(rt->conf, "consumer.retry.max.ms"); i++)
+        ms *= 2;
+    if (ms > ol_conf_int(rt->conf, "consumer.retry.max.ms"))
+        ms = ol_conf_int(rt->conf, "consumer.retry.max.ms");
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    atomic_fetch_add(&rt->retries, 1);
+}
+
+/* The stored next offsets of the given partitions (-1 where none); runs in
+ * the current transaction when locking. */
+static ol_err_t load_offsets(ol_rt_t *rt, const span_t *spans, size_t n, int64_t *out, bool lock, char *errstr,
+                             size_t errstr_size) {
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "select topic, partition, next_offset from %s.consumer_offsets where group_id = $1%s", rt->schema,
+             lock ? " order by topic, partition for update" : "");
+    const char *params[] = {rt->group};
+    PGresult *res;
+    ol_err_t err = ol_pg_query(&res, rt->pg, sql, 1, params, errstr, errstr_size);
+    if (err)
+        return err;
+    for (size_t i = 0; i < n; i++)
+        out[i] = -1;
+    for (int r = 0; r < PQntuples(res); r++) {
+        int t = topic_index(rt, PQgetvalue(res, r, 0));
+        int32_t p = (int32_t)atoi(PQgetvalue(res, r, 1));
+        for (size_t i = 0; i < n; i++)
+            if (spans[i].topic == t && spans[i].partition == p)
+                out[i] = atoll(PQgetvalue(res, r, 2));
+    }
+    PQclear(res);
+    return OL_ERR_OK;
+}
+
+/* ---- the dead-letter queue ---------------------------------------------- */
+
+static void dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    if (m->err)
+        *(int *)m->_private = (int)m->err;
+    (void)opaque;
+}
+
+/* Sends every poison record of the batch, with its reason, and waits for
+ * the deliveries: they must be in the dlq before the batch commits. */
+static ol_err_t dlq_send(ol_rt_t *rt, char *errstr, size_t errstr_size) {
+    int failed = 0;
+    size_t sent = 0;
+    for (size_t i = 0; i < rt->nrecs; i++) {
+        rec_t *r = &rt->recs[i];
+        if (!r->reason)
+            continue;
+        rd_kafka_headers_t *h = NULL, *orig = NULL;
+        if (!rd_kafka_message_headers(r->rkm, &orig))
+            h = rd_kafka_headers_copy(orig);
+        else
+            h = rd_kafka_headers_new(8);
+        char num[32], ts[40];
+        rd_kafka_header_add(h, "dlq_topic", -1, rt->topics[r->topic], -1);
+        snprintf(num, sizeof(num), "%d", (int)r->rkm->partition);
+        rd_kafka_header_add(h, "dlq_partition", -1, num, -1);
+        snprintf(num, sizeof(num), "%lld", (long long)r->rkm->offset);
+        rd_kafka_header_add(h, "dlq_offset", -1, num, -1);
+        rd_kafka_header_add(h, "dlq_stage", -1, r->stage, -1);
+        rd_kafka_header_add(h, "dlq_error", -1, r->reason, -1);
+        rd_kafka_header_add(h, "dlq_group", -1, rt->group, -1);
+        ol_time_format(ol_time_now_ms(), ts, sizeof(ts));
+        rd_kafka_header_add(h, "dlq_time", -1, ts, -1);
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            rt->dlq, RD_KAFKA_V_TOPIC(rt->dlq_topic), RD_KAFKA_V_KEY(r->rkm->key, r->rkm->key_len),
+            RD_KAFKA_V_VALUE(r->rkm->payload, r->rkm->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&failed), RD_KAFKA_V_END);
+        if (err) {
+            rd_kafka_headers_destroy(h);
+            return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not send to %s: %s", rt->dlq_topic,
+                           rd_kafka_err2str(err));
+        }
+        sent++;
+    }
+    if (!sent)
+        return OL_ERR_OK;
+    rd_kafka_flush(rt->dlq, 30000);
+    if (rd_kafka_outq_len(rt->dlq) > 0 || failed)
+        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not deliver %zu poison records to %s: %s",
+                       sent, rt->dlq_topic, failed ? rd_kafka_err2str((rd_kafka_resp_err_t)failed) : "timed out");
+    return OL_ERR_OK;
+}
+
+/* ---- the batch ---------------------------------------------------------- */
+
+static void spans_build(ol_rt_t *rt) {
+    rt->nspans = 0;
+    for (size_t i = 0; i < rt->nrecs; i++) {
+        rd_kafka_message_t *m = rt->recs[i].rkm;
+        size_t k;
+        for (k = 0; k < rt->nspans; k++)
+            if (rt->spans[k].topic == rt->recs[i].topic && rt->spans[k].partition == m->partition)
+                break;
+        if (k == rt->nspans) {
+            if (rt->nspans == rt->spans_cap) {
+                rt->spans_cap = rt->spans_cap ? rt->spans_cap * 2 : 64;
+                rt->spans = ol_xrealloc(rt->spans, rt->spans_cap * sizeof(*rt->spans));
+            }
+            rt->spans[k] = (span_t){rt->recs[i].topic, m->partition, m->offset, m->offset + 1};
+            rt->nspans++;
+        } else if (m->offset + 1 > rt->spans[k].next) {
+            rt->spans[k].next = m->offset + 1;
+        }
+    }
+}
+
+static void batch_clear(ol_rt_t *rt) {
+    for (size_t i = 0; i < rt->nrecs; i++)
+        rd_kafka_message_destroy(rt->recs[i].rkm);
+    rt->nrecs = 0;
+    rt->bytes = 0;
+    ol_arena_reset(rt->batch_arena);
+}
+
+/* Seeks the partitions of the batch back to their stored offsets (another
+ * member applied part of it, or it was dropped). */
+static void reseek(ol_rt_t *rt, const int64_t *stored) {
+    for (size_t i = 0; i < rt->nspans; i++) {
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rt->rk, rt->topics[rt->spans[i].topic], NULL);
+        rd_kafka_seek(rkt, rt->spans[i].partition, stored && stored[i] >= 0 ? stored[i] : rt->spans[i].first, 5000);
+        rd_kafka_topic_destroy(rkt);
+    }
+}
+
+/* One transaction: check the offsets, apply, dlq, store the offsets, commit. */
+static ol_err_t apply_once(ol_rt_t *rt, int64_t *stored, bool *stale, char *errstr, size_t errstr_size) {
+    ol_err_t err;
+    *stale = false;
+    if ((err = pg_ensure(rt, errstr, errstr_size)))
+        return err;
+    if ((err = ol_pg_exec_ok(rt->pg, "begin", errstr, errstr_size)))
+        return err;
+    if ((err = load_offsets(rt, rt->spans, rt->nspans, stored, true, errstr, errstr_size)))
+        goto rollback;
+    for (size_t i = 0; i < rt->nspans; i++) {
+        if (stored[i] > rt->spans[i].first) {
+            /* records of this batch were applied already (by the member that
+             * had the partition before): never apply twice */
+            *stale = true;
+            ol_pg_exec_ok(rt->pg, "rollback", NULL, 0);
+            return OL_ERR_OK;
+        }
+    }
+    void *states[256];
+    for (int i = 0; i < rt->nworkers; i++)
+        states[i] = rt->workers[i].state;
+    if ((err = rt->role->apply(rt, rt->pg, states, rt->nworkers, errstr, errstr_size)))
+        goto rollback;
+    if ((err = dlq_send(rt, errstr, errstr_size)))
+        goto rollback;
+    /* the offsets, in the same transaction */
+    size_t cap = 256 + rt->nspans * 320;
+    char *sql = ol_arena_alloc(rt->batch_arena, cap);
+    size_t len = (size_t)snprintf(sql, cap, "insert into %s.consumer_offsets (group_id, topic, partition, next_offset) values ",
+                                  rt->schema);
+    char *group = PQescapeLiteral(rt->pg, rt->group, strlen(rt->group));
+    for (size_t i = 0; i < rt->nspans; i++) {
+        char *topic = PQescapeLiteral(rt->pg, rt->topics[rt->spans[i].topic], strlen(rt->topics[rt->spans[i].topic]));
+        len += (size_t)snprintf(sql + len, cap - len, "%s(%s, %s, %d, %lld)", i ? ", " : "", group, topic,
+                                (int)rt->spans[i].partition, (long long)rt->spans[i].next);
+        PQfreemem(topic);
+    }
+    PQfreemem(group);
+    snprintf(sql + len, cap - len,
+             " on conflict (group_id, topic, partition) do update set next_offset = excluded.next_offset, "
+             "updated_at = now()");
+    if ((err = ol_pg_exec_ok(rt->pg, sql, errstr, errstr_size)))
+        goto rollback;
+    if ((err = ol_pg_exec_ok(rt->pg, "commit", errstr, errstr_size)))
+        return err == OL_ERR_PG ? OL_ERR_TRANSIENT : err; /* unknown outcome: the retry sees the offsets */
+    return OL_ERR_OK;
+rollback:
+    if (rt->pg && PQstatus(rt->pg) == CONNECTION_OK)
+        ol_pg_exec_ok(rt->pg, "rollback", NULL, 0);
+    return err;
+}
+
+/* Applies the batch, retrying transient failures; commits to Kafka after. */
+static ol_err_t apply_batch(ol_rt_t *rt, char *errstr, size_t errstr_size) {
+    spans_build(rt);
+    int64_t *stored = ol_arena_alloc(rt->batch_arena, rt->nspans * sizeof(int64_t));
+    int64_t shutdown_deadline = 0;
+    for (int attempt = 0;; attempt++) {
+        bool stale;
+        ol_err_t err = apply_once(rt, stored, &stale, errstr, errstr_size);
+        if (!err && stale) {
+            ol_log_warn("batch of %zu events skipped: another member applied part of it; seeking to the stored offsets",
+                        rt->nrecs);
+            reseek(rt, stored);
+            return OL_ERR_OK;
+        }
+        if (!err)
+            break;
+        if (!ol_err_is_retriable(err))
+            return err;
+        if (rt->stop) {
+            if (!shutdown_deadline)
+                shutdown_deadline = ol_time_mono_us() + ol_conf_int(rt->conf, "consumer.shutdown.timeout.ms") * 1000;
+            else if (ol_time_mono_us() > shutdown_deadline)
+                return ol_errf(errstr, errstr_size, OL_ERR_TIMEOUT,
+                               "gave up on the batch in flight at shutdown (nothing of it committed): %s", errstr);
+        }
+        ol_log_warn("batch of %zu events not applied, will retry (attempt %d): %s", rt->nrecs, attempt + 1, errstr);
+        backoff(rt, attempt);
+    }
+    /* Kafka follows PostgreSQL, for lag tools; never past what is stored */
+    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new((int)rt->nspans);
+    for (size_t i = 0; i < rt->nspans; i++)
+        rd_kafka_topic_partition_list_add(offsets, rt->topics[rt->spans[i].topic], rt->spans[i].partition)->offset =
+            rt->spans[i].next;
+    rd_kafka_commit(rt->rk, offsets, 1);
+    rd_kafka_topic_partition_list_destroy(offsets);
+    size_t poison = 0;
+    for (size_t i = 0; i < rt->nrecs; i++) {
+        if (rt->recs[i].reason) {
+            poison++;
+            rt->consecutive_poison++;
+            ol_log_warn("record %s[%d]@%lld sent to the dlq (%s): %s", rt->topics[rt->recs[i].topic],
+                        (int)rt->recs[i].rkm->partition, (long long)rt->recs[i].rkm->offset, rt->recs[i].stage,
+                        rt->recs[i].reason);
+        } else {
+            rt->consecutive_poison = 0;
+        }
+    }
+    atomic_fetch_add(&rt->events, (long long)rt->nrecs);
+    atomic_fetch_add(&rt->rejected, (long long)poison);
+    atomic_fetch_add(&rt->batches, 1);
+    if (rt->consecutive_poison >= ol_conf_int(rt->conf, "consumer.max.poison"))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                       "%d poison records in a row (consumer.max.poison): stopping; see the %s topic for the "
+                       "records and their errors",
+                       rt->consecutive_poison, rt->dlq_topic);
+    return OL_ERR_OK;
+}
+
+/* ---- rebalancing ------------------------------------------------------- */
+
+/* Drops the records of the batch being built that belong to partitions no
+ * longer ours: they are not applied, the next owner reads them again. */
+static void batch_drop_revoked(ol_rt_t *rt, const rd_kafka_topic_partition_list_t *parts) {
+    size_t kept = 0;
+    for (size_t i = 0; i < rt->nrecs; i++) {
+        rd_kafka_message_t *m = rt->recs[i].rkm;
+        if (rd_kafka_topic_partition_list_find(parts, rt->topics[rt->recs[i].topic], m->partition)) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        rt->recs[kept++] = rt->recs[i];
+    }
+    rt->nrecs = kept;
+}
+
+static void on_assign(ol_rt_t *rt, rd_kafka_topic_partition_list_t *parts) {
+    char errstr[512];
+    span_t *spans = ol_xcalloc((size_t)parts->cnt + 1, sizeof(*spans));
+    int64_t *stored = ol_xcalloc((size_t)parts->cnt + 1, sizeof(*stored));
+    for (int i = 0; i < parts->cnt; i++)
+        spans[i] = (span_t){topic_index(rt, parts->elems[i].topic), parts->elems[i].partition, 0, 0};
+    for (int attempt = 0;; attempt++) {
+        ol_err_t err = pg_ensure(rt, errstr, sizeof(errstr));
+        if (!err)
+            err = load_offsets(rt, spans, (size_t)parts->cnt, stored, false, errstr, sizeof(errstr));
+        if (!err)
+            break;
+        if (!ol_err_is_retriable(err) || rt->stop) {
+            rt->fatal = err ? err : OL_ERR_PG;
+            snprintf(rt->fatal_msg, sizeof(rt->fatal_msg), "could not read the stored offsets: %.400s", errstr);
+            rt->stop = 1;
+            break;
+        }
+        ol_log_warn("could not read the stored offsets, will retry: %s", errstr);
+        backoff(rt, attempt);
+    }
+    for (int i = 0; i < parts->cnt; i++)
+        parts->elems[i].offset = stored[i] >= 0 ? stored[i] : RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rt->rk, parts);
+    rt->assigned = parts->cnt;
+    rt->at_end = 0;
+    rd_kafka_topic_partition_list_destroy(rt->eof);
+    rt->eof = rd_kafka_topic_partition_list_new(parts->cnt + 1);
+    ol_log_info("assigned %d partitions, resuming at the offsets stored in PostgreSQL", parts->cnt);
+    free(spans);
+    free(stored);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                         void *opaque) {
+    ol_rt_t *rt = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        on_assign(rt, parts);
+    } else {
+        batch_drop_revoked(rt, parts);
+        rd_kafka_assign(rk, NULL);
+        rt->assigned = 0;
+        rt->at_end = 0;
+        ol_log_info("revoked %d partitions", parts->cnt);
+    }
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr, size_t errstr_size) {
+    if (ol_schema_init(errstr, errstr_size))
+        return NULL;
+    ol_rt_t *rt = ol_xcalloc(1, sizeof(*rt));
+    rt->conf = conf;
+    rt->role = role;
+    const char *group = ol_conf_str(conf, "consumer.group.id");
+    if (*group)
+        snprintf(rt->group, sizeof(rt->group), "%s", group);
+    else
+        snprintf(rt->group, sizeof(rt->group), "orderlog-%s", role->name);
+    snprintf(rt->schema, sizeof(rt->schema), "%s", ol_conf_str(conf, "projection.schema"));
+    for (const char *const *t = role->topics; *t && rt->ntopics < MAX_TOPICS; t++)
+        ol_kafka_topic_name(conf, *t, rt->topics[rt->ntopics++], sizeof(rt->topics[0]));
+    ol_kafka_topic_name(conf, "dlq", rt->dlq_topic, sizeof(rt->dlq_topic));
+    rt->batch_arena = ol_arena_new(0);
+    rt->eof = rd_kafka_topic_partition_list_new(1);
+    pthread_mutex_init(&rt->lock, NULL);
+    pthread_cond_init(&rt->work, NULL);
+    pthread_cond_init(&rt->done, NULL);
+
+    if (!(rt->pg = ol_pg_connect(conf, errstr, errstr_size)))
+        goto fail;
+    char kbytes[32];
+    snprintf(kbytes, sizeof(kbytes), "%lld", (long long)ol_conf_int(conf, "consumer.queue.kbytes"));
+    const char *cdefaults[] = {"group.id", rt->group, "client.id", rt->group, "enable.auto.commit", "false",
+                               "enable.auto.offset.store", "false", "auto.offset.reset", "earliest",
+                               "isolation.level", "read_committed", "enable.partition.eof", "true",
+                               "queued.max.messages.kbytes", kbytes, "session.timeout.ms", "10000",
+                               "heartbeat.interval.ms", "1000", NULL};
+    rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, cdefaults, errstr, errstr_size);
+    if (!kconf)
+        goto fail;
+    rd_kafka_conf_set_rebalance_cb(kconf, rebalance_cb);
+    rd_kafka_conf_set_opaque(kconf, rt);
+    if (!(rt->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kconf, errstr, errstr_size))) {
+        rd_kafka_conf_destroy(kconf);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(rt->rk);
+    const char *pdefaults[] = {"client.id", "orderlog-dlq", "enable.idempotence", "true", "linger.ms", "5", NULL};
+    rd_kafka_conf_t *pconf = ol_kafka_conf_new(conf, pdefaults, errstr, errstr_size);
+    if (!pconf)
+        goto fail;
+    rd_kafka_conf_set_dr_msg_cb(pconf, dlq_dr);
+    if (!(rt->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, errstr, errstr_size))) {
+        rd_kafka_conf_destroy(pconf);
+        goto fail;
+    }
+    if (ol_kafka_wait_cluster(rt->rk, conf, errstr, errstr_size) ||
+        ol_kafka_check_topics(rt->rk, conf, errstr, errstr_size))
+        goto fail;
+    rt->nworkers = (int)ol_conf_int(conf, "consumer.workers");
+    rt->workers = ol_xcalloc((size_t)rt->nworkers, sizeof(*rt->workers));
+    for (int i = 0; i < rt->nworkers; i++) {
+        worker_t *w = &rt->workers[i];
+        w->rt = rt;
+        w->codec = ol_codec_new();
+        w->arena = ol_arena_new(0);
+        w->scratch = ol_arena_new(0);
+        w->state = role->state_new(role->opaque);
+        if (pthread_create(&w->thread, NULL, worker_main, w))
+            ol_assert_fail("pthread_create", __FILE__, __LINE__);
+    }
+    return rt;
+fail:
+    ol_rt_destroy(rt);
+    return NULL;
+}
+
+void ol_rt_destroy(ol_rt_t *rt) {
+    if (!rt)
+        return;
+    pthread_mutex_lock(&rt->lock);
+    rt->quit = 1;
+    pthread_cond_broadcast(&rt->work);
+    pthread_mutex_unlock(&rt->lock);
+    for (int i = 0; i < rt->nworkers; i++) {
+        worker_t *w = &rt->workers[i];
+        pthread_join(w->thread, NULL);
+        ol_codec_destroy(w->codec);
+        ol_arena_destroy(w->arena);
+        ol_arena_destroy(w->scratch);
+        rt->role->state_destroy(w->state);
+        free(w->idx);
+    }
+    free(rt->workers);
+    batch_clear(rt);
+    free(rt->recs);
+    free(rt->spans);
+    if (rt->rk) {
+        rd_kafka_consumer_close(rt->rk);
+        rd_kafka_destroy(rt->rk);
+    }
+    if (rt->dlq)
+        rd_kafka_destroy(rt->dlq);
+    if (rt->pg)
+        PQfinish(rt->pg);
+    rd_kafka_topic_partition_list_destroy(rt->eof);
+    ol_arena_destroy(rt->batch_arena);
+    pthread_cond_destroy(&rt->work);
+    pthread_cond_destroy(&rt->done);
+    pthread_mutex_destroy(&rt->lock);
+    if (signal_rt == rt)
+        signal_rt = NULL;
+    free(rt);
+}
+
+static void batch_add(ol_rt_t *rt, rd_kafka_message_t *m) {
+    if (rt->nrecs == rt->cap) {
+        rt->cap = rt->cap ? rt->cap * 2 : 1024;
+        rt->recs = ol_xrealloc(rt->recs, rt->cap * sizeof(*rt->recs));
+    }
+    rt->recs[rt->nrecs++] = (rec_t){m, topic_index(rt, rd_kafka_topic_name(m->rkt)), NULL, NULL};
+    rt->bytes += m->len + m->key_len;
+}
+
+ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size) {
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(rt->ntopics);
+    for (int i = 0; i < rt->ntopics; i++)
+        rd_kafka_topic_partition_list_add(subs, rt->topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(rt->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (kerr)
+        return ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not subscribe: %s", rd_kafka_err2str(kerr));
+    size_t max_events = (size_t)ol_conf_int(rt->conf, "consumer.batch.events");
+    size_t max_bytes = (size_t)ol_conf_int(rt->conf, "consumer.batch.bytes");
+    int64_t max_us = ol_conf_int(rt->conf, "consumer.batch.ms") * 1000;
+    ol_err_t err = OL_ERR_OK;
+    while (!rt->stop) {
+        int64_t deadline = ol_time_mono_us() + max_us;
+        while (!rt->stop && rt->nrecs < max_events && rt->bytes < max_bytes) {
+            int64_t left = (deadline - ol_time_mono_us()) / 1000;
+            if (left <= 0)
+                break;
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(rt->rk, (int)(left > 100 ? 100 : left));
+            if (!m) {
+                if (until_end && rt->assigned > 0 && rt->at_end >= rt->assigned)
+                    break;
+                continue;
+            }
+            if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                if (!rd_kafka_topic_partition_list_find(rt->eof, rd_kafka_topic_name(m->rkt), m->partition)) {
+                    rd_kafka_topic_partition_list_add(rt->eof, rd_kafka_topic_name(m->rkt), m->partition);
+                    rt->at_end++;
+                }
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            if (m->err) {
+                ol_log_warn("kafka: %s", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            batch_add(rt, m);
+        }
+        if (rt->fatal) {
+            err = ol_errf(errstr, errstr_size, rt->fatal, "%s", rt->fatal_msg);
+            break;
+        }
+        if (rt->nrecs) {
+            fold_batch(rt);
+            err = apply_batch(rt, errstr, errstr_size);
+            batch_clear(rt);
+            if (err)
+                break;
+        } else if (until_end && rt->assigned > 0 && rt->at_end >= rt->assigned) {
+            break;
+        }
+    }
+    batch_clear(rt);
+    return err;
+}

@@ -1,0 +1,91 @@
+#ifndef OL_RUNTIME_H
+#define OL_RUNTIME_H
+
+#include <avro.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/arena.h"
+#include "common/conf.h"
+#include "common/err.h"
+#include "common/event.h"
+
+/* The consumer runtime every PostgreSQL-writing role runs on (see
+ * consumers/README.md for the offset protocol).
+ *
+ * One poll thread collects a batch (bounded by count, bytes and time); the
+ * batch's records are dispatched by key hash to a pool of workers, so each
+ * key is folded in order while workers run in parallel; then the poll thread
+ * applies the folded batch in ONE PostgreSQL transaction that also writes the
+ * next offset of every partition the batch covers (exactly-once), and only
+ * after COMMIT commits the offsets to Kafka (for lag tools). On assignment
+ * the consumer seeks to the offsets stored in PostgreSQL.
+ *
+ * Transient failures (lost connection, serialization failure, deadlock)
+ * roll back, back off and retry the same batch. A record that can never
+ * succeed goes to the dlq topic with error headers and the batch goes on;
+ * consumer.max.poison in a row stop the consumer loudly. */
+
+typedef struct ol_rt_s ol_rt_t;
+
+/* A consumed record, as a role's fold sees it. Everything is borrowed for
+ * the duration of the fold call only: copy what you keep (into the arena). */
+typedef struct ol_rt_record_s {
+    int topic;         /* index into the role's topics */
+    int32_t partition;
+    int64_t offset;
+    const ol_envelope_t *env;
+    avro_value_t *value; /* the payload as the current version of env->type */
+    size_t index;        /* position in the batch, for ol_rt_reject */
+} ol_rt_record_t;
+
+/* A role: what to consume and how to fold and apply it. */
+typedef struct ol_rt_role_s {
+    const char *name;          /* "project": group id "orderlog-project" unless consumer.group.id is set */
+    const char *const *topics; /* short topic names, NULL-terminated */
+    void *opaque;              /* the role's own, passed back below */
+    /* Per-worker fold state: created once per worker, reset before every batch. */
+    void *(*state_new)(void *opaque);
+    void (*state_reset)(void *state);
+    void (*state_destroy)(void *state);
+    /* Worker thread, records of one key in log order. An error makes the
+     * record poison (dlq, with errstr as the reason); nothing of it may stay
+     * in the state then. */
+    ol_err_t (*fold)(void *state, const ol_rt_record_t *rec, ol_arena_t *arena, char *errstr, size_t errstr_size);
+    /* Poll thread, inside the batch's transaction: write what the states
+     * hold. Must not change the states (a transient failure runs it again).
+     * May reject records with ol_rt_reject. A transient error retries the
+     * batch; any other error stops the consumer. */
+    ol_err_t (*apply)(ol_rt_t *rt, PGconn *conn, void **states, int nstates, char *errstr, size_t errstr_size);
+} ol_rt_role_t;
+
+/* Creates the runtime: connects to PostgreSQL and Kafka, spawns the workers.
+ * Returns NULL with errstr set. */
+ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr, size_t errstr_size);
+void ol_rt_destroy(ol_rt_t *rt);
+
+/* Runs until ol_rt_stop (SIGTERM, SIGINT), a fatal error, or, with
+ * until_end, until every assigned partition was consumed to the end offsets
+ * it had at start. Returns OL_ERR_OK on a clean stop. */
+ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size);
+/* Async-signal-safe: the current batch is finished, then run returns. */
+void ol_rt_stop(ol_rt_t *rt);
+
+/* From apply: the record at batch position index can never be applied. */
+void ol_rt_reject(ol_rt_t *rt, size_t index, const char *reason);
+
+/* The schema the role writes into (projection.schema). */
+const char *ol_rt_schema(const ol_rt_t *rt);
+
+/* Installs SIGTERM/SIGINT handlers that call ol_rt_stop(rt). */
+void ol_rt_handle_signals(ol_rt_t *rt);
+
+/* Counters since start, for progress lines and tests. */
+typedef struct ol_rt_stats_s {
+    int64_t events, batches, rejected, retries;
+} ol_rt_stats_t;
+void ol_rt_stats(const ol_rt_t *rt, ol_rt_stats_t *out);
+
+#endif
