@@ -1,0 +1,729 @@
+/* orderlog project: orders, after-sales and skus into their read models.
+ *
+ * Fold (worker threads, per key in log order): each event is decoded and
+ * kept as an op (its type and data) in the worker's list. Apply (one
+ * transaction per batch): the rows every op touches are loaded in one query
+ * per table, the ops run in order on those row images in memory (the rules
+ * below), and the changed rows are written back through COPY into staging
+ * tables and one upsert per table. Then refunded_amount and paid totals are
+ * recomputed in SQL for the orders touched.
+ *
+ * Rules, all idempotent (a replayed event changes nothing) and order-safe:
+ *  - snapshots (OrderSynced, AfterSaleSynced, SkuSynced) apply only when
+ *    their version is above the stored one;
+ *  - OrderPlaced / RefundRequested create the row and are ignored when it
+ *    exists; OrderPaid counts once per payment_id;
+ *  - an event about an order or refund that does not exist can never apply:
+ *    it goes to the dlq with the reason. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cli.h"
+#include "common/codec.h"
+#include "common/log.h"
+#include "common/map.h"
+#include "common/pg.h"
+#include "common/time.h"
+#include "common/util.h"
+#include "consumers/runtime.h"
+
+/* ---- tables ------------------------------------------------------------- */
+
+typedef struct table_s {
+    const char *name;
+    const char *const *cols; /* cols[0] is the primary key */
+    int ncols;
+} table_t;
+
+enum {
+    O_ID, O_USER, O_SOURCE, O_PLATFORM, O_SHOP, O_STATUS, O_TOTAL, O_CURRENCY, O_PAID, O_REFUNDED, O_PAYMENT,
+    O_CARRIER, O_TRACKING, O_CANCEL_REASON, O_PLACED_AT, O_PAID_AT, O_SHIPPED_AT, O_CANCELLED_AT, O_VERSION,
+    O_UPDATED_AT, O_NCOLS
+};
+static const char *const order_cols[] = {
+    "order_id", "user_id", "source", "platform", "shop_id", "status", "total_amount", "currency", "paid_amount",
+    "refunded_amount", "payment_id", "carrier", "tracking_no", "cancel_reason", "placed_at", "paid_at",
+    "shipped_at", "cancelled_at", "version", "updated_at"};
+
+enum {
+    R_ID, R_ORDER, R_USER, R_PLATFORM, R_STATUS, R_AMOUNT, R_CURRENCY, R_REASON, R_REJECT_REASON, R_REQUESTED_AT,
+    R_APPROVED_AT, R_REJECTED_AT, R_COMPLETED_AT, R_VERSION, R_UPDATED_AT, R_NCOLS
+};
+static const char *const refund_cols[] = {
+    "refund_id", "order_id", "user_id", "platform", "status", "amount", "currency", "reason", "reject_reason",
+    "requested_at", "approved_at", "rejected_at", "completed_at", "version", "updated_at"};
+
+enum { S_ID, S_PLATFORM, S_TITLE, S_PRICE, S_CURRENCY, S_STOCK, S_VERSION, S_REMOVED_AT, S_UPDATED_AT, S_NCOLS };
+static const char *const sku_cols[] = {"sku",   "platform", "title",      "price",     "currency",
+                                       "stock", "version",  "removed_at", "updated_at"};
+
+static const table_t t_orders = {"orders", order_cols, O_NCOLS};
+static const table_t t_refunds = {"refunds", refund_cols, R_NCOLS};
+static const table_t t_skus = {"skus", sku_cols, S_NCOLS};
+
+/* A row image: every column as text (NULL = SQL NULL), in the apply arena. */
+typedef struct row_s {
+    char **v;
+    bool exists; /* in the database before this batch */
+    bool dirty;
+    const ol_json_t *lines; /* orders: the lines to write when lines_dirty */
+    bool lines_dirty;
+} row_t;
+
+/* ---- fold ------------------------------------------------------------- */
+
+typedef struct op_s {
+    const ol_event_type_t *type;
+    const ol_json_t *data;
+    int64_t time_ms;
+    size_t index; /* in the batch */
+} op_t;
+
+typedef struct fold_state_s {
+    op_t *ops;
+    size_t n, cap;
+} fold_state_t;
+
+static void *state_new(void *opaque) {
+    (void)opaque;
+    return ol_xcalloc(1, sizeof(fold_state_t));
+}
+
+static void state_reset(void *state) {
+    ((fold_state_t *)state)->n = 0;
+}
+
+static void state_destroy(void *state) {
+    fold_state_t *s = state;
+    free(s->ops);
+    free(s);
+}
+
+static ol_err_t fold(void *state, const ol_rt_record_t *rec, ol_arena_t *arena, char *errstr, size_t errstr_size) {
+    (void)errstr;
+    (void)errstr_size;
+    fold_state_t *s = state;
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 1024;
+        s->ops = ol_xrealloc(s->ops, s->cap * sizeof(*s->ops));
+    }
+    s->ops[s->n++] = (op_t){rec->env->type, ol_codec_to_dom(rec->env->type, rec->value, arena), rec->env->time_ms,
+                            rec->index};
+    return OL_ERR_OK;
+}
+
+/* ---- helpers on the data of an event -------------------------------- */
+
+static const char *dstr_of(const ol_json_t *obj, const char *field) {
+    const ol_json_t *v = ol_json_get(obj, field);
+    return v && v->type == OL_JSON_STRING ? v->u.s : NULL;
+}
+
+static int64_t dint_of(const ol_json_t *obj, const char *field) {
+    const ol_json_t *v = ol_json_get(obj, field);
+    return v && v->type == OL_JSON_INT ? v->u.i : 0;
+}
+
+static const char *dstr(const op_t *op, const char *field) {
+    return dstr_of(op->data, field);
+}
+
+static int64_t dint(const op_t *op, const char *field) {
+    return dint_of(op->data, field);
+}
+
+/* ---- apply ------------------------------------------------------------ */
+
+typedef struct apply_s {
+    ol_rt_t *rt;
+    PGconn *conn;
+    ol_arena_t *arena;
+    const char *schema;
+    ol_map_t *orders, *refunds, *skus;
+    char *errstr;
+    size_t errstr_size;
+} apply_t;
+
+static void set_str(apply_t *a, row_t *r, int col, const char *v) {
+    r->v[col] = v ? ol_arena_strndup(a->arena, v, strlen(v)) : NULL;
+    r->dirty = true;
+}
+
+static void set_int(apply_t *a, row_t *r, int col, int64_t v) {
+    r->v[col] = ol_arena_sprintf(a->arena, "%lld", (long long)v);
+    r->dirty = true;
+}
+
+static void set_time(apply_t *a, row_t *r, int col, int64_t ms) {
+    char ts[40];
+    ol_time_format(ms, ts, sizeof(ts));
+    set_str(a, r, col, ts);
+}
+
+static void set_dtime(apply_t *a, row_t *r, int col, const op_t *op, const char *field) {
+    set_time(a, r, col, dint(op, field));
+}
+
+static int64_t get_int(const row_t *r, int col) {
+    return r->v[col] ? strtoll(r->v[col], NULL, 10) : 0;
+}
+
+/* A snapshot applies when there is no row, or the row's version is lower. */
+static bool newer(const row_t *r, int col, int64_t version) {
+    return !r->v[col] || strtoll(r->v[col], NULL, 10) < version;
+}
+
+/* The row image of key in map, created empty (exists = false) when absent. */
+static row_t *row_get(apply_t *a, ol_map_t *map, const table_t *t, const char *key) {
+    row_t *r = ol_map_get(map, key, strlen(key));
+    if (!r) {
+        r = ol_arena_alloc(a->arena, sizeof(*r));
+        memset(r, 0, sizeof(*r));
+        r->v = ol_arena_alloc(a->arena, (size_t)t->ncols * sizeof(char *));
+        memset(r->v, 0, (size_t)t->ncols * sizeof(char *));
+        r->v[0] = ol_arena_strndup(a->arena, key, strlen(key));
+        ol_map_put(map, key, strlen(key), r);
+    }
+    return r;
+}
+
+/* A row "is" when it existed or an op of this batch created it. */
+static bool row_is(const row_t *r) {
+    return r->exists || r->v[1] != NULL;
+}
+
+/* The op's aggregate does not exist: it can never apply. */
+static void reject_missing(apply_t *a, const op_t *op, const char *what, const char *id) {
+    char reason[512];
+    snprintf(reason, sizeof(reason), "%s \"%.200s\" does not exist", what, id);
+    ol_rt_reject(a->rt, op->index, reason);
+}
+
+static void apply_order(apply_t *a, const op_t *op) {
+    const char *name = op->type->name, *id = dstr(op, "order_id");
+    row_t *r = row_get(a, a->orders, &t_orders, id);
+    if (!strcmp(name, "OrderSynced")) {
+        int64_t version = dint(op, "version");
+        if (!newer(r, O_VERSION, version))
+            return;
+        if (!row_is(r)) {
+            set_str(a, r, O_SOURCE, "external");
+            set_int(a, r, O_PAID, 0);
+            set_int(a, r, O_REFUNDED, 0);
+        }
+        set_str(a, r, O_USER, dstr(op, "user_id"));
+        set_str(a, r, O_PLATFORM, dstr(op, "platform"));
+        set_str(a, r, O_SHOP, dstr(op, "shop_id"));
+        set_str(a, r, O_STATUS, dstr(op, "status"));
+        set_int(a, r, O_TOTAL, dint(op, "total_amount"));
+        set_str(a, r, O_CURRENCY, dstr(op, "currency"));
+        set_int(a, r, O_VERSION, version);
+        set_dtime(a, r, O_UPDATED_AT, op, "updated_at");
+        r->lines = ol_json_get(op->data, "lines");
+        r->lines_dirty = true;
+        return;
+    }
+    if (!strcmp(name, "OrderPlaced")) {
+        if (row_is(r))
+            return; /* placed once */
+        set_str(a, r, O_USER, dstr(op, "user_id"));
+        set_str(a, r, O_SOURCE, dstr(op, "source"));
+        set_str(a, r, O_STATUS, "placed");
+        set_int(a, r, O_TOTAL, dint(op, "total_amount"));
+        set_str(a, r, O_CURRENCY, dstr(op, "currency"));
+        set_int(a, r, O_PAID, 0);
+        set_int(a, r, O_REFUNDED, 0);
+        set_dtime(a, r, O_PLACED_AT, op, "placed_at");
+        set_dtime(a, r, O_UPDATED_AT, op, "placed_at");
+        r->lines = ol_json_get(op->data, "lines");
+        r->lines_dirty = true;
+        return;
+    }
+    if (!row_is(r)) {
+        reject_missing(a, op, "order", id);
+        return;
+    }
+    if (!strcmp(name, "OrderPaid")) {
+        const char *payment = dstr(op, "payment_id");
+        if (r->v[O_PAYMENT] && !strcmp(r->v[O_PAYMENT], payment))
+            return; /* this payment is counted */
+        set_int(a, r, O_PAID, get_int(r, O_PAID) + dint(op, "amount"));
+        set_str(a, r, O_PAYMENT, payment);
+        set_dtime(a, r, O_PAID_AT, op, "paid_at");
+        if (!strcmp(r->v[O_STATUS], "placed"))
+            set_str(a, r, O_STATUS, "paid");
+        set_dtime(a, r, O_UPDATED_AT, op, "paid_at");
+    } else if (!strcmp(name, "OrderCancelled")) {
+        set_str(a, r, O_STATUS, "cancelled");
+        set_str(a, r, O_CANCEL_REASON, dstr(op, "reason"));
+        set_dtime(a, r, O_CANCELLED_AT, op, "cancelled_at");
+        set_dtime(a, r, O_UPDATED_AT, op, "cancelled_at");
+    } else if (!strcmp(name, "OrderShipped")) {
+        set_str(a, r, O_STATUS, "shipped");
+        set_str(a, r, O_CARRIER, dstr(op, "carrier"));
+        set_str(a, r, O_TRACKING, dstr(op, "tracking_no"));
+        set_dtime(a, r, O_SHIPPED_AT, op, "shipped_at");
+        set_dtime(a, r, O_UPDATED_AT, op, "shipped_at");
+    }
+}
+
+static void apply_refund(apply_t *a, const op_t *op) {
+    const char *name = op->type->name, *id = dstr(op, "refund_id");
+    row_t *r = row_get(a, a->refunds, &t_refunds, id);
+    if (!strcmp(name, "AfterSaleSynced")) {
+        int64_t version = dint(op, "version");
+        if (!newer(r, R_VERSION, version))
+            return;
+        set_str(a, r, R_ORDER, dstr(op, "order_id"));
+        set_str(a, r, R_PLATFORM, dstr(op, "platform"));
+        set_str(a, r, R_STATUS, dstr(op, "status"));
+        set_int(a, r, R_AMOUNT, dint(op, "amount"));
+        set_str(a, r, R_CURRENCY, dstr(op, "currency"));
+        set_int(a, r, R_VERSION, version);
+        set_dtime(a, r, R_UPDATED_AT, op, "updated_at");
+        if (!strcmp(dstr(op, "status"), "completed") && !r->v[R_COMPLETED_AT])
+            set_dtime(a, r, R_COMPLETED_AT, op, "updated_at");
+        return;
+    }
+    if (!strcmp(name, "RefundRequested")) {
+        if (row_is(r))
+            return;
+        set_str(a, r, R_ORDER, dstr(op, "order_id"));
+        set_str(a, r, R_USER, dstr(op, "user_id"));
+        set_str(a, r, R_STATUS, "requested");
+        set_int(a, r, R_AMOUNT, dint(op, "amount"));
+        set_str(a, r, R_CURRENCY, dstr(op, "currency"));
+        set_str(a, r, R_REASON, dstr(op, "reason"));
+        set_dtime(a, r, R_REQUESTED_AT, op, "requested_at");
+        set_dtime(a, r, R_UPDATED_AT, op, "requested_at");
+        return;
+    }
+    if (!row_is(r)) {
+        reject_missing(a, op, "refund", id);
+        return;
+    }
+    if (!strcmp(name, "RefundApproved")) {
+        set_str(a, r, R_STATUS, "approved");
+        set_dtime(a, r, R_APPROVED_AT, op, "approved_at");
+        set_dtime(a, r, R_UPDATED_AT, op, "approved_at");
+    } else if (!strcmp(name, "RefundRejected")) {
+        set_str(a, r, R_STATUS, "rejected");
+        set_str(a, r, R_REJECT_REASON, dstr(op, "reason"));
+        set_dtime(a, r, R_REJECTED_AT, op, "rejected_at");
+        set_dtime(a, r, R_UPDATED_AT, op, "rejected_at");
+    } else if (!strcmp(name, "RefundCompleted")) {
+        set_str(a, r, R_STATUS, "completed");
+        set_int(a, r, R_AMOUNT, dint(op, "amount"));
+        set_dtime(a, r, R_COMPLETED_AT, op, "completed_at");
+        set_dtime(a, r, R_UPDATED_AT, op, "completed_at");
+    }
+}
+
+static void apply_sku(apply_t *a, const op_t *op) {
+    const char *name = op->type->name, *id = dstr(op, "sku");
+    if (strcmp(name, "SkuSynced") && strcmp(name, "SkuRemoved") && strcmp(name, "StockAdjusted"))
+        return; /* PurchasePolicySet is the decider's */
+    row_t *r = row_get(a, a->skus, &t_skus, id);
+    if (!strcmp(name, "SkuSynced")) {
+        int64_t version = dint(op, "version");
+        if (!newer(r, S_VERSION, version))
+            return;
+        set_str(a, r, S_PLATFORM, dstr(op, "platform"));
+        set_str(a, r, S_TITLE, dstr(op, "title"));
+        set_int(a, r, S_PRICE, dint(op, "price"));
+        set_str(a, r, S_CURRENCY, dstr(op, "currency"));
+        set_int(a, r, S_STOCK, dint(op, "stock"));
+        set_int(a, r, S_VERSION, version);
+        set_str(a, r, S_REMOVED_AT, NULL);
+        set_dtime(a, r, S_UPDATED_AT, op, "updated_at");
+        return;
+    }
+    if (!row_is(r)) {
+        reject_missing(a, op, "sku (no SkuSynced yet)", id);
+        return;
+    }
+    if (!strcmp(name, "SkuRemoved")) {
+        set_dtime(a, r, S_REMOVED_AT, op, "removed_at");
+        set_dtime(a, r, S_UPDATED_AT, op, "removed_at");
+    } else {
+        int64_t stock = get_int(r, S_STOCK) + dint(op, "delta");
+        set_int(a, r, S_STOCK, stock < 0 ? 0 : stock);
+        set_dtime(a, r, S_UPDATED_AT, op, "adjusted_at");
+    }
+}
+
+/* ---- loading and writing rows ----------------------------------------- */
+
+/* A growing text buffer in the apply arena. */
+typedef struct text_s {
+    ol_arena_t *arena;
+    char *buf;
+    size_t len, cap;
+} text_t;
+
+static void text_reserve(text_t *t, size_t n) {
+    if (t->len + n + 1 <= t->cap)
+        return;
+    size_t cap = (t->cap + n + 1) * 2;
+    char *bigger = ol_arena_alloc(t->arena, cap);
+    if (t->len)
+        memcpy(bigger, t->buf, t->len);
+    t->buf = bigger;
+    t->cap = cap;
+}
+
+static void text_char(text_t *t, char c) {
+    text_reserve(t, 1);
+    t->buf[t->len++] = c;
+}
+
+/* A PostgreSQL text[] literal: {"a","b"}. */
+typedef struct keys_s {
+    text_t text;
+    size_t count;
+} keys_t;
+
+static void keys_init(keys_t *k, ol_arena_t *arena) {
+    memset(k, 0, sizeof(*k));
+    k->text.arena = arena;
+    text_char(&k->text, '{');
+}
+
+static void keys_put(keys_t *k, const char *s, size_t n) {
+    text_reserve(&k->text, 2 * n + 4);
+    if (k->count++)
+        k->text.buf[k->text.len++] = ',';
+    k->text.buf[k->text.len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\')
+            k->text.buf[k->text.len++] = '\\';
+        k->text.buf[k->text.len++] = s[i];
+    }
+    k->text.buf[k->text.len++] = '"';
+}
+
+static const char *keys_end(keys_t *k) {
+    text_char(&k->text, '}');
+    k->text.buf[k->text.len] = '\0';
+    return k->text.buf;
+}
+
+static void keys_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    (void)value;
+    keys_put(opaque, key, key_len);
+}
+
+static const char *keys_literal(apply_t *a, const ol_map_t *map) {
+    keys_t k;
+    keys_init(&k, a->arena);
+    ol_map_foreach(map, keys_fn, &k);
+    return keys_end(&k);
+}
+
+/* Fills the images of the rows that exist. */
+static ol_err_t load_rows(apply_t *a, const table_t *t, ol_map_t *map) {
+    if (!ol_map_count(map))
+        return OL_ERR_OK;
+    char *sql = ol_arena_sprintf(a->arena, "select * from %s.%s where %s = any($1::text[])", a->schema, t->name,
+                                 t->cols[0]);
+    /* select * returns the columns in table order: map them by name once */
+    const char *params[] = {keys_literal(a, map)};
+    PGresult *res;
+    ol_err_t err = ol_pg_query(&res, a->conn, sql, 1, params, a->errstr, a->errstr_size);
+    if (err)
+        return err;
+    int colmap[64];
+    for (int c = 0; c < t->ncols; c++)
+        colmap[c] = PQfnumber(res, t->cols[c]);
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *key = PQgetvalue(res, i, colmap[0]);
+        row_t *r = ol_map_get(map, key, strlen(key));
+        if (!r)
+            continue;
+        r->exists = true;
+        for (int c = 0; c < t->ncols; c++)
+            r->v[c] = colmap[c] < 0 || PQgetisnull(res, i, colmap[c])
+                          ? NULL
+                          : ol_arena_strndup(a->arena, PQgetvalue(res, i, colmap[c]),
+                                             (size_t)PQgetlength(res, i, colmap[c]));
+    }
+    PQclear(res);
+    return OL_ERR_OK;
+}
+
+/* COPY text format: one value escaped, or \N. */
+static void copy_value(text_t *t, const char *v) {
+    if (!v) {
+        text_reserve(t, 2);
+        t->buf[t->len++] = '\\';
+        t->buf[t->len++] = 'N';
+        return;
+    }
+    size_t n = strlen(v);
+    text_reserve(t, 2 * n);
+    for (size_t i = 0; i < n; i++) {
+        char c = v[i];
+        if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
+            t->buf[t->len++] = '\\';
+            c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
+        }
+        t->buf[t->len++] = c;
+    }
+}
+
+static void copy_line(text_t *t, char *const *vals, int n) {
+    for (int k = 0; k < n; k++) {
+        if (k)
+            text_char(t, '\t');
+        copy_value(t, vals[k]);
+    }
+    text_char(t, '\n');
+}
+
+typedef struct copy_s {
+    apply_t *a;
+    const table_t *t;
+    text_t text;
+    size_t rows;
+} copy_t;
+
+static void copy_row_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    (void)key;
+    (void)key_len;
+    copy_t *c = opaque;
+    row_t *r = value;
+    if (!r->dirty)
+        return;
+    copy_line(&c->text, r->v, c->t->ncols);
+    c->rows++;
+}
+
+static void copy_lines_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    (void)key;
+    (void)key_len;
+    copy_t *c = opaque;
+    row_t *r = value;
+    if (!r->lines_dirty || !r->lines)
+        return;
+    for (size_t i = 0; i < r->lines->len; i++) {
+        const ol_json_t *l = &r->lines->u.items[i];
+        char *vals[5] = {r->v[0], ol_arena_sprintf(c->a->arena, "%zu", i + 1), (char *)dstr_of(l, "sku"),
+                         ol_arena_sprintf(c->a->arena, "%lld", (long long)dint_of(l, "quantity")),
+                         ol_arena_sprintf(c->a->arena, "%lld", (long long)dint_of(l, "unit_price"))};
+        copy_line(&c->text, vals, 5);
+        c->rows++;
+    }
+}
+
+static void keys_dirty_lines_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    if (((row_t *)value)->lines_dirty)
+        keys_put(opaque, key, key_len);
+}
+
+static void collect_refund_orders_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    (void)key;
+    (void)key_len;
+    row_t *r = value;
+    if (r->dirty && r->v[R_ORDER])
+        ol_map_put(opaque, r->v[R_ORDER], strlen(r->v[R_ORDER]), r);
+}
+
+static void collect_dirty_orders_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    if (((row_t *)value)->dirty)
+        ol_map_put(opaque, key, key_len, value);
+}
+
+static ol_err_t copy_in(apply_t *a, const char *target, const char *cols, const copy_t *c) {
+    char *sql = ol_arena_sprintf(a->arena, "copy %s (%s) from stdin", target, cols);
+    PGresult *res = PQexec(a->conn, sql);
+    ol_err_t err = ol_pg_err(res);
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        ol_pg_msg(res, a->conn, a->errstr, a->errstr_size);
+        PQclear(res);
+        return err ? err : OL_ERR_PG;
+    }
+    PQclear(res);
+    if (PQputCopyData(a->conn, c->text.buf, (int)c->text.len) != 1 || PQputCopyEnd(a->conn, NULL) != 1) {
+        ol_pg_msg(NULL, a->conn, a->errstr, a->errstr_size);
+        return OL_ERR_TRANSIENT;
+    }
+    res = PQgetResult(a->conn);
+    err = ol_pg_err(res);
+    if (err)
+        ol_pg_msg(res, a->conn, a->errstr, a->errstr_size);
+    PQclear(res);
+    while ((res = PQgetResult(a->conn)))
+        PQclear(res);
+    return err;
+}
+
+static char *col_list(apply_t *a, const table_t *t, const char *prefix) {
+    size_t cap = 64 * (size_t)t->ncols, len = 0;
+    char *s = ol_arena_alloc(a->arena, cap);
+    for (int i = 0; i < t->ncols; i++)
+        len += (size_t)snprintf(s + len, cap - len, "%s%s%s", i ? ", " : "", prefix, t->cols[i]);
+    return s;
+}
+
+/* COPY the changed rows into a staging table, then one upsert. */
+static ol_err_t write_rows(apply_t *a, const table_t *t, ol_map_t *map) {
+    copy_t c = {a, t, {a->arena, NULL, 0, 0}, 0};
+    ol_map_foreach(map, copy_row_fn, &c);
+    if (!c.rows)
+        return OL_ERR_OK;
+    char *stage = ol_arena_sprintf(a->arena, "ol_stage_%s", t->name);
+    char *sql = ol_arena_sprintf(a->arena,
+                                 "create temp table if not exists %s (like %s.%s) on commit delete rows",
+                                 stage, a->schema, t->name);
+    ol_err_t err = ol_pg_exec_ok(a->conn, sql, a->errstr, a->errstr_size);
+    if (err)
+        return err;
+    const char *cols = col_list(a, t, "");
+    if ((err = copy_in(a, stage, cols, &c)))
+        return err;
+    size_t cap = 128 * (size_t)t->ncols, len = 0;
+    char *set = ol_arena_alloc(a->arena, cap);
+    for (int i = 1; i < t->ncols; i++)
+        len += (size_t)snprintf(set + len, cap - len, "%s%s = excluded.%s", i > 1 ? ", " : "", t->cols[i], t->cols[i]);
+    sql = ol_arena_sprintf(a->arena, "insert into %s.%s (%s) select %s from %s on conflict (%s) do update set %s",
+                           a->schema, t->name, cols, cols, stage, t->cols[0], set);
+    return ol_pg_exec_ok(a->conn, sql, a->errstr, a->errstr_size);
+}
+
+static ol_err_t write_lines(apply_t *a) {
+    copy_t c = {a, &t_orders, {a->arena, NULL, 0, 0}, 0};
+    ol_map_foreach(a->orders, copy_lines_fn, &c);
+    /* every order whose lines changed loses its old lines, even to none */
+    keys_t k;
+    keys_init(&k, a->arena);
+    ol_map_foreach(a->orders, keys_dirty_lines_fn, &k);
+    if (!k.count)
+        return OL_ERR_OK;
+    char *sql = ol_arena_sprintf(a->arena, "delete from %s.order_lines where order_id = any($1::text[])", a->schema);
+    const char *params[] = {keys_end(&k)};
+    ol_err_t err = ol_pg_query(NULL, a->conn, sql, 1, params, a->errstr, a->errstr_size);
+    if (err || !c.rows)
+        return err;
+    char *target = ol_arena_sprintf(a->arena, "%s.order_lines", a->schema);
+    return copy_in(a, target, "order_id, line_no, sku, quantity, unit_price", &c);
+}
+
+/* refunded_amount of every order a refund of this batch belongs to, and of
+ * every order written: the sum of its completed refunds. */
+static ol_err_t refresh_refunded(apply_t *a) {
+    ol_map_t *ids = ol_map_new();
+    ol_map_foreach(a->refunds, collect_refund_orders_fn, ids);
+    ol_map_foreach(a->orders, collect_dirty_orders_fn, ids);
+    ol_err_t err = OL_ERR_OK;
+    if (ol_map_count(ids)) {
+        char *sql = ol_arena_sprintf(a->arena,
+                                     "update %s.orders o set refunded_amount = coalesce((select sum(r.amount) from "
+                                     "%s.refunds r where r.order_id = o.order_id and r.status = 'completed'), 0) "
+                                     "where o.order_id = any($1::text[])",
+                                     a->schema, a->schema);
+        const char *params[] = {keys_literal(a, ids)};
+        err = ol_pg_query(NULL, a->conn, sql, 1, params, a->errstr, a->errstr_size);
+    }
+    ol_map_destroy(ids);
+    return err;
+}
+
+static const char *const project_topics[] = {"orders", "after-sales", "skus", NULL};
+
+typedef void (*apply_fn)(apply_t *a, const op_t *op);
+
+static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, char *errstr, size_t errstr_size) {
+    apply_t a = {rt, conn, ol_arena_new(0), ol_rt_schema(rt), ol_map_new(), ol_map_new(), ol_map_new(), errstr,
+                 errstr_size};
+    ol_err_t err;
+    /* every row the batch touches, loaded at once */
+    for (int s = 0; s < nstates; s++) {
+        const fold_state_t *st = states[s];
+        for (size_t i = 0; i < st->n; i++) {
+            const op_t *op = &st->ops[i];
+            if (!strcmp(op->type->topic, "orders"))
+                row_get(&a, a.orders, &t_orders, dstr(op, "order_id"));
+            else if (!strcmp(op->type->topic, "after-sales"))
+                row_get(&a, a.refunds, &t_refunds, dstr(op, "refund_id"));
+            else
+                row_get(&a, a.skus, &t_skus, dstr(op, "sku"));
+        }
+    }
+    if ((err = load_rows(&a, &t_orders, a.orders)) || (err = load_rows(&a, &t_refunds, a.refunds)) ||
+        (err = load_rows(&a, &t_skus, a.skus)))
+        goto out;
+    /* the events, in log order per key, on the row images */
+    for (int s = 0; s < nstates; s++) {
+        const fold_state_t *st = states[s];
+        for (size_t i = 0; i < st->n; i++) {
+            const op_t *op = &st->ops[i];
+            apply_fn fn = !strcmp(op->type->topic, "orders")        ? apply_order
+                          : !strcmp(op->type->topic, "after-sales") ? apply_refund
+                                                                    : apply_sku;
+            fn(&a, op);
+        }
+    }
+    if ((err = write_rows(&a, &t_orders, a.orders)) || (err = write_lines(&a)) ||
+        (err = write_rows(&a, &t_refunds, a.refunds)) || (err = write_rows(&a, &t_skus, a.skus)) ||
+        (err = refresh_refunded(&a)))
+        goto out;
+out:
+    ol_map_destroy(a.orders);
+    ol_map_destroy(a.refunds);
+    ol_map_destroy(a.skus);
+    ol_arena_destroy(a.arena);
+    return err;
+}
+
+static ol_err_t fold_checked(void *state, const ol_rt_record_t *rec, ol_arena_t *arena, char *errstr,
+                             size_t errstr_size) {
+    const char *topic = project_topics[rec->topic];
+    if (strcmp(rec->env->type->topic, topic))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "%s does not belong on the %s topic (it goes to %s)",
+                       rec->env->type->name, topic, rec->env->type->topic);
+    return fold(state, rec, arena, errstr, errstr_size);
+}
+
+static const ol_rt_role_t project_role = {
+    "project", project_topics, NULL, state_new, state_reset, state_destroy, fold_checked, apply,
+};
+
+static int project_run(const ol_conf_t *conf, int argc, char **argv) {
+    char errstr[1024];
+    bool until_end = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--until-end"))
+            until_end = true;
+        else
+            return ol_cli_usage_error(&ol_cmd_project, "unknown option \"%s\"", argv[i]);
+    }
+    ol_rt_t *rt = ol_rt_new(conf, &project_role, errstr, sizeof(errstr));
+    if (!rt) {
+        fprintf(stderr, "orderlog project: %s\n", errstr);
+        return OL_EXIT_FAIL;
+    }
+    ol_rt_handle_signals(rt);
+    int64_t t0 = ol_time_mono_us();
+    ol_err_t err = ol_rt_run(rt, until_end, errstr, sizeof(errstr));
+    ol_rt_stats_t st;
+    ol_rt_stats(rt, &st);
+    double secs = (double)(ol_time_mono_us() - t0) / 1e6;
+    ol_rt_destroy(rt);
+    printf("projected %lld events in %lld batches (%lld to the dlq, %lld retries) in %.2f s, %.0f events/s\n",
+           (long long)st.events, (long long)st.batches, (long long)st.rejected, (long long)st.retries, secs,
+           secs > 0 ? (double)st.events / secs : 0.0);
+    if (err) {
+        fprintf(stderr, "orderlog project: %s\n", errstr);
+        return OL_EXIT_FAIL;
+    }
+    return OL_EXIT_OK;
+}
+
+const ol_cmd_t ol_cmd_project = {
+    "project", project_run, "project orders, after-sales and skus into PostgreSQL (exactly-once)",
+    "usage: orderlog project [--until-end]\n"
+    "  Consumes the orders, after-sales and skus topics in the consumer group orderlog-project\n"
+    "  (consumer.group.id) and keeps the orders, order_lines, refunds and skus tables of\n"
+    "  projection.schema up to date. Runs until SIGTERM or SIGINT, which finish the batch in flight.\n"
+    "  --until-end   stop once every assigned partition is consumed to its end\n"};
