@@ -112,6 +112,13 @@ ol_conf_t *ol_conf_new(void) {
     return conf;
 }
 
+ol_conf_t *ol_conf_dup(const ol_conf_t *conf) {
+    ol_conf_t *copy = ol_xcalloc(1, sizeof(*copy));
+    for (size_t i = 0; i < conf->count; i++)
+        entry_put(copy, conf->entries[i].name, conf->entries[i].value);
+    return copy;
+}
+
 void ol_conf_destroy(ol_conf_t *conf) {
     if (!conf)
         return;

@@ -34,6 +34,8 @@ typedef struct ol_conf_s ol_conf_t;
 /* New configuration holding the defaults; never NULL. */
 ol_conf_t *ol_conf_new(void);
 void ol_conf_destroy(ol_conf_t *conf);
+/* A copy of conf, to change for a part of the work (rebuild's shadow schema). */
+ol_conf_t *ol_conf_dup(const ol_conf_t *conf);
 
 /* Sets one property from text, validating it. Unknown names are refused,
  * except kafka.* which librdkafka validates later. */

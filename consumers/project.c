@@ -26,6 +26,7 @@
 #include "common/pg.h"
 #include "common/time.h"
 #include "common/util.h"
+#include "consumers/project.h"
 #include "consumers/runtime.h"
 
 /* ---- tables ------------------------------------------------------------- */
@@ -686,8 +687,12 @@ static ol_err_t fold_checked(void *state, const ol_rt_record_t *rec, ol_arena_t 
 }
 
 static const ol_rt_role_t project_role = {
-    "project", project_topics, NULL, state_new, state_reset, state_destroy, fold_checked, apply,
+    "project", NULL, project_topics, NULL, state_new, state_reset, state_destroy, fold_checked, apply,
 };
+
+const ol_rt_role_t *ol_project_role(void) {
+    return &project_role;
+}
 
 static int project_run(const ol_conf_t *conf, int argc, char **argv) {
     char errstr[1024];

@@ -78,7 +78,29 @@ struct ol_rt_s {
     int at_end;   /* of them, how many reported the end since their assignment */
     rd_kafka_topic_partition_list_t *eof;
     atomic_llong events, batches, rejected, retries;
+    char kafka_group[256];
+    void (*on_batch)(void *opaque, const ol_rt_t *rt);
+    void *on_batch_opaque;
+    int64_t backlog; /* at the last assignment */
+    bool dlq_disabled;
 };
+
+void ol_rt_set_dlq(ol_rt_t *rt, bool enabled) {
+    rt->dlq_disabled = !enabled;
+}
+
+void ol_rt_on_batch(ol_rt_t *rt, void (*fn)(void *opaque, const ol_rt_t *rt), void *opaque) {
+    rt->on_batch = fn;
+    rt->on_batch_opaque = opaque;
+}
+
+int64_t ol_rt_backlog(const ol_rt_t *rt) {
+    return rt->backlog;
+}
+
+const char *ol_rt_group(const ol_rt_t *rt) {
+    return rt->group;
+}
 
 static ol_rt_t *signal_rt;
 
@@ -264,6 +286,8 @@ static void dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 /* Sends every poison record of the batch, with its reason, and waits for
  * the deliveries: they must be in the dlq before the batch commits. */
 static ol_err_t dlq_send(ol_rt_t *rt, char *errstr, size_t errstr_size) {
+    if (rt->dlq_disabled)
+        return OL_ERR_OK;
     int failed = 0;
     size_t sent = 0;
     for (size_t i = 0; i < rt->nrecs; i++) {
@@ -440,8 +464,9 @@ static ol_err_t apply_batch(ol_rt_t *rt, char *errstr, size_t errstr_size) {
         if (rt->recs[i].reason) {
             poison++;
             rt->consecutive_poison++;
-            ol_log_warn("record %s[%d]@%lld sent to the dlq (%s): %s", rt->topics[rt->recs[i].topic],
-                        (int)rt->recs[i].rkm->partition, (long long)rt->recs[i].rkm->offset, rt->recs[i].stage,
+            ol_log_warn("record %s[%d]@%lld %s (%s): %s", rt->topics[rt->recs[i].topic],
+                        (int)rt->recs[i].rkm->partition, (long long)rt->recs[i].rkm->offset,
+                        rt->dlq_disabled ? "skipped" : "sent to the dlq", rt->recs[i].stage,
                         rt->recs[i].reason);
         } else {
             rt->consecutive_poison = 0;
@@ -496,8 +521,14 @@ static void on_assign(ol_rt_t *rt, rd_kafka_topic_partition_list_t *parts) {
         ol_log_warn("could not read the stored offsets, will retry: %s", errstr);
         backoff(rt, attempt);
     }
-    for (int i = 0; i < parts->cnt; i++)
+    rt->backlog = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        int64_t low = 0, high = 0;
         parts->elems[i].offset = stored[i] >= 0 ? stored[i] : RD_KAFKA_OFFSET_BEGINNING;
+        if (!rd_kafka_query_watermark_offsets(rt->rk, parts->elems[i].topic, parts->elems[i].partition, &low, &high,
+                                              (int)ol_conf_int(rt->conf, "broker.wait.ms")))
+            rt->backlog += high - (stored[i] > low ? stored[i] : low);
+    }
     rd_kafka_assign(rt->rk, parts);
     rt->assigned = parts->cnt;
     rt->at_end = 0;
@@ -535,6 +566,8 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
         snprintf(rt->group, sizeof(rt->group), "%s", group);
     else
         snprintf(rt->group, sizeof(rt->group), "orderlog-%s", role->name);
+    snprintf(rt->kafka_group, sizeof(rt->kafka_group), "%s", role->kafka_group ? role->kafka_group : rt->group);
+    rt->backlog = -1;
     snprintf(rt->schema, sizeof(rt->schema), "%s", ol_conf_str(conf, "projection.schema"));
     for (const char *const *t = role->topics; *t && rt->ntopics < MAX_TOPICS; t++)
         ol_kafka_topic_name(conf, *t, rt->topics[rt->ntopics++], sizeof(rt->topics[0]));
@@ -549,7 +582,7 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
         goto fail;
     char kbytes[32];
     snprintf(kbytes, sizeof(kbytes), "%lld", (long long)ol_conf_int(conf, "consumer.queue.kbytes"));
-    const char *cdefaults[] = {"group.id", rt->group, "client.id", rt->group, "enable.auto.commit", "false",
+    const char *cdefaults[] = {"group.id", rt->kafka_group, "client.id", rt->kafka_group, "enable.auto.commit", "false",
                                "enable.auto.offset.store", "false", "auto.offset.reset", "earliest",
                                "isolation.level", "read_committed", "enable.partition.eof", "true",
                                "queued.max.messages.kbytes", kbytes, "session.timeout.ms", "10000",
@@ -690,6 +723,8 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
             batch_clear(rt);
             if (err)
                 break;
+            if (rt->on_batch)
+                rt->on_batch(rt->on_batch_opaque, rt);
         } else if (until_end && rt->assigned > 0 && rt->at_end >= rt->assigned) {
             break;
         }

@@ -44,6 +44,8 @@ typedef struct ol_rt_record_s {
 /* A role: what to consume and how to fold and apply it. */
 typedef struct ol_rt_role_s {
     const char *name;          /* "project": group id "orderlog-project" unless consumer.group.id is set */
+    const char *kafka_group;   /* Kafka consumer group when it must differ from the offsets' group (rebuild
+                                  stores the live group's offsets in its shadow schema); NULL: the same */
     const char *const *topics; /* short topic names, NULL-terminated */
     void *opaque;              /* the role's own, passed back below */
     /* Per-worker fold state: created once per worker, reset before every batch. */
@@ -81,6 +83,21 @@ const char *ol_rt_schema(const ol_rt_t *rt);
 
 /* Installs SIGTERM/SIGINT handlers that call ol_rt_stop(rt). */
 void ol_rt_handle_signals(ol_rt_t *rt);
+
+/* A replay (rebuild) must not send poison records to the dlq a second time:
+ * with false they are skipped and logged only. Default true. */
+void ol_rt_set_dlq(ol_rt_t *rt, bool enabled);
+
+/* Called on the poll thread after every applied batch. */
+void ol_rt_on_batch(ol_rt_t *rt, void (*fn)(void *opaque, const ol_rt_t *rt), void *opaque);
+
+/* Sum over the partitions assigned now of their end offsets (high
+ * watermarks) minus the stored offsets at assignment: what is left to
+ * consume. -1 until partitions are assigned. */
+int64_t ol_rt_backlog(const ol_rt_t *rt);
+
+/* The group the offsets are stored under. */
+const char *ol_rt_group(const ol_rt_t *rt);
 
 /* Counters since start, for progress lines and tests. */
 typedef struct ol_rt_stats_s {
