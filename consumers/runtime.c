@@ -371,6 +371,32 @@ static void reseek(ol_rt_t *rt, const int64_t *stored) {
     }
 }
 
+/* Upserts the offsets of the batch's partitions: with done, their next
+ * offsets (the batch is applied); without, their first offsets where no row
+ * exists yet (nothing before the batch was applied). */
+static ol_err_t offsets_write(ol_rt_t *rt, bool done, char *errstr, size_t errstr_size) {
+    size_t cap = 512 + rt->nspans * 320;
+    char *sql = ol_arena_alloc(rt->batch_arena, cap);
+    size_t len = (size_t)snprintf(sql, cap,
+                                  "insert into %s.consumer_offsets (group_id, topic, partition, next_offset) values ",
+                                  rt->schema);
+    char *group = PQescapeLiteral(rt->pg, rt->group, strlen(rt->group));
+    for (size_t i = 0; i < rt->nspans; i++) {
+        const char *name = rt->topics[rt->spans[i].topic];
+        char *topic = PQescapeLiteral(rt->pg, name, strlen(name));
+        len += (size_t)snprintf(sql + len, cap - len, "%s(%s, %s, %d, %lld)", i ? ", " : "", group, topic,
+                                (int)rt->spans[i].partition,
+                                (long long)(done ? rt->spans[i].next : rt->spans[i].first));
+        PQfreemem(topic);
+    }
+    PQfreemem(group);
+    snprintf(sql + len, cap - len, "%s",
+             done ? " on conflict (group_id, topic, partition) do update set next_offset = excluded.next_offset, "
+                    "updated_at = now()"
+                  : " on conflict (group_id, topic, partition) do nothing");
+    return ol_pg_exec_ok(rt->pg, sql, errstr, errstr_size);
+}
+
 /* One transaction: check the offsets, apply, dlq, store the offsets, commit. */
 static ol_err_t apply_once(ol_rt_t *rt, int64_t *stored, bool *stale, char *errstr, size_t errstr_size) {
     ol_err_t err;
@@ -379,12 +405,18 @@ static ol_err_t apply_once(ol_rt_t *rt, int64_t *stored, bool *stale, char *errs
         return err;
     if ((err = ol_pg_exec_ok(rt->pg, "begin", errstr, errstr_size)))
         return err;
-    if ((err = load_offsets(rt, rt->spans, rt->nspans, stored, true, errstr, errstr_size)))
+    /* a partition seen for the first time gets its row now, so that two
+     * members racing on it serialize on the row like on any other */
+    if ((err = offsets_write(rt, false, errstr, errstr_size)) ||
+        (err = load_offsets(rt, rt->spans, rt->nspans, stored, true, errstr, errstr_size)))
         goto rollback;
     for (size_t i = 0; i < rt->nspans; i++) {
+        /* records of this batch were applied already (by the member that had
+         * the partition before): never apply twice. A stored offset below the
+         * first record is normal: the consumer reads from the stored offset,
+         * so what lies between is no record (transaction markers, aborted
+         * records, retention) */
         if (stored[i] > rt->spans[i].first) {
-            /* records of this batch were applied already (by the member that
-             * had the partition before): never apply twice */
             *stale = true;
             ol_pg_exec_ok(rt->pg, "rollback", NULL, 0);
             return OL_ERR_OK;
@@ -398,22 +430,7 @@ static ol_err_t apply_once(ol_rt_t *rt, int64_t *stored, bool *stale, char *errs
     if ((err = dlq_send(rt, errstr, errstr_size)))
         goto rollback;
     /* the offsets, in the same transaction */
-    size_t cap = 256 + rt->nspans * 320;
-    char *sql = ol_arena_alloc(rt->batch_arena, cap);
-    size_t len = (size_t)snprintf(sql, cap, "insert into %s.consumer_offsets (group_id, topic, partition, next_offset) values ",
-                                  rt->schema);
-    char *group = PQescapeLiteral(rt->pg, rt->group, strlen(rt->group));
-    for (size_t i = 0; i < rt->nspans; i++) {
-        char *topic = PQescapeLiteral(rt->pg, rt->topics[rt->spans[i].topic], strlen(rt->topics[rt->spans[i].topic]));
-        len += (size_t)snprintf(sql + len, cap - len, "%s(%s, %s, %d, %lld)", i ? ", " : "", group, topic,
-                                (int)rt->spans[i].partition, (long long)rt->spans[i].next);
-        PQfreemem(topic);
-    }
-    PQfreemem(group);
-    snprintf(sql + len, cap - len,
-             " on conflict (group_id, topic, partition) do update set next_offset = excluded.next_offset, "
-             "updated_at = now()");
-    if ((err = ol_pg_exec_ok(rt->pg, sql, errstr, errstr_size)))
+    if ((err = offsets_write(rt, true, errstr, errstr_size)))
         goto rollback;
     if ((err = ol_pg_exec_ok(rt->pg, "commit", errstr, errstr_size)))
         return err == OL_ERR_PG ? OL_ERR_TRANSIENT : err; /* unknown outcome: the retry sees the offsets */
