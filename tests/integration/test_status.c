@@ -1,0 +1,355 @@
+/* orderlog status against the real broker and PostgreSQL. Every test has a
+ * topic prefix (it_status_<tag>_<pid>_) and a database of its own, so tests
+ * can run in parallel. What status should print is worked out here from
+ * consumer_offsets (read with SQL) and the broker's watermarks (read with
+ * librdkafka directly), not from orderlog's own code. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define PARTITIONS 3
+#define GROUP "orderlog-project"
+
+static char prefix[128]; /* this test's topic prefix, once it has one */
+static char db[1024];    /* conninfo of this test's database */
+static char dir[512];    /* this test's scratch directory */
+
+static void setup(void) {
+    ol_test_pg_scratch_db("status", db, sizeof(db));
+    ol_test_tmpdir(dir, sizeof(dir));
+}
+
+/* orderlog with this test's prefix and database (plus extra leading
+ * arguments, e.g. -X overrides); the exit status. */
+__attribute__((format(printf, 3, 4))) static int orderlog(char **out, char **err, const char *fmt, ...) {
+    va_list ap;
+    char *args;
+    va_start(ap, fmt);
+    int n = vasprintf(&args, fmt, ap);
+    va_end(ap);
+    cr_assert(n >= 0);
+    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db);
+    int rc = ol_test_runf(out, err, "%s -X topic.prefix=%s -X topic.partitions=%d -X pg.conninfo=%s %s", bin,
+                          *prefix ? prefix : "it_status_none_", PARTITIONS, ci, args);
+    free(bin);
+    free(ci);
+    free(args);
+    return rc;
+}
+
+/* The same, failing the test unless it exits 0; its stdout (new). */
+__attribute__((format(printf, 1, 2))) static char *orderlog_ok(const char *fmt, ...) {
+    va_list ap;
+    char *args, *out, *err;
+    va_start(ap, fmt);
+    int n = vasprintf(&args, fmt, ap);
+    va_end(ap);
+    cr_assert(n >= 0);
+    int rc = orderlog(&out, &err, "%s", args);
+    cr_assert_eq(rc, 0, "orderlog %s: exit %d\nstdout:\n%s\nstderr:\n%s", args, rc, out, err);
+    free(args);
+    free(err);
+    return out;
+}
+
+static void teardown(void) {
+    if (*prefix)
+        orderlog(NULL, NULL, "topics delete");
+    ol_test_pg_drop_db(db);
+    ol_test_rmtree(dir);
+}
+
+TestSuite(status, .init = setup, .fini = teardown, .timeout = 180);
+
+/* Takes a prefix, creates its topics and migrates the database. */
+static void use_stack(const char *tag) {
+    snprintf(prefix, sizeof(prefix), "it_status_%s_%ld_", tag, (long)getpid());
+    free(orderlog_ok("topics create"));
+    free(orderlog_ok("migrate"));
+}
+
+/* Publishes OrderPlaced for orders first .. first+count-1. */
+static void publish_orders(int first, int count) {
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/orders_%d.jsonl", dir, first);
+    FILE *fp = fopen(path, "w");
+    cr_assert(fp);
+    for (int i = first; i < first + count; i++)
+        fprintf(fp,
+                "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"st-%d\",\"user_id\":\"u-%d\",\"source\":"
+                "\"flash_sale\",\"lines\":[{\"sku\":\"SKU-%d\",\"quantity\":1,\"unit_price\":100}],"
+                "\"total_amount\":100,\"currency\":\"CNY\"}}\n",
+                i, i, i % 7);
+    cr_assert_eq(fclose(fp), 0);
+    char *q = ol_test_shell_quote(path), *out = orderlog_ok("publish %s", q);
+    char want[64];
+    snprintf(want, sizeof(want), "published %d, rejected 0, failed 0", count);
+    cr_assert(strstr(out, want), "publish: %s", out);
+    free(q);
+    free(out);
+}
+
+static void project(void) {
+    free(orderlog_ok("project --until-end"));
+}
+
+/* `orderlog status --json`, parsed (new); fails the test unless it exits 0
+ * with one JSON object on stdout. */
+static json_t *status_json(void) {
+    char *out = orderlog_ok("status --json");
+    json_error_t jerr;
+    json_t *doc = json_loads(out, 0, &jerr);
+    cr_assert(json_is_object(doc), "status --json is not a JSON object (%s):\n%s", jerr.text, out);
+    free(out);
+    return doc;
+}
+
+/* The broker's watermarks of <prefix><topic_short>[partition]. */
+static void watermarks(const char *topic_short, int partition, long long *low, long long *high) {
+    char errstr[512], topic[256];
+    snprintf(topic, sizeof(topic), "%s%s", prefix, topic_short);
+    rd_kafka_conf_t *kconf = rd_kafka_conf_new();
+    cr_assert_eq(rd_kafka_conf_set(kconf, "bootstrap.servers", ol_test_kafka_bootstrap(), errstr, sizeof(errstr)),
+                 RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr));
+    cr_assert(rk, "%s", errstr);
+    int64_t lo, hi;
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi, 10000);
+    rd_kafka_destroy(rk);
+    cr_assert_eq(err, 0, "watermarks of %s[%d]: %s", topic, partition, rd_kafka_err2str(err));
+    *low = lo;
+    *high = hi;
+}
+
+/* next_offset stored for (group, <prefix><topic_short>, partition), -1 when no row. */
+static long long stored_offset(const char *group, const char *topic_short, int partition) {
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "select coalesce((select next_offset from orderlog.consumer_offsets where group_id = '%s' and "
+             "topic = '%s%s' and partition = %d), -1)",
+             group, prefix, topic_short, partition);
+    return ol_test_pg_query_int(db, sql);
+}
+
+static json_t *group_of(json_t *doc, const char *group) {
+    json_t *g = json_object_get(json_object_get(doc, "groups"), group);
+    char *text = json_dumps(doc, JSON_INDENT(1));
+    cr_assert(json_is_object(g), "no group %s in:\n%s", group, text);
+    free(text);
+    return g;
+}
+
+/* The entry of <prefix><topic_short>[partition] in a group, or NULL. */
+static json_t *partition_of(json_t *group, const char *topic_short, int partition) {
+    char topic[256];
+    snprintf(topic, sizeof(topic), "%s%s", prefix, topic_short);
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(group, "partitions"), i, p) {
+        if (!strcmp(json_string_value(json_object_get(p, "topic")) ?: "", topic) &&
+            json_integer_value(json_object_get(p, "partition")) == partition)
+            return p;
+    }
+    return NULL;
+}
+
+static long long int_at(json_t *obj, const char *key) {
+    json_t *v = json_object_get(obj, key);
+    char *text = json_dumps(obj, 0);
+    cr_assert(json_is_integer(v), "%s is not an integer in %s", key, text);
+    free(text);
+    return json_integer_value(v);
+}
+
+/* Every partition of the orders topic in the group: stored offset as in
+ * PostgreSQL, end offset as the broker says, lag = end - stored; returns
+ * the sum of the lags. */
+static long long check_orders_partitions(json_t *group, const char *group_id) {
+    long long total = 0;
+    for (int k = 0; k < PARTITIONS; k++) {
+        json_t *p = partition_of(group, "orders", k);
+        cr_assert(p, "no entry for orders[%d]", k);
+        long long lo, hi, stored = stored_offset(group_id, "orders", k);
+        watermarks("orders", k, &lo, &hi);
+        json_t *s = json_object_get(p, "stored_offset");
+        if (stored < 0)
+            cr_expect(json_is_null(s), "orders[%d]: no row, yet stored_offset %lld", k,
+                      (long long)json_integer_value(s));
+        else
+            cr_expect_eq(int_at(p, "stored_offset"), stored, "orders[%d]: stored_offset", k);
+        cr_expect_eq(int_at(p, "end_offset"), hi, "orders[%d]: end_offset", k);
+        cr_expect_eq(int_at(p, "start_offset"), lo, "orders[%d]: start_offset", k);
+        long long lag = hi - (stored < 0 ? lo : stored);
+        cr_expect_eq(int_at(p, "lag"), lag, "orders[%d]: lag", k);
+        json_t *secs = json_object_get(p, "lag_seconds");
+        if (lag > 0)
+            cr_expect(json_is_number(secs) && json_number_value(secs) >= 0,
+                      "orders[%d] lags %lld records, but lag_seconds is not a number", k, lag);
+        else
+            cr_expect(json_is_number(secs) && json_number_value(secs) == 0, "orders[%d] does not lag: lag_seconds 0",
+                      k);
+        total += lag;
+    }
+    return total;
+}
+
+Test(status, shows_the_records_published_after_a_projection_as_lag) {
+    use_stack("lag");
+    publish_orders(1, 40);
+    project();
+    publish_orders(1001, 13);
+    sleep(1); /* the first unconsumed record is at least a second old */
+
+    json_t *doc = status_json();
+    json_t *g = group_of(doc, GROUP);
+    cr_expect_eq(int_at(g, "lag"), 13);
+    cr_expect_eq(check_orders_partitions(g, GROUP), 13);
+    json_t *secs = json_object_get(g, "lag_seconds");
+    cr_expect(json_is_number(secs) && json_number_value(secs) >= 1.0 && json_number_value(secs) < 120,
+              "group lag_seconds: %s", json_dumps(secs, JSON_ENCODE_ANY));
+    /* one entry per stored row (plus none: every partition got a record) */
+    long long rows = ol_test_pg_query_int(db, "select count(*) from orderlog.consumer_offsets");
+    cr_expect_eq((long long)json_array_size(json_object_get(g, "partitions")), rows);
+    cr_expect_eq(json_object_size(json_object_get(doc, "groups")), 1);
+    cr_expect_eq(int_at(json_object_get(doc, "dlq"), "records"), 0);
+    json_decref(doc);
+
+    /* the table says the same */
+    char *out = orderlog_ok("status");
+    char *line = ol_test_find_line(out, "group " GROUP, NULL);
+    cr_expect(line, "no group line in:\n%s", out);
+    free(line);
+    line = ol_test_find_line(out, "total", " 13 ", NULL);
+    cr_expect(line, "no total with a lag of 13 in:\n%s", out);
+    free(line);
+    free(out);
+
+    /* caught up: no lag, in records or seconds */
+    project();
+    doc = status_json();
+    g = group_of(doc, GROUP);
+    cr_expect_eq(int_at(g, "lag"), 0);
+    cr_expect_eq(check_orders_partitions(g, GROUP), 0);
+    cr_expect(json_number_value(json_object_get(g, "lag_seconds")) == 0);
+    json_decref(doc);
+}
+
+Test(status, lists_every_group_its_partitions_without_a_row_and_rows_of_deleted_topics) {
+    use_stack("groups");
+    publish_orders(1, 30);
+    project();
+    /* another group that applied the first two records of orders[0] only */
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "insert into orderlog.consumer_offsets (group_id, topic, partition, next_offset) "
+             "values ('other', '%sorders', 0, 2), ('other', '%sgone', 0, 5)",
+             prefix, prefix);
+    ol_test_pg_exec(db, sql);
+    json_t *doc = status_json();
+    cr_expect_eq(json_object_size(json_object_get(doc, "groups")), 2);
+    cr_expect_eq(int_at(group_of(doc, GROUP), "lag"), 0);
+    json_t *other = group_of(doc, "other");
+    long long total = check_orders_partitions(other, "other");
+    cr_expect_eq(total, 28, "the other group has applied 2 of 30 records");
+    cr_expect_eq(int_at(other, "lag"), 28);
+    cr_expect(json_is_null(json_object_get(partition_of(other, "orders", 1), "stored_offset")));
+    cr_expect(json_is_number(json_object_get(other, "lag_seconds")));
+    /* a row of a topic that no longer exists: shown, not counted */
+    cr_expect_eq(int_at(other, "unknown_partitions"), 1);
+    json_t *gone = partition_of(other, "gone", 0);
+    cr_assert(gone, "no entry for the row of a deleted topic");
+    cr_expect_eq(int_at(gone, "stored_offset"), 5);
+    cr_expect(json_is_null(json_object_get(gone, "lag")) && json_is_null(json_object_get(gone, "end_offset")));
+    cr_expect_str_eq(json_string_value(json_object_get(gone, "error")) ?: "(none)", "topic does not exist");
+    json_decref(doc);
+}
+
+static int have_kcat(void) {
+    return ol_test_run("command -v kcat", NULL, NULL) == 0;
+}
+
+Test(status, counts_a_poison_record_in_the_dlq) {
+    if (!have_kcat())
+        cr_skip_test("kcat is not installed");
+    use_stack("dlq");
+    publish_orders(1, 20);
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/garbage", dir);
+    ol_test_write_file(path, "\x01garbage\xff", 9);
+    char *q = ol_test_shell_quote(path), *err;
+    int rc = ol_test_runf(NULL, &err, "kcat -P -b %s -t %sorders -k st-1 -H ce_type=orderlog.OrderPaid -H ce_id=x %s",
+                          ol_test_kafka_bootstrap(), prefix, q);
+    cr_assert_eq(rc, 0, "kcat: exit %d\n%s", rc, err);
+    free(err);
+    free(q);
+    project();
+
+    json_t *doc = status_json();
+    json_t *dlq = json_object_get(doc, "dlq");
+    char topic[256];
+    snprintf(topic, sizeof(topic), "%sdlq", prefix);
+    cr_expect_str_eq(json_string_value(json_object_get(dlq, "topic")) ?: "(none)", topic);
+    cr_expect_eq(int_at(dlq, "records"), 1);
+    json_t *g = group_of(doc, GROUP);
+    cr_expect_eq(int_at(g, "lag"), 0, "the poison record is consumed too");
+    cr_expect_eq(check_orders_partitions(g, GROUP), 0);
+    json_decref(doc);
+
+    char *out = orderlog_ok("status");
+    char want[300];
+    snprintf(want, sizeof(want), "dlq %s: 1 record", topic);
+    cr_expect(strstr(out, want), "no \"%s\" in:\n%s", want, out);
+    free(out);
+}
+
+/* A failure: exit 1 and one line on stderr starting with "orderlog status: " and holding needle. */
+static void expect_one_line_failure(int rc, const char *out, const char *err, const char *needle) {
+    cr_expect_eq(rc, 1, "exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    cr_expect_eq(ol_test_count_lines(err, ""), 1, "not one line on stderr:\n%s", err);
+    cr_expect(!strncmp(err, "orderlog status: ", 17) && strstr(err, needle), "stderr: %s (expected \"%s\")", err,
+              needle);
+    cr_expect_str_empty(out);
+}
+
+Test(status, fails_in_bounded_time_when_kafka_is_unreachable) {
+    use_stack("nokafka");
+    char *out, *err;
+    long long t0 = ol_test_now_ms();
+    int rc = orderlog(&out, &err, "-X kafka.bootstrap.servers=127.0.0.1:1 -X broker.wait.ms=1500 status");
+    long long took = ol_test_now_ms() - t0;
+    expect_one_line_failure(rc, out, err, "could not reach Kafka at 127.0.0.1:1");
+    cr_expect(took < 1500 + 3000, "took %lld ms with broker.wait.ms=1500", took);
+    free(out);
+    free(err);
+}
+
+Test(status, fails_when_postgresql_is_unreachable) {
+    char *out, *err;
+    int rc = orderlog(&out, &err, "-X 'pg.conninfo=host=127.0.0.1 port=1 dbname=x user=postgres' status --json");
+    expect_one_line_failure(rc, out, err, "could not connect to PostgreSQL at 127.0.0.1:1");
+    free(out);
+    free(err);
+}
+
+Test(status, fails_when_the_schema_is_not_migrated) {
+    char *out, *err;
+    int rc = orderlog(&out, &err, "status");
+    expect_one_line_failure(rc, out, err, "not migrated");
+    free(out);
+    free(err);
+}
+
+Test(status, rejects_an_unknown_option) {
+    char *out, *err;
+    int rc = orderlog(&out, &err, "status --lag");
+    cr_expect_eq(rc, 2, "exit %d: %s", rc, err);
+    free(out);
+    free(err);
+}
