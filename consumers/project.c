@@ -70,6 +70,7 @@ typedef struct row_s {
     bool dirty;
     const ol_json_t *lines; /* orders: the lines to write when lines_dirty */
     bool lines_dirty;
+    const char *stored_order; /* refunds: order_id in the database before this batch */
 } row_t;
 
 /* ---- fold ------------------------------------------------------------- */
@@ -448,6 +449,8 @@ static ol_err_t load_rows(apply_t *a, const table_t *t, ol_map_t *map) {
                           ? NULL
                           : ol_arena_strndup(a->arena, PQgetvalue(res, i, colmap[c]),
                                              (size_t)PQgetlength(res, i, colmap[c]));
+        if (t == &t_refunds)
+            r->stored_order = r->v[R_ORDER];
     }
     PQclear(res);
     return OL_ERR_OK;
@@ -528,10 +531,14 @@ static void collect_refund_orders_fn(void *opaque, const char *key, size_t key_l
     row_t *r = value;
     if (r->dirty && r->v[R_ORDER])
         ol_map_put(opaque, r->v[R_ORDER], strlen(r->v[R_ORDER]), r);
+    /* a refund a newer AfterSaleSynced moved: its former order loses it */
+    if (r->dirty && r->stored_order)
+        ol_map_put(opaque, r->stored_order, strlen(r->stored_order), r);
 }
 
-static void collect_dirty_orders_fn(void *opaque, const char *key, size_t key_len, void *value) {
-    if (((row_t *)value)->dirty)
+static void collect_created_orders_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    const row_t *r = value;
+    if (r->dirty && !r->exists)
         ol_map_put(opaque, key, key_len, value);
 }
 
@@ -611,17 +618,19 @@ static ol_err_t write_lines(apply_t *a) {
 }
 
 /* refunded_amount of every order a refund of this batch belongs to, and of
- * every order written: the sum of its completed refunds. */
+ * every order this batch created (its refunds may have come first): the sum
+ * of its completed refunds. Rows whose value stays are not written again. */
 static ol_err_t refresh_refunded(apply_t *a) {
     ol_map_t *ids = ol_map_new();
     ol_map_foreach(a->refunds, collect_refund_orders_fn, ids);
-    ol_map_foreach(a->orders, collect_dirty_orders_fn, ids);
+    ol_map_foreach(a->orders, collect_created_orders_fn, ids);
     ol_err_t err = OL_ERR_OK;
     if (ol_map_count(ids)) {
         char *sql = ol_arena_sprintf(a->arena,
-                                     "update %s.orders o set refunded_amount = coalesce((select sum(r.amount) from "
-                                     "%s.refunds r where r.order_id = o.order_id and r.status = 'completed'), 0) "
-                                     "where o.order_id = any($1::text[])",
+                                     "update %s.orders o set refunded_amount = x.s from (select k.id, "
+                                     "coalesce(sum(r.amount) filter (where r.status = 'completed'), 0) as s from "
+                                     "unnest($1::text[]) k(id) left join %s.refunds r on r.order_id = k.id group by "
+                                     "k.id) x where o.order_id = x.id and o.refunded_amount <> x.s",
                                      a->schema, a->schema);
         const char *params[] = {keys_literal(a, ids)};
         err = ol_pg_query(NULL, a->conn, sql, 1, params, a->errstr, a->errstr_size);
@@ -637,7 +646,12 @@ typedef void (*apply_fn)(apply_t *a, const op_t *op);
 static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, char *errstr, size_t errstr_size) {
     apply_t a = {rt, conn, ol_arena_new(0), ol_rt_schema(rt), ol_map_new(), ol_map_new(), ol_map_new(), errstr,
                  errstr_size};
-    ol_err_t err;
+    /* every statement below reads or writes rows by key: an index path is
+     * always right, but the planner picks sequential scans for thousands of
+     * keys while the tables grow faster than autovacuum analyzes them */
+    ol_err_t err = ol_pg_exec_ok(conn, "set local enable_seqscan = off", errstr, errstr_size);
+    if (err)
+        goto out;
     /* every row the batch touches, loaded at once */
     for (int s = 0; s < nstates; s++) {
         const fold_state_t *st = states[s];
