@@ -1,0 +1,116 @@
+/* orderlog project while PostgreSQL restarts under it: the projector must
+ * retry with backoff (never exit), resume by itself once the server is back,
+ * and end with exactly the projection one clean run makes.
+ *
+ * This stops the stack's PostgreSQL (ops/stack pg-stop fast / pg-start):
+ * every other test using it would fail meanwhile, so ctest runs it alone
+ * (RUN_SERIAL in tests/CMakeLists.txt). The teardown starts PostgreSQL
+ * again whatever happened. Skipped when the tests use another server than
+ * the stack's (ORDERLOG_PG_CONNINFO). */
+#define OL_PROJECT_KIT_ONLY
+#include "test_project.c"
+
+static bool pg_stopped;
+
+/* ops/stack <args> from the repository; its exit status. */
+static int stack(const char *args, char **out) {
+    const char *src = getenv("ORDERLOG_SOURCE_DIR");
+    char *script;
+    cr_assert(asprintf(&script, "%s/ops/stack", src && *src ? src : ".") >= 0);
+    char *q = ol_test_shell_quote(script);
+    int rc = ol_test_runf(out, NULL, "%s %s 2>&1", q, args);
+    free(q);
+    free(script);
+    return rc;
+}
+
+static void pg_teardown(void) {
+    if (pg_stopped) {
+        char *out = NULL;
+        int rc = stack("pg-start", &out);
+        cr_expect_eq(rc, 0, "ops/stack pg-start: exit %d\n%s", rc, out);
+        free(out);
+        pg_stopped = false;
+    }
+    kit_teardown();
+}
+
+TestSuite(project_pg, .init = kit_setup, .fini = pg_teardown, .timeout = 420);
+
+/* True when the tests run against the stack's PostgreSQL (the one ops/stack restarts). */
+static bool stack_pg_under_test(void) {
+    char *out = NULL;
+    if (stack("env", &out)) {
+        free(out);
+        return false;
+    }
+    const char *p = strstr(out, "ORDERLOG_PG_CONNINFO='");
+    bool same = false;
+    if (p) {
+        p += strlen("ORDERLOG_PG_CONNINFO='");
+        size_t n = strcspn(p, "'");
+        same = strlen(ol_test_pg_conninfo()) == n && !strncmp(p, ol_test_pg_conninfo(), n);
+    }
+    free(out);
+    return same;
+}
+
+Test(project_pg, postgresql_restarted_mid_load_loses_and_duplicates_nothing) {
+    if (!stack_pg_under_test())
+        cr_skip_test("the tests do not use the PostgreSQL of ops/stack (%s): not restarting it", ol_test_pg_conninfo());
+    kit_use("pgrestart");
+    const char *db = kit_new_db("project_pgrestart");
+    char orders[1024], skus[1024];
+    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(84000, 11, "orders.jsonl"));
+    snprintf(skus, sizeof(skus), "%s", kit_sample_skus(300, 16000, 11, "skus.jsonl"));
+    long long published = kit_publish(orders) + kit_publish(skus);
+    const char *paths[] = {orders, skus, NULL};
+    kit_totals_t model = kit_model(paths);
+    cr_assert_eq(model.events, published);
+
+    ol_test_bg_t *bg = kit_project_bg(db, kit_group, "-X consumer.batch.events=2000");
+    long long before = kit_wait_offsets(db, kit_group, 1, 60000, bg);
+    cr_assert(before > 0, "no progress within 60 s\n%s", ol_test_bg_stderr(bg));
+
+    char *out = NULL;
+    pg_stopped = true;
+    int rc = stack("pg-stop fast", &out);
+    cr_assert_eq(rc, 0, "ops/stack pg-stop fast: exit %d\n%s", rc, out);
+    free(out);
+    long long at_stop = kit_offsets_sum(db, kit_group);
+    cr_assert_eq(at_stop, -1, "PostgreSQL still answers after pg-stop");
+    /* down for a few seconds: the projector keeps trying, it must not exit */
+    rc = ol_test_bg_wait(bg, 4000);
+    cr_assert_eq(rc, -1, "project exited (%d) while PostgreSQL was down\nstdout:\n%s\nstderr:\n%s", rc,
+                 ol_test_bg_stdout(bg), ol_test_bg_stderr(bg));
+    rc = stack("pg-start", &out);
+    cr_assert_eq(rc, 0, "ops/stack pg-start: exit %d\n%s", rc, out);
+    free(out);
+    pg_stopped = false;
+
+    long long mid = kit_offsets_sum(db, kit_group);
+    cr_assert(mid >= before && mid < published,
+              "the restart did not land mid-load: %lld of %lld stored after it (%lld before)", mid, published, before);
+    long long stored = kit_wait_offsets(db, kit_group, published, 180000, bg);
+    cr_assert_eq(stored, published, "after the restart only %lld of %lld were stored\n%s", stored, published,
+                 ol_test_bg_stderr(bg));
+    ol_test_bg_signal(bg, SIGTERM);
+    rc = ol_test_bg_wait(bg, 40000);
+    cr_assert_eq(rc, 0, "exit %d on SIGTERM\n%s", rc, ol_test_bg_stderr(bg));
+    kit_summary_t s = kit_summary(ol_test_bg_stdout(bg));
+    /* one process from the start: never more than published (a batch whose
+     * COMMIT was cut off may be skipped as applied, and is not counted) */
+    cr_assert(s.events > 0 && s.events <= published, "it projected %lld events, %lld published", s.events, published);
+    cr_assert(s.retries > 0, "no retry counted across a PostgreSQL restart\n%s", ol_test_bg_stdout(bg));
+    cr_assert(strstr(ol_test_bg_stderr(bg), "retry"), "nothing logged about retrying\n%s", ol_test_bg_stderr(bg));
+
+    const char *clean = kit_new_db("project_pgrestart_clean");
+    const char *clean_group = kit_new_group("pgrestart", "_clean");
+    kit_project_all(clean, clean_group, NULL);
+    kit_assert_totals(db, &model, "projection through the restart");
+    kit_assert_totals(clean, &model, "clean projection");
+    kit_assert_same_tables(db, clean, "projection through the restart (left) vs a clean projection (right)");
+    kit_assert_offsets_at_end(db, kit_group);
+    kit_assert_offsets_at_end(clean, clean_group);
+    cr_assert_eq(kit_dlq_count(), 0);
+}
