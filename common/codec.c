@@ -559,29 +559,104 @@ json_t *ol_codec_to_json(const ol_event_type_t *et, avro_value_t *value) {
 
 /* ---- decoding --------------------------------------------------------- */
 
-static ol_err_t read_value(ol_codec_t *c, const ol_event_type_t *et, int version, avro_schema_t schema,
+/* Reads a zigzag varint; false when the bytes end first or it is too long. */
+static bool measure_long(const unsigned char **p, const unsigned char *end, int64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*p >= end)
+            return false;
+        unsigned char b = *(*p)++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Walks one value of node n in Avro binary without allocating anything:
+ * every length is checked against the bytes left, enum indexes and union
+ * branches against the schema. Returns false on malformed input. avro-c
+ * would allocate what a hostile length claims (and leak it), and reports
+ * errors in one buffer shared by all threads, so it only ever reads what
+ * this accepted. */
+static bool measure(const ol_node_t *n, const unsigned char **p, const unsigned char *end, int depth) {
+    int64_t v;
+    if (depth > 64)
+        return false;
+    switch (n->kind) {
+    case OL_NODE_STRING:
+        if (!measure_long(p, end, &v) || v < 0 || v > end - *p)
+            return false;
+        *p += v;
+        return true;
+    case OL_NODE_INT:
+        return measure_long(p, end, &v) && v >= INT32_MIN && v <= INT32_MAX;
+    case OL_NODE_LONG:
+        return measure_long(p, end, &v);
+    case OL_NODE_BOOLEAN:
+        if (*p >= end || **p > 1)
+            return false;
+        (*p)++;
+        return true;
+    case OL_NODE_DOUBLE:
+        if (end - *p < 8)
+            return false;
+        *p += 8;
+        return true;
+    case OL_NODE_NULL:
+        return true;
+    case OL_NODE_ENUM:
+        return measure_long(p, end, &v) && v >= 0 && (uint64_t)v < n->nsymbols;
+    case OL_NODE_ARRAY:
+        for (;;) {
+            int64_t count;
+            if (!measure_long(p, end, &count))
+                return false;
+            if (count == 0)
+                return true;
+            if (count < 0) { /* a block with its byte size */
+                int64_t size;
+                if (count == INT64_MIN || !measure_long(p, end, &size) || size < 0)
+                    return false;
+                count = -count;
+            }
+            /* every item takes a byte at least (but null, which is bounded apart) */
+            if (n->inner->kind == OL_NODE_NULL ? count > 65536 : count > end - *p)
+                return false;
+            for (int64_t i = 0; i < count; i++)
+                if (!measure(n->inner, p, end, depth + 1))
+                    return false;
+        }
+    case OL_NODE_RECORD:
+        for (size_t i = 0; i < n->nfields; i++)
+            if (!measure(n->fields[i].type, p, end, depth + 1))
+                return false;
+        return true;
+    case OL_NODE_NULLABLE:
+        if (!measure_long(p, end, &v) || (v != 0 && v != 1))
+            return false;
+        return v == 0 || measure(n->inner, p, end, depth + 1);
+    }
+    return false;
+}
+
+static ol_err_t read_value(ol_codec_t *c, const ol_event_type_t *et, int version, const ol_node_t *root,
                            const void *buf, size_t len, avro_value_t *dst, char *errstr, size_t errstr_size) {
-    char extra;
-    avro_value_reset(dst);
-    avro_set_error("%s", ""); /* the previous record's trailing-byte probe left its message */
-    /* avro-c allocates whatever length a payload claims, and leaks it when
-     * the bytes run out: skipping first checks every length against the
-     * buffer without allocating */
-    avro_reader_memory_set_source(c->reader, buf, (int64_t)len);
-    if (avro_skip_data(c->reader, schema))
+    const unsigned char *p = buf, *end = p + len;
+    if (!measure(root, &p, end, 0))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
-                       "undecodable %s version %d payload (%zu bytes): it ends before the record does", et->name,
+                       "undecodable %s version %d payload (%zu bytes): it does not match the schema", et->name,
                        version, len);
-    if (avro_read(c->reader, &extra, 1) == 0)
+    if (p != end)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                        "undecodable %s version %d payload: trailing bytes after the record", et->name, version);
+    avro_value_reset(dst);
     avro_reader_memory_set_source(c->reader, buf, (int64_t)len);
     if (avro_value_read(c->reader, dst))
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "undecodable %s version %d payload (%zu bytes): %s",
-                       et->name, version, len, avro_strerror());
-    if (avro_read(c->reader, &extra, 1) == 0)
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
-                       "undecodable %s version %d payload: trailing bytes after the record", et->name, version);
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "undecodable %s version %d payload (%zu bytes)", et->name,
+                       version, len);
     return OL_ERR_OK;
 }
 
@@ -600,7 +675,7 @@ ol_err_t ol_codec_decode(ol_codec_t *c, const ol_event_type_t *et, int version, 
     ol_json_t dom;
     ol_arena_reset(c->arena);
     if (version == et->version) {
-        if ((err = read_value(c, et, version, et->schema, buf, len, &ct->value, errstr, errstr_size)))
+        if ((err = read_value(c, et, version, et->root, buf, len, &ct->value, errstr, errstr_size)))
             return err;
         /* a payload from another writer gets the same checks as ours */
         node_to_dom(c->arena, et->root, &ct->value, &dom);
@@ -614,13 +689,13 @@ ol_err_t ol_codec_decode(ol_codec_t *c, const ol_event_type_t *et, int version, 
                 ol_assert_fail("avro_generic_value_new", __FILE__, __LINE__);
             ct->old_ready[k] = true;
         }
-        if ((err = read_value(c, et, version, sv->schema, buf, len, &ct->old[k], errstr, errstr_size)))
+        if ((err = read_value(c, et, version, sv->root, buf, len, &ct->old[k], errstr, errstr_size)))
             return err;
         node_to_dom(c->arena, sv->root, &ct->old[k], &dom);
         c->out.len = 0;
         err = check_json(et, &dom, 0, CHECK_RESOLVING, &c->out, errstr, errstr_size);
         if (!err)
-            err = read_value(c, et, et->version, et->schema, c->out.buf, c->out.len, &ct->value, errstr, errstr_size);
+            err = read_value(c, et, et->version, et->root, c->out.buf, c->out.len, &ct->value, errstr, errstr_size);
     }
     if (err)
         return err;
