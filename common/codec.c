@@ -267,7 +267,7 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
                         n->timestamp ? "a time (RFC 3339 string or epoch ms)" : "an integer", ol_json_kind(j));
         }
         if (n->timestamp && (v < OL_TIME_MIN_MS || v > OL_TIME_MAX_MS))
-            return fail(w, "time %lld ms is outside the years 0000 to 9999", (long long)v);
+            return fail(w, "time %lld ms is outside the years 0001 to 9999", (long long)v);
         if (n->kind == OL_NODE_INT && (v < INT32_MIN || v > INT32_MAX))
             return fail(w, "%lld does not fit in a 32-bit int", (long long)v);
         if ((err = check_number(w, f, v)))

@@ -4,9 +4,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The times RFC 3339 can express: 0000-01-01T00:00:00.000Z to
- * 9999-12-31T23:59:59.999Z, in milliseconds since the Unix epoch. */
-#define OL_TIME_MIN_MS (-62167219200000LL)
+/* The times orderlog accepts: 0001-01-01T00:00:00.000Z to
+ * 9999-12-31T23:59:59.999Z, in milliseconds since the Unix epoch. RFC 3339
+ * also has the year 0000, but PostgreSQL has no year zero (it would be
+ * 1 BC), so a projection could never store it. */
+#define OL_TIME_MIN_MS (-62135596800000LL)
 #define OL_TIME_MAX_MS (253402300799999LL)
 
 /* Wall clock, milliseconds since the Unix epoch. */

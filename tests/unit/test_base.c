@@ -172,8 +172,8 @@ Test(time, formats_from_several_threads_at_once) {
 
 Test(time, parses_what_it_formats) {
     uint64_t seed = 7;
-    /* 0000-01-01 .. 9999-12-31 */
-    const int64_t lo = -62167219200000LL, hi = 253402300799999LL;
+    /* 0001-01-01 .. 9999-12-31 */
+    const int64_t lo = -62135596800000LL, hi = 253402300799999LL;
     for (int i = 0; i < 100000; i++) {
         int64_t ms = lo + (int64_t)(olt_rand(&seed) % (uint64_t)(hi - lo + 1));
         char out[32];

@@ -821,14 +821,15 @@ Test(codec, decode_refuses_strings_that_are_not_utf8) {
 }
 
 Test(codec, refuses_times_rfc3339_cannot_express) {
-    /* RFC 3339 has four-digit years: 0000-01-01 to 9999-12-31 */
+    /* four-digit years that PostgreSQL can store: 0001-01-01 to 9999-12-31 */
     static const struct {
         const char *ms, *want; /* want NULL: refused */
     } cases[] = {
         {"253402300799999", "9999-12-31T23:59:59.999Z"},
-        {"-62167219200000", "0000-01-01T00:00:00.000Z"},
+        {"-62135596800000", "0001-01-01T00:00:00.000Z"},
         {"253402300800000", NULL},
-        {"-62167219200001", NULL},
+        {"-62135596800001", NULL},
+        {"-62167219200000", NULL}, /* the year 0000 */
         {"9223372036854775807", NULL},
         {"-9223372036854775808", NULL},
     };
@@ -866,7 +867,8 @@ Test(codec, refuses_times_rfc3339_cannot_express) {
         json_decref(out);
     }
     /* offsets can push a four-digit year out of range too */
-    static const char *const strings[] = {"0000-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"};
+    static const char *const strings[] = {"0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00",
+                                                  "0000-06-01T00:00:00Z"};
     for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
         char line[256], errstr[256] = "";
         snprintf(line, sizeof(line), "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"removed_at\":\"%s\"}}",
