@@ -35,6 +35,7 @@ typedef struct rebuild_s {
     const ol_conf_t *conf;
     PGconn *pg;
     char live[128], shadow[128], old[160];
+    char group[256]; /* the live projector's group: the offsets the shadow stores */
     char tables[MAX_TABLES][64];
     int ntables;
     int64_t last_print_us, start_us;
@@ -114,29 +115,13 @@ static ol_err_t add_constraints(rebuild_t *rb, const char *table, const char *ty
     return err;
 }
 
-static ol_err_t create_shadow(rebuild_t *rb) {
+/* The secondary indexes of the live schema, on the shadow's tables. Created
+ * before the load: the projector's own lookups need them (refunded_amount
+ * sums the refunds of an order by refunds.order_id: without its index every
+ * batch scans refunds once per order it touches, and the replay turns
+ * quadratic). */
+static ol_err_t add_indexes(rebuild_t *rb) {
     ol_err_t err;
-    if ((err = execf(rb, "drop schema if exists %s cascade", rb->shadow)) ||
-        (err = execf(rb, "create schema %s", rb->shadow)))
-        return err;
-    for (int t = 0; t < rb->ntables; t++) {
-        if ((err = execf(rb, "create table %s.%s (like %s.%s including defaults)", rb->shadow, rb->tables[t],
-                         rb->live, rb->tables[t])) ||
-            (err = add_constraints(rb, rb->tables[t], "p")))
-            return err;
-    }
-    return OL_ERR_OK;
-}
-
-/* After the load: indexes, the other constraints, comments. */
-static ol_err_t finish_shadow(rebuild_t *rb) {
-    ol_err_t err;
-    for (int t = 0; t < rb->ntables; t++)
-        if ((err = add_constraints(rb, rb->tables[t], "cux")))
-            return err;
-    for (int t = 0; t < rb->ntables; t++)
-        if ((err = add_constraints(rb, rb->tables[t], "f")))
-            return err;
     PGresult *res;
     if ((err = query1(rb, &res,
                       "select i.indexdef from pg_indexes i where i.schemaname = $1 and not exists (select 1 from "
@@ -153,8 +138,33 @@ static ol_err_t finish_shadow(rebuild_t *rb) {
         err = execf(rb, "%.*s ON %s.%s", (int)(at - def), def, rb->shadow, at + strlen(on));
     }
     PQclear(res);
-    if (err)
+    return err;
+}
+
+static ol_err_t create_shadow(rebuild_t *rb) {
+    ol_err_t err;
+    if ((err = execf(rb, "drop schema if exists %s cascade", rb->shadow)) ||
+        (err = execf(rb, "create schema %s", rb->shadow)))
         return err;
+    for (int t = 0; t < rb->ntables; t++) {
+        if ((err = execf(rb, "create table %s.%s (like %s.%s including defaults)", rb->shadow, rb->tables[t],
+                         rb->live, rb->tables[t])) ||
+            (err = add_constraints(rb, rb->tables[t], "p")))
+            return err;
+    }
+    return add_indexes(rb);
+}
+
+/* After the load: the other constraints, views, comments. */
+static ol_err_t finish_shadow(rebuild_t *rb) {
+    ol_err_t err;
+    for (int t = 0; t < rb->ntables; t++)
+        if ((err = add_constraints(rb, rb->tables[t], "cux")))
+            return err;
+    for (int t = 0; t < rb->ntables; t++)
+        if ((err = add_constraints(rb, rb->tables[t], "f")))
+            return err;
+    PGresult *res;
     /* views, defined on the shadow's tables (their text names them unqualified) */
     if ((err = execf(rb, "set search_path to %s", rb->live)))
         return err;
@@ -172,14 +182,16 @@ static ol_err_t finish_shadow(rebuild_t *rb) {
     PQclear(res);
     if (err)
         return err;
-    /* comments, so that people reading the tables keep their documentation */
+    /* comments, so that people reading the tables keep their documentation:
+     * a table's own (attname NULL) and its columns' */
     if ((err = query1(rb, &res,
-                      "select c.relname, a.attname, coalesce(col_description(c.oid, a.attnum), "
-                      "obj_description(c.oid, 'pg_class')), c.relkind from pg_class c join pg_namespace n on n.oid = "
-                      "c.relnamespace left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and "
-                      "col_description(c.oid, a.attnum) is not null where n.nspname = $1 and "
-                      "c.relkind in ('r', 'v') and coalesce(col_description(c.oid, a.attnum), obj_description(c.oid, 'pg_class')) "
-                      "is not null",
+                      "select c.relname, null::name, obj_description(c.oid, 'pg_class'), c.relkind from pg_class c "
+                      "join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and c.relkind in ('r', 'v') "
+                      "and obj_description(c.oid, 'pg_class') is not null union all "
+                      "select c.relname, a.attname, col_description(c.oid, a.attnum), c.relkind from pg_class c join "
+                      "pg_namespace n on n.oid = c.relnamespace join pg_attribute a on a.attrelid = c.oid and "
+                      "a.attnum > 0 and not a.attisdropped where n.nspname = $1 and c.relkind in ('r', 'v') and "
+                      "col_description(c.oid, a.attnum) is not null",
                       rb->live)))
         return err;
     for (int i = 0; i < PQntuples(res) && !err; i++) {
@@ -217,12 +229,10 @@ static void progress(void *opaque, const ol_rt_t *rt) {
 /* Replays into the shadow until every partition reached its end. */
 static ol_err_t replay(rebuild_t *rb, int64_t *events) {
     ol_conf_t *conf = ol_conf_dup(rb->conf);
-    char group[256], kafka_group[256];
-    const char *configured = ol_conf_str(rb->conf, "consumer.group.id");
-    snprintf(group, sizeof(group), "%s", *configured ? configured : "orderlog-project");
+    char kafka_group[256];
     snprintf(kafka_group, sizeof(kafka_group), "orderlog-rebuild-%d", (int)getpid());
     ol_conf_set(conf, "projection.schema", rb->shadow, NULL, 0);
-    ol_conf_set(conf, "consumer.group.id", group, NULL, 0);
+    ol_conf_set(conf, "consumer.group.id", rb->group, NULL, 0);
     ol_rt_role_t role = *ol_project_role();
     role.kafka_group = kafka_group;
     ol_err_t err = OL_ERR_OK;
@@ -283,15 +293,16 @@ static ol_err_t compare(rebuild_t *rb, bool *equal) {
 }
 
 /* Whether the live projector stored an offset beyond the shadow's (then the
- * shadow must catch up before it can replace the live schema). */
+ * shadow must catch up before it can replace the live schema). Only its
+ * group: the shadow never holds another's. */
 static ol_err_t live_ahead(rebuild_t *rb, bool *ahead) {
     char sql[1024];
     snprintf(sql, sizeof(sql),
              "select count(*) from %s.consumer_offsets l left join %s.consumer_offsets s using (group_id, topic, "
-             "partition) where l.next_offset > coalesce(s.next_offset, -1)",
+             "partition) where l.group_id = $1 and l.next_offset > coalesce(s.next_offset, -1)",
              rb->live, rb->shadow);
     PGresult *res;
-    ol_err_t err = ol_pg_query(&res, rb->pg, sql, 0, NULL, rb->errstr, rb->errstr_size);
+    ol_err_t err = query1(rb, &res, sql, rb->group);
     if (err)
         return err;
     *ahead = atoi(PQgetvalue(res, 0, 0)) > 0;
@@ -314,6 +325,8 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     snprintf(rb.live, sizeof(rb.live), "%s", ol_conf_str(conf, "projection.schema"));
     snprintf(rb.shadow, sizeof(rb.shadow), "%.100s_rebuild", rb.live);
     snprintf(rb.old, sizeof(rb.old), "%.100s_old_%lld", rb.live, (long long)(ol_time_now_ms() / 1000));
+    const char *configured = ol_conf_str(conf, "consumer.group.id");
+    snprintf(rb.group, sizeof(rb.group), "%s", *configured ? configured : "orderlog-project");
     int rc = OL_EXIT_FAIL;
     ol_err_t err;
     if (!(rb.pg = ol_pg_connect(conf, errstr, sizeof(errstr)))) {
@@ -328,7 +341,7 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     if ((err = replay(&rb, &events)))
         goto fail;
     double load_secs = (double)(ol_time_mono_us() - rb.start_us) / 1e6;
-    fprintf(stderr, "rebuild: %lld events replayed in %.1f s (%.0f events/s); adding indexes and constraints\n",
+    fprintf(stderr, "rebuild: %lld events replayed in %.1f s (%.0f events/s); adding constraints and views\n",
             (long long)events, load_secs, load_secs > 0 ? (double)events / load_secs : 0.0);
     if ((err = finish_shadow(&rb)))
         goto fail;
@@ -345,6 +358,14 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
             if ((err = replay(&rb, &events)))
                 goto fail;
             continue;
+        }
+        /* Still behind: catch up while the live projector waits on the lock.
+         * Never swap in offsets behind its position: it would go on from
+         * there and what lies between would never reach the projection. */
+        if (ahead) {
+            fprintf(stderr, "rebuild: the live projection keeps moving; catching up while it waits\n");
+            if ((err = replay(&rb, &events)))
+                goto fail_tx;
         }
         if ((err = compare(&rb, &equal)))
             goto fail_tx;

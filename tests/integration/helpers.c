@@ -680,3 +680,156 @@ char *ol_test_kafka_topic_config(const char *topic, const char *name) {
     cr_assert(!*msg, "could not describe the configs of topic %s: %s", topic, msg);
     return value;
 }
+
+/* ---- more helpers (appended) ---- */
+
+void ol_test_bg_signal(ol_test_bg_t *bg, int sig) {
+    if (bg && !bg_reap(bg, WNOHANG))
+        kill(bg->pid, sig);
+}
+
+char *ol_test_pg_query_rows(const char *conninfo, const char *sql) {
+    PGresult *res = query_or_fail(conninfo, sql);
+    buf_t b = {ol_xstrdup(""), 0, 1};
+    for (int r = 0; r < PQntuples(res); r++) {
+        for (int f = 0; f < PQnfields(res); f++) {
+            if (f)
+                buf_append(&b, "|", 1);
+            if (PQgetisnull(res, r, f))
+                buf_append(&b, "\\N", 2);
+            else
+                buf_append(&b, PQgetvalue(res, r, f), (size_t)PQgetlength(res, r, f));
+        }
+        buf_append(&b, "\n", 1);
+    }
+    PQclear(res);
+    return b.data;
+}
+
+/* ---- more helpers: background output, producing, watermarks, groups ---- */
+
+static int count_occurrences(const char *text, const char *needle) {
+    int n = 0;
+    size_t len = strlen(needle);
+    for (const char *p = text; len && (p = strstr(p, needle)); p += len)
+        n++;
+    return n;
+}
+
+int ol_test_bg_wait_stderr(ol_test_bg_t *bg, const char *needle, int count, int timeout_ms) {
+    long long deadline = ol_test_now_ms() + timeout_ms;
+    int found;
+    while ((found = count_occurrences(bg->bufs[1].data, needle)) < count) {
+        long long left = deadline - ol_test_now_ms();
+        if (left <= 0)
+            break;
+        if (!bg_pump(bg, left > 100 ? 100 : (int)left)) {
+            if (bg_reap(bg, WNOHANG))
+                break;
+            struct timespec ts = {0, 20 * 1000000};
+            nanosleep(&ts, NULL);
+        } else if (bg_reap(bg, WNOHANG)) {
+            while (bg_pump(bg, 100)) /* the rest of its output */
+                if (ol_test_now_ms() > deadline)
+                    break;
+            found = count_occurrences(bg->bufs[1].data, needle);
+            break;
+        }
+    }
+    return found;
+}
+
+int ol_test_pg_try_query_int(const char *conninfo, const char *sql, long long *out) {
+    PGconn *conn = PQconnectdb(conninfo);
+    int rc = -1;
+    if (PQstatus(conn) == CONNECTION_OK) {
+        PGresult *res = PQexec(conn, sql);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) >= 1 && PQnfields(res) >= 1 &&
+            !PQgetisnull(res, 0, 0)) {
+            char *end;
+            long long v = strtoll(PQgetvalue(res, 0, 0), &end, 10);
+            if (*end == '\0') {
+                *out = v;
+                rc = 0;
+            }
+        }
+        PQclear(res);
+    }
+    PQfinish(conn);
+    return rc;
+}
+
+static void produce_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    (void)opaque;
+    long long *offset = m->_private;
+    *offset = m->err ? -2 - (long long)m->err : (long long)m->offset;
+}
+
+long long ol_test_kafka_produce(const char *topic, int partition, const void *key, size_t key_len, const void *value,
+                                size_t value_len, const char *const *headers) {
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    cr_assert(rd_kafka_conf_set(conf, "bootstrap.servers", ol_test_kafka_bootstrap(), errstr, sizeof(errstr)) ==
+                  RD_KAFKA_CONF_OK,
+              "bootstrap.servers: %s", errstr);
+    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
+    rd_kafka_conf_set_dr_msg_cb(conf, produce_dr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert(rk, "rd_kafka_new: %s", errstr);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(8);
+    for (const char *const *p = headers; p && p[0]; p += 2)
+        rd_kafka_header_add(h, p[0], -1, p[1], -1);
+    long long offset = -1;
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+        RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&offset), RD_KAFKA_V_END);
+    if (err) {
+        rd_kafka_headers_destroy(h);
+        rd_kafka_destroy(rk);
+        cr_assert_fail("could not produce to %s: %s", topic, rd_kafka_err2str(err));
+    }
+    rd_kafka_flush(rk, KAFKA_TIMEOUT_MS);
+    rd_kafka_destroy(rk);
+    cr_assert(offset >= 0, "could not produce to %s: %s", topic,
+              offset == -1 ? "no delivery report" : rd_kafka_err2str((rd_kafka_resp_err_t)(-2 - offset)));
+    return offset;
+}
+
+long long ol_test_kafka_end_offset(const char *topic, int partition) {
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", ol_test_kafka_bootstrap(), errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "group.id", "ol_test_watermarks", errstr, sizeof(errstr));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    cr_assert(rk, "rd_kafka_new: %s", errstr);
+    int64_t low = 0, high = 0;
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(rk, topic, partition, &low, &high, KAFKA_TIMEOUT_MS);
+    rd_kafka_destroy(rk);
+    cr_assert(!err, "watermarks of %s [%d]: %s", topic, partition, rd_kafka_err2str(err));
+    return (long long)high;
+}
+
+void ol_test_kafka_delete_groups(const char *const *groups, size_t count) {
+    char errstr[512];
+    if (!count)
+        return;
+    rd_kafka_t *rk = kafka_admin_new();
+    rd_kafka_DeleteGroup_t **dg = ol_xcalloc(count, sizeof(*dg));
+    for (size_t i = 0; i < count; i++)
+        dg[i] = rd_kafka_DeleteGroup_new(groups[i]);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETEGROUPS);
+    rd_kafka_AdminOptions_set_request_timeout(opts, KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteGroups(rk, dg, count, opts, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KAFKA_TIMEOUT_MS + 5000);
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_DeleteGroup_destroy_array(dg, count);
+    free(dg);
+    rd_kafka_destroy(rk);
+}

@@ -108,4 +108,35 @@ int ol_test_kafka_partitions(const char *topic);
  * fails the test when the broker does not answer. */
 char *ol_test_kafka_topic_config(const char *topic, const char *name);
 
+/* ---- more helpers (appended) ---- */
+
+/* Sends sig to the background process (a no-op once it has exited). */
+void ol_test_bg_signal(ol_test_bg_t *bg, int sig);
+/* Every row of a query as one new string (free it): the columns of a row
+ * joined by '|' (SQL NULL as \N), each row ended by '\n'; "" when there
+ * is no row. Fails the test on an error. */
+char *ol_test_pg_query_rows(const char *conninfo, const char *sql);
+
+/* ---- more helpers: background output, producing, watermarks, groups ---- */
+
+/* Waits up to timeout_ms until the stderr of the background process holds
+ * needle at least count times, or the process has exited; returns the
+ * number of occurrences collected. */
+int ol_test_bg_wait_stderr(ol_test_bg_t *bg, const char *needle, int count, int timeout_ms);
+/* Like ol_test_pg_query_int, but never fails the test: 0 with *out set, -1
+ * when the server cannot be reached, the query fails, or gives no integer
+ * (for polling while PostgreSQL may be down). */
+int ol_test_pg_try_query_int(const char *conninfo, const char *sql, long long *out);
+/* Produces one record straight to the broker (no orderlog involved): to
+ * partition (-1: the partitioner chooses), with headers given as
+ * NULL-terminated name, value pairs (NULL for none). Returns its offset;
+ * fails the test when it is not delivered. */
+long long ol_test_kafka_produce(const char *topic, int partition, const void *key, size_t key_len, const void *value,
+                                size_t value_len, const char *const *headers);
+/* The high watermark of a partition (the offset the next record will get);
+ * fails the test when the broker does not answer. */
+long long ol_test_kafka_end_offset(const char *topic, int partition);
+/* Deletes consumer groups (best effort, quiet: for cleanup). */
+void ol_test_kafka_delete_groups(const char *const *groups, size_t count);
+
 #endif
