@@ -39,7 +39,7 @@ static const ol_conf_prop_t conf_props[] = {
     {"publish.threads", OL_CONF_INT, "2", 1, 64, NULL,
      "Threads of `publish` that parse, check and encode lines (events are still produced in input order)."},
     {"consumer.group.id", OL_CONF_STR, "", 0, 0, NULL,
-     "Consumer group of a consuming role; empty means orderlog-<role> (orderlog-project, ...)."},
+     "Consumer group of a consuming role; empty means <topic.prefix><role> (orderlog.project, ...)."},
     {"consumer.workers", OL_CONF_INT, "2", 1, 256, NULL,
      "Worker threads that decode and fold a batch, records dispatched by key hash (one key, one worker)."},
     {"consumer.batch.events", OL_CONF_INT, "5000", 1, 1000000, NULL,

@@ -12,7 +12,9 @@
  *  - snapshots (OrderSynced, AfterSaleSynced, SkuSynced) apply only when
  *    their version is above the stored one;
  *  - OrderPlaced / RefundRequested create the row and are ignored when it
- *    exists; OrderPaid counts once per payment_id;
+ *    exists; OrderPaid counts once per payment_id (order_payments);
+ *  - every row remembers the offset of the last event applied to it
+ *    (last_offset): an event at or below it is a replay and is skipped;
  *  - an event about an order or refund that does not exist can never apply:
  *    it goes to the dlq with the reason. */
 #include <stdio.h>
@@ -40,24 +42,28 @@ typedef struct table_s {
 enum {
     O_ID, O_USER, O_SOURCE, O_PLATFORM, O_SHOP, O_STATUS, O_TOTAL, O_CURRENCY, O_PAID, O_REFUNDED, O_PAYMENT,
     O_CARRIER, O_TRACKING, O_CANCEL_REASON, O_PLACED_AT, O_PAID_AT, O_SHIPPED_AT, O_CANCELLED_AT, O_VERSION,
-    O_UPDATED_AT, O_NCOLS
+    O_UPDATED_AT, O_LAST_PARTITION, O_LAST_OFFSET, O_NCOLS
 };
 static const char *const order_cols[] = {
     "order_id", "user_id", "source", "platform", "shop_id", "status", "total_amount", "currency", "paid_amount",
     "refunded_amount", "payment_id", "carrier", "tracking_no", "cancel_reason", "placed_at", "paid_at",
-    "shipped_at", "cancelled_at", "version", "updated_at"};
+    "shipped_at", "cancelled_at", "version", "updated_at", "last_partition", "last_offset"};
 
 enum {
     R_ID, R_ORDER, R_USER, R_PLATFORM, R_STATUS, R_AMOUNT, R_CURRENCY, R_REASON, R_REJECT_REASON, R_REQUESTED_AT,
-    R_APPROVED_AT, R_REJECTED_AT, R_COMPLETED_AT, R_VERSION, R_UPDATED_AT, R_NCOLS
+    R_APPROVED_AT, R_REJECTED_AT, R_COMPLETED_AT, R_VERSION, R_UPDATED_AT, R_LAST_PARTITION, R_LAST_OFFSET, R_NCOLS
 };
 static const char *const refund_cols[] = {
     "refund_id", "order_id", "user_id", "platform", "status", "amount", "currency", "reason", "reject_reason",
-    "requested_at", "approved_at", "rejected_at", "completed_at", "version", "updated_at"};
+    "requested_at", "approved_at", "rejected_at", "completed_at", "version", "updated_at", "last_partition",
+    "last_offset"};
 
-enum { S_ID, S_PLATFORM, S_TITLE, S_PRICE, S_CURRENCY, S_STOCK, S_VERSION, S_REMOVED_AT, S_UPDATED_AT, S_NCOLS };
+enum {
+    S_ID, S_PLATFORM, S_TITLE, S_PRICE, S_CURRENCY, S_STOCK, S_VERSION, S_REMOVED_AT, S_UPDATED_AT, S_LAST_PARTITION, S_LAST_OFFSET,
+    S_NCOLS
+};
 static const char *const sku_cols[] = {"sku",   "platform", "title",      "price",     "currency",
-                                       "stock", "version",  "removed_at", "updated_at"};
+                                       "stock", "version",  "removed_at", "updated_at", "last_partition", "last_offset"};
 
 static const table_t t_orders = {"orders", order_cols, O_NCOLS};
 static const table_t t_refunds = {"refunds", refund_cols, R_NCOLS};
@@ -79,6 +85,8 @@ typedef struct op_s {
     const ol_event_type_t *type;
     const ol_json_t *data;
     int64_t time_ms;
+    int32_t partition; /* where it is in its topic */
+    int64_t offset;
     size_t index; /* in the batch */
 } op_t;
 
@@ -111,7 +119,7 @@ static ol_err_t fold(void *state, const ol_rt_record_t *rec, ol_arena_t *arena, 
         s->ops = ol_xrealloc(s->ops, s->cap * sizeof(*s->ops));
     }
     s->ops[s->n++] = (op_t){rec->env->type, ol_codec_to_dom(rec->env->type, rec->value, arena), rec->env->time_ms,
-                            rec->index};
+                            rec->partition, rec->offset, rec->index};
     return OL_ERR_OK;
 }
 
@@ -137,12 +145,66 @@ static int64_t dint(const op_t *op, const char *field) {
 
 /* ---- apply ------------------------------------------------------------ */
 
+/* A growing text buffer in the apply arena. */
+typedef struct text_s {
+    ol_arena_t *arena;
+    char *buf;
+    size_t len, cap;
+} text_t;
+
+static void text_reserve(text_t *t, size_t n) {
+    if (t->len + n + 1 <= t->cap)
+        return;
+    size_t cap = (t->cap + n + 1) * 2;
+    char *bigger = ol_arena_alloc(t->arena, cap);
+    if (t->len)
+        memcpy(bigger, t->buf, t->len);
+    t->buf = bigger;
+    t->cap = cap;
+}
+
+static void text_char(text_t *t, char c) {
+    text_reserve(t, 1);
+    t->buf[t->len++] = c;
+}
+
+/* COPY text format: one value escaped, or \N. */
+static void copy_value(text_t *t, const char *v) {
+    if (!v) {
+        text_reserve(t, 2);
+        t->buf[t->len++] = '\\';
+        t->buf[t->len++] = 'N';
+        return;
+    }
+    size_t n = strlen(v);
+    text_reserve(t, 2 * n);
+    for (size_t i = 0; i < n; i++) {
+        char c = v[i];
+        if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
+            t->buf[t->len++] = '\\';
+            c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
+        }
+        t->buf[t->len++] = c;
+    }
+}
+
+static void copy_line(text_t *t, char *const *vals, int n) {
+    for (int k = 0; k < n; k++) {
+        if (k)
+            text_char(t, '\t');
+        copy_value(t, vals[k]);
+    }
+    text_char(t, '\n');
+}
+
 typedef struct apply_s {
     ol_rt_t *rt;
     PGconn *conn;
     ol_arena_t *arena;
     const char *schema;
     ol_map_t *orders, *refunds, *skus;
+    ol_map_t *payments; /* "<order_id>\x1f<payment_id>" of every payment counted */
+    text_t new_payments; /* COPY rows for order_payments */
     char *errstr;
     size_t errstr_size;
 } apply_t;
@@ -248,8 +310,15 @@ static void apply_order(apply_t *a, const op_t *op) {
     }
     if (!strcmp(name, "OrderPaid")) {
         const char *payment = dstr(op, "payment_id");
-        if (r->v[O_PAYMENT] && !strcmp(r->v[O_PAYMENT], payment))
+        char *pk = ol_arena_sprintf(a->arena, "%s\x1f%s", id, payment);
+        if (ol_map_get(a->payments, pk, strlen(pk)))
             return; /* this payment is counted */
+        ol_map_put(a->payments, pk, strlen(pk), r);
+        char ts[40];
+        ol_time_format(dint(op, "paid_at"), ts, sizeof(ts));
+        char *vals[5] = {(char *)id, (char *)payment, ol_arena_sprintf(a->arena, "%lld", (long long)dint(op, "amount")),
+                         (char *)dstr(op, "currency"), ts};
+        copy_line(&a->new_payments, vals, 5);
         set_int(a, r, O_PAID, get_int(r, O_PAID) + dint(op, "amount"));
         set_str(a, r, O_PAYMENT, payment);
         set_dtime(a, r, O_PAID_AT, op, "paid_at");
@@ -357,28 +426,6 @@ static void apply_sku(apply_t *a, const op_t *op) {
 
 /* ---- loading and writing rows ----------------------------------------- */
 
-/* A growing text buffer in the apply arena. */
-typedef struct text_s {
-    ol_arena_t *arena;
-    char *buf;
-    size_t len, cap;
-} text_t;
-
-static void text_reserve(text_t *t, size_t n) {
-    if (t->len + n + 1 <= t->cap)
-        return;
-    size_t cap = (t->cap + n + 1) * 2;
-    char *bigger = ol_arena_alloc(t->arena, cap);
-    if (t->len)
-        memcpy(bigger, t->buf, t->len);
-    t->buf = bigger;
-    t->cap = cap;
-}
-
-static void text_char(text_t *t, char c) {
-    text_reserve(t, 1);
-    t->buf[t->len++] = c;
-}
 
 /* A PostgreSQL text[] literal: {"a","b"}. */
 typedef struct keys_s {
@@ -454,35 +501,6 @@ static ol_err_t load_rows(apply_t *a, const table_t *t, ol_map_t *map) {
     }
     PQclear(res);
     return OL_ERR_OK;
-}
-
-/* COPY text format: one value escaped, or \N. */
-static void copy_value(text_t *t, const char *v) {
-    if (!v) {
-        text_reserve(t, 2);
-        t->buf[t->len++] = '\\';
-        t->buf[t->len++] = 'N';
-        return;
-    }
-    size_t n = strlen(v);
-    text_reserve(t, 2 * n);
-    for (size_t i = 0; i < n; i++) {
-        char c = v[i];
-        if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
-            t->buf[t->len++] = '\\';
-            c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
-        }
-        t->buf[t->len++] = c;
-    }
-}
-
-static void copy_line(text_t *t, char *const *vals, int n) {
-    for (int k = 0; k < n; k++) {
-        if (k)
-            text_char(t, '\t');
-        copy_value(t, vals[k]);
-    }
-    text_char(t, '\n');
 }
 
 typedef struct copy_s {
@@ -643,9 +661,56 @@ static const char *const project_topics[] = {"orders", "after-sales", "skus", NU
 
 typedef void (*apply_fn)(apply_t *a, const op_t *op);
 
+/* Runs fn for op on the row of its key unless the row has seen the op's
+ * position already (a replay); the row then remembers the position.
+ * last_col is the row's last_offset column, last_partition just before it. */
+static void apply_once(apply_t *a, const op_t *op, apply_fn fn, ol_map_t *map, const table_t *t, const char *key_field,
+                       int last_col) {
+    row_t *r = row_get(a, map, t, dstr(op, key_field));
+    const char *part = r->v[last_col - 1], *off = r->v[last_col];
+    if (part && off && strtol(part, NULL, 10) == op->partition && strtoll(off, NULL, 10) >= op->offset)
+        return;
+    bool was_dirty = r->dirty;
+    r->dirty = false;
+    fn(a, op);
+    if (r->dirty) {
+        set_int(a, r, last_col - 1, op->partition);
+        set_int(a, r, last_col, op->offset);
+    }
+    r->dirty = r->dirty || was_dirty;
+}
+
+/* The payments already counted for the orders of the batch. */
+static ol_err_t load_payments(apply_t *a) {
+    if (!ol_map_count(a->orders))
+        return OL_ERR_OK;
+    char *sql = ol_arena_sprintf(a->arena, "select order_id, payment_id from %s.order_payments where order_id = "
+                                 "any($1::text[])", a->schema);
+    const char *params[] = {keys_literal(a, a->orders)};
+    PGresult *res;
+    ol_err_t err = ol_pg_query(&res, a->conn, sql, 1, params, a->errstr, a->errstr_size);
+    if (err)
+        return err;
+    for (int i = 0; i < PQntuples(res); i++) {
+        char *pk = ol_arena_sprintf(a->arena, "%s\x1f%s", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+        ol_map_put(a->payments, pk, strlen(pk), a);
+    }
+    PQclear(res);
+    return OL_ERR_OK;
+}
+
+static ol_err_t write_payments(apply_t *a) {
+    if (!a->new_payments.len)
+        return OL_ERR_OK;
+    copy_t c = {a, NULL, a->new_payments, 0};
+    char *target = ol_arena_sprintf(a->arena, "%s.order_payments", a->schema);
+    return copy_in(a, target, "order_id, payment_id, amount, currency, paid_at", &c);
+}
+
 static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, char *errstr, size_t errstr_size) {
-    apply_t a = {rt, conn, ol_arena_new(0), ol_rt_schema(rt), ol_map_new(), ol_map_new(), ol_map_new(), errstr,
-                 errstr_size};
+    apply_t a = {rt, conn, ol_arena_new(0), ol_rt_schema(rt), ol_map_new(), ol_map_new(), ol_map_new(), ol_map_new(),
+                 {NULL, NULL, 0, 0}, errstr, errstr_size};
+    a.new_payments.arena = a.arena;
     /* every statement below reads or writes rows by key: an index path is
      * always right, but the planner picks sequential scans for thousands of
      * keys while the tables grow faster than autovacuum analyzes them */
@@ -666,20 +731,22 @@ static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, cha
         }
     }
     if ((err = load_rows(&a, &t_orders, a.orders)) || (err = load_rows(&a, &t_refunds, a.refunds)) ||
-        (err = load_rows(&a, &t_skus, a.skus)))
+        (err = load_rows(&a, &t_skus, a.skus)) || (err = load_payments(&a)))
         goto out;
     /* the events, in log order per key, on the row images */
     for (int s = 0; s < nstates; s++) {
         const fold_state_t *st = states[s];
         for (size_t i = 0; i < st->n; i++) {
             const op_t *op = &st->ops[i];
-            apply_fn fn = !strcmp(op->type->topic, "orders")        ? apply_order
-                          : !strcmp(op->type->topic, "after-sales") ? apply_refund
-                                                                    : apply_sku;
-            fn(&a, op);
+            if (!strcmp(op->type->topic, "orders"))
+                apply_once(&a, op, apply_order, a.orders, &t_orders, "order_id", O_LAST_OFFSET);
+            else if (!strcmp(op->type->topic, "after-sales"))
+                apply_once(&a, op, apply_refund, a.refunds, &t_refunds, "refund_id", R_LAST_OFFSET);
+            else
+                apply_once(&a, op, apply_sku, a.skus, &t_skus, "sku", S_LAST_OFFSET);
         }
     }
-    if ((err = write_rows(&a, &t_orders, a.orders)) || (err = write_lines(&a)) ||
+    if ((err = write_rows(&a, &t_orders, a.orders)) || (err = write_lines(&a)) || (err = write_payments(&a)) ||
         (err = write_rows(&a, &t_refunds, a.refunds)) || (err = write_rows(&a, &t_skus, a.skus)) ||
         (err = refresh_refunded(&a)))
         goto out;
@@ -687,6 +754,7 @@ out:
     ol_map_destroy(a.orders);
     ol_map_destroy(a.refunds);
     ol_map_destroy(a.skus);
+    ol_map_destroy(a.payments);
     ol_arena_destroy(a.arena);
     return err;
 }
@@ -742,7 +810,7 @@ static int project_run(const ol_conf_t *conf, int argc, char **argv) {
 const ol_cmd_t ol_cmd_project = {
     "project", project_run, "project orders, after-sales and skus into PostgreSQL (exactly-once)",
     "usage: orderlog project [--until-end]\n"
-    "  Consumes the orders, after-sales and skus topics in the consumer group orderlog-project\n"
-    "  (consumer.group.id) and keeps the orders, order_lines, refunds and skus tables of\n"
+    "  Consumes the orders, after-sales and skus topics in the consumer group <topic.prefix>project\n"
+    "  (orderlog.project; consumer.group.id sets another) and keeps the orders, order_lines, refunds and skus tables of\n"
     "  projection.schema up to date. Runs until SIGTERM or SIGINT, which finish the batch in flight.\n"
     "  --until-end   stop once every assigned partition is consumed to its end\n"};

@@ -230,7 +230,8 @@ static void progress(void *opaque, const ol_rt_t *rt) {
 static ol_err_t replay(rebuild_t *rb, int64_t *events) {
     ol_conf_t *conf = ol_conf_dup(rb->conf);
     char kafka_group[256];
-    snprintf(kafka_group, sizeof(kafka_group), "orderlog-rebuild-%d", (int)getpid());
+    snprintf(kafka_group, sizeof(kafka_group), "%.200srebuild-%d", ol_conf_str(rb->conf, "topic.prefix"),
+             (int)getpid());
     ol_conf_set(conf, "projection.schema", rb->shadow, NULL, 0);
     ol_conf_set(conf, "consumer.group.id", rb->group, NULL, 0);
     ol_rt_role_t role = *ol_project_role();
@@ -325,8 +326,7 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     snprintf(rb.live, sizeof(rb.live), "%s", ol_conf_str(conf, "projection.schema"));
     snprintf(rb.shadow, sizeof(rb.shadow), "%.100s_rebuild", rb.live);
     snprintf(rb.old, sizeof(rb.old), "%.100s_old_%lld", rb.live, (long long)(ol_time_now_ms() / 1000));
-    const char *configured = ol_conf_str(conf, "consumer.group.id");
-    snprintf(rb.group, sizeof(rb.group), "%s", *configured ? configured : "orderlog-project");
+    ol_rt_group_name(conf, ol_project_role()->name, rb.group, sizeof(rb.group));
     int rc = OL_EXIT_FAIL;
     ol_err_t err;
     if (!(rb.pg = ol_pg_connect(conf, errstr, sizeof(errstr)))) {

@@ -98,6 +98,14 @@ int64_t ol_rt_backlog(const ol_rt_t *rt) {
     return rt->backlog;
 }
 
+void ol_rt_group_name(const ol_conf_t *conf, const char *role, char *out, size_t out_size) {
+    const char *group = ol_conf_str(conf, "consumer.group.id");
+    if (*group)
+        snprintf(out, out_size, "%s", group);
+    else
+        snprintf(out, out_size, "%s%s", ol_conf_str(conf, "topic.prefix"), role);
+}
+
 const char *ol_rt_group(const ol_rt_t *rt) {
     return rt->group;
 }
@@ -578,11 +586,7 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
     ol_rt_t *rt = ol_xcalloc(1, sizeof(*rt));
     rt->conf = conf;
     rt->role = role;
-    const char *group = ol_conf_str(conf, "consumer.group.id");
-    if (*group)
-        snprintf(rt->group, sizeof(rt->group), "%s", group);
-    else
-        snprintf(rt->group, sizeof(rt->group), "orderlog-%s", role->name);
+    ol_rt_group_name(conf, role->name, rt->group, sizeof(rt->group));
     snprintf(rt->kafka_group, sizeof(rt->kafka_group), "%s", role->kafka_group ? role->kafka_group : rt->group);
     rt->backlog = -1;
     snprintf(rt->schema, sizeof(rt->schema), "%s", ol_conf_str(conf, "projection.schema"));

@@ -43,7 +43,7 @@ typedef struct ol_rt_record_s {
 
 /* A role: what to consume and how to fold and apply it. */
 typedef struct ol_rt_role_s {
-    const char *name;          /* "project": group id "orderlog-project" unless consumer.group.id is set */
+    const char *name;          /* "project": group <topic.prefix>project unless consumer.group.id is set */
     const char *kafka_group;   /* Kafka consumer group when it must differ from the offsets' group (rebuild
                                   stores the live group's offsets in its shadow schema); NULL: the same */
     const char *const *topics; /* short topic names, NULL-terminated */
@@ -95,6 +95,11 @@ void ol_rt_on_batch(ol_rt_t *rt, void (*fn)(void *opaque, const ol_rt_t *rt), vo
  * watermarks) minus the stored offsets at assignment: what is left to
  * consume. -1 until partitions are assigned. */
 int64_t ol_rt_backlog(const ol_rt_t *rt);
+
+/* The group of a role: consumer.group.id, else <topic.prefix><role>
+ * (orderlog.project), so that deployments on one cluster with different
+ * prefixes never share a group. */
+void ol_rt_group_name(const ol_conf_t *conf, const char *role, char *out, size_t out_size);
 
 /* The group the offsets are stored under. */
 const char *ol_rt_group(const ol_rt_t *rt);

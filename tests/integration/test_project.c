@@ -1236,16 +1236,20 @@ Test(project, refund_moved_to_another_order_leaves_the_first_one) {
  * allows the year 0000, PostgreSQL's timestamptz has no year 0) can never be
  * applied either: it belongs in the dlq, and the records after it must
  * still be projected, not stop the projector on every start. */
-Test(project, a_record_postgresql_refuses_goes_to_the_dlq) {
+/* PostgreSQL has no year 0000: publish refuses such a time, and a record
+ * written by another tool goes to the dlq instead of stopping the projector. */
+Test(project, a_time_postgresql_cannot_store_goes_to_the_dlq) {
     kit_use("pgrefuses");
     const char *db = kit_new_db("project_pgrefuses");
-    publish_text("year0.jsonl",
-                 "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"O-Y0\",\"user_id\":\"u\",\"source\":"
-                 "\"flash_sale\",\"lines\":[],\"total_amount\":500,\"currency\":\"CNY\",\"placed_at\":"
-                 "\"0000-06-01T00:00:00Z\"}}\n"
-                 "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"O-Y1\",\"user_id\":\"u\",\"source\":"
-                 "\"flash_sale\",\"lines\":[],\"total_amount\":700,\"currency\":\"CNY\",\"placed_at\":"
-                 "\"2026-06-01T00:00:00Z\"}}\n");
+    static const char year0[] = "{\"order_id\":\"O-Y0\",\"user_id\":\"u\",\"source\":\"flash_sale\",\"lines\":[],"
+                                "\"total_amount\":500,\"currency\":\"CNY\",\"placed_at\":\"0000-06-01T00:00:00Z\"}";
+    char topic[256];
+    kit_topic("orders", topic, sizeof(topic));
+    const char *headers[] = {"ce_type", "orderlog.OrderPlaced", "ce_id", "y0", "content-type", "application/json", NULL};
+    ol_test_kafka_produce(topic, -1, "O-Y0", 4, year0, strlen(year0), headers);
+    publish_text("year1.jsonl", "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"O-Y1\",\"user_id\":\"u\","
+                                "\"source\":\"flash_sale\",\"lines\":[],\"total_amount\":700,\"currency\":\"CNY\","
+                                "\"placed_at\":\"2026-06-01T00:00:00Z\"}}\n");
     char *out, *err;
     int rc = kit_project_until_end(db, kit_group, NULL, &out, &err);
     cr_assert_eq(rc, 0, "project stopped on a record it can never apply: exit %d\n%s%s", rc, out, err);
@@ -1254,6 +1258,13 @@ Test(project, a_record_postgresql_refuses_goes_to_the_dlq) {
     assert_rows(db, "select order_id, total_amount from orderlog.orders", "O-Y1|700\n", "orders");
     cr_assert_eq(kit_dlq_count(), 1);
     kit_assert_offsets_at_end(db, kit_group);
+    free(out);
+    free(err);
+    /* publish itself refuses the time, naming the field */
+    rc = ol_test_runf(&out, &err, "printf '%%s\\n' '{\"type\":\"OrderPlaced\",\"data\":%s}' | %s publish -X topic.prefix=%s",
+                      year0, ol_test_bin(), kit_prefix);
+    cr_expect_eq(rc, 1);
+    cr_expect(strstr(err, "line 1: field \"placed_at\""), "%s", err);
     free(out);
     free(err);
 }
