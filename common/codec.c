@@ -152,8 +152,7 @@ static ol_err_t fail(walk_t *w, const char *fmt, ...) {
     return ol_errf(w->errstr, w->errstr_size, OL_ERR_INVALID, "field \"%s\": %s", path, msg);
 }
 
-static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j,
-                            out_t *dst);
+static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j, out_t *dst);
 
 /* The member for field i: members usually come in schema order, so the same
  * position is tried first. */
@@ -229,8 +228,7 @@ static ol_err_t check_number(walk_t *w, const ol_field_t *f, int64_t v) {
     return OL_ERR_OK;
 }
 
-static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j,
-                            out_t *dst) {
+static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
     ol_err_t err;
     switch (n->kind) {
     case OL_NODE_STRING: {
@@ -263,8 +261,8 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
             if (ol_time_parse(j->u.s, &v))
                 return fail(w, "\"%.64s\" is not an RFC 3339 time (2026-11-22T15:04:05Z)", j->u.s);
         } else {
-            return fail(w, "expected %s, got %s",
-                        n->timestamp ? "a time (RFC 3339 string or epoch ms)" : "an integer", ol_json_kind(j));
+            return fail(w, "expected %s, got %s", n->timestamp ? "a time (RFC 3339 string or epoch ms)" : "an integer",
+                        ol_json_kind(j));
         }
         if (n->timestamp && (v < OL_TIME_MIN_MS || v > OL_TIME_MAX_MS))
             return fail(w, "time %lld ms is outside the years 0001 to 9999", (long long)v);
@@ -355,8 +353,7 @@ static ol_err_t check_json(const ol_event_type_t *et, const ol_json_t *data, int
                 .errstr = errstr,
                 .errstr_size = errstr_size};
     if (data->type != OL_JSON_OBJECT)
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"data\" must be an object, got %s",
-                       ol_json_kind(data));
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"data\" must be an object, got %s", ol_json_kind(data));
     return check_record(&w, et->root, data, dst);
 }
 
@@ -647,8 +644,8 @@ static ol_err_t read_value(ol_codec_t *c, const ol_event_type_t *et, int version
     const unsigned char *p = buf, *end = p + len;
     if (!measure(root, &p, end, 0))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
-                       "undecodable %s version %d payload (%zu bytes): it does not match the schema", et->name,
-                       version, len);
+                       "undecodable %s version %d payload (%zu bytes): it does not match the schema", et->name, version,
+                       len);
     if (p != end)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                        "undecodable %s version %d payload: trailing bytes after the record", et->name, version);

@@ -37,8 +37,8 @@ ol_err_t ol_codec_decode(ol_codec_t *codec, const ol_event_type_t *et, int versi
                          avro_value_t **out, char *errstr, size_t errstr_size);
 
 /* ol_codec_decode, then the JSON form: *out is a new reference. */
-ol_err_t ol_codec_decode_json(ol_codec_t *codec, const ol_event_type_t *et, int version, const void *buf,
-                              size_t len, json_t **out, char *errstr, size_t errstr_size);
+ol_err_t ol_codec_decode_json(ol_codec_t *codec, const ol_event_type_t *et, int version, const void *buf, size_t len,
+                              json_t **out, char *errstr, size_t errstr_size);
 
 /* The codec's JSON form (ol_json, in arena) of an Avro value of et's current
  * version; strings are copied into the arena. */

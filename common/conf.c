@@ -19,8 +19,7 @@ static const ol_conf_prop_t conf_props[] = {
     {"topic.partitions", OL_CONF_INT, "6", 1, 10000, NULL,
      "Partition count used by `orderlog topics create` (buy-requests, skus and sale-events must "
      "share it)."},
-    {"topic.replication.factor", OL_CONF_INT, "1", 1, 32, NULL,
-     "Replication factor used by `orderlog topics create`."},
+    {"topic.replication.factor", OL_CONF_INT, "1", 1, 32, NULL, "Replication factor used by `orderlog topics create`."},
     {"event.source", OL_CONF_STR, "orderlog", 0, 0, NULL,
      "CloudEvents source of the events this process writes; the role is appended (orderlog/publish)."},
     {"log.level", OL_CONF_ENUM, "info", 0, 0, "debug,info,warn,error",
@@ -44,8 +43,7 @@ static const ol_conf_prop_t conf_props[] = {
      "Worker threads that decode and fold a batch, records dispatched by key hash (one key, one worker)."},
     {"consumer.batch.events", OL_CONF_INT, "5000", 1, 1000000, NULL,
      "Most events in one batch (one PostgreSQL transaction)."},
-    {"consumer.batch.bytes", OL_CONF_INT, "16777216", 1024, 1073741824, NULL,
-     "Most payload bytes in one batch."},
+    {"consumer.batch.bytes", OL_CONF_INT, "16777216", 1024, 1073741824, NULL, "Most payload bytes in one batch."},
     {"consumer.batch.ms", OL_CONF_INT, "200", 1, 60000, NULL,
      "Longest a batch waits for more events before it is applied."},
     {"consumer.max.poison", OL_CONF_INT, "100", 1, 1000000, NULL,
@@ -152,8 +150,7 @@ static int parse_bool(const char *v) {
     return -1;
 }
 
-ol_err_t ol_conf_set(ol_conf_t *conf, const char *name, const char *value, char *errstr,
-                     size_t errstr_size) {
+ol_err_t ol_conf_set(ol_conf_t *conf, const char *name, const char *value, char *errstr, size_t errstr_size) {
     const ol_conf_prop_t *p = prop_find(name);
     if (!p) {
         if (!strncmp(name, "kafka.", 6) && name[6]) {
@@ -168,12 +165,11 @@ ol_err_t ol_conf_set(ol_conf_t *conf, const char *name, const char *value, char 
         errno = 0;
         long long v = strtoll(value, &end, 10);
         if (errno || end == value || *end)
-            return ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "property \"%s\": \"%s\" is not an integer",
-                           name, value);
+            return ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "property \"%s\": \"%s\" is not an integer", name,
+                           value);
         if (v < p->min || v > p->max)
-            return ol_errf(errstr, errstr_size, OL_ERR_CONFIG,
-                           "property \"%s\": %lld is out of range [%lld, %lld]", name, v,
-                           (long long)p->min, (long long)p->max);
+            return ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "property \"%s\": %lld is out of range [%lld, %lld]",
+                           name, v, (long long)p->min, (long long)p->max);
         break;
     }
     case OL_CONF_BOOL:
@@ -183,8 +179,8 @@ ol_err_t ol_conf_set(ol_conf_t *conf, const char *name, const char *value, char 
         break;
     case OL_CONF_ENUM:
         if (!enum_has(p->enums, value))
-            return ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "property \"%s\": \"%s\" is not one of %s",
-                           name, value, p->enums);
+            return ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "property \"%s\": \"%s\" is not one of %s", name, value,
+                           p->enums);
         break;
     case OL_CONF_STR:
         break;
@@ -205,8 +201,7 @@ static char *trim(char *s) {
 ol_err_t ol_conf_load_file(ol_conf_t *conf, const char *path, char *errstr, size_t errstr_size) {
     FILE *fp = fopen(path, "r");
     if (!fp)
-        return ol_errf(errstr, errstr_size, OL_ERR_IO, "could not open config file %s: %s", path,
-                       strerror(errno));
+        return ol_errf(errstr, errstr_size, OL_ERR_IO, "could not open config file %s: %s", path, strerror(errno));
     char *line = NULL, sub[512];
     size_t cap = 0;
     long lineno = 0;
@@ -218,8 +213,7 @@ ol_err_t ol_conf_load_file(ol_conf_t *conf, const char *path, char *errstr, size
             continue;
         char *eq = strchr(s, '=');
         if (!eq) {
-            err = ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "%s line %ld: expected \"name = value\"", path,
-                          lineno);
+            err = ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "%s line %ld: expected \"name = value\"", path, lineno);
             break;
         }
         *eq = '\0';

@@ -39,8 +39,7 @@ ol_conf_t *ol_conf_dup(const ol_conf_t *conf);
 
 /* Sets one property from text, validating it. Unknown names are refused,
  * except kafka.* which librdkafka validates later. */
-ol_err_t ol_conf_set(ol_conf_t *conf, const char *name, const char *value, char *errstr,
-                     size_t errstr_size);
+ol_err_t ol_conf_set(ol_conf_t *conf, const char *name, const char *value, char *errstr, size_t errstr_size);
 /* "name = value" lines, '#' comments; errors name the file and the line. */
 ol_err_t ol_conf_load_file(ol_conf_t *conf, const char *path, char *errstr, size_t errstr_size);
 /* Reads ORDERLOG_* variables from envp (NULL-terminated, like environ). */

@@ -6,20 +6,20 @@
 
 /* One error list; the enum, names and strings are generated from it so they
  * never drift. Detail goes to a caller-owned errstr, never into the code. */
-#define OL_ERRORS(X)                                                           \
-    X(OK, "success")                                                           \
-    X(INVALID, "invalid input")                                                \
-    X(NOT_FOUND, "not found")                                                  \
-    X(IO, "input/output error")                                                \
-    X(CONFIG, "invalid configuration")                                         \
-    X(KAFKA, "kafka error")                                                    \
-    X(PG, "postgresql error")                                                  \
-    X(TRANSIENT, "transient failure, retry")                                   \
-    X(TIMEOUT, "timed out")                                                    \
-    X(UNREACHABLE, "service unreachable")                                      \
-    X(ALREADY_APPLIED, "already applied")                                      \
-    X(CHECKSUM, "checksum mismatch")                                           \
-    X(TOO_LARGE, "too large")                                                  \
+#define OL_ERRORS(X)                         \
+    X(OK, "success")                         \
+    X(INVALID, "invalid input")              \
+    X(NOT_FOUND, "not found")                \
+    X(IO, "input/output error")              \
+    X(CONFIG, "invalid configuration")       \
+    X(KAFKA, "kafka error")                  \
+    X(PG, "postgresql error")                \
+    X(TRANSIENT, "transient failure, retry") \
+    X(TIMEOUT, "timed out")                  \
+    X(UNREACHABLE, "service unreachable")    \
+    X(ALREADY_APPLIED, "already applied")    \
+    X(CHECKSUM, "checksum mismatch")         \
+    X(TOO_LARGE, "too large")                \
     X(UNSUPPORTED, "unsupported")
 
 typedef enum ol_err_e {

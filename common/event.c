@@ -24,8 +24,7 @@ static ol_err_t derive_key(ol_event_t *ev, char *errstr, size_t errstr_size) {
     if (err)
         return err;
     const ol_json_t *subject = ol_json_get(ev->input, ev->env.type->subject);
-    copy_str(ev->env.subject, sizeof(ev->env.subject),
-             subject && subject->type == OL_JSON_STRING ? subject->u.s : "");
+    copy_str(ev->env.subject, sizeof(ev->env.subject), subject && subject->type == OL_JSON_STRING ? subject->u.s : "");
     return OL_ERR_OK;
 }
 
@@ -39,8 +38,7 @@ static ol_err_t parse_time(const ol_json_t *t, int64_t *out) {
     return OL_ERR_INVALID;
 }
 
-static ol_err_t from_object(const ol_json_t *root, int64_t now_ms, ol_event_t *ev, char *errstr,
-                            size_t errstr_size) {
+static ol_err_t from_object(const ol_json_t *root, int64_t now_ms, ol_event_t *ev, char *errstr, size_t errstr_size) {
     if (root->type != OL_JSON_OBJECT)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "expected a JSON object {\"type\":...,\"data\":{...}}");
     for (size_t i = 0; i < root->len; i++) {
@@ -145,8 +143,8 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
         /* no envelope: a publish-format line written by another tool */
         int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
         ol_event_t ev;
-        ol_err_t err = ol_event_from_line(arena, payload, rkm->len, ts > 0 ? ts : ol_time_now_ms(), &ev, errstr,
-                                          errstr_size);
+        ol_err_t err =
+            ol_event_from_line(arena, payload, rkm->len, ts > 0 ? ts : ol_time_now_ms(), &ev, errstr, errstr_size);
         if (err)
             return err;
         *env = ev.env;

@@ -77,7 +77,10 @@ static size_t put_utf8(char *o, unsigned cp) {
 /* Bytes that end the fast scan of a string: '"', '\\', control characters
  * and every non-ASCII byte (checked as UTF-8 where it occurs). */
 static const unsigned char string_stop[256] = {
-    [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1,
+    [0 ... 0x1f] = 1,
+    ['"'] = 1,
+    ['\\'] = 1,
+    [0x80 ... 0xff] = 1,
 };
 
 /* At the opening quote. */
@@ -162,8 +165,8 @@ static ol_err_t parse_string(parser_t *ps, const char **out, size_t *out_len) {
             if (cp >= 0xdc00 && cp <= 0xdfff)
                 return perr(ps, "lone low surrogate in \\u escape");
             if (cp >= 0xd800 && cp <= 0xdbff) {
-                if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u' || hex4(ps->p + 2, &lo) ||
-                    lo < 0xdc00 || lo > 0xdfff)
+                if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u' || hex4(ps->p + 2, &lo) || lo < 0xdc00 ||
+                    lo > 0xdfff)
                     return perr(ps, "high surrogate without its low half in \\u escape");
                 ps->p += 6;
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);

@@ -48,8 +48,8 @@ void ol_log(ol_log_level_t level, const char *fmt, ...) {
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     ol_time_format(ol_time_now_ms(), ts, sizeof(ts));
-    size_t len = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"role\":\"", ts,
-                                  level_names[level]);
+    size_t len =
+        (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"role\":\"", ts, level_names[level]);
     len = json_escape(line, len, sizeof(line), log_role);
     len += (size_t)snprintf(line + len, sizeof(line) - len, "\",\"msg\":\"");
     len = json_escape(line, len, sizeof(line) - 4, msg);

@@ -10,8 +10,8 @@
 #include "common/util.h"
 
 /* Every topic, including the dlq which carries no event type of its own. */
-static const char *const schema_topics[] = {"buy-requests", "skus",       "sale-events", "blacklist",
-                                            "orders",       "after-sales", "dlq",        NULL};
+static const char *const schema_topics[] = {"buy-requests", "skus",        "sale-events", "blacklist",
+                                            "orders",       "after-sales", "dlq",         NULL};
 
 static ol_event_type_t **types;
 static size_t ntypes;
@@ -54,8 +54,7 @@ static ol_err_t field_parse(json_t *jf, ol_field_t *f, char *errstr, size_t errs
     else if (fmt && !strcmp(fmt, "currency"))
         f->format = OL_FORMAT_CURRENCY;
     else if (fmt)
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "field %s: unknown orderlog.format \"%s\"", f->name,
-                       fmt);
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "field %s: unknown orderlog.format \"%s\"", f->name, fmt);
     return OL_ERR_OK;
 }
 

@@ -41,7 +41,7 @@ typedef struct ol_node_s ol_node_t;
 typedef struct ol_field_s {
     const char *name;
     ol_node_t *type;
-    json_t *def;                /* borrowed from the schema JSON; NULL when required */
+    json_t *def;                  /* borrowed from the schema JSON; NULL when required */
     const struct ol_json_s *dflt; /* def as the codec reads it; NULL when required */
     bool default_now;
     bool has_min, has_max;
@@ -75,12 +75,12 @@ typedef struct ol_schema_version_s {
 } ol_schema_version_t;
 
 typedef struct ol_event_type_s {
-    const char *name;    /* "BuyRequested" */
-    const char *ce_type; /* "orderlog.BuyRequested" */
+    const char *name;       /* "BuyRequested" */
+    const char *ce_type;    /* "orderlog.BuyRequested" */
     const char *dataschema; /* "urn:orderlog:schema:BuyRequested:2", the current version */
-    const char *topic;   /* "buy-requests", without prefix */
-    const char *key;     /* key template, e.g. "{subject_type}:{subject}" */
-    const char *subject; /* field holding the aggregate id (ce_subject) */
+    const char *topic;      /* "buy-requests", without prefix */
+    const char *key;        /* key template, e.g. "{subject_type}:{subject}" */
+    const char *subject;    /* field holding the aggregate id (ce_subject) */
     const char *doc;
     int version;                  /* current version */
     avro_schema_t schema;         /* current version */

@@ -77,8 +77,7 @@ long ol_utf8_invalid_at(const char *str, size_t len) {
                 return (long)i;
             cp = (cp << 6) | (s[i + k] & 0x3f);
         }
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
+        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
             return (long)i;
         i += n + 1;
     }

@@ -12,8 +12,7 @@ char *ol_xstrdup(const char *s);
 char *ol_xstrndup(const char *s, size_t n);
 
 /* Programming errors: log and abort, in every build type. */
-#define OL_ASSERT(cond)                                                                            \
-    ((cond) ? (void)0 : ol_assert_fail(#cond, __FILE__, __LINE__))
+#define OL_ASSERT(cond) ((cond) ? (void)0 : ol_assert_fail(#cond, __FILE__, __LINE__))
 _Noreturn void ol_assert_fail(const char *expr, const char *file, int line);
 
 /* Returns the byte offset of the first invalid UTF-8 sequence, or -1 when

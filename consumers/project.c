@@ -40,30 +40,77 @@ typedef struct table_s {
 } table_t;
 
 enum {
-    O_ID, O_USER, O_SOURCE, O_PLATFORM, O_SHOP, O_STATUS, O_TOTAL, O_CURRENCY, O_PAID, O_REFUNDED, O_PAYMENT,
-    O_CARRIER, O_TRACKING, O_CANCEL_REASON, O_PLACED_AT, O_PAID_AT, O_SHIPPED_AT, O_CANCELLED_AT, O_VERSION,
-    O_UPDATED_AT, O_LAST_PARTITION, O_LAST_OFFSET, O_NCOLS
+    O_ID,
+    O_USER,
+    O_SOURCE,
+    O_PLATFORM,
+    O_SHOP,
+    O_STATUS,
+    O_TOTAL,
+    O_CURRENCY,
+    O_PAID,
+    O_REFUNDED,
+    O_PAYMENT,
+    O_CARRIER,
+    O_TRACKING,
+    O_CANCEL_REASON,
+    O_PLACED_AT,
+    O_PAID_AT,
+    O_SHIPPED_AT,
+    O_CANCELLED_AT,
+    O_VERSION,
+    O_UPDATED_AT,
+    O_LAST_PARTITION,
+    O_LAST_OFFSET,
+    O_NCOLS
 };
 static const char *const order_cols[] = {
-    "order_id", "user_id", "source", "platform", "shop_id", "status", "total_amount", "currency", "paid_amount",
-    "refunded_amount", "payment_id", "carrier", "tracking_no", "cancel_reason", "placed_at", "paid_at",
-    "shipped_at", "cancelled_at", "version", "updated_at", "last_partition", "last_offset"};
+    "order_id",     "user_id",       "source",         "platform",        "shop_id",    "status",
+    "total_amount", "currency",      "paid_amount",    "refunded_amount", "payment_id", "carrier",
+    "tracking_no",  "cancel_reason", "placed_at",      "paid_at",         "shipped_at", "cancelled_at",
+    "version",      "updated_at",    "last_partition", "last_offset"};
 
 enum {
-    R_ID, R_ORDER, R_USER, R_PLATFORM, R_STATUS, R_AMOUNT, R_CURRENCY, R_REASON, R_REJECT_REASON, R_REQUESTED_AT,
-    R_APPROVED_AT, R_REJECTED_AT, R_COMPLETED_AT, R_VERSION, R_UPDATED_AT, R_LAST_PARTITION, R_LAST_OFFSET, R_NCOLS
+    R_ID,
+    R_ORDER,
+    R_USER,
+    R_PLATFORM,
+    R_STATUS,
+    R_AMOUNT,
+    R_CURRENCY,
+    R_REASON,
+    R_REJECT_REASON,
+    R_REQUESTED_AT,
+    R_APPROVED_AT,
+    R_REJECTED_AT,
+    R_COMPLETED_AT,
+    R_VERSION,
+    R_UPDATED_AT,
+    R_LAST_PARTITION,
+    R_LAST_OFFSET,
+    R_NCOLS
 };
 static const char *const refund_cols[] = {
-    "refund_id", "order_id", "user_id", "platform", "status", "amount", "currency", "reason", "reject_reason",
-    "requested_at", "approved_at", "rejected_at", "completed_at", "version", "updated_at", "last_partition",
-    "last_offset"};
+    "refund_id",    "order_id", "user_id",       "platform",       "status",      "amount",
+    "currency",     "reason",   "reject_reason", "requested_at",   "approved_at", "rejected_at",
+    "completed_at", "version",  "updated_at",    "last_partition", "last_offset"};
 
 enum {
-    S_ID, S_PLATFORM, S_TITLE, S_PRICE, S_CURRENCY, S_STOCK, S_VERSION, S_REMOVED_AT, S_UPDATED_AT, S_LAST_PARTITION, S_LAST_OFFSET,
+    S_ID,
+    S_PLATFORM,
+    S_TITLE,
+    S_PRICE,
+    S_CURRENCY,
+    S_STOCK,
+    S_VERSION,
+    S_REMOVED_AT,
+    S_UPDATED_AT,
+    S_LAST_PARTITION,
+    S_LAST_OFFSET,
     S_NCOLS
 };
-static const char *const sku_cols[] = {"sku",   "platform", "title",      "price",     "currency",
-                                       "stock", "version",  "removed_at", "updated_at", "last_partition", "last_offset"};
+static const char *const sku_cols[] = {"sku",     "platform",   "title",      "price",          "currency",   "stock",
+                                       "version", "removed_at", "updated_at", "last_partition", "last_offset"};
 
 static const table_t t_orders = {"orders", order_cols, O_NCOLS};
 static const table_t t_refunds = {"refunds", refund_cols, R_NCOLS};
@@ -118,8 +165,9 @@ static ol_err_t fold(void *state, const ol_rt_record_t *rec, ol_arena_t *arena, 
         s->cap = s->cap ? s->cap * 2 : 1024;
         s->ops = ol_xrealloc(s->ops, s->cap * sizeof(*s->ops));
     }
-    s->ops[s->n++] = (op_t){rec->env->type, ol_codec_to_dom(rec->env->type, rec->value, arena), rec->env->time_ms,
-                            rec->partition, rec->offset, rec->index};
+    s->ops[s->n++] = (op_t){rec->env->type,    ol_codec_to_dom(rec->env->type, rec->value, arena),
+                            rec->env->time_ms, rec->partition,
+                            rec->offset,       rec->index};
     return OL_ERR_OK;
 }
 
@@ -203,7 +251,7 @@ typedef struct apply_s {
     ol_arena_t *arena;
     const char *schema;
     ol_map_t *orders, *refunds, *skus;
-    ol_map_t *payments; /* "<order_id>\x1f<payment_id>" of every payment counted */
+    ol_map_t *payments;  /* "<order_id>\x1f<payment_id>" of every payment counted */
     text_t new_payments; /* COPY rows for order_payments */
     char *errstr;
     size_t errstr_size;
@@ -426,7 +474,6 @@ static void apply_sku(apply_t *a, const op_t *op) {
 
 /* ---- loading and writing rows ----------------------------------------- */
 
-
 /* A PostgreSQL text[] literal: {"a","b"}. */
 typedef struct keys_s {
     text_t text;
@@ -474,8 +521,8 @@ static const char *keys_literal(apply_t *a, const ol_map_t *map) {
 static ol_err_t load_rows(apply_t *a, const table_t *t, ol_map_t *map) {
     if (!ol_map_count(map))
         return OL_ERR_OK;
-    char *sql = ol_arena_sprintf(a->arena, "select * from %s.%s where %s = any($1::text[])", a->schema, t->name,
-                                 t->cols[0]);
+    char *sql =
+        ol_arena_sprintf(a->arena, "select * from %s.%s where %s = any($1::text[])", a->schema, t->name, t->cols[0]);
     /* select * returns the columns in table order: map them by name once */
     const char *params[] = {keys_literal(a, map)};
     PGresult *res;
@@ -492,10 +539,10 @@ static ol_err_t load_rows(apply_t *a, const table_t *t, ol_map_t *map) {
             continue;
         r->exists = true;
         for (int c = 0; c < t->ncols; c++)
-            r->v[c] = colmap[c] < 0 || PQgetisnull(res, i, colmap[c])
-                          ? NULL
-                          : ol_arena_strndup(a->arena, PQgetvalue(res, i, colmap[c]),
-                                             (size_t)PQgetlength(res, i, colmap[c]));
+            r->v[c] =
+                colmap[c] < 0 || PQgetisnull(res, i, colmap[c])
+                    ? NULL
+                    : ol_arena_strndup(a->arena, PQgetvalue(res, i, colmap[c]), (size_t)PQgetlength(res, i, colmap[c]));
         if (t == &t_refunds)
             r->stored_order = r->v[R_ORDER];
     }
@@ -599,8 +646,7 @@ static ol_err_t write_rows(apply_t *a, const table_t *t, ol_map_t *map) {
     if (!c.rows)
         return OL_ERR_OK;
     char *stage = ol_arena_sprintf(a->arena, "ol_stage_%s", t->name);
-    char *sql = ol_arena_sprintf(a->arena,
-                                 "create temp table if not exists %s (like %s.%s) on commit delete rows",
+    char *sql = ol_arena_sprintf(a->arena, "create temp table if not exists %s (like %s.%s) on commit delete rows",
                                  stage, a->schema, t->name);
     ol_err_t err = ol_pg_exec_ok(a->conn, sql, a->errstr, a->errstr_size);
     if (err)
@@ -684,8 +730,10 @@ static void apply_once(apply_t *a, const op_t *op, apply_fn fn, ol_map_t *map, c
 static ol_err_t load_payments(apply_t *a) {
     if (!ol_map_count(a->orders))
         return OL_ERR_OK;
-    char *sql = ol_arena_sprintf(a->arena, "select order_id, payment_id from %s.order_payments where order_id = "
-                                 "any($1::text[])", a->schema);
+    char *sql = ol_arena_sprintf(a->arena,
+                                 "select order_id, payment_id from %s.order_payments where order_id = "
+                                 "any($1::text[])",
+                                 a->schema);
     const char *params[] = {keys_literal(a, a->orders)};
     PGresult *res;
     ol_err_t err = ol_pg_query(&res, a->conn, sql, 1, params, a->errstr, a->errstr_size);
@@ -708,8 +756,8 @@ static ol_err_t write_payments(apply_t *a) {
 }
 
 static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, char *errstr, size_t errstr_size) {
-    apply_t a = {rt, conn, ol_arena_new(0), ol_rt_schema(rt), ol_map_new(), ol_map_new(), ol_map_new(), ol_map_new(),
-                 {NULL, NULL, 0, 0}, errstr, errstr_size};
+    apply_t a = {rt,           conn,         ol_arena_new(0),    ol_rt_schema(rt), ol_map_new(), ol_map_new(),
+                 ol_map_new(), ol_map_new(), {NULL, NULL, 0, 0}, errstr,           errstr_size};
     a.new_payments.arena = a.arena;
     /* every statement below reads or writes rows by key: an index path is
      * always right, but the planner picks sequential scans for thousands of
@@ -811,6 +859,7 @@ const ol_cmd_t ol_cmd_project = {
     "project", project_run, "project orders, after-sales and skus into PostgreSQL (exactly-once)",
     "usage: orderlog project [--until-end]\n"
     "  Consumes the orders, after-sales and skus topics in the consumer group <topic.prefix>project\n"
-    "  (orderlog.project; consumer.group.id sets another) and keeps the orders, order_lines, refunds and skus tables of\n"
+    "  (orderlog.project; consumer.group.id sets another) and keeps the orders, order_lines, refunds and skus tables "
+    "of\n"
     "  projection.schema up to date. Runs until SIGTERM or SIGINT, which finish the batch in flight.\n"
     "  --until-end   stop once every assigned partition is consumed to its end\n"};

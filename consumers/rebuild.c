@@ -147,8 +147,8 @@ static ol_err_t create_shadow(rebuild_t *rb) {
         (err = execf(rb, "create schema %s", rb->shadow)))
         return err;
     for (int t = 0; t < rb->ntables; t++) {
-        if ((err = execf(rb, "create table %s.%s (like %s.%s including defaults)", rb->shadow, rb->tables[t],
-                         rb->live, rb->tables[t])) ||
+        if ((err = execf(rb, "create table %s.%s (like %s.%s including defaults)", rb->shadow, rb->tables[t], rb->live,
+                         rb->tables[t])) ||
             (err = add_constraints(rb, rb->tables[t], "p")))
             return err;
     }
@@ -168,8 +168,9 @@ static ol_err_t finish_shadow(rebuild_t *rb) {
     /* views, defined on the shadow's tables (their text names them unqualified) */
     if ((err = execf(rb, "set search_path to %s", rb->live)))
         return err;
-    err = query1(rb, &res, "select viewname, pg_get_viewdef(format('%I.%I', schemaname, viewname)::regclass) "
-                           "from pg_views where schemaname = $1 order by viewname",
+    err = query1(rb, &res,
+                 "select viewname, pg_get_viewdef(format('%I.%I', schemaname, viewname)::regclass) "
+                 "from pg_views where schemaname = $1 order by viewname",
                  rb->live);
     exec(rb, "reset search_path");
     if (err)
@@ -349,7 +350,8 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     for (int round = 0;; round++) {
         /* hold the live offsets: the live projector waits, readers do not */
         bool ahead;
-        if ((err = exec(&rb, "begin")) || (err = execf(&rb, "lock table %s.consumer_offsets in exclusive mode", rb.live)) ||
+        if ((err = exec(&rb, "begin")) ||
+            (err = execf(&rb, "lock table %s.consumer_offsets in exclusive mode", rb.live)) ||
             (err = live_ahead(&rb, &ahead)))
             goto fail_tx;
         if (ahead && round < 5) {

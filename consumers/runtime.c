@@ -30,7 +30,7 @@ typedef struct worker_s {
     ol_rt_t *rt;
     pthread_t thread;
     ol_codec_t *codec;
-    ol_arena_t *arena; /* per batch: what folds keep */
+    ol_arena_t *arena;   /* per batch: what folds keep */
     ol_arena_t *scratch; /* per record */
     void *state;
     size_t *idx; /* this worker's records, in batch order */
@@ -261,9 +261,8 @@ static void backoff(ol_rt_t *rt, int attempt) {
 static ol_err_t load_offsets(ol_rt_t *rt, const span_t *spans, size_t n, int64_t *out, bool lock, char *errstr,
                              size_t errstr_size) {
     char sql[512];
-    snprintf(sql, sizeof(sql),
-             "select topic, partition, next_offset from %s.consumer_offsets where group_id = $1%s", rt->schema,
-             lock ? " order by topic, partition for update" : "");
+    snprintf(sql, sizeof(sql), "select topic, partition, next_offset from %s.consumer_offsets where group_id = $1%s",
+             rt->schema, lock ? " order by topic, partition for update" : "");
     const char *params[] = {rt->group};
     PGresult *res;
     ol_err_t err = ol_pg_query(&res, rt->pg, sql, 1, params, errstr, errstr_size);
@@ -318,10 +317,10 @@ static ol_err_t dlq_send(ol_rt_t *rt, char *errstr, size_t errstr_size) {
         rd_kafka_header_add(h, "dlq_group", -1, rt->group, -1);
         ol_time_format(ol_time_now_ms(), ts, sizeof(ts));
         rd_kafka_header_add(h, "dlq_time", -1, ts, -1);
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            rt->dlq, RD_KAFKA_V_TOPIC(rt->dlq_topic), RD_KAFKA_V_KEY(r->rkm->key, r->rkm->key_len),
-            RD_KAFKA_V_VALUE(r->rkm->payload, r->rkm->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&failed), RD_KAFKA_V_END);
+        rd_kafka_resp_err_t err =
+            rd_kafka_producev(rt->dlq, RD_KAFKA_V_TOPIC(rt->dlq_topic), RD_KAFKA_V_KEY(r->rkm->key, r->rkm->key_len),
+                              RD_KAFKA_V_VALUE(r->rkm->payload, r->rkm->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&failed), RD_KAFKA_V_END);
         if (err) {
             rd_kafka_headers_destroy(h);
             return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not send to %s: %s", rt->dlq_topic,
@@ -333,8 +332,8 @@ static ol_err_t dlq_send(ol_rt_t *rt, char *errstr, size_t errstr_size) {
         return OL_ERR_OK;
     rd_kafka_flush(rt->dlq, 30000);
     if (rd_kafka_outq_len(rt->dlq) > 0 || failed)
-        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not deliver %zu poison records to %s: %s",
-                       sent, rt->dlq_topic, failed ? rd_kafka_err2str((rd_kafka_resp_err_t)failed) : "timed out");
+        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not deliver %zu poison records to %s: %s", sent,
+                       rt->dlq_topic, failed ? rd_kafka_err2str((rd_kafka_resp_err_t)failed) : "timed out");
     return OL_ERR_OK;
 }
 
@@ -385,16 +384,15 @@ static void reseek(ol_rt_t *rt, const int64_t *stored) {
 static ol_err_t offsets_write(ol_rt_t *rt, bool done, char *errstr, size_t errstr_size) {
     size_t cap = 512 + rt->nspans * 320;
     char *sql = ol_arena_alloc(rt->batch_arena, cap);
-    size_t len = (size_t)snprintf(sql, cap,
-                                  "insert into %s.consumer_offsets (group_id, topic, partition, next_offset) values ",
-                                  rt->schema);
+    size_t len = (size_t)snprintf(
+        sql, cap, "insert into %s.consumer_offsets (group_id, topic, partition, next_offset) values ", rt->schema);
     char *group = PQescapeLiteral(rt->pg, rt->group, strlen(rt->group));
     for (size_t i = 0; i < rt->nspans; i++) {
         const char *name = rt->topics[rt->spans[i].topic];
         char *topic = PQescapeLiteral(rt->pg, name, strlen(name));
-        len += (size_t)snprintf(sql + len, cap - len, "%s(%s, %s, %d, %lld)", i ? ", " : "", group, topic,
-                                (int)rt->spans[i].partition,
-                                (long long)(done ? rt->spans[i].next : rt->spans[i].first));
+        len +=
+            (size_t)snprintf(sql + len, cap - len, "%s(%s, %s, %d, %lld)", i ? ", " : "", group, topic,
+                             (int)rt->spans[i].partition, (long long)(done ? rt->spans[i].next : rt->spans[i].first));
         PQfreemem(topic);
     }
     PQfreemem(group);
@@ -491,8 +489,7 @@ static ol_err_t apply_batch(ol_rt_t *rt, char *errstr, size_t errstr_size) {
             rt->consecutive_poison++;
             ol_log_warn("record %s[%d]@%lld %s (%s): %s", rt->topics[rt->recs[i].topic],
                         (int)rt->recs[i].rkm->partition, (long long)rt->recs[i].rkm->offset,
-                        rt->dlq_disabled ? "skipped" : "sent to the dlq", rt->recs[i].stage,
-                        rt->recs[i].reason);
+                        rt->dlq_disabled ? "skipped" : "sent to the dlq", rt->recs[i].stage, rt->recs[i].reason);
         } else {
             rt->consecutive_poison = 0;
         }
@@ -603,11 +600,27 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
         goto fail;
     char kbytes[32];
     snprintf(kbytes, sizeof(kbytes), "%lld", (long long)ol_conf_int(conf, "consumer.queue.kbytes"));
-    const char *cdefaults[] = {"group.id", rt->kafka_group, "client.id", rt->kafka_group, "enable.auto.commit", "false",
-                               "enable.auto.offset.store", "false", "auto.offset.reset", "earliest",
-                               "isolation.level", "read_committed", "enable.partition.eof", "true",
-                               "queued.max.messages.kbytes", kbytes, "session.timeout.ms", "10000",
-                               "heartbeat.interval.ms", "1000", NULL};
+    const char *cdefaults[] = {"group.id",
+                               rt->kafka_group,
+                               "client.id",
+                               rt->kafka_group,
+                               "enable.auto.commit",
+                               "false",
+                               "enable.auto.offset.store",
+                               "false",
+                               "auto.offset.reset",
+                               "earliest",
+                               "isolation.level",
+                               "read_committed",
+                               "enable.partition.eof",
+                               "true",
+                               "queued.max.messages.kbytes",
+                               kbytes,
+                               "session.timeout.ms",
+                               "10000",
+                               "heartbeat.interval.ms",
+                               "1000",
+                               NULL};
     rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, cdefaults, errstr, errstr_size);
     if (!kconf)
         goto fail;

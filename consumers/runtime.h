@@ -33,7 +33,7 @@ typedef struct ol_rt_s ol_rt_t;
 /* A consumed record, as a role's fold sees it. Everything is borrowed for
  * the duration of the fold call only: copy what you keep (into the arena). */
 typedef struct ol_rt_record_s {
-    int topic;         /* index into the role's topics */
+    int topic; /* index into the role's topics */
     int32_t partition;
     int64_t offset;
     const ol_envelope_t *env;

@@ -129,8 +129,8 @@ static int tail_run(const ol_conf_t *conf, int argc, char **argv) {
         fprintf(stderr, "orderlog tail: %s\n", errstr);
         return OL_EXIT_FAIL;
     }
-    const char *defaults[] = {"client.id", "orderlog-tail", "group.id", "orderlog-tail", "enable.auto.commit",
-                              "false", "enable.partition.eof", "true", "isolation.level", "read_committed",
+    const char *defaults[] = {"client.id", "orderlog-tail",        "group.id", "orderlog-tail",   "enable.auto.commit",
+                              "false",     "enable.partition.eof", "true",     "isolation.level", "read_committed",
                               NULL};
     rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, defaults, errstr, sizeof(errstr));
     if (!kconf) {

@@ -126,8 +126,7 @@ static void prepare_item(publish_t *p, batch_t *b, item_t *it, ol_codec_t *codec
     }
     ol_arena_reset(scratch);
     if (ol_event_from_line(scratch, b->text + it->off, it->len, ol_time_now_ms(), &ev, errstr, sizeof(errstr)) ||
-        ol_codec_encode(codec, ev.env.type, ev.input, ev.env.time_ms, &payload, &payload_len, errstr,
-                        sizeof(errstr))) {
+        ol_codec_encode(codec, ev.env.type, ev.input, ev.env.time_ms, &payload, &payload_len, errstr, sizeof(errstr))) {
         it->error = ol_arena_strndup(b->arena, errstr, strlen(errstr));
         return;
     }
@@ -297,11 +296,29 @@ static rd_kafka_t *producer_new(publish_t *p, const ol_conf_t *conf) {
     snprintf(timeout, sizeof(timeout), "%lld", (long long)ol_conf_int(conf, "publish.delivery.timeout.ms"));
     snprintf(kbytes, sizeof(kbytes), "%lld", (long long)ol_conf_int(conf, "publish.queue.kbytes"));
     snprintf(msgs, sizeof(msgs), "%lld", (long long)ol_conf_int(conf, "publish.queue.messages"));
-    const char *defaults[] = {"client.id", "orderlog-publish", "enable.idempotence", "true", "acks", "all",
-                              "linger.ms", "20", "batch.num.messages", "10000", "batch.size", "1000000",
-                              "compression.codec", "lz4", "partitioner", "murmur2_random",
-                              "queue.buffering.max.kbytes", kbytes, "queue.buffering.max.messages", msgs,
-                              "message.timeout.ms", timeout, NULL};
+    const char *defaults[] = {"client.id",
+                              "orderlog-publish",
+                              "enable.idempotence",
+                              "true",
+                              "acks",
+                              "all",
+                              "linger.ms",
+                              "20",
+                              "batch.num.messages",
+                              "10000",
+                              "batch.size",
+                              "1000000",
+                              "compression.codec",
+                              "lz4",
+                              "partitioner",
+                              "murmur2_random",
+                              "queue.buffering.max.kbytes",
+                              kbytes,
+                              "queue.buffering.max.messages",
+                              msgs,
+                              "message.timeout.ms",
+                              timeout,
+                              NULL};
     rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, defaults, errstr, sizeof(errstr));
     if (!kconf) {
         fprintf(stderr, "orderlog publish: %s\n", errstr);

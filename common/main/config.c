@@ -30,9 +30,9 @@ static int config_run(const ol_conf_t *conf, int argc, char **argv) {
     return OL_EXIT_OK;
 }
 
-const ol_cmd_t ol_cmd_config = {
-    "config", config_run, "show the effective configuration, or write its generated reference",
-    "  --show       every property with its effective value (default)\n"
-    "  --list       every property with its description\n"
-    "  --sample     a commented sample config file (ops/orderlog.conf.sample)\n"
-    "  --markdown   the reference table (docs/configuration.md)\n"};
+const ol_cmd_t ol_cmd_config = {"config", config_run,
+                                "show the effective configuration, or write its generated reference",
+                                "  --show       every property with its effective value (default)\n"
+                                "  --list       every property with its description\n"
+                                "  --sample     a commented sample config file (ops/orderlog.conf.sample)\n"
+                                "  --markdown   the reference table (docs/configuration.md)\n"};

@@ -74,8 +74,8 @@ static int topics_run(const ol_conf_t *conf, int argc, char **argv) {
 
     topics_op_t op = !strcmp(argv[1], "create") ? TOPICS_CREATE : TOPICS_DELETE;
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_AdminOptions_t *opts =
-        rd_kafka_AdminOptions_new(rk, op == TOPICS_CREATE ? RD_KAFKA_ADMIN_OP_CREATETOPICS : RD_KAFKA_ADMIN_OP_DELETETOPICS);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, op == TOPICS_CREATE ? RD_KAFKA_ADMIN_OP_CREATETOPICS
+                                                                                      : RD_KAFKA_ADMIN_OP_DELETETOPICS);
     rd_kafka_AdminOptions_set_operation_timeout(opts, timeout, errstr, sizeof(errstr));
     rd_kafka_AdminOptions_set_request_timeout(opts, timeout, errstr, sizeof(errstr));
     rd_kafka_event_t *ev = NULL;

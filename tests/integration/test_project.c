@@ -1245,7 +1245,8 @@ Test(project, a_time_postgresql_cannot_store_goes_to_the_dlq) {
                                 "\"total_amount\":500,\"currency\":\"CNY\",\"placed_at\":\"0000-06-01T00:00:00Z\"}";
     char topic[256];
     kit_topic("orders", topic, sizeof(topic));
-    const char *headers[] = {"ce_type", "orderlog.OrderPlaced", "ce_id", "y0", "content-type", "application/json", NULL};
+    const char *headers[] = {"ce_type",      "orderlog.OrderPlaced", "ce_id", "y0",
+                             "content-type", "application/json",     NULL};
     ol_test_kafka_produce(topic, -1, "O-Y0", 4, year0, strlen(year0), headers);
     publish_text("year1.jsonl", "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"O-Y1\",\"user_id\":\"u\","
                                 "\"source\":\"flash_sale\",\"lines\":[],\"total_amount\":700,\"currency\":\"CNY\","
@@ -1261,8 +1262,9 @@ Test(project, a_time_postgresql_cannot_store_goes_to_the_dlq) {
     free(out);
     free(err);
     /* publish itself refuses the time, naming the field */
-    rc = ol_test_runf(&out, &err, "printf '%%s\\n' '{\"type\":\"OrderPlaced\",\"data\":%s}' | %s publish -X topic.prefix=%s",
-                      year0, ol_test_bin(), kit_prefix);
+    rc = ol_test_runf(&out, &err,
+                      "printf '%%s\\n' '{\"type\":\"OrderPlaced\",\"data\":%s}' | %s publish -X topic.prefix=%s", year0,
+                      ol_test_bin(), kit_prefix);
     cr_expect_eq(rc, 1);
     cr_expect(strstr(err, "line 1: field \"placed_at\""), "%s", err);
     free(out);

@@ -34,7 +34,7 @@ static void setup(void) {
 }
 
 __attribute__((format(printf, 4, 5))) static int orderlog_on(const char *conninfo, char **out, char **err,
-                                                              const char *fmt, ...);
+                                                             const char *fmt, ...);
 
 static void teardown(void) {
     if (*prefix)
@@ -51,8 +51,9 @@ TestSuite(rebuild, .init = setup, .fini = teardown, .timeout = 600);
 /* The orderlog command line with this test's prefix, group and database. */
 static char *command_line(const char *conninfo, const char *args) {
     char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(conninfo), *s;
-    cr_assert(asprintf(&s, "%s -X topic.prefix=%s -X topic.partitions=3 -X consumer.group.id=%sproject -X pg.conninfo=%s %s",
-                       bin, prefix, prefix, ci, args) >= 0);
+    cr_assert(
+        asprintf(&s, "%s -X topic.prefix=%s -X topic.partitions=3 -X consumer.group.id=%sproject -X pg.conninfo=%s %s",
+                 bin, prefix, prefix, ci, args) >= 0);
     free(bin);
     free(ci);
     return s;
@@ -362,9 +363,10 @@ Test(rebuild, rebuild_produces_exactly_the_live_projection) {
                                           "'holds_sku_status_idx', 'it_order_lines_sku_idx')"),
                  4);
     cr_expect_geq(fks, 1);
-    cr_expect_eq(ol_test_pg_query_int(db, "select count(*) from pg_constraint where contype = 'f' and conrelid = "
-                                          "'orderlog.order_lines'::regclass and confrelid = 'orderlog.orders'::regclass "
-                                          "and convalidated"),
+    cr_expect_eq(ol_test_pg_query_int(db,
+                                      "select count(*) from pg_constraint where contype = 'f' and conrelid = "
+                                      "'orderlog.order_lines'::regclass and confrelid = 'orderlog.orders'::regclass "
+                                      "and convalidated"),
                  fks, "the foreign key of order_lines is not back on the new tables (or refers elsewhere)");
     cr_expect_geq(checks, 20);
     cr_expect_eq(ol_test_pg_query_int(db, "select count(*) from pg_constraint c join pg_namespace n on n.oid = "
@@ -380,8 +382,9 @@ Test(rebuild, rebuild_produces_exactly_the_live_projection) {
                                      msg, sizeof(msg)),
                  -1, "a line of a missing order was accepted");
     cr_expect(strstr(msg, "foreign key"), "%s", msg);
-    cr_expect_eq(ol_test_pg_try_exec(db, "update orderlog.orders set currency = 'cny' where order_id = (select "
-                                         "min(order_id) from orderlog.orders)",
+    cr_expect_eq(ol_test_pg_try_exec(db,
+                                     "update orderlog.orders set currency = 'cny' where order_id = (select "
+                                     "min(order_id) from orderlog.orders)",
                                      msg, sizeof(msg)),
                  -1, "a bad currency was accepted");
     cr_expect(strstr(msg, "orders_currency_check"), "%s", msg);
@@ -567,10 +570,9 @@ Test(rebuild, projector_running_during_the_rebuild_ends_consistent) {
     if (rc < 0)
         rc = ol_test_bg_wait(rb, 240000);
     int rounds = ol_test_count_lines(ol_test_bg_stderr(rb), "rebuild: the live projection moved on");
-    cr_log_info("%d chunks of 480 events published during the rebuild; %d catch-up rounds; rebuild stderr:\n%s",
-                chunks, rounds, ol_test_bg_stderr(rb));
-    cr_expect_eq(rc, 0, "rebuild: exit %d\nstdout:\n%s\nstderr:\n%s", rc, ol_test_bg_stdout(rb),
-                 ol_test_bg_stderr(rb));
+    cr_log_info("%d chunks of 480 events published during the rebuild; %d catch-up rounds; rebuild stderr:\n%s", chunks,
+                rounds, ol_test_bg_stderr(rb));
+    cr_expect_eq(rc, 0, "rebuild: exit %d\nstdout:\n%s\nstderr:\n%s", rc, ol_test_bg_stdout(rb), ol_test_bg_stderr(rb));
     cr_expect(blocker.held, "the shadow schema was never seen: the rebuild was not held back");
     cr_expect_gt(rounds, 0, "the live projector never got ahead of the rebuild: the catch-up was not exercised");
     cr_expect(strstr(ol_test_bg_stdout(rb), "swapped"), "no swap:\n%s", ol_test_bg_stdout(rb));
@@ -579,8 +581,8 @@ Test(rebuild, projector_running_during_the_rebuild_ends_consistent) {
     usleep(1500 * 1000);
     ol_test_bg_signal(live, SIGTERM);
     int live_rc = ol_test_bg_wait(live, 60000);
-    cr_expect_eq(live_rc, 0, "the live projector: exit %d\nstdout:\n%s\nstderr:\n%s", live_rc,
-                 ol_test_bg_stdout(live), ol_test_bg_stderr(live));
+    cr_expect_eq(live_rc, 0, "the live projector: exit %d\nstdout:\n%s\nstderr:\n%s", live_rc, ol_test_bg_stdout(live),
+                 ol_test_bg_stderr(live));
     project(db);
 
     new_db(db2, sizeof(db2), 1);
@@ -667,8 +669,8 @@ static void reader_check(reader_t *r, PGconn *conn, int which) {
         row_text(res, got, sizeof(got));
         const char *expect = which ? r->expect_lines : r->expect_orders;
         if (strcmp(got, expect) && !r->wrong++)
-            snprintf(r->first_wrong, sizeof(r->first_wrong), "%s: got %s, expected %s", reader_sql(r->mode, which),
-                     got, expect);
+            snprintf(r->first_wrong, sizeof(r->first_wrong), "%s: got %s, expected %s", reader_sql(r->mode, which), got,
+                     expect);
     }
     PQclear(res);
 }
@@ -719,7 +721,8 @@ Test(rebuild, readers_never_see_an_empty_or_partial_table_during_the_swap) {
         r->mode = i;
         r->conninfo = db;
         r->stop = &stop;
-        char *orders = ol_test_pg_query_rows(db, reader_sql(i, 0)), *lines = ol_test_pg_query_rows(db, reader_sql(i, 1));
+        char *orders = ol_test_pg_query_rows(db, reader_sql(i, 0)),
+             *lines = ol_test_pg_query_rows(db, reader_sql(i, 1));
         orders[strcspn(orders, "\n")] = '\0';
         lines[strcspn(lines, "\n")] = '\0';
         snprintf(r->expect_orders, sizeof(r->expect_orders), "%s", orders);

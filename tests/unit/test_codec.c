@@ -868,7 +868,7 @@ Test(codec, refuses_times_rfc3339_cannot_express) {
     }
     /* offsets can push a four-digit year out of range too */
     static const char *const strings[] = {"0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00",
-                                                  "0000-06-01T00:00:00Z"};
+                                          "0000-06-01T00:00:00Z"};
     for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
         char line[256], errstr[256] = "";
         snprintf(line, sizeof(line), "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"removed_at\":\"%s\"}}",
