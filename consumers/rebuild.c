@@ -147,8 +147,9 @@ static ol_err_t create_shadow(rebuild_t *rb) {
         (err = execf(rb, "create schema %s", rb->shadow)))
         return err;
     for (int t = 0; t < rb->ntables; t++) {
-        if ((err = execf(rb, "create table %s.%s (like %s.%s including defaults)", rb->shadow, rb->tables[t], rb->live,
-                         rb->tables[t])) ||
+        /* unlogged while loading: a failed rebuild drops the shadow anyway */
+        if ((err = execf(rb, "create unlogged table %s.%s (like %s.%s including defaults)", rb->shadow, rb->tables[t],
+                         rb->live, rb->tables[t])) ||
             (err = add_constraints(rb, rb->tables[t], "p")))
             return err;
     }
@@ -158,6 +159,10 @@ static ol_err_t create_shadow(rebuild_t *rb) {
 /* After the load: the other constraints, views, comments. */
 static ol_err_t finish_shadow(rebuild_t *rb) {
     ol_err_t err;
+    /* durable from here on: it is about to become the live projection */
+    for (int t = 0; t < rb->ntables; t++)
+        if ((err = execf(rb, "alter table %s.%s set logged", rb->shadow, rb->tables[t])))
+            return err;
     for (int t = 0; t < rb->ntables; t++)
         if ((err = add_constraints(rb, rb->tables[t], "cux")))
             return err;
@@ -234,6 +239,7 @@ static ol_err_t replay(rebuild_t *rb, int64_t *events) {
     snprintf(kafka_group, sizeof(kafka_group), "%.200srebuild-%d", ol_conf_str(rb->conf, "topic.prefix"),
              (int)getpid());
     ol_conf_set(conf, "projection.schema", rb->shadow, NULL, 0);
+    ol_conf_set(conf, "consumer.synchronous.commit", "false", NULL, 0); /* unlogged tables: nothing to wait for */
     ol_conf_set(conf, "consumer.group.id", rb->group, NULL, 0);
     ol_rt_role_t role = *ol_project_role();
     role.kafka_group = kafka_group;

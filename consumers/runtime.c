@@ -411,6 +411,9 @@ static ol_err_t apply_once(ol_rt_t *rt, int64_t *stored, bool *stale, char *errs
         return err;
     if ((err = ol_pg_exec_ok(rt->pg, "begin", errstr, errstr_size)))
         return err;
+    if (!ol_conf_bool(rt->conf, "consumer.synchronous.commit") &&
+        (err = ol_pg_exec_ok(rt->pg, "set local synchronous_commit = off", errstr, errstr_size)))
+        goto rollback;
     /* a partition seen for the first time gets its row now, so that two
      * members racing on it serialize on the row like on any other */
     if ((err = offsets_write(rt, false, errstr, errstr_size)) ||
