@@ -121,7 +121,7 @@ typedef struct row_s {
     char **v;
     bool exists; /* in the database before this batch */
     bool dirty;
-    const ol_json_t *lines; /* orders: the lines to write when lines_dirty */
+    char *lines; /* orders: the order_lines COPY text to write when lines_dirty */
     bool lines_dirty;
     const char *stored_order; /* refunds: order_id in the database before this batch */
 } row_t;
@@ -255,16 +255,27 @@ typedef struct apply_s {
     text_t new_payments; /* COPY rows for order_payments */
     char *errstr;
     size_t errstr_size;
+    bool bulk; /* rows live across batches, on the heap (ol_project_bulk_t) */
 } apply_t;
 
+/* A copy of v that lives as long as the row: the batch's arena, or the heap
+ * in bulk mode (where rows outlive batches). */
+static char *row_strdup(apply_t *a, const char *v, size_t n) {
+    return a->bulk ? ol_xstrndup(v, n) : ol_arena_strndup(a->arena, v, n);
+}
+
 static void set_str(apply_t *a, row_t *r, int col, const char *v) {
-    r->v[col] = v ? ol_arena_strndup(a->arena, v, strlen(v)) : NULL;
+    char *copy = v ? row_strdup(a, v, strlen(v)) : NULL;
+    if (a->bulk)
+        free(r->v[col]);
+    r->v[col] = copy;
     r->dirty = true;
 }
 
 static void set_int(apply_t *a, row_t *r, int col, int64_t v) {
-    r->v[col] = ol_arena_sprintf(a->arena, "%lld", (long long)v);
-    r->dirty = true;
+    char num[32];
+    snprintf(num, sizeof(num), "%lld", (long long)v);
+    set_str(a, r, col, num);
 }
 
 static void set_time(apply_t *a, row_t *r, int col, int64_t ms) {
@@ -290,14 +301,39 @@ static bool newer(const row_t *r, int col, int64_t version) {
 static row_t *row_get(apply_t *a, ol_map_t *map, const table_t *t, const char *key) {
     row_t *r = ol_map_get(map, key, strlen(key));
     if (!r) {
-        r = ol_arena_alloc(a->arena, sizeof(*r));
-        memset(r, 0, sizeof(*r));
-        r->v = ol_arena_alloc(a->arena, (size_t)t->ncols * sizeof(char *));
-        memset(r->v, 0, (size_t)t->ncols * sizeof(char *));
-        r->v[0] = ol_arena_strndup(a->arena, key, strlen(key));
+        if (a->bulk) {
+            r = ol_xcalloc(1, sizeof(*r));
+            r->v = ol_xcalloc((size_t)t->ncols, sizeof(char *));
+        } else {
+            r = ol_arena_alloc(a->arena, sizeof(*r));
+            memset(r, 0, sizeof(*r));
+            r->v = ol_arena_alloc(a->arena, (size_t)t->ncols * sizeof(char *));
+            memset(r->v, 0, (size_t)t->ncols * sizeof(char *));
+        }
+        r->v[0] = row_strdup(a, key, strlen(key));
         ol_map_put(map, key, strlen(key), r);
     }
     return r;
+}
+
+/* The order's lines, rendered as order_lines COPY text now: the event they
+ * come from does not outlive the batch. */
+static void set_lines(apply_t *a, row_t *r, const ol_json_t *lines) {
+    text_t t = {a->arena, NULL, 0, 0};
+    for (size_t i = 0; lines && i < lines->len; i++) {
+        const ol_json_t *l = &lines->u.items[i];
+        char no[24], qty[24], price[24];
+        snprintf(no, sizeof(no), "%zu", i + 1);
+        snprintf(qty, sizeof(qty), "%lld", (long long)dint_of(l, "quantity"));
+        snprintf(price, sizeof(price), "%lld", (long long)dint_of(l, "unit_price"));
+        char *vals[5] = {r->v[0], no, (char *)dstr_of(l, "sku"), qty, price};
+        copy_line(&t, vals, 5);
+    }
+    if (a->bulk)
+        free(r->lines);
+    r->lines = t.len ? row_strdup(a, t.buf, t.len) : NULL;
+    r->lines_dirty = true;
+    r->dirty = true;
 }
 
 /* A row "is" when it existed or an op of this batch created it. */
@@ -332,8 +368,7 @@ static void apply_order(apply_t *a, const op_t *op) {
         set_str(a, r, O_CURRENCY, dstr(op, "currency"));
         set_int(a, r, O_VERSION, version);
         set_dtime(a, r, O_UPDATED_AT, op, "updated_at");
-        r->lines = ol_json_get(op->data, "lines");
-        r->lines_dirty = true;
+        set_lines(a, r, ol_json_get(op->data, "lines"));
         return;
     }
     if (!strcmp(name, "OrderPlaced")) {
@@ -348,8 +383,7 @@ static void apply_order(apply_t *a, const op_t *op) {
         set_int(a, r, O_REFUNDED, 0);
         set_dtime(a, r, O_PLACED_AT, op, "placed_at");
         set_dtime(a, r, O_UPDATED_AT, op, "placed_at");
-        r->lines = ol_json_get(op->data, "lines");
-        r->lines_dirty = true;
+        set_lines(a, r, ol_json_get(op->data, "lines"));
         return;
     }
     if (!row_is(r)) {
@@ -575,14 +609,11 @@ static void copy_lines_fn(void *opaque, const char *key, size_t key_len, void *v
     row_t *r = value;
     if (!r->lines_dirty || !r->lines)
         return;
-    for (size_t i = 0; i < r->lines->len; i++) {
-        const ol_json_t *l = &r->lines->u.items[i];
-        char *vals[5] = {r->v[0], ol_arena_sprintf(c->a->arena, "%zu", i + 1), (char *)dstr_of(l, "sku"),
-                         ol_arena_sprintf(c->a->arena, "%lld", (long long)dint_of(l, "quantity")),
-                         ol_arena_sprintf(c->a->arena, "%lld", (long long)dint_of(l, "unit_price"))};
-        copy_line(&c->text, vals, 5);
-        c->rows++;
-    }
+    size_t n = strlen(r->lines);
+    text_reserve(&c->text, n);
+    memcpy(c->text.buf + c->text.len, r->lines, n);
+    c->text.len += n;
+    c->rows++;
 }
 
 static void keys_dirty_lines_fn(void *opaque, const char *key, size_t key_len, void *value) {
@@ -755,10 +786,131 @@ static ol_err_t write_payments(apply_t *a) {
     return copy_in(a, target, "order_id, payment_id, amount, currency, paid_at", &c);
 }
 
+/* One worker's ops, in order, on the row images. */
+static void apply_ops(apply_t *a, const fold_state_t *st) {
+    for (size_t i = 0; i < st->n; i++) {
+        const op_t *op = &st->ops[i];
+        if (!strcmp(op->type->topic, "orders"))
+            apply_once(a, op, apply_order, a->orders, &t_orders, "order_id", O_LAST_OFFSET);
+        else if (!strcmp(op->type->topic, "after-sales"))
+            apply_once(a, op, apply_refund, a->refunds, &t_refunds, "refund_id", R_LAST_OFFSET);
+        else
+            apply_once(a, op, apply_sku, a->skus, &t_skus, "sku", S_LAST_OFFSET);
+    }
+}
+
+struct ol_project_bulk_s {
+    ol_map_t *orders, *refunds, *skus, *payments;
+    ol_arena_t *arena;    /* the payments' COPY text */
+    text_t payments_text; /* in arena */
+};
+
+ol_project_bulk_t *ol_project_bulk_new(void) {
+    ol_project_bulk_t *b = ol_xcalloc(1, sizeof(*b));
+    b->orders = ol_map_new();
+    b->refunds = ol_map_new();
+    b->skus = ol_map_new();
+    b->payments = ol_map_new();
+    b->arena = ol_arena_new(0);
+    b->payments_text.arena = b->arena;
+    return b;
+}
+
+static void row_free_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    (void)key;
+    (void)key_len;
+    const table_t *t = opaque;
+    row_t *r = value;
+    for (int c = 0; c < t->ncols; c++)
+        free(r->v[c]);
+    free(r->v);
+    free(r->lines);
+    free(r);
+}
+
+void ol_project_bulk_destroy(ol_project_bulk_t *b) {
+    if (!b)
+        return;
+    ol_map_foreach(b->orders, row_free_fn, (void *)&t_orders);
+    ol_map_foreach(b->refunds, row_free_fn, (void *)&t_refunds);
+    ol_map_foreach(b->skus, row_free_fn, (void *)&t_skus);
+    ol_map_destroy(b->orders);
+    ol_map_destroy(b->refunds);
+    ol_map_destroy(b->skus);
+    ol_map_destroy(b->payments);
+    ol_arena_destroy(b->arena);
+    free(b);
+}
+
+/* COPY every row of map straight into schema.table (empty, no upsert). */
+static ol_err_t bulk_copy(apply_t *a, const table_t *t, ol_map_t *map) {
+    copy_t c = {a, t, {a->arena, NULL, 0, 0}, 0};
+    ol_map_foreach(map, copy_row_fn, &c);
+    if (!c.rows)
+        return OL_ERR_OK;
+    return copy_in(a, ol_arena_sprintf(a->arena, "%s.%s", a->schema, t->name), col_list(a, t, ""), &c);
+}
+
+ol_err_t ol_project_bulk_flush(ol_project_bulk_t *b, PGconn *conn, const char *schema, char *errstr,
+                               size_t errstr_size) {
+    apply_t a = {NULL, conn, ol_arena_new(0), schema, b->orders, b->refunds, b->skus, b->payments,
+                 b->payments_text, errstr, errstr_size, true};
+    ol_err_t err;
+    copy_t lines = {&a, &t_orders, {a.arena, NULL, 0, 0}, 0};
+    copy_t pays = {&a, NULL, b->payments_text, 0};
+    ol_map_foreach(b->orders, copy_lines_fn, &lines);
+    if ((err = ol_pg_exec_ok(conn, "begin", errstr, errstr_size)))
+        goto out;
+    if ((err = bulk_copy(&a, &t_orders, b->orders)) || (err = bulk_copy(&a, &t_refunds, b->refunds)) ||
+        (err = bulk_copy(&a, &t_skus, b->skus)) ||
+        (lines.rows && (err = copy_in(&a, ol_arena_sprintf(a.arena, "%s.order_lines", schema),
+                                      "order_id, line_no, sku, quantity, unit_price", &lines))) ||
+        (pays.text.len && (err = copy_in(&a, ol_arena_sprintf(a.arena, "%s.order_payments", schema),
+                                         "order_id, payment_id, amount, currency, paid_at", &pays))))
+        goto rollback;
+    if ((err = ol_pg_exec_ok(conn,
+                             ol_arena_sprintf(a.arena,
+                                              "update %s.orders o set refunded_amount = x.s from (select order_id, "
+                                              "sum(amount) as s from %s.refunds where status = 'completed' group by "
+                                              "order_id) x where o.order_id = x.order_id and o.refunded_amount <> x.s",
+                                              schema, schema),
+                             errstr, errstr_size)) ||
+        (err = ol_pg_exec_ok(conn, "commit", errstr, errstr_size)))
+        goto rollback;
+    goto out;
+rollback:
+    ol_pg_exec_ok(conn, "rollback", NULL, 0);
+out:
+    ol_arena_destroy(a.arena);
+    return err;
+}
+
 static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, char *errstr, size_t errstr_size) {
     apply_t a = {rt,           conn,         ol_arena_new(0),    ol_rt_schema(rt), ol_map_new(), ol_map_new(),
                  ol_map_new(), ol_map_new(), {NULL, NULL, 0, 0}, errstr,           errstr_size};
     a.new_payments.arena = a.arena;
+    ol_project_bulk_t *bulk = ol_rt_opaque(rt);
+    if (bulk) {
+        /* bulk: the shadow starts empty and nothing else writes it, so the
+         * rows stay in memory across batches and are written once, at the
+         * end (ol_project_bulk_flush); re-running a batch is harmless as
+         * every row skips what it has seen (last partition and offset) */
+        ol_map_destroy(a.orders);
+        ol_map_destroy(a.refunds);
+        ol_map_destroy(a.skus);
+        ol_map_destroy(a.payments);
+        a.orders = bulk->orders;
+        a.refunds = bulk->refunds;
+        a.skus = bulk->skus;
+        a.payments = bulk->payments;
+        a.new_payments = bulk->payments_text;
+        a.bulk = true;
+        for (int s = 0; s < nstates; s++)
+            apply_ops(&a, states[s]);
+        bulk->payments_text = a.new_payments;
+        ol_arena_destroy(a.arena);
+        return OL_ERR_OK;
+    }
     /* every statement below reads or writes rows by key: an index path is
      * always right, but the planner picks sequential scans for thousands of
      * keys while the tables grow faster than autovacuum analyzes them */
@@ -782,18 +934,8 @@ static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, cha
         (err = load_rows(&a, &t_skus, a.skus)) || (err = load_payments(&a)))
         goto out;
     /* the events, in log order per key, on the row images */
-    for (int s = 0; s < nstates; s++) {
-        const fold_state_t *st = states[s];
-        for (size_t i = 0; i < st->n; i++) {
-            const op_t *op = &st->ops[i];
-            if (!strcmp(op->type->topic, "orders"))
-                apply_once(&a, op, apply_order, a.orders, &t_orders, "order_id", O_LAST_OFFSET);
-            else if (!strcmp(op->type->topic, "after-sales"))
-                apply_once(&a, op, apply_refund, a.refunds, &t_refunds, "refund_id", R_LAST_OFFSET);
-            else
-                apply_once(&a, op, apply_sku, a.skus, &t_skus, "sku", S_LAST_OFFSET);
-        }
-    }
+    for (int s = 0; s < nstates; s++)
+        apply_ops(&a, states[s]);
     if ((err = write_rows(&a, &t_orders, a.orders)) || (err = write_lines(&a)) || (err = write_payments(&a)) ||
         (err = write_rows(&a, &t_refunds, a.refunds)) || (err = write_rows(&a, &t_skus, a.skus)) ||
         (err = refresh_refunded(&a)))

@@ -1,10 +1,24 @@
 #ifndef OL_PROJECT_H
 #define OL_PROJECT_H
 
+#include <libpq-fe.h>
+
 #include "consumers/runtime.h"
 
 /* The projection of orders, after-sales and skus (consumers/project.c), for
  * orderlog project and orderlog rebuild. */
 const ol_rt_role_t *ol_project_role(void);
+
+/* Bulk mode, for a replay into an empty schema (rebuild): with a bulk state
+ * as the role's opaque, batches only fold into memory (rows live across
+ * batches; the offsets are still stored per batch) and flush writes every
+ * row at once with COPY, then refunded_amount; the tables need no index
+ * meanwhile. Memory grows with the number of orders, refunds and skus. */
+typedef struct ol_project_bulk_s ol_project_bulk_t;
+ol_project_bulk_t *ol_project_bulk_new(void);
+void ol_project_bulk_destroy(ol_project_bulk_t *bulk);
+/* One transaction; the tables must be empty. */
+ol_err_t ol_project_bulk_flush(ol_project_bulk_t *bulk, PGconn *conn, const char *schema, char *errstr,
+                               size_t errstr_size);
 
 #endif

@@ -149,20 +149,28 @@ static ol_err_t create_shadow(rebuild_t *rb) {
     for (int t = 0; t < rb->ntables; t++) {
         /* unlogged while loading: a failed rebuild drops the shadow anyway */
         if ((err = execf(rb, "create unlogged table %s.%s (like %s.%s including defaults)", rb->shadow, rb->tables[t],
-                         rb->live, rb->tables[t])) ||
-            (err = add_constraints(rb, rb->tables[t], "p")))
+                         rb->live, rb->tables[t])))
+            return err;
+        /* the bulk load reads nothing back: only the offsets, upserted per
+         * batch, need their key while loading */
+        if (!strcmp(rb->tables[t], "consumer_offsets") && (err = add_constraints(rb, rb->tables[t], "p")))
             return err;
     }
-    return add_indexes(rb);
+    return OL_ERR_OK;
 }
 
-/* After the load: the other constraints, views, comments. */
+/* After the load: keys, indexes, the other constraints, views, comments. */
 static ol_err_t finish_shadow(rebuild_t *rb) {
     ol_err_t err;
     /* durable from here on: it is about to become the live projection */
     for (int t = 0; t < rb->ntables; t++)
         if ((err = execf(rb, "alter table %s.%s set logged", rb->shadow, rb->tables[t])))
             return err;
+    for (int t = 0; t < rb->ntables; t++)
+        if (strcmp(rb->tables[t], "consumer_offsets") && (err = add_constraints(rb, rb->tables[t], "p")))
+            return err;
+    if ((err = add_indexes(rb)))
+        return err;
     for (int t = 0; t < rb->ntables; t++)
         if ((err = add_constraints(rb, rb->tables[t], "cux")))
             return err;
@@ -233,7 +241,7 @@ static void progress(void *opaque, const ol_rt_t *rt) {
 }
 
 /* Replays into the shadow until every partition reached its end. */
-static ol_err_t replay(rebuild_t *rb, int64_t *events) {
+static ol_err_t replay(rebuild_t *rb, ol_project_bulk_t *bulk, int64_t *events) {
     ol_conf_t *conf = ol_conf_dup(rb->conf);
     char kafka_group[256];
     snprintf(kafka_group, sizeof(kafka_group), "%.200srebuild-%d", ol_conf_str(rb->conf, "topic.prefix"),
@@ -243,6 +251,7 @@ static ol_err_t replay(rebuild_t *rb, int64_t *events) {
     ol_conf_set(conf, "consumer.group.id", rb->group, NULL, 0);
     ol_rt_role_t role = *ol_project_role();
     role.kafka_group = kafka_group;
+    role.opaque = bulk;
     ol_err_t err = OL_ERR_OK;
     ol_rt_t *rt = ol_rt_new(conf, &role, rb->errstr, rb->errstr_size);
     if (!rt) {
@@ -345,7 +354,14 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     if ((err = list_tables(&rb)) || (err = create_shadow(&rb)))
         goto fail;
     fprintf(stderr, "rebuild: replaying the topics into schema %s\n", rb.shadow);
-    if ((err = replay(&rb, &events)))
+    /* the first replay fills the empty shadow in bulk: rows in memory, one
+     * COPY per table at the end */
+    ol_project_bulk_t *bulk = ol_project_bulk_new();
+    err = replay(&rb, bulk, &events);
+    if (!err)
+        err = ol_project_bulk_flush(bulk, rb.pg, rb.shadow, errstr, sizeof(errstr));
+    ol_project_bulk_destroy(bulk);
+    if (err)
         goto fail;
     double load_secs = (double)(ol_time_mono_us() - rb.start_us) / 1e6;
     fprintf(stderr, "rebuild: %lld events replayed in %.1f s (%.0f events/s); adding constraints and views\n",
@@ -363,7 +379,7 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
         if (ahead && round < 5) {
             exec(&rb, "rollback");
             fprintf(stderr, "rebuild: the live projection moved on meanwhile; catching up\n");
-            if ((err = replay(&rb, &events)))
+            if ((err = replay(&rb, NULL, &events)))
                 goto fail;
             continue;
         }
@@ -372,7 +388,7 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
          * there and what lies between would never reach the projection. */
         if (ahead) {
             fprintf(stderr, "rebuild: the live projection keeps moving; catching up while it waits\n");
-            if ((err = replay(&rb, &events)))
+            if ((err = replay(&rb, NULL, &events)))
                 goto fail_tx;
         }
         if ((err = compare(&rb, &equal)))

@@ -106,6 +106,10 @@ void ol_rt_group_name(const ol_conf_t *conf, const char *role, char *out, size_t
         snprintf(out, out_size, "%s%s", ol_conf_str(conf, "topic.prefix"), role);
 }
 
+void *ol_rt_opaque(const ol_rt_t *rt) {
+    return rt->role->opaque;
+}
+
 const char *ol_rt_group(const ol_rt_t *rt) {
     return rt->group;
 }

@@ -101,6 +101,9 @@ int64_t ol_rt_backlog(const ol_rt_t *rt);
  * prefixes never share a group. */
 void ol_rt_group_name(const ol_conf_t *conf, const char *role, char *out, size_t out_size);
 
+/* The role's opaque (ol_rt_role_t.opaque). */
+void *ol_rt_opaque(const ol_rt_t *rt);
+
 /* The group the offsets are stored under. */
 const char *ol_rt_group(const ol_rt_t *rt);
 
