@@ -57,6 +57,9 @@ static const ol_conf_prop_t conf_props[] = {
     {"consumer.synchronous.commit", OL_CONF_BOOL, "true", 0, 0, NULL,
      "Whether a batch's COMMIT waits for PostgreSQL to flush it. Off is still exactly-once (rows and offsets are lost "
      "together in a database crash, then consumed again) but the dlq may get a record twice."},
+    {"rebuild.bulk.rows", OL_CONF_INT, "500000", 0, 1000000000, NULL,
+     "Rows (orders, refunds, skus) `rebuild` folds in memory before writing them out; past it the replay goes on "
+     "through the normal path (slower, bounded memory). About 2 KiB each; 0 = no limit."},
     {"projection.schema", OL_CONF_STR, "orderlog", 0, 0, NULL,
      "PostgreSQL schema the projections (and their consumer_offsets) live in."},
     {NULL, 0, NULL, 0, 0, NULL, NULL},

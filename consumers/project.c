@@ -803,7 +803,27 @@ struct ol_project_bulk_s {
     ol_map_t *orders, *refunds, *skus, *payments;
     ol_arena_t *arena;    /* the payments' COPY text */
     text_t payments_text; /* in arena */
+    size_t max_rows;
+    ol_err_t (*on_spill)(void *opaque, PGconn *conn, char *errstr, size_t errstr_size);
+    void *on_spill_opaque;
+    bool spill_pending; /* flushed in the transaction of batch number spill_batch, not known committed yet */
+    bool spilled;       /* flushed and committed: the normal path from here on */
+    int64_t spill_batch;
 };
+
+void ol_project_bulk_set_limit(ol_project_bulk_t *b, size_t max_rows,
+                               ol_err_t (*on_spill)(void *opaque, PGconn *conn, char *errstr, size_t errstr_size),
+                               void *opaque) {
+    b->max_rows = max_rows;
+    b->on_spill = on_spill;
+    b->on_spill_opaque = opaque;
+}
+
+bool ol_project_bulk_spilled(const ol_project_bulk_t *b) {
+    return b->spilled || b->spill_pending;
+}
+
+static void bulk_free_rows(ol_project_bulk_t *b);
 
 ol_project_bulk_t *ol_project_bulk_new(void) {
     ol_project_bulk_t *b = ol_xcalloc(1, sizeof(*b));
@@ -828,12 +848,23 @@ static void row_free_fn(void *opaque, const char *key, size_t key_len, void *val
     free(r);
 }
 
-void ol_project_bulk_destroy(ol_project_bulk_t *b) {
-    if (!b)
-        return;
+static void bulk_free_rows(ol_project_bulk_t *b) {
     ol_map_foreach(b->orders, row_free_fn, (void *)&t_orders);
     ol_map_foreach(b->refunds, row_free_fn, (void *)&t_refunds);
     ol_map_foreach(b->skus, row_free_fn, (void *)&t_skus);
+    ol_map_clear(b->orders);
+    ol_map_clear(b->refunds);
+    ol_map_clear(b->skus);
+    ol_map_clear(b->payments);
+    ol_arena_reset(b->arena);
+    memset(&b->payments_text, 0, sizeof(b->payments_text));
+    b->payments_text.arena = b->arena;
+}
+
+void ol_project_bulk_destroy(ol_project_bulk_t *b) {
+    if (!b)
+        return;
+    bulk_free_rows(b);
     ol_map_destroy(b->orders);
     ol_map_destroy(b->refunds);
     ol_map_destroy(b->skus);
@@ -851,37 +882,82 @@ static ol_err_t bulk_copy(apply_t *a, const table_t *t, ol_map_t *map) {
     return copy_in(a, ol_arena_sprintf(a->arena, "%s.%s", a->schema, t->name), col_list(a, t, ""), &c);
 }
 
-ol_err_t ol_project_bulk_flush(ol_project_bulk_t *b, PGconn *conn, const char *schema, char *errstr,
-                               size_t errstr_size) {
-    apply_t a = {NULL, conn, ol_arena_new(0), schema, b->orders, b->refunds, b->skus, b->payments,
-                 b->payments_text, errstr, errstr_size, true};
+/* Writes every row held, in the caller's transaction. */
+static ol_err_t bulk_write(ol_project_bulk_t *b, PGconn *conn, const char *schema, char *errstr, size_t errstr_size) {
+    apply_t a = {NULL,    conn,        ol_arena_new(0),  schema, b->orders,   b->refunds,
+                 b->skus, b->payments, b->payments_text, errstr, errstr_size, true};
     ol_err_t err;
     copy_t lines = {&a, &t_orders, {a.arena, NULL, 0, 0}, 0};
     copy_t pays = {&a, NULL, b->payments_text, 0};
     ol_map_foreach(b->orders, copy_lines_fn, &lines);
-    if ((err = ol_pg_exec_ok(conn, "begin", errstr, errstr_size)))
-        goto out;
     if ((err = bulk_copy(&a, &t_orders, b->orders)) || (err = bulk_copy(&a, &t_refunds, b->refunds)) ||
         (err = bulk_copy(&a, &t_skus, b->skus)) ||
         (lines.rows && (err = copy_in(&a, ol_arena_sprintf(a.arena, "%s.order_lines", schema),
                                       "order_id, line_no, sku, quantity, unit_price", &lines))) ||
         (pays.text.len && (err = copy_in(&a, ol_arena_sprintf(a.arena, "%s.order_payments", schema),
                                          "order_id, payment_id, amount, currency, paid_at", &pays))))
-        goto rollback;
-    if ((err = ol_pg_exec_ok(conn,
-                             ol_arena_sprintf(a.arena,
-                                              "update %s.orders o set refunded_amount = x.s from (select order_id, "
-                                              "sum(amount) as s from %s.refunds where status = 'completed' group by "
-                                              "order_id) x where o.order_id = x.order_id and o.refunded_amount <> x.s",
-                                              schema, schema),
-                             errstr, errstr_size)) ||
-        (err = ol_pg_exec_ok(conn, "commit", errstr, errstr_size)))
-        goto rollback;
-    goto out;
-rollback:
-    ol_pg_exec_ok(conn, "rollback", NULL, 0);
+        goto out;
+    err = ol_pg_exec_ok(conn,
+                        ol_arena_sprintf(a.arena,
+                                         "update %s.orders o set refunded_amount = x.s from (select order_id, "
+                                         "sum(amount) as s from %s.refunds where status = 'completed' group by "
+                                         "order_id) x where o.order_id = x.order_id and o.refunded_amount <> x.s",
+                                         schema, schema),
+                        errstr, errstr_size);
 out:
     ol_arena_destroy(a.arena);
+    return err;
+}
+
+ol_err_t ol_project_bulk_flush(ol_project_bulk_t *b, PGconn *conn, const char *schema, char *errstr,
+                               size_t errstr_size) {
+    if (b->spill_pending) { /* the replay ended: the spill's batch committed */
+        bulk_free_rows(b);
+        b->spill_pending = false;
+        b->spilled = true;
+    }
+    if (b->spilled)
+        return OL_ERR_OK; /* written already, by the spill and the normal path */
+    ol_err_t err = ol_pg_exec_ok(conn, "begin", errstr, errstr_size);
+    if (!err && !(err = bulk_write(b, conn, schema, errstr, errstr_size)))
+        err = ol_pg_exec_ok(conn, "commit", errstr, errstr_size);
+    if (err)
+        ol_pg_exec_ok(conn, "rollback", NULL, 0);
+    return err;
+}
+
+/* Bulk mode at the start of a batch: whether it still folds in memory. Past
+ * max_rows the rows are written in this batch's transaction, the keys and
+ * indexes made (on_spill), and the normal path takes over; a retry of that
+ * batch (its transaction rolled back) writes them again. */
+static ol_err_t bulk_mode(ol_project_bulk_t *b, ol_rt_t *rt, PGconn *conn, bool *in_memory, char *errstr,
+                          size_t errstr_size) {
+    ol_rt_stats_t st;
+    ol_rt_stats(rt, &st);
+    *in_memory = false;
+    if (b->spilled)
+        return OL_ERR_OK;
+    if (b->spill_pending && st.batches > b->spill_batch) {
+        bulk_free_rows(b); /* the spill committed */
+        b->spill_pending = false;
+        b->spilled = true;
+        return OL_ERR_OK;
+    }
+    size_t rows = ol_map_count(b->orders) + ol_map_count(b->refunds) + ol_map_count(b->skus);
+    if (!b->spill_pending && (!b->max_rows || rows <= b->max_rows)) {
+        *in_memory = true;
+        return OL_ERR_OK;
+    }
+    ol_log_info("bulk load: %zu rows in memory, more than the limit of %zu: writing them and going on with "
+                "keys and indexes",
+                rows, b->max_rows);
+    ol_err_t err = bulk_write(b, conn, ol_rt_schema(rt), errstr, errstr_size);
+    if (!err && b->on_spill)
+        err = b->on_spill(b->on_spill_opaque, conn, errstr, errstr_size);
+    if (!err) {
+        b->spill_pending = true;
+        b->spill_batch = st.batches;
+    }
     return err;
 }
 
@@ -890,7 +966,19 @@ static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, cha
                  ol_map_new(), ol_map_new(), {NULL, NULL, 0, 0}, errstr,           errstr_size};
     a.new_payments.arena = a.arena;
     ol_project_bulk_t *bulk = ol_rt_opaque(rt);
+    bool in_memory = false;
     if (bulk) {
+        ol_err_t berr = bulk_mode(bulk, rt, conn, &in_memory, errstr, errstr_size);
+        if (berr) {
+            ol_map_destroy(a.orders);
+            ol_map_destroy(a.refunds);
+            ol_map_destroy(a.skus);
+            ol_map_destroy(a.payments);
+            ol_arena_destroy(a.arena);
+            return berr;
+        }
+    }
+    if (in_memory) {
         /* bulk: the shadow starts empty and nothing else writes it, so the
          * rows stay in memory across batches and are written once, at the
          * end (ol_project_bulk_flush); re-running a batch is harmless as

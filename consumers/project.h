@@ -2,6 +2,8 @@
 #define OL_PROJECT_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
 
 #include "consumers/runtime.h"
 
@@ -17,7 +19,16 @@ const ol_rt_role_t *ol_project_role(void);
 typedef struct ol_project_bulk_s ol_project_bulk_t;
 ol_project_bulk_t *ol_project_bulk_new(void);
 void ol_project_bulk_destroy(ol_project_bulk_t *bulk);
-/* One transaction; the tables must be empty. */
+/* Past max_rows rows in memory (0: no limit) the rows are written inside
+ * the current batch's transaction, on_spill(opaque, conn) makes the keys and
+ * indexes the normal path needs, and the replay goes on through it. */
+void ol_project_bulk_set_limit(ol_project_bulk_t *bulk, size_t max_rows,
+                               ol_err_t (*on_spill)(void *opaque, PGconn *conn, char *errstr, size_t errstr_size),
+                               void *opaque);
+/* Whether the limit was passed (keys and indexes exist already). */
+bool ol_project_bulk_spilled(const ol_project_bulk_t *bulk);
+/* Writes what is in memory in one transaction (nothing after a spill); the
+ * tables must be empty. */
 ol_err_t ol_project_bulk_flush(ol_project_bulk_t *bulk, PGconn *conn, const char *schema, char *errstr,
                                size_t errstr_size);
 

@@ -159,17 +159,37 @@ static ol_err_t create_shadow(rebuild_t *rb) {
     return OL_ERR_OK;
 }
 
-/* After the load: keys, indexes, the other constraints, views, comments. */
-static ol_err_t finish_shadow(rebuild_t *rb) {
+/* The primary keys (but the offsets', made with the table) and indexes. */
+static ol_err_t keys_and_indexes(rebuild_t *rb) {
+    ol_err_t err;
+    for (int t = 0; t < rb->ntables; t++)
+        if (strcmp(rb->tables[t], "consumer_offsets") && (err = add_constraints(rb, rb->tables[t], "p")))
+            return err;
+    return add_indexes(rb);
+}
+
+/* The bulk load passed its memory limit: keys and indexes now, on the
+ * replay's connection, inside its batch transaction. */
+static ol_err_t on_spill(void *opaque, PGconn *conn, char *errstr, size_t errstr_size) {
+    rebuild_t *rb = opaque;
+    PGconn *saved = rb->pg;
+    rb->pg = conn;
+    ol_err_t err = keys_and_indexes(rb);
+    rb->pg = saved;
+    if (err)
+        ol_errf(errstr, errstr_size, err, "%s", rb->errstr);
+    return err;
+}
+
+/* After the load: keys and indexes (unless a spill made them), the other
+ * constraints, views, comments. */
+static ol_err_t finish_shadow(rebuild_t *rb, bool have_keys) {
     ol_err_t err;
     /* durable from here on: it is about to become the live projection */
     for (int t = 0; t < rb->ntables; t++)
         if ((err = execf(rb, "alter table %s.%s set logged", rb->shadow, rb->tables[t])))
             return err;
-    for (int t = 0; t < rb->ntables; t++)
-        if (strcmp(rb->tables[t], "consumer_offsets") && (err = add_constraints(rb, rb->tables[t], "p")))
-            return err;
-    if ((err = add_indexes(rb)))
+    if (!have_keys && (err = keys_and_indexes(rb)))
         return err;
     for (int t = 0; t < rb->ntables; t++)
         if ((err = add_constraints(rb, rb->tables[t], "cux")))
@@ -357,16 +377,18 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     /* the first replay fills the empty shadow in bulk: rows in memory, one
      * COPY per table at the end */
     ol_project_bulk_t *bulk = ol_project_bulk_new();
+    ol_project_bulk_set_limit(bulk, (size_t)ol_conf_int(conf, "rebuild.bulk.rows"), on_spill, &rb);
     err = replay(&rb, bulk, &events);
     if (!err)
         err = ol_project_bulk_flush(bulk, rb.pg, rb.shadow, errstr, sizeof(errstr));
+    bool have_keys = ol_project_bulk_spilled(bulk);
     ol_project_bulk_destroy(bulk);
     if (err)
         goto fail;
     double load_secs = (double)(ol_time_mono_us() - rb.start_us) / 1e6;
     fprintf(stderr, "rebuild: %lld events replayed in %.1f s (%.0f events/s); adding constraints and views\n",
             (long long)events, load_secs, load_secs > 0 ? (double)events / load_secs : 0.0);
-    if ((err = finish_shadow(&rb)))
+    if ((err = finish_shadow(&rb, have_keys)))
         goto fail;
     bool equal = false;
     for (int round = 0;; round++) {
