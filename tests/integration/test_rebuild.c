@@ -430,6 +430,29 @@ Test(rebuild, keep_old_keeps_the_replaced_projection) {
     free(err);
 }
 
+/* Past rebuild.bulk.rows the bulk load writes out what it holds, makes the
+ * keys and indexes, and goes on through the normal path: same result. */
+Test(rebuild, bulk_load_past_its_memory_limit_gives_the_same_projection) {
+    start("spill", 1);
+    live_projection();
+    char *sums = checksums(db);
+    char *out, *err;
+    int rc = rebuild("-X rebuild.bulk.rows=500 -X consumer.batch.events=300", &out, &err);
+    cr_assert_eq(rc, 0, "rebuild: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    cr_expect(strstr(err, "more than the limit of 500"), "the bulk load never passed its limit:\n%s", err);
+    for (size_t i = 0; i < NTABLES; i++)
+        expect_verdict(out, tables[i], "same");
+    char *new_sums = checksums(db);
+    expect_same("the rebuilt projection", sums, new_sums);
+    cr_expect_eq(ol_test_pg_query_int(db, "select count(*) from pg_indexes where schemaname = 'orderlog' and "
+                                          "indexname = 'orders_pkey'"),
+                 1, "the primary key of orders is missing");
+    free(sums);
+    free(new_sums);
+    free(out);
+    free(err);
+}
+
 Test(rebuild, verify_only_detects_a_tampered_projection) {
     start("verify", 1);
     live_projection();
