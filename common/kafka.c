@@ -90,6 +90,36 @@ ol_err_t ol_kafka_check_topics(rd_kafka_t *rk, const ol_conf_t *conf, char *errs
     return err;
 }
 
+ol_err_t ol_kafka_delete_group(const ol_conf_t *conf, const char *group, char *errstr, size_t errstr_size) {
+    const char *defaults[] = {"client.id", "orderlog-admin", NULL};
+    rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, defaults, errstr, errstr_size);
+    if (!kconf)
+        return OL_ERR_CONFIG;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, errstr_size);
+    if (!rk) {
+        rd_kafka_conf_destroy(kconf);
+        return OL_ERR_KAFKA;
+    }
+    int timeout = (int)ol_conf_int(conf, "broker.wait.ms");
+    rd_kafka_DeleteGroup_t *dg = rd_kafka_DeleteGroup_new(group);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETEGROUPS);
+    rd_kafka_AdminOptions_set_request_timeout(opts, timeout, NULL, 0);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteGroups(rk, &dg, 1, opts, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout + 1000);
+    ol_err_t err = OL_ERR_OK;
+    if (!ev || rd_kafka_event_error(ev))
+        err = ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not delete consumer group %s: %s", group,
+                      ev ? rd_kafka_event_error_string(ev) : "no answer");
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_DeleteGroup_destroy(dg);
+    rd_kafka_destroy(rk);
+    return err;
+}
+
 void ol_kafka_topic_name(const ol_conf_t *conf, const char *name, char *out, size_t out_size) {
     snprintf(out, out_size, "%s%s", ol_conf_str(conf, "topic.prefix"), name);
 }

@@ -22,6 +22,10 @@ ol_err_t ol_kafka_wait_cluster(rd_kafka_t *rk, const ol_conf_t *conf, char *errs
  * names the topic and says to run `orderlog topics create`. */
 ol_err_t ol_kafka_check_topics(rd_kafka_t *rk, const ol_conf_t *conf, char *errstr, size_t errstr_size);
 
+/* Deletes a consumer group that has no members (best effort: a group left
+ * behind only keeps its committed offsets). */
+ol_err_t ol_kafka_delete_group(const ol_conf_t *conf, const char *group, char *errstr, size_t errstr_size);
+
 /* "<topic.prefix><name>" into out. */
 void ol_kafka_topic_name(const ol_conf_t *conf, const char *name, char *out, size_t out_size);
 
