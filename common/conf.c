@@ -54,6 +54,9 @@ static const ol_conf_prop_t conf_props[] = {
      "On SIGTERM, how long the batch in flight may take to finish before the consumer gives up on it."},
     {"consumer.queue.kbytes", OL_CONF_INT, "32768", 1024, 2097152, NULL,
      "Kilobytes librdkafka prefetches per consumer (bounds memory whatever the backlog)."},
+    {"consumer.parallel.apply", OL_CONF_BOOL, "false", 0, 0, NULL,
+     "Split each batch by partition and apply the parts at once, one connection per worker (roles that allow it). "
+     "Pays off when PostgreSQL has cores to spare; on a 2-core machine shared with Kafka it is slower."},
     {"consumer.synchronous.commit", OL_CONF_BOOL, "true", 0, 0, NULL,
      "Whether a batch's COMMIT waits for PostgreSQL to flush it. Off is still exactly-once (rows and offsets are lost "
      "together in a database crash, then consumed again) but the dlq may get a record twice."},

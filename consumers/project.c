@@ -1047,7 +1047,7 @@ static ol_err_t fold_checked(void *state, const ol_rt_record_t *rec, ol_arena_t 
 }
 
 static const ol_rt_role_t project_role = {
-    "project", NULL, project_topics, NULL, state_new, state_reset, state_destroy, fold_checked, apply,
+    "project", NULL, project_topics, NULL, state_new, state_reset, state_destroy, fold_checked, apply, true,
 };
 
 const ol_rt_role_t *ol_project_role(void) {

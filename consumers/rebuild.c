@@ -273,6 +273,7 @@ static ol_err_t replay(rebuild_t *rb, ol_project_bulk_t *bulk, int64_t *events) 
     ol_rt_role_t role = *ol_project_role();
     role.kafka_group = kafka_group;
     role.opaque = bulk;
+    role.parallel_apply = !bulk; /* the bulk rows are one state */
     ol_err_t err = OL_ERR_OK;
     ol_rt_t *rt = ol_rt_new(conf, &role, rb->errstr, rb->errstr_size);
     if (!rt) {

@@ -44,6 +44,23 @@ typedef struct span_s {
     int64_t first, next;
 } span_t;
 
+/* Applies the part of a batch whose partitions it owns (partition % mod ==
+ * rem), on its own connection, in its own transaction with those
+ * partitions' offsets. One applier, or one per worker with parallel apply. */
+typedef struct applier_s {
+    PGconn *pg;
+    ol_arena_t *arena; /* per batch */
+    int mod, rem;
+    span_t *spans;
+    size_t nspans, spans_cap;
+    int64_t *stored;
+    void **states;
+    int nstates;
+    bool stale;
+    ol_err_t err;
+    char errstr[1024];
+} applier_t;
+
 struct ol_rt_s {
     const ol_conf_t *conf;
     const ol_rt_role_t *role;
@@ -54,20 +71,21 @@ struct ol_rt_s {
     rd_kafka_t *rk;  /* consumer */
     rd_kafka_t *dlq; /* producer for poison records */
     char dlq_topic[256];
-    PGconn *pg;
+    applier_t *appliers;
+    int nappliers;
+    pthread_mutex_t reject_lock;
     /* the batch */
     rec_t *recs;
     size_t nrecs, cap, bytes;
     ol_arena_t *batch_arena;
-    span_t *spans;
-    size_t nspans, spans_cap;
     /* workers */
     worker_t *workers;
     int nworkers;
     pthread_mutex_t lock;
     pthread_cond_t work, done;
     uint64_t generation;
-    int pending; /* workers still folding the current generation */
+    int pending;    /* workers still at the current generation's job */
+    bool job_apply; /* the job: fold (false) or apply (true) */
     int quit;
     /* state */
     volatile sig_atomic_t stop;
@@ -148,8 +166,10 @@ void ol_rt_handle_signals(ol_rt_t *rt) {
 
 void ol_rt_reject(ol_rt_t *rt, size_t index, const char *reason) {
     OL_ASSERT(index < rt->nrecs);
+    pthread_mutex_lock(&rt->reject_lock); /* appliers may run at once */
     rt->recs[index].reason = ol_arena_strndup(rt->batch_arena, reason, strlen(reason));
     rt->recs[index].stage = "apply";
+    pthread_mutex_unlock(&rt->reject_lock);
 }
 
 static int topic_index(const ol_rt_t *rt, const char *name) {
@@ -188,6 +208,8 @@ static void fold_one(worker_t *w, size_t i) {
     }
 }
 
+static void applier_run(ol_rt_t *rt, applier_t *ap);
+
 static void *worker_main(void *arg) {
     worker_t *w = arg;
     ol_rt_t *rt = w->rt;
@@ -199,15 +221,31 @@ static void *worker_main(void *arg) {
         if (rt->quit)
             break;
         seen = rt->generation;
+        bool apply = rt->job_apply;
         pthread_mutex_unlock(&rt->lock);
-        for (size_t k = 0; k < w->n; k++)
-            fold_one(w, w->idx[k]);
+        if (apply)
+            applier_run(rt, &rt->appliers[w - rt->workers]);
+        else
+            for (size_t k = 0; k < w->n; k++)
+                fold_one(w, w->idx[k]);
         pthread_mutex_lock(&rt->lock);
         if (--rt->pending == 0)
             pthread_cond_signal(&rt->done);
     }
     pthread_mutex_unlock(&rt->lock);
     return NULL;
+}
+
+/* Runs a job on every worker at once and waits for them. */
+static void run_job(ol_rt_t *rt, bool apply) {
+    pthread_mutex_lock(&rt->lock);
+    rt->job_apply = apply;
+    rt->pending = rt->nworkers;
+    rt->generation++;
+    pthread_cond_broadcast(&rt->work);
+    while (rt->pending > 0)
+        pthread_cond_wait(&rt->done, &rt->lock);
+    pthread_mutex_unlock(&rt->lock);
 }
 
 /* Folds the batch: records dispatched by key hash, every worker at once. */
@@ -220,31 +258,32 @@ static void fold_batch(ol_rt_t *rt) {
     }
     for (size_t i = 0; i < rt->nrecs; i++) {
         rd_kafka_message_t *m = rt->recs[i].rkm;
-        worker_t *w = &rt->workers[key_hash(m->key, m->key_len) % (uint32_t)rt->nworkers];
+        /* with parallel apply a worker folds what its applier writes: its
+         * partitions (a key has one partition, so its order holds) */
+        uint32_t h = rt->nappliers > 1 ? (uint32_t)m->partition : key_hash(m->key, m->key_len);
+        worker_t *w = &rt->workers[h % (uint32_t)rt->nworkers];
         if (w->n == w->cap) {
             w->cap = w->cap ? w->cap * 2 : 1024;
             w->idx = ol_xrealloc(w->idx, w->cap * sizeof(*w->idx));
         }
         w->idx[w->n++] = i;
     }
-    pthread_mutex_lock(&rt->lock);
-    rt->pending = rt->nworkers;
-    rt->generation++;
-    pthread_cond_broadcast(&rt->work);
-    while (rt->pending > 0)
-        pthread_cond_wait(&rt->done, &rt->lock);
-    pthread_mutex_unlock(&rt->lock);
+    run_job(rt, false);
 }
 
 /* ---- PostgreSQL --------------------------------------------------------- */
 
-static ol_err_t pg_ensure(ol_rt_t *rt, char *errstr, size_t errstr_size) {
-    if (rt->pg && PQstatus(rt->pg) == CONNECTION_OK)
+static ol_err_t pg_ensure(ol_rt_t *rt, applier_t *ap, char *errstr, size_t errstr_size) {
+    if (ap->pg && PQstatus(ap->pg) == CONNECTION_OK)
         return OL_ERR_OK;
-    if (rt->pg)
-        PQfinish(rt->pg);
-    rt->pg = ol_pg_connect(rt->conf, errstr, errstr_size);
-    return rt->pg ? OL_ERR_OK : OL_ERR_TRANSIENT;
+    if (ap->pg)
+        PQfinish(ap->pg);
+    ap->pg = ol_pg_connect(rt->conf, errstr, errstr_size);
+    return ap->pg ? OL_ERR_OK : OL_ERR_TRANSIENT;
+}
+
+static bool owns(const applier_t *ap, int32_t partition) {
+    return partition % ap->mod == ap->rem;
 }
 
 /* Sleeps the backoff of attempt n (100 ms doubling, capped); false when
@@ -262,14 +301,26 @@ static void backoff(ol_rt_t *rt, int attempt) {
 
 /* The stored next offsets of the given partitions (-1 where none); runs in
  * the current transaction when locking. */
-static ol_err_t load_offsets(ol_rt_t *rt, const span_t *spans, size_t n, int64_t *out, bool lock, char *errstr,
-                             size_t errstr_size) {
-    char sql[512];
-    snprintf(sql, sizeof(sql), "select topic, partition, next_offset from %s.consumer_offsets where group_id = $1%s",
+static ol_err_t load_offsets(ol_rt_t *rt, PGconn *pg, const span_t *spans, size_t n, int64_t *out, bool lock,
+                             char *errstr, size_t errstr_size) {
+    /* only the rows of these partitions: appliers working at once must not
+     * wait on each other's locks */
+    char sql[512], *list = ol_xmalloc(n * 24 + 8);
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(list + len, 24, "%s%d", i ? "," : "", (int)spans[i].partition);
+    list[len] = '\0';
+    snprintf(sql, sizeof(sql),
+             "select topic, partition, next_offset from %s.consumer_offsets where group_id = $1 and partition = "
+             "any($2::int[])%s",
              rt->schema, lock ? " order by topic, partition for update" : "");
-    const char *params[] = {rt->group};
+    char *arr = ol_xmalloc(len + 3);
+    snprintf(arr, len + 3, "{%s}", list);
+    const char *params[] = {rt->group, arr};
     PGresult *res;
-    ol_err_t err = ol_pg_query(&res, rt->pg, sql, 1, params, errstr, errstr_size);
+    ol_err_t err = ol_pg_query(&res, pg, sql, 2, params, errstr, errstr_size);
+    free(list);
+    free(arr);
     if (err)
         return err;
     for (size_t i = 0; i < n; i++)
@@ -296,14 +347,14 @@ static void dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 
 /* Sends every poison record of the batch, with its reason, and waits for
  * the deliveries: they must be in the dlq before the batch commits. */
-static ol_err_t dlq_send(ol_rt_t *rt, char *errstr, size_t errstr_size) {
+static ol_err_t dlq_send(ol_rt_t *rt, const applier_t *ap, char *errstr, size_t errstr_size) {
     if (rt->dlq_disabled)
         return OL_ERR_OK;
     int failed = 0;
     size_t sent = 0;
     for (size_t i = 0; i < rt->nrecs; i++) {
         rec_t *r = &rt->recs[i];
-        if (!r->reason)
+        if (!r->reason || !owns(ap, r->rkm->partition))
             continue;
         rd_kafka_headers_t *h = NULL, *orig = NULL;
         if (!rd_kafka_message_headers(r->rkm, &orig))
@@ -343,23 +394,25 @@ static ol_err_t dlq_send(ol_rt_t *rt, char *errstr, size_t errstr_size) {
 
 /* ---- the batch ---------------------------------------------------------- */
 
-static void spans_build(ol_rt_t *rt) {
-    rt->nspans = 0;
+static void spans_build(ol_rt_t *rt, applier_t *ap) {
+    ap->nspans = 0;
     for (size_t i = 0; i < rt->nrecs; i++) {
         rd_kafka_message_t *m = rt->recs[i].rkm;
+        if (!owns(ap, m->partition))
+            continue;
         size_t k;
-        for (k = 0; k < rt->nspans; k++)
-            if (rt->spans[k].topic == rt->recs[i].topic && rt->spans[k].partition == m->partition)
+        for (k = 0; k < ap->nspans; k++)
+            if (ap->spans[k].topic == rt->recs[i].topic && ap->spans[k].partition == m->partition)
                 break;
-        if (k == rt->nspans) {
-            if (rt->nspans == rt->spans_cap) {
-                rt->spans_cap = rt->spans_cap ? rt->spans_cap * 2 : 64;
-                rt->spans = ol_xrealloc(rt->spans, rt->spans_cap * sizeof(*rt->spans));
+        if (k == ap->nspans) {
+            if (ap->nspans == ap->spans_cap) {
+                ap->spans_cap = ap->spans_cap ? ap->spans_cap * 2 : 64;
+                ap->spans = ol_xrealloc(ap->spans, ap->spans_cap * sizeof(*ap->spans));
             }
-            rt->spans[k] = (span_t){rt->recs[i].topic, m->partition, m->offset, m->offset + 1};
-            rt->nspans++;
-        } else if (m->offset + 1 > rt->spans[k].next) {
-            rt->spans[k].next = m->offset + 1;
+            ap->spans[k] = (span_t){rt->recs[i].topic, m->partition, m->offset, m->offset + 1};
+            ap->nspans++;
+        } else if (m->offset + 1 > ap->spans[k].next) {
+            ap->spans[k].next = m->offset + 1;
         }
     }
 }
@@ -374,10 +427,10 @@ static void batch_clear(ol_rt_t *rt) {
 
 /* Seeks the partitions of the batch back to their stored offsets (another
  * member applied part of it, or it was dropped). */
-static void reseek(ol_rt_t *rt, const int64_t *stored) {
-    for (size_t i = 0; i < rt->nspans; i++) {
-        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rt->rk, rt->topics[rt->spans[i].topic], NULL);
-        rd_kafka_seek(rkt, rt->spans[i].partition, stored && stored[i] >= 0 ? stored[i] : rt->spans[i].first, 5000);
+static void reseek(ol_rt_t *rt, const applier_t *ap) {
+    for (size_t i = 0; i < ap->nspans; i++) {
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rt->rk, rt->topics[ap->spans[i].topic], NULL);
+        rd_kafka_seek(rkt, ap->spans[i].partition, ap->stored[i] >= 0 ? ap->stored[i] : ap->spans[i].first, 5000);
         rd_kafka_topic_destroy(rkt);
     }
 }
@@ -385,18 +438,18 @@ static void reseek(ol_rt_t *rt, const int64_t *stored) {
 /* Upserts the offsets of the batch's partitions: with done, their next
  * offsets (the batch is applied); without, their first offsets where no row
  * exists yet (nothing before the batch was applied). */
-static ol_err_t offsets_write(ol_rt_t *rt, bool done, char *errstr, size_t errstr_size) {
-    size_t cap = 512 + rt->nspans * 320;
-    char *sql = ol_arena_alloc(rt->batch_arena, cap);
+static ol_err_t offsets_write(ol_rt_t *rt, applier_t *ap, bool done, char *errstr, size_t errstr_size) {
+    size_t cap = 512 + ap->nspans * 320;
+    char *sql = ol_arena_alloc(ap->arena, cap);
     size_t len = (size_t)snprintf(
         sql, cap, "insert into %s.consumer_offsets (group_id, topic, partition, next_offset) values ", rt->schema);
-    char *group = PQescapeLiteral(rt->pg, rt->group, strlen(rt->group));
-    for (size_t i = 0; i < rt->nspans; i++) {
-        const char *name = rt->topics[rt->spans[i].topic];
-        char *topic = PQescapeLiteral(rt->pg, name, strlen(name));
+    char *group = PQescapeLiteral(ap->pg, rt->group, strlen(rt->group));
+    for (size_t i = 0; i < ap->nspans; i++) {
+        const char *name = rt->topics[ap->spans[i].topic];
+        char *topic = PQescapeLiteral(ap->pg, name, strlen(name));
         len +=
             (size_t)snprintf(sql + len, cap - len, "%s(%s, %s, %d, %lld)", i ? ", " : "", group, topic,
-                             (int)rt->spans[i].partition, (long long)(done ? rt->spans[i].next : rt->spans[i].first));
+                             (int)ap->spans[i].partition, (long long)(done ? ap->spans[i].next : ap->spans[i].first));
         PQfreemem(topic);
     }
     PQfreemem(group);
@@ -404,93 +457,128 @@ static ol_err_t offsets_write(ol_rt_t *rt, bool done, char *errstr, size_t errst
              done ? " on conflict (group_id, topic, partition) do update set next_offset = excluded.next_offset, "
                     "updated_at = now()"
                   : " on conflict (group_id, topic, partition) do nothing");
-    return ol_pg_exec_ok(rt->pg, sql, errstr, errstr_size);
+    return ol_pg_exec_ok(ap->pg, sql, errstr, errstr_size);
 }
 
 /* One transaction: check the offsets, apply, dlq, store the offsets, commit. */
-static ol_err_t apply_once(ol_rt_t *rt, int64_t *stored, bool *stale, char *errstr, size_t errstr_size) {
+static ol_err_t apply_once(ol_rt_t *rt, applier_t *ap, char *errstr, size_t errstr_size) {
     ol_err_t err;
-    *stale = false;
-    if ((err = pg_ensure(rt, errstr, errstr_size)))
+    ap->stale = false;
+    if ((err = pg_ensure(rt, ap, errstr, errstr_size)))
         return err;
-    if ((err = ol_pg_exec_ok(rt->pg, "begin", errstr, errstr_size)))
+    if ((err = ol_pg_exec_ok(ap->pg, "begin", errstr, errstr_size)))
         return err;
     if (!ol_conf_bool(rt->conf, "consumer.synchronous.commit") &&
-        (err = ol_pg_exec_ok(rt->pg, "set local synchronous_commit = off", errstr, errstr_size)))
+        (err = ol_pg_exec_ok(ap->pg, "set local synchronous_commit = off", errstr, errstr_size)))
         goto rollback;
     /* a partition seen for the first time gets its row now, so that two
      * members racing on it serialize on the row like on any other */
-    if ((err = offsets_write(rt, false, errstr, errstr_size)) ||
-        (err = load_offsets(rt, rt->spans, rt->nspans, stored, true, errstr, errstr_size)))
+    if ((err = offsets_write(rt, ap, false, errstr, errstr_size)) ||
+        (err = load_offsets(rt, ap->pg, ap->spans, ap->nspans, ap->stored, true, errstr, errstr_size)))
         goto rollback;
-    for (size_t i = 0; i < rt->nspans; i++) {
+    for (size_t i = 0; i < ap->nspans; i++) {
         /* records of this batch were applied already (by the member that had
          * the partition before): never apply twice. A stored offset below the
          * first record is normal: the consumer reads from the stored offset,
          * so what lies between is no record (transaction markers, aborted
          * records, retention) */
-        if (stored[i] > rt->spans[i].first) {
-            *stale = true;
-            ol_pg_exec_ok(rt->pg, "rollback", NULL, 0);
+        if (ap->stored[i] > ap->spans[i].first) {
+            ap->stale = true;
+            ol_pg_exec_ok(ap->pg, "rollback", NULL, 0);
             return OL_ERR_OK;
         }
     }
-    void *states[256];
-    for (int i = 0; i < rt->nworkers; i++)
-        states[i] = rt->workers[i].state;
-    if ((err = rt->role->apply(rt, rt->pg, states, rt->nworkers, errstr, errstr_size)))
+    if ((err = rt->role->apply(rt, ap->pg, ap->states, ap->nstates, errstr, errstr_size)))
         goto rollback;
-    if ((err = dlq_send(rt, errstr, errstr_size)))
+    if ((err = dlq_send(rt, ap, errstr, errstr_size)))
         goto rollback;
     /* the offsets, in the same transaction */
-    if ((err = offsets_write(rt, true, errstr, errstr_size)))
+    if ((err = offsets_write(rt, ap, true, errstr, errstr_size)))
         goto rollback;
-    if ((err = ol_pg_exec_ok(rt->pg, "commit", errstr, errstr_size)))
+    if ((err = ol_pg_exec_ok(ap->pg, "commit", errstr, errstr_size)))
         return err == OL_ERR_PG ? OL_ERR_TRANSIENT : err; /* unknown outcome: the retry sees the offsets */
     return OL_ERR_OK;
 rollback:
-    if (rt->pg && PQstatus(rt->pg) == CONNECTION_OK)
-        ol_pg_exec_ok(rt->pg, "rollback", NULL, 0);
+    if (ap->pg && PQstatus(ap->pg) == CONNECTION_OK)
+        ol_pg_exec_ok(ap->pg, "rollback", NULL, 0);
     return err;
 }
 
-/* Applies the batch, retrying transient failures; commits to Kafka after. */
-static ol_err_t apply_batch(ol_rt_t *rt, char *errstr, size_t errstr_size) {
-    spans_build(rt);
-    int64_t *stored = ol_arena_alloc(rt->batch_arena, rt->nspans * sizeof(int64_t));
+/* One applier's part of the batch, retrying transient failures; the
+ * outcome is left in ap->err / ap->errstr / ap->stale. */
+static void applier_run(ol_rt_t *rt, applier_t *ap) {
+    ap->err = OL_ERR_OK;
+    ap->stale = false;
+    if (!ap->nspans)
+        return;
     int64_t shutdown_deadline = 0;
     for (int attempt = 0;; attempt++) {
-        bool stale;
-        ol_err_t err = apply_once(rt, stored, &stale, errstr, errstr_size);
-        if (!err && stale) {
-            ol_log_warn("batch of %zu events skipped: another member applied part of it; seeking to the stored offsets",
-                        rt->nrecs);
-            reseek(rt, stored);
-            return OL_ERR_OK;
+        ap->err = apply_once(rt, ap, ap->errstr, sizeof(ap->errstr));
+        if (!ap->err && ap->stale) {
+            ol_log_warn("batch part skipped: another member applied part of it; seeking to the stored offsets");
+            reseek(rt, ap);
+            return;
         }
-        if (!err)
-            break;
-        if (!ol_err_is_retriable(err))
-            return err;
+        if (!ap->err || !ol_err_is_retriable(ap->err))
+            return;
         if (rt->stop) {
             if (!shutdown_deadline)
                 shutdown_deadline = ol_time_mono_us() + ol_conf_int(rt->conf, "consumer.shutdown.timeout.ms") * 1000;
-            else if (ol_time_mono_us() > shutdown_deadline)
-                return ol_errf(errstr, errstr_size, OL_ERR_TIMEOUT,
-                               "gave up on the batch in flight at shutdown (nothing of it committed): %s", errstr);
+            else if (ol_time_mono_us() > shutdown_deadline) {
+                char keep[sizeof(ap->errstr)];
+                snprintf(keep, sizeof(keep), "%s", ap->errstr);
+                ap->err = ol_errf(ap->errstr, sizeof(ap->errstr), OL_ERR_TIMEOUT,
+                                  "gave up on the batch in flight at shutdown (nothing of it committed): %.900s", keep);
+                return;
+            }
         }
-        ol_log_warn("batch of %zu events not applied, will retry (attempt %d): %s", rt->nrecs, attempt + 1, errstr);
+        ol_log_warn("batch not applied, will retry (attempt %d): %s", attempt + 1, ap->errstr);
         backoff(rt, attempt);
     }
+}
+
+/* Applies the batch (every applier's part, at once when there are several);
+ * commits to Kafka after. */
+static ol_err_t apply_batch(ol_rt_t *rt, char *errstr, size_t errstr_size) {
+    for (int i = 0; i < rt->nappliers; i++) {
+        applier_t *ap = &rt->appliers[i];
+        ol_arena_reset(ap->arena);
+        spans_build(rt, ap);
+        ap->stored = ol_arena_alloc(ap->arena, (ap->nspans + 1) * sizeof(int64_t));
+        if (rt->nappliers == 1) { /* every worker's fold */
+            ap->nstates = rt->nworkers;
+            for (int k = 0; k < rt->nworkers; k++)
+                ap->states[k] = rt->workers[k].state;
+        }
+    }
+    if (rt->nappliers == 1)
+        applier_run(rt, &rt->appliers[0]);
+    else
+        run_job(rt, true);
     /* Kafka follows PostgreSQL, for lag tools; never past what is stored */
-    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new((int)rt->nspans);
-    for (size_t i = 0; i < rt->nspans; i++)
-        rd_kafka_topic_partition_list_add(offsets, rt->topics[rt->spans[i].topic], rt->spans[i].partition)->offset =
-            rt->spans[i].next;
-    rd_kafka_commit(rt->rk, offsets, 1);
+    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(16);
+    ol_err_t err = OL_ERR_OK;
+    for (int i = 0; i < rt->nappliers; i++) {
+        applier_t *ap = &rt->appliers[i];
+        if (ap->err && !err)
+            err = ol_errf(errstr, errstr_size, ap->err, "%s", ap->errstr);
+        if (ap->err || ap->stale)
+            continue;
+        for (size_t k = 0; k < ap->nspans; k++)
+            rd_kafka_topic_partition_list_add(offsets, rt->topics[ap->spans[k].topic], ap->spans[k].partition)->offset =
+                ap->spans[k].next;
+    }
+    if (offsets->cnt)
+        rd_kafka_commit(rt->rk, offsets, 1);
     rd_kafka_topic_partition_list_destroy(offsets);
-    size_t poison = 0;
+    if (err)
+        return err;
+    size_t poison = 0, applied = 0;
     for (size_t i = 0; i < rt->nrecs; i++) {
+        const applier_t *ap = &rt->appliers[rt->nappliers > 1 ? rt->recs[i].rkm->partition % rt->nappliers : 0];
+        if (ap->stale)
+            continue;
+        applied++;
         if (rt->recs[i].reason) {
             poison++;
             rt->consecutive_poison++;
@@ -501,7 +589,7 @@ static ol_err_t apply_batch(ol_rt_t *rt, char *errstr, size_t errstr_size) {
             rt->consecutive_poison = 0;
         }
     }
-    atomic_fetch_add(&rt->events, (long long)rt->nrecs);
+    atomic_fetch_add(&rt->events, (long long)applied);
     atomic_fetch_add(&rt->rejected, (long long)poison);
     atomic_fetch_add(&rt->batches, 1);
     if (rt->consecutive_poison >= ol_conf_int(rt->conf, "consumer.max.poison"))
@@ -536,9 +624,10 @@ static void on_assign(ol_rt_t *rt, rd_kafka_topic_partition_list_t *parts) {
     for (int i = 0; i < parts->cnt; i++)
         spans[i] = (span_t){topic_index(rt, parts->elems[i].topic), parts->elems[i].partition, 0, 0};
     for (int attempt = 0;; attempt++) {
-        ol_err_t err = pg_ensure(rt, errstr, sizeof(errstr));
+        ol_err_t err = pg_ensure(rt, &rt->appliers[0], errstr, sizeof(errstr));
         if (!err)
-            err = load_offsets(rt, spans, (size_t)parts->cnt, stored, false, errstr, sizeof(errstr));
+            err =
+                load_offsets(rt, rt->appliers[0].pg, spans, (size_t)parts->cnt, stored, false, errstr, sizeof(errstr));
         if (!err)
             break;
         if (!ol_err_is_retriable(err) || rt->stop) {
@@ -602,8 +691,22 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
     pthread_mutex_init(&rt->lock, NULL);
     pthread_cond_init(&rt->work, NULL);
     pthread_cond_init(&rt->done, NULL);
+    pthread_mutex_init(&rt->reject_lock, NULL);
 
-    if (!(rt->pg = ol_pg_connect(conf, errstr, errstr_size)))
+    rt->nworkers = (int)ol_conf_int(conf, "consumer.workers");
+    /* several appliers, one per worker, each with its own connection, when
+     * the role allows it: the batch is then split by partition */
+    rt->nappliers =
+        role->parallel_apply && rt->nworkers > 1 && ol_conf_bool(conf, "consumer.parallel.apply") ? rt->nworkers : 1;
+    rt->appliers = ol_xcalloc((size_t)rt->nappliers, sizeof(*rt->appliers));
+    for (int i = 0; i < rt->nappliers; i++) {
+        applier_t *ap = &rt->appliers[i];
+        ap->mod = rt->nappliers;
+        ap->rem = i;
+        ap->arena = ol_arena_new(0);
+        ap->states = ol_xcalloc((size_t)rt->nworkers, sizeof(void *));
+    }
+    if (!(rt->appliers[0].pg = ol_pg_connect(conf, errstr, errstr_size)))
         goto fail;
     char kbytes[32];
     snprintf(kbytes, sizeof(kbytes), "%lld", (long long)ol_conf_int(conf, "consumer.queue.kbytes"));
@@ -650,7 +753,6 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
     if (ol_kafka_wait_cluster(rt->rk, conf, errstr, errstr_size) ||
         ol_kafka_check_topics(rt->rk, conf, errstr, errstr_size))
         goto fail;
-    rt->nworkers = (int)ol_conf_int(conf, "consumer.workers");
     rt->workers = ol_xcalloc((size_t)rt->nworkers, sizeof(*rt->workers));
     for (int i = 0; i < rt->nworkers; i++) {
         worker_t *w = &rt->workers[i];
@@ -659,6 +761,10 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
         w->arena = ol_arena_new(0);
         w->scratch = ol_arena_new(0);
         w->state = role->state_new(role->opaque);
+        if (rt->nappliers > 1) {
+            rt->appliers[i].states[0] = w->state;
+            rt->appliers[i].nstates = 1;
+        }
         if (pthread_create(&w->thread, NULL, worker_main, w))
             ol_assert_fail("pthread_create", __FILE__, __LINE__);
     }
@@ -675,7 +781,7 @@ void ol_rt_destroy(ol_rt_t *rt) {
     rt->quit = 1;
     pthread_cond_broadcast(&rt->work);
     pthread_mutex_unlock(&rt->lock);
-    for (int i = 0; i < rt->nworkers; i++) {
+    for (int i = 0; rt->workers && i < rt->nworkers; i++) {
         worker_t *w = &rt->workers[i];
         pthread_join(w->thread, NULL);
         ol_codec_destroy(w->codec);
@@ -687,20 +793,27 @@ void ol_rt_destroy(ol_rt_t *rt) {
     free(rt->workers);
     batch_clear(rt);
     free(rt->recs);
-    free(rt->spans);
+    for (int i = 0; i < rt->nappliers; i++) {
+        applier_t *ap = &rt->appliers[i];
+        if (ap->pg)
+            PQfinish(ap->pg);
+        ol_arena_destroy(ap->arena);
+        free(ap->states);
+        free(ap->spans);
+    }
+    free(rt->appliers);
     if (rt->rk) {
         rd_kafka_consumer_close(rt->rk);
         rd_kafka_destroy(rt->rk);
     }
     if (rt->dlq)
         rd_kafka_destroy(rt->dlq);
-    if (rt->pg)
-        PQfinish(rt->pg);
     rd_kafka_topic_partition_list_destroy(rt->eof);
     ol_arena_destroy(rt->batch_arena);
     pthread_cond_destroy(&rt->work);
     pthread_cond_destroy(&rt->done);
     pthread_mutex_destroy(&rt->lock);
+    pthread_mutex_destroy(&rt->reject_lock);
     if (signal_rt == rt)
         signal_rt = NULL;
     free(rt);

@@ -61,6 +61,12 @@ typedef struct ol_rt_role_s {
      * May reject records with ol_rt_reject. A transient error retries the
      * batch; any other error stops the consumer. */
     ol_err_t (*apply)(ol_rt_t *rt, PGconn *conn, void **states, int nstates, char *errstr, size_t errstr_size);
+    /* With more than one worker, split every batch by partition and run the
+     * parts' apply at once, each on its own connection and in its own
+     * transaction with its partitions' offsets. Only for roles whose rows of
+     * one key never depend on records of another partition number, and
+     * whose apply is safe to run in several threads at once. */
+    bool parallel_apply;
 } ol_rt_role_t;
 
 /* Creates the runtime: connects to PostgreSQL and Kafka, spawns the workers.
