@@ -123,26 +123,3 @@ ol_err_t ol_kafka_delete_group(const ol_conf_t *conf, const char *group, char *e
 void ol_kafka_topic_name(const ol_conf_t *conf, const char *name, char *out, size_t out_size) {
     snprintf(out, out_size, "%s%s", ol_conf_str(conf, "topic.prefix"), name);
 }
-
-ol_err_t ol_kafka_err(rd_kafka_resp_err_t err) {
-    switch (err) {
-    case RD_KAFKA_RESP_ERR_NO_ERROR:
-        return OL_ERR_OK;
-    case RD_KAFKA_RESP_ERR__TRANSPORT:
-    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
-    case RD_KAFKA_RESP_ERR__TIMED_OUT:
-    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
-    case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
-    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
-    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
-    case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
-    case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
-    case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
-    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
-        return OL_ERR_TRANSIENT;
-    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
-        return OL_ERR_TIMEOUT;
-    default:
-        return OL_ERR_KAFKA;
-    }
-}

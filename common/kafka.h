@@ -29,7 +29,4 @@ ol_err_t ol_kafka_delete_group(const ol_conf_t *conf, const char *group, char *e
 /* "<topic.prefix><name>" into out. */
 void ol_kafka_topic_name(const ol_conf_t *conf, const char *name, char *out, size_t out_size);
 
-/* Maps a librdkafka error to ours (retriable ones to OL_ERR_TRANSIENT). */
-ol_err_t ol_kafka_err(rd_kafka_resp_err_t err);
-
 #endif

@@ -128,10 +128,6 @@ void *ol_rt_opaque(const ol_rt_t *rt) {
     return rt->role->opaque;
 }
 
-const char *ol_rt_group(const ol_rt_t *rt) {
-    return rt->group;
-}
-
 static ol_rt_t *signal_rt;
 
 const char *ol_rt_schema(const ol_rt_t *rt) {
@@ -286,8 +282,8 @@ static bool owns(const applier_t *ap, int32_t partition) {
     return partition % ap->mod == ap->rem;
 }
 
-/* Sleeps the backoff of attempt n (100 ms doubling, capped); false when
- * asked to stop meanwhile past the shutdown timeout. */
+/* Sleeps the backoff of attempt n: 100 ms doubling, capped at
+ * consumer.retry.max.ms. */
 static void backoff(ol_rt_t *rt, int attempt) {
     int64_t ms = 100;
     for (int i = 0; i < attempt && ms < ol_conf_int(rt->conf, "consumer.retry.max.ms"); i++)

@@ -110,9 +110,6 @@ void ol_rt_group_name(const ol_conf_t *conf, const char *role, char *out, size_t
 /* The role's opaque (ol_rt_role_t.opaque). */
 void *ol_rt_opaque(const ol_rt_t *rt);
 
-/* The group the offsets are stored under. */
-const char *ol_rt_group(const ol_rt_t *rt);
-
 /* Counters since start, for progress lines and tests. */
 typedef struct ol_rt_stats_s {
     int64_t events, batches, rejected, retries;
