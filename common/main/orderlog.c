@@ -8,7 +8,7 @@
 
 extern char **environ;
 
-static const ol_cmd_t *const commands[] = {&ol_cmd_publish, &ol_cmd_tail,   &ol_cmd_project,
+static const ol_cmd_t *const commands[] = {&ol_cmd_publish, &ol_cmd_tail,   &ol_cmd_decide, &ol_cmd_project,
                                            &ol_cmd_rebuild, &ol_cmd_status, &ol_cmd_topics,
                                            &ol_cmd_migrate, &ol_cmd_config, NULL};
 

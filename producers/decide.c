@@ -1,0 +1,1307 @@
+/* orderlog decide — the flash-sale decider (DESIGN §4) on Kafka transactions.
+ *
+ * Every worker thread is one member of the consumer group
+ * <topic.prefix>decide over buy-requests and skus (co-partitioned, range
+ * assignor: partition p of both topics goes to one member) with its own
+ * transactional producer. For each partition it owns it keeps an ol_sale_t
+ * (common/sale.h): the rules engine, event-sourced from sale-events.
+ *
+ * A batch is one transaction: expire the holds due, decide every record in
+ * log order (apply each fact right after deciding it), produce the facts to
+ * the same partition of sale-events (and OrderPlaced to orders for a
+ * converted hold, poison records to the dlq), send the consumed offsets with
+ * the transaction, commit. Consumed offsets and facts are visible together or
+ * not at all (read-process-write exactly-once).
+ *
+ * On assignment (and after an aborted transaction) a partition's state is
+ * rebuilt from sale-events partition p read from the beginning to its end
+ * (read_committed), after the committed offsets were fetched: with
+ * isolation.level=read_committed the offset fetch waits for transactions
+ * that still hold offsets of the group (KIP-447), so the facts of a previous
+ * owner are settled (committed or aborted) before they are read back.
+ *
+ * The blacklist (compacted topic, every partition) is read by its own thread
+ * into one ol_blacklist_t shared under a read-write lock; the workers start
+ * judging only once it was read to its end. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "common/arena.h"
+#include "common/blacklist.h"
+#include "common/cli.h"
+#include "common/codec.h"
+#include "common/event.h"
+#include "common/json.h"
+#include "common/kafka.h"
+#include "common/log.h"
+#include "common/map.h"
+#include "common/sale.h"
+#include "common/schema.h"
+#include "common/time.h"
+#include "common/util.h"
+
+#define MAX_FACTS 256 /* per ol_sale_expire call */
+
+typedef struct decide_s decide_t;
+
+/* What the engine does not keep and an OrderPlaced needs: a SKU's price. */
+typedef struct price_s {
+    int64_t price;
+    char currency[8];
+} price_t;
+
+typedef struct part_s {
+    ol_sale_t *sale;
+    ol_map_t *prices; /* sku -> price_t* */
+    /* On assignment the catalog goes first: buy-requests of the partition
+     * stay paused until skus was consumed up to skus_end (its end then), so
+     * a backlog of buys is not judged against a catalog not read yet. */
+    bool paused;
+    int64_t skus_end, skus_next;
+} part_t;
+
+typedef struct worker_s {
+    decide_t *d;
+    int index;
+    pthread_t thread;
+    rd_kafka_t *consumer, *producer, *restorer;
+    ol_codec_t *codec;
+    ol_arena_t *arena;   /* per record */
+    ol_arena_t *scratch; /* per restore / expiry */
+    part_t *parts;       /* [d->npartitions]; sale NULL when not owned */
+    rd_kafka_message_t **batch;
+    size_t nbatch;
+    bool rebalanced; /* set by the rebalance callback: drop what was collected */
+    bool failed;
+    char errstr[512];
+    /* counters */
+    atomic_llong decisions, facts, poison, txns, aborts;
+} worker_t;
+
+struct decide_s {
+    const ol_conf_t *conf;
+    int nworkers, npartitions;
+    int64_t hold_ttl_ms;
+    size_t batch_events;
+    int64_t batch_ms;
+    char topic_buy[256], topic_skus[256], topic_sale[256], topic_orders[256], topic_dlq[256], topic_bl[256];
+    char group[256], source[128];
+    worker_t *workers;
+    /* the blacklist */
+    ol_blacklist_t *bl;
+    pthread_rwlock_t bl_lock;
+    pthread_t bl_thread;
+    rd_kafka_t *bl_consumer;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool bl_ready;
+    bool bl_failed;
+    char bl_errstr[512];
+};
+
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* ---- reading event data (the codec's JSON form) --------------------------- */
+
+static const char *dstr(const ol_json_t *obj, const char *field) {
+    const ol_json_t *v = ol_json_get(obj, field);
+    return v && v->type == OL_JSON_STRING ? v->u.s : "";
+}
+
+static int64_t dint(const ol_json_t *obj, const char *field) {
+    const ol_json_t *v = ol_json_get(obj, field);
+    return v && v->type == OL_JSON_INT ? v->u.i : 0;
+}
+
+static bool dnull(const ol_json_t *obj, const char *field) {
+    const ol_json_t *v = ol_json_get(obj, field);
+    return !v || v->type == OL_JSON_NULL;
+}
+
+/* ---- building event data ------------------------------------------------- */
+
+typedef struct obj_s {
+    ol_json_member_t m[12];
+    size_t n;
+} obj_t;
+
+static ol_json_t *obj_put(obj_t *o, const char *key) {
+    OL_ASSERT(o->n < sizeof(o->m) / sizeof(o->m[0]));
+    ol_json_member_t *m = &o->m[o->n++];
+    m->key = key;
+    m->key_len = strlen(key);
+    return &m->value;
+}
+
+static void put_str(obj_t *o, const char *key, const char *s) {
+    ol_json_t *v = obj_put(o, key);
+    v->type = OL_JSON_STRING;
+    v->u.s = s ? s : "";
+    v->len = strlen(v->u.s);
+}
+
+static void put_int(obj_t *o, const char *key, int64_t i) {
+    ol_json_t *v = obj_put(o, key);
+    v->type = OL_JSON_INT;
+    v->u.i = i;
+}
+
+static ol_json_t obj_value(obj_t *o, ol_arena_t *arena) {
+    ol_json_member_t *ms = ol_arena_alloc(arena, o->n * sizeof(*ms));
+    memcpy(ms, o->m, o->n * sizeof(*ms));
+    return (ol_json_t){.type = OL_JSON_OBJECT, .len = o->n, .u.members = ms};
+}
+
+static void put_array(obj_t *o, const char *key, ol_json_t *items, size_t n) {
+    ol_json_t *v = obj_put(o, key);
+    v->type = OL_JSON_ARRAY;
+    v->len = n;
+    v->u.items = items;
+}
+
+/* ---- producing inside the transaction ------------------------------------- */
+
+static ol_err_t produce(worker_t *w, const char *topic, int32_t partition, const char *key, size_t key_len,
+                        const void *value, size_t len, rd_kafka_headers_t *hdrs, char *errstr, size_t errstr_size) {
+    for (;;) {
+        rd_kafka_resp_err_t err =
+            rd_kafka_producev(w->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                              RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+        if (!err)
+            return OL_ERR_OK;
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(w->producer, 10);
+            continue;
+        }
+        rd_kafka_headers_destroy(hdrs);
+        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not produce to %s: %s", topic,
+                       rd_kafka_err2str(err));
+    }
+}
+
+/* Encodes data as an event of type `name` and produces it. */
+static ol_err_t emit(worker_t *w, const char *name, obj_t *data, int64_t at_ms, const char *topic, int32_t partition,
+                     char *errstr, size_t errstr_size) {
+    const ol_event_type_t *et = ol_schema_find(name);
+    OL_ASSERT(et);
+    ol_json_t doc = obj_value(data, w->arena);
+    const void *payload;
+    size_t len;
+    ol_err_t err = ol_codec_encode(w->codec, et, &doc, at_ms, &payload, &len, errstr, errstr_size);
+    if (err)
+        return err; /* a bug of ours: the facts are checked by the engine */
+    ol_envelope_t env = {.type = et, .time_ms = at_ms, .content = OL_CONTENT_AVRO, .version = et->version};
+    ol_uuid_v4(env.id);
+    snprintf(env.source, sizeof(env.source), "%s", w->d->source);
+    snprintf(env.subject, sizeof(env.subject), "%s", dstr(&doc, et->subject));
+    char key[OL_EVENT_KEY_MAX + 1];
+    if ((err = ol_codec_key(et, &doc, key, sizeof(key), errstr, errstr_size)))
+        return err;
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
+    ol_envelope_to_headers(&env, hdrs);
+    return produce(w, topic, partition, key, strlen(key), payload, len, hdrs, errstr, errstr_size);
+}
+
+static ol_err_t emit_fact(worker_t *w, int32_t p, const ol_fact_t *f, char *errstr, size_t errstr_size) {
+    obj_t o = {.n = 0};
+    const char *name = ol_fact_kind_name(f->kind);
+    switch (f->kind) {
+    case OL_FACT_BUY_ACCEPTED:
+        put_str(&o, "request_id", f->request_id);
+        put_str(&o, "hold_id", f->hold_id);
+        put_str(&o, "user_id", f->user_id);
+        put_str(&o, "sku", f->sku);
+        put_int(&o, "quantity", f->quantity);
+        put_int(&o, "expires_at", f->expires_at);
+        put_int(&o, "decided_at", f->at_ms);
+        break;
+    case OL_FACT_BUY_REJECTED:
+        put_str(&o, "request_id", f->request_id);
+        put_str(&o, "user_id", f->user_id);
+        put_str(&o, "sku", f->sku);
+        put_int(&o, "quantity", f->quantity);
+        put_str(&o, "reason", ol_reject_name(f->reject));
+        put_str(&o, "message", f->message);
+        put_int(&o, "decided_at", f->at_ms);
+        break;
+    case OL_FACT_HOLD_RELEASED:
+        put_str(&o, "hold_id", f->hold_id);
+        put_str(&o, "user_id", f->user_id);
+        put_str(&o, "sku", f->sku);
+        put_int(&o, "quantity", f->quantity);
+        put_str(&o, "reason", ol_release_name(f->release));
+        put_int(&o, "released_at", f->at_ms);
+        break;
+    case OL_FACT_HOLD_CONVERTED:
+        put_str(&o, "hold_id", f->hold_id);
+        put_str(&o, "order_id", f->order_id);
+        put_str(&o, "user_id", f->user_id);
+        put_str(&o, "sku", f->sku);
+        put_int(&o, "quantity", f->quantity);
+        put_int(&o, "converted_at", f->at_ms);
+        break;
+    case OL_FACT_STOCK_CHANGED: {
+        const price_t *pr = ol_map_get(w->parts[p].prices, f->sku, strlen(f->sku));
+        put_str(&o, "sku", f->sku);
+        put_int(&o, "total", f->total);
+        put_str(&o, "cause", ol_stock_cause_name(f->cause));
+        put_int(&o, "changed_at", f->at_ms);
+        put_int(&o, "version", f->version);
+        put_int(&o, "price", pr ? pr->price : 0);
+        put_str(&o, "currency", pr ? pr->currency : "");
+        break;
+    }
+    case OL_FACT_POLICY_CHANGED: {
+        put_str(&o, "sku", f->sku);
+        put_int(&o, "min_level", f->policy.min_level);
+        put_int(&o, "default_limit", f->policy.default_limit);
+        ol_json_t *items = ol_arena_alloc(w->arena, (f->policy.n_levels + 1) * sizeof(*items));
+        for (size_t i = 0; i < f->policy.n_levels; i++) {
+            obj_t l = {.n = 0};
+            put_int(&l, "level", f->policy.levels[i].level);
+            put_int(&l, "limit", f->policy.levels[i].limit);
+            items[i] = obj_value(&l, w->arena);
+        }
+        put_array(&o, "level_limits", items, f->policy.n_levels);
+        put_int(&o, "set_at", f->at_ms);
+        break;
+    }
+    case OL_FACT_CHECKOUT_REJECTED:
+        put_str(&o, "request_id", f->request_id);
+        put_str(&o, "hold_id", f->hold_id);
+        put_str(&o, "user_id", f->user_id);
+        put_str(&o, "sku", f->sku);
+        put_str(&o, "op", ol_hold_op_name(f->op));
+        put_str(&o, "reason", ol_hold_reject_name(f->hold_reject));
+        put_int(&o, "decided_at", f->at_ms);
+        break;
+    default:
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown fact kind %d", (int)f->kind);
+    }
+    ol_err_t err = emit(w, name, &o, f->at_ms, w->d->topic_sale, p, errstr, errstr_size);
+    if (err || f->kind != OL_FACT_HOLD_CONVERTED)
+        return err;
+    /* a converted hold is an order */
+    const price_t *pr = ol_map_get(w->parts[p].prices, f->sku, strlen(f->sku));
+    int64_t price = pr ? pr->price : 0;
+    obj_t line = {.n = 0}, order = {.n = 0};
+    put_str(&line, "sku", f->sku);
+    put_int(&line, "quantity", f->quantity);
+    put_int(&line, "unit_price", price);
+    ol_json_t *items = ol_arena_alloc(w->arena, sizeof(*items));
+    items[0] = obj_value(&line, w->arena);
+    put_str(&order, "order_id", f->order_id);
+    put_str(&order, "user_id", f->user_id);
+    put_str(&order, "source", "flash_sale");
+    put_array(&order, "lines", items, 1);
+    put_int(&order, "total_amount", price * f->quantity);
+    put_str(&order, "currency", pr && pr->currency[0] ? pr->currency : "XXX");
+    put_int(&order, "placed_at", f->at_ms);
+    return emit(w, "OrderPlaced", &order, f->at_ms, w->d->topic_orders, RD_KAFKA_PARTITION_UA, errstr, errstr_size);
+}
+
+static void set_price(part_t *pt, const char *sku, int64_t price, const char *currency) {
+    price_t *pr = ol_map_get(pt->prices, sku, strlen(sku));
+    if (!pr) {
+        pr = ol_xcalloc(1, sizeof(*pr));
+        ol_map_put(pt->prices, sku, strlen(sku), pr);
+    }
+    pr->price = price;
+    snprintf(pr->currency, sizeof(pr->currency), "%s", currency);
+}
+
+/* Decide, apply, produce: one fact. */
+static ol_err_t settle(worker_t *w, int32_t p, const ol_fact_t *f, char *errstr, size_t errstr_size) {
+    ol_err_t err = ol_sale_apply(w->parts[p].sale, f, errstr, errstr_size);
+    if (err)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "the engine refused its own fact: %s", errstr);
+    if (f->kind == OL_FACT_BUY_ACCEPTED || f->kind == OL_FACT_BUY_REJECTED)
+        atomic_fetch_add(&w->decisions, 1);
+    atomic_fetch_add(&w->facts, 1);
+    return emit_fact(w, p, f, errstr, errstr_size);
+}
+
+/* ---- the dlq ------------------------------------------------------------- */
+
+static ol_err_t to_dlq(worker_t *w, const rd_kafka_message_t *rkm, const char *stage, const char *reason) {
+    char num[32], ts[40];
+    rd_kafka_headers_t *h = NULL;
+    rd_kafka_headers_t *orig = NULL;
+    if (!rd_kafka_message_headers(rkm, &orig) && orig)
+        h = rd_kafka_headers_copy(orig);
+    else
+        h = rd_kafka_headers_new(8);
+    rd_kafka_header_add(h, "dlq_topic", -1, rd_kafka_topic_name(rkm->rkt), -1);
+    snprintf(num, sizeof(num), "%" PRId32, rkm->partition);
+    rd_kafka_header_add(h, "dlq_partition", -1, num, -1);
+    snprintf(num, sizeof(num), "%" PRId64, rkm->offset);
+    rd_kafka_header_add(h, "dlq_offset", -1, num, -1);
+    rd_kafka_header_add(h, "dlq_stage", -1, stage, -1);
+    rd_kafka_header_add(h, "dlq_error", -1, reason, -1);
+    rd_kafka_header_add(h, "dlq_group", -1, w->d->group, -1);
+    ol_time_format(ol_time_now_ms(), ts, sizeof(ts));
+    rd_kafka_header_add(h, "dlq_time", -1, ts, -1);
+    atomic_fetch_add(&w->poison, 1);
+    ol_log_warn("decide: %s [%" PRId32 "] offset %" PRId64 " sent to the dlq (%s): %s", rd_kafka_topic_name(rkm->rkt),
+                rkm->partition, rkm->offset, stage, reason);
+    char errstr[256];
+    return produce(w, w->d->topic_dlq, RD_KAFKA_PARTITION_UA, rkm->key, rkm->key_len, rkm->payload, rkm->len, h, errstr,
+                   sizeof(errstr));
+}
+
+/* ---- one command ---------------------------------------------------------- */
+
+/* The time rules are judged at: the command's own time, but never in the
+ * future (a client clock ahead must not stretch a hold). */
+static int64_t judge_time(int64_t at_ms, int64_t now_ms) {
+    return at_ms > 0 && at_ms < now_ms ? at_ms : now_ms;
+}
+
+static ol_err_t handle(worker_t *w, const rd_kafka_message_t *rkm, int64_t now_ms, char *errstr, size_t errstr_size) {
+    int32_t p = rkm->partition;
+    part_t *pt = &w->parts[p];
+    char why[512];
+    ol_envelope_t env;
+    avro_value_t *value;
+    ol_arena_reset(w->arena);
+    if (ol_event_decode(w->codec, rkm, w->arena, &env, &value, why, sizeof(why)))
+        return to_dlq(w, rkm, "decode", why);
+    const char *expected =
+        rkm->rkt && !strcmp(rd_kafka_topic_name(rkm->rkt), w->d->topic_buy) ? "buy-requests" : "skus";
+    if (strcmp(env.type->topic, expected)) {
+        snprintf(why, sizeof(why), "%s does not belong on the %s topic", env.type->name, expected);
+        return to_dlq(w, rkm, "decide", why);
+    }
+    const ol_json_t *d = ol_codec_to_dom(env.type, value, w->arena);
+    const char *type = env.type->name;
+    ol_fact_t f[1];
+    int n = -1;
+    if (!strcmp(type, "BuyRequested")) {
+        ol_buy_cmd_t c = {dstr(d, "request_id"),
+                          dstr(d, "session_id"),
+                          dstr(d, "client_ip"),
+                          dstr(d, "user_id"),
+                          dstr(d, "sku"),
+                          (int32_t)dint(d, "user_level"),
+                          (int32_t)dint(d, "quantity"),
+                          judge_time(dint(d, "requested_at"), now_ms)};
+        pthread_rwlock_rdlock(&w->d->bl_lock);
+        n = ol_sale_buy(pt->sale, &c, w->arena, f, why, sizeof(why));
+        pthread_rwlock_unlock(&w->d->bl_lock);
+    } else if (!strcmp(type, "CheckoutRequested") || !strcmp(type, "HoldCancelled")) {
+        ol_hold_cmd_t c = {dstr(d, "request_id"), dstr(d, "hold_id"), dstr(d, "user_id"), dstr(d, "sku"),
+                           judge_time(dint(d, "requested_at"), now_ms)};
+        n = type[0] == 'C' ? ol_sale_checkout(pt->sale, &c, w->arena, f, why, sizeof(why))
+                           : ol_sale_cancel(pt->sale, &c, w->arena, f, why, sizeof(why));
+    } else if (!strcmp(type, "SkuSynced")) {
+        ol_sku_synced_cmd_t c = {dstr(d, "sku"), dint(d, "stock"), dint(d, "version"), now_ms};
+        n = ol_sale_sku_synced(pt->sale, &c, f, why, sizeof(why));
+        if (n == 1) /* a newer snapshot: its price is the one in force */
+            set_price(pt, c.sku, dint(d, "price"), dstr(d, "currency"));
+    } else if (!strcmp(type, "SkuRemoved")) {
+        ol_sku_removed_cmd_t c = {dstr(d, "sku"), now_ms};
+        n = ol_sale_sku_removed(pt->sale, &c, f, why, sizeof(why));
+    } else if (!strcmp(type, "StockAdjusted")) {
+        ol_stock_adjusted_cmd_t c = {dstr(d, "sku"), (int32_t)dint(d, "delta"), now_ms};
+        n = ol_sale_stock_adjusted(pt->sale, &c, f, why, sizeof(why));
+    } else if (!strcmp(type, "PurchasePolicySet")) {
+        const ol_json_t *ll = ol_json_get(d, "level_limits");
+        size_t nl = ll && ll->type == OL_JSON_ARRAY ? ll->len : 0;
+        ol_level_limit_t *levels = ol_arena_alloc(w->arena, (nl + 1) * sizeof(*levels));
+        for (size_t i = 0; i < nl; i++)
+            levels[i] =
+                (ol_level_limit_t){(int32_t)dint(&ll->u.items[i], "level"), (int32_t)dint(&ll->u.items[i], "limit")};
+        ol_policy_cmd_t c = {
+            dstr(d, "sku"), {(int32_t)dint(d, "min_level"), (int32_t)dint(d, "default_limit"), nl, levels}, now_ms};
+        n = ol_sale_policy_set(pt->sale, &c, w->arena, f, why, sizeof(why));
+    } else {
+        snprintf(why, sizeof(why), "%s is not a command the decider takes", type);
+    }
+    if (n < 0)
+        return to_dlq(w, rkm, "decide", why);
+    for (int i = 0; i < n; i++) {
+        ol_err_t err = settle(w, p, &f[i], errstr, errstr_size);
+        if (err)
+            return err;
+    }
+    return OL_ERR_OK;
+}
+
+/* HoldReleased{expired} for every hold due, in every owned partition. */
+static ol_err_t expire_due(worker_t *w, int64_t now_ms, char *errstr, size_t errstr_size) {
+    ol_fact_t *f = ol_xmalloc(MAX_FACTS * sizeof(*f));
+    ol_err_t err = OL_ERR_OK;
+    for (int p = 0; p < w->d->npartitions && !err; p++) {
+        if (!w->parts[p].sale || ol_sale_next_expiry(w->parts[p].sale) > now_ms)
+            continue;
+        size_t n;
+        do {
+            ol_arena_reset(w->scratch);
+            n = ol_sale_expire(w->parts[p].sale, now_ms, w->scratch, f, MAX_FACTS);
+            for (size_t i = 0; i < n && !err; i++) {
+                ol_arena_reset(w->arena);
+                err = settle(w, p, &f[i], errstr, errstr_size);
+            }
+        } while (n == MAX_FACTS && !err);
+    }
+    free(f);
+    return err;
+}
+
+/* ---- restoring a partition from sale-events ------------------------------- */
+
+/* The fact a sale-events record holds; false for CheckoutRejected (it
+ * changes nothing) and anything that is not a fact. */
+static bool fact_from_event(worker_t *w, int32_t p, const ol_event_type_t *et, const ol_json_t *d, ol_fact_t *f) {
+    int kind = ol_fact_kind_from_name(et->name);
+    if (kind < 0 || kind == OL_FACT_CHECKOUT_REJECTED)
+        return false;
+    memset(f, 0, sizeof(*f));
+    f->kind = (ol_fact_kind_t)kind;
+    f->request_id = dstr(d, "request_id");
+    f->hold_id = dstr(d, "hold_id");
+    f->order_id = dstr(d, "order_id");
+    f->user_id = dstr(d, "user_id");
+    f->sku = dstr(d, "sku");
+    f->quantity = (int32_t)dint(d, "quantity");
+    switch (f->kind) {
+    case OL_FACT_BUY_ACCEPTED:
+        f->expires_at = dint(d, "expires_at");
+        f->message = OL_SALE_MSG_ACCEPTED;
+        f->at_ms = dint(d, "decided_at");
+        break;
+    case OL_FACT_BUY_REJECTED: {
+        int r = ol_reject_from_name(dstr(d, "reason"));
+        f->reject = r < 0 ? OL_REJECT_SOLD_OUT : (ol_reject_t)r;
+        f->message = dstr(d, "message");
+        f->at_ms = dint(d, "decided_at");
+        break;
+    }
+    case OL_FACT_HOLD_RELEASED: {
+        int r = ol_release_from_name(dstr(d, "reason"));
+        f->release = r < 0 ? OL_RELEASE_EXPIRED : (ol_release_t)r;
+        f->at_ms = dint(d, "released_at");
+        break;
+    }
+    case OL_FACT_HOLD_CONVERTED:
+        f->at_ms = dint(d, "converted_at");
+        break;
+    case OL_FACT_STOCK_CHANGED: {
+        int c = ol_stock_cause_from_name(dstr(d, "cause"));
+        f->cause = c < 0 ? OL_STOCK_ADJUSTED : (ol_stock_cause_t)c;
+        f->total = dint(d, "total");
+        f->version = dint(d, "version");
+        f->at_ms = dint(d, "changed_at");
+        if (dstr(d, "currency")[0])
+            set_price(&w->parts[p], f->sku, dint(d, "price"), dstr(d, "currency"));
+        break;
+    }
+    case OL_FACT_POLICY_CHANGED: {
+        const ol_json_t *ll = ol_json_get(d, "level_limits");
+        size_t nl = ll && ll->type == OL_JSON_ARRAY ? ll->len : 0;
+        ol_level_limit_t *levels = ol_arena_alloc(w->arena, (nl + 1) * sizeof(*levels));
+        for (size_t i = 0; i < nl; i++)
+            levels[i] =
+                (ol_level_limit_t){(int32_t)dint(&ll->u.items[i], "level"), (int32_t)dint(&ll->u.items[i], "limit")};
+        f->policy = (ol_policy_t){(int32_t)dint(d, "min_level"), (int32_t)dint(d, "default_limit"), nl, levels};
+        f->at_ms = dint(d, "set_at");
+        break;
+    }
+    default:
+        return false;
+    }
+    return true;
+}
+
+static void free_value(void *opaque, const char *key, size_t key_len, void *value) {
+    (void)opaque, (void)key, (void)key_len;
+    free(value);
+}
+
+static void part_drop(part_t *pt) {
+    if (pt->sale)
+        ol_sale_destroy(pt->sale);
+    pt->sale = NULL;
+    if (pt->prices) {
+        ol_map_foreach(pt->prices, free_value, NULL);
+        ol_map_destroy(pt->prices);
+    }
+    pt->prices = NULL;
+}
+
+/* Rebuilds the state of partitions ps[0..n) from sale-events, read from the
+ * beginning to its end (read_committed). */
+static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, size_t errstr_size) {
+    decide_t *d = w->d;
+    int64_t t0 = ol_time_mono_us();
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++) {
+        part_drop(&w->parts[ps[i]]);
+        w->parts[ps[i]].sale = ol_sale_new(d->hold_ttl_ms, d->bl);
+        w->parts[ps[i]].prices = ol_map_new();
+        rd_kafka_topic_partition_list_add(l, d->topic_sale, ps[i])->offset = RD_KAFKA_OFFSET_BEGINNING;
+    }
+    rd_kafka_resp_err_t kerr = rd_kafka_assign(w->restorer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (kerr)
+        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read %s: %s", d->topic_sale,
+                       rd_kafka_err2str(kerr));
+    bool *done = ol_xcalloc((size_t)d->npartitions, sizeof(*done));
+    int eof = 0;
+    long long facts = 0, refused = 0;
+    ol_err_t err = OL_ERR_OK;
+    char why[512];
+    while (eof < n && !err) {
+        if (stop_requested) {
+            err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "stopped while restoring");
+            break;
+        }
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->restorer, 200);
+        if (!rkm)
+            continue;
+        int32_t p = rkm->partition;
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (p >= 0 && p < d->npartitions && !done[p]) {
+                done[p] = true;
+                eof++;
+            }
+        } else if (rkm->err) {
+            ol_log_warn("decide: reading %s: %s", d->topic_sale, rd_kafka_message_errstr(rkm));
+        } else if (p >= 0 && p < d->npartitions && w->parts[p].sale) {
+            ol_envelope_t env;
+            avro_value_t *value;
+            ol_fact_t f;
+            ol_arena_reset(w->arena);
+            if (ol_event_decode(w->codec, rkm, w->arena, &env, &value, why, sizeof(why))) {
+                err = ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                              "%s [%" PRId32 "] offset %" PRId64 " cannot be read back (%s): refusing to decide on a "
+                              "state that would miss it",
+                              d->topic_sale, p, rkm->offset, why);
+            } else if (fact_from_event(w, p, env.type, ol_codec_to_dom(env.type, value, w->arena), &f)) {
+                facts++;
+                if (ol_sale_apply(w->parts[p].sale, &f, why, sizeof(why))) {
+                    refused++;
+                    ol_log_warn("decide: %s [%" PRId32 "] offset %" PRId64 " contradicts the state, ignored: %s",
+                                d->topic_sale, p, rkm->offset, why);
+                }
+            }
+        }
+        rd_kafka_message_destroy(rkm);
+    }
+    free(done);
+    rd_kafka_assign(w->restorer, NULL);
+    if (err)
+        return err;
+    size_t holds = 0;
+    for (int i = 0; i < n; i++)
+        holds += ol_sale_open_holds(w->parts[ps[i]].sale);
+    ol_log_info("decide: worker %d restored %d partition(s) from %s: %lld facts (%lld ignored), %zu open holds, "
+                "%.0f ms",
+                w->index, n, d->topic_sale, facts, refused, holds, (double)(ol_time_mono_us() - t0) / 1e3);
+    return OL_ERR_OK;
+}
+
+/* Takes partitions (of buy-requests and skus): committed offsets first (they
+ * wait for transactions still open on them), then the state, then assign. */
+static ol_err_t take(worker_t *w, rd_kafka_topic_partition_list_t *parts, char *errstr, size_t errstr_size) {
+    rd_kafka_resp_err_t kerr;
+    for (int attempt = 0;; attempt++) {
+        kerr = rd_kafka_committed(w->consumer, parts, 30000);
+        if (!kerr || stop_requested || attempt >= 10)
+            break;
+        ol_log_warn("decide: fetching committed offsets: %s (retrying)", rd_kafka_err2str(kerr));
+    }
+    if (kerr)
+        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not fetch the committed offsets: %s",
+                       rd_kafka_err2str(kerr));
+    int32_t *ps = ol_xcalloc((size_t)parts->cnt + 1, sizeof(*ps));
+    int n = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        bool seen = false;
+        for (int j = 0; j < n; j++)
+            seen |= ps[j] == p;
+        if (p < 0 || p >= w->d->npartitions) {
+            free(ps);
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                           "partition %" PRId32 " of %s is beyond the %d partitions decide started with: restart it", p,
+                           parts->elems[i].topic, w->d->npartitions);
+        }
+        if (!seen)
+            ps[n++] = p;
+    }
+    ol_err_t err = restore(w, ps, n, errstr, errstr_size);
+    free(ps);
+    if (err)
+        return err;
+    rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        if (strcmp(tp->topic, w->d->topic_skus))
+            continue;
+        part_t *pt = &w->parts[tp->partition];
+        int64_t lo = 0, hi = 0;
+        kerr = rd_kafka_query_watermark_offsets(w->consumer, tp->topic, tp->partition, &lo, &hi, 10000);
+        if (kerr)
+            return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read the end of %s [%" PRId32 "]: %s",
+                           tp->topic, tp->partition, rd_kafka_err2str(kerr));
+        pt->skus_next = tp->offset >= 0 ? tp->offset : lo;
+        pt->skus_end = hi;
+        pt->paused = pt->skus_next < hi;
+        if (pt->paused)
+            rd_kafka_topic_partition_list_add(pause, w->d->topic_buy, tp->partition);
+    }
+    if ((kerr = rd_kafka_assign(w->consumer, parts))) {
+        rd_kafka_topic_partition_list_destroy(pause);
+        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not assign: %s", rd_kafka_err2str(kerr));
+    }
+    if (pause->cnt) {
+        rd_kafka_pause_partitions(w->consumer, pause);
+        ol_log_info("decide: worker %d: %d partition(s) of %s wait until %s is read to its end", w->index, pause->cnt,
+                    w->d->topic_buy, w->d->topic_skus);
+    }
+    rd_kafka_topic_partition_list_destroy(pause);
+    return OL_ERR_OK;
+}
+
+/* After a committed batch: resumes the buy-requests partitions whose skus
+ * partition reached the end it had at assignment. */
+static void resume_caught_up(worker_t *w) {
+    rd_kafka_topic_partition_list_t *l = NULL;
+    for (size_t i = 0; i < w->nbatch; i++) {
+        const rd_kafka_message_t *m = w->batch[i];
+        part_t *pt = &w->parts[m->partition];
+        if (strcmp(rd_kafka_topic_name(m->rkt), w->d->topic_skus))
+            continue;
+        if (m->offset + 1 > pt->skus_next)
+            pt->skus_next = m->offset + 1;
+        if (pt->paused && pt->skus_next >= pt->skus_end) {
+            pt->paused = false;
+            if (!l)
+                l = rd_kafka_topic_partition_list_new(4);
+            rd_kafka_topic_partition_list_add(l, w->d->topic_buy, m->partition);
+        }
+    }
+    if (l) {
+        rd_kafka_resume_partitions(w->consumer, l);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+}
+
+static void fail(worker_t *w, const char *errstr) {
+    if (!w->failed)
+        snprintf(w->errstr, sizeof(w->errstr), "%s", errstr);
+    w->failed = true;
+    stop_requested = 1;
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                         void *opaque) {
+    worker_t *w = opaque;
+    char errstr[512];
+    w->rebalanced = true;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (!w->failed && take(w, parts, errstr, sizeof(errstr))) {
+            fail(w, errstr);
+            rd_kafka_assign(rk, NULL);
+        }
+    } else {
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].partition >= 0 && parts->elems[i].partition < w->d->npartitions)
+                part_drop(&w->parts[parts->elems[i].partition]);
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+/* After an aborted transaction the states are ahead of the log: take the
+ * same partitions again (committed offsets, restore, seek). */
+static ol_err_t recover(worker_t *w, char *errstr, size_t errstr_size) {
+    rd_kafka_topic_partition_list_t *l = NULL;
+    rd_kafka_resp_err_t kerr = rd_kafka_assignment(w->consumer, &l);
+    if (kerr)
+        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read the assignment: %s",
+                       rd_kafka_err2str(kerr));
+    for (int i = 0; i < l->cnt; i++)
+        l->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+    ol_err_t err = l->cnt ? take(w, l, errstr, errstr_size) : OL_ERR_OK;
+    rd_kafka_topic_partition_list_destroy(l);
+    return err;
+}
+
+/* ---- the worker loop ------------------------------------------------------ */
+
+static void batch_clear(worker_t *w) {
+    for (size_t i = 0; i < w->nbatch; i++)
+        rd_kafka_message_destroy(w->batch[i]);
+    w->nbatch = 0;
+}
+
+static int64_t next_expiry(const worker_t *w) {
+    int64_t next = INT64_MAX;
+    for (int p = 0; p < w->d->npartitions; p++)
+        if (w->parts[p].sale) {
+            int64_t e = ol_sale_next_expiry(w->parts[p].sale);
+            next = e < next ? e : next;
+        }
+    return next;
+}
+
+/* Collects up to batch.events records, for at most batch.ms after the first. */
+static void collect(worker_t *w) {
+    decide_t *d = w->d;
+    int64_t first_us = 0;
+    w->rebalanced = false;
+    while (w->nbatch < d->batch_events && !stop_requested) {
+        int timeout;
+        if (w->nbatch) {
+            int64_t left = d->batch_ms * 1000 - (ol_time_mono_us() - first_us);
+            if (left <= 0)
+                break;
+            timeout = (int)(left / 1000) + 1;
+        } else {
+            int64_t due = next_expiry(w) - ol_time_now_ms();
+            timeout = due < 0 ? 0 : due < 100 ? (int)due : 100;
+        }
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->consumer, timeout);
+        if (w->rebalanced) { /* collected records may belong to another member now */
+            batch_clear(w);
+            w->rebalanced = false;
+            first_us = 0;
+        }
+        if (!rkm) {
+            if (w->nbatch || timeout < 100)
+                break;
+            continue;
+        }
+        if (rkm->err) {
+            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                ol_log_warn("decide: consumer: %s", rd_kafka_message_errstr(rkm));
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        if (rkm->partition < 0 || rkm->partition >= d->npartitions || !w->parts[rkm->partition].sale) {
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        if (!w->nbatch)
+            first_us = ol_time_mono_us();
+        w->batch[w->nbatch++] = rkm;
+    }
+}
+
+/* The consumed offsets of the batch: per topic and partition, last + 1. */
+static rd_kafka_topic_partition_list_t *batch_offsets(worker_t *w) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+    for (size_t i = 0; i < w->nbatch; i++) {
+        const rd_kafka_message_t *m = w->batch[i];
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(l, topic, m->partition);
+        if (!tp)
+            tp = rd_kafka_topic_partition_list_add(l, topic, m->partition);
+        if (m->offset + 1 > tp->offset)
+            tp->offset = m->offset + 1;
+    }
+    return l;
+}
+
+typedef enum { TXN_OK, TXN_ABORTED, TXN_FATAL } txn_result_t;
+
+/* A Kafka error inside the transaction: abort (and recover) when it can be,
+ * else fatal. */
+static txn_result_t txn_error(worker_t *w, rd_kafka_error_t *e, const char *what) {
+    char errstr[512];
+    if (rd_kafka_error_txn_requires_abort(e)) {
+        ol_log_warn("decide: worker %d: %s: %s: aborting the transaction and starting over from the log", w->index,
+                    what, rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        rd_kafka_error_t *ae = rd_kafka_abort_transaction(w->producer, -1);
+        if (ae) {
+            snprintf(errstr, sizeof(errstr), "could not abort a transaction: %s", rd_kafka_error_string(ae));
+            rd_kafka_error_destroy(ae);
+            fail(w, errstr);
+            return TXN_FATAL;
+        }
+        atomic_fetch_add(&w->aborts, 1);
+        if (recover(w, errstr, sizeof(errstr))) {
+            fail(w, errstr);
+            return TXN_FATAL;
+        }
+        return TXN_ABORTED;
+    }
+    snprintf(errstr, sizeof(errstr), "%s: %s%s", what, rd_kafka_error_string(e),
+             rd_kafka_error_is_fatal(e) ? " (fenced: another decider with the same decide.instance took over?)" : "");
+    rd_kafka_error_destroy(e);
+    fail(w, errstr);
+    return TXN_FATAL;
+}
+
+static txn_result_t run_batch(worker_t *w) {
+    char errstr[512];
+    int64_t now = ol_time_now_ms();
+    rd_kafka_error_t *e = rd_kafka_begin_transaction(w->producer);
+    if (e)
+        return txn_error(w, e, "begin transaction");
+    ol_err_t err = expire_due(w, now, errstr, sizeof(errstr));
+    for (size_t i = 0; i < w->nbatch && !err; i++)
+        err = handle(w, w->batch[i], now, errstr, sizeof(errstr));
+    if (err) {
+        /* our own failure (a fact that does not encode) or the producer
+         * refusing a record: nothing of the batch may stay */
+        ol_log_error("decide: worker %d: %s", w->index, errstr);
+        rd_kafka_error_t *ae = rd_kafka_abort_transaction(w->producer, -1);
+        if (ae)
+            rd_kafka_error_destroy(ae);
+        if (err != OL_ERR_TRANSIENT) {
+            fail(w, errstr);
+            return TXN_FATAL;
+        }
+        atomic_fetch_add(&w->aborts, 1);
+        if (recover(w, errstr, sizeof(errstr))) {
+            fail(w, errstr);
+            return TXN_FATAL;
+        }
+        return TXN_ABORTED;
+    }
+    if (w->nbatch) {
+        rd_kafka_topic_partition_list_t *offs = batch_offsets(w);
+        rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(w->consumer);
+        e = rd_kafka_send_offsets_to_transaction(w->producer, offs, cgmd, -1);
+        rd_kafka_consumer_group_metadata_destroy(cgmd);
+        rd_kafka_topic_partition_list_destroy(offs);
+        if (e)
+            return txn_error(w, e, "send offsets to the transaction");
+    }
+    for (;;) {
+        e = rd_kafka_commit_transaction(w->producer, -1);
+        if (!e)
+            break;
+        if (rd_kafka_error_is_retriable(e)) {
+            rd_kafka_error_destroy(e);
+            continue;
+        }
+        return txn_error(w, e, "commit transaction");
+    }
+    atomic_fetch_add(&w->txns, 1);
+    resume_caught_up(w);
+    return TXN_OK;
+}
+
+static void *worker_main(void *arg) {
+    worker_t *w = arg;
+    while (!stop_requested && !w->failed) {
+        collect(w);
+        if (w->failed)
+            break;
+        if (!w->nbatch && next_expiry(w) > ol_time_now_ms())
+            continue;
+        run_batch(w);
+        batch_clear(w);
+    }
+    batch_clear(w);
+    return NULL;
+}
+
+static ol_err_t worker_init(decide_t *d, worker_t *w, int index, char *errstr, size_t errstr_size) {
+    const ol_conf_t *conf = d->conf;
+    w->d = d;
+    w->index = index;
+    w->codec = ol_codec_new();
+    w->arena = ol_arena_new(64 * 1024);
+    w->scratch = ol_arena_new(64 * 1024);
+    w->parts = ol_xcalloc((size_t)d->npartitions, sizeof(*w->parts));
+    w->batch = ol_xcalloc(d->batch_events, sizeof(*w->batch));
+    char client[64], txid[512], restore_group[300];
+    snprintf(client, sizeof(client), "orderlog-decide-%d", index);
+    snprintf(txid, sizeof(txid), "%sdecide-%s-%d", ol_conf_str(conf, "topic.prefix"),
+             ol_conf_str(conf, "decide.instance"), index);
+    snprintf(restore_group, sizeof(restore_group), "%s-restore", d->group);
+    const char *cdefaults[] = {"client.id",
+                               client,
+                               "group.id",
+                               d->group,
+                               "enable.auto.commit",
+                               "false",
+                               "isolation.level",
+                               "read_committed",
+                               "auto.offset.reset",
+                               "earliest",
+                               "partition.assignment.strategy",
+                               "range",
+                               "session.timeout.ms",
+                               "10000",
+                               "fetch.wait.max.ms",
+                               "10",
+                               NULL};
+    const char *pdefaults[] = {"client.id",
+                               client,
+                               "transactional.id",
+                               txid,
+                               "enable.idempotence",
+                               "true",
+                               "linger.ms",
+                               "2",
+                               "transaction.timeout.ms",
+                               "10000",
+                               NULL};
+    const char *rdefaults[] = {"client.id",
+                               client,
+                               "group.id",
+                               restore_group,
+                               "enable.auto.commit",
+                               "false",
+                               "enable.partition.eof",
+                               "true",
+                               "isolation.level",
+                               "read_committed",
+                               NULL};
+    rd_kafka_conf_t *cc = ol_kafka_conf_new(conf, cdefaults, errstr, errstr_size);
+    if (!cc)
+        return OL_ERR_CONFIG;
+    rd_kafka_conf_set_rebalance_cb(cc, rebalance_cb);
+    rd_kafka_conf_set_opaque(cc, w);
+    if (!(w->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, errstr_size))) {
+        rd_kafka_conf_destroy(cc);
+        return OL_ERR_CONFIG;
+    }
+    rd_kafka_conf_t *pc = ol_kafka_conf_new(conf, pdefaults, errstr, errstr_size);
+    if (!pc)
+        return OL_ERR_CONFIG;
+    if (!(w->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size))) {
+        rd_kafka_conf_destroy(pc);
+        return OL_ERR_CONFIG;
+    }
+    rd_kafka_conf_t *rc = ol_kafka_conf_new(conf, rdefaults, errstr, errstr_size);
+    if (!rc)
+        return OL_ERR_CONFIG;
+    if (!(w->restorer = rd_kafka_new(RD_KAFKA_CONSUMER, rc, errstr, errstr_size))) {
+        rd_kafka_conf_destroy(rc);
+        return OL_ERR_CONFIG;
+    }
+    /* fences (aborts) what a previous run with this transactional.id left open */
+    rd_kafka_error_t *e = rd_kafka_init_transactions(w->producer, ol_conf_int(conf, "broker.wait.ms") + 30000);
+    if (e) {
+        ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not start transactions (%s): %s", txid,
+                rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return OL_ERR_UNREACHABLE;
+    }
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(2);
+    rd_kafka_topic_partition_list_add(topics, d->topic_buy, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, d->topic_skus, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(w->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (kerr)
+        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not subscribe: %s", rd_kafka_err2str(kerr));
+    return OL_ERR_OK;
+}
+
+static void worker_destroy(worker_t *w) {
+    if (w->consumer) {
+        rd_kafka_consumer_close(w->consumer); /* revokes: the states are dropped */
+        rd_kafka_destroy(w->consumer);
+    }
+    if (w->producer)
+        rd_kafka_destroy(w->producer);
+    if (w->restorer) {
+        rd_kafka_consumer_close(w->restorer);
+        rd_kafka_destroy(w->restorer);
+    }
+    for (int p = 0; w->parts && p < w->d->npartitions; p++)
+        part_drop(&w->parts[p]);
+    free(w->parts);
+    free(w->batch);
+    if (w->codec)
+        ol_codec_destroy(w->codec);
+    if (w->arena)
+        ol_arena_destroy(w->arena);
+    if (w->scratch)
+        ol_arena_destroy(w->scratch);
+}
+
+/* ---- the blacklist -------------------------------------------------------- */
+
+static void bl_signal(decide_t *d, bool failed, const char *errstr) {
+    pthread_mutex_lock(&d->mu);
+    if (failed) {
+        d->bl_failed = true;
+        snprintf(d->bl_errstr, sizeof(d->bl_errstr), "%s", errstr);
+    }
+    d->bl_ready = true;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->mu);
+}
+
+static void *bl_main(void *arg) {
+    decide_t *d = arg;
+    char why[512];
+    ol_codec_t *codec = ol_codec_new();
+    ol_arena_t *arena = ol_arena_new(16 * 1024);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(d->bl_consumer, d->topic_bl, NULL);
+    rd_kafka_resp_err_t kerr =
+        rd_kafka_metadata(d->bl_consumer, 0, rkt, &md, (int)ol_conf_int(d->conf, "broker.wait.ms"));
+    rd_kafka_topic_destroy(rkt);
+    int nparts = !kerr && md->topic_cnt == 1 && !md->topics[0].err ? md->topics[0].partition_cnt : 0;
+    if (nparts <= 0) {
+        snprintf(why, sizeof(why), "could not read topic %s: %s", d->topic_bl,
+                 kerr ? rd_kafka_err2str(kerr) : "no such topic (run `orderlog topics create`)");
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        bl_signal(d, true, why);
+        goto out;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(nparts);
+    for (int i = 0; i < nparts; i++)
+        rd_kafka_topic_partition_list_add(l, d->topic_bl, md->topics[0].partitions[i].id)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_assign(d->bl_consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    bool *eof = ol_xcalloc((size_t)nparts + 1, sizeof(*eof));
+    int neof = 0;
+    long long entries = 0;
+    while (!stop_requested) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(d->bl_consumer, 200);
+        if (!rkm)
+            continue;
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (rkm->partition >= 0 && rkm->partition < nparts && !eof[rkm->partition]) {
+                eof[rkm->partition] = true;
+                if (++neof == nparts) {
+                    ol_log_info("decide: blacklist read: %lld changes, %zu subjects listed", entries,
+                                ol_blacklist_count(d->bl));
+                    bl_signal(d, false, NULL);
+                }
+            }
+        } else if (rkm->err) {
+            ol_log_warn("decide: reading %s: %s", d->topic_bl, rd_kafka_message_errstr(rkm));
+        } else {
+            ol_envelope_t env = {.type = NULL};
+            avro_value_t *value;
+            ol_arena_reset(arena);
+            if (ol_event_decode(codec, rkm, arena, &env, &value, why, sizeof(why)) ||
+                strcmp(env.type->name, "BlacklistChanged")) {
+                ol_log_warn("decide: %s [%" PRId32 "] offset %" PRId64 " ignored: %s", d->topic_bl, rkm->partition,
+                            rkm->offset,
+                            env.type && strcmp(env.type->name, "BlacklistChanged") ? "not a BlacklistChanged" : why);
+            } else {
+                const ol_json_t *j = ol_codec_to_dom(env.type, value, arena);
+                ol_subject_t type = strcmp(dstr(j, "subject_type"), "user") ? OL_SUBJECT_IP : OL_SUBJECT_USER;
+                int64_t until = dnull(j, "until") ? OL_BLACKLIST_FOREVER : dint(j, "until");
+                pthread_rwlock_wrlock(&d->bl_lock);
+                ol_blacklist_apply(d->bl, type, dstr(j, "subject"), !strcmp(dstr(j, "action"), "add"), until);
+                pthread_rwlock_unlock(&d->bl_lock);
+                entries++;
+            }
+        }
+        rd_kafka_message_destroy(rkm);
+    }
+    free(eof);
+out:
+    ol_codec_destroy(codec);
+    ol_arena_destroy(arena);
+    if (!d->bl_ready)
+        bl_signal(d, false, NULL);
+    return NULL;
+}
+
+/* ---- the command ---------------------------------------------------------- */
+
+/* The partition count of buy-requests (checked equal for skus and
+ * sale-events by ol_kafka_check_topics). */
+static ol_err_t cluster_check(decide_t *d, char *errstr, size_t errstr_size) {
+    const char *defaults[] = {"client.id", "orderlog-decide", NULL};
+    rd_kafka_conf_t *kc = ol_kafka_conf_new(d->conf, defaults, errstr, errstr_size);
+    if (!kc)
+        return OL_ERR_CONFIG;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, errstr_size);
+    if (!rk) {
+        rd_kafka_conf_destroy(kc);
+        return OL_ERR_CONFIG;
+    }
+    ol_err_t err = ol_kafka_wait_cluster(rk, d->conf, errstr, errstr_size);
+    if (!err)
+        err = ol_kafka_check_topics(rk, d->conf, errstr, errstr_size);
+    if (!err) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, d->topic_buy, NULL);
+        rd_kafka_resp_err_t kerr = rd_kafka_metadata(rk, 0, rkt, &md, (int)ol_conf_int(d->conf, "broker.wait.ms"));
+        rd_kafka_topic_destroy(rkt);
+        if (kerr || md->topic_cnt != 1 || md->topics[0].err || md->topics[0].partition_cnt <= 0)
+            err = ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not read the partitions of %s: %s",
+                          d->topic_buy, rd_kafka_err2str(kerr ? kerr : md->topics[0].err));
+        else
+            d->npartitions = md->topics[0].partition_cnt;
+        if (md)
+            rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_destroy(rk);
+    return err;
+}
+
+static void totals(decide_t *d, long long *decisions, long long *facts, long long *poison, long long *txns,
+                   long long *aborts) {
+    *decisions = *facts = *poison = *txns = *aborts = 0;
+    for (int i = 0; i < d->nworkers; i++) {
+        *decisions += atomic_load(&d->workers[i].decisions);
+        *facts += atomic_load(&d->workers[i].facts);
+        *poison += atomic_load(&d->workers[i].poison);
+        *txns += atomic_load(&d->workers[i].txns);
+        *aborts += atomic_load(&d->workers[i].aborts);
+    }
+}
+
+static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
+    char errstr[1024];
+    for (int i = 1; i < argc; i++)
+        return ol_cli_usage_error(&ol_cmd_decide, "unknown option \"%s\"", argv[i]);
+    if (ol_schema_init(errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog decide: %s\n", errstr);
+        return OL_EXIT_FAIL;
+    }
+    decide_t d = {.conf = conf};
+    d.nworkers = (int)ol_conf_int(conf, "decide.workers");
+    d.hold_ttl_ms = ol_conf_int(conf, "hold.ttl.ms");
+    d.batch_events = (size_t)ol_conf_int(conf, "decide.batch.events");
+    d.batch_ms = ol_conf_int(conf, "decide.batch.ms");
+    ol_kafka_topic_name(conf, "buy-requests", d.topic_buy, sizeof(d.topic_buy));
+    ol_kafka_topic_name(conf, "skus", d.topic_skus, sizeof(d.topic_skus));
+    ol_kafka_topic_name(conf, "sale-events", d.topic_sale, sizeof(d.topic_sale));
+    ol_kafka_topic_name(conf, "orders", d.topic_orders, sizeof(d.topic_orders));
+    ol_kafka_topic_name(conf, "dlq", d.topic_dlq, sizeof(d.topic_dlq));
+    ol_kafka_topic_name(conf, "blacklist", d.topic_bl, sizeof(d.topic_bl));
+    snprintf(d.source, sizeof(d.source), "%s", ol_conf_str(conf, "event.source"));
+    if (*ol_conf_str(conf, "consumer.group.id"))
+        snprintf(d.group, sizeof(d.group), "%s", ol_conf_str(conf, "consumer.group.id"));
+    else
+        snprintf(d.group, sizeof(d.group), "%sdecide", ol_conf_str(conf, "topic.prefix"));
+    if (cluster_check(&d, errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog decide: %s\n", errstr);
+        return OL_EXIT_FAIL;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    int rc = OL_EXIT_FAIL;
+    d.bl = ol_blacklist_new();
+    pthread_rwlock_init(&d.bl_lock, NULL);
+    pthread_mutex_init(&d.mu, NULL);
+    pthread_cond_init(&d.cond, NULL);
+    d.workers = ol_xcalloc((size_t)d.nworkers, sizeof(*d.workers));
+    int started = 0;
+    bool bl_started = false;
+    const char *bdefaults[] = {
+        "client.id", "orderlog-decide-blacklist", "group.id", "orderlog-decide-blacklist", "enable.auto.commit",
+        "false",     "enable.partition.eof",      "true",     "isolation.level",           "read_committed",
+        NULL};
+    rd_kafka_conf_t *bc = ol_kafka_conf_new(conf, bdefaults, errstr, sizeof(errstr));
+    if (!bc || !(d.bl_consumer = rd_kafka_new(RD_KAFKA_CONSUMER, bc, errstr, sizeof(errstr)))) {
+        if (bc)
+            rd_kafka_conf_destroy(bc);
+        fprintf(stderr, "orderlog decide: %s\n", errstr);
+        goto out;
+    }
+    pthread_create(&d.bl_thread, NULL, bl_main, &d);
+    bl_started = true;
+    pthread_mutex_lock(&d.mu);
+    while (!d.bl_ready)
+        pthread_cond_wait(&d.cond, &d.mu);
+    pthread_mutex_unlock(&d.mu);
+    if (d.bl_failed) {
+        fprintf(stderr, "orderlog decide: %s\n", d.bl_errstr);
+        goto out;
+    }
+    if (stop_requested) {
+        rc = OL_EXIT_OK;
+        goto out;
+    }
+    for (int i = 0; i < d.nworkers; i++) {
+        if (worker_init(&d, &d.workers[i], i, errstr, sizeof(errstr))) {
+            fprintf(stderr, "orderlog decide: worker %d: %s\n", i, errstr);
+            stop_requested = 1;
+            goto out;
+        }
+    }
+    ol_log_info("decide: %d worker(s) in group %s over %s and %s (%d partitions), hold.ttl.ms=%lld", d.nworkers,
+                d.group, d.topic_buy, d.topic_skus, d.npartitions, (long long)d.hold_ttl_ms);
+    for (; started < d.nworkers; started++)
+        pthread_create(&d.workers[started].thread, NULL, worker_main, &d.workers[started]);
+    int64_t t0 = ol_time_mono_us(), last_us = t0;
+    long long last_dec = 0;
+    while (!stop_requested) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        int64_t now = ol_time_mono_us();
+        if (now - last_us >= 10 * 1000 * 1000) {
+            long long dec, facts, poison, txns, aborts;
+            totals(&d, &dec, &facts, &poison, &txns, &aborts);
+            ol_log_info("decide: %lld decisions (%.0f/s), %lld facts, %lld transactions, %lld aborted, %lld to the dlq",
+                        dec, (double)(dec - last_dec) * 1e6 / (double)(now - last_us), facts, txns, aborts, poison);
+            last_dec = dec;
+            last_us = now;
+        }
+    }
+    rc = OL_EXIT_OK;
+out:
+    stop_requested = 1;
+    for (int i = 0; i < started; i++)
+        pthread_join(d.workers[i].thread, NULL);
+    for (int i = 0; i < d.nworkers; i++)
+        if (d.workers[i].failed) {
+            fprintf(stderr, "orderlog decide: worker %d: %s\n", i, d.workers[i].errstr);
+            rc = OL_EXIT_FAIL;
+        }
+    if (started || rc == OL_EXIT_OK) {
+        long long dec, facts, poison, txns, aborts;
+        totals(&d, &dec, &facts, &poison, &txns, &aborts);
+        double secs = (double)(ol_time_mono_us() - 0) / 1e6;
+        (void)secs;
+        printf("decided %lld requests: %lld facts in %lld transactions (%lld aborted), %lld records to the dlq\n", dec,
+               facts, txns, aborts, poison);
+    }
+    for (int i = 0; i < d.nworkers; i++)
+        if (d.workers[i].d)
+            worker_destroy(&d.workers[i]);
+    if (bl_started)
+        pthread_join(d.bl_thread, NULL);
+    if (d.bl_consumer) {
+        rd_kafka_consumer_close(d.bl_consumer);
+        rd_kafka_destroy(d.bl_consumer);
+    }
+    free(d.workers);
+    ol_blacklist_destroy(d.bl);
+    pthread_rwlock_destroy(&d.bl_lock);
+    pthread_mutex_destroy(&d.mu);
+    pthread_cond_destroy(&d.cond);
+    return rc;
+}
+
+const ol_cmd_t ol_cmd_decide = {
+    "decide", decide_run, "judge buy requests and hold commands into sale-events (exactly-once, Kafka transactions)",
+    "usage: orderlog decide\n"
+    "  Consumes buy-requests and skus in the consumer group <topic.prefix>decide (consumer.group.id sets\n"
+    "  another) with decide.workers members, each owning whole partitions; judges every BuyRequested\n"
+    "  (blacklist, level, limit, unknown SKU, stock), places, converts, cancels and expires holds\n"
+    "  (hold.ttl.ms), and writes the facts to sale-events (and OrderPlaced to orders) in Kafka\n"
+    "  transactions that also commit the consumed offsets. On assignment each partition's state is\n"
+    "  rebuilt from sale-events first. Keep decide.instance stable across restarts of one process: its\n"
+    "  transactional ids derive from it, so a restart aborts what a killed run left open at once.\n"
+    "  Runs until SIGTERM or SIGINT, which finish the transaction in flight.\n"};
