@@ -27,5 +27,6 @@ extern const ol_cmd_t ol_cmd_publish, ol_cmd_tail, ol_cmd_topics, ol_cmd_migrate
     ol_cmd_rebuild;
 extern const ol_cmd_t ol_cmd_status;
 extern const ol_cmd_t ol_cmd_decide;
+extern const ol_cmd_t ol_cmd_guard;
 
 #endif

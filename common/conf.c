@@ -101,6 +101,22 @@ static const ol_conf_prop_t conf_props[] = {
      "Longest `decide` collects records for one transaction after the first arrived (latency vs throughput)."},
     {"hold.ttl.ms", OL_CONF_INT, "1800000", 1000, 604800000, NULL,
      "How long a hold (cart item) freezes its units before `decide` releases it (HoldReleased, expired)."},
+    {"guard.window.ms", OL_CONF_INT, "10000", 100, 86400000, NULL,
+     "Length of the sliding windows of `guard`, in request time (requested_at)."},
+    {"guard.ip.max", OL_CONF_INT, "100", 0, 1000000, NULL,
+     "Buy requests one client IP may send within guard.window.ms; one more and `guard` blacklists the IP "
+     "(reason rate). 0 = IPs are not watched."},
+    {"guard.user.max", OL_CONF_INT, "20", 0, 1000000, NULL,
+     "Buy requests one user may send within guard.window.ms; one more and `guard` blacklists the user "
+     "(reason rate). 0 = users are not watched."},
+    {"guard.ban.ms", OL_CONF_INT, "600000", 1000, 31536000000, NULL,
+     "How long a ban of `guard` lasts: until = the time of the request that crossed the limit + this; `guard` "
+     "removes the entry once until has passed."},
+    {"guard.ignore", OL_CONF_STR, "", 0, 0, NULL,
+     "Subjects `guard` never bans, comma separated: ip:<address> or user:<id> (a proxy, a load test account)."},
+    {"guard.max.subjects", OL_CONF_INT, "1000000", 0, 1000000000, NULL,
+     "IPs and users `guard` tracks at most (about 150 bytes each, plus 4 to 8 per request in the window); past it "
+     "the least recently seen is forgotten. Idle ones are forgotten anyway. 0 = no limit."},
     {"rebuild.bulk.rows", OL_CONF_INT, "500000", 0, 1000000000, NULL,
      "Rows (orders, refunds, skus) `rebuild` folds in memory before writing them out; past it the replay goes on "
      "through the normal path (slower, bounded memory). About 2 KiB each; 0 = no limit."},
