@@ -26,6 +26,7 @@ int ol_cli_help_asked(const ol_cmd_t *cmd, int argc, char **argv);
 extern const ol_cmd_t ol_cmd_publish, ol_cmd_tail, ol_cmd_topics, ol_cmd_migrate, ol_cmd_config, ol_cmd_project,
     ol_cmd_rebuild;
 extern const ol_cmd_t ol_cmd_status;
+extern const ol_cmd_t ol_cmd_gate;
 extern const ol_cmd_t ol_cmd_decide;
 extern const ol_cmd_t ol_cmd_guard;
 

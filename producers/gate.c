@@ -1,0 +1,1788 @@
+/* orderlog gate: the HTTP front of the flash sale (DESIGN §4).
+ *
+ * POST /buy is rate-limited (instance, then client IP), validated, written
+ * to buy-requests as a BuyRequested, and answered with the decider's
+ * decision read back from sale-events, or 202 with a URL to poll when the
+ * decision takes longer than gate.wait.ms. POST /checkout does the same
+ * with CheckoutRequested, HoldConverted and CheckoutRejected.
+ *
+ * Waiting costs no thread: the connection is suspended (libmicrohttpd) and
+ * its request registered under the keys its decision will carry
+ * ("b:<request_id>", or "c:<request_id>" and "h:<hold_id>" for a checkout).
+ * Three threads complete waits and resume connections:
+ *  - the Kafka poll thread, on the delivery report: an error answers 503;
+ *    with gate.wait.ms = 0 (or too many waiting) the request is answered 202
+ *    as soon as Kafka has it; otherwise the wait gets its deadline;
+ *  - the sale-events consumer (assigned every partition from the end,
+ *    read_committed), on a decision: every request waiting on its key;
+ *  - the timer thread, on a deadline: 202 pending.
+ * A request is resumed only after its delivery report, so the request
+ * outlives the produce call's opaque. Everything about waits is under one
+ * lock (g->lock): the wait table, the deadline list and the decision cache.
+ *
+ * Ownership: req_t belongs to its connection (freed when libmicrohttpd
+ * reports the request completed); while it waits it is borrowed by the wait
+ * table and the deadline list, and leaves both before it is resumed. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/cli.h"
+#include "common/codec.h"
+#include "common/event.h"
+#include "common/json.h"
+#include "common/kafka.h"
+#include "common/log.h"
+#include "common/pg.h"
+#include "common/ratelimit.h"
+#include "common/sale.h"
+#include "common/time.h"
+#include "common/util.h"
+
+#define API_VERSION "1.0"
+#define REQUEST_ID_MAX 64 /* client-chosen request ids: [A-Za-z0-9._:-], goes into URLs */
+#define FIELD_MAX 128     /* userID, goodsSKU, sessionID, holdID */
+#define KEY_SIZE (FIELD_MAX + 8)
+#define WAIT_BUCKETS 65536
+#define MSG_ORDER_PLACED "the order is placed, please make payments within half an hour"
+
+/* ---- metrics ------------------------------------------------------------ */
+
+#define ENDPOINTS(X)            \
+    X(BUY, "buy")               \
+    X(BUY_STATUS, "buy_status") \
+    X(CHECKOUT, "checkout")     \
+    X(HEALTHZ, "healthz")       \
+    X(METRICS, "metrics")       \
+    X(OTHER, "other")
+#define OUTCOMES(X)               \
+    X(ACCEPTED, "accepted")       \
+    X(REJECTED, "rejected")       \
+    X(THROTTLED, "throttled")     \
+    X(INVALID, "invalid")         \
+    X(PENDING, "pending")         \
+    X(NOT_FOUND, "not_found")     \
+    X(UNAVAILABLE, "unavailable") \
+    X(OK, "ok")
+#define EP_ENUM(name, str) EP_##name,
+#define OUT_ENUM(name, str) OUT_##name,
+#define NAME_STR(name, str) str,
+typedef enum endpoint_e { ENDPOINTS(EP_ENUM) EP__COUNT } endpoint_t;
+typedef enum outcome_e { OUTCOMES(OUT_ENUM) OUT__COUNT } outcome_t;
+static const char *const endpoint_names[] = {ENDPOINTS(NAME_STR)};
+static const char *const outcome_names[] = {OUTCOMES(NAME_STR)};
+
+/* Why a buy or a checkout was rejected (the sale-events enums), "other" last. */
+static const char *const reason_names[] = {"blacklisted", "level",        "limit",     "sold_out",
+                                           "unknown_sku", "unknown_hold", "not_owner", "released",
+                                           "converted",   "expired",      "other"};
+#define NREASONS ((int)(sizeof(reason_names) / sizeof(reason_names[0])))
+
+/* Latency buckets, in microseconds. */
+static const int64_t latency_le_us[] = {1000,   2500,   5000,    10000,   20000,   50000,   100000,
+                                        250000, 500000, 1000000, 2500000, 5000000, 10000000};
+#define NLATENCY ((int)(sizeof(latency_le_us) / sizeof(latency_le_us[0])))
+
+typedef struct metrics_s {
+    atomic_ullong requests[EP__COUNT][OUT__COUNT];
+    atomic_ullong rejected[EP__COUNT][NREASONS];
+    atomic_ullong throttled_instance, throttled_ip;
+    atomic_ullong latency[EP__COUNT][NLATENCY + 1];
+    atomic_ullong latency_sum_us[EP__COUNT];
+    atomic_ullong facts[OL_FACT__COUNT];
+    atomic_ullong delivery_failed;
+} metrics_t;
+
+/* ---- requests and the waits --------------------------------------------- */
+
+struct req_s;
+typedef struct wnode_s {
+    struct wnode_s *next;
+    struct req_s *req;
+    const char *key;
+} wnode_t;
+
+typedef struct gate_s gate_t;
+
+typedef struct req_s {
+    gate_t *g;
+    struct MHD_Connection *conn;
+    endpoint_t ep;
+    int64_t start_us;
+    bool bad_type, too_large, suspended, handled;
+    char *body;
+    size_t body_len, body_cap;
+    char request_id[REQUEST_ID_MAX + 1];
+    char hold_id[FIELD_MAX + 1];
+    /* Under g->lock from registration until resumed. */
+    char keys[2][KEY_SIZE];
+    wnode_t nodes[2];
+    int nkeys;
+    bool in_table, in_timer, produced, done, nowait;
+    struct req_s *tprev, *tnext;
+    int64_t deadline_us;
+    /* The answer, once done. */
+    unsigned status;
+    char *answer;
+    outcome_t outcome;
+    int reason; /* index in reason_names when rejected, else -1 */
+} req_t;
+
+/* A recent buy decision (answer set) or a request known to be pending
+ * (answer NULL), by request id. */
+typedef struct centry_s {
+    struct centry_s *hnext;
+    char *answer;
+    outcome_t outcome;
+    int reason;
+    char key[];
+} centry_t;
+
+typedef struct cache_s {
+    centry_t **table;
+    size_t nbuckets;
+    centry_t **ring; /* insertion order; the oldest is evicted */
+    size_t cap, pos, count;
+} cache_t;
+
+/* What each HTTP thread keeps: a codec, an arena for one request, and a
+ * PostgreSQL connection for GET /buy/<id> past the cache. */
+typedef struct thread_ctx_s {
+    ol_codec_t *codec;
+    ol_arena_t *arena;
+    PGconn *pg;
+    int64_t pg_retry_us;
+} thread_ctx_t;
+
+struct gate_s {
+    const ol_conf_t *conf;
+    rd_kafka_t *rk;  /* producer */
+    rd_kafka_t *rkc; /* sale-events consumer */
+    rd_kafka_topic_t *rkt_buy;
+    struct MHD_Daemon *d;
+    char topic_buy[256], topic_sale[256];
+    char source[128];
+    char pg_sql[512];
+    const ol_event_type_t *et_buy, *et_checkout;
+    int64_t wait_us;
+    size_t max_waiting, body_max;
+    ol_ratelimit_t *rl_instance, *rl_ip;
+    pthread_key_t tkey;
+
+    pthread_mutex_t lock;
+    pthread_cond_t timer_cond;
+    wnode_t **wtable;
+    size_t waiting;
+    req_t *thead, *ttail;
+    cache_t cache;
+
+    atomic_bool stopping, threads_stop, producer_up, consumer_up, pg_table_warned;
+    atomic_int in_handler;    /* requests between the stopping check and their produce */
+    atomic_llong suspended;   /* connections suspended right now */
+    atomic_llong waiting_now; /* mirror of waiting, for /metrics */
+    pthread_t poll_thread, timer_thread, consumer_thread;
+    metrics_t m;
+};
+
+/* ---- small string builder ------------------------------------------------ */
+
+typedef struct sb_s {
+    char *p;
+    size_t len, cap;
+} sb_t;
+
+static void sb_put(sb_t *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (b->len + n + 1 > cap)
+            cap *= 2;
+        b->p = ol_xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_puts(sb_t *b, const char *s) {
+    sb_put(b, s, strlen(s));
+}
+
+/* s as a JSON string, quoted. */
+static void sb_json(sb_t *b, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    sb_put(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        sb_put(b, run, (size_t)(s - run));
+        char esc[7] = {'\\', (char)c, 0};
+        if (c < 0x20) {
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            sb_put(b, esc, 6);
+        } else {
+            sb_put(b, esc, 2);
+        }
+        run = s + 1;
+    }
+    sb_put(b, run, (size_t)(s - run));
+    sb_put(b, "\"", 1);
+}
+
+/* `,"name":"value"` */
+static void sb_field(sb_t *b, const char *name, const char *value) {
+    sb_puts(b, ",\"");
+    sb_puts(b, name);
+    sb_puts(b, "\":");
+    sb_json(b, value);
+}
+
+/* ---- answers (new strings) ----------------------------------------------- */
+
+static const char throttled_json[] =
+    "{\"reponseMsg\":\"Too many requests, please try later.\",\"repResult\":false,\"isThrottled\":true,"
+    "\"version\":\"" API_VERSION "\"}";
+
+static void sb_head(sb_t *b, const char *msg, bool result) {
+    sb_puts(b, "{\"reponseMsg\":");
+    sb_json(b, msg);
+    sb_puts(b, result ? ",\"repResult\":true" : ",\"repResult\":false");
+    sb_puts(b, ",\"isThrottled\":false,\"version\":\"" API_VERSION "\"");
+}
+
+static char *answer_accepted(const char *request_id, const char *hold_id, int64_t expires_ms) {
+    sb_t b = {0};
+    char ts[40];
+    ol_time_format(expires_ms, ts, sizeof(ts));
+    sb_head(&b, OL_SALE_MSG_ACCEPTED, true);
+    sb_field(&b, "requestID", request_id);
+    sb_field(&b, "holdID", hold_id);
+    sb_field(&b, "expiresAt", ts);
+    sb_puts(&b, "}");
+    return b.p;
+}
+
+static char *answer_rejected(const char *request_id, const char *message, const char *reason) {
+    sb_t b = {0};
+    sb_head(&b, message, false);
+    sb_field(&b, "requestID", request_id);
+    sb_field(&b, "reason", reason);
+    sb_puts(&b, "}");
+    return b.p;
+}
+
+static char *answer_pending(const req_t *r) {
+    sb_t b = {0};
+    sb_puts(&b, "{\"requestID\":");
+    sb_json(&b, r->request_id);
+    if (r->ep == EP_CHECKOUT) {
+        sb_field(&b, "holdID", r->hold_id);
+        sb_puts(&b, ",\"status\":\"pending\"}");
+    } else {
+        sb_puts(&b, ",\"status\":\"pending\",\"poll\":\"/buy/");
+        sb_puts(&b, r->request_id); /* [A-Za-z0-9._:-] only */
+        sb_puts(&b, "\"}");
+    }
+    return b.p;
+}
+
+static char *answer_error(const char *error, const char *field) {
+    sb_t b = {0};
+    sb_puts(&b, "{\"error\":");
+    sb_json(&b, error);
+    if (field)
+        sb_field(&b, "field", field);
+    sb_puts(&b, "}");
+    return b.p;
+}
+
+static const char *hold_reject_message(const char *reason) {
+    if (!strcmp(reason, "not_owner"))
+        return "The hold belongs to another user.";
+    if (!strcmp(reason, "released"))
+        return "The hold was released.";
+    if (!strcmp(reason, "converted"))
+        return "The hold is already checked out.";
+    if (!strcmp(reason, "expired"))
+        return "The hold has expired.";
+    return "There is no such hold.";
+}
+
+static int reason_index(const char *s) {
+    for (int i = 0; i < NREASONS - 1; i++)
+        if (!strcmp(reason_names[i], s))
+            return i;
+    return NREASONS - 1;
+}
+
+/* ---- the decision cache (under g->lock) ----------------------------------- */
+
+static uint32_t hash_str(const char *s) {
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static void cache_init(cache_t *c, size_t cap) {
+    c->cap = cap;
+    c->nbuckets = 16;
+    while (c->nbuckets < cap)
+        c->nbuckets *= 2;
+    c->table = ol_xcalloc(c->nbuckets, sizeof(*c->table));
+    c->ring = ol_xcalloc(cap, sizeof(*c->ring));
+}
+
+static void cache_free(cache_t *c) {
+    for (size_t i = 0; i < c->cap; i++) {
+        if (c->ring[i]) {
+            free(c->ring[i]->answer);
+            free(c->ring[i]);
+        }
+    }
+    free(c->ring);
+    free(c->table);
+}
+
+static centry_t *cache_get(cache_t *c, const char *key) {
+    centry_t *e = c->table[hash_str(key) & (c->nbuckets - 1)];
+    while (e && strcmp(e->key, key))
+        e = e->hnext;
+    return e;
+}
+
+/* Records a decision (answer taken) or, with answer NULL, that the request
+ * is pending; a decision is never replaced by "pending". */
+static void cache_put(cache_t *c, const char *key, char *answer, outcome_t outcome, int reason) {
+    centry_t *e = cache_get(c, key);
+    if (e) {
+        if (answer) {
+            free(e->answer);
+            e->answer = answer;
+            e->outcome = outcome;
+            e->reason = reason;
+        }
+        return;
+    }
+    centry_t *old = c->ring[c->pos];
+    if (old) {
+        centry_t **pp = &c->table[hash_str(old->key) & (c->nbuckets - 1)];
+        while (*pp != old)
+            pp = &(*pp)->hnext;
+        *pp = old->hnext;
+        free(old->answer);
+        free(old);
+        c->count--;
+    }
+    size_t klen = strlen(key);
+    e = ol_xmalloc(sizeof(*e) + klen + 1);
+    memcpy(e->key, key, klen + 1);
+    e->answer = answer;
+    e->outcome = outcome;
+    e->reason = reason;
+    size_t b = hash_str(key) & (c->nbuckets - 1);
+    e->hnext = c->table[b];
+    c->table[b] = e;
+    c->ring[c->pos] = e;
+    c->pos = (c->pos + 1) % c->cap;
+    c->count++;
+}
+
+/* ---- the wait table and the deadline list (under g->lock) ---------------- */
+
+static void wait_add(gate_t *g, req_t *r) {
+    for (int i = 0; i < r->nkeys; i++) {
+        wnode_t *n = &r->nodes[i];
+        n->req = r;
+        n->key = r->keys[i];
+        size_t b = hash_str(n->key) & (WAIT_BUCKETS - 1);
+        n->next = g->wtable[b];
+        g->wtable[b] = n;
+    }
+    r->in_table = true;
+    g->waiting++;
+    atomic_store(&g->waiting_now, (long long)g->waiting);
+}
+
+static void wait_remove(gate_t *g, req_t *r) {
+    if (!r->in_table)
+        return;
+    for (int i = 0; i < r->nkeys; i++) {
+        wnode_t **pp = &g->wtable[hash_str(r->keys[i]) & (WAIT_BUCKETS - 1)];
+        while (*pp != &r->nodes[i])
+            pp = &(*pp)->next;
+        *pp = r->nodes[i].next;
+    }
+    r->in_table = false;
+    g->waiting--;
+    atomic_store(&g->waiting_now, (long long)g->waiting);
+}
+
+static bool wait_exists(gate_t *g, const char *key) {
+    for (wnode_t *n = g->wtable[hash_str(key) & (WAIT_BUCKETS - 1)]; n; n = n->next)
+        if (!strcmp(n->key, key))
+            return true;
+    return false;
+}
+
+static void timer_insert(gate_t *g, req_t *r) {
+    req_t *after = g->ttail; /* deadlines arrive nearly in order: walk from the tail */
+    while (after && after->deadline_us > r->deadline_us)
+        after = after->tprev;
+    r->tprev = after;
+    r->tnext = after ? after->tnext : g->thead;
+    if (r->tnext)
+        r->tnext->tprev = r;
+    else
+        g->ttail = r;
+    if (after)
+        after->tnext = r;
+    else
+        g->thead = r;
+    r->in_timer = true;
+    if (g->thead == r)
+        pthread_cond_signal(&g->timer_cond);
+}
+
+static void timer_remove(gate_t *g, req_t *r) {
+    if (!r->in_timer)
+        return;
+    if (r->tprev)
+        r->tprev->tnext = r->tnext;
+    else
+        g->thead = r->tnext;
+    if (r->tnext)
+        r->tnext->tprev = r->tprev;
+    else
+        g->ttail = r->tprev;
+    r->tprev = r->tnext = NULL;
+    r->in_timer = false;
+}
+
+static void set_answer(req_t *r, unsigned status, char *answer, outcome_t outcome, int reason) {
+    free(r->answer);
+    r->status = status;
+    r->answer = answer;
+    r->outcome = outcome;
+    r->reason = reason;
+    r->done = true;
+}
+
+/* Answers r "pending" and remembers that for GET /buy/<id>. */
+static void set_pending(gate_t *g, req_t *r) {
+    set_answer(r, MHD_HTTP_ACCEPTED, answer_pending(r), OUT_PENDING, -1);
+    if (r->ep == EP_BUY)
+        cache_put(&g->cache, r->request_id, NULL, OUT_PENDING, -1);
+}
+
+static void resume(gate_t *g, req_t *r) {
+    (void)g;
+    MHD_resume_connection(r->conn);
+}
+
+/* ---- per-thread context -------------------------------------------------- */
+
+static void thread_ctx_free(void *p) {
+    thread_ctx_t *t = p;
+    ol_codec_destroy(t->codec);
+    ol_arena_destroy(t->arena);
+    if (t->pg)
+        PQfinish(t->pg);
+    free(t);
+}
+
+static thread_ctx_t *thread_ctx(gate_t *g) {
+    thread_ctx_t *t = pthread_getspecific(g->tkey);
+    if (!t) {
+        t = ol_xcalloc(1, sizeof(*t));
+        t->codec = ol_codec_new();
+        t->arena = ol_arena_new(0);
+        pthread_setspecific(g->tkey, t);
+    }
+    return t;
+}
+
+/* ---- responding ---------------------------------------------------------- */
+
+static void observe(gate_t *g, const req_t *r, outcome_t outcome, int reason) {
+    atomic_fetch_add(&g->m.requests[r->ep][outcome], 1);
+    if (outcome == OUT_REJECTED && reason >= 0)
+        atomic_fetch_add(&g->m.rejected[r->ep][reason], 1);
+    int64_t us = ol_time_mono_us() - r->start_us;
+    int i = 0;
+    while (i < NLATENCY && us > latency_le_us[i])
+        i++;
+    atomic_fetch_add(&g->m.latency[r->ep][i], 1);
+    atomic_fetch_add(&g->m.latency_sum_us[r->ep], (unsigned long long)us);
+}
+
+/* Queues body (taken: a malloc'd string) with status. */
+static enum MHD_Result respond(req_t *r, unsigned status, char *body, outcome_t outcome, int reason,
+                               const char *allow) {
+    gate_t *g = r->g;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (atomic_load(&g->stopping))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    observe(g, r, outcome, reason);
+    return ret;
+}
+
+static enum MHD_Result respond_error(req_t *r, unsigned status, const char *error, const char *field,
+                                     outcome_t outcome) {
+    return respond(r, status, answer_error(error, field), outcome, -1, NULL);
+}
+
+static enum MHD_Result respond_throttled(req_t *r, bool ip) {
+    atomic_fetch_add(ip ? &r->g->m.throttled_ip : &r->g->m.throttled_instance, 1);
+    return respond(r, MHD_HTTP_TOO_MANY_REQUESTS, ol_xstrdup(throttled_json), OUT_THROTTLED, -1, NULL);
+}
+
+/* ---- validation ---------------------------------------------------------- */
+
+/* Fails with a message for the field; NULL when the value is fine. */
+typedef struct check_s {
+    const char *field;
+    char msg[160];
+} check_t;
+
+static bool fail(check_t *c, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool fail(check_t *c, const char *field, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, sizeof(c->msg), fmt, ap);
+    va_end(ap);
+    c->field = field;
+    return false;
+}
+
+static bool check_known(check_t *c, const ol_json_t *obj, const char *const *names) {
+    for (size_t i = 0; i < obj->len; i++) {
+        const char *key = obj->u.members[i].key;
+        const char *const *n = names;
+        while (*n && strcmp(*n, key))
+            n++;
+        if (!*n)
+            return fail(c, key, "unknown field");
+    }
+    return true;
+}
+
+/* A string field of min..max bytes, no control characters. */
+static bool check_str(check_t *c, const ol_json_t *obj, const char *name, bool required, size_t min, size_t max,
+                      const char **out) {
+    const ol_json_t *v = ol_json_get(obj, name);
+    *out = NULL;
+    if (!v)
+        return required ? fail(c, name, "missing field") : true;
+    if (v->type != OL_JSON_STRING)
+        return fail(c, name, "must be a string, got %s", ol_json_kind(v));
+    if (v->len < min || v->len > max)
+        return min ? fail(c, name, "must be %zu to %zu characters long", min, max)
+                   : fail(c, name, "must be at most %zu characters long", max);
+    for (size_t i = 0; i < v->len; i++)
+        if ((unsigned char)v->u.s[i] < 0x20 || v->u.s[i] == 0x7f)
+            return fail(c, name, "must not contain control characters");
+    *out = v->u.s;
+    return true;
+}
+
+static bool check_int(check_t *c, const ol_json_t *obj, const char *name, int64_t min, int64_t max, int32_t *out) {
+    const ol_json_t *v = ol_json_get(obj, name);
+    if (!v)
+        return fail(c, name, "missing field");
+    if (v->type != OL_JSON_INT)
+        return fail(c, name, "must be an integer, got %s", ol_json_kind(v));
+    if (v->u.i < min)
+        return fail(c, name, "must be at least %lld, got %lld", (long long)min, (long long)v->u.i);
+    if (v->u.i > max)
+        return fail(c, name, "must be at most %lld, got %lld", (long long)max, (long long)v->u.i);
+    *out = (int32_t)v->u.i;
+    return true;
+}
+
+static bool id_chars_ok(const char *s) {
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '.' ||
+              *s == '_' || *s == ':' || *s == '-'))
+            return false;
+    return true;
+}
+
+static bool ip_ok(const char *s) {
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+/* ---- producing and waiting ----------------------------------------------- */
+
+static void member_str(ol_json_member_t *m, const char *key, const char *s) {
+    m->key = key;
+    m->key_len = strlen(key);
+    m->value.type = OL_JSON_STRING;
+    m->value.len = strlen(s);
+    m->value.u.s = s;
+}
+
+static void member_int(ol_json_member_t *m, const char *key, int64_t i) {
+    m->key = key;
+    m->key_len = strlen(key);
+    m->value.type = OL_JSON_INT;
+    m->value.len = 0;
+    m->value.u.i = i;
+}
+
+/* Encodes data as et with its envelope; *hdrs new. */
+static ol_err_t encode(gate_t *g, thread_ctx_t *t, const ol_event_type_t *et, ol_json_member_t *members,
+                       size_t nmembers, const char *subject, const void **payload, size_t *len,
+                       rd_kafka_headers_t **hdrs, char *errstr, size_t errstr_size) {
+    ol_json_t data = {.type = OL_JSON_OBJECT, .len = nmembers, .u.members = members};
+    ol_envelope_t env;
+    memset(&env, 0, sizeof(env));
+    env.type = et;
+    env.time_ms = ol_time_now_ms();
+    ol_err_t err = ol_codec_encode(t->codec, et, &data, env.time_ms, payload, len, errstr, errstr_size);
+    if (err)
+        return err;
+    ol_uuid_v4(env.id);
+    memcpy(env.source, g->source, sizeof(env.source));
+    snprintf(env.subject, sizeof(env.subject), "%s", subject);
+    env.content = OL_CONTENT_AVRO;
+    env.version = et->version;
+    *hdrs = rd_kafka_headers_new(8);
+    ol_envelope_to_headers(&env, *hdrs);
+    return OL_ERR_OK;
+}
+
+/* Suspends r, registers its wait and produces the event (key: sku). The
+ * answer comes through the resumed connection. */
+static enum MHD_Result produce_and_wait(req_t *r, rd_kafka_topic_t *rkt, const char *key, const void *payload,
+                                        size_t len, rd_kafka_headers_t *hdrs) {
+    gate_t *g = r->g;
+    MHD_suspend_connection(r->conn); /* before any other thread can see r */
+    r->suspended = true;
+    atomic_fetch_add(&g->suspended, 1);
+    r->deadline_us = r->start_us + g->wait_us;
+    bool cached = false;
+    pthread_mutex_lock(&g->lock);
+    if (r->ep == EP_BUY) {
+        centry_t *e = cache_get(&g->cache, r->request_id);
+        if (e && e->answer) { /* a retried request already decided */
+            set_answer(r, MHD_HTTP_OK, ol_xstrdup(e->answer), e->outcome, e->reason);
+            cached = true;
+        }
+    }
+    if (!cached) {
+        wait_add(g, r);
+        r->nowait = g->wait_us == 0 || g->waiting > g->max_waiting;
+    }
+    pthread_mutex_unlock(&g->lock);
+    if (cached) {
+        rd_kafka_headers_destroy(hdrs);
+        resume(g, r);
+        return MHD_YES;
+    }
+    rd_kafka_resp_err_t err;
+    for (int tries = 0;; tries++) {
+        err = rd_kafka_producev(g->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_KEY(key, strlen(key)),
+                                RD_KAFKA_V_VALUE((void *)payload, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(r), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries == 20)
+            break;
+        usleep(1000); /* the poll thread drains delivery reports meanwhile */
+    }
+    if (err) {
+        rd_kafka_headers_destroy(hdrs);
+        atomic_fetch_add(&g->m.delivery_failed, 1);
+        char msg[200];
+        snprintf(msg, sizeof(msg), "could not hand the request to Kafka: %s", rd_kafka_err2str(err));
+        pthread_mutex_lock(&g->lock);
+        wait_remove(g, r);
+        if (!r->done)
+            set_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, answer_error(msg, NULL), OUT_UNAVAILABLE, -1);
+        pthread_mutex_unlock(&g->lock);
+        resume(g, r);
+    }
+    return MHD_YES;
+}
+
+/* Delivery reports, on the poll thread. */
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
+    (void)rk;
+    gate_t *g = opaque;
+    req_t *r = rkm->_private;
+    if (!r)
+        return;
+    bool wake = false;
+    pthread_mutex_lock(&g->lock);
+    r->produced = true;
+    if (rkm->err) {
+        wait_remove(g, r);
+        if (!r->done) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "could not write the request to Kafka: %s", rd_kafka_err2str(rkm->err));
+            set_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, answer_error(msg, NULL), OUT_UNAVAILABLE, -1);
+        }
+        wake = true;
+    } else if (r->done) {
+        wake = true; /* decided before Kafka acknowledged */
+    } else if (r->nowait || atomic_load(&g->stopping) || ol_time_mono_us() >= r->deadline_us) {
+        wait_remove(g, r);
+        set_pending(g, r);
+        wake = true;
+    } else {
+        timer_insert(g, r);
+    }
+    pthread_mutex_unlock(&g->lock);
+    if (rkm->err)
+        atomic_fetch_add(&g->m.delivery_failed, 1);
+    else
+        atomic_store(&g->producer_up, true);
+    if (wake)
+        resume(g, r);
+}
+
+static void *poll_main(void *arg) {
+    gate_t *g = arg;
+    while (!atomic_load(&g->threads_stop))
+        rd_kafka_poll(g->rk, 50);
+    return NULL;
+}
+
+static void *timer_main(void *arg) {
+    gate_t *g = arg;
+    pthread_mutex_lock(&g->lock);
+    while (!atomic_load(&g->threads_stop)) {
+        int64_t now = ol_time_mono_us();
+        req_t *due = NULL;
+        while (g->thead && g->thead->deadline_us <= now) {
+            req_t *r = g->thead;
+            timer_remove(g, r);
+            wait_remove(g, r);
+            set_pending(g, r);
+            r->tnext = due; /* reused as the list of requests to resume */
+            due = r;
+        }
+        if (due) {
+            pthread_mutex_unlock(&g->lock);
+            while (due) {
+                req_t *next = due->tnext;
+                due->tnext = NULL;
+                resume(g, due);
+                due = next;
+            }
+            pthread_mutex_lock(&g->lock);
+            continue;
+        }
+        int64_t wait_us = g->thead ? g->thead->deadline_us - now : 200000;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ns = ts.tv_nsec + (wait_us % 1000000) * 1000;
+        ts.tv_sec += wait_us / 1000000 + ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        pthread_cond_timedwait(&g->timer_cond, &g->lock, &ts);
+    }
+    pthread_mutex_unlock(&g->lock);
+    return NULL;
+}
+
+/* ---- decisions from sale-events ------------------------------------------ */
+
+typedef struct fact_s {
+    ol_fact_kind_t kind;
+    const char *request_id, *hold_id, *order_id, *reason, *message, *op;
+    int64_t expires_at;
+} fact_t;
+
+static const char *dom_str(const ol_json_t *d, const char *name) {
+    const ol_json_t *v = ol_json_get(d, name);
+    return v && v->type == OL_JSON_STRING ? v->u.s : "";
+}
+
+static int64_t dom_int(const ol_json_t *d, const char *name) {
+    const ol_json_t *v = ol_json_get(d, name);
+    return v && v->type == OL_JSON_INT ? v->u.i : 0;
+}
+
+/* The answer f gives the waiting request r (under g->lock). */
+static void answer_fact(req_t *r, const fact_t *f, const char *buy_answer) {
+    sb_t b = {0};
+    switch (f->kind) {
+    case OL_FACT_BUY_ACCEPTED:
+        set_answer(r, MHD_HTTP_OK, ol_xstrdup(buy_answer), OUT_ACCEPTED, -1);
+        return;
+    case OL_FACT_BUY_REJECTED:
+        set_answer(r, MHD_HTTP_OK, ol_xstrdup(buy_answer), OUT_REJECTED, reason_index(f->reason));
+        return;
+    case OL_FACT_HOLD_CONVERTED:
+        sb_head(&b, MSG_ORDER_PLACED, true);
+        sb_field(&b, "requestID", r->request_id);
+        sb_field(&b, "holdID", f->hold_id);
+        sb_field(&b, "orderID", f->order_id);
+        sb_puts(&b, "}");
+        set_answer(r, MHD_HTTP_OK, b.p, OUT_ACCEPTED, -1);
+        return;
+    default:
+        sb_head(&b, hold_reject_message(f->reason), false);
+        sb_field(&b, "requestID", r->request_id);
+        sb_field(&b, "holdID", f->hold_id);
+        sb_field(&b, "reason", f->reason);
+        sb_puts(&b, "}");
+        set_answer(r, MHD_HTTP_CONFLICT, b.p, OUT_REJECTED, reason_index(f->reason));
+        return;
+    }
+}
+
+/* Completes every request waiting on key with f; caches buy decisions. */
+static void deliver(gate_t *g, const char *key, const fact_t *f) {
+    char *buy_answer = NULL;
+    if (f->kind == OL_FACT_BUY_ACCEPTED)
+        buy_answer = answer_accepted(f->request_id, f->hold_id, f->expires_at);
+    else if (f->kind == OL_FACT_BUY_REJECTED)
+        buy_answer = answer_rejected(f->request_id, f->message, f->reason);
+    req_t *wake[64];
+    int nwake = 0;
+    pthread_mutex_lock(&g->lock);
+    if (buy_answer)
+        cache_put(&g->cache, f->request_id, ol_xstrdup(buy_answer),
+                  f->kind == OL_FACT_BUY_ACCEPTED ? OUT_ACCEPTED : OUT_REJECTED,
+                  f->kind == OL_FACT_BUY_REJECTED ? reason_index(f->reason) : -1);
+    for (;;) {
+        req_t *r = NULL;
+        for (wnode_t *n = g->wtable[hash_str(key) & (WAIT_BUCKETS - 1)]; n && !r; n = n->next)
+            if (!strcmp(n->key, key))
+                r = n->req;
+        if (!r)
+            break;
+        wait_remove(g, r);
+        timer_remove(g, r);
+        answer_fact(r, f, buy_answer);
+        if (r->produced) { /* else the delivery report resumes it */
+            if (nwake == 64) {
+                pthread_mutex_unlock(&g->lock);
+                for (int i = 0; i < nwake; i++)
+                    resume(g, wake[i]);
+                nwake = 0;
+                pthread_mutex_lock(&g->lock);
+            }
+            wake[nwake++] = r;
+        }
+    }
+    pthread_mutex_unlock(&g->lock);
+    for (int i = 0; i < nwake; i++)
+        resume(g, wake[i]);
+    free(buy_answer);
+}
+
+static bool wanted_type(const void *v, size_t n) {
+    static const char *const types[] = {"orderlog.BuyAccepted", "orderlog.BuyRejected", "orderlog.HoldConverted",
+                                        "orderlog.CheckoutRejected"};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        if (strlen(types[i]) == n && !memcmp(types[i], v, n))
+            return true;
+    return false;
+}
+
+static void on_fact(gate_t *g, ol_codec_t *codec, ol_arena_t *arena, const rd_kafka_message_t *rkm) {
+    rd_kafka_headers_t *hdrs;
+    const void *v;
+    size_t n;
+    if (!rd_kafka_message_headers(rkm, &hdrs) && !rd_kafka_header_get_last(hdrs, "ce_type", &v, &n) &&
+        !wanted_type(v, n))
+        return; /* stock, policy, releases: not for the gate */
+    char errstr[512];
+    ol_envelope_t env;
+    avro_value_t *value;
+    ol_arena_reset(arena);
+    if (ol_event_decode(codec, rkm, arena, &env, &value, errstr, sizeof(errstr))) {
+        ol_log_warn("skipping %s[%d]@%lld: %s", rd_kafka_topic_name(rkm->rkt), (int)rkm->partition,
+                    (long long)rkm->offset, errstr);
+        return;
+    }
+    int kind = ol_fact_kind_from_name(env.type->name);
+    if (kind < 0)
+        return;
+    ol_json_t *d = ol_codec_to_dom(env.type, value, arena);
+    fact_t f = {.kind = (ol_fact_kind_t)kind,
+                .request_id = dom_str(d, "request_id"),
+                .hold_id = dom_str(d, "hold_id"),
+                .order_id = dom_str(d, "order_id"),
+                .reason = dom_str(d, "reason"),
+                .message = dom_str(d, "message"),
+                .op = dom_str(d, "op"),
+                .expires_at = dom_int(d, "expires_at")};
+    char key[KEY_SIZE + 256];
+    switch (f.kind) {
+    case OL_FACT_BUY_ACCEPTED:
+    case OL_FACT_BUY_REJECTED:
+        snprintf(key, sizeof(key), "b:%s", f.request_id);
+        break;
+    case OL_FACT_HOLD_CONVERTED:
+        snprintf(key, sizeof(key), "h:%s", f.hold_id);
+        break;
+    case OL_FACT_CHECKOUT_REJECTED:
+        if (strcmp(f.op, "checkout"))
+            return;
+        snprintf(key, sizeof(key), "c:%s", f.request_id);
+        break;
+    default:
+        return;
+    }
+    atomic_fetch_add(&g->m.facts[f.kind], 1);
+    deliver(g, key, &f);
+}
+
+static void *consumer_main(void *arg) {
+    gate_t *g = arg;
+    ol_codec_t *codec = ol_codec_new();
+    ol_arena_t *arena = ol_arena_new(0);
+    while (!atomic_load(&g->threads_stop)) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(g->rkc, 100);
+        if (!rkm)
+            continue;
+        if (rkm->err) {
+            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                ol_log_warn("reading %s: %s", g->topic_sale, rd_kafka_message_errstr(rkm));
+        } else {
+            on_fact(g, codec, arena, rkm);
+        }
+        rd_kafka_message_destroy(rkm);
+    }
+    ol_arena_destroy(arena);
+    ol_codec_destroy(codec);
+    return NULL;
+}
+
+/* ---- endpoints ----------------------------------------------------------- */
+
+static const char *const buy_fields[] = {"sessionID", "clientIP",      "userID",    "userLevel",
+                                         "goodsSKU",  "goodsQuantity", "requestID", NULL};
+static const char *const checkout_fields[] = {"userID", "goodsSKU", "holdID", NULL};
+
+/* The checks every POST body passes first; *out the parsed object. */
+static bool body_object(req_t *r, thread_ctx_t *t, enum MHD_Result *ret, const ol_json_t **out) {
+    char errstr[256];
+    if (r->bad_type) {
+        *ret = respond_error(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "content type must be application/json",
+                             "Content-Type", OUT_INVALID);
+        return false;
+    }
+    if (r->too_large) {
+        snprintf(errstr, sizeof(errstr), "body larger than %zu bytes (gate.body.max.bytes)", r->g->body_max);
+        *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
+        return false;
+    }
+    ol_json_t *root;
+    ol_arena_reset(t->arena);
+    if (ol_json_parse(t->arena, r->body ? r->body : "", r->body_len, &root, errstr, sizeof(errstr))) {
+        *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
+        return false;
+    }
+    if (root->type != OL_JSON_OBJECT) {
+        snprintf(errstr, sizeof(errstr), "must be a JSON object, got %s", ol_json_kind(root));
+        *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
+        return false;
+    }
+    *out = root;
+    return true;
+}
+
+static enum MHD_Result handle_buy(req_t *r) {
+    gate_t *g = r->g;
+    thread_ctx_t *t = thread_ctx(g);
+    enum MHD_Result ret;
+    const ol_json_t *obj;
+    if (!ol_ratelimit_take(g->rl_instance, "", 0, r->start_us))
+        return respond_throttled(r, false);
+    if (!body_object(r, t, &ret, &obj))
+        return ret;
+    const ol_json_t *ip = ol_json_get(obj, "clientIP");
+    if (ip && ip->type == OL_JSON_STRING && !ol_ratelimit_take(g->rl_ip, ip->u.s, ip->len, r->start_us))
+        return respond_throttled(r, true);
+    check_t c = {0};
+    const char *session, *client_ip, *user, *sku, *rid;
+    int32_t level = 0, quantity = 0;
+    if (!check_known(&c, obj, buy_fields) || !check_str(&c, obj, "sessionID", true, 0, FIELD_MAX, &session) ||
+        !check_str(&c, obj, "clientIP", true, 1, 45, &client_ip) ||
+        (!ip_ok(client_ip) && !fail(&c, "clientIP", "must be an IPv4 or IPv6 address")) ||
+        !check_str(&c, obj, "userID", true, 1, FIELD_MAX, &user) ||
+        !check_int(&c, obj, "userLevel", 0, INT32_MAX, &level) ||
+        !check_str(&c, obj, "goodsSKU", true, 1, FIELD_MAX, &sku) ||
+        !check_int(&c, obj, "goodsQuantity", 1, INT32_MAX, &quantity) ||
+        !check_str(&c, obj, "requestID", false, 1, REQUEST_ID_MAX, &rid) ||
+        (rid && !id_chars_ok(rid) && !fail(&c, "requestID", "may only hold letters, digits and . _ : -")))
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, c.msg, c.field, OUT_INVALID);
+    if (rid)
+        memcpy(r->request_id, rid, strlen(rid) + 1);
+    else
+        ol_uuid_v4(r->request_id);
+    ol_json_member_t m[8];
+    member_str(&m[0], "request_id", r->request_id);
+    member_str(&m[1], "session_id", session);
+    member_str(&m[2], "client_ip", client_ip);
+    member_str(&m[3], "user_id", user);
+    member_int(&m[4], "user_level", level);
+    member_str(&m[5], "sku", sku);
+    member_int(&m[6], "quantity", quantity);
+    member_str(&m[7], "channel", "gate");
+    const void *payload;
+    size_t len;
+    rd_kafka_headers_t *hdrs;
+    char errstr[512];
+    if (encode(g, t, g->et_buy, m, 8, r->request_id, &payload, &len, &hdrs, errstr, sizeof(errstr)))
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
+    r->nkeys = 1;
+    snprintf(r->keys[0], KEY_SIZE, "b:%s", r->request_id);
+    return produce_and_wait(r, g->rkt_buy, sku, payload, len, hdrs);
+}
+
+static enum MHD_Result handle_checkout(req_t *r) {
+    gate_t *g = r->g;
+    thread_ctx_t *t = thread_ctx(g);
+    enum MHD_Result ret;
+    const ol_json_t *obj;
+    if (!ol_ratelimit_take(g->rl_instance, "", 0, r->start_us))
+        return respond_throttled(r, false);
+    if (!body_object(r, t, &ret, &obj))
+        return ret;
+    check_t c = {0};
+    const char *user, *sku, *hold;
+    if (!check_known(&c, obj, checkout_fields) || !check_str(&c, obj, "userID", true, 1, FIELD_MAX, &user) ||
+        !check_str(&c, obj, "goodsSKU", true, 1, FIELD_MAX, &sku) ||
+        !check_str(&c, obj, "holdID", true, 1, FIELD_MAX, &hold))
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, c.msg, c.field, OUT_INVALID);
+    ol_uuid_v4(r->request_id);
+    memcpy(r->hold_id, hold, strlen(hold) + 1);
+    ol_json_member_t m[4];
+    member_str(&m[0], "request_id", r->request_id);
+    member_str(&m[1], "hold_id", hold);
+    member_str(&m[2], "user_id", user);
+    member_str(&m[3], "sku", sku);
+    const void *payload;
+    size_t len;
+    rd_kafka_headers_t *hdrs;
+    char errstr[512];
+    if (encode(g, t, g->et_checkout, m, 4, hold, &payload, &len, &hdrs, errstr, sizeof(errstr)))
+        return respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
+    r->nkeys = 2;
+    snprintf(r->keys[0], KEY_SIZE, "c:%s", r->request_id);
+    snprintf(r->keys[1], KEY_SIZE, "h:%s", hold);
+    return produce_and_wait(r, g->rkt_buy, sku, payload, len, hdrs);
+}
+
+/* A decision from PostgreSQL (buy_decisions): 1 with *answer set, 0 when
+ * there is none (or no such table yet), -1 when the database fails. */
+static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer, outcome_t *outcome, int *reason) {
+    char errstr[512];
+    int64_t now = ol_time_mono_us();
+    if (!t->pg) {
+        if (now < t->pg_retry_us)
+            return -1;
+        if (!(t->pg = ol_pg_connect(g->conf, errstr, sizeof(errstr)))) {
+            t->pg_retry_us = now + 1000000;
+            ol_log_warn("decisions past the cache cannot be read: %s", errstr);
+            return -1;
+        }
+        PQclear(PQexec(t->pg, "SET statement_timeout = 2000"));
+    }
+    const char *params[] = {id};
+    PGresult *res = PQexecParams(t->pg, g->pg_sql, 1, NULL, params, NULL, NULL, 0);
+    int rc = -1;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        rc = 0;
+        if (PQntuples(res) > 0) {
+            /* the row as JSON: whichever columns the schema has (expires_at came later) */
+            json_t *row = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+            const char *out = json_string_value(json_object_get(row, "outcome"));
+            const char *why = json_string_value(json_object_get(row, "reason"));
+            const char *msg = json_string_value(json_object_get(row, "message"));
+            const char *hold = json_string_value(json_object_get(row, "hold_id"));
+            const char *exp = json_string_value(json_object_get(row, "expires_at"));
+            int64_t expires_ms = 0;
+            if (exp && ol_time_parse(exp, &expires_ms))
+                expires_ms = 0;
+            if (out && !strcmp(out, "accepted")) {
+                *answer = answer_accepted(id, hold ? hold : "", expires_ms);
+                *outcome = OUT_ACCEPTED;
+                *reason = -1;
+            } else {
+                why = why ? why : "";
+                if (!msg || !*msg)
+                    msg = !strcmp(why, "blacklisted")                      ? OL_SALE_MSG_BLACKLISTED
+                          : !strcmp(why, "level") || !strcmp(why, "limit") ? OL_SALE_MSG_NOT_ALLOWED
+                                                                           : OL_SALE_MSG_SOLD_OUT;
+                *answer = answer_rejected(id, msg, why);
+                *outcome = OUT_REJECTED;
+                *reason = reason_index(why);
+            }
+            json_decref(row);
+            rc = 1;
+        }
+    } else {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        ol_pg_msg(res, t->pg, errstr, sizeof(errstr));
+        if (state && (!strcmp(state, "42P01") || !strcmp(state, "3F000"))) {
+            rc = 0; /* no decisions table (yet): nothing is known */
+            if (!atomic_exchange(&g->pg_table_warned, true))
+                ol_log_warn("decisions past the cache cannot be read: %s", errstr);
+        } else {
+            ol_log_warn("could not read a decision from PostgreSQL: %s", errstr);
+            if (PQstatus(t->pg) != CONNECTION_OK) {
+                PQfinish(t->pg);
+                t->pg = NULL;
+            }
+        }
+    }
+    PQclear(res);
+    return rc;
+}
+
+static enum MHD_Result handle_buy_status(req_t *r, const char *id) {
+    gate_t *g = r->g;
+    if (!*id || strlen(id) > REQUEST_ID_MAX || !id_chars_ok(id))
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
+    memcpy(r->request_id, id, strlen(id) + 1);
+    char key[KEY_SIZE], *answer = NULL;
+    outcome_t outcome = OUT_OK;
+    int reason = -1;
+    snprintf(key, sizeof(key), "b:%s", id);
+    pthread_mutex_lock(&g->lock);
+    centry_t *e = cache_get(&g->cache, id);
+    bool pending = (e && !e->answer) || wait_exists(g, key);
+    if (e && e->answer) {
+        answer = ol_xstrdup(e->answer);
+        outcome = e->outcome;
+        reason = e->reason;
+    }
+    pthread_mutex_unlock(&g->lock);
+    if (answer)
+        return respond(r, MHD_HTTP_OK, answer, outcome, reason, NULL);
+    int rc = pg_decision(g, thread_ctx(g), id, &answer, &outcome, &reason);
+    if (rc == 1) {
+        pthread_mutex_lock(&g->lock);
+        cache_put(&g->cache, id, ol_xstrdup(answer), outcome, reason);
+        pthread_mutex_unlock(&g->lock);
+        return respond(r, MHD_HTTP_OK, answer, outcome, reason, NULL);
+    }
+    if (pending)
+        return respond(r, MHD_HTTP_ACCEPTED, answer_pending(r), OUT_PENDING, -1, NULL);
+    if (rc < 0)
+        return respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "decisions store unavailable, try again later", NULL,
+                             OUT_UNAVAILABLE);
+    return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
+}
+
+static enum MHD_Result handle_healthz(req_t *r) {
+    gate_t *g = r->g;
+    bool p = atomic_load(&g->producer_up), c = atomic_load(&g->consumer_up), s = atomic_load(&g->stopping);
+    char body[200];
+    snprintf(body, sizeof(body), "{\"status\":\"%s\",\"producer\":\"%s\",\"consumer\":\"%s\",\"waiting\":%lld}",
+             s        ? "stopping"
+             : p && c ? "ok"
+                      : "degraded",
+             p ? "up" : "down", c ? "up" : "down", (long long)atomic_load(&g->waiting_now));
+    return respond(r, p && c && !s ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, ol_xstrdup(body),
+                   p && c && !s ? OUT_OK : OUT_UNAVAILABLE, -1, NULL);
+}
+
+static enum MHD_Result handle_metrics(req_t *r) {
+    gate_t *g = r->g;
+    char *text = NULL;
+    size_t size = 0;
+    FILE *fp = open_memstream(&text, &size);
+    fputs("# HELP orderlog_gate_requests_total HTTP requests answered, by endpoint and outcome.\n"
+          "# TYPE orderlog_gate_requests_total counter\n",
+          fp);
+    for (int e = 0; e < EP__COUNT; e++)
+        for (int o = 0; o < OUT__COUNT; o++) {
+            unsigned long long n = atomic_load(&g->m.requests[e][o]);
+            if (n || e == EP_BUY)
+                fprintf(fp, "orderlog_gate_requests_total{endpoint=\"%s\",outcome=\"%s\"} %llu\n", endpoint_names[e],
+                        outcome_names[o], n);
+        }
+    fputs("# HELP orderlog_gate_rejected_total Requests rejected by the decider, by endpoint and reason.\n"
+          "# TYPE orderlog_gate_rejected_total counter\n",
+          fp);
+    for (int e = 0; e < EP__COUNT; e++)
+        for (int i = 0; i < NREASONS; i++) {
+            unsigned long long n = atomic_load(&g->m.rejected[e][i]);
+            if (n || (e == EP_BUY && i < 5))
+                fprintf(fp, "orderlog_gate_rejected_total{endpoint=\"%s\",reason=\"%s\"} %llu\n", endpoint_names[e],
+                        reason_names[i], n);
+        }
+    fprintf(fp,
+            "# HELP orderlog_gate_throttled_total Requests refused by a rate limit before Kafka, by limit.\n"
+            "# TYPE orderlog_gate_throttled_total counter\n"
+            "orderlog_gate_throttled_total{limit=\"instance\"} %llu\n"
+            "orderlog_gate_throttled_total{limit=\"ip\"} %llu\n"
+            "# HELP orderlog_gate_waiting Requests waiting for their decision right now.\n"
+            "# TYPE orderlog_gate_waiting gauge\n"
+            "orderlog_gate_waiting %lld\n"
+            "# HELP orderlog_gate_suspended_connections Connections suspended (waiting for Kafka or a decision).\n"
+            "# TYPE orderlog_gate_suspended_connections gauge\n"
+            "orderlog_gate_suspended_connections %lld\n"
+            "# HELP orderlog_gate_delivery_failures_total Requests Kafka did not take.\n"
+            "# TYPE orderlog_gate_delivery_failures_total counter\n"
+            "orderlog_gate_delivery_failures_total %llu\n",
+            atomic_load(&g->m.throttled_instance), atomic_load(&g->m.throttled_ip),
+            (long long)atomic_load(&g->waiting_now), (long long)atomic_load(&g->suspended),
+            atomic_load(&g->m.delivery_failed));
+    fputs("# HELP orderlog_gate_facts_total Facts read from sale-events that answer requests, by type.\n"
+          "# TYPE orderlog_gate_facts_total counter\n",
+          fp);
+    for (int k = 0; k < OL_FACT__COUNT; k++)
+        if (k == OL_FACT_BUY_ACCEPTED || k == OL_FACT_BUY_REJECTED || k == OL_FACT_HOLD_CONVERTED ||
+            k == OL_FACT_CHECKOUT_REJECTED)
+            fprintf(fp, "orderlog_gate_facts_total{type=\"%s\"} %llu\n", ol_fact_kind_name((ol_fact_kind_t)k),
+                    atomic_load(&g->m.facts[k]));
+    pthread_mutex_lock(&g->lock);
+    size_t cached = g->cache.count;
+    pthread_mutex_unlock(&g->lock);
+    fprintf(fp,
+            "# HELP orderlog_gate_cached_decisions Decisions (and pending requests) in the recent cache.\n"
+            "# TYPE orderlog_gate_cached_decisions gauge\n"
+            "orderlog_gate_cached_decisions %zu\n"
+            "# HELP orderlog_gate_request_duration_seconds Time from request to answer, by endpoint.\n"
+            "# TYPE orderlog_gate_request_duration_seconds histogram\n",
+            cached);
+    for (int e = 0; e < EP__COUNT; e++) {
+        if (e != EP_BUY && e != EP_CHECKOUT && e != EP_BUY_STATUS)
+            continue;
+        unsigned long long cum = 0;
+        for (int i = 0; i <= NLATENCY; i++) {
+            cum += atomic_load(&g->m.latency[e][i]);
+            if (i < NLATENCY)
+                fprintf(fp, "orderlog_gate_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %llu\n",
+                        endpoint_names[e], (double)latency_le_us[i] / 1e6, cum);
+            else
+                fprintf(fp, "orderlog_gate_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %llu\n",
+                        endpoint_names[e], cum);
+        }
+        fprintf(fp, "orderlog_gate_request_duration_seconds_sum{endpoint=\"%s\"} %.6f\n", endpoint_names[e],
+                (double)atomic_load(&g->m.latency_sum_us[e]) / 1e6);
+        fprintf(fp, "orderlog_gate_request_duration_seconds_count{endpoint=\"%s\"} %llu\n", endpoint_names[e], cum);
+    }
+    fclose(fp);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
+    enum MHD_Result ret = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    observe(g, r, OUT_OK, -1);
+    return ret;
+}
+
+/* ---- libmicrohttpd callbacks --------------------------------------------- */
+
+static bool is_json_type(const char *ct) {
+    if (!ct || strncasecmp(ct, "application/json", 16))
+        return false;
+    return ct[16] == '\0' || ct[16] == ';' || ct[16] == ' ';
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls) {
+    (void)version;
+    gate_t *g = cls;
+    req_t *r = *req_cls;
+    if (!r) {
+        r = ol_xcalloc(1, sizeof(*r));
+        r->g = g;
+        r->conn = conn;
+        r->start_us = ol_time_mono_us();
+        r->reason = -1;
+        *req_cls = r;
+        bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
+        const char *allow = NULL;
+        if (!strcmp(url, "/buy") || !strcmp(url, "/checkout")) {
+            r->ep = url[1] == 'b' ? EP_BUY : EP_CHECKOUT;
+            if (post) {
+                r->bad_type =
+                    !is_json_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE));
+                const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+                r->too_large = cl && strtoull(cl, NULL, 10) > g->body_max;
+                if (atomic_load(&g->stopping))
+                    return respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down", NULL, OUT_UNAVAILABLE);
+                return MHD_YES; /* the body comes next */
+            }
+            allow = "POST";
+        } else if (!strncmp(url, "/buy/", 5)) {
+            r->ep = EP_BUY_STATUS;
+            if (get)
+                return handle_buy_status(r, url + 5);
+            allow = "GET, HEAD";
+        } else if (!strcmp(url, "/healthz") || !strcmp(url, "/metrics")) {
+            r->ep = url[1] == 'h' ? EP_HEALTHZ : EP_METRICS;
+            if (get)
+                return r->ep == EP_HEALTHZ ? handle_healthz(r) : handle_metrics(r);
+            allow = "GET, HEAD";
+        } else {
+            r->ep = EP_OTHER;
+            return respond_error(r, MHD_HTTP_NOT_FOUND, "no such resource", NULL, OUT_NOT_FOUND);
+        }
+        return respond(r, MHD_HTTP_METHOD_NOT_ALLOWED, answer_error("method not allowed", NULL), OUT_INVALID, -1,
+                       allow);
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->too_large || r->bad_type)
+            return MHD_YES; /* read and dropped */
+        if (r->body_len + n > g->body_max) {
+            r->too_large = true;
+            free(r->body);
+            r->body = NULL;
+            r->body_len = r->body_cap = 0;
+            return MHD_YES;
+        }
+        if (r->body_len + n > r->body_cap) {
+            r->body_cap = r->body_len + n > 512 ? r->body_len + n : 512;
+            r->body = ol_xrealloc(r->body, r->body_cap);
+        }
+        memcpy(r->body + r->body_len, upload_data, n);
+        r->body_len += n;
+        return MHD_YES;
+    }
+    if (r->suspended) { /* resumed with its answer */
+        r->suspended = false;
+        atomic_fetch_sub(&g->suspended, 1);
+        char *answer = r->answer;
+        r->answer = NULL;
+        return respond(r, r->status, answer, r->outcome, r->reason, NULL);
+    }
+    if (r->handled)
+        return MHD_YES;
+    r->handled = true;
+    /* counted until the request is in Kafka's hands: shutdown waits for it */
+    atomic_fetch_add(&g->in_handler, 1);
+    enum MHD_Result ret;
+    if (atomic_load(&g->stopping))
+        ret = respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down", NULL, OUT_UNAVAILABLE);
+    else
+        ret = r->ep == EP_BUY ? handle_buy(r) : handle_checkout(r);
+    atomic_fetch_sub(&g->in_handler, 1);
+    return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls, enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    req_t *r = *req_cls;
+    if (!r)
+        return;
+    OL_ASSERT(!r->in_table && !r->in_timer);
+    free(r->body);
+    free(r->answer);
+    free(r);
+    *req_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char buf[512];
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    size_t n = strlen(buf);
+    while (n && buf[n - 1] == '\n')
+        buf[--n] = '\0';
+    ol_log_warn("http: %s", buf);
+}
+
+/* ---- setup and teardown -------------------------------------------------- */
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    gate_t *g = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__FATAL) {
+        atomic_store(rk == g->rkc ? &g->consumer_up : &g->producer_up, false);
+        ol_log_error("kafka %s: %s", rd_kafka_name(rk), reason);
+    } else {
+        ol_log_warn("kafka %s: %s", rd_kafka_name(rk), reason);
+    }
+}
+
+/* "host:port" or "[v6]:port" into a socket address. */
+static int parse_listen(const char *listen, struct sockaddr_storage *out, socklen_t *out_len, char *errstr,
+                        size_t errstr_size) {
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen || !colon[1]) {
+        ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "gate.listen \"%s\": expected host:port", listen);
+        return -1;
+    }
+    size_t hlen = (size_t)(colon - listen);
+    if (listen[0] == '[' && hlen >= 2 && listen[hlen - 1] == ']') {
+        listen++;
+        hlen -= 2;
+    }
+    if (hlen >= sizeof(host)) {
+        ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "gate.listen \"%s\": host too long", listen);
+        return -1;
+    }
+    memcpy(host, listen, hlen);
+    host[hlen] = '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
+    int rc = getaddrinfo(host, colon + 1, &hints, &ai);
+    if (rc) {
+        ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "gate.listen \"%s\": %s", listen, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(out, ai->ai_addr, ai->ai_addrlen);
+    *out_len = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+static rd_kafka_t *kafka_new(gate_t *g, rd_kafka_type_t type, const char *const *defaults, char *errstr,
+                             size_t errstr_size) {
+    rd_kafka_conf_t *kconf = ol_kafka_conf_new(g->conf, defaults, errstr, errstr_size);
+    if (!kconf)
+        return NULL;
+    if (type == RD_KAFKA_PRODUCER)
+        rd_kafka_conf_set_dr_msg_cb(kconf, dr_cb);
+    rd_kafka_conf_set_error_cb(kconf, error_cb);
+    rd_kafka_conf_set_opaque(kconf, g);
+    rd_kafka_t *rk = rd_kafka_new(type, kconf, errstr, errstr_size);
+    if (!rk)
+        rd_kafka_conf_destroy(kconf);
+    return rk;
+}
+
+/* Assigns every partition of sale-events at its current end: decisions for
+ * requests made from now on are all after it. */
+static int consumer_assign(gate_t *g, char *errstr, size_t errstr_size) {
+    const struct rd_kafka_metadata *md;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(g->rkc, g->topic_sale, NULL);
+    int timeout = (int)ol_conf_int(g->conf, "broker.wait.ms");
+    rd_kafka_resp_err_t err = rd_kafka_metadata(g->rkc, 0, rkt, &md, timeout);
+    rd_kafka_topic_destroy(rkt);
+    if (err || md->topic_cnt != 1 || md->topics[0].err || md->topics[0].partition_cnt < 1) {
+        ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read the partitions of %s: %s", g->topic_sale,
+                rd_kafka_err2str(err                  ? err
+                                 : md->topic_cnt == 1 ? md->topics[0].err
+                                                      : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+        if (!err)
+            rd_kafka_metadata_destroy(md);
+        return -1;
+    }
+    int n = md->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(n);
+    for (int p = 0; p < n; p++) {
+        int64_t lo, hi, until = ol_time_mono_us() + (int64_t)timeout * 1000;
+        /* a topic just created may have no leader yet: retry for broker.wait.ms */
+        while ((err = rd_kafka_query_watermark_offsets(g->rkc, g->topic_sale, p, &lo, &hi, timeout)) &&
+               ol_time_mono_us() < until)
+            usleep(100000);
+        if (err) {
+            ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read the end of %s[%d]: %s", g->topic_sale, p,
+                    rd_kafka_err2str(err));
+            rd_kafka_topic_partition_list_destroy(parts);
+            return -1;
+        }
+        rd_kafka_topic_partition_list_add(parts, g->topic_sale, p)->offset = hi;
+    }
+    err = rd_kafka_assign(g->rkc, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    if (err) {
+        ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not assign %s: %s", g->topic_sale, rd_kafka_err2str(err));
+        return -1;
+    }
+    ol_log_info("reading decisions from %s (%d partitions) from its end", g->topic_sale, n);
+    return 0;
+}
+
+static int kafka_setup(gate_t *g, char *errstr, size_t errstr_size) {
+    char timeout[32], group[300], uuid[37];
+    snprintf(timeout, sizeof(timeout), "%lld", (long long)ol_conf_int(g->conf, "gate.delivery.timeout.ms"));
+    const char *pdefaults[] = {"client.id",
+                               "orderlog-gate",
+                               "enable.idempotence",
+                               "true",
+                               "acks",
+                               "all",
+                               "linger.ms",
+                               "2",
+                               "batch.num.messages",
+                               "10000",
+                               "compression.codec",
+                               "lz4",
+                               "queue.buffering.max.messages",
+                               "1000000",
+                               "message.timeout.ms",
+                               timeout,
+                               NULL};
+    if (!(g->rk = kafka_new(g, RD_KAFKA_PRODUCER, pdefaults, errstr, errstr_size)))
+        return -1;
+    if (ol_kafka_wait_cluster(g->rk, g->conf, errstr, errstr_size) ||
+        ol_kafka_check_topics(g->rk, g->conf, errstr, errstr_size))
+        return -1;
+    g->rkt_buy = rd_kafka_topic_new(g->rk, g->topic_buy, NULL);
+    ol_uuid_v4(uuid);
+    snprintf(group, sizeof(group), "%sgate-%.8s", ol_conf_str(g->conf, "topic.prefix"), uuid);
+    const char *cdefaults[] = {"client.id",
+                               "orderlog-gate-decisions",
+                               "group.id",
+                               group,
+                               "enable.auto.commit",
+                               "false",
+                               "enable.auto.offset.store",
+                               "false",
+                               "isolation.level",
+                               "read_committed",
+                               "auto.offset.reset",
+                               "latest",
+                               "fetch.wait.max.ms",
+                               "50",
+                               "fetch.error.backoff.ms",
+                               "50",
+                               NULL};
+    if (!(g->rkc = kafka_new(g, RD_KAFKA_CONSUMER, cdefaults, errstr, errstr_size)))
+        return -1;
+    rd_kafka_poll_set_consumer(g->rkc);
+    if (consumer_assign(g, errstr, errstr_size))
+        return -1;
+    atomic_store(&g->producer_up, true);
+    atomic_store(&g->consumer_up, true);
+    return 0;
+}
+
+/* Each second: is each Kafka client still reaching the cluster? */
+static void health_check(gate_t *g) {
+    const struct rd_kafka_metadata *md;
+    rd_kafka_t *clients[] = {g->rk, g->rkc};
+    for (int i = 0; i < 2; i++) {
+        char fatal[256];
+        bool up = !rd_kafka_fatal_error(clients[i], fatal, sizeof(fatal)) &&
+                  !rd_kafka_metadata(clients[i], 0, NULL, &md, 1000);
+        if (up)
+            rd_kafka_metadata_destroy(md);
+        atomic_store(i ? &g->consumer_up : &g->producer_up, up);
+    }
+}
+
+/* SIGTERM: stop taking connections, let Kafka acknowledge what it has, answer
+ * every waiting request (pending), then stop. */
+static void gate_shutdown(gate_t *g) {
+    atomic_store(&g->stopping, true);
+    ol_log_info("stopping: answering the requests in flight");
+    MHD_socket fd = MHD_quiesce_daemon(g->d);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    while (atomic_load(&g->in_handler) > 0)
+        usleep(1000);
+    rd_kafka_flush(g->rk, (int)ol_conf_int(g->conf, "gate.delivery.timeout.ms") + 1000);
+    if (rd_kafka_outq_len(g->rk) > 0) {
+        ol_log_warn("%d requests not acknowledged by Kafka at shutdown", rd_kafka_outq_len(g->rk));
+        rd_kafka_purge(g->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(g->rk, 2000);
+    }
+    pthread_mutex_lock(&g->lock);
+    req_t *due = NULL;
+    while (g->thead) {
+        req_t *r = g->thead;
+        timer_remove(g, r);
+        wait_remove(g, r);
+        set_pending(g, r);
+        r->tnext = due;
+        due = r;
+    }
+    pthread_mutex_unlock(&g->lock);
+    while (due) {
+        req_t *next = due->tnext;
+        due->tnext = NULL;
+        resume(g, due);
+        due = next;
+    }
+    for (int i = 0; i < 2000 && atomic_load(&g->suspended) > 0; i++)
+        usleep(1000);
+    usleep(50000); /* let the last answers leave */
+    MHD_stop_daemon(g->d);
+    g->d = NULL;
+}
+
+static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
+    char errstr[512];
+    if (argc > 1)
+        return ol_cli_usage_error(&ol_cmd_gate, "unexpected argument \"%s\"", argv[1]);
+    if (ol_schema_init(errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog gate: %s\n", errstr);
+        return OL_EXIT_FAIL;
+    }
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    if (parse_listen(ol_conf_str(conf, "gate.listen"), &addr, &addr_len, errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog gate: %s\n", errstr);
+        return OL_EXIT_USAGE;
+    }
+    /* Signals go to the main thread only: block them before any thread starts. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct rlimit rl;
+    if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    gate_t *g = ol_xcalloc(1, sizeof(*g));
+    g->conf = conf;
+    g->et_buy = ol_schema_find("BuyRequested");
+    g->et_checkout = ol_schema_find("CheckoutRequested");
+    OL_ASSERT(g->et_buy && g->et_checkout);
+    ol_kafka_topic_name(conf, g->et_buy->topic, g->topic_buy, sizeof(g->topic_buy));
+    ol_kafka_topic_name(conf, "sale-events", g->topic_sale, sizeof(g->topic_sale));
+    snprintf(g->source, sizeof(g->source), "%.100s/gate", ol_conf_str(conf, "event.source"));
+    g->wait_us = ol_conf_int(conf, "gate.wait.ms") * 1000;
+    g->max_waiting = (size_t)ol_conf_int(conf, "gate.max.waiting");
+    g->body_max = (size_t)ol_conf_int(conf, "gate.body.max.bytes");
+    g->rl_instance = ol_ratelimit_new((double)ol_conf_int(conf, "gate.rate.per.second"),
+                                      (double)ol_conf_int(conf, "gate.rate.burst"), 1);
+    g->rl_ip =
+        ol_ratelimit_new((double)ol_conf_int(conf, "gate.ip.rate.per.second"),
+                         (double)ol_conf_int(conf, "gate.ip.burst"), (size_t)ol_conf_int(conf, "gate.ip.max.entries"));
+    g->wtable = ol_xcalloc(WAIT_BUCKETS, sizeof(*g->wtable));
+    cache_init(&g->cache, (size_t)ol_conf_int(conf, "gate.cache.decisions"));
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g->timer_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_key_create(&g->tkey, thread_ctx_free);
+    {
+        const char *schema = ol_conf_str(conf, "projection.schema");
+        char quoted[300];
+        size_t n = 0;
+        quoted[n++] = '"';
+        for (const char *s = schema; *s && n < sizeof(quoted) - 3; s++) {
+            if (*s == '"')
+                quoted[n++] = '"';
+            quoted[n++] = *s;
+        }
+        quoted[n++] = '"';
+        quoted[n] = '\0';
+        snprintf(g->pg_sql, sizeof(g->pg_sql), "SELECT to_jsonb(d)::text FROM %s.buy_decisions d WHERE request_id = $1",
+                 quoted);
+    }
+
+    int rc = OL_EXIT_FAIL;
+    bool threads = false;
+    if (kafka_setup(g, errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog gate: %s\n", errstr);
+        goto out;
+    }
+    if (pthread_create(&g->poll_thread, NULL, poll_main, g) || pthread_create(&g->timer_thread, NULL, timer_main, g) ||
+        pthread_create(&g->consumer_thread, NULL, consumer_main, g))
+        ol_assert_fail("pthread_create", __FILE__, __LINE__);
+    threads = true;
+    unsigned int flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG;
+    if (addr.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    unsigned int nthreads = (unsigned int)ol_conf_int(conf, "gate.threads");
+    g->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, nthreads > 1 ? nthreads : 0, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)ol_conf_int(conf, "gate.connections.max"), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)(ol_conf_int(conf, "gate.idle.timeout.ms") / 1000), MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U, MHD_OPTION_END);
+    if (!g->d) {
+        fprintf(stderr, "orderlog gate: could not listen on %s: %s\n", ol_conf_str(conf, "gate.listen"),
+                strerror(errno));
+        goto out;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(g->d, MHD_DAEMON_INFO_BIND_PORT);
+    char shown[300];
+    snprintf(shown, sizeof(shown), "%s", ol_conf_str(conf, "gate.listen"));
+    char *colon = strrchr(shown, ':');
+    if (colon && info)
+        snprintf(colon + 1, sizeof(shown) - (size_t)(colon + 1 - shown), "%u", (unsigned)info->port);
+    printf("gate listening on http://%s\n", shown);
+    fflush(stdout);
+    ol_log_info("listening on %s (%u threads), waiting up to %lld ms for decisions", shown, nthreads,
+                (long long)(g->wait_us / 1000));
+
+    for (;;) {
+        struct timespec ts = {1, 0};
+        int sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+        health_check(g);
+    }
+    gate_shutdown(g);
+    rc = OL_EXIT_OK;
+out:
+    if (g->d)
+        MHD_stop_daemon(g->d);
+    if (threads) {
+        atomic_store(&g->threads_stop, true);
+        pthread_mutex_lock(&g->lock);
+        pthread_cond_signal(&g->timer_cond);
+        pthread_mutex_unlock(&g->lock);
+        pthread_join(g->consumer_thread, NULL);
+        pthread_join(g->timer_thread, NULL);
+        pthread_join(g->poll_thread, NULL);
+    }
+    if (g->rkc) {
+        rd_kafka_consumer_close(g->rkc);
+        rd_kafka_destroy(g->rkc);
+    }
+    if (g->rk) {
+        rd_kafka_flush(g->rk, 1000);
+        if (g->rkt_buy)
+            rd_kafka_topic_destroy(g->rkt_buy);
+        rd_kafka_destroy(g->rk);
+    }
+    thread_ctx_t *t = pthread_getspecific(g->tkey);
+    if (t)
+        thread_ctx_free(t);
+    pthread_key_delete(g->tkey);
+    pthread_cond_destroy(&g->timer_cond);
+    pthread_mutex_destroy(&g->lock);
+    cache_free(&g->cache);
+    free(g->wtable);
+    ol_ratelimit_destroy(g->rl_instance);
+    ol_ratelimit_destroy(g->rl_ip);
+    ol_log_info("stopped");
+    free(g);
+    return rc;
+}
+
+const ol_cmd_t ol_cmd_gate = {
+    "gate", gate_run, "serve the flash-sale HTTP API (POST /buy, POST /checkout, GET /buy/<id>)",
+    "usage: orderlog gate\n"
+    "  Listens on gate.listen; prints `gate listening on http://HOST:PORT` when ready.\n"
+    "  POST /buy, POST /checkout, GET /buy/<requestID>, GET /healthz, GET /metrics.\n"
+    "  Rate limits: gate.rate.per.second/gate.rate.burst (instance), gate.ip.rate.per.second/gate.ip.burst.\n"
+    "  Waits gate.wait.ms for a decision, then answers 202 with a URL to poll. SIGTERM stops it cleanly.\n"};
