@@ -28,6 +28,7 @@ extern const ol_cmd_t ol_cmd_publish, ol_cmd_tail, ol_cmd_topics, ol_cmd_migrate
 extern const ol_cmd_t ol_cmd_status;
 extern const ol_cmd_t ol_cmd_gate;
 extern const ol_cmd_t ol_cmd_decide;
+extern const ol_cmd_t ol_cmd_loadgen;
 extern const ol_cmd_t ol_cmd_guard;
 
 #endif
