@@ -123,7 +123,9 @@ typedef struct req_s {
     struct MHD_Connection *conn;
     endpoint_t ep;
     int64_t start_us;
-    bool bad_type, too_large, suspended, handled;
+    bool bad_type, too_large, suspended, handled, wants_body;
+    const char *allow;               /* set when the method is not allowed */
+    unsigned long long declared_len; /* Content-Length */
     char *body;
     size_t body_len, body_cap;
     char request_id[REQUEST_ID_MAX + 1];
@@ -1165,11 +1167,11 @@ static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer
     return rc;
 }
 
-static enum MHD_Result handle_buy_status(req_t *r, const char *id) {
+static enum MHD_Result handle_buy_status(req_t *r) {
     gate_t *g = r->g;
-    if (!*id || strlen(id) > REQUEST_ID_MAX || !id_chars_ok(id))
+    const char *id = r->request_id;
+    if (!*id || !id_chars_ok(id))
         return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
-    memcpy(r->request_id, id, strlen(id) + 1);
     char key[KEY_SIZE], *answer = NULL;
     outcome_t outcome = OUT_OK;
     int reason = -1;
@@ -1307,6 +1309,68 @@ static bool is_json_type(const char *ct) {
     return ct[16] == '\0' || ct[16] == ';' || ct[16] == ' ';
 }
 
+/* Routes a request on its first call; every answer is queued on the last
+ * call (after the body), which keeps the connection alive. */
+static void route(req_t *r, const char *url, const char *method) {
+    gate_t *g = r->g;
+    bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
+    if (!strcmp(url, "/buy") || !strcmp(url, "/checkout")) {
+        r->ep = url[1] == 'b' ? EP_BUY : EP_CHECKOUT;
+        if (!post) {
+            r->allow = "POST";
+            return;
+        }
+        r->bad_type =
+            !is_json_type(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE));
+        const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        r->declared_len = cl ? strtoull(cl, NULL, 10) : 0;
+        r->too_large = r->declared_len > g->body_max; /* read and dropped, then answered */
+        r->wants_body = true;
+    } else if (!strncmp(url, "/buy/", 5)) {
+        r->ep = EP_BUY_STATUS;
+        if (!get)
+            r->allow = "GET, HEAD";
+        else if (strlen(url + 5) <= REQUEST_ID_MAX)
+            memcpy(r->request_id, url + 5, strlen(url + 5) + 1);
+        else
+            r->request_id[0] = '\0'; /* too long: unknown */
+    } else if (!strcmp(url, "/healthz") || !strcmp(url, "/metrics")) {
+        r->ep = url[1] == 'h' ? EP_HEALTHZ : EP_METRICS;
+        if (!get)
+            r->allow = "GET, HEAD";
+    } else {
+        r->ep = EP_OTHER;
+    }
+}
+
+static enum MHD_Result dispatch(req_t *r) {
+    gate_t *g = r->g;
+    if (r->ep == EP_OTHER)
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "no such resource", NULL, OUT_NOT_FOUND);
+    if (r->allow)
+        return respond(r, MHD_HTTP_METHOD_NOT_ALLOWED, answer_error("method not allowed", NULL), OUT_INVALID, -1,
+                       r->allow);
+    switch (r->ep) {
+    case EP_BUY_STATUS:
+        return handle_buy_status(r);
+    case EP_HEALTHZ:
+        return handle_healthz(r);
+    case EP_METRICS:
+        return handle_metrics(r);
+    default:
+        break;
+    }
+    /* counted until the request is in Kafka's hands: shutdown waits for it */
+    atomic_fetch_add(&g->in_handler, 1);
+    enum MHD_Result ret;
+    if (atomic_load(&g->stopping))
+        ret = respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down", NULL, OUT_UNAVAILABLE);
+    else
+        ret = r->ep == EP_BUY ? handle_buy(r) : handle_checkout(r);
+    atomic_fetch_sub(&g->in_handler, 1);
+    return ret;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **req_cls) {
@@ -1320,41 +1384,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->start_us = ol_time_mono_us();
         r->reason = -1;
         *req_cls = r;
-        bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
-        const char *allow = NULL;
-        if (!strcmp(url, "/buy") || !strcmp(url, "/checkout")) {
-            r->ep = url[1] == 'b' ? EP_BUY : EP_CHECKOUT;
-            if (post) {
-                r->bad_type =
-                    !is_json_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE));
-                const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-                r->too_large = cl && strtoull(cl, NULL, 10) > g->body_max;
-                if (atomic_load(&g->stopping))
-                    return respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down", NULL, OUT_UNAVAILABLE);
-                return MHD_YES; /* the body comes next */
-            }
-            allow = "POST";
-        } else if (!strncmp(url, "/buy/", 5)) {
-            r->ep = EP_BUY_STATUS;
-            if (get)
-                return handle_buy_status(r, url + 5);
-            allow = "GET, HEAD";
-        } else if (!strcmp(url, "/healthz") || !strcmp(url, "/metrics")) {
-            r->ep = url[1] == 'h' ? EP_HEALTHZ : EP_METRICS;
-            if (get)
-                return r->ep == EP_HEALTHZ ? handle_healthz(r) : handle_metrics(r);
-            allow = "GET, HEAD";
-        } else {
-            r->ep = EP_OTHER;
-            return respond_error(r, MHD_HTTP_NOT_FOUND, "no such resource", NULL, OUT_NOT_FOUND);
+        route(r, url, method);
+        if (r->wants_body && r->too_large && r->declared_len / 16 > g->body_max) {
+            /* absurdly large: answered without reading it (the connection closes) */
+            r->handled = true;
+            return dispatch(r);
         }
-        return respond(r, MHD_HTTP_METHOD_NOT_ALLOWED, answer_error("method not allowed", NULL), OUT_INVALID, -1,
-                       allow);
+        return MHD_YES;
     }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (r->too_large || r->bad_type)
+        if (!r->wants_body || r->too_large || r->bad_type)
             return MHD_YES; /* read and dropped */
         if (r->body_len + n > g->body_max) {
             r->too_large = true;
@@ -1381,15 +1422,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->handled)
         return MHD_YES;
     r->handled = true;
-    /* counted until the request is in Kafka's hands: shutdown waits for it */
-    atomic_fetch_add(&g->in_handler, 1);
-    enum MHD_Result ret;
-    if (atomic_load(&g->stopping))
-        ret = respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down", NULL, OUT_UNAVAILABLE);
-    else
-        ret = r->ep == EP_BUY ? handle_buy(r) : handle_checkout(r);
-    atomic_fetch_sub(&g->in_handler, 1);
-    return ret;
+    return dispatch(r);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls, enum MHD_RequestTerminationCode toe) {
@@ -1534,6 +1567,8 @@ static int kafka_setup(gate_t *g, char *errstr, size_t errstr_size) {
                                "10000",
                                "compression.codec",
                                "lz4",
+                               "partitioner", /* as publish and decide: co-partitioned topics need one */
+                               "murmur2_random",
                                "queue.buffering.max.messages",
                                "1000000",
                                "message.timeout.ms",

@@ -1,0 +1,728 @@
+/* orderlog gate against the real broker (and PostgreSQL for GET past the
+ * cache): validation naming the field, rate limits before Kafka, the
+ * BuyRequested it writes, answers from decisions read back from
+ * sale-events, 202 pending after gate.wait.ms, checkout, /metrics, SIGTERM,
+ * and one sale end to end through `orderlog decide`.
+ *
+ * Every test has topics of its own (it_gate_<tag>_<pid>_) and starts the
+ * gate as a subprocess on a free port (gate.listen=127.0.0.1:0, the port is
+ * read from its first line). Decisions are produced with `orderlog publish`
+ * (real Avro events on sale-events) with the request id the client chose;
+ * HTTP goes through a plain socket client, one connection per request. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define PARTITIONS 3
+#define MSG_ACCEPTED "successed.please place the order and make payments within half an hour"
+#define MSG_SOLD_OUT "The goods is sold out!"
+#define THROTTLED_JSON                                                                                               \
+    "{\"reponseMsg\":\"Too many requests, please try later.\",\"repResult\":false,\"isThrottled\":true,\"version\":" \
+    "\"1.0\"}"
+
+static char prefix[128];
+static char dir[512];
+static ol_test_bg_t *gate;
+static int gate_port;
+
+static void setup(void) {
+    ol_test_tmpdir(dir, sizeof(dir));
+}
+
+__attribute__((format(printf, 3, 4))) static int orderlog(char **out, char **err, const char *fmt, ...) {
+    va_list ap;
+    char *args;
+    va_start(ap, fmt);
+    int n = vasprintf(&args, fmt, ap);
+    va_end(ap);
+    cr_assert(n >= 0);
+    char *bin = ol_test_shell_quote(ol_test_bin());
+    int rc = ol_test_runf(out, err, "%s -X topic.prefix=%s -X topic.partitions=%d %s", bin,
+                          *prefix ? prefix : "it_gate_none_", PARTITIONS, args);
+    free(bin);
+    free(args);
+    return rc;
+}
+
+__attribute__((format(printf, 1, 2))) static char *orderlog_ok(const char *fmt, ...) {
+    va_list ap;
+    char *args, *out, *err;
+    va_start(ap, fmt);
+    int n = vasprintf(&args, fmt, ap);
+    va_end(ap);
+    cr_assert(n >= 0);
+    int rc = orderlog(&out, &err, "%s", args);
+    cr_assert_eq(rc, 0, "orderlog %s: exit %d\nstdout:\n%s\nstderr:\n%s", args, rc, out, err);
+    free(args);
+    free(err);
+    return out;
+}
+
+static void teardown(void) {
+    ol_test_bg_free(gate);
+    gate = NULL;
+    if (*prefix) {
+        char group[200];
+        snprintf(group, sizeof(group), "%sdecide", prefix);
+        const char *g[] = {group};
+        ol_test_kafka_delete_groups(g, 1);
+        orderlog(NULL, NULL, "topics delete");
+    }
+    ol_test_rmtree(dir);
+}
+
+TestSuite(gate, .init = setup, .fini = teardown, .timeout = 300);
+
+static void use_topics(const char *tag) {
+    snprintf(prefix, sizeof(prefix), "it_gate_%s_%ld_", tag, (long)getpid());
+    free(orderlog_ok("topics create"));
+}
+
+static void publish(const char *lines) {
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/publish.jsonl", dir);
+    ol_test_write_file(path, lines, strlen(lines));
+    char *q = ol_test_shell_quote(path);
+    free(orderlog_ok("publish %s", q));
+    free(q);
+}
+
+/* Starts the gate with extra -X options; waits for its "listening" line. */
+static void start_gate(const char *extra) {
+    char *bin = ol_test_shell_quote(ol_test_bin());
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s -X gate.listen=127.0.0.1:0 %s gate", bin, prefix,
+             extra ? extra : "");
+    free(bin);
+    gate = ol_test_bg_start(cmd);
+    int lines = ol_test_bg_wait_lines(gate, 1, 60000);
+    cr_assert_eq(lines, 1, "the gate did not start\nstdout:\n%s\nstderr:\n%s", ol_test_bg_stdout(gate),
+                 ol_test_bg_stderr(gate));
+    const char *colon = strrchr(ol_test_bg_stdout(gate), ':');
+    cr_assert(colon && strstr(ol_test_bg_stdout(gate), "gate listening on http://127.0.0.1:"), "%s",
+              ol_test_bg_stdout(gate));
+    gate_port = atoi(colon + 1);
+    cr_assert(gate_port > 0);
+}
+
+/* ---- a tiny HTTP/1.1 client ---- */
+
+typedef struct reply_s {
+    int status;
+    char *headers; /* raw, new string */
+    char *body;    /* new string */
+    json_t *json;  /* the body parsed, or NULL */
+    long long ms;  /* time to answer */
+} reply_t;
+
+static void reply_free(reply_t *r) {
+    free(r->headers);
+    free(r->body);
+    json_decref(r->json);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Sends one request (Connection: close) and reads the whole answer. extra
+ * holds more header lines ("Name: value\r\n"), may be NULL; body goes with
+ * a Content-Length unless chunked (then it is sent as it is). Never asserts:
+ * callable from any thread; status -1 when the exchange failed. */
+static reply_t http_send(const char *method, const char *path, const char *extra, const char *body, size_t body_len,
+                         bool chunked) {
+    reply_t r = {.status = -1};
+    long long t0 = ol_test_now_ms();
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)gate_port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    struct timeval tv = {60, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+        close(fd);
+        return r;
+    }
+    char *req;
+    int n = asprintf(&req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s", method, path,
+                     extra ? extra : "", body ? "" : "\r\n");
+    if (body && chunked) {
+        char *with;
+        n = asprintf(&with, "%sTransfer-Encoding: chunked\r\n\r\n", req);
+        free(req);
+        req = with;
+    } else if (body) {
+        char *with;
+        n = asprintf(&with, "%sContent-Length: %zu\r\n\r\n", req, body_len);
+        free(req);
+        req = with;
+    }
+    size_t off = 0, len = (size_t)n;
+    while (off < len) {
+        ssize_t w = send(fd, req + off, len - off, MSG_NOSIGNAL);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    for (off = 0; body && off < body_len;) {
+        ssize_t w = send(fd, body + off, body_len - off, MSG_NOSIGNAL);
+        if (w <= 0)
+            break; /* the gate may answer (and close) before reading it all */
+        off += (size_t)w;
+    }
+    free(req);
+    size_t cap = 4096, got = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (got + 1024 > cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t rd = recv(fd, buf + got, cap - got - 1, 0);
+        if (rd <= 0)
+            break;
+        got += (size_t)rd;
+    }
+    close(fd);
+    buf[got] = '\0';
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (sscanf(buf, "HTTP/1.%*d %d", &r.status) == 1 && sep) {
+        r.headers = strndup(buf, (size_t)(sep - buf));
+        r.body = strdup(sep + 4);
+        r.json = json_loads(r.body, 0, NULL);
+    } else {
+        r.status = -1;
+    }
+    free(buf);
+    r.ms = ol_test_now_ms() - t0;
+    return r;
+}
+
+static reply_t http_raw(const char *method, const char *path, const char *extra, const char *body, size_t body_len) {
+    return http_send(method, path, extra, body, body_len, false);
+}
+
+static reply_t http(const char *method, const char *path, const char *json_body) {
+    return http_raw(method, path, json_body ? "Content-Type: application/json\r\n" : NULL, json_body,
+                    json_body ? strlen(json_body) : 0);
+}
+
+static const char *jstr(const reply_t *r, const char *name) {
+    const char *s = json_string_value(json_object_get(r->json, name));
+    return s ? s : "(none)";
+}
+
+/* A POST /buy body; NULL fields are left out. */
+static char *buy_body(const char *request_id, const char *user, const char *ip, const char *sku, int qty) {
+    char *s, rid[200] = "";
+    if (request_id)
+        snprintf(rid, sizeof(rid), ",\"requestID\":\"%s\"", request_id);
+    cr_assert(asprintf(&s,
+                       "{\"sessionID\":\"sess-1\",\"clientIP\":\"%s\",\"userID\":\"%s\",\"userLevel\":3,"
+                       "\"goodsSKU\":\"%s\",\"goodsQuantity\":%d%s}",
+                       ip, user, sku, qty, rid) >= 0);
+    return s;
+}
+
+/* POST in a thread, for requests that wait while the test publishes. */
+typedef struct bg_post_s {
+    pthread_t thread;
+    const char *path;
+    char *body;
+    reply_t reply;
+} bg_post_t;
+
+static void *bg_post_main(void *arg) {
+    bg_post_t *p = arg;
+    p->reply = http("POST", p->path, p->body);
+    return NULL;
+}
+
+static bg_post_t *bg_post(const char *path, char *body) {
+    bg_post_t *p = calloc(1, sizeof(*p));
+    p->path = path;
+    p->body = body;
+    cr_assert_eq(pthread_create(&p->thread, NULL, bg_post_main, p), 0);
+    return p;
+}
+
+static reply_t bg_post_join(bg_post_t *p) {
+    pthread_join(p->thread, NULL);
+    reply_t r = p->reply;
+    free(p->body);
+    free(p);
+    return r;
+}
+
+/* The value of one sample of /metrics (its full name with labels), -1 when absent. */
+static long long metric(const char *sample) {
+    reply_t r = http("GET", "/metrics", NULL);
+    cr_assert_eq(r.status, 200);
+    long long v = -1;
+    size_t n = strlen(sample);
+    for (const char *line = r.body; line && *line;) {
+        if (!strncmp(line, sample, n) && line[n] == ' ')
+            v = atoll(line + n + 1);
+        line = strchr(line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    reply_free(&r);
+    return v;
+}
+
+/* Waits until a sample of /metrics reaches at least want. */
+static void wait_metric(const char *sample, long long want, int timeout_ms) {
+    long long end = ol_test_now_ms() + timeout_ms, v;
+    while ((v = metric(sample)) < want) {
+        cr_assert(ol_test_now_ms() < end, "%s is %lld after %d ms, expected %lld\ngate stderr:\n%s", sample, v,
+                  timeout_ms, want, ol_test_bg_stderr(gate));
+        usleep(20000);
+    }
+}
+
+static void stop_gate_ok(void) {
+    ol_test_bg_signal(gate, SIGTERM);
+    int rc = ol_test_bg_wait(gate, 30000);
+    cr_assert_eq(rc, 0, "gate exit %d after SIGTERM\nstderr:\n%s", rc, ol_test_bg_stderr(gate));
+    cr_assert(!strstr(ol_test_bg_stderr(gate), "\"level\":\"error\""), "%s", ol_test_bg_stderr(gate));
+    ol_test_bg_free(gate);
+    gate = NULL;
+}
+
+/* Every record of a topic, as a JSON array of tail's lines. */
+static json_t *read_topic(const char *topic) {
+    char *out = orderlog_ok("tail %s --from beginning", topic);
+    json_t *all = json_array();
+    char *save = NULL;
+    for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert(j, "tail printed a line that is not JSON: %s", line);
+        json_array_append_new(all, j);
+    }
+    free(out);
+    return all;
+}
+
+static const char *dstr(json_t *rec, const char *field) {
+    const char *s = json_string_value(json_object_get(json_object_get(rec, "data"), field));
+    return s ? s : "(none)";
+}
+
+/* ---- validation ---- */
+
+static void expect_invalid(const char *what, reply_t r, int status, const char *field) {
+    cr_expect_eq(r.status, status, "%s: HTTP %d, expected %d: %s", what, r.status, status, r.body);
+    cr_expect(json_is_object(r.json), "%s: body is not JSON: %s", what, r.body);
+    cr_expect(r.headers && strstr(r.headers, "Content-Type: application/json"), "%s: %s", what, r.headers);
+    cr_expect_str_eq(jstr(&r, "field"), field, "%s: %s", what, r.body);
+    cr_expect(json_string_value(json_object_get(r.json, "error")), "%s: no error message: %s", what, r.body);
+    reply_free(&r);
+}
+
+Test(gate, rejects_bad_input_with_400_naming_the_field_before_kafka) {
+    use_topics("invalid");
+    start_gate("-X gate.wait.ms=0 -X gate.body.max.bytes=1024");
+    const char *ok_tail = ",\"userLevel\":1,\"goodsSKU\":\"A\",\"goodsQuantity\":1}";
+    char body[4096];
+    snprintf(body, sizeof(body), "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\"%s", ok_tail);
+    expect_invalid("missing userID", http("POST", "/buy", body), 400, "userID");
+    expect_invalid("userLevel as a string",
+                   http("POST", "/buy",
+                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":\"1\","
+                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1}"),
+                   400, "userLevel");
+    expect_invalid("goodsSKU as a number",
+                   http("POST", "/buy",
+                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+                        "\"goodsSKU\":7,\"goodsQuantity\":1}"),
+                   400, "goodsSKU");
+    expect_invalid("negative quantity",
+                   http("POST", "/buy",
+                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+                        "\"goodsSKU\":\"A\",\"goodsQuantity\":-2}"),
+                   400, "goodsQuantity");
+    expect_invalid("zero quantity",
+                   http("POST", "/buy",
+                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+                        "\"goodsSKU\":\"A\",\"goodsQuantity\":0}"),
+                   400, "goodsQuantity");
+    expect_invalid("fractional quantity",
+                   http("POST", "/buy",
+                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1.5}"),
+                   400, "goodsQuantity");
+    expect_invalid("bad IP",
+                   http("POST", "/buy",
+                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.300\",\"userID\":\"u\",\"userLevel\":1,"
+                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1}"),
+                   400, "clientIP");
+    expect_invalid("unknown field",
+                   http("POST", "/buy",
+                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1,\"price\":1}"),
+                   400, "price");
+    expect_invalid("bad requestID",
+                   http("POST", "/buy",
+                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1,\"requestID\":\"a b/c\"}"),
+                   400, "requestID");
+    expect_invalid("malformed JSON", http("POST", "/buy", "{\"sessionID\":\"s\","), 400, "body");
+    expect_invalid("not an object", http("POST", "/buy", "[1,2]"), 400, "body");
+    /* oversized: declared with Content-Length, and again as chunks without it */
+    char big[3000];
+    memset(big, ' ', sizeof(big));
+    memcpy(big, body, strlen(body));
+    expect_invalid("oversized body", http_raw("POST", "/buy", "Content-Type: application/json\r\n", big, sizeof(big)),
+                   400, "body");
+    char chunked[4000];
+    int n = snprintf(chunked, sizeof(chunked), "%zx\r\n", sizeof(big));
+    memcpy(chunked + n, big, sizeof(big));
+    n += (int)sizeof(big);
+    n += snprintf(chunked + n, sizeof(chunked) - (size_t)n, "\r\n0\r\n\r\n");
+    expect_invalid("oversized chunked body",
+                   http_send("POST", "/buy", "Content-Type: application/json\r\n", chunked, (size_t)n, true), 400,
+                   "body");
+    expect_invalid("not JSON content",
+                   http_raw("POST", "/buy", "Content-Type: application/x-www-form-urlencoded\r\n", "a=1", 3), 415,
+                   "Content-Type");
+    expect_invalid("checkout without holdID", http("POST", "/checkout", "{\"userID\":\"u\",\"goodsSKU\":\"A\"}"), 400,
+                   "holdID");
+
+    reply_t r = http("GET", "/nowhere", NULL);
+    cr_expect_eq(r.status, 404, "%s", r.body);
+    cr_expect(json_is_object(r.json), "%s", r.body);
+    reply_free(&r);
+    r = http("GET", "/buy", NULL);
+    cr_expect_eq(r.status, 405, "%s", r.body);
+    cr_expect(json_is_object(r.json) && strstr(r.headers, "Allow: POST"), "%s\n%s", r.headers, r.body);
+    reply_free(&r);
+    r = http("DELETE", "/metrics", NULL);
+    cr_expect_eq(r.status, 405, "%s", r.body);
+    reply_free(&r);
+
+    /* 14 bad bodies and the GET */
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), 15);
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), 0, "nothing invalid reaches Kafka: %s", json_dumps(recs, 0));
+    json_decref(recs);
+    stop_gate_ok();
+}
+
+/* ---- rate limits ---- */
+
+Test(gate, throttles_after_the_burst_per_ip_and_per_instance) {
+    use_topics("throttle");
+    start_gate("-X gate.wait.ms=0 -X gate.ip.rate.per.second=1 -X gate.ip.burst=3 -X gate.rate.per.second=1 "
+               "-X gate.rate.burst=6");
+    for (int i = 0; i < 3; i++) {
+        reply_t r = http("POST", "/buy", buy_body(NULL, "u1", "198.51.100.1", "A", 1));
+        cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
+        reply_free(&r);
+    }
+    reply_t r = http("POST", "/buy", buy_body(NULL, "u1", "198.51.100.1", "A", 1));
+    cr_assert_eq(r.status, 429, "%d %s", r.status, r.body);
+    cr_assert_str_eq(r.body, THROTTLED_JSON);
+    reply_free(&r);
+    /* another IP has its own bucket; the instance's (6) runs out after it */
+    for (int i = 0; i < 2; i++) {
+        r = http("POST", "/buy", buy_body(NULL, "u2", "198.51.100.2", "A", 1));
+        cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
+        reply_free(&r);
+    }
+    r = http("POST", "/buy", buy_body(NULL, "u3", "198.51.100.3", "A", 1));
+    cr_assert_eq(r.status, 429, "%d %s", r.status, r.body);
+    cr_assert_eq(json_is_true(json_object_get(r.json, "isThrottled")), 1, "%s", r.body);
+    reply_free(&r);
+    cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"ip\"}"), 1);
+    cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"instance\"}"), 1);
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"throttled\"}"), 2);
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}"), 5);
+    stop_gate_ok();
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), 5, "only admitted requests reach Kafka");
+    json_decref(recs);
+}
+
+/* ---- what reaches Kafka ---- */
+
+Test(gate, writes_the_buy_requested_with_its_fields_and_envelope) {
+    use_topics("produce");
+    start_gate("-X gate.wait.ms=0");
+    reply_t r = http("POST", "/buy",
+                     "{\"sessionID\":\"sess-42\",\"clientIP\":\"2001:db8::7\",\"userID\":\"UID0000000001\","
+                     "\"userLevel\":5,\"goodsSKU\":\"SKU0001\",\"goodsQuantity\":2,\"requestID\":\"it-req-1\"}");
+    cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
+    cr_assert_str_eq(jstr(&r, "requestID"), "it-req-1");
+    cr_assert_str_eq(jstr(&r, "status"), "pending");
+    cr_assert_str_eq(jstr(&r, "poll"), "/buy/it-req-1");
+    reply_free(&r);
+    /* without requestID, the gate makes one (a UUID) */
+    r = http("POST", "/buy", buy_body(NULL, "u2", "10.1.2.3", "SKU0002", 1));
+    cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
+    char generated[64];
+    snprintf(generated, sizeof(generated), "%s", jstr(&r, "requestID"));
+    cr_assert_eq(strlen(generated), 36, "%s", r.body);
+    reply_free(&r);
+
+    char *out = orderlog_ok("tail buy-requests --from beginning -n 2");
+    json_t *first = NULL, *second = NULL;
+    char *save = NULL;
+    for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert(j, "%s", line);
+        if (!strcmp(dstr(j, "request_id"), "it-req-1"))
+            first = j;
+        else
+            second = j;
+    }
+    free(out);
+    cr_assert(first && second, "two records expected");
+    cr_expect_str_eq(json_string_value(json_object_get(first, "type")), "BuyRequested");
+    cr_expect_str_eq(json_string_value(json_object_get(first, "key")), "SKU0001");
+    json_t *d = json_object_get(first, "data"), *h = json_object_get(first, "headers");
+    cr_expect_str_eq(dstr(first, "session_id"), "sess-42");
+    cr_expect_str_eq(dstr(first, "client_ip"), "2001:db8::7");
+    cr_expect_str_eq(dstr(first, "user_id"), "UID0000000001");
+    cr_expect_eq(json_integer_value(json_object_get(d, "user_level")), 5);
+    cr_expect_str_eq(dstr(first, "sku"), "SKU0001");
+    cr_expect_eq(json_integer_value(json_object_get(d, "quantity")), 2);
+    cr_expect_str_eq(dstr(first, "channel"), "gate");
+    cr_expect(json_string_value(json_object_get(d, "requested_at")));
+    cr_expect_str_eq(json_string_value(json_object_get(h, "ce_specversion")), "1.0");
+    cr_expect_str_eq(json_string_value(json_object_get(h, "ce_type")), "orderlog.BuyRequested");
+    cr_expect_str_eq(json_string_value(json_object_get(h, "ce_source")), "orderlog/gate");
+    cr_expect_str_eq(json_string_value(json_object_get(h, "ce_subject")), "it-req-1");
+    cr_expect_str_eq(json_string_value(json_object_get(h, "content-type")), "application/avro");
+    cr_expect_str_eq(dstr(second, "request_id"), generated);
+    json_decref(first);
+    json_decref(second);
+    stop_gate_ok();
+}
+
+/* ---- answers ---- */
+
+Test(gate, answers_with_the_decision_read_back_from_sale_events) {
+    use_topics("answer");
+    start_gate("-X gate.wait.ms=20000");
+    bg_post_t *acc = bg_post("/buy", buy_body("it-acc-1", "u1", "10.0.0.1", "A", 2));
+    bg_post_t *rej = bg_post("/buy", buy_body("it-rej-1", "u2", "10.0.0.2", "A", 1));
+    wait_metric("orderlog_gate_waiting", 2, 20000); /* both wait for their decision */
+    publish("{\"type\":\"BuyAccepted\",\"data\":{\"request_id\":\"it-acc-1\",\"hold_id\":\"h-it-acc-1\","
+            "\"user_id\":\"u1\",\"sku\":\"A\",\"quantity\":2,\"expires_at\":\"2031-05-06T07:08:09.123Z\"}}\n"
+            "{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-rej-1\",\"user_id\":\"u2\",\"sku\":\"A\","
+            "\"quantity\":1,\"reason\":\"sold_out\",\"message\":\"The goods is sold out!\"}}\n");
+    reply_t a = bg_post_join(acc), r = bg_post_join(rej);
+    cr_assert_eq(a.status, 200, "%d %s", a.status, a.body);
+    cr_assert_str_eq(jstr(&a, "reponseMsg"), MSG_ACCEPTED);
+    cr_assert(json_is_true(json_object_get(a.json, "repResult")), "%s", a.body);
+    cr_assert(json_is_false(json_object_get(a.json, "isThrottled")), "%s", a.body);
+    cr_assert_str_eq(jstr(&a, "version"), "1.0");
+    cr_assert_str_eq(jstr(&a, "requestID"), "it-acc-1");
+    cr_assert_str_eq(jstr(&a, "holdID"), "h-it-acc-1");
+    cr_assert_str_eq(jstr(&a, "expiresAt"), "2031-05-06T07:08:09.123Z");
+    cr_assert_lt(a.ms, 15000, "answered when the decision came, not at the deadline");
+    cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+    cr_assert_str_eq(jstr(&r, "reponseMsg"), MSG_SOLD_OUT);
+    cr_assert(json_is_false(json_object_get(r.json, "repResult")), "%s", r.body);
+    cr_assert_str_eq(jstr(&r, "reason"), "sold_out");
+    cr_assert_str_eq(jstr(&r, "requestID"), "it-rej-1");
+
+    /* GET after the answer: the same answer; an unknown id: 404 */
+    reply_t g = http("GET", "/buy/it-acc-1", NULL);
+    cr_assert_eq(g.status, 200, "%d %s", g.status, g.body);
+    cr_assert_str_eq(g.body, a.body);
+    reply_free(&g);
+    g = http("GET", "/buy/it-rej-1", NULL);
+    cr_assert_eq(g.status, 200, "%d %s", g.status, g.body);
+    cr_assert_str_eq(g.body, r.body);
+    reply_free(&g);
+    /* a retried request id already decided: answered from the cache at once */
+    reply_t again = http("POST", "/buy", buy_body("it-acc-1", "u1", "10.0.0.1", "A", 2));
+    cr_assert_eq(again.status, 200, "%d %s", again.status, again.body);
+    cr_assert_str_eq(again.body, a.body);
+    reply_free(&again);
+    reply_free(&a);
+    reply_free(&r);
+
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"accepted\"}"), 2);
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"rejected\"}"), 1);
+    cr_expect_eq(metric("orderlog_gate_rejected_total{endpoint=\"buy\",reason=\"sold_out\"}"), 1);
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy_status\",outcome=\"accepted\"}"), 1);
+    cr_expect_eq(metric("orderlog_gate_waiting"), 0);
+    cr_expect_eq(metric("orderlog_gate_request_duration_seconds_count{endpoint=\"buy\"}"), 3);
+    stop_gate_ok();
+}
+
+Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
+    use_topics("pending");
+    /* a projection schema that does not exist: PostgreSQL has nothing, gracefully */
+    char extra[300];
+    snprintf(extra, sizeof(extra), "-X gate.wait.ms=300 -X projection.schema=it_gate_missing_%ld", (long)getpid());
+    start_gate(extra);
+    reply_t r = http("POST", "/buy", buy_body("it-slow-1", "u1", "10.0.0.1", "A", 1));
+    cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
+    cr_assert_str_eq(jstr(&r, "requestID"), "it-slow-1");
+    cr_assert_str_eq(jstr(&r, "status"), "pending");
+    cr_assert_str_eq(jstr(&r, "poll"), "/buy/it-slow-1");
+    cr_assert_geq(r.ms, 290, "answered after gate.wait.ms, took %lld ms", r.ms);
+    cr_assert_lt(r.ms, 5000);
+    reply_free(&r);
+    r = http("GET", "/buy/it-slow-1", NULL);
+    cr_assert_eq(r.status, 202, "known but undecided: %d %s", r.status, r.body);
+    cr_assert_str_eq(jstr(&r, "status"), "pending");
+    reply_free(&r);
+    r = http("GET", "/buy/never-seen", NULL);
+    cr_assert_eq(r.status, 404, "%d %s", r.status, r.body);
+    cr_assert(json_is_object(r.json), "%s", r.body);
+    reply_free(&r);
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}"), 1);
+
+    publish("{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-slow-1\",\"user_id\":\"u1\",\"sku\":\"A\","
+            "\"quantity\":1,\"reason\":\"limit\",\"message\":\"You can not buy this goods!\"}}\n");
+    long long end = ol_test_now_ms() + 20000;
+    for (;;) {
+        r = http("GET", "/buy/it-slow-1", NULL);
+        if (r.status == 200)
+            break;
+        cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
+        cr_assert(ol_test_now_ms() < end, "no decision after 20 s");
+        reply_free(&r);
+        usleep(50000);
+    }
+    cr_assert_str_eq(jstr(&r, "reponseMsg"), "You can not buy this goods!");
+    cr_assert_str_eq(jstr(&r, "reason"), "limit");
+    cr_assert(json_is_false(json_object_get(r.json, "repResult")), "%s", r.body);
+    reply_free(&r);
+    stop_gate_ok();
+}
+
+Test(gate, checkout_answers_the_order_or_why_not) {
+    use_topics("checkout");
+    start_gate("-X gate.wait.ms=20000");
+    bg_post_t *ok = bg_post("/checkout", strdup("{\"userID\":\"u1\",\"goodsSKU\":\"A\",\"holdID\":\"h-r1\"}"));
+    bg_post_t *no = bg_post("/checkout", strdup("{\"userID\":\"u2\",\"goodsSKU\":\"A\",\"holdID\":\"h-r2\"}"));
+    wait_metric("orderlog_gate_waiting", 2, 20000);
+    /* the CheckoutRequested records give the request ids the gate chose */
+    json_t *recs = read_topic("buy-requests");
+    cr_assert_eq(json_array_size(recs), 2);
+    const char *rid2 = NULL;
+    for (size_t i = 0; i < 2; i++) {
+        json_t *rec = json_array_get(recs, i);
+        cr_assert_str_eq(json_string_value(json_object_get(rec, "type")), "CheckoutRequested");
+        if (!strcmp(dstr(rec, "hold_id"), "h-r2"))
+            rid2 = dstr(rec, "request_id");
+    }
+    cr_assert(rid2);
+    char lines[1024];
+    snprintf(lines, sizeof(lines),
+             "{\"type\":\"HoldConverted\",\"data\":{\"hold_id\":\"h-r1\",\"order_id\":\"o-h-r1\",\"user_id\":\"u1\","
+             "\"sku\":\"A\",\"quantity\":1}}\n"
+             "{\"type\":\"CheckoutRejected\",\"data\":{\"request_id\":\"%s\",\"hold_id\":\"h-r2\",\"user_id\":\"u2\","
+             "\"sku\":\"A\",\"op\":\"checkout\",\"reason\":\"expired\"}}\n",
+             rid2);
+    publish(lines);
+    reply_t a = bg_post_join(ok), b = bg_post_join(no);
+    cr_assert_eq(a.status, 200, "%d %s", a.status, a.body);
+    cr_assert_str_eq(jstr(&a, "orderID"), "o-h-r1");
+    cr_assert_str_eq(jstr(&a, "holdID"), "h-r1");
+    cr_assert(json_is_true(json_object_get(a.json, "repResult")), "%s", a.body);
+    cr_assert_eq(b.status, 409, "%d %s", b.status, b.body);
+    cr_assert_str_eq(jstr(&b, "reason"), "expired");
+    cr_assert_str_eq(jstr(&b, "requestID"), rid2);
+    cr_assert(json_is_false(json_object_get(b.json, "repResult")), "%s", b.body);
+    json_decref(recs);
+    reply_free(&a);
+    reply_free(&b);
+    cr_expect_eq(metric("orderlog_gate_rejected_total{endpoint=\"checkout\",reason=\"expired\"}"), 1);
+    stop_gate_ok();
+}
+
+Test(gate, health_and_metrics) {
+    use_topics("health");
+    start_gate("-X gate.wait.ms=0");
+    reply_t r = http("GET", "/healthz", NULL);
+    cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+    cr_assert_str_eq(jstr(&r, "status"), "ok");
+    reply_free(&r);
+    long long before = metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}");
+    cr_assert_eq(before, 0);
+    r = http("POST", "/buy", buy_body(NULL, "u1", "10.0.0.1", "A", 1));
+    cr_assert_eq(r.status, 202);
+    reply_free(&r);
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}"), 1);
+    cr_expect_eq(metric("orderlog_gate_request_duration_seconds_count{endpoint=\"buy\"}"), 1);
+    cr_expect_eq(metric("orderlog_gate_request_duration_seconds_bucket{endpoint=\"buy\",le=\"+Inf\"}"), 1);
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"healthz\",outcome=\"ok\"}"), 1);
+    r = http("GET", "/metrics", NULL);
+    cr_assert(strstr(r.headers, "Content-Type: text/plain"), "%s", r.headers);
+    cr_assert(strstr(r.body, "# TYPE orderlog_gate_request_duration_seconds histogram"), "%s", r.body);
+    reply_free(&r);
+    stop_gate_ok();
+}
+
+Test(gate, sigterm_answers_waiting_requests_and_exits_0) {
+    use_topics("sigterm");
+    start_gate("-X gate.wait.ms=60000");
+    bg_post_t *p = bg_post("/buy", buy_body("it-term-1", "u1", "10.0.0.1", "A", 1));
+    wait_metric("orderlog_gate_waiting", 1, 20000);
+    long long t0 = ol_test_now_ms();
+    stop_gate_ok();
+    reply_t r = bg_post_join(p);
+    cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
+    cr_assert_str_eq(jstr(&r, "status"), "pending");
+    cr_assert_lt(ol_test_now_ms() - t0, 10000);
+    reply_free(&r);
+    json_t *recs = read_topic("buy-requests");
+    cr_assert_eq(json_array_size(recs), 1, "the request was written before the exit");
+    json_decref(recs);
+}
+
+/* ---- end to end, through the decider ---- */
+
+Test(gate, sells_the_last_unit_once_through_the_decider) {
+    char *out, *err;
+    int rc = orderlog(&out, &err, "--help");
+    bool has_decide = rc == 0 && strstr(out, "\n  decide ");
+    free(out);
+    free(err);
+    if (!has_decide)
+        cr_skip_test("this binary has no decide command");
+    use_topics("e2e");
+    publish("{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"A\",\"platform\":\"p\",\"title\":\"A\",\"price\":1500,"
+            "\"currency\":\"CNY\",\"stock\":1,\"version\":1}}\n");
+    char *bin = ol_test_shell_quote(ol_test_bin());
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s decide", bin, prefix);
+    free(bin);
+    ol_test_bg_t *decide = ol_test_bg_start(cmd);
+    start_gate("-X gate.wait.ms=30000");
+    reply_t a = http("POST", "/buy", buy_body("it-e2e-1", "u1", "10.0.0.1", "A", 1));
+    cr_assert_eq(a.status, 200, "%d %s\ndecide:\n%s", a.status, a.body, ol_test_bg_stderr(decide));
+    cr_assert_str_eq(jstr(&a, "reponseMsg"), MSG_ACCEPTED, "%s", a.body);
+    cr_assert_str_eq(jstr(&a, "holdID"), "h-it-e2e-1");
+    cr_assert(strcmp(jstr(&a, "expiresAt"), "(none)"), "%s", a.body);
+    reply_t b = http("POST", "/buy", buy_body("it-e2e-2", "u2", "10.0.0.2", "A", 1));
+    cr_assert_eq(b.status, 200, "%d %s", b.status, b.body);
+    cr_assert_str_eq(jstr(&b, "reponseMsg"), MSG_SOLD_OUT);
+    cr_assert_str_eq(jstr(&b, "reason"), "sold_out");
+    reply_t c = http("POST", "/checkout", "{\"userID\":\"u1\",\"goodsSKU\":\"A\",\"holdID\":\"h-it-e2e-1\"}");
+    cr_assert_eq(c.status, 200, "%d %s", c.status, c.body);
+    cr_assert_str_eq(jstr(&c, "orderID"), "o-h-it-e2e-1");
+    reply_t d = http("POST", "/checkout", "{\"userID\":\"u1\",\"goodsSKU\":\"A\",\"holdID\":\"h-it-e2e-1\"}");
+    cr_assert_eq(d.status, 409, "%d %s", d.status, d.body);
+    cr_assert_str_eq(jstr(&d, "reason"), "converted");
+    reply_free(&a);
+    reply_free(&b);
+    reply_free(&c);
+    reply_free(&d);
+    stop_gate_ok();
+    ol_test_bg_signal(decide, SIGTERM);
+    cr_assert_eq(ol_test_bg_wait(decide, 30000), 0, "%s", ol_test_bg_stderr(decide));
+    ol_test_bg_free(decide);
+}
