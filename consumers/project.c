@@ -1,4 +1,6 @@
-/* orderlog project: orders, after-sales and skus into their read models.
+/* orderlog project: orders, after-sales and skus into their read models;
+ * the sale-events and blacklist topics go to the sale projections
+ * (sale_project.c), in the same batches and transactions.
  *
  * Fold (worker threads, per key in log order): each event is decoded and
  * kept as an op (its type and data) in the worker's list. Apply (one
@@ -30,6 +32,7 @@
 #include "common/util.h"
 #include "consumers/project.h"
 #include "consumers/runtime.h"
+#include "consumers/sale_project.h"
 
 /* ---- tables ------------------------------------------------------------- */
 
@@ -140,19 +143,25 @@ typedef struct op_s {
 typedef struct fold_state_s {
     op_t *ops;
     size_t n, cap;
+    ol_sale_project_fold_t *sale; /* the records of sale-events and blacklist */
 } fold_state_t;
 
 static void *state_new(void *opaque) {
     (void)opaque;
-    return ol_xcalloc(1, sizeof(fold_state_t));
+    fold_state_t *s = ol_xcalloc(1, sizeof(fold_state_t));
+    s->sale = ol_sale_project_fold_new();
+    return s;
 }
 
 static void state_reset(void *state) {
-    ((fold_state_t *)state)->n = 0;
+    fold_state_t *s = state;
+    s->n = 0;
+    ol_sale_project_fold_reset(s->sale);
 }
 
 static void state_destroy(void *state) {
     fold_state_t *s = state;
+    ol_sale_project_fold_destroy(s->sale);
     free(s->ops);
     free(s);
 }
@@ -734,7 +743,7 @@ static ol_err_t refresh_refunded(apply_t *a) {
     return err;
 }
 
-static const char *const project_topics[] = {"orders", "after-sales", "skus", NULL};
+static const char *const project_topics[] = {"orders", "after-sales", "skus", "sale-events", "blacklist", NULL};
 
 typedef void (*apply_fn)(apply_t *a, const op_t *op);
 
@@ -817,6 +826,14 @@ void ol_project_bulk_set_limit(ol_project_bulk_t *b, size_t max_rows,
     b->max_rows = max_rows;
     b->on_spill = on_spill;
     b->on_spill_opaque = opaque;
+}
+
+bool ol_project_bulk_fills(const char *table) {
+    static const char *const filled[] = {"orders", "order_lines", "order_payments", "refunds", "skus", NULL};
+    for (const char *const *t = filled; *t; t++)
+        if (!strcmp(*t, table))
+            return true;
+    return false;
 }
 
 bool ol_project_bulk_spilled(const ol_project_bulk_t *b) {
@@ -961,6 +978,16 @@ static ol_err_t bulk_mode(ol_project_bulk_t *b, ol_rt_t *rt, PGconn *conn, bool 
     return err;
 }
 
+/* The sale projections of the batch, in its transaction. */
+static ol_err_t apply_sale(ol_rt_t *rt, PGconn *conn, void **states, int nstates, char *errstr, size_t errstr_size) {
+    ol_sale_project_fold_t **folds = ol_xcalloc((size_t)nstates + 1, sizeof(*folds));
+    for (int s = 0; s < nstates; s++)
+        folds[s] = ((fold_state_t *)states[s])->sale;
+    ol_err_t err = ol_sale_project_apply(rt, conn, folds, nstates, errstr, errstr_size);
+    free(folds);
+    return err;
+}
+
 static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, char *errstr, size_t errstr_size) {
     apply_t a = {rt,           conn,         ol_arena_new(0),    ol_rt_schema(rt), ol_map_new(), ol_map_new(),
                  ol_map_new(), ol_map_new(), {NULL, NULL, 0, 0}, errstr,           errstr_size};
@@ -997,7 +1024,9 @@ static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, cha
             apply_ops(&a, states[s]);
         bulk->payments_text = a.new_payments;
         ol_arena_destroy(a.arena);
-        return OL_ERR_OK;
+        /* the sale tables take the normal path (the rebuild gives them
+         * their keys before the load) */
+        return apply_sale(rt, conn, states, nstates, errstr, errstr_size);
     }
     /* every statement below reads or writes rows by key: an index path is
      * always right, but the planner picks sequential scans for thousands of
@@ -1026,7 +1055,7 @@ static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, cha
         apply_ops(&a, states[s]);
     if ((err = write_rows(&a, &t_orders, a.orders)) || (err = write_lines(&a)) || (err = write_payments(&a)) ||
         (err = write_rows(&a, &t_refunds, a.refunds)) || (err = write_rows(&a, &t_skus, a.skus)) ||
-        (err = refresh_refunded(&a)))
+        (err = refresh_refunded(&a)) || (err = apply_sale(rt, conn, states, nstates, errstr, errstr_size)))
         goto out;
 out:
     ol_map_destroy(a.orders);
@@ -1043,6 +1072,8 @@ static ol_err_t fold_checked(void *state, const ol_rt_record_t *rec, ol_arena_t 
     if (strcmp(rec->env->type->topic, topic))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "%s does not belong on the %s topic (it goes to %s)",
                        rec->env->type->name, topic, rec->env->type->topic);
+    if (ol_sale_project_takes(topic))
+        return ol_sale_project_fold(((fold_state_t *)state)->sale, rec, arena, errstr, errstr_size);
     return fold(state, rec, arena, errstr, errstr_size);
 }
 
@@ -1086,10 +1117,11 @@ static int project_run(const ol_conf_t *conf, int argc, char **argv) {
 }
 
 const ol_cmd_t ol_cmd_project = {
-    "project", project_run, "project orders, after-sales and skus into PostgreSQL (exactly-once)",
+    "project", project_run, "project orders, after-sales, skus and the sale into PostgreSQL (exactly-once)",
     "usage: orderlog project [--until-end]\n"
-    "  Consumes the orders, after-sales and skus topics in the consumer group <topic.prefix>project\n"
-    "  (orderlog.project; consumer.group.id sets another) and keeps the orders, order_lines, refunds and skus tables "
-    "of\n"
-    "  projection.schema up to date. Runs until SIGTERM or SIGINT, which finish the batch in flight.\n"
+    "  Consumes the orders, after-sales, skus, sale-events and blacklist topics in the consumer group\n"
+    "  <topic.prefix>project (orderlog.project; consumer.group.id sets another) and keeps the tables of\n"
+    "  projection.schema up to date: orders, order_lines, order_payments, refunds, skus, and the sale's\n"
+    "  buy_decisions, holds, inventory, user_sku_totals, policies, checkout_rejections and blacklist.\n"
+    "  Runs until SIGTERM or SIGINT, which finish the batch in flight.\n"
     "  --until-end   stop once every assigned partition is consumed to its end\n"};

@@ -7,8 +7,9 @@
 
 #include "consumers/runtime.h"
 
-/* The projection of orders, after-sales and skus (consumers/project.c), for
- * orderlog project and orderlog rebuild. */
+/* The projection of orders, after-sales and skus (consumers/project.c), and
+ * through it the sale projections (consumers/sale_project.h), for orderlog
+ * project and orderlog rebuild. */
 const ol_rt_role_t *ol_project_role(void);
 
 /* Bulk mode, for a replay into an empty schema (rebuild): with a bulk state
@@ -25,6 +26,11 @@ void ol_project_bulk_destroy(ol_project_bulk_t *bulk);
 void ol_project_bulk_set_limit(ol_project_bulk_t *bulk, size_t max_rows,
                                ol_err_t (*on_spill)(void *opaque, PGconn *conn, char *errstr, size_t errstr_size),
                                void *opaque);
+/* Whether the bulk path fills this table (orders, order_lines,
+ * order_payments, refunds, skus). The others (the offsets, the sale tables)
+ * take the normal path during a bulk load: they need their primary keys
+ * from the start. */
+bool ol_project_bulk_fills(const char *table);
 /* Whether the limit was passed (keys and indexes exist already). */
 bool ol_project_bulk_spilled(const ol_project_bulk_t *bulk);
 /* Writes what is in memory in one transaction (nothing after a spill); the

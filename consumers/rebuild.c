@@ -2,8 +2,10 @@
  * it in for the live projection.
  *
  *  1. shadow schema <schema>_rebuild: every table of the live schema, with
- *     its columns, defaults and primary key only (the projector upserts by
- *     primary key; the other indexes and constraints would slow the load);
+ *     its columns (generated ones too) and defaults; the tables the bulk
+ *     load fills get their primary keys after it, the others (the offsets,
+ *     the sale tables, which the replay upserts by primary key) before;
+ *     the other indexes and constraints would slow the load;
  *  2. the projection role replays every topic from the beginning into it
  *     (its own Kafka group; offsets stored under the live group's name, so
  *     they move with the swap), showing progress;
@@ -149,22 +151,23 @@ static ol_err_t create_shadow(rebuild_t *rb) {
         return err;
     for (int t = 0; t < rb->ntables; t++) {
         /* unlogged while loading: a failed rebuild drops the shadow anyway */
-        if ((err = execf(rb, "create unlogged table %s.%s (like %s.%s including defaults)", rb->shadow, rb->tables[t],
-                         rb->live, rb->tables[t])))
+        if ((err = execf(rb, "create unlogged table %s.%s (like %s.%s including defaults including generated)",
+                         rb->shadow, rb->tables[t], rb->live, rb->tables[t])))
             return err;
-        /* the bulk load reads nothing back: only the offsets, upserted per
-         * batch, need their key while loading */
-        if (!strcmp(rb->tables[t], "consumer_offsets") && (err = add_constraints(rb, rb->tables[t], "p")))
+        /* the bulk load reads nothing back: only the tables upserted per
+         * batch (the offsets, the sale tables) need their key while loading */
+        if (!ol_project_bulk_fills(rb->tables[t]) && (err = add_constraints(rb, rb->tables[t], "p")))
             return err;
     }
     return OL_ERR_OK;
 }
 
-/* The primary keys (but the offsets', made with the table) and indexes. */
+/* The primary keys of the tables the bulk load fills (the others have
+ * theirs from the start) and the indexes. */
 static ol_err_t keys_and_indexes(rebuild_t *rb) {
     ol_err_t err;
     for (int t = 0; t < rb->ntables; t++)
-        if (strcmp(rb->tables[t], "consumer_offsets") && (err = add_constraints(rb, rb->tables[t], "p")))
+        if (ol_project_bulk_fills(rb->tables[t]) && (err = add_constraints(rb, rb->tables[t], "p")))
             return err;
     return add_indexes(rb);
 }
@@ -320,7 +323,7 @@ static ol_err_t table_sum(rebuild_t *rb, const char *schema, const char *table, 
 /* Compares every table; prints one line per table; *equal set. */
 static ol_err_t compare(rebuild_t *rb, bool *equal) {
     *equal = true;
-    printf("%-18s %-44s %-44s\n", "table", "live (rows:md5)", "rebuilt (rows:md5)");
+    printf("%-20s %-44s %-44s\n", "table", "live (rows:md5)", "rebuilt (rows:md5)");
     for (int t = 0; t < rb->ntables; t++) {
         char a[128], b[128];
         ol_err_t err;
@@ -329,7 +332,7 @@ static ol_err_t compare(rebuild_t *rb, bool *equal) {
             return err;
         bool same = !strcmp(a, b);
         *equal = *equal && same;
-        printf("%-18s %-44s %-44s %s\n", rb->tables[t], a, b, same ? "same" : "DIFFERENT");
+        printf("%-20s %-44s %-44s %s\n", rb->tables[t], a, b, same ? "same" : "DIFFERENT");
     }
     return OL_ERR_OK;
 }
@@ -490,7 +493,8 @@ fail:
 const ol_cmd_t ol_cmd_rebuild = {
     "rebuild", rebuild_run, "replay the topics into a fresh shadow schema, verify it, swap it in",
     "usage: orderlog rebuild [--verify-only] [--keep-old]\n"
-    "  Replays orders, after-sales and skus from the beginning into <projection.schema>_rebuild\n"
+    "  Replays orders, after-sales, skus, sale-events and blacklist from the beginning into\n"
+    "  <projection.schema>_rebuild\n"
     "  (primary keys only while loading; indexes and constraints after), catches up with the live\n"
     "  projection, compares every table (rows and checksum), and renames the schemas in one\n"
     "  transaction: readers see the old projection or the new one, never a partial table.\n"

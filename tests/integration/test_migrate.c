@@ -202,9 +202,10 @@ Test(migrate, read_models_refuse_invalid_rows) {
         "values ('r1', 'u1', 'A1', 1, 'rejected', null, now())",
         "insert into orderlog.buy_decisions (request_id, user_id, sku, quantity, outcome, reason, decided_at) "
         "values ('r2', 'u1', 'A1', 1, 'rejected', 'too_late', now())",
-        "insert into orderlog.holds (hold_id, user_id, sku, quantity, status, expires_at, decided_at, updated_at) "
+        "insert into orderlog.holds (hold_id, user_id, sku, quantity, status, expires_at, placed_at, updated_at) "
         "values ('h1', 'u1', 'A1', 1, 'frozen', now(), now(), now())",
-        "insert into orderlog.blacklist values ('mac', 'x', 'add', 'manual', null, now())",
+        "insert into orderlog.blacklist (subject_type, subject, reason, until, changed_at) values ('mac', 'x', "
+        "'manual', null, now())",
         "insert into orderlog.consumer_offsets (group_id, topic, partition, next_offset) values ('g', 't', 0, -5)",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)

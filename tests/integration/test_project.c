@@ -33,7 +33,8 @@
 
 /* ==== the kit ============================================================ */
 
-static const char *const kit_topics_read[] = {"orders", "after-sales", "skus"}; /* what project reads */
+static const char *const kit_topics_read[] = {"orders", "after-sales", "skus", "sale-events",
+                                              "blacklist"}; /* what project reads */
 #define KIT_PARTITIONS 3
 #define KIT_MAX 8
 

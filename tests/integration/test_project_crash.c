@@ -94,7 +94,7 @@ Test(project_crash, kill9_at_random_moments_loses_and_duplicates_nothing) {
 }
 
 /* Total partitions of the topics project reads. */
-#define ALL_PARTITIONS (3 * KIT_PARTITIONS)
+#define ALL_PARTITIONS ((int)(sizeof(kit_topics_read) / sizeof(kit_topics_read[0])) * KIT_PARTITIONS)
 
 Test(project_crash, two_projectors_one_stopped_mid_load) {
     unsigned seed = test_seed();

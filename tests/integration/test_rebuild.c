@@ -113,7 +113,7 @@ static const char *source_dir(void) {
 }
 
 /* Publishes `ops/sample-events <what>`; returns the number of events on the
- * topics `orderlog project` reads (BlacklistChanged goes elsewhere). */
+ * topics `orderlog project` reads (every one but the shoppers' commands). */
 static long long publish_sample(const char *what) {
     char path[1024], *out, *err;
     snprintf(path, sizeof(path), "%s/sample-%d.jsonl", dir, ++files);
@@ -126,7 +126,7 @@ static long long publish_sample(const char *what) {
     long long events = 0, other = 0;
     for (const char *p = text; *p; p++)
         events += *p == '\n';
-    for (const char *p = text; (p = strstr(p, "\"type\":\"BlacklistChanged\"")); p++)
+    for (const char *p = text; (p = strstr(p, "\"type\":\"BuyRequested\"")); p++)
         other++;
     free(text);
     rc = orderlog_on(db, &out, &err, "publish %s", qpath);
@@ -531,8 +531,8 @@ Test(rebuild, projector_keeps_working_after_a_swap) {
 }
 
 /* Holds an ACCESS SHARE lock on <schema>_rebuild.blacklist once it exists:
- * the rebuild replays (blacklist is not written by the replay) but cannot
- * add its constraints until released, so the live projector gets ahead of
+ * the rebuild replays (its writes to blacklist do not conflict with the
+ * lock) but cannot add its constraints until released, so the live projector gets ahead of
  * the shadow meanwhile and the rebuild must catch up. */
 typedef struct blocker_s {
     PGconn *conn;

@@ -1,0 +1,854 @@
+/* orderlog project, the sale part: the decider's facts (sale-events) and the
+ * blacklist into their read models (see sale_project.h, migration 005).
+ *
+ * Fold (worker threads, per key in log order): each fact is kept with its
+ * fields and its position (partition, offset). Apply (in the batch's
+ * transaction): the rows every fact touches are loaded in one query per
+ * table, the facts run in order on those row images in memory, and the rows
+ * that changed are written back through COPY into a staging table and one
+ * upsert per table (blacklist removals: one delete).
+ *
+ * Rules (what a fact does is in migration 005's comments):
+ *  - replays change nothing: every row remembers the position of the last
+ *    fact applied to it (last_partition, last_offset). A fact touches rows of
+ *    one SKU only (or one blacklist key), all in the partition of its key,
+ *    so when any row it touches has seen its position, it was applied (to
+ *    all of them, in one transaction) and is skipped;
+ *  - a fact that contradicts the rows is rejected (dlq) and changes nothing,
+ *    as the decider's state refuses it (ol_sale_apply): a second decision
+ *    for a request, a hold that exists already, or that is unknown, ended or
+ *    of another user, SKU or quantity, a BuyAccepted for a SKU without the
+ *    stock, a StockChanged under held + sold. So held + sold <= total holds
+ *    after every fact applied, whatever the log holds;
+ *  - CheckoutRejected: the first per request id is kept (a retried command
+ *    refused again is no contradiction);
+ *  - BlacklistChanged add replaces the row of its subject, remove deletes it.
+ *
+ * Row images hold every column as text (NULL = SQL NULL) in the apply arena,
+ * as PostgreSQL prints them when loaded. */
+#include "consumers/sale_project.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/codec.h"
+#include "common/map.h"
+#include "common/pg.h"
+#include "common/sale.h"
+#include "common/time.h"
+#include "common/util.h"
+
+bool ol_sale_project_takes(const char *topic) {
+    return !strcmp(topic, "sale-events") || !strcmp(topic, "blacklist");
+}
+
+/* ---- facts ---------------------------------------------------------------- */
+
+typedef enum kind_e {
+    K_ACCEPTED,
+    K_REJECTED,
+    K_RELEASED,
+    K_CONVERTED,
+    K_STOCK,
+    K_POLICY,
+    K_CHECKOUT_REJECTED,
+    K_BLACKLIST,
+    K_COUNT
+} kind_t;
+
+static const struct {
+    const char *name;     /* the event */
+    const char *at_field; /* its time */
+} kinds[K_COUNT] = {
+    {"BuyAccepted", "decided_at"},      {"BuyRejected", "decided_at"},      {"HoldReleased", "released_at"},
+    {"HoldConverted", "converted_at"},  {"StockChanged", "changed_at"},     {"PolicyChanged", "set_at"},
+    {"CheckoutRejected", "decided_at"}, {"BlacklistChanged", "changed_at"},
+};
+
+/* One fact; strings in the fold's arena. Fields a kind has not are NULL / 0. */
+typedef struct fact_s {
+    kind_t kind;
+    const char *request_id, *hold_id, *order_id, *user_id, *sku;
+    const char *reason, *message, *op, *cause;
+    const char *subject_type, *subject;
+    const char *level_limits; /* PolicyChanged: as JSON text */
+    bool add;                 /* BlacklistChanged: add (else remove) */
+    bool has_until;
+    int64_t quantity, total, version, min_level, default_limit;
+    int64_t at_ms, expires_at, until_ms;
+    int32_t partition;
+    int64_t offset;
+    size_t index; /* in the batch */
+} fact_t;
+
+struct ol_sale_project_fold_s {
+    fact_t *facts;
+    size_t n, cap;
+};
+
+ol_sale_project_fold_t *ol_sale_project_fold_new(void) {
+    return ol_xcalloc(1, sizeof(ol_sale_project_fold_t));
+}
+
+void ol_sale_project_fold_reset(ol_sale_project_fold_t *fold) {
+    fold->n = 0;
+}
+
+void ol_sale_project_fold_destroy(ol_sale_project_fold_t *fold) {
+    if (!fold)
+        return;
+    free(fold->facts);
+    free(fold);
+}
+
+static const char *dstr(const ol_json_t *obj, const char *field) {
+    const ol_json_t *v = ol_json_get(obj, field);
+    return v && v->type == OL_JSON_STRING ? v->u.s : NULL;
+}
+
+static int64_t dint(const ol_json_t *obj, const char *field) {
+    const ol_json_t *v = ol_json_get(obj, field);
+    return v && v->type == OL_JSON_INT ? v->u.i : 0;
+}
+
+/* PolicyChanged.level_limits as the jsonb text of the policies table. */
+static const char *level_limits_json(const ol_json_t *levels, ol_arena_t *arena) {
+    size_t n = levels && levels->type == OL_JSON_ARRAY ? levels->len : 0;
+    size_t cap = 4 + n * 64, len = 0;
+    char *s = ol_arena_alloc(arena, cap);
+    len += (size_t)snprintf(s + len, cap - len, "[");
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(s + len, cap - len, "%s{\"level\": %lld, \"limit\": %lld}", i ? ", " : "",
+                                (long long)dint(&levels->u.items[i], "level"),
+                                (long long)dint(&levels->u.items[i], "limit"));
+    snprintf(s + len, cap - len, "]");
+    return s;
+}
+
+ol_err_t ol_sale_project_fold(ol_sale_project_fold_t *fold, const ol_rt_record_t *rec, ol_arena_t *arena, char *errstr,
+                              size_t errstr_size) {
+    const char *name = rec->env->type->name;
+    int k = 0;
+    while (k < K_COUNT && strcmp(kinds[k].name, name))
+        k++;
+    if (k == K_COUNT)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "%s is not a fact of the sale projections", name);
+    const ol_json_t *d = ol_codec_to_dom(rec->env->type, rec->value, arena);
+    fact_t f;
+    memset(&f, 0, sizeof(f));
+    f.kind = (kind_t)k;
+    f.request_id = dstr(d, "request_id");
+    f.hold_id = dstr(d, "hold_id");
+    f.order_id = dstr(d, "order_id");
+    f.user_id = dstr(d, "user_id");
+    f.sku = dstr(d, "sku");
+    f.reason = dstr(d, "reason");
+    f.message = dstr(d, "message");
+    f.op = dstr(d, "op");
+    f.cause = dstr(d, "cause");
+    f.subject_type = dstr(d, "subject_type");
+    f.subject = dstr(d, "subject");
+    f.add = f.kind == K_BLACKLIST && dstr(d, "action") && !strcmp(dstr(d, "action"), "add");
+    const ol_json_t *until = ol_json_get(d, "until");
+    f.has_until = until && until->type == OL_JSON_INT;
+    f.until_ms = f.has_until ? until->u.i : 0;
+    f.quantity = dint(d, "quantity");
+    f.total = dint(d, "total");
+    f.version = f.kind == K_STOCK ? dint(d, "version") : 0;
+    f.min_level = dint(d, "min_level");
+    f.default_limit = dint(d, "default_limit");
+    f.expires_at = dint(d, "expires_at");
+    f.at_ms = dint(d, kinds[k].at_field);
+    if (f.kind == K_POLICY)
+        f.level_limits = level_limits_json(ol_json_get(d, "level_limits"), arena);
+    f.partition = rec->partition;
+    f.offset = rec->offset;
+    f.index = rec->index;
+    if (fold->n == fold->cap) {
+        fold->cap = fold->cap ? fold->cap * 2 : 256;
+        fold->facts = ol_xrealloc(fold->facts, fold->cap * sizeof(*fold->facts));
+    }
+    fold->facts[fold->n++] = f;
+    return OL_ERR_OK;
+}
+
+/* ---- tables --------------------------------------------------------------- */
+
+/* Every table ends with last_partition, last_offset; the first nkeys
+ * columns are its primary key. Generated columns (inventory.available) are
+ * left out. */
+typedef struct table_s {
+    const char *name;
+    const char *const *cols;
+    int ncols, nkeys;
+    bool insert_once; /* an existing row is never replaced */
+} table_t;
+
+enum {
+    D_REQUEST,
+    D_USER,
+    D_SKU,
+    D_QUANTITY,
+    D_OUTCOME,
+    D_REASON,
+    D_MESSAGE,
+    D_HOLD,
+    D_EXPIRES_AT,
+    D_DECIDED_AT,
+    D_NCOLS = 12
+};
+static const char *const decision_cols[] = {"request_id",     "user_id",    "sku",     "quantity",   "outcome",
+                                            "reason",         "message",    "hold_id", "expires_at", "decided_at",
+                                            "last_partition", "last_offset"};
+
+enum {
+    H_HOLD,
+    H_REQUEST,
+    H_USER,
+    H_SKU,
+    H_QUANTITY,
+    H_STATUS,
+    H_RELEASE_REASON,
+    H_ORDER,
+    H_EXPIRES_AT,
+    H_PLACED_AT,
+    H_ENDED_AT,
+    H_UPDATED_AT,
+    H_NCOLS = 14
+};
+static const char *const hold_cols[] = {"hold_id",  "request_id",     "user_id",        "sku",        "quantity",
+                                        "status",   "release_reason", "order_id",       "expires_at", "placed_at",
+                                        "ended_at", "updated_at",     "last_partition", "last_offset"};
+
+enum { I_SKU, I_TOTAL, I_HELD, I_SOLD, I_VERSION, I_CAUSE, I_UPDATED_AT, I_NCOLS = 9 };
+static const char *const inventory_cols[] = {"sku",   "total",      "held",           "sold",       "version",
+                                             "cause", "updated_at", "last_partition", "last_offset"};
+
+enum { U_USER, U_SKU, U_HELD, U_BOUGHT, U_UPDATED_AT, U_NCOLS = 7 };
+static const char *const totals_cols[] = {"user_id",        "sku",        "held", "bought", "updated_at",
+                                          "last_partition", "last_offset"};
+
+enum { P_SKU, P_MIN_LEVEL, P_DEFAULT_LIMIT, P_LEVEL_LIMITS, P_SET_AT, P_NCOLS = 7 };
+static const char *const policy_cols[] = {"sku",    "min_level",      "default_limit", "level_limits",
+                                          "set_at", "last_partition", "last_offset"};
+
+enum { C_REQUEST, C_HOLD, C_USER, C_SKU, C_OP, C_REASON, C_DECIDED_AT, C_NCOLS = 9 };
+static const char *const checkout_cols[] = {"request_id", "hold_id",    "user_id",        "sku",        "op",
+                                            "reason",     "decided_at", "last_partition", "last_offset"};
+
+enum { B_TYPE, B_SUBJECT, B_REASON, B_UNTIL, B_CHANGED_AT, B_NCOLS = 7 };
+static const char *const blacklist_cols[] = {"subject_type", "subject",        "reason",     "until",
+                                             "changed_at",   "last_partition", "last_offset"};
+
+enum { T_DECISIONS, T_HOLDS, T_INVENTORY, T_TOTALS, T_POLICIES, T_CHECKOUTS, T_BLACKLIST, T_COUNT };
+static const table_t tables[T_COUNT] = {
+    {"buy_decisions", decision_cols, D_NCOLS, 1, true}, {"holds", hold_cols, H_NCOLS, 1, false},
+    {"inventory", inventory_cols, I_NCOLS, 1, false},   {"user_sku_totals", totals_cols, U_NCOLS, 2, false},
+    {"policies", policy_cols, P_NCOLS, 1, false},       {"checkout_rejections", checkout_cols, C_NCOLS, 1, true},
+    {"blacklist", blacklist_cols, B_NCOLS, 2, false},
+};
+
+/* A row image. */
+typedef struct row_s {
+    char **v;
+    bool in_db;   /* loaded: the row exists in the database */
+    bool present; /* exists now (loaded or made by this batch, not deleted) */
+    bool dirty;   /* to be written */
+} row_t;
+
+/* ---- a text buffer in the apply arena (COPY data, array literals) ---------- */
+
+typedef struct text_s {
+    ol_arena_t *arena;
+    char *buf;
+    size_t len, cap;
+} text_t;
+
+static void text_reserve(text_t *t, size_t n) {
+    if (t->len + n + 1 <= t->cap)
+        return;
+    size_t cap = (t->cap + n + 1) * 2;
+    char *bigger = ol_arena_alloc(t->arena, cap);
+    if (t->len)
+        memcpy(bigger, t->buf, t->len);
+    t->buf = bigger;
+    t->cap = cap;
+}
+
+static void text_char(text_t *t, char c) {
+    text_reserve(t, 1);
+    t->buf[t->len++] = c;
+    t->buf[t->len] = '\0';
+}
+
+/* One value in COPY text format (escaped, or \N for NULL). */
+static void text_copy_value(text_t *t, const char *v) {
+    if (!v) {
+        text_char(t, '\\');
+        text_char(t, 'N');
+        return;
+    }
+    size_t n = strlen(v);
+    text_reserve(t, 2 * n);
+    for (size_t i = 0; i < n; i++) {
+        char c = v[i];
+        if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
+            t->buf[t->len++] = '\\';
+            c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
+        }
+        t->buf[t->len++] = c;
+    }
+    t->buf[t->len] = '\0';
+}
+
+/* One element of a text[] literal ({"a","b"}); the braces are the caller's. */
+static void text_array_item(text_t *t, const char *s, bool first) {
+    size_t n = strlen(s);
+    text_reserve(t, 2 * n + 4);
+    if (!first)
+        t->buf[t->len++] = ',';
+    t->buf[t->len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\')
+            t->buf[t->len++] = '\\';
+        t->buf[t->len++] = s[i];
+    }
+    t->buf[t->len++] = '"';
+    t->buf[t->len] = '\0';
+}
+
+/* ---- apply: row images ------------------------------------------------------ */
+
+typedef struct apply_s {
+    ol_rt_t *rt;
+    PGconn *conn;
+    ol_arena_t *arena;
+    const char *schema;
+    ol_map_t *rows[T_COUNT];
+    char *errstr;
+    size_t errstr_size;
+} apply_t;
+
+static char *astrdup(apply_t *a, const char *s) {
+    return s ? ol_arena_strndup(a->arena, s, strlen(s)) : NULL;
+}
+
+/* The image of the row of table t with key k0 (and k1 for two-column keys),
+ * made empty (not present) when absent. */
+static row_t *row_get(apply_t *a, int t, const char *k0, const char *k1) {
+    const table_t *tb = &tables[t];
+    k0 = k0 ? k0 : "";
+    k1 = k1 ? k1 : "";
+    char *key = tb->nkeys == 2 ? ol_arena_sprintf(a->arena, "%s\x1f%s", k0, k1) : (char *)k0;
+    row_t *r = ol_map_get(a->rows[t], key, strlen(key));
+    if (r)
+        return r;
+    r = ol_arena_alloc(a->arena, sizeof(*r));
+    memset(r, 0, sizeof(*r));
+    r->v = ol_arena_alloc(a->arena, (size_t)tb->ncols * sizeof(char *));
+    memset(r->v, 0, (size_t)tb->ncols * sizeof(char *));
+    r->v[0] = astrdup(a, k0);
+    if (tb->nkeys == 2)
+        r->v[1] = astrdup(a, k1);
+    ol_map_put(a->rows[t], key, strlen(key), r);
+    return r;
+}
+
+static void set_str(apply_t *a, row_t *r, int col, const char *v) {
+    r->v[col] = astrdup(a, v);
+    r->dirty = true;
+}
+
+static void set_int(apply_t *a, row_t *r, int col, int64_t v) {
+    r->v[col] = ol_arena_sprintf(a->arena, "%lld", (long long)v);
+    r->dirty = true;
+}
+
+static void set_time(apply_t *a, row_t *r, int col, int64_t ms) {
+    char ts[40];
+    ol_time_format(ms, ts, sizeof(ts));
+    set_str(a, r, col, ts);
+}
+
+static int64_t get_int(const row_t *r, int col) {
+    return r->v[col] ? strtoll(r->v[col], NULL, 10) : 0;
+}
+
+static const char *get_str(const row_t *r, int col) {
+    return r->v[col] ? r->v[col] : "";
+}
+
+/* Whether the row has seen the fact's position: the fact was applied. */
+static bool seen(const row_t *r, int t, const fact_t *f) {
+    int lp = tables[t].ncols - 2;
+    return r->present && r->v[lp] && r->v[lp + 1] && strtol(r->v[lp], NULL, 10) == f->partition &&
+           strtoll(r->v[lp + 1], NULL, 10) >= f->offset;
+}
+
+/* The row took the fact: it remembers its position and is written. */
+static void took(apply_t *a, row_t *r, int t, const fact_t *f) {
+    int lp = tables[t].ncols - 2;
+    set_int(a, r, lp, f->partition);
+    set_int(a, r, lp + 1, f->offset);
+    r->present = true;
+}
+
+/* The fact can never apply: dlq, with why. */
+__attribute__((format(printf, 3, 4))) static void reject(apply_t *a, const fact_t *f, const char *fmt, ...) {
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    ol_rt_reject(a->rt, f->index, why);
+}
+
+/* The rows a fact touches, made (not loaded yet) so that the load finds them. */
+static void touch(apply_t *a, const fact_t *f) {
+    switch (f->kind) {
+    case K_ACCEPTED:
+        row_get(a, T_DECISIONS, f->request_id, NULL);
+        /* fall through */
+    case K_RELEASED:
+    case K_CONVERTED:
+        row_get(a, T_HOLDS, f->hold_id, NULL);
+        row_get(a, T_INVENTORY, f->sku, NULL);
+        row_get(a, T_TOTALS, f->user_id, f->sku);
+        break;
+    case K_REJECTED:
+        row_get(a, T_DECISIONS, f->request_id, NULL);
+        break;
+    case K_STOCK:
+        row_get(a, T_INVENTORY, f->sku, NULL);
+        break;
+    case K_POLICY:
+        row_get(a, T_POLICIES, f->sku, NULL);
+        break;
+    case K_CHECKOUT_REJECTED:
+        row_get(a, T_CHECKOUTS, f->request_id, NULL);
+        break;
+    case K_BLACKLIST:
+        row_get(a, T_BLACKLIST, f->subject_type, f->subject);
+        break;
+    case K_COUNT:
+        break;
+    }
+}
+
+/* ---- apply: the rules -------------------------------------------------------- */
+
+static void apply_decision(apply_t *a, const fact_t *f) {
+    bool accepted = f->kind == K_ACCEPTED;
+    row_t *d = row_get(a, T_DECISIONS, f->request_id, NULL);
+    row_t *h = NULL, *inv = NULL, *u = NULL;
+    if (accepted) {
+        h = row_get(a, T_HOLDS, f->hold_id, NULL);
+        inv = row_get(a, T_INVENTORY, f->sku, NULL);
+        u = row_get(a, T_TOTALS, f->user_id, f->sku);
+        if (seen(h, T_HOLDS, f) || seen(inv, T_INVENTORY, f) || seen(u, T_TOTALS, f))
+            return;
+    }
+    if (seen(d, T_DECISIONS, f))
+        return;
+    if (d->present) {
+        reject(a, f, "request \"%.200s\" was decided already (%s)", f->request_id, get_str(d, D_OUTCOME));
+        return;
+    }
+    if (accepted) {
+        if (h->present) {
+            reject(a, f, "hold \"%.200s\" exists already", f->hold_id);
+            return;
+        }
+        if (!inv->present) {
+            reject(a, f, "sku \"%.200s\" has no stock: no StockChanged came before this BuyAccepted", f->sku);
+            return;
+        }
+        int64_t available = get_int(inv, I_TOTAL) - get_int(inv, I_HELD) - get_int(inv, I_SOLD);
+        if (available < f->quantity) {
+            reject(a, f, "sku \"%.200s\" has %lld units available, the hold takes %lld", f->sku, (long long)available,
+                   (long long)f->quantity);
+            return;
+        }
+    }
+    set_str(a, d, D_USER, f->user_id);
+    set_str(a, d, D_SKU, f->sku);
+    set_int(a, d, D_QUANTITY, f->quantity);
+    set_str(a, d, D_OUTCOME, accepted ? "accepted" : "rejected");
+    set_str(a, d, D_REASON, accepted ? NULL : f->reason);
+    set_str(a, d, D_MESSAGE, accepted ? OL_SALE_MSG_ACCEPTED : f->message);
+    set_str(a, d, D_HOLD, accepted ? f->hold_id : NULL);
+    if (accepted)
+        set_time(a, d, D_EXPIRES_AT, f->expires_at);
+    set_time(a, d, D_DECIDED_AT, f->at_ms);
+    took(a, d, T_DECISIONS, f);
+    if (!accepted)
+        return;
+    set_str(a, h, H_REQUEST, f->request_id);
+    set_str(a, h, H_USER, f->user_id);
+    set_str(a, h, H_SKU, f->sku);
+    set_int(a, h, H_QUANTITY, f->quantity);
+    set_str(a, h, H_STATUS, "held");
+    set_time(a, h, H_EXPIRES_AT, f->expires_at);
+    set_time(a, h, H_PLACED_AT, f->at_ms);
+    set_time(a, h, H_UPDATED_AT, f->at_ms);
+    took(a, h, T_HOLDS, f);
+    set_int(a, inv, I_HELD, get_int(inv, I_HELD) + f->quantity);
+    set_time(a, inv, I_UPDATED_AT, f->at_ms);
+    took(a, inv, T_INVENTORY, f);
+    if (!u->present) {
+        set_int(a, u, U_HELD, 0);
+        set_int(a, u, U_BOUGHT, 0);
+    }
+    set_int(a, u, U_HELD, get_int(u, U_HELD) + f->quantity);
+    set_time(a, u, U_UPDATED_AT, f->at_ms);
+    took(a, u, T_TOTALS, f);
+}
+
+/* HoldReleased and HoldConverted. */
+static void apply_hold_end(apply_t *a, const fact_t *f) {
+    bool converted = f->kind == K_CONVERTED;
+    row_t *h = row_get(a, T_HOLDS, f->hold_id, NULL), *inv = row_get(a, T_INVENTORY, f->sku, NULL),
+          *u = row_get(a, T_TOTALS, f->user_id, f->sku);
+    if (seen(h, T_HOLDS, f) || seen(inv, T_INVENTORY, f) || seen(u, T_TOTALS, f))
+        return;
+    if (!h->present) {
+        reject(a, f, "hold \"%.200s\" does not exist", f->hold_id);
+        return;
+    }
+    if (strcmp(get_str(h, H_STATUS), "held")) {
+        reject(a, f, "hold \"%.200s\" is %s already", f->hold_id, get_str(h, H_STATUS));
+        return;
+    }
+    if (strcmp(get_str(h, H_USER), f->user_id) || strcmp(get_str(h, H_SKU), f->sku) ||
+        get_int(h, H_QUANTITY) != f->quantity) {
+        reject(a, f,
+               "hold \"%.200s\" is %lld units of sku \"%.100s\" for user \"%.100s\", not %lld of \"%.100s\" for "
+               "\"%.100s\"",
+               f->hold_id, (long long)get_int(h, H_QUANTITY), get_str(h, H_SKU), get_str(h, H_USER),
+               (long long)f->quantity, f->sku, f->user_id);
+        return;
+    }
+    if (!inv->present || get_int(inv, I_HELD) < f->quantity || !u->present || get_int(u, U_HELD) < f->quantity) {
+        reject(a, f, "the %lld units of hold \"%.200s\" are not held in inventory or user_sku_totals",
+               (long long)f->quantity, f->hold_id);
+        return;
+    }
+    set_str(a, h, H_STATUS, converted ? "converted" : "released");
+    if (converted)
+        set_str(a, h, H_ORDER, f->order_id);
+    else
+        set_str(a, h, H_RELEASE_REASON, f->reason);
+    set_time(a, h, H_ENDED_AT, f->at_ms);
+    set_time(a, h, H_UPDATED_AT, f->at_ms);
+    took(a, h, T_HOLDS, f);
+    set_int(a, inv, I_HELD, get_int(inv, I_HELD) - f->quantity);
+    if (converted)
+        set_int(a, inv, I_SOLD, get_int(inv, I_SOLD) + f->quantity);
+    set_time(a, inv, I_UPDATED_AT, f->at_ms);
+    took(a, inv, T_INVENTORY, f);
+    set_int(a, u, U_HELD, get_int(u, U_HELD) - f->quantity);
+    if (converted)
+        set_int(a, u, U_BOUGHT, get_int(u, U_BOUGHT) + f->quantity);
+    set_time(a, u, U_UPDATED_AT, f->at_ms);
+    took(a, u, T_TOTALS, f);
+}
+
+static void apply_stock(apply_t *a, const fact_t *f) {
+    row_t *inv = row_get(a, T_INVENTORY, f->sku, NULL);
+    if (seen(inv, T_INVENTORY, f))
+        return;
+    int64_t taken = get_int(inv, I_HELD) + get_int(inv, I_SOLD);
+    if (f->total < taken) {
+        reject(a, f, "sku \"%.200s\": a total of %lld is under the %lld units held and sold", f->sku,
+               (long long)f->total, (long long)taken);
+        return;
+    }
+    if (!inv->present) {
+        set_int(a, inv, I_HELD, 0);
+        set_int(a, inv, I_SOLD, 0);
+    }
+    set_int(a, inv, I_TOTAL, f->total);
+    set_int(a, inv, I_VERSION, f->version);
+    set_str(a, inv, I_CAUSE, f->cause);
+    set_time(a, inv, I_UPDATED_AT, f->at_ms);
+    took(a, inv, T_INVENTORY, f);
+}
+
+static void apply_policy(apply_t *a, const fact_t *f) {
+    row_t *p = row_get(a, T_POLICIES, f->sku, NULL);
+    if (seen(p, T_POLICIES, f))
+        return;
+    set_int(a, p, P_MIN_LEVEL, f->min_level);
+    set_int(a, p, P_DEFAULT_LIMIT, f->default_limit);
+    set_str(a, p, P_LEVEL_LIMITS, f->level_limits);
+    set_time(a, p, P_SET_AT, f->at_ms);
+    took(a, p, T_POLICIES, f);
+}
+
+static void apply_checkout_rejected(apply_t *a, const fact_t *f) {
+    row_t *c = row_get(a, T_CHECKOUTS, f->request_id, NULL);
+    if (c->present)
+        return; /* this fact again, or the same request refused again: the first is kept */
+    set_str(a, c, C_HOLD, f->hold_id);
+    set_str(a, c, C_USER, f->user_id);
+    set_str(a, c, C_SKU, f->sku);
+    set_str(a, c, C_OP, f->op);
+    set_str(a, c, C_REASON, f->reason);
+    set_time(a, c, C_DECIDED_AT, f->at_ms);
+    took(a, c, T_CHECKOUTS, f);
+}
+
+static void apply_blacklist(apply_t *a, const fact_t *f) {
+    row_t *b = row_get(a, T_BLACKLIST, f->subject_type, f->subject);
+    if (seen(b, T_BLACKLIST, f))
+        return;
+    if (!f->add) {
+        b->present = false; /* deleted when it is in the database */
+        b->dirty = false;
+        return;
+    }
+    set_str(a, b, B_REASON, f->reason);
+    if (f->has_until)
+        set_time(a, b, B_UNTIL, f->until_ms);
+    else
+        set_str(a, b, B_UNTIL, NULL);
+    set_time(a, b, B_CHANGED_AT, f->at_ms);
+    took(a, b, T_BLACKLIST, f);
+}
+
+static void apply_fact(apply_t *a, const fact_t *f) {
+    switch (f->kind) {
+    case K_ACCEPTED:
+    case K_REJECTED:
+        apply_decision(a, f);
+        break;
+    case K_RELEASED:
+    case K_CONVERTED:
+        apply_hold_end(a, f);
+        break;
+    case K_STOCK:
+        apply_stock(a, f);
+        break;
+    case K_POLICY:
+        apply_policy(a, f);
+        break;
+    case K_CHECKOUT_REJECTED:
+        apply_checkout_rejected(a, f);
+        break;
+    case K_BLACKLIST:
+        apply_blacklist(a, f);
+        break;
+    case K_COUNT:
+        break;
+    }
+}
+
+/* ---- apply: loading and writing ----------------------------------------------- */
+
+/* The keys of rows as text[] literals, one per key column. */
+typedef struct keys_s {
+    text_t cols[2];
+    size_t count;
+    int nkeys;
+    bool (*want)(const row_t *r); /* NULL: every row */
+} keys_t;
+
+static void keys_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    (void)key;
+    (void)key_len;
+    keys_t *k = opaque;
+    const row_t *r = value;
+    if (k->want && !k->want(r))
+        return;
+    for (int c = 0; c < k->nkeys; c++)
+        text_array_item(&k->cols[c], r->v[c], k->count == 0);
+    k->count++;
+}
+
+/* The keys of the rows of table t that want() (NULL: all) in params[0..nkeys). */
+static size_t keys_of(apply_t *a, int t, bool (*want)(const row_t *r), const char **params) {
+    keys_t k;
+    memset(&k, 0, sizeof(k));
+    k.nkeys = tables[t].nkeys;
+    k.want = want;
+    for (int c = 0; c < k.nkeys; c++) {
+        k.cols[c].arena = a->arena;
+        text_char(&k.cols[c], '{');
+    }
+    ol_map_foreach(a->rows[t], keys_fn, &k);
+    for (int c = 0; c < k.nkeys; c++) {
+        text_char(&k.cols[c], '}');
+        params[c] = k.cols[c].buf;
+    }
+    return k.count;
+}
+
+/* "t.c0 = k.c0 and t.c1 = k.c1": the join of a table with its keys. */
+static const char *key_join(apply_t *a, int t) {
+    const table_t *tb = &tables[t];
+    if (tb->nkeys == 1)
+        return ol_arena_sprintf(a->arena, "unnest($1::text[]) k(k0) join %s.%s t on t.%s = k.k0", a->schema, tb->name,
+                                tb->cols[0]);
+    return ol_arena_sprintf(a->arena,
+                            "unnest($1::text[], $2::text[]) k(k0, k1) join %s.%s t on t.%s = k.k0 and t.%s = k.k1",
+                            a->schema, tb->name, tb->cols[0], tb->cols[1]);
+}
+
+/* Fills the images of the rows of table t that exist. */
+static ol_err_t load_rows(apply_t *a, int t) {
+    const table_t *tb = &tables[t];
+    if (!ol_map_count(a->rows[t]))
+        return OL_ERR_OK;
+    const char *params[2];
+    keys_of(a, t, NULL, params);
+    char *sql = ol_arena_sprintf(a->arena, "select t.* from %s", key_join(a, t));
+    PGresult *res;
+    ol_err_t err = ol_pg_query(&res, a->conn, sql, tb->nkeys, params, a->errstr, a->errstr_size);
+    if (err)
+        return err;
+    int colmap[16];
+    for (int c = 0; c < tb->ncols; c++)
+        colmap[c] = PQfnumber(res, tb->cols[c]);
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *k0 = PQgetvalue(res, i, colmap[0]), *k1 = tb->nkeys == 2 ? PQgetvalue(res, i, colmap[1]) : NULL;
+        row_t *r = row_get(a, t, k0, k1);
+        r->in_db = r->present = true;
+        for (int c = 0; c < tb->ncols; c++)
+            r->v[c] =
+                colmap[c] < 0 || PQgetisnull(res, i, colmap[c])
+                    ? NULL
+                    : ol_arena_strndup(a->arena, PQgetvalue(res, i, colmap[c]), (size_t)PQgetlength(res, i, colmap[c]));
+    }
+    PQclear(res);
+    return OL_ERR_OK;
+}
+
+typedef struct copy_s {
+    const table_t *t;
+    text_t text;
+    size_t rows;
+} copy_t;
+
+static void copy_row_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    (void)key;
+    (void)key_len;
+    copy_t *c = opaque;
+    const row_t *r = value;
+    if (!r->present || !r->dirty)
+        return;
+    for (int k = 0; k < c->t->ncols; k++) {
+        if (k)
+            text_char(&c->text, '\t');
+        text_copy_value(&c->text, r->v[k]);
+    }
+    text_char(&c->text, '\n');
+    c->rows++;
+}
+
+static ol_err_t copy_in(apply_t *a, const char *target, const char *cols, const text_t *text) {
+    char *sql = ol_arena_sprintf(a->arena, "copy %s (%s) from stdin", target, cols);
+    PGresult *res = PQexec(a->conn, sql);
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        ol_err_t err = ol_pg_err(res);
+        ol_pg_msg(res, a->conn, a->errstr, a->errstr_size);
+        PQclear(res);
+        return err ? err : OL_ERR_PG;
+    }
+    PQclear(res);
+    if (PQputCopyData(a->conn, text->buf, (int)text->len) != 1 || PQputCopyEnd(a->conn, NULL) != 1) {
+        ol_pg_msg(NULL, a->conn, a->errstr, a->errstr_size);
+        return OL_ERR_TRANSIENT;
+    }
+    res = PQgetResult(a->conn);
+    ol_err_t err = ol_pg_err(res);
+    if (err)
+        ol_pg_msg(res, a->conn, a->errstr, a->errstr_size);
+    PQclear(res);
+    while ((res = PQgetResult(a->conn)))
+        PQclear(res);
+    return err;
+}
+
+static bool gone(const row_t *r) {
+    return r->in_db && !r->present;
+}
+
+/* Deletes the rows of table t that went (blacklist removals). */
+static ol_err_t delete_rows(apply_t *a, int t) {
+    const char *params[2];
+    if (!keys_of(a, t, gone, params))
+        return OL_ERR_OK;
+    const table_t *tb = &tables[t];
+    char *sql = tb->nkeys == 1
+                    ? ol_arena_sprintf(a->arena, "delete from %s.%s where %s = any($1::text[])", a->schema, tb->name,
+                                       tb->cols[0])
+                    : ol_arena_sprintf(a->arena,
+                                       "delete from %s.%s t using unnest($1::text[], $2::text[]) k(k0, k1) where t.%s "
+                                       "= k.k0 and t.%s = k.k1",
+                                       a->schema, tb->name, tb->cols[0], tb->cols[1]);
+    return ol_pg_query(NULL, a->conn, sql, tb->nkeys, params, a->errstr, a->errstr_size);
+}
+
+/* COPY the changed rows of table t into a staging table, then one upsert. */
+static ol_err_t write_rows(apply_t *a, int t) {
+    const table_t *tb = &tables[t];
+    copy_t c = {tb, {a->arena, NULL, 0, 0}, 0};
+    ol_map_foreach(a->rows[t], copy_row_fn, &c);
+    if (!c.rows)
+        return OL_ERR_OK;
+    size_t cap = 64 * (size_t)tb->ncols, len = 0;
+    char *cols = ol_arena_alloc(a->arena, cap), *set = ol_arena_alloc(a->arena, 2 * cap);
+    for (int i = 0; i < tb->ncols; i++)
+        len += (size_t)snprintf(cols + len, cap - len, "%s%s", i ? ", " : "", tb->cols[i]);
+    len = 0;
+    for (int i = tb->nkeys; i < tb->ncols; i++)
+        len += (size_t)snprintf(set + len, 2 * cap - len, "%s%s = excluded.%s", i > tb->nkeys ? ", " : "", tb->cols[i],
+                                tb->cols[i]);
+    const char *keys = tb->nkeys == 1 ? tb->cols[0] : ol_arena_sprintf(a->arena, "%s, %s", tb->cols[0], tb->cols[1]);
+    char *stage = ol_arena_sprintf(a->arena, "ol_stage_%s", tb->name);
+    char *sql = ol_arena_sprintf(a->arena, "create temp table if not exists %s (like %s.%s) on commit delete rows",
+                                 stage, a->schema, tb->name);
+    ol_err_t err = ol_pg_exec_ok(a->conn, sql, a->errstr, a->errstr_size);
+    if (err || (err = copy_in(a, stage, cols, &c.text)))
+        return err;
+    sql = ol_arena_sprintf(a->arena, "insert into %s.%s (%s) select %s from %s on conflict (%s) do %s%s", a->schema,
+                           tb->name, cols, cols, stage, keys, tb->insert_once ? "nothing" : "update set ",
+                           tb->insert_once ? "" : set);
+    return ol_pg_exec_ok(a->conn, sql, a->errstr, a->errstr_size);
+}
+
+ol_err_t ol_sale_project_apply(ol_rt_t *rt, PGconn *conn, ol_sale_project_fold_t *const *folds, int nfolds,
+                               char *errstr, size_t errstr_size) {
+    size_t facts = 0;
+    for (int s = 0; s < nfolds; s++)
+        facts += folds[s]->n;
+    if (!facts)
+        return OL_ERR_OK;
+    apply_t a = {rt, conn, ol_arena_new(0), ol_rt_schema(rt), {NULL}, errstr, errstr_size};
+    for (int t = 0; t < T_COUNT; t++)
+        a.rows[t] = ol_map_new();
+    /* rows are read and written by key: an index path is always right (the
+     * planner may think otherwise of tables that grew since their last
+     * analyze, or never had one, as in a rebuild's shadow) */
+    ol_err_t err = ol_pg_exec_ok(conn, "set local enable_seqscan = off", errstr, errstr_size);
+    for (int s = 0; s < nfolds; s++)
+        for (size_t i = 0; i < folds[s]->n; i++)
+            touch(&a, &folds[s]->facts[i]);
+    for (int t = 0; t < T_COUNT && !err; t++)
+        err = load_rows(&a, t);
+    if (!err) {
+        /* per worker, its keys' facts in log order */
+        for (int s = 0; s < nfolds; s++)
+            for (size_t i = 0; i < folds[s]->n; i++)
+                apply_fact(&a, &folds[s]->facts[i]);
+        for (int t = 0; t < T_COUNT && !err; t++)
+            if (!(err = delete_rows(&a, t)))
+                err = write_rows(&a, t);
+    }
+    for (int t = 0; t < T_COUNT; t++)
+        ol_map_destroy(a.rows[t]);
+    ol_arena_destroy(a.arena);
+    return err;
+}
