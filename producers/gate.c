@@ -1433,6 +1433,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (!r)
         return;
     OL_ASSERT(!r->in_table && !r->in_timer);
+    if (r->suspended) /* resumed, but the client had gone: no last call */
+        atomic_fetch_sub(&r->g->suspended, 1);
     free(r->body);
     free(r->answer);
     free(r);

@@ -230,6 +230,14 @@ static char *buy_body(const char *request_id, const char *user, const char *ip, 
     return s;
 }
 
+/* POST /buy of buy_body(...). */
+static reply_t post_buy(const char *request_id, const char *user, const char *ip, const char *sku, int qty) {
+    char *body = buy_body(request_id, user, ip, sku, qty);
+    reply_t r = http("POST", "/buy", body);
+    free(body);
+    return r;
+}
+
 /* POST in a thread, for requests that wait while the test publishes. */
 typedef struct bg_post_s {
     pthread_t thread;
@@ -421,21 +429,21 @@ Test(gate, throttles_after_the_burst_per_ip_and_per_instance) {
     start_gate("-X gate.wait.ms=0 -X gate.ip.rate.per.second=1 -X gate.ip.burst=3 -X gate.rate.per.second=1 "
                "-X gate.rate.burst=6");
     for (int i = 0; i < 3; i++) {
-        reply_t r = http("POST", "/buy", buy_body(NULL, "u1", "198.51.100.1", "A", 1));
+        reply_t r = post_buy(NULL, "u1", "198.51.100.1", "A", 1);
         cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
         reply_free(&r);
     }
-    reply_t r = http("POST", "/buy", buy_body(NULL, "u1", "198.51.100.1", "A", 1));
+    reply_t r = post_buy(NULL, "u1", "198.51.100.1", "A", 1);
     cr_assert_eq(r.status, 429, "%d %s", r.status, r.body);
     cr_assert_str_eq(r.body, THROTTLED_JSON);
     reply_free(&r);
     /* another IP has its own bucket; the instance's (6) runs out after it */
     for (int i = 0; i < 2; i++) {
-        r = http("POST", "/buy", buy_body(NULL, "u2", "198.51.100.2", "A", 1));
+        r = post_buy(NULL, "u2", "198.51.100.2", "A", 1);
         cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
         reply_free(&r);
     }
-    r = http("POST", "/buy", buy_body(NULL, "u3", "198.51.100.3", "A", 1));
+    r = post_buy(NULL, "u3", "198.51.100.3", "A", 1);
     cr_assert_eq(r.status, 429, "%d %s", r.status, r.body);
     cr_assert_eq(json_is_true(json_object_get(r.json, "isThrottled")), 1, "%s", r.body);
     reply_free(&r);
@@ -463,7 +471,7 @@ Test(gate, writes_the_buy_requested_with_its_fields_and_envelope) {
     cr_assert_str_eq(jstr(&r, "poll"), "/buy/it-req-1");
     reply_free(&r);
     /* without requestID, the gate makes one (a UUID) */
-    r = http("POST", "/buy", buy_body(NULL, "u2", "10.1.2.3", "SKU0002", 1));
+    r = post_buy(NULL, "u2", "10.1.2.3", "SKU0002", 1);
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
     char generated[64];
     snprintf(generated, sizeof(generated), "%s", jstr(&r, "requestID"));
@@ -543,7 +551,7 @@ Test(gate, answers_with_the_decision_read_back_from_sale_events) {
     cr_assert_str_eq(g.body, r.body);
     reply_free(&g);
     /* a retried request id already decided: answered from the cache at once */
-    reply_t again = http("POST", "/buy", buy_body("it-acc-1", "u1", "10.0.0.1", "A", 2));
+    reply_t again = post_buy("it-acc-1", "u1", "10.0.0.1", "A", 2);
     cr_assert_eq(again.status, 200, "%d %s", again.status, again.body);
     cr_assert_str_eq(again.body, a.body);
     reply_free(&again);
@@ -565,7 +573,7 @@ Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
     char extra[300];
     snprintf(extra, sizeof(extra), "-X gate.wait.ms=300 -X projection.schema=it_gate_missing_%ld", (long)getpid());
     start_gate(extra);
-    reply_t r = http("POST", "/buy", buy_body("it-slow-1", "u1", "10.0.0.1", "A", 1));
+    reply_t r = post_buy("it-slow-1", "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
     cr_assert_str_eq(jstr(&r, "requestID"), "it-slow-1");
     cr_assert_str_eq(jstr(&r, "status"), "pending");
@@ -652,7 +660,7 @@ Test(gate, health_and_metrics) {
     reply_free(&r);
     long long before = metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}");
     cr_assert_eq(before, 0);
-    r = http("POST", "/buy", buy_body(NULL, "u1", "10.0.0.1", "A", 1));
+    r = post_buy(NULL, "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(r.status, 202);
     reply_free(&r);
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}"), 1);
@@ -702,12 +710,12 @@ Test(gate, sells_the_last_unit_once_through_the_decider) {
     free(bin);
     ol_test_bg_t *decide = ol_test_bg_start(cmd);
     start_gate("-X gate.wait.ms=30000");
-    reply_t a = http("POST", "/buy", buy_body("it-e2e-1", "u1", "10.0.0.1", "A", 1));
+    reply_t a = post_buy("it-e2e-1", "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(a.status, 200, "%d %s\ndecide:\n%s", a.status, a.body, ol_test_bg_stderr(decide));
     cr_assert_str_eq(jstr(&a, "reponseMsg"), MSG_ACCEPTED, "%s", a.body);
     cr_assert_str_eq(jstr(&a, "holdID"), "h-it-e2e-1");
     cr_assert(strcmp(jstr(&a, "expiresAt"), "(none)"), "%s", a.body);
-    reply_t b = http("POST", "/buy", buy_body("it-e2e-2", "u2", "10.0.0.2", "A", 1));
+    reply_t b = post_buy("it-e2e-2", "u2", "10.0.0.2", "A", 1);
     cr_assert_eq(b.status, 200, "%d %s", b.status, b.body);
     cr_assert_str_eq(jstr(&b, "reponseMsg"), MSG_SOLD_OUT);
     cr_assert_str_eq(jstr(&b, "reason"), "sold_out");
