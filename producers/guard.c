@@ -594,8 +594,10 @@ static ol_err_t guard_open(guard_t *g, char *errstr, size_t errstr_size) {
         "client.id", follower_group,    "group.id",       follower_group,         "enable.auto.commit",
         "false",     "isolation.level", "read_committed", "enable.partition.eof", "true",
         NULL};
-    const char *pdefaults[] = {
-        "client.id", "orderlog-guard", "enable.idempotence", "true", "acks", "all", "linger.ms", "5", NULL};
+    /* the partitioner of publish (and of Java clients): a key's changes by
+     * guard and by an operator must land in one partition, in order */
+    const char *pdefaults[] = {"client.id", "orderlog-guard", "enable.idempotence", "true", "acks", "all", "linger.ms",
+                               "5",         "partitioner",    "murmur2_random",     NULL};
     if (!(g->producer = client_new(g, RD_KAFKA_PRODUCER, pdefaults, errstr, errstr_size)) ||
         !(g->follower = client_new(g, RD_KAFKA_CONSUMER, fdefaults, errstr, errstr_size)) ||
         !(g->consumer = client_new(g, RD_KAFKA_CONSUMER, cdefaults, errstr, errstr_size)))

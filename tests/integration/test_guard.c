@@ -420,7 +420,8 @@ Test(guard, restart_neither_bans_twice_nor_forgets_lifts) {
     json_t *removes = select_records(all, "remove", NULL);
     keys = keys_of(removes);
     /* gone: the operator's remove; 203.0.113.99 and old-bot: guard's; not the manual entry */
-    cr_assert_str_eq(keys, "ip:203.0.113.99 user:gone user:old-bot", "removes: %s", keys);
+    cr_assert_str_eq(keys, "ip:203.0.113.99 user:gone user:old-bot", "removes: %s\nfirst run:\n%s\nsecond run:\n%s",
+                     keys, ol_test_bg_stderr(guards[0]), ol_test_bg_stderr(guards[1]));
     size_t i;
     json_t *rec;
     json_array_foreach(removes, i, rec) {
