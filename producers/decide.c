@@ -656,7 +656,14 @@ static ol_err_t take(worker_t *w, rd_kafka_topic_partition_list_t *parts, char *
             continue;
         part_t *pt = &w->parts[tp->partition];
         int64_t lo = 0, hi = 0;
-        kerr = rd_kafka_query_watermark_offsets(w->consumer, tp->topic, tp->partition, &lo, &hi, 10000);
+        /* "unknown partition" until this handle has the topic's metadata */
+        for (int attempt = 0; attempt < 100; attempt++) {
+            kerr = rd_kafka_query_watermark_offsets(w->consumer, tp->topic, tp->partition, &lo, &hi, 10000);
+            if (kerr != RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || stop_requested)
+                break;
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
         if (kerr)
             return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read the end of %s [%" PRId32 "]: %s",
                            tp->topic, tp->partition, rd_kafka_err2str(kerr));
@@ -717,7 +724,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     w->rebalanced = true;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         if (!w->failed && take(w, parts, errstr, sizeof(errstr))) {
-            fail(w, errstr);
+            if (!stop_requested) /* stopping while restoring is no failure */
+                fail(w, errstr);
             rd_kafka_assign(rk, NULL);
         }
     } else {
@@ -930,10 +938,14 @@ static ol_err_t worker_init(decide_t *d, worker_t *w, int index, char *errstr, s
     snprintf(txid, sizeof(txid), "%sdecide-%s-%d", ol_conf_str(conf, "topic.prefix"),
              ol_conf_str(conf, "decide.instance"), index);
     snprintf(restore_group, sizeof(restore_group), "%s-restore", d->group);
+    /* static membership: a restarted process (same decide.instance) gets
+     * its partitions back at once instead of after the session timeout */
     const char *cdefaults[] = {"client.id",
                                client,
                                "group.id",
                                d->group,
+                               "group.instance.id",
+                               txid,
                                "enable.auto.commit",
                                "false",
                                "isolation.level",
@@ -968,6 +980,8 @@ static ol_err_t worker_init(decide_t *d, worker_t *w, int index, char *errstr, s
                                "true",
                                "isolation.level",
                                "read_committed",
+                               "fetch.wait.max.ms",
+                               "10",
                                NULL};
     rd_kafka_conf_t *cc = ol_kafka_conf_new(conf, cdefaults, errstr, errstr_size);
     if (!cc)
@@ -1000,6 +1014,13 @@ static ol_err_t worker_init(decide_t *d, worker_t *w, int index, char *errstr, s
         rd_kafka_error_destroy(e);
         return OL_ERR_UNREACHABLE;
     }
+    return OL_ERR_OK;
+}
+
+/* Joins the group: after every worker started its transactions, so that
+ * they join together and the first assignment is the final one. */
+static ol_err_t worker_subscribe(worker_t *w, char *errstr, size_t errstr_size) {
+    decide_t *d = w->d;
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(2);
     rd_kafka_topic_partition_list_add(topics, d->topic_buy, RD_KAFKA_PARTITION_UA);
     rd_kafka_topic_partition_list_add(topics, d->topic_skus, RD_KAFKA_PARTITION_UA);
@@ -1235,6 +1256,13 @@ static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
     }
     for (int i = 0; i < d.nworkers; i++) {
         if (worker_init(&d, &d.workers[i], i, errstr, sizeof(errstr))) {
+            fprintf(stderr, "orderlog decide: worker %d: %s\n", i, errstr);
+            stop_requested = 1;
+            goto out;
+        }
+    }
+    for (int i = 0; i < d.nworkers; i++) {
+        if (worker_subscribe(&d.workers[i], errstr, sizeof(errstr))) {
             fprintf(stderr, "orderlog decide: worker %d: %s\n", i, errstr);
             stop_requested = 1;
             goto out;
