@@ -4,35 +4,17 @@
  * to buy-requests as a BuyRequested, and answered with the decider's
  * decision read back from sale-events, or 202 with a URL to poll when the
  * decision takes longer than gate.wait.ms. POST /checkout does the same
- * with CheckoutRequested, HoldConverted and CheckoutRejected.
- *
- * Waiting costs no thread: the connection is suspended (libmicrohttpd) and
- * its request registered under the keys its decision will carry
- * ("b:<request_id>", or "c:<request_id>" and "h:<hold_id>" for a checkout).
- * Three threads complete waits and resume connections:
- *  - the Kafka poll thread, on the delivery report: an error answers 503;
- *    with gate.wait.ms = 0 (or too many waiting) the request is answered 202
- *    as soon as Kafka has it; otherwise the wait gets its deadline;
- *  - the sale-events consumer (assigned every partition from the end,
- *    read_committed), on a decision: every request waiting on its key;
- *  - the timer thread, on a deadline: 202 pending.
- * A request is resumed only after its delivery report, so the request
- * outlives the produce call's opaque. Everything about waits is under one
- * lock (g->lock): the wait table, the deadline list and the decision cache.
- *
- * Ownership: req_t belongs to its connection (freed when libmicrohttpd
- * reports the request completed); while it waits it is borrowed by the wait
- * table and the deadline list, and leaves both before it is resumed. */
+ * with CheckoutRequested, HoldConverted and CheckoutRejected. This file is
+ * the HTTP side (routing, validation, producing, /metrics, setup and
+ * shutdown); gate_wait.c completes the waits (design in producers/gate.h). */
+#include "producers/gate.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
-#include <microhttpd.h>
 #include <netdb.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,465 +24,18 @@
 #include <unistd.h>
 
 #include "common/cli.h"
-#include "common/codec.h"
 #include "common/event.h"
 #include "common/json.h"
-#include "common/kafka.h"
 #include "common/log.h"
-#include "common/pg.h"
-#include "common/ratelimit.h"
-#include "common/sale.h"
 #include "common/time.h"
 #include "common/util.h"
 
-#define API_VERSION "1.0"
-#define REQUEST_ID_MAX 64 /* client-chosen request ids: [A-Za-z0-9._:-], goes into URLs */
-#define FIELD_MAX 128     /* userID, goodsSKU, sessionID, holdID */
-#define KEY_SIZE (FIELD_MAX + 8)
-#define WAIT_BUCKETS 65536
-#define MSG_ORDER_PLACED "the order is placed, please make payments within half an hour"
-
-/* ---- metrics ------------------------------------------------------------ */
-
-#define ENDPOINTS(X)            \
-    X(BUY, "buy")               \
-    X(BUY_STATUS, "buy_status") \
-    X(CHECKOUT, "checkout")     \
-    X(HEALTHZ, "healthz")       \
-    X(METRICS, "metrics")       \
-    X(OTHER, "other")
-#define OUTCOMES(X)               \
-    X(ACCEPTED, "accepted")       \
-    X(REJECTED, "rejected")       \
-    X(THROTTLED, "throttled")     \
-    X(INVALID, "invalid")         \
-    X(PENDING, "pending")         \
-    X(NOT_FOUND, "not_found")     \
-    X(UNAVAILABLE, "unavailable") \
-    X(OK, "ok")
-#define EP_ENUM(name, str) EP_##name,
-#define OUT_ENUM(name, str) OUT_##name,
-#define NAME_STR(name, str) str,
-typedef enum endpoint_e { ENDPOINTS(EP_ENUM) EP__COUNT } endpoint_t;
-typedef enum outcome_e { OUTCOMES(OUT_ENUM) OUT__COUNT } outcome_t;
 static const char *const endpoint_names[] = {ENDPOINTS(NAME_STR)};
 static const char *const outcome_names[] = {OUTCOMES(NAME_STR)};
 
-/* Why a buy or a checkout was rejected (the sale-events enums), "other" last. */
-static const char *const reason_names[] = {"blacklisted", "level",        "limit",     "sold_out",
-                                           "unknown_sku", "unknown_hold", "not_owner", "released",
-                                           "converted",   "expired",      "other"};
-#define NREASONS ((int)(sizeof(reason_names) / sizeof(reason_names[0])))
-
 /* Latency buckets, in microseconds. */
-static const int64_t latency_le_us[] = {1000,   2500,   5000,    10000,   20000,   50000,   100000,
-                                        250000, 500000, 1000000, 2500000, 5000000, 10000000};
-#define NLATENCY ((int)(sizeof(latency_le_us) / sizeof(latency_le_us[0])))
-
-typedef struct metrics_s {
-    atomic_ullong requests[EP__COUNT][OUT__COUNT];
-    atomic_ullong rejected[EP__COUNT][NREASONS];
-    atomic_ullong throttled_instance, throttled_ip;
-    atomic_ullong latency[EP__COUNT][NLATENCY + 1];
-    atomic_ullong latency_sum_us[EP__COUNT];
-    atomic_ullong facts[OL_FACT__COUNT];
-    atomic_ullong delivery_failed;
-} metrics_t;
-
-/* ---- requests and the waits --------------------------------------------- */
-
-struct req_s;
-typedef struct wnode_s {
-    struct wnode_s *next;
-    struct req_s *req;
-    const char *key;
-} wnode_t;
-
-typedef struct gate_s gate_t;
-
-typedef struct req_s {
-    gate_t *g;
-    struct MHD_Connection *conn;
-    endpoint_t ep;
-    int64_t start_us;
-    bool bad_type, too_large, suspended, handled, wants_body;
-    const char *allow;               /* set when the method is not allowed */
-    unsigned long long declared_len; /* Content-Length */
-    char *body;
-    size_t body_len, body_cap;
-    char request_id[REQUEST_ID_MAX + 1];
-    char hold_id[FIELD_MAX + 1];
-    /* Under g->lock from registration until resumed. */
-    char keys[2][KEY_SIZE];
-    wnode_t nodes[2];
-    int nkeys;
-    bool in_table, in_timer, produced, done, nowait;
-    struct req_s *tprev, *tnext;
-    int64_t deadline_us;
-    /* The answer, once done. */
-    unsigned status;
-    char *answer;
-    outcome_t outcome;
-    int reason; /* index in reason_names when rejected, else -1 */
-} req_t;
-
-/* A recent buy decision (answer set) or a request known to be pending
- * (answer NULL), by request id. */
-typedef struct centry_s {
-    struct centry_s *hnext;
-    char *answer;
-    outcome_t outcome;
-    int reason;
-    char key[];
-} centry_t;
-
-typedef struct cache_s {
-    centry_t **table;
-    size_t nbuckets;
-    centry_t **ring; /* insertion order; the oldest is evicted */
-    size_t cap, pos, count;
-} cache_t;
-
-/* What each HTTP thread keeps: a codec, an arena for one request, and a
- * PostgreSQL connection for GET /buy/<id> past the cache. */
-typedef struct thread_ctx_s {
-    ol_codec_t *codec;
-    ol_arena_t *arena;
-    PGconn *pg;
-    int64_t pg_retry_us;
-} thread_ctx_t;
-
-struct gate_s {
-    const ol_conf_t *conf;
-    rd_kafka_t *rk;  /* producer */
-    rd_kafka_t *rkc; /* sale-events consumer */
-    rd_kafka_topic_t *rkt_buy;
-    struct MHD_Daemon *d;
-    char topic_buy[256], topic_sale[256];
-    char source[128];
-    char pg_sql[512];
-    const ol_event_type_t *et_buy, *et_checkout;
-    int64_t wait_us;
-    size_t max_waiting, body_max;
-    ol_ratelimit_t *rl_instance, *rl_ip;
-    pthread_key_t tkey;
-
-    pthread_mutex_t lock;
-    pthread_cond_t timer_cond;
-    wnode_t **wtable;
-    size_t waiting;
-    req_t *thead, *ttail;
-    cache_t cache;
-
-    atomic_bool stopping, threads_stop, producer_up, consumer_up, pg_table_warned;
-    atomic_int in_handler;    /* requests between the stopping check and their produce */
-    atomic_llong suspended;   /* connections suspended right now */
-    atomic_llong waiting_now; /* mirror of waiting, for /metrics */
-    pthread_t poll_thread, timer_thread, consumer_thread;
-    metrics_t m;
-};
-
-/* ---- small string builder ------------------------------------------------ */
-
-typedef struct sb_s {
-    char *p;
-    size_t len, cap;
-} sb_t;
-
-static void sb_put(sb_t *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (b->len + n + 1 > cap)
-            cap *= 2;
-        b->p = ol_xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(sb_t *b, const char *s) {
-    sb_put(b, s, strlen(s));
-}
-
-/* s as a JSON string, quoted. */
-static void sb_json(sb_t *b, const char *s) {
-    static const char hex[] = "0123456789abcdef";
-    sb_put(b, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        sb_put(b, run, (size_t)(s - run));
-        char esc[7] = {'\\', (char)c, 0};
-        if (c < 0x20) {
-            esc[1] = 'u';
-            esc[2] = '0';
-            esc[3] = '0';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            sb_put(b, esc, 6);
-        } else {
-            sb_put(b, esc, 2);
-        }
-        run = s + 1;
-    }
-    sb_put(b, run, (size_t)(s - run));
-    sb_put(b, "\"", 1);
-}
-
-/* `,"name":"value"` */
-static void sb_field(sb_t *b, const char *name, const char *value) {
-    sb_puts(b, ",\"");
-    sb_puts(b, name);
-    sb_puts(b, "\":");
-    sb_json(b, value);
-}
-
-/* ---- answers (new strings) ----------------------------------------------- */
-
-static const char throttled_json[] =
-    "{\"reponseMsg\":\"Too many requests, please try later.\",\"repResult\":false,\"isThrottled\":true,"
-    "\"version\":\"" API_VERSION "\"}";
-
-static void sb_head(sb_t *b, const char *msg, bool result) {
-    sb_puts(b, "{\"reponseMsg\":");
-    sb_json(b, msg);
-    sb_puts(b, result ? ",\"repResult\":true" : ",\"repResult\":false");
-    sb_puts(b, ",\"isThrottled\":false,\"version\":\"" API_VERSION "\"");
-}
-
-static char *answer_accepted(const char *request_id, const char *hold_id, int64_t expires_ms) {
-    sb_t b = {0};
-    char ts[40];
-    ol_time_format(expires_ms, ts, sizeof(ts));
-    sb_head(&b, OL_SALE_MSG_ACCEPTED, true);
-    sb_field(&b, "requestID", request_id);
-    sb_field(&b, "holdID", hold_id);
-    sb_field(&b, "expiresAt", ts);
-    sb_puts(&b, "}");
-    return b.p;
-}
-
-static char *answer_rejected(const char *request_id, const char *message, const char *reason) {
-    sb_t b = {0};
-    sb_head(&b, message, false);
-    sb_field(&b, "requestID", request_id);
-    sb_field(&b, "reason", reason);
-    sb_puts(&b, "}");
-    return b.p;
-}
-
-static char *answer_pending(const req_t *r) {
-    sb_t b = {0};
-    sb_puts(&b, "{\"requestID\":");
-    sb_json(&b, r->request_id);
-    if (r->ep == EP_CHECKOUT) {
-        sb_field(&b, "holdID", r->hold_id);
-        sb_puts(&b, ",\"status\":\"pending\"}");
-    } else {
-        sb_puts(&b, ",\"status\":\"pending\",\"poll\":\"/buy/");
-        sb_puts(&b, r->request_id); /* [A-Za-z0-9._:-] only */
-        sb_puts(&b, "\"}");
-    }
-    return b.p;
-}
-
-static char *answer_error(const char *error, const char *field) {
-    sb_t b = {0};
-    sb_puts(&b, "{\"error\":");
-    sb_json(&b, error);
-    if (field)
-        sb_field(&b, "field", field);
-    sb_puts(&b, "}");
-    return b.p;
-}
-
-static const char *hold_reject_message(const char *reason) {
-    if (!strcmp(reason, "not_owner"))
-        return "The hold belongs to another user.";
-    if (!strcmp(reason, "released"))
-        return "The hold was released.";
-    if (!strcmp(reason, "converted"))
-        return "The hold is already checked out.";
-    if (!strcmp(reason, "expired"))
-        return "The hold has expired.";
-    return "There is no such hold.";
-}
-
-static int reason_index(const char *s) {
-    for (int i = 0; i < NREASONS - 1; i++)
-        if (!strcmp(reason_names[i], s))
-            return i;
-    return NREASONS - 1;
-}
-
-/* ---- the decision cache (under g->lock) ----------------------------------- */
-
-static uint32_t hash_str(const char *s) {
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
-static void cache_init(cache_t *c, size_t cap) {
-    c->cap = cap;
-    c->nbuckets = 16;
-    while (c->nbuckets < cap)
-        c->nbuckets *= 2;
-    c->table = ol_xcalloc(c->nbuckets, sizeof(*c->table));
-    c->ring = ol_xcalloc(cap, sizeof(*c->ring));
-}
-
-static void cache_free(cache_t *c) {
-    for (size_t i = 0; i < c->cap; i++) {
-        if (c->ring[i]) {
-            free(c->ring[i]->answer);
-            free(c->ring[i]);
-        }
-    }
-    free(c->ring);
-    free(c->table);
-}
-
-static centry_t *cache_get(cache_t *c, const char *key) {
-    centry_t *e = c->table[hash_str(key) & (c->nbuckets - 1)];
-    while (e && strcmp(e->key, key))
-        e = e->hnext;
-    return e;
-}
-
-/* Records a decision (answer taken) or, with answer NULL, that the request
- * is pending; a decision is never replaced by "pending". */
-static void cache_put(cache_t *c, const char *key, char *answer, outcome_t outcome, int reason) {
-    centry_t *e = cache_get(c, key);
-    if (e) {
-        if (answer) {
-            free(e->answer);
-            e->answer = answer;
-            e->outcome = outcome;
-            e->reason = reason;
-        }
-        return;
-    }
-    centry_t *old = c->ring[c->pos];
-    if (old) {
-        centry_t **pp = &c->table[hash_str(old->key) & (c->nbuckets - 1)];
-        while (*pp != old)
-            pp = &(*pp)->hnext;
-        *pp = old->hnext;
-        free(old->answer);
-        free(old);
-        c->count--;
-    }
-    size_t klen = strlen(key);
-    e = ol_xmalloc(sizeof(*e) + klen + 1);
-    memcpy(e->key, key, klen + 1);
-    e->answer = answer;
-    e->outcome = outcome;
-    e->reason = reason;
-    size_t b = hash_str(key) & (c->nbuckets - 1);
-    e->hnext = c->table[b];
-    c->table[b] = e;
-    c->ring[c->pos] = e;
-    c->pos = (c->pos + 1) % c->cap;
-    c->count++;
-}
-
-/* ---- the wait table and the deadline list (under g->lock) ---------------- */
-
-static void wait_add(gate_t *g, req_t *r) {
-    for (int i = 0; i < r->nkeys; i++) {
-        wnode_t *n = &r->nodes[i];
-        n->req = r;
-        n->key = r->keys[i];
-        size_t b = hash_str(n->key) & (WAIT_BUCKETS - 1);
-        n->next = g->wtable[b];
-        g->wtable[b] = n;
-    }
-    r->in_table = true;
-    g->waiting++;
-    atomic_store(&g->waiting_now, (long long)g->waiting);
-}
-
-static void wait_remove(gate_t *g, req_t *r) {
-    if (!r->in_table)
-        return;
-    for (int i = 0; i < r->nkeys; i++) {
-        wnode_t **pp = &g->wtable[hash_str(r->keys[i]) & (WAIT_BUCKETS - 1)];
-        while (*pp != &r->nodes[i])
-            pp = &(*pp)->next;
-        *pp = r->nodes[i].next;
-    }
-    r->in_table = false;
-    g->waiting--;
-    atomic_store(&g->waiting_now, (long long)g->waiting);
-}
-
-static bool wait_exists(gate_t *g, const char *key) {
-    for (wnode_t *n = g->wtable[hash_str(key) & (WAIT_BUCKETS - 1)]; n; n = n->next)
-        if (!strcmp(n->key, key))
-            return true;
-    return false;
-}
-
-static void timer_insert(gate_t *g, req_t *r) {
-    req_t *after = g->ttail; /* deadlines arrive nearly in order: walk from the tail */
-    while (after && after->deadline_us > r->deadline_us)
-        after = after->tprev;
-    r->tprev = after;
-    r->tnext = after ? after->tnext : g->thead;
-    if (r->tnext)
-        r->tnext->tprev = r;
-    else
-        g->ttail = r;
-    if (after)
-        after->tnext = r;
-    else
-        g->thead = r;
-    r->in_timer = true;
-    if (g->thead == r)
-        pthread_cond_signal(&g->timer_cond);
-}
-
-static void timer_remove(gate_t *g, req_t *r) {
-    if (!r->in_timer)
-        return;
-    if (r->tprev)
-        r->tprev->tnext = r->tnext;
-    else
-        g->thead = r->tnext;
-    if (r->tnext)
-        r->tnext->tprev = r->tprev;
-    else
-        g->ttail = r->tprev;
-    r->tprev = r->tnext = NULL;
-    r->in_timer = false;
-}
-
-static void set_answer(req_t *r, unsigned status, char *answer, outcome_t outcome, int reason) {
-    free(r->answer);
-    r->status = status;
-    r->answer = answer;
-    r->outcome = outcome;
-    r->reason = reason;
-    r->done = true;
-}
-
-/* Answers r "pending" and remembers that for GET /buy/<id>. */
-static void set_pending(gate_t *g, req_t *r) {
-    set_answer(r, MHD_HTTP_ACCEPTED, answer_pending(r), OUT_PENDING, -1);
-    if (r->ep == EP_BUY)
-        cache_put(&g->cache, r->request_id, NULL, OUT_PENDING, -1);
-}
-
-static void resume(gate_t *g, req_t *r) {
-    (void)g;
-    MHD_resume_connection(r->conn);
-}
+static const int64_t latency_le_us[NLATENCY] = {1000,   2500,   5000,    10000,   20000,   50000,   100000,
+                                                250000, 500000, 1000000, 2500000, 5000000, 10000000};
 
 /* ---- per-thread context -------------------------------------------------- */
 
@@ -560,12 +95,12 @@ static enum MHD_Result respond(req_t *r, unsigned status, char *body, outcome_t 
 
 static enum MHD_Result respond_error(req_t *r, unsigned status, const char *error, const char *field,
                                      outcome_t outcome) {
-    return respond(r, status, answer_error(error, field), outcome, -1, NULL);
+    return respond(r, status, ol_gate__answer_error(error, field), outcome, -1, NULL);
 }
 
 static enum MHD_Result respond_throttled(req_t *r, bool ip) {
     atomic_fetch_add(ip ? &r->g->m.throttled_ip : &r->g->m.throttled_instance, 1);
-    return respond(r, MHD_HTTP_TOO_MANY_REQUESTS, ol_xstrdup(throttled_json), OUT_THROTTLED, -1, NULL);
+    return respond(r, MHD_HTTP_TOO_MANY_REQUESTS, ol_xstrdup(ol_gate__throttled_json), OUT_THROTTLED, -1, NULL);
 }
 
 /* ---- validation ---------------------------------------------------------- */
@@ -696,20 +231,20 @@ static enum MHD_Result produce_and_wait(req_t *r, rd_kafka_topic_t *rkt, const c
     bool cached = false;
     pthread_mutex_lock(&g->lock);
     if (r->ep == EP_BUY) {
-        centry_t *e = cache_get(&g->cache, r->request_id);
+        centry_t *e = ol_gate__cache_get(&g->cache, r->request_id);
         if (e && e->answer) { /* a retried request already decided */
-            set_answer(r, MHD_HTTP_OK, ol_xstrdup(e->answer), e->outcome, e->reason);
+            ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(e->answer), e->outcome, e->reason);
             cached = true;
         }
     }
     if (!cached) {
-        wait_add(g, r);
+        ol_gate__wait_add(g, r);
         r->nowait = g->wait_us == 0 || g->waiting > g->max_waiting;
     }
     pthread_mutex_unlock(&g->lock);
     if (cached) {
         rd_kafka_headers_destroy(hdrs);
-        resume(g, r);
+        MHD_resume_connection(r->conn);
         return MHD_YES;
     }
     rd_kafka_resp_err_t err;
@@ -727,260 +262,13 @@ static enum MHD_Result produce_and_wait(req_t *r, rd_kafka_topic_t *rkt, const c
         char msg[200];
         snprintf(msg, sizeof(msg), "could not hand the request to Kafka: %s", rd_kafka_err2str(err));
         pthread_mutex_lock(&g->lock);
-        wait_remove(g, r);
+        ol_gate__wait_remove(g, r);
         if (!r->done)
-            set_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, answer_error(msg, NULL), OUT_UNAVAILABLE, -1);
+            ol_gate__set_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, ol_gate__answer_error(msg, NULL), OUT_UNAVAILABLE, -1);
         pthread_mutex_unlock(&g->lock);
-        resume(g, r);
+        MHD_resume_connection(r->conn);
     }
     return MHD_YES;
-}
-
-/* Delivery reports, on the poll thread. */
-static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
-    (void)rk;
-    gate_t *g = opaque;
-    req_t *r = rkm->_private;
-    if (!r)
-        return;
-    bool wake = false;
-    pthread_mutex_lock(&g->lock);
-    r->produced = true;
-    if (rkm->err) {
-        wait_remove(g, r);
-        if (!r->done) {
-            char msg[200];
-            snprintf(msg, sizeof(msg), "could not write the request to Kafka: %s", rd_kafka_err2str(rkm->err));
-            set_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, answer_error(msg, NULL), OUT_UNAVAILABLE, -1);
-        }
-        wake = true;
-    } else if (r->done) {
-        wake = true; /* decided before Kafka acknowledged */
-    } else if (r->nowait || atomic_load(&g->stopping) || ol_time_mono_us() >= r->deadline_us) {
-        wait_remove(g, r);
-        set_pending(g, r);
-        wake = true;
-    } else {
-        timer_insert(g, r);
-    }
-    pthread_mutex_unlock(&g->lock);
-    if (rkm->err)
-        atomic_fetch_add(&g->m.delivery_failed, 1);
-    else
-        atomic_store(&g->producer_up, true);
-    if (wake)
-        resume(g, r);
-}
-
-static void *poll_main(void *arg) {
-    gate_t *g = arg;
-    while (!atomic_load(&g->threads_stop))
-        rd_kafka_poll(g->rk, 50);
-    return NULL;
-}
-
-static void *timer_main(void *arg) {
-    gate_t *g = arg;
-    pthread_mutex_lock(&g->lock);
-    while (!atomic_load(&g->threads_stop)) {
-        int64_t now = ol_time_mono_us();
-        req_t *due = NULL;
-        while (g->thead && g->thead->deadline_us <= now) {
-            req_t *r = g->thead;
-            timer_remove(g, r);
-            wait_remove(g, r);
-            set_pending(g, r);
-            r->tnext = due; /* reused as the list of requests to resume */
-            due = r;
-        }
-        if (due) {
-            pthread_mutex_unlock(&g->lock);
-            while (due) {
-                req_t *next = due->tnext;
-                due->tnext = NULL;
-                resume(g, due);
-                due = next;
-            }
-            pthread_mutex_lock(&g->lock);
-            continue;
-        }
-        int64_t wait_us = g->thead ? g->thead->deadline_us - now : 200000;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t ns = ts.tv_nsec + (wait_us % 1000000) * 1000;
-        ts.tv_sec += wait_us / 1000000 + ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
-        pthread_cond_timedwait(&g->timer_cond, &g->lock, &ts);
-    }
-    pthread_mutex_unlock(&g->lock);
-    return NULL;
-}
-
-/* ---- decisions from sale-events ------------------------------------------ */
-
-typedef struct fact_s {
-    ol_fact_kind_t kind;
-    const char *request_id, *hold_id, *order_id, *reason, *message, *op;
-    int64_t expires_at;
-} fact_t;
-
-static const char *dom_str(const ol_json_t *d, const char *name) {
-    const ol_json_t *v = ol_json_get(d, name);
-    return v && v->type == OL_JSON_STRING ? v->u.s : "";
-}
-
-static int64_t dom_int(const ol_json_t *d, const char *name) {
-    const ol_json_t *v = ol_json_get(d, name);
-    return v && v->type == OL_JSON_INT ? v->u.i : 0;
-}
-
-/* The answer f gives the waiting request r (under g->lock). */
-static void answer_fact(req_t *r, const fact_t *f, const char *buy_answer) {
-    sb_t b = {0};
-    switch (f->kind) {
-    case OL_FACT_BUY_ACCEPTED:
-        set_answer(r, MHD_HTTP_OK, ol_xstrdup(buy_answer), OUT_ACCEPTED, -1);
-        return;
-    case OL_FACT_BUY_REJECTED:
-        set_answer(r, MHD_HTTP_OK, ol_xstrdup(buy_answer), OUT_REJECTED, reason_index(f->reason));
-        return;
-    case OL_FACT_HOLD_CONVERTED:
-        sb_head(&b, MSG_ORDER_PLACED, true);
-        sb_field(&b, "requestID", r->request_id);
-        sb_field(&b, "holdID", f->hold_id);
-        sb_field(&b, "orderID", f->order_id);
-        sb_puts(&b, "}");
-        set_answer(r, MHD_HTTP_OK, b.p, OUT_ACCEPTED, -1);
-        return;
-    default:
-        sb_head(&b, hold_reject_message(f->reason), false);
-        sb_field(&b, "requestID", r->request_id);
-        sb_field(&b, "holdID", f->hold_id);
-        sb_field(&b, "reason", f->reason);
-        sb_puts(&b, "}");
-        set_answer(r, MHD_HTTP_CONFLICT, b.p, OUT_REJECTED, reason_index(f->reason));
-        return;
-    }
-}
-
-/* Completes every request waiting on key with f; caches buy decisions. */
-static void deliver(gate_t *g, const char *key, const fact_t *f) {
-    char *buy_answer = NULL;
-    if (f->kind == OL_FACT_BUY_ACCEPTED)
-        buy_answer = answer_accepted(f->request_id, f->hold_id, f->expires_at);
-    else if (f->kind == OL_FACT_BUY_REJECTED)
-        buy_answer = answer_rejected(f->request_id, f->message, f->reason);
-    req_t *wake[64];
-    int nwake = 0;
-    pthread_mutex_lock(&g->lock);
-    if (buy_answer)
-        cache_put(&g->cache, f->request_id, ol_xstrdup(buy_answer),
-                  f->kind == OL_FACT_BUY_ACCEPTED ? OUT_ACCEPTED : OUT_REJECTED,
-                  f->kind == OL_FACT_BUY_REJECTED ? reason_index(f->reason) : -1);
-    for (;;) {
-        req_t *r = NULL;
-        for (wnode_t *n = g->wtable[hash_str(key) & (WAIT_BUCKETS - 1)]; n && !r; n = n->next)
-            if (!strcmp(n->key, key))
-                r = n->req;
-        if (!r)
-            break;
-        wait_remove(g, r);
-        timer_remove(g, r);
-        answer_fact(r, f, buy_answer);
-        if (r->produced) { /* else the delivery report resumes it */
-            if (nwake == 64) {
-                pthread_mutex_unlock(&g->lock);
-                for (int i = 0; i < nwake; i++)
-                    resume(g, wake[i]);
-                nwake = 0;
-                pthread_mutex_lock(&g->lock);
-            }
-            wake[nwake++] = r;
-        }
-    }
-    pthread_mutex_unlock(&g->lock);
-    for (int i = 0; i < nwake; i++)
-        resume(g, wake[i]);
-    free(buy_answer);
-}
-
-static bool wanted_type(const void *v, size_t n) {
-    static const char *const types[] = {"orderlog.BuyAccepted", "orderlog.BuyRejected", "orderlog.HoldConverted",
-                                        "orderlog.CheckoutRejected"};
-    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
-        if (strlen(types[i]) == n && !memcmp(types[i], v, n))
-            return true;
-    return false;
-}
-
-static void on_fact(gate_t *g, ol_codec_t *codec, ol_arena_t *arena, const rd_kafka_message_t *rkm) {
-    rd_kafka_headers_t *hdrs;
-    const void *v;
-    size_t n;
-    if (!rd_kafka_message_headers(rkm, &hdrs) && !rd_kafka_header_get_last(hdrs, "ce_type", &v, &n) &&
-        !wanted_type(v, n))
-        return; /* stock, policy, releases: not for the gate */
-    char errstr[512];
-    ol_envelope_t env;
-    avro_value_t *value;
-    ol_arena_reset(arena);
-    if (ol_event_decode(codec, rkm, arena, &env, &value, errstr, sizeof(errstr))) {
-        ol_log_warn("skipping %s[%d]@%lld: %s", rd_kafka_topic_name(rkm->rkt), (int)rkm->partition,
-                    (long long)rkm->offset, errstr);
-        return;
-    }
-    int kind = ol_fact_kind_from_name(env.type->name);
-    if (kind < 0)
-        return;
-    ol_json_t *d = ol_codec_to_dom(env.type, value, arena);
-    fact_t f = {.kind = (ol_fact_kind_t)kind,
-                .request_id = dom_str(d, "request_id"),
-                .hold_id = dom_str(d, "hold_id"),
-                .order_id = dom_str(d, "order_id"),
-                .reason = dom_str(d, "reason"),
-                .message = dom_str(d, "message"),
-                .op = dom_str(d, "op"),
-                .expires_at = dom_int(d, "expires_at")};
-    char key[KEY_SIZE + 256];
-    switch (f.kind) {
-    case OL_FACT_BUY_ACCEPTED:
-    case OL_FACT_BUY_REJECTED:
-        snprintf(key, sizeof(key), "b:%s", f.request_id);
-        break;
-    case OL_FACT_HOLD_CONVERTED:
-        snprintf(key, sizeof(key), "h:%s", f.hold_id);
-        break;
-    case OL_FACT_CHECKOUT_REJECTED:
-        if (strcmp(f.op, "checkout"))
-            return;
-        snprintf(key, sizeof(key), "c:%s", f.request_id);
-        break;
-    default:
-        return;
-    }
-    atomic_fetch_add(&g->m.facts[f.kind], 1);
-    deliver(g, key, &f);
-}
-
-static void *consumer_main(void *arg) {
-    gate_t *g = arg;
-    ol_codec_t *codec = ol_codec_new();
-    ol_arena_t *arena = ol_arena_new(0);
-    while (!atomic_load(&g->threads_stop)) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(g->rkc, 100);
-        if (!rkm)
-            continue;
-        if (rkm->err) {
-            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                ol_log_warn("reading %s: %s", g->topic_sale, rd_kafka_message_errstr(rkm));
-        } else {
-            on_fact(g, codec, arena, rkm);
-        }
-        rd_kafka_message_destroy(rkm);
-    }
-    ol_arena_destroy(arena);
-    ol_codec_destroy(codec);
-    return NULL;
 }
 
 /* ---- endpoints ----------------------------------------------------------- */
@@ -1132,7 +420,7 @@ static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer
             if (exp && ol_time_parse(exp, &expires_ms))
                 expires_ms = 0;
             if (out && !strcmp(out, "accepted")) {
-                *answer = answer_accepted(id, hold ? hold : "", expires_ms);
+                *answer = ol_gate__answer_accepted(id, hold ? hold : "", expires_ms);
                 *outcome = OUT_ACCEPTED;
                 *reason = -1;
             } else {
@@ -1141,9 +429,9 @@ static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer
                     msg = !strcmp(why, "blacklisted")                      ? OL_SALE_MSG_BLACKLISTED
                           : !strcmp(why, "level") || !strcmp(why, "limit") ? OL_SALE_MSG_NOT_ALLOWED
                                                                            : OL_SALE_MSG_SOLD_OUT;
-                *answer = answer_rejected(id, msg, why);
+                *answer = ol_gate__answer_rejected(id, msg, why);
                 *outcome = OUT_REJECTED;
-                *reason = reason_index(why);
+                *reason = ol_gate__reason_index(why);
             }
             json_decref(row);
             rc = 1;
@@ -1177,8 +465,8 @@ static enum MHD_Result handle_buy_status(req_t *r) {
     int reason = -1;
     snprintf(key, sizeof(key), "b:%s", id);
     pthread_mutex_lock(&g->lock);
-    centry_t *e = cache_get(&g->cache, id);
-    bool pending = (e && !e->answer) || wait_exists(g, key);
+    centry_t *e = ol_gate__cache_get(&g->cache, id);
+    bool pending = (e && !e->answer) || ol_gate__wait_exists(g, key);
     if (e && e->answer) {
         answer = ol_xstrdup(e->answer);
         outcome = e->outcome;
@@ -1190,12 +478,12 @@ static enum MHD_Result handle_buy_status(req_t *r) {
     int rc = pg_decision(g, thread_ctx(g), id, &answer, &outcome, &reason);
     if (rc == 1) {
         pthread_mutex_lock(&g->lock);
-        cache_put(&g->cache, id, ol_xstrdup(answer), outcome, reason);
+        ol_gate__cache_put(&g->cache, id, ol_xstrdup(answer), outcome, reason);
         pthread_mutex_unlock(&g->lock);
         return respond(r, MHD_HTTP_OK, answer, outcome, reason, NULL);
     }
     if (pending)
-        return respond(r, MHD_HTTP_ACCEPTED, answer_pending(r), OUT_PENDING, -1, NULL);
+        return respond(r, MHD_HTTP_ACCEPTED, ol_gate__answer_pending(r), OUT_PENDING, -1, NULL);
     if (rc < 0)
         return respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "decisions store unavailable, try again later", NULL,
                              OUT_UNAVAILABLE);
@@ -1238,7 +526,7 @@ static enum MHD_Result handle_metrics(req_t *r) {
             unsigned long long n = atomic_load(&g->m.rejected[e][i]);
             if (n || (e == EP_BUY && i < 5))
                 fprintf(fp, "orderlog_gate_rejected_total{endpoint=\"%s\",reason=\"%s\"} %llu\n", endpoint_names[e],
-                        reason_names[i], n);
+                        ol_gate__reason_name(i), n);
         }
     fprintf(fp,
             "# HELP orderlog_gate_throttled_total Requests refused by a rate limit before Kafka, by limit.\n"
@@ -1348,8 +636,8 @@ static enum MHD_Result dispatch(req_t *r) {
     if (r->ep == EP_OTHER)
         return respond_error(r, MHD_HTTP_NOT_FOUND, "no such resource", NULL, OUT_NOT_FOUND);
     if (r->allow)
-        return respond(r, MHD_HTTP_METHOD_NOT_ALLOWED, answer_error("method not allowed", NULL), OUT_INVALID, -1,
-                       r->allow);
+        return respond(r, MHD_HTTP_METHOD_NOT_ALLOWED, ol_gate__answer_error("method not allowed", NULL), OUT_INVALID,
+                       -1, r->allow);
     switch (r->ep) {
     case EP_BUY_STATUS:
         return handle_buy_status(r);
@@ -1501,7 +789,7 @@ static rd_kafka_t *kafka_new(gate_t *g, rd_kafka_type_t type, const char *const 
     if (!kconf)
         return NULL;
     if (type == RD_KAFKA_PRODUCER)
-        rd_kafka_conf_set_dr_msg_cb(kconf, dr_cb);
+        rd_kafka_conf_set_dr_msg_cb(kconf, ol_gate__dr_cb);
     rd_kafka_conf_set_error_cb(kconf, error_cb);
     rd_kafka_conf_set_opaque(kconf, g);
     rd_kafka_t *rk = rd_kafka_new(type, kconf, errstr, errstr_size);
@@ -1641,23 +929,7 @@ static void gate_shutdown(gate_t *g) {
         rd_kafka_purge(g->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(g->rk, 2000);
     }
-    pthread_mutex_lock(&g->lock);
-    req_t *due = NULL;
-    while (g->thead) {
-        req_t *r = g->thead;
-        timer_remove(g, r);
-        wait_remove(g, r);
-        set_pending(g, r);
-        r->tnext = due;
-        due = r;
-    }
-    pthread_mutex_unlock(&g->lock);
-    while (due) {
-        req_t *next = due->tnext;
-        due->tnext = NULL;
-        resume(g, due);
-        due = next;
-    }
+    ol_gate__expire_all(g);
     for (int i = 0; i < 2000 && atomic_load(&g->suspended) > 0; i++)
         usleep(1000);
     usleep(50000); /* let the last answers leave */
@@ -1709,7 +981,7 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
         ol_ratelimit_new((double)ol_conf_int(conf, "gate.ip.rate.per.second"),
                          (double)ol_conf_int(conf, "gate.ip.burst"), (size_t)ol_conf_int(conf, "gate.ip.max.entries"));
     g->wtable = ol_xcalloc(WAIT_BUCKETS, sizeof(*g->wtable));
-    cache_init(&g->cache, (size_t)ol_conf_int(conf, "gate.cache.decisions"));
+    ol_gate__cache_init(&g->cache, (size_t)ol_conf_int(conf, "gate.cache.decisions"));
     pthread_mutex_init(&g->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -1739,8 +1011,9 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
         fprintf(stderr, "orderlog gate: %s\n", errstr);
         goto out;
     }
-    if (pthread_create(&g->poll_thread, NULL, poll_main, g) || pthread_create(&g->timer_thread, NULL, timer_main, g) ||
-        pthread_create(&g->consumer_thread, NULL, consumer_main, g))
+    if (pthread_create(&g->poll_thread, NULL, ol_gate__poll_main, g) ||
+        pthread_create(&g->timer_thread, NULL, ol_gate__timer_main, g) ||
+        pthread_create(&g->consumer_thread, NULL, ol_gate__consumer_main, g))
         ol_assert_fail("pthread_create", __FILE__, __LINE__);
     threads = true;
     unsigned int flags =
@@ -1807,7 +1080,7 @@ out:
     pthread_key_delete(g->tkey);
     pthread_cond_destroy(&g->timer_cond);
     pthread_mutex_destroy(&g->lock);
-    cache_free(&g->cache);
+    ol_gate__cache_free(&g->cache);
     free(g->wtable);
     ol_ratelimit_destroy(g->rl_instance);
     ol_ratelimit_destroy(g->rl_ip);

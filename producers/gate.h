@@ -1,0 +1,241 @@
+#ifndef OL_GATE_H
+#define OL_GATE_H
+
+/* The gate's parts (orderlog gate, producers/gate.c): what the HTTP side
+ * (gate.c: routing, validation, producing, setup) and the waiting side
+ * (gate_wait.c: the wait table, deadlines, the decision cache, delivery
+ * reports and the sale-events reader) share. Not a public API.
+ *
+ * Waiting costs no thread: the connection is suspended (libmicrohttpd) and
+ * its request registered under the keys its decision will carry
+ * ("b:<request_id>", or "c:<request_id>" and "h:<hold_id>" for a checkout).
+ * Three threads complete waits and resume connections:
+ *  - the Kafka poll thread, on the delivery report: an error answers 503;
+ *    with gate.wait.ms = 0 (or too many waiting) the request is answered 202
+ *    as soon as Kafka has it; otherwise the wait gets its deadline;
+ *  - the sale-events consumer (assigned every partition from the end,
+ *    read_committed), on a decision: every request waiting on its key;
+ *  - the timer thread, on a deadline: 202 pending.
+ * A request is resumed only after its delivery report, so the request
+ * outlives the produce call's opaque. Everything about waits is under one
+ * lock (g->lock): the wait table, the deadline list and the decision cache.
+ *
+ * Ownership: req_t belongs to its connection (freed when libmicrohttpd
+ * reports the request completed); while it waits it is borrowed by the wait
+ * table and the deadline list, and leaves both before it is resumed. */
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/arena.h"
+#include "common/codec.h"
+#include "common/conf.h"
+#include "common/kafka.h"
+#include "common/pg.h"
+#include "common/ratelimit.h"
+#include "common/sale.h"
+
+#define API_VERSION "1.0"
+#define REQUEST_ID_MAX 64 /* client-chosen request ids: [A-Za-z0-9._:-], goes into URLs */
+#define FIELD_MAX 128     /* userID, goodsSKU, sessionID, holdID */
+#define KEY_SIZE (FIELD_MAX + 8)
+#define WAIT_BUCKETS 65536
+
+/* ---- metrics ------------------------------------------------------------ */
+
+#define ENDPOINTS(X)            \
+    X(BUY, "buy")               \
+    X(BUY_STATUS, "buy_status") \
+    X(CHECKOUT, "checkout")     \
+    X(HEALTHZ, "healthz")       \
+    X(METRICS, "metrics")       \
+    X(OTHER, "other")
+#define OUTCOMES(X)               \
+    X(ACCEPTED, "accepted")       \
+    X(REJECTED, "rejected")       \
+    X(THROTTLED, "throttled")     \
+    X(INVALID, "invalid")         \
+    X(PENDING, "pending")         \
+    X(NOT_FOUND, "not_found")     \
+    X(UNAVAILABLE, "unavailable") \
+    X(OK, "ok")
+#define EP_ENUM(name, str) EP_##name,
+#define OUT_ENUM(name, str) OUT_##name,
+#define NAME_STR(name, str) str,
+typedef enum endpoint_e { ENDPOINTS(EP_ENUM) EP__COUNT } endpoint_t;
+typedef enum outcome_e { OUTCOMES(OUT_ENUM) OUT__COUNT } outcome_t;
+
+/* Why a buy or a checkout was rejected (the sale-events enums), "other" last. */
+#define REASONS(X)                  \
+    X(BLACKLISTED, "blacklisted")   \
+    X(LEVEL, "level")               \
+    X(LIMIT, "limit")               \
+    X(SOLD_OUT, "sold_out")         \
+    X(UNKNOWN_SKU, "unknown_sku")   \
+    X(UNKNOWN_HOLD, "unknown_hold") \
+    X(NOT_OWNER, "not_owner")       \
+    X(RELEASED, "released")         \
+    X(CONVERTED, "converted")       \
+    X(EXPIRED, "expired")           \
+    X(OTHER, "other")
+#define REASON_ENUM(name, str) REASON_##name,
+typedef enum reason_e { REASONS(REASON_ENUM) NREASONS } reason_t;
+
+/* Latency histogram buckets (their bounds are in gate.c). */
+#define NLATENCY 13
+
+typedef struct metrics_s {
+    atomic_ullong requests[EP__COUNT][OUT__COUNT];
+    atomic_ullong rejected[EP__COUNT][NREASONS];
+    atomic_ullong throttled_instance, throttled_ip;
+    atomic_ullong latency[EP__COUNT][NLATENCY + 1];
+    atomic_ullong latency_sum_us[EP__COUNT];
+    atomic_ullong facts[OL_FACT__COUNT];
+    atomic_ullong delivery_failed;
+} metrics_t;
+
+/* ---- requests and the waits --------------------------------------------- */
+
+struct req_s;
+typedef struct wnode_s {
+    struct wnode_s *next;
+    struct req_s *req;
+    const char *key;
+} wnode_t;
+
+typedef struct gate_s gate_t;
+
+typedef struct req_s {
+    gate_t *g;
+    struct MHD_Connection *conn;
+    endpoint_t ep;
+    int64_t start_us;
+    bool bad_type, too_large, suspended, handled, wants_body;
+    const char *allow;               /* set when the method is not allowed */
+    unsigned long long declared_len; /* Content-Length */
+    char *body;
+    size_t body_len, body_cap;
+    char request_id[REQUEST_ID_MAX + 1];
+    char hold_id[FIELD_MAX + 1];
+    /* Under g->lock from registration until resumed. */
+    char keys[2][KEY_SIZE];
+    wnode_t nodes[2];
+    int nkeys;
+    bool in_table, in_timer, produced, done, nowait;
+    struct req_s *tprev, *tnext;
+    int64_t deadline_us;
+    /* The answer, once done. */
+    unsigned status;
+    char *answer;
+    outcome_t outcome;
+    int reason; /* index in reason_names when rejected, else -1 */
+} req_t;
+
+/* A recent buy decision (answer set) or a request known to be pending
+ * (answer NULL), by request id. */
+typedef struct centry_s {
+    struct centry_s *hnext;
+    char *answer;
+    outcome_t outcome;
+    int reason;
+    char key[];
+} centry_t;
+
+typedef struct cache_s {
+    centry_t **table;
+    size_t nbuckets;
+    centry_t **ring; /* insertion order; the oldest is evicted */
+    size_t cap, pos, count;
+} cache_t;
+
+/* What each HTTP thread keeps: a codec, an arena for one request, and a
+ * PostgreSQL connection for GET /buy/<id> past the cache. */
+typedef struct thread_ctx_s {
+    ol_codec_t *codec;
+    ol_arena_t *arena;
+    PGconn *pg;
+    int64_t pg_retry_us;
+} thread_ctx_t;
+
+struct gate_s {
+    const ol_conf_t *conf;
+    rd_kafka_t *rk;  /* producer */
+    rd_kafka_t *rkc; /* sale-events consumer */
+    rd_kafka_topic_t *rkt_buy;
+    struct MHD_Daemon *d;
+    char topic_buy[256], topic_sale[256];
+    char source[128];
+    char pg_sql[512];
+    const ol_event_type_t *et_buy, *et_checkout;
+    int64_t wait_us;
+    size_t max_waiting, body_max;
+    ol_ratelimit_t *rl_instance, *rl_ip;
+    pthread_key_t tkey;
+
+    pthread_mutex_t lock;
+    pthread_cond_t timer_cond;
+    wnode_t **wtable;
+    size_t waiting;
+    req_t *thead, *ttail;
+    cache_t cache;
+
+    atomic_bool stopping, threads_stop, producer_up, consumer_up, pg_table_warned;
+    atomic_int in_handler;    /* requests between the stopping check and their produce */
+    atomic_llong suspended;   /* connections suspended right now */
+    atomic_llong waiting_now; /* mirror of waiting, for /metrics */
+    pthread_t poll_thread, timer_thread, consumer_thread;
+    metrics_t m;
+};
+
+/* ---- answers (gate_wait.c): new strings, JSON --------------------------- */
+
+/* The original API's answer to a throttled request. */
+extern const char ol_gate__throttled_json[];
+char *ol_gate__answer_accepted(const char *request_id, const char *hold_id, int64_t expires_ms);
+char *ol_gate__answer_rejected(const char *request_id, const char *message, const char *reason);
+/* 202 pending: with the URL to poll for a buy, the hold for a checkout. */
+char *ol_gate__answer_pending(const req_t *r);
+/* {"error":..., "field":...}; field may be NULL. */
+char *ol_gate__answer_error(const char *error, const char *field);
+/* The reason's index in REASONS, REASON_OTHER when unknown; and its name. */
+int ol_gate__reason_index(const char *s);
+const char *ol_gate__reason_name(int reason);
+
+/* ---- the decision cache (gate_wait.c; under g->lock) ---------------------- */
+
+void ol_gate__cache_init(cache_t *c, size_t cap);
+void ol_gate__cache_free(cache_t *c);
+/* The entry of a request id (borrowed, valid while the lock is held), or NULL. */
+centry_t *ol_gate__cache_get(cache_t *c, const char *key);
+/* Records a decision (answer taken) or, with answer NULL, that the request
+ * is pending; a decision is never replaced by "pending". The oldest entry
+ * goes when the cache is full. */
+void ol_gate__cache_put(cache_t *c, const char *key, char *answer, outcome_t outcome, int reason);
+
+/* ---- waits (gate_wait.c; under g->lock) ----------------------------------- */
+
+/* Registers r under its keys (r->keys[0..nkeys)). */
+void ol_gate__wait_add(gate_t *g, req_t *r);
+/* Unregisters r; a no-op when it is not registered. */
+void ol_gate__wait_remove(gate_t *g, req_t *r);
+/* Whether a request waits on key. */
+bool ol_gate__wait_exists(gate_t *g, const char *key);
+/* Sets r's answer (taken) and marks it done. */
+void ol_gate__set_answer(req_t *r, unsigned status, char *answer, outcome_t outcome, int reason);
+/* Answers every waiting request 202 pending and resumes them (shutdown). */
+void ol_gate__expire_all(gate_t *g);
+
+/* ---- threads and callbacks (gate_wait.c) -------------------------------- */
+
+/* The producer's delivery report callback (opaque: the gate). */
+void ol_gate__dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
+/* Thread mains (arg: the gate), until g->threads_stop. */
+void *ol_gate__poll_main(void *arg);
+void *ol_gate__timer_main(void *arg);
+void *ol_gate__consumer_main(void *arg);
+
+#endif

@@ -1,0 +1,592 @@
+/* The gate's waiting side: answers as JSON, the decision cache, the wait
+ * table and its deadlines, delivery reports, and the sale-events reader that
+ * completes waits (see producers/gate.h for the design). */
+#include "producers/gate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/event.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/time.h"
+#include "common/util.h"
+
+#define MSG_ORDER_PLACED "the order is placed, please make payments within half an hour"
+
+static const char *const reason_names[] = {REASONS(NAME_STR)};
+
+/* ---- small string builder ------------------------------------------------ */
+
+typedef struct sb_s {
+    char *p;
+    size_t len, cap;
+} sb_t;
+
+static void sb_put(sb_t *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (b->len + n + 1 > cap)
+            cap *= 2;
+        b->p = ol_xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_puts(sb_t *b, const char *s) {
+    sb_put(b, s, strlen(s));
+}
+
+/* s as a JSON string, quoted. */
+static void sb_json(sb_t *b, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    sb_put(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        sb_put(b, run, (size_t)(s - run));
+        char esc[7] = {'\\', (char)c, 0};
+        if (c < 0x20) {
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            sb_put(b, esc, 6);
+        } else {
+            sb_put(b, esc, 2);
+        }
+        run = s + 1;
+    }
+    sb_put(b, run, (size_t)(s - run));
+    sb_put(b, "\"", 1);
+}
+
+/* `,"name":"value"` */
+static void sb_field(sb_t *b, const char *name, const char *value) {
+    sb_puts(b, ",\"");
+    sb_puts(b, name);
+    sb_puts(b, "\":");
+    sb_json(b, value);
+}
+
+/* ---- answers (new strings) ----------------------------------------------- */
+
+const char ol_gate__throttled_json[] =
+    "{\"reponseMsg\":\"Too many requests, please try later.\",\"repResult\":false,\"isThrottled\":true,"
+    "\"version\":\"" API_VERSION "\"}";
+
+static void sb_head(sb_t *b, const char *msg, bool result) {
+    sb_puts(b, "{\"reponseMsg\":");
+    sb_json(b, msg);
+    sb_puts(b, result ? ",\"repResult\":true" : ",\"repResult\":false");
+    sb_puts(b, ",\"isThrottled\":false,\"version\":\"" API_VERSION "\"");
+}
+
+char *ol_gate__answer_accepted(const char *request_id, const char *hold_id, int64_t expires_ms) {
+    sb_t b = {0};
+    char ts[40];
+    ol_time_format(expires_ms, ts, sizeof(ts));
+    sb_head(&b, OL_SALE_MSG_ACCEPTED, true);
+    sb_field(&b, "requestID", request_id);
+    sb_field(&b, "holdID", hold_id);
+    sb_field(&b, "expiresAt", ts);
+    sb_puts(&b, "}");
+    return b.p;
+}
+
+char *ol_gate__answer_rejected(const char *request_id, const char *message, const char *reason) {
+    sb_t b = {0};
+    sb_head(&b, message, false);
+    sb_field(&b, "requestID", request_id);
+    sb_field(&b, "reason", reason);
+    sb_puts(&b, "}");
+    return b.p;
+}
+
+char *ol_gate__answer_pending(const req_t *r) {
+    sb_t b = {0};
+    sb_puts(&b, "{\"requestID\":");
+    sb_json(&b, r->request_id);
+    if (r->ep == EP_CHECKOUT) {
+        sb_field(&b, "holdID", r->hold_id);
+        sb_puts(&b, ",\"status\":\"pending\"}");
+    } else {
+        sb_puts(&b, ",\"status\":\"pending\",\"poll\":\"/buy/");
+        sb_puts(&b, r->request_id); /* [A-Za-z0-9._:-] only */
+        sb_puts(&b, "\"}");
+    }
+    return b.p;
+}
+
+char *ol_gate__answer_error(const char *error, const char *field) {
+    sb_t b = {0};
+    sb_puts(&b, "{\"error\":");
+    sb_json(&b, error);
+    if (field)
+        sb_field(&b, "field", field);
+    sb_puts(&b, "}");
+    return b.p;
+}
+
+static const char *hold_reject_message(const char *reason) {
+    if (!strcmp(reason, "not_owner"))
+        return "The hold belongs to another user.";
+    if (!strcmp(reason, "released"))
+        return "The hold was released.";
+    if (!strcmp(reason, "converted"))
+        return "The hold is already checked out.";
+    if (!strcmp(reason, "expired"))
+        return "The hold has expired.";
+    return "There is no such hold.";
+}
+
+int ol_gate__reason_index(const char *s) {
+    for (int i = 0; i < REASON_OTHER; i++)
+        if (!strcmp(reason_names[i], s))
+            return i;
+    return REASON_OTHER;
+}
+
+const char *ol_gate__reason_name(int reason) {
+    return reason >= 0 && reason < NREASONS ? reason_names[reason] : "other";
+}
+
+/* ---- the decision cache (under g->lock) ----------------------------------- */
+
+static uint32_t hash_str(const char *s) {
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+void ol_gate__cache_init(cache_t *c, size_t cap) {
+    c->cap = cap;
+    c->nbuckets = 16;
+    while (c->nbuckets < cap)
+        c->nbuckets *= 2;
+    c->table = ol_xcalloc(c->nbuckets, sizeof(*c->table));
+    c->ring = ol_xcalloc(cap, sizeof(*c->ring));
+}
+
+void ol_gate__cache_free(cache_t *c) {
+    for (size_t i = 0; i < c->cap; i++) {
+        if (c->ring[i]) {
+            free(c->ring[i]->answer);
+            free(c->ring[i]);
+        }
+    }
+    free(c->ring);
+    free(c->table);
+}
+
+centry_t *ol_gate__cache_get(cache_t *c, const char *key) {
+    centry_t *e = c->table[hash_str(key) & (c->nbuckets - 1)];
+    while (e && strcmp(e->key, key))
+        e = e->hnext;
+    return e;
+}
+
+/* Records a decision (answer taken) or, with answer NULL, that the request
+ * is pending; a decision is never replaced by "pending". */
+void ol_gate__cache_put(cache_t *c, const char *key, char *answer, outcome_t outcome, int reason) {
+    centry_t *e = ol_gate__cache_get(c, key);
+    if (e) {
+        if (answer) {
+            free(e->answer);
+            e->answer = answer;
+            e->outcome = outcome;
+            e->reason = reason;
+        }
+        return;
+    }
+    centry_t *old = c->ring[c->pos];
+    if (old) {
+        centry_t **pp = &c->table[hash_str(old->key) & (c->nbuckets - 1)];
+        while (*pp != old)
+            pp = &(*pp)->hnext;
+        *pp = old->hnext;
+        free(old->answer);
+        free(old);
+        c->count--;
+    }
+    size_t klen = strlen(key);
+    e = ol_xmalloc(sizeof(*e) + klen + 1);
+    memcpy(e->key, key, klen + 1);
+    e->answer = answer;
+    e->outcome = outcome;
+    e->reason = reason;
+    size_t b = hash_str(key) & (c->nbuckets - 1);
+    e->hnext = c->table[b];
+    c->table[b] = e;
+    c->ring[c->pos] = e;
+    c->pos = (c->pos + 1) % c->cap;
+    c->count++;
+}
+
+/* ---- the wait table and the deadline list (under g->lock) ---------------- */
+
+void ol_gate__wait_add(gate_t *g, req_t *r) {
+    for (int i = 0; i < r->nkeys; i++) {
+        wnode_t *n = &r->nodes[i];
+        n->req = r;
+        n->key = r->keys[i];
+        size_t b = hash_str(n->key) & (WAIT_BUCKETS - 1);
+        n->next = g->wtable[b];
+        g->wtable[b] = n;
+    }
+    r->in_table = true;
+    g->waiting++;
+    atomic_store(&g->waiting_now, (long long)g->waiting);
+}
+
+void ol_gate__wait_remove(gate_t *g, req_t *r) {
+    if (!r->in_table)
+        return;
+    for (int i = 0; i < r->nkeys; i++) {
+        wnode_t **pp = &g->wtable[hash_str(r->keys[i]) & (WAIT_BUCKETS - 1)];
+        while (*pp != &r->nodes[i])
+            pp = &(*pp)->next;
+        *pp = r->nodes[i].next;
+    }
+    r->in_table = false;
+    g->waiting--;
+    atomic_store(&g->waiting_now, (long long)g->waiting);
+}
+
+bool ol_gate__wait_exists(gate_t *g, const char *key) {
+    for (wnode_t *n = g->wtable[hash_str(key) & (WAIT_BUCKETS - 1)]; n; n = n->next)
+        if (!strcmp(n->key, key))
+            return true;
+    return false;
+}
+
+static void timer_insert(gate_t *g, req_t *r) {
+    req_t *after = g->ttail; /* deadlines arrive nearly in order: walk from the tail */
+    while (after && after->deadline_us > r->deadline_us)
+        after = after->tprev;
+    r->tprev = after;
+    r->tnext = after ? after->tnext : g->thead;
+    if (r->tnext)
+        r->tnext->tprev = r;
+    else
+        g->ttail = r;
+    if (after)
+        after->tnext = r;
+    else
+        g->thead = r;
+    r->in_timer = true;
+    if (g->thead == r)
+        pthread_cond_signal(&g->timer_cond);
+}
+
+static void timer_remove(gate_t *g, req_t *r) {
+    if (!r->in_timer)
+        return;
+    if (r->tprev)
+        r->tprev->tnext = r->tnext;
+    else
+        g->thead = r->tnext;
+    if (r->tnext)
+        r->tnext->tprev = r->tprev;
+    else
+        g->ttail = r->tprev;
+    r->tprev = r->tnext = NULL;
+    r->in_timer = false;
+}
+
+void ol_gate__set_answer(req_t *r, unsigned status, char *answer, outcome_t outcome, int reason) {
+    free(r->answer);
+    r->status = status;
+    r->answer = answer;
+    r->outcome = outcome;
+    r->reason = reason;
+    r->done = true;
+}
+
+/* Answers r "pending" and remembers that for GET /buy/<id>. */
+static void set_pending(gate_t *g, req_t *r) {
+    ol_gate__set_answer(r, MHD_HTTP_ACCEPTED, ol_gate__answer_pending(r), OUT_PENDING, -1);
+    if (r->ep == EP_BUY)
+        ol_gate__cache_put(&g->cache, r->request_id, NULL, OUT_PENDING, -1);
+}
+
+static void resume(gate_t *g, req_t *r) {
+    (void)g;
+    MHD_resume_connection(r->conn);
+}
+
+/* Delivery reports, on the poll thread. */
+void ol_gate__dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
+    (void)rk;
+    gate_t *g = opaque;
+    req_t *r = rkm->_private;
+    if (!r)
+        return;
+    bool wake = false;
+    pthread_mutex_lock(&g->lock);
+    r->produced = true;
+    if (rkm->err) {
+        ol_gate__wait_remove(g, r);
+        if (!r->done) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "could not write the request to Kafka: %s", rd_kafka_err2str(rkm->err));
+            ol_gate__set_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, ol_gate__answer_error(msg, NULL), OUT_UNAVAILABLE, -1);
+        }
+        wake = true;
+    } else if (r->done) {
+        wake = true; /* decided before Kafka acknowledged */
+    } else if (r->nowait || atomic_load(&g->stopping) || ol_time_mono_us() >= r->deadline_us) {
+        ol_gate__wait_remove(g, r);
+        set_pending(g, r);
+        wake = true;
+    } else {
+        timer_insert(g, r);
+    }
+    pthread_mutex_unlock(&g->lock);
+    if (rkm->err)
+        atomic_fetch_add(&g->m.delivery_failed, 1);
+    else
+        atomic_store(&g->producer_up, true);
+    if (wake)
+        resume(g, r);
+}
+
+void *ol_gate__poll_main(void *arg) {
+    gate_t *g = arg;
+    while (!atomic_load(&g->threads_stop))
+        rd_kafka_poll(g->rk, 50);
+    return NULL;
+}
+
+void *ol_gate__timer_main(void *arg) {
+    gate_t *g = arg;
+    pthread_mutex_lock(&g->lock);
+    while (!atomic_load(&g->threads_stop)) {
+        int64_t now = ol_time_mono_us();
+        req_t *due = NULL;
+        while (g->thead && g->thead->deadline_us <= now) {
+            req_t *r = g->thead;
+            timer_remove(g, r);
+            ol_gate__wait_remove(g, r);
+            set_pending(g, r);
+            r->tnext = due; /* reused as the list of requests to resume */
+            due = r;
+        }
+        if (due) {
+            pthread_mutex_unlock(&g->lock);
+            while (due) {
+                req_t *next = due->tnext;
+                due->tnext = NULL;
+                resume(g, due);
+                due = next;
+            }
+            pthread_mutex_lock(&g->lock);
+            continue;
+        }
+        int64_t wait_us = g->thead ? g->thead->deadline_us - now : 200000;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ns = ts.tv_nsec + (wait_us % 1000000) * 1000;
+        ts.tv_sec += wait_us / 1000000 + ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        pthread_cond_timedwait(&g->timer_cond, &g->lock, &ts);
+    }
+    pthread_mutex_unlock(&g->lock);
+    return NULL;
+}
+
+/* ---- decisions from sale-events ------------------------------------------ */
+
+typedef struct fact_s {
+    ol_fact_kind_t kind;
+    const char *request_id, *hold_id, *order_id, *reason, *message, *op;
+    int64_t expires_at;
+} fact_t;
+
+static const char *dom_str(const ol_json_t *d, const char *name) {
+    const ol_json_t *v = ol_json_get(d, name);
+    return v && v->type == OL_JSON_STRING ? v->u.s : "";
+}
+
+static int64_t dom_int(const ol_json_t *d, const char *name) {
+    const ol_json_t *v = ol_json_get(d, name);
+    return v && v->type == OL_JSON_INT ? v->u.i : 0;
+}
+
+/* The answer f gives the waiting request r (under g->lock). */
+static void answer_fact(req_t *r, const fact_t *f, const char *buy_answer) {
+    sb_t b = {0};
+    switch (f->kind) {
+    case OL_FACT_BUY_ACCEPTED:
+        ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(buy_answer), OUT_ACCEPTED, -1);
+        return;
+    case OL_FACT_BUY_REJECTED:
+        ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(buy_answer), OUT_REJECTED, ol_gate__reason_index(f->reason));
+        return;
+    case OL_FACT_HOLD_CONVERTED:
+        sb_head(&b, MSG_ORDER_PLACED, true);
+        sb_field(&b, "requestID", r->request_id);
+        sb_field(&b, "holdID", f->hold_id);
+        sb_field(&b, "orderID", f->order_id);
+        sb_puts(&b, "}");
+        ol_gate__set_answer(r, MHD_HTTP_OK, b.p, OUT_ACCEPTED, -1);
+        return;
+    default:
+        sb_head(&b, hold_reject_message(f->reason), false);
+        sb_field(&b, "requestID", r->request_id);
+        sb_field(&b, "holdID", f->hold_id);
+        sb_field(&b, "reason", f->reason);
+        sb_puts(&b, "}");
+        ol_gate__set_answer(r, MHD_HTTP_CONFLICT, b.p, OUT_REJECTED, ol_gate__reason_index(f->reason));
+        return;
+    }
+}
+
+/* Completes every request waiting on key with f; caches buy decisions. */
+static void deliver(gate_t *g, const char *key, const fact_t *f) {
+    char *buy_answer = NULL;
+    if (f->kind == OL_FACT_BUY_ACCEPTED)
+        buy_answer = ol_gate__answer_accepted(f->request_id, f->hold_id, f->expires_at);
+    else if (f->kind == OL_FACT_BUY_REJECTED)
+        buy_answer = ol_gate__answer_rejected(f->request_id, f->message, f->reason);
+    req_t *wake[64];
+    int nwake = 0;
+    pthread_mutex_lock(&g->lock);
+    if (buy_answer)
+        ol_gate__cache_put(&g->cache, f->request_id, ol_xstrdup(buy_answer),
+                           f->kind == OL_FACT_BUY_ACCEPTED ? OUT_ACCEPTED : OUT_REJECTED,
+                           f->kind == OL_FACT_BUY_REJECTED ? ol_gate__reason_index(f->reason) : -1);
+    for (;;) {
+        req_t *r = NULL;
+        for (wnode_t *n = g->wtable[hash_str(key) & (WAIT_BUCKETS - 1)]; n && !r; n = n->next)
+            if (!strcmp(n->key, key))
+                r = n->req;
+        if (!r)
+            break;
+        ol_gate__wait_remove(g, r);
+        timer_remove(g, r);
+        answer_fact(r, f, buy_answer);
+        if (r->produced) { /* else the delivery report resumes it */
+            if (nwake == 64) {
+                pthread_mutex_unlock(&g->lock);
+                for (int i = 0; i < nwake; i++)
+                    resume(g, wake[i]);
+                nwake = 0;
+                pthread_mutex_lock(&g->lock);
+            }
+            wake[nwake++] = r;
+        }
+    }
+    pthread_mutex_unlock(&g->lock);
+    for (int i = 0; i < nwake; i++)
+        resume(g, wake[i]);
+    free(buy_answer);
+}
+
+static bool wanted_type(const void *v, size_t n) {
+    static const char *const types[] = {"orderlog.BuyAccepted", "orderlog.BuyRejected", "orderlog.HoldConverted",
+                                        "orderlog.CheckoutRejected"};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        if (strlen(types[i]) == n && !memcmp(types[i], v, n))
+            return true;
+    return false;
+}
+
+static void on_fact(gate_t *g, ol_codec_t *codec, ol_arena_t *arena, const rd_kafka_message_t *rkm) {
+    rd_kafka_headers_t *hdrs;
+    const void *v;
+    size_t n;
+    if (!rd_kafka_message_headers(rkm, &hdrs) && !rd_kafka_header_get_last(hdrs, "ce_type", &v, &n) &&
+        !wanted_type(v, n))
+        return; /* stock, policy, releases: not for the gate */
+    char errstr[512];
+    ol_envelope_t env;
+    avro_value_t *value;
+    ol_arena_reset(arena);
+    if (ol_event_decode(codec, rkm, arena, &env, &value, errstr, sizeof(errstr))) {
+        ol_log_warn("skipping %s[%d]@%lld: %s", rd_kafka_topic_name(rkm->rkt), (int)rkm->partition,
+                    (long long)rkm->offset, errstr);
+        return;
+    }
+    int kind = ol_fact_kind_from_name(env.type->name);
+    if (kind < 0)
+        return;
+    ol_json_t *d = ol_codec_to_dom(env.type, value, arena);
+    fact_t f = {.kind = (ol_fact_kind_t)kind,
+                .request_id = dom_str(d, "request_id"),
+                .hold_id = dom_str(d, "hold_id"),
+                .order_id = dom_str(d, "order_id"),
+                .reason = dom_str(d, "reason"),
+                .message = dom_str(d, "message"),
+                .op = dom_str(d, "op"),
+                .expires_at = dom_int(d, "expires_at")};
+    char key[KEY_SIZE + 256];
+    switch (f.kind) {
+    case OL_FACT_BUY_ACCEPTED:
+    case OL_FACT_BUY_REJECTED:
+        snprintf(key, sizeof(key), "b:%s", f.request_id);
+        break;
+    case OL_FACT_HOLD_CONVERTED:
+        snprintf(key, sizeof(key), "h:%s", f.hold_id);
+        break;
+    case OL_FACT_CHECKOUT_REJECTED:
+        if (strcmp(f.op, "checkout"))
+            return;
+        snprintf(key, sizeof(key), "c:%s", f.request_id);
+        break;
+    default:
+        return;
+    }
+    atomic_fetch_add(&g->m.facts[f.kind], 1);
+    deliver(g, key, &f);
+}
+
+void *ol_gate__consumer_main(void *arg) {
+    gate_t *g = arg;
+    ol_codec_t *codec = ol_codec_new();
+    ol_arena_t *arena = ol_arena_new(0);
+    while (!atomic_load(&g->threads_stop)) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(g->rkc, 100);
+        if (!rkm)
+            continue;
+        if (rkm->err) {
+            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                ol_log_warn("reading %s: %s", g->topic_sale, rd_kafka_message_errstr(rkm));
+        } else {
+            on_fact(g, codec, arena, rkm);
+        }
+        rd_kafka_message_destroy(rkm);
+    }
+    ol_arena_destroy(arena);
+    ol_codec_destroy(codec);
+    return NULL;
+}
+
+void ol_gate__expire_all(gate_t *g) {
+    pthread_mutex_lock(&g->lock);
+    req_t *due = NULL;
+    while (g->thead) {
+        req_t *r = g->thead;
+        timer_remove(g, r);
+        ol_gate__wait_remove(g, r);
+        set_pending(g, r);
+        r->tnext = due;
+        due = r;
+    }
+    pthread_mutex_unlock(&g->lock);
+    while (due) {
+        req_t *next = due->tnext;
+        due->tnext = NULL;
+        resume(g, due);
+        due = next;
+    }
+}
