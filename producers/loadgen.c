@@ -593,8 +593,18 @@ static int parse_options(int argc, char **argv, options_t *o) {
             o->sequential_users = true;
             continue;
         }
+        static const char *const valued[] = {"--count",   "--rate",         "--users",
+                                             "--hot-sku", "--hot-share",    "--skus",
+                                             "--seed",    "--max-quantity", "--blacklisted-share",
+                                             "--out",     "--run-id",       "--wait-ms",
+                                             NULL};
+        bool known = false;
+        for (int k = 0; valued[k]; k++)
+            known |= !strcmp(a, valued[k]);
+        if (!known)
+            return ol_cli_usage_error(&ol_cmd_loadgen, "unknown option \"%s\"", a);
         if (i + 1 >= argc)
-            return ol_cli_usage_error(&ol_cmd_loadgen, "unknown option \"%s\" (or it needs a value)", a);
+            return ol_cli_usage_error(&ol_cmd_loadgen, "option %s needs a value", a);
         const char *val = argv[++i];
         if (!strcmp(a, "--count")) {
             if (parse_num(a, val, 1, (double)MAX_COUNT, &v))
@@ -637,12 +647,10 @@ static int parse_options(int argc, char **argv, options_t *o) {
             if (!n || n > 24 || strspn(val, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != n)
                 return ol_cli_usage_error(&ol_cmd_loadgen, "--run-id wants 1 to 24 letters, digits or _");
             o->run_id = val;
-        } else if (!strcmp(a, "--wait-ms")) {
+        } else { /* --wait-ms */
             if (parse_num(a, val, 0, 86400000, &v))
                 return OL_EXIT_USAGE;
             o->wait_ms = (long long)v;
-        } else {
-            return ol_cli_usage_error(&ol_cmd_loadgen, "unknown option \"%s\"", a);
         }
     }
     return 0;
