@@ -229,14 +229,18 @@ static void judge(guard_t *g, ol_subject_t type, const char *subject, int64_t at
                 (long long)(type == OL_SUBJECT_IP ? g->ip_max : g->user_max), until);
 }
 
-static void advance(guard_t *g, const rd_kafka_message_t *rkm) {
-    if (rkm->partition >= g->npos) {
-        int n = rkm->partition + 1;
+static position_t *position(guard_t *g, int32_t partition) {
+    if (partition >= g->npos) {
+        int n = partition + 1;
         g->pos = ol_xrealloc(g->pos, (size_t)n * sizeof(*g->pos));
         memset(g->pos + g->npos, 0, (size_t)(n - g->npos) * sizeof(*g->pos));
         g->npos = n;
     }
-    position_t *p = &g->pos[rkm->partition];
+    return &g->pos[partition];
+}
+
+static void advance(guard_t *g, const rd_kafka_message_t *rkm) {
+    position_t *p = position(g, rkm->partition);
     int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
     if (rkm->offset + 1 > p->next) { /* records before the committed offset are a rewind */
         p->next = rkm->offset + 1;
@@ -340,8 +344,12 @@ static ol_err_t read_blacklist(guard_t *g, char *errstr, size_t errstr_size) {
     ol_err_t err = OL_ERR_OK;
     for (int i = 0; i < nparts && !err; i++) {
         int32_t id = md->topics[0].partitions[i].id;
-        int64_t low, high;
-        if ((kerr = rd_kafka_query_watermark_offsets(g->follower, g->bl_topic, id, &low, &high, timeout)))
+        int64_t low = 0, high = 0, deadline = ol_time_mono_us() + (int64_t)timeout * 1000;
+        /* a topic just created may have no leader yet: try again for broker.wait.ms */
+        while ((kerr = rd_kafka_query_watermark_offsets(g->follower, g->bl_topic, id, &low, &high, timeout)) &&
+               ol_time_mono_us() < deadline && !guard_stop)
+            rd_kafka_poll(g->producer, 100);
+        if (kerr)
             err = ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read the end of %s[%d]: %s", g->bl_topic, id,
                           rd_kafka_err2str(kerr));
         rd_kafka_topic_partition_list_add(parts, g->bl_topic, id)->offset = RD_KAFKA_OFFSET_BEGINNING;
@@ -433,6 +441,8 @@ static int commit(guard_t *g, int flush_ms) {
         } else {
             for (int i = 0; i < list->cnt; i++)
                 g->pos[list->elems[i].partition].dirty = 0;
+            ol_log_debug("committed offsets of %d partition%s; %lld requests judged so far", list->cnt,
+                         list->cnt == 1 ? "" : "s", g->requests);
         }
     }
     rd_kafka_topic_partition_list_destroy(list);
@@ -447,20 +457,16 @@ static void rewind_parts(guard_t *g, rd_kafka_t *rk, rd_kafka_topic_partition_li
     rd_kafka_resp_err_t kerr = rd_kafka_committed(rk, parts, timeout);
     if (kerr) {
         ol_log_warn("could not read the committed offsets of %s: %s", g->buy_topic, rd_kafka_err2str(kerr));
-        for (int i = 0; i < parts->cnt; i++)
+        for (int i = 0; i < parts->cnt; i++) {
             parts->elems[i].offset = RD_KAFKA_OFFSET_STORED;
+            *position(g, parts->elems[i].partition) = (position_t){1, 0, 0, 0};
+        }
         return;
     }
     rd_kafka_topic_partition_list_t *times = rd_kafka_topic_partition_list_new(parts->cnt);
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
-        if (tp->partition >= g->npos) {
-            int n = tp->partition + 1;
-            g->pos = ol_xrealloc(g->pos, (size_t)n * sizeof(*g->pos));
-            memset(g->pos + g->npos, 0, (size_t)(n - g->npos) * sizeof(*g->pos));
-            g->npos = n;
-        }
-        position_t *p = &g->pos[tp->partition];
+        position_t *p = position(g, tp->partition);
         *p = (position_t){1, 0, tp->offset >= 0 ? tp->offset : 0, 0};
         char meta[32] = "";
         if (tp->metadata && tp->metadata_size < sizeof(meta)) {
@@ -552,7 +558,9 @@ static ol_err_t load_ignore(guard_t *g, char *errstr, size_t errstr_size) {
     return err;
 }
 
-static rd_kafka_t *client_new(guard_t *g, rd_kafka_type_t type, const char *const *defaults, char *errstr,
+/* A client with the role's defaults; the producer reports deliveries, the
+ * group member (grouped) rewinds on assignment. */
+static rd_kafka_t *client_new(guard_t *g, rd_kafka_type_t type, int grouped, const char *const *defaults, char *errstr,
                               size_t errstr_size) {
     rd_kafka_conf_t *kconf = ol_kafka_conf_new(g->conf, defaults, errstr, errstr_size);
     if (!kconf)
@@ -560,7 +568,7 @@ static rd_kafka_t *client_new(guard_t *g, rd_kafka_type_t type, const char *cons
     rd_kafka_conf_set_opaque(kconf, g);
     if (type == RD_KAFKA_PRODUCER)
         rd_kafka_conf_set_dr_msg_cb(kconf, dr_cb);
-    else if (defaults[0] && !strcmp(defaults[1], g->group))
+    if (grouped)
         rd_kafka_conf_set_rebalance_cb(kconf, rebalance_cb);
     rd_kafka_t *rk = rd_kafka_new(type, kconf, errstr, errstr_size);
     if (!rk)
@@ -598,9 +606,9 @@ static ol_err_t guard_open(guard_t *g, char *errstr, size_t errstr_size) {
      * guard and by an operator must land in one partition, in order */
     const char *pdefaults[] = {"client.id", "orderlog-guard", "enable.idempotence", "true", "acks", "all", "linger.ms",
                                "5",         "partitioner",    "murmur2_random",     NULL};
-    if (!(g->producer = client_new(g, RD_KAFKA_PRODUCER, pdefaults, errstr, errstr_size)) ||
-        !(g->follower = client_new(g, RD_KAFKA_CONSUMER, fdefaults, errstr, errstr_size)) ||
-        !(g->consumer = client_new(g, RD_KAFKA_CONSUMER, cdefaults, errstr, errstr_size)))
+    if (!(g->producer = client_new(g, RD_KAFKA_PRODUCER, 0, pdefaults, errstr, errstr_size)) ||
+        !(g->follower = client_new(g, RD_KAFKA_CONSUMER, 0, fdefaults, errstr, errstr_size)) ||
+        !(g->consumer = client_new(g, RD_KAFKA_CONSUMER, 1, cdefaults, errstr, errstr_size)))
         return OL_ERR_CONFIG;
     rd_kafka_poll_set_consumer(g->consumer);
     rd_kafka_poll_set_consumer(g->follower);
