@@ -458,6 +458,8 @@ static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer
 static enum MHD_Result handle_buy_status(req_t *r) {
     gate_t *g = r->g;
     const char *id = r->request_id;
+    if (!ol_ratelimit_take(g->rl_instance, "", 0, r->start_us)) /* polls share the instance's budget */
+        return respond_throttled(r, false);
     if (!*id || !id_chars_ok(id))
         return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
     char key[KEY_SIZE], *answer = NULL;
