@@ -299,7 +299,7 @@ Test(guard, bans_exactly_the_bot_then_lifts_it_and_leaves_manual_entries) {
     listing(&l, "ip", "192.0.2.1", "add", "manual", -1);
     publish(&l, "manual.jsonl");
     guards[0] = start_guard("-X guard.window.ms=60000 -X guard.ip.max=20 -X guard.user.max=10 "
-                            "-X guard.ban.ms=8000");
+                            "-X guard.ban.ms=8000 -X 'guard.ignore=ip:198.51.100.250, user:loadtest'");
     long long t = wall_ms();
     char req[64], ip[64], user[64];
     /* normal traffic: 30 shoppers, 3 requests each, on their own IPs */
@@ -339,6 +339,15 @@ Test(guard, bans_exactly_the_bot_then_lifts_it_and_leaves_manual_entries) {
         snprintf(req, sizeof(req), "manual-%d", i);
         snprintf(user, sizeof(user), "m-%d", i);
         buy(&l, req, "192.0.2.1", user, t);
+    }
+    /* subjects of guard.ignore flood as they like */
+    for (int i = 0; i < 40; i++) {
+        snprintf(req, sizeof(req), "proxy-%d", i);
+        snprintf(user, sizeof(user), "behind-proxy-%d", i);
+        buy(&l, req, "198.51.100.250", user, t);
+        snprintf(req, sizeof(req), "load-%d", i);
+        snprintf(ip, sizeof(ip), "198.51.103.%d", i + 1);
+        buy(&l, req, ip, "loadtest", t);
     }
     /* other commands on buy-requests are skipped */
     add_line(&l, "{\"type\":\"CheckoutRequested\",\"data\":{\"request_id\":\"c-1\",\"hold_id\":\"h-bot-0\","
@@ -492,4 +501,18 @@ Test(guard, a_restart_keeps_counting_the_window_it_was_in) {
     stop_guard(guards[1]);
     cr_assert(strstr(ol_test_bg_stderr(guards[0]), "undecodable, 0 bans,"), "the first run banned:\n%s",
               ol_test_bg_stderr(guards[0]));
+}
+
+Test(guard, refuses_a_bad_ignore_list) {
+    /* refused before Kafka is contacted: no topics needed */
+    char *out, *err;
+    int rc = orderlog(&out, &err, "-X guard.ignore=10.0.0.1 guard");
+    cr_assert_eq(rc, 2, "exit %d\n%s", rc, err);
+    cr_assert(strstr(err, "guard.ignore") && strstr(err, "10.0.0.1"), "%s", err);
+    free(out);
+    free(err);
+    rc = orderlog(&out, &err, "guard extra");
+    cr_assert_eq(rc, 2, "exit %d\n%s", rc, err);
+    free(out);
+    free(err);
 }
