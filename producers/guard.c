@@ -71,6 +71,7 @@ typedef struct guard_s {
     char pending[PENDING_MAX][OL_EVENT_ID_MAX + 1];
     int npending, pending_head;
     int failed;        /* deliveries that failed: nothing is committed any more */
+    int fatal;         /* the consumer cannot go on */
     int64_t stream_ms; /* latest request time judged (clamped to the clock) */
     long long requests, skipped, undecodable, bans, lifts, lapsed;
 } guard_t;
@@ -511,7 +512,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                          error ? rd_kafka_error_string(error) : rd_kafka_err2str(kerr));
             if (error)
                 rd_kafka_error_destroy(error);
-            guard_stop = 1;
+            g->fatal = 1;
             return;
         }
         ol_log_info("assigned %d partition%s of %s", parts->cnt, parts->cnt == 1 ? "" : "s", g->buy_topic);
@@ -629,17 +630,17 @@ static ol_err_t guard_open(guard_t *g, char *errstr, size_t errstr_size) {
 
 static void guard_loop(guard_t *g) {
     int64_t last_commit = ol_time_now_ms();
-    while (!guard_stop && !g->failed) {
+    while (!guard_stop && !g->failed && !g->fatal) {
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(g->consumer, TICK_MS);
         for (int n = 0; rkm; n++) {
             if (!rkm->err)
                 handle_request(g, rkm);
             else if (rkm->err == RD_KAFKA_RESP_ERR__FATAL)
-                guard_stop = 1;
+                g->fatal = 1;
             else if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 ol_log_warn("consuming %s: %s", g->buy_topic, rd_kafka_message_errstr(rkm));
             rd_kafka_message_destroy(rkm);
-            rkm = n + 1 < POLL_BATCH && !guard_stop ? rd_kafka_consumer_poll(g->consumer, 0) : NULL;
+            rkm = n + 1 < POLL_BATCH && !guard_stop && !g->fatal ? rd_kafka_consumer_poll(g->consumer, 0) : NULL;
         }
         follow(g);
         rd_kafka_poll(g->producer, 0);
@@ -657,8 +658,8 @@ static void guard_loop(guard_t *g) {
 
 static int guard_run(const ol_conf_t *conf, int argc, char **argv) {
     char errstr[512];
-    for (int i = 1; i < argc; i++)
-        return ol_cli_usage_error(&ol_cmd_guard, "unknown argument \"%s\"", argv[i]);
+    if (argc > 1)
+        return ol_cli_usage_error(&ol_cmd_guard, "unknown argument \"%s\"", argv[1]);
     if (ol_schema_init(errstr, sizeof(errstr))) {
         fprintf(stderr, "orderlog guard: %s\n", errstr);
         return OL_EXIT_FAIL;
@@ -700,6 +701,7 @@ static int guard_run(const ol_conf_t *conf, int argc, char **argv) {
         guard_loop(g);
         /* deliver what was produced, then commit what it covers */
         rd_kafka_flush(g->producer, 30000);
+        int undelivered = rd_kafka_outq_len(g->producer);
         commit(g, 0);
         rd_kafka_consumer_close(g->consumer);
         ol_ratewatch_stats_t st;
@@ -709,11 +711,13 @@ static int guard_run(const ol_conf_t *conf, int argc, char **argv) {
             "%lld lapsed bans not published; %zu subjects tracked (~%zu KiB), %zu listed",
             g->requests, g->skipped, g->undecodable, g->bans, g->lifts, g->lapsed, st.tracked, st.bytes / 1024,
             st.listed);
-        if (g->failed)
-            ol_log_error("stopped after %d failed deliveries: the requests that caused them were not committed and "
-                         "are judged again at the next start",
-                         g->failed);
-        rc_exit = g->failed ? OL_EXIT_FAIL : OL_EXIT_OK;
+        if (g->failed || undelivered)
+            ol_log_error("stopped with %d blacklist changes not delivered: the requests that caused them were not "
+                         "committed and are judged again at the next start",
+                         g->failed + undelivered);
+        if (g->fatal)
+            ol_log_error("stopped on a fatal error of the consumer of %s", g->buy_topic);
+        rc_exit = g->failed || undelivered || g->fatal ? OL_EXIT_FAIL : OL_EXIT_OK;
     }
     if (g->consumer)
         rd_kafka_destroy(g->consumer);
