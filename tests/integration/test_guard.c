@@ -516,3 +516,43 @@ Test(guard, refuses_a_bad_ignore_list) {
     free(out);
     free(err);
 }
+
+Test(guard, a_ban_survives_a_kill_at_any_point) {
+    use_topics("kill");
+    const char *options = "-X log.level=debug -X guard.window.ms=60000 -X guard.ip.max=5 -X guard.user.max=100 "
+                          "-X guard.ban.ms=600000";
+    guards[0] = start_guard(options);
+    lines_t l = {0};
+    long long t = wall_ms();
+    char req[64];
+    for (int i = 0; i < 5; i++) {
+        snprintf(req, sizeof(req), "k-%d", i);
+        buy(&l, req, "203.0.113.88", "killed-bot", t);
+    }
+    publish(&l, "first.jsonl");
+    cr_assert(ol_test_bg_wait_stderr(guards[0], "; 5 requests judged so far", 1, 20000) == 1,
+              "the first run did not commit 5 requests:\n%s", ol_test_bg_stderr(guards[0]));
+    buy(&l, "k-5", "203.0.113.88", "killed-bot", t);
+    publish(&l, "second.jsonl");
+    /* killed right after it decided the ban: delivered or not, committed or not */
+    cr_assert(ol_test_bg_wait_stderr(guards[0], "ban ip 203.0.113.88", 1, 20000) == 1, "no ban:\n%s",
+              ol_test_bg_stderr(guards[0]));
+    ol_test_bg_signal(guards[0], SIGKILL);
+    ol_test_bg_wait(guards[0], 10000);
+
+    guards[1] = start_guard(options);
+    json_t *all = wait_for_key("ip:203.0.113.88", "add", 20000);
+    json_t *adds = select_records(all, "add", "rate");
+    cr_assert(json_array_size(adds) >= 1 && json_array_size(adds) <= 2, "%zu adds after the kill\nsecond run:\n%s",
+              json_array_size(adds), ol_test_bg_stderr(guards[1]));
+    char until[40];
+    format_ms(t + 600000, until, sizeof(until));
+    size_t i;
+    json_t *rec;
+    json_array_foreach(adds, i, rec) {
+        expect_change(rec, "ip:203.0.113.88", "add", until);
+    }
+    json_decref(adds);
+    json_decref(all);
+    stop_guard(guards[1]);
+}
