@@ -1025,7 +1025,8 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     unsigned int nthreads = (unsigned int)ol_conf_int(conf, "gate.threads");
     g->d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, nthreads > 1 ? nthreads : 0, MHD_OPTION_CONNECTION_LIMIT,
+        (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, nthreads > 1 ? nthreads : 0,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)ol_conf_int(conf, "gate.connections.max"), MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)(ol_conf_int(conf, "gate.idle.timeout.ms") / 1000), MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U, MHD_OPTION_END);
