@@ -601,12 +601,12 @@ Test(sale_project, replayed_facts_change_nothing) {
     gen_expect(g, db, "projected once");
     char *first = sale_checksums(db);
     /* another group over the same database: every fact is read again, in
-     * other batches */
-    s = kit_project_all(db, kit_new_group("sale_replay", "_again"), "-X consumer.batch.events=500");
+     * other batches, applied by partition in parallel */
+    s = kit_project_all(db, kit_new_group("sale_replay", "_again"),
+                        "-X consumer.batch.events=500 -X consumer.workers=3 -X consumer.parallel.apply=true");
     cr_assert_eq(s.events, published, "the replay projected %lld events of %lld", s.events, published);
     cr_assert_eq(s.dlq, 0, "%lld replayed facts went to the dlq", s.dlq);
     char *second = sale_checksums(db);
-    expect_rows(db, "select 1", "1\n", "the database answers");
     if (strcmp(first, second)) {
         char *diff = kit_differences(first, second, 10);
         cr_assert_fail("the sale tables changed on replay (left: once, right: replayed):\n%s", diff);
