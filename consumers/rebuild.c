@@ -494,9 +494,9 @@ const ol_cmd_t ol_cmd_rebuild = {
     "rebuild", rebuild_run, "replay the topics into a fresh shadow schema, verify it, swap it in",
     "usage: orderlog rebuild [--verify-only] [--keep-old]\n"
     "  Replays orders, after-sales, skus, sale-events and blacklist from the beginning into\n"
-    "  <projection.schema>_rebuild\n"
-    "  (primary keys only while loading; indexes and constraints after), catches up with the live\n"
-    "  projection, compares every table (rows and checksum), and renames the schemas in one\n"
-    "  transaction: readers see the old projection or the new one, never a partial table.\n"
+    "  <projection.schema>_rebuild (while loading, primary keys only on the tables it upserts;\n"
+    "  indexes and constraints after), catches up with the live projection, compares every table\n"
+    "  (rows and checksum), and renames the schemas in one transaction: readers see the old\n"
+    "  projection or the new one, never a partial table.\n"
     "  --verify-only   compare without swapping; exit 1 when they differ\n"
     "  --keep-old      keep the replaced projection as <schema>_old_<time> instead of dropping it\n"};
