@@ -36,6 +36,7 @@ static char prefix[128];
 static char dir[512];
 static ol_test_bg_t *gate;
 static int gate_port;
+static char db[1024]; /* a scratch database, when the test made one */
 
 static void setup(void) {
     ol_test_tmpdir(dir, sizeof(dir));
@@ -73,6 +74,9 @@ __attribute__((format(printf, 1, 2))) static char *orderlog_ok(const char *fmt, 
 static void teardown(void) {
     ol_test_bg_free(gate);
     gate = NULL;
+    if (*db)
+        ol_test_pg_drop_db(db);
+    *db = '\0';
     if (*prefix) {
         char group[200];
         snprintf(group, sizeof(group), "%sdecide", prefix);
@@ -606,6 +610,47 @@ Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
     cr_assert_str_eq(jstr(&r, "reponseMsg"), "You can not buy this goods!");
     cr_assert_str_eq(jstr(&r, "reason"), "limit");
     cr_assert(json_is_false(json_object_get(r.json, "repResult")), "%s", r.body);
+    reply_free(&r);
+    stop_gate_ok();
+}
+
+Test(gate, get_reads_older_decisions_from_postgresql) {
+    use_topics("pg");
+    ol_test_pg_scratch_db("gate", db, sizeof(db));
+    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db), *out, *err;
+    int rc = ol_test_runf(&out, &err, "%s -X pg.conninfo=%s migrate", bin, ci);
+    cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
+    free(out);
+    free(err);
+    ol_test_pg_exec(db, "insert into orderlog.buy_decisions (request_id, user_id, sku, quantity, outcome, reason, "
+                        "message, hold_id, decided_at) values "
+                        "('it-old-acc', 'u1', 'A', 1, 'accepted', null, null, 'h-it-old-acc', now()), "
+                        "('it-old-rej', 'u2', 'A', 1, 'rejected', 'blacklisted', 'Bad guy! Bye-Bye!', null, now())");
+    bool has_expiry = ol_test_pg_query_int(db, "select count(*) from information_schema.columns where table_schema = "
+                                               "'orderlog' and table_name = 'buy_decisions' and column_name = "
+                                               "'expires_at'") == 1;
+    if (has_expiry)
+        ol_test_pg_exec(db, "update orderlog.buy_decisions set expires_at = '2031-01-02T03:04:05.678Z' "
+                            "where request_id = 'it-old-acc'");
+    char extra[1400];
+    snprintf(extra, sizeof(extra), "-X pg.conninfo=%s", ci);
+    free(bin);
+    free(ci);
+    start_gate(extra);
+    reply_t r = http("GET", "/buy/it-old-acc", NULL);
+    cr_assert_eq(r.status, 200, "%d %s\n%s", r.status, r.body, ol_test_bg_stderr(gate));
+    cr_assert_str_eq(jstr(&r, "reponseMsg"), MSG_ACCEPTED);
+    cr_assert_str_eq(jstr(&r, "holdID"), "h-it-old-acc");
+    if (has_expiry)
+        cr_assert_str_eq(jstr(&r, "expiresAt"), "2031-01-02T03:04:05.678Z");
+    reply_free(&r);
+    r = http("GET", "/buy/it-old-rej", NULL);
+    cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+    cr_assert_str_eq(jstr(&r, "reponseMsg"), "Bad guy! Bye-Bye!");
+    cr_assert_str_eq(jstr(&r, "reason"), "blacklisted");
+    reply_free(&r);
+    r = http("GET", "/buy/it-old-none", NULL);
+    cr_assert_eq(r.status, 404, "%d %s", r.status, r.body);
     reply_free(&r);
     stop_gate_ok();
 }
