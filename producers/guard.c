@@ -161,12 +161,13 @@ static int pending_take(guard_t *g, const char *id) {
 
 /* Produces BlacklistChanged{type, subject, add|remove, rate, until, now} to
  * the blacklist topic, encoded and with headers as publish makes them. */
-static ol_err_t publish_change(guard_t *g, ol_subject_t type, const char *subject, int add, int64_t until_ms,
-                               int64_t now_ms, char *errstr, size_t errstr_size) {
+static ol_err_t publish_change(guard_t *g, ol_subject_t type, const char *subject, int add, ol_ban_reason_t reason,
+                               int64_t until_ms, int64_t now_ms, char *errstr, size_t errstr_size) {
     json_t *line =
         json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:o, s:I}}", "type", "BlacklistChanged", "data", "subject_type",
-                  ol_subject_name(type), "subject", subject, "action", add ? "add" : "remove", "reason", "rate",
-                  "until", add ? json_integer(until_ms) : json_null(), "changed_at", (json_int_t)now_ms);
+                  ol_subject_name(type), "subject", subject, "action", add ? "add" : "remove", "reason",
+                  ol_ban_reason_name(reason), "until", add && until_ms >= 0 ? json_integer(until_ms) : json_null(),
+                  "changed_at", (json_int_t)now_ms);
     char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
     json_decref(line);
     if (!text)
@@ -219,7 +220,7 @@ static void judge(guard_t *g, ol_subject_t type, const char *subject, int64_t at
         ol_ratewatch_apply(g->rw, type, subject, false, OL_BAN_RATE, -1);
         return;
     }
-    if (publish_change(g, type, subject, 1, ban.until_ms, now_ms, errstr, sizeof(errstr))) {
+    if (publish_change(g, type, subject, 1, OL_BAN_RATE, ban.until_ms, now_ms, errstr, sizeof(errstr))) {
         ol_log_error("could not ban %s %s: %s", ol_subject_name(type), subject, errstr);
         ol_ratewatch_apply(g->rw, type, subject, false, OL_BAN_RATE, -1);
         return;
@@ -285,7 +286,7 @@ static void lift_due(guard_t *g, int64_t now_ms) {
     ol_ratewatch_ban_t lift;
     char errstr[512], until[40];
     while (!g->failed && ol_ratewatch_due(g->rw, now_ms, &lift)) {
-        if (publish_change(g, lift.type, lift.subject, 0, -1, now_ms, errstr, sizeof(errstr))) {
+        if (publish_change(g, lift.type, lift.subject, 0, OL_BAN_RATE, -1, now_ms, errstr, sizeof(errstr))) {
             ol_log_error("could not lift %s %s: %s", ol_subject_name(lift.type), lift.subject, errstr);
             return; /* tried again at the next tick */
         }
@@ -309,8 +310,9 @@ static void follow_record(guard_t *g, const rd_kafka_message_t *rkm) {
         ol_log_warn("skipped %s[%d]@%lld: %s", g->bl_topic, (int)rkm->partition, (long long)rkm->offset, errstr);
         return;
     }
-    if (env.type != g->change_type || pending_take(g, env.id))
+    if (env.type != g->change_type)
         return;
+    int own = pending_take(g, env.id);
     const char *type = field_enum(value, "subject_type"), *subject = field_str(value, "subject"),
                *action = field_enum(value, "action"), *reason = field_enum(value, "reason");
     int64_t until;
@@ -319,8 +321,33 @@ static void follow_record(guard_t *g, const rd_kafka_message_t *rkm) {
                     (long long)rkm->offset);
         return;
     }
-    ol_ratewatch_apply(g->rw, !strcmp(type, "ip") ? OL_SUBJECT_IP : OL_SUBJECT_USER, subject, !strcmp(action, "add"),
-                       !strcmp(reason, "rate") ? OL_BAN_RATE : OL_BAN_MANUAL, until);
+    ol_subject_t st = !strcmp(type, "ip") ? OL_SUBJECT_IP : OL_SUBJECT_USER;
+    ol_ban_reason_t why = !strcmp(reason, "rate") ? OL_BAN_RATE : OL_BAN_MANUAL;
+    int add = !strcmp(action, "add");
+    if (!own) {
+        ol_ratewatch_apply(g->rw, st, subject, add, why, until);
+        return;
+    }
+    /* One of our rate changes is back, already applied when it was made.
+     * Only a manual record read since can have made the entry manual: it
+     * was written before ours, which now overrides it on the topic (the
+     * latest per key wins). An operator's ban still in force is put back;
+     * a lapsed one is let go, as the topic now has it. */
+    ol_ban_reason_t cur;
+    int64_t cur_until, now_ms = ol_time_now_ms();
+    if (why != OL_BAN_RATE || !ol_ratewatch_listed(g->rw, st, subject, &cur, &cur_until) || cur != OL_BAN_MANUAL)
+        return;
+    if (cur_until >= 0 && cur_until <= now_ms) {
+        ol_ratewatch_apply(g->rw, st, subject, add, why, until);
+        return;
+    }
+    char *name = ol_xstrdup(subject); /* subject is the decoded record's, publishing may reuse it */
+    if (publish_change(g, st, name, 1, OL_BAN_MANUAL, cur_until, now_ms, errstr, sizeof(errstr)))
+        ol_log_error("could not restore the manual entry of %s %s: %s", ol_subject_name(st), name, errstr);
+    else
+        ol_log_warn("restored the manual entry of %s %s, overtaken by a change of guard made at the same time",
+                    ol_subject_name(st), name);
+    free(name);
 }
 
 /* Assigns every partition of the blacklist topic from the beginning and

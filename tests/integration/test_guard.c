@@ -11,6 +11,7 @@
  * own code; RFC 3339 UTC times of one format compare as strings. */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -555,4 +556,78 @@ Test(guard, a_ban_survives_a_kill_at_any_point) {
     json_decref(adds);
     json_decref(all);
     stop_guard(guards[1]);
+}
+
+/* Produces a publish-format line (no headers, as another tool would) to the
+ * blacklist topic inside a transaction left open; returns the producer,
+ * whose transaction the caller commits. */
+static rd_kafka_t *open_transaction(const char *key, const char *line) {
+    char errstr[512], topic[256], txn_id[200];
+    snprintf(topic, sizeof(topic), "%sblacklist", prefix);
+    snprintf(txn_id, sizeof(txn_id), "%stest-operator", prefix);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *props[] = {"bootstrap.servers",
+                           ol_test_kafka_bootstrap(),
+                           "transactional.id",
+                           txn_id,
+                           "partitioner",
+                           "murmur2_random",
+                           "log_level",
+                           "3",
+                           NULL};
+    for (const char *const *p = props; *p; p += 2)
+        cr_assert_eq(rd_kafka_conf_set(conf, p[0], p[1], errstr, sizeof(errstr)), RD_KAFKA_CONF_OK, "%s", errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert(rk, "%s", errstr);
+    rd_kafka_error_t *error = rd_kafka_init_transactions(rk, 30000);
+    cr_assert(!error, "init_transactions: %s", error ? rd_kafka_error_string(error) : "");
+    cr_assert(!(error = rd_kafka_begin_transaction(rk)), "begin_transaction: %s", rd_kafka_error_string(error));
+    rd_kafka_resp_err_t err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
+                                                RD_KAFKA_V_VALUE((void *)line, strlen(line)),
+                                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+    cr_assert(!err, "produce: %s", rd_kafka_err2str(err));
+    rd_kafka_flush(rk, 10000); /* written, not yet committed: read_committed readers stop before it */
+    return rk;
+}
+
+Test(guard, puts_back_a_manual_entry_its_ban_overtook) {
+    use_topics("race");
+    guards[0] = start_guard("-X guard.window.ms=60000 -X guard.ip.max=5 -X guard.user.max=100 -X guard.ban.ms=3000");
+    /* an operator lists the IP while guard, not seeing it yet, bans it */
+    rd_kafka_t *op = open_transaction("ip:203.0.113.44",
+                                      "{\"type\":\"BlacklistChanged\",\"data\":{\"subject_type\":\"ip\",\"subject\":"
+                                      "\"203.0.113.44\",\"action\":\"add\",\"reason\":\"manual\",\"until\":null}}");
+    lines_t l = {0};
+    long long t = wall_ms();
+    char req[64];
+    for (int i = 0; i < 6; i++) {
+        snprintf(req, sizeof(req), "race-%d", i);
+        buy(&l, req, "203.0.113.44", "racer", t);
+    }
+    publish(&l, "burst.jsonl");
+    cr_assert(ol_test_bg_wait_stderr(guards[0], "ban ip 203.0.113.44", 1, 20000) == 1, "no ban:\n%s",
+              ol_test_bg_stderr(guards[0]));
+    usleep(500 * 1000); /* its add is written after the operator's */
+    rd_kafka_error_t *error = rd_kafka_commit_transaction(op, 30000);
+    cr_assert(!error, "commit_transaction: %s", error ? rd_kafka_error_string(error) : "");
+    rd_kafka_destroy(op);
+    cr_assert(ol_test_bg_wait_stderr(guards[0], "restored the manual entry of ip 203.0.113.44", 1, 20000) == 1,
+              "not restored:\n%s", ol_test_bg_stderr(guards[0]));
+    /* past the rate ban's until: the manual entry is still the latest, nothing removed it */
+    while (wall_ms() < t + 3000 + 2000)
+        usleep(200 * 1000);
+    json_t *all = blacklist();
+    size_t n = json_array_size(all);
+    cr_assert_eq(n, 3, "blacklist holds %zu records, expected the operator's, guard's add, the restore", n);
+    cr_assert_str_eq(data_str(json_array_get(all, 0), "reason"), "manual");
+    char until[40];
+    format_ms(t + 3000, until, sizeof(until));
+    expect_change(json_array_get(all, 1), "ip:203.0.113.44", "add", until);
+    json_t *last = json_array_get(all, 2);
+    cr_assert_str_eq(json_string_value(json_object_get(last, "key")), "ip:203.0.113.44");
+    cr_assert_str_eq(data_str(last, "action"), "add");
+    cr_assert_str_eq(data_str(last, "reason"), "manual");
+    cr_assert(json_is_null(json_object_get(json_object_get(last, "data"), "until")), "the restore has an until");
+    json_decref(all);
+    stop_guard(guards[0]);
 }
