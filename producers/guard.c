@@ -8,7 +8,9 @@
  *    that guard knows every entry, manual and rate, with its until (rate
  *    entries of a previous run included: their removes are scheduled too),
  *    and it keeps following the topic, so that an operator's later manual
- *    entry is never replaced nor removed by guard;
+ *    entry is never replaced nor removed by guard; should one of guard's
+ *    changes land right after an operator's manual add it had not seen yet
+ *    (and so override it), guard writes the manual entry again;
  *  - buy-requests is consumed in the group <topic.prefix>guard; other event
  *    types on the topic are skipped. A request is judged at its requested_at
  *    (a time later than the guard's clock counts as now), so a replay judges
