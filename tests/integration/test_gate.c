@@ -1,8 +1,9 @@
 /* orderlog gate against the real broker (and PostgreSQL for GET past the
  * cache): validation naming the field, rate limits before Kafka, the
  * BuyRequested it writes, answers from decisions read back from
- * sale-events, 202 pending after gate.wait.ms, checkout, /metrics, SIGTERM,
- * and one sale end to end through `orderlog decide`.
+ * sale-events, 202 pending after gate.wait.ms, GET past the cache from
+ * PostgreSQL, checkout, a thousand requests waiting at once, /metrics,
+ * SIGTERM, and one sale end to end through `orderlog decide`.
  *
  * Every test has topics of its own (it_gate_<tag>_<pid>_) and starts the
  * gate as a subprocess on a free port (gate.listen=127.0.0.1:0, the port is
@@ -693,6 +694,79 @@ Test(gate, checkout_answers_the_order_or_why_not) {
     reply_free(&a);
     reply_free(&b);
     cr_expect_eq(metric("orderlog_gate_rejected_total{endpoint=\"checkout\",reason=\"expired\"}"), 1);
+    stop_gate_ok();
+}
+
+/* Reads one whole answer (the gate closes: Connection: close) from fd. */
+static reply_t read_reply(int fd) {
+    reply_t r = {.status = -1};
+    size_t cap = 4096, got = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (got + 1024 > cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t rd = recv(fd, buf + got, cap - got - 1, 0);
+        if (rd <= 0)
+            break;
+        got += (size_t)rd;
+    }
+    buf[got] = '\0';
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (sscanf(buf, "HTTP/1.%*d %d", &r.status) == 1 && sep) {
+        r.body = strdup(sep + 4);
+        r.json = json_loads(r.body, 0, NULL);
+    }
+    free(buf);
+    return r;
+}
+
+Test(gate, holds_a_thousand_waiting_requests_at_once) {
+    enum { N = 1000 };
+    use_topics("many");
+    start_gate("-X gate.wait.ms=60000 -X gate.ip.rate.per.second=0 -X gate.rate.per.second=0");
+    static int fds[N];
+    for (int i = 0; i < N; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)gate_port)};
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        struct timeval tv = {60, 0};
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        cr_assert_eq(connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0, "connection %d", i);
+        char rid[32], ip[32], *body, *req;
+        snprintf(rid, sizeof(rid), "it-many-%d", i);
+        snprintf(ip, sizeof(ip), "10.9.%d.%d", i / 250, i % 250);
+        body = buy_body(rid, "u", ip, "A", 1);
+        int n = asprintf(&req,
+                         "POST /buy HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                         "Content-Length: %zu\r\n\r\n%s",
+                         strlen(body), body);
+        cr_assert_eq(send(fds[i], req, (size_t)n, MSG_NOSIGNAL), n);
+        free(body);
+        free(req);
+    }
+    wait_metric("orderlog_gate_waiting", N, 60000); /* all of them suspended, none answered */
+    cr_assert_eq(metric("orderlog_gate_suspended_connections"), N);
+    size_t cap = (size_t)N * 200, len = 0;
+    char *lines = malloc(cap);
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(lines + len, cap - len,
+                                "{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-many-%d\",\"user_id\":\"u\","
+                                "\"sku\":\"A\",\"quantity\":1,\"reason\":\"sold_out\",\"message\":\"%s\"}}\n",
+                                i, MSG_SOLD_OUT);
+    publish(lines);
+    free(lines);
+    for (int i = 0; i < N; i++) {
+        reply_t r = read_reply(fds[i]);
+        close(fds[i]);
+        char rid[32];
+        snprintf(rid, sizeof(rid), "it-many-%d", i);
+        cr_assert_eq(r.status, 200, "request %d: %d %s", i, r.status, r.body ? r.body : "");
+        cr_assert_str_eq(jstr(&r, "requestID"), rid);
+        cr_assert_str_eq(jstr(&r, "reason"), "sold_out");
+        reply_free(&r);
+    }
+    cr_expect_eq(metric("orderlog_gate_waiting"), 0);
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"rejected\"}"), N);
     stop_gate_ok();
 }
 
