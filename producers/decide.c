@@ -132,6 +132,17 @@ static bool dnull(const ol_json_t *obj, const char *field) {
     return !v || v->type == OL_JSON_NULL;
 }
 
+/* The level_limits of a PurchasePolicySet or PolicyChanged, in arena. */
+static const ol_level_limit_t *policy_levels(const ol_json_t *d, ol_arena_t *arena, size_t *n) {
+    const ol_json_t *ll = ol_json_get(d, "level_limits");
+    *n = ll && ll->type == OL_JSON_ARRAY ? ll->len : 0;
+    ol_level_limit_t *levels = ol_arena_alloc(arena, (*n + 1) * sizeof(*levels));
+    for (size_t i = 0; i < *n; i++)
+        levels[i] =
+            (ol_level_limit_t){(int32_t)dint(&ll->u.items[i], "level"), (int32_t)dint(&ll->u.items[i], "limit")};
+    return levels;
+}
+
 /* ---- building event data ------------------------------------------------- */
 
 typedef struct obj_s {
@@ -420,12 +431,8 @@ static ol_err_t handle(worker_t *w, const rd_kafka_message_t *rkm, int64_t now_m
         ol_stock_adjusted_cmd_t c = {dstr(d, "sku"), (int32_t)dint(d, "delta"), now_ms};
         n = ol_sale_stock_adjusted(pt->sale, &c, f, why, sizeof(why));
     } else if (!strcmp(type, "PurchasePolicySet")) {
-        const ol_json_t *ll = ol_json_get(d, "level_limits");
-        size_t nl = ll && ll->type == OL_JSON_ARRAY ? ll->len : 0;
-        ol_level_limit_t *levels = ol_arena_alloc(w->arena, (nl + 1) * sizeof(*levels));
-        for (size_t i = 0; i < nl; i++)
-            levels[i] =
-                (ol_level_limit_t){(int32_t)dint(&ll->u.items[i], "level"), (int32_t)dint(&ll->u.items[i], "limit")};
+        size_t nl;
+        const ol_level_limit_t *levels = policy_levels(d, w->arena, &nl);
         ol_policy_cmd_t c = {
             dstr(d, "sku"), {(int32_t)dint(d, "min_level"), (int32_t)dint(d, "default_limit"), nl, levels}, now_ms};
         n = ol_sale_policy_set(pt->sale, &c, w->arena, f, why, sizeof(why));
@@ -512,12 +519,8 @@ static bool fact_from_event(worker_t *w, int32_t p, const ol_event_type_t *et, c
         break;
     }
     case OL_FACT_POLICY_CHANGED: {
-        const ol_json_t *ll = ol_json_get(d, "level_limits");
-        size_t nl = ll && ll->type == OL_JSON_ARRAY ? ll->len : 0;
-        ol_level_limit_t *levels = ol_arena_alloc(w->arena, (nl + 1) * sizeof(*levels));
-        for (size_t i = 0; i < nl; i++)
-            levels[i] =
-                (ol_level_limit_t){(int32_t)dint(&ll->u.items[i], "level"), (int32_t)dint(&ll->u.items[i], "limit")};
+        size_t nl;
+        const ol_level_limit_t *levels = policy_levels(d, w->arena, &nl);
         f->policy = (ol_policy_t){(int32_t)dint(d, "min_level"), (int32_t)dint(d, "default_limit"), nl, levels};
         f->at_ms = dint(d, "set_at");
         break;
