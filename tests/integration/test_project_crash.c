@@ -102,7 +102,7 @@ Test(project_crash, two_projectors_one_stopped_mid_load) {
     kit_use("two");
     const char *db = kit_new_db("project_two");
     char orders[1024], skus[1024];
-    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(84000, 1 + seed % 1000, "orders.jsonl"));
+    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(120000, 1 + seed % 1000, "orders.jsonl"));
     snprintf(skus, sizeof(skus), "%s", kit_sample_skus(300, 16000, seed, "skus.jsonl"));
     long long published = kit_publish(orders) + kit_publish(skus);
     const char *paths[] = {orders, skus, NULL};
@@ -130,7 +130,7 @@ Test(project_crash, two_projectors_one_stopped_mid_load) {
     cr_assert(held[0] > 0 && held[1] > 0 && held[0] + held[1] == ALL_PARTITIONS,
               "the two members do not share the %d partitions (%d + %d)\n%s\n%s", ALL_PARTITIONS, held[0], held[1],
               ol_test_bg_stderr(bg[0]), ol_test_bg_stderr(bg[1]));
-    long delay = 300 + rand() % 1200;
+    long delay = 100 + rand() % 600;
     cr_assert_eq(ol_test_bg_wait(bg[0], (int)delay / 2), -1);
     cr_assert_eq(ol_test_bg_wait(bg[1], (int)delay / 2), -1);
     int victim = rand() % 2, survivor = 1 - victim;
