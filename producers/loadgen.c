@@ -91,6 +91,7 @@ typedef struct loadgen_s {
     size_t prefix_len;
     char topic_buy[256], topic_sale[256], source[128];
     rd_kafka_t *producer, *consumer;
+    const ol_event_type_t *buy_requested;
     req_t *reqs;
     /* consumer side */
     pthread_t thread;
@@ -111,6 +112,11 @@ static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) {
     (void)sig;
     stop_requested = 1;
+}
+
+static void sleep_us(int64_t us) {
+    struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
 }
 
 /* ---- deterministic shoppers ------------------------------------------------ */
@@ -286,8 +292,13 @@ static ol_err_t consumer_start(loadgen_t *lg, char *errstr, size_t errstr_size) 
     ol_err_t err = OL_ERR_OK;
     for (int i = 0; i < lg->npartitions && !err; i++) {
         int32_t p = md->topics[0].partitions[i].id;
-        int64_t lo, hi;
-        kerr = rd_kafka_query_watermark_offsets(lg->consumer, lg->topic_sale, p, &lo, &hi, timeout);
+        int64_t lo, hi, until = ol_time_mono_us() + (int64_t)timeout * 1000;
+        /* a topic just created may have no leader yet */
+        while ((kerr = rd_kafka_query_watermark_offsets(lg->consumer, lg->topic_sale, p, &lo, &hi, timeout)) &&
+               (kerr == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION || kerr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+                kerr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
+               ol_time_mono_us() < until)
+            sleep_us(100000);
         if (kerr)
             err = ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not read the end of %s [%" PRId32 "]: %s",
                           lg->topic_sale, p, rd_kafka_err2str(kerr));
@@ -325,8 +336,7 @@ static void consumer_drain(loadgen_t *lg, int timeout_ms) {
             behind += l->elems[i].offset < ends[i];
         if (!behind || ol_time_mono_us() > deadline || stop_requested)
             break;
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+        sleep_us(20000);
     }
     free(ends);
     rd_kafka_topic_partition_list_destroy(l);
@@ -410,9 +420,7 @@ static ol_err_t clients_new(loadgen_t *lg, char *errstr, size_t errstr_size) {
  * written to the --out file. */
 static ol_err_t send_one(loadgen_t *lg, ol_codec_t *codec, ol_arena_t *arena, uint64_t *rng, long long n, FILE *out,
                          char *errstr, size_t errstr_size) {
-    static const ol_event_type_t *et;
-    if (!et)
-        et = ol_schema_find("BuyRequested");
+    const ol_event_type_t *et = lg->buy_requested;
     shopper_req_t r;
     make_request(lg, rng, n, &r);
     int64_t now_ms = ol_time_now_ms();
@@ -658,11 +666,6 @@ static int parse_options(int argc, char **argv, options_t *o) {
 
 /* ---- the command ------------------------------------------------------------------ */
 
-static void sleep_us(int64_t us) {
-    struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
-    nanosleep(&ts, NULL);
-}
-
 static ol_err_t check_cluster(loadgen_t *lg, char *errstr, size_t errstr_size) {
     ol_err_t err = ol_kafka_wait_cluster(lg->producer, lg->conf, errstr, errstr_size);
     return err ? err : ol_kafka_check_topics(lg->producer, lg->conf, errstr, errstr_size);
@@ -683,6 +686,8 @@ static int loadgen_run(const ol_conf_t *conf, int argc, char **argv) {
         return OL_EXIT_FAIL;
     }
     const options_t *o = &lg->opt;
+    lg->buy_requested = ol_schema_find("BuyRequested");
+    OL_ASSERT(lg->buy_requested);
     if (o->run_id) {
         snprintf(lg->run, sizeof(lg->run), "%s", o->run_id);
     } else {
@@ -707,11 +712,11 @@ static int loadgen_run(const ol_conf_t *conf, int argc, char **argv) {
         rc = OL_EXIT_USAGE;
         goto out;
     }
+    lg->reqs = ol_xcalloc((size_t)o->count, sizeof(*lg->reqs));
     if (check_cluster(lg, errstr, sizeof(errstr)) || consumer_start(lg, errstr, sizeof(errstr))) {
         fprintf(stderr, "orderlog loadgen: %s\n", errstr);
         goto out;
     }
-    lg->reqs = ol_xcalloc((size_t)o->count, sizeof(*lg->reqs));
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     ol_log_info("loadgen: run %s: %lld requests to %s at %s from %lld users (seed %" PRIu64 ")", lg->run, o->count,
