@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "common/map.h"
 #include "common/pg.h"
+#include "common/pgcopy.h"
 #include "common/time.h"
 #include "common/util.h"
 #include "consumers/project.h"
@@ -202,66 +203,14 @@ static int64_t dint(const op_t *op, const char *field) {
 
 /* ---- apply ------------------------------------------------------------ */
 
-/* A growing text buffer in the apply arena. */
-typedef struct text_s {
-    ol_arena_t *arena;
-    char *buf;
-    size_t len, cap;
-} text_t;
-
-static void text_reserve(text_t *t, size_t n) {
-    if (t->len + n + 1 <= t->cap)
-        return;
-    size_t cap = (t->cap + n + 1) * 2;
-    char *bigger = ol_arena_alloc(t->arena, cap);
-    if (t->len)
-        memcpy(bigger, t->buf, t->len);
-    t->buf = bigger;
-    t->cap = cap;
-}
-
-static void text_char(text_t *t, char c) {
-    text_reserve(t, 1);
-    t->buf[t->len++] = c;
-}
-
-/* COPY text format: one value escaped, or \N. */
-static void copy_value(text_t *t, const char *v) {
-    if (!v) {
-        text_reserve(t, 2);
-        t->buf[t->len++] = '\\';
-        t->buf[t->len++] = 'N';
-        return;
-    }
-    size_t n = strlen(v);
-    text_reserve(t, 2 * n);
-    for (size_t i = 0; i < n; i++) {
-        char c = v[i];
-        if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
-            t->buf[t->len++] = '\\';
-            c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
-        }
-        t->buf[t->len++] = c;
-    }
-}
-
-static void copy_line(text_t *t, char *const *vals, int n) {
-    for (int k = 0; k < n; k++) {
-        if (k)
-            text_char(t, '\t');
-        copy_value(t, vals[k]);
-    }
-    text_char(t, '\n');
-}
-
 typedef struct apply_s {
     ol_rt_t *rt;
     PGconn *conn;
     ol_arena_t *arena;
     const char *schema;
     ol_map_t *orders, *refunds, *skus;
-    ol_map_t *payments;  /* "<order_id>\x1f<payment_id>" of every payment counted */
-    text_t new_payments; /* COPY rows for order_payments */
+    ol_map_t *payments;       /* "<order_id>\x1f<payment_id>" of every payment counted */
+    ol_pgcopy_t new_payments; /* COPY rows for order_payments */
     char *errstr;
     size_t errstr_size;
     bool bulk; /* rows live across batches, on the heap (ol_project_bulk_t) */
@@ -328,7 +277,7 @@ static row_t *row_get(apply_t *a, ol_map_t *map, const table_t *t, const char *k
 /* The order's lines, rendered as order_lines COPY text now: the event they
  * come from does not outlive the batch. */
 static void set_lines(apply_t *a, row_t *r, const ol_json_t *lines) {
-    text_t t = {a->arena, NULL, 0, 0};
+    ol_pgcopy_t t = {a->arena, NULL, 0, 0};
     for (size_t i = 0; lines && i < lines->len; i++) {
         const ol_json_t *l = &lines->u.items[i];
         char no[24], qty[24], price[24];
@@ -336,7 +285,7 @@ static void set_lines(apply_t *a, row_t *r, const ol_json_t *lines) {
         snprintf(qty, sizeof(qty), "%lld", (long long)dint_of(l, "quantity"));
         snprintf(price, sizeof(price), "%lld", (long long)dint_of(l, "unit_price"));
         char *vals[5] = {r->v[0], no, (char *)dstr_of(l, "sku"), qty, price};
-        copy_line(&t, vals, 5);
+        ol_pgcopy_row(&t, vals, 5);
     }
     if (a->bulk)
         free(r->lines);
@@ -409,7 +358,7 @@ static void apply_order(apply_t *a, const op_t *op) {
         ol_time_format(dint(op, "paid_at"), ts, sizeof(ts));
         char *vals[5] = {(char *)id, (char *)payment, ol_arena_sprintf(a->arena, "%lld", (long long)dint(op, "amount")),
                          (char *)dstr(op, "currency"), ts};
-        copy_line(&a->new_payments, vals, 5);
+        ol_pgcopy_row(&a->new_payments, vals, 5);
         set_int(a, r, O_PAID, get_int(r, O_PAID) + dint(op, "amount"));
         set_str(a, r, O_PAYMENT, payment);
         set_dtime(a, r, O_PAID_AT, op, "paid_at");
@@ -519,32 +468,22 @@ static void apply_sku(apply_t *a, const op_t *op) {
 
 /* A PostgreSQL text[] literal: {"a","b"}. */
 typedef struct keys_s {
-    text_t text;
+    ol_pgcopy_t text;
     size_t count;
 } keys_t;
 
 static void keys_init(keys_t *k, ol_arena_t *arena) {
     memset(k, 0, sizeof(*k));
     k->text.arena = arena;
-    text_char(&k->text, '{');
+    ol_pgcopy_char(&k->text, '{');
 }
 
 static void keys_put(keys_t *k, const char *s, size_t n) {
-    text_reserve(&k->text, 2 * n + 4);
-    if (k->count++)
-        k->text.buf[k->text.len++] = ',';
-    k->text.buf[k->text.len++] = '"';
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '"' || s[i] == '\\')
-            k->text.buf[k->text.len++] = '\\';
-        k->text.buf[k->text.len++] = s[i];
-    }
-    k->text.buf[k->text.len++] = '"';
+    ol_pgcopy_array_item(&k->text, s, n, k->count++ == 0);
 }
 
 static const char *keys_end(keys_t *k) {
-    text_char(&k->text, '}');
-    k->text.buf[k->text.len] = '\0';
+    ol_pgcopy_char(&k->text, '}');
     return k->text.buf;
 }
 
@@ -596,7 +535,7 @@ static ol_err_t load_rows(apply_t *a, const table_t *t, ol_map_t *map) {
 typedef struct copy_s {
     apply_t *a;
     const table_t *t;
-    text_t text;
+    ol_pgcopy_t text;
     size_t rows;
 } copy_t;
 
@@ -607,7 +546,7 @@ static void copy_row_fn(void *opaque, const char *key, size_t key_len, void *val
     row_t *r = value;
     if (!r->dirty)
         return;
-    copy_line(&c->text, r->v, c->t->ncols);
+    ol_pgcopy_row(&c->text, r->v, c->t->ncols);
     c->rows++;
 }
 
@@ -618,10 +557,7 @@ static void copy_lines_fn(void *opaque, const char *key, size_t key_len, void *v
     row_t *r = value;
     if (!r->lines_dirty || !r->lines)
         return;
-    size_t n = strlen(r->lines);
-    text_reserve(&c->text, n);
-    memcpy(c->text.buf + c->text.len, r->lines, n);
-    c->text.len += n;
+    ol_pgcopy_append(&c->text, r->lines, strlen(r->lines));
     c->rows++;
 }
 
@@ -648,27 +584,7 @@ static void collect_created_orders_fn(void *opaque, const char *key, size_t key_
 }
 
 static ol_err_t copy_in(apply_t *a, const char *target, const char *cols, const copy_t *c) {
-    char *sql = ol_arena_sprintf(a->arena, "copy %s (%s) from stdin", target, cols);
-    PGresult *res = PQexec(a->conn, sql);
-    ol_err_t err = ol_pg_err(res);
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
-        ol_pg_msg(res, a->conn, a->errstr, a->errstr_size);
-        PQclear(res);
-        return err ? err : OL_ERR_PG;
-    }
-    PQclear(res);
-    if (PQputCopyData(a->conn, c->text.buf, (int)c->text.len) != 1 || PQputCopyEnd(a->conn, NULL) != 1) {
-        ol_pg_msg(NULL, a->conn, a->errstr, a->errstr_size);
-        return OL_ERR_TRANSIENT;
-    }
-    res = PQgetResult(a->conn);
-    err = ol_pg_err(res);
-    if (err)
-        ol_pg_msg(res, a->conn, a->errstr, a->errstr_size);
-    PQclear(res);
-    while ((res = PQgetResult(a->conn)))
-        PQclear(res);
-    return err;
+    return ol_pgcopy_in(a->conn, target, cols, &c->text, a->errstr, a->errstr_size);
 }
 
 static char *col_list(apply_t *a, const table_t *t, const char *prefix) {
@@ -810,8 +726,8 @@ static void apply_ops(apply_t *a, const fold_state_t *st) {
 
 struct ol_project_bulk_s {
     ol_map_t *orders, *refunds, *skus, *payments;
-    ol_arena_t *arena;    /* the payments' COPY text */
-    text_t payments_text; /* in arena */
+    ol_arena_t *arena;         /* the payments' COPY text */
+    ol_pgcopy_t payments_text; /* in arena */
     size_t max_rows;
     ol_err_t (*on_spill)(void *opaque, PGconn *conn, char *errstr, size_t errstr_size);
     void *on_spill_opaque;

@@ -36,6 +36,7 @@
 #include "common/codec.h"
 #include "common/map.h"
 #include "common/pg.h"
+#include "common/pgcopy.h"
 #include "common/sale.h"
 #include "common/time.h"
 #include "common/util.h"
@@ -257,67 +258,6 @@ typedef struct row_s {
     bool present; /* exists now (loaded or made by this batch, not deleted) */
     bool dirty;   /* to be written */
 } row_t;
-
-/* ---- a text buffer in the apply arena (COPY data, array literals) ---------- */
-
-typedef struct text_s {
-    ol_arena_t *arena;
-    char *buf;
-    size_t len, cap;
-} text_t;
-
-static void text_reserve(text_t *t, size_t n) {
-    if (t->len + n + 1 <= t->cap)
-        return;
-    size_t cap = (t->cap + n + 1) * 2;
-    char *bigger = ol_arena_alloc(t->arena, cap);
-    if (t->len)
-        memcpy(bigger, t->buf, t->len);
-    t->buf = bigger;
-    t->cap = cap;
-}
-
-static void text_char(text_t *t, char c) {
-    text_reserve(t, 1);
-    t->buf[t->len++] = c;
-    t->buf[t->len] = '\0';
-}
-
-/* One value in COPY text format (escaped, or \N for NULL). */
-static void text_copy_value(text_t *t, const char *v) {
-    if (!v) {
-        text_char(t, '\\');
-        text_char(t, 'N');
-        return;
-    }
-    size_t n = strlen(v);
-    text_reserve(t, 2 * n);
-    for (size_t i = 0; i < n; i++) {
-        char c = v[i];
-        if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
-            t->buf[t->len++] = '\\';
-            c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
-        }
-        t->buf[t->len++] = c;
-    }
-    t->buf[t->len] = '\0';
-}
-
-/* One element of a text[] literal ({"a","b"}); the braces are the caller's. */
-static void text_array_item(text_t *t, const char *s, bool first) {
-    size_t n = strlen(s);
-    text_reserve(t, 2 * n + 4);
-    if (!first)
-        t->buf[t->len++] = ',';
-    t->buf[t->len++] = '"';
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '"' || s[i] == '\\')
-            t->buf[t->len++] = '\\';
-        t->buf[t->len++] = s[i];
-    }
-    t->buf[t->len++] = '"';
-    t->buf[t->len] = '\0';
-}
 
 /* ---- apply: row images ------------------------------------------------------ */
 
@@ -649,7 +589,7 @@ static void apply_fact(apply_t *a, const fact_t *f) {
 
 /* The keys of rows as text[] literals, one per key column. */
 typedef struct keys_s {
-    text_t cols[2];
+    ol_pgcopy_t cols[2];
     size_t count;
     int nkeys;
     bool (*want)(const row_t *r); /* NULL: every row */
@@ -663,7 +603,7 @@ static void keys_fn(void *opaque, const char *key, size_t key_len, void *value) 
     if (k->want && !k->want(r))
         return;
     for (int c = 0; c < k->nkeys; c++)
-        text_array_item(&k->cols[c], r->v[c], k->count == 0);
+        ol_pgcopy_array_item(&k->cols[c], r->v[c], strlen(r->v[c]), k->count == 0);
     k->count++;
 }
 
@@ -675,11 +615,11 @@ static size_t keys_of(apply_t *a, int t, bool (*want)(const row_t *r), const cha
     k.want = want;
     for (int c = 0; c < k.nkeys; c++) {
         k.cols[c].arena = a->arena;
-        text_char(&k.cols[c], '{');
+        ol_pgcopy_char(&k.cols[c], '{');
     }
     ol_map_foreach(a->rows[t], keys_fn, &k);
     for (int c = 0; c < k.nkeys; c++) {
-        text_char(&k.cols[c], '}');
+        ol_pgcopy_char(&k.cols[c], '}');
         params[c] = k.cols[c].buf;
     }
     return k.count;
@@ -727,7 +667,7 @@ static ol_err_t load_rows(apply_t *a, int t) {
 
 typedef struct copy_s {
     const table_t *t;
-    text_t text;
+    ol_pgcopy_t text;
     size_t rows;
 } copy_t;
 
@@ -738,37 +678,8 @@ static void copy_row_fn(void *opaque, const char *key, size_t key_len, void *val
     const row_t *r = value;
     if (!r->present || !r->dirty)
         return;
-    for (int k = 0; k < c->t->ncols; k++) {
-        if (k)
-            text_char(&c->text, '\t');
-        text_copy_value(&c->text, r->v[k]);
-    }
-    text_char(&c->text, '\n');
+    ol_pgcopy_row(&c->text, r->v, c->t->ncols);
     c->rows++;
-}
-
-static ol_err_t copy_in(apply_t *a, const char *target, const char *cols, const text_t *text) {
-    char *sql = ol_arena_sprintf(a->arena, "copy %s (%s) from stdin", target, cols);
-    PGresult *res = PQexec(a->conn, sql);
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
-        ol_err_t err = ol_pg_err(res);
-        ol_pg_msg(res, a->conn, a->errstr, a->errstr_size);
-        PQclear(res);
-        return err ? err : OL_ERR_PG;
-    }
-    PQclear(res);
-    if (PQputCopyData(a->conn, text->buf, (int)text->len) != 1 || PQputCopyEnd(a->conn, NULL) != 1) {
-        ol_pg_msg(NULL, a->conn, a->errstr, a->errstr_size);
-        return OL_ERR_TRANSIENT;
-    }
-    res = PQgetResult(a->conn);
-    ol_err_t err = ol_pg_err(res);
-    if (err)
-        ol_pg_msg(res, a->conn, a->errstr, a->errstr_size);
-    PQclear(res);
-    while ((res = PQgetResult(a->conn)))
-        PQclear(res);
-    return err;
 }
 
 static bool gone(const row_t *r) {
@@ -811,7 +722,7 @@ static ol_err_t write_rows(apply_t *a, int t) {
     char *sql = ol_arena_sprintf(a->arena, "create temp table if not exists %s (like %s.%s) on commit delete rows",
                                  stage, a->schema, tb->name);
     ol_err_t err = ol_pg_exec_ok(a->conn, sql, a->errstr, a->errstr_size);
-    if (err || (err = copy_in(a, stage, cols, &c.text)))
+    if (err || (err = ol_pgcopy_in(a->conn, stage, cols, &c.text, a->errstr, a->errstr_size)))
         return err;
     sql = ol_arena_sprintf(a->arena, "insert into %s.%s (%s) select %s from %s on conflict (%s) do %s%s", a->schema,
                            tb->name, cols, cols, stage, keys, tb->insert_once ? "nothing" : "update set ",
