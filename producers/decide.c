@@ -86,6 +86,7 @@ typedef struct worker_s {
     char errstr[512];
     /* counters */
     atomic_llong decisions, facts, poison, txns, aborts;
+    atomic_llong commit_us; /* time spent committing (send offsets + commit) */
 } worker_t;
 
 struct decide_s {
@@ -888,6 +889,7 @@ static txn_result_t run_batch(worker_t *w) {
         }
         return TXN_ABORTED;
     }
+    int64_t commit_t0 = ol_time_mono_us();
     if (w->nbatch) {
         rd_kafka_topic_partition_list_t *offs = batch_offsets(w);
         rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(w->consumer);
@@ -908,6 +910,7 @@ static txn_result_t run_batch(worker_t *w) {
         return txn_error(w, e, "commit transaction");
     }
     atomic_fetch_add(&w->txns, 1);
+    atomic_fetch_add(&w->commit_us, ol_time_mono_us() - commit_t0);
     resume_caught_up(w);
     return TXN_OK;
 }
@@ -1284,8 +1287,14 @@ static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
         if (now - last_us >= 10 * 1000 * 1000) {
             long long dec, facts, poison, txns, aborts;
             totals(&d, &dec, &facts, &poison, &txns, &aborts);
-            ol_log_info("decide: %lld decisions (%.0f/s), %lld facts, %lld transactions, %lld aborted, %lld to the dlq",
-                        dec, (double)(dec - last_dec) * 1e6 / (double)(now - last_us), facts, txns, aborts, poison);
+            long long commit_us = 0;
+            for (int i = 0; i < d.nworkers; i++)
+                commit_us += atomic_load(&d.workers[i].commit_us);
+            ol_log_info(
+                "decide: %lld decisions (%.0f/s), %lld facts, %lld transactions (%.1f ms to commit on average), "
+                "%lld aborted, %lld to the dlq",
+                dec, (double)(dec - last_dec) * 1e6 / (double)(now - last_us), facts, txns,
+                txns ? (double)commit_us / 1e3 / (double)txns : 0.0, aborts, poison);
             last_dec = dec;
             last_us = now;
         }
