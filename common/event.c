@@ -201,3 +201,18 @@ ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm,
     }
     return OL_ERR_OK;
 }
+
+ol_err_t ol_event_encode(ol_codec_t *codec, const ol_event_type_t *et, const ol_json_t *data, int64_t time_ms,
+                         const char *source, ol_event_out_t *out, char *errstr, size_t errstr_size) {
+    ol_err_t err = ol_codec_encode(codec, et, data, time_ms, &out->payload, &out->len, errstr, errstr_size);
+    if (err || (err = ol_codec_key(et, data, out->key, sizeof(out->key), errstr, errstr_size)))
+        return err;
+    ol_envelope_t env = {.type = et, .time_ms = time_ms, .content = OL_CONTENT_AVRO, .version = et->version};
+    ol_uuid_v4(env.id);
+    snprintf(env.source, sizeof(env.source), "%s", source);
+    const ol_json_t *subject = ol_json_get(data, et->subject);
+    snprintf(env.subject, sizeof(env.subject), "%s", subject && subject->type == OL_JSON_STRING ? subject->u.s : "");
+    out->hdrs = rd_kafka_headers_new(8);
+    ol_envelope_to_headers(&env, out->hdrs);
+    return OL_ERR_OK;
+}

@@ -61,6 +61,22 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
 
 void ol_event_clear(ol_event_t *ev);
 
+/* An event a role makes itself, ready for rd_kafka_producev: the payload
+ * (Avro, borrowed from the codec until its next encode), the key rendered
+ * from the data, and the CloudEvents headers (new: hand them to producev or
+ * destroy them). */
+typedef struct ol_event_out_s {
+    const void *payload;
+    size_t len;
+    char key[OL_EVENT_KEY_MAX + 1];
+    rd_kafka_headers_t *hdrs;
+} ol_event_out_t;
+
+/* Checks and encodes data as et (a new id, time_ms, source, ce_subject from
+ * the schema's subject field). On error nothing is allocated. */
+ol_err_t ol_event_encode(ol_codec_t *codec, const ol_event_type_t *et, const ol_json_t *data, int64_t time_ms,
+                         const char *source, ol_event_out_t *out, char *errstr, size_t errstr_size);
+
 /* Adds the envelope's headers to hdrs. */
 void ol_envelope_to_headers(const ol_envelope_t *env, rd_kafka_headers_t *hdrs);
 

@@ -432,6 +432,22 @@ const ol_json_t *ol_json_get(const ol_json_t *obj, const char *key) {
     return NULL;
 }
 
+void ol_json_member_str(ol_json_member_t *m, const char *key, const char *s) {
+    m->key = key;
+    m->key_len = strlen(key);
+    m->value = (ol_json_t){.type = OL_JSON_STRING, .len = strlen(s), .u.s = s};
+}
+
+void ol_json_member_int(ol_json_member_t *m, const char *key, int64_t i) {
+    m->key = key;
+    m->key_len = strlen(key);
+    m->value = (ol_json_t){.type = OL_JSON_INT, .len = 0, .u.i = i};
+}
+
+ol_json_t ol_json_object_of(ol_json_member_t *members, size_t n) {
+    return (ol_json_t){.type = OL_JSON_OBJECT, .len = n, .u.members = members};
+}
+
 const char *ol_json_kind(const ol_json_t *v) {
     switch (v->type) {
     case OL_JSON_OBJECT:

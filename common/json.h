@@ -63,6 +63,13 @@ const ol_json_t *ol_json_get(const ol_json_t *obj, const char *key);
 ol_json_t *ol_json_from_jansson(ol_arena_t *arena, json_t *j);
 json_t *ol_json_to_jansson(const ol_json_t *v);
 
+/* Building data to encode (events a role makes itself): a member with a
+ * string (borrowed, NUL-terminated) or an integer value, and an object over
+ * members (borrowed). */
+void ol_json_member_str(ol_json_member_t *m, const char *key, const char *s);
+void ol_json_member_int(ol_json_member_t *m, const char *key, int64_t i);
+ol_json_t ol_json_object_of(ol_json_member_t *members, size_t n);
+
 /* "an integer", "a string", ... for error messages. */
 const char *ol_json_kind(const ol_json_t *v);
 

@@ -151,38 +151,31 @@ typedef struct obj_s {
     size_t n;
 } obj_t;
 
-static ol_json_t *obj_put(obj_t *o, const char *key) {
+static ol_json_member_t *obj_next(obj_t *o) {
     OL_ASSERT(o->n < sizeof(o->m) / sizeof(o->m[0]));
-    ol_json_member_t *m = &o->m[o->n++];
-    m->key = key;
-    m->key_len = strlen(key);
-    return &m->value;
+    return &o->m[o->n++];
 }
 
 static void put_str(obj_t *o, const char *key, const char *s) {
-    ol_json_t *v = obj_put(o, key);
-    v->type = OL_JSON_STRING;
-    v->u.s = s ? s : "";
-    v->len = strlen(v->u.s);
+    ol_json_member_str(obj_next(o), key, s ? s : "");
 }
 
 static void put_int(obj_t *o, const char *key, int64_t i) {
-    ol_json_t *v = obj_put(o, key);
-    v->type = OL_JSON_INT;
-    v->u.i = i;
+    ol_json_member_int(obj_next(o), key, i);
 }
 
+/* The object, its members copied into arena (obj_t lives on the stack). */
 static ol_json_t obj_value(obj_t *o, ol_arena_t *arena) {
     ol_json_member_t *ms = ol_arena_alloc(arena, o->n * sizeof(*ms));
     memcpy(ms, o->m, o->n * sizeof(*ms));
-    return (ol_json_t){.type = OL_JSON_OBJECT, .len = o->n, .u.members = ms};
+    return ol_json_object_of(ms, o->n);
 }
 
 static void put_array(obj_t *o, const char *key, ol_json_t *items, size_t n) {
-    ol_json_t *v = obj_put(o, key);
-    v->type = OL_JSON_ARRAY;
-    v->len = n;
-    v->u.items = items;
+    ol_json_member_t *m = obj_next(o);
+    m->key = key;
+    m->key_len = strlen(key);
+    m->value = (ol_json_t){.type = OL_JSON_ARRAY, .len = n, .u.items = items};
 }
 
 /* ---- producing inside the transaction ------------------------------------- */
@@ -212,21 +205,11 @@ static ol_err_t emit(worker_t *w, const char *name, obj_t *data, int64_t at_ms, 
     const ol_event_type_t *et = ol_schema_find(name);
     OL_ASSERT(et);
     ol_json_t doc = obj_value(data, w->arena);
-    const void *payload;
-    size_t len;
-    ol_err_t err = ol_codec_encode(w->codec, et, &doc, at_ms, &payload, &len, errstr, errstr_size);
+    ol_event_out_t ev;
+    ol_err_t err = ol_event_encode(w->codec, et, &doc, at_ms, w->d->source, &ev, errstr, errstr_size);
     if (err)
         return err; /* a bug of ours: the facts are checked by the engine */
-    ol_envelope_t env = {.type = et, .time_ms = at_ms, .content = OL_CONTENT_AVRO, .version = et->version};
-    ol_uuid_v4(env.id);
-    snprintf(env.source, sizeof(env.source), "%s", w->d->source);
-    snprintf(env.subject, sizeof(env.subject), "%s", dstr(&doc, et->subject));
-    char key[OL_EVENT_KEY_MAX + 1];
-    if ((err = ol_codec_key(et, &doc, key, sizeof(key), errstr, errstr_size)))
-        return err;
-    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
-    ol_envelope_to_headers(&env, hdrs);
-    return produce(w, topic, partition, key, strlen(key), payload, len, hdrs, errstr, errstr_size);
+    return produce(w, topic, partition, ev.key, strlen(ev.key), ev.payload, ev.len, ev.hdrs, errstr, errstr_size);
 }
 
 static ol_err_t emit_fact(worker_t *w, int32_t p, const ol_fact_t *f, char *errstr, size_t errstr_size) {

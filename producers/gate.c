@@ -181,42 +181,11 @@ static bool ip_ok(const char *s) {
 
 /* ---- producing and waiting ----------------------------------------------- */
 
-static void member_str(ol_json_member_t *m, const char *key, const char *s) {
-    m->key = key;
-    m->key_len = strlen(key);
-    m->value.type = OL_JSON_STRING;
-    m->value.len = strlen(s);
-    m->value.u.s = s;
-}
-
-static void member_int(ol_json_member_t *m, const char *key, int64_t i) {
-    m->key = key;
-    m->key_len = strlen(key);
-    m->value.type = OL_JSON_INT;
-    m->value.len = 0;
-    m->value.u.i = i;
-}
-
-/* Encodes data as et with its envelope; *hdrs new. */
+/* Encodes the members as et, with its envelope (ev->hdrs new). */
 static ol_err_t encode(gate_t *g, thread_ctx_t *t, const ol_event_type_t *et, ol_json_member_t *members,
-                       size_t nmembers, const char *subject, const void **payload, size_t *len,
-                       rd_kafka_headers_t **hdrs, char *errstr, size_t errstr_size) {
-    ol_json_t data = {.type = OL_JSON_OBJECT, .len = nmembers, .u.members = members};
-    ol_envelope_t env;
-    memset(&env, 0, sizeof(env));
-    env.type = et;
-    env.time_ms = ol_time_now_ms();
-    ol_err_t err = ol_codec_encode(t->codec, et, &data, env.time_ms, payload, len, errstr, errstr_size);
-    if (err)
-        return err;
-    ol_uuid_v4(env.id);
-    memcpy(env.source, g->source, sizeof(env.source));
-    snprintf(env.subject, sizeof(env.subject), "%s", subject);
-    env.content = OL_CONTENT_AVRO;
-    env.version = et->version;
-    *hdrs = rd_kafka_headers_new(8);
-    ol_envelope_to_headers(&env, *hdrs);
-    return OL_ERR_OK;
+                       size_t nmembers, ol_event_out_t *ev, char *errstr, size_t errstr_size) {
+    ol_json_t data = ol_json_object_of(members, nmembers);
+    return ol_event_encode(t->codec, et, &data, ol_time_now_ms(), g->source, ev, errstr, errstr_size);
 }
 
 /* Suspends r, registers its wait and produces the event (key: sku). The
@@ -335,23 +304,21 @@ static enum MHD_Result handle_buy(req_t *r) {
     else
         ol_uuid_v4(r->request_id);
     ol_json_member_t m[8];
-    member_str(&m[0], "request_id", r->request_id);
-    member_str(&m[1], "session_id", session);
-    member_str(&m[2], "client_ip", client_ip);
-    member_str(&m[3], "user_id", user);
-    member_int(&m[4], "user_level", level);
-    member_str(&m[5], "sku", sku);
-    member_int(&m[6], "quantity", quantity);
-    member_str(&m[7], "channel", "gate");
-    const void *payload;
-    size_t len;
-    rd_kafka_headers_t *hdrs;
+    ol_json_member_str(&m[0], "request_id", r->request_id);
+    ol_json_member_str(&m[1], "session_id", session);
+    ol_json_member_str(&m[2], "client_ip", client_ip);
+    ol_json_member_str(&m[3], "user_id", user);
+    ol_json_member_int(&m[4], "user_level", level);
+    ol_json_member_str(&m[5], "sku", sku);
+    ol_json_member_int(&m[6], "quantity", quantity);
+    ol_json_member_str(&m[7], "channel", "gate");
+    ol_event_out_t ev;
     char errstr[512];
-    if (encode(g, t, g->et_buy, m, 8, r->request_id, &payload, &len, &hdrs, errstr, sizeof(errstr)))
+    if (encode(g, t, g->et_buy, m, 8, &ev, errstr, sizeof(errstr)))
         return respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
     r->nkeys = 1;
     snprintf(r->keys[0], KEY_SIZE, "b:%s", r->request_id);
-    return produce_and_wait(r, g->rkt_buy, sku, payload, len, hdrs);
+    return produce_and_wait(r, g->rkt_buy, ev.key, ev.payload, ev.len, ev.hdrs);
 }
 
 static enum MHD_Result handle_checkout(req_t *r) {
@@ -372,20 +339,18 @@ static enum MHD_Result handle_checkout(req_t *r) {
     ol_uuid_v4(r->request_id);
     memcpy(r->hold_id, hold, strlen(hold) + 1);
     ol_json_member_t m[4];
-    member_str(&m[0], "request_id", r->request_id);
-    member_str(&m[1], "hold_id", hold);
-    member_str(&m[2], "user_id", user);
-    member_str(&m[3], "sku", sku);
-    const void *payload;
-    size_t len;
-    rd_kafka_headers_t *hdrs;
+    ol_json_member_str(&m[0], "request_id", r->request_id);
+    ol_json_member_str(&m[1], "hold_id", hold);
+    ol_json_member_str(&m[2], "user_id", user);
+    ol_json_member_str(&m[3], "sku", sku);
+    ol_event_out_t ev;
     char errstr[512];
-    if (encode(g, t, g->et_checkout, m, 4, hold, &payload, &len, &hdrs, errstr, sizeof(errstr)))
+    if (encode(g, t, g->et_checkout, m, 4, &ev, errstr, sizeof(errstr)))
         return respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
     r->nkeys = 2;
     snprintf(r->keys[0], KEY_SIZE, "c:%s", r->request_id);
     snprintf(r->keys[1], KEY_SIZE, "h:%s", hold);
-    return produce_and_wait(r, g->rkt_buy, sku, payload, len, hdrs);
+    return produce_and_wait(r, g->rkt_buy, ev.key, ev.payload, ev.len, ev.hdrs);
 }
 
 /* A decision from PostgreSQL (buy_decisions): 1 with *answer set, 0 when
