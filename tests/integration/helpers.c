@@ -149,6 +149,39 @@ const char *ol_test_bin(void) {
     return bin && *bin ? bin : "build/orderlog";
 }
 
+static int run_orderlog(char **out, char **err, const char *fixed_args, const char *args) {
+    char *bin = ol_test_shell_quote(ol_test_bin());
+    int rc = ol_test_runf(out, err, "%s %s%s%s", bin, fixed_args ? fixed_args : "", fixed_args ? " " : "", args);
+    free(bin);
+    return rc;
+}
+
+int ol_test_orderlogf(char **out, char **err, const char *fixed_args, const char *fmt, ...) {
+    va_list ap;
+    char *args;
+    va_start(ap, fmt);
+    int n = vasprintf(&args, fmt, ap);
+    va_end(ap);
+    cr_assert(n >= 0);
+    int rc = run_orderlog(out, err, fixed_args, args);
+    free(args);
+    return rc;
+}
+
+char *ol_test_orderlogf_ok(const char *fixed_args, const char *fmt, ...) {
+    va_list ap;
+    char *args, *out, *err;
+    va_start(ap, fmt);
+    int n = vasprintf(&args, fmt, ap);
+    va_end(ap);
+    cr_assert(n >= 0);
+    int rc = run_orderlog(&out, &err, fixed_args, args);
+    cr_assert_eq(rc, 0, "orderlog %s: exit %d\nstdout:\n%s\nstderr:\n%s", args, rc, out, err);
+    free(args);
+    free(err);
+    return out;
+}
+
 int ol_test_count_lines(const char *text, const char *prefix) {
     int n = 0;
     size_t pl = strlen(prefix);

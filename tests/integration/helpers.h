@@ -21,6 +21,14 @@ int ol_test_runf(char **out, char **err, const char *fmt, ...) __attribute__((fo
 char *ol_test_shell_quote(const char *s);
 /* The orderlog binary under test: $ORDERLOG_BIN, else build/orderlog. */
 const char *ol_test_bin(void);
+/* Runs the orderlog binary under test as `<bin> <fixed_args> <fmt ...>`
+ * with ol_test_run: fixed_args are the options a test gives every run (its
+ * topic prefix, partitions, database; NULL for none), the printf-style rest
+ * the command and its arguments, both already quoted for sh where needed. */
+int ol_test_orderlogf(char **out, char **err, const char *fixed_args, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The same, failing the test unless it exits 0; returns its stdout (free it). */
+char *ol_test_orderlogf_ok(const char *fixed_args, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Counts the lines of text that start with prefix. */
 int ol_test_count_lines(const char *text, const char *prefix);
 /* The first line of text containing every one of the NULL-terminated

@@ -11,7 +11,6 @@
 #include <criterion/logging.h>
 #include <jansson.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,33 +28,12 @@ static void setup(void) {
     ol_test_tmpdir(dir, sizeof(dir));
 }
 
-__attribute__((format(printf, 3, 4))) static int orderlog(char **out, char **err, const char *fmt, ...) {
-    va_list ap;
-    char *args;
-    va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
-    va_end(ap);
-    cr_assert(n >= 0);
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    int rc = ol_test_runf(out, err, "%s -X topic.prefix=%s -X topic.partitions=%d %s", bin,
-                          *prefix ? prefix : "it_decide_none_", PARTITIONS, args);
-    free(bin);
-    free(args);
-    return rc;
-}
-
-__attribute__((format(printf, 1, 2))) static char *orderlog_ok(const char *fmt, ...) {
-    va_list ap;
-    char *args, *out, *err;
-    va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
-    va_end(ap);
-    cr_assert(n >= 0);
-    int rc = orderlog(&out, &err, "%s", args);
-    cr_assert_eq(rc, 0, "orderlog %s: exit %d\nstdout:\n%s\nstderr:\n%s", args, rc, out, err);
-    free(args);
-    free(err);
-    return out;
+/* The options of every orderlog run here: the test's prefix and partitions. */
+static const char *fixed_args(void) {
+    static char args[256];
+    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=%d", *prefix ? prefix : "it_decide_none_",
+             PARTITIONS);
+    return args;
 }
 
 static void teardown(void) {
@@ -65,7 +43,7 @@ static void teardown(void) {
         snprintf(groups[1], sizeof(groups[1]), "%sdecide-restore", prefix);
         const char *g[] = {groups[0], groups[1]};
         ol_test_kafka_delete_groups(g, 2);
-        orderlog(NULL, NULL, "topics delete");
+        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
     }
     ol_test_rmtree(dir);
 }
@@ -74,7 +52,7 @@ TestSuite(decide, .init = setup, .fini = teardown, .timeout = 600);
 
 static void use_topics(const char *tag) {
     snprintf(prefix, sizeof(prefix), "it_decide_%s_%ld_", tag, (long)getpid());
-    free(orderlog_ok("topics create"));
+    free(ol_test_orderlogf_ok(fixed_args(), "topics create"));
 }
 
 /* Writes lines to a file of the scratch directory and publishes it. */
@@ -83,7 +61,7 @@ static void publish(const char *name, const char *lines) {
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     ol_test_write_file(path, lines, strlen(lines));
     char *q = ol_test_shell_quote(path);
-    free(orderlog_ok("publish %s", q));
+    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
     free(q);
 }
 
@@ -100,7 +78,7 @@ static ol_test_bg_t *decide_bg(const char *extra) {
  * records that are not events (the dlq's) are listed with an "error". */
 static json_t *read_topic(const char *topic) {
     char *out, *err;
-    int rc = orderlog(&out, &err, "tail %s --from beginning", topic);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "tail %s --from beginning", topic);
     cr_assert(rc == 0 || (rc == 1 && strstr(err, "could not be decoded")), "orderlog tail %s: exit %d\n%s", topic, rc,
               err);
     free(err);

@@ -16,7 +16,6 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,33 +42,12 @@ static void setup(void) {
     ol_test_tmpdir(dir, sizeof(dir));
 }
 
-__attribute__((format(printf, 3, 4))) static int orderlog(char **out, char **err, const char *fmt, ...) {
-    va_list ap;
-    char *args;
-    va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
-    va_end(ap);
-    cr_assert(n >= 0);
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    int rc = ol_test_runf(out, err, "%s -X topic.prefix=%s -X topic.partitions=%d %s", bin,
-                          *prefix ? prefix : "it_gate_none_", PARTITIONS, args);
-    free(bin);
-    free(args);
-    return rc;
-}
-
-__attribute__((format(printf, 1, 2))) static char *orderlog_ok(const char *fmt, ...) {
-    va_list ap;
-    char *args, *out, *err;
-    va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
-    va_end(ap);
-    cr_assert(n >= 0);
-    int rc = orderlog(&out, &err, "%s", args);
-    cr_assert_eq(rc, 0, "orderlog %s: exit %d\nstdout:\n%s\nstderr:\n%s", args, rc, out, err);
-    free(args);
-    free(err);
-    return out;
+/* The options of every orderlog run here: the test's prefix and partitions. */
+static const char *fixed_args(void) {
+    static char args[256];
+    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=%d", *prefix ? prefix : "it_gate_none_",
+             PARTITIONS);
+    return args;
 }
 
 static void teardown(void) {
@@ -83,7 +61,7 @@ static void teardown(void) {
         snprintf(group, sizeof(group), "%sdecide", prefix);
         const char *g[] = {group};
         ol_test_kafka_delete_groups(g, 1);
-        orderlog(NULL, NULL, "topics delete");
+        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
     }
     ol_test_rmtree(dir);
 }
@@ -92,7 +70,7 @@ TestSuite(gate, .init = setup, .fini = teardown, .timeout = 300);
 
 static void use_topics(const char *tag) {
     snprintf(prefix, sizeof(prefix), "it_gate_%s_%ld_", tag, (long)getpid());
-    free(orderlog_ok("topics create"));
+    free(ol_test_orderlogf_ok(fixed_args(), "topics create"));
 }
 
 static void publish(const char *lines) {
@@ -100,7 +78,7 @@ static void publish(const char *lines) {
     snprintf(path, sizeof(path), "%s/publish.jsonl", dir);
     ol_test_write_file(path, lines, strlen(lines));
     char *q = ol_test_shell_quote(path);
-    free(orderlog_ok("publish %s", q));
+    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
     free(q);
 }
 
@@ -310,7 +288,7 @@ static void stop_gate_ok(void) {
 
 /* Every record of a topic, as a JSON array of tail's lines. */
 static json_t *read_topic(const char *topic) {
-    char *out = orderlog_ok("tail %s --from beginning", topic);
+    char *out = ol_test_orderlogf_ok(fixed_args(), "tail %s --from beginning", topic);
     json_t *all = json_array();
     char *save = NULL;
     for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -483,7 +461,7 @@ Test(gate, writes_the_buy_requested_with_its_fields_and_envelope) {
     cr_assert_eq(strlen(generated), 36, "%s", r.body);
     reply_free(&r);
 
-    char *out = orderlog_ok("tail buy-requests --from beginning -n 2");
+    char *out = ol_test_orderlogf_ok(fixed_args(), "tail buy-requests --from beginning -n 2");
     json_t *first = NULL, *second = NULL;
     char *save = NULL;
     for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -814,7 +792,7 @@ Test(gate, sigterm_answers_waiting_requests_and_exits_0) {
 
 Test(gate, sells_the_last_unit_once_through_the_decider) {
     char *out, *err;
-    int rc = orderlog(&out, &err, "--help");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "--help");
     bool has_decide = rc == 0 && strstr(out, "\n  decide ");
     free(out);
     free(err);

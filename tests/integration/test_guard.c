@@ -31,18 +31,11 @@ static void setup(void) {
     ol_test_tmpdir(dir, sizeof(dir));
 }
 
-__attribute__((format(printf, 3, 4))) static int orderlog(char **out, char **err, const char *fmt, ...) {
-    va_list ap;
-    char *args;
-    va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
-    va_end(ap);
-    cr_assert(n >= 0);
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    int rc = ol_test_runf(out, err, "%s -X topic.prefix=%s -X topic.partitions=3 %s", bin, prefix, args);
-    free(bin);
-    free(args);
-    return rc;
+/* The options of every orderlog run here: the test's prefix and partitions. */
+static const char *fixed_args(void) {
+    static char args[256];
+    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=3", prefix);
+    return args;
 }
 
 static void teardown(void) {
@@ -51,7 +44,7 @@ static void teardown(void) {
         guards[i] = NULL;
     }
     if (*prefix) {
-        orderlog(NULL, NULL, "topics delete");
+        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
         char group[200];
         snprintf(group, sizeof(group), "%sguard", prefix);
         const char *groups[] = {group};
@@ -65,7 +58,7 @@ TestSuite(guard, .init = setup, .fini = teardown, .timeout = 180);
 static void use_topics(const char *tag) {
     snprintf(prefix, sizeof(prefix), "it_guard_%s_%ld_", tag, (long)getpid());
     char *out, *err;
-    int rc = orderlog(&out, &err, "topics create");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics create");
     cr_assert_eq(rc, 0, "topics create: exit %d\n%s%s", rc, out, err);
     free(out);
     free(err);
@@ -133,7 +126,7 @@ static void publish(lines_t *l, const char *name) {
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     ol_test_write_file(path, l->text, l->len);
     char *q = ol_test_shell_quote(path), *out, *err;
-    int rc = orderlog(&out, &err, "publish %s", q);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s", q);
     cr_assert_eq(rc, 0, "publish: exit %d\n%s%s", rc, out, err);
     free(q);
     free(out);
@@ -171,7 +164,7 @@ static void stop_guard(ol_test_bg_t *bg) {
 /* Every record of the blacklist topic (a new array). */
 static json_t *blacklist(void) {
     char *out, *err;
-    int rc = orderlog(&out, &err, "tail blacklist --from beginning");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "tail blacklist --from beginning");
     cr_assert_eq(rc, 0, "tail blacklist: exit %d\n%s", rc, err);
     json_t *arr = json_array();
     for (char *line = out; line && *line;) {
@@ -507,12 +500,12 @@ Test(guard, a_restart_keeps_counting_the_window_it_was_in) {
 Test(guard, refuses_a_bad_ignore_list) {
     /* refused before Kafka is contacted: no topics needed */
     char *out, *err;
-    int rc = orderlog(&out, &err, "-X guard.ignore=10.0.0.1 guard");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "-X guard.ignore=10.0.0.1 guard");
     cr_assert_eq(rc, 2, "exit %d\n%s", rc, err);
     cr_assert(strstr(err, "guard.ignore") && strstr(err, "10.0.0.1"), "%s", err);
     free(out);
     free(err);
-    rc = orderlog(&out, &err, "guard extra");
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "guard extra");
     cr_assert_eq(rc, 2, "exit %d\n%s", rc, err);
     free(out);
     free(err);

@@ -41,9 +41,7 @@ static void teardown(void) {
         ol_test_bg_free(bgs[i]);
     }
     nbgs = 0;
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    ol_test_runf(NULL, NULL, "%s -X topic.prefix=%s topics delete", bin, prefix);
-    free(bin);
+    ol_test_orderlogf(NULL, NULL, NULL, "-X topic.prefix=%s topics delete", prefix);
     const char *groups[] = {group};
     ol_test_kafka_delete_groups(groups, 1);
     if (*db)
@@ -54,33 +52,24 @@ static void teardown(void) {
 
 TestSuite(loadgen, .init = setup, .fini = teardown, .timeout = 600);
 
-/* orderlog under the test's prefix and database; the exit status. */
-__attribute__((format(printf, 3, 4))) static int orderlog(char **out, char **err, const char *fmt, ...) {
-    va_list ap;
-    char *args;
-    va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
-    va_end(ap);
-    cr_assert(n >= 0);
-    char *bin = ol_test_shell_quote(ol_test_bin());
+/* The options of every orderlog run here: the test's prefix, partitions and database. */
+static const char *fixed_args(void) {
+    static char args[4096];
     char *ci = ol_test_shell_quote(*db ? db : ol_test_pg_conninfo());
-    int rc = ol_test_runf(out, err, "%s -X topic.prefix=%s -X topic.partitions=3 -X pg.conninfo=%s %s", bin, prefix, ci,
-                          args);
+    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=3 -X pg.conninfo=%s", prefix, ci);
     free(ci);
-    free(bin);
-    free(args);
-    return rc;
+    return args;
 }
 
 /* Topics of the test's prefix and a migrated scratch database. */
 static void make_topics_and_db(void) {
     char *out = NULL, *err = NULL;
-    int rc = orderlog(&out, &err, "topics create");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics create");
     cr_assert_eq(rc, 0, "topics create: %s%s", out, err);
     free(out);
     free(err);
     ol_test_pg_scratch_db("loadgen", db, sizeof(db));
-    rc = orderlog(&out, &err, "migrate");
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "migrate");
     cr_assert_eq(rc, 0, "migrate: %s%s", out, err);
     free(out);
     free(err);
@@ -92,7 +81,7 @@ static void publish(const char *name, const char *text) {
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     ol_test_write_file(path, text, strlen(text));
     char *out = NULL, *err = NULL, *q = ol_test_shell_quote(path);
-    int rc = orderlog(&out, &err, "publish %s", q);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s", q);
     cr_assert_eq(rc, 0, "publish %s: %s%s", name, out, err);
     free(q);
     free(out);
@@ -101,7 +90,7 @@ static void publish(const char *name, const char *text) {
 
 static void project(void) {
     char *out = NULL, *err = NULL;
-    int rc = orderlog(&out, &err, "-X consumer.group.id=%s project --until-end", group);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "-X consumer.group.id=%s project --until-end", group);
     cr_assert_eq(rc, 0, "project: %s%s", out, err);
     cr_assert(strstr(out, "(0 to the dlq"), "project sent records to the dlq: %s", out);
     free(out);
@@ -164,10 +153,11 @@ Test(loadgen, small_sale_gets_exactly_one_decision_per_request_and_passes_the_or
     snprintf(requests, sizeof(requests), "%s/requests.jsonl", dir);
     char *qreq = ol_test_shell_quote(requests);
     char *out = NULL, *err = NULL;
-    int rc = orderlog(&out, &err,
-                      "loadgen --count 5000 --hot-sku HOT-LG --hot-share 0.8 --skus 20 --users 1500 --max-quantity 2 "
-                      "--blacklisted-share 0.02 --seed 11 --out %s --wait-ms 180000 --json",
-                      qreq);
+    int rc = ol_test_orderlogf(
+        &out, &err, fixed_args(),
+        "loadgen --count 5000 --hot-sku HOT-LG --hot-share 0.8 --skus 20 --users 1500 --max-quantity 2 "
+        "--blacklisted-share 0.02 --seed 11 --out %s --wait-ms 180000 --json",
+        qreq);
     cr_assert_eq(rc, 0, "loadgen failed (%d):\n%s%s\ndecide:\n%s", rc, out, err, ol_test_bg_stderr(bgs[0]));
     cr_assert(strstr(out, "decided 5000 of 5000: 0 without a decision, 0 with more than one"), "%s", out);
 

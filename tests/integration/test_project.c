@@ -19,7 +19,6 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,20 +57,11 @@ static void kit_bg_check(ol_test_bg_t *bg) {
     cr_expect(!strstr(err, "Sanitizer") && !strstr(err, "runtime error:"), "sanitizer report from project:\n%s", err);
 }
 
-/* orderlog under the test's prefix; the exit status. */
-__attribute__((format(printf, 3, 4), unused)) static int kit_orderlog(char **out, char **err, const char *fmt, ...) {
-    va_list ap;
-    char *args;
-    va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
-    va_end(ap);
-    cr_assert(n >= 0);
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    int rc = ol_test_runf(out, err, "%s -X topic.prefix=%s -X topic.partitions=%d %s", bin, kit_prefix, KIT_PARTITIONS,
-                          args);
-    free(bin);
-    free(args);
-    return rc;
+/* The options of every orderlog run of the kit: the test's prefix and partitions. */
+KIT const char *kit_fixed_args(void) {
+    static char args[256];
+    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=%d", kit_prefix, KIT_PARTITIONS);
+    return args;
 }
 
 KIT void kit_teardown(void) {
@@ -81,7 +71,7 @@ KIT void kit_teardown(void) {
     }
     kit_nbgs = 0;
     if (*kit_prefix)
-        kit_orderlog(NULL, NULL, "topics delete");
+        ol_test_orderlogf(NULL, NULL, kit_fixed_args(), "topics delete");
     for (int i = 0; i < kit_ndbs; i++)
         ol_test_pg_drop_db(kit_dbs[i]);
     kit_ndbs = 0;
@@ -122,7 +112,7 @@ KIT void kit_use(const char *tag) {
     snprintf(kit_prefix, sizeof(kit_prefix), "it_project_%s_%ld_", tag, (long)getpid());
     snprintf(kit_group, sizeof(kit_group), "%s", kit_new_group(tag, ""));
     char *out, *err;
-    int rc = kit_orderlog(&out, &err, "topics create");
+    int rc = ol_test_orderlogf(&out, &err, kit_fixed_args(), "topics create");
     cr_assert_eq(rc, 0, "topics create: exit %d\n%s%s", rc, out, err);
     free(out);
     free(err);
@@ -215,7 +205,7 @@ KIT long long kit_dlq_count(void) {
 /* `orderlog publish <path>`: fails the test unless every line was published; the count. */
 KIT long long kit_publish(const char *path) {
     char *q = ol_test_shell_quote(path), *out, *err;
-    int rc = kit_orderlog(&out, &err, "publish %s", q);
+    int rc = ol_test_orderlogf(&out, &err, kit_fixed_args(), "publish %s", q);
     cr_assert_eq(rc, 0, "publish %s: exit %d\n%s%s", path, rc, out, err);
     long long n = -1, rejected = -1, failed = -1;
     const char *p = strstr(out, "published ");
@@ -936,7 +926,7 @@ static json_t *dlq_record(json_t *records, const char *topic, long long partitio
  * records do not decode, which the dlq is for). */
 static json_t *tail_records(const char *topic) {
     char *out, *err;
-    int rc = kit_orderlog(&out, &err, "tail %s", topic);
+    int rc = ol_test_orderlogf(&out, &err, kit_fixed_args(), "tail %s", topic);
     cr_assert(rc == 0 || rc == 1, "tail %s: exit %d\n%s", topic, rc, err);
     json_t *arr = json_array();
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {

@@ -9,7 +9,6 @@
 #include <criterion/criterion.h>
 #include <glob.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,24 +29,16 @@ static void setup(void) {
     ol_test_tmpdir(dir, sizeof(dir));
 }
 
-/* orderlog with this test's prefix; the exit status. */
-__attribute__((format(printf, 3, 4))) static int orderlog(char **out, char **err, const char *fmt, ...) {
-    va_list ap;
-    char *args;
-    va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
-    va_end(ap);
-    cr_assert(n >= 0);
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    int rc = ol_test_runf(out, err, "%s -X topic.prefix=%s -X topic.partitions=3 %s", bin, prefix, args);
-    free(bin);
-    free(args);
-    return rc;
+/* The options of every orderlog run here: the test's prefix and partitions. */
+static const char *fixed_args(void) {
+    static char args[256];
+    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=3", prefix);
+    return args;
 }
 
 static void teardown(void) {
     if (*prefix)
-        orderlog(NULL, NULL, "topics delete");
+        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
     ol_test_rmtree(dir);
 }
 
@@ -62,7 +53,7 @@ static void use_prefix(const char *tag) {
 static void use_topics(const char *tag) {
     use_prefix(tag);
     char *out, *err;
-    int rc = orderlog(&out, &err, "topics create");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics create");
     cr_assert_eq(rc, 0, "topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     free(out);
     free(err);
@@ -102,7 +93,7 @@ static json_t *json_lines(const char *text) {
  * exit status, *err its stderr (either may be NULL). */
 static json_t *tail(const char *topic, const char *args, int *rc, char **err) {
     char *out, *e;
-    int status = orderlog(&out, &e, "tail %s %s", topic, args ? args : "");
+    int status = ol_test_orderlogf(&out, &e, fixed_args(), "tail %s %s", topic, args ? args : "");
     json_t *records = json_lines(out);
     free(out);
     if (rc)
@@ -413,7 +404,7 @@ Test(publish, round_trip_preserves_every_field_and_header) {
     char *path = scratch_file("valid.jsonl", input, input_len);
     free(input);
     char *out, *err;
-    int rc = orderlog(&out, &err, "publish %s", path);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s", path);
     char summary[128];
     snprintf(summary, sizeof(summary), "published %zu, rejected 0, failed 0", nexp);
     cr_assert_eq(rc, 0, "publish: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
@@ -518,7 +509,7 @@ Test(publish, events_of_one_key_keep_input_order_across_a_large_input) {
     char *path = scratch_file("many.jsonl", text, len);
     free(text);
     char *out, *err;
-    int rc = orderlog(&out, &err, "publish %s", path);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s", path);
     cr_assert_eq(rc, 0, "publish: exit %d\n%s%s", rc, out, err);
     free(out);
     free(err);
@@ -647,7 +638,7 @@ Test(publish, bad_lines_are_reported_and_the_rest_published) {
     free(long_line);
 
     char *out, *err;
-    int rc = orderlog(&out, &err, "publish %s", path);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s", path);
     cr_expect_eq(rc, 1, "publish with bad lines: exit %d", rc);
     char summary[128];
     snprintf(summary, sizeof(summary), "published 5, rejected %d, failed 0", nbad);
@@ -742,7 +733,7 @@ Test(publish, publishes_several_files_and_names_the_file_in_errors) {
     free(ta);
     free(tb);
     char *out, *err;
-    int rc = orderlog(&out, &err, "publish %s %s", qa, qb);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s %s", qa, qb);
     cr_expect_eq(rc, 1, "exit %d\n%s", rc, err);
     cr_expect(!strncmp(out, "published 4, rejected 2, failed 0", 33), "stdout:\n%s", out);
     char want_a[1100], want_b[1100];
@@ -771,7 +762,7 @@ Test(publish, unreadable_file_is_reported_and_the_others_published) {
     char missing[1024];
     snprintf(missing, sizeof(missing), "%s/no-such-file.jsonl", dir);
     char *out, *err;
-    int rc = orderlog(&out, &err, "publish %s %s", missing, q);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s %s", missing, q);
     cr_expect_neq(rc, 0, "a missing input file went unnoticed\nstderr:\n%s", err);
     cr_expect(strstr(err, missing), "stderr should name %s:\n%s", missing, err);
     cr_expect(!strncmp(out, "published 1, rejected 0, failed 0", 33), "stdout:\n%s", out);
@@ -796,8 +787,9 @@ Test(publish, unreachable_broker_fails_fast) {
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         char *out, *err;
         long long t0 = ol_test_now_ms();
-        int rc = orderlog(&out, &err, "-X kafka.bootstrap.servers=127.0.0.1:1 -X broker.wait.ms=2000 %s %s", cmds[i],
-                          i == 0 ? q : "");
+        int rc = ol_test_orderlogf(&out, &err, fixed_args(),
+                                   "-X kafka.bootstrap.servers=127.0.0.1:1 -X broker.wait.ms=2000 %s %s", cmds[i],
+                                   i == 0 ? q : "");
         long long ms = ol_test_now_ms() - t0;
         cr_expect_neq(rc, 0, "%s with no broker: exit 0", cmds[i]);
         cr_expect_lt(ms, 10000, "%s with no broker took %lld ms", cmds[i], ms);
@@ -816,7 +808,7 @@ Test(publish, missing_topics_are_reported) {
     free(line);
     char *out, *err;
     long long t0 = ol_test_now_ms();
-    int rc = orderlog(&out, &err, "publish %s", q);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s", q);
     cr_expect_neq(rc, 0, "publish without topics: exit 0\n%s", out);
     cr_expect(strstr(err, "orderlog topics create"), "stderr should say to run `orderlog topics create`:\n%s", err);
     cr_expect(strstr(err, prefix), "stderr should name the topic:\n%s", err);
@@ -841,7 +833,7 @@ static void publish_text(const char *text) {
     snprintf(name, sizeof(name), "p%d.jsonl", ++n);
     char *q = scratch_text(name, text);
     char *out, *err;
-    int rc = orderlog(&out, &err, "publish %s", q);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s", q);
     cr_assert_eq(rc, 0, "publish: exit %d\n%s%s", rc, out, err);
     free(out);
     free(err);
@@ -1047,7 +1039,7 @@ static void topics_with_tiny_buy_requests(const char *tag) {
     snprintf(topic, sizeof(topic), "%sbuy-requests", prefix);
     ol_test_kafka_create_topic(topic, 3, "max.message.bytes", "100");
     char *out, *err;
-    int rc = orderlog(&out, &err, "topics create");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics create");
     cr_assert_eq(rc, 0, "topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     free(out);
     free(err);
@@ -1063,7 +1055,7 @@ Test(publish, delivery_failures_are_counted_and_reported_by_line) {
     free(buy);
     free(text);
     char *out, *err;
-    int rc = orderlog(&out, &err, "publish %s", q);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s", q);
     cr_expect_eq(rc, 1, "publish with a failed delivery: exit %d\n%s", rc, err);
     cr_expect(!strncmp(out, "published 1, rejected 0, failed 1", 33), "stdout:\n%s", out);
     json_t *byline = line_messages(err, NULL);
@@ -1091,7 +1083,7 @@ Test(publish, delivery_failures_name_the_file_when_publishing_several) {
     free(buy);
     free(text);
     char *out, *err;
-    int rc = orderlog(&out, &err, "publish %s %s", qa, qb);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s %s", qa, qb);
     cr_expect_eq(rc, 1, "exit %d\n%s", rc, err);
     cr_expect(!strncmp(out, "published 2, rejected 0, failed 1", 33), "stdout:\n%s", out);
     char want[1100];

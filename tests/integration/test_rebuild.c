@@ -13,7 +13,6 @@
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,12 +32,21 @@ static void setup(void) {
     ol_test_tmpdir(dir, sizeof(dir));
 }
 
-__attribute__((format(printf, 4, 5))) static int orderlog_on(const char *conninfo, char **out, char **err,
-                                                             const char *fmt, ...);
+/* The options of every orderlog run here: the test's prefix, partitions and
+ * group, on the database conninfo names. */
+static const char *fixed_args(const char *conninfo) {
+    static char args[4096];
+    char *ci = ol_test_shell_quote(conninfo);
+    snprintf(args, sizeof(args),
+             "-X topic.prefix=%s -X topic.partitions=3 -X consumer.group.id=%sproject -X pg.conninfo=%s", prefix,
+             prefix, ci);
+    free(ci);
+    return args;
+}
 
 static void teardown(void) {
     if (*prefix)
-        orderlog_on(db, NULL, NULL, "topics delete");
+        ol_test_orderlogf(NULL, NULL, fixed_args(db), "topics delete");
     ol_test_pg_drop_db(db);
     ol_test_pg_drop_db(db2);
     ol_test_rmtree(dir);
@@ -48,38 +56,13 @@ TestSuite(rebuild, .init = setup, .fini = teardown, .timeout = 600);
 
 /* ---- running orderlog ----------------------------------------------------- */
 
-/* The orderlog command line with this test's prefix, group and database. */
-static char *command_line(const char *conninfo, const char *args) {
-    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(conninfo), *s;
-    cr_assert(
-        asprintf(&s, "%s -X topic.prefix=%s -X topic.partitions=3 -X consumer.group.id=%sproject -X pg.conninfo=%s %s",
-                 bin, prefix, prefix, ci, args) >= 0);
-    free(bin);
-    free(ci);
-    return s;
-}
-
-static int orderlog_on(const char *conninfo, char **out, char **err, const char *fmt, ...) {
-    va_list ap;
-    char *args;
-    va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
-    va_end(ap);
-    cr_assert(n >= 0);
-    char *cmd = command_line(conninfo, args);
-    int rc = ol_test_run(cmd, out, err);
-    free(cmd);
-    free(args);
-    return rc;
-}
-
 /* orderlog as a background process (exec'd: signals reach it). */
 static ol_test_bg_t *orderlog_bg(const char *conninfo, const char *args) {
-    char *cmd = command_line(conninfo, args), *full;
-    cr_assert(asprintf(&full, "exec %s", cmd) >= 0);
-    ol_test_bg_t *bg = ol_test_bg_start(full);
+    char *bin = ol_test_shell_quote(ol_test_bin()), *cmd;
+    cr_assert(asprintf(&cmd, "exec %s %s %s", bin, fixed_args(conninfo), args) >= 0);
+    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    free(bin);
     free(cmd);
-    free(full);
     return bg;
 }
 
@@ -89,7 +72,7 @@ static void new_db(char *conninfo, size_t size, int migrate) {
     if (!migrate)
         return;
     char *out, *err;
-    int rc = orderlog_on(conninfo, &out, &err, "migrate");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(conninfo), "migrate");
     cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
     free(out);
     free(err);
@@ -101,7 +84,7 @@ static void start(const char *tag, int migrate) {
     snprintf(prefix, sizeof(prefix), "it_rebuild_%s_%ld_", tag, (long)getpid());
     new_db(db, sizeof(db), migrate);
     char *out, *err;
-    int rc = orderlog_on(db, &out, &err, "topics create");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(db), "topics create");
     cr_assert_eq(rc, 0, "topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     free(out);
     free(err);
@@ -129,7 +112,7 @@ static long long publish_sample(const char *what) {
     for (const char *p = text; (p = strstr(p, "\"type\":\"BuyRequested\"")); p++)
         other++;
     free(text);
-    rc = orderlog_on(db, &out, &err, "publish %s", qpath);
+    rc = ol_test_orderlogf(&out, &err, fixed_args(db), "publish %s", qpath);
     char expect[128];
     snprintf(expect, sizeof(expect), "published %lld, rejected 0, failed 0", events);
     cr_assert(rc == 0 && strstr(out, expect), "publish %s: exit %d, expected \"%s\":\n%s%s", what, rc, expect, out,
@@ -151,7 +134,7 @@ static long long publish_orders(int n, int seed) {
 /* `orderlog project --until-end` into conninfo; returns the events it projected. */
 static long long project(const char *conninfo) {
     char *out, *err;
-    int rc = orderlog_on(conninfo, &out, &err, "project --until-end");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(conninfo), "project --until-end");
     long long events = -1, dlq = -1;
     const char *line = strstr(out, "projected ");
     if (line)
@@ -164,7 +147,7 @@ static long long project(const char *conninfo) {
 
 /* `orderlog rebuild <args>`; the exit status, its output in *out and *err. */
 static int rebuild(const char *args, char **out, char **err) {
-    return orderlog_on(db, out, err, "rebuild %s", args);
+    return ol_test_orderlogf(out, err, fixed_args(db), "rebuild %s", args);
 }
 
 /* ---- what a projection holds -------------------------------------------- */

@@ -6,7 +6,6 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,42 +27,19 @@ static void setup(void) {
     ol_test_tmpdir(dir, sizeof(dir));
 }
 
-/* orderlog with this test's prefix and database (plus extra leading
- * arguments, e.g. -X overrides); the exit status. */
-__attribute__((format(printf, 3, 4))) static int orderlog(char **out, char **err, const char *fmt, ...) {
-    va_list ap;
-    char *args;
-    va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
-    va_end(ap);
-    cr_assert(n >= 0);
-    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db);
-    int rc = ol_test_runf(out, err, "%s -X topic.prefix=%s -X topic.partitions=%d -X pg.conninfo=%s %s", bin,
-                          *prefix ? prefix : "it_status_none_", PARTITIONS, ci, args);
-    free(bin);
+/* The options of every orderlog run here: the test's prefix, partitions and database. */
+static const char *fixed_args(void) {
+    static char args[4096];
+    char *ci = ol_test_shell_quote(db);
+    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=%d -X pg.conninfo=%s",
+             *prefix ? prefix : "it_status_none_", PARTITIONS, ci);
     free(ci);
-    free(args);
-    return rc;
-}
-
-/* The same, failing the test unless it exits 0; its stdout (new). */
-__attribute__((format(printf, 1, 2))) static char *orderlog_ok(const char *fmt, ...) {
-    va_list ap;
-    char *args, *out, *err;
-    va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
-    va_end(ap);
-    cr_assert(n >= 0);
-    int rc = orderlog(&out, &err, "%s", args);
-    cr_assert_eq(rc, 0, "orderlog %s: exit %d\nstdout:\n%s\nstderr:\n%s", args, rc, out, err);
-    free(args);
-    free(err);
-    return out;
+    return args;
 }
 
 static void teardown(void) {
     if (*prefix)
-        orderlog(NULL, NULL, "topics delete");
+        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
     ol_test_pg_drop_db(db);
     ol_test_rmtree(dir);
 }
@@ -73,8 +49,8 @@ TestSuite(status, .init = setup, .fini = teardown, .timeout = 180);
 /* Takes a prefix, creates its topics and migrates the database. */
 static void use_stack(const char *tag) {
     snprintf(prefix, sizeof(prefix), "it_status_%s_%ld_", tag, (long)getpid());
-    free(orderlog_ok("topics create"));
-    free(orderlog_ok("migrate"));
+    free(ol_test_orderlogf_ok(fixed_args(), "topics create"));
+    free(ol_test_orderlogf_ok(fixed_args(), "migrate"));
 }
 
 /* Publishes OrderPlaced for orders first .. first+count-1. */
@@ -90,7 +66,7 @@ static void publish_orders(int first, int count) {
                 "\"total_amount\":100,\"currency\":\"CNY\"}}\n",
                 i, i, i % 7);
     cr_assert_eq(fclose(fp), 0);
-    char *q = ol_test_shell_quote(path), *out = orderlog_ok("publish %s", q);
+    char *q = ol_test_shell_quote(path), *out = ol_test_orderlogf_ok(fixed_args(), "publish %s", q);
     char want[64];
     snprintf(want, sizeof(want), "published %d, rejected 0, failed 0", count);
     cr_assert(strstr(out, want), "publish: %s", out);
@@ -99,13 +75,13 @@ static void publish_orders(int first, int count) {
 }
 
 static void project(void) {
-    free(orderlog_ok("project --until-end"));
+    free(ol_test_orderlogf_ok(fixed_args(), "project --until-end"));
 }
 
 /* `orderlog status --json`, parsed (new); fails the test unless it exits 0
  * with one JSON object on stdout. */
 static json_t *status_json(void) {
-    char *out = orderlog_ok("status --json");
+    char *out = ol_test_orderlogf_ok(fixed_args(), "status --json");
     json_error_t jerr;
     json_t *doc = json_loads(out, 0, &jerr);
     cr_assert(json_is_object(doc), "status --json is not a JSON object (%s):\n%s", jerr.text, out);
@@ -224,7 +200,7 @@ Test(status, shows_the_records_published_after_a_projection_as_lag) {
     json_decref(doc);
 
     /* the table says the same */
-    char *out = orderlog_ok("status");
+    char *out = ol_test_orderlogf_ok(fixed_args(), "status");
     char needle[200];
     snprintf(needle, sizeof(needle), "group %s", GROUP);
     char *line = ol_test_find_line(out, needle, NULL);
@@ -306,7 +282,7 @@ Test(status, counts_a_poison_record_in_the_dlq) {
     cr_expect_eq(check_orders_partitions(g, GROUP), 0);
     json_decref(doc);
 
-    char *out = orderlog_ok("status");
+    char *out = ol_test_orderlogf_ok(fixed_args(), "status");
     char want[300];
     snprintf(want, sizeof(want), "dlq %s: 1 record", topic);
     cr_expect(strstr(out, want), "no \"%s\" in:\n%s", want, out);
@@ -326,7 +302,8 @@ Test(status, fails_in_bounded_time_when_kafka_is_unreachable) {
     use_stack("nokafka");
     char *out, *err;
     long long t0 = ol_test_now_ms();
-    int rc = orderlog(&out, &err, "-X kafka.bootstrap.servers=127.0.0.1:1 -X broker.wait.ms=1500 status");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(),
+                               "-X kafka.bootstrap.servers=127.0.0.1:1 -X broker.wait.ms=1500 status");
     long long took = ol_test_now_ms() - t0;
     expect_one_line_failure(rc, out, err, "could not reach Kafka at 127.0.0.1:1");
     cr_expect(took < 1500 + 3000, "took %lld ms with broker.wait.ms=1500", took);
@@ -336,7 +313,8 @@ Test(status, fails_in_bounded_time_when_kafka_is_unreachable) {
 
 Test(status, fails_when_postgresql_is_unreachable) {
     char *out, *err;
-    int rc = orderlog(&out, &err, "-X 'pg.conninfo=host=127.0.0.1 port=1 dbname=x user=postgres' status --json");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(),
+                               "-X 'pg.conninfo=host=127.0.0.1 port=1 dbname=x user=postgres' status --json");
     expect_one_line_failure(rc, out, err, "could not connect to PostgreSQL at 127.0.0.1:1");
     free(out);
     free(err);
@@ -344,7 +322,7 @@ Test(status, fails_when_postgresql_is_unreachable) {
 
 Test(status, fails_when_the_schema_is_not_migrated) {
     char *out, *err;
-    int rc = orderlog(&out, &err, "status");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "status");
     expect_one_line_failure(rc, out, err, "not migrated");
     free(out);
     free(err);
@@ -352,7 +330,7 @@ Test(status, fails_when_the_schema_is_not_migrated) {
 
 Test(status, rejects_an_unknown_option) {
     char *out, *err;
-    int rc = orderlog(&out, &err, "status --lag");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "status --lag");
     cr_expect_eq(rc, 2, "exit %d: %s", rc, err);
     free(out);
     free(err);

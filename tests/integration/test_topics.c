@@ -3,7 +3,6 @@
  * with each other and with the other integration tests. What the broker
  * holds is checked with the admin API directly, not through orderlog. */
 #include <criterion/criterion.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,19 +35,11 @@ static void teardown(void) {
 
 TestSuite(topics, .fini = teardown, .timeout = 120);
 
-/* orderlog -X topic.prefix=<prefix> -X topic.partitions=3 <args>; the exit status. */
-__attribute__((format(printf, 3, 4))) static int orderlog(char **out, char **err, const char *fmt, ...) {
-    va_list ap;
-    char *args;
-    va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
-    va_end(ap);
-    cr_assert(n >= 0);
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    int rc = ol_test_runf(out, err, "%s -X topic.prefix=%s -X topic.partitions=3 %s", bin, prefix, args);
-    free(bin);
-    free(args);
-    return rc;
+/* The options of every orderlog run here: the test's prefix and partitions. */
+static const char *fixed_args(void) {
+    static char args[256];
+    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=3", prefix);
+    return args;
 }
 
 /* The partition count `topics list` printed for topic: -1 when it printed
@@ -83,7 +74,7 @@ static int reported(const char *out, const char *word, const char *topic) {
 
 static void create_all(void) {
     char *out, *err;
-    int rc = orderlog(&out, &err, "topics create");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics create");
     cr_assert_eq(rc, 0, "topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     free(out);
     free(err);
@@ -102,7 +93,7 @@ static void assert_compaction(void) {
 Test(topics, create_makes_every_topic_with_the_partition_count_and_blacklist_compacted) {
     use_prefix("create");
     char *out, *err;
-    int rc = orderlog(&out, &err, "topics create");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics create");
     cr_assert_eq(rc, 0, "topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     for (int i = 0; i < NTOPICS; i++)
         cr_expect(reported(out, "created", names[i]), "no \"created %s\" in:\n%s", names[i], out);
@@ -110,7 +101,7 @@ Test(topics, create_makes_every_topic_with_the_partition_count_and_blacklist_com
     free(out);
     free(err);
 
-    rc = orderlog(&out, &err, "topics list");
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics list");
     cr_assert_eq(rc, 0, "topics list: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     for (int i = 0; i < NTOPICS; i++) {
         cr_expect_eq(listed_partitions(out, names[i]), 3, "topics list for %s:\n%s", names[i], out);
@@ -133,20 +124,20 @@ Test(topics, create_twice_is_a_noop) {
     use_prefix("twice");
     create_all();
     char *list1, *list2, *out, *err;
-    cr_assert_eq(orderlog(&list1, NULL, "topics list"), 0);
+    cr_assert_eq(ol_test_orderlogf(&list1, NULL, fixed_args(), "topics list"), 0);
     /* an event published in between must survive the second create */
     char dir[512], path[1024];
     ol_test_tmpdir(dir, sizeof(dir));
     snprintf(path, sizeof(path), "%s/one.jsonl", dir);
     const char *line = "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"T-1\",\"removed_at\":0}}\n";
     ol_test_write_file(path, line, strlen(line));
-    int rc = orderlog(&out, &err, "publish %s", path);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s", path);
     cr_assert_eq(rc, 0, "publish: exit %d\n%s%s", rc, out, err);
     free(out);
     free(err);
     ol_test_rmtree(dir);
 
-    rc = orderlog(&out, &err, "topics create");
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics create");
     cr_assert_eq(rc, 0, "second topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     for (int i = 0; i < NTOPICS; i++)
         cr_expect(reported(out, "exists", names[i]), "no \"exists %s\" in:\n%s", names[i], out);
@@ -154,12 +145,12 @@ Test(topics, create_twice_is_a_noop) {
     free(out);
     free(err);
 
-    cr_assert_eq(orderlog(&list2, NULL, "topics list"), 0);
+    cr_assert_eq(ol_test_orderlogf(&list2, NULL, fixed_args(), "topics list"), 0);
     cr_expect_str_eq(list2, list1, "topics list changed");
     free(list1);
     free(list2);
     assert_compaction();
-    rc = orderlog(&out, &err, "tail skus");
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "tail skus");
     cr_expect_eq(rc, 0, "tail: exit %d\n%s", rc, err);
     cr_expect_eq(ol_test_count_lines(out, "{"), 1, "the event published before the second create:\n%s", out);
     cr_expect(strstr(out, "\"T-1\""), "tail skus:\n%s", out);
@@ -172,7 +163,7 @@ Test(topics, mismatched_copartitioning_is_refused) {
     /* skus made elsewhere with 4 partitions; orderlog makes the rest with 3 */
     ol_test_kafka_create_topic(names[1], 4, NULL, NULL);
     char *out, *err;
-    int rc = orderlog(&out, &err, "topics create");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics create");
     cr_expect_neq(rc, 0, "topics create accepted skus with 4 partitions\nstdout:\n%s\nstderr:\n%s", out, err);
     cr_expect(strstr(err, "co-partitioned") && strstr(err, names[1]),
               "the message should name %s and the co-partitioning rule:\n%s", names[1], err);
@@ -186,13 +177,13 @@ Test(topics, mismatched_copartitioning_is_refused) {
     snprintf(path, sizeof(path), "%s/one.jsonl", dir);
     const char *line = "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"T-1\",\"removed_at\":0}}\n";
     ol_test_write_file(path, line, strlen(line));
-    rc = orderlog(&out, &err, "publish %s", path);
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s", path);
     ol_test_rmtree(dir);
     cr_expect_neq(rc, 0, "publish accepted mismatched topics\nstdout:\n%s\nstderr:\n%s", out, err);
     cr_expect(strstr(err, "co-partitioned") && strstr(err, names[1]), "publish stderr:\n%s", err);
     free(out);
     free(err);
-    rc = orderlog(&out, &err, "tail skus");
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "tail skus");
     cr_expect_eq(ol_test_count_lines(out, "{"), 0, "publish refused, yet skus holds:\n%s", out);
     free(out);
     free(err);
@@ -204,12 +195,12 @@ Test(topics, other_topics_may_have_their_own_partition_count) {
     ol_test_kafka_create_topic(names[6], 1, NULL, NULL); /* dlq */
     ol_test_kafka_create_topic(names[4], 5, NULL, NULL); /* orders */
     char *out, *err;
-    int rc = orderlog(&out, &err, "topics create");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics create");
     cr_expect_eq(rc, 0, "topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     cr_expect(reported(out, "exists", names[6]) && reported(out, "exists", names[4]), "stdout:\n%s", out);
     free(out);
     free(err);
-    rc = orderlog(&out, &err, "topics list");
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics list");
     cr_expect_eq(rc, 0, "topics list: exit %d\n%s%s", rc, out, err);
     cr_expect_eq(listed_partitions(out, names[6]), 1, "topics list:\n%s", out);
     cr_expect_eq(listed_partitions(out, names[4]), 5, "topics list:\n%s", out);
@@ -222,7 +213,7 @@ Test(topics, list_reports_missing_topics) {
     use_prefix("missing");
     ol_test_kafka_create_topic(names[0], 3, NULL, NULL);
     char *out, *err;
-    int rc = orderlog(&out, &err, "topics list");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics list");
     cr_expect_neq(rc, 0, "topics list with 6 topics missing: exit 0\n%s", out);
     cr_expect_eq(listed_partitions(out, names[0]), 3, "topics list:\n%s", out);
     for (int i = 1; i < NTOPICS; i++)
@@ -235,7 +226,7 @@ Test(topics, delete_removes_every_topic) {
     use_prefix("delete");
     create_all();
     char *out, *err;
-    int rc = orderlog(&out, &err, "topics delete");
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics delete");
     cr_assert_eq(rc, 0, "topics delete: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     for (int i = 0; i < NTOPICS; i++)
         cr_expect(reported(out, "deleted", names[i]), "no \"deleted %s\" in:\n%s", names[i], out);
@@ -255,13 +246,13 @@ Test(topics, delete_removes_every_topic) {
     } while (left && ol_test_now_ms() < deadline);
     cr_assert_eq(left, 0, "%d topics still exist 30 s after topics delete", left);
 
-    rc = orderlog(&out, &err, "topics list");
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics list");
     cr_expect_neq(rc, 0, "topics list after delete: exit 0\n%s", out);
     for (int i = 0; i < NTOPICS; i++)
         cr_expect_eq(listed_partitions(out, names[i]), -1, "topics list:\n%s", out);
     free(out);
     free(err);
-    rc = orderlog(&out, &err, "topics delete");
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics delete");
     cr_expect_eq(rc, 0, "second topics delete: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     for (int i = 0; i < NTOPICS; i++)
         cr_expect(reported(out, "absent", names[i]), "no \"absent %s\" in:\n%s", names[i], out);
