@@ -192,7 +192,7 @@ static bool header(rd_kafka_headers_t *hdrs, const char *name, const char **val,
 
 /* The index of one of our request ids, or -1. */
 static long long request_index(const loadgen_t *lg, const char *id, size_t len) {
-    if (len <= lg->prefix_len || len > lg->prefix_len + 19 || memcmp(id, lg->prefix, lg->prefix_len))
+    if (len <= lg->prefix_len || len > lg->prefix_len + 12 || memcmp(id, lg->prefix, lg->prefix_len))
         return -1;
     long long n = 0;
     for (size_t i = lg->prefix_len; i < len; i++) {
@@ -245,6 +245,9 @@ static void on_decision(loadgen_t *lg, ol_codec_t *codec, ol_arena_t *arena, con
     }
     r->decided_us = now;
     int reason = accepted ? -1 : reject_reason(codec, arena, rkm);
+    if (rejected && reason < 0)
+        ol_log_warn("loadgen: the BuyRejected of %.*s has no reason this loadgen knows (counted as sold_out)",
+                    (int)subject_len, subject);
     r->outcome = accepted ? OUTCOME_ACCEPTED : (uint8_t)(1 + (reason < 0 ? 3 : reason));
     if (!lg->first_decision_us)
         lg->first_decision_us = now;
