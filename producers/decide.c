@@ -81,7 +81,8 @@ typedef struct worker_s {
     part_t *parts;       /* [d->npartitions]; sale NULL when not owned */
     rd_kafka_message_t **batch;
     size_t nbatch;
-    bool rebalanced; /* set by the rebalance callback: drop what was collected */
+    ol_fact_t *expired; /* [MAX_FACTS], for expire_due */
+    bool rebalanced;    /* set by the rebalance callback: drop what was collected */
     bool failed;
     char errstr[512];
     /* counters */
@@ -435,7 +436,7 @@ static ol_err_t handle(worker_t *w, const rd_kafka_message_t *rkm, int64_t now_m
 
 /* HoldReleased{expired} for every hold due, in every owned partition. */
 static ol_err_t expire_due(worker_t *w, int64_t now_ms, char *errstr, size_t errstr_size) {
-    ol_fact_t *f = ol_xmalloc(MAX_FACTS * sizeof(*f));
+    ol_fact_t *f = w->expired;
     ol_err_t err = OL_ERR_OK;
     for (int p = 0; p < w->d->npartitions && !err; p++) {
         if (!w->parts[p].sale || ol_sale_next_expiry(w->parts[p].sale) > now_ms)
@@ -450,7 +451,6 @@ static ol_err_t expire_due(worker_t *w, int64_t now_ms, char *errstr, size_t err
             }
         } while (n == MAX_FACTS && !err);
     }
-    free(f);
     return err;
 }
 
@@ -922,6 +922,7 @@ static ol_err_t worker_init(decide_t *d, worker_t *w, int index, char *errstr, s
     w->scratch = ol_arena_new(64 * 1024);
     w->parts = ol_xcalloc((size_t)d->npartitions, sizeof(*w->parts));
     w->batch = ol_xcalloc(d->batch_events, sizeof(*w->batch));
+    w->expired = ol_xcalloc(MAX_FACTS, sizeof(*w->expired));
     char client[64], txid[512], restore_group[300];
     snprintf(client, sizeof(client), "orderlog-decide-%d", index);
     snprintf(txid, sizeof(txid), "%sdecide-%s-%d", ol_conf_str(conf, "topic.prefix"),
@@ -1035,6 +1036,7 @@ static void worker_destroy(worker_t *w) {
         part_drop(&w->parts[p]);
     free(w->parts);
     free(w->batch);
+    free(w->expired);
     if (w->codec)
         ol_codec_destroy(w->codec);
     if (w->arena)
