@@ -212,6 +212,7 @@ ol_err_t ol_event_encode(ol_codec_t *codec, const ol_event_type_t *et, const ol_
     snprintf(env.source, sizeof(env.source), "%s", source);
     const ol_json_t *subject = ol_json_get(data, et->subject);
     snprintf(env.subject, sizeof(env.subject), "%s", subject && subject->type == OL_JSON_STRING ? subject->u.s : "");
+    memcpy(out->id, env.id, sizeof(out->id));
     out->hdrs = rd_kafka_headers_new(8);
     ol_envelope_to_headers(&env, out->hdrs);
     return OL_ERR_OK;

@@ -66,6 +66,7 @@ void ol_event_clear(ol_event_t *ev);
  * from the data, and the CloudEvents headers (new: hand them to producev or
  * destroy them). */
 typedef struct ol_event_out_s {
+    char id[OL_EVENT_ID_MAX + 1]; /* the event id (ce_id) made */
     const void *payload;
     size_t len;
     char key[OL_EVENT_KEY_MAX + 1];

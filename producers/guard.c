@@ -165,44 +165,39 @@ static int pending_take(guard_t *g, const char *id) {
  * the blacklist topic, encoded and with headers as publish makes them. */
 static ol_err_t publish_change(guard_t *g, ol_subject_t type, const char *subject, int add, ol_ban_reason_t reason,
                                int64_t until_ms, int64_t now_ms, char *errstr, size_t errstr_size) {
-    json_t *line =
-        json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:o, s:I}}", "type", "BlacklistChanged", "data", "subject_type",
-                  ol_subject_name(type), "subject", subject, "action", add ? "add" : "remove", "reason",
-                  ol_ban_reason_name(reason), "until", add && until_ms >= 0 ? json_integer(until_ms) : json_null(),
-                  "changed_at", (json_int_t)now_ms);
-    char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
-    json_decref(line);
-    if (!text)
+    if (ol_utf8_invalid_at(subject, strlen(subject)) >= 0)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "subject is not valid UTF-8");
-    ol_event_t ev;
-    const void *payload;
-    size_t payload_len;
+    ol_json_member_t m[6];
+    ol_json_member_str(&m[0], "subject_type", ol_subject_name(type));
+    ol_json_member_str(&m[1], "subject", subject);
+    ol_json_member_str(&m[2], "action", add ? "add" : "remove");
+    ol_json_member_str(&m[3], "reason", ol_ban_reason_name(reason));
+    ol_json_member_int(&m[4], "until", until_ms);
+    if (!add || until_ms < 0)
+        m[4].value = (ol_json_t){.type = OL_JSON_NULL};
+    ol_json_member_int(&m[5], "changed_at", now_ms);
+    ol_json_t data = ol_json_object_of(m, 6);
+    ol_event_out_t ev;
     ol_arena_reset(g->arena);
-    ol_err_t err = ol_event_from_line(g->arena, text, strlen(text), now_ms, &ev, errstr, errstr_size);
-    free(text);
-    if (err || (err = ol_codec_encode(g->codec, ev.env.type, ev.input, ev.env.time_ms, &payload, &payload_len, errstr,
-                                      errstr_size)))
+    ol_err_t err = ol_event_encode(g->codec, g->change_type, &data, now_ms, g->source, &ev, errstr, errstr_size);
+    if (err)
         return err;
-    memcpy(ev.env.source, g->source, sizeof(ev.env.source));
-    ev.env.content = OL_CONTENT_AVRO;
-    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
-    ol_envelope_to_headers(&ev.env, hdrs);
     for (;;) {
         rd_kafka_resp_err_t kerr =
             rd_kafka_producev(g->producer, RD_KAFKA_V_TOPIC(g->bl_topic), RD_KAFKA_V_KEY(ev.key, strlen(ev.key)),
-                              RD_KAFKA_V_VALUE((void *)payload, payload_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+                              RD_KAFKA_V_VALUE((void *)ev.payload, ev.len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_HEADERS(ev.hdrs), RD_KAFKA_V_END);
         if (!kerr)
             break;
         if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             rd_kafka_poll(g->producer, 10);
             continue;
         }
-        rd_kafka_headers_destroy(hdrs);
+        rd_kafka_headers_destroy(ev.hdrs);
         return ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not produce to %s: %s", g->bl_topic,
                        rd_kafka_err2str(kerr));
     }
-    pending_add(g, ev.env.id);
+    pending_add(g, ev.id);
     return OL_ERR_OK;
 }
 

@@ -169,18 +169,6 @@ static void make_request(const loadgen_t *lg, uint64_t *rng, long long n, shoppe
 
 /* ---- event data (the codec's JSON form) ----------------------------------- */
 
-static void put_str(ol_json_member_t *m, const char *key, const char *s) {
-    m->key = key;
-    m->key_len = strlen(key);
-    m->value = (ol_json_t){.type = OL_JSON_STRING, .len = strlen(s), .u.s = s};
-}
-
-static void put_int(ol_json_member_t *m, const char *key, int64_t i) {
-    m->key = key;
-    m->key_len = strlen(key);
-    m->value = (ol_json_t){.type = OL_JSON_INT, .u.i = i};
-}
-
 /* ---- the consumer thread ---------------------------------------------------- */
 
 static bool header(rd_kafka_headers_t *hdrs, const char *name, const char **val, size_t *size) {
@@ -434,38 +422,31 @@ static ol_err_t send_one(loadgen_t *lg, ol_codec_t *codec, ol_arena_t *arena, ui
     make_request(lg, rng, n, &r);
     int64_t now_ms = ol_time_now_ms();
     ol_json_member_t m[9];
-    put_str(&m[0], "request_id", r.request_id);
-    put_str(&m[1], "session_id", r.session_id);
-    put_str(&m[2], "client_ip", r.client_ip);
-    put_str(&m[3], "user_id", r.user_id);
-    put_int(&m[4], "user_level", r.level);
-    put_str(&m[5], "sku", r.sku);
-    put_int(&m[6], "quantity", r.quantity);
-    put_int(&m[7], "requested_at", now_ms);
-    put_str(&m[8], "channel", "loadgen");
-    ol_json_t doc = {.type = OL_JSON_OBJECT, .len = 9, .u.members = m};
-    const void *payload;
-    size_t len;
+    ol_json_member_str(&m[0], "request_id", r.request_id);
+    ol_json_member_str(&m[1], "session_id", r.session_id);
+    ol_json_member_str(&m[2], "client_ip", r.client_ip);
+    ol_json_member_str(&m[3], "user_id", r.user_id);
+    ol_json_member_int(&m[4], "user_level", r.level);
+    ol_json_member_str(&m[5], "sku", r.sku);
+    ol_json_member_int(&m[6], "quantity", r.quantity);
+    ol_json_member_int(&m[7], "requested_at", now_ms);
+    ol_json_member_str(&m[8], "channel", "loadgen");
+    ol_json_t doc = ol_json_object_of(m, 9);
+    ol_event_out_t ev;
     ol_arena_reset(arena);
-    ol_err_t err = ol_codec_encode(codec, et, &doc, now_ms, &payload, &len, errstr, errstr_size);
+    ol_err_t err = ol_event_encode(codec, et, &doc, now_ms, lg->source, &ev, errstr, errstr_size);
     if (err)
         return err; /* --hot-sku too long, or the like */
-    ol_envelope_t env = {.type = et, .version = et->version, .time_ms = now_ms, .content = OL_CONTENT_AVRO};
-    ol_uuid_v4(env.id);
-    snprintf(env.source, sizeof(env.source), "%s", lg->source);
-    snprintf(env.subject, sizeof(env.subject), "%s", r.request_id);
-    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
-    ol_envelope_to_headers(&env, hdrs);
     for (;;) {
         atomic_store_explicit(&lg->reqs[n].send_us, ol_time_mono_us(), memory_order_release);
         rd_kafka_resp_err_t kerr =
             rd_kafka_producev(lg->producer, RD_KAFKA_V_TOPIC(lg->topic_buy), RD_KAFKA_V_KEY(r.sku, strlen(r.sku)),
-                              RD_KAFKA_V_VALUE((void *)payload, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_TIMESTAMP(now_ms), RD_KAFKA_V_END);
+                              RD_KAFKA_V_VALUE((void *)ev.payload, ev.len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_HEADERS(ev.hdrs), RD_KAFKA_V_TIMESTAMP(now_ms), RD_KAFKA_V_END);
         if (!kerr)
             break;
         if (kerr != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            rd_kafka_headers_destroy(hdrs);
+            rd_kafka_headers_destroy(ev.hdrs);
             return ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not produce to %s: %s", lg->topic_buy,
                            rd_kafka_err2str(kerr));
         }
@@ -478,7 +459,7 @@ static ol_err_t send_one(loadgen_t *lg, ol_codec_t *codec, ol_arena_t *arena, ui
                 "{\"type\":\"BuyRequested\",\"id\":\"%s\",\"time\":\"%s\",\"data\":{\"request_id\":\"%s\","
                 "\"session_id\":\"%s\",\"client_ip\":\"%s\",\"user_id\":\"%s\",\"user_level\":%d,\"sku\":\"%s\","
                 "\"quantity\":%d,\"requested_at\":\"%s\",\"channel\":\"loadgen\"}}\n",
-                env.id, ts, r.request_id, r.session_id, r.client_ip, r.user_id, r.level, r.sku, r.quantity, ts);
+                ev.id, ts, r.request_id, r.session_id, r.client_ip, r.user_id, r.level, r.sku, r.quantity, ts);
     }
     return OL_ERR_OK;
 }
