@@ -930,25 +930,12 @@ static ol_err_t worker_init(decide_t *d, worker_t *w, int index, char *errstr, s
     snprintf(restore_group, sizeof(restore_group), "%s-restore", d->group);
     /* static membership: a restarted process (same decide.instance) gets
      * its partitions back at once instead of after the session timeout */
-    const char *cdefaults[] = {"client.id",
-                               client,
-                               "group.id",
-                               d->group,
-                               "group.instance.id",
-                               txid,
-                               "enable.auto.commit",
-                               "false",
-                               "isolation.level",
-                               "read_committed",
-                               "auto.offset.reset",
-                               "earliest",
-                               "partition.assignment.strategy",
-                               "range",
-                               "session.timeout.ms",
-                               "10000",
-                               "fetch.wait.max.ms",
-                               "10",
-                               NULL};
+    const char *cdefaults[] = {"client.id", client, "group.id", d->group, "group.instance.id", txid,
+                               "enable.auto.commit", "false", "isolation.level", "read_committed", "auto.offset.reset",
+                               "earliest", "partition.assignment.strategy", "range", "session.timeout.ms", "10000",
+                               "fetch.wait.max.ms", "10",
+                               /* prefetch bounded per worker, whatever the backlog */
+                               "queued.max.messages.kbytes", "16384", NULL};
     const char *pdefaults[] = {"client.id",
                                client,
                                "transactional.id",
