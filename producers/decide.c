@@ -87,7 +87,8 @@ typedef struct worker_s {
     char errstr[512];
     /* counters */
     atomic_llong decisions, facts, poison, txns, aborts;
-    atomic_llong commit_us; /* time spent committing (send offsets + commit) */
+    atomic_llong commit_us;               /* time spent committing (send offsets + commit) */
+    atomic_llong state_bytes, open_holds; /* of the owned partitions, after the last batch */
 } worker_t;
 
 struct decide_s {
@@ -894,6 +895,14 @@ static txn_result_t run_batch(worker_t *w) {
     }
     atomic_fetch_add(&w->txns, 1);
     atomic_fetch_add(&w->commit_us, ol_time_mono_us() - commit_t0);
+    long long bytes = 0, holds = 0;
+    for (int p = 0; p < w->d->npartitions; p++)
+        if (w->parts[p].sale) {
+            bytes += (long long)ol_sale_bytes(w->parts[p].sale);
+            holds += (long long)ol_sale_open_holds(w->parts[p].sale);
+        }
+    atomic_store(&w->state_bytes, bytes);
+    atomic_store(&w->open_holds, holds);
     resume_caught_up(w);
     return TXN_OK;
 }
@@ -1259,14 +1268,17 @@ static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
         if (now - last_us >= 10 * 1000 * 1000) {
             long long dec, facts, poison, txns, aborts;
             totals(&d, &dec, &facts, &poison, &txns, &aborts);
-            long long commit_us = 0;
-            for (int i = 0; i < d.nworkers; i++)
+            long long commit_us = 0, bytes = 0, holds = 0;
+            for (int i = 0; i < d.nworkers; i++) {
                 commit_us += atomic_load(&d.workers[i].commit_us);
+                bytes += atomic_load(&d.workers[i].state_bytes);
+                holds += atomic_load(&d.workers[i].open_holds);
+            }
             ol_log_info(
                 "decide: %lld decisions (%.0f/s), %lld facts, %lld transactions (%.1f ms to commit on average), "
-                "%lld aborted, %lld to the dlq",
+                "%lld aborted, %lld to the dlq; state %.1f MB, %lld open holds",
                 dec, (double)(dec - last_dec) * 1e6 / (double)(now - last_us), facts, txns,
-                txns ? (double)commit_us / 1e3 / (double)txns : 0.0, aborts, poison);
+                txns ? (double)commit_us / 1e3 / (double)txns : 0.0, aborts, poison, (double)bytes / 1048576.0, holds);
             last_dec = dec;
             last_us = now;
         }
