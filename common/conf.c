@@ -80,7 +80,8 @@ static const ol_conf_prop_t conf_props[] = {
     {"consumer.retry.max.ms", OL_CONF_INT, "10000", 10, 600000, NULL,
      "Cap of the exponential backoff between retries of a batch after a transient failure."},
     {"consumer.shutdown.timeout.ms", OL_CONF_INT, "30000", 100, 600000, NULL,
-     "On SIGTERM, how long the batch in flight may take to finish before the consumer gives up on it."},
+     "On SIGTERM, how long the batch in flight may take to finish before the consumer gives up on it (`decide` then "
+     "exits 1, leaving its open transaction to be aborted)."},
     {"consumer.queue.kbytes", OL_CONF_INT, "32768", 1024, 2097152, NULL,
      "Kilobytes librdkafka prefetches per consumer (bounds memory whatever the backlog)."},
     {"consumer.parallel.apply", OL_CONF_BOOL, "false", 0, 0, NULL,

@@ -53,7 +53,8 @@
 #include "common/time.h"
 #include "common/util.h"
 
-#define MAX_FACTS 256 /* per ol_sale_expire call */
+#define MAX_FACTS 256     /* per ol_sale_expire call */
+#define TXN_CALL_MS 10000 /* longest a transaction call blocks before it is retried (or given up on a stop) */
 
 typedef struct decide_s decide_t;
 
@@ -194,7 +195,7 @@ static ol_err_t produce(worker_t *w, const char *topic, int32_t partition, const
                               RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
         if (!err)
             return OL_ERR_OK;
-        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !stop_requested) {
             rd_kafka_poll(w->producer, 10);
             continue;
         }
@@ -828,7 +829,7 @@ static txn_result_t txn_error(worker_t *w, rd_kafka_error_t *e, const char *what
         ol_log_warn("decide: worker %d: %s: %s: aborting the transaction and starting over from the log", w->index,
                     what, rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
-        rd_kafka_error_t *ae = rd_kafka_abort_transaction(w->producer, -1);
+        rd_kafka_error_t *ae = rd_kafka_abort_transaction(w->producer, TXN_CALL_MS);
         if (ae) {
             snprintf(errstr, sizeof(errstr), "could not abort a transaction: %s", rd_kafka_error_string(ae));
             rd_kafka_error_destroy(ae);
@@ -862,7 +863,7 @@ static txn_result_t run_batch(worker_t *w) {
         /* our own failure (a fact that does not encode) or the producer
          * refusing a record: nothing of the batch may stay */
         ol_log_error("decide: worker %d: %s", w->index, errstr);
-        rd_kafka_error_t *ae = rd_kafka_abort_transaction(w->producer, -1);
+        rd_kafka_error_t *ae = rd_kafka_abort_transaction(w->producer, TXN_CALL_MS);
         if (ae)
             rd_kafka_error_destroy(ae);
         if (err != OL_ERR_TRANSIENT) {
@@ -880,22 +881,22 @@ static txn_result_t run_batch(worker_t *w) {
     if (w->nbatch) {
         rd_kafka_topic_partition_list_t *offs = batch_offsets(w);
         rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(w->consumer);
-        e = rd_kafka_send_offsets_to_transaction(w->producer, offs, cgmd, -1);
+        while ((e = rd_kafka_send_offsets_to_transaction(w->producer, offs, cgmd, TXN_CALL_MS)) &&
+               rd_kafka_error_is_retriable(e) && !stop_requested)
+            rd_kafka_error_destroy(e);
         rd_kafka_consumer_group_metadata_destroy(cgmd);
         rd_kafka_topic_partition_list_destroy(offs);
         if (e)
             return txn_error(w, e, "send offsets to the transaction");
     }
-    for (;;) {
-        e = rd_kafka_commit_transaction(w->producer, -1);
-        if (!e)
-            break;
-        if (rd_kafka_error_is_retriable(e)) {
-            rd_kafka_error_destroy(e);
-            continue;
-        }
+    /* retried while the cluster does not answer; a stop gives up (the
+     * transaction is then aborted by the broker after transaction.timeout.ms,
+     * or at once by the next start with the same decide.instance) */
+    while ((e = rd_kafka_commit_transaction(w->producer, TXN_CALL_MS)) && rd_kafka_error_is_retriable(e) &&
+           !stop_requested)
+        rd_kafka_error_destroy(e);
+    if (e)
         return txn_error(w, e, "commit transaction");
-    }
     atomic_fetch_add(&w->txns, 1);
     atomic_fetch_add(&w->commit_us, ol_time_mono_us() - commit_t0);
     long long bytes = 0, holds = 0;
@@ -1177,6 +1178,32 @@ static void totals(decide_t *d, long long *decisions, long long *facts, long lon
     }
 }
 
+/* Bounds the shutdown: librdkafka's transaction calls can block past their
+ * timeout while the cluster is unreachable, so once stopping, the process
+ * exits 1 after consumer.shutdown.timeout.ms whatever is still in flight (an
+ * open transaction is aborted by the broker after transaction.timeout.ms, or
+ * at once by the next start with the same decide.instance). */
+static atomic_bool shutdown_done;
+static int64_t shutdown_timeout_ms;
+
+static void *watchdog_main(void *arg) {
+    (void)arg;
+    int64_t deadline = ol_time_mono_us() + shutdown_timeout_ms * 1000;
+    while (!atomic_load(&shutdown_done)) {
+        if (ol_time_mono_us() >= deadline) {
+            fprintf(stderr,
+                    "orderlog decide: not stopped within %lld ms (consumer.shutdown.timeout.ms; is Kafka reachable?): "
+                    "exiting with the transaction in flight, which the broker or the next start aborts\n",
+                    (long long)shutdown_timeout_ms);
+            fflush(stderr);
+            _exit(OL_EXIT_FAIL);
+        }
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
 static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
     char errstr[1024];
     for (int i = 1; i < argc; i++)
@@ -1315,6 +1342,10 @@ static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
     rc = OL_EXIT_OK;
 out:
     stop_requested = 1;
+    shutdown_timeout_ms = ol_conf_int(conf, "consumer.shutdown.timeout.ms");
+    pthread_t watchdog;
+    if (!pthread_create(&watchdog, NULL, watchdog_main, NULL))
+        pthread_detach(watchdog);
     for (int i = 0; i < started; i++)
         pthread_join(d.workers[i].thread, NULL);
     for (int i = 0; i < d.nworkers; i++)
@@ -1344,6 +1375,7 @@ out:
     pthread_rwlock_destroy(&d.bl_lock);
     pthread_mutex_destroy(&d.mu);
     pthread_cond_destroy(&d.cond);
+    atomic_store(&shutdown_done, true);
     return rc;
 }
 
