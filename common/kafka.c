@@ -1,4 +1,5 @@
 #include "common/kafka.h"
+#include "common/time.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -122,4 +123,23 @@ ol_err_t ol_kafka_delete_group(const ol_conf_t *conf, const char *group, char *e
 
 void ol_kafka_topic_name(const ol_conf_t *conf, const char *name, char *out, size_t out_size) {
     snprintf(out, out_size, "%s%s", ol_conf_str(conf, "topic.prefix"), name);
+}
+
+rd_kafka_headers_t *ol_kafka_dlq_headers(const rd_kafka_message_t *rkm, const char *topic, const char *stage,
+                                         const char *reason, const char *group) {
+    rd_kafka_headers_t *orig = NULL;
+    rd_kafka_headers_t *h =
+        !rd_kafka_message_headers(rkm, &orig) && orig ? rd_kafka_headers_copy(orig) : rd_kafka_headers_new(8);
+    char num[32], ts[40];
+    rd_kafka_header_add(h, "dlq_topic", -1, topic, -1);
+    snprintf(num, sizeof(num), "%d", (int)rkm->partition);
+    rd_kafka_header_add(h, "dlq_partition", -1, num, -1);
+    snprintf(num, sizeof(num), "%lld", (long long)rkm->offset);
+    rd_kafka_header_add(h, "dlq_offset", -1, num, -1);
+    rd_kafka_header_add(h, "dlq_stage", -1, stage, -1);
+    rd_kafka_header_add(h, "dlq_error", -1, reason, -1);
+    rd_kafka_header_add(h, "dlq_group", -1, group, -1);
+    ol_time_format(ol_time_now_ms(), ts, sizeof(ts));
+    rd_kafka_header_add(h, "dlq_time", -1, ts, -1);
+    return h;
 }

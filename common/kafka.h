@@ -26,6 +26,12 @@ ol_err_t ol_kafka_check_topics(rd_kafka_t *rk, const ol_conf_t *conf, char *errs
  * behind only keeps its committed offsets). */
 ol_err_t ol_kafka_delete_group(const ol_conf_t *conf, const char *group, char *errstr, size_t errstr_size);
 
+/* The headers a poison record goes to the dlq with: its own, then
+ * dlq_topic, dlq_partition, dlq_offset, dlq_stage, dlq_error, dlq_group and
+ * dlq_time (new: hand them to producev or destroy them). */
+rd_kafka_headers_t *ol_kafka_dlq_headers(const rd_kafka_message_t *rkm, const char *topic, const char *stage,
+                                         const char *reason, const char *group);
+
 /* "<topic.prefix><name>" into out. */
 void ol_kafka_topic_name(const ol_conf_t *conf, const char *name, char *out, size_t out_size);
 

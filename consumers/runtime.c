@@ -352,22 +352,7 @@ static ol_err_t dlq_send(ol_rt_t *rt, const applier_t *ap, char *errstr, size_t 
         rec_t *r = &rt->recs[i];
         if (!r->reason || !owns(ap, r->rkm->partition))
             continue;
-        rd_kafka_headers_t *h = NULL, *orig = NULL;
-        if (!rd_kafka_message_headers(r->rkm, &orig))
-            h = rd_kafka_headers_copy(orig);
-        else
-            h = rd_kafka_headers_new(8);
-        char num[32], ts[40];
-        rd_kafka_header_add(h, "dlq_topic", -1, rt->topics[r->topic], -1);
-        snprintf(num, sizeof(num), "%d", (int)r->rkm->partition);
-        rd_kafka_header_add(h, "dlq_partition", -1, num, -1);
-        snprintf(num, sizeof(num), "%lld", (long long)r->rkm->offset);
-        rd_kafka_header_add(h, "dlq_offset", -1, num, -1);
-        rd_kafka_header_add(h, "dlq_stage", -1, r->stage, -1);
-        rd_kafka_header_add(h, "dlq_error", -1, r->reason, -1);
-        rd_kafka_header_add(h, "dlq_group", -1, rt->group, -1);
-        ol_time_format(ol_time_now_ms(), ts, sizeof(ts));
-        rd_kafka_header_add(h, "dlq_time", -1, ts, -1);
+        rd_kafka_headers_t *h = ol_kafka_dlq_headers(r->rkm, rt->topics[r->topic], r->stage, r->reason, rt->group);
         rd_kafka_resp_err_t err =
             rd_kafka_producev(rt->dlq, RD_KAFKA_V_TOPIC(rt->dlq_topic), RD_KAFKA_V_KEY(r->rkm->key, r->rkm->key_len),
                               RD_KAFKA_V_VALUE(r->rkm->payload, r->rkm->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),

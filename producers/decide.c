@@ -340,23 +340,7 @@ static ol_err_t settle(worker_t *w, int32_t p, const ol_fact_t *f, char *errstr,
 /* ---- the dlq ------------------------------------------------------------- */
 
 static ol_err_t to_dlq(worker_t *w, const rd_kafka_message_t *rkm, const char *stage, const char *reason) {
-    char num[32], ts[40];
-    rd_kafka_headers_t *h = NULL;
-    rd_kafka_headers_t *orig = NULL;
-    if (!rd_kafka_message_headers(rkm, &orig) && orig)
-        h = rd_kafka_headers_copy(orig);
-    else
-        h = rd_kafka_headers_new(8);
-    rd_kafka_header_add(h, "dlq_topic", -1, rd_kafka_topic_name(rkm->rkt), -1);
-    snprintf(num, sizeof(num), "%" PRId32, rkm->partition);
-    rd_kafka_header_add(h, "dlq_partition", -1, num, -1);
-    snprintf(num, sizeof(num), "%" PRId64, rkm->offset);
-    rd_kafka_header_add(h, "dlq_offset", -1, num, -1);
-    rd_kafka_header_add(h, "dlq_stage", -1, stage, -1);
-    rd_kafka_header_add(h, "dlq_error", -1, reason, -1);
-    rd_kafka_header_add(h, "dlq_group", -1, w->d->group, -1);
-    ol_time_format(ol_time_now_ms(), ts, sizeof(ts));
-    rd_kafka_header_add(h, "dlq_time", -1, ts, -1);
+    rd_kafka_headers_t *h = ol_kafka_dlq_headers(rkm, rd_kafka_topic_name(rkm->rkt), stage, reason, w->d->group);
     atomic_fetch_add(&w->poison, 1);
     ol_log_warn("decide: %s [%" PRId32 "] offset %" PRId64 " sent to the dlq (%s): %s", rd_kafka_topic_name(rkm->rkt),
                 rkm->partition, rkm->offset, stage, reason);
@@ -1356,8 +1340,6 @@ out:
     if (started || rc == OL_EXIT_OK) {
         long long dec, facts, poison, txns, aborts;
         totals(&d, &dec, &facts, &poison, &txns, &aborts);
-        double secs = (double)(ol_time_mono_us() - 0) / 1e6;
-        (void)secs;
         printf("decided %lld requests: %lld facts in %lld transactions (%lld aborted), %lld records to the dlq\n", dec,
                facts, txns, aborts, poison);
     }
