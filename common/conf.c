@@ -87,6 +87,8 @@ static const ol_conf_prop_t conf_props[] = {
     {"consumer.parallel.apply", OL_CONF_BOOL, "false", 0, 0, NULL,
      "Split each batch by partition and apply the parts at once, one connection per worker (roles that allow it). "
      "Pays off when PostgreSQL has cores to spare; on a 2-core machine shared with Kafka it is slower."},
+    {"consumer.pipeline", OL_CONF_BOOL, "true", 0, 0, NULL,
+     "Collect and fold the next batch while the current one is applied (at most two batches in memory)."},
     {"consumer.synchronous.commit", OL_CONF_BOOL, "true", 0, 0, NULL,
      "Whether a batch's COMMIT waits for PostgreSQL to flush it. Off is still exactly-once (rows and offsets are lost "
      "together in a database crash, then consumed again) but the dlq may get a record twice."},

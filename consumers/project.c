@@ -561,8 +561,11 @@ static void copy_lines_fn(void *opaque, const char *key, size_t key_len, void *v
     c->rows++;
 }
 
+/* Orders whose stored lines are replaced (an order created by this batch
+ * has none stored). */
 static void keys_dirty_lines_fn(void *opaque, const char *key, size_t key_len, void *value) {
-    if (((row_t *)value)->lines_dirty)
+    const row_t *r = value;
+    if (r->lines_dirty && r->exists)
         keys_put(opaque, key, key_len);
 }
 
@@ -595,27 +598,41 @@ static char *col_list(apply_t *a, const table_t *t, const char *prefix) {
     return s;
 }
 
-/* COPY the changed rows into a staging table, then one upsert. */
+static void copy_split_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    copy_t *c = opaque; /* [0] rows to create, [1] rows to update */
+    copy_row_fn(&c[((row_t *)value)->exists ? 1 : 0], key, key_len, value);
+}
+
+/* The changed rows: the new ones COPYed straight into the table; the
+ * others COPYed into a staging table, then one UPDATE. */
 static ol_err_t write_rows(apply_t *a, const table_t *t, ol_map_t *map) {
-    copy_t c = {a, t, {a->arena, NULL, 0, 0}, 0};
-    ol_map_foreach(map, copy_row_fn, &c);
-    if (!c.rows)
+    copy_t c[2] = {{a, t, {a->arena, NULL, 0, 0}, 0}, {a, t, {a->arena, NULL, 0, 0}, 0}};
+    ol_map_foreach(map, copy_split_fn, c);
+    const char *cols = col_list(a, t, "");
+    char *target = ol_arena_sprintf(a->arena, "%s.%s", a->schema, t->name);
+    ol_err_t err;
+    if (c[0].rows && (err = copy_in(a, target, cols, &c[0]))) {
+        /* the batch's rows were read under the lock of its partitions'
+         * offsets, so only a writer outside the group can have created one
+         * since: read them again */
+        return err == OL_ERR_ALREADY_APPLIED
+                   ? ol_errf(a->errstr, a->errstr_size, OL_ERR_TRANSIENT, "%s: created meanwhile by another writer (%s)",
+                             target, a->errstr)
+                   : err;
+    }
+    if (!c[1].rows)
         return OL_ERR_OK;
     char *stage = ol_arena_sprintf(a->arena, "ol_stage_%s", t->name);
-    char *sql = ol_arena_sprintf(a->arena, "create temp table if not exists %s (like %s.%s) on commit delete rows",
-                                 stage, a->schema, t->name);
-    ol_err_t err = ol_pg_exec_ok(a->conn, sql, a->errstr, a->errstr_size);
-    if (err)
-        return err;
-    const char *cols = col_list(a, t, "");
-    if ((err = copy_in(a, stage, cols, &c)))
+    char *sql = ol_arena_sprintf(a->arena, "create temp table if not exists %s (like %s) on commit delete rows", stage,
+                                 target);
+    if ((err = ol_pg_exec_ok(a->conn, sql, a->errstr, a->errstr_size)) || (err = copy_in(a, stage, cols, &c[1])))
         return err;
     size_t cap = 128 * (size_t)t->ncols, len = 0;
     char *set = ol_arena_alloc(a->arena, cap);
     for (int i = 1; i < t->ncols; i++)
-        len += (size_t)snprintf(set + len, cap - len, "%s%s = excluded.%s", i > 1 ? ", " : "", t->cols[i], t->cols[i]);
-    sql = ol_arena_sprintf(a->arena, "insert into %s.%s (%s) select %s from %s on conflict (%s) do update set %s",
-                           a->schema, t->name, cols, cols, stage, t->cols[0], set);
+        len += (size_t)snprintf(set + len, cap - len, "%s%s = s.%s", i > 1 ? ", " : "", t->cols[i], t->cols[i]);
+    sql = ol_arena_sprintf(a->arena, "update %s t set %s from %s s where t.%s = s.%s", target, set, stage, t->cols[0],
+                           t->cols[0]);
     return ol_pg_exec_ok(a->conn, sql, a->errstr, a->errstr_size);
 }
 
@@ -626,11 +643,13 @@ static ol_err_t write_lines(apply_t *a) {
     keys_t k;
     keys_init(&k, a->arena);
     ol_map_foreach(a->orders, keys_dirty_lines_fn, &k);
-    if (!k.count)
-        return OL_ERR_OK;
-    char *sql = ol_arena_sprintf(a->arena, "delete from %s.order_lines where order_id = any($1::text[])", a->schema);
-    const char *params[] = {keys_end(&k)};
-    ol_err_t err = ol_pg_query(NULL, a->conn, sql, 1, params, a->errstr, a->errstr_size);
+    ol_err_t err = OL_ERR_OK;
+    if (k.count) {
+        char *sql =
+            ol_arena_sprintf(a->arena, "delete from %s.order_lines where order_id = any($1::text[])", a->schema);
+        const char *params[] = {keys_end(&k)};
+        err = ol_pg_query(NULL, a->conn, sql, 1, params, a->errstr, a->errstr_size);
+    }
     if (err || !c.rows)
         return err;
     char *target = ol_arena_sprintf(a->arena, "%s.order_lines", a->schema);
@@ -682,15 +701,15 @@ static void apply_once(apply_t *a, const op_t *op, apply_fn fn, ol_map_t *map, c
     r->dirty = r->dirty || was_dirty;
 }
 
-/* The payments already counted for the orders of the batch. */
-static ol_err_t load_payments(apply_t *a) {
-    if (!ol_map_count(a->orders))
+/* The payments already counted for the orders the batch pays. */
+static ol_err_t load_payments(apply_t *a, const ol_map_t *paid) {
+    if (!ol_map_count(paid))
         return OL_ERR_OK;
     char *sql = ol_arena_sprintf(a->arena,
                                  "select order_id, payment_id from %s.order_payments where order_id = "
                                  "any($1::text[])",
                                  a->schema);
-    const char *params[] = {keys_literal(a, a->orders)};
+    const char *params[] = {keys_literal(a, paid)};
     PGresult *res;
     ol_err_t err = ol_pg_query(&res, a->conn, sql, 1, params, a->errstr, a->errstr_size);
     if (err)
@@ -951,20 +970,31 @@ static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, cha
     if (err)
         goto out;
     /* every row the batch touches, loaded at once */
+    ol_map_t *paid = ol_map_new();
     for (int s = 0; s < nstates; s++) {
         const fold_state_t *st = states[s];
         for (size_t i = 0; i < st->n; i++) {
             const op_t *op = &st->ops[i];
-            if (!strcmp(op->type->topic, "orders"))
-                row_get(&a, a.orders, &t_orders, dstr(op, "order_id"));
-            else if (!strcmp(op->type->topic, "after-sales"))
+            if (!strcmp(op->type->topic, "orders")) {
+                const char *id = dstr(op, "order_id");
+                row_get(&a, a.orders, &t_orders, id);
+                if (!strcmp(op->type->name, "OrderPaid"))
+                    ol_map_put(paid, id, strlen(id), &a);
+            } else if (!strcmp(op->type->topic, "after-sales"))
                 row_get(&a, a.refunds, &t_refunds, dstr(op, "refund_id"));
             else
                 row_get(&a, a.skus, &t_skus, dstr(op, "sku"));
         }
     }
-    if ((err = load_rows(&a, &t_orders, a.orders)) || (err = load_rows(&a, &t_refunds, a.refunds)) ||
-        (err = load_rows(&a, &t_skus, a.skus)) || (err = load_payments(&a)))
+    err = load_rows(&a, &t_orders, a.orders);
+    if (!err)
+        err = load_rows(&a, &t_refunds, a.refunds);
+    if (!err)
+        err = load_rows(&a, &t_skus, a.skus);
+    if (!err)
+        err = load_payments(&a, paid);
+    ol_map_destroy(paid);
+    if (err)
         goto out;
     /* the events, in log order per key, on the row images */
     for (int s = 0; s < nstates; s++)
@@ -1022,9 +1052,11 @@ static int project_run(const ol_conf_t *conf, int argc, char **argv) {
     ol_rt_stats(rt, &st);
     double secs = (double)(ol_time_mono_us() - t0) / 1e6;
     ol_rt_destroy(rt);
-    printf("projected %lld events in %lld batches (%lld to the dlq, %lld retries) in %.2f s, %.0f events/s\n",
+    printf("projected %lld events in %lld batches (%lld to the dlq, %lld retries) in %.2f s, %.0f events/s "
+           "(applying %.2f s, folding %.2f s, applier waiting for records %.2f s)\n",
            (long long)st.events, (long long)st.batches, (long long)st.rejected, (long long)st.retries, secs,
-           secs > 0 ? (double)st.events / secs : 0.0);
+           secs > 0 ? (double)st.events / secs : 0.0, (double)st.apply_us / 1e6, (double)st.fold_us / 1e6,
+           (double)st.idle_us / 1e6);
     if (err) {
         fprintf(stderr, "orderlog project: %s\n", errstr);
         return OL_EXIT_FAIL;

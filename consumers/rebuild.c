@@ -40,6 +40,7 @@ typedef struct rebuild_s {
     char live[128], shadow[128], old[160];
     char group[256]; /* the live projector's group: the offsets the shadow stores */
     char tables[MAX_TABLES][64];
+    char relopts[MAX_TABLES][256]; /* the live table's storage parameters (fillfactor) */
     int ntables;
     int64_t last_print_us, start_us;
     char *errstr;
@@ -69,14 +70,17 @@ static ol_err_t query1(rebuild_t *rb, PGresult **out, const char *sql, const cha
 static ol_err_t list_tables(rebuild_t *rb) {
     PGresult *res;
     ol_err_t err = query1(rb, &res,
-                          "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                          "select c.relname, coalesce(array_to_string(c.reloptions, ', '), '') from pg_class c "
+                          "join pg_namespace n on n.oid = c.relnamespace "
                           "where n.nspname = $1 and c.relkind = 'r' order by c.relname",
                           rb->live);
     if (err)
         return err;
     rb->ntables = 0;
-    for (int i = 0; i < PQntuples(res) && rb->ntables < MAX_TABLES; i++)
-        snprintf(rb->tables[rb->ntables++], sizeof(rb->tables[0]), "%s", PQgetvalue(res, i, 0));
+    for (int i = 0; i < PQntuples(res) && rb->ntables < MAX_TABLES; i++) {
+        snprintf(rb->tables[rb->ntables], sizeof(rb->tables[0]), "%s", PQgetvalue(res, i, 0));
+        snprintf(rb->relopts[rb->ntables++], sizeof(rb->relopts[0]), "%s", PQgetvalue(res, i, 1));
+    }
     PQclear(res);
     if (!rb->ntables)
         return ol_errf(rb->errstr, rb->errstr_size, OL_ERR_NOT_FOUND,
@@ -153,6 +157,10 @@ static ol_err_t create_shadow(rebuild_t *rb) {
         /* unlogged while loading: a failed rebuild drops the shadow anyway */
         if ((err = execf(rb, "create unlogged table %s.%s (like %s.%s including defaults including generated)",
                          rb->shadow, rb->tables[t], rb->live, rb->tables[t])))
+            return err;
+        /* like copies no storage parameters: the pages keep their room for
+         * updates (migration 006) */
+        if (*rb->relopts[t] && (err = execf(rb, "alter table %s.%s set (%s)", rb->shadow, rb->tables[t], rb->relopts[t])))
             return err;
         /* the bulk load reads nothing back: only the tables upserted per
          * batch (the offsets, the sale tables) need their key while loading */

@@ -26,14 +26,24 @@ typedef struct rec_s {
     const char *stage;  /* decode, fold or apply */
 } rec_t;
 
+/* A batch: its records and what the workers folded of them. Two of them
+ * when pipelined: one applied while the next is collected and folded. */
+typedef struct batch_s {
+    rec_t *recs;
+    size_t nrecs, cap, bytes;
+    ol_arena_t *arena;   /* the reasons of apply-stage poison */
+    void **states;       /* one fold state per worker */
+    ol_arena_t **arenas; /* one per worker: what its folds keep */
+    bool folded;
+} batch_t;
+
 typedef struct worker_s {
     ol_rt_t *rt;
+    int id;
     pthread_t thread;
     ol_codec_t *codec;
-    ol_arena_t *arena;   /* per batch: what folds keep */
     ol_arena_t *scratch; /* per record */
-    void *state;
-    size_t *idx; /* this worker's records, in batch order */
+    size_t *idx;         /* this worker's records, in batch order */
     size_t n, cap;
 } worker_t;
 
@@ -48,6 +58,8 @@ typedef struct span_s {
  * rem), on its own connection, in its own transaction with those
  * partitions' offsets. One applier, or one per worker with parallel apply. */
 typedef struct applier_s {
+    ol_rt_t *rt;
+    pthread_t thread; /* parts after the first, while they apply */
     PGconn *pg;
     ol_arena_t *arena; /* per batch */
     int mod, rem;
@@ -74,10 +86,23 @@ struct ol_rt_s {
     applier_t *appliers;
     int nappliers;
     pthread_mutex_t reject_lock;
-    /* the batch */
-    rec_t *recs;
-    size_t nrecs, cap, bytes;
-    ol_arena_t *batch_arena;
+    /* the batches: cur is collected and folded on the poll thread while
+     * inflight (pipelined) is applied on the applier thread */
+    batch_t slots[2];
+    batch_t *cur;      /* being collected or folded */
+    batch_t *folding;  /* what the workers fold now */
+    batch_t *applying; /* what apply works on (ol_rt_reject) */
+    /* the pipeline: a thread that applies one batch at a time */
+    bool pipelined;
+    pthread_t applier_thread;
+    bool applier_started;
+    pthread_mutex_t plock;
+    pthread_cond_t pcv;
+    batch_t *inflight; /* handed over, NULL when none */
+    bool inflight_done;
+    int pquit;
+    ol_err_t inflight_err;
+    char inflight_errstr[1024];
     /* workers */
     worker_t *workers;
     int nworkers;
@@ -85,7 +110,6 @@ struct ol_rt_s {
     pthread_cond_t work, done;
     uint64_t generation;
     int pending;    /* workers still at the current generation's job */
-    bool job_apply; /* the job: fold (false) or apply (true) */
     int quit;
     /* state */
     volatile sig_atomic_t stop;
@@ -96,6 +120,7 @@ struct ol_rt_s {
     int at_end;   /* of them, how many reported the end since their assignment */
     rd_kafka_topic_partition_list_t *eof;
     atomic_llong events, batches, rejected, retries;
+    atomic_llong apply_us, fold_us, idle_us; /* where the time went */
     char kafka_group[256];
     void (*on_batch)(void *opaque, const ol_rt_t *rt);
     void *on_batch_opaque;
@@ -139,6 +164,9 @@ void ol_rt_stats(const ol_rt_t *rt, ol_rt_stats_t *out) {
     out->batches = atomic_load(&((ol_rt_t *)rt)->batches);
     out->rejected = atomic_load(&((ol_rt_t *)rt)->rejected);
     out->retries = atomic_load(&((ol_rt_t *)rt)->retries);
+    out->apply_us = atomic_load(&((ol_rt_t *)rt)->apply_us);
+    out->fold_us = atomic_load(&((ol_rt_t *)rt)->fold_us);
+    out->idle_us = atomic_load(&((ol_rt_t *)rt)->idle_us);
 }
 
 void ol_rt_stop(ol_rt_t *rt) {
@@ -161,10 +189,11 @@ void ol_rt_handle_signals(ol_rt_t *rt) {
 }
 
 void ol_rt_reject(ol_rt_t *rt, size_t index, const char *reason) {
-    OL_ASSERT(index < rt->nrecs);
+    batch_t *b = rt->applying;
+    OL_ASSERT(index < b->nrecs);
     pthread_mutex_lock(&rt->reject_lock); /* appliers may run at once */
-    rt->recs[index].reason = ol_arena_strndup(rt->batch_arena, reason, strlen(reason));
-    rt->recs[index].stage = "apply";
+    b->recs[index].reason = ol_arena_strndup(b->arena, reason, strlen(reason));
+    b->recs[index].stage = "apply";
     pthread_mutex_unlock(&rt->reject_lock);
 }
 
@@ -187,24 +216,24 @@ static uint32_t key_hash(const void *key, size_t len) {
 
 static void fold_one(worker_t *w, size_t i) {
     ol_rt_t *rt = w->rt;
-    rec_t *r = &rt->recs[i];
+    batch_t *b = rt->folding;
+    ol_arena_t *arena = b->arenas[w->id];
+    rec_t *r = &b->recs[i];
     char errstr[512];
     ol_envelope_t env;
     avro_value_t *value;
     ol_arena_reset(w->scratch);
     if (ol_event_decode(w->codec, r->rkm, w->scratch, &env, &value, errstr, sizeof(errstr))) {
-        r->reason = ol_arena_strndup(w->arena, errstr, strlen(errstr));
+        r->reason = ol_arena_strndup(arena, errstr, strlen(errstr));
         r->stage = "decode";
         return;
     }
     ol_rt_record_t rec = {r->topic, r->rkm->partition, r->rkm->offset, &env, value, i};
-    if (rt->role->fold(w->state, &rec, w->arena, errstr, sizeof(errstr))) {
-        r->reason = ol_arena_strndup(w->arena, errstr, strlen(errstr));
+    if (rt->role->fold(b->states[w->id], &rec, arena, errstr, sizeof(errstr))) {
+        r->reason = ol_arena_strndup(arena, errstr, strlen(errstr));
         r->stage = "fold";
     }
 }
-
-static void applier_run(ol_rt_t *rt, applier_t *ap);
 
 static void *worker_main(void *arg) {
     worker_t *w = arg;
@@ -217,13 +246,9 @@ static void *worker_main(void *arg) {
         if (rt->quit)
             break;
         seen = rt->generation;
-        bool apply = rt->job_apply;
         pthread_mutex_unlock(&rt->lock);
-        if (apply)
-            applier_run(rt, &rt->appliers[w - rt->workers]);
-        else
-            for (size_t k = 0; k < w->n; k++)
-                fold_one(w, w->idx[k]);
+        for (size_t k = 0; k < w->n; k++)
+            fold_one(w, w->idx[k]);
         pthread_mutex_lock(&rt->lock);
         if (--rt->pending == 0)
             pthread_cond_signal(&rt->done);
@@ -232,10 +257,9 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-/* Runs a job on every worker at once and waits for them. */
-static void run_job(ol_rt_t *rt, bool apply) {
+/* Runs the fold on every worker at once and waits for them. */
+static void run_fold(ol_rt_t *rt) {
     pthread_mutex_lock(&rt->lock);
-    rt->job_apply = apply;
     rt->pending = rt->nworkers;
     rt->generation++;
     pthread_cond_broadcast(&rt->work);
@@ -245,15 +269,15 @@ static void run_job(ol_rt_t *rt, bool apply) {
 }
 
 /* Folds the batch: records dispatched by key hash, every worker at once. */
-static void fold_batch(ol_rt_t *rt) {
+static void fold_batch(ol_rt_t *rt, batch_t *b) {
     for (int i = 0; i < rt->nworkers; i++) {
-        worker_t *w = &rt->workers[i];
-        w->n = 0;
-        ol_arena_reset(w->arena);
-        rt->role->state_reset(w->state);
+        rt->workers[i].n = 0;
+        ol_arena_reset(b->arenas[i]);
+        rt->role->state_reset(b->states[i]);
     }
-    for (size_t i = 0; i < rt->nrecs; i++) {
-        rd_kafka_message_t *m = rt->recs[i].rkm;
+    for (size_t i = 0; i < b->nrecs; i++) {
+        rd_kafka_message_t *m = b->recs[i].rkm;
+        b->recs[i].reason = b->recs[i].stage = NULL;
         /* with parallel apply a worker folds what its applier writes: its
          * partitions (a key has one partition, so its order holds) */
         uint32_t h = rt->nappliers > 1 ? (uint32_t)m->partition : key_hash(m->key, m->key_len);
@@ -264,7 +288,11 @@ static void fold_batch(ol_rt_t *rt) {
         }
         w->idx[w->n++] = i;
     }
-    run_job(rt, false);
+    rt->folding = b;
+    int64_t t0 = ol_time_mono_us();
+    run_fold(rt);
+    atomic_fetch_add(&rt->fold_us, ol_time_mono_us() - t0);
+    b->folded = true;
 }
 
 /* ---- PostgreSQL --------------------------------------------------------- */
@@ -346,10 +374,11 @@ static void dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 static ol_err_t dlq_send(ol_rt_t *rt, const applier_t *ap, char *errstr, size_t errstr_size) {
     if (rt->dlq_disabled)
         return OL_ERR_OK;
+    const batch_t *b = rt->applying;
     int failed = 0;
     size_t sent = 0;
-    for (size_t i = 0; i < rt->nrecs; i++) {
-        rec_t *r = &rt->recs[i];
+    for (size_t i = 0; i < b->nrecs; i++) {
+        const rec_t *r = &b->recs[i];
         if (!r->reason || !owns(ap, r->rkm->partition))
             continue;
         rd_kafka_headers_t *h = ol_kafka_dlq_headers(r->rkm, rt->topics[r->topic], r->stage, r->reason, rt->group);
@@ -375,22 +404,22 @@ static ol_err_t dlq_send(ol_rt_t *rt, const applier_t *ap, char *errstr, size_t 
 
 /* ---- the batch ---------------------------------------------------------- */
 
-static void spans_build(ol_rt_t *rt, applier_t *ap) {
+static void spans_build(const batch_t *b, applier_t *ap) {
     ap->nspans = 0;
-    for (size_t i = 0; i < rt->nrecs; i++) {
-        rd_kafka_message_t *m = rt->recs[i].rkm;
+    for (size_t i = 0; i < b->nrecs; i++) {
+        rd_kafka_message_t *m = b->recs[i].rkm;
         if (!owns(ap, m->partition))
             continue;
         size_t k;
         for (k = 0; k < ap->nspans; k++)
-            if (ap->spans[k].topic == rt->recs[i].topic && ap->spans[k].partition == m->partition)
+            if (ap->spans[k].topic == b->recs[i].topic && ap->spans[k].partition == m->partition)
                 break;
         if (k == ap->nspans) {
             if (ap->nspans == ap->spans_cap) {
                 ap->spans_cap = ap->spans_cap ? ap->spans_cap * 2 : 64;
                 ap->spans = ol_xrealloc(ap->spans, ap->spans_cap * sizeof(*ap->spans));
             }
-            ap->spans[k] = (span_t){rt->recs[i].topic, m->partition, m->offset, m->offset + 1};
+            ap->spans[k] = (span_t){b->recs[i].topic, m->partition, m->offset, m->offset + 1};
             ap->nspans++;
         } else if (m->offset + 1 > ap->spans[k].next) {
             ap->spans[k].next = m->offset + 1;
@@ -398,17 +427,52 @@ static void spans_build(ol_rt_t *rt, applier_t *ap) {
     }
 }
 
-static void batch_clear(ol_rt_t *rt) {
-    for (size_t i = 0; i < rt->nrecs; i++)
-        rd_kafka_message_destroy(rt->recs[i].rkm);
-    rt->nrecs = 0;
-    rt->bytes = 0;
-    ol_arena_reset(rt->batch_arena);
+static void batch_clear(batch_t *b) {
+    for (size_t i = 0; i < b->nrecs; i++)
+        rd_kafka_message_destroy(b->recs[i].rkm);
+    b->nrecs = 0;
+    b->bytes = 0;
+    b->folded = false;
+    ol_arena_reset(b->arena);
+}
+
+/* Drops the records of b that the predicate matches; a folded batch then
+ * needs folding again. */
+static void batch_drop(ol_rt_t *rt, batch_t *b, bool (*drop)(const void *ctx, const char *topic, int32_t partition),
+                       const void *ctx) {
+    size_t kept = 0;
+    for (size_t i = 0; i < b->nrecs; i++) {
+        rd_kafka_message_t *m = b->recs[i].rkm;
+        if (drop(ctx, rt->topics[b->recs[i].topic], m->partition)) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        b->recs[kept++] = b->recs[i];
+    }
+    if (kept < b->nrecs)
+        b->folded = false;
+    b->nrecs = kept;
+}
+
+typedef struct spans_ctx_s {
+    const ol_rt_t *rt;
+    const applier_t *ap;
+} spans_ctx_t;
+
+static bool in_spans(const void *ctx, const char *topic, int32_t partition) {
+    const spans_ctx_t *c = ctx;
+    for (size_t i = 0; i < c->ap->nspans; i++)
+        if (c->ap->spans[i].partition == partition && !strcmp(c->rt->topics[c->ap->spans[i].topic], topic))
+            return true;
+    return false;
 }
 
 /* Seeks the partitions of the batch back to their stored offsets (another
- * member applied part of it, or it was dropped). */
+ * member applied part of it, or it was dropped). Poll thread: what the next
+ * batch holds of them was read before the seek and is dropped. */
 static void reseek(ol_rt_t *rt, const applier_t *ap) {
+    spans_ctx_t ctx = {rt, ap};
+    batch_drop(rt, rt->cur, in_spans, &ctx);
     for (size_t i = 0; i < ap->nspans; i++) {
         rd_kafka_topic_t *rkt = rd_kafka_topic_new(rt->rk, rt->topics[ap->spans[i].topic], NULL);
         rd_kafka_seek(rkt, ap->spans[i].partition, ap->stored[i] >= 0 ? ap->stored[i] : ap->spans[i].first, 5000);
@@ -495,11 +559,8 @@ static void applier_run(ol_rt_t *rt, applier_t *ap) {
     int64_t shutdown_deadline = 0;
     for (int attempt = 0;; attempt++) {
         ap->err = apply_once(rt, ap, ap->errstr, sizeof(ap->errstr));
-        if (!ap->err && ap->stale) {
-            ol_log_warn("batch part skipped: another member applied part of it; seeking to the stored offsets");
-            reseek(rt, ap);
+        if (!ap->err && ap->stale) /* the poll thread seeks (batch_settle) */
             return;
-        }
         if (!ap->err || !ol_err_is_retriable(ap->err))
             return;
         if (rt->stop) {
@@ -518,24 +579,40 @@ static void applier_run(ol_rt_t *rt, applier_t *ap) {
     }
 }
 
-/* Applies the batch (every applier's part, at once when there are several);
- * commits to Kafka after. */
-static ol_err_t apply_batch(ol_rt_t *rt, char *errstr, size_t errstr_size) {
+static void *applier_main_part(void *arg) {
+    applier_t *ap = arg;
+    applier_run(ap->rt, ap);
+    return NULL;
+}
+
+/* Applies batch b (every applier's part, at once when there are several);
+ * commits to Kafka after. The poll thread's, or the applier thread's when
+ * pipelined. A stale part's seek is left to batch_settle. */
+static ol_err_t apply_batch(ol_rt_t *rt, batch_t *b, char *errstr, size_t errstr_size) {
+    int64_t t0 = ol_time_mono_us();
+    rt->applying = b;
     for (int i = 0; i < rt->nappliers; i++) {
         applier_t *ap = &rt->appliers[i];
         ol_arena_reset(ap->arena);
-        spans_build(rt, ap);
+        spans_build(b, ap);
         ap->stored = ol_arena_alloc(ap->arena, (ap->nspans + 1) * sizeof(int64_t));
         if (rt->nappliers == 1) { /* every worker's fold */
             ap->nstates = rt->nworkers;
             for (int k = 0; k < rt->nworkers; k++)
-                ap->states[k] = rt->workers[k].state;
+                ap->states[k] = b->states[k];
+        } else { /* its worker's fold: that worker folded its partitions */
+            ap->nstates = 1;
+            ap->states[0] = b->states[i];
         }
     }
-    if (rt->nappliers == 1)
-        applier_run(rt, &rt->appliers[0]);
-    else
-        run_job(rt, true);
+    /* the parts at once, each on a thread of its own (the workers may be
+     * folding the next batch meanwhile) */
+    for (int i = 1; i < rt->nappliers; i++)
+        if (pthread_create(&rt->appliers[i].thread, NULL, applier_main_part, &rt->appliers[i]))
+            ol_assert_fail("pthread_create", __FILE__, __LINE__);
+    applier_run(rt, &rt->appliers[0]);
+    for (int i = 1; i < rt->nappliers; i++)
+        pthread_join(rt->appliers[i].thread, NULL);
     /* Kafka follows PostgreSQL, for lag tools; never past what is stored */
     rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(16);
     ol_err_t err = OL_ERR_OK;
@@ -552,20 +629,22 @@ static ol_err_t apply_batch(ol_rt_t *rt, char *errstr, size_t errstr_size) {
     if (offsets->cnt)
         rd_kafka_commit(rt->rk, offsets, 1);
     rd_kafka_topic_partition_list_destroy(offsets);
+    atomic_fetch_add(&rt->apply_us, ol_time_mono_us() - t0);
     if (err)
         return err;
     size_t poison = 0, applied = 0;
-    for (size_t i = 0; i < rt->nrecs; i++) {
-        const applier_t *ap = &rt->appliers[rt->nappliers > 1 ? rt->recs[i].rkm->partition % rt->nappliers : 0];
+    for (size_t i = 0; i < b->nrecs; i++) {
+        const rec_t *r = &b->recs[i];
+        const applier_t *ap = &rt->appliers[rt->nappliers > 1 ? r->rkm->partition % rt->nappliers : 0];
         if (ap->stale)
             continue;
         applied++;
-        if (rt->recs[i].reason) {
+        if (r->reason) {
             poison++;
             rt->consecutive_poison++;
-            ol_log_warn("record %s[%d]@%lld %s (%s): %s", rt->topics[rt->recs[i].topic],
-                        (int)rt->recs[i].rkm->partition, (long long)rt->recs[i].rkm->offset,
-                        rt->dlq_disabled ? "skipped" : "sent to the dlq", rt->recs[i].stage, rt->recs[i].reason);
+            ol_log_warn("record %s[%d]@%lld %s (%s): %s", rt->topics[r->topic], (int)r->rkm->partition,
+                        (long long)r->rkm->offset, rt->dlq_disabled ? "skipped" : "sent to the dlq", r->stage,
+                        r->reason);
         } else {
             rt->consecutive_poison = 0;
         }
@@ -581,21 +660,110 @@ static ol_err_t apply_batch(ol_rt_t *rt, char *errstr, size_t errstr_size) {
     return OL_ERR_OK;
 }
 
+/* Poll thread, once batch b is applied (or failed): seeks the partitions of
+ * a part another member had applied, frees b, reports progress. */
+static ol_err_t batch_settle(ol_rt_t *rt, batch_t *b, ol_err_t err) {
+    for (int i = 0; !err && i < rt->nappliers; i++)
+        if (rt->appliers[i].stale) {
+            ol_log_warn("batch part skipped: another member applied part of it; seeking to the stored offsets");
+            reseek(rt, &rt->appliers[i]);
+        }
+    batch_clear(b);
+    if (!err && rt->on_batch)
+        rt->on_batch(rt->on_batch_opaque, rt);
+    return err;
+}
+
+/* ---- the pipeline --------------------------------------------------------- */
+
+static void *applier_main(void *arg) {
+    ol_rt_t *rt = arg;
+    pthread_mutex_lock(&rt->plock);
+    for (;;) {
+        int64_t t0 = ol_time_mono_us();
+        while (!rt->pquit && (!rt->inflight || rt->inflight_done))
+            pthread_cond_wait(&rt->pcv, &rt->plock);
+        atomic_fetch_add(&rt->idle_us, ol_time_mono_us() - t0);
+        if (rt->pquit)
+            break;
+        batch_t *b = rt->inflight;
+        pthread_mutex_unlock(&rt->plock);
+        char errstr[sizeof(rt->inflight_errstr)];
+        ol_err_t err = apply_batch(rt, b, errstr, sizeof(errstr));
+        pthread_mutex_lock(&rt->plock);
+        rt->inflight_err = err;
+        if (err)
+            snprintf(rt->inflight_errstr, sizeof(rt->inflight_errstr), "%s", errstr);
+        rt->inflight_done = true;
+        pthread_cond_broadcast(&rt->pcv);
+    }
+    pthread_mutex_unlock(&rt->plock);
+    return NULL;
+}
+
+/* Waits for the batch in flight, if any, and settles it. */
+static ol_err_t inflight_wait(ol_rt_t *rt, char *errstr, size_t errstr_size) {
+    if (!rt->inflight)
+        return OL_ERR_OK;
+    pthread_mutex_lock(&rt->plock);
+    while (!rt->inflight_done)
+        pthread_cond_wait(&rt->pcv, &rt->plock);
+    batch_t *b = rt->inflight;
+    ol_err_t err = rt->inflight_err;
+    rt->inflight = NULL;
+    rt->inflight_done = false;
+    pthread_mutex_unlock(&rt->plock);
+    if (err)
+        ol_errf(errstr, errstr_size, err, "%s", rt->inflight_errstr);
+    return batch_settle(rt, b, err);
+}
+
+/* Hands the folded current batch to the applier thread; collecting goes
+ * on into the other slot. */
+static void inflight_start(ol_rt_t *rt) {
+    pthread_mutex_lock(&rt->plock);
+    rt->inflight = rt->cur;
+    rt->inflight_done = false;
+    pthread_cond_broadcast(&rt->pcv);
+    pthread_mutex_unlock(&rt->plock);
+    rt->cur = rt->cur == &rt->slots[0] ? &rt->slots[1] : &rt->slots[0];
+}
+
+/* Applies the collected batch: pipelined, it waits for the one before and
+ * starts this one; otherwise it applies it here. */
+static ol_err_t batch_apply(ol_rt_t *rt, char *errstr, size_t errstr_size) {
+    batch_t *b = rt->cur;
+    fold_batch(rt, b);
+    if (!rt->pipelined)
+        return batch_settle(rt, b, apply_batch(rt, b, errstr, errstr_size));
+    ol_err_t err = inflight_wait(rt, errstr, errstr_size);
+    if (err)
+        return err;
+    if (!b->nrecs)
+        return OL_ERR_OK;
+    if (!b->folded) /* the batch before had its partitions sought back */
+        fold_batch(rt, b);
+    inflight_start(rt);
+    return OL_ERR_OK;
+}
+
 /* ---- rebalancing ------------------------------------------------------- */
 
-/* Drops the records of the batch being built that belong to partitions no
- * longer ours: they are not applied, the next owner reads them again. */
-static void batch_drop_revoked(ol_rt_t *rt, const rd_kafka_topic_partition_list_t *parts) {
-    size_t kept = 0;
-    for (size_t i = 0; i < rt->nrecs; i++) {
-        rd_kafka_message_t *m = rt->recs[i].rkm;
-        if (rd_kafka_topic_partition_list_find(parts, rt->topics[rt->recs[i].topic], m->partition)) {
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        rt->recs[kept++] = rt->recs[i];
+static bool in_parts(const void *ctx, const char *topic, int32_t partition) {
+    return rd_kafka_topic_partition_list_find(ctx, topic, partition) != NULL;
+}
+
+/* A batch in flight is finished before the group changes: its offsets are
+ * written while its partitions are still ours, and the applier's connection
+ * is free for on_assign. An error stops the consumer. */
+static void rebalance_wait(ol_rt_t *rt) {
+    char errstr[sizeof(rt->fatal_msg)];
+    ol_err_t err = inflight_wait(rt, errstr, sizeof(errstr));
+    if (err && !rt->fatal) {
+        rt->fatal = err;
+        snprintf(rt->fatal_msg, sizeof(rt->fatal_msg), "%s", errstr);
+        rt->stop = 1;
     }
-    rt->nrecs = kept;
 }
 
 static void on_assign(ol_rt_t *rt, rd_kafka_topic_partition_list_t *parts) {
@@ -641,10 +809,13 @@ static void on_assign(ol_rt_t *rt, rd_kafka_topic_partition_list_t *parts) {
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
                          void *opaque) {
     ol_rt_t *rt = opaque;
+    rebalance_wait(rt);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         on_assign(rt, parts);
     } else {
-        batch_drop_revoked(rt, parts);
+        /* what was read of partitions no longer ours is not applied: the
+         * next owner reads it again */
+        batch_drop(rt, rt->cur, in_parts, parts);
         rd_kafka_assign(rk, NULL);
         rt->assigned = 0;
         rt->at_end = 0;
@@ -667,7 +838,9 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
     for (const char *const *t = role->topics; *t && rt->ntopics < MAX_TOPICS; t++)
         ol_kafka_topic_name(conf, *t, rt->topics[rt->ntopics++], sizeof(rt->topics[0]));
     ol_kafka_topic_name(conf, "dlq", rt->dlq_topic, sizeof(rt->dlq_topic));
-    rt->batch_arena = ol_arena_new(0);
+    rt->cur = &rt->slots[0];
+    pthread_mutex_init(&rt->plock, NULL);
+    pthread_cond_init(&rt->pcv, NULL);
     rt->eof = rd_kafka_topic_partition_list_new(1);
     pthread_mutex_init(&rt->lock, NULL);
     pthread_cond_init(&rt->work, NULL);
@@ -682,6 +855,7 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
     rt->appliers = ol_xcalloc((size_t)rt->nappliers, sizeof(*rt->appliers));
     for (int i = 0; i < rt->nappliers; i++) {
         applier_t *ap = &rt->appliers[i];
+        ap->rt = rt;
         ap->mod = rt->nappliers;
         ap->rem = i;
         ap->arena = ol_arena_new(0);
@@ -734,20 +908,33 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
     if (ol_kafka_wait_cluster(rt->rk, conf, errstr, errstr_size) ||
         ol_kafka_check_topics(rt->rk, conf, errstr, errstr_size))
         goto fail;
+    /* pipelined: one thread applies a batch while the poll thread collects
+     * and folds the next */
+    rt->pipelined = ol_conf_bool(conf, "consumer.pipeline");
+    for (int k = 0; k < (rt->pipelined ? 2 : 1); k++) {
+        batch_t *b = &rt->slots[k];
+        b->arena = ol_arena_new(0);
+        b->states = ol_xcalloc((size_t)rt->nworkers, sizeof(void *));
+        b->arenas = ol_xcalloc((size_t)rt->nworkers, sizeof(ol_arena_t *));
+        for (int i = 0; i < rt->nworkers; i++) {
+            b->states[i] = role->state_new(role->opaque);
+            b->arenas[i] = ol_arena_new(0);
+        }
+    }
     rt->workers = ol_xcalloc((size_t)rt->nworkers, sizeof(*rt->workers));
     for (int i = 0; i < rt->nworkers; i++) {
         worker_t *w = &rt->workers[i];
         w->rt = rt;
+        w->id = i;
         w->codec = ol_codec_new();
-        w->arena = ol_arena_new(0);
         w->scratch = ol_arena_new(0);
-        w->state = role->state_new(role->opaque);
-        if (rt->nappliers > 1) {
-            rt->appliers[i].states[0] = w->state;
-            rt->appliers[i].nstates = 1;
-        }
         if (pthread_create(&w->thread, NULL, worker_main, w))
             ol_assert_fail("pthread_create", __FILE__, __LINE__);
+    }
+    if (rt->pipelined) {
+        if (pthread_create(&rt->applier_thread, NULL, applier_main, rt))
+            ol_assert_fail("pthread_create", __FILE__, __LINE__);
+        rt->applier_started = true;
     }
     return rt;
 fail:
@@ -766,14 +953,31 @@ void ol_rt_destroy(ol_rt_t *rt) {
         worker_t *w = &rt->workers[i];
         pthread_join(w->thread, NULL);
         ol_codec_destroy(w->codec);
-        ol_arena_destroy(w->arena);
         ol_arena_destroy(w->scratch);
-        rt->role->state_destroy(w->state);
         free(w->idx);
     }
     free(rt->workers);
-    batch_clear(rt);
-    free(rt->recs);
+    if (rt->applier_started) { /* idle: ol_rt_run waits for the batch in flight */
+        pthread_mutex_lock(&rt->plock);
+        rt->pquit = 1;
+        pthread_cond_broadcast(&rt->pcv);
+        pthread_mutex_unlock(&rt->plock);
+        pthread_join(rt->applier_thread, NULL);
+    }
+    for (int k = 0; k < 2; k++) {
+        batch_t *b = &rt->slots[k];
+        if (!b->arena)
+            continue;
+        batch_clear(b);
+        free(b->recs);
+        for (int i = 0; i < rt->nworkers; i++) {
+            rt->role->state_destroy(b->states[i]);
+            ol_arena_destroy(b->arenas[i]);
+        }
+        free(b->states);
+        free(b->arenas);
+        ol_arena_destroy(b->arena);
+    }
     for (int i = 0; i < rt->nappliers; i++) {
         applier_t *ap = &rt->appliers[i];
         if (ap->pg)
@@ -790,7 +994,8 @@ void ol_rt_destroy(ol_rt_t *rt) {
     if (rt->dlq)
         rd_kafka_destroy(rt->dlq);
     rd_kafka_topic_partition_list_destroy(rt->eof);
-    ol_arena_destroy(rt->batch_arena);
+    pthread_cond_destroy(&rt->pcv);
+    pthread_mutex_destroy(&rt->plock);
     pthread_cond_destroy(&rt->work);
     pthread_cond_destroy(&rt->done);
     pthread_mutex_destroy(&rt->lock);
@@ -800,13 +1005,13 @@ void ol_rt_destroy(ol_rt_t *rt) {
     free(rt);
 }
 
-static void batch_add(ol_rt_t *rt, rd_kafka_message_t *m) {
-    if (rt->nrecs == rt->cap) {
-        rt->cap = rt->cap ? rt->cap * 2 : 1024;
-        rt->recs = ol_xrealloc(rt->recs, rt->cap * sizeof(*rt->recs));
+static void batch_add(ol_rt_t *rt, batch_t *b, rd_kafka_message_t *m) {
+    if (b->nrecs == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 1024;
+        b->recs = ol_xrealloc(b->recs, b->cap * sizeof(*b->recs));
     }
-    rt->recs[rt->nrecs++] = (rec_t){m, topic_index(rt, rd_kafka_topic_name(m->rkt)), NULL, NULL};
-    rt->bytes += m->len + m->key_len;
+    b->recs[b->nrecs++] = (rec_t){m, topic_index(rt, rd_kafka_topic_name(m->rkt)), NULL, NULL};
+    b->bytes += m->len + m->key_len;
 }
 
 ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size) {
@@ -823,7 +1028,7 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
     ol_err_t err = OL_ERR_OK;
     while (!rt->stop) {
         int64_t deadline = ol_time_mono_us() + max_us;
-        while (!rt->stop && rt->nrecs < max_events && rt->bytes < max_bytes) {
+        while (!rt->stop && rt->cur->nrecs < max_events && rt->cur->bytes < max_bytes) {
             int64_t left = (deadline - ol_time_mono_us()) / 1000;
             if (left <= 0)
                 break;
@@ -846,24 +1051,24 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
                 rd_kafka_message_destroy(m);
                 continue;
             }
-            batch_add(rt, m);
+            batch_add(rt, rt->cur, m);
         }
         if (rt->fatal) {
             err = ol_errf(errstr, errstr_size, rt->fatal, "%s", rt->fatal_msg);
             break;
         }
-        if (rt->nrecs) {
-            fold_batch(rt);
-            err = apply_batch(rt, errstr, errstr_size);
-            batch_clear(rt);
-            if (err)
+        if (rt->cur->nrecs) {
+            if ((err = batch_apply(rt, errstr, errstr_size)))
                 break;
-            if (rt->on_batch)
-                rt->on_batch(rt->on_batch_opaque, rt);
         } else if (until_end && rt->assigned > 0 && rt->at_end >= rt->assigned) {
             break;
         }
     }
-    batch_clear(rt);
+    /* the batch in flight is finished (SIGTERM drains it too) */
+    char errstr2[1024];
+    ol_err_t err2 = inflight_wait(rt, errstr2, sizeof(errstr2));
+    if (err2 && !err)
+        err = ol_errf(errstr, errstr_size, err2, "%s", errstr2);
+    batch_clear(rt->cur);
     return err;
 }

@@ -17,8 +17,9 @@
  *
  * One poll thread collects a batch (bounded by count, bytes and time); the
  * batch's records are dispatched by key hash to a pool of workers, so each
- * key is folded in order while workers run in parallel; then the poll thread
- * applies the folded batch in ONE PostgreSQL transaction that also writes the
+ * key is folded in order while workers run in parallel; then the applier
+ * thread (while the poll thread collects and folds the next batch: at most
+ * two in memory) applies the folded batch in ONE PostgreSQL transaction that also writes the
  * next offset of every partition the batch covers (exactly-once), and only
  * after COMMIT commits the offsets to Kafka (for lag tools). On assignment
  * the consumer seeks to the offsets stored in PostgreSQL.
@@ -56,7 +57,7 @@ typedef struct ol_rt_role_s {
      * record poison (dlq, with errstr as the reason); nothing of it may stay
      * in the state then. */
     ol_err_t (*fold)(void *state, const ol_rt_record_t *rec, ol_arena_t *arena, char *errstr, size_t errstr_size);
-    /* Poll thread, inside the batch's transaction: write what the states
+    /* Applier thread, inside the batch's transaction: write what the states
      * hold. Must not change the states (a transient failure runs it again).
      * May reject records with ol_rt_reject. A transient error retries the
      * batch; any other error stops the consumer. */
@@ -113,6 +114,9 @@ void *ol_rt_opaque(const ol_rt_t *rt);
 /* Counters since start, for progress lines and tests. */
 typedef struct ol_rt_stats_s {
     int64_t events, batches, rejected, retries;
+    /* microseconds: applying batches (PostgreSQL and the role's apply),
+     * folding them, and, pipelined, the applier waiting for the next one */
+    int64_t apply_us, fold_us, idle_us;
 } ol_rt_stats_t;
 void ol_rt_stats(const ol_rt_t *rt, ol_rt_stats_t *out);
 
