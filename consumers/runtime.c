@@ -885,6 +885,13 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
                                "10000",
                                "heartbeat.interval.ms",
                                "1000",
+                               /* the first fetch after an assignment can
+                                * name only partitions with nothing to read
+                                * (empty topics, offsets still resolving):
+                                * the broker then holds it this long, and a
+                                * replay started with a stall of 500 ms */
+                               "fetch.wait.max.ms",
+                               "100",
                                NULL};
     rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, cdefaults, errstr, errstr_size);
     if (!kconf)
