@@ -72,8 +72,7 @@ void ol_pgcopy_array_item(ol_pgcopy_t *t, const char *s, size_t n, bool first) {
     t->buf[t->len] = '\0';
 }
 
-ol_err_t ol_pgcopy_in(PGconn *conn, const char *target, const char *cols, const ol_pgcopy_t *text, char *errstr,
-                      size_t errstr_size) {
+ol_err_t ol_pgcopy_begin(PGconn *conn, const char *target, const char *cols, char *errstr, size_t errstr_size) {
     size_t size = strlen(target) + strlen(cols) + 32;
     char *sql = ol_xmalloc(size);
     snprintf(sql, size, "copy %s (%s) from stdin", target, cols);
@@ -86,16 +85,39 @@ ol_err_t ol_pgcopy_in(PGconn *conn, const char *target, const char *cols, const 
         return err ? err : OL_ERR_PG;
     }
     PQclear(res);
-    if (PQputCopyData(conn, text->buf, (int)text->len) != 1 || PQputCopyEnd(conn, NULL) != 1) {
+    return OL_ERR_OK;
+}
+
+ol_err_t ol_pgcopy_send(PGconn *conn, ol_pgcopy_t *t, char *errstr, size_t errstr_size) {
+    if (t->len && PQputCopyData(conn, t->buf, (int)t->len) != 1) {
         ol_pg_msg(NULL, conn, errstr, errstr_size);
         return OL_ERR_TRANSIENT;
     }
-    res = PQgetResult(conn);
+    t->len = 0;
+    return OL_ERR_OK;
+}
+
+ol_err_t ol_pgcopy_end(PGconn *conn, ol_err_t failed, char *errstr, size_t errstr_size) {
+    if (PQputCopyEnd(conn, failed ? "the sender failed" : NULL) != 1) {
+        if (!failed)
+            ol_pg_msg(NULL, conn, errstr, errstr_size);
+        failed = failed ? failed : OL_ERR_TRANSIENT;
+    }
+    PGresult *res = PQgetResult(conn);
     ol_err_t err = ol_pg_err(res);
-    if (err)
+    if (err && !failed)
         ol_pg_msg(res, conn, errstr, errstr_size);
     PQclear(res);
     while ((res = PQgetResult(conn)))
         PQclear(res);
-    return err;
+    return failed ? failed : err;
+}
+
+ol_err_t ol_pgcopy_in(PGconn *conn, const char *target, const char *cols, const ol_pgcopy_t *text, char *errstr,
+                      size_t errstr_size) {
+    ol_err_t err = ol_pgcopy_begin(conn, target, cols, errstr, errstr_size);
+    if (err)
+        return err;
+    ol_pgcopy_t whole = *text; /* send empties it: the caller's stays */
+    return ol_pgcopy_end(conn, ol_pgcopy_send(conn, &whole, errstr, errstr_size), errstr, errstr_size);
 }

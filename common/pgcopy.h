@@ -42,4 +42,11 @@ void ol_pgcopy_array_item(ol_pgcopy_t *t, const char *s, size_t n, bool first);
 ol_err_t ol_pgcopy_in(PGconn *conn, const char *target, const char *cols, const ol_pgcopy_t *text, char *errstr,
                       size_t errstr_size);
 
+/* The same in steps, for rows streamed while they are made: begin, then
+ * send whenever t holds enough (t is emptied, its buffer kept), then end.
+ * end with failed set (a send failed) aborts the COPY and returns failed. */
+ol_err_t ol_pgcopy_begin(PGconn *conn, const char *target, const char *cols, char *errstr, size_t errstr_size);
+ol_err_t ol_pgcopy_send(PGconn *conn, ol_pgcopy_t *t, char *errstr, size_t errstr_size);
+ol_err_t ol_pgcopy_end(PGconn *conn, ol_err_t failed, char *errstr, size_t errstr_size);
+
 #endif

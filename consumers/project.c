@@ -19,6 +19,7 @@
  *    (last_offset): an event at or below it is a replay and is skipped;
  *  - an event about an order or refund that does not exist can never apply:
  *    it goes to the dlq with the reason. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -590,9 +591,9 @@ static ol_err_t copy_in(apply_t *a, const char *target, const char *cols, const 
     return ol_pgcopy_in(a->conn, target, cols, &c->text, a->errstr, a->errstr_size);
 }
 
-static char *col_list(apply_t *a, const table_t *t, const char *prefix) {
+static char *col_list(ol_arena_t *arena, const table_t *t, const char *prefix) {
     size_t cap = 64 * (size_t)t->ncols, len = 0;
-    char *s = ol_arena_alloc(a->arena, cap);
+    char *s = ol_arena_alloc(arena, cap);
     for (int i = 0; i < t->ncols; i++)
         len += (size_t)snprintf(s + len, cap - len, "%s%s%s", i ? ", " : "", prefix, t->cols[i]);
     return s;
@@ -608,7 +609,7 @@ static void copy_split_fn(void *opaque, const char *key, size_t key_len, void *v
 static ol_err_t write_rows(apply_t *a, const table_t *t, ol_map_t *map) {
     copy_t c[2] = {{a, t, {a->arena, NULL, 0, 0}, 0}, {a, t, {a->arena, NULL, 0, 0}, 0}};
     ol_map_foreach(map, copy_split_fn, c);
-    const char *cols = col_list(a, t, "");
+    const char *cols = col_list(a->arena, t, "");
     char *target = ol_arena_sprintf(a->arena, "%s.%s", a->schema, t->name);
     ol_err_t err;
     if (c[0].rows && (err = copy_in(a, target, cols, &c[0]))) {
@@ -825,44 +826,149 @@ void ol_project_bulk_destroy(ol_project_bulk_t *b) {
     free(b);
 }
 
-/* COPY every row of map straight into schema.table (empty, no upsert). */
-static ol_err_t bulk_copy(apply_t *a, const table_t *t, ol_map_t *map) {
-    copy_t c = {a, t, {a->arena, NULL, 0, 0}, 0};
-    ol_map_foreach(map, copy_row_fn, &c);
-    if (!c.rows)
-        return OL_ERR_OK;
-    return copy_in(a, ol_arena_sprintf(a->arena, "%s.%s", a->schema, t->name), col_list(a, t, ""), &c);
+/* ---- writing the bulk rows: COPY streamed in chunks while the text is
+ * made (PostgreSQL parses one chunk while the next is made; the text of a
+ * table is never whole in memory) -------------------------------------------- */
+
+#define STREAM_CHUNK ((size_t)1 << 20)
+
+typedef struct stream_s {
+    PGconn *conn;
+    const table_t *t;
+    ol_pgcopy_t text;
+    ol_err_t err;
+    char *errstr;
+    size_t errstr_size;
+} stream_t;
+
+static void stream_more(stream_t *s) {
+    if (!s->err && s->text.len >= STREAM_CHUNK)
+        s->err = ol_pgcopy_send(s->conn, &s->text, s->errstr, s->errstr_size);
 }
 
-/* Writes every row held, in the caller's transaction. */
-static ol_err_t bulk_write(ol_project_bulk_t *b, PGconn *conn, const char *schema, char *errstr, size_t errstr_size) {
-    apply_t a = {NULL,    conn,        ol_arena_new(0),  schema, b->orders,   b->refunds,
-                 b->skus, b->payments, b->payments_text, errstr, errstr_size, true};
+static void stream_row_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    (void)key;
+    (void)key_len;
+    stream_t *s = opaque;
+    const row_t *r = value;
+    if (!r->dirty || s->err)
+        return;
+    ol_pgcopy_row(&s->text, r->v, s->t->ncols);
+    stream_more(s);
+}
+
+static void stream_lines_fn(void *opaque, const char *key, size_t key_len, void *value) {
+    (void)key;
+    (void)key_len;
+    stream_t *s = opaque;
+    const row_t *r = value;
+    if (!r->lines_dirty || !r->lines || s->err)
+        return;
+    ol_pgcopy_append(&s->text, r->lines, strlen(r->lines));
+    stream_more(s);
+}
+
+/* COPYs what fn makes of every row of map into schema.name. */
+static ol_err_t stream_table(PGconn *conn, ol_arena_t *arena, const char *schema, const char *name, const char *cols,
+                             const table_t *t, ol_map_t *map,
+                             void (*fn)(void *opaque, const char *key, size_t key_len, void *value), char *errstr,
+                             size_t errstr_size) {
+    if (!ol_map_count(map))
+        return OL_ERR_OK;
+    ol_err_t err = ol_pgcopy_begin(conn, ol_arena_sprintf(arena, "%s.%s", schema, name), cols, errstr, errstr_size);
+    if (err)
+        return err;
+    stream_t s = {conn, t, {arena, NULL, 0, 0}, OL_ERR_OK, errstr, errstr_size};
+    ol_map_foreach(map, fn, &s);
+    if (!s.err)
+        s.err = ol_pgcopy_send(conn, &s.text, errstr, errstr_size);
+    return ol_pgcopy_end(conn, s.err, errstr, errstr_size);
+}
+
+/* The bulk rows in two parts that can go at once, on two connections. */
+typedef struct bulk_part_s {
+    ol_project_bulk_t *b;
+    PGconn *conn;
+    const char *schema;
+    ol_arena_t *arena;
+    bool own_transaction; /* on a connection of its own: begin and commit */
     ol_err_t err;
-    copy_t lines = {&a, &t_orders, {a.arena, NULL, 0, 0}, 0};
-    copy_t pays = {&a, NULL, b->payments_text, 0};
-    ol_map_foreach(b->orders, copy_lines_fn, &lines);
-    if ((err = bulk_copy(&a, &t_orders, b->orders)) || (err = bulk_copy(&a, &t_refunds, b->refunds)) ||
-        (err = bulk_copy(&a, &t_skus, b->skus)) ||
-        (lines.rows && (err = copy_in(&a, ol_arena_sprintf(a.arena, "%s.order_lines", schema),
-                                      "order_id, line_no, sku, quantity, unit_price", &lines))) ||
-        (pays.text.len && (err = copy_in(&a, ol_arena_sprintf(a.arena, "%s.order_payments", schema),
-                                         "order_id, payment_id, amount, currency, paid_at", &pays))))
-        goto out;
-    err = ol_pg_exec_ok(conn,
-                        ol_arena_sprintf(a.arena,
-                                         "update %s.orders o set refunded_amount = x.s from (select order_id, "
-                                         "sum(amount) as s from %s.refunds where status = 'completed' group by "
-                                         "order_id) x where o.order_id = x.order_id and o.refunded_amount <> x.s",
-                                         schema, schema),
-                        errstr, errstr_size);
-out:
-    ol_arena_destroy(a.arena);
+    char errstr[1024];
+} bulk_part_t;
+
+/* orders, skus */
+static ol_err_t bulk_part_orders(bulk_part_t *p) {
+    ol_err_t err = stream_table(p->conn, p->arena, p->schema, "orders", col_list(p->arena, &t_orders, ""), &t_orders,
+                                p->b->orders, stream_row_fn, p->errstr, sizeof(p->errstr));
+    if (!err)
+        err = stream_table(p->conn, p->arena, p->schema, "skus", col_list(p->arena, &t_skus, ""), &t_skus, p->b->skus,
+                           stream_row_fn, p->errstr, sizeof(p->errstr));
     return err;
 }
 
-ol_err_t ol_project_bulk_flush(ol_project_bulk_t *b, PGconn *conn, const char *schema, char *errstr,
-                               size_t errstr_size) {
+/* order_lines, order_payments, refunds */
+static ol_err_t bulk_part_lines(bulk_part_t *p) {
+    ol_err_t err = OL_ERR_OK;
+    if (p->own_transaction)
+        err = ol_pg_exec_ok(p->conn, "begin", p->errstr, sizeof(p->errstr));
+    if (!err)
+        err = stream_table(p->conn, p->arena, p->schema, "order_lines", "order_id, line_no, sku, quantity, unit_price",
+                           &t_orders, p->b->orders, stream_lines_fn, p->errstr, sizeof(p->errstr));
+    if (!err && p->b->payments_text.len)
+        err = ol_pgcopy_in(p->conn, ol_arena_sprintf(p->arena, "%s.order_payments", p->schema),
+                           "order_id, payment_id, amount, currency, paid_at", &p->b->payments_text, p->errstr,
+                           sizeof(p->errstr));
+    if (!err)
+        err = stream_table(p->conn, p->arena, p->schema, "refunds", col_list(p->arena, &t_refunds, ""), &t_refunds,
+                           p->b->refunds, stream_row_fn, p->errstr, sizeof(p->errstr));
+    if (p->own_transaction)
+        err = err ? err : ol_pg_exec_ok(p->conn, "commit", p->errstr, sizeof(p->errstr));
+    return err;
+}
+
+static void *bulk_part_lines_main(void *arg) {
+    bulk_part_t *p = arg;
+    p->err = bulk_part_lines(p);
+    return NULL;
+}
+
+/* Writes every row held, in the caller's transaction on conn; with conn2,
+ * the lines, payments and refunds go at once on conn2, in a transaction of
+ * their own (only for the final flush: a spill must stay in its batch's
+ * transaction). */
+static ol_err_t bulk_write(ol_project_bulk_t *b, PGconn *conn, PGconn *conn2, const char *schema, char *errstr,
+                           size_t errstr_size) {
+    bulk_part_t po = {b, conn, schema, ol_arena_new(0), false, OL_ERR_OK, {0}};
+    bulk_part_t pl = {b, conn2 ? conn2 : conn, schema, ol_arena_new(0), conn2 != NULL, OL_ERR_OK, {0}};
+    pthread_t thread;
+    bool threaded = conn2 && !pthread_create(&thread, NULL, bulk_part_lines_main, &pl);
+    ol_err_t err = bulk_part_orders(&po);
+    const char *msg = po.errstr;
+    if (threaded)
+        pthread_join(thread, NULL);
+    else if (!err)
+        pl.err = bulk_part_lines(&pl);
+    if (!err && pl.err) {
+        err = pl.err;
+        msg = pl.errstr;
+    }
+    if (!err)
+        err = ol_pg_exec_ok(conn,
+                            ol_arena_sprintf(po.arena,
+                                             "update %s.orders o set refunded_amount = x.s from (select order_id, "
+                                             "sum(amount) as s from %s.refunds where status = 'completed' group by "
+                                             "order_id) x where o.order_id = x.order_id and o.refunded_amount <> x.s",
+                                             schema, schema),
+                            po.errstr, sizeof(po.errstr));
+    if (err)
+        ol_errf(errstr, errstr_size, err, "%s", msg);
+    ol_arena_destroy(po.arena);
+    ol_arena_destroy(pl.arena);
+    return err;
+}
+
+ol_err_t ol_project_bulk_flush(ol_project_bulk_t *b, const ol_conf_t *conf, PGconn *conn, const char *schema,
+                               char *errstr, size_t errstr_size) {
     if (b->spill_pending) { /* the replay ended: the spill's batch committed */
         bulk_free_rows(b);
         b->spill_pending = false;
@@ -870,11 +976,16 @@ ol_err_t ol_project_bulk_flush(ol_project_bulk_t *b, PGconn *conn, const char *s
     }
     if (b->spilled)
         return OL_ERR_OK; /* written already, by the spill and the normal path */
+    /* a second connection: the tables are written two at a time */
+    PGconn *conn2 = ol_pg_connect(conf, errstr, errstr_size);
+    if (!conn2)
+        return OL_ERR_UNREACHABLE;
     ol_err_t err = ol_pg_exec_ok(conn, "begin", errstr, errstr_size);
-    if (!err && !(err = bulk_write(b, conn, schema, errstr, errstr_size)))
+    if (!err && !(err = bulk_write(b, conn, conn2, schema, errstr, errstr_size)))
         err = ol_pg_exec_ok(conn, "commit", errstr, errstr_size);
     if (err)
         ol_pg_exec_ok(conn, "rollback", NULL, 0);
+    PQfinish(conn2);
     return err;
 }
 
@@ -903,7 +1014,7 @@ static ol_err_t bulk_mode(ol_project_bulk_t *b, ol_rt_t *rt, PGconn *conn, bool 
     ol_log_info("bulk load: %zu rows in memory, more than the limit of %zu: writing them and going on with "
                 "keys and indexes",
                 rows, b->max_rows);
-    ol_err_t err = bulk_write(b, conn, ol_rt_schema(rt), errstr, errstr_size);
+    ol_err_t err = bulk_write(b, conn, NULL, ol_rt_schema(rt), errstr, errstr_size);
     if (!err && b->on_spill)
         err = b->on_spill(b->on_spill_opaque, conn, errstr, errstr_size);
     if (!err) {

@@ -33,9 +33,11 @@ void ol_project_bulk_set_limit(ol_project_bulk_t *bulk, size_t max_rows,
 bool ol_project_bulk_fills(const char *table);
 /* Whether the limit was passed (keys and indexes exist already). */
 bool ol_project_bulk_spilled(const ol_project_bulk_t *bulk);
-/* Writes what is in memory in one transaction (nothing after a spill); the
- * tables must be empty. */
-ol_err_t ol_project_bulk_flush(ol_project_bulk_t *bulk, PGconn *conn, const char *schema, char *errstr,
-                               size_t errstr_size);
+/* Writes what is in memory (nothing after a spill); the tables must be
+ * empty. Two connections (conn and one more from conf) write two tables at
+ * once, each in a transaction; readers of the shadow see nothing until the
+ * rebuild is done. */
+ol_err_t ol_project_bulk_flush(ol_project_bulk_t *bulk, const ol_conf_t *conf, PGconn *conn, const char *schema,
+                               char *errstr, size_t errstr_size);
 
 #endif

@@ -414,7 +414,7 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     ol_project_bulk_set_limit(bulk, (size_t)ol_conf_int(conf, "rebuild.bulk.rows"), on_spill, &rb);
     err = replay(&rb, bulk, &events);
     if (!err)
-        err = ol_project_bulk_flush(bulk, rb.pg, rb.shadow, errstr, sizeof(errstr));
+        err = ol_project_bulk_flush(bulk, conf, rb.pg, rb.shadow, errstr, sizeof(errstr));
     bool have_keys = ol_project_bulk_spilled(bulk);
     ol_project_bulk_destroy(bulk);
     if (err)
