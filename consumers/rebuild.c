@@ -18,6 +18,7 @@
  *     Readers see the old schema or the new one, never a partial table.
  * --verify-only stops after the comparison and drops the shadow. */
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,6 +273,11 @@ static void progress(void *opaque, const ol_rt_t *rt) {
         fprintf(stderr, "rebuild: %lld events, %.0f events/s\n", (long long)st.events, (double)st.events / secs);
 }
 
+static void *bulk_free_main(void *arg) {
+    ol_project_bulk_destroy(arg);
+    return NULL;
+}
+
 /* Replays into the shadow until every partition reached its end. */
 static ol_err_t replay(rebuild_t *rb, ol_project_bulk_t *bulk, int64_t *events) {
     ol_conf_t *conf = ol_conf_dup(rb->conf);
@@ -405,6 +411,8 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     }
     rb.start_us = ol_time_mono_us();
     int64_t events = 0;
+    pthread_t freer;
+    bool freeing = false;
     if ((err = list_tables(&rb)) || (err = create_shadow(&rb)))
         goto fail;
     fprintf(stderr, "rebuild: replaying the topics into schema %s\n", rb.shadow);
@@ -416,7 +424,11 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     if (!err)
         err = ol_project_bulk_flush(bulk, conf, rb.pg, rb.shadow, errstr, sizeof(errstr));
     bool have_keys = ol_project_bulk_spilled(bulk);
-    ol_project_bulk_destroy(bulk);
+    /* millions of small allocations: freed by a thread of their own while
+     * PostgreSQL builds the keys and indexes */
+    freeing = !pthread_create(&freer, NULL, bulk_free_main, bulk);
+    if (!freeing)
+        ol_project_bulk_destroy(bulk);
     if (err)
         goto fail;
     double load_secs = (double)(ol_time_mono_us() - rb.start_us) / 1e6;
@@ -483,6 +495,8 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
         rc = OL_EXIT_OK;
     }
     PQfinish(rb.pg);
+    if (freeing)
+        pthread_join(freer, NULL);
     return rc;
 fail_tx:
     exec(&rb, "rollback");
@@ -495,6 +509,8 @@ fail:
         snprintf(errstr, sizeof(errstr), "%s", keep);
     }
     PQfinish(rb.pg);
+    if (freeing)
+        pthread_join(freer, NULL);
     return OL_EXIT_FAIL;
 }
 
