@@ -31,11 +31,29 @@ void ol_time_format(int64_t ms, char *out, size_t out_size) {
     int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
     int millis = (int)(ms - secs * 1000);
     if (secs != cached_secs) {
-        time_t t = (time_t)secs;
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        snprintf(cached, sizeof(cached), "%04d-%02d-%02dT%02d:%02d:%02d", (tm.tm_year + 1900) % 10000,
-                 (tm.tm_mon + 1) % 100, tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100, tm.tm_sec % 100);
+        /* the civil date of a day number, by arithmetic (the projector
+         * formats a time per value it writes: gmtime_r and snprintf were a
+         * visible share of its applier) */
+        int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400, rem = secs - days * 86400;
+        int64_t z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+        int64_t doe = z - era * 146097;                                     /* [0, 146096] */
+        int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
+        int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);               /* [0, 365] */
+        int64_t mp = (5 * doy + 2) / 153;                                    /* [0, 11], from March */
+        int day = (int)(doy - (153 * mp + 2) / 5 + 1), month = (int)(mp < 10 ? mp + 3 : mp - 9);
+        int year = (int)(yoe + era * 400 + (month <= 2));
+        int hms[3] = {(int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60)};
+        char *o = cached;
+        for (int d = 1000; d; d /= 10)
+            *o++ = (char)('0' + year / d % 10);
+        const int parts[5] = {month, day, hms[0], hms[1], hms[2]};
+        const char seps[5] = {'-', '-', 'T', ':', ':'};
+        for (int i = 0; i < 5; i++) {
+            *o++ = seps[i];
+            *o++ = (char)('0' + parts[i] / 10);
+            *o++ = (char)('0' + parts[i] % 10);
+        }
+        *o = '\0';
         cached_secs = secs;
     }
     OL_ASSERT(out_size >= 25);

@@ -232,9 +232,15 @@ static void set_str(apply_t *a, row_t *r, int col, const char *v) {
 }
 
 static void set_int(apply_t *a, row_t *r, int col, int64_t v) {
-    char num[32];
-    snprintf(num, sizeof(num), "%lld", (long long)v);
-    set_str(a, r, col, num);
+    char num[24], *p = num + sizeof(num) - 1;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    *p = '\0';
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        *--p = '-';
+    set_str(a, r, col, p);
 }
 
 static void set_time(apply_t *a, row_t *r, int col, int64_t ms) {

@@ -170,6 +170,23 @@ Test(time, formats_from_several_threads_at_once) {
     }
 }
 
+Test(time, formats_as_gmtime_does_over_the_whole_range) {
+    uint64_t seed = 11;
+    const int64_t lo = -62135596800000LL, hi = 253402300799999LL; /* 0001-01-01 .. 9999-12-31 */
+    for (int i = 0; i < 200000; i++) {
+        int64_t ms = lo + (int64_t)(olt_rand(&seed) % (uint64_t)(hi - lo + 1));
+        int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+        time_t t = (time_t)secs;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        char out[32], want[96];
+        snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms - secs * 1000));
+        ol_time_format(ms, out, sizeof(out));
+        cr_assert_str_eq(out, want, "ol_time_format(%lld)", (long long)ms);
+    }
+}
+
 Test(time, parses_what_it_formats) {
     uint64_t seed = 7;
     /* 0001-01-01 .. 9999-12-31 */
