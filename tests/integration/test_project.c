@@ -857,6 +857,40 @@ Test(project, projects_fixture_streams_correctly) {
     }
 }
 
+/* The same projection whichever way the batches are applied: pipelined (the
+ * default: the next batch folded while one is applied), one at a time, and
+ * split by partition over parallel connections (pipelined too). Batches of
+ * 2 events, so that every mode runs many of them and an order's events
+ * spread over batches that overlap in the pipeline. */
+Test(project, every_apply_mode_gives_the_same_projection) {
+    kit_use("modes");
+    long long published = publish_fixtures();
+    const char *modes[][2] = {
+        {"pipelined", "-X consumer.batch.events=2"},
+        {"serial", "-X consumer.batch.events=2 -X consumer.pipeline=false"},
+        {"parallel", "-X consumer.batch.events=2 -X consumer.workers=3 -X consumer.parallel.apply=true"},
+    };
+    const char *first = NULL;
+    for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+        char name[64];
+        snprintf(name, sizeof(name), "project_modes_%s", modes[m][0]);
+        const char *db = kit_new_db(name);
+        char suffix[32];
+        snprintf(suffix, sizeof(suffix), "_%s", modes[m][0]);
+        const char *group = kit_new_group("modes", suffix);
+        kit_summary_t s = kit_project_all(db, group, modes[m][1]);
+        cr_assert_eq(s.events, published, "%s: projected %lld events of %lld", modes[m][0], s.events, published);
+        cr_assert(s.batches >= published / 2, "%s: %lld batches for %lld events of at most 2", modes[m][0],
+                  s.batches, published);
+        assert_fixture_rows(db);
+        kit_assert_offsets_at_end(db, group);
+        if (first)
+            kit_assert_same_tables(first, db, modes[m][0]);
+        else
+            first = db;
+    }
+}
+
 /* OrderPaid counts once per payment_id: a payment redelivered after another
  * one of the same order must not be added again. */
 Test(project, payment_redelivered_after_another_counts_once) {
