@@ -64,13 +64,18 @@ Test(project_crash, kill9_at_random_moments_loses_and_duplicates_nothing) {
          * count the moment from when it holds its partitions */
         int assigned = ol_test_bg_wait_stderr(bg, "\"assigned ", 1, 90000);
         cr_assert(assigned >= 1, "kill %d: no assignment within 90 s\n%s", k, ol_test_bg_stderr(bg));
-        /* every other time, from its first batch on: kills then land in full
-         * flow rather than while it starts fetching */
+        /* every other time in full flow, once a point of the stream drawn
+         * in its own stretch (k+1)/(KILLS+2) +- 1/16 is stored, so that the
+         * kill lands mid-stream however fast the projector is; the others
+         * 50 to 600 ms after the assignment, while it starts fetching or
+         * applies its first batches */
+        long delay = 50 + rand() % 551;
         if (k % 2) {
-            long long start = kit_offsets_sum(db, kit_group);
-            kit_wait_offsets(db, kit_group, start + 1, 30000, bg);
+            long long span = published / 16;
+            long long target = published * (k + 1) / (KILLS + 2) - span + (long long)(rand() % (int)(2 * span + 1));
+            kit_wait_offsets(db, kit_group, target, 60000, bg);
+            delay = rand() % 101;
         }
-        long delay = 300 + rand() % 2701;
         int rc = ol_test_bg_wait(bg, (int)delay);
         cr_assert_eq(rc, -1, "kill %d: project exited (%d) by itself\nstdout:\n%s\nstderr:\n%s", k, rc,
                      ol_test_bg_stdout(bg), ol_test_bg_stderr(bg));
