@@ -539,37 +539,50 @@ static ol_err_t load_rows(apply_t *a, const table_t *t, ol_map_t *map) {
     return OL_ERR_OK;
 }
 
+/* Rows in COPY text: kept whole (stream NULL: sent after, by copy_in), or
+ * streamed to a COPY running on stream in chunks while they are made
+ * (PostgreSQL parses one chunk while the next is made; the text of a table
+ * is never whole in memory). */
+#define STREAM_CHUNK ((size_t)1 << 20)
+
 typedef struct copy_s {
-    apply_t *a;
     const table_t *t;
     ol_pgcopy_t text;
     size_t rows;
+    PGconn *stream;
+    ol_err_t err; /* of the streaming */
+    char *errstr;
+    size_t errstr_size;
 } copy_t;
+
+static void copy_more(copy_t *c) {
+    c->rows++;
+    if (c->stream && !c->err && c->text.len >= STREAM_CHUNK)
+        c->err = ol_pgcopy_send(c->stream, &c->text, c->errstr, c->errstr_size);
+}
 
 static void copy_row_fn(void *opaque, const char *key, size_t key_len, void *value) {
     (void)key;
     (void)key_len;
     copy_t *c = opaque;
-    row_t *r = value;
-    if (!r->dirty)
+    const row_t *r = value;
+    if (!r->dirty || c->err)
         return;
     ol_pgcopy_row(&c->text, r->v, c->t->ncols);
-    c->rows++;
+    copy_more(c);
 }
 
 static void copy_lines_fn(void *opaque, const char *key, size_t key_len, void *value) {
     (void)key;
     (void)key_len;
     copy_t *c = opaque;
-    row_t *r = value;
-    if (!r->lines_dirty || !r->lines)
+    const row_t *r = value;
+    if (!r->lines_dirty || !r->lines || c->err)
         return;
     ol_pgcopy_append(&c->text, r->lines, strlen(r->lines));
-    c->rows++;
+    copy_more(c);
 }
 
-/* Orders whose stored lines are replaced (an order created by this batch
- * has none stored). */
 static void keys_dirty_lines_fn(void *opaque, const char *key, size_t key_len, void *value) {
     const row_t *r = value;
     if (r->lines_dirty && r->exists)
@@ -613,7 +626,8 @@ static void copy_split_fn(void *opaque, const char *key, size_t key_len, void *v
 /* The changed rows: the new ones COPYed straight into the table; the
  * others COPYed into a staging table, then one UPDATE. */
 static ol_err_t write_rows(apply_t *a, const table_t *t, ol_map_t *map) {
-    copy_t c[2] = {{a, t, {a->arena, NULL, 0, 0}, 0}, {a, t, {a->arena, NULL, 0, 0}, 0}};
+    copy_t c[2] = {{t, {a->arena, NULL, 0, 0}, 0, NULL, OL_ERR_OK, NULL, 0},
+                   {t, {a->arena, NULL, 0, 0}, 0, NULL, OL_ERR_OK, NULL, 0}};
     ol_map_foreach(map, copy_split_fn, c);
     const char *cols = col_list(a->arena, t, "");
     char *target = ol_arena_sprintf(a->arena, "%s.%s", a->schema, t->name);
@@ -644,7 +658,7 @@ static ol_err_t write_rows(apply_t *a, const table_t *t, ol_map_t *map) {
 }
 
 static ol_err_t write_lines(apply_t *a) {
-    copy_t c = {a, &t_orders, {a->arena, NULL, 0, 0}, 0};
+    copy_t c = {&t_orders, {a->arena, NULL, 0, 0}, 0, NULL, OL_ERR_OK, NULL, 0};
     ol_map_foreach(a->orders, copy_lines_fn, &c);
     /* every order whose lines changed loses its old lines, even to none */
     keys_t k;
@@ -732,9 +746,9 @@ static ol_err_t load_payments(apply_t *a, const ol_map_t *paid) {
 static ol_err_t write_payments(apply_t *a) {
     if (!a->new_payments.len)
         return OL_ERR_OK;
-    copy_t c = {a, NULL, a->new_payments, 0};
     char *target = ol_arena_sprintf(a->arena, "%s.order_payments", a->schema);
-    return copy_in(a, target, "order_id, payment_id, amount, currency, paid_at", &c);
+    return ol_pgcopy_in(a->conn, target, "order_id, payment_id, amount, currency, paid_at", &a->new_payments,
+                        a->errstr, a->errstr_size);
 }
 
 /* One worker's ops, in order, on the row images. */
@@ -832,47 +846,7 @@ void ol_project_bulk_destroy(ol_project_bulk_t *b) {
     free(b);
 }
 
-/* ---- writing the bulk rows: COPY streamed in chunks while the text is
- * made (PostgreSQL parses one chunk while the next is made; the text of a
- * table is never whole in memory) -------------------------------------------- */
-
-#define STREAM_CHUNK ((size_t)1 << 20)
-
-typedef struct stream_s {
-    PGconn *conn;
-    const table_t *t;
-    ol_pgcopy_t text;
-    ol_err_t err;
-    char *errstr;
-    size_t errstr_size;
-} stream_t;
-
-static void stream_more(stream_t *s) {
-    if (!s->err && s->text.len >= STREAM_CHUNK)
-        s->err = ol_pgcopy_send(s->conn, &s->text, s->errstr, s->errstr_size);
-}
-
-static void stream_row_fn(void *opaque, const char *key, size_t key_len, void *value) {
-    (void)key;
-    (void)key_len;
-    stream_t *s = opaque;
-    const row_t *r = value;
-    if (!r->dirty || s->err)
-        return;
-    ol_pgcopy_row(&s->text, r->v, s->t->ncols);
-    stream_more(s);
-}
-
-static void stream_lines_fn(void *opaque, const char *key, size_t key_len, void *value) {
-    (void)key;
-    (void)key_len;
-    stream_t *s = opaque;
-    const row_t *r = value;
-    if (!r->lines_dirty || !r->lines || s->err)
-        return;
-    ol_pgcopy_append(&s->text, r->lines, strlen(r->lines));
-    stream_more(s);
-}
+/* ---- writing the bulk rows ------------------------------------------------ */
 
 /* COPYs what fn makes of every row of map into schema.name. */
 static ol_err_t stream_table(PGconn *conn, ol_arena_t *arena, const char *schema, const char *name, const char *cols,
@@ -884,11 +858,11 @@ static ol_err_t stream_table(PGconn *conn, ol_arena_t *arena, const char *schema
     ol_err_t err = ol_pgcopy_begin(conn, ol_arena_sprintf(arena, "%s.%s", schema, name), cols, errstr, errstr_size);
     if (err)
         return err;
-    stream_t s = {conn, t, {arena, NULL, 0, 0}, OL_ERR_OK, errstr, errstr_size};
-    ol_map_foreach(map, fn, &s);
-    if (!s.err)
-        s.err = ol_pgcopy_send(conn, &s.text, errstr, errstr_size);
-    return ol_pgcopy_end(conn, s.err, errstr, errstr_size);
+    copy_t c = {t, {arena, NULL, 0, 0}, 0, conn, OL_ERR_OK, errstr, errstr_size};
+    ol_map_foreach(map, fn, &c);
+    if (!c.err)
+        c.err = ol_pgcopy_send(conn, &c.text, errstr, errstr_size);
+    return ol_pgcopy_end(conn, c.err, errstr, errstr_size);
 }
 
 /* The bulk rows in two parts that can go at once, on two connections. */
@@ -905,10 +879,10 @@ typedef struct bulk_part_s {
 /* orders, skus */
 static ol_err_t bulk_part_orders(bulk_part_t *p) {
     ol_err_t err = stream_table(p->conn, p->arena, p->schema, "orders", col_list(p->arena, &t_orders, ""), &t_orders,
-                                p->b->orders, stream_row_fn, p->errstr, sizeof(p->errstr));
+                                p->b->orders, copy_row_fn, p->errstr, sizeof(p->errstr));
     if (!err)
         err = stream_table(p->conn, p->arena, p->schema, "skus", col_list(p->arena, &t_skus, ""), &t_skus, p->b->skus,
-                           stream_row_fn, p->errstr, sizeof(p->errstr));
+                           copy_row_fn, p->errstr, sizeof(p->errstr));
     return err;
 }
 
@@ -919,14 +893,14 @@ static ol_err_t bulk_part_lines(bulk_part_t *p) {
         err = ol_pg_exec_ok(p->conn, "begin", p->errstr, sizeof(p->errstr));
     if (!err)
         err = stream_table(p->conn, p->arena, p->schema, "order_lines", "order_id, line_no, sku, quantity, unit_price",
-                           &t_orders, p->b->orders, stream_lines_fn, p->errstr, sizeof(p->errstr));
+                           &t_orders, p->b->orders, copy_lines_fn, p->errstr, sizeof(p->errstr));
     if (!err && p->b->payments_text.len)
         err = ol_pgcopy_in(p->conn, ol_arena_sprintf(p->arena, "%s.order_payments", p->schema),
                            "order_id, payment_id, amount, currency, paid_at", &p->b->payments_text, p->errstr,
                            sizeof(p->errstr));
     if (!err)
         err = stream_table(p->conn, p->arena, p->schema, "refunds", col_list(p->arena, &t_refunds, ""), &t_refunds,
-                           p->b->refunds, stream_row_fn, p->errstr, sizeof(p->errstr));
+                           p->b->refunds, copy_row_fn, p->errstr, sizeof(p->errstr));
     if (p->own_transaction)
         err = err ? err : ol_pg_exec_ok(p->conn, "commit", p->errstr, sizeof(p->errstr));
     return err;
