@@ -1,6 +1,8 @@
 #include "common/kafka.h"
 #include "common/time.h"
 
+#include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,21 +31,176 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     ol_log(l, "kafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
-rd_kafka_conf_t *ol_kafka_conf_new(const ol_conf_t *conf, const char *const *defaults, char *errstr,
-                                   size_t errstr_size) {
+/* ---- client profiles ---------------------------------------------------- */
+
+typedef struct profile_s {
+    const char *name;
+    rd_kafka_type_t type;
+    const char *const *props; /* pairs, NULL-terminated */
+} profile_t;
+
+/* Producers place keys as the Java client does (murmur2), so a key written
+ * by orderlog and by anyone else lands on one partition, in order. */
+static const char *const producer_props[] = {"enable.idempotence", "true",           "acks", "all",
+                                             "partitioner",        "murmur2_random", NULL};
+static const char *const txn_producer_props[] = {
+    "enable.idempotence",     "true",  "acks", "all", "partitioner", "murmur2_random",
+    "transaction.timeout.ms", "10000", NULL};
+static const char *const consumer_props[] = {"enable.auto.commit",
+                                             "false",
+                                             "enable.auto.offset.store",
+                                             "false",
+                                             "isolation.level",
+                                             "read_committed",
+                                             "auto.offset.reset",
+                                             "earliest",
+                                             NULL};
+static const char *const reader_props[] = {"enable.auto.commit",
+                                           "false",
+                                           "enable.auto.offset.store",
+                                           "false",
+                                           "isolation.level",
+                                           "read_committed",
+                                           "auto.offset.reset",
+                                           "earliest",
+                                           "enable.partition.eof",
+                                           "true",
+                                           NULL};
+static const char *const admin_props[] = {NULL};
+
+static const profile_t profiles[OL_KAFKA_NPROFILES] = {
+    [OL_KAFKA_PRODUCER] = {"producer", RD_KAFKA_PRODUCER, producer_props},
+    [OL_KAFKA_TXN_PRODUCER] = {"txn-producer", RD_KAFKA_PRODUCER, txn_producer_props},
+    [OL_KAFKA_CONSUMER] = {"consumer", RD_KAFKA_CONSUMER, consumer_props},
+    [OL_KAFKA_READER] = {"reader", RD_KAFKA_CONSUMER, reader_props},
+    [OL_KAFKA_ADMIN] = {"admin", RD_KAFKA_PRODUCER, admin_props},
+};
+
+/* kafka.* properties the user may not change: the allowed values (NULL:
+ * none, orderlog sets it) and what to do instead. */
+static const struct {
+    const char *name;
+    const char *allowed[3];
+    const char *why;
+} locked[] = {
+    {"partitioner",
+     {"murmur2_random", "murmur2", NULL},
+     "orderlog places keys with murmur2_random, the Java client's partitioner, so that every producer of a key "
+     "puts it on one partition (docs/events.md, placement)"},
+    {"isolation.level", {"read_committed", NULL}, "orderlog reads only committed transactions"},
+    {"enable.idempotence", {"true", NULL}, "orderlog's producers are idempotent (no duplicates on retries)"},
+    {"enable.auto.commit", {"false", NULL}, "orderlog commits offsets only after the work they cover"},
+    {"group.id", {NULL}, "orderlog sets it per role: use consumer.group.id"},
+    {"group.instance.id", {NULL}, "orderlog derives it from decide.instance"},
+    {"transactional.id", {NULL}, "orderlog derives it from decide.instance"},
+};
+
+const char *ol_kafka_profile_name(ol_kafka_profile_t profile) {
+    return profiles[profile].name;
+}
+
+rd_kafka_type_t ol_kafka_profile_type(ol_kafka_profile_t profile) {
+    return profiles[profile].type;
+}
+
+int ol_kafka_profile_find(const char *name) {
+    for (int i = 0; i < OL_KAFKA_NPROFILES; i++)
+        if (!strcmp(profiles[i].name, name))
+            return i;
+    return -1;
+}
+
+static int check_locked(void *opaque, const char *name, const char *value) {
+    set_ctx_t *ctx = opaque;
+    for (size_t i = 0; i < sizeof(locked) / sizeof(locked[0]); i++) {
+        if (strcmp(locked[i].name, name))
+            continue;
+        for (const char *const *a = locked[i].allowed; *a; a++)
+            if (!strcmp(*a, value))
+                return 0;
+        ol_errf(ctx->errstr, ctx->errstr_size, OL_ERR_CONFIG, "property \"kafka.%s\" cannot be \"%s\": %s", name, value,
+                locked[i].why);
+        return 1;
+    }
+    return 0;
+}
+
+static int set_pairs(set_ctx_t *ctx, const char *const *pairs) {
+    for (; pairs && pairs[0]; pairs += 2)
+        if (set_one(ctx, pairs[0], pairs[1]))
+            return 1;
+    return 0;
+}
+
+rd_kafka_conf_t *ol_kafka_conf_new(const ol_conf_t *conf, ol_kafka_profile_t profile, const char *client_id,
+                                   const char *const *tuning, char *errstr, size_t errstr_size) {
     set_ctx_t ctx = {rd_kafka_conf_new(), errstr, errstr_size};
     rd_kafka_conf_set_log_cb(ctx.kconf, log_cb);
-    for (; defaults && defaults[0]; defaults += 2) {
-        if (set_one(&ctx, defaults[0], defaults[1])) {
-            rd_kafka_conf_destroy(ctx.kconf);
-            return NULL;
-        }
-    }
-    if (ol_conf_foreach_kafka(conf, set_one, &ctx)) {
+    const char *const id[] = {"client.id", client_id, NULL};
+    if (ol_conf_foreach_kafka(conf, check_locked, &ctx) || set_pairs(&ctx, profiles[profile].props) ||
+        set_pairs(&ctx, id) || set_pairs(&ctx, tuning) || ol_conf_foreach_kafka(conf, set_one, &ctx)) {
         rd_kafka_conf_destroy(ctx.kconf);
         return NULL;
     }
     return ctx.kconf;
+}
+
+rd_kafka_t *ol_kafka_new(const ol_conf_t *conf, ol_kafka_profile_t profile, const char *client_id,
+                         const char *const *tuning, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, profile, client_id, tuning, errstr, errstr_size);
+    if (!kconf)
+        return NULL;
+    rd_kafka_t *rk = rd_kafka_new(profiles[profile].type, kconf, errstr, errstr_size);
+    if (!rk)
+        rd_kafka_conf_destroy(kconf);
+    return rk;
+}
+
+static bool is_secret(const char *name) {
+    return strstr(name, "password") || strstr(name, "secret") || strstr(name, "key.pem") ||
+           strstr(name, "oauthbearer.config") || strstr(name, "sasl.jaas");
+}
+
+static int write_user(void *opaque, const char *name, const char *value) {
+    fprintf(opaque, "%s = %s  # kafka.%s\n", name, is_secret(name) ? "(secret)" : value, name);
+    return 0;
+}
+
+static int names_match(void *opaque, const char *name, const char *value) {
+    (void)value;
+    return !strcmp(opaque, name);
+}
+
+void ol_kafka_profile_write(const ol_conf_t *conf, ol_kafka_profile_t profile, FILE *out) {
+    for (const char *const *p = profiles[profile].props; p[0]; p += 2)
+        if (!ol_conf_foreach_kafka(conf, names_match, (void *)p[0]))
+            fprintf(out, "%s = %s  # profile %s\n", p[0], p[1], profiles[profile].name);
+    ol_conf_foreach_kafka(conf, write_user, out);
+}
+
+int32_t ol_kafka_key_partition(const void *key, size_t key_len, int32_t partition_cnt) {
+    /* librdkafka's murmur2 (the Java client's Utils.murmur2 & 0x7fffffff) */
+    return rd_kafka_msg_partitioner_murmur2(NULL, key, key_len, partition_cnt, NULL, NULL);
+}
+
+ol_err_t ol_kafka_check_placement(const rd_kafka_message_t *rkm, int32_t partition_cnt, char *errstr,
+                                  size_t errstr_size) {
+    const char *topic = rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "?";
+    if (!rkm->key || rkm->key_len == 0)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                       "record at partition %" PRId32 " of %s has no key: every event is keyed by its aggregate id "
+                       "and placed by murmur2 of the key (docs/events.md, placement)",
+                       rkm->partition, topic);
+    if (partition_cnt <= 0)
+        return OL_ERR_OK;
+    int32_t want = ol_kafka_key_partition(rkm->key, rkm->key_len, partition_cnt);
+    if (want == rkm->partition)
+        return OL_ERR_OK;
+    int n = rkm->key_len > 128 ? 128 : (int)rkm->key_len;
+    return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                   "key \"%.*s\" is on partition %" PRId32 " of %s but belongs on partition %" PRId32
+                   " (murmur2 of the key over %" PRId32 " partitions; set partitioner=murmur2_random)",
+                   n, (const char *)rkm->key, rkm->partition, topic, want, partition_cnt);
 }
 
 ol_err_t ol_kafka_wait_cluster(rd_kafka_t *rk, const ol_conf_t *conf, char *errstr, size_t errstr_size) {
@@ -92,15 +249,9 @@ ol_err_t ol_kafka_check_topics(rd_kafka_t *rk, const ol_conf_t *conf, char *errs
 }
 
 ol_err_t ol_kafka_delete_group(const ol_conf_t *conf, const char *group, char *errstr, size_t errstr_size) {
-    const char *defaults[] = {"client.id", "orderlog-admin", NULL};
-    rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, defaults, errstr, errstr_size);
-    if (!kconf)
+    rd_kafka_t *rk = ol_kafka_new(conf, OL_KAFKA_ADMIN, "orderlog-admin", NULL, errstr, errstr_size);
+    if (!rk)
         return OL_ERR_CONFIG;
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, errstr_size);
-    if (!rk) {
-        rd_kafka_conf_destroy(kconf);
-        return OL_ERR_KAFKA;
-    }
     int timeout = (int)ol_conf_int(conf, "broker.wait.ms");
     rd_kafka_DeleteGroup_t *dg = rd_kafka_DeleteGroup_new(group);
     rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETEGROUPS);

@@ -2,16 +2,65 @@
 #define OL_KAFKA_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include "common/conf.h"
 #include "common/err.h"
 
 /* Kafka helpers shared by every role. */
 
-/* A librdkafka configuration: the role's defaults (pairs of name, value,
- * ending with NULL) overridden by every kafka.* property of conf. */
-rd_kafka_conf_t *ol_kafka_conf_new(const ol_conf_t *conf, const char *const *defaults, char *errstr,
-                                   size_t errstr_size);
+/* The Kafka client profiles: every librdkafka handle orderlog makes starts
+ * from one of these, so a property the contract depends on (the
+ * partitioner above all) is set in one place. A role adds only tuning
+ * (linger, batch sizes, fetch waits, its group); the user's kafka.*
+ * properties come last, except the locked ones (see ol_kafka_conf_new). */
+typedef enum ol_kafka_profile_e {
+    OL_KAFKA_PRODUCER,     /* idempotent producer, acks=all, murmur2_random */
+    OL_KAFKA_TXN_PRODUCER, /* the same, transactional (the role sets transactional.id) */
+    OL_KAFKA_CONSUMER,     /* group member, read_committed, offsets stored and committed by the role */
+    OL_KAFKA_READER,       /* assign()-based reader of a log to its end: read_committed, partition EOF, no commits */
+    OL_KAFKA_ADMIN,        /* metadata, admin requests, watermarks */
+    OL_KAFKA_NPROFILES
+} ol_kafka_profile_t;
+
+/* The profile's name ("producer", "txn-producer", "consumer", "reader",
+ * "admin") and the librdkafka handle type it makes. */
+const char *ol_kafka_profile_name(ol_kafka_profile_t profile);
+rd_kafka_type_t ol_kafka_profile_type(ol_kafka_profile_t profile);
+/* The profile named name, or -1. */
+int ol_kafka_profile_find(const char *name);
+
+/* A librdkafka configuration (new; the caller hands it to rd_kafka_new or
+ * destroys it): the profile's properties, then client.id, then the role's
+ * tuning (pairs of name, value, ending with NULL; may be NULL), then every
+ * kafka.* property of conf. A kafka.* property that would break the
+ * contract (partitioner other than murmur2, isolation.level other than
+ * read_committed, idempotence off, auto commit on, group.id,
+ * group.instance.id, transactional.id) is refused with OL_ERR_CONFIG in
+ * errstr, naming the property and the setting to use instead. */
+rd_kafka_conf_t *ol_kafka_conf_new(const ol_conf_t *conf, ol_kafka_profile_t profile, const char *client_id,
+                                   const char *const *tuning, char *errstr, size_t errstr_size);
+
+/* A librdkafka handle of the profile's type over ol_kafka_conf_new (NULL
+ * with errstr on error). For roles that set no callbacks. */
+rd_kafka_t *ol_kafka_new(const ol_conf_t *conf, ol_kafka_profile_t profile, const char *client_id,
+                         const char *const *tuning, char *errstr, size_t errstr_size);
+
+/* Writes the profile's effective properties as `name = value  # source`
+ * lines (source: profile, or kafka.* for the user's), secrets masked. */
+void ol_kafka_profile_write(const ol_conf_t *conf, ol_kafka_profile_t profile, FILE *out);
+
+/* The partition Kafka's default partitioner (the Java client's murmur2,
+ * librdkafka's murmur2_random) puts key on among partition_cnt. */
+int32_t ol_kafka_key_partition(const void *key, size_t key_len, int32_t partition_cnt);
+
+/* Checks that rkm sits on the partition its key belongs on among
+ * partition_cnt; else OL_ERR_INVALID with a reason naming the key, the
+ * partition it is on, the one it belongs on and the rule. A record without
+ * a key breaks the rule too. */
+ol_err_t ol_kafka_check_placement(const rd_kafka_message_t *rkm, int32_t partition_cnt, char *errstr,
+                                  size_t errstr_size);
 
 /* Waits until the cluster answers a metadata request (bounded by
  * broker.wait.ms); OL_ERR_UNREACHABLE with the bootstrap servers named. */

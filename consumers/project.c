@@ -637,15 +637,15 @@ static ol_err_t write_rows(apply_t *a, const table_t *t, ol_map_t *map) {
          * offsets, so only a writer outside the group can have created one
          * since: read them again */
         return err == OL_ERR_ALREADY_APPLIED
-                   ? ol_errf(a->errstr, a->errstr_size, OL_ERR_TRANSIENT, "%s: created meanwhile by another writer (%s)",
-                             target, a->errstr)
+                   ? ol_errf(a->errstr, a->errstr_size, OL_ERR_TRANSIENT,
+                             "%s: created meanwhile by another writer (%s)", target, a->errstr)
                    : err;
     }
     if (!c[1].rows)
         return OL_ERR_OK;
     char *stage = ol_arena_sprintf(a->arena, "ol_stage_%s", t->name);
-    char *sql = ol_arena_sprintf(a->arena, "create temp table if not exists %s (like %s) on commit delete rows", stage,
-                                 target);
+    char *sql =
+        ol_arena_sprintf(a->arena, "create temp table if not exists %s (like %s) on commit delete rows", stage, target);
     if ((err = ol_pg_exec_ok(a->conn, sql, a->errstr, a->errstr_size)) || (err = copy_in(a, stage, cols, &c[1])))
         return err;
     size_t cap = 128 * (size_t)t->ncols, len = 0;
@@ -747,8 +747,8 @@ static ol_err_t write_payments(apply_t *a) {
     if (!a->new_payments.len)
         return OL_ERR_OK;
     char *target = ol_arena_sprintf(a->arena, "%s.order_payments", a->schema);
-    return ol_pgcopy_in(a->conn, target, "order_id, payment_id, amount, currency, paid_at", &a->new_payments,
-                        a->errstr, a->errstr_size);
+    return ol_pgcopy_in(a->conn, target, "order_id, payment_id, amount, currency, paid_at", &a->new_payments, a->errstr,
+                        a->errstr_size);
 }
 
 /* One worker's ops, in order, on the row images. */

@@ -161,7 +161,8 @@ static ol_err_t create_shadow(rebuild_t *rb) {
             return err;
         /* like copies no storage parameters: the pages keep their room for
          * updates (migration 006) */
-        if (*rb->relopts[t] && (err = execf(rb, "alter table %s.%s set (%s)", rb->shadow, rb->tables[t], rb->relopts[t])))
+        if (*rb->relopts[t] &&
+            (err = execf(rb, "alter table %s.%s set (%s)", rb->shadow, rb->tables[t], rb->relopts[t])))
             return err;
         /* the bulk load reads nothing back: only the tables upserted per
          * batch (the offsets, the sale tables) need their key while loading */

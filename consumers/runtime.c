@@ -109,7 +109,7 @@ struct ol_rt_s {
     pthread_mutex_t lock;
     pthread_cond_t work, done;
     uint64_t generation;
-    int pending;    /* workers still at the current generation's job */
+    int pending; /* workers still at the current generation's job */
     int quit;
     /* state */
     volatile sig_atomic_t stop;
@@ -865,35 +865,15 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
         goto fail;
     char kbytes[32];
     snprintf(kbytes, sizeof(kbytes), "%lld", (long long)ol_conf_int(conf, "consumer.queue.kbytes"));
-    const char *cdefaults[] = {"group.id",
-                               rt->kafka_group,
-                               "client.id",
-                               rt->kafka_group,
-                               "enable.auto.commit",
-                               "false",
-                               "enable.auto.offset.store",
-                               "false",
-                               "auto.offset.reset",
-                               "earliest",
-                               "isolation.level",
-                               "read_committed",
-                               "enable.partition.eof",
-                               "true",
-                               "queued.max.messages.kbytes",
-                               kbytes,
-                               "session.timeout.ms",
-                               "10000",
-                               "heartbeat.interval.ms",
-                               "1000",
-                               /* the first fetch after an assignment can
-                                * name only partitions with nothing to read
-                                * (empty topics, offsets still resolving):
-                                * the broker then holds it this long, and a
-                                * replay started with a stall of 500 ms */
-                               "fetch.wait.max.ms",
-                               "100",
-                               NULL};
-    rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, cdefaults, errstr, errstr_size);
+    const char *ctuning[] = {"group.id", rt->kafka_group, "enable.partition.eof", "true", "queued.max.messages.kbytes",
+                             kbytes, "session.timeout.ms", "10000", "heartbeat.interval.ms", "1000",
+                             /* the first fetch after an assignment can
+                              * name only partitions with nothing to read
+                              * (empty topics, offsets still resolving):
+                              * the broker then holds it this long, and a
+                              * replay started with a stall of 500 ms */
+                             "fetch.wait.max.ms", "100", NULL};
+    rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, OL_KAFKA_CONSUMER, rt->kafka_group, ctuning, errstr, errstr_size);
     if (!kconf)
         goto fail;
     rd_kafka_conf_set_rebalance_cb(kconf, rebalance_cb);
@@ -903,8 +883,8 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
         goto fail;
     }
     rd_kafka_poll_set_consumer(rt->rk);
-    const char *pdefaults[] = {"client.id", "orderlog-dlq", "enable.idempotence", "true", "linger.ms", "5", NULL};
-    rd_kafka_conf_t *pconf = ol_kafka_conf_new(conf, pdefaults, errstr, errstr_size);
+    const char *ptuning[] = {"linger.ms", "5", NULL};
+    rd_kafka_conf_t *pconf = ol_kafka_conf_new(conf, OL_KAFKA_PRODUCER, "orderlog-dlq", ptuning, errstr, errstr_size);
     if (!pconf)
         goto fail;
     rd_kafka_conf_set_dr_msg_cb(pconf, dlq_dr);

@@ -129,17 +129,9 @@ static int tail_run(const ol_conf_t *conf, int argc, char **argv) {
         fprintf(stderr, "orderlog tail: %s\n", errstr);
         return OL_EXIT_FAIL;
     }
-    const char *defaults[] = {"client.id", "orderlog-tail",        "group.id", "orderlog-tail",   "enable.auto.commit",
-                              "false",     "enable.partition.eof", "true",     "isolation.level", "read_committed",
-                              NULL};
-    rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, defaults, errstr, sizeof(errstr));
-    if (!kconf) {
-        fprintf(stderr, "orderlog tail: %s\n", errstr);
-        return OL_EXIT_USAGE;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kconf, errstr, sizeof(errstr));
+    const char *tuning[] = {"group.id", "orderlog-tail", NULL};
+    rd_kafka_t *rk = ol_kafka_new(conf, OL_KAFKA_READER, "orderlog-tail", tuning, errstr, sizeof(errstr));
     if (!rk) {
-        rd_kafka_conf_destroy(kconf);
         fprintf(stderr, "orderlog tail: %s\n", errstr);
         return OL_EXIT_USAGE;
     }

@@ -927,37 +927,13 @@ static ol_err_t worker_init(decide_t *d, worker_t *w, int index, char *errstr, s
     snprintf(restore_group, sizeof(restore_group), "%s-restore", d->group);
     /* static membership: a restarted process (same decide.instance) gets
      * its partitions back at once instead of after the session timeout */
-    const char *cdefaults[] = {"client.id", client, "group.id", d->group, "group.instance.id", txid,
-                               "enable.auto.commit", "false", "isolation.level", "read_committed", "auto.offset.reset",
-                               "earliest", "partition.assignment.strategy", "range", "session.timeout.ms", "10000",
-                               "fetch.wait.max.ms", "10",
-                               /* prefetch bounded per worker, whatever the backlog */
-                               "queued.max.messages.kbytes", "16384", NULL};
-    const char *pdefaults[] = {"client.id",
-                               client,
-                               "transactional.id",
-                               txid,
-                               "enable.idempotence",
-                               "true",
-                               "linger.ms",
-                               "2",
-                               "transaction.timeout.ms",
-                               "10000",
-                               NULL};
-    const char *rdefaults[] = {"client.id",
-                               client,
-                               "group.id",
-                               restore_group,
-                               "enable.auto.commit",
-                               "false",
-                               "enable.partition.eof",
-                               "true",
-                               "isolation.level",
-                               "read_committed",
-                               "fetch.wait.max.ms",
-                               "10",
-                               NULL};
-    rd_kafka_conf_t *cc = ol_kafka_conf_new(conf, cdefaults, errstr, errstr_size);
+    const char *ctuning[] = {"group.id", d->group, "group.instance.id", txid, "partition.assignment.strategy", "range",
+                             "session.timeout.ms", "10000", "fetch.wait.max.ms", "10",
+                             /* prefetch bounded per worker, whatever the backlog */
+                             "queued.max.messages.kbytes", "16384", NULL};
+    const char *ptuning[] = {"transactional.id", txid, "linger.ms", "2", NULL};
+    const char *rtuning[] = {"group.id", restore_group, "fetch.wait.max.ms", "10", NULL};
+    rd_kafka_conf_t *cc = ol_kafka_conf_new(conf, OL_KAFKA_CONSUMER, client, ctuning, errstr, errstr_size);
     if (!cc)
         return OL_ERR_CONFIG;
     rd_kafka_conf_set_rebalance_cb(cc, rebalance_cb);
@@ -966,14 +942,14 @@ static ol_err_t worker_init(decide_t *d, worker_t *w, int index, char *errstr, s
         rd_kafka_conf_destroy(cc);
         return OL_ERR_CONFIG;
     }
-    rd_kafka_conf_t *pc = ol_kafka_conf_new(conf, pdefaults, errstr, errstr_size);
+    rd_kafka_conf_t *pc = ol_kafka_conf_new(conf, OL_KAFKA_TXN_PRODUCER, client, ptuning, errstr, errstr_size);
     if (!pc)
         return OL_ERR_CONFIG;
     if (!(w->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size))) {
         rd_kafka_conf_destroy(pc);
         return OL_ERR_CONFIG;
     }
-    rd_kafka_conf_t *rc = ol_kafka_conf_new(conf, rdefaults, errstr, errstr_size);
+    rd_kafka_conf_t *rc = ol_kafka_conf_new(conf, OL_KAFKA_READER, client, rtuning, errstr, errstr_size);
     if (!rc)
         return OL_ERR_CONFIG;
     if (!(w->restorer = rd_kafka_new(RD_KAFKA_CONSUMER, rc, errstr, errstr_size))) {
@@ -1121,15 +1097,9 @@ out:
 /* The partition count of buy-requests (checked equal for skus and
  * sale-events by ol_kafka_check_topics). */
 static ol_err_t cluster_check(decide_t *d, char *errstr, size_t errstr_size) {
-    const char *defaults[] = {"client.id", "orderlog-decide", NULL};
-    rd_kafka_conf_t *kc = ol_kafka_conf_new(d->conf, defaults, errstr, errstr_size);
-    if (!kc)
+    rd_kafka_t *rk = ol_kafka_new(d->conf, OL_KAFKA_ADMIN, "orderlog-decide", NULL, errstr, errstr_size);
+    if (!rk)
         return OL_ERR_CONFIG;
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, errstr_size);
-    if (!rk) {
-        rd_kafka_conf_destroy(kc);
-        return OL_ERR_CONFIG;
-    }
     ol_err_t err = ol_kafka_wait_cluster(rk, d->conf, errstr, errstr_size);
     if (!err)
         err = ol_kafka_check_topics(rk, d->conf, errstr, errstr_size);
@@ -1230,14 +1200,9 @@ static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
     d.workers = ol_xcalloc((size_t)d.nworkers, sizeof(*d.workers));
     int started = 0;
     bool bl_started = false;
-    const char *bdefaults[] = {
-        "client.id", "orderlog-decide-blacklist", "group.id", "orderlog-decide-blacklist", "enable.auto.commit",
-        "false",     "enable.partition.eof",      "true",     "isolation.level",           "read_committed",
-        NULL};
-    rd_kafka_conf_t *bc = ol_kafka_conf_new(conf, bdefaults, errstr, sizeof(errstr));
-    if (!bc || !(d.bl_consumer = rd_kafka_new(RD_KAFKA_CONSUMER, bc, errstr, sizeof(errstr)))) {
-        if (bc)
-            rd_kafka_conf_destroy(bc);
+    const char *btuning[] = {"group.id", "orderlog-decide-blacklist", NULL};
+    if (!(d.bl_consumer =
+              ol_kafka_new(conf, OL_KAFKA_READER, "orderlog-decide-blacklist", btuning, errstr, sizeof(errstr)))) {
         fprintf(stderr, "orderlog decide: %s\n", errstr);
         goto out;
     }

@@ -750,11 +750,12 @@ static int parse_listen(const char *listen, struct sockaddr_storage *out, sockle
     return 0;
 }
 
-static rd_kafka_t *kafka_new(gate_t *g, rd_kafka_type_t type, const char *const *defaults, char *errstr,
-                             size_t errstr_size) {
-    rd_kafka_conf_t *kconf = ol_kafka_conf_new(g->conf, defaults, errstr, errstr_size);
+static rd_kafka_t *kafka_new(gate_t *g, ol_kafka_profile_t profile, const char *client_id, const char *const *tuning,
+                             char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *kconf = ol_kafka_conf_new(g->conf, profile, client_id, tuning, errstr, errstr_size);
     if (!kconf)
         return NULL;
+    rd_kafka_type_t type = ol_kafka_profile_type(profile);
     if (type == RD_KAFKA_PRODUCER)
         rd_kafka_conf_set_dr_msg_cb(kconf, ol_gate__dr_cb);
     rd_kafka_conf_set_error_cb(kconf, error_cb);
@@ -812,26 +813,18 @@ static int consumer_assign(gate_t *g, char *errstr, size_t errstr_size) {
 static int kafka_setup(gate_t *g, char *errstr, size_t errstr_size) {
     char timeout[32], group[300], uuid[37];
     snprintf(timeout, sizeof(timeout), "%lld", (long long)ol_conf_int(g->conf, "gate.delivery.timeout.ms"));
-    const char *pdefaults[] = {"client.id",
-                               "orderlog-gate",
-                               "enable.idempotence",
-                               "true",
-                               "acks",
-                               "all",
-                               "linger.ms",
-                               "2",
-                               "batch.num.messages",
-                               "10000",
-                               "compression.codec",
-                               "lz4",
-                               "partitioner", /* as publish and decide: co-partitioned topics need one */
-                               "murmur2_random",
-                               "queue.buffering.max.messages",
-                               "1000000",
-                               "message.timeout.ms",
-                               timeout,
-                               NULL};
-    if (!(g->rk = kafka_new(g, RD_KAFKA_PRODUCER, pdefaults, errstr, errstr_size)))
+    const char *ptuning[] = {"linger.ms",
+                             "2",
+                             "batch.num.messages",
+                             "10000",
+                             "compression.codec",
+                             "lz4",
+                             "queue.buffering.max.messages",
+                             "1000000",
+                             "message.timeout.ms",
+                             timeout,
+                             NULL};
+    if (!(g->rk = kafka_new(g, OL_KAFKA_PRODUCER, "orderlog-gate", ptuning, errstr, errstr_size)))
         return -1;
     if (ol_kafka_wait_cluster(g->rk, g->conf, errstr, errstr_size) ||
         ol_kafka_check_topics(g->rk, g->conf, errstr, errstr_size))
@@ -839,24 +832,18 @@ static int kafka_setup(gate_t *g, char *errstr, size_t errstr_size) {
     g->rkt_buy = rd_kafka_topic_new(g->rk, g->topic_buy, NULL);
     ol_uuid_v4(uuid);
     snprintf(group, sizeof(group), "%sgate-%.8s", ol_conf_str(g->conf, "topic.prefix"), uuid);
-    const char *cdefaults[] = {"client.id",
-                               "orderlog-gate-decisions",
-                               "group.id",
-                               group,
-                               "enable.auto.commit",
-                               "false",
-                               "enable.auto.offset.store",
-                               "false",
-                               "isolation.level",
-                               "read_committed",
-                               "auto.offset.reset",
-                               "latest",
-                               "fetch.wait.max.ms",
-                               "50",
-                               "fetch.error.backoff.ms",
-                               "50",
-                               NULL};
-    if (!(g->rkc = kafka_new(g, RD_KAFKA_CONSUMER, cdefaults, errstr, errstr_size)))
+    const char *ctuning[] = {"group.id",
+                             group,
+                             "auto.offset.reset",
+                             "latest",
+                             "enable.partition.eof",
+                             "false",
+                             "fetch.wait.max.ms",
+                             "50",
+                             "fetch.error.backoff.ms",
+                             "50",
+                             NULL};
+    if (!(g->rkc = kafka_new(g, OL_KAFKA_READER, "orderlog-gate-decisions", ctuning, errstr, errstr_size)))
         return -1;
     rd_kafka_poll_set_consumer(g->rkc);
     if (consumer_assign(g, errstr, errstr_size))

@@ -585,11 +585,12 @@ static ol_err_t load_ignore(guard_t *g, char *errstr, size_t errstr_size) {
 
 /* A client with the role's defaults; the producer reports deliveries, the
  * group member (grouped) rewinds on assignment. */
-static rd_kafka_t *client_new(guard_t *g, rd_kafka_type_t type, int grouped, const char *const *defaults, char *errstr,
-                              size_t errstr_size) {
-    rd_kafka_conf_t *kconf = ol_kafka_conf_new(g->conf, defaults, errstr, errstr_size);
+static rd_kafka_t *client_new(guard_t *g, ol_kafka_profile_t profile, const char *client_id, int grouped,
+                              const char *const *tuning, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *kconf = ol_kafka_conf_new(g->conf, profile, client_id, tuning, errstr, errstr_size);
     if (!kconf)
         return NULL;
+    rd_kafka_type_t type = ol_kafka_profile_type(profile);
     rd_kafka_conf_set_opaque(kconf, g);
     if (type == RD_KAFKA_PRODUCER)
         rd_kafka_conf_set_dr_msg_cb(kconf, dr_cb);
@@ -604,36 +605,14 @@ static rd_kafka_t *client_new(guard_t *g, rd_kafka_type_t type, int grouped, con
 static ol_err_t guard_open(guard_t *g, char *errstr, size_t errstr_size) {
     char follower_group[300];
     snprintf(follower_group, sizeof(follower_group), "%s-blacklist", g->group); /* never joined nor committed */
-    const char *cdefaults[] = {"group.id",
-                               g->group,
-                               "client.id",
-                               g->group,
-                               "enable.auto.commit",
-                               "false",
-                               "enable.auto.offset.store",
-                               "false",
-                               "auto.offset.reset",
-                               "earliest",
-                               "isolation.level",
-                               "read_committed",
-                               "enable.partition.eof",
-                               "false",
-                               "session.timeout.ms",
-                               "10000",
-                               "heartbeat.interval.ms",
-                               "1000",
-                               NULL};
-    const char *fdefaults[] = {
-        "client.id", follower_group,    "group.id",       follower_group,         "enable.auto.commit",
-        "false",     "isolation.level", "read_committed", "enable.partition.eof", "true",
-        NULL};
-    /* the partitioner of publish (and of Java clients): a key's changes by
-     * guard and by an operator must land in one partition, in order */
-    const char *pdefaults[] = {"client.id", "orderlog-guard", "enable.idempotence", "true", "acks", "all", "linger.ms",
-                               "5",         "partitioner",    "murmur2_random",     NULL};
-    if (!(g->producer = client_new(g, RD_KAFKA_PRODUCER, 0, pdefaults, errstr, errstr_size)) ||
-        !(g->follower = client_new(g, RD_KAFKA_CONSUMER, 0, fdefaults, errstr, errstr_size)) ||
-        !(g->consumer = client_new(g, RD_KAFKA_CONSUMER, 1, cdefaults, errstr, errstr_size)))
+    const char *ctuning[] = {
+        "group.id", g->group, "enable.partition.eof", "false", "session.timeout.ms", "10000", "heartbeat.interval.ms",
+        "1000",     NULL};
+    const char *ftuning[] = {"group.id", follower_group, NULL};
+    const char *ptuning[] = {"linger.ms", "5", NULL};
+    if (!(g->producer = client_new(g, OL_KAFKA_PRODUCER, "orderlog-guard", 0, ptuning, errstr, errstr_size)) ||
+        !(g->follower = client_new(g, OL_KAFKA_READER, follower_group, 0, ftuning, errstr, errstr_size)) ||
+        !(g->consumer = client_new(g, OL_KAFKA_CONSUMER, g->group, 1, ctuning, errstr, errstr_size)))
         return OL_ERR_CONFIG;
     rd_kafka_poll_set_consumer(g->consumer);
     rd_kafka_poll_set_consumer(g->follower);

@@ -356,45 +356,26 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
 }
 
 static ol_err_t clients_new(loadgen_t *lg, char *errstr, size_t errstr_size) {
-    const char *pdefaults[] = {"client.id",
-                               "orderlog-loadgen",
-                               "enable.idempotence",
-                               "true",
-                               "acks",
-                               "all",
-                               "linger.ms",
-                               "5",
-                               "batch.num.messages",
-                               "10000",
-                               "batch.size",
-                               "1000000",
-                               "compression.codec",
-                               "lz4",
-                               "partitioner",
-                               "murmur2_random",
-                               "queue.buffering.max.messages",
-                               "1000000",
-                               "queue.buffering.max.kbytes",
-                               "1048576",
-                               NULL};
+    const char *ptuning[] = {"linger.ms",
+                             "5",
+                             "batch.num.messages",
+                             "10000",
+                             "batch.size",
+                             "1000000",
+                             "compression.codec",
+                             "lz4",
+                             "queue.buffering.max.messages",
+                             "1000000",
+                             "queue.buffering.max.kbytes",
+                             "1048576",
+                             NULL};
     char group[128];
     snprintf(group, sizeof(group), "orderlog-loadgen-%s", lg->run);
-    const char *cdefaults[] = {"client.id",
-                               "orderlog-loadgen",
-                               "group.id",
-                               group,
-                               "enable.auto.commit",
-                               "false",
-                               "enable.auto.offset.store",
-                               "false",
-                               "isolation.level",
-                               "read_committed",
-                               "fetch.wait.max.ms",
-                               "5",
-                               "enable.partition.eof",
-                               "false",
-                               NULL};
-    rd_kafka_conf_t *pc = ol_kafka_conf_new(lg->conf, pdefaults, errstr, errstr_size);
+    const char *ctuning[] = {
+        "group.id", group, "auto.offset.reset", "latest", "fetch.wait.max.ms", "5", "enable.partition.eof",
+        "false",    NULL};
+    rd_kafka_conf_t *pc =
+        ol_kafka_conf_new(lg->conf, OL_KAFKA_PRODUCER, "orderlog-loadgen", ptuning, errstr, errstr_size);
     if (!pc)
         return OL_ERR_CONFIG;
     rd_kafka_conf_set_dr_msg_cb(pc, dr_cb);
@@ -403,13 +384,8 @@ static ol_err_t clients_new(loadgen_t *lg, char *errstr, size_t errstr_size) {
         rd_kafka_conf_destroy(pc);
         return OL_ERR_CONFIG;
     }
-    rd_kafka_conf_t *cc = ol_kafka_conf_new(lg->conf, cdefaults, errstr, errstr_size);
-    if (!cc)
+    if (!(lg->consumer = ol_kafka_new(lg->conf, OL_KAFKA_READER, "orderlog-loadgen", ctuning, errstr, errstr_size)))
         return OL_ERR_CONFIG;
-    if (!(lg->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, errstr_size))) {
-        rd_kafka_conf_destroy(cc);
-        return OL_ERR_CONFIG;
-    }
     return OL_ERR_OK;
 }
 

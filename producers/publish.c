@@ -296,30 +296,23 @@ static rd_kafka_t *producer_new(publish_t *p, const ol_conf_t *conf) {
     snprintf(timeout, sizeof(timeout), "%lld", (long long)ol_conf_int(conf, "publish.delivery.timeout.ms"));
     snprintf(kbytes, sizeof(kbytes), "%lld", (long long)ol_conf_int(conf, "publish.queue.kbytes"));
     snprintf(msgs, sizeof(msgs), "%lld", (long long)ol_conf_int(conf, "publish.queue.messages"));
-    const char *defaults[] = {"client.id",
-                              "orderlog-publish",
-                              "enable.idempotence",
-                              "true",
-                              "acks",
-                              "all",
-                              "linger.ms",
-                              "20",
-                              "batch.num.messages",
-                              "10000",
-                              "batch.size",
-                              "1000000",
-                              "compression.codec",
-                              "lz4",
-                              "partitioner",
-                              "murmur2_random",
-                              "queue.buffering.max.kbytes",
-                              kbytes,
-                              "queue.buffering.max.messages",
-                              msgs,
-                              "message.timeout.ms",
-                              timeout,
-                              NULL};
-    rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, defaults, errstr, sizeof(errstr));
+    const char *tuning[] = {"linger.ms",
+                            "20",
+                            "batch.num.messages",
+                            "10000",
+                            "batch.size",
+                            "1000000",
+                            "compression.codec",
+                            "lz4",
+                            "queue.buffering.max.kbytes",
+                            kbytes,
+                            "queue.buffering.max.messages",
+                            msgs,
+                            "message.timeout.ms",
+                            timeout,
+                            NULL};
+    rd_kafka_conf_t *kconf =
+        ol_kafka_conf_new(conf, OL_KAFKA_PRODUCER, "orderlog-publish", tuning, errstr, sizeof(errstr));
     if (!kconf) {
         fprintf(stderr, "orderlog publish: %s\n", errstr);
         return NULL;

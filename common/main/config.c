@@ -3,9 +3,23 @@
 #include <string.h>
 
 #include "common/cli.h"
+#include "common/kafka.h"
 
 static int config_run(const ol_conf_t *conf, int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "--show";
+    if (!strcmp(what, "--profile")) {
+        if (argc == 2) {
+            for (int i = 0; i < OL_KAFKA_NPROFILES; i++)
+                printf("%s\n", ol_kafka_profile_name((ol_kafka_profile_t)i));
+            return OL_EXIT_OK;
+        }
+        int profile = argc == 3 ? ol_kafka_profile_find(argv[2]) : -1;
+        if (profile < 0)
+            return ol_cli_usage_error(&ol_cmd_config, "--profile takes one of producer, txn-producer, consumer, "
+                                                      "reader, admin");
+        ol_kafka_profile_write(conf, (ol_kafka_profile_t)profile, stdout);
+        return OL_EXIT_OK;
+    }
     if (argc > 2)
         return ol_cli_usage_error(&ol_cmd_config, "one option at a time");
     if (!strcmp(what, "--sample")) {
@@ -35,4 +49,7 @@ const ol_cmd_t ol_cmd_config = {"config", config_run,
                                 "  --show       every property with its effective value (default)\n"
                                 "  --list       every property with its description\n"
                                 "  --sample     a commented sample config file (ops/orderlog.conf.sample)\n"
-                                "  --markdown   the reference table (docs/configuration.md)\n"};
+                                "  --markdown   the reference table (docs/configuration.md)\n"
+                                "  --profile [NAME]  the librdkafka properties of a Kafka client profile (producer,\n"
+                                "               txn-producer, consumer, reader, admin) with the kafka.* overrides;\n"
+                                "               without NAME, the profiles\n"};

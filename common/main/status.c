@@ -273,20 +273,13 @@ static ol_err_t kafka_status(status_t *st, char *errstr, size_t errstr_size) {
     /* status says what went wrong itself: librdkafka's own log stays quiet
      * unless kafka.log_level asks for it */
     /* clang-format off */
-    const char *defaults[] = {
-        "client.id", "orderlog-status", "group.id", "orderlog-status",
-        "enable.auto.commit", "false", "enable.auto.offset.store", "false",
-        "auto.offset.reset", "earliest", "isolation.level", "read_committed",
+    const char *tuning[] = {
+        "group.id", "orderlog-status", "enable.partition.eof", "false",
         "log_level", "0", "fetch.max.bytes", "1048576", "queued.max.messages.kbytes", "1024",
         NULL};
     /* clang-format on */
-    rd_kafka_conf_t *kconf = ol_kafka_conf_new(st->conf, defaults, errstr, errstr_size);
-    if (!kconf)
+    if (!(st->rk = ol_kafka_new(st->conf, OL_KAFKA_READER, "orderlog-status", tuning, errstr, errstr_size)))
         return OL_ERR_CONFIG;
-    if (!(st->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kconf, errstr, errstr_size))) {
-        rd_kafka_conf_destroy(kconf);
-        return OL_ERR_CONFIG;
-    }
     rd_kafka_resp_err_t kerr = rd_kafka_metadata(st->rk, 1, NULL, &st->md, left_ms(st));
     if (kerr) {
         st->md = NULL;

@@ -22,15 +22,8 @@ static int topics_run(const ol_conf_t *conf, int argc, char **argv) {
     char errstr[512];
     if (argc != 2 || (strcmp(argv[1], "create") && strcmp(argv[1], "delete") && strcmp(argv[1], "list")))
         return ol_cli_usage_error(&ol_cmd_topics, "expected create, list or delete");
-    const char *defaults[] = {"client.id", "orderlog-topics", NULL};
-    rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, defaults, errstr, sizeof(errstr));
-    if (!kconf) {
-        fprintf(stderr, "orderlog topics: %s\n", errstr);
-        return OL_EXIT_USAGE;
-    }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr));
+    rd_kafka_t *rk = ol_kafka_new(conf, OL_KAFKA_ADMIN, "orderlog-topics", NULL, errstr, sizeof(errstr));
     if (!rk) {
-        rd_kafka_conf_destroy(kconf);
         fprintf(stderr, "orderlog topics: %s\n", errstr);
         return OL_EXIT_USAGE;
     }
