@@ -178,6 +178,19 @@ void ol_kafka_profile_write(const ol_conf_t *conf, ol_kafka_profile_t profile, F
     ol_conf_foreach_kafka(conf, write_user, out);
 }
 
+int32_t ol_kafka_partition_count(rd_kafka_t *rk, const ol_conf_t *conf, const char *topic) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    int32_t n = 0;
+    if (!rd_kafka_metadata(rk, 0, rkt, &md, (int)ol_conf_int(conf, "broker.wait.ms"))) {
+        if (md->topic_cnt == 1 && !md->topics[0].err)
+            n = md->topics[0].partition_cnt;
+        rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_topic_destroy(rkt);
+    return n;
+}
+
 int32_t ol_kafka_key_partition(const void *key, size_t key_len, int32_t partition_cnt) {
     /* librdkafka's murmur2 (the Java client's Utils.murmur2 & 0x7fffffff) */
     return rd_kafka_msg_partitioner_murmur2(NULL, key, key_len, partition_cnt, NULL, NULL);

@@ -55,6 +55,10 @@ void ol_kafka_profile_write(const ol_conf_t *conf, ol_kafka_profile_t profile, F
  * librdkafka's murmur2_random) puts key on among partition_cnt. */
 int32_t ol_kafka_key_partition(const void *key, size_t key_len, int32_t partition_cnt);
 
+/* The partition count of topic in the cluster's metadata (bounded by
+ * broker.wait.ms), or 0 when it is not known. */
+int32_t ol_kafka_partition_count(rd_kafka_t *rk, const ol_conf_t *conf, const char *topic);
+
 /* Checks that rkm sits on the partition its key belongs on among
  * partition_cnt; else OL_ERR_INVALID with a reason naming the key, the
  * partition it is on, the one it belongs on and the rule. A record without

@@ -79,6 +79,7 @@ struct ol_rt_s {
     char group[256];
     char schema[128];
     char topics[MAX_TOPICS][256];
+    int32_t partitions[MAX_TOPICS]; /* partition counts: where a key belongs (poll thread writes) */
     int ntopics;
     rd_kafka_t *rk;  /* consumer */
     rd_kafka_t *dlq; /* producer for poison records */
@@ -223,6 +224,13 @@ static void fold_one(worker_t *w, size_t i) {
     ol_envelope_t env;
     avro_value_t *value;
     ol_arena_reset(w->scratch);
+    /* a key on another partition than the contract's has lost its order
+     * with the rest of its key's events: never applied silently */
+    if (ol_kafka_check_placement(r->rkm, rt->partitions[r->topic], errstr, sizeof(errstr))) {
+        r->reason = ol_arena_strndup(arena, errstr, strlen(errstr));
+        r->stage = "placement";
+        return;
+    }
     if (ol_event_decode(w->codec, r->rkm, w->scratch, &env, &value, errstr, sizeof(errstr))) {
         r->reason = ol_arena_strndup(arena, errstr, strlen(errstr));
         r->stage = "decode";
@@ -895,6 +903,8 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
     if (ol_kafka_wait_cluster(rt->rk, conf, errstr, errstr_size) ||
         ol_kafka_check_topics(rt->rk, conf, errstr, errstr_size))
         goto fail;
+    for (int i = 0; i < rt->ntopics; i++)
+        rt->partitions[i] = ol_kafka_partition_count(rt->rk, conf, rt->topics[i]);
     /* pipelined: one thread applies a batch while the poll thread collects
      * and folds the next */
     rt->pipelined = ol_conf_bool(conf, "consumer.pipeline");
@@ -997,7 +1007,12 @@ static void batch_add(ol_rt_t *rt, batch_t *b, rd_kafka_message_t *m) {
         b->cap = b->cap ? b->cap * 2 : 1024;
         b->recs = ol_xrealloc(b->recs, b->cap * sizeof(*b->recs));
     }
-    b->recs[b->nrecs++] = (rec_t){m, topic_index(rt, rd_kafka_topic_name(m->rkt)), NULL, NULL};
+    int t = topic_index(rt, rd_kafka_topic_name(m->rkt));
+    /* partitions added since: the count where keys belong is read again
+     * (the workers only read it while they fold, after this) */
+    if (t >= 0 && m->partition >= rt->partitions[t])
+        rt->partitions[t] = ol_kafka_partition_count(rt->rk, rt->conf, rt->topics[t]);
+    b->recs[b->nrecs++] = (rec_t){m, t, NULL, NULL};
     b->bytes += m->len + m->key_len;
 }
 

@@ -364,6 +364,10 @@ static ol_err_t handle(worker_t *w, const rd_kafka_message_t *rkm, int64_t now_m
     ol_envelope_t env;
     avro_value_t *value;
     ol_arena_reset(w->arena);
+    /* a SKU's inputs on another partition than its murmur2 one are read by
+     * a worker that does not own the SKU: never decided on */
+    if (ol_kafka_check_placement(rkm, w->d->npartitions, why, sizeof(why)))
+        return to_dlq(w, rkm, "placement", why);
     if (ol_event_decode(w->codec, rkm, w->arena, &env, &value, why, sizeof(why)))
         return to_dlq(w, rkm, "decode", why);
     const char *expected =

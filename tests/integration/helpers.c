@@ -807,6 +807,8 @@ long long ol_test_kafka_produce(const char *topic, int partition, const void *ke
                   RD_KAFKA_CONF_OK,
               "bootstrap.servers: %s", errstr);
     rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
+    /* partition -1: where the Java client would put the key */
+    rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, sizeof(errstr));
     rd_kafka_conf_set_dr_msg_cb(conf, produce_dr);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     cr_assert(rk, "rd_kafka_new: %s", errstr);

@@ -136,7 +136,7 @@ int ol_test_bg_wait_stderr(ol_test_bg_t *bg, const char *needle, int count, int 
  * (for polling while PostgreSQL may be down). */
 int ol_test_pg_try_query_int(const char *conninfo, const char *sql, long long *out);
 /* Produces one record straight to the broker (no orderlog involved): to
- * partition (-1: the partitioner chooses), with headers given as
+ * partition (-1: murmur2 of the key, the Java client's partitioner), with headers given as
  * NULL-terminated name, value pairs (NULL for none). Returns its offset;
  * fails the test when it is not delivered. */
 long long ol_test_kafka_produce(const char *topic, int partition, const void *key, size_t key_len, const void *value,

@@ -304,11 +304,11 @@ Test(decide, sends_poison_to_the_dlq_and_goes_on) {
     char topic[256];
     snprintf(topic, sizeof(topic), "%sbuy-requests", prefix);
     const char *garbage = "\x01\x02 not an event";
-    ol_test_kafka_produce(topic, 0, "A", 1, garbage, strlen(garbage), NULL);
+    ol_test_kafka_produce(topic, -1, "A", 1, garbage, strlen(garbage), NULL);
     publish("p1.jsonl", BUY("p1", "u1", 1, "10.0.0.1", "B", 1));
     /* a record in the publish format whose data misses every field */
     const char *empty = "{\"type\":\"BuyRequested\",\"data\":{}}";
-    ol_test_kafka_produce(topic, 0, "B", 1, empty, strlen(empty), NULL);
+    ol_test_kafka_produce(topic, -1, "B", 1, empty, strlen(empty), NULL);
     publish("good.jsonl", BUY("p2", "u2", 1, "10.0.0.2", "B", 1));
     ol_test_bg_t *bg = decide_bg(NULL);
     json_t *recs = wait_facts("BuyAccepted", 2, 60000, bg);

@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -690,6 +691,81 @@ KIT int kit_assigned_now(const char *log) {
     return atoi(a + strlen("\"assigned "));
 }
 
+/* The partition a key belongs on among partitions: Kafka's murmur2 (seed
+ * 0x9747b28c) as the Java client computes it, written here and not taken
+ * from orderlog. */
+KIT int kit_partition_of(const char *key, int partitions) {
+    const uint32_t m = 0x5bd1e995;
+    size_t len = strlen(key);
+    uint32_t h = 0x9747b28cu ^ (uint32_t)len;
+    const unsigned char *d = (const unsigned char *)key;
+    size_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+        uint32_t k = (uint32_t)d[i] | (uint32_t)d[i + 1] << 8 | (uint32_t)d[i + 2] << 16 | (uint32_t)d[i + 3] << 24;
+        k *= m;
+        k ^= k >> 24;
+        k *= m;
+        h *= m;
+        h ^= k;
+    }
+    switch (len & 3) {
+    case 3:
+        h ^= (uint32_t)d[i + 2] << 16;
+        /* fall through */
+    case 2:
+        h ^= (uint32_t)d[i + 1] << 8;
+        /* fall through */
+    case 1:
+        h ^= d[i];
+        h *= m;
+    }
+    h ^= h >> 13;
+    h *= m;
+    h ^= h >> 15;
+    return (int)((h & 0x7fffffffu) % (uint32_t)partitions);
+}
+
+/* The same over the kit's partition count. */
+KIT int kit_partition(const char *key) {
+    return kit_partition_of(key, KIT_PARTITIONS);
+}
+
+/* One record of `orderlog tail dlq` by the offset header of its original. */
+KIT json_t *dlq_record(json_t *records, const char *topic, long long partition, long long offset) {
+    char part[32], off[32];
+    snprintf(part, sizeof(part), "%lld", partition);
+    snprintf(off, sizeof(off), "%lld", offset);
+    size_t i;
+    json_t *r;
+    json_array_foreach(records, i, r) {
+        json_t *h = json_object_get(r, "headers");
+        const char *t = json_string_value(json_object_get(h, "dlq_topic"));
+        const char *p = json_string_value(json_object_get(h, "dlq_partition"));
+        const char *o = json_string_value(json_object_get(h, "dlq_offset"));
+        if (t && p && o && !strcmp(t, topic) && !strcmp(p, part) && !strcmp(o, off))
+            return r;
+    }
+    return NULL;
+}
+
+/* `orderlog tail <topic>` as an array of records (tail exits 1 when some
+ * records do not decode, which the dlq is for). */
+KIT json_t *tail_records(const char *topic) {
+    char *out, *err;
+    int rc = ol_test_orderlogf(&out, &err, kit_fixed_args(), "tail %s", topic);
+    cr_assert(rc == 0 || rc == 1, "tail %s: exit %d\n%s", topic, rc, err);
+    json_t *arr = json_array();
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        json_error_t jerr;
+        json_t *v = json_loads(line, 0, &jerr);
+        cr_assert(json_is_object(v), "tail %s: not JSON: %.300s", topic, line);
+        json_array_append_new(arr, v);
+    }
+    free(out);
+    free(err);
+    return arr;
+}
+
 #ifndef OL_PROJECT_KIT_ONLY
 
 /* ==== the tests ========================================================== */
@@ -880,8 +956,8 @@ Test(project, every_apply_mode_gives_the_same_projection) {
         const char *group = kit_new_group("modes", suffix);
         kit_summary_t s = kit_project_all(db, group, modes[m][1]);
         cr_assert_eq(s.events, published, "%s: projected %lld events of %lld", modes[m][0], s.events, published);
-        cr_assert(s.batches >= published / 2, "%s: %lld batches for %lld events of at most 2", modes[m][0],
-                  s.batches, published);
+        cr_assert(s.batches >= published / 2, "%s: %lld batches for %lld events of at most 2", modes[m][0], s.batches,
+                  published);
         assert_fixture_rows(db);
         kit_assert_offsets_at_end(db, group);
         if (first)
@@ -938,42 +1014,6 @@ Test(project, replay_changes_nothing) {
 
 /* ---- poison records ---- */
 
-/* One record of `orderlog tail dlq` by the offset header of its original. */
-static json_t *dlq_record(json_t *records, const char *topic, long long partition, long long offset) {
-    char part[32], off[32];
-    snprintf(part, sizeof(part), "%lld", partition);
-    snprintf(off, sizeof(off), "%lld", offset);
-    size_t i;
-    json_t *r;
-    json_array_foreach(records, i, r) {
-        json_t *h = json_object_get(r, "headers");
-        const char *t = json_string_value(json_object_get(h, "dlq_topic"));
-        const char *p = json_string_value(json_object_get(h, "dlq_partition"));
-        const char *o = json_string_value(json_object_get(h, "dlq_offset"));
-        if (t && p && o && !strcmp(t, topic) && !strcmp(p, part) && !strcmp(o, off))
-            return r;
-    }
-    return NULL;
-}
-
-/* `orderlog tail <topic>` as an array of records (tail exits 1 when some
- * records do not decode, which the dlq is for). */
-static json_t *tail_records(const char *topic) {
-    char *out, *err;
-    int rc = ol_test_orderlogf(&out, &err, kit_fixed_args(), "tail %s", topic);
-    cr_assert(rc == 0 || rc == 1, "tail %s: exit %d\n%s", topic, rc, err);
-    json_t *arr = json_array();
-    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
-        json_error_t jerr;
-        json_t *v = json_loads(line, 0, &jerr);
-        cr_assert(json_is_object(v), "tail %s: not JSON: %.300s", topic, line);
-        json_array_append_new(arr, v);
-    }
-    free(out);
-    free(err);
-    return arr;
-}
-
 typedef struct poison_s {
     const char *what;
     const char *topic; /* short name */
@@ -1018,8 +1058,10 @@ Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
         garbage[i] = (unsigned char)rand();
     garbage[0] = 0x01; /* a negative string length first: undecodable whatever follows */
     const char *const garbage_headers[] = {"ce_type", "orderlog.OrderPaid", "ce_id", "poison-garbage", NULL};
-    poison[np] = (poison_t){"garbage", "orders", 0, 0, "decode", "undecodable", "OrderPaid", NULL, sizeof(garbage)};
-    poison[np++].offset = ol_test_kafka_produce(orders, 0, "O-JUNK", 6, garbage, sizeof(garbage), garbage_headers);
+    poison[np] = (poison_t){"garbage",   "orders", kit_partition("O-JUNK"), 0, "decode", "undecodable",
+                            "OrderPaid", NULL,     sizeof(garbage)};
+    poison[np++].offset =
+        ol_test_kafka_produce(orders, kit_partition("O-JUNK"), "O-JUNK", 6, garbage, sizeof(garbage), garbage_headers);
 
     /* 2. a valid envelope, a JSON payload breaking the schema: quantity 0 */
     const char *bad_line = "{\"order_id\":\"O-BAD\",\"user_id\":\"u\",\"source\":\"flash_sale\",\"lines\":[{\"sku\":"
@@ -1027,23 +1069,28 @@ Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
                            "\"placed_at\":\"2026-01-01T00:00:00Z\"}";
     const char *const json_headers[] = {"ce_type",      "orderlog.OrderPlaced", "ce_id", "poison-quantity",
                                         "content-type", "application/json",     NULL};
-    poison[np] = (poison_t){"quantity 0", "orders", 1, 0, "decode", "quantity", "at least 1", NULL, strlen(bad_line)};
-    poison[np++].offset = ol_test_kafka_produce(orders, 1, "O-BAD", 5, bad_line, strlen(bad_line), json_headers);
+    poison[np] = (poison_t){"quantity 0", "orders", kit_partition("O-BAD"), 0, "decode", "quantity",
+                            "at least 1", NULL,     strlen(bad_line)};
+    poison[np++].offset =
+        ol_test_kafka_produce(orders, kit_partition("O-BAD"), "O-BAD", 5, bad_line, strlen(bad_line), json_headers);
 
     /* 3. the same with a required field missing */
     const char *missing = "{\"order_id\":\"O-BAD2\",\"payment_id\":\"p\",\"currency\":\"CNY\","
                           "\"paid_at\":\"2026-01-01T00:00:00Z\"}";
     const char *const missing_headers[] = {"ce_type",      "orderlog.OrderPaid", "ce_id", "poison-missing",
                                            "content-type", "application/json",   NULL};
-    poison[np] = (poison_t){"missing amount", "orders", 2, 0, "decode", "amount", "missing", NULL, strlen(missing)};
-    poison[np++].offset = ol_test_kafka_produce(orders, 2, "O-BAD2", 6, missing, strlen(missing), missing_headers);
+    poison[np] = (poison_t){"missing amount", "orders", kit_partition("O-BAD2"), 0, "decode", "amount",
+                            "missing",        NULL,     strlen(missing)};
+    poison[np++].offset =
+        ol_test_kafka_produce(orders, kit_partition("O-BAD2"), "O-BAD2", 6, missing, strlen(missing), missing_headers);
 
     /* 4. an event of another topic, as kcat would write it (publish format, no headers) */
     const char *buy = "{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"req-1\",\"session_id\":\"s\","
                       "\"client_ip\":\"198.51.100.7\",\"user_id\":\"u-1\",\"user_level\":1,\"sku\":\"SKU-1\","
                       "\"quantity\":1,\"requested_at\":\"2026-01-01T00:00:00Z\"}}";
-    poison[np] = (poison_t){"wrong topic", "orders", 0, 0, "fold", "BuyRequested", "orders", "BuyRequested", 0};
-    poison[np++].offset = ol_test_kafka_produce(orders, 0, "SKU-1", 5, buy, strlen(buy), NULL);
+    poison[np] = (poison_t){"wrong topic",  "orders", kit_partition("SKU-1"), 0, "fold",
+                            "BuyRequested", "orders", "BuyRequested",         0};
+    poison[np++].offset = ol_test_kafka_produce(orders, kit_partition("SKU-1"), "SKU-1", 5, buy, strlen(buy), NULL);
 
     /* 5-7. events about what does not exist, published the normal way */
     snprintf(path, sizeof(path), "%s/ghosts.jsonl", kit_dir);
@@ -1162,7 +1209,7 @@ Test(project, too_many_poison_in_a_row_stops_loudly) {
     for (int i = 0; i < 5; i++) {
         char junk[32];
         snprintf(junk, sizeof(junk), "\x03junk-%d", i);
-        ol_test_kafka_produce(orders, 0, "O-JUNK", 6, junk, strlen(junk), headers);
+        ol_test_kafka_produce(orders, -1, "O-JUNK", 6, junk, strlen(junk), headers);
     }
     char *out, *err;
     int rc = kit_project_until_end(db, kit_group, "-X consumer.max.poison=3", &out, &err);
