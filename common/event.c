@@ -258,8 +258,8 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
         return err;
     if (found && !parse_dataschema(buf, env->type, &env->version))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
-                       "ce_dataschema header \"%s\" does not match %s%s:<version> (decimal, from 1, no sign or "
-                       "leading zero)",
+                       "ce_dataschema header \"%s\" does not match %s%s:<n> (n a decimal version from 1, no sign "
+                       "or leading zero)",
                        buf, DATASCHEMA_PREFIX, env->type->name);
     env->content = OL_CONTENT_AVRO;
     if ((err = header_str(hdrs, "content-type", HDR_TRUNCATE, buf, sizeof(buf), &found, errstr, errstr_size)))
