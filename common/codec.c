@@ -236,8 +236,8 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
             return fail(w, "expected a string, got %s", ol_json_kind(j));
         const char *s = j->u.s;
         size_t len = j->len;
-        if (memchr(s, '\0', len))
-            return fail(w, "must not contain a NUL character");
+        if (memchr(s, '\0', len)) /* only from Avro: ol_json_parse refuses NUL */
+            return fail(w, "must not contain NUL (\\u0000)");
         if (w->decoded && ol_utf8_invalid_at(s, len) >= 0)
             return fail(w, "invalid UTF-8");
         if (f && f->min_length && len < (size_t)f->min_length)
@@ -258,14 +258,17 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
         if (j->type == OL_JSON_INT) {
             v = j->u.i;
         } else if (n->timestamp && j->type == OL_JSON_STRING) {
-            if (ol_time_parse(j->u.s, &v))
+            int rc = ol_time_parse(j->u.s, &v);
+            if (rc == OL_TIME_OUT_OF_RANGE)
+                return fail(w, "\"%.64s\" " OL_TIME_RANGE_TEXT, j->u.s);
+            if (rc)
                 return fail(w, "\"%.64s\" is not an RFC 3339 time (2026-11-22T15:04:05Z)", j->u.s);
         } else {
             return fail(w, "expected %s, got %s", n->timestamp ? "a time (RFC 3339 string or epoch ms)" : "an integer",
                         ol_json_kind(j));
         }
         if (n->timestamp && (v < OL_TIME_MIN_MS || v > OL_TIME_MAX_MS))
-            return fail(w, "time %lld ms is outside the years 0001 to 9999", (long long)v);
+            return fail(w, "time %lld ms " OL_TIME_RANGE_TEXT, (long long)v);
         if (n->kind == OL_NODE_INT && (v < INT32_MIN || v > INT32_MAX))
             return fail(w, "%lld does not fit in a 32-bit int", (long long)v);
         if ((err = check_number(w, f, v)))
@@ -301,7 +304,8 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
         if (j->type != OL_JSON_STRING)
             return fail(w, "expected a string, got %s", ol_json_kind(j));
         for (size_t i = 0; i < n->nsymbols; i++) {
-            if (!strcmp(n->symbols[i], j->u.s)) {
+            /* by full length: "external\u0000junk" is not "external" */
+            if (strlen(n->symbols[i]) == j->len && !memcmp(n->symbols[i], j->u.s, j->len)) {
                 if (dst)
                     out_long(dst, (int64_t)i);
                 return OL_ERR_OK;

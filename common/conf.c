@@ -58,7 +58,9 @@ static const ol_conf_prop_t conf_props[] = {
     {"publish.delivery.timeout.ms", OL_CONF_INT, "30000", 1000, 3600000, NULL,
      "How long `publish` lets an event wait for its delivery report before counting it failed."},
     {"publish.max.line.bytes", OL_CONF_INT, "1048576", 1024, 67108864, NULL,
-     "Longest accepted input line of `publish`; longer lines are rejected, not read into memory."},
+     "Longest accepted input line of `publish`; longer lines are rejected, not read into memory. An event whose "
+     "record would exceed the producer's `message.max.bytes` (librdkafka's default 1000000, raised with "
+     "`-X kafka.message.max.bytes=N`) is rejected too, before delivery."},
     {"publish.queue.kbytes", OL_CONF_INT, "16384", 1024, 1048576, NULL,
      "Payload bytes of produced events buffered in memory awaiting delivery (bounds publish's memory)."},
     {"publish.queue.messages", OL_CONF_INT, "32768", 1000, 10000000, NULL,

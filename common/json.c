@@ -15,6 +15,10 @@ typedef struct parser_s {
     const char *start, *p, *end;
     char *errstr;
     size_t errstr_size;
+    /* a string held NUL: the error is reported once the path to it, built
+     * while the recursion unwinds (segments prepended), is known */
+    bool nul;
+    char path[256];
 } parser_t;
 
 static ol_err_t perr(parser_t *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -83,22 +87,38 @@ static const unsigned char string_stop[256] = {
     [0x80 ... 0xff] = 1,
 };
 
-/* At the opening quote. */
+/* The length of the valid UTF-8 sequence at p (a byte >= 0x80), or 0 when
+ * it is invalid (overlong, surrogate, above U+10FFFF, truncated). */
+static size_t utf8_seq(const parser_t *ps, const char *p) {
+    size_t left = (size_t)(ps->end - p);
+    if (ol_utf8_invalid_at(p, left < 4 ? left : 4) == 0)
+        return 0;
+    unsigned char c = (unsigned char)*p;
+    return c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+}
+
+static ol_err_t bad_utf8(parser_t *ps) {
+    return ol_errf(ps->errstr, ps->errstr_size, OL_ERR_INVALID, "invalid UTF-8 at byte %ld",
+                   (long)(ps->p - ps->start) + 1);
+}
+
+/* At the opening quote. Every byte of the string is checked once, escaped
+ * or not: UTF-8 (also after an escape), no control characters, \u escapes
+ * as valid code points (surrogates only in pairs). A \u0000 decodes in full
+ * (for the path in the message) and then fails with ps->nul set. */
 static ol_err_t parse_string(parser_t *ps, const char **out, size_t *out_len) {
     const char *s = ++ps->p;
-    /* fast path: plain ASCII without escapes */
+    bool nul = false;
+    /* fast path: no escapes */
     for (;;) {
         while (ps->p < ps->end && !string_stop[(unsigned char)*ps->p])
             ps->p++;
         if (ps->p >= ps->end || (unsigned char)*ps->p < 0x80)
             break;
-        long bad = ol_utf8_invalid_at(ps->p, (size_t)(ps->end - ps->p) < 4 ? (size_t)(ps->end - ps->p) : 4);
-        if (bad == 0)
-            return ol_errf(ps->errstr, ps->errstr_size, OL_ERR_INVALID, "invalid UTF-8 at byte %ld",
-                           (long)(ps->p - ps->start) + 1);
-        /* one valid sequence: skip it */
-        unsigned char c = (unsigned char)*ps->p;
-        ps->p += c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+        size_t n = utf8_seq(ps, ps->p);
+        if (!n)
+            return bad_utf8(ps);
+        ps->p += n;
     }
     if (ps->p < ps->end && *ps->p == '"') {
         *out_len = (size_t)(ps->p - s);
@@ -123,10 +143,23 @@ static ol_err_t parse_string(parser_t *ps, const char **out, size_t *out_len) {
             buf[n] = '\0';
             *out = buf;
             *out_len = n;
+            if (nul) {
+                ps->nul = true;
+                return OL_ERR_INVALID;
+            }
             return OL_ERR_OK;
         }
         if (c < 0x20)
             return perr(ps, "control character in a string (escape it)");
+        if (c >= 0x80) {
+            size_t k = utf8_seq(ps, ps->p);
+            if (!k)
+                return bad_utf8(ps);
+            memcpy(buf + n, ps->p, k);
+            n += k;
+            ps->p += k;
+            continue;
+        }
         if (c != '\\') {
             buf[n++] = (char)c;
             ps->p++;
@@ -171,6 +204,7 @@ static ol_err_t parse_string(parser_t *ps, const char **out, size_t *out_len) {
                 ps->p += 6;
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
             }
+            nul |= cp == 0;
             n += put_utf8(buf + n, cp);
             break;
         }
@@ -266,6 +300,36 @@ static bool has_duplicate(parser_t *ps, const ol_json_member_t *m, size_t n, con
     return false;
 }
 
+/* Puts seg in front of the path of the string that held NUL. */
+static void path_prepend(parser_t *ps, const char *seg) {
+    size_t room = sizeof(ps->path) - 1, old = strlen(ps->path), sep = old && ps->path[0] != '[', n = strlen(seg) + sep;
+    if (n > room)
+        n = room;
+    if (old > room - n)
+        old = room - n; /* the innermost segments are cut first */
+    memmove(ps->path + n, ps->path, old);
+    ps->path[n + old] = '\0';
+    memcpy(ps->path, seg, n - sep);
+    if (sep)
+        ps->path[n - 1] = '.';
+}
+
+/* A key as a path segment: its first 64 bytes, NUL shown as \u0000. */
+static void path_prepend_key(parser_t *ps, const char *key, size_t len) {
+    char seg[64 * 6 + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < len && i < 64; i++) {
+        if (key[i]) {
+            seg[n++] = key[i];
+        } else {
+            memcpy(seg + n, "\\u0000", 6);
+            n += 6;
+        }
+    }
+    seg[n] = '\0';
+    path_prepend(ps, seg);
+}
+
 static ol_err_t parse_value(parser_t *ps, ol_json_t *v, int depth);
 
 static ol_err_t parse_array(parser_t *ps, ol_json_t *v, int depth) {
@@ -284,8 +348,14 @@ static ol_err_t parse_array(parser_t *ps, ol_json_t *v, int depth) {
                 cap *= 2;
             }
             ol_err_t err = parse_value(ps, &items[n++], depth + 1);
-            if (err)
+            if (err) {
+                if (ps->nul) {
+                    char seg[32];
+                    snprintf(seg, sizeof(seg), "[%zu]", n - 1);
+                    path_prepend(ps, seg);
+                }
                 return err;
+            }
             skip_ws(ps);
             if (ps->p < ps->end && *ps->p == ',') {
                 ps->p++;
@@ -323,14 +393,20 @@ static ol_err_t parse_object(parser_t *ps, ol_json_t *v, int depth) {
                 cap *= 2;
             }
             ol_err_t err = parse_string(ps, &m[n].key, &m[n].key_len);
-            if (err)
+            if (err) {
+                if (ps->nul)
+                    path_prepend_key(ps, m[n].key, m[n].key_len);
                 return err;
+            }
             skip_ws(ps);
             if (ps->p >= ps->end || *ps->p != ':')
                 return perr(ps, "':' expected");
             ps->p++;
-            if ((err = parse_value(ps, &m[n].value, depth + 1)))
+            if ((err = parse_value(ps, &m[n].value, depth + 1))) {
+                if (ps->nul)
+                    path_prepend_key(ps, m[n].key, m[n].key_len);
                 return err;
+            }
             n++;
             skip_ws(ps);
             if (ps->p < ps->end && *ps->p == ',') {
@@ -401,11 +477,21 @@ static ol_err_t parse_value(parser_t *ps, ol_json_t *v, int depth) {
     return perr(ps, "unexpected character '%c'", *ps->p >= 0x20 && *ps->p < 0x7f ? *ps->p : '?');
 }
 
-ol_err_t ol_json_parse(ol_arena_t *arena, const char *text, size_t len, ol_json_t **out, char *errstr,
-                       size_t errstr_size) {
-    parser_t ps = {arena, text, text, text + len, errstr, errstr_size};
+ol_err_t ol_json_parse(ol_arena_t *arena, const char *text, size_t len, ol_json_t **out, const char **field,
+                       char *errstr, size_t errstr_size) {
+    parser_t ps = {
+        .arena = arena, .start = text, .p = text, .end = text + len, .errstr = errstr, .errstr_size = errstr_size};
     ol_json_t *v = ol_arena_alloc(arena, sizeof(*v));
+    if (field)
+        *field = NULL;
     ol_err_t err = parse_value(&ps, v, 0);
+    if (err && ps.nul) {
+        if (!ps.path[0])
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "a string must not contain NUL (\\u0000)");
+        if (field)
+            *field = ol_arena_strndup(arena, ps.path, strlen(ps.path));
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "field \"%s\": must not contain NUL (\\u0000)", ps.path);
+    }
     if (!err) {
         skip_ws(&ps);
         if (ps.p != ps.end)

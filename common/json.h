@@ -16,8 +16,12 @@
  * it costs ~40k instructions per 200-byte line, which alone would cap
  * publish far below its target.
  *
- * Strict: RFC 8259 grammar, valid UTF-8, no duplicate keys, no NUL outside
- * \u0000 escapes, nesting at most 64 deep, integers within int64. */
+ * Strict: RFC 8259 grammar, valid UTF-8 in every string and key (escaped
+ * or not; surrogate escapes only in pairs), no duplicate keys, no NUL at all
+ * (raw or \u0000: no text field or key of the contract may hold one, and
+ * this parser is the one door of every JSON input: publish lines, gate
+ * bodies, JSON records from Kafka), nesting at most 64 deep, integers within
+ * int64. So a parsed string's len is always its strlen. */
 
 typedef enum ol_json_type_e {
     OL_JSON_NULL,
@@ -39,7 +43,7 @@ struct ol_json_s {
     union {
         int64_t i;
         double d;
-        const char *s; /* NUL-terminated, may hold \u0000 */
+        const char *s; /* NUL-terminated; parsed ones hold no other NUL */
         ol_json_t *items;
         ol_json_member_t *members;
     } u;
@@ -52,9 +56,13 @@ struct ol_json_member_s {
 };
 
 /* Parses text[0..len) into the arena. On error returns OL_ERR_INVALID with
- * "malformed JSON at column N: <what>" (columns count bytes from 1). */
-ol_err_t ol_json_parse(ol_arena_t *arena, const char *text, size_t len, ol_json_t **out, char *errstr,
-                       size_t errstr_size);
+ * "malformed JSON at column N: <what>" (columns count bytes from 1), "invalid
+ * UTF-8 at byte N", or for a string or key holding NUL
+ * `field "<path>": must not contain NUL (\u0000)`, the path as the codec
+ * writes it ("data.lines[1].sku"; a key's own NUL shown as \u0000) and then
+ * also in *field (arena). *field is NULL otherwise; field may be NULL. */
+ol_err_t ol_json_parse(ol_arena_t *arena, const char *text, size_t len, ol_json_t **out, const char **field,
+                       char *errstr, size_t errstr_size);
 
 /* The member named key of an object, or NULL. */
 const ol_json_t *ol_json_get(const ol_json_t *obj, const char *key);

@@ -246,12 +246,21 @@ const ol_event_type_t *const *ol_schema_types(size_t *count) {
 }
 
 const ol_event_type_t *ol_schema_find(const char *name) {
-    if (!strncmp(name, "orderlog.", 9))
+    return ol_schema_findn(name, strlen(name));
+}
+
+const ol_event_type_t *ol_schema_findn(const char *name, size_t len) {
+    if (len >= 9 && !memcmp(name, "orderlog.", 9)) {
         name += 9;
+        len -= 9;
+    }
     size_t lo = 0, hi = ntypes;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        int c = strcmp(name, types[mid]->name);
+        size_t tlen = strlen(types[mid]->name);
+        int c = memcmp(name, types[mid]->name, len < tlen ? len : tlen);
+        if (c == 0)
+            c = (len > tlen) - (len < tlen);
         if (c == 0)
             return types[mid];
         if (c < 0)

@@ -99,6 +99,9 @@ ol_err_t ol_schema_init(char *errstr, size_t errstr_size);
 const ol_event_type_t *const *ol_schema_types(size_t *count);
 /* By event name ("BuyRequested") or CloudEvents type ("orderlog.BuyRequested"). */
 const ol_event_type_t *ol_schema_find(const char *name);
+/* The same over name[0..len), compared by full length: bytes from outside
+ * (a JSON string, a header) match only when all of them do. */
+const ol_event_type_t *ol_schema_findn(const char *name, size_t len);
 /* The version entry, or NULL when this binary cannot read that version. */
 const ol_schema_version_t *ol_schema_version(const ol_event_type_t *et, int version);
 /* Distinct topic names (without prefix) in a fixed order; ends with NULL. */

@@ -36,7 +36,7 @@ void ol_time_format(int64_t ms, char *out, size_t out_size) {
          * visible share of its applier) */
         int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400, rem = secs - days * 86400;
         int64_t z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
-        int64_t doe = z - era * 146097;                                     /* [0, 146096] */
+        int64_t doe = z - era * 146097;                                      /* [0, 146096] */
         int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
         int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);               /* [0, 365] */
         int64_t mp = (5 * doy + 2) / 153;                                    /* [0, 11], from March */
@@ -135,7 +135,7 @@ int ol_time_parse(const char *s, int64_t *out_ms) {
     int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - (int64_t)offset_min * 60;
     int64_t t = secs * 1000 + ms;
     if (t < OL_TIME_MIN_MS || t > OL_TIME_MAX_MS)
-        return -1; /* an offset pushed it out of the years 0000-9999 */
+        return OL_TIME_OUT_OF_RANGE;
     *out_ms = t;
     return 0;
 }

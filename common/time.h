@@ -10,6 +10,8 @@
  * 1 BC), so a projection could never store it. */
 #define OL_TIME_MIN_MS (-62135596800000LL)
 #define OL_TIME_MAX_MS (253402300799999LL)
+/* The message for a time outside them, after "field \"x\": ". */
+#define OL_TIME_RANGE_TEXT "is outside the years 0001 to 9999"
 
 /* Wall clock, milliseconds since the Unix epoch. */
 int64_t ol_time_now_ms(void);
@@ -19,7 +21,10 @@ int64_t ol_time_mono_us(void);
  * times outside [OL_TIME_MIN_MS, OL_TIME_MAX_MS] are clamped to it. */
 void ol_time_format(int64_t ms, char *out, size_t out_size);
 /* Parses RFC 3339 (with 'Z' or a numeric offset, optional fraction);
- * returns 0 and sets *out_ms, or -1 when the text is not a valid time. */
+ * returns 0 and sets *out_ms, -1 when the text is not a valid time, or
+ * OL_TIME_OUT_OF_RANGE when it is one outside [OL_TIME_MIN_MS, OL_TIME_MAX_MS]
+ * (the year 0000, or an offset pushing it out of 0001-9999). */
+#define OL_TIME_OUT_OF_RANGE (-2)
 int ol_time_parse(const char *s, int64_t *out_ms);
 
 #endif

@@ -121,14 +121,15 @@ static bool fail(check_t *c, const char *field, const char *fmt, ...) {
     return false;
 }
 
+/* Every key one of names, compared by full length. */
 static bool check_known(check_t *c, const ol_json_t *obj, const char *const *names) {
     for (size_t i = 0; i < obj->len; i++) {
-        const char *key = obj->u.members[i].key;
+        const ol_json_member_t *m = &obj->u.members[i];
         const char *const *n = names;
-        while (*n && strcmp(*n, key))
+        while (*n && !(strlen(*n) == m->key_len && !memcmp(*n, m->key, m->key_len)))
             n++;
         if (!*n)
-            return fail(c, key, "unknown field");
+            return fail(c, m->key, "unknown field");
     }
     return true;
 }
@@ -260,9 +261,10 @@ static bool body_object(req_t *r, thread_ctx_t *t, enum MHD_Result *ret, const o
         return false;
     }
     ol_json_t *root;
+    const char *field; /* the field holding NUL, named in the answer */
     ol_arena_reset(t->arena);
-    if (ol_json_parse(t->arena, r->body ? r->body : "", r->body_len, &root, errstr, sizeof(errstr))) {
-        *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
+    if (ol_json_parse(t->arena, r->body ? r->body : "", r->body_len, &root, &field, errstr, sizeof(errstr))) {
+        *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, field ? field : "body", OUT_INVALID);
         return false;
     }
     if (root->type != OL_JSON_OBJECT) {

@@ -9,8 +9,9 @@
  * publish.max.line.bytes is skipped, never buffered whole; at most
  * PIPELINE_SLOTS batches exist; the producer queue is bounded by
  * publish.queue.kbytes. Every line is counted once: published (delivery
- * report OK), rejected (bad input, "line N: reason") or failed (delivery
- * error, "line N: ..."). Messages go to stderr in line order. */
+ * report OK), rejected (bad input, "line N: reason", including an event
+ * whose record is over the producer's message.max.bytes) or failed
+ * (delivery error, "line N: ..."). Messages go to stderr in line order. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -67,6 +68,7 @@ typedef struct publish_s {
     rd_kafka_t *rk;
     char source[128];
     char (*topics)[256]; /* per event type index */
+    size_t max_record;   /* the producer's message.max.bytes: larger records are rejected */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     batch_t slots[PIPELINE_SLOTS];
@@ -106,6 +108,28 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
     }
 }
 
+/* The bytes librdkafka counts against message.max.bytes for a record (its
+ * wire size: key, value, headers and the v2 record overhead of 36 bytes). */
+static size_t varint_len(size_t n) {
+    uint64_t z = (uint64_t)n << 1; /* zigzag of a non-negative length */
+    size_t len = 1;
+    while (z > 0x7f) {
+        z >>= 7;
+        len++;
+    }
+    return len;
+}
+
+static size_t record_size(size_t key_len, size_t value_len, const rd_kafka_headers_t *hdrs) {
+    size_t size = 36 + key_len + value_len;
+    const char *name;
+    const void *val;
+    size_t val_len;
+    for (size_t i = 0; !rd_kafka_header_get_all(hdrs, i, &name, &val, &val_len); i++)
+        size += varint_len(strlen(name)) + strlen(name) + varint_len(val_len) + val_len;
+    return size;
+}
+
 static void report(const batch_t *b, long long lineno, const char *reason) {
     if (b->input)
         fprintf(stderr, "%s line %lld: %s\n", b->input, lineno, reason);
@@ -141,6 +165,16 @@ static void prepare_item(publish_t *p, batch_t *b, item_t *it, ol_codec_t *codec
     it->payload_len = payload_len;
     it->hdrs = rd_kafka_headers_new(8);
     ol_envelope_to_headers(&ev.env, it->hdrs);
+    /* rejected here rather than failed at delivery: the line is at fault */
+    size_t size = record_size(it->key_len, payload_len, it->hdrs);
+    if (size > p->max_record) {
+        rd_kafka_headers_destroy(it->hdrs);
+        it->hdrs = NULL;
+        it->error = ol_arena_sprintf(b->arena,
+                                     "encoded event is %zu bytes, more than the %zu of the producer's "
+                                     "message.max.bytes (raise it with -X kafka.message.max.bytes=N)",
+                                     size, p->max_record);
+    }
 }
 
 /* Worker side, in batch order: hand the prepared events to librdkafka. */
@@ -347,6 +381,11 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
         free(p);
         return OL_EXIT_USAGE;
     }
+    char mmb[32];
+    size_t mmb_size = sizeof(mmb);
+    if (rd_kafka_conf_get(rd_kafka_conf(p->rk), "message.max.bytes", mmb, &mmb_size) != RD_KAFKA_CONF_OK)
+        ol_assert_fail("message.max.bytes unknown to librdkafka", __FILE__, __LINE__);
+    p->max_record = (size_t)strtoull(mmb, NULL, 10);
     int rc = OL_EXIT_FAIL;
     size_t ntypes;
     const ol_event_type_t *const *types = ol_schema_types(&ntypes);

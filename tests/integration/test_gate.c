@@ -405,6 +405,39 @@ Test(gate, rejects_bad_input_with_400_naming_the_field_before_kafka) {
     stop_gate_ok();
 }
 
+/* Bodies that used to get 202 and were never decided (the decider
+ * dead-letters them), or passed with a field cut at its NUL. */
+Test(gate, refuses_invalid_utf8_and_nul_anywhere_in_the_body) {
+    use_topics("holes");
+    start_gate("-X gate.wait.ms=0");
+    const char *head = "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",";
+    const char *tail = "\"userLevel\":1,\"goodsSKU\":\"A\",\"goodsQuantity\":1}";
+    static const struct {
+        const char *what, *middle, *field, *error;
+    } cases[] = {
+        {"invalid UTF-8 after an escape", "\"userID\":\"x\\\"\xff\",", "body", "invalid UTF-8 at byte"},
+        {"invalid UTF-8 after an escape in a key", "\"userID\":\"u\",\"k\\n\xff\":1,", "body", "invalid UTF-8"},
+        {"a lone surrogate", "\"userID\":\"x\\ud800\",", "body", "malformed JSON"},
+        {"NUL in a value", "\"userID\":\"u\\u0000x\",", "userID", "field \"userID\": must not contain NUL (\\u0000)"},
+        {"an extra key with NUL", "\"userID\":\"u\",\"userID\\u0000x\":\"v\",", "userID\\u0000x",
+         "must not contain NUL (\\u0000)"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char body[512];
+        snprintf(body, sizeof(body), "%s%s%s", head, cases[i].middle, tail);
+        reply_t r = http("POST", "/buy", body);
+        const char *error = json_string_value(json_object_get(r.json, "error"));
+        cr_expect(error && strstr(error, cases[i].error), "%s: error \"%s\" does not say \"%s\"", cases[i].what,
+                  error ? error : "(none)", cases[i].error);
+        expect_invalid(cases[i].what, r, 400, cases[i].field);
+    }
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), 5);
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), 0, "nothing invalid reaches Kafka: %s", json_dumps(recs, 0));
+    json_decref(recs);
+    stop_gate_ok();
+}
+
 /* ---- rate limits ---- */
 
 Test(gate, throttles_after_the_burst_per_ip_and_per_instance) {

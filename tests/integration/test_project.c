@@ -1092,7 +1092,21 @@ Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
                             "BuyRequested", "orders", "BuyRequested",         0};
     poison[np++].offset = ol_test_kafka_produce(orders, kit_partition("SKU-1"), "SKU-1", 5, buy, strlen(buy), NULL);
 
-    /* 5-7. events about what does not exist, published the normal way */
+    /* 5. what a Confluent serializer writes: magic byte 0, schema id 42, then Avro */
+    static const char framed[] = "\0\0\0\0\x2a\x0a"
+                                 "O-CNF\x02p";
+    poison[np] = (poison_t){"confluent framing",
+                            "orders",
+                            1,
+                            0,
+                            "decode",
+                            "Confluent schema-registry framing (magic byte 0, schema id 42)",
+                            "plain Avro or JSON with CloudEvents headers",
+                            NULL,
+                            sizeof(framed) - 1};
+    poison[np++].offset = ol_test_kafka_produce(orders, 1, "O-CNF", 5, framed, sizeof(framed) - 1, NULL);
+
+    /* 6-8. events about what does not exist, published the normal way */
     snprintf(path, sizeof(path), "%s/ghosts.jsonl", kit_dir);
     const char *ghosts =
         "{\"type\":\"OrderPaid\",\"data\":{\"order_id\":\"O-GHOST\",\"payment_id\":\"pay-g\",\"amount\":100,"

@@ -1094,3 +1094,125 @@ Test(publish, delivery_failures_name_the_file_when_publishing_several) {
     free(qa);
     free(qb);
 }
+
+/* ---- validation without holes (each line was published before, and then
+ * dead-lettered by every consumer or stored cut) ---- */
+
+/* The reason reported for line n (borrowed from byline), or "". */
+static const char *reason_of(json_t *byline, int n) {
+    char key[32];
+    snprintf(key, sizeof(key), "%d", n);
+    return json_string_value(json_array_get(json_object_get(byline, key), 0)) ?: "";
+}
+
+Test(publish, refuses_invalid_utf8_nul_and_out_of_range_times_naming_the_field) {
+    use_topics("holes");
+    static const char sku_head[] = "{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"SKU-H\",\"platform\":\"shop\",";
+    static const char sku_tail[] = "\"price\":1,\"currency\":\"CNY\",\"stock\":1,\"version\":1}";
+    char text[4096];
+    snprintf(text, sizeof(text),
+             /* 1: invalid UTF-8 after an escape */
+             "%s\"title\":\"\\n\xff\",%s}\n"
+             /* 2: an enum symbol with NUL and junk after it */
+             "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"o-1\",\"user_id\":\"u-1\",\"source\":"
+             "\"external\\u0000junk\",\"lines\":[{\"sku\":\"A\",\"quantity\":1,\"unit_price\":1}],\"total_amount\":1,"
+             "\"currency\":\"CNY\"}}\n"
+             /* 3: a type with NUL and junk after it */
+             "{\"type\":\"SkuSynced\\u0000junk\",\"data\":{\"sku\":\"SKU-H\",\"platform\":\"shop\",\"title\":\"t\","
+             "%s}\n"
+             /* 4, 5: the envelope's time out of range */
+             "%s\"title\":\"t\",%s,\"time\":9223372036854775807}\n"
+             "%s\"title\":\"t\",%s,\"time\":\"0000-12-31T23:59:59Z\"}\n"
+             /* 6: the one good line */
+             "%s\"title\":\"t\",%s}\n",
+             sku_head, sku_tail, sku_tail, sku_head, sku_tail, sku_head, sku_tail, sku_head, sku_tail);
+    char *q = scratch_text("holes.jsonl", text);
+    char *out, *err;
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s", q);
+    cr_expect_eq(rc, 1, "exit %d\n%s", rc, err);
+    cr_expect(!strncmp(out, "published 1, rejected 5, failed 0", 33), "stdout:\n%s\nstderr:\n%s", out, err);
+    json_t *byline = line_messages(err, NULL);
+    static const char *const want[] = {
+        "invalid UTF-8 at byte",
+        "field \"source\": must not contain NUL (\\u0000)",
+        "field \"type\": must not contain NUL (\\u0000)",
+        "field \"time\": 9223372036854775807 ms is outside the years 0001 to 9999",
+        "field \"time\": \"0000-12-31T23:59:59Z\" is outside the years 0001 to 9999",
+    };
+    for (int i = 0; i < 5; i++)
+        cr_expect(strstr(reason_of(byline, i + 1), want[i]), "line %d: \"%s\" does not say \"%s\"\nstderr:\n%s", i + 1,
+                  reason_of(byline, i + 1), want[i], err);
+    json_decref(byline);
+    free(out);
+    free(err);
+    free(q);
+    json_t *records = tail("skus", NULL, NULL, NULL);
+    cr_expect_eq(json_array_size(records), 1, "only the good line is on skus");
+    cr_expect_str_eq(str_at(json_array_get(records, 0), "data", "title") ?: "(none)", "t");
+    json_decref(records);
+}
+
+/* A line under publish.max.line.bytes whose record is over the producer's
+ * message.max.bytes (librdkafka's default 1000000) is rejected at
+ * validation, not failed at delivery; raising the limit lets it through. */
+Test(publish, rejects_an_event_larger_than_message_max_bytes_before_delivery) {
+    use_topics("size");
+    size_t big = 1010000, cap = big + 512;
+    char *line = malloc(cap);
+    int n =
+        snprintf(line, cap, "{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"SKU-BIG\",\"platform\":\"shop\",\"title\":\"");
+    memset(line + n, 'x', big);
+    snprintf(line + n + big, cap - (size_t)n - big,
+             "\",\"price\":1,\"currency\":\"CNY\",\"stock\":1,\"version\":1}}\n");
+    cr_assert_lt(strlen(line), 1048576, "the line is under the default publish.max.line.bytes");
+    char *q = scratch_text("big.jsonl", line);
+    free(line);
+    char *out, *err;
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "publish %s", q);
+    cr_expect_eq(rc, 1, "exit %d\n%s", rc, err);
+    cr_expect(!strncmp(out, "published 0, rejected 1, failed 0", 33), "stdout:\n%s\nstderr:\n%s", out, err);
+    json_t *byline = line_messages(err, NULL);
+    const char *reason = reason_of(byline, 1);
+    unsigned long size = 0;
+    cr_expect(sscanf(reason, "encoded event is %lu bytes", &size) == 1 && size > 1000000 && size < 1011000,
+              "reason: %s", reason);
+    cr_expect(strstr(reason, "1000000") && strstr(reason, "message.max.bytes"), "reason: %s", reason);
+    json_decref(byline);
+    free(out);
+    free(err);
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "-X kafka.message.max.bytes=2000000 publish %s", q);
+    cr_expect_eq(rc, 0, "with message.max.bytes raised: exit %d\n%s", rc, err);
+    cr_expect(!strncmp(out, "published 1, rejected 0, failed 0", 33), "stdout:\n%s\nstderr:\n%s", out, err);
+    free(out);
+    free(err);
+    free(q);
+}
+
+/* What a Confluent serializer writes (magic byte 0, schema id 42, then the
+ * payload) is named for what it is by tail, as by every consumer. */
+Test(publish, tail_names_a_confluent_framed_record) {
+    use_topics("confluent");
+    char topic[256];
+    snprintf(topic, sizeof(topic), "%sbuy-requests", prefix);
+    static const char framed[] = "\0\0\0\0\x2a\x0a"
+                                 "req-1\x02s";
+    ol_test_kafka_produce(topic, -1, "SKU-C", 5, framed, sizeof(framed) - 1, NULL);
+    const char *const hdrs[] = {"ce_type",      "orderlog.BuyRequested", "ce_id", "c-2",
+                                "content-type", "application/avro",      NULL};
+    ol_test_kafka_produce(topic, -1, "SKU-C", 5, framed, sizeof(framed) - 1, hdrs);
+    int rc;
+    char *err;
+    json_t *records = tail("buy-requests", NULL, &rc, &err);
+    cr_expect_eq(rc, 1, "tail with undecodable records: exit %d\n%s", rc, err);
+    cr_expect_eq(json_array_size(records), 2, "%s", err);
+    size_t i;
+    json_t *r;
+    json_array_foreach(records, i, r) {
+        const char *e = str_at(r, "error", NULL) ?: "(none)";
+        cr_expect(strstr(e, "value is in Confluent schema-registry framing (magic byte 0, schema id 42); orderlog "
+                            "reads plain Avro or JSON with CloudEvents headers (see docs/events.md)"),
+                  "record %zu: %s", i, e);
+    }
+    json_decref(records);
+    free(err);
+}

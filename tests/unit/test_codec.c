@@ -352,6 +352,18 @@ Test(codec, refuses_invalid_utf8_naming_the_byte) {
         {"{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"\xed\xa0\x80\"}}", "invalid UTF-8"},
         {"{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"\xe6\x97\"}}", "invalid UTF-8"},
         {"{\"type\":\"Sku\x80Removed\",\"data\":{\"sku\":\"A\"}}", "invalid UTF-8"},
+        /* after an escape in the same string: every byte is checked */
+        {"{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"\\n\xff\"}}", "invalid UTF-8 at byte 39"},
+        {"{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"x\\\"\xff\"}}", "invalid UTF-8 at byte 40"},
+        {"{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"\\u00e9\xc0\xaf\"}}", "invalid UTF-8 at byte 43"},
+        {"{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"\\t\xed\xa0\x80\"}}", "invalid UTF-8 at byte 39"},
+        {"{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"\\t\xf4\x90\x80\x80\"}}", "invalid UTF-8 at byte 39"},
+        {"{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"\\t\xe6\x97\"}}", "invalid UTF-8 at byte 39"},
+        {"{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"\\t\xe6\x97", "invalid UTF-8 at byte 39"},
+        /* in keys too, before and after an escape */
+        {"{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"k\xff\":1}}", "invalid UTF-8 at byte 42"},
+        {"{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"k\\n\xff\":1}}", "invalid UTF-8 at byte 44"},
+        {"{\"ty\\u0070e\xff\":\"SkuRemoved\",\"data\":{\"sku\":\"A\"}}", "invalid UTF-8 at byte 12"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char errstr[256] = "";
@@ -359,9 +371,12 @@ Test(codec, refuses_invalid_utf8_naming_the_byte) {
         cr_expect_eq(err, OL_ERR_INVALID, "case %zu: %s", i, ol_err2name(err));
         cr_expect(strstr(errstr, cases[i].want), "case %zu: \"%s\" does not contain \"%s\"", i, errstr, cases[i].want);
     }
-    /* valid multi-byte text passes */
+    /* valid multi-byte text passes, before and after escapes */
     const char *ok = "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"\xe9\x99\x90\xf0\x9f\x98\x80\"}}";
     char errstr[256] = "";
+    cr_expect_eq(publish_pipeline(ok, strlen(ok), errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    ok = "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"\xc3\xa9\\n\xe9\x99\x90\\ud83d\\ude00\xf0\x9f\x98\x80\xdf\xbf\"}"
+         "}";
     cr_expect_eq(publish_pipeline(ok, strlen(ok), errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
 }
 
@@ -505,7 +520,25 @@ Test(codec, refuses_data_that_is_not_an_object_and_strings_with_nul) {
     json_t *data = json_object();
     json_object_set_new(data, "sku", json_stringn("A\0B", 3));
     cr_expect_eq(ol_codec_encode(codec, et, in_form(data), NOW_MS, &bin, &len, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect(strstr(errstr, "field \"sku\": must not contain a NUL character"), "%s", errstr);
+    cr_expect(strstr(errstr, "field \"sku\": must not contain NUL (\\u0000)"), "%s", errstr);
+    json_decref(data);
+}
+
+Test(codec, compares_enum_symbols_by_full_length) {
+    /* data built in C (not parsed, so a NUL can get this far) */
+    const ol_event_type_t *et = find_type("OrderPlaced");
+    json_t *data = json_loads("{\"order_id\":\"o\",\"user_id\":\"u\",\"lines\":[{\"sku\":\"A\",\"quantity\":1,"
+                              "\"unit_price\":1}],\"total_amount\":1,\"currency\":\"CNY\"}",
+                              0, NULL);
+    json_object_set_new(data, "source", json_stringn("external\0junk", 13));
+    const void *bin;
+    size_t len;
+    char errstr[256] = "";
+    cr_expect_eq(ol_codec_encode(codec, et, in_form(data), NOW_MS, &bin, &len, errstr, sizeof(errstr)), OL_ERR_INVALID);
+    cr_expect(strstr(errstr, "field \"source\": \"external\" is not one of"), "%s", errstr);
+    json_object_set_new(data, "source", json_string("external"));
+    cr_expect_eq(ol_codec_encode(codec, et, in_form(data), NOW_MS, &bin, &len, errstr, sizeof(errstr)), OL_ERR_OK, "%s",
+                 errstr);
     json_decref(data);
 }
 

@@ -416,3 +416,135 @@ Test(event, refuses_a_broken_envelope) {
     record_free(&r);
     record_free(&good);
 }
+
+/* buy_line's envelope with header name set to value[0..len) (NUL allowed). */
+static record_t record_with_bytes(const void *payload, size_t len, const char *name, const char *value,
+                                  size_t value_len) {
+    record_t r = record_with(payload, len, NULL, name, NULL);
+    rd_kafka_header_add(r.hdrs, name, -1, value, (ssize_t)value_len);
+    return r;
+}
+
+Test(event, reads_ce_dataschema_strictly) {
+    record_t good = publish_record(buy_line);
+    static const char *const bad[] = {
+        "urn:orderlog:schema:BuyRequested:-4294967295", /* strtol read it as 1 */
+        "urn:orderlog:schema:BuyRequested:4294967298",  /* and this as 2 */
+        "urn:orderlog:schema:BuyRequested:2147483648",
+        "urn:orderlog:schema:BuyRequested:99999999999999999999",
+        "urn:orderlog:schema:BuyRequested:+2",
+        "urn:orderlog:schema:BuyRequested:-2",
+        "urn:orderlog:schema:BuyRequested:02",
+        "urn:orderlog:schema:BuyRequested: 2",
+        "urn:orderlog:schema:BuyRequested:2 ",
+        "urn:orderlog:schema:BuyRequested:2:2",
+        "urn:orderlog:schema:BuyRequested2",
+        "urn:orderlog:schema::2",
+        "URN:orderlog:schema:BuyRequested:2",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        record_t r = record_with(good.payload, good.rkm->len, NULL, "ce_dataschema", bad[i]);
+        ol_event_t ev;
+        char errstr[256] = "", want[128];
+        snprintf(want, sizeof(want), "ce_dataschema header \"%s\" does not match", bad[i]);
+        cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID, "%s: %s", bad[i],
+                     errstr);
+        cr_expect(strstr(errstr, want), "\"%s\" does not contain \"%s\"", errstr, want);
+        cr_expect_null(ev.data);
+        record_free(&r);
+    }
+    /* a value longer than the buffer is refused, not cut to another version */
+    char lng[300];
+    snprintf(lng, sizeof(lng), "urn:orderlog:schema:BuyRequested:2%0200d", 0);
+    record_t r = record_with(good.payload, good.rkm->len, NULL, "ce_dataschema", lng);
+    ol_event_t ev;
+    char errstr[256] = "";
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID, "%s", errstr);
+    cr_expect(strstr(errstr, "header \"ce_dataschema\": longer than"), "%s", errstr);
+    record_free(&r);
+    /* the largest version is read as a number, and unknown */
+    r = record_with(good.payload, good.rkm->len, NULL, "ce_dataschema", "urn:orderlog:schema:BuyRequested:2147483647");
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_UNSUPPORTED, "%s", errstr);
+    cr_expect(strstr(errstr, "version 2147483647 is unknown"), "%s", errstr);
+    record_free(&r);
+    r = record_with(good.payload, good.rkm->len, NULL, "ce_dataschema", "urn:orderlog:schema:BuyRequested:2");
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    ol_event_clear(&ev);
+    record_free(&r);
+    record_free(&good);
+}
+
+Test(event, refuses_headers_holding_nul_invalid_utf8_or_cut) {
+    record_t good = publish_record(buy_line);
+    static const char long_id[] = "iiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii",
+                      type_nul[] = "orderlog.BuyRequested\0junk", id_nul[] = "ev-1\0x", bad_utf8[] = "ev-\xff",
+                      subject_nul[] = "req-1\0x";
+    const struct {
+        const char *name, *value;
+        size_t len;
+        const char *want;
+    } cases[] = {
+        {"ce_type", type_nul, sizeof(type_nul) - 1, "header \"ce_type\": must not contain NUL (\\u0000)"},
+        {"ce_id", id_nul, sizeof(id_nul) - 1, "header \"ce_id\": must not contain NUL (\\u0000)"},
+        {"ce_subject", subject_nul, sizeof(subject_nul) - 1, "header \"ce_subject\": must not contain NUL"},
+        {"ce_id", bad_utf8, sizeof(bad_utf8) - 1, "header \"ce_id\": invalid UTF-8 at byte 4"},
+        {"ce_id", long_id, sizeof(long_id) - 1, "header \"ce_id\": longer than 64 bytes"},
+        {"ce_time", "0000-12-31T23:59:59Z", 20, "ce_time header \"0000-12-31T23:59:59Z\" is outside the years"},
+        {"ce_time", "9999-12-31T23:59:59-01:00", 25, "is outside the years 0001 to 9999"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        record_t r = record_with_bytes(good.payload, good.rkm->len, cases[i].name, cases[i].value, cases[i].len);
+        ol_event_t ev;
+        char errstr[256] = "";
+        cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID, "case %zu: %s",
+                     i, errstr);
+        cr_expect(strstr(errstr, cases[i].want), "case %zu: \"%s\" does not contain \"%s\"", i, errstr, cases[i].want);
+        cr_expect_null(ev.data);
+        record_free(&r);
+    }
+    record_free(&good);
+}
+
+/* magic byte 0, schema id 42 (big-endian), then payload */
+static size_t confluent_frame(const void *payload, size_t len, unsigned char *out, size_t out_size) {
+    cr_assert_leq(len + 5, out_size);
+    memcpy(out, "\0\0\0\0\x2a", 5);
+    memcpy(out + 5, payload, len);
+    return len + 5;
+}
+
+Test(event, names_confluent_schema_registry_framing) {
+    static const char *const want = "value is in Confluent schema-registry framing (magic byte 0, schema id 42); "
+                                    "orderlog reads plain Avro or JSON with CloudEvents headers (see docs/events.md)";
+    record_t good = publish_record(buy_line);
+    unsigned char framed[1024];
+    size_t len = confluent_frame(good.payload, good.rkm->len, framed, sizeof(framed));
+    ol_event_t ev;
+    char errstr[512] = "";
+    /* as Confluent's serializers write it: no CloudEvents headers */
+    record_t r = record_new(framed, len, "SKU-1");
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID);
+    cr_expect_str_eq(errstr, want);
+    record_free(&r);
+    /* with the headers, named Avro */
+    r = record_with(framed, len, NULL, NULL, NULL);
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID);
+    cr_expect_str_eq(errstr, want);
+    record_free(&r);
+    /* JSON Schema serializer: the same frame around JSON */
+    len = confluent_frame(buy_json, strlen(buy_json), framed, sizeof(framed));
+    r = record_with(framed, len, "application/json", NULL, NULL);
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID);
+    cr_expect_str_eq(errstr, want);
+    record_free(&r);
+    record_free(&good);
+
+    /* plain Avro that starts with a 0 byte (enum symbol 0) is still plain Avro */
+    const char *line = "{\"type\":\"BlacklistChanged\",\"data\":{\"subject_type\":\"ip\",\"subject\":\"1.2.3.4\","
+                       "\"action\":\"add\",\"reason\":\"rate\"}}";
+    r = publish_record(line);
+    cr_assert_eq(((unsigned char *)r.payload)[0], 0);
+    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    ol_event_clear(&ev);
+    record_free(&r);
+}
