@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +20,14 @@ static const ol_conf_prop_t conf_props[] = {
     {"topic.partitions", OL_CONF_INT, "6", 1, 10000, NULL,
      "Partition count used by `orderlog topics create` (buy-requests, skus and sale-events must "
      "share it)."},
-    {"topic.replication.factor", OL_CONF_INT, "1", 1, 32, NULL, "Replication factor used by `orderlog topics create`."},
+    {"topic.replication.factor", OL_CONF_INT, "1", 1, 32, NULL,
+     "Replication factor used by `orderlog topics create`; from 3 up the topics get min.insync.replicas=2."},
+    {"topic.dlq.retention.ms", OL_CONF_INT, "2592000000", -1, INT64_MAX, NULL,
+     "How long the `dlq` topic keeps dead letters (set on the topic by `orderlog topics create`); -1 = forever. "
+     "The log topics always keep everything."},
+    {"replay.allow.truncated", OL_CONF_BOOL, "false", 0, 0, NULL,
+     "Let `decide` and `rebuild` replay a log whose beginning was deleted (a partition's log start offset above "
+     "0): the state or projection then misses those events. Off, they refuse to start."},
     {"event.source", OL_CONF_STR, "orderlog", 0, 0, NULL,
      "CloudEvents source of the events this process writes; the role is appended (orderlog/publish)."},
     {"log.level", OL_CONF_ENUM, "info", 0, 0, "debug,info,warn,error",

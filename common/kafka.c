@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "common/schema.h"
@@ -189,6 +190,66 @@ int32_t ol_kafka_partition_count(rd_kafka_t *rk, const ol_conf_t *conf, const ch
     }
     rd_kafka_topic_destroy(rkt);
     return n;
+}
+
+ol_err_t ol_kafka_check_log_start(rd_kafka_t *rk, const ol_conf_t *conf, const char *topic, char *errstr,
+                                  size_t errstr_size) {
+    int timeout = (int)ol_conf_int(conf, "broker.wait.ms");
+    int32_t n = ol_kafka_partition_count(rk, conf, topic);
+    if (n <= 0)
+        return ol_errf(errstr, errstr_size, OL_ERR_NOT_FOUND, "topic %s does not exist (run `orderlog topics create`)",
+                       topic);
+    int64_t deadline = ol_time_mono_us() + (int64_t)timeout * 1000;
+    for (int32_t p = 0; p < n; p++) {
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t kerr;
+        /* a topic just created may have no leader yet */
+        while ((kerr = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, timeout)) &&
+               (kerr == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION || kerr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+                kerr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
+               ol_time_mono_us() < deadline)
+            nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+        if (kerr)
+            return ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not read where %s [%" PRId32 "] starts: %s",
+                           topic, p, rd_kafka_err2str(kerr));
+        if (lo > 0)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                           "the beginning of %s [%" PRId32 "] was deleted: it starts at offset %" PRId64
+                           " (retention or a deletion on the topic; `orderlog topics check` shows its configuration)",
+                           topic, p, lo);
+    }
+    return OL_ERR_OK;
+}
+
+ol_err_t ol_kafka_check_replayable(rd_kafka_t *rk, const ol_conf_t *conf, const char *topic, char *errstr,
+                                   size_t errstr_size) {
+    char why[512];
+    ol_err_t err = ol_kafka_check_log_start(rk, conf, topic, why, sizeof(why));
+    if (err != OL_ERR_INVALID)
+        return err ? ol_errf(errstr, errstr_size, err, "%s", why) : OL_ERR_OK;
+    if (ol_conf_bool(conf, "replay.allow.truncated")) {
+        ol_log_warn("%s; replaying it anyway (replay.allow.truncated): what was deleted is missing", why);
+        return OL_ERR_OK;
+    }
+    return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                   "%s; a replay would miss those events: refusing (-X replay.allow.truncated=true replays it anyway)",
+                   why);
+}
+
+ol_err_t ol_kafka_check_replayable_topics(const ol_conf_t *conf, const char *const *names, char *errstr,
+                                          size_t errstr_size) {
+    rd_kafka_t *rk = ol_kafka_new(conf, OL_KAFKA_ADMIN, "orderlog-admin", NULL, errstr, errstr_size);
+    if (!rk)
+        return OL_ERR_CONFIG;
+    ol_err_t err = OL_ERR_OK;
+    for (; *names && !err; names++) {
+        char topic[256];
+        ol_kafka_topic_name(conf, *names, topic, sizeof(topic));
+        if (strcmp(*names, "blacklist"))
+            err = ol_kafka_check_replayable(rk, conf, topic, errstr, errstr_size);
+    }
+    rd_kafka_destroy(rk);
+    return err;
 }
 
 int32_t ol_kafka_key_partition(const void *key, size_t key_len, int32_t partition_cnt) {

@@ -59,6 +59,23 @@ int32_t ol_kafka_key_partition(const void *key, size_t key_len, int32_t partitio
  * broker.wait.ms), or 0 when it is not known. */
 int32_t ol_kafka_partition_count(rd_kafka_t *rk, const ol_conf_t *conf, const char *topic);
 
+/* Checks that every partition of topic still holds its first record (a
+ * log start offset of 0); else OL_ERR_INVALID naming the topic, the
+ * partition and where it starts now. */
+ol_err_t ol_kafka_check_log_start(rd_kafka_t *rk, const ol_conf_t *conf, const char *topic, char *errstr,
+                                  size_t errstr_size);
+
+/* ol_kafka_check_log_start for a role about to replay topic: the error
+ * says how to override it knowingly (replay.allow.truncated), and with that
+ * set it is only logged as a warning. */
+ol_err_t ol_kafka_check_replayable(rd_kafka_t *rk, const ol_conf_t *conf, const char *topic, char *errstr,
+                                   size_t errstr_size);
+/* The same for each of the contract topics named (without prefix, ending
+ * with NULL); the compacted blacklist is a snapshot, not a log, and is left
+ * out. */
+ol_err_t ol_kafka_check_replayable_topics(const ol_conf_t *conf, const char *const *names, char *errstr,
+                                          size_t errstr_size);
+
 /* Checks that rkm sits on the partition its key belongs on among
  * partition_cnt; else OL_ERR_INVALID with a reason naming the key, the
  * partition it is on, the one it belongs on and the rule. A record without

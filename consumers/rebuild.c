@@ -410,6 +410,11 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
         fprintf(stderr, "orderlog rebuild: %s\n", errstr);
         return OL_EXIT_FAIL;
     }
+    if (ol_kafka_check_replayable_topics(conf, ol_project_role()->topics, errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog rebuild: %s\n", errstr);
+        PQfinish(rb.pg);
+        return OL_EXIT_FAIL;
+    }
     rb.start_us = ol_time_mono_us();
     int64_t events = 0;
     pthread_t freer;

@@ -1107,6 +1107,9 @@ static ol_err_t cluster_check(decide_t *d, char *errstr, size_t errstr_size) {
     ol_err_t err = ol_kafka_wait_cluster(rk, d->conf, errstr, errstr_size);
     if (!err)
         err = ol_kafka_check_topics(rk, d->conf, errstr, errstr_size);
+    /* the state is what sale-events says from its first fact on */
+    if (!err)
+        err = ol_kafka_check_replayable(rk, d->conf, d->topic_sale, errstr, errstr_size);
     if (!err) {
         const struct rd_kafka_metadata *md = NULL;
         rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, d->topic_buy, NULL);

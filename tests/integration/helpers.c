@@ -868,3 +868,33 @@ void ol_test_kafka_delete_groups(const char *const *groups, size_t count) {
     free(dg);
     rd_kafka_destroy(rk);
 }
+
+void ol_test_kafka_delete_records(const char *topic, int partition, long long before) {
+    char errstr[512];
+    rd_kafka_t *rk = kafka_admin_new();
+    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(offsets, topic, partition)->offset = before;
+    rd_kafka_DeleteRecords_t *del = rd_kafka_DeleteRecords_new(offsets);
+    rd_kafka_topic_partition_list_destroy(offsets);
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETERECORDS);
+    rd_kafka_AdminOptions_set_operation_timeout(opts, KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteRecords(rk, &del, 1, opts, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KAFKA_TIMEOUT_MS + 5000);
+    char msg[512] = "";
+    if (!ev || rd_kafka_event_error(ev)) {
+        snprintf(msg, sizeof(msg), "%s", ev ? rd_kafka_event_error_string(ev) : "no answer");
+    } else {
+        const rd_kafka_topic_partition_list_t *res =
+            rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
+        if (res->cnt != 1 || res->elems[0].err)
+            snprintf(msg, sizeof(msg), "%s", res->cnt ? rd_kafka_err2str(res->elems[0].err) : "no result");
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_DeleteRecords_destroy(del);
+    rd_kafka_destroy(rk);
+    cr_assert(!*msg, "could not delete the records of %s [%d] before %lld: %s", topic, partition, before, msg);
+}

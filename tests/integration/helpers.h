@@ -144,6 +144,10 @@ long long ol_test_kafka_produce(const char *topic, int partition, const void *ke
 /* The high watermark of a partition (the offset the next record will get);
  * fails the test when the broker does not answer. */
 long long ol_test_kafka_end_offset(const char *topic, int partition);
+/* Deletes the records of a partition before offset `before` (its log
+ * start offset becomes `before`, as retention would make it); fails the
+ * test when the broker refuses. */
+void ol_test_kafka_delete_records(const char *topic, int partition, long long before);
 /* Deletes consumer groups (best effort, quiet: for cleanup). */
 void ol_test_kafka_delete_groups(const char *const *groups, size_t count);
 

@@ -3,6 +3,7 @@
  * with each other and with the other integration tests. What the broker
  * holds is checked with the admin API directly, not through orderlog. */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,9 +196,15 @@ Test(topics, other_topics_may_have_their_own_partition_count) {
     ol_test_kafka_create_topic(names[6], 1, NULL, NULL); /* dlq */
     ol_test_kafka_create_topic(names[4], 5, NULL, NULL); /* orders */
     char *out, *err;
+    /* made without their retention: create says so, check --fix sets it */
     int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics create");
-    cr_expect_eq(rc, 0, "topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    cr_expect_eq(rc, 1, "topics create: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     cr_expect(reported(out, "exists", names[6]) && reported(out, "exists", names[4]), "stdout:\n%s", out);
+    cr_expect(!strstr(err, "partitions"), "partition counts reported:\n%s", err);
+    free(out);
+    free(err);
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics check --fix");
+    cr_expect_eq(rc, 0, "topics check --fix: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     free(out);
     free(err);
     rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics list");
@@ -258,4 +265,147 @@ Test(topics, delete_removes_every_topic) {
         cr_expect(reported(out, "absent", names[i]), "no \"absent %s\" in:\n%s", names[i], out);
     free(out);
     free(err);
+}
+
+/* A topic config as the broker describes it (must exist). */
+static char *config(const char *topic, const char *name) {
+    char *v = ol_test_kafka_topic_config(topic, name);
+    cr_assert(v, "%s has no %s", topic, name);
+    return v;
+}
+
+static void expect_config(const char *topic, const char *name, const char *want) {
+    char *v = config(topic, name);
+    cr_expect_str_eq(v, want, "%s: %s", topic, name);
+    free(v);
+}
+
+static int is_log(int i) {
+    return strcmp(short_names[i], "blacklist") && strcmp(short_names[i], "dlq");
+}
+
+/* The stack's broker keeps records 7 days by default, as most clusters
+ * do: the topics keep everything only because create sets it on them. */
+Test(topics, create_sets_retention_on_the_topics_whatever_the_broker_default) {
+    use_prefix("retention");
+    char control[300];
+    snprintf(control, sizeof(control), "%scontrol", prefix);
+    ol_test_kafka_create_topic(control, 1, NULL, NULL);
+    char *dflt = config(control, "retention.ms");
+    const char *gone[] = {control};
+    ol_test_kafka_delete_topics(gone, 1);
+    cr_expect_neq(strcmp(dflt, "-1"), 0, "the broker keeps everything by default: this test proves nothing");
+    free(dflt);
+    create_all();
+    for (int i = 0; i < NTOPICS; i++) {
+        if (is_log(i)) {
+            expect_config(names[i], "retention.ms", "-1");
+            expect_config(names[i], "retention.bytes", "-1");
+        }
+        expect_config(names[i], "min.insync.replicas", "1");
+    }
+    expect_config(names[6], "retention.ms", "2592000000");
+    char *out, *err;
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics check");
+    cr_expect_eq(rc, 0, "topics check: exit %d\n%s%s", rc, out, err);
+    cr_expect(strstr(out, "7 topics fit the contract"), "%s", out);
+    free(out);
+    free(err);
+}
+
+/* Topics made by another tool with the broker's defaults. */
+Test(topics, check_reports_topics_made_without_orderlog_and_fix_sets_what_is_safe) {
+    use_prefix("foreign");
+    for (int i = 0; i < NTOPICS; i++)
+        ol_test_kafka_create_topic(names[i], 3, i == 4 ? "max.message.bytes" : NULL, i == 4 ? "200000" : NULL);
+    char *out, *err;
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics check");
+    cr_expect_eq(rc, 1, "topics check: exit %d\n%s%s", rc, out, err);
+    for (int i = 0; i < NTOPICS; i++) {
+        char *line = ol_test_find_line(out, names[i], is_log(i) ? "retention.ms is" : "cleanup.policy is", NULL);
+        if (!strcmp(short_names[i], "dlq"))
+            line = ol_test_find_line(out, names[i], "retention.ms is", NULL);
+        cr_expect(line, "no problem reported for %s:\n%s", names[i], out);
+        cr_expect(!line || strstr(line, "--fix"), "%s", line);
+        free(line);
+    }
+    cr_expect(strstr(err, "problem(s)"), "%s", err);
+    free(out);
+    free(err);
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics check --fix");
+    cr_expect_eq(rc, 0, "topics check --fix: exit %d\n%s%s", rc, out, err);
+    cr_expect_eq(ol_test_count_lines(out, "fixed "), NTOPICS, "%s", out);
+    free(out);
+    free(err);
+    for (int i = 0; i < NTOPICS; i++)
+        if (is_log(i))
+            expect_config(names[i], "retention.ms", "-1");
+    expect_config(names[3], "cleanup.policy", "compact");
+    expect_config(names[4], "max.message.bytes", "200000"); /* what was set before is kept */
+    cr_expect_eq(ol_test_orderlogf(NULL, NULL, fixed_args(), "topics check"), 0);
+}
+
+/* A log whose beginning was deleted (retention, DeleteRecords) is reported
+ * by check, and decide and rebuild refuse to replay it unless told. */
+Test(topics, a_truncated_log_is_reported_and_not_replayed) {
+    use_prefix("truncated");
+    create_all();
+    static const char fact[] = "{\"type\":\"StockChanged\",\"data\":{\"sku\":\"T-1\",\"total\":5,\"cause\":\"sync\","
+                               "\"changed_at\":\"2026-12-01T00:00:00Z\"}}";
+    static const char paid[] = "{\"type\":\"OrderCancelled\",\"data\":{\"order_id\":\"T-O\",\"reason\":\"r\","
+                               "\"cancelled_at\":\"2026-12-01T00:00:00Z\"}}";
+    for (int k = 0; k < 2; k++) {
+        ol_test_kafka_produce(names[2], 1, "T-1", 3, fact, strlen(fact), NULL);
+        ol_test_kafka_produce(names[4], 2, "T-O", 3, paid, strlen(paid), NULL);
+    }
+    ol_test_kafka_delete_records(names[2], 1, 1);
+    ol_test_kafka_delete_records(names[4], 2, 1);
+    char *out, *err, want[512];
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics check");
+    cr_expect_eq(rc, 1, "topics check: exit %d\n%s%s", rc, out, err);
+    snprintf(want, sizeof(want), "the beginning of %s [1] was deleted: it starts at offset 1", names[2]);
+    cr_expect(strstr(out, want), "%s", out);
+    free(out);
+    free(err);
+
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "decide");
+    cr_expect_eq(rc, 1, "decide on a truncated sale-events: exit %d\n%s", rc, err);
+    cr_expect(strstr(err, want) && strstr(err, "replay.allow.truncated"), "%s", err);
+    free(out);
+    free(err);
+
+    char db[512];
+    ol_test_pg_scratch_db("topics_truncated", db, sizeof(db));
+    char *ci = ol_test_shell_quote(db);
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "-X pg.conninfo=%s migrate", ci);
+    cr_assert_eq(rc, 0, "migrate: %s", err);
+    free(out);
+    free(err);
+    rc = ol_test_orderlogf(&out, &err, fixed_args(), "-X pg.conninfo=%s rebuild", ci);
+    snprintf(want, sizeof(want), "the beginning of %s [2] was deleted", names[4]);
+    cr_expect_eq(rc, 1, "rebuild on a truncated orders: exit %d\n%s", rc, err);
+    cr_expect(strstr(err, want) && strstr(err, "replay.allow.truncated"), "%s", err);
+    cr_expect_eq(ol_test_pg_query_int(db, "select count(*) from pg_namespace where nspname = 'orderlog_rebuild'"), 0,
+                 "rebuild made its shadow schema anyway");
+    free(out);
+    free(err);
+    free(ci);
+    ol_test_pg_drop_db(db);
+
+    /* knowingly: decide starts, and says what it replays */
+    char *bin = ol_test_shell_quote(ol_test_bin()), cmd[2048];
+    snprintf(cmd, sizeof(cmd), "exec %s %s -X replay.allow.truncated=true -X decide.workers=1 decide", bin,
+             fixed_args());
+    free(bin);
+    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    cr_expect_eq(ol_test_bg_wait_stderr(bg, "replaying it anyway", 1, 30000), 1, "%s", ol_test_bg_stderr(bg));
+    cr_expect_eq(ol_test_bg_wait(bg, 1000), -1, "decide exited\n%s", ol_test_bg_stderr(bg));
+    ol_test_bg_signal(bg, SIGTERM);
+    cr_expect_eq(ol_test_bg_wait(bg, 30000), 0, "%s", ol_test_bg_stderr(bg));
+    ol_test_bg_free(bg);
+    char groups[2][300];
+    snprintf(groups[0], sizeof(groups[0]), "%sdecide", prefix);
+    snprintf(groups[1], sizeof(groups[1]), "%sdecide-restore", prefix);
+    const char *g[] = {groups[0], groups[1]};
+    ol_test_kafka_delete_groups(g, 2);
 }
