@@ -37,16 +37,27 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 typedef struct profile_s {
     const char *name;
     rd_kafka_type_t type;
-    const char *const *props; /* pairs, NULL-terminated */
+    const char *const *base;  /* pairs set first (NULL-terminated), or NULL */
+    const char *const *props; /* pairs over them */
 } profile_t;
 
 /* Producers place keys as the Java client does (murmur2), so a key written
- * by orderlog and by anyone else lands on one partition, in order. */
-static const char *const producer_props[] = {"enable.idempotence", "true",           "acks", "all",
-                                             "partitioner",        "murmur2_random", NULL};
-static const char *const txn_producer_props[] = {
-    "enable.idempotence",     "true",  "acks", "all", "partitioner", "murmur2_random",
-    "transaction.timeout.ms", "10000", NULL};
+ * by orderlog and by anyone else lands on one partition, in order; they
+ * batch and compress (the roles set how long they linger). */
+static const char *const producer_props[] = {"enable.idempotence",
+                                             "true",
+                                             "acks",
+                                             "all",
+                                             "partitioner",
+                                             "murmur2_random",
+                                             "batch.num.messages",
+                                             "10000",
+                                             "batch.size",
+                                             "1000000",
+                                             "compression.codec",
+                                             "lz4",
+                                             NULL};
+static const char *const txn_props[] = {"transaction.timeout.ms", "10000", NULL};
 static const char *const consumer_props[] = {"enable.auto.commit",
                                              "false",
                                              "enable.auto.offset.store",
@@ -56,25 +67,15 @@ static const char *const consumer_props[] = {"enable.auto.commit",
                                              "auto.offset.reset",
                                              "earliest",
                                              NULL};
-static const char *const reader_props[] = {"enable.auto.commit",
-                                           "false",
-                                           "enable.auto.offset.store",
-                                           "false",
-                                           "isolation.level",
-                                           "read_committed",
-                                           "auto.offset.reset",
-                                           "earliest",
-                                           "enable.partition.eof",
-                                           "true",
-                                           NULL};
+static const char *const reader_props[] = {"enable.partition.eof", "true", NULL};
 static const char *const admin_props[] = {NULL};
 
 static const profile_t profiles[OL_KAFKA_NPROFILES] = {
-    [OL_KAFKA_PRODUCER] = {"producer", RD_KAFKA_PRODUCER, producer_props},
-    [OL_KAFKA_TXN_PRODUCER] = {"txn-producer", RD_KAFKA_PRODUCER, txn_producer_props},
-    [OL_KAFKA_CONSUMER] = {"consumer", RD_KAFKA_CONSUMER, consumer_props},
-    [OL_KAFKA_READER] = {"reader", RD_KAFKA_CONSUMER, reader_props},
-    [OL_KAFKA_ADMIN] = {"admin", RD_KAFKA_PRODUCER, admin_props},
+    [OL_KAFKA_PRODUCER] = {"producer", RD_KAFKA_PRODUCER, NULL, producer_props},
+    [OL_KAFKA_TXN_PRODUCER] = {"txn-producer", RD_KAFKA_PRODUCER, producer_props, txn_props},
+    [OL_KAFKA_CONSUMER] = {"consumer", RD_KAFKA_CONSUMER, NULL, consumer_props},
+    [OL_KAFKA_READER] = {"reader", RD_KAFKA_CONSUMER, consumer_props, reader_props},
+    [OL_KAFKA_ADMIN] = {"admin", RD_KAFKA_PRODUCER, NULL, admin_props},
 };
 
 /* kafka.* properties the user may not change: the allowed values (NULL:
@@ -138,8 +139,9 @@ rd_kafka_conf_t *ol_kafka_conf_new(const ol_conf_t *conf, ol_kafka_profile_t pro
     set_ctx_t ctx = {rd_kafka_conf_new(), errstr, errstr_size};
     rd_kafka_conf_set_log_cb(ctx.kconf, log_cb);
     const char *const id[] = {"client.id", client_id, NULL};
-    if (ol_conf_foreach_kafka(conf, check_locked, &ctx) || set_pairs(&ctx, profiles[profile].props) ||
-        set_pairs(&ctx, id) || set_pairs(&ctx, tuning) || ol_conf_foreach_kafka(conf, set_one, &ctx)) {
+    if (ol_conf_foreach_kafka(conf, check_locked, &ctx) || set_pairs(&ctx, profiles[profile].base) ||
+        set_pairs(&ctx, profiles[profile].props) || set_pairs(&ctx, id) || set_pairs(&ctx, tuning) ||
+        ol_conf_foreach_kafka(conf, set_one, &ctx)) {
         rd_kafka_conf_destroy(ctx.kconf);
         return NULL;
     }
@@ -172,10 +174,15 @@ static int names_match(void *opaque, const char *name, const char *value) {
     return !strcmp(opaque, name);
 }
 
+static void write_pairs(const ol_conf_t *conf, const char *const *pairs, const char *profile, FILE *out) {
+    for (; pairs && pairs[0]; pairs += 2)
+        if (!ol_conf_foreach_kafka(conf, names_match, (void *)pairs[0]))
+            fprintf(out, "%s = %s  # profile %s\n", pairs[0], pairs[1], profile);
+}
+
 void ol_kafka_profile_write(const ol_conf_t *conf, ol_kafka_profile_t profile, FILE *out) {
-    for (const char *const *p = profiles[profile].props; p[0]; p += 2)
-        if (!ol_conf_foreach_kafka(conf, names_match, (void *)p[0]))
-            fprintf(out, "%s = %s  # profile %s\n", p[0], p[1], profiles[profile].name);
+    write_pairs(conf, profiles[profile].base, profiles[profile].name, out);
+    write_pairs(conf, profiles[profile].props, profiles[profile].name, out);
     ol_conf_foreach_kafka(conf, write_user, out);
 }
 

@@ -815,17 +815,8 @@ static int consumer_assign(gate_t *g, char *errstr, size_t errstr_size) {
 static int kafka_setup(gate_t *g, char *errstr, size_t errstr_size) {
     char timeout[32], group[300], uuid[37];
     snprintf(timeout, sizeof(timeout), "%lld", (long long)ol_conf_int(g->conf, "gate.delivery.timeout.ms"));
-    const char *ptuning[] = {"linger.ms",
-                             "2",
-                             "batch.num.messages",
-                             "10000",
-                             "compression.codec",
-                             "lz4",
-                             "queue.buffering.max.messages",
-                             "1000000",
-                             "message.timeout.ms",
-                             timeout,
-                             NULL};
+    const char *ptuning[] = {"linger.ms", "2", "queue.buffering.max.messages", "1000000", "message.timeout.ms",
+                             timeout,     NULL};
     if (!(g->rk = kafka_new(g, OL_KAFKA_PRODUCER, "orderlog-gate", ptuning, errstr, errstr_size)))
         return -1;
     if (ol_kafka_wait_cluster(g->rk, g->conf, errstr, errstr_size) ||

@@ -356,19 +356,8 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
 }
 
 static ol_err_t clients_new(loadgen_t *lg, char *errstr, size_t errstr_size) {
-    const char *ptuning[] = {"linger.ms",
-                             "5",
-                             "batch.num.messages",
-                             "10000",
-                             "batch.size",
-                             "1000000",
-                             "compression.codec",
-                             "lz4",
-                             "queue.buffering.max.messages",
-                             "1000000",
-                             "queue.buffering.max.kbytes",
-                             "1048576",
-                             NULL};
+    const char *ptuning[] = {"linger.ms", "5", "queue.buffering.max.messages", "1000000", "queue.buffering.max.kbytes",
+                             "1048576",   NULL};
     char group[128];
     snprintf(group, sizeof(group), "orderlog-loadgen-%s", lg->run);
     const char *ctuning[] = {

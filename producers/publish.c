@@ -332,12 +332,6 @@ static rd_kafka_t *producer_new(publish_t *p, const ol_conf_t *conf) {
     snprintf(msgs, sizeof(msgs), "%lld", (long long)ol_conf_int(conf, "publish.queue.messages"));
     const char *tuning[] = {"linger.ms",
                             "20",
-                            "batch.num.messages",
-                            "10000",
-                            "batch.size",
-                            "1000000",
-                            "compression.codec",
-                            "lz4",
                             "queue.buffering.max.kbytes",
                             kbytes,
                             "queue.buffering.max.messages",

@@ -49,7 +49,7 @@ typedef struct topics_s {
     topic_t t[NTOPICS_MAX];
     size_t n;
     int problems, fixable;
-    FILE *report; /* where problems are told: stdout for check, stderr for create */
+    FILE *report; /* where problems are told: stdout for check, stderr for create; NULL: counted only */
 } topics_t;
 
 static bool is_log(const char *shrt) {
@@ -95,12 +95,14 @@ static const rd_kafka_ConfigEntry_t *entry(const rd_kafka_ConfigResource_t *res,
 static void problem(topics_t *ts, const char *name, bool fixable, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void problem(topics_t *ts, const char *name, bool fixable, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(ts->report, "%s: ", name);
-    vfprintf(ts->report, fmt, ap);
-    fprintf(ts->report, "%s\n", fixable ? " (fixable: orderlog topics check --fix)" : "");
-    va_end(ap);
+    if (ts->report) {
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(ts->report, "%s: ", name);
+        vfprintf(ts->report, fmt, ap);
+        fprintf(ts->report, "%s\n", fixable ? " (fixable: orderlog topics check --fix)" : "");
+        va_end(ap);
+    }
     ts->problems++;
     ts->fixable += fixable;
 }
@@ -206,7 +208,11 @@ static void check_configs(topics_t *ts, topic_t *t) {
         }
         if (!bad)
             continue;
-        problem(ts, t->name, true, "%s is %s (%s), want %s: %s", w->name, have, source, w->value, why);
+        if (!strcmp(have, w->value))
+            problem(ts, t->name, true, "%s is %s only by the broker's default (%s), want %s set on the topic: %s",
+                    w->name, have, source, w->value, why);
+        else
+            problem(ts, t->name, true, "%s is %s (%s), want %s: %s", w->name, have, source, w->value, why);
         snprintf(t->fixes[t->nfixes++], sizeof(t->fixes[0]), "%s=%s", w->name, w->value);
     }
 }
@@ -318,7 +324,20 @@ static int run_check(topics_t *ts, bool do_fix, const char *verb) {
     ol_err_t err = check(ts, &ev, errstr, sizeof(errstr));
     if (!err && do_fix && ts->fixable) {
         err = fix(ts, errstr, sizeof(errstr));
-        rd_kafka_event_destroy(ev);
+        /* the brokers apply a change a moment after they accept it: checked
+         * quietly until it shows (bounded), then once more out loud */
+        FILE *report = ts->report;
+        ts->report = NULL;
+        for (int64_t deadline = ol_time_mono_us() + (int64_t)ts->timeout * 1000;
+             !err && ts->fixable && ol_time_mono_us() < deadline;) {
+            nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+            rd_kafka_event_destroy(ev);
+            ev = NULL;
+            err = check(ts, &ev, errstr, sizeof(errstr));
+        }
+        ts->report = report;
+        if (ev)
+            rd_kafka_event_destroy(ev);
         ev = NULL;
         if (!err) /* what is left */
             err = check(ts, &ev, errstr, sizeof(errstr));
@@ -336,6 +355,42 @@ static int run_check(topics_t *ts, bool do_fix, const char *verb) {
     }
     printf("%zu topics fit the contract\n", ts->n);
     return OL_EXIT_OK;
+}
+
+/* Waits for the CreateTopics or DeleteTopics answer on q and prints a line
+ * per topic: "<done> <topic>", "<benign_word> <topic>" for the error that
+ * means nothing to do, else the error. */
+static int admin_results(topics_t *ts, rd_kafka_queue_t *q, const char *verb, const char *done,
+                         rd_kafka_resp_err_t benign, const char *benign_word) {
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ts->timeout + 5000);
+    int rc = OL_EXIT_OK;
+    if (!ev || rd_kafka_event_error(ev)) {
+        fprintf(stderr, "orderlog topics: %s failed: %s\n", verb,
+                ev ? rd_kafka_event_error_string(ev) : "no answer from the cluster");
+        rc = OL_EXIT_FAIL;
+    } else {
+        size_t nres;
+        const rd_kafka_topic_result_t **res =
+            rd_kafka_event_type(ev) == RD_KAFKA_EVENT_CREATETOPICS_RESULT
+                ? rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &nres)
+                : rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &nres);
+        for (size_t i = 0; i < nres; i++) {
+            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+            const char *tn = rd_kafka_topic_result_name(res[i]);
+            if (!e) {
+                printf("%s %s\n", done, tn);
+            } else if (e == benign) {
+                printf("%s %s\n", benign_word, tn);
+            } else {
+                rc = OL_EXIT_FAIL;
+                fprintf(stderr, "orderlog topics: %s %s: %s\n", verb, tn,
+                        rd_kafka_topic_result_error_string(res[i]) ?: rd_kafka_err2str(e));
+            }
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    return rc;
 }
 
 static int run_create(topics_t *ts) {
@@ -356,32 +411,7 @@ static int run_create(topics_t *ts) {
     rd_kafka_queue_t *q = rd_kafka_queue_new(ts->rk);
     rd_kafka_CreateTopics(ts->rk, nt, ts->n, opts, q);
     rd_kafka_NewTopic_destroy_array(nt, ts->n);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ts->timeout + 5000);
-    int rc = OL_EXIT_OK;
-    if (!ev || rd_kafka_event_error(ev)) {
-        fprintf(stderr, "orderlog topics: create failed: %s\n",
-                ev ? rd_kafka_event_error_string(ev) : "no answer from the cluster");
-        rc = OL_EXIT_FAIL;
-    } else {
-        size_t nres;
-        const rd_kafka_topic_result_t **res =
-            rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &nres);
-        for (size_t i = 0; i < nres; i++) {
-            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
-            const char *tn = rd_kafka_topic_result_name(res[i]);
-            if (!e) {
-                printf("created %s\n", tn);
-            } else if (e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-                printf("exists  %s\n", tn);
-            } else {
-                rc = OL_EXIT_FAIL;
-                fprintf(stderr, "orderlog topics: create %s: %s\n", tn,
-                        rd_kafka_topic_result_error_string(res[i]) ?: rd_kafka_err2str(e));
-            }
-        }
-    }
-    if (ev)
-        rd_kafka_event_destroy(ev);
+    int rc = admin_results(ts, q, "create", "created", RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS, "exists ");
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_queue_destroy(q);
     if (rc)
@@ -430,32 +460,7 @@ static int run_delete(topics_t *ts) {
     rd_kafka_queue_t *q = rd_kafka_queue_new(ts->rk);
     rd_kafka_DeleteTopics(ts->rk, dt, ts->n, opts, q);
     rd_kafka_DeleteTopic_destroy_array(dt, ts->n);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ts->timeout + 5000);
-    int rc = OL_EXIT_OK;
-    if (!ev || rd_kafka_event_error(ev)) {
-        fprintf(stderr, "orderlog topics: delete failed: %s\n",
-                ev ? rd_kafka_event_error_string(ev) : "no answer from the cluster");
-        rc = OL_EXIT_FAIL;
-    } else {
-        size_t nres;
-        const rd_kafka_topic_result_t **res =
-            rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &nres);
-        for (size_t i = 0; i < nres; i++) {
-            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
-            const char *tn = rd_kafka_topic_result_name(res[i]);
-            if (!e) {
-                printf("deleted %s\n", tn);
-            } else if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
-                printf("absent  %s\n", tn);
-            } else {
-                rc = OL_EXIT_FAIL;
-                fprintf(stderr, "orderlog topics: delete %s: %s\n", tn,
-                        rd_kafka_topic_result_error_string(res[i]) ?: rd_kafka_err2str(e));
-            }
-        }
-    }
-    if (ev)
-        rd_kafka_event_destroy(ev);
+    int rc = admin_results(ts, q, "delete", "deleted", RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, "absent ");
     rd_kafka_AdminOptions_destroy(opts);
     rd_kafka_queue_destroy(q);
     return rc;
