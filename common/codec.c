@@ -741,3 +741,46 @@ ol_err_t ol_codec_key(const ol_event_type_t *et, const ol_json_t *data, char *ou
     out[len] = '\0';
     return OL_ERR_OK;
 }
+
+bool ol_codec_key_matches(const ol_event_type_t *et, avro_value_t *value, const void *key, size_t key_len, char *out,
+                          size_t out_size) {
+    char buf[1024];
+    size_t len = 0;
+    for (const char *p = et->key; *p;) {
+        const char *part = p, *close = NULL;
+        size_t n = 1;
+        avro_value_t field;
+        if (*p == '{') {
+            close = strchr(p, '}');
+            OL_ASSERT(close);
+            char name[64];
+            snprintf(name, sizeof(name), "%.*s", (int)(close - p - 1), p + 1);
+            if (avro_value_get_by_name(value, name, &field, NULL))
+                return true; /* not this version's field: nothing to compare */
+            if (avro_value_get_type(&field) == AVRO_STRING) {
+                if (avro_value_get_string(&field, &part, &n))
+                    return true;
+                n = n ? n - 1 : 0; /* avro-c's sizes count the NUL */
+            } else if (avro_value_get_type(&field) == AVRO_ENUM) {
+                int sym;
+                if (avro_value_get_enum(&field, &sym) ||
+                    !(part = avro_schema_enum_get(avro_value_get_schema(&field), sym)))
+                    return true;
+                n = strlen(part);
+            } else {
+                return true;
+            }
+            p = close + 1;
+        } else {
+            p++;
+        }
+        if (len + n > sizeof(buf))
+            return false;
+        memcpy(buf + len, part, n);
+        len += n;
+    }
+    if (len == key_len && !memcmp(buf, key, len))
+        return true;
+    snprintf(out, out_size, "%.*s", (int)len, buf);
+    return false;
+}

@@ -3,6 +3,7 @@
 
 #include <avro.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,5 +52,12 @@ json_t *ol_codec_to_json(const ol_event_type_t *et, avro_value_t *value);
  * JSON data into out. */
 ol_err_t ol_codec_key(const ol_event_type_t *et, const ol_json_t *data, char *out, size_t out_size, char *errstr,
                       size_t errstr_size);
+
+/* Whether key[0..key_len) is et's key template rendered from value (an Avro
+ * value of et's current version): a record keyed by another aggregate than
+ * the one its event is about would be applied outside that aggregate's
+ * partition order. On false, the rendered key (cut to out_size) in out. */
+bool ol_codec_key_matches(const ol_event_type_t *et, avro_value_t *value, const void *key, size_t key_len, char *out,
+                          size_t out_size);
 
 #endif

@@ -312,3 +312,15 @@ ol_err_t ol_event_encode(ol_codec_t *codec, const ol_event_type_t *et, const ol_
     ol_envelope_to_headers(&env, out->hdrs);
     return OL_ERR_OK;
 }
+
+ol_err_t ol_event_check_key(const rd_kafka_message_t *rkm, const ol_envelope_t *env, avro_value_t *value, char *errstr,
+                            size_t errstr_size) {
+    char want[256];
+    if (ol_codec_key_matches(env->type, value, rkm->key, rkm->key_len, want, sizeof(want)))
+        return OL_ERR_OK;
+    int n = rkm->key_len > 128 ? 128 : (int)rkm->key_len;
+    return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                   "record key \"%.*s\" is not the key of its %s (\"%s\", from %s): every event is keyed by the "
+                   "aggregate it is about (docs/events.md, placement)",
+                   n, rkm->key ? (const char *)rkm->key : "", env->type->name, want, env->type->key);
+}

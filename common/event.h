@@ -61,6 +61,12 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
 
 void ol_event_clear(ol_event_t *ev);
 
+/* Checks that rkm's key is the key of the event decoded from it (env,
+ * value: from ol_event_decode); else OL_ERR_INVALID with both keys named.
+ * Records keyed by one aggregate but about another are never applied. */
+ol_err_t ol_event_check_key(const rd_kafka_message_t *rkm, const ol_envelope_t *env, avro_value_t *value, char *errstr,
+                            size_t errstr_size);
+
 /* An event a role makes itself, ready for rd_kafka_producev: the payload
  * (Avro, borrowed from the codec until its next encode), the key rendered
  * from the data, and the CloudEvents headers (new: hand them to producev or

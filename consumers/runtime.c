@@ -236,6 +236,11 @@ static void fold_one(worker_t *w, size_t i) {
         r->stage = "decode";
         return;
     }
+    if (ol_event_check_key(r->rkm, &env, value, errstr, sizeof(errstr))) {
+        r->reason = ol_arena_strndup(arena, errstr, strlen(errstr));
+        r->stage = "placement";
+        return;
+    }
     ol_rt_record_t rec = {r->topic, r->rkm->partition, r->rkm->offset, &env, value, i};
     if (rt->role->fold(b->states[w->id], &rec, arena, errstr, sizeof(errstr))) {
         r->reason = ol_arena_strndup(arena, errstr, strlen(errstr));

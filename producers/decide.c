@@ -370,6 +370,8 @@ static ol_err_t handle(worker_t *w, const rd_kafka_message_t *rkm, int64_t now_m
         return to_dlq(w, rkm, "placement", why);
     if (ol_event_decode(w->codec, rkm, w->arena, &env, &value, why, sizeof(why)))
         return to_dlq(w, rkm, "decode", why);
+    if (ol_event_check_key(rkm, &env, value, why, sizeof(why)))
+        return to_dlq(w, rkm, "placement", why);
     const char *expected =
         rkm->rkt && !strcmp(rd_kafka_topic_name(rkm->rkt), w->d->topic_buy) ? "buy-requests" : "skus";
     if (strcmp(env.type->topic, expected)) {

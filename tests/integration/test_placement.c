@@ -274,11 +274,18 @@ Test(placement, project_dead_letters_records_on_another_partition) {
                        "\"amount\":500,\"currency\":\"CNY\",\"paid_at\":\"2026-12-01T00:01:00Z\"}}";
     int p = other_partition("PL-1");
     long long o = produce_at("orders", p, "PL-1", paid);
+    /* on its key's partition, but the key is another order's */
+    int p2 = kit_partition("PL-2");
+    long long o2 = produce_at("orders", p2, "PL-2", paid);
     kit_summary_t s = kit_project_all(db, kit_group, NULL);
-    cr_expect_eq(s.dlq, 1);
+    cr_expect_eq(s.dlq, 2);
     cr_expect_eq(ol_test_pg_query_int(db, "select paid_amount from orderlog.orders where order_id = 'PL-1'"), 0);
     json_t *dlq = tail_records("dlq");
-    cr_assert_eq(json_array_size(dlq), 1);
+    cr_assert_eq(json_array_size(dlq), 2);
     assert_misplaced(dlq_of(dlq, "orders", p, o), "PL-1", p, kit_partition("PL-1"));
+    json_t *r = dlq_of(dlq, "orders", p2, o2);
+    cr_expect_str_eq(hdr(r, "dlq_stage"), "placement");
+    cr_expect(strstr(hdr(r, "dlq_error"), "record key \"PL-2\" is not the key of its OrderPaid (\"PL-1\""), "%s",
+              hdr(r, "dlq_error"));
     json_decref(dlq);
 }

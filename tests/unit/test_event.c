@@ -548,3 +548,34 @@ Test(event, names_confluent_schema_registry_framing) {
     ol_event_clear(&ev);
     record_free(&r);
 }
+
+/* The record key must be the event's own: its key template rendered from
+ * the payload (a string field, or an enum symbol and a string). */
+static ol_err_t check_key(const char *line, const char *key, char *errstr, size_t errstr_size) {
+    record_t r = record_new(line, strlen(line), key);
+    ol_envelope_t env;
+    avro_value_t *value;
+    ol_arena_reset(arena);
+    ol_err_t err = ol_event_decode(codec, r.rkm, arena, &env, &value, errstr, errstr_size);
+    cr_assert_eq(err, OL_ERR_OK, "%s", errstr);
+    err = ol_event_check_key(r.rkm, &env, value, errstr, errstr_size);
+    record_free(&r);
+    return err;
+}
+
+Test(event, refuses_a_record_keyed_by_another_aggregate) {
+    char errstr[512];
+    const char *paid = "{\"type\":\"OrderPaid\",\"data\":{\"order_id\":\"O-1\",\"payment_id\":\"p\",\"amount\":1,"
+                       "\"currency\":\"CNY\",\"paid_at\":0}}";
+    cr_expect_eq(check_key(paid, "O-1", errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_assert_eq(check_key(paid, "O-2", errstr, sizeof(errstr)), OL_ERR_INVALID);
+    cr_expect(strstr(errstr, "record key \"O-2\" is not the key of its OrderPaid (\"O-1\", from {order_id})"), "%s",
+              errstr);
+    cr_expect_eq(check_key(paid, "O-1x", errstr, sizeof(errstr)), OL_ERR_INVALID);
+    cr_expect_eq(check_key(paid, "O-", errstr, sizeof(errstr)), OL_ERR_INVALID);
+    const char *ban = "{\"type\":\"BlacklistChanged\",\"data\":{\"subject_type\":\"ip\",\"subject\":\"10.0.0.1\","
+                      "\"action\":\"add\",\"reason\":\"manual\",\"until\":null,\"changed_at\":0}}";
+    cr_expect_eq(check_key(ban, "ip:10.0.0.1", errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_assert_eq(check_key(ban, "user:10.0.0.1", errstr, sizeof(errstr)), OL_ERR_INVALID);
+    cr_expect(strstr(errstr, "(\"ip:10.0.0.1\""), "%s", errstr);
+}
