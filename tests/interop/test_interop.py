@@ -278,3 +278,299 @@ def test_a_every_event_type_as_avro_and_json_is_projected(deployment):
         check_projection(d, tag, T)
     dlq = d.read_all("dlq")
     assert dlq == [], [(r, r.h.get("dlq_error")) for r in dlq]
+
+
+# ---------------------------------------------------------------------------
+# b. a flash sale through orderlog decide, read back with read_committed
+# ---------------------------------------------------------------------------
+
+DECISIONS = {"BuyAccepted", "BuyRejected"}
+HOLD_OUTCOMES = {"HoldConverted", "HoldReleased", "CheckoutRejected"}
+
+
+def test_b_flash_sale_decided_and_read_back(deployment):
+    d = deployment("b")
+    now = olclient.now_ms()
+    hot, never = "FS-HOT", "FS-NEVER-SYNCED"
+    c = d.client()
+    # the catalog first (docs: the catalog before the buys), and a blacklisted user
+    c.send("SkuSynced", dict(sku=hot, platform="shop", title="Hot", price=59900, currency="CNY",
+                             stock=3, version=7, updated_at=now))
+    c.send("PurchasePolicySet", dict(sku=hot, min_level=1, default_limit=2,
+                                     level_limits=[dict(level=5, limit=3)], set_at=now), fmt="json")
+    c.send("BlacklistChanged", dict(subject_type="user", subject="b-bad", action="add", reason="manual",
+                                    until=None, changed_at=now))
+    c.flush()
+
+    def buy(rid, user, level, qty, sku=hot, fmt="avro"):
+        c.send("BuyRequested", dict(request_id=rid, session_id="s-" + user, client_ip="203.0.113.50",
+                                    user_id=user, user_level=level, sku=sku, quantity=qty,
+                                    requested_at=olclient.now_ms(), channel="it"), fmt=fmt)
+
+    buy("b-r1", "b-u1", 0, 1)                   # level 0 < min_level 1: level
+    buy("b-r2", "b-u2", 2, 2)                   # accepted: 2 of 3
+    buy("b-r3", "b-u2", 2, 1, fmt="json")       # 2 + 1 > default_limit 2: limit
+    buy("b-r4", "b-u3", 5, 1)                   # level 5 limit 3: accepted, 3 of 3 held
+    buy("b-r5", "b-u4", 2, 1, fmt="json")       # nothing left: sold_out
+    buy("b-r6", "b-u5", 2, 1, sku=never)        # never synced: unknown_sku
+    buy("b-r7", "b-bad", 3, 1)                  # blacklisted user
+    ts = olclient.now_ms()
+    # after the buys on the same key (same partition, read after them)
+    c.send("CheckoutRequested", dict(request_id="b-c1", hold_id="h-b-r2", user_id="b-u2", sku=hot,
+                                     requested_at=ts))                             # HoldConverted
+    c.send("CheckoutRequested", dict(request_id="b-c2", hold_id="h-b-r4", user_id="b-u2", sku=hot,
+                                     requested_at=ts))                             # not_owner
+    c.send("CheckoutRequested", dict(request_id="b-c3", hold_id="h-b-nope", user_id="b-u2", sku=hot,
+                                     requested_at=ts), fmt="json")                 # unknown_hold
+    c.send("HoldCancelled", dict(request_id="b-x1", hold_id="h-b-r4", user_id="b-u3", sku=hot,
+                                 requested_at=ts))                                 # HoldReleased
+    c.send("CheckoutRequested", dict(request_id="b-c4", hold_id="h-b-r4", user_id="b-u3", sku=hot,
+                                     requested_at=ts))                             # released
+    c.flush()
+
+    decide = d.start("decide", group="decide")
+    reader = d.follower("sale-events", group="reader")
+    try:
+        def done(recs):
+            names = [r.h.get("ce_type") for r in recs]
+            d.check_alive(decide)
+            return (sum(n in ("orderlog.BuyAccepted", "orderlog.BuyRejected") for n in names) >= 7
+                    and sum(n in ("orderlog.HoldConverted", "orderlog.HoldReleased",
+                                  "orderlog.CheckoutRejected") for n in names) >= 5)
+        reader.until(done, 60, "7 buy decisions and 5 hold outcomes on sale-events")
+    finally:
+        reader.close()
+        d.stop(decide)
+
+    # the whole topic, now that decide is stopped: nothing more, nothing twice
+    recs = d.read_all("sale-events")
+    facts = []
+    for r in recs:
+        assert r.h.get("content-type", "application/avro") == "application/avro"
+        m = re.fullmatch(r"urn:orderlog:schema:(\w+):([1-9][0-9]*)", r.h["ce_dataschema"])
+        assert m and "orderlog." + m.group(1) == r.h["ce_type"], r.h
+        name, data = r.decode()                 # the writer schema ce_dataschema names
+        assert r.key == data["sku"].encode()
+        facts.append((name, data, int(m.group(2))))
+    by = {}
+    for name, data, _ in facts:
+        if name in DECISIONS:
+            by.setdefault(data["request_id"], []).append((name, data))
+    assert sorted(by) == [f"b-r{i}" for i in range(1, 8)]
+    assert all(len(v) == 1 for v in by.values()), {k: len(v) for k, v in by.items()}
+    outcome = {k: (v[0][1].get("reason", "accepted"), v[0][1]["quantity"]) for k, v in by.items()}
+    assert outcome == {"b-r1": ("level", 1), "b-r2": ("accepted", 2), "b-r3": ("limit", 1),
+                       "b-r4": ("accepted", 1), "b-r5": ("sold_out", 1), "b-r6": ("unknown_sku", 1),
+                       "b-r7": ("blacklisted", 1)}
+    messages = {k: v[0][1].get("message") for k, v in by.items() if v[0][0] == "BuyRejected"}
+    assert messages == {"b-r1": "You can not buy this goods!", "b-r3": "You can not buy this goods!",
+                        "b-r5": "The goods is sold out!", "b-r6": "The goods is sold out!",
+                        "b-r7": "Bad guy! Bye-Bye!"}
+    for rid in ("b-r2", "b-r4"):
+        acc = by[rid][0][1]
+        assert acc["hold_id"] == "h-" + rid and acc["expires_at"] > acc["decided_at"]
+
+    holds = [(n, x) for n, x, _ in facts if n in HOLD_OUTCOMES]
+    conv = [x for n, x in holds if n == "HoldConverted"]
+    assert [(x["hold_id"], x["order_id"], x["user_id"], x["quantity"]) for x in conv] == \
+        [("h-b-r2", "o-h-b-r2", "b-u2", 2)]
+    rel = [x for n, x in holds if n == "HoldReleased"]
+    assert [(x["hold_id"], x["reason"], x["quantity"]) for x in rel] == [("h-b-r4", "cancelled", 1)]
+    rej = {x["request_id"]: (x["hold_id"], x["op"], x["reason"]) for n, x in holds if n == "CheckoutRejected"}
+    assert rej == {"b-c2": ("h-b-r4", "checkout", "not_owner"), "b-c3": ("h-b-nope", "checkout", "unknown_hold"),
+                   "b-c4": ("h-b-r4", "checkout", "released")}
+    # the catalog as the decider applied it (StockChanged version 2 carries the snapshot)
+    sc = [(x, v) for n, x, v in facts if n == "StockChanged"]
+    assert sc and sc[0][1] == olclient.version_of("StockChanged")
+    assert (sc[0][0]["total"], sc[0][0]["version"], sc[0][0]["price"], sc[0][0]["currency"]) == \
+        (3, 7, 59900, "CNY")
+    pc = [x for n, x, _ in facts if n == "PolicyChanged"]
+    assert [(x["min_level"], x["default_limit"], x["level_limits"]) for x in pc] == \
+        [(1, 2, [dict(level=5, limit=3)])]
+    # the order of the checkout, on orders, on the murmur2 partition of its id
+    orders = d.read_all("orders")
+    assert [(r.key, r.decode()[0]) for r in orders] == [(b"o-h-b-r2", "OrderPlaced")]
+    placed = orders[0].decode()[1]
+    assert (placed["source"], placed["user_id"], placed["total_amount"], placed["currency"]) == \
+        ("flash_sale", "b-u2", 2 * 59900, "CNY")
+    assert placed["lines"] == [dict(sku=hot, quantity=2, unit_price=59900)]
+    assert orders[0].partition == murmur2_partition(b"o-h-b-r2", d.partitions("orders"))
+    assert d.read_all("dlq") == []
+
+
+# ---------------------------------------------------------------------------
+# c. issue 9, point 1: flash-sale orders paid and shipped by another service,
+#    projected from a backlog
+# ---------------------------------------------------------------------------
+
+def test_c_flash_sale_orders_paid_and_shipped_from_a_backlog(deployment):
+    d = deployment("c")
+    n_orders, skus = 36, ["FC-1", "FC-2", "FC-3", "FC-4"]
+    price = {s: 1000 * (i + 1) for i, s in enumerate(skus)}
+    now = olclient.now_ms()
+    c = d.client()
+    for s in skus:
+        c.send("SkuSynced", dict(sku=s, platform="shop", title=s, price=price[s], currency="CNY",
+                                 stock=1000, version=1, updated_at=now))
+    c.flush()
+    want = {}  # order id -> (user, sku, quantity)
+    for i in range(n_orders):
+        s, q, user, rid = skus[i % len(skus)], 1 + i % 3, f"c-u{i}", f"c-r{i}"
+        c.send("BuyRequested", dict(request_id=rid, session_id="s", client_ip="192.0.2.1", user_id=user,
+                                    user_level=1, sku=s, quantity=q, requested_at=olclient.now_ms(),
+                                    channel="it"))
+        c.send("CheckoutRequested", dict(request_id=f"c-co{i}", hold_id=f"h-{rid}", user_id=user, sku=s,
+                                         requested_at=olclient.now_ms()))
+        want[f"o-h-{rid}"] = (user, s, q)
+    c.flush()
+
+    decide = d.start("decide", group="decide")
+    orders = d.follower("orders", group="payments")
+    try:
+        def all_placed(recs):
+            d.check_alive(decide)
+            return len({r.key for r in recs if r.h.get("ce_type") == "orderlog.OrderPlaced"}) >= n_orders
+        # the payment service sends once it has seen the order (read_committed)
+        orders.until(all_placed, 90, f"{n_orders} OrderPlaced on orders")
+    finally:
+        orders.close()
+        d.stop(decide)
+    placed = {}
+    for r in orders.records:
+        name, data = r.decode()
+        assert name == "OrderPlaced" and data["source"] == "flash_sale"
+        placed[data["order_id"]] = data
+    assert set(placed) == set(want)
+
+    # the payment and shipping services: keyed by the order id, murmur2
+    pay = d.client()
+    for oid, o in placed.items():
+        pay.send("OrderPaid", dict(order_id=oid, payment_id="pay-" + oid, amount=o["total_amount"],
+                                   currency=o["currency"], paid_at=olclient.now_ms()))
+        pay.send("OrderShipped", dict(order_id=oid, carrier="SF", tracking_no="T-" + oid,
+                                      shipped_at=olclient.now_ms()), fmt="json")
+    delivered = pay.flush()
+    assert len(delivered) == 2 * n_orders
+
+    # the projector starts only now, with all of it as a backlog
+    d.run("project", "--until-end", group="project", timeout=120)
+    rows = {r["order_id"]: r for r in d.rows(
+        "select order_id, user_id, source, status, total_amount, paid_amount, payment_id, carrier "
+        "from orderlog.orders")}
+    assert set(rows) == set(want)
+    for oid, (user, s, q) in want.items():
+        r = rows[oid]
+        assert (r["status"], r["source"], r["user_id"]) == ("shipped", "flash_sale", user), r
+        assert r["total_amount"] == q * price[s] and r["paid_amount"] == r["total_amount"], r
+        assert (r["payment_id"], r["carrier"]) == ("pay-" + oid, "SF"), r
+    assert d.value("select count(*) from orderlog.holds where status = 'converted'") == str(n_orders)
+    dlq = d.read_all("dlq")
+    assert dlq == [], [(r, r.h.get("dlq_stage"), r.h.get("dlq_error")) for r in dlq[:5]]
+    # where they went: each order's events on one partition, the murmur2 one of its id
+    n = d.partitions("orders")
+    by_key = {r.key: r.partition for r in orders.records}
+    for topic, part, off, key in delivered:
+        assert part == by_key[key] == murmur2_partition(key, n), (key, part, by_key[key])
+
+
+# ---------------------------------------------------------------------------
+# d. every record orderlog's commands write sits on the murmur2 partition of its key
+# ---------------------------------------------------------------------------
+
+def http(method, url, body=None, timeout=30):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_d_every_record_of_orderlogs_commands_on_its_murmur2_partition(deployment):
+    d = deployment("d")
+    now = olclient.now_ms()
+    hot, skus = "D-HOT", [f"SKU-{i:05d}" for i in range(1, 6)]
+    # publish: a JSON-lines file
+    lines = [dict(type="SkuSynced", data=dict(sku=s, platform="shop", title=s, price=990, currency="CNY",
+                                              stock=1000, version=1)) for s in [hot] + skus]
+    lines += [
+        dict(type="PurchasePolicySet", data=dict(sku=hot, min_level=0, default_limit=0, level_limits=[])),
+        dict(type="BlacklistChanged", data=dict(subject_type="ip", subject="203.0.113.1", action="add",
+                                                reason="manual", until=None)),
+        dict(type="OrderPlaced", data=dict(order_id="ORD-1001", user_id="d-ext", source="external",
+                                           lines=[dict(sku=skus[0], quantity=1, unit_price=990)],
+                                           total_amount=990, currency="CNY")),
+        dict(type="OrderPaid", data=dict(order_id="ORD-1001", payment_id="p1", amount=990, currency="CNY")),
+        dict(type="RefundRequested", data=dict(refund_id="RF-1", order_id="ORD-1001", user_id="d-ext",
+                                               lines=[], amount=990, currency="CNY", reason="x")),
+        dict(type="BuyRequested", data=dict(request_id="d-pub-1", session_id="s", client_ip="192.0.2.9",
+                                            user_id="d-pub", user_level=1, sku=skus[1], quantity=1)),
+    ]
+    path = f"{d.dir}/events.jsonl"
+    with open(path, "w") as f:
+        f.writelines(json.dumps(x) + "\n" for x in lines)
+    d.run("publish", path)
+
+    decide = d.start("decide", group="decide")
+    guard = d.start("guard", "-X", "guard.ip.max=5", group="guard")
+    gate = d.start("gate", "-X", "gate.listen=127.0.0.1:0", "-X", "gate.wait.ms=20000", group="gate")
+    try:
+        url = d.wait_output(gate, r"gate listening on (http://[0-9.:]+)").group(1)
+        # loadgen: simulated shoppers, each request decided once (exit 0)
+        d.run("loadgen", "--count", "300", "--skus", "5", "--hot-sku", hot, "--run-id", d.name,
+              "--wait-ms", "60000", timeout=120)
+        # the gate: a buy and its checkout (decide's OrderPlaced on orders)
+        st, ans = http("POST", url + "/buy", dict(sessionID="s1", clientIP="192.0.2.77", userID="d-g1",
+                                                  userLevel=3, goodsSKU=hot, goodsQuantity=2,
+                                                  requestID="d-gate-1"))
+        assert st == 200 and ans["repResult"] is True and ans["holdID"] == "h-d-gate-1", (st, ans)
+        st, ans = http("POST", url + "/checkout", dict(userID="d-g1", goodsSKU=hot, holdID="h-d-gate-1"))
+        assert st == 200 and ans["orderID"] == "o-h-d-gate-1", (st, ans)
+        # a bot: more than guard.ip.max buys from one IP, through the gate
+        for i in range(8):
+            st, ans = http("POST", url + "/buy", dict(sessionID="bot", clientIP="198.51.100.66",
+                                                      userID=f"d-bot{i}", userLevel=1, goodsSKU=skus[i % 5],
+                                                      goodsQuantity=1, requestID=f"d-bot-{i}"))
+            assert st in (200, 202), (st, ans)
+        bl = d.follower("blacklist", group="watch")
+        try:
+            def banned(recs):
+                d.check_alive(decide, guard, gate)
+                return any(r.key == b"ip:198.51.100.66" and r.h.get("ce_source") == "orderlog/guard"
+                           for r in recs)
+            bl.until(banned, 60, "guard's BlacklistChanged for ip:198.51.100.66")
+        finally:
+            bl.close()
+    finally:
+        for p in (gate, guard, decide):
+            d.stop(p)
+
+    topics = ("buy-requests", "skus", "sale-events", "orders", "blacklist", "after-sales")
+    counts = {t: d.partitions(t) for t in topics}
+    assert len(set(counts.values())) == 1, counts
+    recs = d.read_all(*topics)
+    sources, wrong = {}, []
+    for r in recs:
+        t = r.topic[len(d.prefix):]
+        if not r.key:
+            wrong.append(f"{r}: no key")
+        elif r.partition != murmur2_partition(r.key, counts[t]):
+            wrong.append(f"{r} from {r.h.get('ce_source')}: belongs on "
+                         f"{murmur2_partition(r.key, counts[t])}")
+        name, data = r.decode()
+        assert r.key == olclient.key_of(name, data).encode(), r
+        sources.setdefault((t, r.h.get("ce_source")), 0)
+        sources[(t, r.h["ce_source"])] += 1
+    assert wrong == [], wrong[:10]
+    # every command wrote some of them
+    for pair in [("buy-requests", "orderlog/publish"), ("buy-requests", "orderlog/loadgen"),
+                 ("buy-requests", "orderlog/gate"), ("skus", "orderlog/publish"),
+                 ("sale-events", "orderlog"), ("orders", "orderlog"), ("orders", "orderlog/publish"),
+                 ("blacklist", "orderlog/publish"), ("blacklist", "orderlog/guard"),
+                 ("after-sales", "orderlog/publish")]:
+        assert sources.get(pair, 0) > 0, (pair, sources)
+    assert sources[("buy-requests", "orderlog/loadgen")] == 300
+    assert sources[("sale-events", "orderlog")] >= 300 + 1 + 8
+    assert len(recs) == sum(sources.values())
