@@ -574,3 +574,96 @@ def test_d_every_record_of_orderlogs_commands_on_its_murmur2_partition(deploymen
     assert sources[("buy-requests", "orderlog/loadgen")] == 300
     assert sources[("sale-events", "orderlog")] >= 300 + 1 + 8
     assert len(recs) == sum(sources.values())
+
+
+# ---------------------------------------------------------------------------
+# e. the counter-example: a record placed by librdkafka's default partitioner
+#    (consistent_random, CRC32) is dead-lettered, never applied silently
+# ---------------------------------------------------------------------------
+
+def crc_misplaced_key(prefix, n):
+    """The first key prefix<i> whose CRC32 partition is not its murmur2 one."""
+    for i in range(100):
+        k = f"{prefix}{i}"
+        if crc32_partition(k, n) != murmur2_partition(k, n):
+            return k
+    raise AssertionError("no such key")
+
+
+def check_placement_dlq(r, topic, key, crc, mm, group):
+    assert r.h.get("dlq_stage") == "placement", r.h
+    assert r.h.get("dlq_topic") == topic, r.h
+    assert r.h.get("dlq_partition") == str(crc), r.h
+    assert r.h.get("dlq_group") == group, r.h
+    err = r.h.get("dlq_error", "")
+    assert f'"{key}"' in err and f"on partition {crc}" in err and f"belongs on partition {mm}" in err, err
+    assert "murmur2" in err, err
+
+
+def test_e_crc32_placed_records_go_to_the_dlq(deployment):
+    d = deployment("e")
+    n = d.partitions("skus")
+    sku = crc_misplaced_key("E-SKU-", n)
+    oid = crc_misplaced_key("E-ORD-", d.partitions("orders"))
+    good = "E-GOOD-SKU"
+    now = olclient.now_ms()
+    # confluent-kafka's defaults: no partitioner set
+    naive = d.client(partitioner=None)
+    naive.send("SkuSynced", dict(sku=sku, platform="shop", title="misplaced", price=100, currency="CNY",
+                                 stock=10, version=1, updated_at=now))
+    naive.send("OrderPlaced", dict(order_id=oid, user_id="e-u1", source="external",
+                                   lines=[dict(sku=sku, quantity=1, unit_price=100)], total_amount=100,
+                                   currency="CNY", placed_at=now))
+    got = {key: part for _, part, _, key in naive.flush()}
+    assert got == {sku.encode(): crc32_partition(sku, n), oid.encode(): crc32_partition(oid, n)}
+    # a well placed SKU and buys of both, after them on the same partitions
+    c = d.client()
+    c.send("SkuSynced", dict(sku=good, platform="shop", title="fine", price=100, currency="CNY",
+                             stock=10, version=1, updated_at=now))
+    c.flush()
+    for rid, s in (("e-r1", sku), ("e-r2", good)):
+        c.send("BuyRequested", dict(request_id=rid, session_id="s", client_ip="192.0.2.5", user_id="e-u1",
+                                    user_level=1, sku=s, quantity=1, requested_at=olclient.now_ms(),
+                                    channel="it"))
+    c.flush()
+
+    decide = d.start("decide", group="decide")
+    try:
+        f = d.follower("dlq", "sale-events", group="watch")
+        try:
+            def seen(recs):
+                d.check_alive(decide)
+                dec = {r.decode()[1]["request_id"] for r in recs
+                       if r.h.get("ce_type") in ("orderlog.BuyAccepted", "orderlog.BuyRejected")}
+                return {"e-r1", "e-r2"} <= dec and any(r.topic == d.topic("dlq") for r in recs)
+            f.until(seen, 60, "the decisions and decide's dlq record")
+        finally:
+            f.close()
+    finally:
+        d.stop(decide)
+    d.run("project", "--until-end", group="project", timeout=120)
+
+    dlq = d.read_all("dlq")
+    by = {(r.key, r.h.get("dlq_group")): r for r in dlq}
+    dec_g, proj_g = d.prefix + "decide", d.prefix + "project"
+    mm_sku, crc_sku = murmur2_partition(sku, n), crc32_partition(sku, n)
+    mm_oid, crc_oid = murmur2_partition(oid, n), crc32_partition(oid, n)
+    # decide, reading skus, and project, reading orders (and skus)
+    check_placement_dlq(by[(sku.encode(), dec_g)], d.topic("skus"), sku, crc_sku, mm_sku, dec_g)
+    check_placement_dlq(by[(oid.encode(), proj_g)], d.topic("orders"), oid, crc_oid, mm_oid, proj_g)
+    check_placement_dlq(by[(sku.encode(), proj_g)], d.topic("skus"), sku, crc_sku, mm_sku, proj_g)
+    assert set(by) == {(sku.encode(), dec_g), (oid.encode(), proj_g), (sku.encode(), proj_g)}
+    # the dlq keeps the original record: key, value and headers
+    orig = by[(oid.encode(), proj_g)]
+    assert orig.decode() == ("OrderPlaced", dict(order_id=oid, user_id="e-u1", source="external",
+                                                 lines=[dict(sku=sku, quantity=1, unit_price=100)],
+                                                 total_amount=100, currency="CNY", placed_at=now))
+    # nothing of them applied: the misplaced SKU is unknown to the decider, the order not projected
+    facts = {}
+    for r in d.read_all("sale-events"):
+        name, data = r.decode()
+        if name in DECISIONS:
+            facts[data["request_id"]] = data.get("reason", "accepted")
+    assert facts == {"e-r1": "unknown_sku", "e-r2": "accepted"}
+    assert d.rows(f"select order_id from orderlog.orders where order_id = '{oid}'") == []
+    assert [r["sku"] for r in d.rows("select sku from orderlog.skus")] == [good]
