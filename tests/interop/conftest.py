@@ -14,9 +14,9 @@ def deployment(request):
     made = []
 
     def make(name):
-        d = harness.Deployment(name).setup()
+        d = harness.Deployment(name)
         made.append(d)
-        return d
+        return d.setup()
 
     yield make
     for d in made:
