@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -61,6 +62,7 @@ class Deployment:
             self.run("topics", "delete", check=False)
         finally:
             psql(BASE_CONNINFO, f"drop database if exists {self.db} with (force)")
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- orderlog ----------------------------------------------------------
     def args(self, *args, group=None):
