@@ -78,6 +78,11 @@ static const ol_conf_prop_t conf_props[] = {
      "Threads of `publish` that parse, check and encode lines (events are still produced in input order)."},
     {"consumer.group.id", OL_CONF_STR, "", 0, 0, NULL,
      "Consumer group of a consuming role; empty means <topic.prefix><role> (orderlog.project, ...)."},
+    {"consumer.instance", OL_CONF_STR, "", 0, 0, NULL,
+     "Stable name of one `project` process in its group (static membership, group.instance.id "
+     "<group>-<instance>): restarted after a crash it takes its partitions back at once instead of after the "
+     "session timeout. Give each process its own and keep it across restarts; two processes with one name fence "
+     "each other (the second ends the first with an error). Empty: dynamic membership."},
     {"consumer.workers", OL_CONF_INT, "2", 1, 256, NULL,
      "Worker threads that decode and fold a batch, records dispatched by key hash (one key, one worker)."},
     {"consumer.batch.events", OL_CONF_INT, "5000", 1, 1000000, NULL,

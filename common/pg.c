@@ -1,11 +1,15 @@
 #include "common/pg.h"
 
 #include <ctype.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
+#include "common/time.h"
 
 #define PG_CONNECT_TIMEOUT_S "10"
 
@@ -62,7 +66,17 @@ static void notice_receiver(void *opaque, const PGresult *res) {
         ol_log_debug("postgresql: %s", msg);
 }
 
-PGconn *ol_pg_connect_conninfo(const char *conninfo, char *errstr, size_t errstr_size) {
+/* A refusal that passes by itself: the server is starting, stopping,
+ * recovering or out of connection slots. */
+static bool refusal_passes(const char *msg) {
+    return strstr(msg, "too many clients") || strstr(msg, "too many connections") ||
+           strstr(msg, "connection slots are reserved") || strstr(msg, "starting up") || strstr(msg, "shutting down") ||
+           strstr(msg, "in recovery mode") || strstr(msg, "not yet accepting connections");
+}
+
+/* One connection attempt; *code says whether trying again may help
+ * (OL_ERR_TRANSIENT) or not (OL_ERR_CONFIG, OL_ERR_UNREACHABLE). */
+static PGconn *connect_once(const char *conninfo, ol_err_t *code, char *errstr, size_t errstr_size) {
     /* Check the syntax first, so a typo is reported as such rather than as
      * a failure to connect to some default host. */
     char *perr = NULL;
@@ -71,7 +85,7 @@ PGconn *ol_pg_connect_conninfo(const char *conninfo, char *errstr, size_t errstr
         char reason[256];
         first_line(perr ? perr : "out of memory", reason, sizeof(reason));
         PQfreemem(perr);
-        ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "invalid pg.conninfo: %s", reason);
+        *code = ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "invalid pg.conninfo: %s", reason);
         return NULL;
     }
     PQconninfoFree(opts);
@@ -90,7 +104,7 @@ PGconn *ol_pg_connect_conninfo(const char *conninfo, char *errstr, size_t errstr
     keys[n] = values[n] = NULL;
     PGconn *conn = PQconnectdbParams(keys, values, 1);
     if (!conn) {
-        ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not connect to PostgreSQL: out of memory");
+        *code = ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not connect to PostgreSQL: out of memory");
         return NULL;
     }
     if (PQstatus(conn) != CONNECTION_OK) {
@@ -103,11 +117,14 @@ PGconn *ol_pg_connect_conninfo(const char *conninfo, char *errstr, size_t errstr
             snprintf(where, sizeof(where), "%s:%s", host && *host ? host : "localhost", port && *port ? port : "5432");
         /* a FATAL came from the server: it runs, but refused us */
         int answered = strstr(PQerrorMessage(conn), "FATAL:") != NULL;
-        ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE,
+        bool passes = !answered || refusal_passes(PQerrorMessage(conn));
+        *code = passes ? OL_ERR_TRANSIENT : OL_ERR_UNREACHABLE;
+        ol_errf(errstr, errstr_size, *code,
                 "could not connect to PostgreSQL at %s (database \"%s\", user \"%s\"): %s (%s)", where, db ? db : "",
                 user ? user : "", reason,
-                answered ? "check pg.conninfo; `ops/stack start` sets up the local server and its database"
-                         : "is the server running? `ops/stack start`");
+                !answered ? "is the server running? `ops/stack start`"
+                : passes  ? "the server refuses connections for now"
+                          : "check pg.conninfo; `ops/stack start` sets up the local server and its database");
         PQfinish(conn);
         return NULL;
     }
@@ -120,12 +137,42 @@ PGconn *ol_pg_connect_conninfo(const char *conninfo, char *errstr, size_t errstr
     ol_err_t jerr = ol_pg_err(res);
     PQclear(res);
     if (jerr) {
-        ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "PostgreSQL connection failed at its first statement: %s",
-                PQerrorMessage(conn));
+        *code = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT,
+                        "PostgreSQL connection failed at its first statement: %s", PQerrorMessage(conn));
         PQfinish(conn);
         return NULL;
     }
+    *code = OL_ERR_OK;
     return conn;
+}
+
+PGconn *ol_pg_connect_conninfo(const char *conninfo, char *errstr, size_t errstr_size) {
+    ol_err_t code;
+    return connect_once(conninfo, &code, errstr, errstr_size);
+}
+
+PGconn *ol_pg_connect_waiting(const ol_conf_t *conf, char *errstr, size_t errstr_size) {
+    int64_t wait_ms = 100, max_ms = ol_conf_int(conf, "consumer.retry.max.ms"), logged_us = 0, since_us = 0;
+    for (;;) {
+        ol_err_t code;
+        PGconn *conn = connect_once(ol_conf_str(conf, "pg.conninfo"), &code, errstr, errstr_size);
+        if (conn) {
+            if (since_us)
+                ol_log_info("PostgreSQL answers again, after %.1f s", (double)(ol_time_mono_us() - since_us) / 1e6);
+            return conn;
+        }
+        if (code != OL_ERR_TRANSIENT)
+            return NULL;
+        int64_t now = ol_time_mono_us();
+        if (!since_us)
+            since_us = now;
+        if (!logged_us || now - logged_us >= 30 * 1000000) { /* said at once, then every 30 s */
+            ol_log_warn("waiting for PostgreSQL (%.0f s so far): %s", (double)(now - since_us) / 1e6, errstr);
+            logged_us = now;
+        }
+        nanosleep(&(struct timespec){wait_ms / 1000, (wait_ms % 1000) * 1000000}, NULL);
+        wait_ms = wait_ms * 2 > max_ms ? max_ms : wait_ms * 2;
+    }
 }
 
 PGconn *ol_pg_connect(const ol_conf_t *conf, char *errstr, size_t errstr_size) {

@@ -19,6 +19,13 @@
 PGconn *ol_pg_connect(const ol_conf_t *conf, char *errstr, size_t errstr_size);
 /* The same with an explicit conninfo. */
 PGconn *ol_pg_connect_conninfo(const char *conninfo, char *errstr, size_t errstr_size);
+/* ol_pg_connect for a role starting up: a server that does not answer yet,
+ * is starting, stopping or out of connection slots ("too many clients") is
+ * waited for, with backoff up to consumer.retry.max.ms, said in the log at
+ * once and every 30 s after; for as long as it takes (a signal ends the
+ * process). NULL with errstr only when retrying cannot help (a bad
+ * conninfo, authentication, an unknown database or user). */
+PGconn *ol_pg_connect_waiting(const ol_conf_t *conf, char *errstr, size_t errstr_size);
 
 /* Maps a result to an error: OL_ERR_OK for PGRES_COMMAND_OK, _TUPLES_OK and
  * _EMPTY_QUERY; by SQLSTATE otherwise: 40001, 40P01, class 08 and 57P01-57P03

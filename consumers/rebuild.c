@@ -406,7 +406,7 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     ol_rt_group_name(conf, ol_project_role()->name, rb.group, sizeof(rb.group));
     int rc = OL_EXIT_FAIL;
     ol_err_t err;
-    if (!(rb.pg = ol_pg_connect(conf, errstr, sizeof(errstr)))) {
+    if (!(rb.pg = ol_pg_connect_waiting(conf, errstr, sizeof(errstr)))) {
         fprintf(stderr, "orderlog rebuild: %s\n", errstr);
         return OL_EXIT_FAIL;
     }

@@ -731,6 +731,18 @@ static ol_err_t inflight_wait(ol_rt_t *rt, char *errstr, size_t errstr_size) {
     return batch_settle(rt, b, err);
 }
 
+/* Settles the batch in flight if the applier is done with it, without
+ * waiting: a failed batch (the poison limit, a fatal error) stops the
+ * consumer at once, not when the next record arrives. */
+static ol_err_t inflight_poll(ol_rt_t *rt, char *errstr, size_t errstr_size) {
+    if (!rt->inflight)
+        return OL_ERR_OK;
+    pthread_mutex_lock(&rt->plock);
+    bool done = rt->inflight_done;
+    pthread_mutex_unlock(&rt->plock);
+    return done ? inflight_wait(rt, errstr, errstr_size) : OL_ERR_OK;
+}
+
 /* Hands the folded current batch to the applier thread; collecting goes
  * on into the other slot. */
 static void inflight_start(ol_rt_t *rt) {
@@ -874,7 +886,7 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
         ap->arena = ol_arena_new(0);
         ap->states = ol_xcalloc((size_t)rt->nworkers, sizeof(void *));
     }
-    if (!(rt->appliers[0].pg = ol_pg_connect(conf, errstr, errstr_size)))
+    if (!(rt->appliers[0].pg = ol_pg_connect_waiting(conf, errstr, errstr_size)))
         goto fail;
     char kbytes[32];
     snprintf(kbytes, sizeof(kbytes), "%lld", (long long)ol_conf_int(conf, "consumer.queue.kbytes"));
@@ -885,7 +897,18 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
                               * (empty topics, offsets still resolving):
                               * the broker then holds it this long, and a
                               * replay started with a stall of 500 ms */
-                             "fetch.wait.max.ms", "100", NULL};
+                             "fetch.wait.max.ms", "100", NULL, NULL, NULL};
+    /* static membership: a restarted process takes its partitions back at
+     * once instead of after the session timeout (not for a rebuild's own
+     * group, made anew each run) */
+    char instance[512];
+    const char *inst = ol_conf_str(conf, "consumer.instance");
+    if (*inst && !role->kafka_group) {
+        size_t n = sizeof(ctuning) / sizeof(ctuning[0]);
+        snprintf(instance, sizeof(instance), "%s-%s", rt->kafka_group, inst);
+        ctuning[n - 3] = "group.instance.id";
+        ctuning[n - 2] = instance;
+    }
     rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, OL_KAFKA_CONSUMER, rt->kafka_group, ctuning, errstr, errstr_size);
     if (!kconf)
         goto fail;
@@ -1041,6 +1064,8 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
                 break;
             rd_kafka_message_t *m = rd_kafka_consumer_poll(rt->rk, (int)(left > 100 ? 100 : left));
             if (!m) {
+                if ((err = inflight_poll(rt, errstr, errstr_size)))
+                    break;
                 if (until_end && rt->assigned > 0 && rt->at_end >= rt->assigned)
                     break;
                 continue;
@@ -1053,6 +1078,15 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
                 rd_kafka_message_destroy(m);
                 continue;
             }
+            if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+                /* e.g. fenced by another member with the same
+                 * group.instance.id: this consumer can do nothing more */
+                char why[512];
+                rd_kafka_fatal_error(rt->rk, why, sizeof(why));
+                err = ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "the Kafka consumer failed for good: %s", why);
+                rd_kafka_message_destroy(m);
+                break;
+            }
             if (m->err) {
                 ol_log_warn("kafka: %s", rd_kafka_message_errstr(m));
                 rd_kafka_message_destroy(m);
@@ -1060,6 +1094,8 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
             }
             batch_add(rt, rt->cur, m);
         }
+        if (err)
+            break;
         if (rt->fatal) {
             err = ol_errf(errstr, errstr_size, rt->fatal, "%s", rt->fatal_msg);
             break;

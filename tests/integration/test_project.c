@@ -1241,6 +1241,51 @@ Test(project, too_many_poison_in_a_row_stops_loudly) {
     free(err);
 }
 
+/* The limit stops a projector that keeps running at once, not when the next
+ * record arrives (none comes here). */
+Test(project, too_many_poison_in_a_row_stops_without_waiting_for_more) {
+    kit_use("maxpoisonlive");
+    const char *db = kit_new_db("project_maxpoisonlive");
+    char orders[256];
+    kit_topic("orders", orders, sizeof(orders));
+    const char *const headers[] = {"ce_type", "orderlog.OrderShipped", "ce_id", "junk", NULL};
+    for (int i = 0; i < 3; i++) {
+        char junk[32];
+        snprintf(junk, sizeof(junk), "\x03junk-%d", i);
+        ol_test_kafka_produce(orders, -1, "O-JUNK", 6, junk, strlen(junk), headers);
+    }
+    ol_test_bg_t *bg = kit_project_bg(db, kit_group, "-X consumer.max.poison=3");
+    int rc = ol_test_bg_wait(bg, 60000);
+    cr_assert(rc > 0 && rc < 128, "project did not stop on its own after 3 poison records (exit %d)\n%s", rc,
+              ol_test_bg_stderr(bg));
+    cr_assert(strstr(ol_test_bg_stderr(bg), "consumer.max.poison"), "%s", ol_test_bg_stderr(bg));
+}
+
+/* Static membership (consumer.instance): killed and restarted, a projector
+ * takes its partitions back at once (not after the 10 s session timeout);
+ * a second process with the same name fences the first, which exits
+ * non-zero saying why instead of sitting idle. */
+Test(project, a_static_member_comes_back_at_once_and_a_duplicate_is_fenced_loudly) {
+    kit_use("static");
+    const char *db = kit_new_db("project_static");
+    ol_test_bg_t *a = kit_project_bg(db, kit_group, "-X consumer.instance=a");
+    cr_assert(ol_test_bg_wait_stderr(a, "\"assigned ", 1, 60000) >= 1, "%s", ol_test_bg_stderr(a));
+    ol_test_bg_signal(a, SIGKILL);
+    cr_assert_eq(ol_test_bg_wait(a, 10000), 128 + SIGKILL);
+    kit_bg_free(a);
+    long long t0 = ol_test_now_ms();
+    ol_test_bg_t *b = kit_project_bg(db, kit_group, "-X consumer.instance=a");
+    cr_assert(ol_test_bg_wait_stderr(b, "\"assigned ", 1, 60000) >= 1, "%s", ol_test_bg_stderr(b));
+    long long took = ol_test_now_ms() - t0;
+    cr_expect_lt(took, 8000, "the restarted member waited %lld ms for its partitions", took);
+    ol_test_bg_t *c = kit_project_bg(db, kit_group, "-X consumer.instance=a");
+    int rc = ol_test_bg_wait(b, 60000);
+    cr_expect(rc > 0 && rc < 128, "the fenced member did not exit non-zero (%d)\n%s", rc, ol_test_bg_stderr(b));
+    cr_expect(strstr(ol_test_bg_stderr(b), "failed for good"), "%s", ol_test_bg_stderr(b));
+    ol_test_bg_signal(c, SIGTERM);
+    ol_test_bg_wait(c, 40000);
+}
+
 Test(project, sigterm_drains_and_exits_0) {
     kit_use("sigterm");
     const char *db = kit_new_db("project_sigterm");
@@ -1355,6 +1400,43 @@ Test(project, a_time_postgresql_cannot_store_goes_to_the_dlq) {
     cr_expect(strstr(err, "line 1: field \"placed_at\""), "%s", err);
     free(out);
     free(err);
+}
+
+/* No connection slot when the projector starts (a role at its connection
+ * limit says "too many connections", as a full server says "too many
+ * clients"): it waits, says so, and projects once a slot is free. The role
+ * is a member of the tables' owner but no superuser (the limit does not
+ * hold for superusers). */
+Test(project, waits_for_a_connection_slot_at_start) {
+    kit_use("slots");
+    const char *db = kit_new_db("project_slots");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s", kit_sample_orders(2000, 3, "orders.jsonl"));
+    long long published = kit_publish(path);
+    char role[64], sql[512], ci[1024];
+    snprintf(role, sizeof(role), "it_slots_%ld", (long)getpid());
+    char *owner = ol_test_pg_query_str(db, "select current_user");
+    snprintf(sql, sizeof(sql), "drop role if exists %s; create role %s login connection limit 0 in role %s", role, role,
+             owner);
+    free(owner);
+    ol_test_pg_exec(db, sql);
+    const char *user = strstr(db, "user=");
+    cr_assert(user, "no user= in %s", db);
+    snprintf(ci, sizeof(ci), "%.*suser=%s%s", (int)(user - db), db, role, user + strcspn(user, " "));
+    ol_test_bg_t *bg = kit_project_bg(ci, kit_group, NULL);
+    cr_assert_eq(ol_test_bg_wait_stderr(bg, "waiting for PostgreSQL", 1, 30000), 1, "%s", ol_test_bg_stderr(bg));
+    cr_expect(strstr(ol_test_bg_stderr(bg), "too many connections"), "%s", ol_test_bg_stderr(bg));
+    cr_assert_eq(ol_test_bg_wait(bg, 2000), -1, "project exited\n%s", ol_test_bg_stderr(bg));
+    snprintf(sql, sizeof(sql), "alter role %s connection limit -1", role);
+    ol_test_pg_exec(db, sql);
+    long long stored = kit_wait_offsets(db, kit_group, published, 120000, bg);
+    cr_assert_eq(stored, published, "%lld of %lld stored\n%s", stored, published, ol_test_bg_stderr(bg));
+    ol_test_bg_signal(bg, SIGTERM);
+    cr_assert_eq(ol_test_bg_wait(bg, 40000), 0, "%s", ol_test_bg_stderr(bg));
+    kit_bg_free(bg);
+    ol_test_pg_drop_db(db);
+    snprintf(sql, sizeof(sql), "drop role if exists %s", role);
+    ol_test_pg_exec(ol_test_pg_conninfo(), sql);
 }
 
 #endif /* OL_PROJECT_KIT_ONLY */

@@ -114,3 +114,35 @@ Test(project_pg, postgresql_restarted_mid_load_loses_and_duplicates_nothing) {
     kit_assert_offsets_at_end(clean, clean_group);
     cr_assert_eq(kit_dlq_count(), 0);
 }
+
+/* Started while PostgreSQL is down: it waits (saying so), never exits, and
+ * projects everything once the server is up. */
+Test(project_pg, started_while_postgresql_is_down_waits_for_it) {
+    if (!stack_pg_under_test())
+        cr_skip_test("the tests do not use the PostgreSQL of ops/stack (%s): not stopping it", ol_test_pg_conninfo());
+    kit_use("pgdown");
+    const char *db = kit_new_db("project_pgdown");
+    char orders[1024];
+    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(3000, 5, "orders.jsonl"));
+    long long published = kit_publish(orders);
+    char *out = NULL;
+    pg_stopped = true;
+    int rc = stack("pg-stop fast", &out);
+    cr_assert_eq(rc, 0, "ops/stack pg-stop fast: exit %d\n%s", rc, out);
+    free(out);
+    ol_test_bg_t *bg = kit_project_bg(db, kit_group, NULL);
+    cr_assert_eq(ol_test_bg_wait_stderr(bg, "waiting for PostgreSQL", 1, 30000), 1, "nothing said while waiting\n%s",
+                 ol_test_bg_stderr(bg));
+    rc = ol_test_bg_wait(bg, 3000);
+    cr_assert_eq(rc, -1, "project exited (%d) while PostgreSQL was down\n%s", rc, ol_test_bg_stderr(bg));
+    rc = stack("pg-start", &out);
+    cr_assert_eq(rc, 0, "ops/stack pg-start: exit %d\n%s", rc, out);
+    free(out);
+    pg_stopped = false;
+    long long stored = kit_wait_offsets(db, kit_group, published, 120000, bg);
+    cr_assert_eq(stored, published, "only %lld of %lld stored after PostgreSQL came up\n%s", stored, published,
+                 ol_test_bg_stderr(bg));
+    cr_expect(strstr(ol_test_bg_stderr(bg), "PostgreSQL answers again"), "%s", ol_test_bg_stderr(bg));
+    ol_test_bg_signal(bg, SIGTERM);
+    cr_assert_eq(ol_test_bg_wait(bg, 40000), 0, "%s", ol_test_bg_stderr(bg));
+}
