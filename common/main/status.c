@@ -10,7 +10,15 @@
  *
  * A partition of a topic the group has rows for, but no row of its own, is
  * listed too (stored offset none: the group would start at its beginning).
- * A topic the group never applied a record of has no row and is not seen. */
+ * A topic the group never applied a record of has no row and is not seen.
+ *
+ * The groups that commit to Kafka (decide, in its transactions, and guard)
+ * are listed with their committed offsets (ListConsumerGroupOffsets).
+ *
+ * A partition written in transactions ends with a commit marker, which is
+ * not a record: a reader that applied everything stores the offset before
+ * it. The first-record read (read_committed, partition EOF on) tells: when
+ * it reaches the end without a record, nothing is left and the lag is 0. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +43,7 @@ typedef struct part_s {
     int64_t low, high;     /* watermarks, NO_OFFSET when unknown */
     const char *error;     /* why the watermarks are unknown, NULL otherwise */
     int64_t lag;           /* records; 0 when unknown */
+    bool in_kafka;         /* offsets committed to Kafka (decide, guard), not stored in PostgreSQL */
     int64_t first_ts;      /* timestamp (ms) of the first unconsumed record, -1 unknown */
     double lag_s;          /* seconds; -1 unknown */
 } part_t;
@@ -248,7 +257,20 @@ static void fetch_first_records(status_t *st, size_t from, size_t to) {
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(st->rk, wait > 100 ? 100 : wait);
         if (!rkm)
             continue;
-        if (!rkm->err) {
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            /* the end without a record: what is left are transaction
+             * markers (or aborted records), nothing to apply */
+            const char *topic = rd_kafka_topic_name(rkm->rkt);
+            for (size_t i = from; i < to; i++) {
+                part_t *p = &st->parts[i];
+                if (p->partition != rkm->partition || p->first_ts >= 0 || p->error || p->lag <= 0 ||
+                    strcmp(p->topic, topic))
+                    continue;
+                p->lag = 0;
+                p->lag_s = 0;
+                wanted--;
+            }
+        } else if (!rkm->err) {
             const char *topic = rd_kafka_topic_name(rkm->rkt);
             for (size_t i = from; i < to; i++) {
                 part_t *p = &st->parts[i];
@@ -269,12 +291,54 @@ static void fetch_first_records(status_t *st, size_t from, size_t to) {
     rd_kafka_topic_partition_list_destroy(list);
 }
 
+/* The committed offsets of the groups that commit to Kafka; a group that
+ * never committed is left out. */
+static void load_kafka_groups(status_t *st) {
+    static const char *const roles[] = {"decide", "guard"};
+    for (size_t r = 0; r < sizeof(roles) / sizeof(roles[0]); r++) {
+        char group[300];
+        snprintf(group, sizeof(group), "%s%s", ol_conf_str(st->conf, "topic.prefix"), roles[r]);
+        rd_kafka_ListConsumerGroupOffsets_t *req = rd_kafka_ListConsumerGroupOffsets_new(group, NULL);
+        rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(st->rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
+        rd_kafka_AdminOptions_set_request_timeout(opts, left_ms(st), NULL, 0);
+        rd_kafka_error_t *e = rd_kafka_AdminOptions_set_require_stable_offsets(opts, 1);
+        if (e)
+            rd_kafka_error_destroy(e);
+        rd_kafka_queue_t *q = rd_kafka_queue_new(st->rk);
+        rd_kafka_ListConsumerGroupOffsets(st->rk, &req, 1, opts, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, left_ms(st));
+        if (ev && !rd_kafka_event_error(ev)) {
+            size_t n;
+            const rd_kafka_group_result_t **res =
+                rd_kafka_ListConsumerGroupOffsets_result_groups(rd_kafka_event_ListConsumerGroupOffsets_result(ev), &n);
+            const rd_kafka_topic_partition_list_t *parts =
+                n == 1 && !rd_kafka_group_result_error(res[0]) ? rd_kafka_group_result_partitions(res[0]) : NULL;
+            for (int i = 0; parts && i < parts->cnt; i++) {
+                if (parts->elems[i].offset < 0)
+                    continue;
+                part_t *p = part_add(st);
+                p->group = ol_arena_strndup(st->arena, group, strlen(group));
+                p->topic = ol_arena_strndup(st->arena, parts->elems[i].topic, strlen(parts->elems[i].topic));
+                p->partition = parts->elems[i].partition;
+                p->stored = parts->elems[i].offset;
+                p->in_kafka = true;
+            }
+        }
+        if (ev)
+            rd_kafka_event_destroy(ev);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_AdminOptions_destroy(opts);
+        rd_kafka_ListConsumerGroupOffsets_destroy(req);
+    }
+    qsort(st->parts, st->nparts, sizeof(*st->parts), part_cmp);
+}
+
 static ol_err_t kafka_status(status_t *st, char *errstr, size_t errstr_size) {
     /* status says what went wrong itself: librdkafka's own log stays quiet
      * unless kafka.log_level asks for it */
     /* clang-format off */
     const char *tuning[] = {
-        "group.id", "orderlog-status", "enable.partition.eof", "false",
+        "group.id", "orderlog-status", "fetch.wait.max.ms", "10",
         "log_level", "0", "fetch.max.bytes", "1048576", "queued.max.messages.kbytes", "1024",
         NULL};
     /* clang-format on */
@@ -289,6 +353,7 @@ static ol_err_t kafka_status(status_t *st, char *errstr, size_t errstr_size) {
                        ol_conf_str(st->conf, "kafka.bootstrap.servers"),
                        (long long)ol_conf_int(st->conf, "broker.wait.ms"), rd_kafka_err2str(kerr));
     }
+    load_kafka_groups(st);
     add_missing_partitions(st);
     st->now_ms = ol_time_now_ms();
     ol_err_t err = query_watermarks(st, errstr, errstr_size);
@@ -334,6 +399,7 @@ static void print_json(const status_t *st) {
             json_object_set_new(o, "partition", json_integer(p->partition));
             json_object_set_new(o, "stored_offset", offset_json(p->stored));
             json_object_set_new(o, "stored_at", p->stored_at ? json_string(p->stored_at) : json_null());
+            json_object_set_new(o, "stored_in", json_string(p->in_kafka ? "kafka" : "postgresql"));
             json_object_set_new(o, "start_offset", offset_json(p->low));
             json_object_set_new(o, "end_offset", offset_json(p->high));
             json_object_set_new(o, "lag", p->error ? json_null() : json_integer((json_int_t)p->lag));
@@ -387,7 +453,8 @@ static void fmt_seconds(double s, char *out, size_t size) {
 static void print_table(const status_t *st) {
     char ts[40], a[32], b[32], c[32], d[32];
     ol_time_format(st->now_ms, ts, sizeof(ts));
-    printf("consumer groups in %s.consumer_offsets at %s\n", ol_conf_str(st->conf, "projection.schema"), ts);
+    printf("consumer groups at %s (offsets stored in %s.consumer_offsets, or committed in Kafka)\n", ts,
+           ol_conf_str(st->conf, "projection.schema"));
     if (!st->nparts)
         printf("\n  (none: no consumer has applied a batch yet)\n");
     size_t width = strlen("total");
@@ -415,7 +482,9 @@ static void print_table(const status_t *st) {
                 snprintf(c, sizeof(c), "%lld", (long long)p->lag);
             fmt_seconds(p->lag_s, d, sizeof(d));
             printf("  %-*s %12s %12s %10s %9s  %s", (int)width, name, a, b, c, d,
-                   p->stored_at ? p->stored_at : "never (starts at the beginning)");
+                   p->in_kafka    ? "(committed in Kafka)"
+                   : p->stored_at ? p->stored_at
+                                  : "never (starts at the beginning)");
             if (p->error)
                 printf("  (%s)", p->error);
             else if (p->lag < 0)
@@ -483,10 +552,11 @@ out:
 const ol_cmd_t ol_cmd_status = {
     "status", status_run, "lag of every consumer group (stored vs end offsets, in records and seconds) and the dlq",
     "usage: orderlog status [--json]\n"
-    "  For every group in projection.schema's consumer_offsets and every partition: the offset stored\n"
-    "  in PostgreSQL (what is applied), Kafka's end offset, the lag in records and in seconds (age of\n"
-    "  the first record not applied yet), with totals per group; and the record count of the dlq topic.\n"
+    "  For every group in projection.schema's consumer_offsets (project) and the groups committing to\n"
+    "  Kafka (decide, guard), every partition: the offset stored (what is applied), Kafka's end offset,\n"
+    "  the lag in records and in seconds (age of the first record not applied yet; 0 when only\n"
+    "  transaction markers are left), with totals per group; and the record count of the dlq topic.\n"
     "  Kafka is given broker.wait.ms in all; an unknown value prints as ? (null in JSON).\n"
     "  --json   one JSON document: {time, schema, groups: {<group>: {lag, lag_seconds, unknown_partitions,\n"
-    "           partitions: [{topic, partition, stored_offset, stored_at, start_offset, end_offset, lag,\n"
+    "           partitions: [{topic, partition, stored_offset, stored_at, stored_in, start_offset, end_offset, lag,\n"
     "           lag_seconds, error?}]}}, dlq: {topic, records}}\n"};

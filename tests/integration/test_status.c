@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,4 +335,67 @@ Test(status, rejects_an_unknown_option) {
     cr_expect_eq(rc, 2, "exit %d: %s", rc, err);
     free(out);
     free(err);
+}
+
+/* A projector that applied everything decide wrote (in transactions: each
+ * partition ends with a commit marker) lags 0, and the decide group, which
+ * commits to Kafka, is listed too; all within a second. */
+Test(status, shows_no_lag_on_transactional_partitions_and_lists_the_kafka_groups) {
+    use_stack("txn");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/sale.jsonl", dir);
+    FILE *fp = fopen(path, "w");
+    cr_assert(fp);
+    fprintf(fp,
+            "{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"TX-1\",\"platform\":\"shop\",\"title\":\"t\",\"price\":100,"
+            "\"currency\":\"CNY\",\"stock\":100,\"version\":1}}\n");
+    for (int i = 0; i < 20; i++)
+        fprintf(fp,
+                "{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"tx-%d\",\"session_id\":\"s\",\"client_ip\":"
+                "\"10.9.0.1\",\"user_id\":\"tx-u%d\",\"user_level\":1,\"sku\":\"TX-1\",\"quantity\":1}}\n",
+                i, i);
+    cr_assert_eq(fclose(fp), 0);
+    char *q = ol_test_shell_quote(path);
+    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
+    free(q);
+    char *bin = ol_test_shell_quote(ol_test_bin()), *cmd;
+    cr_assert(asprintf(&cmd, "exec %s %s -X decide.workers=1 decide", bin, fixed_args()) > 0);
+    free(bin);
+    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    free(cmd);
+    char sale[256];
+    snprintf(sale, sizeof(sale), "%ssale-events", prefix);
+    long long end = ol_test_now_ms() + 60000, facts = 0;
+    while (ol_test_now_ms() < end) { /* the StockChanged and 20 decisions, each transaction + its marker */
+        facts = 0;
+        for (int p = 0; p < PARTITIONS; p++)
+            facts += ol_test_kafka_end_offset(sale, p);
+        if (facts >= 22)
+            break;
+        cr_assert_eq(ol_test_bg_wait(bg, 200), -1, "decide exited\n%s", ol_test_bg_stderr(bg));
+    }
+    ol_test_bg_signal(bg, SIGTERM);
+    cr_assert_eq(ol_test_bg_wait(bg, 30000), 0, "%s", ol_test_bg_stderr(bg));
+    ol_test_bg_free(bg);
+    project();
+    long long t0 = ol_test_now_ms();
+    json_t *doc = status_json();
+    long long took = ol_test_now_ms() - t0;
+    cr_expect_lt(took, 1000, "status took %lld ms", took);
+    json_t *g = group_of(doc, GROUP);
+    cr_expect_eq(int_at(g, "lag"), 0);
+    json_t *d = group_of(doc, (snprintf(group_buf, sizeof(group_buf), "%sdecide", prefix), group_buf));
+    cr_expect_eq(int_at(d, "lag"), 0);
+    size_t i;
+    json_t *p;
+    int in_kafka = 0;
+    json_array_foreach(json_object_get(d, "partitions"), i, p) in_kafka +=
+        !strcmp(json_string_value(json_object_get(p, "stored_in")), "kafka");
+    cr_expect_gt(in_kafka, 0);
+    json_decref(doc);
+    char groups[2][200];
+    snprintf(groups[0], sizeof(groups[0]), "%sdecide", prefix);
+    snprintf(groups[1], sizeof(groups[1]), "%sdecide-restore", prefix);
+    const char *gl[] = {groups[0], groups[1]};
+    ol_test_kafka_delete_groups(gl, 2);
 }
