@@ -146,3 +146,51 @@ Test(project_pg, started_while_postgresql_is_down_waits_for_it) {
     ol_test_bg_signal(bg, SIGTERM);
     cr_assert_eq(ol_test_bg_wait(bg, 40000), 0, "%s", ol_test_bg_stderr(bg));
 }
+
+/* PostgreSQL killed with SIGKILL mid-load (no shutdown at all: crash
+ * recovery at the next start): nothing lost, nothing applied twice. */
+Test(project_pg, postgresql_killed_mid_load_loses_and_duplicates_nothing) {
+    if (!stack_pg_under_test())
+        cr_skip_test("the tests do not use the PostgreSQL of ops/stack (%s): not killing it", ol_test_pg_conninfo());
+    kit_use("pgkill");
+    const char *db = kit_new_db("project_pgkill");
+    char orders[1024];
+    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(60000, 13, "orders.jsonl"));
+    long long published = kit_publish(orders);
+    const char *paths[] = {orders, NULL};
+    kit_totals_t model = kit_model(paths);
+    ol_test_bg_t *bg = kit_project_bg(db, kit_group, "-X consumer.batch.events=2000");
+    long long before = kit_wait_offsets(db, kit_group, 1, 60000, bg);
+    cr_assert(before > 0, "no progress within 60 s\n%s", ol_test_bg_stderr(bg));
+    const char *src = getenv("ORDERLOG_SOURCE_DIR");
+    char pidfile[1024];
+    snprintf(pidfile, sizeof(pidfile), "%s/.local/pg/data/postmaster.pid", src && *src ? src : ".");
+    char *pidtext = ol_test_read_file(pidfile);
+    cr_assert(pidtext, "cannot read %s", pidfile);
+    long pid = strtol(pidtext, NULL, 10);
+    free(pidtext);
+    cr_assert_gt(pid, 1);
+    pg_stopped = true;
+    cr_assert_eq(kill((pid_t)pid, SIGKILL), 0, "kill -9 %ld", pid);
+    long long end = ol_test_now_ms() + 10000; /* its backends notice and go */
+    while (kit_offsets_sum(db, kit_group) != -1 && ol_test_now_ms() < end)
+        kit_sleep_ms(100);
+    cr_assert_eq(ol_test_bg_wait(bg, 3000), -1, "project exited when PostgreSQL died\n%s", ol_test_bg_stderr(bg));
+    char *out = NULL;
+    int rc = stack("pg-start", &out);
+    cr_assert_eq(rc, 0, "ops/stack pg-start after kill -9: exit %d\n%s", rc, out);
+    free(out);
+    pg_stopped = false;
+    long long stored = kit_wait_offsets(db, kit_group, published, 180000, bg);
+    cr_assert_eq(stored, published, "after the crash only %lld of %lld were stored\n%s", stored, published,
+                 ol_test_bg_stderr(bg));
+    ol_test_bg_signal(bg, SIGTERM);
+    cr_assert_eq(ol_test_bg_wait(bg, 40000), 0, "%s", ol_test_bg_stderr(bg));
+    const char *clean = kit_new_db("project_pgkill_clean");
+    const char *clean_group = kit_new_group("pgkill", "_clean");
+    kit_project_all(clean, clean_group, NULL);
+    kit_assert_totals(db, &model, "projection through the crash");
+    kit_assert_same_tables(db, clean, "projection through the crash (left) vs a clean projection (right)");
+    kit_assert_offsets_at_end(db, kit_group);
+    cr_assert_eq(kit_dlq_count(), 0);
+}
