@@ -195,6 +195,19 @@ ol_err_t ol_http_start(const ol_http_conf_t *conf, ol_http_t **out, char *errstr
     return OL_ERR_OK;
 }
 
+ol_err_t ol_http_serve(const ol_http_conf_t *conf, ol_http_t **out, char *errstr, size_t errstr_size) {
+    *out = NULL;
+    if (!conf->listen || !*conf->listen)
+        return OL_ERR_OK;
+    ol_err_t err = ol_http_start(conf, out, errstr, errstr_size);
+    if (err)
+        return err;
+    printf("http listening on http://%s\n", (*out)->address);
+    fflush(stdout);
+    ol_log_info("http: serving /metrics, /healthz and /readyz on %s", (*out)->address);
+    return OL_ERR_OK;
+}
+
 const char *ol_http_address(const ol_http_t *h) {
     return h->address;
 }

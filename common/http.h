@@ -41,6 +41,11 @@ typedef struct ol_http_conf_s {
  * ol_http_stop). *out stays NULL on failure (bad address, port taken). */
 ol_err_t ol_http_start(const ol_http_conf_t *conf, ol_http_t **out, char *errstr, size_t errstr_size)
     __attribute__((warn_unused_result));
+/* For a role: starts like ol_http_start when conf->listen is set, then
+ * prints `http listening on http://HOST:PORT` on stdout (what scripts wait
+ * for); with an empty listen it serves nothing and *out stays NULL. */
+ol_err_t ol_http_serve(const ol_http_conf_t *conf, ol_http_t **out, char *errstr, size_t errstr_size)
+    __attribute__((warn_unused_result));
 /* The address as bound, "host:port" with the port picked (borrowed). */
 const char *ol_http_address(const ol_http_t *h);
 /* Stops listening and waits for the requests in progress. NULL is a no-op. */

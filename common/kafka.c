@@ -413,7 +413,11 @@ void ol_kafka_lag_write(rd_kafka_t *rk, ol_metrics_out_t *out) {
     for (int i = 0; i < pos->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &pos->elems[i];
         int64_t at = tp->offset >= 0 ? tp->offset : assigned->elems[i].offset, lo = -1, hi = -1;
-        if (at < 0 || rd_kafka_get_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi) || hi < 0)
+        if (rd_kafka_get_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi) || hi < 0)
+            continue;
+        if ((at == RD_KAFKA_OFFSET_BEGINNING || (at < 0 && hi == lo)) && lo >= 0)
+            at = lo; /* nothing consumed yet: from the start, or an empty partition */
+        if (at < 0)
             continue;
         char partition[16];
         snprintf(partition, sizeof(partition), "%d", (int)tp->partition);

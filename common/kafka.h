@@ -116,9 +116,11 @@ int ol_kafka_assigned_count(rd_kafka_t *rk);
 
 /* Writes one sample {topic, partition} per partition assigned to the
  * consumer rk: its high watermark (as of the last fetch) minus its position
- * (the next offset handed to the application; the assigned offset until
- * then). Partitions with either unknown yet are left out. For a function
- * family with the labels topic and partition. */
+ * (the next offset handed to the application). Until a record was handed
+ * out: the assigned offset, or the low watermark when assigned from the
+ * beginning or when the partition is empty; partitions whose position or
+ * end is still unknown are left out. For a function family with the labels
+ * topic and partition. */
 void ol_kafka_lag_write(rd_kafka_t *rk, ol_metrics_out_t *out);
 
 /* "<topic.prefix><name>" into out. */

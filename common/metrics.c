@@ -376,9 +376,9 @@ static void cpu_fn(void *opaque, ol_metrics_out_t *out) {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru))
         return;
-    ol_metrics_out(out, NULL,
-                   (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-                       (double)ru.ru_stime.tv_usec / 1e6);
+    long long us =
+        (long long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000LL + ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+    ol_metrics_out(out, NULL, (double)us / 1e6);
 }
 
 /* /proc/self/statm: size and resident, in pages. */
