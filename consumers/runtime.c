@@ -1052,7 +1052,7 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
     ol_err_t err = OL_ERR_OK;
     while (!rt->stop) {
         int64_t deadline = ol_time_mono_us() + max_us;
-        atomic_store(&rt->beat_us, deadline - max_us);
+        atomic_store_explicit(&rt->beat_us, deadline - max_us, memory_order_relaxed);
         while (!rt->stop && rt->cur->nrecs < max_events && rt->cur->bytes < max_bytes) {
             int64_t left = (deadline - ol_time_mono_us()) / 1000;
             if (left <= 0)

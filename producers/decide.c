@@ -575,7 +575,7 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
             break;
         }
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->restorer, 200);
-        atomic_store(&w->beat_us, ol_time_mono_us());
+        atomic_store_explicit(&w->beat_us, ol_time_mono_us(), memory_order_relaxed);
         if (!rkm)
             continue;
         int32_t p = rkm->partition;
@@ -797,7 +797,7 @@ static void collect(worker_t *w) {
             timeout = due < 0 ? 0 : due < 100 ? (int)due : 100;
         }
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->consumer, timeout);
-        atomic_store(&w->beat_us, ol_time_mono_us());
+        atomic_store_explicit(&w->beat_us, ol_time_mono_us(), memory_order_relaxed);
         if (w->rebalanced) { /* collected records may belong to another member now */
             batch_clear(w);
             w->rebalanced = false;
@@ -1087,7 +1087,7 @@ static void *bl_main(void *arg) {
     long long entries = 0;
     while (!stop_requested) {
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(d->bl_consumer, 200);
-        atomic_store(&d->bl_beat_us, ol_time_mono_us());
+        atomic_store_explicit(&d->bl_beat_us, ol_time_mono_us(), memory_order_relaxed);
         if (!rkm)
             continue;
         if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {

@@ -744,7 +744,7 @@ static bool guard_ready(void *opaque, json_t *checks) {
 static void guard_loop(guard_t *g) {
     int64_t last_commit = ol_time_now_ms();
     while (!guard_stop && !g->failed && !g->fatal) {
-        atomic_store(&g->beat_us, ol_time_mono_us());
+        atomic_store_explicit(&g->beat_us, ol_time_mono_us(), memory_order_relaxed);
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(g->consumer, TICK_MS);
         for (int n = 0; rkm; n++) {
             if (!rkm->err)

@@ -244,6 +244,19 @@ Test(metrics, promtool_accepts_the_exposition) {
     ol_metrics_destroy(m);
 }
 
+/* ops/prometheus.yml, the scrape configuration of the quick start's roles. */
+Test(metrics, promtool_accepts_the_scrape_config) {
+    if (system("command -v promtool >/dev/null 2>&1")) {
+        cr_skip_test("promtool not installed (Debian package prometheus): ops/prometheus.yml not checked");
+        return;
+    }
+    const char *root = getenv("ORDERLOG_SOURCE_DIR");
+    cr_assert(root, "ORDERLOG_SOURCE_DIR is not set: run the test through ctest");
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "promtool check config '%s/ops/prometheus.yml' >/dev/null", root);
+    cr_expect_eq(system(cmd), 0, "promtool check config ops/prometheus.yml failed");
+}
+
 /* ---- the endpoint -------------------------------------------------------- */
 
 typedef struct reply_s {
