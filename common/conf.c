@@ -34,6 +34,14 @@ static const ol_conf_prop_t conf_props[] = {
      "Least severe level logged (JSON lines on stderr)."},
     {"broker.wait.ms", OL_CONF_INT, "10000", 100, 600000, NULL,
      "How long a command waits for the Kafka cluster to answer before it fails with a clear error."},
+    {"http.listen", OL_CONF_STR, "", 0, 0, NULL,
+     "Address `decide`, `guard` and `project` serve /metrics, /healthz and /readyz on (host:port, [v6]:port; "
+     "port 0 picks a free port, printed at start as `http listening on http://HOST:PORT`); empty = no endpoint. "
+     "One port per process: set it per role. `gate` serves them on gate.listen."},
+    {"health.stall.ms", OL_CONF_INT, "30000", 1000, 3600000, NULL,
+     "/healthz of `decide`, `guard` and `project` answers 503 once one of the role's loops has not turned for "
+     "this long (stuck in a call, deadlocked); above the longest call a loop may block in (Kafka transaction "
+     "calls, a PostgreSQL batch)."},
     {"gate.listen", OL_CONF_STR, "127.0.0.1:8080", 0, 0, NULL,
      "Address `gate` listens on for HTTP (host:port, [v6]:port; port 0 picks a free port, printed at start)."},
     {"gate.threads", OL_CONF_INT, "2", 1, 256, NULL,

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/http.h"
 #include "common/log.h"
 #include "common/schema.h"
 
@@ -374,4 +375,56 @@ rd_kafka_headers_t *ol_kafka_dlq_headers(const rd_kafka_message_t *rkm, const ch
     ol_time_format(ol_time_now_ms(), ts, sizeof(ts));
     rd_kafka_header_add(h, "dlq_time", -1, ts, -1);
     return h;
+}
+
+/* ---- observability -------------------------------------------------------- */
+
+bool ol_kafka_check_reachable(rd_kafka_t *rk, json_t *checks, const char *name, int timeout_ms) {
+    char fatal[256];
+    if (rd_kafka_fatal_error(rk, fatal, sizeof(fatal)))
+        return ol_http_check(checks, name, false, "fatal error: %s", fatal);
+    const struct rd_kafka_metadata *md = NULL;
+    int64_t t0 = ol_time_mono_us();
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+    if (err)
+        return ol_http_check(checks, name, false, "cluster not answering: %s", rd_kafka_err2str(err));
+    int brokers = md->broker_cnt;
+    rd_kafka_metadata_destroy(md);
+    return ol_http_check(checks, name, true, "%d broker%s answered in %lld ms", brokers, brokers == 1 ? "" : "s",
+                         (long long)(ol_time_mono_us() - t0) / 1000);
+}
+
+int ol_kafka_assigned_count(rd_kafka_t *rk) {
+    rd_kafka_topic_partition_list_t *l = NULL;
+    if (rd_kafka_assignment(rk, &l))
+        return -1;
+    int n = l->cnt;
+    rd_kafka_topic_partition_list_destroy(l);
+    return n;
+}
+
+void ol_kafka_lag_write(rd_kafka_t *rk, ol_metrics_out_t *out) {
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+    if (rd_kafka_assignment(rk, &assigned))
+        return;
+    rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_copy(assigned);
+    if (rd_kafka_position(rk, pos))
+        goto out;
+    for (int i = 0; i < pos->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &pos->elems[i];
+        int64_t at = tp->offset >= 0 ? tp->offset : assigned->elems[i].offset, lo = -1, hi = -1;
+        if (rd_kafka_get_watermark_offsets(rk, tp->topic, tp->partition, &lo, &hi) || hi < 0)
+            continue;
+        if ((at == RD_KAFKA_OFFSET_BEGINNING || (at < 0 && hi == lo)) && lo >= 0)
+            at = lo; /* nothing consumed yet: from the start, or an empty partition */
+        if (at < 0)
+            continue;
+        char partition[16];
+        snprintf(partition, sizeof(partition), "%d", (int)tp->partition);
+        const char *values[] = {tp->topic, partition};
+        ol_metrics_out(out, values, (double)(hi > at ? hi - at : 0));
+    }
+out:
+    rd_kafka_topic_partition_list_destroy(pos);
+    rd_kafka_topic_partition_list_destroy(assigned);
 }

@@ -1,12 +1,15 @@
 #ifndef OL_KAFKA_H
 #define OL_KAFKA_H
 
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
 #include "common/conf.h"
 #include "common/err.h"
+#include "common/metrics.h"
 
 /* Kafka helpers shared by every role. */
 
@@ -101,6 +104,24 @@ ol_err_t ol_kafka_delete_group(const ol_conf_t *conf, const char *group, char *e
  * dlq_time (new: hand them to producev or destroy them). */
 rd_kafka_headers_t *ol_kafka_dlq_headers(const rd_kafka_message_t *rkm, const char *topic, const char *stage,
                                          const char *reason, const char *group);
+
+/* ---- observability (thread-safe: from /metrics and /readyz) ---------------- */
+
+/* For readiness: whether rk has no fatal error and the cluster answers a
+ * metadata request within timeout_ms; adds the check name to checks. */
+bool ol_kafka_check_reachable(rd_kafka_t *rk, json_t *checks, const char *name, int timeout_ms);
+
+/* The number of partitions assigned to the consumer rk now; -1 when unknown. */
+int ol_kafka_assigned_count(rd_kafka_t *rk);
+
+/* Writes one sample {topic, partition} per partition assigned to the
+ * consumer rk: its high watermark (as of the last fetch) minus its position
+ * (the next offset handed to the application). Until a record was handed
+ * out: the assigned offset, or the low watermark when assigned from the
+ * beginning or when the partition is empty; partitions whose position or
+ * end is still unknown are left out. For a function family with the labels
+ * topic and partition. */
+void ol_kafka_lag_write(rd_kafka_t *rk, ol_metrics_out_t *out);
 
 /* "<topic.prefix><name>" into out. */
 void ol_kafka_topic_name(const ol_conf_t *conf, const char *name, char *out, size_t out_size);

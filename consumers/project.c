@@ -26,6 +26,7 @@
 
 #include "common/cli.h"
 #include "common/codec.h"
+#include "common/http.h"
 #include "common/log.h"
 #include "common/map.h"
 #include "common/pg.h"
@@ -1122,6 +1123,21 @@ const ol_rt_role_t *ol_project_role(void) {
     return &project_role;
 }
 
+/* /healthz and /readyz of project: the runtime's. */
+typedef struct project_obs_s {
+    ol_rt_t *rt;
+    int64_t stall_ms;
+} project_obs_t;
+
+static bool project_live(void *opaque, json_t *checks) {
+    project_obs_t *o = opaque;
+    return ol_rt_check_live(o->rt, checks, o->stall_ms);
+}
+
+static bool project_ready(void *opaque, json_t *checks) {
+    return ol_rt_check_ready(((project_obs_t *)opaque)->rt, checks);
+}
+
 static int project_run(const ol_conf_t *conf, int argc, char **argv) {
     char errstr[1024];
     bool until_end = false;
@@ -1137,12 +1153,26 @@ static int project_run(const ol_conf_t *conf, int argc, char **argv) {
         return OL_EXIT_FAIL;
     }
     ol_rt_handle_signals(rt);
+    project_obs_t obs = {rt, ol_conf_int(conf, "health.stall.ms")};
+    ol_metrics_t *reg = ol_metrics_new();
+    ol_metrics_add_process(reg);
+    ol_rt_observe(rt, reg);
+    ol_http_t *http = NULL;
+    ol_http_conf_t hc = {ol_conf_str(conf, "http.listen"), reg, project_live, project_ready, &obs};
+    if (ol_http_serve(&hc, &http, errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog project: %s\n", errstr);
+        ol_rt_destroy(rt);
+        ol_metrics_destroy(reg);
+        return OL_EXIT_USAGE;
+    }
     int64_t t0 = ol_time_mono_us();
     ol_err_t err = ol_rt_run(rt, until_end, errstr, sizeof(errstr));
     ol_rt_stats_t st;
     ol_rt_stats(rt, &st);
     double secs = (double)(ol_time_mono_us() - t0) / 1e6;
+    ol_http_stop(http);
     ol_rt_destroy(rt);
+    ol_metrics_destroy(reg);
     printf("projected %lld events in %lld batches (%lld to the dlq, %lld retries) in %.2f s, %.0f events/s "
            "(applying %.2f s, folding %.2f s, applier waiting for records %.2f s)\n",
            (long long)st.events, (long long)st.batches, (long long)st.rejected, (long long)st.retries, secs,
@@ -1162,5 +1192,6 @@ const ol_cmd_t ol_cmd_project = {
     "  <topic.prefix>project (orderlog.project; consumer.group.id sets another) and keeps the tables of\n"
     "  projection.schema up to date: orders, order_lines, order_payments, refunds, skus, and the sale's\n"
     "  buy_decisions, holds, inventory, user_sku_totals, policies, checkout_rejections and blacklist.\n"
-    "  Runs until SIGTERM or SIGINT, which finish the batch in flight.\n"
+    "  Runs until SIGTERM or SIGINT, which finish the batch in flight. With http.listen set, serves\n"
+    "  /metrics, /healthz and /readyz there.\n"
     "  --until-end   stop once every assigned partition is consumed to its end\n"};

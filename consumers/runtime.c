@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/codec.h"
+#include "common/http.h"
 #include "common/kafka.h"
 #include "common/log.h"
 #include "common/pg.h"
@@ -127,7 +128,16 @@ struct ol_rt_s {
     void *on_batch_opaque;
     int64_t backlog; /* at the last assignment */
     bool dlq_disabled;
+    /* observability (ol_rt_observe; the families are NULL until then) */
+    ol_metric_t *m_txns, *m_dlq, *m_batch_seconds;
+    atomic_llong beat_us;       /* a loop turned: the poll loop, an apply attempt, a backoff */
+    atomic_llong pg_failing_us; /* since when apply attempts fail; 0 when the last one succeeded */
+    pthread_mutex_t obs_lock;   /* pg_error */
+    char pg_error[256];
 };
+
+static void observe_attempt(ol_rt_t *rt, const applier_t *ap);
+static void observe_dlq(ol_rt_t *rt, const char *stage);
 
 void ol_rt_set_dlq(ol_rt_t *rt, bool enabled) {
     rt->dlq_disabled = !enabled;
@@ -334,6 +344,7 @@ static void backoff(ol_rt_t *rt, int attempt) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
     nanosleep(&ts, NULL);
     atomic_fetch_add(&rt->retries, 1);
+    atomic_store(&rt->beat_us, ol_time_mono_us());
 }
 
 /* The stored next offsets of the given partitions (-1 where none); runs in
@@ -572,6 +583,7 @@ static void applier_run(ol_rt_t *rt, applier_t *ap) {
     int64_t shutdown_deadline = 0;
     for (int attempt = 0;; attempt++) {
         ap->err = apply_once(rt, ap, ap->errstr, sizeof(ap->errstr));
+        observe_attempt(rt, ap);
         if (!ap->err && ap->stale) /* the poll thread seeks (batch_settle) */
             return;
         if (!ap->err || !ol_err_is_retriable(ap->err))
@@ -643,6 +655,8 @@ static ol_err_t apply_batch(ol_rt_t *rt, batch_t *b, char *errstr, size_t errstr
         rd_kafka_commit(rt->rk, offsets, 1);
     rd_kafka_topic_partition_list_destroy(offsets);
     atomic_fetch_add(&rt->apply_us, ol_time_mono_us() - t0);
+    if (rt->m_batch_seconds)
+        ol_metric_observe(rt->m_batch_seconds, 0, (double)(ol_time_mono_us() - t0) / 1e6);
     if (err)
         return err;
     size_t poison = 0, applied = 0;
@@ -654,6 +668,7 @@ static ol_err_t apply_batch(ol_rt_t *rt, batch_t *b, char *errstr, size_t errstr
         applied++;
         if (r->reason) {
             poison++;
+            observe_dlq(rt, r->stage);
             rt->consecutive_poison++;
             ol_log_warn("record %s[%d]@%lld %s (%s): %s", rt->topics[r->topic], (int)r->rkm->partition,
                         (long long)r->rkm->offset, rt->dlq_disabled ? "skipped" : "sent to the dlq", r->stage,
@@ -871,6 +886,7 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
     pthread_cond_init(&rt->work, NULL);
     pthread_cond_init(&rt->done, NULL);
     pthread_mutex_init(&rt->reject_lock, NULL);
+    pthread_mutex_init(&rt->obs_lock, NULL);
 
     rt->nworkers = (int)ol_conf_int(conf, "consumer.workers");
     /* several appliers, one per worker, each with its own connection, when
@@ -1025,6 +1041,7 @@ void ol_rt_destroy(ol_rt_t *rt) {
     pthread_cond_destroy(&rt->done);
     pthread_mutex_destroy(&rt->lock);
     pthread_mutex_destroy(&rt->reject_lock);
+    pthread_mutex_destroy(&rt->obs_lock);
     if (signal_rt == rt)
         signal_rt = NULL;
     free(rt);
@@ -1058,6 +1075,7 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
     ol_err_t err = OL_ERR_OK;
     while (!rt->stop) {
         int64_t deadline = ol_time_mono_us() + max_us;
+        atomic_store_explicit(&rt->beat_us, deadline - max_us, memory_order_relaxed);
         while (!rt->stop && rt->cur->nrecs < max_events && rt->cur->bytes < max_bytes) {
             int64_t left = (deadline - ol_time_mono_us()) / 1000;
             if (left <= 0)
@@ -1114,4 +1132,159 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
         err = ol_errf(errstr, errstr_size, err2, "%s", errstr2);
     batch_clear(rt->cur);
     return err;
+}
+
+/* ---- observability -------------------------------------------------------- */
+
+static const char *const txn_outcomes[] = {"committed", "rolled_back", NULL};
+static const char *const dlq_stages[] = {"decode", "placement", "fold", "apply", NULL};
+static const char *const phases[] = {"apply", "fold", "wait", NULL};
+
+/* After each apply attempt (applier threads). */
+static void observe_attempt(ol_rt_t *rt, const applier_t *ap) {
+    atomic_store(&rt->beat_us, ol_time_mono_us());
+    if (rt->m_txns && (ap->err || !ap->stale))
+        ol_metric_inc(rt->m_txns, ap->err ? 1 : 0);
+    if (!ap->err) {
+        atomic_store(&rt->pg_failing_us, 0);
+        return;
+    }
+    pthread_mutex_lock(&rt->obs_lock);
+    snprintf(rt->pg_error, sizeof(rt->pg_error), "%.255s", ap->errstr);
+    pthread_mutex_unlock(&rt->obs_lock);
+    long long expected = 0;
+    atomic_compare_exchange_strong(&rt->pg_failing_us, &expected, ol_time_mono_us());
+}
+
+static void observe_dlq(ol_rt_t *rt, const char *stage) {
+    if (!rt->m_dlq)
+        return;
+    size_t i = 0;
+    while (dlq_stages[i + 1] && strcmp(dlq_stages[i], stage ? stage : ""))
+        i++;
+    ol_metric_inc(rt->m_dlq, i);
+}
+
+static void events_fn(void *opaque, ol_metrics_out_t *out) {
+    ol_metrics_out(out, NULL, (double)atomic_load(&((ol_rt_t *)opaque)->events));
+}
+
+static void batches_fn(void *opaque, ol_metrics_out_t *out) {
+    ol_metrics_out(out, NULL, (double)atomic_load(&((ol_rt_t *)opaque)->batches));
+}
+
+static void retries_fn(void *opaque, ol_metrics_out_t *out) {
+    ol_metrics_out(out, NULL, (double)atomic_load(&((ol_rt_t *)opaque)->retries));
+}
+
+static void phases_fn(void *opaque, ol_metrics_out_t *out) {
+    ol_rt_t *rt = opaque;
+    long long us[] = {atomic_load(&rt->apply_us), atomic_load(&rt->fold_us), atomic_load(&rt->idle_us)};
+    for (int i = 0; phases[i]; i++)
+        ol_metrics_out(out, &phases[i], (double)us[i] / 1e6);
+}
+
+static void lag_fn(void *opaque, ol_metrics_out_t *out) {
+    ol_kafka_lag_write(((ol_rt_t *)opaque)->rk, out);
+}
+
+static void assigned_fn(void *opaque, ol_metrics_out_t *out) {
+    int n = ol_kafka_assigned_count(((ol_rt_t *)opaque)->rk);
+    if (n >= 0)
+        ol_metrics_out(out, NULL, n);
+}
+
+void ol_rt_observe(ol_rt_t *rt, ol_metrics_t *reg) {
+    char name[128], help[256];
+    const char *role = rt->role->name;
+#define OL_RT_NAME(suffix) (snprintf(name, sizeof(name), "orderlog_%s_%s", role, suffix), name)
+    ol_metrics_func(reg,
+                    &(ol_metric_def_t){.name = OL_RT_NAME("events_total"),
+                                       .help = "Records consumed and applied (or dead-lettered) in committed batches.",
+                                       .type = OL_METRIC_COUNTER},
+                    events_fn, rt);
+    ol_metrics_func(reg,
+                    &(ol_metric_def_t){.name = OL_RT_NAME("batches_total"),
+                                       .help = "Batches applied, each in PostgreSQL transactions with its offsets.",
+                                       .type = OL_METRIC_COUNTER},
+                    batches_fn, rt);
+    rt->m_txns = ol_metrics_add(reg, &(ol_metric_def_t){
+                                         .name = OL_RT_NAME("transactions_total"),
+                                         .help = "PostgreSQL transactions of batch parts, by outcome (rolled_back: a "
+                                                 "failed attempt, retried unless it cannot succeed).",
+                                         .type = OL_METRIC_COUNTER,
+                                         .labels = {{"outcome", txn_outcomes}},
+                                     });
+    ol_metrics_func(reg,
+                    &(ol_metric_def_t){.name = OL_RT_NAME("retries_total"),
+                                       .help = "Backoffs before a retry: a batch or the stored offsets after a "
+                                               "transient failure (PostgreSQL away, serialization failure).",
+                                       .type = OL_METRIC_COUNTER},
+                    retries_fn, rt);
+    snprintf(help, sizeof(help), "Records sent to the dlq topic, by the stage that refused them%s.",
+             rt->dlq_disabled ? " (counted, not sent: a replay)" : "");
+    rt->m_dlq = ol_metrics_add(reg, &(ol_metric_def_t){
+                                        .name = OL_RT_NAME("dlq_records_total"),
+                                        .help = help,
+                                        .type = OL_METRIC_COUNTER,
+                                        .labels = {{"stage", dlq_stages}},
+                                    });
+    rt->m_batch_seconds = ol_metrics_add(reg, &(ol_metric_def_t){
+                                                  .name = OL_RT_NAME("batch_duration_seconds"),
+                                                  .help = "Time to apply a batch: PostgreSQL transactions, retries "
+                                                          "and the dlq included.",
+                                                  .type = OL_METRIC_HISTOGRAM,
+                                                  .buckets = ol_metrics_seconds_buckets,
+                                                  .nbuckets = ol_metrics_seconds_nbuckets,
+                                              });
+    ol_metrics_func(reg,
+                    &(ol_metric_def_t){.name = OL_RT_NAME("phase_seconds_total"),
+                                       .help = "Time spent applying batches, folding them, and (pipelined) the "
+                                               "applier waiting for the next one.",
+                                       .type = OL_METRIC_COUNTER,
+                                       .labels = {{"phase", NULL}}},
+                    phases_fn, rt);
+    ol_metrics_func(reg,
+                    &(ol_metric_def_t){.name = OL_RT_NAME("consumer_lag_records"),
+                                       .help = "Records between the consumer's position and the end of each "
+                                               "assigned partition.",
+                                       .type = OL_METRIC_GAUGE,
+                                       .labels = {{"topic", NULL}, {"partition", NULL}}},
+                    lag_fn, rt);
+    ol_metrics_func(reg,
+                    &(ol_metric_def_t){.name = OL_RT_NAME("assigned_partitions"),
+                                       .help = "Partitions assigned to this member of the group.",
+                                       .type = OL_METRIC_GAUGE},
+                    assigned_fn, rt);
+#undef OL_RT_NAME
+}
+
+bool ol_rt_check_live(ol_rt_t *rt, json_t *checks, int64_t stall_ms) {
+    char fatal[256];
+    bool ok = ol_http_check_beat(checks, "loop", atomic_load(&rt->beat_us), stall_ms);
+    if (rd_kafka_fatal_error(rt->rk, fatal, sizeof(fatal)))
+        ok = ol_http_check(checks, "consumer", false, "fatal error: %s", fatal);
+    return ok;
+}
+
+bool ol_rt_check_ready(ol_rt_t *rt, json_t *checks) {
+    bool ok = ol_kafka_check_reachable(rt->rk, checks, "kafka", 1000);
+    int assigned = ol_kafka_assigned_count(rt->rk);
+    ok &= ol_http_check(checks, "partitions", assigned > 0, "%d assigned in group %s", assigned, rt->kafka_group);
+    int64_t failing = atomic_load(&rt->pg_failing_us);
+    if (failing) {
+        char error[sizeof(rt->pg_error)];
+        pthread_mutex_lock(&rt->obs_lock);
+        snprintf(error, sizeof(error), "%s", rt->pg_error);
+        pthread_mutex_unlock(&rt->obs_lock);
+        ok = ol_http_check(checks, "postgresql", false, "batches failing for %lld ms: %.255s",
+                           (long long)(ol_time_mono_us() - failing) / 1000, error);
+    } else {
+        PGPing ping = PQping(ol_conf_str(rt->conf, "pg.conninfo"));
+        ok &= ol_http_check(checks, "postgresql", ping == PQPING_OK, "%s",
+                            ping == PQPING_OK       ? "accepting connections"
+                            : ping == PQPING_REJECT ? "rejecting connections (starting up or shutting down)"
+                                                    : "not answering");
+    }
+    return ok;
 }

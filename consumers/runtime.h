@@ -2,6 +2,7 @@
 #define OL_RUNTIME_H
 
 #include <avro.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 #include <stdbool.h>
@@ -11,6 +12,7 @@
 #include "common/conf.h"
 #include "common/err.h"
 #include "common/event.h"
+#include "common/metrics.h"
 
 /* The consumer runtime every PostgreSQL-writing role runs on (see
  * consumers/README.md for the offset protocol).
@@ -119,5 +121,14 @@ typedef struct ol_rt_stats_s {
     int64_t apply_us, fold_us, idle_us;
 } ol_rt_stats_t;
 void ol_rt_stats(const ol_rt_t *rt, ol_rt_stats_t *out);
+
+/* Registers the runtime's metrics, named orderlog_<role>_..., on reg
+ * (borrowed: it must outlive rt); before ol_rt_run. */
+void ol_rt_observe(ol_rt_t *rt, ol_metrics_t *reg);
+/* The runtime's parts of /healthz (its loops turned within stall_ms, no
+ * fatal consumer error) and /readyz (Kafka answers, partitions assigned,
+ * PostgreSQL takes the batches or answers a ping). Thread-safe. */
+bool ol_rt_check_live(ol_rt_t *rt, json_t *checks, int64_t stall_ms);
+bool ol_rt_check_ready(ol_rt_t *rt, json_t *checks);
 
 #endif

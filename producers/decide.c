@@ -25,6 +25,7 @@
  * judging only once it was read to its end. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -44,6 +45,7 @@
 #include "common/cli.h"
 #include "common/codec.h"
 #include "common/event.h"
+#include "common/http.h"
 #include "common/json.h"
 #include "common/kafka.h"
 #include "common/log.h"
@@ -93,6 +95,10 @@ typedef struct worker_s {
     atomic_llong decisions, facts, poison, txns, aborts;
     atomic_llong commit_us;               /* time spent committing (send offsets + commit) */
     atomic_llong state_bytes, open_holds; /* of the owned partitions, after the last batch */
+    /* observability (read by /metrics, /healthz, /readyz) */
+    atomic_llong beat_us, skus, skus_at_us; /* the loop turned; SKUs of the owned partitions (at most 1/s) */
+    atomic_int restoring;                   /* partitions being restored now */
+    atomic_bool down;                       /* failed: errstr is set */
 } worker_t;
 
 struct decide_s {
@@ -114,7 +120,18 @@ struct decide_s {
     bool bl_ready;
     bool bl_failed;
     char bl_errstr[512];
+    /* observability */
+    ol_metrics_t *reg;
+    ol_http_t *http;
+    ol_metric_t *m_dlq, *m_retries, *m_txn_seconds, *m_commit_seconds, *m_restore_seconds, *m_restored;
+    atomic_llong restore_facts, bl_beat_us;
+    atomic_bool running; /* the workers are initialized (their handles may be read) */
 };
+
+static void observe_dlq(decide_t *d, const char *stage);
+static void observe_retry(worker_t *w, rd_kafka_error_t *e, const char *call);
+static void observe_txn(worker_t *w, int64_t txn_t0_us, int64_t commit_t0_us);
+static void observe_state(worker_t *w);
 
 static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) {
@@ -342,6 +359,7 @@ static ol_err_t settle(worker_t *w, int32_t p, const ol_fact_t *f, char *errstr,
 static ol_err_t to_dlq(worker_t *w, const rd_kafka_message_t *rkm, const char *stage, const char *reason) {
     rd_kafka_headers_t *h = ol_kafka_dlq_headers(rkm, rd_kafka_topic_name(rkm->rkt), stage, reason, w->d->group);
     atomic_fetch_add(&w->poison, 1);
+    observe_dlq(w->d, stage);
     ol_log_warn("decide: %s [%" PRId32 "] offset %" PRId64 " sent to the dlq (%s): %s", rd_kafka_topic_name(rkm->rkt),
                 rkm->partition, rkm->offset, stage, reason);
     char errstr[256];
@@ -531,6 +549,7 @@ static void part_drop(part_t *pt) {
 static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, size_t errstr_size) {
     decide_t *d = w->d;
     int64_t t0 = ol_time_mono_us();
+    atomic_fetch_add(&w->restoring, n);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
     for (int i = 0; i < n; i++) {
         part_drop(&w->parts[ps[i]]);
@@ -540,9 +559,11 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     }
     rd_kafka_resp_err_t kerr = rd_kafka_assign(w->restorer, l);
     rd_kafka_topic_partition_list_destroy(l);
-    if (kerr)
+    if (kerr) {
+        atomic_fetch_sub(&w->restoring, n);
         return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read %s: %s", d->topic_sale,
                        rd_kafka_err2str(kerr));
+    }
     bool *done = ol_xcalloc((size_t)d->npartitions, sizeof(*done));
     int eof = 0;
     long long facts = 0, refused = 0;
@@ -554,6 +575,7 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
             break;
         }
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->restorer, 200);
+        atomic_store_explicit(&w->beat_us, ol_time_mono_us(), memory_order_relaxed);
         if (!rkm)
             continue;
         int32_t p = rkm->partition;
@@ -576,6 +598,7 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
                               d->topic_sale, p, rkm->offset, why);
             } else if (fact_from_event(w, p, env.type, ol_codec_to_dom(env.type, value, w->arena), &f)) {
                 facts++;
+                atomic_fetch_add_explicit(&d->restore_facts, 1, memory_order_relaxed);
                 if (ol_sale_apply(w->parts[p].sale, &f, why, sizeof(why))) {
                     refused++;
                     ol_log_warn("decide: %s [%" PRId32 "] offset %" PRId64 " contradicts the state, ignored: %s",
@@ -587,8 +610,12 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     }
     free(done);
     rd_kafka_assign(w->restorer, NULL);
+    atomic_fetch_sub(&w->restoring, n);
     if (err)
         return err;
+    ol_metric_add(d->m_restored, 0, (uint64_t)n);
+    ol_metric_observe(d->m_restore_seconds, 0, (double)(ol_time_mono_us() - t0) / 1e6);
+    atomic_store(&w->skus_at_us, 0); /* counted again after the next batch */
     size_t holds = 0;
     for (int i = 0; i < n; i++)
         holds += ol_sale_open_holds(w->parts[ps[i]].sale);
@@ -607,6 +634,7 @@ static ol_err_t take(worker_t *w, rd_kafka_topic_partition_list_t *parts, char *
         if (!kerr || stop_requested || attempt >= 10)
             break;
         ol_log_warn("decide: fetching committed offsets: %s (retrying)", rd_kafka_err2str(kerr));
+        observe_retry(w, NULL, "committed_offsets");
     }
     if (kerr)
         return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not fetch the committed offsets: %s",
@@ -696,6 +724,7 @@ static void fail(worker_t *w, const char *errstr) {
     if (!w->failed)
         snprintf(w->errstr, sizeof(w->errstr), "%s", errstr);
     w->failed = true;
+    atomic_store(&w->down, true);
     stop_requested = 1;
 }
 
@@ -768,6 +797,7 @@ static void collect(worker_t *w) {
             timeout = due < 0 ? 0 : due < 100 ? (int)due : 100;
         }
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->consumer, timeout);
+        atomic_store_explicit(&w->beat_us, ol_time_mono_us(), memory_order_relaxed);
         if (w->rebalanced) { /* collected records may belong to another member now */
             batch_clear(w);
             w->rebalanced = false;
@@ -842,7 +872,7 @@ static txn_result_t txn_error(worker_t *w, rd_kafka_error_t *e, const char *what
 
 static txn_result_t run_batch(worker_t *w) {
     char errstr[512];
-    int64_t now = ol_time_now_ms();
+    int64_t now = ol_time_now_ms(), txn_t0 = ol_time_mono_us();
     rd_kafka_error_t *e = rd_kafka_begin_transaction(w->producer);
     if (e)
         return txn_error(w, e, "begin transaction");
@@ -873,7 +903,7 @@ static txn_result_t run_batch(worker_t *w) {
         rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(w->consumer);
         while ((e = rd_kafka_send_offsets_to_transaction(w->producer, offs, cgmd, TXN_CALL_MS)) &&
                rd_kafka_error_is_retriable(e) && !stop_requested)
-            rd_kafka_error_destroy(e);
+            observe_retry(w, e, "send_offsets");
         rd_kafka_consumer_group_metadata_destroy(cgmd);
         rd_kafka_topic_partition_list_destroy(offs);
         if (e)
@@ -884,7 +914,7 @@ static txn_result_t run_batch(worker_t *w) {
      * or at once by the next start with the same decide.instance) */
     while ((e = rd_kafka_commit_transaction(w->producer, TXN_CALL_MS)) && rd_kafka_error_is_retriable(e) &&
            !stop_requested)
-        rd_kafka_error_destroy(e);
+        observe_retry(w, e, "commit");
     if (e)
         return txn_error(w, e, "commit transaction");
     atomic_fetch_add(&w->txns, 1);
@@ -897,6 +927,8 @@ static txn_result_t run_batch(worker_t *w) {
         }
     atomic_store(&w->state_bytes, bytes);
     atomic_store(&w->open_holds, holds);
+    observe_txn(w, txn_t0, commit_t0);
+    observe_state(w);
     resume_caught_up(w);
     return TXN_OK;
 }
@@ -1055,6 +1087,7 @@ static void *bl_main(void *arg) {
     long long entries = 0;
     while (!stop_requested) {
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(d->bl_consumer, 200);
+        atomic_store_explicit(&d->bl_beat_us, ol_time_mono_us(), memory_order_relaxed);
         if (!rkm)
             continue;
         if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
@@ -1096,6 +1129,272 @@ out:
     if (!d->bl_ready)
         bl_signal(d, false, NULL);
     return NULL;
+}
+
+/* ---- observability -------------------------------------------------------- */
+
+static const char *const dlq_stages[] = {"decode", "placement", "decide", NULL};
+static const char *const retry_calls[] = {"committed_offsets", "send_offsets", "commit", NULL};
+
+static void observe_dlq(decide_t *d, const char *stage) {
+    size_t i = 0;
+    while (dlq_stages[i + 1] && strcmp(dlq_stages[i], stage))
+        i++;
+    ol_metric_inc(d->m_dlq, i);
+}
+
+/* A retriable error of a Kafka call (e taken; NULL when there is none). */
+static void observe_retry(worker_t *w, rd_kafka_error_t *e, const char *call) {
+    if (e)
+        rd_kafka_error_destroy(e);
+    ol_metric_inc(w->d->m_retries, ol_metric_cell(w->d->m_retries, call, NULL));
+}
+
+static void observe_txn(worker_t *w, int64_t txn_t0_us, int64_t commit_t0_us) {
+    int64_t now = ol_time_mono_us();
+    ol_metric_observe(w->d->m_txn_seconds, 0, (double)(now - txn_t0_us) / 1e6);
+    ol_metric_observe(w->d->m_commit_seconds, 0, (double)(now - commit_t0_us) / 1e6);
+}
+
+static void count_sku(void *opaque, const char *sku, const ol_stock_t *stock) {
+    (void)sku;
+    (void)stock;
+    (*(long long *)opaque)++;
+}
+
+/* The SKUs of the owned partitions, counted at most once a second. */
+static void observe_state(worker_t *w) {
+    int64_t now = ol_time_mono_us();
+    if (now - atomic_load(&w->skus_at_us) < 1000 * 1000)
+        return;
+    long long skus = 0;
+    for (int p = 0; p < w->d->npartitions; p++)
+        if (w->parts[p].sale)
+            ol_sale_foreach_stock(w->parts[p].sale, count_sku, &skus);
+    atomic_store(&w->skus, skus);
+    atomic_store(&w->skus_at_us, now);
+}
+
+/* A sum over the workers of one of their atomic counters. */
+typedef struct sum_s {
+    decide_t *d;
+    size_t offset; /* of an atomic_llong in worker_t */
+} sum_t;
+
+static void sum_fn(void *opaque, ol_metrics_out_t *out) {
+    const sum_t *s = opaque;
+    long long total = 0;
+    for (int i = 0; i < s->d->nworkers; i++)
+        total += atomic_load((atomic_llong *)((char *)&s->d->workers[i] + s->offset));
+    ol_metrics_out(out, NULL, (double)total);
+}
+
+static void txns_fn(void *opaque, ol_metrics_out_t *out) {
+    decide_t *d = opaque;
+    long long txns = 0, aborts = 0;
+    for (int i = 0; i < d->nworkers; i++) {
+        txns += atomic_load(&d->workers[i].txns);
+        aborts += atomic_load(&d->workers[i].aborts);
+    }
+    const char *committed[] = {"committed"}, *aborted[] = {"aborted"};
+    ol_metrics_out(out, committed, (double)txns);
+    ol_metrics_out(out, aborted, (double)aborts);
+}
+
+static void restoring_fn(void *opaque, ol_metrics_out_t *out) {
+    decide_t *d = opaque;
+    long long n = 0;
+    for (int i = 0; i < d->nworkers; i++)
+        n += atomic_load(&d->workers[i].restoring);
+    ol_metrics_out(out, NULL, (double)n);
+}
+
+static void restore_facts_fn(void *opaque, ol_metrics_out_t *out) {
+    ol_metrics_out(out, NULL, (double)atomic_load(&((decide_t *)opaque)->restore_facts));
+}
+
+static void blacklist_fn(void *opaque, ol_metrics_out_t *out) {
+    decide_t *d = opaque;
+    pthread_rwlock_rdlock(&d->bl_lock);
+    size_t n = ol_blacklist_count(d->bl);
+    pthread_rwlock_unlock(&d->bl_lock);
+    ol_metrics_out(out, NULL, (double)n);
+}
+
+static void lag_fn(void *opaque, ol_metrics_out_t *out) {
+    decide_t *d = opaque;
+    if (!atomic_load(&d->running))
+        return;
+    for (int i = 0; i < d->nworkers; i++)
+        ol_kafka_lag_write(d->workers[i].consumer, out);
+}
+
+static void assigned_fn(void *opaque, ol_metrics_out_t *out) {
+    decide_t *d = opaque;
+    if (!atomic_load(&d->running))
+        return;
+    int n = 0;
+    for (int i = 0; i < d->nworkers; i++) {
+        rd_kafka_topic_partition_list_t *l = NULL;
+        if (rd_kafka_assignment(d->workers[i].consumer, &l))
+            return;
+        for (int k = 0; k < l->cnt; k++)
+            n += !strcmp(l->elems[k].topic, d->topic_buy);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    ol_metrics_out(out, NULL, n);
+}
+
+static bool decide_live(void *opaque, json_t *checks) {
+    decide_t *d = opaque;
+    int64_t stall_ms = ol_conf_int(d->conf, "health.stall.ms");
+    bool ok = true;
+    if (!atomic_load(&d->running)) /* reading the blacklist */
+        ok &= ol_http_check_beat(checks, "blacklist", atomic_load(&d->bl_beat_us), stall_ms);
+    for (int i = 0; atomic_load(&d->running) && i < d->nworkers; i++) {
+        worker_t *w = &d->workers[i];
+        char name[32], fatal[256];
+        snprintf(name, sizeof(name), "worker-%d", i);
+        if (atomic_load(&w->down))
+            ok = ol_http_check(checks, name, false, "failed: %s", w->errstr);
+        else if (rd_kafka_fatal_error(w->consumer, fatal, sizeof(fatal)) ||
+                 rd_kafka_fatal_error(w->producer, fatal, sizeof(fatal)))
+            ok = ol_http_check(checks, name, false, "fatal Kafka error: %s", fatal);
+        else
+            ok &= ol_http_check_beat(checks, name, atomic_load(&w->beat_us), stall_ms);
+    }
+    return ok;
+}
+
+static bool decide_ready(void *opaque, json_t *checks) {
+    decide_t *d = opaque;
+    bool ok = ol_kafka_check_reachable(d->bl_consumer, checks, "kafka", 1000);
+    if (stop_requested)
+        ok = ol_http_check(checks, "stopping", false, "shutting down");
+    if (!atomic_load(&d->running))
+        return ol_http_check(checks, "workers", false, "starting (reading the blacklist, joining the group)");
+    int assigned = 0;
+    for (int i = 0; i < d->nworkers; i++) {
+        worker_t *w = &d->workers[i];
+        char name[32];
+        snprintf(name, sizeof(name), "worker-%d", i);
+        int restoring = atomic_load(&w->restoring), n = ol_kafka_assigned_count(w->consumer);
+        assigned += n > 0 ? n : 0;
+        if (atomic_load(&w->down))
+            ok = ol_http_check(checks, name, false, "failed: %s", w->errstr);
+        else
+            ok &=
+                ol_http_check(checks, name, restoring == 0, "%d partitions assigned, %d being restored", n, restoring);
+    }
+    ok &= ol_http_check(checks, "partitions", assigned > 0, "%d assigned in group %s", assigned, d->group);
+    return ok;
+}
+
+static sum_t decide_sums[5];
+
+/* The registry and, with http.listen set, the endpoint. */
+static ol_err_t observe_start(decide_t *d, char *errstr, size_t errstr_size) {
+    ol_metrics_t *reg = d->reg = ol_metrics_new();
+    ol_metrics_add_process(reg);
+    static const struct {
+        const char *name, *help;
+        size_t offset;
+        ol_metric_type_t type;
+    } sums[] = {
+        {"orderlog_decide_decisions_total", "Buy requests decided (accepted or rejected).",
+         offsetof(worker_t, decisions), OL_METRIC_COUNTER},
+        {"orderlog_decide_facts_total", "Facts written to sale-events (in committed or aborted transactions).",
+         offsetof(worker_t, facts), OL_METRIC_COUNTER},
+        {"orderlog_decide_open_holds", "Holds placed and not yet converted or released, in the owned partitions.",
+         offsetof(worker_t, open_holds), OL_METRIC_GAUGE},
+        {"orderlog_decide_state_bytes", "Memory of the sale state of the owned partitions, estimated.",
+         offsetof(worker_t, state_bytes), OL_METRIC_GAUGE},
+        {"orderlog_decide_skus", "SKUs known in the owned partitions (counted at most once a second).",
+         offsetof(worker_t, skus), OL_METRIC_GAUGE},
+    };
+    for (size_t i = 0; i < sizeof(sums) / sizeof(sums[0]); i++) {
+        decide_sums[i] = (sum_t){d, sums[i].offset};
+        ol_metrics_func(reg, &(ol_metric_def_t){.name = sums[i].name, .help = sums[i].help, .type = sums[i].type},
+                        sum_fn, &decide_sums[i]);
+    }
+    ol_metrics_func(reg,
+                    &(ol_metric_def_t){.name = "orderlog_decide_transactions_total",
+                                       .help = "Kafka transactions, by outcome (aborted: taken up again from the log).",
+                                       .type = OL_METRIC_COUNTER,
+                                       .labels = {{"outcome", NULL}}},
+                    txns_fn, d);
+    d->m_txn_seconds = ol_metrics_add(reg, &(ol_metric_def_t){
+                                               .name = "orderlog_decide_transaction_duration_seconds",
+                                               .help = "Time of a committed transaction (one batch), begin to commit.",
+                                               .type = OL_METRIC_HISTOGRAM,
+                                               .buckets = ol_metrics_seconds_buckets,
+                                               .nbuckets = ol_metrics_seconds_nbuckets,
+                                           });
+    d->m_commit_seconds = ol_metrics_add(reg, &(ol_metric_def_t){
+                                                  .name = "orderlog_decide_commit_duration_seconds",
+                                                  .help = "Time to send the offsets and commit a transaction.",
+                                                  .type = OL_METRIC_HISTOGRAM,
+                                                  .buckets = ol_metrics_seconds_buckets,
+                                                  .nbuckets = ol_metrics_seconds_nbuckets,
+                                              });
+    d->m_dlq = ol_metrics_add(reg, &(ol_metric_def_t){
+                                       .name = "orderlog_decide_dlq_records_total",
+                                       .help = "Records sent to the dlq topic, by the stage that refused them (in a "
+                                               "transaction: an aborted one sends them again).",
+                                       .type = OL_METRIC_COUNTER,
+                                       .labels = {{"stage", dlq_stages}},
+                                   });
+    d->m_retries = ol_metrics_add(reg, &(ol_metric_def_t){
+                                           .name = "orderlog_decide_retries_total",
+                                           .help = "Kafka calls retried after a retriable error, by call.",
+                                           .type = OL_METRIC_COUNTER,
+                                           .labels = {{"call", retry_calls}},
+                                       });
+    d->m_restored = ol_metrics_counter(reg, "orderlog_decide_restored_partitions_total",
+                                       "Partitions whose state was rebuilt from sale-events (at assignment, after "
+                                       "an abort).");
+    ol_metrics_func(reg,
+                    &(ol_metric_def_t){.name = "orderlog_decide_restoring_partitions",
+                                       .help = "Partitions being restored from sale-events now (buys wait for them).",
+                                       .type = OL_METRIC_GAUGE},
+                    restoring_fn, d);
+    ol_metrics_func(reg,
+                    &(ol_metric_def_t){.name = "orderlog_decide_restore_facts_total",
+                                       .help = "Facts read back from sale-events while restoring.",
+                                       .type = OL_METRIC_COUNTER},
+                    restore_facts_fn, d);
+    d->m_restore_seconds = ol_metrics_add(reg, &(ol_metric_def_t){
+                                                   .name = "orderlog_decide_restore_duration_seconds",
+                                                   .help = "Time to restore the partitions of one assignment.",
+                                                   .type = OL_METRIC_HISTOGRAM,
+                                                   .buckets = ol_metrics_seconds_buckets,
+                                                   .nbuckets = ol_metrics_seconds_nbuckets,
+                                               });
+    ol_metrics_func(reg,
+                    &(ol_metric_def_t){.name = "orderlog_decide_blacklist_entries",
+                                       .help = "Subjects on the blacklist as decide knows it.",
+                                       .type = OL_METRIC_GAUGE},
+                    blacklist_fn, d);
+    ol_metrics_func(reg,
+                    &(ol_metric_def_t){.name = "orderlog_decide_consumer_lag_records",
+                                       .help = "Records between a worker's position and the end of each assigned "
+                                               "partition of buy-requests and skus.",
+                                       .type = OL_METRIC_GAUGE,
+                                       .labels = {{"topic", NULL}, {"partition", NULL}}},
+                    lag_fn, d);
+    ol_metrics_func(reg,
+                    &(ol_metric_def_t){.name = "orderlog_decide_assigned_partitions",
+                                       .help = "Partitions of buy-requests assigned to the workers.",
+                                       .type = OL_METRIC_GAUGE},
+                    assigned_fn, d);
+    ol_http_conf_t hc = {ol_conf_str(d->conf, "http.listen"), reg, decide_live, decide_ready, d};
+    return ol_http_serve(&hc, &d->http, errstr, errstr_size);
+}
+
+/* Before the workers' handles go. */
+static void observe_stop(decide_t *d) {
+    ol_http_stop(d->http);
+    d->http = NULL;
 }
 
 /* ---- the command ---------------------------------------------------------- */
@@ -1215,6 +1514,11 @@ static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
         fprintf(stderr, "orderlog decide: %s\n", errstr);
         goto out;
     }
+    if (observe_start(&d, errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog decide: %s\n", errstr);
+        rc = OL_EXIT_USAGE;
+        goto out;
+    }
     pthread_create(&d.bl_thread, NULL, bl_main, &d);
     bl_started = true;
     pthread_mutex_lock(&d.mu);
@@ -1245,6 +1549,7 @@ static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
     }
     ol_log_info("decide: %d worker(s) in group %s over %s and %s (%d partitions), hold.ttl.ms=%lld", d.nworkers,
                 d.group, d.topic_buy, d.topic_skus, d.npartitions, (long long)d.hold_ttl_ms);
+    atomic_store(&d.running, true);
     for (; started < d.nworkers; started++)
         pthread_create(&d.workers[started].thread, NULL, worker_main, &d.workers[started]);
     int64_t t0 = ol_time_mono_us(), last_us = t0;
@@ -1306,6 +1611,7 @@ out:
         pthread_detach(watchdog);
     for (int i = 0; i < started; i++)
         pthread_join(d.workers[i].thread, NULL);
+    observe_stop(&d);
     for (int i = 0; i < d.nworkers; i++)
         if (d.workers[i].failed) {
             fprintf(stderr, "orderlog decide: worker %d: %s\n", i, d.workers[i].errstr);
@@ -1331,6 +1637,8 @@ out:
     pthread_rwlock_destroy(&d.bl_lock);
     pthread_mutex_destroy(&d.mu);
     pthread_cond_destroy(&d.cond);
+    observe_stop(&d);
+    ol_metrics_destroy(d.reg);
     atomic_store(&shutdown_done, true);
     return rc;
 }
@@ -1345,4 +1653,5 @@ const ol_cmd_t ol_cmd_decide = {
     "  transactions that also commit the consumed offsets. On assignment each partition's state is\n"
     "  rebuilt from sale-events first. Keep decide.instance stable across restarts of one process: its\n"
     "  transactional ids derive from it, so a restart aborts what a killed run left open at once.\n"
+    "  With http.listen set, serves /metrics, /healthz and /readyz there.\n"
     "  Runs until SIGTERM or SIGINT, which finish the transaction in flight.\n"};

@@ -25,17 +25,21 @@
 
 #include "common/cli.h"
 #include "common/event.h"
+#include "common/http.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/time.h"
 #include "common/util.h"
 
-static const char *const endpoint_names[] = {ENDPOINTS(NAME_STR)};
-static const char *const outcome_names[] = {OUTCOMES(NAME_STR)};
+static const char *const endpoint_names[] = {ENDPOINTS(NAME_STR) NULL};
+static const char *const outcome_names[] = {OUTCOMES(NAME_STR) NULL};
+static const char *const reason_names[] = {REASONS(NAME_STR) NULL};
+static const char *const limit_names[] = {"instance", "ip", NULL};
+/* the endpoints whose durations are kept */
+static const char *const timed_names[] = {"buy", "buy_status", "checkout", NULL};
 
-/* Latency buckets, in microseconds. */
-static const int64_t latency_le_us[NLATENCY] = {1000,   2500,   5000,    10000,   20000,   50000,   100000,
-                                                250000, 500000, 1000000, 2500000, 5000000, 10000000};
+/* Request duration buckets, in seconds. */
+static const double latency_le[] = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
 /* ---- per-thread context -------------------------------------------------- */
 
@@ -62,15 +66,12 @@ static thread_ctx_t *thread_ctx(gate_t *g) {
 /* ---- responding ---------------------------------------------------------- */
 
 static void observe(gate_t *g, const req_t *r, outcome_t outcome, int reason) {
-    atomic_fetch_add(&g->m.requests[r->ep][outcome], 1);
+    ol_metric_inc(g->m.requests, ol_metric_cell_at(g->m.requests, (size_t)r->ep, (size_t)outcome));
     if (outcome == OUT_REJECTED && reason >= 0)
-        atomic_fetch_add(&g->m.rejected[r->ep][reason], 1);
-    int64_t us = ol_time_mono_us() - r->start_us;
-    int i = 0;
-    while (i < NLATENCY && us > latency_le_us[i])
-        i++;
-    atomic_fetch_add(&g->m.latency[r->ep][i], 1);
-    atomic_fetch_add(&g->m.latency_sum_us[r->ep], (unsigned long long)us);
+        ol_metric_inc(g->m.rejected, ol_metric_cell_at(g->m.rejected, (size_t)r->ep, (size_t)reason));
+    int timed = r->ep == EP_BUY ? 0 : r->ep == EP_BUY_STATUS ? 1 : r->ep == EP_CHECKOUT ? 2 : -1;
+    if (timed >= 0)
+        ol_metric_observe(g->m.duration, (size_t)timed, (double)(ol_time_mono_us() - r->start_us) / 1e6);
 }
 
 /* Queues body (taken: a malloc'd string) with status. */
@@ -99,7 +100,7 @@ static enum MHD_Result respond_error(req_t *r, unsigned status, const char *erro
 }
 
 static enum MHD_Result respond_throttled(req_t *r, bool ip) {
-    atomic_fetch_add(ip ? &r->g->m.throttled_ip : &r->g->m.throttled_instance, 1);
+    ol_metric_inc(r->g->m.throttled, ip ? 1 : 0);
     return respond(r, MHD_HTTP_TOO_MANY_REQUESTS, ol_xstrdup(ol_gate__throttled_json), OUT_THROTTLED, -1, NULL);
 }
 
@@ -472,90 +473,141 @@ static enum MHD_Result handle_healthz(req_t *r) {
                    p && c && !s ? OUT_OK : OUT_UNAVAILABLE, -1, NULL);
 }
 
+/* GET /readyz: whether the gate can take a buy now and have it decided:
+ * not stopping, the producer reaches Kafka and no delivery failed in the
+ * last READY_FAILURE_US, the sale-events reader is assigned and not in
+ * error. /healthz keeps its own meaning (both Kafka clients up). */
+#define READY_FAILURE_US (10 * 1000 * 1000)
+static enum MHD_Result handle_readyz(req_t *r) {
+    gate_t *g = r->g;
+    json_t *checks = json_object();
+    bool ok = ol_http_check(checks, "stopping", !atomic_load(&g->stopping), "%s",
+                            atomic_load(&g->stopping) ? "shutting down" : "no");
+    int64_t failed_at = atomic_load(&g->m.failed_at_us);
+    int64_t ago_ms = failed_at ? (ol_time_mono_us() - failed_at) / 1000 : -1;
+    if (!atomic_load(&g->producer_up))
+        ok &= ol_http_check(checks, "producer", false, "cannot reach the cluster");
+    else if (failed_at && ago_ms * 1000 < READY_FAILURE_US)
+        ok &= ol_http_check(checks, "producer", false, "a delivery to %s failed %lld ms ago", g->topic_buy,
+                            (long long)ago_ms);
+    else
+        ok &= ol_http_check(checks, "producer", true, "up");
+    int assigned = ol_kafka_assigned_count(g->rkc);
+    ok &= ol_http_check(checks, "decisions", atomic_load(&g->consumer_up) && assigned > 0,
+                        "reader of %s %s, %d partitions assigned", g->topic_sale,
+                        atomic_load(&g->consumer_up) ? "up" : "down", assigned);
+    char *body = ol_http_health_body(checks, ok);
+    return respond(r, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, body, ok ? OUT_OK : OUT_UNAVAILABLE, -1, NULL);
+}
+
 static enum MHD_Result handle_metrics(req_t *r) {
     gate_t *g = r->g;
-    char *text = NULL;
-    size_t size = 0;
-    FILE *fp = open_memstream(&text, &size);
-    fputs("# HELP orderlog_gate_requests_total HTTP requests answered, by endpoint and outcome.\n"
-          "# TYPE orderlog_gate_requests_total counter\n",
-          fp);
-    for (int e = 0; e < EP__COUNT; e++)
-        for (int o = 0; o < OUT__COUNT; o++) {
-            unsigned long long n = atomic_load(&g->m.requests[e][o]);
-            if (n || e == EP_BUY)
-                fprintf(fp, "orderlog_gate_requests_total{endpoint=\"%s\",outcome=\"%s\"} %llu\n", endpoint_names[e],
-                        outcome_names[o], n);
-        }
-    fputs("# HELP orderlog_gate_rejected_total Requests rejected by the decider, by endpoint and reason.\n"
-          "# TYPE orderlog_gate_rejected_total counter\n",
-          fp);
-    for (int e = 0; e < EP__COUNT; e++)
-        for (int i = 0; i < NREASONS; i++) {
-            unsigned long long n = atomic_load(&g->m.rejected[e][i]);
-            if (n || (e == EP_BUY && i < 5))
-                fprintf(fp, "orderlog_gate_rejected_total{endpoint=\"%s\",reason=\"%s\"} %llu\n", endpoint_names[e],
-                        ol_gate__reason_name(i), n);
-        }
-    fprintf(fp,
-            "# HELP orderlog_gate_throttled_total Requests refused by a rate limit before Kafka, by limit.\n"
-            "# TYPE orderlog_gate_throttled_total counter\n"
-            "orderlog_gate_throttled_total{limit=\"instance\"} %llu\n"
-            "orderlog_gate_throttled_total{limit=\"ip\"} %llu\n"
-            "# HELP orderlog_gate_waiting Requests waiting for their decision right now.\n"
-            "# TYPE orderlog_gate_waiting gauge\n"
-            "orderlog_gate_waiting %lld\n"
-            "# HELP orderlog_gate_suspended_connections Connections suspended (waiting for Kafka or a decision).\n"
-            "# TYPE orderlog_gate_suspended_connections gauge\n"
-            "orderlog_gate_suspended_connections %lld\n"
-            "# HELP orderlog_gate_delivery_failures_total Requests Kafka did not take.\n"
-            "# TYPE orderlog_gate_delivery_failures_total counter\n"
-            "orderlog_gate_delivery_failures_total %llu\n",
-            atomic_load(&g->m.throttled_instance), atomic_load(&g->m.throttled_ip),
-            (long long)atomic_load(&g->waiting_now), (long long)atomic_load(&g->suspended),
-            atomic_load(&g->m.delivery_failed));
-    fputs("# HELP orderlog_gate_facts_total Facts read from sale-events that answer requests, by type.\n"
-          "# TYPE orderlog_gate_facts_total counter\n",
-          fp);
-    for (int k = 0; k < OL_FACT__COUNT; k++)
-        if (k == OL_FACT_BUY_ACCEPTED || k == OL_FACT_BUY_REJECTED || k == OL_FACT_HOLD_CONVERTED ||
-            k == OL_FACT_CHECKOUT_REJECTED)
-            fprintf(fp, "orderlog_gate_facts_total{type=\"%s\"} %llu\n", ol_fact_kind_name((ol_fact_kind_t)k),
-                    atomic_load(&g->m.facts[k]));
-    pthread_mutex_lock(&g->lock);
-    size_t cached = g->cache.count;
-    pthread_mutex_unlock(&g->lock);
-    fprintf(fp,
-            "# HELP orderlog_gate_cached_decisions Decisions (and pending requests) in the recent cache.\n"
-            "# TYPE orderlog_gate_cached_decisions gauge\n"
-            "orderlog_gate_cached_decisions %zu\n"
-            "# HELP orderlog_gate_request_duration_seconds Time from request to answer, by endpoint.\n"
-            "# TYPE orderlog_gate_request_duration_seconds histogram\n",
-            cached);
-    for (int e = 0; e < EP__COUNT; e++) {
-        if (e != EP_BUY && e != EP_CHECKOUT && e != EP_BUY_STATUS)
-            continue;
-        unsigned long long cum = 0;
-        for (int i = 0; i <= NLATENCY; i++) {
-            cum += atomic_load(&g->m.latency[e][i]);
-            if (i < NLATENCY)
-                fprintf(fp, "orderlog_gate_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %llu\n",
-                        endpoint_names[e], (double)latency_le_us[i] / 1e6, cum);
-            else
-                fprintf(fp, "orderlog_gate_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %llu\n",
-                        endpoint_names[e], cum);
-        }
-        fprintf(fp, "orderlog_gate_request_duration_seconds_sum{endpoint=\"%s\"} %.6f\n", endpoint_names[e],
-                (double)atomic_load(&g->m.latency_sum_us[e]) / 1e6);
-        fprintf(fp, "orderlog_gate_request_duration_seconds_count{endpoint=\"%s\"} %llu\n", endpoint_names[e], cum);
-    }
-    fclose(fp);
+    size_t size;
+    char *text = ol_metrics_render(g->m.reg, &size);
     struct MHD_Response *resp = MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, OL_METRICS_CONTENT_TYPE);
     enum MHD_Result ret = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     observe(g, r, OUT_OK, -1);
     return ret;
+}
+
+/* ---- the registry ---------------------------------------------------------- */
+
+static void waiting_fn(void *opaque, ol_metrics_out_t *out) {
+    ol_metrics_out(out, NULL, (double)atomic_load(&((gate_t *)opaque)->waiting_now));
+}
+
+static void suspended_fn(void *opaque, ol_metrics_out_t *out) {
+    ol_metrics_out(out, NULL, (double)atomic_load(&((gate_t *)opaque)->suspended));
+}
+
+static void delivery_fn(void *opaque, ol_metrics_out_t *out) {
+    ol_metrics_out(out, NULL, (double)atomic_load(&((gate_t *)opaque)->m.delivery_failed));
+}
+
+static void facts_fn(void *opaque, ol_metrics_out_t *out) {
+    gate_t *g = opaque;
+    for (int k = 0; k < OL_FACT__COUNT; k++)
+        if (k == OL_FACT_BUY_ACCEPTED || k == OL_FACT_BUY_REJECTED || k == OL_FACT_HOLD_CONVERTED ||
+            k == OL_FACT_CHECKOUT_REJECTED) {
+            const char *values[] = {ol_fact_kind_name((ol_fact_kind_t)k)};
+            ol_metrics_out(out, values, (double)atomic_load(&g->m.facts[k]));
+        }
+}
+
+static void cached_fn(void *opaque, ol_metrics_out_t *out) {
+    gate_t *g = opaque;
+    pthread_mutex_lock(&g->lock);
+    size_t cached = g->cache.count;
+    pthread_mutex_unlock(&g->lock);
+    ol_metrics_out(out, NULL, (double)cached);
+}
+
+/* The gate's families, under the names it always had. */
+static void metrics_setup(gate_t *g) {
+    metrics_t *m = &g->m;
+    m->reg = ol_metrics_new();
+    m->requests = ol_metrics_add(m->reg, &(ol_metric_def_t){
+                                             .name = "orderlog_gate_requests_total",
+                                             .help = "HTTP requests answered, by endpoint and outcome.",
+                                             .type = OL_METRIC_COUNTER,
+                                             .labels = {{"endpoint", endpoint_names}, {"outcome", outcome_names}},
+                                             .flags = OL_METRIC_SPARSE,
+                                         });
+    m->rejected = ol_metrics_add(m->reg, &(ol_metric_def_t){
+                                             .name = "orderlog_gate_rejected_total",
+                                             .help = "Requests rejected by the decider, by endpoint and reason.",
+                                             .type = OL_METRIC_COUNTER,
+                                             .labels = {{"endpoint", endpoint_names}, {"reason", reason_names}},
+                                             .flags = OL_METRIC_SPARSE,
+                                         });
+    /* a buy's outcomes and its usual reasons are shown from the start */
+    for (size_t o = 0; o < OUT__COUNT; o++)
+        ol_metric_show(m->requests, ol_metric_cell_at(m->requests, EP_BUY, o));
+    for (size_t i = 0; i < REASON_UNKNOWN_HOLD; i++)
+        ol_metric_show(m->rejected, ol_metric_cell_at(m->rejected, EP_BUY, i));
+    m->throttled = ol_metrics_add(m->reg, &(ol_metric_def_t){
+                                              .name = "orderlog_gate_throttled_total",
+                                              .help = "Requests refused by a rate limit before Kafka, by limit.",
+                                              .type = OL_METRIC_COUNTER,
+                                              .labels = {{"limit", limit_names}},
+                                          });
+    ol_metrics_func(m->reg,
+                    &(ol_metric_def_t){.name = "orderlog_gate_waiting",
+                                       .help = "Requests waiting for their decision right now.",
+                                       .type = OL_METRIC_GAUGE},
+                    waiting_fn, g);
+    ol_metrics_func(m->reg,
+                    &(ol_metric_def_t){.name = "orderlog_gate_suspended_connections",
+                                       .help = "Connections suspended (waiting for Kafka or a decision).",
+                                       .type = OL_METRIC_GAUGE},
+                    suspended_fn, g);
+    ol_metrics_func(m->reg,
+                    &(ol_metric_def_t){.name = "orderlog_gate_delivery_failures_total",
+                                       .help = "Requests Kafka did not take.",
+                                       .type = OL_METRIC_COUNTER},
+                    delivery_fn, g);
+    ol_metrics_func(m->reg,
+                    &(ol_metric_def_t){.name = "orderlog_gate_facts_total",
+                                       .help = "Facts read from sale-events that answer requests, by type.",
+                                       .type = OL_METRIC_COUNTER,
+                                       .labels = {{"type", NULL}}},
+                    facts_fn, g);
+    ol_metrics_func(m->reg,
+                    &(ol_metric_def_t){.name = "orderlog_gate_cached_decisions",
+                                       .help = "Decisions (and pending requests) in the recent cache.",
+                                       .type = OL_METRIC_GAUGE},
+                    cached_fn, g);
+    m->duration = ol_metrics_add(m->reg, &(ol_metric_def_t){
+                                             .name = "orderlog_gate_request_duration_seconds",
+                                             .help = "Time from request to answer, by endpoint.",
+                                             .type = OL_METRIC_HISTOGRAM,
+                                             .labels = {{"endpoint", timed_names}},
+                                             .buckets = latency_le,
+                                             .nbuckets = sizeof(latency_le) / sizeof(latency_le[0]),
+                                         });
+    ol_metrics_add_process(m->reg);
 }
 
 /* ---- libmicrohttpd callbacks --------------------------------------------- */
@@ -591,8 +643,8 @@ static void route(req_t *r, const char *url, const char *method) {
             memcpy(r->request_id, url + 5, strlen(url + 5) + 1);
         else
             r->request_id[0] = '\0'; /* too long: unknown */
-    } else if (!strcmp(url, "/healthz") || !strcmp(url, "/metrics")) {
-        r->ep = url[1] == 'h' ? EP_HEALTHZ : EP_METRICS;
+    } else if (!strcmp(url, "/healthz") || !strcmp(url, "/readyz") || !strcmp(url, "/metrics")) {
+        r->ep = url[1] == 'h' ? EP_HEALTHZ : url[1] == 'r' ? EP_READYZ : EP_METRICS;
         if (!get)
             r->allow = "GET, HEAD";
     } else {
@@ -612,6 +664,8 @@ static enum MHD_Result dispatch(req_t *r) {
         return handle_buy_status(r);
     case EP_HEALTHZ:
         return handle_healthz(r);
+    case EP_READYZ:
+        return handle_readyz(r);
     case EP_METRICS:
         return handle_metrics(r);
     default:
@@ -720,38 +774,6 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     }
 }
 
-/* "host:port" or "[v6]:port" into a socket address. */
-static int parse_listen(const char *listen, struct sockaddr_storage *out, socklen_t *out_len, char *errstr,
-                        size_t errstr_size) {
-    char host[256];
-    const char *colon = strrchr(listen, ':');
-    if (!colon || colon == listen || !colon[1]) {
-        ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "gate.listen \"%s\": expected host:port", listen);
-        return -1;
-    }
-    size_t hlen = (size_t)(colon - listen);
-    if (listen[0] == '[' && hlen >= 2 && listen[hlen - 1] == ']') {
-        listen++;
-        hlen -= 2;
-    }
-    if (hlen >= sizeof(host)) {
-        ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "gate.listen \"%s\": host too long", listen);
-        return -1;
-    }
-    memcpy(host, listen, hlen);
-    host[hlen] = '\0';
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
-    int rc = getaddrinfo(host, colon + 1, &hints, &ai);
-    if (rc) {
-        ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "gate.listen \"%s\": %s", listen, gai_strerror(rc));
-        return -1;
-    }
-    memcpy(out, ai->ai_addr, ai->ai_addrlen);
-    *out_len = ai->ai_addrlen;
-    freeaddrinfo(ai);
-    return 0;
-}
-
 static rd_kafka_t *kafka_new(gate_t *g, ol_kafka_profile_t profile, const char *client_id, const char *const *tuning,
                              char *errstr, size_t errstr_size) {
     rd_kafka_conf_t *kconf = ol_kafka_conf_new(g->conf, profile, client_id, tuning, errstr, errstr_size);
@@ -858,6 +880,11 @@ static void health_check(gate_t *g) {
             rd_kafka_metadata_destroy(md);
         atomic_store(i ? &g->consumer_up : &g->producer_up, up);
     }
+    unsigned long long failed = atomic_load(&g->m.delivery_failed);
+    if (failed != g->m.failed_seen) {
+        g->m.failed_seen = failed;
+        atomic_store(&g->m.failed_at_us, ol_time_mono_us());
+    }
 }
 
 /* SIGTERM: stop taking connections, let Kafka acknowledge what it has, answer
@@ -894,7 +921,8 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     }
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    if (parse_listen(ol_conf_str(conf, "gate.listen"), &addr, &addr_len, errstr, sizeof(errstr))) {
+    if (ol_http_parse_listen("gate.listen", ol_conf_str(conf, "gate.listen"), &addr, &addr_len, errstr,
+                             sizeof(errstr))) {
         fprintf(stderr, "orderlog gate: %s\n", errstr);
         return OL_EXIT_USAGE;
     }
@@ -936,6 +964,7 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     pthread_cond_init(&g->timer_cond, &ca);
     pthread_condattr_destroy(&ca);
     pthread_key_create(&g->tkey, thread_ctx_free);
+    metrics_setup(g);
     {
         const char *schema = ol_conf_str(conf, "projection.schema");
         char quoted[300];
@@ -982,10 +1011,7 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(g->d, MHD_DAEMON_INFO_BIND_PORT);
     char shown[300];
-    snprintf(shown, sizeof(shown), "%s", ol_conf_str(conf, "gate.listen"));
-    char *colon = strrchr(shown, ':');
-    if (colon && info)
-        snprintf(colon + 1, sizeof(shown) - (size_t)(colon + 1 - shown), "%u", (unsigned)info->port);
+    ol_http_shown_address(ol_conf_str(conf, "gate.listen"), info ? (unsigned)info->port : 0, shown, sizeof(shown));
     printf("gate listening on http://%s\n", shown);
     fflush(stdout);
     ol_log_info("listening on %s (%u threads), waiting up to %lld ms for decisions", shown, nthreads,
@@ -1032,6 +1058,7 @@ out:
     free(g->wtable);
     ol_ratelimit_destroy(g->rl_instance);
     ol_ratelimit_destroy(g->rl_ip);
+    ol_metrics_destroy(g->m.reg);
     ol_log_info("stopped");
     free(g);
     return rc;
@@ -1041,6 +1068,6 @@ const ol_cmd_t ol_cmd_gate = {
     "gate", gate_run, "serve the flash-sale HTTP API (POST /buy, POST /checkout, GET /buy/<id>)",
     "usage: orderlog gate\n"
     "  Listens on gate.listen; prints `gate listening on http://HOST:PORT` when ready.\n"
-    "  POST /buy, POST /checkout, GET /buy/<requestID>, GET /healthz, GET /metrics.\n"
+    "  POST /buy, POST /checkout, GET /buy/<requestID>, GET /healthz, GET /readyz, GET /metrics.\n"
     "  Rate limits: gate.rate.per.second/gate.rate.burst (instance), gate.ip.rate.per.second/gate.ip.burst.\n"
     "  Waits gate.wait.ms for a decision, then answers 202 with a URL to poll. SIGTERM stops it cleanly.\n"};

@@ -35,6 +35,7 @@
 #include "common/codec.h"
 #include "common/conf.h"
 #include "common/kafka.h"
+#include "common/metrics.h"
 #include "common/pg.h"
 #include "common/ratelimit.h"
 #include "common/sale.h"
@@ -52,6 +53,7 @@
     X(BUY_STATUS, "buy_status") \
     X(CHECKOUT, "checkout")     \
     X(HEALTHZ, "healthz")       \
+    X(READYZ, "readyz")         \
     X(METRICS, "metrics")       \
     X(OTHER, "other")
 #define OUTCOMES(X)               \
@@ -85,17 +87,20 @@ typedef enum outcome_e { OUTCOMES(OUT_ENUM) OUT__COUNT } outcome_t;
 #define REASON_ENUM(name, str) REASON_##name,
 typedef enum reason_e { REASONS(REASON_ENUM) NREASONS } reason_t;
 
-/* Latency histogram buckets (their bounds are in gate.c). */
-#define NLATENCY 13
-
+/* The gate's metrics (common/metrics.h). The families are updated where
+ * requests are answered (gate.c); what gate_wait.c counts stays in atomics
+ * read at render time. */
 typedef struct metrics_s {
-    atomic_ullong requests[EP__COUNT][OUT__COUNT];
-    atomic_ullong rejected[EP__COUNT][NREASONS];
-    atomic_ullong throttled_instance, throttled_ip;
-    atomic_ullong latency[EP__COUNT][NLATENCY + 1];
-    atomic_ullong latency_sum_us[EP__COUNT];
+    ol_metrics_t *reg;
+    ol_metric_t *requests;  /* endpoint x outcome */
+    ol_metric_t *rejected;  /* endpoint x reason */
+    ol_metric_t *throttled; /* limit */
+    ol_metric_t *duration;  /* endpoint (buy, buy_status, checkout) */
     atomic_ullong facts[OL_FACT__COUNT];
     atomic_ullong delivery_failed;
+    /* main thread (health_check): when delivery_failed last grew */
+    unsigned long long failed_seen;
+    atomic_llong failed_at_us;
 } metrics_t;
 
 /* ---- requests and the waits --------------------------------------------- */
