@@ -121,15 +121,16 @@ void ol_dlq_reason_group(const char *error, char *out, size_t out_size) {
                 s = q + 1;
                 continue;
             }
-            PUT((char)*s++); /* an unmatched quote stays */
+            PUT((char)*s); /* an unmatched quote stays */
+            s++;
         } else if (is_word(*s)) {
             const unsigned char *e = s;
             bool digit = false;
             while (is_word(*e))
                 digit |= isdigit(*e++) != 0;
             if (!digit) {
-                while (s < e)
-                    PUT((char)*s++);
+                for (; s < e; s++)
+                    PUT((char)*s);
                 continue;
             }
             const unsigned char *tail = e; /* "2:" or "7." ending a phrase keep their punctuation */
@@ -144,7 +145,8 @@ void ol_dlq_reason_group(const char *error, char *out, size_t out_size) {
             if (n > 0 && *s)
                 PUT(' ');
         } else {
-            PUT((char)*s++);
+            PUT((char)*s);
+            s++;
         }
     }
 #undef PUT
