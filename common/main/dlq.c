@@ -401,13 +401,18 @@ static void print_counts(dlq_t *d) {
         printf("%s: %lld dead letter%s (%lld replayed, %lld pending), %lld replay marker%s\n", d->topic, d->shown,
                d->shown == 1 ? "" : "s", replayed, d->shown - replayed, d->nmarkers, d->nmarkers == 1 ? "" : "s");
     }
-    for (size_t i = 0; i < gl.n; i++) {
-        free(gl.items[i]->topic);
-        free(gl.items[i]->stage);
-        free(gl.items[i]->reason);
-        free(gl.items[i]);
-    }
     free(gl.items);
+}
+
+static void free_group(void *opaque, const char *key, size_t key_len, void *value) {
+    group_t *g = value;
+    (void)opaque;
+    (void)key;
+    (void)key_len;
+    free(g->topic);
+    free(g->stage);
+    free(g->reason);
+    free(g);
 }
 
 /* ---- show ----------------------------------------------------------------- */
@@ -878,15 +883,16 @@ static int run(dlq_t *d) {
     char errstr[1024];
     ol_err_t err;
     int64_t *ends = NULL;
-    if (d->cmd == CMD_REPLAY && !d->dry_run && (err = open_producer(d, errstr, sizeof(errstr))))
-        goto fail;
     ends = ol_xcalloc(OL_DLQ_MAX_PARTITIONS, sizeof(*ends));
+    if ((err = ol_dlq_partitions(d->reader, d->conf, d->topic, &d->nparts, NULL, errstr, sizeof(errstr))))
+        goto fail;
     /* a replay reads to the high watermarks taken after its fence: every
      * marker an earlier run committed is below them */
     bool to_hwm = d->cmd == CMD_REPLAY && !d->dry_run;
-    if ((err = ol_dlq_partitions(d->reader, d->conf, d->topic, &d->nparts, to_hwm ? ends : NULL, errstr,
-                                 sizeof(errstr))) ||
-        (err = read_index(d, to_hwm ? ends : NULL, errstr, sizeof(errstr))))
+    if (to_hwm && ((err = open_producer(d, errstr, sizeof(errstr))) ||
+                   (err = ol_dlq_partitions(d->reader, d->conf, d->topic, &d->nparts, ends, errstr, sizeof(errstr)))))
+        goto fail;
+    if ((err = read_index(d, to_hwm ? ends : NULL, errstr, sizeof(errstr))))
         goto fail;
     switch (d->cmd) {
     case CMD_LIST:
@@ -983,7 +989,8 @@ static int dlq_run(const ol_conf_t *conf, int argc, char **argv) {
     rd_kafka_destroy(d.reader);
     ol_map_foreach(d.markers, free_marker, NULL);
     ol_map_destroy(d.markers);
-    ol_map_destroy(d.groups); /* emptied by print_counts */
+    ol_map_foreach(d.groups, free_group, NULL);
+    ol_map_destroy(d.groups);
     ol_map_destroy(d.topics);
     if (d.sources) {
         ol_map_foreach(d.sources, free_source, NULL);
