@@ -30,5 +30,6 @@ extern const ol_cmd_t ol_cmd_gate;
 extern const ol_cmd_t ol_cmd_decide;
 extern const ol_cmd_t ol_cmd_loadgen;
 extern const ol_cmd_t ol_cmd_guard;
+extern const ol_cmd_t ol_cmd_dlq;
 
 #endif
