@@ -69,8 +69,12 @@ static const ol_conf_prop_t conf_props[] = {
     {"gate.cache.decisions", OL_CONF_INT, "100000", 16, 100000000, NULL,
      "Recent decisions `gate` keeps in memory for GET /buy/<requestID> and retried requests (~300 bytes each); "
      "older ones are read from PostgreSQL (buy_decisions)."},
-    {"gate.delivery.timeout.ms", OL_CONF_INT, "5000", 100, 300000, NULL,
-     "How long `gate` lets a request wait for Kafka to acknowledge it before answering 503."},
+    {"gate.delivery.timeout.ms", OL_CONF_INT, "30000", 100, 300000, NULL,
+     "How long `gate` lets a request wait for Kafka to acknowledge it before answering 503 (the request may "
+     "still be decided: a retry with the same requestID is safe). Longer than a failover, so that one delays "
+     "answers and fails none: a broker killed on the local 3-broker stack (Kafka's default "
+     "broker.session.timeout.ms) held requests up to 9 s, the active controller up to 14 s. A request "
+     "acknowledged after gate.wait.ms is answered 202 pending."},
     {"publish.delivery.timeout.ms", OL_CONF_INT, "30000", 1000, 3600000, NULL,
      "How long `publish` lets an event wait for its delivery report before counting it failed."},
     {"publish.max.line.bytes", OL_CONF_INT, "1048576", 1024, 67108864, NULL,

@@ -416,13 +416,10 @@ static int run_create(topics_t *ts) {
     rd_kafka_queue_destroy(q);
     if (rc)
         return rc;
-    /* new topics reach the brokers' metadata a moment after CreateTopics
-     * answers: a missing one is waited for (up to broker.wait.ms) */
-    int64_t deadline = ol_time_mono_us() + (int64_t)ts->timeout * 1000;
-    ol_err_t err;
-    while ((err = ol_kafka_check_topics(ts->rk, ts->conf, errstr, sizeof(errstr))) == OL_ERR_NOT_FOUND &&
-           ol_time_mono_us() < deadline)
-        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    /* new topics reach each broker's metadata a moment after CreateTopics
+     * answers: done only once every broker lists them (each asked alone, up
+     * to broker.wait.ms), so a role started next finds them wherever it asks */
+    ol_err_t err = ol_kafka_check_topics(ts->rk, ts->conf, errstr, sizeof(errstr));
     if (err && err != OL_ERR_CONFIG) {
         fprintf(stderr, "orderlog topics: %s\n", errstr);
         return OL_EXIT_FAIL;
@@ -501,7 +498,8 @@ const ol_cmd_t ol_cmd_topics = {
     "  create       every topic of the contract with topic.partitions partitions and the configuration it needs\n"
     "               on the topic itself: the log topics keep everything (retention.ms=-1, retention.bytes=-1),\n"
     "               blacklist is compacted, dlq keeps topic.dlq.retention.ms, min.insync.replicas 2 from\n"
-    "               topic.replication.factor 3; existing topics are then checked as by `check`\n"
+    "               topic.replication.factor 3; returns once every broker lists them; existing topics are then\n"
+    "               checked as by `check`\n"
     "  check        reports every topic whose partitions, co-partitioning, retention, cleanup policy or\n"
     "               min.insync.replicas break the contract, or whose beginning was deleted; exit 1 if any\n"
     "  check --fix  applies the safe fixes (configuration only; never partitions or data) and checks again\n"

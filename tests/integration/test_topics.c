@@ -409,3 +409,30 @@ Test(topics, a_truncated_log_is_reported_and_not_replayed) {
     const char *g[] = {groups[0], groups[1]};
     ol_test_kafka_delete_groups(g, 2);
 }
+
+/* A role started before the topics exist (or while they reach the brokers)
+ * waits for them, saying so, instead of exiting at once; once they are
+ * created it goes on. */
+Test(topics, a_role_started_before_the_topics_waits_for_them) {
+    use_prefix("wait");
+    char dir[512], path[600];
+    ol_test_tmpdir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/one.jsonl", dir);
+    const char *line = "{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"w-1\",\"session_id\":\"s\","
+                       "\"client_ip\":\"10.0.0.1\",\"user_id\":\"U1\",\"user_level\":1,\"sku\":\"SKU-1\","
+                       "\"quantity\":1}}\n";
+    ol_test_write_file(path, line, strlen(line));
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "exec %s publish %s -X broker.wait.ms=60000 %s", ol_test_bin(), fixed_args(), path);
+    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    cr_assert_eq(ol_test_bg_wait_stderr(bg, "to be known by the cluster", 1, 20000), 1,
+                 "publish should say it waits for the topics:\n%s", ol_test_bg_stderr(bg));
+    cr_expect(strstr(ol_test_bg_stderr(bg), "waiting for topic"), "stderr:\n%s", ol_test_bg_stderr(bg));
+    create_all();
+    int rc = ol_test_bg_wait(bg, 60000);
+    cr_expect_eq(rc, 0, "publish once the topics exist: exit %d\nstdout:\n%s\nstderr:\n%s", rc, ol_test_bg_stdout(bg),
+                 ol_test_bg_stderr(bg));
+    cr_expect(strstr(ol_test_bg_stdout(bg), "published 1"), "stdout:\n%s", ol_test_bg_stdout(bg));
+    ol_test_bg_free(bg);
+    ol_test_rmtree(dir);
+}
