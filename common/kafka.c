@@ -58,7 +58,17 @@ static const char *const producer_props[] = {"enable.idempotence",
                                              "compression.codec",
                                              "lz4",
                                              NULL};
-static const char *const txn_props[] = {"transaction.timeout.ms", "10000", NULL};
+/* A transaction outlives a broker outage or a coordinator failover (seconds
+ * to tens of seconds): 60 s, within the broker's default
+ * transaction.max.timeout.ms (15 min). librdkafka derives message.timeout.ms
+ * (60 s) from it, so the records of a batch wait that long for a broker
+ * instead of failing the transaction after 10 s. The price: a decider killed
+ * with a transaction open and not restarted holds back read_committed readers
+ * of its partitions (and the next owner's offset fetch) until the broker
+ * aborts it, up to 60 s; a restart with the same decide.instance aborts it at
+ * once. consumer.shutdown.timeout.ms (30 s) stays below it: a stop that gives
+ * up leaves the transaction to the broker or the next start. */
+static const char *const txn_props[] = {"transaction.timeout.ms", "60000", NULL};
 static const char *const consumer_props[] = {"enable.auto.commit",
                                              "false",
                                              "enable.auto.offset.store",

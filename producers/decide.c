@@ -57,6 +57,15 @@
 
 #define MAX_FACTS 256     /* per ol_sale_expire call */
 #define TXN_CALL_MS 10000 /* longest a transaction call blocks before it is retried (or given up on a stop) */
+/* Recovery (see "Faults" below): fatal producer errors without a committed
+ * transaction for RECOVER_MAX_MS end the process; so does a second fatal
+ * consumer error within FENCED_AGAIN_MS of the first (two processes with one
+ * decide.instance fence each other in turn); records waiting with Kafka
+ * answering and nothing committed for STALL_MS is a stall. */
+#define RECOVER_MAX_MS 300000
+#define FENCED_AGAIN_MS 120000
+#define STALL_MS 60000
+#define WAIT_LOG_MS 10000 /* how often a call retried while Kafka does not answer says so */
 
 typedef struct decide_s decide_t;
 
@@ -74,6 +83,7 @@ typedef struct part_s {
      * a backlog of buys is not judged against a catalog not read yet. */
     bool paused;
     int64_t skus_end, skus_next;
+    int64_t buy_next; /* committed offset of buy-requests (for the stall check) */
 } part_t;
 
 typedef struct worker_s {
@@ -91,14 +101,28 @@ typedef struct worker_s {
     bool rebalanced;    /* set by the rebalance callback: drop what was collected */
     bool failed;
     char errstr[512];
+    char client[64], txid[512];
+    /* faults (worker thread only): what to recover from, and since when */
+    bool consumer_fatal, producer_fatal, retake, stalled;
+    char fatal_reason[512];
+    int64_t retry_at_us, backoff_ms;
+    int64_t fatal_since_us; /* first fatal producer error since the last commit, 0: none */
+    int64_t fenced_us;      /* when the consumer was last replaced after a fatal error, 0: never */
+    int64_t trouble_us;     /* first failed or retried call since the last commit, 0: none */
+    int64_t progress_us;    /* last commit, or last check that found nothing waiting */
+    int64_t unreachable_us; /* last sign that Kafka does not answer */
+    int64_t stall_check_us;
     /* counters */
-    atomic_llong decisions, facts, poison, txns, aborts;
+    atomic_llong decisions, facts, poison, txns, aborts, recoveries;
     atomic_llong commit_us;               /* time spent committing (send offsets + commit) */
     atomic_llong state_bytes, open_holds; /* of the owned partitions, after the last batch */
     /* observability (read by /metrics, /healthz, /readyz) */
     atomic_llong beat_us, skus, skus_at_us; /* the loop turned; SKUs of the owned partitions (at most 1/s) */
     atomic_int restoring;                   /* partitions being restored now */
     atomic_bool down;                       /* failed: errstr is set */
+    /* held by the worker while it replaces or destroys consumer/producer,
+     * and by the HTTP threads while they read them */
+    pthread_mutex_t clients_lock;
 } worker_t;
 
 struct decide_s {
@@ -626,16 +650,21 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
 }
 
 /* Takes partitions (of buy-requests and skus): committed offsets first (they
- * wait for transactions still open on them), then the state, then assign. */
+ * wait for transactions still open on them), then the state, then assign.
+ * On failure no state of them is left (their records are skipped until they
+ * are taken again); OL_ERR_TRANSIENT when it may succeed later, with
+ * w->consumer_fatal set when the consumer can no longer be used. */
 static ol_err_t take(worker_t *w, rd_kafka_topic_partition_list_t *parts, char *errstr, size_t errstr_size) {
     rd_kafka_resp_err_t kerr;
     for (int attempt = 0;; attempt++) {
         kerr = rd_kafka_committed(w->consumer, parts, 30000);
-        if (!kerr || stop_requested || attempt >= 10)
+        if (!kerr || kerr == RD_KAFKA_RESP_ERR__FATAL || stop_requested || attempt >= 2)
             break;
-        ol_log_warn("decide: fetching committed offsets: %s (retrying)", rd_kafka_err2str(kerr));
+        ol_log_warn("decide: worker %d: fetching committed offsets: %s (retrying)", w->index, rd_kafka_err2str(kerr));
         observe_retry(w, NULL, "committed_offsets");
     }
+    if (kerr == RD_KAFKA_RESP_ERR__FATAL)
+        w->consumer_fatal = true;
     if (kerr)
         return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not fetch the committed offsets: %s",
                        rd_kafka_err2str(kerr));
@@ -656,16 +685,16 @@ static ol_err_t take(worker_t *w, rd_kafka_topic_partition_list_t *parts, char *
             ps[n++] = p;
     }
     ol_err_t err = restore(w, ps, n, errstr, errstr_size);
-    free(ps);
-    if (err)
-        return err;
     rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(parts->cnt);
-    for (int i = 0; i < parts->cnt; i++) {
+    for (int i = 0; i < parts->cnt && !err; i++) {
         const rd_kafka_topic_partition_t *tp = &parts->elems[i];
-        if (strcmp(tp->topic, w->d->topic_skus))
-            continue;
+        bool skus = !strcmp(tp->topic, w->d->topic_skus);
         part_t *pt = &w->parts[tp->partition];
         int64_t lo = 0, hi = 0;
+        if (!skus && tp->offset >= 0) {
+            pt->buy_next = tp->offset;
+            continue;
+        }
         /* "unknown partition" until this handle has the topic's metadata */
         for (int attempt = 0; attempt < 100; attempt++) {
             kerr = rd_kafka_query_watermark_offsets(w->consumer, tp->topic, tp->partition, &lo, &hi, 10000);
@@ -674,19 +703,34 @@ static ol_err_t take(worker_t *w, rd_kafka_topic_partition_list_t *parts, char *
             struct timespec ts = {0, 100 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
-        if (kerr)
-            return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read the end of %s [%" PRId32 "]: %s",
-                           tp->topic, tp->partition, rd_kafka_err2str(kerr));
+        if (kerr) {
+            err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read the end of %s [%" PRId32 "]: %s",
+                          tp->topic, tp->partition, rd_kafka_err2str(kerr));
+            break;
+        }
+        if (!skus) {
+            pt->buy_next = lo;
+            continue;
+        }
         pt->skus_next = tp->offset >= 0 ? tp->offset : lo;
         pt->skus_end = hi;
         pt->paused = pt->skus_next < hi;
         if (pt->paused)
             rd_kafka_topic_partition_list_add(pause, w->d->topic_buy, tp->partition);
     }
-    if ((kerr = rd_kafka_assign(w->consumer, parts))) {
-        rd_kafka_topic_partition_list_destroy(pause);
-        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not assign: %s", rd_kafka_err2str(kerr));
+    if (!err && (kerr = rd_kafka_assign(w->consumer, parts))) {
+        if (kerr == RD_KAFKA_RESP_ERR__FATAL)
+            w->consumer_fatal = true;
+        err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not assign: %s", rd_kafka_err2str(kerr));
     }
+    if (err) {
+        for (int i = 0; i < n; i++)
+            part_drop(&w->parts[ps[i]]);
+        free(ps);
+        rd_kafka_topic_partition_list_destroy(pause);
+        return err;
+    }
+    free(ps);
     if (pause->cnt) {
         rd_kafka_pause_partitions(w->consumer, pause);
         ol_log_info("decide: worker %d: %d partition(s) of %s wait until %s is read to its end", w->index, pause->cnt,
@@ -703,8 +747,11 @@ static void resume_caught_up(worker_t *w) {
     for (size_t i = 0; i < w->nbatch; i++) {
         const rd_kafka_message_t *m = w->batch[i];
         part_t *pt = &w->parts[m->partition];
-        if (strcmp(rd_kafka_topic_name(m->rkt), w->d->topic_skus))
+        if (strcmp(rd_kafka_topic_name(m->rkt), w->d->topic_skus)) {
+            if (m->offset + 1 > pt->buy_next)
+                pt->buy_next = m->offset + 1;
             continue;
+        }
         if (m->offset + 1 > pt->skus_next)
             pt->skus_next = m->offset + 1;
         if (pt->paused && pt->skus_next >= pt->skus_end) {
@@ -722,7 +769,7 @@ static void resume_caught_up(worker_t *w) {
 
 static void fail(worker_t *w, const char *errstr) {
     if (!w->failed)
-        snprintf(w->errstr, sizeof(w->errstr), "%s", errstr);
+        snprintf(w->errstr, sizeof(w->errstr), "%.*s", (int)sizeof(w->errstr) - 1, errstr);
     w->failed = true;
     atomic_store(&w->down, true);
     stop_requested = 1;
@@ -734,9 +781,21 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     char errstr[512];
     w->rebalanced = true;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        if (!w->failed && take(w, parts, errstr, sizeof(errstr))) {
-            if (!stop_requested) /* stopping while restoring is no failure */
-                fail(w, errstr);
+        ol_err_t terr = w->failed ? OL_ERR_OK : take(w, parts, errstr, sizeof(errstr));
+        if (w->failed || (terr && (stop_requested || w->consumer_fatal))) {
+            /* stopping while restoring is no failure; a consumer that
+             * failed for good is replaced by the worker loop */
+            rd_kafka_assign(rk, NULL);
+        } else if (terr == OL_ERR_TRANSIENT) {
+            /* ours, without a state: their records are skipped until the
+             * worker loop takes them again */
+            ol_log_warn("decide: worker %d: could not take its partitions (%s): retrying", w->index, errstr);
+            w->unreachable_us = ol_time_mono_us();
+            rd_kafka_assign(rk, parts);
+            w->retake = true;
+            w->retry_at_us = 0;
+        } else if (terr) {
+            fail(w, errstr);
             rd_kafka_assign(rk, NULL);
         }
     } else {
@@ -747,14 +806,18 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     }
 }
 
-/* After an aborted transaction the states are ahead of the log: take the
- * same partitions again (committed offsets, restore, seek). */
+/* Takes the partitions of the current assignment again (committed offsets,
+ * restore, seek): after an aborted transaction, a new producer, or a take
+ * that failed. */
 static ol_err_t recover(worker_t *w, char *errstr, size_t errstr_size) {
     rd_kafka_topic_partition_list_t *l = NULL;
     rd_kafka_resp_err_t kerr = rd_kafka_assignment(w->consumer, &l);
-    if (kerr)
+    if (kerr) {
+        if (kerr == RD_KAFKA_RESP_ERR__FATAL)
+            w->consumer_fatal = true;
         return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read the assignment: %s",
                        rd_kafka_err2str(kerr));
+    }
     for (int i = 0; i < l->cnt; i++)
         l->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
     ol_err_t err = l->cnt ? take(w, l, errstr, errstr_size) : OL_ERR_OK;
@@ -808,9 +871,17 @@ static void collect(worker_t *w) {
                 break;
             continue;
         }
+        if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) { /* e.g. fenced: static member replaced */
+            w->consumer_fatal = true;
+            rd_kafka_message_destroy(rkm);
+            batch_clear(w);
+            break;
+        }
         if (rkm->err) {
-            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                ol_log_warn("decide: consumer: %s", rd_kafka_message_errstr(rkm));
+            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                ol_log_warn("decide: worker %d: consumer: %s", w->index, rd_kafka_message_errstr(rkm));
+                w->unreachable_us = ol_time_mono_us();
+            }
             rd_kafka_message_destroy(rkm);
             continue;
         }
@@ -839,35 +910,128 @@ static rd_kafka_topic_partition_list_t *batch_offsets(worker_t *w) {
     return l;
 }
 
-typedef enum { TXN_OK, TXN_ABORTED, TXN_FATAL } txn_result_t;
+/* ---- faults ---------------------------------------------------------------
+ *
+ * Every error of a transaction call is handled by its class (librdkafka's
+ * rd_kafka_error_is_retriable / txn_requires_abort / is_fatal):
+ * - retriable (Kafka does not answer, "timed out, retry the call"): the same
+ *   call again, for as long as it takes, said in the log every WAIT_LOG_MS;
+ * - requires abort (records that could not be delivered, a transaction the
+ *   coordinator aborted): abort (retried the same way), drop the states of
+ *   the worker's partitions, which hold the aborted batch's facts, and take
+ *   the partitions again from their committed offsets: restored from
+ *   sale-events, the states are what the log holds;
+ * - fatal (fenced, INVALID_TXN_STATE, an abort that fails) or anything else:
+ *   a new producer with the same transactional.id (init_transactions fences
+ *   the old one and aborts what it left open), then the same rewind. Only
+ *   when that keeps failing for RECOVER_MAX_MS without a committed
+ *   transaction does the process exit 1.
+ * A fatal consumer error (a static member fenced, as a broker restart can
+ * cause) replaces the consumer, whose rebalance then takes the partitions
+ * again; a second one within FENCED_AGAIN_MS means another process has the
+ * same decide.instance, and this one exits 1. No silent stall: a worker
+ * whose partitions have records waiting while Kafka answers, and which
+ * commits nothing for STALL_MS, replaces its consumer, and exits 1 when that
+ * does not help. */
 
-/* A Kafka error inside the transaction: abort (and recover) when it can be,
- * else fatal. */
-static txn_result_t txn_error(worker_t *w, rd_kafka_error_t *e, const char *what) {
-    char errstr[512];
-    if (rd_kafka_error_txn_requires_abort(e)) {
-        ol_log_warn("decide: worker %d: %s: %s: aborting the transaction and starting over from the log", w->index,
-                    what, rd_kafka_error_string(e));
-        rd_kafka_error_destroy(e);
-        rd_kafka_error_t *ae = rd_kafka_abort_transaction(w->producer, TXN_CALL_MS);
-        if (ae) {
-            snprintf(errstr, sizeof(errstr), "could not abort a transaction: %s", rd_kafka_error_string(ae));
-            rd_kafka_error_destroy(ae);
-            fail(w, errstr);
-            return TXN_FATAL;
-        }
-        atomic_fetch_add(&w->aborts, 1);
-        if (recover(w, errstr, sizeof(errstr))) {
-            fail(w, errstr);
-            return TXN_FATAL;
-        }
-        return TXN_ABORTED;
+typedef enum { TXN_OK, TXN_ABORTED, TXN_FATAL } txn_result_t;
+typedef enum { CALL_COMMIT, CALL_ABORT, CALL_OFFSETS } txn_call_t;
+
+static void drop_all(worker_t *w) {
+    for (int p = 0; p < w->d->npartitions; p++)
+        part_drop(&w->parts[p]);
+}
+
+/* Waits ms, or less when a stop is requested. */
+static void pause_ms(int64_t ms) {
+    for (int64_t end = ol_time_mono_us() + ms * 1000; !stop_requested && ol_time_mono_us() < end;) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
     }
-    snprintf(errstr, sizeof(errstr), "%s: %s%s", what, rd_kafka_error_string(e),
-             rd_kafka_error_is_fatal(e) ? " (fenced: another decider with the same decide.instance took over?)" : "");
-    rd_kafka_error_destroy(e);
-    fail(w, errstr);
+}
+
+static void trouble(worker_t *w) {
+    if (!w->trouble_us)
+        w->trouble_us = ol_time_mono_us();
+}
+
+/* Schedules the next try of a recovery: 0.5 s doubling up to 10 s. */
+static void backoff(worker_t *w) {
+    w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : 500;
+    if (w->backoff_ms > 10000)
+        w->backoff_ms = 10000;
+    w->retry_at_us = ol_time_mono_us() + w->backoff_ms * 1000;
+}
+
+/* Makes one transaction call, again while it fails retriably, until a stop
+ * is requested. Returns its last error (NULL: done). */
+static rd_kafka_error_t *txn_call(worker_t *w, txn_call_t call, const rd_kafka_topic_partition_list_t *offs,
+                                  const rd_kafka_consumer_group_metadata_t *cgmd, const char *what) {
+    int64_t t0 = ol_time_mono_us(), said = t0;
+    for (;;) {
+        int64_t call_t0 = ol_time_mono_us();
+        rd_kafka_error_t *e = call == CALL_COMMIT ? rd_kafka_commit_transaction(w->producer, TXN_CALL_MS)
+                              : call == CALL_ABORT
+                                  ? rd_kafka_abort_transaction(w->producer, TXN_CALL_MS)
+                                  : rd_kafka_send_offsets_to_transaction(w->producer, offs, cgmd, TXN_CALL_MS);
+        if (!e || !rd_kafka_error_is_retriable(e) || stop_requested)
+            return e;
+        int64_t now = ol_time_mono_us();
+        trouble(w);
+        w->unreachable_us = now;
+        if (now - said >= WAIT_LOG_MS * 1000) {
+            ol_log_warn("decide: worker %d: %s: %s; still retrying after %.0f s (is Kafka reachable?)", w->index, what,
+                        rd_kafka_error_string(e), (double)(now - t0) / 1e6);
+            said = now;
+        }
+        observe_retry(w, e, call == CALL_COMMIT ? "commit" : call == CALL_ABORT ? "abort" : "send_offsets");
+        if (now - call_t0 < 100 * 1000)
+            pause_ms(100);
+    }
+}
+
+/* The producer cannot go on: the worker loop replaces it. */
+static txn_result_t producer_failed(worker_t *w, const char *reason) {
+    snprintf(w->fatal_reason, sizeof(w->fatal_reason), "%.*s", (int)sizeof(w->fatal_reason) - 1, reason);
+    w->producer_fatal = true;
+    w->retry_at_us = 0;
+    trouble(w);
+    drop_all(w);
     return TXN_FATAL;
+}
+
+/* Aborts the transaction and rewinds: the states (holding the aborted
+ * batch's facts) are dropped and the partitions taken again. */
+static txn_result_t abort_batch(worker_t *w, const char *reason) {
+    ol_log_warn("decide: worker %d: %s: aborting the transaction and taking the partitions again from their "
+                "committed offsets",
+                w->index, reason);
+    trouble(w);
+    drop_all(w);
+    rd_kafka_error_t *e = txn_call(w, CALL_ABORT, NULL, NULL, "abort transaction");
+    if (e) {
+        char why[600];
+        snprintf(why, sizeof(why), "abort transaction: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return stop_requested ? TXN_FATAL : producer_failed(w, why);
+    }
+    atomic_fetch_add(&w->aborts, 1);
+    w->retake = true;
+    w->retry_at_us = 0;
+    return TXN_ABORTED;
+}
+
+/* A transaction call failed (not retriably, or a stop ended the retries). */
+static txn_result_t txn_failed(worker_t *w, rd_kafka_error_t *e, const char *what) {
+    char why[600];
+    snprintf(why, sizeof(why), "%s: %s", what, rd_kafka_error_string(e));
+    bool fatal = rd_kafka_error_is_fatal(e), abortable = rd_kafka_error_txn_requires_abort(e);
+    rd_kafka_error_destroy(e);
+    if (stop_requested) /* the broker or the next start aborts what is open */
+        return TXN_FATAL;
+    if (abortable && !fatal)
+        return abort_batch(w, why);
+    return producer_failed(w, why);
 }
 
 static txn_result_t run_batch(worker_t *w) {
@@ -875,50 +1039,46 @@ static txn_result_t run_batch(worker_t *w) {
     int64_t now = ol_time_now_ms(), txn_t0 = ol_time_mono_us();
     rd_kafka_error_t *e = rd_kafka_begin_transaction(w->producer);
     if (e)
-        return txn_error(w, e, "begin transaction");
+        return txn_failed(w, e, "begin transaction");
     ol_err_t err = expire_due(w, now, errstr, sizeof(errstr));
     for (size_t i = 0; i < w->nbatch && !err; i++)
         err = handle(w, w->batch[i], now, errstr, sizeof(errstr));
+    if (err == OL_ERR_TRANSIENT) /* the producer refusing a record */
+        return abort_batch(w, errstr);
     if (err) {
-        /* our own failure (a fact that does not encode) or the producer
-         * refusing a record: nothing of the batch may stay */
+        /* our own failure (a fact that does not encode): nothing of the
+         * batch may stay */
         ol_log_error("decide: worker %d: %s", w->index, errstr);
         rd_kafka_error_t *ae = rd_kafka_abort_transaction(w->producer, TXN_CALL_MS);
         if (ae)
             rd_kafka_error_destroy(ae);
-        if (err != OL_ERR_TRANSIENT) {
-            fail(w, errstr);
-            return TXN_FATAL;
-        }
-        atomic_fetch_add(&w->aborts, 1);
-        if (recover(w, errstr, sizeof(errstr))) {
-            fail(w, errstr);
-            return TXN_FATAL;
-        }
-        return TXN_ABORTED;
+        fail(w, errstr);
+        return TXN_FATAL;
     }
     int64_t commit_t0 = ol_time_mono_us();
     if (w->nbatch) {
         rd_kafka_topic_partition_list_t *offs = batch_offsets(w);
         rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(w->consumer);
-        while ((e = rd_kafka_send_offsets_to_transaction(w->producer, offs, cgmd, TXN_CALL_MS)) &&
-               rd_kafka_error_is_retriable(e) && !stop_requested)
-            observe_retry(w, e, "send_offsets");
+        e = txn_call(w, CALL_OFFSETS, offs, cgmd, "send offsets to the transaction");
         rd_kafka_consumer_group_metadata_destroy(cgmd);
         rd_kafka_topic_partition_list_destroy(offs);
         if (e)
-            return txn_error(w, e, "send offsets to the transaction");
+            return txn_failed(w, e, "send offsets to the transaction");
     }
     /* retried while the cluster does not answer; a stop gives up (the
      * transaction is then aborted by the broker after transaction.timeout.ms,
      * or at once by the next start with the same decide.instance) */
-    while ((e = rd_kafka_commit_transaction(w->producer, TXN_CALL_MS)) && rd_kafka_error_is_retriable(e) &&
-           !stop_requested)
-        observe_retry(w, e, "commit");
-    if (e)
-        return txn_error(w, e, "commit transaction");
+    if ((e = txn_call(w, CALL_COMMIT, NULL, NULL, "commit transaction")))
+        return txn_failed(w, e, "commit transaction");
     atomic_fetch_add(&w->txns, 1);
-    atomic_fetch_add(&w->commit_us, ol_time_mono_us() - commit_t0);
+    int64_t done_us = ol_time_mono_us();
+    atomic_fetch_add(&w->commit_us, done_us - commit_t0);
+    if (w->trouble_us)
+        ol_log_info("decide: worker %d: deciding again: a transaction committed %.1f s after the first failed call",
+                    w->index, (double)(done_us - w->trouble_us) / 1e6);
+    w->trouble_us = w->fatal_since_us = 0;
+    w->progress_us = done_us;
+    w->stalled = false;
     long long bytes = 0, holds = 0;
     for (int p = 0; p < w->d->npartitions; p++)
         if (w->parts[p].sale) {
@@ -933,12 +1093,205 @@ static txn_result_t run_batch(worker_t *w) {
     return TXN_OK;
 }
 
+static rd_kafka_t *consumer_new(worker_t *w, char *errstr, size_t errstr_size);
+static rd_kafka_t *producer_new(worker_t *w, char *errstr, size_t errstr_size);
+static ol_err_t worker_subscribe(worker_t *w, char *errstr, size_t errstr_size);
+
+/* A new producer with the same transactional.id: init_transactions fences
+ * the old one and aborts what it left open; then the partitions are taken
+ * again. Called with w->producer_fatal set; clears it when done. */
+static void renew_producer(worker_t *w) {
+    char errstr[1024];
+    int64_t now = ol_time_mono_us();
+    if (!w->fatal_since_us)
+        w->fatal_since_us = now;
+    else if (now - w->fatal_since_us > (int64_t)RECOVER_MAX_MS * 1000) {
+        snprintf(errstr, sizeof(errstr),
+                 "the transactional producer %s kept failing for %.0f s without a committed transaction (last: %.300s)",
+                 w->txid, (double)(now - w->fatal_since_us) / 1e6, w->fatal_reason);
+        fail(w, errstr);
+        return;
+    }
+    ol_log_warn("decide: worker %d: the transactional producer failed (%s): replacing it (transactional.id %s, which "
+                "fences the old one), then restoring the partitions and taking them again from their committed offsets",
+                w->index, w->fatal_reason, w->txid);
+    drop_all(w);
+    pthread_mutex_lock(&w->clients_lock);
+    if (w->producer) {
+        rd_kafka_purge(w->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_destroy(w->producer);
+    }
+    w->producer = producer_new(w, errstr, sizeof(errstr));
+    pthread_mutex_unlock(&w->clients_lock);
+    if (!w->producer) {
+        fail(w, errstr);
+        return;
+    }
+    int64_t t0 = ol_time_mono_us(), said = t0;
+    rd_kafka_error_t *e;
+    while ((e = rd_kafka_init_transactions(w->producer, TXN_CALL_MS)) && rd_kafka_error_is_retriable(e) &&
+           !stop_requested) {
+        w->unreachable_us = ol_time_mono_us();
+        if (w->unreachable_us - said >= WAIT_LOG_MS * 1000) {
+            ol_log_warn("decide: worker %d: starting transactions (%s): %s; still retrying after %.0f s (is Kafka "
+                        "reachable?)",
+                        w->index, w->txid, rd_kafka_error_string(e), (double)(w->unreachable_us - t0) / 1e6);
+            said = w->unreachable_us;
+        }
+        rd_kafka_error_destroy(e);
+    }
+    if (e) {
+        snprintf(w->fatal_reason, sizeof(w->fatal_reason), "init transactions: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        backoff(w); /* w->producer_fatal stays: tried again */
+        return;
+    }
+    if (stop_requested)
+        return;
+    w->producer_fatal = false;
+    w->backoff_ms = 0;
+    w->retake = true;
+    w->retry_at_us = 0;
+    atomic_fetch_add(&w->recoveries, 1);
+    ol_log_info("decide: worker %d: new transactional producer ready (%.1f s)", w->index,
+                (double)(ol_time_mono_us() - now) / 1e6);
+}
+
+/* A new consumer with the same group.instance.id, after a fatal error of
+ * the old one (why) or a stall; its rebalance takes the partitions. */
+static void renew_consumer(worker_t *w, const char *why, bool fatal) {
+    char errstr[1024];
+    int64_t now = ol_time_mono_us();
+    if (fatal && w->fenced_us && now - w->fenced_us < (int64_t)FENCED_AGAIN_MS * 1000) {
+        snprintf(errstr, sizeof(errstr),
+                 "consumer failed again %.0f s after it was replaced: %s (is another decide running with "
+                 "decide.instance=%s in group %s?)",
+                 (double)(now - w->fenced_us) / 1e6, why, ol_conf_str(w->d->conf, "decide.instance"), w->d->group);
+        fail(w, errstr);
+        return;
+    }
+    if (fatal)
+        w->fenced_us = now;
+    ol_log_warn("decide: worker %d: %s: replacing the consumer (group.instance.id %s); its partitions are taken "
+                "again from their committed offsets",
+                w->index, why, w->txid);
+    trouble(w);
+    batch_clear(w);
+    drop_all(w);
+    /* no close: it would leave the group or run the rebalance callback */
+    pthread_mutex_lock(&w->clients_lock);
+    rd_kafka_destroy_flags(w->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    w->consumer = consumer_new(w, errstr, sizeof(errstr));
+    pthread_mutex_unlock(&w->clients_lock);
+    if (!w->consumer || worker_subscribe(w, errstr, sizeof(errstr))) {
+        fail(w, errstr);
+        return;
+    }
+    w->consumer_fatal = w->retake = false;
+    atomic_fetch_add(&w->recoveries, 1);
+}
+
+/* Takes the assigned partitions again, later when it fails. */
+static void retake(worker_t *w) {
+    char errstr[512];
+    ol_err_t err = recover(w, errstr, sizeof(errstr));
+    if (!err) {
+        w->retake = false;
+        w->backoff_ms = 0;
+        return;
+    }
+    if (stop_requested || w->consumer_fatal)
+        return;
+    if (err != OL_ERR_TRANSIENT) {
+        fail(w, errstr);
+        return;
+    }
+    w->unreachable_us = ol_time_mono_us();
+    backoff(w);
+    ol_log_warn("decide: worker %d: could not take its partitions again (%s): retrying in %lld ms", w->index, errstr,
+                (long long)w->backoff_ms);
+}
+
+/* Records of the owned partitions not committed yet (the broker asked for
+ * the ends); -1 when it does not answer. */
+static long long input_lag(worker_t *w) {
+    long long lag = 0;
+    for (int p = 0; p < w->d->npartitions; p++) {
+        const part_t *pt = &w->parts[p];
+        if (!pt->sale)
+            continue;
+        int64_t lo, hi;
+        if (rd_kafka_query_watermark_offsets(w->consumer, w->d->topic_buy, p, &lo, &hi, 5000))
+            return -1;
+        lag += hi > pt->buy_next ? hi - pt->buy_next : 0;
+        if (rd_kafka_query_watermark_offsets(w->consumer, w->d->topic_skus, p, &lo, &hi, 5000))
+            return -1;
+        lag += hi > pt->skus_next ? hi - pt->skus_next : 0;
+    }
+    return lag;
+}
+
+/* Every 10 s: records waiting, Kafka answering, nothing committed for
+ * STALL_MS is a stall: the consumer is replaced once, then the process exits. */
+static void check_stall(worker_t *w) {
+    int64_t now = ol_time_mono_us();
+    if (now < w->stall_check_us)
+        return;
+    w->stall_check_us = now + 10 * 1000 * 1000;
+    if (w->retake || now - w->progress_us < (int64_t)STALL_MS * 1000 ||
+        now - w->unreachable_us < (int64_t)STALL_MS * 1000)
+        return;
+    long long lag = input_lag(w);
+    if (lag < 0) {
+        w->unreachable_us = now;
+        return;
+    }
+    if (!lag) {
+        w->progress_us = now;
+        w->stalled = false;
+        return;
+    }
+    char why[512];
+    snprintf(why, sizeof(why), "%lld records wait on its partitions and none was decided for %.0f s, Kafka answering",
+             lag, (double)(now - w->progress_us) / 1e6);
+    if (w->stalled) {
+        char errstr[600];
+        snprintf(errstr, sizeof(errstr), "%s, even after its consumer was replaced", why);
+        fail(w, errstr);
+        return;
+    }
+    ol_log_error("decide: worker %d: %s", w->index, why);
+    w->stalled = true;
+    w->progress_us = now;
+    renew_consumer(w, why, false);
+}
+
 static void *worker_main(void *arg) {
     worker_t *w = arg;
+    w->progress_us = ol_time_mono_us();
     while (!stop_requested && !w->failed) {
+        if (w->consumer_fatal) {
+            char why[512] = "";
+            if (!rd_kafka_fatal_error(w->consumer, why, sizeof(why)))
+                snprintf(why, sizeof(why), "fatal consumer error");
+            renew_consumer(w, why, true);
+            continue;
+        }
+        if (w->producer_fatal) {
+            if (ol_time_mono_us() >= w->retry_at_us)
+                renew_producer(w);
+            else
+                pause_ms(100);
+            continue;
+        }
+        if (w->retake && ol_time_mono_us() >= w->retry_at_us) {
+            retake(w);
+            continue;
+        }
+        check_stall(w);
         collect(w);
-        if (w->failed)
-            break;
+        if (w->failed || w->consumer_fatal)
+            continue;
         if (!w->nbatch && next_expiry(w) > ol_time_now_ms())
             continue;
         run_batch(w);
@@ -948,56 +1301,55 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+/* The worker's group member: static membership, so that a restarted
+ * process (same decide.instance) gets its partitions back at once instead of
+ * after the session timeout. */
+static rd_kafka_t *consumer_new(worker_t *w, char *errstr, size_t errstr_size) {
+    const char *ctuning[] = {"group.id", w->d->group, "group.instance.id", w->txid, "partition.assignment.strategy",
+                             "range", "session.timeout.ms", "10000", "fetch.wait.max.ms", "10",
+                             /* prefetch bounded per worker, whatever the backlog */
+                             "queued.max.messages.kbytes", "16384", NULL};
+    rd_kafka_conf_t *cc = ol_kafka_conf_new(w->d->conf, OL_KAFKA_CONSUMER, w->client, ctuning, errstr, errstr_size);
+    if (!cc)
+        return NULL;
+    rd_kafka_conf_set_rebalance_cb(cc, rebalance_cb);
+    rd_kafka_conf_set_opaque(cc, w);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, errstr_size);
+    if (!rk)
+        rd_kafka_conf_destroy(cc);
+    return rk;
+}
+
+static rd_kafka_t *producer_new(worker_t *w, char *errstr, size_t errstr_size) {
+    const char *ptuning[] = {"transactional.id", w->txid, "linger.ms", "2", NULL};
+    return ol_kafka_new(w->d->conf, OL_KAFKA_TXN_PRODUCER, w->client, ptuning, errstr, errstr_size);
+}
+
 static ol_err_t worker_init(decide_t *d, worker_t *w, int index, char *errstr, size_t errstr_size) {
     const ol_conf_t *conf = d->conf;
     w->d = d;
     w->index = index;
+    pthread_mutex_init(&w->clients_lock, NULL);
     w->codec = ol_codec_new();
     w->arena = ol_arena_new(64 * 1024);
     w->scratch = ol_arena_new(64 * 1024);
     w->parts = ol_xcalloc((size_t)d->npartitions, sizeof(*w->parts));
     w->batch = ol_xcalloc(d->batch_events, sizeof(*w->batch));
     w->expired = ol_xcalloc(MAX_FACTS, sizeof(*w->expired));
-    char client[64], txid[512], restore_group[300];
-    snprintf(client, sizeof(client), "orderlog-decide-%d", index);
-    snprintf(txid, sizeof(txid), "%sdecide-%s-%d", ol_conf_str(conf, "topic.prefix"),
+    char restore_group[300];
+    snprintf(w->client, sizeof(w->client), "orderlog-decide-%d", index);
+    snprintf(w->txid, sizeof(w->txid), "%sdecide-%s-%d", ol_conf_str(conf, "topic.prefix"),
              ol_conf_str(conf, "decide.instance"), index);
     snprintf(restore_group, sizeof(restore_group), "%s-restore", d->group);
-    /* static membership: a restarted process (same decide.instance) gets
-     * its partitions back at once instead of after the session timeout */
-    const char *ctuning[] = {"group.id", d->group, "group.instance.id", txid, "partition.assignment.strategy", "range",
-                             "session.timeout.ms", "10000", "fetch.wait.max.ms", "10",
-                             /* prefetch bounded per worker, whatever the backlog */
-                             "queued.max.messages.kbytes", "16384", NULL};
-    const char *ptuning[] = {"transactional.id", txid, "linger.ms", "2", NULL};
     const char *rtuning[] = {"group.id", restore_group, "fetch.wait.max.ms", "10", NULL};
-    rd_kafka_conf_t *cc = ol_kafka_conf_new(conf, OL_KAFKA_CONSUMER, client, ctuning, errstr, errstr_size);
-    if (!cc)
+    if (!(w->consumer = consumer_new(w, errstr, errstr_size)) || !(w->producer = producer_new(w, errstr, errstr_size)))
         return OL_ERR_CONFIG;
-    rd_kafka_conf_set_rebalance_cb(cc, rebalance_cb);
-    rd_kafka_conf_set_opaque(cc, w);
-    if (!(w->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, errstr_size))) {
-        rd_kafka_conf_destroy(cc);
+    if (!(w->restorer = ol_kafka_new(conf, OL_KAFKA_READER, w->client, rtuning, errstr, errstr_size)))
         return OL_ERR_CONFIG;
-    }
-    rd_kafka_conf_t *pc = ol_kafka_conf_new(conf, OL_KAFKA_TXN_PRODUCER, client, ptuning, errstr, errstr_size);
-    if (!pc)
-        return OL_ERR_CONFIG;
-    if (!(w->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size))) {
-        rd_kafka_conf_destroy(pc);
-        return OL_ERR_CONFIG;
-    }
-    rd_kafka_conf_t *rc = ol_kafka_conf_new(conf, OL_KAFKA_READER, client, rtuning, errstr, errstr_size);
-    if (!rc)
-        return OL_ERR_CONFIG;
-    if (!(w->restorer = rd_kafka_new(RD_KAFKA_CONSUMER, rc, errstr, errstr_size))) {
-        rd_kafka_conf_destroy(rc);
-        return OL_ERR_CONFIG;
-    }
     /* fences (aborts) what a previous run with this transactional.id left open */
     rd_kafka_error_t *e = rd_kafka_init_transactions(w->producer, ol_conf_int(conf, "broker.wait.ms") + 30000);
     if (e) {
-        ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not start transactions (%s): %s", txid,
+        ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not start transactions (%s): %s", w->txid,
                 rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
         return OL_ERR_UNREACHABLE;
@@ -1020,12 +1372,15 @@ static ol_err_t worker_subscribe(worker_t *w, char *errstr, size_t errstr_size) 
 }
 
 static void worker_destroy(worker_t *w) {
-    if (w->consumer) {
+    if (w->consumer)
         rd_kafka_consumer_close(w->consumer); /* revokes: the states are dropped */
+    pthread_mutex_lock(&w->clients_lock);
+    if (w->consumer)
         rd_kafka_destroy(w->consumer);
-    }
     if (w->producer)
         rd_kafka_destroy(w->producer);
+    w->consumer = w->producer = NULL;
+    pthread_mutex_unlock(&w->clients_lock);
     if (w->restorer) {
         rd_kafka_consumer_close(w->restorer);
         rd_kafka_destroy(w->restorer);
@@ -1134,7 +1489,7 @@ out:
 /* ---- observability -------------------------------------------------------- */
 
 static const char *const dlq_stages[] = {"decode", "placement", "decide", NULL};
-static const char *const retry_calls[] = {"committed_offsets", "send_offsets", "commit", NULL};
+static const char *const retry_calls[] = {"committed_offsets", "send_offsets", "commit", "abort", NULL};
 
 static void observe_dlq(decide_t *d, const char *stage) {
     size_t i = 0;
@@ -1225,8 +1580,13 @@ static void lag_fn(void *opaque, ol_metrics_out_t *out) {
     decide_t *d = opaque;
     if (!atomic_load(&d->running))
         return;
-    for (int i = 0; i < d->nworkers; i++)
-        ol_kafka_lag_write(d->workers[i].consumer, out);
+    for (int i = 0; i < d->nworkers; i++) {
+        worker_t *w = &d->workers[i];
+        pthread_mutex_lock(&w->clients_lock);
+        if (w->consumer)
+            ol_kafka_lag_write(w->consumer, out);
+        pthread_mutex_unlock(&w->clients_lock);
+    }
 }
 
 static void assigned_fn(void *opaque, ol_metrics_out_t *out) {
@@ -1236,7 +1596,11 @@ static void assigned_fn(void *opaque, ol_metrics_out_t *out) {
     int n = 0;
     for (int i = 0; i < d->nworkers; i++) {
         rd_kafka_topic_partition_list_t *l = NULL;
-        if (rd_kafka_assignment(d->workers[i].consumer, &l))
+        worker_t *w = &d->workers[i];
+        pthread_mutex_lock(&w->clients_lock);
+        rd_kafka_resp_err_t kerr = w->consumer ? rd_kafka_assignment(w->consumer, &l) : RD_KAFKA_RESP_ERR__STATE;
+        pthread_mutex_unlock(&w->clients_lock);
+        if (kerr)
             return;
         for (int k = 0; k < l->cnt; k++)
             n += !strcmp(l->elems[k].topic, d->topic_buy);
@@ -1255,11 +1619,14 @@ static bool decide_live(void *opaque, json_t *checks) {
         worker_t *w = &d->workers[i];
         char name[32], fatal[256];
         snprintf(name, sizeof(name), "worker-%d", i);
+        pthread_mutex_lock(&w->clients_lock);
+        bool fatal_error = (w->consumer && rd_kafka_fatal_error(w->consumer, fatal, sizeof(fatal))) ||
+                           (w->producer && rd_kafka_fatal_error(w->producer, fatal, sizeof(fatal)));
+        pthread_mutex_unlock(&w->clients_lock);
         if (atomic_load(&w->down))
             ok = ol_http_check(checks, name, false, "failed: %s", w->errstr);
-        else if (rd_kafka_fatal_error(w->consumer, fatal, sizeof(fatal)) ||
-                 rd_kafka_fatal_error(w->producer, fatal, sizeof(fatal)))
-            ok = ol_http_check(checks, name, false, "fatal Kafka error: %s", fatal);
+        else if (fatal_error)
+            ok = ol_http_check(checks, name, false, "fatal Kafka error (the worker replaces the client): %s", fatal);
         else
             ok &= ol_http_check_beat(checks, name, atomic_load(&w->beat_us), stall_ms);
     }
@@ -1278,7 +1645,9 @@ static bool decide_ready(void *opaque, json_t *checks) {
         worker_t *w = &d->workers[i];
         char name[32];
         snprintf(name, sizeof(name), "worker-%d", i);
-        int restoring = atomic_load(&w->restoring), n = ol_kafka_assigned_count(w->consumer);
+        pthread_mutex_lock(&w->clients_lock);
+        int restoring = atomic_load(&w->restoring), n = w->consumer ? ol_kafka_assigned_count(w->consumer) : 0;
+        pthread_mutex_unlock(&w->clients_lock);
         assigned += n > 0 ? n : 0;
         if (atomic_load(&w->down))
             ok = ol_http_check(checks, name, false, "failed: %s", w->errstr);

@@ -512,3 +512,42 @@ Test(decide, kill9_during_a_sale_leaves_one_decision_per_request_and_no_oversell
     json_decref(recs);
     free(reqs);
 }
+
+/* Two processes with one decide.instance (a mistake of deployment): each
+ * fences the other (static membership, transactional ids). The one fenced
+ * again after it took over once exits 1 naming the instance, never sits at
+ * 0 decisions/s; the other goes on deciding. */
+Test(decide, a_second_process_with_the_same_instance_ends_the_fenced_one) {
+    use_topics("twins");
+    publish("catalog.jsonl", catalog);
+    publish("buys1.jsonl", BUY("t1", "u1", 1, "10.0.0.1", "B", 1));
+    const char *extra = "-X decide.workers=1 -X decide.instance=twin";
+    ol_test_bg_t *first = decide_bg(extra);
+    json_t *recs = wait_facts("BuyAccepted", 1, 60000, first);
+    json_decref(recs);
+    ol_test_bg_t *second = decide_bg(extra), *bgs[2] = {first, second};
+    long long deadline = ol_test_now_ms() + 240000;
+    int ended = -1, rc = -1;
+    while (ended < 0 && ol_test_now_ms() < deadline)
+        for (int i = 0; i < 2 && ended < 0; i++)
+            if ((rc = ol_test_bg_wait(bgs[i], 250)) != -1)
+                ended = i;
+    cr_assert(ended >= 0, "neither process ended within 240 s\nfirst:\n%s\nsecond:\n%s", ol_test_bg_stderr(first),
+              ol_test_bg_stderr(second));
+    const char *err = ol_test_bg_stderr(bgs[ended]);
+    cr_assert_eq(rc, 1, "the fenced decide exited %d\n%s", rc, err);
+    cr_assert(strstr(err, "is another decide running with decide.instance=twin"), "no clear message:\n%s", err);
+    char *line = ol_test_find_line(err, "orderlog decide: worker 0:", NULL);
+    cr_assert(line, "no one-line error naming the worker:\n%s", err);
+    free(line);
+
+    /* the other one still decides */
+    ol_test_bg_t *other = bgs[1 - ended];
+    cr_assert_eq(ol_test_bg_wait(other, 0), -1, "both exited\n%s", ol_test_bg_stderr(other));
+    publish("buys2.jsonl", BUY("t2", "u2", 1, "10.0.0.2", "B", 1));
+    recs = wait_facts("BuyAccepted", 2, 120000, other);
+    cr_assert_str_eq(type_of(decision(recs, "t2")), "BuyAccepted");
+    json_decref(recs);
+    ol_test_bg_free(bgs[ended]);
+    stop_ok(other);
+}
