@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/kafka.h"
 #include "common/log.h"
 #include "common/time.h"
 #include "common/util.h"
@@ -275,13 +276,7 @@ ol_err_t ol_dlq_partitions(rd_kafka_t *rk, const ol_conf_t *conf, const char *to
     int64_t deadline = ol_time_mono_us() + (int64_t)timeout * 1000;
     for (int32_t p = 0; ends && p < n; p++) {
         int64_t lo = 0, hi = 0;
-        /* a topic just created may have no leader yet */
-        while ((kerr = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, timeout)) &&
-               (kerr == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION || kerr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
-                kerr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
-               ol_time_mono_us() < deadline)
-            nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
-        if (kerr)
+        if ((kerr = ol_kafka_watermarks(rk, topic, p, timeout, deadline, &lo, &hi)))
             return ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not read where %s [%" PRId32 "] ends: %s",
                            topic, p, rd_kafka_err2str(kerr));
         ends[p] = hi;

@@ -639,3 +639,28 @@ json_t *ol_json_to_jansson(const ol_json_t *v) {
         return json_null();
     }
 }
+
+json_t *ol_json_bytes(const void *val, size_t size) {
+    json_t *s = json_stringn(val, size);
+    if (s)
+        return s;
+    const unsigned char *p = val;
+    char *out = ol_xcalloc(size * 4 + 1, 1);
+    size_t n = 0;
+    for (size_t i = 0; i < size;) {
+        size_t len = p[i] < 0x80 ? 1 : (p[i] & 0xe0) == 0xc0 ? 2 : (p[i] & 0xf0) == 0xe0 ? 3 : 4;
+        json_t *seq = i + len <= size ? json_stringn((const char *)p + i, len) : NULL; /* NULL: not UTF-8 */
+        if (seq) {
+            memcpy(out + n, p + i, len);
+            n += len;
+            i += len;
+            json_decref(seq);
+        } else {
+            n += (size_t)snprintf(out + n, 5, "\\x%02x", p[i]);
+            i++;
+        }
+    }
+    s = json_stringn(out, n);
+    free(out);
+    return s;
+}

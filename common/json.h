@@ -78,6 +78,11 @@ void ol_json_member_str(ol_json_member_t *m, const char *key, const char *s);
 void ol_json_member_int(ol_json_member_t *m, const char *key, int64_t i);
 ol_json_t ol_json_object_of(ol_json_member_t *members, size_t n);
 
+/* Bytes as a jansson string (new): as they are when they are UTF-8, else
+ * each byte that is not part of a valid sequence as "\xNN", so that a
+ * record with a binary key, header or value can still be printed. */
+json_t *ol_json_bytes(const void *val, size_t size);
+
 /* "an integer", "a string", ... for error messages. */
 const char *ol_json_kind(const ol_json_t *v);
 

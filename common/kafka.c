@@ -210,6 +210,17 @@ int32_t ol_kafka_partition_count(rd_kafka_t *rk, const ol_conf_t *conf, const ch
     return n;
 }
 
+rd_kafka_resp_err_t ol_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int timeout_ms,
+                                        int64_t deadline_us, int64_t *lo, int64_t *hi) {
+    rd_kafka_resp_err_t kerr;
+    while ((kerr = rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi, timeout_ms)) &&
+           (kerr == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION || kerr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+            kerr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
+           ol_time_mono_us() < deadline_us)
+        nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+    return kerr;
+}
+
 ol_err_t ol_kafka_check_log_start(rd_kafka_t *rk, const ol_conf_t *conf, const char *topic, char *errstr,
                                   size_t errstr_size) {
     int timeout = (int)ol_conf_int(conf, "broker.wait.ms");
@@ -220,13 +231,7 @@ ol_err_t ol_kafka_check_log_start(rd_kafka_t *rk, const ol_conf_t *conf, const c
     int64_t deadline = ol_time_mono_us() + (int64_t)timeout * 1000;
     for (int32_t p = 0; p < n; p++) {
         int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t kerr;
-        /* a topic just created may have no leader yet */
-        while ((kerr = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, timeout)) &&
-               (kerr == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION || kerr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
-                kerr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
-               ol_time_mono_us() < deadline)
-            nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+        rd_kafka_resp_err_t kerr = ol_kafka_watermarks(rk, topic, p, timeout, deadline, &lo, &hi);
         if (kerr)
             return ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not read where %s [%" PRId32 "] starts: %s",
                            topic, p, rd_kafka_err2str(kerr));

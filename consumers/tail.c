@@ -20,34 +20,6 @@ static void on_signal(int sig) {
     tail_stop = 1;
 }
 
-/* Bytes as a JSON string (new): as they are when they are UTF-8, else each
- * byte that is not part of a valid sequence as "\xNN", so that a record with
- * a binary key or header is still printed. */
-static json_t *bytes_json(const void *val, size_t size) {
-    json_t *s = json_stringn(val, size);
-    if (s)
-        return s;
-    const unsigned char *p = val;
-    char *out = ol_xcalloc(size * 4 + 1, 1);
-    size_t n = 0;
-    for (size_t i = 0; i < size;) {
-        size_t len = p[i] < 0x80 ? 1 : (p[i] & 0xe0) == 0xc0 ? 2 : (p[i] & 0xf0) == 0xe0 ? 3 : 4;
-        json_t *seq = i + len <= size ? json_stringn((const char *)p + i, len) : NULL; /* NULL: not UTF-8 */
-        if (seq) {
-            memcpy(out + n, p + i, len);
-            n += len;
-            i += len;
-            json_decref(seq);
-        } else {
-            n += (size_t)snprintf(out + n, 5, "\\x%02x", p[i]);
-            i++;
-        }
-    }
-    s = json_stringn(out, n);
-    free(out);
-    return s;
-}
-
 /* Every header as a string, in record order (a repeated name keeps the last). */
 static json_t *headers_json(const rd_kafka_message_t *rkm) {
     json_t *obj = json_object();
@@ -58,7 +30,7 @@ static json_t *headers_json(const rd_kafka_message_t *rkm) {
     const void *val;
     size_t size;
     for (size_t i = 0; !rd_kafka_header_get_all(hdrs, i, &name, &val, &size); i++)
-        json_object_set_new(obj, name, val ? bytes_json(val, size) : json_null());
+        json_object_set_new(obj, name, val ? ol_json_bytes(val, size) : json_null());
     return obj;
 }
 
@@ -70,7 +42,7 @@ static void print_record(ol_codec_t *codec, const rd_kafka_message_t *rkm, long 
     json_object_set_new(out, "offset", json_integer(rkm->offset));
     ol_time_format(rd_kafka_message_timestamp(rkm, NULL), ts, sizeof(ts));
     json_object_set_new(out, "timestamp", json_string(ts));
-    json_object_set_new(out, "key", rkm->key ? bytes_json(rkm->key, rkm->key_len) : json_null());
+    json_object_set_new(out, "key", rkm->key ? ol_json_bytes(rkm->key, rkm->key_len) : json_null());
     json_object_set_new(out, "headers", headers_json(rkm));
     ol_event_t ev;
     if (ol_event_from_message(codec, rkm, &ev, errstr, sizeof(errstr))) {

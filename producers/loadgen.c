@@ -290,13 +290,7 @@ static ol_err_t consumer_start(loadgen_t *lg, char *errstr, size_t errstr_size) 
     for (int i = 0; i < lg->npartitions && !err; i++) {
         int32_t p = md->topics[0].partitions[i].id;
         int64_t lo, hi, until = ol_time_mono_us() + (int64_t)timeout * 1000;
-        /* a topic just created may have no leader yet */
-        while ((kerr = rd_kafka_query_watermark_offsets(lg->consumer, lg->topic_sale, p, &lo, &hi, timeout)) &&
-               (kerr == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION || kerr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
-                kerr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
-               ol_time_mono_us() < until)
-            sleep_us(100000);
-        if (kerr)
+        if ((kerr = ol_kafka_watermarks(lg->consumer, lg->topic_sale, p, timeout, until, &lo, &hi)))
             err = ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not read the end of %s [%" PRId32 "]: %s",
                           lg->topic_sale, p, rd_kafka_err2str(kerr));
         else

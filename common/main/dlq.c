@@ -107,33 +107,6 @@ typedef struct dlq_s {
 
 /* ---- small helpers ------------------------------------------------------- */
 
-/* Bytes as a JSON string (new): as they are when UTF-8, else each byte
- * outside a valid sequence as "\xNN". */
-static json_t *bytes_json(const void *val, size_t size) {
-    json_t *s = json_stringn(val, size);
-    if (s)
-        return s;
-    const unsigned char *p = val;
-    char *out = ol_xcalloc(size * 4 + 1, 1);
-    size_t n = 0;
-    for (size_t i = 0; i < size;) {
-        size_t len = p[i] < 0x80 ? 1 : (p[i] & 0xe0) == 0xc0 ? 2 : (p[i] & 0xf0) == 0xe0 ? 3 : 4;
-        json_t *seq = i + len <= size ? json_stringn((const char *)p + i, len) : NULL;
-        if (seq) {
-            memcpy(out + n, p + i, len);
-            n += len;
-            i += len;
-            json_decref(seq);
-        } else {
-            n += (size_t)snprintf(out + n, 5, "\\x%02x", p[i]);
-            i++;
-        }
-    }
-    s = json_stringn(out, n);
-    free(out);
-    return s;
-}
-
 static void print_json(json_t *j, size_t flags) {
     char *s = json_dumps(j, flags | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
     if (s) {
@@ -281,10 +254,10 @@ static json_t *letter_json(const dlq_t *d, const ol_dlq_letter_t *l, const rd_ka
     json_object_set_new(o, "stage", json_string(l->stage));
     json_object_set_new(o, "group", json_string(l->group));
     json_object_set_new(o, "time", json_string(l->time));
-    json_object_set_new(o, "error", bytes_json(l->error, strlen(l->error)));
+    json_object_set_new(o, "error", ol_json_bytes(l->error, strlen(l->error)));
     ol_dlq_reason_group(l->error, reason, sizeof(reason));
-    json_object_set_new(o, "reason", bytes_json(reason, strlen(reason)));
-    json_object_set_new(o, "key", rkm->key ? bytes_json(rkm->key, rkm->key_len) : json_null());
+    json_object_set_new(o, "reason", ol_json_bytes(reason, strlen(reason)));
+    json_object_set_new(o, "key", rkm->key ? ol_json_bytes(rkm->key, rkm->key_len) : json_null());
     json_object_set_new(o, "status", json_string(to ? "replayed" : "pending"));
     if (to)
         json_object_set_new(o, "replayed_to", json_string(to));
@@ -384,7 +357,7 @@ static void print_counts(dlq_t *d) {
             json_t *e = json_object();
             json_object_set_new(e, "topic", json_string(g->topic));
             json_object_set_new(e, "stage", json_string(g->stage));
-            json_object_set_new(e, "reason", bytes_json(g->reason, strlen(g->reason)));
+            json_object_set_new(e, "reason", ol_json_bytes(g->reason, strlen(g->reason)));
             json_object_set_new(e, "records", json_integer(g->records));
             json_object_set_new(e, "replayed", json_integer(g->replayed));
             json_array_append_new(arr, e);
@@ -428,7 +401,7 @@ static json_t *headers_json(const rd_kafka_message_t *rkm) {
     for (size_t i = 0; !rd_kafka_header_get_all(hdrs, i, &name, &val, &size); i++) {
         json_t *h = json_array();
         json_array_append_new(h, json_string(name));
-        json_array_append_new(h, val ? bytes_json(val, size) : json_null());
+        json_array_append_new(h, val ? ol_json_bytes(val, size) : json_null());
         json_array_append_new(arr, h);
     }
     return arr;
@@ -448,7 +421,7 @@ static int show_cb(void *opaque, const rd_kafka_message_t *rkm) {
         json_object_set_new(o, "dlq_offset", json_integer(rkm->offset));
         ol_time_format(l.timestamp_ms, ts, sizeof(ts));
         json_object_set_new(o, "timestamp", json_string(ts));
-        json_object_set_new(o, "key", rkm->key ? bytes_json(rkm->key, rkm->key_len) : json_null());
+        json_object_set_new(o, "key", rkm->key ? ol_json_bytes(rkm->key, rkm->key_len) : json_null());
         json_object_set_new(o, "status", json_string(kind == OL_DLQ_MARKER ? "marker" : "not a dead letter"));
     }
     json_object_set_new(o, "headers", headers_json(rkm));
@@ -458,7 +431,7 @@ static int show_cb(void *opaque, const rd_kafka_message_t *rkm) {
     } else if (ol_event_from_message(d->codec, rkm, &ev, errstr, sizeof(errstr))) {
         json_object_set_new(o, "decode_error", json_string(errstr));
         json_object_set_new(o, "value_bytes", json_integer((json_int_t)rkm->len));
-        json_object_set_new(o, "value", rkm->payload ? bytes_json(rkm->payload, rkm->len) : json_null());
+        json_object_set_new(o, "value", rkm->payload ? ol_json_bytes(rkm->payload, rkm->len) : json_null());
     } else {
         json_object_set_new(o, "type", json_string(ev.env.type->name));
         json_object_set_new(o, "schema_version", json_integer(ev.env.version));
