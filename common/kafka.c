@@ -42,6 +42,12 @@ typedef struct profile_s {
     const char *const *props; /* pairs over them */
 } profile_t;
 
+/* Every client: after a broker comes back, reconnect within a second, as
+ * the Java client does (reconnect.backoff.max.ms 1000); librdkafka's own
+ * default backs off up to 10 s, which after an outage of a few seconds left
+ * each role up to 10 s more without the broker. */
+static const char *const client_props[] = {"reconnect.backoff.max.ms", "1000", NULL};
+
 /* Producers place keys as the Java client does (murmur2), so a key written
  * by orderlog and by anyone else lands on one partition, in order; they
  * batch and compress (the roles set how long they linger). */
@@ -150,9 +156,9 @@ rd_kafka_conf_t *ol_kafka_conf_new(const ol_conf_t *conf, ol_kafka_profile_t pro
     set_ctx_t ctx = {rd_kafka_conf_new(), errstr, errstr_size};
     rd_kafka_conf_set_log_cb(ctx.kconf, log_cb);
     const char *const id[] = {"client.id", client_id, NULL};
-    if (ol_conf_foreach_kafka(conf, check_locked, &ctx) || set_pairs(&ctx, profiles[profile].base) ||
-        set_pairs(&ctx, profiles[profile].props) || set_pairs(&ctx, id) || set_pairs(&ctx, tuning) ||
-        ol_conf_foreach_kafka(conf, set_one, &ctx)) {
+    if (ol_conf_foreach_kafka(conf, check_locked, &ctx) || set_pairs(&ctx, client_props) ||
+        set_pairs(&ctx, profiles[profile].base) || set_pairs(&ctx, profiles[profile].props) || set_pairs(&ctx, id) ||
+        set_pairs(&ctx, tuning) || ol_conf_foreach_kafka(conf, set_one, &ctx)) {
         rd_kafka_conf_destroy(ctx.kconf);
         return NULL;
     }
@@ -192,6 +198,7 @@ static void write_pairs(const ol_conf_t *conf, const char *const *pairs, const c
 }
 
 void ol_kafka_profile_write(const ol_conf_t *conf, ol_kafka_profile_t profile, FILE *out) {
+    write_pairs(conf, client_props, "(every client)", out);
     write_pairs(conf, profiles[profile].base, profiles[profile].name, out);
     write_pairs(conf, profiles[profile].props, profiles[profile].name, out);
     ol_conf_foreach_kafka(conf, write_user, out);

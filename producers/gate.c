@@ -235,7 +235,8 @@ static enum MHD_Result produce_and_wait(req_t *r, rd_kafka_topic_t *rkt, const c
         pthread_mutex_lock(&g->lock);
         ol_gate__wait_remove(g, r);
         if (!r->done)
-            ol_gate__set_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, ol_gate__answer_error(msg, NULL), OUT_UNAVAILABLE, -1);
+            ol_gate__set_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, ol_gate__answer_unavailable(msg, r->request_id),
+                                OUT_UNAVAILABLE, -1);
         pthread_mutex_unlock(&g->lock);
         MHD_resume_connection(r->conn);
     }
@@ -1017,15 +1018,24 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     ol_log_info("listening on %s (%u threads), waiting up to %lld ms for decisions", shown, nthreads,
                 (long long)(g->wait_us / 1000));
 
+    char fatal[256] = "";
     for (;;) {
         struct timespec ts = {1, 0};
         int sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT)
             break;
         health_check(g);
+        /* The idempotent producer cannot go on (librdkafka says so only for
+         * errors it cannot recover from): every buy would be answered 503.
+         * Stop with a non-zero status so that a supervisor starts a gate
+         * with a new producer; a retried request id is decided once. */
+        if (rd_kafka_fatal_error(g->rk, fatal, sizeof(fatal)))
+            break;
     }
+    if (*fatal)
+        ol_log_error("the Kafka producer failed for good (%s): stopping; a restart makes a new one", fatal);
     gate_shutdown(g);
-    rc = OL_EXIT_OK;
+    rc = *fatal ? OL_EXIT_FAIL : OL_EXIT_OK;
 out:
     if (g->d)
         MHD_stop_daemon(g->d);

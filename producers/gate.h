@@ -206,6 +206,9 @@ char *ol_gate__answer_rejected(const char *request_id, const char *message, cons
 char *ol_gate__answer_pending(const req_t *r);
 /* {"error":..., "field":...}; field may be NULL. */
 char *ol_gate__answer_error(const char *error, const char *field);
+/* {"error", "requestID", "retry"}: Kafka did not take the request; sending it
+ * again with the same requestID is safe. */
+char *ol_gate__answer_unavailable(const char *error, const char *request_id);
 /* The reason's index in REASONS, REASON_OTHER when unknown; and its name. */
 int ol_gate__reason_index(const char *s);
 const char *ol_gate__reason_name(int reason);

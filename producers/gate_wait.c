@@ -136,6 +136,16 @@ char *ol_gate__answer_error(const char *error, const char *field) {
     return b.p;
 }
 
+char *ol_gate__answer_unavailable(const char *error, const char *request_id) {
+    sb_t b = {0};
+    sb_puts(&b, "{\"error\":");
+    sb_json(&b, error);
+    if (request_id && *request_id)
+        sb_field(&b, "requestID", request_id);
+    sb_puts(&b, ",\"retry\":\"safe: send the same request with the same requestID, it is decided once\"}");
+    return b.p;
+}
+
 static const char *hold_reject_message(const char *reason) {
     if (!strcmp(reason, "not_owner"))
         return "The hold belongs to another user.";
@@ -339,7 +349,8 @@ void ol_gate__dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
         if (!r->done) {
             char msg[200];
             snprintf(msg, sizeof(msg), "could not write the request to Kafka: %s", rd_kafka_err2str(rkm->err));
-            ol_gate__set_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, ol_gate__answer_error(msg, NULL), OUT_UNAVAILABLE, -1);
+            ol_gate__set_answer(r, MHD_HTTP_SERVICE_UNAVAILABLE, ol_gate__answer_unavailable(msg, r->request_id),
+                                OUT_UNAVAILABLE, -1);
         }
         wake = true;
     } else if (r->done) {

@@ -615,7 +615,10 @@ static ol_err_t guard_open(guard_t *g, char *errstr, size_t errstr_size) {
         "group.id", g->group, "enable.partition.eof", "false", "session.timeout.ms", "10000", "heartbeat.interval.ms",
         "1000",     NULL};
     const char *ftuning[] = {"group.id", follower_group, NULL};
-    const char *ptuning[] = {"linger.ms", "5", NULL};
+    /* A ban waits for the broker however long it is away (message.timeout.ms
+     * 0: no limit), instead of failing and stopping guard; the requests it
+     * covers are committed only once it is delivered. */
+    const char *ptuning[] = {"linger.ms", "5", "message.timeout.ms", "0", NULL};
     if (!(g->producer = client_new(g, OL_KAFKA_PRODUCER, "orderlog-guard", 0, ptuning, errstr, errstr_size)) ||
         !(g->follower = client_new(g, OL_KAFKA_READER, follower_group, 0, ftuning, errstr, errstr_size)) ||
         !(g->consumer = client_new(g, OL_KAFKA_CONSUMER, g->group, 1, ctuning, errstr, errstr_size)))
