@@ -14,7 +14,7 @@ static const ol_conf_prop_t conf_props[] = {
      "Kafka brokers to bootstrap from (host:port, comma separated). Every other kafka.* property "
      "is passed to librdkafka as it is."},
     {"pg.conninfo", OL_CONF_STR, "host=127.0.0.1 port=54329 dbname=orderlog user=postgres", 0, 0, NULL,
-     "PostgreSQL connection string (libpq conninfo or URI)."},
+     "PostgreSQL connection string (libpq conninfo or URI); its passwords are never printed (shown as ***)."},
     {"topic.prefix", OL_CONF_STR, "orderlog.", 0, 0, NULL,
      "Prefix of every topic name (`orderlog.buy-requests`, `orderlog.orders`, ...)."},
     {"topic.partitions", OL_CONF_INT, "6", 1, 10000, NULL,

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/redact.h"
 #include "common/time.h"
 #include "common/util.h"
 
@@ -65,6 +66,7 @@ bool ol_http_check(json_t *checks, const char *name, bool ok, const char *fmt, .
     va_start(ap, fmt);
     vsnprintf(detail, sizeof(detail), fmt, ap);
     va_end(ap);
+    ol_redact_text_inplace(detail, sizeof(detail)); /* a library's message may echo a secret */
     json_object_set_new(checks, name, json_pack("{s:b,s:s}", "ok", ok, "detail", detail));
     return ok;
 }

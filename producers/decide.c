@@ -1314,7 +1314,7 @@ static rd_kafka_t *consumer_new(worker_t *w, char *errstr, size_t errstr_size) {
         return NULL;
     rd_kafka_conf_set_rebalance_cb(cc, rebalance_cb);
     rd_kafka_conf_set_opaque(cc, w);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, errstr_size);
+    rd_kafka_t *rk = ol_kafka_handle_new(RD_KAFKA_CONSUMER, cc, errstr, errstr_size);
     if (!rk)
         rd_kafka_conf_destroy(cc);
     return rk;

@@ -785,7 +785,7 @@ static rd_kafka_t *kafka_new(gate_t *g, ol_kafka_profile_t profile, const char *
         rd_kafka_conf_set_dr_msg_cb(kconf, ol_gate__dr_cb);
     rd_kafka_conf_set_error_cb(kconf, error_cb);
     rd_kafka_conf_set_opaque(kconf, g);
-    rd_kafka_t *rk = rd_kafka_new(type, kconf, errstr, errstr_size);
+    rd_kafka_t *rk = ol_kafka_handle_new(type, kconf, errstr, errstr_size);
     if (!rk)
         rd_kafka_conf_destroy(kconf);
     return rk;

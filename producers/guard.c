@@ -602,7 +602,7 @@ static rd_kafka_t *client_new(guard_t *g, ol_kafka_profile_t profile, const char
         rd_kafka_conf_set_dr_msg_cb(kconf, dr_cb);
     if (grouped)
         rd_kafka_conf_set_rebalance_cb(kconf, rebalance_cb);
-    rd_kafka_t *rk = rd_kafka_new(type, kconf, errstr, errstr_size);
+    rd_kafka_t *rk = ol_kafka_handle_new(type, kconf, errstr, errstr_size);
     if (!rk)
         rd_kafka_conf_destroy(kconf);
     return rk;
