@@ -13,6 +13,16 @@
 /* Longest element or entry quoted back in an error. */
 #define SHOWN 64
 
+/* s[0, len) for an error message: at most SHOWN bytes, anything but
+ * printable ASCII as '?' (headers may hold any byte). */
+static const char *show(const char *s, size_t len, char buf[SHOWN + 1]) {
+    size_t n = len > SHOWN ? SHOWN : len;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+    buf[n] = '\0';
+    return buf;
+}
+
 /* ---- addresses ----------------------------------------------------------- */
 
 static const unsigned char v4mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -291,9 +301,10 @@ static ol_err_t xff_client(const char *header, const ol_netlist_t *trusted, ol_n
             e--;
         if (e > s) {
             ol_netaddr_t a;
+            char buf[SHOWN + 1];
             if (!node_parse(s, (size_t)(e - s), &a))
-                return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "X-Forwarded-For: \"%.*s\" is not an IP address",
-                               e - s > SHOWN ? SHOWN : (int)(e - s), s);
+                return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "X-Forwarded-For: \"%s\" is not an IP address",
+                               show(s, (size_t)(e - s), buf));
             if (walk_step(&w, &a)) {
                 *out = a;
                 return OL_ERR_OK;
@@ -383,8 +394,8 @@ static ol_err_t rfc7239_read(const char *h, felem_t **elems, size_t *n, char **b
             if (i < len && h[i] == ';')
                 i++;
             else if (i < len && h[i] != ',')
-                return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "Forwarded: unexpected \"%c\" at byte %zu", h[i],
-                               i);
+                return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "Forwarded: unexpected \"%s\" at byte %zu",
+                               show(h + i, 1, (char[SHOWN + 1]){0}), i);
         }
         if (*n == cap) {
             cap = cap ? cap * 2 : 8;
@@ -404,11 +415,12 @@ static ol_err_t rfc7239_client(const char *header, const ol_netlist_t *trusted, 
     walk_t w = {.trusted = trusted};
     for (size_t k = n; !err && k-- > 0;) {
         ol_netaddr_t a;
+        char shown[SHOWN + 1];
         if (!elems[k].value) {
             err = ol_errf(errstr, errstr_size, OL_ERR_INVALID, "Forwarded: element %zu of %zu has no for=", k + 1, n);
         } else if (!node_parse(elems[k].value, elems[k].len, &a)) {
-            err = ol_errf(errstr, errstr_size, OL_ERR_INVALID, "Forwarded: for=\"%.*s\" is not an IP address",
-                          elems[k].len > SHOWN ? SHOWN : (int)elems[k].len, elems[k].value);
+            err = ol_errf(errstr, errstr_size, OL_ERR_INVALID, "Forwarded: for=\"%s\" is not an IP address",
+                          show(elems[k].value, elems[k].len, shown));
         } else if (walk_step(&w, &a)) {
             *out = a;
             goto out;
