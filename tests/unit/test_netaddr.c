@@ -213,6 +213,10 @@ static const char *xff(const char *header, const char *trusted) {
     return walk(OL_FORWARDED_XFF, header, trusted);
 }
 
+static const char *fwd(const char *header, const char *trusted) {
+    return walk(OL_FORWARDED_RFC7239, header, trusted);
+}
+
 Test(netaddr, xff_the_right_most_address_not_trusted_is_the_client) {
     cr_expect_str_eq(xff("203.0.113.7", ""), "203.0.113.7");
     cr_expect_str_eq(xff("198.51.100.1, 203.0.113.7", ""), "203.0.113.7", "what the client wrote is left of it");
@@ -253,6 +257,9 @@ Test(netaddr, xff_garbage_where_the_walk_stops_is_an_error) {
         cr_expect(!strncmp(got, "error: X-Forwarded-For: \"", 25) && strstr(got, "\" is not an IP address"),
                   "\"%s\": %s", bad[i], got);
     }
+    cr_expect_str_eq(xff("\xff\x01;", ""), "error: X-Forwarded-For: \"??;\" is not an IP address",
+                     "bytes that are not printable ASCII are not echoed");
+    cr_expect_str_eq(fwd("for=\"\xc3\xa9\"", ""), "error: Forwarded: for=\"??\" is not an IP address");
     cr_expect_str_eq(xff("203.0.113.7, garbage, 10.0.0.1", "10.0.0.0/8"),
                      "error: X-Forwarded-For: \"garbage\" is not an IP address", "past a trusted proxy");
 }
@@ -263,10 +270,6 @@ Test(netaddr, xff_garbage_left_of_the_client_is_never_read) {
 }
 
 /* ---- Forwarded (RFC 7239) ---- */
-
-static const char *fwd(const char *header, const char *trusted) {
-    return walk(OL_FORWARDED_RFC7239, header, trusted);
-}
 
 Test(netaddr, forwarded_the_examples_of_rfc_7239) {
     cr_expect_str_eq(fwd("for=\"_gazonk\", for=192.0.2.60", ""), "192.0.2.60");
