@@ -69,7 +69,9 @@ typedef enum ol_forwarded_e {
  * address it saw, so the chain is walked from the right, skipping the
  * addresses in trusted: the first one that is not is the client (when all
  * are, the left-most). What lies left of it was written by the client and
- * is never read, so garbage there does no harm.
+ * is not judged, so garbage there does no harm; except that Forwarded's
+ * quoting is read left to right over the whole header, so a syntax error
+ * anywhere in it is an error (a client can only get its own request refused).
  *
  * An element is an address with or without a port: 192.0.2.1,
  * 192.0.2.1:8080, 2001:db8::1, [2001:db8::1], [2001:db8::1]:8080; in
