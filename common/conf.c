@@ -62,10 +62,25 @@ static const ol_conf_prop_t conf_props[] = {
     {"gate.rate.burst", OL_CONF_INT, "10000", 1, 100000000, NULL,
      "Requests above gate.rate.per.second the instance admits in a burst (the bucket's size)."},
     {"gate.ip.rate.per.second", OL_CONF_INT, "20", 0, 100000000, NULL,
-     "Requests per second `gate` admits per client IP (the body's clientIP, token bucket); 0 = no limit."},
+     "Requests per second `gate` admits per client address (token bucket; the address as gate.trusted.proxies says); "
+     "0 = no limit."},
     {"gate.ip.burst", OL_CONF_INT, "40", 1, 100000000, NULL, "Size of each client IP's token bucket."},
     {"gate.ip.max.entries", OL_CONF_INT, "100000", 16, 100000000, NULL,
      "Client IPs whose buckets `gate` remembers (least recently seen forgotten first, ~150 bytes each)."},
+    {"gate.trusted.proxies", OL_CONF_STR, "", 0, 0, NULL,
+     "Networks of the proxies and load balancers in front of `gate`, comma separated (CIDRs or addresses, IPv4 and "
+     "IPv6: 10.0.0.0/8, 2001:db8::/32). A buy's client address (its per-IP rate limit, the blacklist, "
+     "BuyRequested.client_ip) is the TCP peer; when the peer is in this list, the right-most address of "
+     "gate.forwarded.header that is not (400 when there is none usable). Empty: headers are ignored. A bad entry "
+     "stops `gate` at start."},
+    {"gate.forwarded.header", OL_CONF_ENUM, "x-forwarded-for", 0, 0, "x-forwarded-for,forwarded",
+     "The header gate.trusted.proxies write the client's address in: X-Forwarded-For, or Forwarded (RFC 7239, "
+     "for=). Only this one is read: name the one your proxy appends to, as one it passes on untouched is the "
+     "client's to forge."},
+    {"gate.trust.body.client.ip", OL_CONF_BOOL, "false", 0, 0, NULL,
+     "Take a buy's client address from the body's clientIP (as before gate.trusted.proxies), whoever sends it. Only "
+     "for a `gate` whose every client is a trusted backend that sends its users' addresses: any other client can "
+     "pick the address its rate limit and bans fall on."},
     {"gate.cache.decisions", OL_CONF_INT, "100000", 16, 100000000, NULL,
      "Recent decisions `gate` keeps in memory for GET /buy/<requestID> and retried requests (~300 bytes each); "
      "older ones are read from PostgreSQL (buy_decisions)."},
