@@ -120,6 +120,7 @@ typedef struct worker_s {
     atomic_llong beat_us, skus, skus_at_us; /* the loop turned; SKUs of the owned partitions (at most 1/s) */
     atomic_int restoring;                   /* partitions being restored now */
     atomic_bool down;                       /* failed: errstr is set */
+    atomic_bool joined;                     /* its consumer had its first assignment (maybe empty) */
     /* held by the worker while it replaces or destroys consumer/producer,
      * and by the HTTP threads while they read them */
     pthread_mutex_t clients_lock;
@@ -798,6 +799,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
             fail(w, errstr);
             rd_kafka_assign(rk, NULL);
         }
+        atomic_store(&w->joined, true);
     } else {
         for (int i = 0; i < parts->cnt; i++)
             if (parts->elems[i].partition >= 0 && parts->elems[i].partition < w->d->npartitions)
@@ -1181,6 +1183,7 @@ static void renew_consumer(worker_t *w, const char *why, bool fatal) {
     /* no close: it would leave the group or run the rebalance callback */
     pthread_mutex_lock(&w->clients_lock);
     rd_kafka_destroy_flags(w->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    atomic_store(&w->joined, false);
     w->consumer = consumer_new(w, errstr, sizeof(errstr));
     pthread_mutex_unlock(&w->clients_lock);
     if (!w->consumer || worker_subscribe(w, errstr, sizeof(errstr))) {
@@ -1651,6 +1654,8 @@ static bool decide_ready(void *opaque, json_t *checks) {
         assigned += n > 0 ? n : 0;
         if (atomic_load(&w->down))
             ok = ol_http_check(checks, name, false, "failed: %s", w->errstr);
+        else if (!atomic_load(&w->joined)) /* a later join would move partitions again */
+            ok = ol_http_check(checks, name, false, "joining the group %s", d->group);
         else
             ok &=
                 ol_http_check(checks, name, restoring == 0, "%d partitions assigned, %d being restored", n, restoring);
