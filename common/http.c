@@ -294,10 +294,11 @@ ol_err_t ol_http_parse_reply(const char *buf, size_t len, bool closed, bool *don
             body = nl + 1;
             break;
         }
-        const char *colon = memchr(line, ':', n), *v = colon + 1, *ve = line + n;
+        const char *colon = memchr(line, ':', n);
         if (!colon || colon == line)
             return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "malformed header line \"%s\"",
                            snippet(line, n, shown, sizeof(shown)));
+        const char *v = colon + 1, *ve = line + n;
         while (v < ve && (*v == ' ' || *v == '\t'))
             v++;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
