@@ -190,7 +190,8 @@ static void add_missing_partitions(status_t *st) {
             p->partition = t->partitions[k].id;
         }
     }
-    qsort(st->parts, st->nparts, sizeof(*st->parts), part_cmp);
+    if (st->nparts) /* qsort wants an array, even of nothing */
+        qsort(st->parts, st->nparts, sizeof(*st->parts), part_cmp);
 }
 
 /* Watermarks of one partition; an error string (arena) or NULL. */
@@ -364,7 +365,8 @@ static void load_kafka_groups(status_t *st) {
         rd_kafka_AdminOptions_destroy(opts);
         rd_kafka_ListConsumerGroupOffsets_destroy(req);
     }
-    qsort(st->parts, st->nparts, sizeof(*st->parts), part_cmp);
+    if (st->nparts) /* qsort wants an array, even of nothing */
+        qsort(st->parts, st->nparts, sizeof(*st->parts), part_cmp);
 }
 
 static ol_err_t kafka_status(status_t *st, char *errstr, size_t errstr_size) {
