@@ -42,6 +42,13 @@ static const ol_conf_prop_t conf_props[] = {
      "/healthz of `decide`, `guard` and `project` answers 503 once one of the role's loops has not turned for "
      "this long (stuck in a call, deadlocked); above the longest call a loop may block in (Kafka transaction "
      "calls, a PostgreSQL batch)."},
+    {"status.endpoints", OL_CONF_STR, "", 0, 0, NULL,
+     "Roles `orderlog status` asks for GET /healthz and /readyz: comma-separated [name=]host:port (IPv6 as "
+     "[addr]:port), e.g. `gate=127.0.0.1:18080,decide=127.0.0.1:18081` (the quick start's: its http.listen and "
+     "gate.listen); empty = none asked."},
+    {"status.endpoint.timeout.ms", OL_CONF_INT, "500", 50, 60000, NULL,
+     "How long `orderlog status` gives each /healthz and /readyz (connect, ask, read the answer); they are asked "
+     "at once, while status reads PostgreSQL and Kafka."},
     {"gate.listen", OL_CONF_STR, "127.0.0.1:8080", 0, 0, NULL,
      "Address `gate` listens on for HTTP (host:port, [v6]:port; port 0 picks a free port, printed at start)."},
     {"gate.threads", OL_CONF_INT, "2", 1, 256, NULL,

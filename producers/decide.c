@@ -1882,7 +1882,10 @@ static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
     d.workers = ol_xcalloc((size_t)d.nworkers, sizeof(*d.workers));
     int started = 0;
     bool bl_started = false;
-    const char *btuning[] = {"group.id", "orderlog-decide-blacklist", NULL};
+    /* /readyz asks the cluster through this reader: its metadata request
+     * waits behind the fetch long-poll on the same connection, so the
+     * fetch wait bounds how fast /readyz answers */
+    const char *btuning[] = {"group.id", "orderlog-decide-blacklist", "fetch.wait.max.ms", "100", NULL};
     if (!(d.bl_consumer =
               ol_kafka_new(conf, OL_KAFKA_READER, "orderlog-decide-blacklist", btuning, errstr, sizeof(errstr)))) {
         fprintf(stderr, "orderlog decide: %s\n", errstr);
