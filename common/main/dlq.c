@@ -941,7 +941,8 @@ static int dlq_run(const ol_conf_t *conf, int argc, char **argv) {
         fprintf(stderr, "orderlog dlq: %s\n", errstr);
         return OL_EXIT_FAIL;
     }
-    const char *tuning[] = {"group.id", "orderlog-dlq", NULL};
+    const char *tuning[] = {"group.id", "orderlog-dlq", "fetch.wait.max.ms", "10",
+                            NULL}; /* the end of each partition at once */
     if (!(d.reader = ol_kafka_new(conf, OL_KAFKA_READER, "orderlog-dlq", tuning, errstr, sizeof(errstr)))) {
         fprintf(stderr, "orderlog dlq: %s\n", errstr);
         return OL_EXIT_USAGE;
