@@ -215,20 +215,24 @@ typedef struct apply_s {
     ol_pgcopy_t new_payments; /* COPY rows for order_payments */
     char *errstr;
     size_t errstr_size;
-    bool bulk; /* rows live across batches, on the heap (ol_project_bulk_t) */
+    ol_arena_t *rows; /* bulk mode: the arena of the rows, which live across batches (ol_project_bulk_t) */
 } apply_t;
 
-/* A copy of v that lives as long as the row: the batch's arena, or the heap
- * in bulk mode (where rows outlive batches). */
+/* A copy of v that lives as long as the row: the batch's arena, or the
+ * pass's in bulk mode (where rows outlive batches). */
 static char *row_strdup(apply_t *a, const char *v, size_t n) {
-    return a->bulk ? ol_xstrndup(v, n) : ol_arena_strndup(a->arena, v, n);
+    return ol_arena_strndup(a->rows ? a->rows : a->arena, v, n);
 }
 
+/* In bulk mode a value that fits where the old one is replaces it in place:
+ * the rows' arena only grows by what does not fit (a version 2 snapshot
+ * rewrites most columns of its order with values of the same length). */
 static void set_str(apply_t *a, row_t *r, int col, const char *v) {
-    char *copy = v ? row_strdup(a, v, strlen(v)) : NULL;
-    if (a->bulk)
-        free(r->v[col]);
-    r->v[col] = copy;
+    size_t n = v ? strlen(v) : 0;
+    if (a->rows && v && r->v[col] && strlen(r->v[col]) >= n)
+        memcpy(r->v[col], v, n + 1);
+    else
+        r->v[col] = v ? row_strdup(a, v, n) : NULL;
     r->dirty = true;
 }
 
@@ -267,15 +271,11 @@ static bool newer(const row_t *r, int col, int64_t version) {
 static row_t *row_get(apply_t *a, ol_map_t *map, const table_t *t, const char *key) {
     row_t *r = ol_map_get(map, key, strlen(key));
     if (!r) {
-        if (a->bulk) {
-            r = ol_xcalloc(1, sizeof(*r));
-            r->v = ol_xcalloc((size_t)t->ncols, sizeof(char *));
-        } else {
-            r = ol_arena_alloc(a->arena, sizeof(*r));
-            memset(r, 0, sizeof(*r));
-            r->v = ol_arena_alloc(a->arena, (size_t)t->ncols * sizeof(char *));
-            memset(r->v, 0, (size_t)t->ncols * sizeof(char *));
-        }
+        ol_arena_t *arena = a->rows ? a->rows : a->arena;
+        r = ol_arena_alloc(arena, sizeof(*r));
+        memset(r, 0, sizeof(*r));
+        r->v = ol_arena_alloc(arena, (size_t)t->ncols * sizeof(char *));
+        memset(r->v, 0, (size_t)t->ncols * sizeof(char *));
         r->v[0] = row_strdup(a, key, strlen(key));
         ol_map_put(map, key, strlen(key), r);
     }
@@ -295,9 +295,10 @@ static void set_lines(apply_t *a, row_t *r, const ol_json_t *lines) {
         char *vals[5] = {r->v[0], no, (char *)dstr_of(l, "sku"), qty, price};
         ol_pgcopy_row(&t, vals, 5);
     }
-    if (a->bulk)
-        free(r->lines);
-    r->lines = t.len ? row_strdup(a, t.buf, t.len) : NULL;
+    if (a->rows && t.len && r->lines && strlen(r->lines) >= t.len)
+        memcpy(r->lines, t.buf, t.len + 1);
+    else
+        r->lines = t.len ? row_strdup(a, t.buf, t.len) : NULL;
     r->lines_dirty = true;
     r->dirty = true;
 }
@@ -767,22 +768,19 @@ static void apply_ops(apply_t *a, const fold_state_t *st) {
 
 struct ol_project_bulk_s {
     ol_map_t *orders, *refunds, *skus, *payments;
+    ol_arena_t *rows;          /* the rows' images: freed at once when they are written */
     ol_arena_t *arena;         /* the payments' COPY text */
     ol_pgcopy_t payments_text; /* in arena */
     size_t max_rows;
-    ol_err_t (*on_spill)(void *opaque, PGconn *conn, char *errstr, size_t errstr_size);
-    void *on_spill_opaque;
-    bool spill_pending; /* flushed in the transaction of batch number spill_batch, not known committed yet */
-    bool spilled;       /* flushed and committed: the normal path from here on */
-    int64_t spill_batch;
+    void *owner;
 };
 
-void ol_project_bulk_set_limit(ol_project_bulk_t *b, size_t max_rows,
-                               ol_err_t (*on_spill)(void *opaque, PGconn *conn, char *errstr, size_t errstr_size),
-                               void *opaque) {
-    b->max_rows = max_rows;
-    b->on_spill = on_spill;
-    b->on_spill_opaque = opaque;
+void ol_project_bulk_set_owner(ol_project_bulk_t *b, void *owner) {
+    b->owner = owner;
+}
+
+void *ol_project_bulk_owner(const ol_project_bulk_t *b) {
+    return b->owner;
 }
 
 bool ol_project_bulk_fills(const char *table) {
@@ -793,43 +791,33 @@ bool ol_project_bulk_fills(const char *table) {
     return false;
 }
 
-bool ol_project_bulk_spilled(const ol_project_bulk_t *b) {
-    return b->spilled || b->spill_pending;
-}
-
-static void bulk_free_rows(ol_project_bulk_t *b);
-
-ol_project_bulk_t *ol_project_bulk_new(void) {
+ol_project_bulk_t *ol_project_bulk_new(size_t max_rows) {
     ol_project_bulk_t *b = ol_xcalloc(1, sizeof(*b));
     b->orders = ol_map_new();
     b->refunds = ol_map_new();
     b->skus = ol_map_new();
     b->payments = ol_map_new();
+    b->rows = ol_arena_new(0);
     b->arena = ol_arena_new(0);
     b->payments_text.arena = b->arena;
+    b->max_rows = max_rows;
     return b;
 }
 
-static void row_free_fn(void *opaque, const char *key, size_t key_len, void *value) {
-    (void)key;
-    (void)key_len;
-    const table_t *t = opaque;
-    row_t *r = value;
-    for (int c = 0; c < t->ncols; c++)
-        free(r->v[c]);
-    free(r->v);
-    free(r->lines);
-    free(r);
+size_t ol_project_bulk_rows(const ol_project_bulk_t *b) {
+    return ol_map_count(b->orders) + ol_map_count(b->refunds) + ol_map_count(b->skus);
 }
 
-static void bulk_free_rows(ol_project_bulk_t *b) {
-    ol_map_foreach(b->orders, row_free_fn, (void *)&t_orders);
-    ol_map_foreach(b->refunds, row_free_fn, (void *)&t_refunds);
-    ol_map_foreach(b->skus, row_free_fn, (void *)&t_skus);
+size_t ol_project_bulk_bytes(const ol_project_bulk_t *b) {
+    return ol_arena_used(b->rows) + ol_arena_used(b->arena);
+}
+
+void ol_project_bulk_reset(ol_project_bulk_t *b) {
     ol_map_clear(b->orders);
     ol_map_clear(b->refunds);
     ol_map_clear(b->skus);
     ol_map_clear(b->payments);
+    ol_arena_reset(b->rows);
     ol_arena_reset(b->arena);
     memset(&b->payments_text, 0, sizeof(b->payments_text));
     b->payments_text.arena = b->arena;
@@ -838,11 +826,11 @@ static void bulk_free_rows(ol_project_bulk_t *b) {
 void ol_project_bulk_destroy(ol_project_bulk_t *b) {
     if (!b)
         return;
-    bulk_free_rows(b);
     ol_map_destroy(b->orders);
     ol_map_destroy(b->refunds);
     ol_map_destroy(b->skus);
     ol_map_destroy(b->payments);
+    ol_arena_destroy(b->rows);
     ol_arena_destroy(b->arena);
     free(b);
 }
@@ -866,13 +854,14 @@ static ol_err_t stream_table(PGconn *conn, ol_arena_t *arena, const char *schema
     return ol_pgcopy_end(conn, c.err, errstr, errstr_size);
 }
 
-/* The bulk rows in two parts that can go at once, on two connections. */
+/* The bulk rows in two parts that go at once, on two connections, each in
+ * a transaction of its own. */
 typedef struct bulk_part_s {
     ol_project_bulk_t *b;
+    ol_err_t (*write)(struct bulk_part_s *p);
     PGconn *conn;
     const char *schema;
     ol_arena_t *arena;
-    bool own_transaction; /* on a connection of its own: begin and commit */
     ol_err_t err;
     char errstr[1024];
 } bulk_part_t;
@@ -889,12 +878,9 @@ static ol_err_t bulk_part_orders(bulk_part_t *p) {
 
 /* order_lines, order_payments, refunds */
 static ol_err_t bulk_part_lines(bulk_part_t *p) {
-    ol_err_t err = OL_ERR_OK;
-    if (p->own_transaction)
-        err = ol_pg_exec_ok(p->conn, "begin", p->errstr, sizeof(p->errstr));
-    if (!err)
-        err = stream_table(p->conn, p->arena, p->schema, "order_lines", "order_id, line_no, sku, quantity, unit_price",
-                           &t_orders, p->b->orders, copy_lines_fn, p->errstr, sizeof(p->errstr));
+    ol_err_t err =
+        stream_table(p->conn, p->arena, p->schema, "order_lines", "order_id, line_no, sku, quantity, unit_price",
+                     &t_orders, p->b->orders, copy_lines_fn, p->errstr, sizeof(p->errstr));
     if (!err && p->b->payments_text.len)
         err = ol_pgcopy_in(p->conn, ol_arena_sprintf(p->arena, "%s.order_payments", p->schema),
                            "order_id, payment_id, amount, currency, paid_at", &p->b->payments_text, p->errstr,
@@ -902,107 +888,83 @@ static ol_err_t bulk_part_lines(bulk_part_t *p) {
     if (!err)
         err = stream_table(p->conn, p->arena, p->schema, "refunds", col_list(p->arena, &t_refunds, ""), &t_refunds,
                            p->b->refunds, copy_row_fn, p->errstr, sizeof(p->errstr));
-    if (p->own_transaction)
-        err = err ? err : ol_pg_exec_ok(p->conn, "commit", p->errstr, sizeof(p->errstr));
     return err;
 }
 
-static void *bulk_part_lines_main(void *arg) {
+static void *bulk_part_main(void *arg) {
     bulk_part_t *p = arg;
-    p->err = bulk_part_lines(p);
+    p->err = ol_pg_exec_ok(p->conn, "begin", p->errstr, sizeof(p->errstr));
+    if (!p->err)
+        p->err = p->write(p);
+    p->err = p->err ? p->err : ol_pg_exec_ok(p->conn, "commit", p->errstr, sizeof(p->errstr));
+    if (p->err && PQstatus(p->conn) == CONNECTION_OK)
+        ol_pg_exec_ok(p->conn, "rollback", NULL, 0);
     return NULL;
 }
 
-/* Writes every row held, in the caller's transaction on conn; with conn2,
- * the lines, payments and refunds go at once on conn2, in a transaction of
- * their own (only for the final flush: a spill must stay in its batch's
- * transaction). */
-static ol_err_t bulk_write(ol_project_bulk_t *b, PGconn *conn, PGconn *conn2, const char *schema, char *errstr,
-                           size_t errstr_size) {
-    bulk_part_t po = {b, conn, schema, ol_arena_new(0), false, OL_ERR_OK, {0}};
-    bulk_part_t pl = {b, conn2 ? conn2 : conn, schema, ol_arena_new(0), conn2 != NULL, OL_ERR_OK, {0}};
+ol_err_t ol_project_bulk_flush(ol_project_bulk_t *b, PGconn *conn, PGconn *conn2, const char *schema, char *errstr,
+                               size_t errstr_size) {
+    bulk_part_t po = {b, bulk_part_orders, conn, schema, ol_arena_new(0), OL_ERR_OK, {0}};
+    bulk_part_t pl = {b, bulk_part_lines, conn2 ? conn2 : conn, schema, ol_arena_new(0), OL_ERR_OK, {0}};
     pthread_t thread;
-    bool threaded = conn2 && !pthread_create(&thread, NULL, bulk_part_lines_main, &pl);
-    ol_err_t err = bulk_part_orders(&po);
-    const char *msg = po.errstr;
+    bool threaded = conn2 && !pthread_create(&thread, NULL, bulk_part_main, &pl);
+    bulk_part_main(&po);
     if (threaded)
         pthread_join(thread, NULL);
-    else if (!err)
-        pl.err = bulk_part_lines(&pl);
-    if (!err && pl.err) {
-        err = pl.err;
-        msg = pl.errstr;
-    }
-    if (!err)
-        err = ol_pg_exec_ok(conn,
-                            ol_arena_sprintf(po.arena,
-                                             "update %s.orders o set refunded_amount = x.s from (select order_id, "
-                                             "sum(amount) as s from %s.refunds where status = 'completed' group by "
-                                             "order_id) x where o.order_id = x.order_id and o.refunded_amount <> x.s",
-                                             schema, schema),
-                            po.errstr, sizeof(po.errstr));
+    else if (!po.err)
+        bulk_part_main(&pl);
+    ol_err_t err = po.err ? po.err : pl.err;
     if (err)
-        ol_errf(errstr, errstr_size, err, "%s", msg);
+        ol_errf(errstr, errstr_size, err, "%s", po.err ? po.errstr : pl.errstr);
     ol_arena_destroy(po.arena);
     ol_arena_destroy(pl.arena);
+    ol_project_bulk_reset(b);
     return err;
 }
 
-ol_err_t ol_project_bulk_flush(ol_project_bulk_t *b, const ol_conf_t *conf, PGconn *conn, const char *schema,
-                               char *errstr, size_t errstr_size) {
-    if (b->spill_pending) { /* the replay ended: the spill's batch committed */
-        bulk_free_rows(b);
-        b->spill_pending = false;
-        b->spilled = true;
+ol_err_t ol_project_bulk_finish(PGconn *conn, const char *schema, bool merge_refunds, char *errstr,
+                                size_t errstr_size) {
+    char sql[2048];
+    ol_err_t err;
+    if (merge_refunds) {
+        /* a refund whose order moved to another partition (a newer
+         * AfterSaleSynced naming another order) was folded once per pass
+         * that met it: the row with the newest snapshot, else the latest
+         * update, stands for it */
+        snprintf(
+            sql, sizeof(sql),
+            "delete from %s.refunds d using (select ctid, row_number() over (partition by refund_id order by "
+            "version desc nulls last, updated_at desc, last_partition desc, last_offset desc) as n from %s.refunds "
+            "where refund_id in (select refund_id from %s.refunds group by refund_id having count(*) > 1)) x "
+            "where d.ctid = x.ctid and x.n > 1",
+            schema, schema, schema);
+        PGresult *res;
+        if ((err = ol_pg_query(&res, conn, sql, 0, NULL, errstr, errstr_size)))
+            return err;
+        const char *n = PQcmdTuples(res);
+        if (*n && strcmp(n, "0"))
+            ol_log_warn("bulk load: %s refund rows folded in more than one pass (their order moved between "
+                        "partitions) merged into the newest",
+                        n);
+        PQclear(res);
     }
-    if (b->spilled)
-        return OL_ERR_OK; /* written already, by the spill and the normal path */
-    /* a second connection: the tables are written two at a time */
-    PGconn *conn2 = ol_pg_connect(conf, errstr, errstr_size);
-    if (!conn2)
-        return OL_ERR_UNREACHABLE;
-    ol_err_t err = ol_pg_exec_ok(conn, "begin", errstr, errstr_size);
-    if (!err && !(err = bulk_write(b, conn, conn2, schema, errstr, errstr_size)))
-        err = ol_pg_exec_ok(conn, "commit", errstr, errstr_size);
-    if (err)
-        ol_pg_exec_ok(conn, "rollback", NULL, 0);
-    PQfinish(conn2);
-    return err;
+    snprintf(sql, sizeof(sql),
+             "update %s.orders o set refunded_amount = x.s from (select order_id, sum(amount) as s from %s.refunds "
+             "where status = 'completed' group by order_id) x where o.order_id = x.order_id and o.refunded_amount <> "
+             "x.s",
+             schema, schema);
+    return ol_pg_exec_ok(conn, sql, errstr, errstr_size);
 }
 
-/* Bulk mode at the start of a batch: whether it still folds in memory. Past
- * max_rows the rows are written in this batch's transaction, the keys and
- * indexes made (on_spill), and the normal path takes over; a retry of that
- * batch (its transaction rolled back) writes them again. */
-static ol_err_t bulk_mode(ol_project_bulk_t *b, ol_rt_t *rt, PGconn *conn, bool *in_memory, char *errstr,
-                          size_t errstr_size) {
-    ol_rt_stats_t st;
-    ol_rt_stats(rt, &st);
-    *in_memory = false;
-    if (b->spilled)
-        return OL_ERR_OK;
-    if (b->spill_pending && st.batches > b->spill_batch) {
-        bulk_free_rows(b); /* the spill committed */
-        b->spill_pending = false;
-        b->spilled = true;
-        return OL_ERR_OK;
-    }
-    size_t rows = ol_map_count(b->orders) + ol_map_count(b->refunds) + ol_map_count(b->skus);
-    if (!b->spill_pending && (!b->max_rows || rows <= b->max_rows)) {
-        *in_memory = true;
-        return OL_ERR_OK;
-    }
-    ol_log_info("bulk load: %zu rows in memory, more than the limit of %zu: writing them and going on with "
-                "keys and indexes",
-                rows, b->max_rows);
-    ol_err_t err = bulk_write(b, conn, NULL, ol_rt_schema(rt), errstr, errstr_size);
-    if (!err && b->on_spill)
-        err = b->on_spill(b->on_spill_opaque, conn, errstr, errstr_size);
-    if (!err) {
-        b->spill_pending = true;
-        b->spill_batch = st.batches;
-    }
-    return err;
+/* Bulk mode: every batch folds into the rows in memory; past max_rows the
+ * pass stops (the rebuild splits it into smaller ones). */
+static ol_err_t bulk_check(ol_project_bulk_t *b, char *errstr, size_t errstr_size) {
+    size_t rows = ol_project_bulk_rows(b);
+    if (b->max_rows && rows > b->max_rows)
+        return ol_errf(errstr, errstr_size, OL_ERR_TOO_LARGE,
+                       "bulk load: %zu rows in memory, more than the limit of %zu (rebuild.bulk.rows)", rows,
+                       b->max_rows);
+    return OL_ERR_OK;
 }
 
 /* The sale projections of the batch, in its transaction. */
@@ -1020,23 +982,12 @@ static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, cha
                  ol_map_new(), ol_map_new(), {NULL, NULL, 0, 0}, errstr,           errstr_size};
     a.new_payments.arena = a.arena;
     ol_project_bulk_t *bulk = ol_rt_opaque(rt);
-    bool in_memory = false;
     if (bulk) {
-        ol_err_t berr = bulk_mode(bulk, rt, conn, &in_memory, errstr, errstr_size);
-        if (berr) {
-            ol_map_destroy(a.orders);
-            ol_map_destroy(a.refunds);
-            ol_map_destroy(a.skus);
-            ol_map_destroy(a.payments);
-            ol_arena_destroy(a.arena);
-            return berr;
-        }
-    }
-    if (in_memory) {
         /* bulk: the shadow starts empty and nothing else writes it, so the
          * rows stay in memory across batches and are written once, at the
-         * end (ol_project_bulk_flush); re-running a batch is harmless as
-         * every row skips what it has seen (last partition and offset) */
+         * end of the pass (ol_project_bulk_flush); re-running a batch is
+         * harmless as every row skips what it has seen (last partition and
+         * offset) */
         ol_map_destroy(a.orders);
         ol_map_destroy(a.refunds);
         ol_map_destroy(a.skus);
@@ -1046,14 +997,15 @@ static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, cha
         a.skus = bulk->skus;
         a.payments = bulk->payments;
         a.new_payments = bulk->payments_text;
-        a.bulk = true;
+        a.rows = bulk->rows;
         for (int s = 0; s < nstates; s++)
             apply_ops(&a, states[s]);
         bulk->payments_text = a.new_payments;
         ol_arena_destroy(a.arena);
+        ol_err_t err = bulk_check(bulk, errstr, errstr_size);
         /* the sale tables take the normal path (the rebuild gives them
          * their keys before the load) */
-        return apply_sale(rt, conn, states, nstates, errstr, errstr_size);
+        return err ? err : apply_sale(rt, conn, states, nstates, errstr, errstr_size);
     }
     /* every statement below reads or writes rows by key: an index path is
      * always right, but the planner picks sequential scans for thousands of

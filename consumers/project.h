@@ -15,29 +15,39 @@ const ol_rt_role_t *ol_project_role(void);
 /* Bulk mode, for a replay into an empty schema (rebuild): with a bulk state
  * as the role's opaque, batches only fold into memory (rows live across
  * batches; the offsets are still stored per batch) and flush writes every
- * row at once with COPY, then refunded_amount; the tables need no index
- * meanwhile. Memory grows with the number of orders, refunds and skus. */
+ * row at once with COPY; the tables need no index meanwhile. A replay in
+ * passes (each over keys no other pass meets) flushes after each pass, and
+ * finish completes what spans passes. Memory grows with the orders, refunds
+ * and skus of one pass: past max_rows (0: no limit) the batch fails with
+ * OL_ERR_TOO_LARGE, which stops the runtime. Not thread-safe: the applier
+ * folds, the caller flushes once the runtime stopped. */
 typedef struct ol_project_bulk_s ol_project_bulk_t;
-ol_project_bulk_t *ol_project_bulk_new(void);
+ol_project_bulk_t *ol_project_bulk_new(size_t max_rows);
 void ol_project_bulk_destroy(ol_project_bulk_t *bulk);
-/* Past max_rows rows in memory (0: no limit) the rows are written inside
- * the current batch's transaction, on_spill(opaque, conn) makes the keys and
- * indexes the normal path needs, and the replay goes on through it. */
-void ol_project_bulk_set_limit(ol_project_bulk_t *bulk, size_t max_rows,
-                               ol_err_t (*on_spill)(void *opaque, PGconn *conn, char *errstr, size_t errstr_size),
-                               void *opaque);
+/* The caller's own pointer, for the role's callbacks (takes_partition,
+ * takes_record), which get the bulk state as their opaque. */
+void ol_project_bulk_set_owner(ol_project_bulk_t *bulk, void *owner);
+void *ol_project_bulk_owner(const ol_project_bulk_t *bulk);
 /* Whether the bulk path fills this table (orders, order_lines,
  * order_payments, refunds, skus). The others (the offsets, the sale tables)
  * take the normal path during a bulk load: they need their primary keys
  * from the start. */
 bool ol_project_bulk_fills(const char *table);
-/* Whether the limit was passed (keys and indexes exist already). */
-bool ol_project_bulk_spilled(const ol_project_bulk_t *bulk);
-/* Writes what is in memory (nothing after a spill); the tables must be
- * empty. Two connections (conn and one more from conf) write two tables at
- * once, each in a transaction; readers of the shadow see nothing until the
- * rebuild is done. */
-ol_err_t ol_project_bulk_flush(ol_project_bulk_t *bulk, const ol_conf_t *conf, PGconn *conn, const char *schema,
-                               char *errstr, size_t errstr_size);
+/* Rows held (orders, refunds, skus), and the bytes their images take. */
+size_t ol_project_bulk_rows(const ol_project_bulk_t *bulk);
+size_t ol_project_bulk_bytes(const ol_project_bulk_t *bulk);
+/* Forgets every row held (a pass given up). */
+void ol_project_bulk_reset(ol_project_bulk_t *bulk);
+/* Appends every row held to schema's tables with COPY, then forgets them.
+ * Two connections (conn2 may be NULL) write two tables at once, each in a
+ * transaction of its own. The rows must be new to the tables (their keys
+ * never met in an earlier flush, but see finish for refunds). */
+ol_err_t ol_project_bulk_flush(ol_project_bulk_t *bulk, PGconn *conn, PGconn *conn2, const char *schema, char *errstr,
+                               size_t errstr_size);
+/* After the last flush: refunded_amount of every order from its refunds,
+ * and, with merge_refunds (more than one pass), one row per refund where a
+ * refund was folded by two passes (its order moved to another partition):
+ * the newest snapshot's, else the latest update's. */
+ol_err_t ol_project_bulk_finish(PGconn *conn, const char *schema, bool merge_refunds, char *errstr, size_t errstr_size);
 
 #endif

@@ -17,7 +17,9 @@
  *     checksum of its rows); rename the live schema away and the shadow in.
  *     Readers see the old schema or the new one, never a partial table.
  * --verify-only stops after the comparison and drops the shadow. */
+#include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,8 +34,19 @@
 #include "common/util.h"
 #include "consumers/project.h"
 #include "consumers/runtime.h"
+#include "consumers/sale_project.h"
 
 #define MAX_TABLES 64
+#define MAX_TOPICS 8
+#define MAX_PARTS 1024
+#define MAX_PASS_UNITS 256
+
+/* A share of the log that one pass folds: the keys of partition p of the
+ * bulk topics (orders, after-sales, skus) whose class hash modulo k is j. */
+typedef struct unit_s {
+    int32_t partition;
+    uint32_t k, j;
+} unit_t;
 
 typedef struct rebuild_s {
     const ol_conf_t *conf;
@@ -42,10 +55,32 @@ typedef struct rebuild_s {
     char group[256]; /* the live projector's group: the offsets the shadow stores */
     char tables[MAX_TABLES][64];
     char relopts[MAX_TABLES][256]; /* the live table's storage parameters (fillfactor) */
+    bool text_sum[MAX_TABLES];     /* compared by the md5 of the rows' text (table_sum) */
     int ntables;
     int64_t last_print_us, start_us;
     char *errstr;
     size_t errstr_size;
+    PGconn *pg2; /* a second connection: two tables written, indexed or summed at once */
+    /* the passes (see README.md here: "Rebuild in passes") */
+    const char *const *topics; /* the role's */
+    bool bulk_topic[MAX_TOPICS];
+    char topic_names[MAX_TOPICS][256];
+    int ntopics;
+    int32_t nparts;                                /* the most partitions of a bulk topic */
+    int64_t ends[MAX_TOPICS][MAX_PARTS];           /* high watermarks at the start: where the passes stop */
+    int64_t part_events[MAX_PARTS];                /* events of the bulk topics per partition number */
+    atomic_llong last_seen[MAX_TOPICS][MAX_PARTS]; /* the last offset before the end a pass saw */
+    int64_t log_events;                            /* of every topic replayed, at the start */
+    unit_t *queue;                                 /* what is left, in order */
+    size_t nqueue, queue_cap;
+    unit_t pass[MAX_PASS_UNITS];
+    int npass;
+    bool sale_done;                /* the sale topics are replayed (by the first pass that completed) */
+    double rows_per_event;         /* learned from the passes so far */
+    int64_t events_done;           /* replayed by the completed passes */
+    atomic_llong pass_sale_events; /* of the sale topics, in the pass running */
+    int passes, passes_given_up;
+    size_t peak_rows, peak_bytes;
 } rebuild_t;
 
 static ol_err_t exec(rebuild_t *rb, const char *sql) {
@@ -182,35 +217,34 @@ static ol_err_t keys_and_indexes(rebuild_t *rb) {
     return add_indexes(rb);
 }
 
-/* The bulk load passed its memory limit: keys and indexes now, on the
- * replay's connection, inside its batch transaction. */
-static ol_err_t on_spill(void *opaque, PGconn *conn, char *errstr, size_t errstr_size) {
-    rebuild_t *rb = opaque;
-    PGconn *saved = rb->pg;
-    rb->pg = conn;
-    ol_err_t err = keys_and_indexes(rb);
-    rb->pg = saved;
-    if (err)
-        ol_errf(errstr, errstr_size, err, "%s", rb->errstr);
-    return err;
-}
-
-/* After the load: keys and indexes (unless a spill made them), the other
- * constraints, views, comments. */
-static ol_err_t finish_shadow(rebuild_t *rb, bool have_keys) {
+/* After the load: keys and indexes, the other constraints, views,
+ * comments. */
+static ol_err_t finish_shadow(rebuild_t *rb) {
     ol_err_t err;
+    /* the session's memory and workers for index builds */
+    if ((err = execf(rb, "set maintenance_work_mem = '%lldMB'",
+                     (long long)ol_conf_int(rb->conf, "rebuild.maintenance.work.mem.mb"))) ||
+        (err = execf(rb, "set max_parallel_maintenance_workers = %lld",
+                     (long long)ol_conf_int(rb->conf, "rebuild.maintenance.workers"))))
+        return err;
+    int64_t t0 = ol_time_mono_us();
     /* durable from here on: it is about to become the live projection */
     for (int t = 0; t < rb->ntables; t++)
         if ((err = execf(rb, "alter table %s.%s set logged", rb->shadow, rb->tables[t])))
             return err;
-    if (!have_keys && (err = keys_and_indexes(rb)))
+    int64_t t1 = ol_time_mono_us();
+    if ((err = keys_and_indexes(rb)))
         return err;
+    int64_t t2 = ol_time_mono_us();
     for (int t = 0; t < rb->ntables; t++)
         if ((err = add_constraints(rb, rb->tables[t], "cux")))
             return err;
     for (int t = 0; t < rb->ntables; t++)
         if ((err = add_constraints(rb, rb->tables[t], "f")))
             return err;
+    int64_t t3 = ol_time_mono_us();
+    fprintf(stderr, "rebuild: logged %.1f s, keys and indexes %.1f s, constraints %.1f s\n", (double)(t1 - t0) / 1e6,
+            (double)(t2 - t1) / 1e6, (double)(t3 - t2) / 1e6);
     PGresult *res;
     /* views, defined on the shadow's tables (their text names them unqualified) */
     if ((err = execf(rb, "set search_path to %s", rb->live)))
@@ -256,6 +290,18 @@ static ol_err_t finish_shadow(rebuild_t *rb, bool have_keys) {
     return err;
 }
 
+static bool pass_takes_partition(void *opaque, int topic, int32_t partition);
+static bool pass_takes_record(void *opaque, int topic, int32_t partition, int64_t offset, const void *key,
+                              size_t key_len);
+
+static void queue_push(rebuild_t *rb, unit_t u) {
+    if (rb->nqueue == rb->queue_cap) {
+        rb->queue_cap = rb->queue_cap ? rb->queue_cap * 2 : 64;
+        rb->queue = ol_xrealloc(rb->queue, rb->queue_cap * sizeof(*rb->queue));
+    }
+    rb->queue[rb->nqueue++] = u;
+}
+
 static void progress(void *opaque, const ol_rt_t *rt) {
     rebuild_t *rb = opaque;
     int64_t now = ol_time_mono_us();
@@ -264,23 +310,20 @@ static void progress(void *opaque, const ol_rt_t *rt) {
     rb->last_print_us = now;
     ol_rt_stats_t st;
     ol_rt_stats(rt, &st);
-    int64_t backlog = ol_rt_backlog(rt);
+    int64_t done = rb->events_done + st.events;
     double secs = (double)(now - rb->start_us) / 1e6;
-    if (backlog > 0)
-        fprintf(stderr, "rebuild: %5.1f%% (%lld of %lld events), %.0f events/s\n",
-                100.0 * (double)st.events / (double)backlog, (long long)st.events, (long long)backlog,
-                (double)st.events / secs);
+    if (rb->log_events > 0)
+        fprintf(stderr, "rebuild: %5.1f%% (%lld of %lld events, pass %d), %.0f events/s\n",
+                100.0 * (double)done / (double)rb->log_events, (long long)done, (long long)rb->log_events,
+                rb->passes + 1, (double)done / secs);
     else
-        fprintf(stderr, "rebuild: %lld events, %.0f events/s\n", (long long)st.events, (double)st.events / secs);
+        fprintf(stderr, "rebuild: %lld events, %.0f events/s\n", (long long)done, (double)done / secs);
 }
 
-static void *bulk_free_main(void *arg) {
-    ol_project_bulk_destroy(arg);
-    return NULL;
-}
-
-/* Replays into the shadow until every partition reached its end. */
-static ol_err_t replay(rebuild_t *rb, ol_project_bulk_t *bulk, int64_t *events) {
+/* Replays into the shadow: with bulk, the share of the log the current
+ * pass takes, to the ends planned; without, every partition from its
+ * stored offset until each reached its end (the catch-up). */
+static ol_err_t replay(rebuild_t *rb, ol_project_bulk_t *bulk, ol_rt_stats_t *stats) {
     ol_conf_t *conf = ol_conf_dup(rb->conf);
     char kafka_group[256];
     snprintf(kafka_group, sizeof(kafka_group), "%.200srebuild-%d", ol_conf_str(rb->conf, "topic.prefix"),
@@ -292,6 +335,10 @@ static ol_err_t replay(rebuild_t *rb, ol_project_bulk_t *bulk, int64_t *events) 
     role.kafka_group = kafka_group;
     role.opaque = bulk;
     role.parallel_apply = !bulk; /* the bulk rows are one state */
+    if (bulk) {
+        role.takes_partition = pass_takes_partition;
+        role.takes_record = pass_takes_record;
+    }
     ol_err_t err = OL_ERR_OK;
     ol_rt_t *rt = ol_rt_new(conf, &role, rb->errstr, rb->errstr_size);
     if (!rt) {
@@ -302,9 +349,7 @@ static ol_err_t replay(rebuild_t *rb, ol_project_bulk_t *bulk, int64_t *events) 
     ol_rt_set_dlq(rt, false); /* the live projector sent them already */
     ol_rt_on_batch(rt, progress, rb);
     err = ol_rt_run(rt, true, rb->errstr, rb->errstr_size);
-    ol_rt_stats_t st;
-    ol_rt_stats(rt, &st);
-    *events += st.events;
+    ol_rt_stats(rt, stats);
     ol_rt_destroy(rt);
     char kerr[512];
     if (ol_kafka_delete_group(conf, kafka_group, kerr, sizeof(kerr)))
@@ -313,21 +358,289 @@ static ol_err_t replay(rebuild_t *rb, ol_project_bulk_t *bulk, int64_t *events) 
     return err;
 }
 
-/* Row count and checksum of schema.table ("count:md5"). */
-static ol_err_t table_sum(rebuild_t *rb, const char *schema, const char *table, char *out, size_t out_size) {
+/* ---- the passes ----------------------------------------------------------- */
+
+/* The class of a key: a hash of its own (not murmur2, which placed the key
+ * on its partition, nor the runtime's, which picks its worker), so that
+ * the classes of a partition are of about even size and each folds on
+ * every worker. */
+static uint32_t key_class_hash(const void *key, size_t len) {
+    const unsigned char *p = key;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return (uint32_t)h;
+}
+
+/* The runtime's callbacks (takes_partition, takes_record) during a pass:
+ * the bulk topics' partitions of the pass's units, the sale topics until a
+ * pass replayed them. */
+static bool pass_takes_partition(void *opaque, int topic, int32_t partition) {
+    rebuild_t *rb = ol_project_bulk_owner(opaque);
+    if (topic < 0 || topic >= rb->ntopics)
+        return false;
+    if (!rb->bulk_topic[topic])
+        return !rb->sale_done;
+    for (int i = 0; i < rb->npass; i++)
+        if (rb->pass[i].partition == partition)
+            return true;
+    return false;
+}
+
+/* Workers, concurrently: reads only what the pass set before it began, but
+ * for the atomics. */
+static bool pass_takes_record(void *opaque, int topic, int32_t partition, int64_t offset, const void *key,
+                              size_t key_len) {
+    rebuild_t *rb = ol_project_bulk_owner(opaque);
+    if (topic < 0 || topic >= rb->ntopics)
+        return true;
+    if (!rb->bulk_topic[topic]) {
+        atomic_fetch_add(&rb->pass_sale_events, 1);
+        return true;
+    }
+    /* past the end planned: the catch-up's (the passes over one partition
+     * must all stop at the same record) */
+    if (partition < 0 || partition >= MAX_PARTS || offset >= rb->ends[topic][partition])
+        return false;
+    atomic_llong *last = &rb->last_seen[topic][partition];
+    for (long long seen = atomic_load(last); offset > seen && !atomic_compare_exchange_weak(last, &seen, offset);)
+        ;
+    uint32_t h = key_class_hash(key, key_len);
+    for (int i = 0; i < rb->npass; i++) {
+        const unit_t *u = &rb->pass[i];
+        if (u->partition == partition && h % u->k == u->j)
+            return true;
+    }
+    return false;
+}
+
+/* The watermarks of every partition replayed: where the passes stop, and
+ * how many events each partition number holds. */
+static ol_err_t plan(rebuild_t *rb) {
+    rd_kafka_t *rk = ol_kafka_new(rb->conf, OL_KAFKA_ADMIN, "orderlog-rebuild", NULL, rb->errstr, rb->errstr_size);
+    if (!rk)
+        return OL_ERR_CONFIG;
+    ol_err_t err = OL_ERR_OK;
+    int64_t deadline = ol_time_mono_us() + ol_conf_int(rb->conf, "broker.wait.ms") * 1000;
+    for (rb->ntopics = 0; rb->topics[rb->ntopics] && rb->ntopics < MAX_TOPICS && !err; rb->ntopics++) {
+        int t = rb->ntopics;
+        char *name = rb->topic_names[t];
+        ol_kafka_topic_name(rb->conf, rb->topics[t], name, sizeof(rb->topic_names[0]));
+        rb->bulk_topic[t] = !ol_sale_project_takes(rb->topics[t]);
+        int32_t n = ol_kafka_partition_count(rk, rb->conf, name);
+        if (n > MAX_PARTS) {
+            err = ol_errf(rb->errstr, rb->errstr_size, OL_ERR_UNSUPPORTED, "topic %s has %d partitions, more than %d",
+                          name, (int)n, MAX_PARTS);
+            break;
+        }
+        for (int32_t p = 0; p < n; p++) {
+            int64_t lo = 0, hi = 0;
+            rd_kafka_resp_err_t kerr = ol_kafka_watermarks(rk, name, p, 5000, deadline, &lo, &hi);
+            if (kerr) {
+                err = ol_errf(rb->errstr, rb->errstr_size, OL_ERR_KAFKA, "could not read the end of %s[%d]: %s", name,
+                              (int)p, rd_kafka_err2str(kerr));
+                break;
+            }
+            rb->log_events += hi - lo;
+            if (!rb->bulk_topic[t])
+                continue;
+            rb->ends[t][p] = hi;
+            rb->part_events[p] += hi - lo;
+            if (p + 1 > rb->nparts)
+                rb->nparts = p + 1;
+        }
+    }
+    rd_kafka_destroy(rk);
+    /* the queue is a stack: its last unit goes first */
+    for (int32_t p = rb->nparts - 1; p >= 0 && !err; p--)
+        if (rb->part_events[p] > 0)
+            queue_push(rb, (unit_t){p, 1, 0});
+    return err;
+}
+
+/* Rows a unit is expected to fold, from what the passes so far held per
+ * event (with a margin: keys are not spread quite evenly). */
+static double unit_rows(const rebuild_t *rb, const unit_t *u) {
+    return (double)rb->part_events[u->partition] / u->k * rb->rows_per_event * 1.15;
+}
+
+/* The next pass: units from the queue while their rows fit in max_rows
+ * (0: everything). A partition alone over it goes in classes of its keys. */
+static void next_pass(rebuild_t *rb, size_t max_rows) {
+    double rows = 0;
+    rb->npass = 0;
+    while (rb->nqueue && rb->npass < MAX_PASS_UNITS) {
+        unit_t u = rb->queue[rb->nqueue - 1];
+        double r = unit_rows(rb, &u);
+        if (max_rows && rb->npass == 0 && u.k == 1 && r > (double)max_rows) {
+            uint32_t k = (uint32_t)ceil(r / (double)max_rows);
+            rb->nqueue--;
+            for (uint32_t j = k; j-- > 0;)
+                queue_push(rb, (unit_t){u.partition, k, j});
+            continue;
+        }
+        if (max_rows && rb->npass > 0 && rows + r > (double)max_rows)
+            break;
+        rb->pass[rb->npass++] = u;
+        rb->nqueue--;
+        rows += r;
+    }
+}
+
+/* The shadow's offsets of the pass's partitions of the bulk topics: with
+ * seen, where the pass stopped (the last record before the end planned,
+ * plus one: what the live projector stores once it applied that record);
+ * without, none (a pass over a share of the keys reads the partition from
+ * its start). */
+static ol_err_t pass_offsets(rebuild_t *rb, bool seen) {
+    char *group = PQescapeLiteral(rb->pg, rb->group, strlen(rb->group));
+    char sql[8192], values[8192] = "";
+    size_t vlen = 0;
+    ol_err_t err = OL_ERR_OK;
+    for (int t = 0; t < rb->ntopics && !err; t++) {
+        if (!rb->bulk_topic[t])
+            continue;
+        char *topic = PQescapeLiteral(rb->pg, rb->topic_names[t], strlen(rb->topic_names[t]));
+        for (int i = 0; i < rb->npass && !err; i++) {
+            int32_t p = rb->pass[i].partition;
+            snprintf(sql, sizeof(sql),
+                     "delete from %s.consumer_offsets where group_id = %s and topic = %s and partition = %d",
+                     rb->shadow, group, topic, (int)p);
+            err = exec(rb, sql);
+            long long last = atomic_load(&rb->last_seen[t][p]);
+            if (seen && last >= 0 && vlen + 600 < sizeof(values))
+                vlen += (size_t)snprintf(values + vlen, sizeof(values) - vlen, "%s(%s, %s, %d, %lld)", vlen ? ", " : "",
+                                         group, topic, (int)p, last + 1);
+        }
+        PQfreemem(topic);
+        if (!err && vlen) {
+            err = execf(rb, "insert into %s.consumer_offsets (group_id, topic, partition, next_offset) values %s",
+                        rb->shadow, values);
+            vlen = 0;
+            values[0] = '\0';
+        }
+    }
+    PQfreemem(group);
+    return err;
+}
+
+static void describe_pass(const rebuild_t *rb, char *out, size_t out_size) {
+    size_t len = 0;
+    for (int i = 0; i < rb->npass && len + 64 < out_size; i++) {
+        const unit_t *u = &rb->pass[i];
+        if (u->k == 1)
+            len += (size_t)snprintf(out + len, out_size - len, "%s%d", i ? ", " : "", (int)u->partition);
+        else
+            len += (size_t)snprintf(out + len, out_size - len, "%s%d (keys %u of %u)", i ? ", " : "", (int)u->partition,
+                                    u->j + 1, u->k);
+    }
+}
+
+/* Every pass, each written out with COPY when it ends. A pass that passes
+ * rebuild.bulk.rows is given up and its units split in two. */
+static ol_err_t replay_passes(rebuild_t *rb, ol_project_bulk_t *bulk, size_t max_rows) {
+    bool learned = false;
+    while (rb->nqueue) {
+        next_pass(rb, max_rows);
+        for (int t = 0; t < MAX_TOPICS; t++)
+            for (int i = 0; i < rb->npass; i++)
+                atomic_store(&rb->last_seen[t][rb->pass[i].partition], -1);
+        atomic_store(&rb->pass_sale_events, 0);
+        ol_err_t err = pass_offsets(rb, false);
+        if (err)
+            return err;
+        char what[2048];
+        describe_pass(rb, what, sizeof(what));
+        int64_t t0 = ol_time_mono_us();
+        ol_rt_stats_t st;
+        err = replay(rb, bulk, &st);
+        int64_t bulk_events = st.events - atomic_load(&rb->pass_sale_events);
+        size_t rows = ol_project_bulk_rows(bulk), bytes = ol_project_bulk_bytes(bulk);
+        rb->peak_rows = rows > rb->peak_rows ? rows : rb->peak_rows;
+        rb->peak_bytes = bytes > rb->peak_bytes ? bytes : rb->peak_bytes;
+        if (err == OL_ERR_TOO_LARGE) {
+            /* given up: what it folded is forgotten, its units split */
+            fprintf(stderr,
+                    "rebuild: pass over partitions %s held more than %zu rows after %lld events: splitting it\n", what,
+                    max_rows, (long long)bulk_events);
+            ol_project_bulk_reset(bulk);
+            if (rb->pass_sale_events > 0 && !rb->sale_done)
+                rb->events_done += atomic_load(&rb->pass_sale_events);
+            double seen_rate = bulk_events > 0 ? (double)rows / (double)bulk_events : 1.0;
+            if (seen_rate > rb->rows_per_event)
+                rb->rows_per_event = seen_rate;
+            rb->passes_given_up++;
+            for (int i = rb->npass; i-- > 0;) {
+                unit_t u = rb->pass[i];
+                if (u.k >= (1u << 20))
+                    return ol_errf(rb->errstr, rb->errstr_size, OL_ERR_TOO_LARGE,
+                                   "partition %d: a millionth of its keys holds more than %zu rows (rebuild.bulk.rows)",
+                                   (int)u.partition, max_rows);
+                queue_push(rb, (unit_t){u.partition, u.k * 2, u.j + u.k});
+                queue_push(rb, (unit_t){u.partition, u.k * 2, u.j});
+            }
+            continue;
+        }
+        if (err)
+            return err;
+        int64_t t1 = ol_time_mono_us();
+        if ((err = ol_project_bulk_flush(bulk, rb->pg, rb->pg2, rb->shadow, rb->errstr, rb->errstr_size)) ||
+            (err = pass_offsets(rb, true)))
+            return err;
+        int64_t t2 = ol_time_mono_us();
+        rb->passes++;
+        rb->events_done += st.events;
+        rb->sale_done = true;
+        if (bulk_events > 0) {
+            double rate = (double)rows / (double)bulk_events;
+            rb->rows_per_event = learned && rb->rows_per_event > rate ? rb->rows_per_event : rate;
+            learned = true;
+        }
+        fprintf(stderr,
+                "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s, written in "
+                "%.1f s\n",
+                rb->passes, what, (long long)st.events, rows, bytes >> 20, (double)(t1 - t0) / 1e6,
+                (double)(t2 - t1) / 1e6);
+    }
+    return OL_ERR_OK;
+}
+
+/* Row count and checksum of schema.table ("count:md5"): a 64-bit hash of
+ * every row, two of them (two seeds) summed over the rows, so no sort and
+ * PostgreSQL may scan with parallel workers; the sums hashed once more for
+ * the print. The same rows give the same sum in any order. The hash is
+ * hash_record_extended, which hashes each column's value with its type's
+ * hash function (no text output: about 4 times faster than the md5 of each
+ * row's text), so equal values count as equal (1.0 = 1.00 as numeric); a
+ * table with a column of a type without one (text_sum) hashes the rows'
+ * text with md5 instead. */
+static ol_err_t table_sum(PGconn *pg, const char *schema, const char *table, bool text_sum, char *out, size_t out_size,
+                          char *errstr, size_t errstr_size) {
     char sql[1024];
-    if (!strcmp(table, "consumer_offsets"))
+    if (!strcmp(table, "consumer_offsets")) /* updated_at differs by nature */
         snprintf(sql, sizeof(sql),
-                 "select count(*) || ':' || coalesce(md5(string_agg(group_id || '/' || topic || '/' || partition || "
-                 "'=' || next_offset, ',' order by group_id, topic, partition)), '') from %s.%s",
+                 "select count(*) || ':' || md5(coalesce(sum(hashtextextended(r, 0)), 0) || '/' || "
+                 "coalesce(sum(hashtextextended(r, 1)), 0)) from (select group_id || '/' || topic || '/' || partition "
+                 "|| '=' || next_offset as r from %s.%s) x",
+                 schema, table);
+    else if (text_sum)
+        snprintf(sql, sizeof(sql),
+                 "select count(*) || ':' || md5(coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint), 0) || '/' "
+                 "|| coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint), 0)) from (select md5(t::text) as h "
+                 "from %s.%s t) x",
                  schema, table);
     else
         snprintf(sql, sizeof(sql),
-                 "select count(*) || ':' || coalesce(md5(string_agg(t::text, E'\\n' order by t::text)), '') "
-                 "from %s.%s t",
+                 "select count(*) || ':' || md5(coalesce(sum(hash_record_extended(t, 0)), 0) || '/' || "
+                 "coalesce(sum(hash_record_extended(t, 1)), 0)) from %s.%s t",
                  schema, table);
     PGresult *res;
-    ol_err_t err = ol_pg_query(&res, rb->pg, sql, 0, NULL, rb->errstr, rb->errstr_size);
+    ol_err_t err = ol_pg_query(&res, pg, sql, 0, NULL, errstr, errstr_size);
     if (err)
         return err;
     snprintf(out, out_size, "%s", PQgetvalue(res, 0, 0));
@@ -335,21 +648,68 @@ static ol_err_t table_sum(rebuild_t *rb, const char *schema, const char *table, 
     return OL_ERR_OK;
 }
 
-/* Compares every table; prints one line per table; *equal set. */
+/* Which tables have a column whose type cannot be hashed (table_sum):
+ * asked of a row of each live table, before the comparison's transaction
+ * (where the failure would end it). */
+static void probe_sums(rebuild_t *rb) {
+    for (int t = 0; t < rb->ntables; t++) {
+        char sql[512];
+        snprintf(sql, sizeof(sql), "select hash_record_extended(t, 0) from %s.%s t limit 1", rb->live, rb->tables[t]);
+        char errstr[512];
+        rb->text_sum[t] =
+            ol_pg_query(NULL, rb->pg2 ? rb->pg2 : rb->pg, sql, 0, NULL, errstr, sizeof(errstr)) != OL_ERR_OK;
+        if (rb->text_sum[t])
+            ol_log_info("table %s is compared by the md5 of its rows' text: %s", rb->tables[t], errstr);
+    }
+}
+
+/* The sums of every table of one schema, on a connection of its own. */
+typedef struct sums_s {
+    rebuild_t *rb;
+    PGconn *pg;
+    const char *schema;
+    char (*out)[128];
+    ol_err_t err;
+    char errstr[1024];
+} sums_t;
+
+static void *sums_main(void *arg) {
+    sums_t *s = arg;
+    for (int t = 0; t < s->rb->ntables && !s->err; t++)
+        s->err = table_sum(s->pg, s->schema, s->rb->tables[t], s->rb->text_sum[t], s->out[t], sizeof(s->out[0]),
+                           s->errstr, sizeof(s->errstr));
+    return NULL;
+}
+
+/* Compares every table; prints one line per table; *equal set. The live
+ * schema is summed in the caller's transaction (which holds the live
+ * offsets, so the live projector waits), the shadow, which only this
+ * rebuild writes, at the same time on the second connection. */
 static ol_err_t compare(rebuild_t *rb, bool *equal) {
     *equal = true;
-    printf("%-20s %-44s %-44s\n", "table", "live (rows:md5)", "rebuilt (rows:md5)");
-    for (int t = 0; t < rb->ntables; t++) {
-        char a[128], b[128];
-        ol_err_t err;
-        if ((err = table_sum(rb, rb->live, rb->tables[t], a, sizeof(a))) ||
-            (err = table_sum(rb, rb->shadow, rb->tables[t], b, sizeof(b))))
-            return err;
-        bool same = !strcmp(a, b);
-        *equal = *equal && same;
-        printf("%-20s %-44s %-44s %s\n", rb->tables[t], a, b, same ? "same" : "DIFFERENT");
+    char(*a)[128] = ol_xcalloc(MAX_TABLES, sizeof(*a)), (*b)[128] = ol_xcalloc(MAX_TABLES, sizeof(*b));
+    sums_t live = {rb, rb->pg, rb->live, a, OL_ERR_OK, {0}}, shadow = {rb, rb->pg2, rb->shadow, b, OL_ERR_OK, {0}};
+    pthread_t thread;
+    bool threaded = rb->pg2 && !pthread_create(&thread, NULL, sums_main, &shadow);
+    sums_main(&live);
+    if (threaded)
+        pthread_join(thread, NULL);
+    else
+        shadow.pg = rb->pg, sums_main(&shadow);
+    ol_err_t err = live.err ? live.err : shadow.err;
+    if (err) {
+        ol_errf(rb->errstr, rb->errstr_size, err, "%s", live.err ? live.errstr : shadow.errstr);
+    } else {
+        printf("%-20s %-44s %-44s\n", "table", "live (rows:md5)", "rebuilt (rows:md5)");
+        for (int t = 0; t < rb->ntables; t++) {
+            bool same = !strcmp(a[t], b[t]);
+            *equal = *equal && same;
+            printf("%-20s %-44s %-44s %s\n", rb->tables[t], a[t], b[t], same ? "same" : "DIFFERENT");
+        }
     }
-    return OL_ERR_OK;
+    free(a);
+    free(b);
+    return err;
 }
 
 /* Whether the live projector stored an offset beyond the shadow's (then the
@@ -417,32 +777,40 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     }
     rb.start_us = ol_time_mono_us();
     int64_t events = 0;
-    pthread_t freer;
-    bool freeing = false;
-    if ((err = list_tables(&rb)) || (err = create_shadow(&rb)))
+    rb.topics = ol_project_role()->topics;
+    rb.rows_per_event = 0.5; /* until a pass tells */
+    if ((err = list_tables(&rb)) || (err = create_shadow(&rb)) || (err = plan(&rb)))
         goto fail;
-    fprintf(stderr, "rebuild: replaying the topics into schema %s\n", rb.shadow);
-    /* the first replay fills the empty shadow in bulk: rows in memory, one
-     * COPY per table at the end */
-    ol_project_bulk_t *bulk = ol_project_bulk_new();
-    ol_project_bulk_set_limit(bulk, (size_t)ol_conf_int(conf, "rebuild.bulk.rows"), on_spill, &rb);
-    err = replay(&rb, bulk, &events);
+    if (!(rb.pg2 = ol_pg_connect(conf, errstr, sizeof(errstr)))) {
+        err = OL_ERR_UNREACHABLE;
+        goto fail;
+    }
+    fprintf(stderr, "rebuild: replaying the topics (%lld events) into schema %s\n", (long long)rb.log_events,
+            rb.shadow);
+    /* rows in memory, pass by pass; one COPY per table after each */
+    size_t max_rows = (size_t)ol_conf_int(conf, "rebuild.bulk.rows");
+    ol_project_bulk_t *bulk = ol_project_bulk_new(max_rows);
+    ol_project_bulk_set_owner(bulk, &rb);
+    err = replay_passes(&rb, bulk, max_rows);
+    ol_project_bulk_destroy(bulk);
     if (!err)
-        err = ol_project_bulk_flush(bulk, conf, rb.pg, rb.shadow, errstr, sizeof(errstr));
-    bool have_keys = ol_project_bulk_spilled(bulk);
-    /* millions of small allocations: freed by a thread of their own while
-     * PostgreSQL builds the keys and indexes */
-    freeing = !pthread_create(&freer, NULL, bulk_free_main, bulk);
-    if (!freeing)
-        ol_project_bulk_destroy(bulk);
+        err = ol_project_bulk_finish(rb.pg, rb.shadow, rb.passes > 1, errstr, sizeof(errstr));
     if (err)
         goto fail;
+    events = rb.events_done;
     double load_secs = (double)(ol_time_mono_us() - rb.start_us) / 1e6;
-    fprintf(stderr, "rebuild: %lld events replayed in %.1f s (%.0f events/s); adding constraints and views\n",
-            (long long)events, load_secs, load_secs > 0 ? (double)events / load_secs : 0.0);
-    if ((err = finish_shadow(&rb, have_keys)))
+    fprintf(stderr,
+            "rebuild: %lld events replayed in %.1f s (%.0f events/s) in %d passes (%d given up), at most %zu rows "
+            "(%zu MB) in memory; adding constraints and views\n",
+            (long long)events, load_secs, load_secs > 0 ? (double)events / load_secs : 0.0, rb.passes,
+            rb.passes_given_up, rb.peak_rows, rb.peak_bytes >> 20);
+    int64_t phase = ol_time_mono_us();
+    if ((err = finish_shadow(&rb)))
         goto fail;
+    fprintf(stderr, "rebuild: keys, indexes, constraints, views and comments in %.1f s\n",
+            (double)(ol_time_mono_us() - phase) / 1e6);
     bool equal = false;
+    probe_sums(&rb);
     for (int round = 0;; round++) {
         /* hold the live offsets: the live projector waits, readers do not */
         bool ahead;
@@ -453,7 +821,10 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
         if (ahead && round < 5) {
             exec(&rb, "rollback");
             fprintf(stderr, "rebuild: the live projection moved on meanwhile; catching up\n");
-            if ((err = replay(&rb, NULL, &events)))
+            ol_rt_stats_t st;
+            err = replay(&rb, NULL, &st);
+            events += st.events;
+            if (err)
                 goto fail;
             continue;
         }
@@ -462,11 +833,16 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
          * there and what lies between would never reach the projection. */
         if (ahead) {
             fprintf(stderr, "rebuild: the live projection keeps moving; catching up while it waits\n");
-            if ((err = replay(&rb, NULL, &events)))
+            ol_rt_stats_t st;
+            err = replay(&rb, NULL, &st);
+            events += st.events;
+            if (err)
                 goto fail_tx;
         }
+        int64_t c0 = ol_time_mono_us();
         if ((err = compare(&rb, &equal)))
             goto fail_tx;
+        fprintf(stderr, "rebuild: compared in %.1f s\n", (double)(ol_time_mono_us() - c0) / 1e6);
         long long behind = 0;
         if (!equal && (err = live_behind(&rb, &behind)))
             goto fail_tx;
@@ -501,8 +877,9 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
         rc = OL_EXIT_OK;
     }
     PQfinish(rb.pg);
-    if (freeing)
-        pthread_join(freer, NULL);
+    if (rb.pg2)
+        PQfinish(rb.pg2);
+    free(rb.queue);
     return rc;
 fail_tx:
     exec(&rb, "rollback");
@@ -515,8 +892,9 @@ fail:
         snprintf(errstr, sizeof(errstr), "%s", keep);
     }
     PQfinish(rb.pg);
-    if (freeing)
-        pthread_join(freer, NULL);
+    if (rb.pg2)
+        PQfinish(rb.pg2);
+    free(rb.queue);
     return OL_EXIT_FAIL;
 }
 

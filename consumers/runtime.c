@@ -25,6 +25,7 @@ typedef struct rec_s {
     int topic;
     const char *reason; /* poison: why (arena of the batch), NULL otherwise */
     const char *stage;  /* decode, fold or apply */
+    bool skipped;       /* the role does not take it (takes_record) */
 } rec_t;
 
 /* A batch: its records and what the workers folded of them. Two of them
@@ -121,7 +122,7 @@ struct ol_rt_s {
     int assigned; /* partitions assigned now */
     int at_end;   /* of them, how many reported the end since their assignment */
     rd_kafka_topic_partition_list_t *eof;
-    atomic_llong events, batches, rejected, retries;
+    atomic_llong events, batches, rejected, retries, skipped;
     atomic_llong apply_us, fold_us, idle_us; /* where the time went */
     char kafka_group[256];
     void (*on_batch)(void *opaque, const ol_rt_t *rt);
@@ -175,6 +176,7 @@ void ol_rt_stats(const ol_rt_t *rt, ol_rt_stats_t *out) {
     out->batches = atomic_load(&((ol_rt_t *)rt)->batches);
     out->rejected = atomic_load(&((ol_rt_t *)rt)->rejected);
     out->retries = atomic_load(&((ol_rt_t *)rt)->retries);
+    out->skipped = atomic_load(&((ol_rt_t *)rt)->skipped);
     out->apply_us = atomic_load(&((ol_rt_t *)rt)->apply_us);
     out->fold_us = atomic_load(&((ol_rt_t *)rt)->fold_us);
     out->idle_us = atomic_load(&((ol_rt_t *)rt)->idle_us);
@@ -234,6 +236,11 @@ static void fold_one(worker_t *w, size_t i) {
     ol_envelope_t env;
     avro_value_t *value;
     ol_arena_reset(w->scratch);
+    if (rt->role->takes_record && !rt->role->takes_record(rt->role->opaque, r->topic, r->rkm->partition, r->rkm->offset,
+                                                          r->rkm->key, r->rkm->key_len)) {
+        r->skipped = true;
+        return;
+    }
     /* a key on another partition than the contract's has lost its order
      * with the rest of its key's events: never applied silently */
     if (ol_kafka_check_placement(r->rkm, rt->partitions[r->topic], errstr, sizeof(errstr))) {
@@ -301,6 +308,7 @@ static void fold_batch(ol_rt_t *rt, batch_t *b) {
     for (size_t i = 0; i < b->nrecs; i++) {
         rd_kafka_message_t *m = b->recs[i].rkm;
         b->recs[i].reason = b->recs[i].stage = NULL;
+        b->recs[i].skipped = false;
         /* with parallel apply a worker folds what its applier writes: its
          * partitions (a key has one partition, so its order holds) */
         uint32_t h = rt->nappliers > 1 ? (uint32_t)m->partition : key_hash(m->key, m->key_len);
@@ -659,12 +667,16 @@ static ol_err_t apply_batch(ol_rt_t *rt, batch_t *b, char *errstr, size_t errstr
         ol_metric_observe(rt->m_batch_seconds, 0, (double)(ol_time_mono_us() - t0) / 1e6);
     if (err)
         return err;
-    size_t poison = 0, applied = 0;
+    size_t poison = 0, applied = 0, skipped = 0;
     for (size_t i = 0; i < b->nrecs; i++) {
         const rec_t *r = &b->recs[i];
         const applier_t *ap = &rt->appliers[rt->nappliers > 1 ? r->rkm->partition % rt->nappliers : 0];
         if (ap->stale)
             continue;
+        if (r->skipped) {
+            skipped++;
+            continue;
+        }
         applied++;
         if (r->reason) {
             poison++;
@@ -678,6 +690,7 @@ static ol_err_t apply_batch(ol_rt_t *rt, batch_t *b, char *errstr, size_t errstr
         }
     }
     atomic_fetch_add(&rt->events, (long long)applied);
+    atomic_fetch_add(&rt->skipped, (long long)skipped);
     atomic_fetch_add(&rt->rejected, (long long)poison);
     atomic_fetch_add(&rt->batches, 1);
     if (rt->consecutive_poison >= ol_conf_int(rt->conf, "consumer.max.poison"))
@@ -806,8 +819,14 @@ static void rebalance_wait(ol_rt_t *rt) {
     }
 }
 
-static void on_assign(ol_rt_t *rt, rd_kafka_topic_partition_list_t *parts) {
+static void on_assign(ol_rt_t *rt, rd_kafka_topic_partition_list_t *all) {
     char errstr[512];
+    /* the role may take only some of them: the others stay unconsumed */
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(all->cnt + 1);
+    for (int i = 0; i < all->cnt; i++)
+        if (!rt->role->takes_partition ||
+            rt->role->takes_partition(rt->role->opaque, topic_index(rt, all->elems[i].topic), all->elems[i].partition))
+            rd_kafka_topic_partition_list_add(parts, all->elems[i].topic, all->elems[i].partition);
     span_t *spans = ol_xcalloc((size_t)parts->cnt + 1, sizeof(*spans));
     int64_t *stored = ol_xcalloc((size_t)parts->cnt + 1, sizeof(*stored));
     for (int i = 0; i < parts->cnt; i++)
@@ -844,6 +863,7 @@ static void on_assign(ol_rt_t *rt, rd_kafka_topic_partition_list_t *parts) {
     ol_log_info("assigned %d partitions, resuming at the offsets stored in PostgreSQL", parts->cnt);
     free(spans);
     free(stored);
+    rd_kafka_topic_partition_list_destroy(parts);
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,

@@ -70,6 +70,14 @@ typedef struct ol_rt_role_s {
      * one key never depend on records of another partition number, and
      * whose apply is safe to run in several threads at once. */
     bool parallel_apply;
+    /* Optional (NULL: everything), for a replay in passes (rebuild).
+     * takes_partition, at every assignment: a partition it does not take is
+     * not consumed (nor counted for the backlog and --until-end).
+     * takes_record, on the workers, before a record is decoded: one it does
+     * not take is skipped (neither folded nor counted as an event, nor
+     * poison), and its offset is stored like any other's. */
+    bool (*takes_partition)(void *opaque, int topic, int32_t partition);
+    bool (*takes_record)(void *opaque, int topic, int32_t partition, int64_t offset, const void *key, size_t key_len);
 } ol_rt_role_t;
 
 /* Creates the runtime: connects to PostgreSQL and Kafka, spawns the workers.
@@ -116,6 +124,7 @@ void *ol_rt_opaque(const ol_rt_t *rt);
 /* Counters since start, for progress lines and tests. */
 typedef struct ol_rt_stats_s {
     int64_t events, batches, rejected, retries;
+    int64_t skipped; /* records the role's takes_record passed over (not in events) */
     /* microseconds: applying batches (PostgreSQL and the role's apply),
      * folding them, and, pipelined, the applier waiting for the next one */
     int64_t apply_us, fold_us, idle_us;
