@@ -215,13 +215,16 @@ typedef struct apply_s {
     ol_pgcopy_t new_payments; /* COPY rows for order_payments */
     char *errstr;
     size_t errstr_size;
-    ol_arena_t *rows; /* bulk mode: the arena of the rows, which live across batches (ol_project_bulk_t) */
+    ol_project_bulk_t *bulk; /* bulk mode: the rows live across batches, in its arena */
 } apply_t;
 
+static char *bulk_strdup(ol_project_bulk_t *b, const char *v, size_t n);
+static ol_arena_t *bulk_arena(ol_project_bulk_t *b);
+
 /* A copy of v that lives as long as the row: the batch's arena, or the
- * pass's in bulk mode (where rows outlive batches). */
+ * bulk state's (where rows outlive batches). */
 static char *row_strdup(apply_t *a, const char *v, size_t n) {
-    return ol_arena_strndup(a->rows ? a->rows : a->arena, v, n);
+    return a->bulk ? bulk_strdup(a->bulk, v, n) : ol_arena_strndup(a->arena, v, n);
 }
 
 /* In bulk mode a value that fits where the old one is replaces it in place:
@@ -229,7 +232,7 @@ static char *row_strdup(apply_t *a, const char *v, size_t n) {
  * rewrites most columns of its order with values of the same length). */
 static void set_str(apply_t *a, row_t *r, int col, const char *v) {
     size_t n = v ? strlen(v) : 0;
-    if (a->rows && v && r->v[col] && strlen(r->v[col]) >= n)
+    if (a->bulk && v && r->v[col] && strlen(r->v[col]) >= n)
         memcpy(r->v[col], v, n + 1);
     else
         r->v[col] = v ? row_strdup(a, v, n) : NULL;
@@ -271,7 +274,7 @@ static bool newer(const row_t *r, int col, int64_t version) {
 static row_t *row_get(apply_t *a, ol_map_t *map, const table_t *t, const char *key) {
     row_t *r = ol_map_get(map, key, strlen(key));
     if (!r) {
-        ol_arena_t *arena = a->rows ? a->rows : a->arena;
+        ol_arena_t *arena = a->bulk ? bulk_arena(a->bulk) : a->arena;
         r = ol_arena_alloc(arena, sizeof(*r));
         memset(r, 0, sizeof(*r));
         r->v = ol_arena_alloc(arena, (size_t)t->ncols * sizeof(char *));
@@ -295,7 +298,7 @@ static void set_lines(apply_t *a, row_t *r, const ol_json_t *lines) {
         char *vals[5] = {r->v[0], no, (char *)dstr_of(l, "sku"), qty, price};
         ol_pgcopy_row(&t, vals, 5);
     }
-    if (a->rows && t.len && r->lines && strlen(r->lines) >= t.len)
+    if (a->bulk && t.len && r->lines && strlen(r->lines) >= t.len)
         memcpy(r->lines, t.buf, t.len + 1);
     else
         r->lines = t.len ? row_strdup(a, t.buf, t.len) : NULL;
@@ -768,7 +771,9 @@ static void apply_ops(apply_t *a, const fold_state_t *st) {
 
 struct ol_project_bulk_s {
     ol_map_t *orders, *refunds, *skus, *payments;
-    ol_arena_t *rows;          /* the rows' images: freed at once when they are written */
+    ol_arena_t *rows; /* the rows' images: freed at once when they are written */
+    char *strings;    /* the rows' values, packed (no alignment) in chunks of rows */
+    size_t strings_left;
     ol_arena_t *arena;         /* the payments' COPY text */
     ol_pgcopy_t payments_text; /* in arena */
     size_t max_rows;
@@ -781,6 +786,27 @@ void ol_project_bulk_set_owner(ol_project_bulk_t *b, void *owner) {
 
 void *ol_project_bulk_owner(const ol_project_bulk_t *b) {
     return b->owner;
+}
+
+static ol_arena_t *bulk_arena(ol_project_bulk_t *b) {
+    return b->rows;
+}
+
+#define STRING_CHUNK ((size_t)64 * 1024)
+
+static char *bulk_strdup(ol_project_bulk_t *b, const char *v, size_t n) {
+    if (n >= STRING_CHUNK / 16)
+        return ol_arena_strndup(b->rows, v, n);
+    if (b->strings_left < n + 1) {
+        b->strings = ol_arena_alloc(b->rows, STRING_CHUNK);
+        b->strings_left = STRING_CHUNK;
+    }
+    char *p = b->strings;
+    memcpy(p, v, n);
+    p[n] = '\0';
+    b->strings += n + 1;
+    b->strings_left -= n + 1;
+    return p;
 }
 
 bool ol_project_bulk_fills(const char *table) {
@@ -818,6 +844,8 @@ void ol_project_bulk_reset(ol_project_bulk_t *b) {
     ol_map_clear(b->skus);
     ol_map_clear(b->payments);
     ol_arena_reset(b->rows);
+    b->strings = NULL;
+    b->strings_left = 0;
     ol_arena_reset(b->arena);
     memset(&b->payments_text, 0, sizeof(b->payments_text));
     b->payments_text.arena = b->arena;
@@ -997,7 +1025,7 @@ static ol_err_t apply(ol_rt_t *rt, PGconn *conn, void **states, int nstates, cha
         a.skus = bulk->skus;
         a.payments = bulk->payments;
         a.new_payments = bulk->payments_text;
-        a.rows = bulk->rows;
+        a.bulk = bulk;
         for (int s = 0; s < nstates; s++)
             apply_ops(&a, states[s]);
         bulk->payments_text = a.new_payments;

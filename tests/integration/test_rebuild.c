@@ -413,16 +413,35 @@ Test(rebuild, keep_old_keeps_the_replaced_projection) {
     free(err);
 }
 
-/* Past rebuild.bulk.rows the bulk load writes out what it holds, makes the
- * keys and indexes, and goes on through the normal path: same result. */
-Test(rebuild, bulk_load_past_its_memory_limit_gives_the_same_projection) {
-    start("spill", 1);
+/* The number of passes the rebuild reports ("... in N passes (M given up)"). */
+static int passes_of(const char *err, int *given_up) {
+    const char *line = strstr(err, " events replayed in ");
+    int passes = -1;
+    *given_up = -1;
+    if (line && (line = strstr(line, "/s) in ")))
+        sscanf(line, "/s) in %d passes (%d given up)", &passes, given_up);
+    return passes;
+}
+
+/* rebuild.bulk.rows bounds the rows a pass folds: the log is replayed in
+ * passes over a few partitions, and a partition alone over the limit in
+ * passes over shares of its keys; the result is the same. */
+Test(rebuild, passes_of_at_most_bulk_rows_give_the_same_projection) {
+    start("passes", 1);
     live_projection();
     char *sums = checksums(db);
     char *out, *err;
     int rc = rebuild("-X rebuild.bulk.rows=500 -X consumer.batch.events=300", &out, &err);
     cr_assert_eq(rc, 0, "rebuild: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
-    cr_expect(strstr(err, "more than the limit of 500"), "the bulk load never passed its limit:\n%s", err);
+    int given_up, passes = passes_of(err, &given_up);
+    /* ~5,000 rows over 3 partitions: at least 10 passes, over shares of keys */
+    cr_expect_geq(passes, 10, "%d passes:\n%s", passes, err);
+    cr_expect(strstr(err, " (keys 1 of "), "no partition was split by its keys:\n%s", err);
+    const char *at = strstr(err, "at most ");
+    long long held = -1;
+    if (at)
+        sscanf(at, "at most %lld rows", &held);
+    cr_expect(held > 0 && held <= 500, "a pass held %lld rows, the limit is 500:\n%s", held, err);
     for (size_t i = 0; i < NTABLES; i++)
         expect_verdict(out, tables[i], "same");
     char *new_sums = checksums(db);
@@ -430,6 +449,48 @@ Test(rebuild, bulk_load_past_its_memory_limit_gives_the_same_projection) {
     cr_expect_eq(ol_test_pg_query_int(db, "select count(*) from pg_indexes where schemaname = 'orderlog' and "
                                           "indexname = 'orders_pkey'"),
                  1, "the primary key of orders is missing");
+    free(sums);
+    free(new_sums);
+    free(out);
+    free(err);
+}
+
+/* A log where every event makes a row (OrderPlaced only) holds more rows
+ * per event than the first pass is planned for: that pass passes
+ * rebuild.bulk.rows, is given up (what it folded is forgotten, its offsets
+ * too) and split; the passes after it are planned from what it saw. */
+Test(rebuild, a_pass_past_the_limit_is_given_up_and_split) {
+    start("giveup", 1);
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/placed.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    for (int i = 0; i < 3000; i++)
+        fprintf(f,
+                "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"P-%05d\",\"user_id\":\"u-%d\",\"source\":"
+                "\"flash_sale\",\"lines\":[{\"sku\":\"SKU-1\",\"quantity\":1,\"unit_price\":%d}],\"total_amount\":%d,"
+                "\"currency\":\"CNY\",\"placed_at\":\"2026-11-11T00:10:00Z\"}}\n",
+                i, i % 97, 100 + i, 100 + i);
+    fclose(f);
+    char *q = ol_test_shell_quote(path), *out, *err;
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(db), "publish %s", q);
+    cr_assert(rc == 0 && strstr(out, "published 3000, rejected 0, failed 0"), "publish: %s%s", out, err);
+    free(q);
+    free(out);
+    free(err);
+    cr_assert_eq(project(db), 3000);
+    char *sums = checksums(db);
+    rc = rebuild("-X rebuild.bulk.rows=400", &out, &err);
+    cr_assert_eq(rc, 0, "rebuild: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    int given_up, passes = passes_of(err, &given_up);
+    cr_expect_geq(given_up, 1, "no pass was given up (%d passes):\n%s", passes, err);
+    cr_expect(strstr(err, "held more than 400 rows"), "no word on the pass given up:\n%s", err);
+    cr_expect(strstr(err, "rebuild: 3000 events replayed in "), "the events of a pass given up counted twice:\n%s",
+              err);
+    for (size_t i = 0; i < NTABLES; i++)
+        expect_verdict(out, tables[i], "same");
+    char *new_sums = checksums(db);
+    expect_same("the rebuilt projection", sums, new_sums);
     free(sums);
     free(new_sums);
     free(out);
