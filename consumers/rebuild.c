@@ -2,21 +2,26 @@
  * it in for the live projection.
  *
  *  1. shadow schema <schema>_rebuild: every table of the live schema, with
- *     its columns (generated ones too) and defaults; the tables the bulk
- *     load fills get their primary keys after it, the others (the offsets,
- *     the sale tables, which the replay upserts by primary key) before;
- *     the other indexes and constraints would slow the load;
- *  2. the projection role replays every topic from the beginning into it
- *     (its own Kafka group; offsets stored under the live group's name, so
- *     they move with the swap), showing progress;
- *  3. secondary indexes, check and foreign-key constraints and comments are
- *     added, copied from the live schema;
+ *     its columns (generated ones too) and defaults, unlogged; the tables
+ *     the bulk load fills get their primary keys after it, the others (the
+ *     offsets, the sale tables, which the replay upserts by primary key)
+ *     before; the other indexes and constraints would slow the load;
+ *  2. the projection role replays every topic from the beginning into it,
+ *     in passes over a few partitions or a share of one partition's keys,
+ *     each folded in memory (at most rebuild.bulk.rows rows) and written
+ *     with COPY when it ends (its own Kafka group; offsets stored under the
+ *     live group's name, so they move with the swap), showing progress:
+ *     the design is in consumers/README.md, "Rebuild in passes";
+ *  3. made logged; keys, secondary indexes, check and foreign-key
+ *     constraints and comments are added, copied from the live schema;
  *  4. in one transaction that holds the live offsets (the live projector
  *     waits, readers do not): if the live projector got further than the
  *     shadow, catch up and try again; compare every table (row count and a
- *     checksum of its rows); rename the live schema away and the shadow in.
- *     Readers see the old schema or the new one, never a partial table.
+ *     sum of row hashes, both schemas at once); rename the live schema away
+ *     and the shadow in. Readers see the old schema or the new one, never a
+ *     partial table.
  * --verify-only stops after the comparison and drops the shadow. */
+#include <malloc.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -158,19 +163,16 @@ static ol_err_t add_constraints(rebuild_t *rb, const char *table, const char *ty
     return err;
 }
 
-/* The secondary indexes of the live schema, on the shadow's tables. Created
- * before the load: the projector's own lookups need them (refunded_amount
- * sums the refunds of an order by refunds.order_id: without its index every
- * batch scans refunds once per order it touches, and the replay turns
- * quadratic). */
-static ol_err_t add_indexes(rebuild_t *rb) {
+/* The secondary indexes of live.table, on the shadow's table. */
+static ol_err_t add_indexes(rebuild_t *rb, const char *table) {
     ol_err_t err;
     PGresult *res;
-    if ((err = query1(rb, &res,
-                      "select i.indexdef from pg_indexes i where i.schemaname = $1 and not exists (select 1 from "
-                      "pg_constraint c join pg_namespace n on n.oid = c.connamespace where n.nspname = i.schemaname "
-                      "and c.conname = i.indexname)",
-                      rb->live)))
+    const char *params[] = {rb->live, table};
+    if ((err = ol_pg_query(&res, rb->pg,
+                           "select i.indexdef from pg_indexes i where i.schemaname = $1 and i.tablename = $2 and not "
+                           "exists (select 1 from pg_constraint c join pg_namespace n on n.oid = c.connamespace where "
+                           "n.nspname = i.schemaname and c.conname = i.indexname)",
+                           2, params, rb->errstr, rb->errstr_size)))
         return err;
     char on[200];
     snprintf(on, sizeof(on), " ON %s.", rb->live);
@@ -207,44 +209,111 @@ static ol_err_t create_shadow(rebuild_t *rb) {
     return OL_ERR_OK;
 }
 
-/* The primary keys of the tables the bulk load fills (the others have
- * theirs from the start) and the indexes. */
-static ol_err_t keys_and_indexes(rebuild_t *rb) {
+/* One table of the shadow made ready, on rb->pg: logged (durable from
+ * here on: it is about to become the live projection), its primary key
+ * (unless it had it for the load), its secondary indexes, its check, unique
+ * and exclusion constraints. us[3]: where the time went. */
+static ol_err_t table_ready(rebuild_t *rb, int t, int64_t us[3]) {
     ol_err_t err;
-    for (int t = 0; t < rb->ntables; t++)
-        if (ol_project_bulk_fills(rb->tables[t]) && (err = add_constraints(rb, rb->tables[t], "p")))
-            return err;
-    return add_indexes(rb);
+    int64_t t0 = ol_time_mono_us();
+    if ((err = execf(rb, "alter table %s.%s set logged", rb->shadow, rb->tables[t])))
+        return err;
+    int64_t t1 = ol_time_mono_us();
+    if ((ol_project_bulk_fills(rb->tables[t]) && (err = add_constraints(rb, rb->tables[t], "p"))) ||
+        (err = add_indexes(rb, rb->tables[t])))
+        return err;
+    int64_t t2 = ol_time_mono_us();
+    err = add_constraints(rb, rb->tables[t], "cux");
+    us[0] += t1 - t0;
+    us[1] += t2 - t1;
+    us[2] += ol_time_mono_us() - t2;
+    return err;
 }
 
-/* After the load: keys and indexes, the other constraints, views,
+/* The tables made ready by two connections at once, the largest first. */
+typedef struct readier_s {
+    rebuild_t *rb; /* a copy of the rebuild's, on this connection and with this errstr */
+    const int *order;
+    atomic_int *next;
+    int64_t us[3];
+    ol_err_t err;
+    char errstr[1024];
+} readier_t;
+
+static void *readier_main(void *arg) {
+    readier_t *r = arg;
+    ol_err_t err = OL_ERR_OK;
+    /* the session's memory and workers for index builds */
+    if ((err = execf(r->rb, "set maintenance_work_mem = '%lldMB'",
+                     (long long)ol_conf_int(r->rb->conf, "rebuild.maintenance.work.mem.mb"))) ||
+        (err = execf(r->rb, "set max_parallel_maintenance_workers = %lld",
+                     (long long)ol_conf_int(r->rb->conf, "rebuild.maintenance.workers")))) {
+        r->err = err;
+        return NULL;
+    }
+    for (int i; !err && (i = atomic_fetch_add(r->next, 1)) < r->rb->ntables;)
+        err = table_ready(r->rb, r->order[i], r->us);
+    r->err = err;
+    return NULL;
+}
+
+static ol_err_t tables_ready(rebuild_t *rb) {
+    int order[MAX_TABLES];
+    PGresult *res;
+    ol_err_t err = query1(rb, &res,
+                          "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace where "
+                          "n.nspname = $1 and c.relkind = 'r' order by pg_relation_size(c.oid) desc, c.relname",
+                          rb->shadow);
+    if (err)
+        return err;
+    int n = 0;
+    for (int i = 0; i < PQntuples(res); i++)
+        for (int t = 0; t < rb->ntables; t++)
+            if (!strcmp(rb->tables[t], PQgetvalue(res, i, 0)) && n < MAX_TABLES)
+                order[n++] = t;
+    PQclear(res);
+    if (n != rb->ntables)
+        return ol_errf(rb->errstr, rb->errstr_size, OL_ERR_NOT_FOUND, "schema %s lacks tables of %s", rb->shadow,
+                       rb->live);
+    atomic_int next = 0;
+    readier_t r[2] = {{ol_xmalloc(sizeof(rebuild_t)), order, &next, {0}, OL_ERR_OK, {0}},
+                      {ol_xmalloc(sizeof(rebuild_t)), order, &next, {0}, OL_ERR_OK, {0}}};
+    for (int i = 0; i < 2; i++) {
+        memcpy(r[i].rb, rb, sizeof(*rb));
+        r[i].rb->pg = i ? rb->pg2 : rb->pg;
+        r[i].rb->errstr = r[i].errstr;
+        r[i].rb->errstr_size = sizeof(r[i].errstr);
+    }
+    int64_t t0 = ol_time_mono_us();
+    pthread_t thread;
+    bool threaded = rb->pg2 && !pthread_create(&thread, NULL, readier_main, &r[1]);
+    readier_main(&r[0]);
+    if (threaded)
+        pthread_join(thread, NULL);
+    err = r[0].err ? r[0].err : r[1].err;
+    if (err)
+        ol_errf(rb->errstr, rb->errstr_size, err, "%s", r[0].err ? r[0].errstr : r[1].errstr);
+    else
+        fprintf(stderr,
+                "rebuild: tables made logged, keyed, indexed and constrained in %.1f s on %d connections (logged "
+                "%.1f s, keys and indexes %.1f s, constraints %.1f s of work)\n",
+                (double)(ol_time_mono_us() - t0) / 1e6, threaded ? 2 : 1, (double)(r[0].us[0] + r[1].us[0]) / 1e6,
+                (double)(r[0].us[1] + r[1].us[1]) / 1e6, (double)(r[0].us[2] + r[1].us[2]) / 1e6);
+    free(r[0].rb);
+    free(r[1].rb);
+    return err;
+}
+
+/* After the load: logged tables, keys and indexes, constraints, views,
  * comments. */
 static ol_err_t finish_shadow(rebuild_t *rb) {
     ol_err_t err;
-    /* the session's memory and workers for index builds */
-    if ((err = execf(rb, "set maintenance_work_mem = '%lldMB'",
-                     (long long)ol_conf_int(rb->conf, "rebuild.maintenance.work.mem.mb"))) ||
-        (err = execf(rb, "set max_parallel_maintenance_workers = %lld",
-                     (long long)ol_conf_int(rb->conf, "rebuild.maintenance.workers"))))
+    if ((err = tables_ready(rb)))
         return err;
-    int64_t t0 = ol_time_mono_us();
-    /* durable from here on: it is about to become the live projection */
-    for (int t = 0; t < rb->ntables; t++)
-        if ((err = execf(rb, "alter table %s.%s set logged", rb->shadow, rb->tables[t])))
-            return err;
-    int64_t t1 = ol_time_mono_us();
-    if ((err = keys_and_indexes(rb)))
-        return err;
-    int64_t t2 = ol_time_mono_us();
-    for (int t = 0; t < rb->ntables; t++)
-        if ((err = add_constraints(rb, rb->tables[t], "cux")))
-            return err;
+    /* foreign keys once every table has its keys */
     for (int t = 0; t < rb->ntables; t++)
         if ((err = add_constraints(rb, rb->tables[t], "f")))
             return err;
-    int64_t t3 = ol_time_mono_us();
-    fprintf(stderr, "rebuild: logged %.1f s, keys and indexes %.1f s, constraints %.1f s\n", (double)(t1 - t0) / 1e6,
-            (double)(t2 - t1) / 1e6, (double)(t3 - t2) / 1e6);
     PGresult *res;
     /* views, defined on the shadow's tables (their text names them unqualified) */
     if ((err = execf(rb, "set search_path to %s", rb->live)))
@@ -592,6 +661,7 @@ static ol_err_t replay_passes(rebuild_t *rb, ol_project_bulk_t *bulk, size_t max
         if ((err = ol_project_bulk_flush(bulk, rb->pg, rb->pg2, rb->shadow, rb->errstr, rb->errstr_size)) ||
             (err = pass_offsets(rb, true)))
             return err;
+        malloc_trim(0); /* the pass's rows, back to the system before the next one */
         int64_t t2 = ol_time_mono_us();
         rb->passes++;
         rb->events_done += st.events;
@@ -759,6 +829,9 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
         else
             return ol_cli_usage_error(&ol_cmd_rebuild, "unknown option \"%s\"", argv[i]);
     }
+    /* few malloc arenas: the threads' arenas otherwise each keep what a pass
+     * freed (about 100 MB more at the peak, for no gain in speed here) */
+    mallopt(M_ARENA_MAX, 2);
     rebuild_t rb = {.conf = conf, .errstr = errstr, .errstr_size = sizeof(errstr)};
     snprintf(rb.live, sizeof(rb.live), "%s", ol_conf_str(conf, "projection.schema"));
     snprintf(rb.shadow, sizeof(rb.shadow), "%.100s_rebuild", rb.live);
@@ -902,9 +975,10 @@ const ol_cmd_t ol_cmd_rebuild = {
     "rebuild", rebuild_run, "replay the topics into a fresh shadow schema, verify it, swap it in",
     "usage: orderlog rebuild [--verify-only] [--keep-old]\n"
     "  Replays orders, after-sales, skus, sale-events and blacklist from the beginning into\n"
-    "  <projection.schema>_rebuild (while loading, primary keys only on the tables it upserts;\n"
-    "  indexes and constraints after), catches up with the live projection, compares every table\n"
-    "  (rows and checksum), and renames the schemas in one transaction: readers see the old\n"
-    "  projection or the new one, never a partial table.\n"
+    "  <projection.schema>_rebuild, in passes of at most rebuild.bulk.rows rows in memory (while\n"
+    "  loading, primary keys only on the tables it upserts; indexes and constraints after), catches\n"
+    "  up with the live projection, compares every table (rows and checksum), and renames the\n"
+    "  schemas in one transaction: readers see the old projection or the new one, never a partial\n"
+    "  table.\n"
     "  --verify-only   compare without swapping; exit 1 when they differ\n"
     "  --keep-old      keep the replaced projection as <schema>_old_<time> instead of dropping it\n"};
