@@ -672,9 +672,10 @@ static ol_err_t replay_passes(rebuild_t *rb, ol_project_bulk_t *bulk, size_t max
             learned = true;
         }
         fprintf(stderr,
-                "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s, written in "
-                "%.1f s\n",
+                "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s (applying "
+                "%.1f s, decoding %.1f s, waiting for records %.1f s), written in %.1f s\n",
                 rb->passes, what, (long long)st.events, rows, bytes >> 20, (double)(t1 - t0) / 1e6,
+                (double)st.apply_us / 1e6, (double)st.fold_us / 1e6, (double)st.idle_us / 1e6,
                 (double)(t2 - t1) / 1e6);
     }
     return OL_ERR_OK;
