@@ -169,10 +169,11 @@ static const ol_conf_prop_t conf_props[] = {
     {"guard.max.subjects", OL_CONF_INT, "1000000", 0, 1000000000, NULL,
      "IPs and users `guard` tracks at most (about 150 bytes each, plus 4 to 8 per request in the window); past it "
      "the least recently seen is forgotten. Idle ones are forgotten anyway. 0 = no limit."},
-    {"rebuild.bulk.rows", OL_CONF_INT, "400000", 0, 1000000000, NULL,
+    {"rebuild.bulk.rows", OL_CONF_INT, "300000", 0, 1000000000, NULL,
      "Rows (orders, refunds, skus) `rebuild` folds in memory at most: the replay goes in passes over whole "
      "partitions, or over a share of one partition's keys, each holding at most this many before they are written "
-     "out with COPY. About 600 bytes each; 0 = one pass over everything, no limit."},
+     "out with COPY. About 650 bytes each, plus 200 to 250 MB for the rest of the process: 300000 keeps the "
+     "rebuild under 512 MB; 0 = one pass over everything, no limit."},
     {"rebuild.maintenance.work.mem.mb", OL_CONF_INT, "256", 1, 1048576, NULL,
      "maintenance_work_mem of the sessions in which `rebuild` makes the keys, indexes and constraints of the "
      "rebuilt tables (PostgreSQL's memory per index build; not the rebuild's own)."},

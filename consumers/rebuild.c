@@ -598,6 +598,18 @@ static ol_err_t pass_offsets(rebuild_t *rb, bool seen) {
     return err;
 }
 
+/* The process's resident memory now, in MB (0 where /proc has none). */
+static long rss_mb(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return resident * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
+}
+
 static void describe_pass(const rebuild_t *rb, char *out, size_t out_size) {
     size_t len = 0;
     for (int i = 0; i < rb->npass && len + 64 < out_size; i++) {
@@ -658,6 +670,7 @@ static ol_err_t replay_passes(rebuild_t *rb, ol_project_bulk_t *bulk, size_t max
         if (err)
             return err;
         int64_t t1 = ol_time_mono_us();
+        long rss = rss_mb();
         if ((err = ol_project_bulk_flush(bulk, rb->pg, rb->pg2, rb->shadow, rb->errstr, rb->errstr_size)) ||
             (err = pass_offsets(rb, true)))
             return err;
@@ -673,18 +686,19 @@ static ol_err_t replay_passes(rebuild_t *rb, ol_project_bulk_t *bulk, size_t max
         }
         fprintf(stderr,
                 "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s (applying "
-                "%.1f s, decoding %.1f s, waiting for records %.1f s), written in %.1f s\n",
+                "%.1f s, decoding %.1f s, waiting for records %.1f s), written in %.1f s; process RSS %ld MB\n",
                 rb->passes, what, (long long)st.events, rows, bytes >> 20, (double)(t1 - t0) / 1e6,
-                (double)st.apply_us / 1e6, (double)st.fold_us / 1e6, (double)st.idle_us / 1e6,
-                (double)(t2 - t1) / 1e6);
+                (double)st.apply_us / 1e6, (double)st.fold_us / 1e6, (double)st.idle_us / 1e6, (double)(t2 - t1) / 1e6,
+                rss);
     }
     return OL_ERR_OK;
 }
 
 /* Row count and checksum of schema.table ("count:md5"): a 64-bit hash of
- * every row, two of them (two seeds) summed over the rows, so no sort and
- * PostgreSQL may scan with parallel workers; the sums hashed once more for
- * the print. The same rows give the same sum in any order. The hash is
+ * every row summed over the rows (exactly, as numeric), so no sort and
+ * PostgreSQL may scan with parallel workers; the sum hashed once more for
+ * the print. The same rows give the same sum in any order; two tables of
+ * the same count that differ give the same sum with odds of about 2^-64. The hash is
  * hash_record_extended, which hashes each column's value with its type's
  * hash function (no text output: about 4 times faster than the md5 of each
  * row's text), so equal values count as equal (1.0 = 1.00 as numeric); a
@@ -695,9 +709,8 @@ static ol_err_t table_sum(PGconn *pg, const char *schema, const char *table, boo
     char sql[1024];
     if (!strcmp(table, "consumer_offsets")) /* updated_at differs by nature */
         snprintf(sql, sizeof(sql),
-                 "select count(*) || ':' || md5(coalesce(sum(hashtextextended(r, 0)), 0) || '/' || "
-                 "coalesce(sum(hashtextextended(r, 1)), 0)) from (select group_id || '/' || topic || '/' || partition "
-                 "|| '=' || next_offset as r from %s.%s) x",
+                 "select count(*) || ':' || md5(coalesce(sum(hashtextextended(group_id || '/' || topic || '/' || "
+                 "partition || '=' || next_offset, 0)), 0)::text) from %s.%s",
                  schema, table);
     else if (text_sum)
         snprintf(sql, sizeof(sql),
@@ -707,8 +720,7 @@ static ol_err_t table_sum(PGconn *pg, const char *schema, const char *table, boo
                  schema, table);
     else
         snprintf(sql, sizeof(sql),
-                 "select count(*) || ':' || md5(coalesce(sum(hash_record_extended(t, 0)), 0) || '/' || "
-                 "coalesce(sum(hash_record_extended(t, 1)), 0)) from %s.%s t",
+                 "select count(*) || ':' || md5(coalesce(sum(hash_record_extended(t, 0)), 0)::text) from %s.%s t",
                  schema, table);
     PGresult *res;
     ol_err_t err = ol_pg_query(&res, pg, sql, 0, NULL, errstr, errstr_size);
