@@ -23,6 +23,7 @@
  * --verify-only stops after the comparison and drops the shadow. */
 #include <malloc.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <pthread.h>
@@ -359,6 +360,23 @@ static ol_err_t finish_shadow(rebuild_t *rb) {
     return err;
 }
 
+/* SIGTERM, SIGINT: the rebuild stops (the replay running ends after its
+ * batch) and drops the shadow; the live projection stays as it was. */
+static volatile sig_atomic_t stopping;
+static ol_rt_t *volatile replaying;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stopping = 1;
+    if (replaying)
+        ol_rt_stop(replaying);
+}
+
+static ol_err_t check_stop(rebuild_t *rb) {
+    return stopping ? ol_errf(rb->errstr, rb->errstr_size, OL_ERR_INVALID, "stopped by a signal: nothing swapped")
+                    : OL_ERR_OK;
+}
+
 static bool pass_takes_partition(void *opaque, int topic, int32_t partition);
 static bool pass_takes_record(void *opaque, int topic, int32_t partition, int64_t offset, const void *key,
                               size_t key_len);
@@ -414,17 +432,18 @@ static ol_err_t replay(rebuild_t *rb, ol_project_bulk_t *bulk, ol_rt_stats_t *st
         ol_conf_destroy(conf);
         return OL_ERR_UNREACHABLE;
     }
-    ol_rt_handle_signals(rt);
+    replaying = rt;
     ol_rt_set_dlq(rt, false); /* the live projector sent them already */
     ol_rt_on_batch(rt, progress, rb);
-    err = ol_rt_run(rt, true, rb->errstr, rb->errstr_size);
+    err = stopping ? OL_ERR_OK : ol_rt_run(rt, true, rb->errstr, rb->errstr_size);
+    replaying = NULL;
     ol_rt_stats(rt, stats);
     ol_rt_destroy(rt);
     char kerr[512];
     if (ol_kafka_delete_group(conf, kafka_group, kerr, sizeof(kerr)))
         ol_log_warn("%s", kerr); /* harmless: the group only keeps its offsets */
     ol_conf_destroy(conf);
-    return err;
+    return err ? err : check_stop(rb);
 }
 
 /* ---- the passes ----------------------------------------------------------- */
@@ -568,8 +587,6 @@ static void next_pass(rebuild_t *rb, size_t max_rows) {
  * its start). */
 static ol_err_t pass_offsets(rebuild_t *rb, bool seen) {
     char *group = PQescapeLiteral(rb->pg, rb->group, strlen(rb->group));
-    char sql[8192], values[8192] = "";
-    size_t vlen = 0;
     ol_err_t err = OL_ERR_OK;
     for (int t = 0; t < rb->ntopics && !err; t++) {
         if (!rb->bulk_topic[t])
@@ -577,22 +594,16 @@ static ol_err_t pass_offsets(rebuild_t *rb, bool seen) {
         char *topic = PQescapeLiteral(rb->pg, rb->topic_names[t], strlen(rb->topic_names[t]));
         for (int i = 0; i < rb->npass && !err; i++) {
             int32_t p = rb->pass[i].partition;
-            snprintf(sql, sizeof(sql),
-                     "delete from %s.consumer_offsets where group_id = %s and topic = %s and partition = %d",
-                     rb->shadow, group, topic, (int)p);
-            err = exec(rb, sql);
             long long last = atomic_load(&rb->last_seen[t][p]);
-            if (seen && last >= 0 && vlen + 600 < sizeof(values))
-                vlen += (size_t)snprintf(values + vlen, sizeof(values) - vlen, "%s(%s, %s, %d, %lld)", vlen ? ", " : "",
-                                         group, topic, (int)p, last + 1);
+            err = execf(rb, "delete from %s.consumer_offsets where group_id = %s and topic = %s and partition = %d",
+                        rb->shadow, group, topic, (int)p);
+            if (!err && seen && last >= 0)
+                err = execf(rb,
+                            "insert into %s.consumer_offsets (group_id, topic, partition, next_offset) values (%s, %s, "
+                            "%d, %lld)",
+                            rb->shadow, group, topic, (int)p, last + 1);
         }
         PQfreemem(topic);
-        if (!err && vlen) {
-            err = execf(rb, "insert into %s.consumer_offsets (group_id, topic, partition, next_offset) values %s",
-                        rb->shadow, values);
-            vlen = 0;
-            values[0] = '\0';
-        }
     }
     PQfreemem(group);
     return err;
@@ -845,6 +856,11 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     /* few malloc arenas: the threads' arenas otherwise each keep what a pass
      * freed (about 100 MB more at the peak, for no gain in speed here) */
     mallopt(M_ARENA_MAX, 2);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     rebuild_t rb = {.conf = conf, .errstr = errstr, .errstr_size = sizeof(errstr)};
     snprintf(rb.live, sizeof(rb.live), "%s", ol_conf_str(conf, "projection.schema"));
     snprintf(rb.shadow, sizeof(rb.shadow), "%.100s_rebuild", rb.live);
@@ -891,7 +907,7 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
             (long long)events, load_secs, load_secs > 0 ? (double)events / load_secs : 0.0, rb.passes,
             rb.passes_given_up, rb.peak_rows, rb.peak_bytes >> 20);
     int64_t phase = ol_time_mono_us();
-    if ((err = finish_shadow(&rb)))
+    if ((err = finish_shadow(&rb)) || (err = check_stop(&rb)))
         goto fail;
     fprintf(stderr, "rebuild: keys, indexes, constraints, views and comments in %.1f s\n",
             (double)(ol_time_mono_us() - phase) / 1e6);

@@ -540,6 +540,32 @@ Test(rebuild, a_refund_moved_to_an_order_on_another_partition_is_one_row) {
     free(err);
 }
 
+/* SIGTERM between or during passes stops the rebuild: exit 1, the shadow
+ * dropped, the live projection untouched. */
+Test(rebuild, sigterm_stops_the_rebuild_and_leaves_the_live_projection) {
+    start("sigterm", 1);
+    live_projection();
+    char *sums = checksums(db);
+    long long schema_oid = ol_test_pg_query_int(db, "select 'orderlog'::regnamespace::oid::bigint");
+    ol_test_bg_t *rb = orderlog_bg(db, "rebuild -X rebuild.bulk.rows=500 -X consumer.batch.events=300");
+    int seen = ol_test_bg_wait_stderr(rb, "rebuild: pass ", 2, 120000);
+    cr_assert_geq(seen, 2, "the rebuild never finished two passes:\n%s", ol_test_bg_stderr(rb));
+    ol_test_bg_signal(rb, SIGTERM);
+    int rc = ol_test_bg_wait(rb, 60000);
+    cr_expect_eq(rc, 1, "rebuild after SIGTERM: exit %d\nstdout:\n%s\nstderr:\n%s", rc, ol_test_bg_stdout(rb),
+                 ol_test_bg_stderr(rb));
+    cr_expect(strstr(ol_test_bg_stderr(rb), "stopped by a signal"), "no word on the stop:\n%s", ol_test_bg_stderr(rb));
+    cr_expect(!strstr(ol_test_bg_stdout(rb), "swapped"), "swapped after SIGTERM:\n%s", ol_test_bg_stdout(rb));
+    ol_test_bg_free(rb);
+    cr_expect_eq(schemas_like(db, "orderlog\\_rebuild"), 0, "the shadow schema was left behind");
+    cr_expect_eq(ol_test_pg_query_int(db, "select 'orderlog'::regnamespace::oid::bigint"), schema_oid,
+                 "the live schema was replaced");
+    char *after = checksums(db);
+    expect_same("the live projection", sums, after);
+    free(sums);
+    free(after);
+}
+
 Test(rebuild, verify_only_detects_a_tampered_projection) {
     start("verify", 1);
     live_projection();
