@@ -648,19 +648,82 @@ static void describe_pass(const rebuild_t *rb, char *out, size_t out_size) {
     }
 }
 
-/* Every pass, each written out with COPY when it ends. A pass that passes
- * rebuild.bulk.rows is given up and its units split in two. */
-static ol_err_t replay_passes(rebuild_t *rb, ol_project_bulk_t *bulk, size_t max_rows) {
+/* The rows of a pass, written while the next pass folds (on connections
+ * of their own): the next one only holds what it folded meanwhile, and a
+ * pass's rows go out once the flush before has ended. */
+typedef struct flusher_s {
+    rebuild_t *rb;
+    PGconn *pg[2];
+    pthread_t thread;
+    bool running;
+    ol_project_bulk_t *bulk;
+    int pass;
+    double secs;
+    ol_err_t err;
+    char errstr[1024];
+} flusher_t;
+
+static void *flusher_main(void *arg) {
+    flusher_t *f = arg;
+    int64_t t0 = ol_time_mono_us();
+    f->err = ol_project_bulk_flush(f->bulk, f->pg[0], f->pg[1], f->rb->shadow, f->errstr, sizeof(f->errstr));
+    malloc_trim(0); /* the pass's rows, back to the system */
+    f->secs = (double)(ol_time_mono_us() - t0) / 1e6;
+    return NULL;
+}
+
+/* What a flush that ended says: its error, or its time. */
+static ol_err_t flusher_done(flusher_t *f) {
+    if (f->err)
+        return ol_errf(f->rb->errstr, f->rb->errstr_size, f->err, "%s", f->errstr);
+    fprintf(stderr, "rebuild: pass %d written in %.1f s\n", f->pass, f->secs);
+    return OL_ERR_OK;
+}
+
+/* Waits for the flush running, if any. */
+static ol_err_t flusher_wait(flusher_t *f) {
+    if (!f->running)
+        return OL_ERR_OK;
+    pthread_join(f->thread, NULL);
+    f->running = false;
+    return flusher_done(f);
+}
+
+/* Writes bulk's rows once the flush before has ended; returns at once. */
+static ol_err_t flusher_start(flusher_t *f, ol_project_bulk_t *bulk, int pass) {
+    ol_err_t err = flusher_wait(f);
+    if (err)
+        return err;
+    f->bulk = bulk;
+    f->pass = pass;
+    if (pthread_create(&f->thread, NULL, flusher_main, f)) {
+        flusher_main(f); /* no thread: here and now */
+        return flusher_done(f);
+    }
+    f->running = true;
+    return OL_ERR_OK;
+}
+
+/* Every pass, each written out with COPY once it ends, while the next one
+ * runs. A pass that passes rebuild.bulk.rows is given up and its units
+ * split in two. */
+static ol_err_t replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2], size_t max_rows) {
     bool learned = false;
-    while (rb->nqueue) {
+    int cur = 0;
+    flusher_t f = {.rb = rb};
+    ol_err_t err = OL_ERR_OK;
+    for (int i = 0; i < 2; i++)
+        if (!(f.pg[i] = ol_pg_connect(rb->conf, rb->errstr, rb->errstr_size)))
+            err = OL_ERR_UNREACHABLE;
+    while (rb->nqueue && !err) {
+        ol_project_bulk_t *bulk = bulks[cur];
         next_pass(rb, max_rows);
         for (int t = 0; t < MAX_TOPICS; t++)
             for (int i = 0; i < rb->npass; i++)
                 atomic_store(&rb->last_seen[t][rb->pass[i].partition], -1);
         atomic_store(&rb->pass_sale_events, 0);
-        ol_err_t err = pass_offsets(rb, false);
-        if (err)
-            return err;
+        if ((err = pass_offsets(rb, false)))
+            break;
         char what[2048];
         describe_pass(rb, what, sizeof(what));
         int64_t t0 = ol_time_mono_us();
@@ -675,6 +738,7 @@ static ol_err_t replay_passes(rebuild_t *rb, ol_project_bulk_t *bulk, size_t max
             fprintf(stderr,
                     "rebuild: pass over partitions %s held more than %zu rows after %lld events: splitting it\n", what,
                     max_rows, (long long)bulk_events);
+            err = OL_ERR_OK;
             ol_project_bulk_reset(bulk);
             if (rb->pass_sale_events > 0 && !rb->sale_done)
                 rb->events_done += atomic_load(&rb->pass_sale_events);
@@ -682,26 +746,22 @@ static ol_err_t replay_passes(rebuild_t *rb, ol_project_bulk_t *bulk, size_t max
             if (seen_rate > rb->rows_per_event)
                 rb->rows_per_event = seen_rate;
             rb->passes_given_up++;
-            for (int i = rb->npass; i-- > 0;) {
+            for (int i = rb->npass; i-- > 0 && !err;) {
                 unit_t u = rb->pass[i];
                 if (u.k >= (1u << 20))
-                    return ol_errf(rb->errstr, rb->errstr_size, OL_ERR_TOO_LARGE,
-                                   "partition %d: a millionth of its keys holds more than %zu rows (rebuild.bulk.rows)",
-                                   (int)u.partition, max_rows);
+                    err = ol_errf(rb->errstr, rb->errstr_size, OL_ERR_TOO_LARGE,
+                                  "partition %d: a millionth of its keys holds more than %zu rows (rebuild.bulk.rows)",
+                                  (int)u.partition, max_rows);
                 queue_push(rb, (unit_t){u.partition, u.k * 2, u.j + u.k});
                 queue_push(rb, (unit_t){u.partition, u.k * 2, u.j});
             }
             continue;
         }
-        if (err)
-            return err;
-        int64_t t1 = ol_time_mono_us();
+        /* its offsets now: nothing reads the shadow's before the last flush
+         * has ended */
+        if (err || (err = pass_offsets(rb, true)))
+            break;
         long rss = rss_mb();
-        if ((err = ol_project_bulk_flush(bulk, rb->pg, rb->pg2, rb->shadow, rb->errstr, rb->errstr_size)) ||
-            (err = pass_offsets(rb, true)))
-            return err;
-        malloc_trim(0); /* the pass's rows, back to the system before the next one */
-        int64_t t2 = ol_time_mono_us();
         rb->passes++;
         rb->events_done += st.events;
         rb->sale_done = true;
@@ -712,12 +772,18 @@ static ol_err_t replay_passes(rebuild_t *rb, ol_project_bulk_t *bulk, size_t max
         }
         fprintf(stderr,
                 "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s (applying "
-                "%.1f s, decoding %.1f s, waiting for records %.1f s), written in %.1f s; process RSS %ld MB\n",
-                rb->passes, what, (long long)st.events, rows, bytes >> 20, (double)(t1 - t0) / 1e6,
-                (double)st.apply_us / 1e6, (double)st.fold_us / 1e6, (double)st.idle_us / 1e6, (double)(t2 - t1) / 1e6,
-                rss);
+                "%.1f s, decoding %.1f s, waiting for records %.1f s); process RSS %ld MB\n",
+                rb->passes, what, (long long)st.events, rows, bytes >> 20, (double)(ol_time_mono_us() - t0) / 1e6,
+                (double)st.apply_us / 1e6, (double)st.fold_us / 1e6, (double)st.idle_us / 1e6, rss);
+        if ((err = flusher_start(&f, bulk, rb->passes)))
+            break;
+        cur = 1 - cur;
     }
-    return OL_ERR_OK;
+    ol_err_t ferr = flusher_wait(&f);
+    for (int i = 0; i < 2; i++)
+        if (f.pg[i])
+            PQfinish(f.pg[i]);
+    return err ? err : ferr;
 }
 
 /* Row count and checksum of schema.table ("count:md5"): a 64-bit hash of
@@ -906,10 +972,12 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
             rb.shadow);
     /* rows in memory, pass by pass; one COPY per table after each */
     size_t max_rows = (size_t)ol_conf_int(conf, "rebuild.bulk.rows");
-    ol_project_bulk_t *bulk = ol_project_bulk_new(max_rows);
-    ol_project_bulk_set_owner(bulk, &rb);
-    err = replay_passes(&rb, bulk, max_rows);
-    ol_project_bulk_destroy(bulk);
+    ol_project_bulk_t *bulks[2] = {ol_project_bulk_new(max_rows), ol_project_bulk_new(max_rows)};
+    ol_project_bulk_set_owner(bulks[0], &rb);
+    ol_project_bulk_set_owner(bulks[1], &rb);
+    err = replay_passes(&rb, bulks, max_rows);
+    ol_project_bulk_destroy(bulks[0]);
+    ol_project_bulk_destroy(bulks[1]);
     if (!err)
         err = ol_project_bulk_finish(rb.pg, rb.shadow, rb.passes > 1, errstr, sizeof(errstr));
     if (err)
@@ -1023,6 +1091,6 @@ const ol_cmd_t ol_cmd_rebuild = {
     "  loading, primary keys only on the tables it upserts; indexes and constraints after), catches\n"
     "  up with the live projection, compares every table (rows and checksum), and renames the\n"
     "  schemas in one transaction: readers see the old projection or the new one, never a partial\n"
-    "  table.\n"
+    "  table. SIGTERM or SIGINT stops it (the shadow dropped, nothing swapped; exit 1).\n"
     "  --verify-only   compare without swapping; exit 1 when they differ\n"
     "  --keep-old      keep the replaced projection as <schema>_old_<time> instead of dropping it\n"};
