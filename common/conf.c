@@ -174,9 +174,14 @@ static const ol_conf_prop_t conf_props[] = {
      "partitions, or over a share of one partition's keys, each holding at most this many before they are written "
      "out with COPY. About 650 bytes each, plus 200 to 250 MB for the rest of the process: 300000 keeps the "
      "rebuild under 512 MB; 0 = one pass over everything, no limit."},
-    {"rebuild.maintenance.work.mem.mb", OL_CONF_INT, "256", 1, 1048576, NULL,
-     "maintenance_work_mem of the sessions in which `rebuild` makes the keys, indexes and constraints of the "
-     "rebuilt tables (PostgreSQL's memory per index build; not the rebuild's own)."},
+    {"rebuild.plan.events.per.row", OL_CONF_INT, "3", 1, 1000000, NULL,
+     "Events per row (order, refund, sku) `rebuild` plans its first pass for; the passes after it are planned "
+     "from what the passes before held. Fewer splits a partition by its keys sooner (more passes over it); more "
+     "risks giving the first pass up past rebuild.bulk.rows (it is then split and done again)."},
+    {"rebuild.maintenance.work.mem.mb", OL_CONF_INT, "1024", 1, 1048576, NULL,
+     "Most maintenance_work_mem of the sessions in which `rebuild` makes the keys, indexes and constraints of the "
+     "rebuilt tables: each table's builds get about its size (plus 64 MB), up to this, so that they sort in "
+     "memory. PostgreSQL's memory, not the rebuild's: two tables are built at once."},
     {"rebuild.maintenance.workers", OL_CONF_INT, "2", 0, 64, NULL,
      "max_parallel_maintenance_workers of those sessions: parallel workers PostgreSQL may use per index build "
      "(bounded by its max_worker_processes)."},

@@ -220,6 +220,17 @@ static ol_err_t table_ready(rebuild_t *rb, int t, int64_t us[2]) {
     ol_err_t err;
     int64_t t0 = ol_time_mono_us();
     PGresult *res;
+    /* memory for its index builds: about the table's size (the sort of a key
+     * holds its values and a header per row), so that they sort in memory,
+     * within rebuild.maintenance.work.mem.mb */
+    char rel[300];
+    snprintf(rel, sizeof(rel), "%s.%s", rb->shadow, rb->tables[t]);
+    if ((err = query1(rb, &res, "select pg_relation_size($1::regclass) / 1048576", rel)))
+        return err;
+    long long mb = atoll(PQgetvalue(res, 0, 0)) + 64, most = ol_conf_int(rb->conf, "rebuild.maintenance.work.mem.mb");
+    PQclear(res);
+    if ((err = execf(rb, "set maintenance_work_mem = '%lldMB'", mb < most ? mb : most)))
+        return err;
     if ((err = constraints(rb, rb->tables[t], ol_project_bulk_fills(rb->tables[t]) ? "pcux" : "cux", &res)))
         return err;
     size_t cap = 512, len = 0;
@@ -260,9 +271,7 @@ static void *readier_main(void *arg) {
     readier_t *r = arg;
     ol_err_t err = OL_ERR_OK;
     /* the session's memory and workers for index builds */
-    if ((err = execf(r->rb, "set maintenance_work_mem = '%lldMB'",
-                     (long long)ol_conf_int(r->rb->conf, "rebuild.maintenance.work.mem.mb"))) ||
-        (err = execf(r->rb, "set max_parallel_maintenance_workers = %lld",
+    if ((err = execf(r->rb, "set max_parallel_maintenance_workers = %lld",
                      (long long)ol_conf_int(r->rb->conf, "rebuild.maintenance.workers")))) {
         r->err = err;
         return NULL;
@@ -961,7 +970,7 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
     rb.start_us = ol_time_mono_us();
     int64_t events = 0;
     rb.topics = ol_project_role()->topics;
-    rb.rows_per_event = 0.5; /* until a pass tells */
+    rb.rows_per_event = 1.0 / (double)ol_conf_int(conf, "rebuild.plan.events.per.row"); /* until a pass tells */
     if ((err = list_tables(&rb)) || (err = create_shadow(&rb)) || (err = plan(&rb)))
         goto fail;
     if (!(rb.pg2 = ol_pg_connect(conf, errstr, sizeof(errstr)))) {

@@ -449,7 +449,8 @@ static bool pass_with_two_shares_of_a_partition(const char *err) {
 /* rebuild.bulk.rows bounds the rows a pass folds: the log is replayed in
  * passes over a few partitions, and a partition alone over the limit in
  * passes over shares of its keys; the result is the same. The first pass
- * is planned for more rows per event than this data makes, so the shares
+ * is planned for more rows per event (one per two events) than this data
+ * makes (about one per four), so the shares
  * after it are smaller than planned and a pass takes two of one partition
  * (regression: their offsets were inserted twice, and the rebuild failed
  * on the key of consumer_offsets). */
@@ -458,7 +459,8 @@ Test(rebuild, passes_of_at_most_bulk_rows_give_the_same_projection) {
     live_projection();
     char *sums = checksums(db);
     char *out, *err;
-    int rc = rebuild("-X rebuild.bulk.rows=1000 -X consumer.batch.events=300", &out, &err);
+    int rc = rebuild("-X rebuild.bulk.rows=1000 -X rebuild.plan.events.per.row=2 -X consumer.batch.events=300", &out,
+                     &err);
     cr_assert_eq(rc, 0, "rebuild: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     int given_up, passes = passes_of(err, &given_up);
     /* ~5,000 rows over 3 partitions: at least 5 passes, over shares of keys */
