@@ -504,8 +504,8 @@ static bool pass_takes_partition(void *opaque, int topic, int32_t partition) {
     return false;
 }
 
-/* Workers, concurrently: reads only what the pass set before it began, but
- * for the atomics. */
+/* The poll thread, as records arrive (the progress line reads the atomics
+ * from the applier). */
 static bool pass_takes_record(void *opaque, int topic, int32_t partition, int64_t offset, const void *key,
                               size_t key_len) {
     rebuild_t *rb = ol_project_bulk_owner(opaque);

@@ -25,7 +25,6 @@ typedef struct rec_s {
     int topic;
     const char *reason; /* poison: why (arena of the batch), NULL otherwise */
     const char *stage;  /* decode, fold or apply */
-    bool skipped;       /* the role does not take it (takes_record) */
 } rec_t;
 
 /* A batch: its records and what the workers folded of them. Two of them
@@ -236,11 +235,6 @@ static void fold_one(worker_t *w, size_t i) {
     ol_envelope_t env;
     avro_value_t *value;
     ol_arena_reset(w->scratch);
-    if (rt->role->takes_record && !rt->role->takes_record(rt->role->opaque, r->topic, r->rkm->partition, r->rkm->offset,
-                                                          r->rkm->key, r->rkm->key_len)) {
-        r->skipped = true;
-        return;
-    }
     /* a key on another partition than the contract's has lost its order
      * with the rest of its key's events: never applied silently */
     if (ol_kafka_check_placement(r->rkm, rt->partitions[r->topic], errstr, sizeof(errstr))) {
@@ -308,7 +302,6 @@ static void fold_batch(ol_rt_t *rt, batch_t *b) {
     for (size_t i = 0; i < b->nrecs; i++) {
         rd_kafka_message_t *m = b->recs[i].rkm;
         b->recs[i].reason = b->recs[i].stage = NULL;
-        b->recs[i].skipped = false;
         /* with parallel apply a worker folds what its applier writes: its
          * partitions (a key has one partition, so its order holds) */
         uint32_t h = rt->nappliers > 1 ? (uint32_t)m->partition : key_hash(m->key, m->key_len);
@@ -667,16 +660,12 @@ static ol_err_t apply_batch(ol_rt_t *rt, batch_t *b, char *errstr, size_t errstr
         ol_metric_observe(rt->m_batch_seconds, 0, (double)(ol_time_mono_us() - t0) / 1e6);
     if (err)
         return err;
-    size_t poison = 0, applied = 0, skipped = 0;
+    size_t poison = 0, applied = 0;
     for (size_t i = 0; i < b->nrecs; i++) {
         const rec_t *r = &b->recs[i];
         const applier_t *ap = &rt->appliers[rt->nappliers > 1 ? r->rkm->partition % rt->nappliers : 0];
         if (ap->stale)
             continue;
-        if (r->skipped) {
-            skipped++;
-            continue;
-        }
         applied++;
         if (r->reason) {
             poison++;
@@ -690,7 +679,6 @@ static ol_err_t apply_batch(ol_rt_t *rt, batch_t *b, char *errstr, size_t errstr
         }
     }
     atomic_fetch_add(&rt->events, (long long)applied);
-    atomic_fetch_add(&rt->skipped, (long long)skipped);
     atomic_fetch_add(&rt->rejected, (long long)poison);
     atomic_fetch_add(&rt->batches, 1);
     if (rt->consecutive_poison >= ol_conf_int(rt->conf, "consumer.max.poison"))
@@ -1068,11 +1056,17 @@ void ol_rt_destroy(ol_rt_t *rt) {
 }
 
 static void batch_add(ol_rt_t *rt, batch_t *b, rd_kafka_message_t *m) {
+    int t = topic_index(rt, rd_kafka_topic_name(m->rkt));
+    if (rt->role->takes_record &&
+        !rt->role->takes_record(rt->role->opaque, t, m->partition, m->offset, m->key, m->key_len)) {
+        atomic_fetch_add(&rt->skipped, 1);
+        rd_kafka_message_destroy(m);
+        return;
+    }
     if (b->nrecs == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 1024;
         b->recs = ol_xrealloc(b->recs, b->cap * sizeof(*b->recs));
     }
-    int t = topic_index(rt, rd_kafka_topic_name(m->rkt));
     /* partitions added since: the count where keys belong is read again
      * (the workers only read it while they fold, after this) */
     if (t >= 0 && m->partition >= rt->partitions[t])

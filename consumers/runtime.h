@@ -73,9 +73,10 @@ typedef struct ol_rt_role_s {
     /* Optional (NULL: everything), for a replay in passes (rebuild).
      * takes_partition, at every assignment: a partition it does not take is
      * not consumed (nor counted for the backlog and --until-end).
-     * takes_record, on the workers, before a record is decoded: one it does
-     * not take is skipped (neither folded nor counted as an event, nor
-     * poison), and its offset is stored like any other's. */
+     * takes_record, on the poll thread as a record arrives: one it does not
+     * take is dropped there (never decoded, folded, counted as an event or
+     * poison; counted as skipped). Its offset is stored only as part of a
+     * later record's batch: the caller stores where the replay ended. */
     bool (*takes_partition)(void *opaque, int topic, int32_t partition);
     bool (*takes_record)(void *opaque, int topic, int32_t partition, int64_t offset, const void *key, size_t key_len);
 } ol_rt_role_t;
