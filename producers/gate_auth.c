@@ -579,6 +579,26 @@ ol_gate_auth_outcome_t ol_gate_auth_request(const ol_gate_auth_t *a, struct MHD_
     return ol_gate_auth_verify(a, buf, now_ms, out, why, why_size);
 }
 
+ol_gate_auth_refusal_t ol_gate_auth_refusal(const ol_gate_auth_t *a, ol_gate_auth_outcome_t outcome) {
+    bool jwt = ol_gate_auth_mode(a) == OL_GATE_AUTH_MODE_JWT;
+    switch (outcome) {
+    case OL_GATE_AUTH_FORBIDDEN:
+        return (ol_gate_auth_refusal_t){MHD_HTTP_FORBIDDEN, "requests must come through the authenticating proxy", NULL,
+                                        NULL};
+    case OL_GATE_AUTH_MISSING:
+        return jwt ? (ol_gate_auth_refusal_t){MHD_HTTP_UNAUTHORIZED, "authentication required", "Authorization",
+                                              "Bearer"}
+                   : (ol_gate_auth_refusal_t){MHD_HTTP_UNAUTHORIZED, "authentication required", NULL, NULL};
+    case OL_GATE_AUTH_EXPIRED:
+        return (ol_gate_auth_refusal_t){MHD_HTTP_UNAUTHORIZED, "token expired", "Authorization",
+                                        "Bearer error=\"invalid_token\", error_description=\"expired\""};
+    default:
+        return jwt ? (ol_gate_auth_refusal_t){MHD_HTTP_UNAUTHORIZED, "invalid token", "Authorization",
+                                              "Bearer error=\"invalid_token\""}
+                   : (ol_gate_auth_refusal_t){MHD_HTTP_UNAUTHORIZED, "invalid authentication headers", NULL, NULL};
+    }
+}
+
 const char *ol_gate_auth_mismatch(const ol_gate_auth_user_t *who, const char *user, const int32_t *level) {
     if (user && strcmp(user, who->user))
         return "userID";

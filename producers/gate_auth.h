@@ -128,6 +128,18 @@ ol_gate_auth_outcome_t ol_gate_auth_from_headers(const char *user, const char *l
 ol_gate_auth_outcome_t ol_gate_auth_request(const ol_gate_auth_t *a, struct MHD_Connection *conn, int64_t now_ms,
                                             ol_gate_auth_user_t *out, char *why, size_t why_size);
 
+/* How a request is refused when its credentials gave outcome (not OK):
+ * FORBIDDEN (a peer that is not a trusted proxy) 403; else 401, with the
+ * WWW-Authenticate of RFC 6750 in jwt mode ("Bearer" alone when no token
+ * came, error="invalid_token" otherwise, error_description="expired" for an
+ * expired one: the client learns no more). Static strings; field and
+ * challenge may be NULL. */
+typedef struct ol_gate_auth_refusal_s {
+    unsigned status;
+    const char *error, *field, *challenge;
+} ol_gate_auth_refusal_t;
+ol_gate_auth_refusal_t ol_gate_auth_refusal(const ol_gate_auth_t *a, ol_gate_auth_outcome_t outcome);
+
 /* The body's field that claims another user than who: "userID" when user
  * (NULL: absent) is not who's id, "userLevel" when level (NULL: absent) is
  * not who's level; NULL when the body agrees. */

@@ -630,3 +630,21 @@ Test(gate_auth, names_the_body_field_that_claims_another_user) {
     cr_expect_str_eq(ol_gate_auth_mismatch(&who, "UID1", &higher), "userLevel");
     cr_expect_str_eq(ol_gate_auth_mismatch(&who, NULL, &higher), "userLevel");
 }
+
+Test(gate_auth, refuses_with_401_and_the_bearer_challenge_or_403) {
+    ol_gate_auth_t *a = make_auth("RS256", "auth/rsa.pub.pem", NULL);
+    ol_gate_auth_refusal_t no = ol_gate_auth_refusal(a, OL_GATE_AUTH_MISSING);
+    cr_expect_eq(no.status, 401);
+    cr_expect_str_eq(no.challenge, "Bearer", "no error code when no token came (RFC 6750 3.1)");
+    no = ol_gate_auth_refusal(a, OL_GATE_AUTH_INVALID);
+    cr_expect_eq(no.status, 401);
+    cr_expect_str_eq(no.challenge, "Bearer error=\"invalid_token\"");
+    cr_expect_str_eq(no.error, "invalid token");
+    no = ol_gate_auth_refusal(a, OL_GATE_AUTH_EXPIRED);
+    cr_expect_eq(no.status, 401);
+    cr_expect_str_eq(no.challenge, "Bearer error=\"invalid_token\", error_description=\"expired\"");
+    cr_expect_str_eq(no.error, "token expired");
+    no = ol_gate_auth_refusal(a, OL_GATE_AUTH_FORBIDDEN);
+    cr_expect_eq(no.status, 403);
+    ol_gate_auth_destroy(a);
+}
