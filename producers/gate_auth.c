@@ -9,9 +9,11 @@
 #include <jwt.h>
 #include <math.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,27 @@
 #define KEY_FILE_MAX 65536 /* bytes read from gate.auth.jwt.key.file */
 #define HMAC_SECRET_MIN 32 /* RFC 7518 3.2: a key as long as the hash at least */
 #define RSA_BITS_MIN 2048
+
+/* Tokens verified, by their SHA-256: libjwt decodes the PEM key on every
+ * call, some 0.4 ms of CPU with OpenSSL 3.0 (an HMAC takes microseconds),
+ * while a user sends the same token with every request (buy, polls,
+ * checkout). Only tokens that verified are kept, with their user, level and
+ * exp; a hit checks exp against the clock again; the rest (signature, alg,
+ * iss, aud, nbf and iat already past) cannot change while the process runs.
+ * Shards of their own lock; the oldest entry of a full shard goes first. */
+#define TSHARDS 16
+typedef struct tentry_s {
+    struct tentry_s *next;
+    unsigned char digest[32];
+    int64_t exp_ms;
+    ol_gate_auth_user_t who;
+} tentry_t;
+
+typedef struct tshard_s {
+    pthread_mutex_t lock;
+    tentry_t **table, **ring;
+    size_t nbuckets, cap, pos;
+} tshard_t;
 
 const char *const ol_gate_auth_outcome_names[] = {
 #define OL_GATE_AUTH_NAME(name, str) str,
@@ -39,6 +62,7 @@ struct ol_gate_auth_s {
     char *issuer, *audience; /* "" = not checked */
     char *user_claim, *level_claim;
     int64_t leeway_ms;
+    tshard_t *cache; /* NULL: gate.auth.jwt.cache.entries = 0 */
     /* header */
     char *hdr_user, *hdr_level;
     ol_gate_auth_net_t *from;
@@ -138,6 +162,73 @@ static ol_err_t check_hmac_secret(const char *path, unsigned char *key, size_t *
     return OL_ERR_OK;
 }
 
+static tshard_t *cache_new(size_t entries) {
+    tshard_t *c = ol_xcalloc(TSHARDS, sizeof(*c));
+    for (int i = 0; i < TSHARDS; i++) {
+        c[i].cap = entries / TSHARDS ? entries / TSHARDS : 1;
+        c[i].nbuckets = 16;
+        while (c[i].nbuckets < c[i].cap)
+            c[i].nbuckets *= 2;
+        c[i].table = ol_xcalloc(c[i].nbuckets, sizeof(*c[i].table));
+        c[i].ring = ol_xcalloc(c[i].cap, sizeof(*c[i].ring));
+        pthread_mutex_init(&c[i].lock, NULL);
+    }
+    return c;
+}
+
+static void cache_destroy(tshard_t *c) {
+    if (!c)
+        return;
+    for (int i = 0; i < TSHARDS; i++) {
+        for (size_t k = 0; k < c[i].cap; k++)
+            free(c[i].ring[k]);
+        free(c[i].ring);
+        free(c[i].table);
+        pthread_mutex_destroy(&c[i].lock);
+    }
+    free(c);
+}
+
+static size_t bucket_of(const tshard_t *sh, const unsigned char *digest) {
+    uint64_t h;
+    memcpy(&h, digest, sizeof(h));
+    return (size_t)(h & (sh->nbuckets - 1));
+}
+
+/* The entry of digest in its shard (under its lock), or NULL. */
+static tentry_t *cache_find(tshard_t *sh, const unsigned char *digest) {
+    tentry_t *e = sh->table[bucket_of(sh, digest)];
+    while (e && CRYPTO_memcmp(e->digest, digest, sizeof(e->digest)))
+        e = e->next;
+    return e;
+}
+
+static void cache_put(tshard_t *sh, const unsigned char *digest, int64_t exp_ms, const ol_gate_auth_user_t *who) {
+    pthread_mutex_lock(&sh->lock);
+    if (cache_find(sh, digest)) {
+        pthread_mutex_unlock(&sh->lock);
+        return;
+    }
+    tentry_t *old = sh->ring[sh->pos];
+    if (old) {
+        tentry_t **pp = &sh->table[bucket_of(sh, old->digest)];
+        while (*pp != old)
+            pp = &(*pp)->next;
+        *pp = old->next;
+    } else {
+        old = ol_xmalloc(sizeof(*old));
+    }
+    memcpy(old->digest, digest, sizeof(old->digest));
+    old->exp_ms = exp_ms;
+    old->who = *who;
+    size_t b = bucket_of(sh, digest);
+    old->next = sh->table[b];
+    sh->table[b] = old;
+    sh->ring[sh->pos] = old;
+    sh->pos = (sh->pos + 1) % sh->cap;
+    pthread_mutex_unlock(&sh->lock);
+}
+
 static bool header_name_ok(const char *s) {
     if (!*s)
         return false;
@@ -163,6 +254,8 @@ ol_err_t ol_gate_auth_new(const ol_conf_t *conf, ol_gate_auth_t **out, char *err
         a->user_claim = ol_xstrdup(ol_conf_str(conf, "gate.auth.jwt.user.claim"));
         a->level_claim = ol_xstrdup(ol_conf_str(conf, "gate.auth.jwt.level.claim"));
         a->leeway_ms = ol_conf_int(conf, "gate.auth.jwt.leeway.ms");
+        if (ol_conf_int(conf, "gate.auth.jwt.cache.entries") > 0)
+            a->cache = cache_new((size_t)ol_conf_int(conf, "gate.auth.jwt.cache.entries"));
         const char *path = ol_conf_str(conf, "gate.auth.jwt.key.file");
         if (!*a->user_claim || !*a->level_claim)
             err = ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "property \"gate.auth.jwt.%s.claim\": must not be empty",
@@ -202,6 +295,7 @@ void ol_gate_auth_destroy(ol_gate_auth_t *a) {
     if (!a)
         return;
     wipe_free(a->key, a->key_len);
+    cache_destroy(a->cache);
     free(a->issuer);
     free(a->audience);
     free(a->user_claim);
@@ -269,7 +363,7 @@ static bool audience_has(const json_t *aud, const char *want) {
 
 /* The claims of a token whose signature verified. */
 static ol_gate_auth_outcome_t check_claims(const ol_gate_auth_t *a, const json_t *claims, int64_t now_ms,
-                                           ol_gate_auth_user_t *out, char *why, size_t why_size) {
+                                           ol_gate_auth_user_t *out, int64_t *exp_ms, char *why, size_t why_size) {
     if (*a->issuer) {
         const json_t *iss = json_object_get(claims, "iss");
         if (!json_is_string(iss) || strcmp(json_string_value(iss), a->issuer)) {
@@ -312,11 +406,13 @@ static ol_gate_auth_outcome_t check_claims(const ol_gate_auth_t *a, const json_t
     }
     memcpy(out->user, json_string_value(user), json_string_length(user) + 1);
     out->level = (int32_t)json_integer_value(level);
+    *exp_ms = exp;
     return OL_GATE_AUTH_OK;
 }
 
-ol_gate_auth_outcome_t ol_gate_auth_verify(const ol_gate_auth_t *a, const char *token, int64_t now_ms,
-                                           ol_gate_auth_user_t *out, char *why, size_t why_size) {
+/* ol_gate_auth_verify, with the token's exp when OK. */
+static ol_gate_auth_outcome_t verify(const ol_gate_auth_t *a, const char *token, int64_t now_ms,
+                                     ol_gate_auth_user_t *out, int64_t *exp_ms, char *why, size_t why_size) {
     OL_ASSERT(a && a->mode == OL_GATE_AUTH_MODE_JWT);
     set_why(why, why_size, "ok");
     if (!token || !*token) {
@@ -353,11 +449,45 @@ ol_gate_auth_outcome_t ol_gate_auth_verify(const ol_gate_auth_t *a, const char *
         set_why(why, why_size, "claims are not a JSON object");
         goto out;
     }
-    rc = check_claims(a, claims, now_ms, out, why, why_size);
+    rc = check_claims(a, claims, now_ms, out, exp_ms, why, why_size);
 out:
     json_decref(claims);
     free(text);
     jwt_free(jwt);
+    return rc;
+}
+
+ol_gate_auth_outcome_t ol_gate_auth_verify(const ol_gate_auth_t *a, const char *token, int64_t now_ms,
+                                           ol_gate_auth_user_t *out, char *why, size_t why_size) {
+    int64_t exp_ms;
+    return verify(a, token, now_ms, out, &exp_ms, why, why_size);
+}
+
+ol_gate_auth_outcome_t ol_gate_auth_token(ol_gate_auth_t *a, const char *token, int64_t now_ms,
+                                          ol_gate_auth_user_t *out, char *why, size_t why_size) {
+    unsigned char digest[32];
+    size_t n = token ? strlen(token) : 0;
+    if (!a->cache || !n || n > OL_GATE_AUTH_TOKEN_MAX || !EVP_Digest(token, n, digest, NULL, EVP_sha256(), NULL))
+        return ol_gate_auth_verify(a, token, now_ms, out, why, why_size);
+    tshard_t *sh = &a->cache[digest[8] % TSHARDS];
+    pthread_mutex_lock(&sh->lock);
+    tentry_t *e = cache_find(sh, digest);
+    int64_t exp_ms = e ? e->exp_ms : 0;
+    if (e)
+        *out = e->who;
+    pthread_mutex_unlock(&sh->lock);
+    if (e) {
+        if (exp_ms >= now_ms - a->leeway_ms) {
+            set_why(why, why_size, "ok (verified before)");
+            return OL_GATE_AUTH_OK;
+        }
+        memset(out, 0, sizeof(*out));
+        set_why(why, why_size, "expired %lld s ago", (long long)((now_ms - exp_ms) / 1000));
+        return OL_GATE_AUTH_EXPIRED;
+    }
+    ol_gate_auth_outcome_t rc = verify(a, token, now_ms, out, &exp_ms, why, why_size);
+    if (rc == OL_GATE_AUTH_OK)
+        cache_put(sh, digest, exp_ms, out);
     return rc;
 }
 
@@ -540,7 +670,7 @@ static const char *header_once(struct MHD_Connection *conn, const char *name, bo
     return c.n == 1 ? MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name) : NULL;
 }
 
-ol_gate_auth_outcome_t ol_gate_auth_request(const ol_gate_auth_t *a, struct MHD_Connection *conn, int64_t now_ms,
+ol_gate_auth_outcome_t ol_gate_auth_request(ol_gate_auth_t *a, struct MHD_Connection *conn, int64_t now_ms,
                                             ol_gate_auth_user_t *out, char *why, size_t why_size) {
     bool twice = false;
     if (a->mode == OL_GATE_AUTH_MODE_HEADER) {
@@ -576,7 +706,7 @@ ol_gate_auth_outcome_t ol_gate_auth_request(const ol_gate_auth_t *a, struct MHD_
     char buf[OL_GATE_AUTH_TOKEN_MAX + 1];
     memcpy(buf, token, len);
     buf[len] = '\0';
-    return ol_gate_auth_verify(a, buf, now_ms, out, why, why_size);
+    return ol_gate_auth_token(a, buf, now_ms, out, why, why_size);
 }
 
 ol_gate_auth_refusal_t ol_gate_auth_refusal(const ol_gate_auth_t *a, ol_gate_auth_outcome_t outcome) {

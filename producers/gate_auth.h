@@ -13,9 +13,11 @@
  *            believed only from a TCP peer in gate.auth.header.from.
  *
  * The checks are pure (no clock, no HTTP) except ol_gate_auth_request, the
- * one call the HTTP side makes. An ol_gate_auth_t is read-only once made, so
- * every HTTP thread shares it. Nothing here prints a token or a key: the
- * reasons it gives (why) are for the log, never for the client. */
+ * one call the HTTP side makes. An ol_gate_auth_t is shared by every HTTP
+ * thread: its settings are read-only once made, and its cache of verified
+ * tokens (ol_gate_auth_token) has locks of its own. Nothing here prints a
+ * token or a key: the reasons it gives (why) are for the log, never for
+ * the client. */
 
 #include <microhttpd.h>
 #include <stdbool.h>
@@ -87,6 +89,14 @@ void ol_gate_auth_describe(const ol_gate_auth_t *a, char *out, size_t out_size);
 ol_gate_auth_outcome_t ol_gate_auth_verify(const ol_gate_auth_t *a, const char *token, int64_t now_ms,
                                            ol_gate_auth_user_t *out, char *why, size_t why_size);
 
+/* ol_gate_auth_verify through the cache of tokens verified before
+ * (gate.auth.jwt.cache.entries, by the token's SHA-256): a token that
+ * verified is not verified again (libjwt decodes the PEM key on every call,
+ * costly with OpenSSL 3), only its exp is checked again at now_ms. The
+ * outcome and *out are what ol_gate_auth_verify gives. Thread-safe. */
+ol_gate_auth_outcome_t ol_gate_auth_token(ol_gate_auth_t *a, const char *token, int64_t now_ms,
+                                          ol_gate_auth_user_t *out, char *why, size_t why_size);
+
 /* The token of an Authorization header's value ("Bearer <token>", the
  * scheme in any case, spaces around the token ignored) as a pointer into
  * value and its length; NULL when value is NULL or of another scheme. */
@@ -125,7 +135,7 @@ ol_gate_auth_outcome_t ol_gate_auth_from_headers(const char *user, const char *l
  * peer); now_ms for the token's times. A header that occurs twice makes the
  * request INVALID; in header mode a peer not in gate.auth.header.from is
  * FORBIDDEN whatever it sends. */
-ol_gate_auth_outcome_t ol_gate_auth_request(const ol_gate_auth_t *a, struct MHD_Connection *conn, int64_t now_ms,
+ol_gate_auth_outcome_t ol_gate_auth_request(ol_gate_auth_t *a, struct MHD_Connection *conn, int64_t now_ms,
                                             ol_gate_auth_user_t *out, char *why, size_t why_size);
 
 /* How a request is refused when its credentials gave outcome (not OK):

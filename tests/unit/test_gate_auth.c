@@ -648,3 +648,79 @@ Test(gate_auth, refuses_with_401_and_the_bearer_challenge_or_403) {
     cr_expect_eq(no.status, 403);
     ol_gate_auth_destroy(a);
 }
+
+/* ---- the cache of verified tokens ---- */
+
+Test(gate_auth, a_token_verified_once_is_remembered_but_its_exp_checked_again) {
+    ol_gate_auth_t *a = make_auth("RS256", "auth/rsa.pub.pem", "gate.auth.jwt.leeway.ms", "0", NULL);
+    char set[128];
+    snprintf(set, sizeof(set), "{\"exp\":%lld}", NOW_S + 60);
+    char *claims = claims_with(set, NULL);
+    char *token = sign(JWT_ALG_RS256, "auth/rsa.key.pem", claims);
+    ol_gate_auth_user_t who = {0};
+    char why[256];
+    cr_assert_eq(ol_gate_auth_token(a, token, NOW_MS, &who, why, sizeof(why)), OL_GATE_AUTH_OK, "%s", why);
+    cr_expect_str_eq(why, "ok", "verified the first time");
+    memset(&who, 0, sizeof(who));
+    cr_assert_eq(ol_gate_auth_token(a, token, NOW_MS + 1000, &who, why, sizeof(why)), OL_GATE_AUTH_OK);
+    cr_expect_str_eq(why, "ok (verified before)");
+    cr_expect_str_eq(who.user, "UID0000000001");
+    cr_expect_eq(who.level, 5);
+    cr_expect_eq(ol_gate_auth_token(a, token, NOW_MS + 61000, &who, why, sizeof(why)), OL_GATE_AUTH_EXPIRED,
+                 "a remembered token expires: %s", why);
+    cr_expect_str_eq(who.user, "", "nothing is filled in");
+    /* a token differing in one signature byte is another token, verified */
+    token[strlen(token) - 3] = token[strlen(token) - 3] == 'A' ? 'B' : 'A';
+    cr_expect_eq(ol_gate_auth_token(a, token, NOW_MS, &who, why, sizeof(why)), OL_GATE_AUTH_INVALID, "%s", why);
+    cr_expect_eq(ol_gate_auth_token(a, token, NOW_MS, &who, why, sizeof(why)), OL_GATE_AUTH_INVALID,
+                 "refused tokens are not remembered");
+    cr_expect_eq(ol_gate_auth_token(a, "", NOW_MS, &who, why, sizeof(why)), OL_GATE_AUTH_MISSING);
+    free(token);
+    free(claims);
+    ol_gate_auth_destroy(a);
+}
+
+Test(gate_auth, a_full_cache_forgets_the_oldest_tokens_and_verifies_them_again) {
+    ol_gate_auth_t *a = make_auth("HS256", "auth/hmac.secret", "gate.auth.jwt.cache.entries", "16", NULL);
+    enum { N = 200 };
+    char *tokens[N];
+    for (int i = 0; i < N; i++) {
+        char set[64];
+        snprintf(set, sizeof(set), "{\"sub\":\"u%d\",\"level\":%d}", i, i % 7);
+        char *claims = claims_with(set, NULL);
+        tokens[i] = sign(JWT_ALG_HS256, "auth/hmac.secret", claims);
+        free(claims);
+    }
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < N; i++) {
+            ol_gate_auth_user_t who;
+            char why[256], user[16];
+            cr_assert_eq(ol_gate_auth_token(a, tokens[i], NOW_MS, &who, why, sizeof(why)), OL_GATE_AUTH_OK, "%s", why);
+            snprintf(user, sizeof(user), "u%d", i);
+            cr_assert_str_eq(who.user, user, "token %d got another user's entry", i);
+            cr_assert_eq(who.level, i % 7);
+        }
+    /* the last one is still remembered */
+    ol_gate_auth_user_t who;
+    char why[256];
+    cr_expect_eq(ol_gate_auth_token(a, tokens[N - 1], NOW_MS, &who, why, sizeof(why)), OL_GATE_AUTH_OK);
+    cr_expect_str_eq(why, "ok (verified before)");
+    for (int i = 0; i < N; i++)
+        free(tokens[i]);
+    ol_gate_auth_destroy(a);
+}
+
+Test(gate_auth, cache_entries_0_verifies_every_token) {
+    ol_gate_auth_t *a = make_auth("RS256", "auth/rsa.pub.pem", "gate.auth.jwt.cache.entries", "0", NULL);
+    char *claims = claims_with(NULL, NULL);
+    char *token = sign(JWT_ALG_RS256, "auth/rsa.key.pem", claims);
+    ol_gate_auth_user_t who;
+    char why[256];
+    for (int i = 0; i < 2; i++) {
+        cr_expect_eq(ol_gate_auth_token(a, token, NOW_MS, &who, why, sizeof(why)), OL_GATE_AUTH_OK);
+        cr_expect_str_eq(why, "ok");
+    }
+    free(token);
+    free(claims);
+    ol_gate_auth_destroy(a);
+}
