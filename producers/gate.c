@@ -612,7 +612,7 @@ static void metrics_setup(gate_t *g) {
                                              .flags = OL_METRIC_SPARSE,
                                          });
     /* a buy's outcomes and its usual reasons are shown from the start */
-    for (size_t o = 0; o < OUT__COUNT; o++)
+    for (size_t o = 0; o < (g->auth ? OUT__COUNT : OUT_UNAUTHORIZED); o++) /* 401, 403 with gate.auth only */
         ol_metric_show(m->requests, ol_metric_cell_at(m->requests, EP_BUY, o));
     for (size_t i = 0; i < REASON_UNKNOWN_HOLD; i++)
         ol_metric_show(m->rejected, ol_metric_cell_at(m->rejected, EP_BUY, i));
