@@ -14,7 +14,7 @@ static const ol_conf_prop_t conf_props[] = {
      "Kafka brokers to bootstrap from (host:port, comma separated). Every other kafka.* property "
      "is passed to librdkafka as it is."},
     {"pg.conninfo", OL_CONF_STR, "host=127.0.0.1 port=54329 dbname=orderlog user=postgres", 0, 0, NULL,
-     "PostgreSQL connection string (libpq conninfo or URI)."},
+     "PostgreSQL connection string (libpq conninfo or URI); its passwords are never printed (shown as ***)."},
     {"topic.prefix", OL_CONF_STR, "orderlog.", 0, 0, NULL,
      "Prefix of every topic name (`orderlog.buy-requests`, `orderlog.orders`, ...)."},
     {"topic.partitions", OL_CONF_INT, "6", 1, 10000, NULL,
@@ -42,6 +42,13 @@ static const ol_conf_prop_t conf_props[] = {
      "/healthz of `decide`, `guard` and `project` answers 503 once one of the role's loops has not turned for "
      "this long (stuck in a call, deadlocked); above the longest call a loop may block in (Kafka transaction "
      "calls, a PostgreSQL batch)."},
+    {"status.endpoints", OL_CONF_STR, "", 0, 0, NULL,
+     "Roles `orderlog status` asks for GET /healthz and /readyz: comma-separated [name=]host:port (IPv6 as "
+     "[addr]:port), e.g. `gate=127.0.0.1:18080,decide=127.0.0.1:18081` (the quick start's: its http.listen and "
+     "gate.listen); empty = none asked."},
+    {"status.endpoint.timeout.ms", OL_CONF_INT, "500", 50, 60000, NULL,
+     "How long `orderlog status` gives each /healthz and /readyz (connect, ask, read the answer); they are asked "
+     "at once, while status reads PostgreSQL and Kafka."},
     {"gate.listen", OL_CONF_STR, "127.0.0.1:8080", 0, 0, NULL,
      "Address `gate` listens on for HTTP (host:port, [v6]:port; port 0 picks a free port, printed at start)."},
     {"gate.threads", OL_CONF_INT, "2", 1, 256, NULL,
@@ -62,10 +69,25 @@ static const ol_conf_prop_t conf_props[] = {
     {"gate.rate.burst", OL_CONF_INT, "10000", 1, 100000000, NULL,
      "Requests above gate.rate.per.second the instance admits in a burst (the bucket's size)."},
     {"gate.ip.rate.per.second", OL_CONF_INT, "20", 0, 100000000, NULL,
-     "Requests per second `gate` admits per client IP (the body's clientIP, token bucket); 0 = no limit."},
+     "Requests per second `gate` admits per client address (token bucket; the address as gate.trusted.proxies says); "
+     "0 = no limit."},
     {"gate.ip.burst", OL_CONF_INT, "40", 1, 100000000, NULL, "Size of each client IP's token bucket."},
     {"gate.ip.max.entries", OL_CONF_INT, "100000", 16, 100000000, NULL,
      "Client IPs whose buckets `gate` remembers (least recently seen forgotten first, ~150 bytes each)."},
+    {"gate.trusted.proxies", OL_CONF_STR, "", 0, 0, NULL,
+     "Networks of the proxies and load balancers in front of `gate`, comma separated (CIDRs or addresses, IPv4 and "
+     "IPv6: 10.0.0.0/8, 2001:db8::/32). A buy's client address (its per-IP rate limit, the blacklist, "
+     "BuyRequested.client_ip) is the TCP peer; when the peer is in this list, the right-most address of "
+     "gate.forwarded.header that is not (400 when there is none usable). Empty: headers are ignored. A bad entry "
+     "stops `gate` at start."},
+    {"gate.forwarded.header", OL_CONF_ENUM, "x-forwarded-for", 0, 0, "x-forwarded-for,forwarded",
+     "The header gate.trusted.proxies write the client's address in: X-Forwarded-For, or Forwarded (RFC 7239, "
+     "for=). Only this one is read: name the one your proxy appends to, as one it passes on untouched is the "
+     "client's to forge."},
+    {"gate.trust.body.client.ip", OL_CONF_BOOL, "false", 0, 0, NULL,
+     "Take a buy's client address from the body's clientIP (as before gate.trusted.proxies), whoever sends it. Only "
+     "for a `gate` whose every client is a trusted backend that sends its users' addresses: any other client can "
+     "pick the address its rate limit and bans fall on."},
     {"gate.cache.decisions", OL_CONF_INT, "100000", 16, 100000000, NULL,
      "Recent decisions `gate` keeps in memory for GET /buy/<requestID> and retried requests (~300 bytes each); "
      "older ones are read from PostgreSQL (buy_decisions)."},

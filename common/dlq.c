@@ -284,3 +284,92 @@ ol_err_t ol_dlq_partitions(rd_kafka_t *rk, const ol_conf_t *conf, const char *to
     *count = n;
     return OL_ERR_OK;
 }
+
+/* The dead letters read on one partition of a tally: offsets ascending (a
+ * partition is read in order), and whether a marker covered each. */
+typedef struct tally_letters_s {
+    int64_t *offsets;
+    bool *replayed;
+    size_t n, cap;
+} tally_letters_t;
+
+typedef struct tally_s {
+    const ol_dlq_range_t *ranges;
+    int nranges;
+    tally_letters_t *letters; /* one per range */
+    ol_dlq_tally_t *out;
+    int64_t deadline_us;
+    bool late;
+} tally_t;
+
+static tally_letters_t *tally_letters(tally_t *t, int32_t partition) {
+    for (int i = 0; i < t->nranges; i++)
+        if (t->ranges[i].partition == partition)
+            return &t->letters[i];
+    return NULL;
+}
+
+static int tally_cb(void *opaque, const rd_kafka_message_t *rkm) {
+    tally_t *t = opaque;
+    ol_dlq_letter_t l;
+    tally_letters_t *ls;
+    switch (ol_dlq_parse(rkm, &l)) {
+    case OL_DLQ_DEAD_LETTER:
+        t->out->dead_letters++;
+        if (!(ls = tally_letters(t, l.partition)))
+            break;
+        if (ls->n == ls->cap) {
+            ls->cap = ls->cap ? ls->cap * 2 : 256;
+            ls->offsets = ol_xrealloc(ls->offsets, ls->cap * sizeof(*ls->offsets));
+            ls->replayed = ol_xrealloc(ls->replayed, ls->cap * sizeof(*ls->replayed));
+        }
+        ls->offsets[ls->n] = l.offset;
+        ls->replayed[ls->n++] = false;
+        break;
+    case OL_DLQ_MARKER:
+        t->out->markers++;
+        if (!(ls = tally_letters(t, l.marked_partition)))
+            break;
+        for (size_t lo = 0, hi = ls->n; lo < hi;) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (ls->offsets[mid] < l.marked_offset) {
+                lo = mid + 1;
+            } else if (ls->offsets[mid] > l.marked_offset) {
+                hi = mid;
+            } else {
+                t->out->replayed += !ls->replayed[mid];
+                ls->replayed[mid] = true;
+                break;
+            }
+        }
+        break;
+    case OL_DLQ_OTHER:
+        t->out->others++;
+        break;
+    }
+    if (ol_time_mono_us() < t->deadline_us)
+        return 0;
+    t->late = true;
+    return 1;
+}
+
+ol_err_t ol_dlq_tally(rd_kafka_t *rk, const char *topic, ol_dlq_range_t *ranges, int nranges, int timeout_ms,
+                      ol_dlq_tally_t *out, char *errstr, size_t errstr_size) {
+    memset(out, 0, sizeof(*out));
+    tally_t t = {.ranges = ranges,
+                 .nranges = nranges,
+                 .letters = ol_xcalloc(nranges > 0 ? (size_t)nranges : 1, sizeof(*t.letters)),
+                 .out = out,
+                 .deadline_us = ol_time_mono_us() + (int64_t)timeout_ms * 1000};
+    ol_err_t err = ol_dlq_scan(rk, topic, ranges, nranges, timeout_ms, tally_cb, &t, errstr, errstr_size);
+    if (!err && t.late)
+        err = ol_errf(errstr, errstr_size, OL_ERR_TIMEOUT,
+                      "could not read %s to its end within %d ms (%lld records counted)", topic, timeout_ms,
+                      out->dead_letters + out->markers + out->others);
+    for (int i = 0; i < nranges; i++) {
+        free(t.letters[i].offsets);
+        free(t.letters[i].replayed);
+    }
+    free(t.letters);
+    return err;
+}

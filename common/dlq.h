@@ -110,6 +110,21 @@ typedef int (*ol_dlq_record_cb)(void *opaque, const rd_kafka_message_t *rkm);
 ol_err_t ol_dlq_scan(rd_kafka_t *rk, const char *topic, ol_dlq_range_t *ranges, int nranges, int timeout_ms,
                      ol_dlq_record_cb cb, void *opaque, char *errstr, size_t errstr_size);
 
+/* What the dlq holds, counted in one read: the dead letters, how many of
+ * them a replay marker covers (replayed; pending is the rest), the markers,
+ * and the records that are neither. As `orderlog dlq count` counts them. */
+typedef struct ol_dlq_tally_s {
+    long long dead_letters, replayed, markers, others;
+} ol_dlq_tally_t;
+
+/* Counts the records of the ranges of topic (ol_dlq_scan, with rk as
+ * there) into *out, within timeout_ms in all: OL_ERR_TIMEOUT, with *out
+ * holding what was counted so far, when the read did not end in time. A
+ * marker counts its dead letter as replayed once, and only a dead letter
+ * read here (markers come after their dead letter on its partition). */
+ol_err_t ol_dlq_tally(rd_kafka_t *rk, const char *topic, ol_dlq_range_t *ranges, int nranges, int timeout_ms,
+                      ol_dlq_tally_t *out, char *errstr, size_t errstr_size) __attribute__((warn_unused_result));
+
 /* The partition count of topic and, when ends is not NULL (room for
  * OL_DLQ_MAX_PARTITIONS), each partition's high watermark. */
 #define OL_DLQ_MAX_PARTITIONS 10000

@@ -1,7 +1,7 @@
 #ifndef OL_HTTP_H
 #define OL_HTTP_H
 
-/* A small HTTP endpoint for operators (libmicrohttpd): GET /metrics (a
+/* HTTP for operators: a small endpoint (libmicrohttpd) serving GET /metrics (a
  * registry, common/metrics.h), GET /healthz and GET /readyz (the role's
  * checks, answered 200 or 503 with a JSON body saying why); 404 and 405
  * with a JSON error body for anything else. HEAD works where GET does.
@@ -12,7 +12,10 @@
  *
  * Health bodies: {"status":"ok"|"unavailable","reason":"<first failed
  * check>: <its detail>","checks":{"<name>":{"ok":true,"detail":"..."},...}}
- * ("reason" only when a check failed). */
+ * ("reason" only when a check failed).
+ *
+ * And a small client to ask such endpoints (ol_http_get): one GET per
+ * connection, bounded in time and size, for `orderlog status`. */
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -70,5 +73,39 @@ ol_err_t ol_http_parse_listen(const char *what, const char *listen, struct socka
                               char *errstr, size_t errstr_size);
 /* listen with its port replaced by port (the port a daemon picked). */
 void ol_http_shown_address(const char *listen, unsigned port, char *out, size_t out_size);
+
+/* ---- client ---- */
+
+#define OL_HTTP_HEAD_MAX_BYTES (16 * 1024) /* status line and headers */
+#define OL_HTTP_BODY_MAX_BYTES (64 * 1024)
+
+typedef struct ol_http_reply_s {
+    int status;      /* 100-599 */
+    char *body;      /* new, NUL-terminated (it may hold other NULs): ol_http_reply_clear */
+    size_t body_len; /* at most OL_HTTP_BODY_MAX_BYTES */
+} ol_http_reply_t;
+
+/* Parses the len bytes of an HTTP/1.x answer read so far; closed says the
+ * server closed the connection after them. OL_ERR_OK: *done says whether
+ * the answer is whole (status line, headers, then Content-Length bytes of
+ * body, or without Content-Length everything up to the close), and then out
+ * holds it; bytes past Content-Length are ignored. Errors, with errstr
+ * saying what: OL_ERR_INVALID not an HTTP/1.x answer, or cut short;
+ * OL_ERR_TOO_LARGE head or body past the bounds above; OL_ERR_UNSUPPORTED a
+ * chunked body. out is untouched unless *done. */
+ol_err_t ol_http_parse_reply(const char *buf, size_t len, bool closed, bool *done, ol_http_reply_t *out, char *errstr,
+                             size_t errstr_size) __attribute__((warn_unused_result));
+
+/* GET http://<address><path> (address "host:port" or "[v6]:port"; every
+ * address of the name is tried in turn) on a connection of its own, with
+ * Connection: close; connecting, sending and reading within timeout_ms in
+ * all (the name lookup aside: give numeric addresses for a strict bound).
+ * OL_ERR_UNREACHABLE no connection (errstr: "connection refused", ...),
+ * OL_ERR_TIMEOUT, OL_ERR_CONFIG a bad address, else as ol_http_parse_reply.
+ * On OL_ERR_OK *out holds the answer, whatever its status. Thread-safe. */
+ol_err_t ol_http_get(const char *address, const char *path, int timeout_ms, ol_http_reply_t *out, char *errstr,
+                     size_t errstr_size) __attribute__((warn_unused_result));
+/* Frees what a reply holds; leaves it empty. */
+void ol_http_reply_clear(ol_http_reply_t *r);
 
 #endif

@@ -4,11 +4,13 @@
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/http.h"
 #include "common/log.h"
+#include "common/redact.h"
 #include "common/schema.h"
 
 typedef struct set_ctx_s {
@@ -21,6 +23,7 @@ static int set_one(void *opaque, const char *name, const char *value) {
     set_ctx_t *ctx = opaque;
     char kerr[256];
     if (rd_kafka_conf_set(ctx->kconf, name, value, kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK) {
+        ol_redact_text_inplace(kerr, sizeof(kerr));
         ol_errf(ctx->errstr, ctx->errstr_size, OL_ERR_CONFIG, "property \"kafka.%s\": %s", name, kerr);
         return 1;
     }
@@ -170,19 +173,23 @@ rd_kafka_t *ol_kafka_new(const ol_conf_t *conf, ol_kafka_profile_t profile, cons
     rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, profile, client_id, tuning, errstr, errstr_size);
     if (!kconf)
         return NULL;
-    rd_kafka_t *rk = rd_kafka_new(profiles[profile].type, kconf, errstr, errstr_size);
+    rd_kafka_t *rk = ol_kafka_handle_new(profiles[profile].type, kconf, errstr, errstr_size);
     if (!rk)
         rd_kafka_conf_destroy(kconf);
     return rk;
 }
 
-static bool is_secret(const char *name) {
-    return strstr(name, "password") || strstr(name, "secret") || strstr(name, "key.pem") ||
-           strstr(name, "oauthbearer.config") || strstr(name, "sasl.jaas");
+rd_kafka_t *ol_kafka_handle_new(rd_kafka_type_t type, rd_kafka_conf_t *kconf, char *errstr, size_t errstr_size) {
+    rd_kafka_t *rk = rd_kafka_new(type, kconf, errstr, errstr_size);
+    if (!rk)
+        ol_redact_text_inplace(errstr, errstr_size);
+    return rk;
 }
 
 static int write_user(void *opaque, const char *name, const char *value) {
-    fprintf(opaque, "%s = %s  # kafka.%s\n", name, is_secret(name) ? "(secret)" : value, name);
+    char *shown = ol_redact_value(name, value);
+    fprintf(opaque, "%s = %s  # kafka.%s\n", name, shown, name);
+    free(shown);
     return 0;
 }
 
@@ -351,7 +358,7 @@ static broker_view_t broker_view(const ol_conf_t *conf, const char *addr, int ti
         return VIEW_NO_ANSWER;
     rd_kafka_t *rk = NULL;
     if (rd_kafka_conf_set(kconf, "bootstrap.servers", addr, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK ||
-        !(rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr)))) {
+        !(rk = ol_kafka_handle_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr)))) {
         rd_kafka_conf_destroy(kconf);
         return VIEW_NO_ANSWER;
     }

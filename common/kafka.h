@@ -50,8 +50,13 @@ rd_kafka_conf_t *ol_kafka_conf_new(const ol_conf_t *conf, ol_kafka_profile_t pro
 rd_kafka_t *ol_kafka_new(const ol_conf_t *conf, ol_kafka_profile_t profile, const char *client_id,
                          const char *const *tuning, char *errstr, size_t errstr_size);
 
+/* rd_kafka_new, its error message redacted (ol_redact_text): on failure
+ * kconf is still the caller's. Every handle is made through here. */
+rd_kafka_t *ol_kafka_handle_new(rd_kafka_type_t type, rd_kafka_conf_t *kconf, char *errstr, size_t errstr_size);
+
 /* Writes the profile's effective properties as `name = value  # source`
- * lines (source: profile, or kafka.* for the user's), secrets masked. */
+ * lines (source: profile, or kafka.* for the user's), secrets as ol_redact_value shows
+ * them. */
 void ol_kafka_profile_write(const ol_conf_t *conf, ol_kafka_profile_t profile, FILE *out);
 
 /* The partition Kafka's default partitioner (the Java client's murmur2,

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/redact.h"
 #include "common/time.h"
 
 static const char *log_role = "orderlog";
@@ -47,6 +48,9 @@ void ol_log(ol_log_level_t level, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* the last guard: a library's message (librdkafka's log, libpq's
+     * errors) may echo a secret of the configuration */
+    ol_redact_text_inplace(msg, sizeof(msg));
     ol_time_format(ol_time_now_ms(), ts, sizeof(ts));
     size_t len =
         (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"role\":\"", ts, level_names[level]);

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/redact.h"
 #include "common/time.h"
 
 #define PG_CONNECT_TIMEOUT_S "10"
@@ -82,9 +83,11 @@ static PGconn *connect_once(const char *conninfo, ol_err_t *code, char *errstr, 
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
     if (!opts) {
-        char reason[256];
-        first_line(perr ? perr : "out of memory", reason, sizeof(reason));
+        char reason[256], shown[256];
+        first_line(perr ? perr : "out of memory", shown, sizeof(shown));
         PQfreemem(perr);
+        /* libpq quotes the piece it could not read, a URI whole */
+        ol_redact_conninfo_msg(conninfo, shown, reason, sizeof(reason));
         *code = ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "invalid pg.conninfo: %s", reason);
         return NULL;
     }
@@ -108,9 +111,10 @@ static PGconn *connect_once(const char *conninfo, ol_err_t *code, char *errstr, 
         return NULL;
     }
     if (PQstatus(conn) != CONNECTION_OK) {
-        char reason[512], where[300];
+        char reason[512], where[300], said[512];
         const char *host = PQhost(conn), *port = PQport(conn), *db = PQdb(conn), *user = PQuser(conn);
-        connect_reason(PQerrorMessage(conn), reason, sizeof(reason));
+        connect_reason(PQerrorMessage(conn), said, sizeof(said));
+        ol_redact_conninfo_msg(conninfo, said, reason, sizeof(reason));
         if (host && host[0] == '/')
             snprintf(where, sizeof(where), "socket %s/.s.PGSQL.%s", host, port ? port : "5432");
         else
@@ -137,8 +141,10 @@ static PGconn *connect_once(const char *conninfo, ol_err_t *code, char *errstr, 
     ol_err_t jerr = ol_pg_err(res);
     PQclear(res);
     if (jerr) {
+        char said[512];
+        ol_redact_conninfo_msg(conninfo, PQerrorMessage(conn), said, sizeof(said));
         *code = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT,
-                        "PostgreSQL connection failed at its first statement: %s", PQerrorMessage(conn));
+                        "PostgreSQL connection failed at its first statement: %s", said);
         PQfinish(conn);
         return NULL;
     }

@@ -930,7 +930,7 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
         goto fail;
     rd_kafka_conf_set_rebalance_cb(kconf, rebalance_cb);
     rd_kafka_conf_set_opaque(kconf, rt);
-    if (!(rt->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kconf, errstr, errstr_size))) {
+    if (!(rt->rk = ol_kafka_handle_new(RD_KAFKA_CONSUMER, kconf, errstr, errstr_size))) {
         rd_kafka_conf_destroy(kconf);
         goto fail;
     }
@@ -940,7 +940,7 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
     if (!pconf)
         goto fail;
     rd_kafka_conf_set_dr_msg_cb(pconf, dlq_dr);
-    if (!(rt->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, errstr, errstr_size))) {
+    if (!(rt->dlq = ol_kafka_handle_new(RD_KAFKA_PRODUCER, pconf, errstr, errstr_size))) {
         rd_kafka_conf_destroy(pconf);
         goto fail;
     }

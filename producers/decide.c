@@ -120,6 +120,7 @@ typedef struct worker_s {
     atomic_llong beat_us, skus, skus_at_us; /* the loop turned; SKUs of the owned partitions (at most 1/s) */
     atomic_int restoring;                   /* partitions being restored now */
     atomic_bool down;                       /* failed: errstr is set */
+    atomic_bool joined;                     /* its consumer had its first assignment (maybe empty) */
     /* held by the worker while it replaces or destroys consumer/producer,
      * and by the HTTP threads while they read them */
     pthread_mutex_t clients_lock;
@@ -798,6 +799,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
             fail(w, errstr);
             rd_kafka_assign(rk, NULL);
         }
+        atomic_store(&w->joined, true);
     } else {
         for (int i = 0; i < parts->cnt; i++)
             if (parts->elems[i].partition >= 0 && parts->elems[i].partition < w->d->npartitions)
@@ -1181,6 +1183,7 @@ static void renew_consumer(worker_t *w, const char *why, bool fatal) {
     /* no close: it would leave the group or run the rebalance callback */
     pthread_mutex_lock(&w->clients_lock);
     rd_kafka_destroy_flags(w->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    atomic_store(&w->joined, false);
     w->consumer = consumer_new(w, errstr, sizeof(errstr));
     pthread_mutex_unlock(&w->clients_lock);
     if (!w->consumer || worker_subscribe(w, errstr, sizeof(errstr))) {
@@ -1314,7 +1317,7 @@ static rd_kafka_t *consumer_new(worker_t *w, char *errstr, size_t errstr_size) {
         return NULL;
     rd_kafka_conf_set_rebalance_cb(cc, rebalance_cb);
     rd_kafka_conf_set_opaque(cc, w);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, errstr_size);
+    rd_kafka_t *rk = ol_kafka_handle_new(RD_KAFKA_CONSUMER, cc, errstr, errstr_size);
     if (!rk)
         rd_kafka_conf_destroy(cc);
     return rk;
@@ -1651,6 +1654,8 @@ static bool decide_ready(void *opaque, json_t *checks) {
         assigned += n > 0 ? n : 0;
         if (atomic_load(&w->down))
             ok = ol_http_check(checks, name, false, "failed: %s", w->errstr);
+        else if (!atomic_load(&w->joined)) /* a later join would move partitions again */
+            ok = ol_http_check(checks, name, false, "joining the group %s", d->group);
         else
             ok &=
                 ol_http_check(checks, name, restoring == 0, "%d partitions assigned, %d being restored", n, restoring);
@@ -1877,7 +1882,10 @@ static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
     d.workers = ol_xcalloc((size_t)d.nworkers, sizeof(*d.workers));
     int started = 0;
     bool bl_started = false;
-    const char *btuning[] = {"group.id", "orderlog-decide-blacklist", NULL};
+    /* /readyz asks the cluster through this reader: its metadata request
+     * waits behind the fetch long-poll on the same connection, so the
+     * fetch wait bounds how fast /readyz answers */
+    const char *btuning[] = {"group.id", "orderlog-decide-blacklist", "fetch.wait.max.ms", "100", NULL};
     if (!(d.bl_consumer =
               ol_kafka_new(conf, OL_KAFKA_READER, "orderlog-decide-blacklist", btuning, errstr, sizeof(errstr)))) {
         fprintf(stderr, "orderlog decide: %s\n", errstr);

@@ -35,6 +35,8 @@ static const char *const endpoint_names[] = {ENDPOINTS(NAME_STR) NULL};
 static const char *const outcome_names[] = {OUTCOMES(NAME_STR) NULL};
 static const char *const reason_names[] = {REASONS(NAME_STR) NULL};
 static const char *const limit_names[] = {"instance", "ip", NULL};
+static const char *const client_sources[] = {"peer", "forwarded", "body", NULL};
+enum { SOURCE_PEER, SOURCE_FORWARDED, SOURCE_BODY };
 /* the endpoints whose durations are kept */
 static const char *const timed_names[] = {"buy", "buy_status", "checkout", NULL};
 
@@ -185,6 +187,60 @@ static bool ip_ok(const char *s) {
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
+/* ---- the client's address ----------------------------------------------- */
+
+/* Every line of one header, joined with commas in the order received. */
+typedef struct joined_s {
+    const char *name;
+    char *value; /* new; NULL when there is no such header */
+    size_t len;
+} joined_t;
+
+static enum MHD_Result join_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    joined_t *j = cls;
+    if (!key || strcasecmp(key, j->name))
+        return MHD_YES;
+    size_t n = value ? strlen(value) : 0;
+    bool first = !j->value;
+    j->value = ol_xrealloc(j->value, j->len + n + 2);
+    if (!first)
+        j->value[j->len++] = ',';
+    memcpy(j->value + j->len, value ? value : "", n);
+    j->len += n;
+    j->value[j->len] = '\0';
+    return MHD_YES;
+}
+
+/* The address a buy counts against (the per-IP bucket, the blacklist,
+ * BuyRequested.client_ip): the TCP peer or, when the peer is one of
+ * gate.trusted.proxies, the client its forwarding header names. False with
+ * *ret answered (400) when that header names none usable. */
+static bool client_address(req_t *r, ol_netaddr_t *out, enum MHD_Result *ret) {
+    gate_t *g = r->g;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    ol_netaddr_t peer;
+    if (!ci || !ol_netaddr_from_sockaddr(ci->client_addr, &peer)) {
+        *ret = respond_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "could not read the client's address", NULL,
+                             OUT_UNAVAILABLE);
+        return false;
+    }
+    joined_t h = {.name = g->forwarded == OL_FORWARDED_RFC7239 ? "Forwarded" : "X-Forwarded-For"};
+    if (ol_netlist_has(g->trusted, &peer))
+        MHD_get_connection_values(r->conn, MHD_HEADER_KIND, join_header, &h);
+    char errstr[256];
+    bool forwarded;
+    ol_err_t err = ol_netaddr_client(&peer, g->trusted, g->forwarded, h.value, out, &forwarded, errstr, sizeof(errstr));
+    free(h.value);
+    if (err) {
+        ol_metric_inc(g->m.forwarded_invalid, 0);
+        *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, h.name, OUT_INVALID);
+        return false;
+    }
+    ol_metric_inc(g->m.client, forwarded ? SOURCE_FORWARDED : SOURCE_PEER);
+    return true;
+}
+
 /* ---- producing and waiting ----------------------------------------------- */
 
 /* Encodes the members as et, with its envelope (ev->hdrs new). */
@@ -311,12 +367,22 @@ static enum MHD_Result handle_buy(req_t *r) {
     thread_ctx_t *t = thread_ctx(g);
     enum MHD_Result ret;
     const ol_json_t *obj;
+    ol_netaddr_t client;
+    char addr[OL_NETADDR_STRLEN];
     if (!ol_ratelimit_take(g->rl_instance, "", 0, r->start_us))
         return respond_throttled(r, false);
+    if (!g->trust_body) { /* before the body: a bad one spends the client's token too */
+        if (!client_address(r, &client, &ret))
+            return ret;
+        ol_netaddr_format(&client, addr);
+        if (!ol_ratelimit_take(g->rl_ip, addr, strlen(addr), r->start_us))
+            return respond_throttled(r, true);
+    }
     if (!body_object(r, t, &ret, &obj))
         return ret;
     const ol_json_t *ip = ol_json_get(obj, "clientIP");
-    if (ip && ip->type == OL_JSON_STRING && !ol_ratelimit_take(g->rl_ip, ip->u.s, ip->len, r->start_us))
+    if (g->trust_body && ip && ip->type == OL_JSON_STRING &&
+        !ol_ratelimit_take(g->rl_ip, ip->u.s, ip->len, r->start_us))
         return respond_throttled(r, true);
     check_t c = {0};
     const char *session, *client_ip, *user, *sku, *rid;
@@ -332,6 +398,15 @@ static enum MHD_Result handle_buy(req_t *r) {
         !check_str(&c, obj, "requestID", false, 1, REQUEST_ID_MAX, &rid) ||
         (rid && !id_chars_ok(rid) && !fail(&c, "requestID", "may only hold letters, digits and . _ : -")))
         return respond_error(r, MHD_HTTP_BAD_REQUEST, c.msg, c.field, OUT_INVALID);
+    /* the body's clientIP (the seed API's) is checked, then believed only
+     * with gate.trust.body.client.ip */
+    ol_netaddr_t claimed;
+    if (g->trust_body) {
+        snprintf(addr, sizeof(addr), "%s", client_ip);
+        ol_metric_inc(g->m.client, SOURCE_BODY);
+    } else if (!ol_netaddr_parse(client_ip, strlen(client_ip), &claimed) || !ol_netaddr_equal(&claimed, &client)) {
+        ol_metric_inc(g->m.claim_ignored, 0);
+    }
     if (r->authed && !body_is_who(r, &user, &level, has_level, &ret))
         return ret;
     if (rid)
@@ -341,7 +416,7 @@ static enum MHD_Result handle_buy(req_t *r) {
     ol_json_member_t m[8];
     ol_json_member_str(&m[0], "request_id", r->request_id);
     ol_json_member_str(&m[1], "session_id", session);
-    ol_json_member_str(&m[2], "client_ip", client_ip);
+    ol_json_member_str(&m[2], "client_ip", addr);
     ol_json_member_str(&m[3], "user_id", user);
     ol_json_member_int(&m[4], "user_level", level);
     ol_json_member_str(&m[5], "sku", sku);
@@ -622,6 +697,25 @@ static void metrics_setup(gate_t *g) {
                                               .type = OL_METRIC_COUNTER,
                                               .labels = {{"limit", limit_names}},
                                           });
+    m->client = ol_metrics_add(m->reg, &(ol_metric_def_t){
+                                           .name = "orderlog_gate_client_addresses_total",
+                                           .help = "Buy requests by where their client address came from.",
+                                           .type = OL_METRIC_COUNTER,
+                                           .labels = {{"source", client_sources}},
+                                       });
+    m->forwarded_invalid = ol_metrics_add(
+        m->reg, &(ol_metric_def_t){
+                    .name = "orderlog_gate_forwarded_invalid_total",
+                    .help = "Buy requests from a trusted proxy whose forwarding header named no usable client "
+                            "address (answered 400).",
+                    .type = OL_METRIC_COUNTER,
+                });
+    m->claim_ignored = ol_metrics_add(
+        m->reg, &(ol_metric_def_t){
+                    .name = "orderlog_gate_client_ip_claims_ignored_total",
+                    .help = "Buy requests whose body clientIP is not their client address (the claim is dropped).",
+                    .type = OL_METRIC_COUNTER,
+                });
     ol_metrics_func(m->reg,
                     &(ol_metric_def_t){.name = "orderlog_gate_waiting",
                                        .help = "Requests waiting for their decision right now.",
@@ -857,7 +951,7 @@ static rd_kafka_t *kafka_new(gate_t *g, ol_kafka_profile_t profile, const char *
         rd_kafka_conf_set_dr_msg_cb(kconf, ol_gate__dr_cb);
     rd_kafka_conf_set_error_cb(kconf, error_cb);
     rd_kafka_conf_set_opaque(kconf, g);
-    rd_kafka_t *rk = rd_kafka_new(type, kconf, errstr, errstr_size);
+    rd_kafka_t *rk = ol_kafka_handle_new(type, kconf, errstr, errstr_size);
     if (!rk)
         rd_kafka_conf_destroy(kconf);
     return rk;
@@ -999,9 +1093,15 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
         fprintf(stderr, "orderlog gate: %s\n", errstr);
         return OL_EXIT_USAGE;
     }
+    ol_netlist_t *trusted;
+    if (ol_netlist_parse(ol_conf_str(conf, "gate.trusted.proxies"), &trusted, errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog gate: property \"gate.trusted.proxies\": %s\n", errstr);
+        return OL_EXIT_USAGE;
+    }
     ol_gate_auth_t *auth; /* the key file is read once, here */
     if (ol_gate_auth_new(conf, &auth, errstr, sizeof(errstr))) {
         fprintf(stderr, "orderlog gate: %s\n", errstr);
+        ol_netlist_destroy(trusted);
         return OL_EXIT_USAGE;
     }
     /* Signals go to the main thread only: block them before any thread starts. */
@@ -1034,6 +1134,10 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     g->rl_ip =
         ol_ratelimit_new((double)ol_conf_int(conf, "gate.ip.rate.per.second"),
                          (double)ol_conf_int(conf, "gate.ip.burst"), (size_t)ol_conf_int(conf, "gate.ip.max.entries"));
+    g->trusted = trusted;
+    g->forwarded =
+        strcmp(ol_conf_str(conf, "gate.forwarded.header"), "forwarded") ? OL_FORWARDED_XFF : OL_FORWARDED_RFC7239;
+    g->trust_body = ol_conf_bool(conf, "gate.trust.body.client.ip");
     g->wtable = ol_xcalloc(WAIT_BUCKETS, sizeof(*g->wtable));
     ol_gate__cache_init(&g->cache, (size_t)ol_conf_int(conf, "gate.cache.decisions"));
     pthread_mutex_init(&g->lock, NULL);
@@ -1095,6 +1199,16 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     fflush(stdout);
     ol_log_info("listening on %s (%u threads), waiting up to %lld ms for decisions", shown, nthreads,
                 (long long)(g->wait_us / 1000));
+    if (g->trust_body)
+        ol_log_warn("a buy's client address is the body's clientIP (gate.trust.body.client.ip): any client can "
+                    "choose the address its rate limit and bans fall on");
+    else if (ol_netlist_count(g->trusted))
+        ol_log_info("a buy's client address: the TCP peer, or %s from %zu trusted proxy networks",
+                    g->forwarded == OL_FORWARDED_RFC7239 ? "Forwarded" : "X-Forwarded-For",
+                    ol_netlist_count(g->trusted));
+    if (!g->trust_body && ol_netlist_has_any(g->trusted))
+        ol_log_warn("gate.trusted.proxies holds a /0 network: its clients can choose their address with %s",
+                    g->forwarded == OL_FORWARDED_RFC7239 ? "Forwarded" : "X-Forwarded-For");
     char described[512];
     ol_gate_auth_describe(g->auth, described, sizeof(described));
     ol_log_info("%s", described);
@@ -1149,6 +1263,7 @@ out:
     free(g->wtable);
     ol_ratelimit_destroy(g->rl_instance);
     ol_ratelimit_destroy(g->rl_ip);
+    ol_netlist_destroy(g->trusted);
     ol_gate_auth_destroy(g->auth);
     ol_metrics_destroy(g->m.reg);
     ol_log_info("stopped");
@@ -1162,4 +1277,6 @@ const ol_cmd_t ol_cmd_gate = {
     "  Listens on gate.listen; prints `gate listening on http://HOST:PORT` when ready.\n"
     "  POST /buy, POST /checkout, GET /buy/<requestID>, GET /healthz, GET /readyz, GET /metrics.\n"
     "  Rate limits: gate.rate.per.second/gate.rate.burst (instance), gate.ip.rate.per.second/gate.ip.burst.\n"
+    "  A buy's client address is the TCP peer, or gate.forwarded.header when the peer is in\n"
+    "  gate.trusted.proxies; the body's clientIP only with gate.trust.body.client.ip.\n"
     "  Waits gate.wait.ms for a decision, then answers 202 with a URL to poll. SIGTERM stops it cleanly.\n"};

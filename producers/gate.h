@@ -37,6 +37,7 @@
 #include "common/conf.h"
 #include "common/kafka.h"
 #include "common/metrics.h"
+#include "common/netaddr.h"
 #include "common/pg.h"
 #include "common/ratelimit.h"
 #include "common/sale.h"
@@ -99,8 +100,11 @@ typedef struct metrics_s {
     ol_metric_t *requests;  /* endpoint x outcome */
     ol_metric_t *rejected;  /* endpoint x reason */
     ol_metric_t *throttled; /* limit */
-    ol_metric_t *duration;  /* endpoint (buy, buy_status, checkout) */
-    ol_metric_t *auth;      /* gate.auth: outcome (ol_gate_auth_outcome_names) */
+    ol_metric_t *client;    /* source of a buy's client address (client_sources) */
+    ol_metric_t *forwarded_invalid;
+    ol_metric_t *claim_ignored; /* the body's clientIP is not the client address */
+    ol_metric_t *duration;      /* endpoint (buy, buy_status, checkout) */
+    ol_metric_t *auth;          /* gate.auth: outcome (ol_gate_auth_outcome_names) */
     atomic_ullong facts[OL_FACT__COUNT];
     atomic_ullong delivery_failed;
     /* main thread (health_check): when delivery_failed last grew */
@@ -197,6 +201,10 @@ struct gate_s {
     int64_t wait_us;
     size_t max_waiting, body_max;
     ol_ratelimit_t *rl_instance, *rl_ip;
+    /* where a buy's client address comes from (gate.trusted.proxies, ...) */
+    ol_netlist_t *trusted;
+    ol_forwarded_t forwarded;
+    bool trust_body;
     ol_gate_auth_t *auth; /* NULL: gate.auth=none */
     pthread_key_t tkey;
 

@@ -602,7 +602,7 @@ static rd_kafka_t *client_new(guard_t *g, ol_kafka_profile_t profile, const char
         rd_kafka_conf_set_dr_msg_cb(kconf, dr_cb);
     if (grouped)
         rd_kafka_conf_set_rebalance_cb(kconf, rebalance_cb);
-    rd_kafka_t *rk = rd_kafka_new(type, kconf, errstr, errstr_size);
+    rd_kafka_t *rk = ol_kafka_handle_new(type, kconf, errstr, errstr_size);
     if (!rk)
         rd_kafka_conf_destroy(kconf);
     return rk;
@@ -611,9 +611,19 @@ static rd_kafka_t *client_new(guard_t *g, ol_kafka_profile_t profile, const char
 static ol_err_t guard_open(guard_t *g, char *errstr, size_t errstr_size) {
     char follower_group[300];
     snprintf(follower_group, sizeof(follower_group), "%s-blacklist", g->group); /* never joined nor committed */
-    const char *ctuning[] = {
-        "group.id", g->group, "enable.partition.eof", "false", "session.timeout.ms", "10000", "heartbeat.interval.ms",
-        "1000",     NULL};
+    /* fetch.wait.max.ms: /readyz asks the cluster through the consumer, and
+     * its metadata request waits behind the fetch long-poll (default 500 ms) */
+    const char *ctuning[] = {"group.id",
+                             g->group,
+                             "enable.partition.eof",
+                             "false",
+                             "session.timeout.ms",
+                             "10000",
+                             "heartbeat.interval.ms",
+                             "1000",
+                             "fetch.wait.max.ms",
+                             "100",
+                             NULL};
     const char *ftuning[] = {"group.id", follower_group, NULL};
     /* A ban waits for the broker however long it is away (message.timeout.ms
      * 0: no limit), instead of failing and stopping guard; the requests it

@@ -363,7 +363,7 @@ static ol_err_t clients_new(loadgen_t *lg, char *errstr, size_t errstr_size) {
         return OL_ERR_CONFIG;
     rd_kafka_conf_set_dr_msg_cb(pc, dr_cb);
     rd_kafka_conf_set_opaque(pc, lg);
-    if (!(lg->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size))) {
+    if (!(lg->producer = ol_kafka_handle_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size))) {
         rd_kafka_conf_destroy(pc);
         return OL_ERR_CONFIG;
     }

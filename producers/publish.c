@@ -347,7 +347,7 @@ static rd_kafka_t *producer_new(publish_t *p, const ol_conf_t *conf) {
     }
     rd_kafka_conf_set_dr_msg_cb(kconf, dr_cb);
     rd_kafka_conf_set_opaque(kconf, p);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr));
+    rd_kafka_t *rk = ol_kafka_handle_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr));
     if (!rk) {
         rd_kafka_conf_destroy(kconf);
         fprintf(stderr, "orderlog publish: %s\n", errstr);

@@ -1,9 +1,29 @@
 /* orderlog config: shows the configuration and writes its generated docs. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/cli.h"
 #include "common/kafka.h"
+#include "common/redact.h"
+
+static void show(const char *name, const char *value) {
+    char *shown = ol_redact_value(name, value);
+    printf("%s = %s\n", name, shown);
+    free(shown);
+}
+
+/* kafka.* properties beyond the table's (the user's, for librdkafka) */
+static int show_kafka(void *opaque, const char *name, const char *value) {
+    (void)opaque;
+    char full[256];
+    snprintf(full, sizeof(full), "kafka.%s", name);
+    for (const ol_conf_prop_t *p = ol_conf_props(); p->name; p++)
+        if (!strcmp(p->name, full))
+            return 0;
+    show(full, value);
+    return 0;
+}
 
 static int config_run(const ol_conf_t *conf, int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "--show";
@@ -36,8 +56,9 @@ static int config_run(const ol_conf_t *conf, int argc, char **argv) {
             else if (p->type == OL_CONF_BOOL)
                 printf("%s = %s\n", p->name, ol_conf_bool(conf, p->name) ? "true" : "false");
             else
-                printf("%s = %s\n", p->name, ol_conf_str(conf, p->name));
+                show(p->name, ol_conf_str(conf, p->name));
         }
+        ol_conf_foreach_kafka(conf, show_kafka, NULL);
     } else {
         return ol_cli_usage_error(&ol_cmd_config, "unknown option \"%s\"", what);
     }
@@ -46,10 +67,12 @@ static int config_run(const ol_conf_t *conf, int argc, char **argv) {
 
 const ol_cmd_t ol_cmd_config = {"config", config_run,
                                 "show the effective configuration, or write its generated reference",
-                                "  --show       every property with its effective value (default)\n"
+                                "  --show       every property with its effective value (default), then the kafka.*\n"
+                                "               properties set for librdkafka; secrets shown as ***\n"
                                 "  --list       every property with its description\n"
                                 "  --sample     a commented sample config file (ops/orderlog.conf.sample)\n"
                                 "  --markdown   the reference table (docs/configuration.md)\n"
                                 "  --profile [NAME]  the librdkafka properties of a Kafka client profile (producer,\n"
-                                "               txn-producer, consumer, reader, admin) with the kafka.* overrides;\n"
+                                "               txn-producer, consumer, reader, admin) with the kafka.* overrides\n"
+                                "               (secrets shown as ***);\n"
                                 "               without NAME, the profiles\n"};

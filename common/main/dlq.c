@@ -838,7 +838,7 @@ static ol_err_t open_producer(dlq_t *d, char *errstr, size_t errstr_size) {
     if (!kc)
         return OL_ERR_CONFIG;
     rd_kafka_conf_set_dr_msg_cb(kc, replay_dr);
-    if (!(d->producer = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, errstr_size))) {
+    if (!(d->producer = ol_kafka_handle_new(RD_KAFKA_PRODUCER, kc, errstr, errstr_size))) {
         rd_kafka_conf_destroy(kc);
         return OL_ERR_CONFIG;
     }

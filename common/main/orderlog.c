@@ -5,6 +5,7 @@
 
 #include "common/cli.h"
 #include "common/log.h"
+#include "common/redact.h"
 
 extern char **environ;
 
@@ -82,7 +83,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nsets; i++) {
         char *eq = strchr(sets[i], '=');
         if (!eq) {
-            fprintf(stderr, "orderlog: -X %s: expected name=value\n", sets[i]);
+            /* only the name: the rest may be a value with a typo for "=" */
+            int n = (int)strspn(sets[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
+            fprintf(stderr, "orderlog: -X %.*s%s: expected name=value\n", n, sets[i], sets[i][n] ? "..." : "");
             ol_conf_destroy(conf);
             goto out;
         }
@@ -94,6 +97,7 @@ int main(int argc, char **argv) {
         }
     }
     ol_log_init(cmd->name, (ol_log_level_t)ol_log_level_parse(ol_conf_str(conf, "log.level")));
+    ol_redact_remember(conf); /* before any thread; kept to the end (threads may log while exiting) */
     if (ol_cli_help_asked(cmd, nrest, rest))
         rc = OL_EXIT_OK;
     else

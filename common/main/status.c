@@ -18,7 +18,16 @@
  * A partition written in transactions ends with a commit marker, which is
  * not a record: a reader that applied everything stores the offset before
  * it. The first-record read (read_committed, partition EOF on) tells: when
- * it reaches the end without a record, nothing is left and the lag is 0. */
+ * it reaches the end without a record, nothing is left and the lag is 0.
+ *
+ * The dlq is read through (read_committed, up to the last stable offset)
+ * and its records counted as `orderlog dlq count` counts them
+ * (ol_dlq_tally): dead letters, replayed or pending, and replay markers.
+ *
+ * The roles of status.endpoints are asked for /healthz and /readyz on
+ * threads of their own (common/health.h) while PostgreSQL and Kafka are
+ * read; their answers only show: status exits 0 whatever they say, as it
+ * does whatever the lag and the dlq. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +36,9 @@
 
 #include "common/arena.h"
 #include "common/cli.h"
+#include "common/dlq.h"
+#include "common/health.h"
+#include "common/json.h"
 #include "common/kafka.h"
 #include "common/pg.h"
 #include "common/time.h"
@@ -58,8 +70,12 @@ typedef struct status_s {
     int64_t deadline_us; /* of every Kafka step */
     int64_t now_ms;      /* the time the lags are measured at */
     char dlq_topic[256];
-    int64_t dlq_records; /* NO_OFFSET when unknown */
-    const char *dlq_error;
+    ol_dlq_tally_t dlq;
+    bool dlq_known;
+    const char *dlq_error; /* why the dlq is not counted (arena), NULL otherwise */
+    ol_health_endpoint_t *roles;
+    size_t nroles;
+    int role_timeout_ms;
 } status_t;
 
 static part_t *part_add(status_t *st) {
@@ -174,7 +190,8 @@ static void add_missing_partitions(status_t *st) {
             p->partition = t->partitions[k].id;
         }
     }
-    qsort(st->parts, st->nparts, sizeof(*st->parts), part_cmp);
+    if (st->nparts) /* qsort wants an array, even of nothing */
+        qsort(st->parts, st->nparts, sizeof(*st->parts), part_cmp);
 }
 
 /* Watermarks of one partition; an error string (arena) or NULL. */
@@ -211,27 +228,45 @@ static ol_err_t query_watermarks(status_t *st, char *errstr, size_t errstr_size)
         if (p->lag <= 0)
             p->lag_s = 0;
     }
+    return OL_ERR_OK;
+}
+
+/* Counts the dlq's records: only the partitions holding any are read. */
+static ol_err_t count_dlq(status_t *st, char *errstr, size_t errstr_size) {
+    char e[512];
     const rd_kafka_metadata_topic_t *t = md_topic(st, st->dlq_topic);
     if (!t) {
         st->dlq_error = "topic does not exist";
         return OL_ERR_OK;
     }
-    st->dlq_records = 0;
+    ol_dlq_range_t *ranges = ol_arena_alloc(st->arena, (size_t)t->partition_cnt * sizeof(*ranges) + 1);
+    int nranges = 0;
     for (int k = 0; k < t->partition_cnt; k++) {
         int64_t low, high;
-        const char *e = watermarks(st, st->dlq_topic, t->partitions[k].id, &low, &high);
-        if (e) {
-            st->dlq_records = NO_OFFSET;
-            st->dlq_error = e;
+        const char *why = watermarks(st, st->dlq_topic, t->partitions[k].id, &low, &high);
+        if (why) {
+            st->dlq_error = why;
             if (ol_time_mono_us() >= st->deadline_us)
                 return ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE,
                                "Kafka at %s did not give the offsets of %s within broker.wait.ms (%lld ms)",
                                ol_conf_str(st->conf, "kafka.bootstrap.servers"), st->dlq_topic,
                                (long long)ol_conf_int(st->conf, "broker.wait.ms"));
-            break;
+            return OL_ERR_OK;
         }
-        st->dlq_records += high - low;
+        if (high > low)
+            ranges[nranges++] = (ol_dlq_range_t){t->partitions[k].id, RD_KAFKA_OFFSET_BEGINNING, -1};
     }
+    /* the topic's leaders known before the assign: otherwise the reader
+     * waits for its offset query timer (500 ms) to learn them */
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(st->rk, st->dlq_topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    if (nranges && !rd_kafka_metadata(st->rk, 0, rkt, &md, left_ms(st)))
+        rd_kafka_metadata_destroy(md);
+    if (ol_dlq_tally(st->rk, st->dlq_topic, ranges, nranges, left_ms(st), &st->dlq, e, sizeof(e)))
+        st->dlq_error = ol_arena_strndup(st->arena, e, strlen(e));
+    else
+        st->dlq_known = true;
+    rd_kafka_topic_destroy(rkt);
     return OL_ERR_OK;
 }
 
@@ -330,7 +365,8 @@ static void load_kafka_groups(status_t *st) {
         rd_kafka_AdminOptions_destroy(opts);
         rd_kafka_ListConsumerGroupOffsets_destroy(req);
     }
-    qsort(st->parts, st->nparts, sizeof(*st->parts), part_cmp);
+    if (st->nparts) /* qsort wants an array, even of nothing */
+        qsort(st->parts, st->nparts, sizeof(*st->parts), part_cmp);
 }
 
 static ol_err_t kafka_status(status_t *st, char *errstr, size_t errstr_size) {
@@ -366,7 +402,7 @@ static ol_err_t kafka_status(status_t *st, char *errstr, size_t errstr_size) {
         fetch_first_records(st, from, to);
         from = to;
     }
-    return OL_ERR_OK;
+    return count_dlq(st, errstr, errstr_size);
 }
 
 /* ---- output ------------------------------------------------------------- */
@@ -377,6 +413,19 @@ static json_t *offset_json(int64_t v) {
 
 static json_t *seconds_json(double s) {
     return s < 0 ? json_null() : json_real((double)(int64_t)(s * 1000.0 + 0.5) / 1000.0);
+}
+
+static json_t *count_json(const status_t *st, long long n) {
+    return st->dlq_known ? json_integer((json_int_t)n) : json_null();
+}
+
+static json_t *answer_json(const ol_health_answer_t *a) {
+    json_t *o = json_object();
+    json_object_set_new(o, "state", json_string(ol_health_state_name(a->state)));
+    json_object_set_new(o, "http_status", a->http_status ? json_integer(a->http_status) : json_null());
+    json_object_set_new(o, "reason", *a->reason ? ol_json_bytes(a->reason, strlen(a->reason)) : json_null());
+    json_object_set_new(o, "ms", json_integer((json_int_t)a->took_ms));
+    return o;
 }
 
 static void print_json(const status_t *st) {
@@ -425,10 +474,24 @@ static void print_json(const status_t *st) {
     json_object_set_new(root, "groups", groups);
     json_t *dlq = json_object();
     json_object_set_new(dlq, "topic", json_string(st->dlq_topic));
-    json_object_set_new(dlq, "records", offset_json(st->dlq_records));
+    json_object_set_new(dlq, "dead_letters", count_json(st, st->dlq.dead_letters));
+    json_object_set_new(dlq, "replayed", count_json(st, st->dlq.replayed));
+    json_object_set_new(dlq, "pending", count_json(st, st->dlq.dead_letters - st->dlq.replayed));
+    json_object_set_new(dlq, "markers", count_json(st, st->dlq.markers));
     if (st->dlq_error)
         json_object_set_new(dlq, "error", json_string(st->dlq_error));
     json_object_set_new(root, "dlq", dlq);
+    json_t *roles = json_array();
+    for (size_t i = 0; i < st->nroles; i++) {
+        const ol_health_endpoint_t *ep = &st->roles[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "name", *ep->name ? json_string(ep->name) : json_null());
+        json_object_set_new(o, "address", json_string(ep->address));
+        json_object_set_new(o, "healthz", answer_json(&ep->healthz));
+        json_object_set_new(o, "readyz", answer_json(&ep->readyz));
+        json_array_append_new(roles, o);
+    }
+    json_object_set_new(root, "roles", roles);
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
     if (text)
         puts(text);
@@ -448,6 +511,60 @@ static void fmt_seconds(double s, char *out, size_t size) {
         snprintf(out, size, "?");
     else
         snprintf(out, size, "%.1f", s);
+}
+
+/* An answer in a cell: "ok", "503 <reason>", "unreachable: <why>", ... */
+static void fmt_answer(const ol_health_answer_t *a, char *out, size_t size) {
+    switch (a->state) {
+    case OL_HEALTH_OK:
+        snprintf(out, size, "ok");
+        break;
+    case OL_HEALTH_UNAVAILABLE:
+        snprintf(out, size, "%d %s", a->http_status, a->reason);
+        break;
+    case OL_HEALTH_TIMEOUT:
+        snprintf(out, size, "timed out: %s", a->reason);
+        break;
+    default:
+        snprintf(out, size, "%s: %s", ol_health_state_name(a->state), a->reason);
+        break;
+    }
+}
+
+static void print_roles(const status_t *st) {
+    if (!st->nroles) {
+        printf("\nroles: none asked (status.endpoints lists the /healthz and /readyz addresses of the roles)\n");
+        return;
+    }
+    char cell[700];
+    int wname = (int)strlen("name"), waddr = (int)strlen("address"), wh = (int)strlen("healthz");
+    size_t healthy = 0, ready = 0;
+    for (size_t i = 0; i < st->nroles; i++) {
+        const ol_health_endpoint_t *ep = &st->roles[i];
+        int n = (int)strlen(*ep->name ? ep->name : "-");
+        wname = n > wname ? n : wname;
+        n = (int)strlen(ep->address);
+        waddr = n > waddr ? n : waddr;
+        fmt_answer(&ep->healthz, cell, sizeof(cell));
+        n = (int)strlen(cell);
+        wh = n > wh ? n : wh;
+        healthy += ep->healthz.state == OL_HEALTH_OK;
+        ready += ep->readyz.state == OL_HEALTH_OK;
+    }
+    printf("\nroles (status.endpoints: GET /healthz and /readyz, %d ms each)\n", st->role_timeout_ms);
+    printf("  %-*s %-*s  %-*s  %s\n", wname, "name", waddr, "address", wh, "healthz", "readyz");
+    for (size_t i = 0; i < st->nroles; i++) {
+        const ol_health_endpoint_t *ep = &st->roles[i];
+        printf("  %-*s %-*s  ", wname, *ep->name ? ep->name : "-", waddr, ep->address);
+        fmt_answer(&ep->healthz, cell, sizeof(cell));
+        printf("%-*s  ", wh, cell);
+        fmt_answer(&ep->readyz, cell, sizeof(cell));
+        printf("%s\n", cell);
+    }
+    if (healthy == st->nroles && ready == st->nroles)
+        printf("  all %zu healthy and ready\n", st->nroles);
+    else
+        printf("  NOT ALL WELL: %zu of %zu healthy, %zu of %zu ready\n", healthy, st->nroles, ready, st->nroles);
 }
 
 static void print_table(const status_t *st) {
@@ -505,10 +622,14 @@ static void print_table(const status_t *st) {
         printf("; lag in seconds is the largest)\n");
         from = to;
     }
-    if (st->dlq_records == NO_OFFSET)
-        printf("\ndlq %s: ? records (%s)\n", st->dlq_topic, st->dlq_error ? st->dlq_error : "unknown");
+    const ol_dlq_tally_t *q = &st->dlq;
+    if (!st->dlq_known)
+        printf("\ndlq %s: ? dead letters (%s)\n", st->dlq_topic, st->dlq_error ? st->dlq_error : "unknown");
     else
-        printf("\ndlq %s: %lld record%s\n", st->dlq_topic, (long long)st->dlq_records, st->dlq_records == 1 ? "" : "s");
+        printf("\ndlq %s: %lld dead letter%s (%lld replayed, %lld pending), %lld replay marker%s\n", st->dlq_topic,
+               q->dead_letters, q->dead_letters == 1 ? "" : "s", q->replayed, q->dead_letters - q->replayed, q->markers,
+               q->markers == 1 ? "" : "s");
+    print_roles(st);
 }
 
 /* ---- the command -------------------------------------------------------- */
@@ -522,7 +643,15 @@ static int status_run(const ol_conf_t *conf, int argc, char **argv) {
         else
             return ol_cli_usage_error(&ol_cmd_status, "unknown option \"%s\"", argv[i]);
     }
-    status_t st = {.conf = conf, .arena = ol_arena_new(0), .dlq_records = NO_OFFSET};
+    status_t st = {.conf = conf, .role_timeout_ms = (int)ol_conf_int(conf, "status.endpoint.timeout.ms")};
+    if (ol_health_parse_endpoints("status.endpoints", ol_conf_str(conf, "status.endpoints"), &st.roles, &st.nroles,
+                                  errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog status: %s\n", errstr);
+        return OL_EXIT_USAGE;
+    }
+    /* asked while PostgreSQL and Kafka are read */
+    ol_health_probe_t *probe = ol_health_probe_start(st.roles, st.nroles, st.role_timeout_ms);
+    st.arena = ol_arena_new(0);
     ol_kafka_topic_name(conf, "dlq", st.dlq_topic, sizeof(st.dlq_topic));
     int rc = OL_EXIT_FAIL;
     if (load_offsets(&st, errstr, sizeof(errstr)))
@@ -530,12 +659,16 @@ static int status_run(const ol_conf_t *conf, int argc, char **argv) {
     st.deadline_us = ol_time_mono_us() + ol_conf_int(conf, "broker.wait.ms") * 1000;
     if (kafka_status(&st, errstr, sizeof(errstr)))
         goto out;
+    ol_health_probe_wait(probe);
+    probe = NULL;
     if (json)
         print_json(&st);
     else
         print_table(&st);
     rc = OL_EXIT_OK;
 out:
+    if (probe)
+        ol_health_probe_wait(probe);
     if (rc)
         fprintf(stderr, "orderlog status: %s\n", errstr);
     if (st.md)
@@ -545,18 +678,27 @@ out:
         rd_kafka_destroy(st.rk);
     }
     free(st.parts);
+    free(st.roles);
     ol_arena_destroy(st.arena);
     return rc;
 }
 
 const ol_cmd_t ol_cmd_status = {
-    "status", status_run, "lag of every consumer group (stored vs end offsets, in records and seconds) and the dlq",
+    "status", status_run,
+    "lag of every consumer group (stored vs end offsets, in records and seconds), the dlq, the roles' health",
     "usage: orderlog status [--json]\n"
     "  For every group in projection.schema's consumer_offsets (project) and the groups committing to\n"
     "  Kafka (decide, guard), every partition: the offset stored (what is applied), Kafka's end offset,\n"
     "  the lag in records and in seconds (age of the first record not applied yet; 0 when only\n"
-    "  transaction markers are left), with totals per group; and the record count of the dlq topic.\n"
+    "  transaction markers are left), with totals per group; the dead letters of the dlq topic, pending\n"
+    "  and replayed (read through, counted as `orderlog dlq count` does), and its replay markers; and\n"
+    "  for every role in status.endpoints ([name=]host:port, comma separated) its GET /healthz and\n"
+    "  /readyz, asked at once, each within status.endpoint.timeout.ms: ok, 503 and the role's reason,\n"
+    "  unreachable, timed out, or malformed.\n"
     "  Kafka is given broker.wait.ms in all; an unknown value prints as ? (null in JSON).\n"
+    "  Exit 0 whenever the offsets could be read, whatever the lag, the dlq and the roles say; 1 when\n"
+    "  PostgreSQL or Kafka cannot be read; 2 for a bad option or status.endpoints.\n"
     "  --json   one JSON document: {time, schema, groups: {<group>: {lag, lag_seconds, unknown_partitions,\n"
     "           partitions: [{topic, partition, stored_offset, stored_at, stored_in, start_offset, end_offset, lag,\n"
-    "           lag_seconds, error?}]}}, dlq: {topic, records}}\n"};
+    "           lag_seconds, error?}]}}, dlq: {topic, dead_letters, replayed, pending, markers, error?},\n"
+    "           roles: [{name, address, healthz: {state, http_status, reason, ms}, readyz: {...}}]}\n"};

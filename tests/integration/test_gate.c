@@ -35,7 +35,13 @@
 static char prefix[128];
 static char dir[512];
 static ol_test_bg_t *gate;
+static ol_test_bg_t *guard; /* when the test runs one */
 static int gate_port;
+/* Where requests go (the gate's host) and come from (NULL: the kernel's
+ * choice, 127.0.0.1): any 127.0.0.0/8 address is this host's, so a test
+ * can play several clients and proxies. Set from the test's thread only. */
+static const char *gate_host = "127.0.0.1";
+static const char *http_from;
 static char db[1024]; /* a scratch database, when the test made one */
 
 static void setup(void) {
@@ -53,14 +59,20 @@ static const char *fixed_args(void) {
 static void teardown(void) {
     ol_test_bg_free(gate);
     gate = NULL;
+    ol_test_bg_free(guard);
+    guard = NULL;
+    gate_host = "127.0.0.1";
+    http_from = NULL;
     if (*db)
         ol_test_pg_drop_db(db);
     *db = '\0';
     if (*prefix) {
         char group[200];
+        char guard_group[200];
         snprintf(group, sizeof(group), "%sdecide", prefix);
-        const char *g[] = {group};
-        ol_test_kafka_delete_groups(g, 1);
+        snprintf(guard_group, sizeof(guard_group), "%sguard", prefix);
+        const char *g[] = {group, guard_group};
+        ol_test_kafka_delete_groups(g, 2);
         ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
     }
     ol_test_rmtree(dir);
@@ -102,6 +114,38 @@ static void start_gate(const char *extra) {
 
 /* ---- a tiny HTTP/1.1 client ---- */
 
+/* A socket connected to the gate from http_from (when set); -1 on failure. */
+static int connect_gate(void) {
+    struct sockaddr_storage ss = {0}, from = {0};
+    socklen_t len;
+    int family = strchr(gate_host, ':') ? AF_INET6 : AF_INET;
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss, *f6 = (struct sockaddr_in6 *)&from;
+        in6->sin6_family = f6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)gate_port);
+        inet_pton(AF_INET6, gate_host, &in6->sin6_addr);
+        if (http_from)
+            inet_pton(AF_INET6, http_from, &f6->sin6_addr);
+        len = sizeof(*in6);
+    } else {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss, *f = (struct sockaddr_in *)&from;
+        in->sin_family = f->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)gate_port);
+        inet_pton(AF_INET, gate_host, &in->sin_addr);
+        if (http_from)
+            inet_pton(AF_INET, http_from, &f->sin_addr);
+        len = sizeof(*in);
+    }
+    int fd = socket(family, SOCK_STREAM, 0);
+    struct timeval tv = {60, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if ((http_from && bind(fd, (struct sockaddr *)&from, len)) || connect(fd, (struct sockaddr *)&ss, len)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 typedef struct reply_s {
     int status;
     char *headers; /* raw, new string */
@@ -125,15 +169,9 @@ static reply_t http_send(const char *method, const char *path, const char *extra
                          bool chunked) {
     reply_t r = {.status = -1};
     long long t0 = ol_test_now_ms();
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)gate_port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    struct timeval tv = {60, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-        close(fd);
+    int fd = connect_gate();
+    if (fd < 0)
         return r;
-    }
     char *req;
     int n = asprintf(&req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s", method, path,
                      extra ? extra : "", body ? "" : "\r\n");
@@ -444,25 +482,31 @@ Test(gate, throttles_after_the_burst_per_ip_and_per_instance) {
     use_topics("throttle");
     start_gate("-X gate.wait.ms=0 -X gate.ip.rate.per.second=1 -X gate.ip.burst=3 -X gate.rate.per.second=1 "
                "-X gate.rate.burst=6");
+    /* one client (the TCP peer, 127.0.0.1), whichever clientIP its bodies claim */
     for (int i = 0; i < 3; i++) {
-        reply_t r = post_buy(NULL, "u1", "198.51.100.1", "A", 1);
+        char ip[32];
+        snprintf(ip, sizeof(ip), "198.51.100.%d", i + 1);
+        reply_t r = post_buy(NULL, "u1", ip, "A", 1);
         cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
         reply_free(&r);
     }
-    reply_t r = post_buy(NULL, "u1", "198.51.100.1", "A", 1);
+    reply_t r = post_buy(NULL, "u1", "198.51.100.9", "A", 1);
     cr_assert_eq(r.status, 429, "%d %s", r.status, r.body);
     cr_assert_str_eq(r.body, THROTTLED_JSON);
     reply_free(&r);
-    /* another IP has its own bucket; the instance's (6) runs out after it */
+    /* another client (127.0.0.2) has its own bucket; the instance's (6) runs out after it */
+    http_from = "127.0.0.2";
     for (int i = 0; i < 2; i++) {
-        r = post_buy(NULL, "u2", "198.51.100.2", "A", 1);
+        r = post_buy(NULL, "u2", "198.51.100.1", "A", 1);
         cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
         reply_free(&r);
     }
+    http_from = "127.0.0.3";
     r = post_buy(NULL, "u3", "198.51.100.3", "A", 1);
     cr_assert_eq(r.status, 429, "%d %s", r.status, r.body);
     cr_assert_eq(json_is_true(json_object_get(r.json, "isThrottled")), 1, "%s", r.body);
     reply_free(&r);
+    http_from = NULL;
     cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"ip\"}"), 1);
     cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"instance\"}"), 1);
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"throttled\"}"), 2);
@@ -470,6 +514,318 @@ Test(gate, throttles_after_the_burst_per_ip_and_per_instance) {
     stop_gate_ok();
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), 5, "only admitted requests reach Kafka");
+    json_decref(recs);
+}
+
+/* ---- the client's address ---- */
+
+/* The client_ip of the BuyRequested of request id rid among recs. */
+static const char *client_ip_of(json_t *recs, const char *rid) {
+    size_t i;
+    json_t *rec;
+    json_array_foreach(recs, i, rec) {
+        if (!strcmp(dstr(rec, "request_id"), rid))
+            return dstr(rec, "client_ip");
+    }
+    return "(no such record)";
+}
+
+/* POST /buy of buy_body(rid, user, ip, ...) with more header lines (may be NULL). */
+static reply_t post_buy_with(const char *headers, const char *rid, const char *user, const char *ip) {
+    char *body = buy_body(rid, user, ip, "A", 1), hdrs[1024];
+    snprintf(hdrs, sizeof(hdrs), "Content-Type: application/json\r\n%s", headers ? headers : "");
+    reply_t r = http_raw("POST", "/buy", hdrs, body, strlen(body));
+    free(body);
+    return r;
+}
+
+/* How many of n buys from http_from were admitted (202, the rest 429), the
+ * body's clientIP the same each time or a new one each time; *ms how long
+ * they took. */
+static int admitted(int n, bool rotate, long long *ms) {
+    int ok = 0;
+    long long t0 = ol_test_now_ms();
+    for (int i = 0; i < n; i++) {
+        char ip[32];
+        snprintf(ip, sizeof(ip), "198.51.100.%d", rotate ? i + 1 : 1);
+        reply_t r = post_buy(NULL, "u1", ip, "A", 1);
+        cr_assert(r.status == 202 || r.status == 429, "%s request %d: %d %s", rotate ? "rotating" : "fixed", i,
+                  r.status, r.body);
+        ok += r.status == 202;
+        reply_free(&r);
+    }
+    *ms = ol_test_now_ms() - t0;
+    return ok;
+}
+
+/* A client used to get a fresh bucket for every clientIP it made up: 200
+ * requests with rotating ones all passed. */
+Test(gate, a_client_rotating_its_body_client_ip_is_throttled_like_one_with_a_fixed_one) {
+    enum { N = 40, RATE = 2, BURST = 5 };
+    use_topics("rotate");
+    char extra[256];
+    snprintf(extra, sizeof(extra),
+             "-X gate.wait.ms=0 -X gate.rate.per.second=0 -X gate.ip.rate.per.second=%d -X gate.ip.burst=%d", RATE,
+             BURST);
+    start_gate(extra);
+    long long fixed_ms, rotating_ms;
+    http_from = "127.0.0.2";
+    int fixed = admitted(N, false, &fixed_ms);
+    http_from = "127.0.0.3";
+    int rotating = admitted(N, true, &rotating_ms);
+    http_from = NULL;
+    /* a bucket admits its BURST, then RATE a second: at most what it earned
+     * while the requests came (+1: the token part-earned when they began) */
+    int fixed_max = BURST + (int)(RATE * fixed_ms / 1000) + 1;
+    int rotating_max = BURST + (int)(RATE * rotating_ms / 1000) + 1;
+    cr_expect(fixed >= BURST && fixed <= fixed_max, "fixed clientIP: %d of %d admitted in %lld ms, expected %d to %d",
+              fixed, N, fixed_ms, BURST, fixed_max);
+    cr_expect(rotating >= BURST && rotating <= rotating_max,
+              "rotating clientIP: %d of %d admitted in %lld ms, expected %d to %d", rotating, N, rotating_ms, BURST,
+              rotating_max);
+    long long longest = fixed_ms > rotating_ms ? fixed_ms : rotating_ms;
+    cr_expect_leq(abs(fixed - rotating), (int)(RATE * longest / 1000) + 1,
+                  "429s: %d with a fixed clientIP, %d rotating", N - fixed, N - rotating);
+    cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"ip\"}"), 2 * N - fixed - rotating);
+    cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"peer\"}"), 2 * N);
+    cr_expect_eq(metric("orderlog_gate_client_ip_claims_ignored_total"), fixed + rotating);
+    stop_gate_ok();
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), (size_t)(fixed + rotating));
+    int from2 = 0, from3 = 0;
+    size_t i;
+    json_t *rec;
+    json_array_foreach(recs, i, rec) {
+        from2 += !strcmp(dstr(rec, "client_ip"), "127.0.0.2");
+        from3 += !strcmp(dstr(rec, "client_ip"), "127.0.0.3");
+    }
+    cr_expect_eq(from2, fixed, "every record carries its TCP peer");
+    cr_expect_eq(from3, rotating, "every record carries its TCP peer");
+    json_decref(recs);
+}
+
+/* 130 requests claiming 203.0.113.50 used to get guard to ban that address. */
+Test(gate, a_forged_client_ip_gets_its_sender_banned_not_the_address_it_names) {
+    enum { N = 12, IP_MAX = 5 };
+    use_topics("forged");
+    char *bin = ol_test_shell_quote(ol_test_bin());
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s -X guard.ip.max=%d -X guard.user.max=0 guard", bin, prefix,
+             IP_MAX);
+    free(bin);
+    guard = ol_test_bg_start(cmd);
+    cr_assert_eq(ol_test_bg_wait_stderr(guard, "assigned 3 partitions", 1, 60000), 1, "guard did not start:\n%s",
+                 ol_test_bg_stderr(guard));
+    start_gate("-X gate.wait.ms=0 -X gate.rate.per.second=0 -X gate.ip.rate.per.second=0");
+    for (int i = 0; i < N; i++) {
+        char rid[32], user[32];
+        snprintf(rid, sizeof(rid), "forged-%d", i);
+        snprintf(user, sizeof(user), "u%d", i);
+        reply_t r = post_buy(rid, user, "203.0.113.50", "A", 1);
+        cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
+        reply_free(&r);
+    }
+    json_t *recs = read_topic("buy-requests");
+    cr_assert_eq(json_array_size(recs), N);
+    size_t i;
+    json_t *rec;
+    json_array_foreach(recs, i, rec) {
+        cr_assert_str_eq(dstr(rec, "client_ip"), "127.0.0.1", "what guard counts is the peer: %s", json_dumps(rec, 0));
+    }
+    json_decref(recs);
+    /* guard bans the sender... */
+    long long deadline = ol_test_now_ms() + 60000;
+    json_t *bans = NULL;
+    for (bool banned = false; !banned;) {
+        json_decref(bans);
+        bans = read_topic("blacklist");
+        json_array_foreach(bans, i, rec) {
+            banned |= !strcmp(json_string_value(json_object_get(rec, "key")), "ip:127.0.0.1") &&
+                      !strcmp(dstr(rec, "action"), "add") && !strcmp(dstr(rec, "reason"), "rate");
+        }
+        cr_assert(banned || ol_test_now_ms() < deadline, "no ban of ip:127.0.0.1 after 60 s: %s\nguard:\n%s",
+                  json_dumps(bans, 0), ol_test_bg_stderr(guard));
+        if (!banned)
+            usleep(200000);
+    }
+    ol_test_bg_signal(guard, SIGTERM);
+    cr_assert_eq(ol_test_bg_wait(guard, 30000), 0, "%s", ol_test_bg_stderr(guard));
+    /* ...and nothing else: every request judged (guard stopped after the
+     * ban, reading in order), no entry names the claimed address */
+    json_decref(bans);
+    bans = read_topic("blacklist");
+    cr_expect_eq(json_array_size(bans), 1, "one ban: %s", json_dumps(bans, 0));
+    json_array_foreach(bans, i, rec) {
+        cr_expect(!strstr(json_string_value(json_object_get(rec, "key")), "203.0.113.50"), "%s", json_dumps(rec, 0));
+    }
+    cr_expect(!strstr(ol_test_bg_stderr(guard), "203.0.113.50"), "%s", ol_test_bg_stderr(guard));
+    json_decref(bans);
+    stop_gate_ok();
+}
+
+Test(gate, takes_the_client_from_x_forwarded_for_only_when_a_trusted_proxy_sends_it) {
+    use_topics("xff");
+    start_gate("-X gate.wait.ms=0 -X gate.trusted.proxies=127.0.0.1/32,10.0.0.0/8");
+    static const struct {
+        const char *from, *rid, *headers, *client;
+    } cases[] = {
+        {NULL, "xff-1", "X-Forwarded-For: 198.51.100.7\r\n", "198.51.100.7"},
+        /* the right-most address that is no trusted proxy: what the client wrote left of it is not read */
+        {NULL, "xff-2", "X-Forwarded-For: 203.0.113.50, bogus, 198.51.100.8 ,10.1.2.3\r\n", "198.51.100.8"},
+        /* two header lines are one list */
+        {NULL, "xff-3", "X-Forwarded-For: 203.0.113.50\r\nX-Forwarded-For: 198.51.100.9\r\n", "198.51.100.9"},
+        {NULL, "xff-4", "X-Forwarded-For: [2001:DB8::9]:4711\r\n", "2001:db8::9"},
+        {NULL, "xff-5", "x-forwarded-for: ::ffff:198.51.100.10\r\n", "198.51.100.10"},
+        /* a trusted peer without the header is the client itself */
+        {NULL, "xff-6", NULL, "127.0.0.1"},
+        /* the other header is not read */
+        {NULL, "xff-7", "Forwarded: for=198.51.100.11\r\n", "127.0.0.1"},
+        /* a peer that is no trusted proxy: its header is not read, valid or not */
+        {"127.0.0.2", "xff-8", "X-Forwarded-For: 198.51.100.12\r\n", "127.0.0.2"},
+        {"127.0.0.2", "xff-9", "X-Forwarded-For: garbage\r\n", "127.0.0.2"},
+    };
+    size_t n = sizeof(cases) / sizeof(cases[0]);
+    for (size_t i = 0; i < n; i++) {
+        http_from = cases[i].from;
+        reply_t r = post_buy_with(cases[i].headers, cases[i].rid, "u1", "203.0.113.50");
+        cr_assert_eq(r.status, 202, "%s: %d %s", cases[i].rid, r.status, r.body);
+        reply_free(&r);
+    }
+    http_from = NULL;
+    /* a trusted proxy's header that names no usable client: 400, nothing written */
+    reply_t r = post_buy_with("X-Forwarded-For: 198.51.100.13, not-an-ip\r\n", "xff-bad", "u1", "203.0.113.50");
+    cr_expect_eq(r.status, 400, "%d %s", r.status, r.body);
+    cr_expect_str_eq(jstr(&r, "field"), "X-Forwarded-For");
+    cr_expect_str_eq(jstr(&r, "error"), "X-Forwarded-For: \"not-an-ip\" is not an IP address");
+    reply_free(&r);
+    cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"forwarded\"}"), 5);
+    cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"peer\"}"), 4);
+    cr_expect_eq(metric("orderlog_gate_forwarded_invalid_total"), 1);
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), 1);
+    stop_gate_ok();
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), n);
+    for (size_t i = 0; i < n; i++)
+        cr_expect_str_eq(client_ip_of(recs, cases[i].rid), cases[i].client, "%s", cases[i].rid);
+    json_decref(recs);
+}
+
+Test(gate, reads_the_forwarded_header_of_rfc_7239_when_told_to) {
+    use_topics("fwd");
+    start_gate("-X gate.wait.ms=0 -X gate.trusted.proxies=127.0.0.1 -X gate.forwarded.header=forwarded");
+    static const struct {
+        const char *rid, *headers, *client;
+    } cases[] = {
+        {"fwd-1", "Forwarded: for=203.0.113.50, for=\"[2001:db8:cafe::17]:4711\";proto=https\r\n", "2001:db8:cafe::17"},
+        {"fwd-2", "Forwarded: for=192.0.2.60;proto=http;by=203.0.113.43\r\n", "192.0.2.60"},
+        {"fwd-3", "Forwarded: for=\"_hidden\"\r\nForwarded: For=192.0.2.61\r\n", "192.0.2.61"},
+        {"fwd-4", "X-Forwarded-For: 198.51.100.7\r\n", "127.0.0.1"},
+    };
+    size_t n = sizeof(cases) / sizeof(cases[0]);
+    for (size_t i = 0; i < n; i++) {
+        reply_t r = post_buy_with(cases[i].headers, cases[i].rid, "u1", "203.0.113.50");
+        cr_assert_eq(r.status, 202, "%s: %d %s", cases[i].rid, r.status, r.body);
+        reply_free(&r);
+    }
+    reply_t r = post_buy_with("Forwarded: for=unknown\r\n", "fwd-bad", "u1", "203.0.113.50");
+    cr_expect_eq(r.status, 400, "%d %s", r.status, r.body);
+    cr_expect_str_eq(jstr(&r, "field"), "Forwarded");
+    cr_expect_str_eq(jstr(&r, "error"), "Forwarded: for=\"unknown\" is not an IP address");
+    reply_free(&r);
+    stop_gate_ok();
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), n);
+    for (size_t i = 0; i < n; i++)
+        cr_expect_str_eq(client_ip_of(recs, cases[i].rid), cases[i].client, "%s", cases[i].rid);
+    json_decref(recs);
+}
+
+Test(gate, believes_the_body_client_ip_only_when_told_to) {
+    use_topics("body");
+    start_gate("-X gate.wait.ms=0 -X gate.rate.per.second=0 -X gate.ip.rate.per.second=1 -X gate.ip.burst=2 "
+               "-X gate.trust.body.client.ip=true -X gate.trusted.proxies=127.0.0.1");
+    const char *xff = "X-Forwarded-For: 198.51.100.99\r\n"; /* the body wins */
+    static const struct {
+        const char *rid, *ip;
+        int status;
+    } cases[] = {
+        {"body-1", "198.51.100.1", 202},
+        {"body-2", "198.51.100.1", 202},
+        {"body-3", "198.51.100.1", 429},
+        {"body-4", "198.51.100.2", 202}, /* another bucket */
+    };
+    for (size_t i = 0; i < 4; i++) {
+        reply_t r = post_buy_with(xff, cases[i].rid, "u1", cases[i].ip);
+        cr_assert_eq(r.status, cases[i].status, "%s: %d %s", cases[i].rid, r.status, r.body);
+        reply_free(&r);
+    }
+    cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"body\"}"), 3);
+    cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"forwarded\"}"), 0);
+    cr_expect_eq(
+        ol_test_bg_wait_stderr(gate, "client address is the body's clientIP (gate.trust.body.client.ip)", 1, 10000), 1,
+        "no warning at start:\n%s", ol_test_bg_stderr(gate));
+    stop_gate_ok();
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), 3);
+    cr_expect_str_eq(client_ip_of(recs, "body-1"), "198.51.100.1");
+    cr_expect_str_eq(client_ip_of(recs, "body-4"), "198.51.100.2");
+    json_decref(recs);
+}
+
+Test(gate, refuses_bad_trusted_proxy_networks_at_start) {
+    static const struct {
+        const char *set, *says;
+    } bad[] = {
+        {"gate.trusted.proxies=10.0.0.0/33",
+         "orderlog gate: property \"gate.trusted.proxies\": \"10.0.0.0/33\": the prefix length must be 0 to 32"},
+        {"gate.trusted.proxies=127.0.0.1/32, lb.internal", "\"lb.internal\" is not an IPv4 or IPv6 network"},
+        {"gate.trusted.proxies=10.0.0.1/8", "has bits set past its prefix length (the network is 10.0.0.0/8)"},
+        {"gate.trusted.proxies=2001:db8::/129", "the prefix length must be 0 to 128"},
+        {"gate.forwarded.header=x-real-ip", "is not one of x-forwarded-for,forwarded"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *q = ol_test_shell_quote(bad[i].set), *out, *err;
+        int rc = ol_test_orderlogf(&out, &err, fixed_args(), "-X %s gate", q);
+        cr_expect_eq(rc, 2, "%s: exit %d\n%s", bad[i].set, rc, err);
+        cr_expect(strstr(err, bad[i].says), "%s: \"%s\" does not say \"%s\"", bad[i].set, err, bad[i].says);
+        free(q);
+        free(out);
+        free(err);
+    }
+}
+
+Test(gate, an_ipv6_peer_is_its_own_client_address) {
+    int probe = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 lo = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    bool v6 = probe >= 0 && !bind(probe, (struct sockaddr *)&lo, sizeof(lo));
+    if (probe >= 0)
+        close(probe);
+    if (!v6)
+        cr_skip_test("no IPv6 loopback on this machine");
+    use_topics("v6");
+    char *bin = ol_test_shell_quote(ol_test_bin());
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd),
+             "exec %s -X topic.prefix=%s -X gate.listen=[::1]:0 -X gate.wait.ms=0 -X gate.trusted.proxies=::1/128 "
+             "gate",
+             bin, prefix);
+    free(bin);
+    gate = ol_test_bg_start(cmd);
+    cr_assert_eq(ol_test_bg_wait_lines(gate, 1, 60000), 1, "the gate did not start:\n%s", ol_test_bg_stderr(gate));
+    const char *at = strstr(ol_test_bg_stdout(gate), "gate listening on http://[::1]:");
+    cr_assert(at, "%s", ol_test_bg_stdout(gate));
+    gate_port = atoi(at + strlen("gate listening on http://[::1]:"));
+    gate_host = "::1";
+    reply_t r = post_buy_with(NULL, "v6-1", "u1", "203.0.113.50");
+    cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
+    reply_free(&r);
+    r = post_buy_with("X-Forwarded-For: 198.51.100.7, ::1\r\n", "v6-2", "u1", "203.0.113.50");
+    cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
+    reply_free(&r);
+    stop_gate_ok();
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_str_eq(client_ip_of(recs, "v6-1"), "::1");
+    cr_expect_str_eq(client_ip_of(recs, "v6-2"), "198.51.100.7");
     json_decref(recs);
 }
 
@@ -511,7 +867,7 @@ Test(gate, writes_the_buy_requested_with_its_fields_and_envelope) {
     cr_expect_str_eq(json_string_value(json_object_get(first, "key")), "SKU0001");
     json_t *d = json_object_get(first, "data"), *h = json_object_get(first, "headers");
     cr_expect_str_eq(dstr(first, "session_id"), "sess-42");
-    cr_expect_str_eq(dstr(first, "client_ip"), "2001:db8::7");
+    cr_expect_str_eq(dstr(first, "client_ip"), "127.0.0.1", "the TCP peer, not the body's clientIP");
     cr_expect_str_eq(dstr(first, "user_id"), "UID0000000001");
     cr_expect_eq(json_integer_value(json_object_get(d, "user_level")), 5);
     cr_expect_str_eq(dstr(first, "sku"), "SKU0001");

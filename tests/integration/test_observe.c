@@ -260,6 +260,38 @@ Test(observe, every_role_serves_metrics_health_and_readiness) {
         free(r.body);
     }
 
+    /* `orderlog status` asks them all: healthy and ready, each answer well
+     * within its default timeout (500 ms; a role's Kafka check waiting
+     * behind its consumer's fetch long-poll took up to 500 ms) */
+    char endpoints[700];
+    snprintf(endpoints, sizeof(endpoints), "-X status.endpoints=decide=%s,guard=%s,project=%s,gate=%s", addrs[0],
+             addrs[1], addrs[2], addrs[3]);
+    long long slowest = 0;
+    for (int k = 0; k < 3; k++) {
+        char *out = ol_test_orderlogf_ok(fixed_args(), "%s status --json", endpoints);
+        json_t *doc = json_loads(out, 0, NULL);
+        json_t *list = json_object_get(doc, "roles");
+        cr_assert_eq(json_array_size(list), NROLES, "%s", out);
+        for (int i = 0; i < NROLES; i++) {
+            json_t *role = json_array_get(list, (size_t)i);
+            cr_expect_str_eq(json_string_value(json_object_get(role, "name")), roles[i]);
+            const char *paths[] = {"healthz", "readyz"};
+            for (int p = 0; p < 2; p++) {
+                json_t *a = json_object_get(role, paths[p]);
+                cr_expect_str_eq(json_string_value(json_object_get(a, "state")), "ok", "%s %s: %s", roles[i], paths[p],
+                                 out);
+                long long ms = json_integer_value(json_object_get(a, "ms"));
+                slowest = ms > slowest ? ms : slowest;
+            }
+        }
+        json_decref(doc);
+        free(out);
+    }
+    cr_expect_lt(slowest, 300, "the slowest /healthz or /readyz took %lld ms", slowest);
+    char *status_out = ol_test_orderlogf_ok(fixed_args(), "%s status", endpoints);
+    cr_expect(strstr(status_out, "\n  all 4 healthy and ready\n"), "%s", status_out);
+    free(status_out);
+
     /* a little traffic through the gate */
     enum { NBUYS = 5 };
     for (int k = 0; k < NBUYS; k++) {

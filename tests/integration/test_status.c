@@ -2,14 +2,20 @@
  * topic prefix (it_status_<tag>_<pid>_) and a database of its own, so tests
  * can run in parallel. What status should print is worked out here from
  * consumer_offsets (read with SQL) and the broker's watermarks (read with
- * librdkafka directly), not from orderlog's own code. */
+ * librdkafka directly), not from orderlog's own code; the dlq counts from
+ * `orderlog dlq count`, and the roles' health from a real role started here
+ * and from fake endpoints on sockets of this test. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -197,7 +203,7 @@ Test(status, shows_the_records_published_after_a_projection_as_lag) {
     long long rows = ol_test_pg_query_int(db, "select count(*) from orderlog.consumer_offsets");
     cr_expect_eq((long long)json_array_size(json_object_get(g, "partitions")), rows);
     cr_expect_eq(json_object_size(json_object_get(doc, "groups")), 1);
-    cr_expect_eq(int_at(json_object_get(doc, "dlq"), "records"), 0);
+    cr_expect_eq(int_at(json_object_get(doc, "dlq"), "dead_letters"), 0);
     json_decref(doc);
 
     /* the table says the same */
@@ -277,15 +283,16 @@ Test(status, counts_a_poison_record_in_the_dlq) {
     char topic[256];
     snprintf(topic, sizeof(topic), "%sdlq", prefix);
     cr_expect_str_eq(json_string_value(json_object_get(dlq, "topic")) ?: "(none)", topic);
-    cr_expect_eq(int_at(dlq, "records"), 1);
+    cr_expect_eq(int_at(dlq, "dead_letters"), 1);
+    cr_expect_eq(int_at(dlq, "pending"), 1);
     json_t *g = group_of(doc, GROUP);
     cr_expect_eq(int_at(g, "lag"), 0, "the poison record is consumed too");
     cr_expect_eq(check_orders_partitions(g, GROUP), 0);
     json_decref(doc);
 
     char *out = ol_test_orderlogf_ok(fixed_args(), "status");
-    char want[300];
-    snprintf(want, sizeof(want), "dlq %s: 1 record", topic);
+    char want[400];
+    snprintf(want, sizeof(want), "dlq %s: 1 dead letter (0 replayed, 1 pending), 0 replay markers", topic);
     cr_expect(strstr(out, want), "no \"%s\" in:\n%s", want, out);
     free(out);
 }
@@ -398,4 +405,307 @@ Test(status, shows_no_lag_on_transactional_partitions_and_lists_the_kafka_groups
     snprintf(groups[1], sizeof(groups[1]), "%sdecide-restore", prefix);
     const char *gl[] = {groups[0], groups[1]};
     ol_test_kafka_delete_groups(gl, 2);
+}
+
+/* ---- the dlq: dead letters, not records -------------------------------------- */
+
+/* count OrderPaid lines for orders that do not exist: each a dead letter
+ * (stage apply) once projected. */
+static void publish_orphan_payments(int count) {
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/paid.jsonl", dir);
+    FILE *fp = fopen(path, "w");
+    cr_assert(fp);
+    for (int i = 1; i <= count; i++)
+        fprintf(fp,
+                "{\"type\":\"OrderPaid\",\"data\":{\"order_id\":\"ST-NONE-%d\",\"payment_id\":\"pay-%d\","
+                "\"amount\":500,\"currency\":\"CNY\",\"paid_at\":\"2026-04-01T08:01:00Z\"}}\n",
+                i, i);
+    cr_assert_eq(fclose(fp), 0);
+    char *q = ol_test_shell_quote(path);
+    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
+    free(q);
+    free(ol_test_orderlogf_ok(fixed_args(), "-X consumer.max.poison=1000000 project --until-end"));
+}
+
+Test(status, counts_dead_letters_without_the_replay_markers_as_dlq_count_does) {
+    enum { ORPHANS = 2000 };
+    use_stack("dlqcount");
+    publish_orphan_payments(ORPHANS);
+    /* two replays, each a transaction with a marker on the dlq */
+    free(ol_test_orderlogf_ok(fixed_args(), "dlq replay --reason 'ST-NONE-1\"'"));
+    free(ol_test_orderlogf_ok(fixed_args(), "dlq replay --reason 'ST-NONE-2\"'"));
+
+    char *out = ol_test_orderlogf_ok(fixed_args(), "dlq count --json");
+    json_t *count = json_loads(out, 0, NULL);
+    cr_assert(json_is_object(count), "dlq count --json: %s", out);
+    free(out);
+    cr_expect_eq(int_at(count, "dead_letters"), ORPHANS);
+    cr_expect_eq(int_at(count, "replayed"), 2);
+    cr_expect_eq(int_at(count, "markers"), 2);
+
+    long long t0 = ol_test_now_ms();
+    json_t *doc = status_json();
+    long long took = ol_test_now_ms() - t0;
+    cr_expect_lt(took, 1000, "status took %lld ms with %d dead letters", took, ORPHANS);
+    json_t *dlq = json_object_get(doc, "dlq");
+    const char *keys[] = {"dead_letters", "replayed", "pending", "markers"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        cr_expect_eq(int_at(dlq, keys[i]), int_at(count, keys[i]), "%s: status and dlq count differ", keys[i]);
+    cr_expect(!json_object_get(dlq, "error"));
+    /* the span of offsets, what status used to count, holds more: markers
+     * and Kafka's commit markers */
+    long long span = 0;
+    for (int k = 0; k < PARTITIONS; k++) {
+        long long lo, hi;
+        watermarks("dlq", k, &lo, &hi);
+        span += hi - lo;
+    }
+    cr_expect_gt(span, ORPHANS + 2, "the dlq's offsets span %lld", span);
+    json_decref(doc);
+    json_decref(count);
+
+    out = ol_test_orderlogf_ok(fixed_args(), "status");
+    char want[300];
+    snprintf(want, sizeof(want), "dlq %sdlq: %d dead letters (2 replayed, %d pending), 2 replay markers", prefix,
+             ORPHANS, ORPHANS - 2);
+    cr_expect(strstr(out, want), "no \"%s\" in:\n%s", want, out);
+    free(out);
+}
+
+/* ---- the roles' health ------------------------------------------------------- */
+
+/* A fake endpoint on 127.0.0.1: with an answer, a thread serves it to
+ * every connection (after reading the request) and closes; without one,
+ * nothing is ever accepted (connections wait in the backlog, unanswered). */
+typedef struct fake_s {
+    int fd;
+    unsigned port;
+    const char *answer;
+    pthread_t thread;
+} fake_t;
+
+static void *fake_run(void *arg) {
+    fake_t *f = arg;
+    int c;
+    while ((c = accept(f->fd, NULL, NULL)) >= 0) {
+        char req[2048];
+        ssize_t got = read(c, req, sizeof(req));
+        (void)got;
+        ssize_t put = write(c, f->answer, strlen(f->answer));
+        (void)put;
+        close(c);
+    }
+    return NULL; /* the listening socket was shut down */
+}
+
+static void fake_start(fake_t *f, const char *answer) {
+    f->fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(f->fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(bind(f->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(f->fd, 16), 0);
+    socklen_t sl = sizeof(sa);
+    getsockname(f->fd, (struct sockaddr *)&sa, &sl);
+    f->port = ntohs(sa.sin_port);
+    f->answer = answer;
+    if (answer)
+        cr_assert_eq(pthread_create(&f->thread, NULL, fake_run, f), 0);
+}
+
+static void fake_stop(fake_t *f) {
+    shutdown(f->fd, SHUT_RDWR); /* wakes the accept */
+    if (f->answer)
+        pthread_join(f->thread, NULL);
+    close(f->fd);
+}
+
+/* A port nothing listens on. */
+static unsigned closed_port(void) {
+    fake_t f;
+    fake_start(&f, NULL);
+    close(f.fd);
+    return f.port;
+}
+
+/* Starts `orderlog guard` with http.listen on a free port; its address. */
+static ol_test_bg_t *start_guard(char *addr, size_t size) {
+    char *bin = ol_test_shell_quote(ol_test_bin()), cmd[8400];
+    snprintf(cmd, sizeof(cmd), "exec %s %s -X http.listen=127.0.0.1:0 guard", bin, fixed_args());
+    free(bin);
+    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    int lines = ol_test_bg_wait_lines(bg, 1, 60000);
+    const char *out = ol_test_bg_stdout(bg), *at = strstr(out, "http listening on http://");
+    cr_assert(lines >= 1 && at, "guard did not print its address\nstdout:\n%s\nstderr:\n%s", out,
+              ol_test_bg_stderr(bg));
+    at += strlen("http listening on http://");
+    snprintf(addr, size, "%.*s", (int)strcspn(at, "\n"), at);
+    return bg;
+}
+
+/* The entry of the role called name in status --json's roles. */
+static json_t *role_of(json_t *doc, const char *name) {
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(doc, "roles"), i, r) {
+        if (!strcmp(json_string_value(json_object_get(r, "name")) ?: "", name))
+            return r;
+    }
+    char *text = json_dumps(doc, JSON_INDENT(1));
+    cr_assert_fail("no role %s in:\n%s", name, text);
+    return NULL;
+}
+
+static const char *state_of(json_t *role, const char *path) {
+    return json_string_value(json_object_get(json_object_get(role, path), "state")) ?: "(none)";
+}
+
+Test(status, shows_a_running_role_healthy_and_ready) {
+    use_stack("role");
+    char addr[128], endpoints[300];
+    ol_test_bg_t *guard = start_guard(addr, sizeof(addr));
+    snprintf(endpoints, sizeof(endpoints), "-X status.endpoints=guard=%s", addr);
+    /* ready once its partitions are assigned: asked until then */
+    long long deadline = ol_test_now_ms() + 60000;
+    json_t *doc = NULL, *role = NULL;
+    for (;;) {
+        char *out = ol_test_orderlogf_ok(fixed_args(), "%s status --json", endpoints);
+        json_decref(doc);
+        doc = json_loads(out, 0, NULL);
+        cr_assert(json_is_object(doc), "%s", out);
+        free(out);
+        role = role_of(doc, "guard");
+        if (!strcmp(state_of(role, "readyz"), "ok") || ol_test_now_ms() > deadline)
+            break;
+        cr_assert_eq(ol_test_bg_wait(guard, 200), -1, "guard exited\n%s", ol_test_bg_stderr(guard));
+    }
+    json_decref(doc);
+    /* readyz answers well within the default timeout, every time: the
+     * role's Kafka check must not wait behind its consumer's fetch
+     * long-poll (guard's took up to 500 ms when it did) */
+    long long slowest = 0;
+    for (int i = 0; i < 5; i++) {
+        char *out = ol_test_orderlogf_ok(fixed_args(), "%s status --json", endpoints);
+        doc = json_loads(out, 0, NULL);
+        cr_assert(json_is_object(doc), "%s", out);
+        free(out);
+        role = role_of(doc, "guard");
+        cr_expect_str_eq(state_of(role, "readyz"), "ok", "%s", json_dumps(role, 0));
+        long long ms = int_at(json_object_get(role, "readyz"), "ms");
+        slowest = ms > slowest ? ms : slowest;
+        if (i < 4)
+            json_decref(doc);
+    }
+    cr_expect_lt(slowest, 300, "guard's /readyz took %lld ms", slowest);
+    cr_expect_eq(json_array_size(json_object_get(doc, "roles")), 1);
+    cr_expect_str_eq(json_string_value(json_object_get(role, "address")), addr);
+    const char *paths[] = {"healthz", "readyz"};
+    for (int i = 0; i < 2; i++) {
+        json_t *a = json_object_get(role, paths[i]);
+        cr_expect_str_eq(state_of(role, paths[i]), "ok", "%s: %s", paths[i], json_dumps(a, 0));
+        cr_expect_eq(int_at(a, "http_status"), 200);
+        cr_expect(json_is_null(json_object_get(a, "reason")));
+        cr_expect_lt(int_at(a, "ms"), 500, "within status.endpoint.timeout.ms");
+    }
+    json_decref(doc);
+
+    char *out = ol_test_orderlogf_ok(fixed_args(), "%s status", endpoints);
+    char *line = ol_test_find_line(out, "  guard ", addr, " ok ", NULL);
+    cr_expect(line, "no line for guard healthy and ready in:\n%s", out);
+    cr_expect(line && !strcmp(line + strlen(line) - 3, " ok"), "readyz is not ok: %s", line);
+    free(line);
+    cr_expect(strstr(out, "\n  all 1 healthy and ready\n"), "%s", out);
+    free(out);
+
+    /* the role stopped: unreachable, and status still exits 0 */
+    ol_test_bg_signal(guard, SIGTERM);
+    cr_assert_eq(ol_test_bg_wait(guard, 30000), 0, "%s", ol_test_bg_stderr(guard));
+    ol_test_bg_free(guard);
+    doc = NULL;
+    out = ol_test_orderlogf_ok(fixed_args(), "%s status --json", endpoints);
+    doc = json_loads(out, 0, NULL);
+    free(out);
+    cr_expect_str_eq(state_of(role_of(doc, "guard"), "healthz"), "unreachable");
+    json_decref(doc);
+    char g[200];
+    snprintf(g, sizeof(g), "%sguard", prefix);
+    const char *groups[] = {g};
+    ol_test_kafka_delete_groups(groups, 1);
+}
+
+Test(status, reports_unreachable_silent_and_garbage_endpoints_in_bounded_time) {
+    use_stack("badroles");
+    fake_t silent[2], garbage, other;
+    fake_start(&silent[0], NULL);
+    fake_start(&silent[1], NULL);
+    fake_start(&garbage, "\x16\x03\x01 this is not HTTP\r\n\r\n");
+    fake_start(&other, "HTTP/1.1 404 Not Found\r\nContent-Length: 28\r\n\r\n{\"error\":\"no such resource\"}");
+    char args[1000];
+    snprintf(args, sizeof(args),
+             "-X status.endpoint.timeout.ms=800 -X "
+             "status.endpoints=closed=127.0.0.1:%u,s1=127.0.0.1:%u,s2=127.0.0.1:%u,garbage=127.0.0.1:%u,127.0.0.1:%u",
+             closed_port(), silent[0].port, silent[1].port, garbage.port, other.port);
+    long long t0 = ol_test_now_ms();
+    char *out = ol_test_orderlogf_ok(fixed_args(), "%s status --json", args);
+    long long took = ol_test_now_ms() - t0;
+    /* asked at once: one after the other, the silent ones alone would take 3.2 s */
+    cr_expect_lt(took, 2500, "status took %lld ms", took);
+    json_t *doc = json_loads(out, 0, NULL);
+    cr_assert(json_is_object(doc), "%s", out);
+    free(out);
+    json_t *roles = json_object_get(doc, "roles");
+    cr_assert_eq(json_array_size(roles), 5);
+    json_t *closed = role_of(doc, "closed");
+    cr_expect_str_eq(state_of(closed, "healthz"), "unreachable");
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(closed, "readyz"), "reason")) ?: "",
+                     "connection refused");
+    cr_expect_lt(int_at(json_object_get(closed, "healthz"), "ms"), 800);
+    for (int i = 0; i < 2; i++) {
+        json_t *s = role_of(doc, i ? "s2" : "s1");
+        cr_expect_str_eq(state_of(s, "healthz"), "timeout");
+        cr_expect_str_eq(state_of(s, "readyz"), "timeout");
+        long long ms = int_at(json_object_get(s, "readyz"), "ms");
+        cr_expect(ms >= 790 && ms < 2000, "a timeout of 800 ms took %lld ms", ms);
+    }
+    json_t *g = role_of(doc, "garbage");
+    cr_expect_str_eq(state_of(g, "healthz"), "malformed");
+    const char *why = json_string_value(json_object_get(json_object_get(g, "healthz"), "reason")) ?: "";
+    cr_expect(strstr(why, "not an HTTP/1.x answer"), "%s", why);
+    json_t *o = json_array_get(roles, 4);
+    cr_expect(json_is_null(json_object_get(o, "name")));
+    cr_expect_str_eq(state_of(o, "readyz"), "malformed");
+    cr_expect_eq(int_at(json_object_get(o, "readyz"), "http_status"), 404);
+    json_decref(doc);
+
+    out = ol_test_orderlogf_ok(fixed_args(), "%s status", args);
+    char *line = ol_test_find_line(out, "  closed ", "unreachable: connection refused", NULL);
+    cr_expect(line, "%s", out);
+    free(line);
+    line = ol_test_find_line(out, "  s1 ", "timed out: no whole answer within 800 ms", NULL);
+    cr_expect(line, "%s", out);
+    free(line);
+    line = ol_test_find_line(out, "  garbage ", "malformed: not an HTTP/1.x answer", NULL);
+    cr_expect(line, "%s", out);
+    free(line);
+    line = ol_test_find_line(out, "  - ", "malformed: HTTP 404: no such resource", NULL);
+    cr_expect(line, "%s", out);
+    free(line);
+    cr_expect(strstr(out, "\n  NOT ALL WELL: 0 of 5 healthy, 0 of 5 ready\n"), "%s", out);
+    free(out);
+    fake_stop(&silent[0]);
+    fake_stop(&silent[1]);
+    fake_stop(&garbage);
+    fake_stop(&other);
+}
+
+Test(status, rejects_a_malformed_endpoint_list) {
+    char *out, *err;
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "-X status.endpoints=guard=127.0.0.1:1,::1:80 status");
+    cr_expect_eq(rc, 2, "exit %d: %s", rc, err);
+    cr_expect_str_eq(err, "orderlog status: status.endpoints: \"::1:80\": an IPv6 address goes in brackets: "
+                          "[addr]:port\n");
+    cr_expect_str_empty(out);
+    free(out);
+    free(err);
 }

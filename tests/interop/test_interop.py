@@ -477,10 +477,11 @@ def test_c_flash_sale_orders_paid_and_shipped_from_a_backlog(deployment):
 # d. every record orderlog's commands write sits on the murmur2 partition of its key
 # ---------------------------------------------------------------------------
 
-def http(method, url, body=None, timeout=30):
+def http(method, url, body=None, timeout=30, headers=None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
+                                 headers={**({"Content-Type": "application/json"} if data else {}),
+                                          **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read() or b"null")
@@ -515,7 +516,10 @@ def test_d_every_record_of_orderlogs_commands_on_its_murmur2_partition(deploymen
 
     decide = d.start("decide", group="decide")
     guard = d.start("guard", "-X", "guard.ip.max=5", group="guard")
-    gate = d.start("gate", "-X", "gate.listen=127.0.0.1:0", "-X", "gate.wait.ms=20000", group="gate")
+    # the gate behind a load balancer (played here): the client's address is
+    # the X-Forwarded-For the balancer on 127.0.0.1 appends, not the body's clientIP
+    gate = d.start("gate", "-X", "gate.listen=127.0.0.1:0", "-X", "gate.wait.ms=20000",
+                   "-X", "gate.trusted.proxies=127.0.0.1/32", group="gate")
     try:
         url = d.wait_output(gate, r"gate listening on (http://[0-9.:]+)").group(1)
         # loadgen: simulated shoppers, each request decided once (exit 0)
@@ -524,20 +528,23 @@ def test_d_every_record_of_orderlogs_commands_on_its_murmur2_partition(deploymen
         # the gate: a buy and its checkout (decide's OrderPlaced on orders)
         st, ans = http("POST", url + "/buy", dict(sessionID="s1", clientIP="192.0.2.77", userID="d-g1",
                                                   userLevel=3, goodsSKU=hot, goodsQuantity=2,
-                                                  requestID="d-gate-1"))
+                                                  requestID="d-gate-1"),
+                       headers={"X-Forwarded-For": "192.0.2.77"})
         assert st == 200 and ans["repResult"] is True and ans["holdID"] == "h-d-gate-1", (st, ans)
         st, ans = http("POST", url + "/checkout", dict(userID="d-g1", goodsSKU=hot, holdID="h-d-gate-1"))
         assert st == 200 and ans["orderID"] == "o-h-d-gate-1", (st, ans)
         # a bot: more than guard.ip.max buys from one IP, through the gate
         for i in range(8):
-            st, ans = http("POST", url + "/buy", dict(sessionID="bot", clientIP="198.51.100.66",
+            st, ans = http("POST", url + "/buy", dict(sessionID="bot", clientIP="203.0.113.50",
                                                       userID=f"d-bot{i}", userLevel=1, goodsSKU=skus[i % 5],
-                                                      goodsQuantity=1, requestID=f"d-bot-{i}"))
+                                                      goodsQuantity=1, requestID=f"d-bot-{i}"),
+                           headers={"X-Forwarded-For": "203.0.113.50, 198.51.100.66"})
             assert st in (200, 202), (st, ans)
         bl = d.follower("blacklist", group="watch")
         try:
             def banned(recs):
                 d.check_alive(decide, guard, gate)
+                assert not any(r.key == b"ip:203.0.113.50" for r in recs), "the address the bot forged got banned"
                 return any(r.key == b"ip:198.51.100.66" and r.h.get("ce_source") == "orderlog/guard"
                            for r in recs)
             bl.until(banned, 60, "guard's BlacklistChanged for ip:198.51.100.66")
