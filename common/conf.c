@@ -133,7 +133,8 @@ static const ol_conf_prop_t conf_props[] = {
     {"gate.auth.header.from", OL_CONF_STR, "", 0, 0, NULL,
      "Networks of the authenticating proxies, comma separated (CIDRs or addresses, IPv4 and IPv6: 10.0.0.0/8, "
      "2001:db8::/32): with gate.auth=header, a request whose TCP peer is elsewhere is refused 403, whatever headers "
-     "it carries. Required with gate.auth=header."},
+     "it carries. Required with gate.auth=header. Apart from gate.trusted.proxies (same syntax): a proxy trusted to "
+     "forward the client's address does not thereby say who the user is."},
     {"publish.delivery.timeout.ms", OL_CONF_INT, "30000", 1000, 3600000, NULL,
      "How long `publish` lets an event wait for its delivery report before counting it failed."},
     {"publish.max.line.bytes", OL_CONF_INT, "1048576", 1024, 67108864, NULL,

@@ -3,12 +3,10 @@
  * producers/gate_auth.h for the contract. */
 #include "producers/gate_auth.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <jwt.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -20,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/netaddr.h"
 #include "common/util.h"
 
 #define KEY_FILE_MAX 65536 /* bytes read from gate.auth.jwt.key.file */
@@ -65,8 +64,7 @@ struct ol_gate_auth_s {
     tshard_t *cache; /* NULL: gate.auth.jwt.cache.entries = 0 */
     /* header */
     char *hdr_user, *hdr_level;
-    ol_gate_auth_net_t *from;
-    size_t nfrom;
+    ol_netlist_t *from; /* gate.auth.header.from */
 };
 
 static void set_why(char *why, size_t why_size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -246,6 +244,7 @@ ol_err_t ol_gate_auth_new(const ol_conf_t *conf, ol_gate_auth_t **out, char *err
         return OL_ERR_OK;
     ol_gate_auth_t *a = ol_xcalloc(1, sizeof(*a));
     ol_err_t err = OL_ERR_OK;
+    char why[256];
     if (!strcmp(mode, "jwt")) {
         a->mode = OL_GATE_AUTH_MODE_JWT;
         a->alg = !strcmp(ol_conf_str(conf, "gate.auth.jwt.alg"), "HS256") ? JWT_ALG_HS256 : JWT_ALG_RS256;
@@ -276,9 +275,9 @@ ol_err_t ol_gate_auth_new(const ol_conf_t *conf, ol_gate_auth_t **out, char *err
         else if (!strcasecmp(a->hdr_user, a->hdr_level))
             err = ol_errf(errstr, errstr_size, OL_ERR_CONFIG,
                           "property \"gate.auth.header.level\": must not be gate.auth.header.user");
-        else if (!(err = ol_gate_auth_nets_parse(ol_conf_str(conf, "gate.auth.header.from"), &a->from, &a->nfrom,
-                                                 errstr, errstr_size)) &&
-                 !a->nfrom)
+        else if (ol_netlist_parse(ol_conf_str(conf, "gate.auth.header.from"), &a->from, why, sizeof(why)))
+            err = ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "property \"gate.auth.header.from\": %s", why);
+        else if (!ol_netlist_count(a->from))
             err = ol_errf(errstr, errstr_size, OL_ERR_CONFIG,
                           "property \"gate.auth.header.from\": must name the networks of the authenticating proxies "
                           "when gate.auth is header");
@@ -302,7 +301,7 @@ void ol_gate_auth_destroy(ol_gate_auth_t *a) {
     free(a->level_claim);
     free(a->hdr_user);
     free(a->hdr_level);
-    free(a->from);
+    ol_netlist_destroy(a->from);
     free(a);
 }
 
@@ -319,7 +318,7 @@ void ol_gate_auth_describe(const ol_gate_auth_t *a, char *out, size_t out_size) 
                  a->user_claim, a->level_claim);
     else
         snprintf(out, out_size, "authentication by the headers %s and %s of %zu trusted proxy networks", a->hdr_user,
-                 a->hdr_level, a->nfrom);
+                 a->hdr_level, ol_netlist_count(a->from));
 }
 
 /* ---- jwt ------------------------------------------------------------------ */
@@ -506,116 +505,10 @@ const char *ol_gate_auth_bearer(const char *value, size_t *len) {
 
 /* ---- header --------------------------------------------------------------- */
 
-/* An IPv4-mapped IPv6 network or address as the IPv4 one. */
-static void unmap(ol_gate_auth_net_t *n) {
-    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (n->family == AF_INET6 && n->bits >= 96 && !memcmp(n->addr, mapped, 12)) {
-        memmove(n->addr, n->addr + 12, 4);
-        memset(n->addr + 4, 0, 12);
-        n->family = AF_INET;
-        n->bits -= 96;
-    }
-}
-
-static bool parse_net(const char *s, size_t len, ol_gate_auth_net_t *out) {
-    char buf[INET6_ADDRSTRLEN + 8];
-    if (len >= sizeof(buf))
-        return false;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    char *slash = strchr(buf, '/');
-    int bits = -1;
-    if (slash) {
-        *slash = '\0';
-        const char *b = slash + 1;
-        if (!*b || strlen(b) > 3)
-            return false;
-        bits = 0;
-        for (; *b; b++) {
-            if (*b < '0' || *b > '9')
-                return false;
-            bits = bits * 10 + (*b - '0');
-        }
-    }
-    memset(out, 0, sizeof(*out));
-    if (inet_pton(AF_INET, buf, out->addr) == 1)
-        out->family = AF_INET;
-    else if (inet_pton(AF_INET6, buf, out->addr) == 1)
-        out->family = AF_INET6;
-    else
-        return false;
-    int max = out->family == AF_INET ? 32 : 128;
-    if (bits > max)
-        return false;
-    out->bits = bits < 0 ? max : bits;
-    for (int i = out->bits; i < max; i++) /* no bits past the prefix */
-        if (out->addr[i / 8] & (0x80 >> (i % 8)))
-            return false;
-    unmap(out);
-    return true;
-}
-
-ol_err_t ol_gate_auth_nets_parse(const char *text, ol_gate_auth_net_t **out, size_t *n, char *errstr,
-                                 size_t errstr_size) {
-    *out = NULL;
-    *n = 0;
-    ol_gate_auth_net_t *nets = NULL;
-    size_t count = 0;
-    for (const char *s = text; *s;) {
-        const char *end = strchr(s, ',');
-        if (!end)
-            end = s + strlen(s);
-        const char *b = s, *e = end;
-        while (b < e && (*b == ' ' || *b == '\t'))
-            b++;
-        while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        if (e > b) {
-            nets = ol_xrealloc(nets, (count + 1) * sizeof(*nets));
-            if (!parse_net(b, (size_t)(e - b), &nets[count])) {
-                free(nets);
-                return ol_errf(
-                    errstr, errstr_size, OL_ERR_CONFIG,
-                    "property \"gate.auth.header.from\": \"%.*s\" is not a network (an IPv4 or IPv6 address, "
-                    "optionally /prefix, with no bits set past the prefix)",
-                    (int)(e - b > 64 ? 64 : e - b), b);
-            }
-            count++;
-        }
-        s = *end ? end + 1 : end;
-    }
-    *out = nets;
-    *n = count;
-    return OL_ERR_OK;
-}
-
-bool ol_gate_auth_nets_has(const ol_gate_auth_net_t *nets, size_t n, const struct sockaddr *sa) {
-    ol_gate_auth_net_t peer = {0};
-    if (!sa)
-        return false;
-    if (sa->sa_family == AF_INET) {
-        peer.family = AF_INET;
-        memcpy(peer.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-        peer.bits = 32;
-    } else if (sa->sa_family == AF_INET6) {
-        peer.family = AF_INET6;
-        memcpy(peer.addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-        peer.bits = 128;
-        unmap(&peer);
-    } else {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (nets[i].family != peer.family)
-            continue;
-        int full = nets[i].bits / 8, rest = nets[i].bits % 8;
-        if (memcmp(nets[i].addr, peer.addr, (size_t)full))
-            continue;
-        if (rest && ((nets[i].addr[full] ^ peer.addr[full]) & (0xff00 >> rest) & 0xff))
-            continue;
-        return true;
-    }
-    return false;
+bool ol_gate_auth_trusts_peer(const ol_gate_auth_t *a, const struct sockaddr *peer) {
+    ol_netaddr_t addr;
+    return a->mode == OL_GATE_AUTH_MODE_HEADER && ol_netaddr_from_sockaddr(peer, &addr) &&
+           ol_netlist_has(a->from, &addr);
 }
 
 ol_gate_auth_outcome_t ol_gate_auth_from_headers(const char *user, const char *level, ol_gate_auth_user_t *out,
@@ -675,7 +568,7 @@ ol_gate_auth_outcome_t ol_gate_auth_request(ol_gate_auth_t *a, struct MHD_Connec
     bool twice = false;
     if (a->mode == OL_GATE_AUTH_MODE_HEADER) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        if (!ci || !ol_gate_auth_nets_has(a->from, a->nfrom, ci->client_addr)) {
+        if (!ci || !ol_gate_auth_trusts_peer(a, ci->client_addr)) {
             set_why(why, why_size, "the peer is not in gate.auth.header.from");
             return OL_GATE_AUTH_FORBIDDEN;
         }

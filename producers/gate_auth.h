@@ -10,7 +10,9 @@
  *            exp (required), nbf and iat checked; the user and the level are
  *            two claims of it;
  *  - header: an authenticating proxy sets two headers (the user, the level);
- *            believed only from a TCP peer in gate.auth.header.from.
+ *            believed only from a TCP peer in gate.auth.header.from (its own
+ *            list: a proxy trusted to forward a client's address,
+ *            gate.trusted.proxies, need not be one that authenticates).
  *
  * The checks are pure (no clock, no HTTP) except ol_gate_auth_request, the
  * one call the HTTP side makes. An ol_gate_auth_t is shared by every HTTP
@@ -104,23 +106,11 @@ const char *ol_gate_auth_bearer(const char *value, size_t *len);
 
 /* ---- header --------------------------------------------------------------- */
 
-/* A list of networks (gate.auth.header.from): "10.0.0.0/8, 2001:db8::/32,
- * 192.0.2.7" (an address alone is /32 or /128; spaces and empty entries
- * ignored). Literals are read with inet_pton; an IPv4-mapped IPv6 peer
- * (::ffff:a.b.c.d) is matched as the IPv4 address. */
-typedef struct ol_gate_auth_net_s {
-    int family; /* AF_INET or AF_INET6 */
-    unsigned char addr[16];
-    int bits;
-} ol_gate_auth_net_t;
-
-/* Parses text into *out (new array, free() it; NULL when empty) and *n.
- * OL_ERR_CONFIG naming the entry when one is not a network, or has bits set
- * past its prefix (10.0.0.1/8, a likely typo). */
-ol_err_t ol_gate_auth_nets_parse(const char *text, ol_gate_auth_net_t **out, size_t *n, char *errstr,
-                                 size_t errstr_size);
-/* Whether the socket address sa (AF_INET or AF_INET6) is in one of nets. */
-bool ol_gate_auth_nets_has(const ol_gate_auth_net_t *nets, size_t n, const struct sockaddr *sa);
+/* Whether peer (a TCP peer's address) is one of the authenticating proxies
+ * (gate.auth.header.from, a list of networks as gate.trusted.proxies reads
+ * them: common/netaddr.h; an IPv4-mapped IPv6 peer is its IPv4 address).
+ * False outside header mode. */
+bool ol_gate_auth_trusts_peer(const ol_gate_auth_t *a, const struct sockaddr *peer);
 
 /* The user of a request a trusted proxy sent: user (1..OL_GATE_AUTH_USER_MAX
  * bytes, no control characters) and level (decimal digits, 0..INT32_MAX) as

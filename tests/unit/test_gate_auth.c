@@ -522,60 +522,53 @@ static struct sockaddr_storage addr_of(const char *text) {
     return ss;
 }
 
-static bool in(const ol_gate_auth_net_t *nets, size_t n, const char *addr) {
+/* A gate.auth=header authenticator trusting from (NULL: the config's
+ * error in errstr, returned NULL). */
+static ol_gate_auth_t *header_auth(const char *from, char *errstr, size_t errstr_size) {
+    ol_conf_t *conf = ol_conf_new();
+    cr_assert_eq(ol_conf_set(conf, "gate.auth", "header", errstr, errstr_size), OL_ERR_OK);
+    cr_assert_eq(ol_conf_set(conf, "gate.auth.header.from", from, errstr, errstr_size), OL_ERR_OK);
+    ol_gate_auth_t *a = NULL;
+    ol_err_t err = ol_gate_auth_new(conf, &a, errstr, errstr_size);
+    cr_assert((err == OL_ERR_OK) == (a != NULL));
+    ol_conf_destroy(conf);
+    return a;
+}
+
+static bool trusts(const ol_gate_auth_t *a, const char *addr) {
     struct sockaddr_storage ss = addr_of(addr);
-    return ol_gate_auth_nets_has(nets, n, (struct sockaddr *)&ss);
+    return ol_gate_auth_trusts_peer(a, (struct sockaddr *)&ss);
 }
 
-Test(gate_auth, matches_peers_against_the_proxy_networks) {
-    ol_gate_auth_net_t *nets;
-    size_t n;
+Test(gate_auth, header_mode_trusts_peers_of_the_proxy_networks_only) {
     char errstr[256];
-    cr_assert_eq(ol_gate_auth_nets_parse(" 10.0.0.0/8, ,192.0.2.7,2001:db8::/32 , 172.16.0.0/12,198.51.100.128/25",
-                                         &nets, &n, errstr, sizeof(errstr)),
-                 OL_ERR_OK, "%s", errstr);
-    cr_assert_eq(n, 5);
-    cr_expect(in(nets, n, "10.1.2.3"));
-    cr_expect(in(nets, n, "10.255.255.255"));
-    cr_expect(!in(nets, n, "11.0.0.1"));
-    cr_expect(in(nets, n, "192.0.2.7"));
-    cr_expect(!in(nets, n, "192.0.2.8"), "an address alone is /32");
-    cr_expect(in(nets, n, "2001:db8:1::5"));
-    cr_expect(!in(nets, n, "2001:db9::1"));
-    cr_expect(in(nets, n, "172.31.255.1"));
-    cr_expect(!in(nets, n, "172.32.0.1"), "a prefix that is not a whole byte");
-    cr_expect(in(nets, n, "198.51.100.200"));
-    cr_expect(!in(nets, n, "198.51.100.127"));
-    cr_expect(in(nets, n, "::ffff:10.9.8.7"), "an IPv4-mapped peer is its IPv4 address");
-    cr_expect(!in(nets, n, "::ffff:11.9.8.7"));
-    cr_expect(!ol_gate_auth_nets_has(nets, n, NULL));
-    free(nets);
-    cr_assert_eq(ol_gate_auth_nets_parse("::ffff:10.0.0.0/104, ::1", &nets, &n, errstr, sizeof(errstr)), OL_ERR_OK);
-    cr_expect(in(nets, n, "10.3.3.3"), "a v4-mapped network holds the IPv4 addresses");
-    cr_expect(in(nets, n, "::1"));
-    cr_expect(!in(nets, n, "127.0.0.1"));
-    free(nets);
-    cr_assert_eq(ol_gate_auth_nets_parse("", &nets, &n, errstr, sizeof(errstr)), OL_ERR_OK);
-    cr_expect_eq(n, 0);
-    cr_expect(!in(nets, n, "10.0.0.1"), "the empty list holds nothing");
-    cr_assert_eq(ol_gate_auth_nets_parse("0.0.0.0/0", &nets, &n, errstr, sizeof(errstr)), OL_ERR_OK);
-    cr_expect(in(nets, n, "203.0.113.9"));
-    cr_expect(!in(nets, n, "2001:db8::1"), "an IPv4 network holds no IPv6 address");
-    free(nets);
+    ol_gate_auth_t *a = header_auth(" 10.0.0.0/8, ,192.0.2.7,2001:db8::/32 , 172.16.0.0/12", errstr, sizeof(errstr));
+    cr_assert(a, "%s", errstr);
+    cr_expect(trusts(a, "10.1.2.3"));
+    cr_expect(!trusts(a, "11.0.0.1"));
+    cr_expect(trusts(a, "192.0.2.7"));
+    cr_expect(!trusts(a, "192.0.2.8"), "an address alone is /32");
+    cr_expect(trusts(a, "2001:db8:1::5"));
+    cr_expect(!trusts(a, "2001:db9::1"));
+    cr_expect(trusts(a, "172.31.255.1"));
+    cr_expect(!trusts(a, "172.32.0.1"), "a prefix that is not a whole byte");
+    cr_expect(trusts(a, "::ffff:10.9.8.7"), "an IPv4-mapped peer is its IPv4 address");
+    cr_expect(!trusts(a, "::ffff:11.9.8.7"));
+    cr_expect(!ol_gate_auth_trusts_peer(a, NULL));
+    ol_gate_auth_destroy(a);
+    /* a jwt authenticator trusts no peer's headers */
+    ol_gate_auth_t *j = make_auth("RS256", "auth/rsa.pub.pem", NULL);
+    cr_expect(!trusts(j, "10.1.2.3"));
+    ol_gate_auth_destroy(j);
 }
 
-Test(gate_auth, refuses_networks_that_are_not) {
-    static const char *const bad[] = {"10.0.0.1/8",     "10.0.0.0/33", "10.0.0.0/",   "10.0.0/8", "example.com",
-                                      "2001:db8::1/32", "10.0.0.0/8x", "10.0.0.0/-1", "::/129"};
+Test(gate_auth, header_mode_refuses_networks_that_are_not) {
+    static const char *const bad[] = {"10.0.0.1/8", "10.0.0.0/33", "example.com", "2001:db8::1/32", "10.0.0.0/8x"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        ol_gate_auth_net_t *nets = (ol_gate_auth_net_t *)1;
-        size_t n = 9;
         char errstr[256], text[64];
         snprintf(text, sizeof(text), "192.0.2.0/24, %s", bad[i]);
-        cr_expect_eq(ol_gate_auth_nets_parse(text, &nets, &n, errstr, sizeof(errstr)), OL_ERR_CONFIG, "%s", bad[i]);
-        cr_expect_null(nets);
-        cr_expect_eq(n, 0);
-        cr_expect(strstr(errstr, "gate.auth.header.from") && strstr(errstr, bad[i]), "%s", errstr);
+        cr_expect_null(header_auth(text, errstr, sizeof(errstr)), "%s", bad[i]);
+        cr_expect(strstr(errstr, "property \"gate.auth.header.from\"") && strstr(errstr, bad[i]), "%s", errstr);
     }
 }
 
