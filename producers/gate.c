@@ -71,6 +71,8 @@ static void observe(gate_t *g, const req_t *r, outcome_t outcome, int reason) {
     ol_metric_inc(g->m.requests, ol_metric_cell_at(g->m.requests, (size_t)r->ep, (size_t)outcome));
     if (outcome == OUT_REJECTED && reason >= 0)
         ol_metric_inc(g->m.rejected, ol_metric_cell_at(g->m.rejected, (size_t)r->ep, (size_t)reason));
+    if (r->auth_checked)
+        ol_metric_inc(g->m.auth, (size_t)r->auth_outcome);
     int timed = r->ep == EP_BUY ? 0 : r->ep == EP_BUY_STATUS ? 1 : r->ep == EP_CHECKOUT ? 2 : -1;
     if (timed >= 0)
         ol_metric_observe(g->m.duration, (size_t)timed, (double)(ol_time_mono_us() - r->start_us) / 1e6);
@@ -88,6 +90,8 @@ static enum MHD_Result respond(req_t *r, unsigned status, char *body, outcome_t 
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (r->challenge)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, r->challenge);
     if (atomic_load(&g->stopping))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
@@ -259,8 +263,13 @@ static enum MHD_Result produce_and_wait(req_t *r, rd_kafka_topic_t *rkt, const c
     pthread_mutex_lock(&g->lock);
     if (r->ep == EP_BUY) {
         centry_t *e = ol_gate__cache_get(&g->cache, r->request_id);
-        if (e && e->answer) { /* a retried request already decided */
+        if (e && e->answer && ol_gate__owner_ok(r, e->owner)) { /* a retried request already decided */
             ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(e->answer), e->outcome, e->reason);
+            cached = true;
+        } else if (e && e->answer) { /* another user's request id */
+            r->auth_outcome = OL_GATE_AUTH_FORBIDDEN;
+            ol_gate__set_answer(r, MHD_HTTP_FORBIDDEN,
+                                ol_gate__answer_error("requestID is another user's", "requestID"), OUT_FORBIDDEN, -1);
             cached = true;
         }
     }
@@ -334,6 +343,25 @@ static bool body_object(req_t *r, thread_ctx_t *t, enum MHD_Result *ret, const o
     return true;
 }
 
+/* gate.auth: the body's userID (and userLevel when level is not NULL) must
+ * be the authenticated user's, else 403 naming the field; absent (NULL user,
+ * !has_level), they are filled in. */
+static bool body_is_who(req_t *r, const char **user, int32_t *level, bool has_level, enum MHD_Result *ret) {
+    const char *field = ol_gate_auth_mismatch(&r->who, *user, level && has_level ? level : NULL);
+    if (field) {
+        r->auth_outcome = OL_GATE_AUTH_FORBIDDEN;
+        *ret = respond_error(r, MHD_HTTP_FORBIDDEN,
+                             level && !strcmp(field, "userLevel") ? "userLevel is not the authenticated user's level"
+                                                                  : "userID is not the authenticated user",
+                             field, OUT_FORBIDDEN);
+        return false;
+    }
+    *user = r->who.user;
+    if (level)
+        *level = r->who.level;
+    return true;
+}
+
 static enum MHD_Result handle_buy(req_t *r) {
     gate_t *g = r->g;
     thread_ctx_t *t = thread_ctx(g);
@@ -359,11 +387,12 @@ static enum MHD_Result handle_buy(req_t *r) {
     check_t c = {0};
     const char *session, *client_ip, *user, *sku, *rid;
     int32_t level = 0, quantity = 0;
+    bool has_level = !r->authed || ol_json_get(obj, "userLevel"); /* with gate.auth, the token's when absent */
     if (!check_known(&c, obj, buy_fields) || !check_str(&c, obj, "sessionID", true, 0, FIELD_MAX, &session) ||
         !check_str(&c, obj, "clientIP", true, 1, 45, &client_ip) ||
         (!ip_ok(client_ip) && !fail(&c, "clientIP", "must be an IPv4 or IPv6 address")) ||
-        !check_str(&c, obj, "userID", true, 1, FIELD_MAX, &user) ||
-        !check_int(&c, obj, "userLevel", 0, INT32_MAX, &level) ||
+        !check_str(&c, obj, "userID", !r->authed, 1, FIELD_MAX, &user) ||
+        (has_level && !check_int(&c, obj, "userLevel", 0, INT32_MAX, &level)) ||
         !check_str(&c, obj, "goodsSKU", true, 1, FIELD_MAX, &sku) ||
         !check_int(&c, obj, "goodsQuantity", 1, INT32_MAX, &quantity) ||
         !check_str(&c, obj, "requestID", false, 1, REQUEST_ID_MAX, &rid) ||
@@ -378,6 +407,8 @@ static enum MHD_Result handle_buy(req_t *r) {
     } else if (!ol_netaddr_parse(client_ip, strlen(client_ip), &claimed) || !ol_netaddr_equal(&claimed, &client)) {
         ol_metric_inc(g->m.claim_ignored, 0);
     }
+    if (r->authed && !body_is_who(r, &user, &level, has_level, &ret))
+        return ret;
     if (rid)
         memcpy(r->request_id, rid, strlen(rid) + 1);
     else
@@ -411,10 +442,12 @@ static enum MHD_Result handle_checkout(req_t *r) {
         return ret;
     check_t c = {0};
     const char *user, *sku, *hold;
-    if (!check_known(&c, obj, checkout_fields) || !check_str(&c, obj, "userID", true, 1, FIELD_MAX, &user) ||
+    if (!check_known(&c, obj, checkout_fields) || !check_str(&c, obj, "userID", !r->authed, 1, FIELD_MAX, &user) ||
         !check_str(&c, obj, "goodsSKU", true, 1, FIELD_MAX, &sku) ||
         !check_str(&c, obj, "holdID", true, 1, FIELD_MAX, &hold))
         return respond_error(r, MHD_HTTP_BAD_REQUEST, c.msg, c.field, OUT_INVALID);
+    if (r->authed && !body_is_who(r, &user, NULL, false, &ret))
+        return ret;
     ol_uuid_v4(r->request_id);
     memcpy(r->hold_id, hold, strlen(hold) + 1);
     ol_json_member_t m[4];
@@ -432,9 +465,10 @@ static enum MHD_Result handle_checkout(req_t *r) {
     return produce_and_wait(r, g->rkt_buy, ev.key, ev.payload, ev.len, ev.hdrs);
 }
 
-/* A decision from PostgreSQL (buy_decisions): 1 with *answer set, 0 when
+/* A decision from PostgreSQL (buy_decisions): 1 with *answer and *owner set, 0 when
  * there is none (or no such table yet), -1 when the database fails. */
-static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer, outcome_t *outcome, int *reason) {
+static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer, char **owner, outcome_t *outcome,
+                       int *reason) {
     char errstr[512];
     int64_t now = ol_time_mono_us();
     if (!t->pg) {
@@ -460,6 +494,8 @@ static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer
             const char *msg = json_string_value(json_object_get(row, "message"));
             const char *hold = json_string_value(json_object_get(row, "hold_id"));
             const char *exp = json_string_value(json_object_get(row, "expires_at"));
+            const char *user = json_string_value(json_object_get(row, "user_id"));
+            *owner = user ? ol_xstrdup(user) : NULL;
             int64_t expires_ms = 0;
             if (exp && ol_time_parse(exp, &expires_ms))
                 expires_ms = 0;
@@ -506,14 +542,16 @@ static enum MHD_Result handle_buy_status(req_t *r) {
         return respond_throttled(r, false);
     if (!*id || !id_chars_ok(id))
         return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
-    char key[KEY_SIZE], *answer = NULL;
+    char key[KEY_SIZE], *answer = NULL, *owner = NULL;
     outcome_t outcome = OUT_OK;
     int reason = -1;
     snprintf(key, sizeof(key), "b:%s", id);
     pthread_mutex_lock(&g->lock);
     centry_t *e = ol_gate__cache_get(&g->cache, id);
-    bool pending = (e && !e->answer) || ol_gate__wait_exists(g, key);
-    if (e && e->answer) {
+    /* gate.auth: another user's request is answered as unknown */
+    bool mine = !e || ol_gate__owner_ok(r, e->owner), decided = e && e->answer;
+    bool pending = (e && !e->answer && mine) || ol_gate__wait_exists(g, key, r->authed ? r->who.user : NULL);
+    if (decided && mine) {
         answer = ol_xstrdup(e->answer);
         outcome = e->outcome;
         reason = e->reason;
@@ -521,12 +559,22 @@ static enum MHD_Result handle_buy_status(req_t *r) {
     pthread_mutex_unlock(&g->lock);
     if (answer)
         return respond(r, MHD_HTTP_OK, answer, outcome, reason, NULL);
-    int rc = pg_decision(g, thread_ctx(g), id, &answer, &outcome, &reason);
+    if (decided) {
+        r->auth_outcome = OL_GATE_AUTH_FORBIDDEN;
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
+    }
+    int rc = pg_decision(g, thread_ctx(g), id, &answer, &owner, &outcome, &reason);
     if (rc == 1) {
         pthread_mutex_lock(&g->lock);
-        ol_gate__cache_put(&g->cache, id, ol_xstrdup(answer), outcome, reason);
+        ol_gate__cache_put(&g->cache, id, owner, ol_xstrdup(answer), outcome, reason);
         pthread_mutex_unlock(&g->lock);
-        return respond(r, MHD_HTTP_OK, answer, outcome, reason, NULL);
+        mine = ol_gate__owner_ok(r, owner);
+        free(owner);
+        if (mine)
+            return respond(r, MHD_HTTP_OK, answer, outcome, reason, NULL);
+        free(answer);
+        r->auth_outcome = OL_GATE_AUTH_FORBIDDEN;
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
     }
     if (pending)
         return respond(r, MHD_HTTP_ACCEPTED, ol_gate__answer_pending(r), OUT_PENDING, -1, NULL);
@@ -639,7 +687,7 @@ static void metrics_setup(gate_t *g) {
                                              .flags = OL_METRIC_SPARSE,
                                          });
     /* a buy's outcomes and its usual reasons are shown from the start */
-    for (size_t o = 0; o < OUT__COUNT; o++)
+    for (size_t o = 0; o < (g->auth ? OUT__COUNT : OUT_UNAUTHORIZED); o++) /* 401, 403 with gate.auth only */
         ol_metric_show(m->requests, ol_metric_cell_at(m->requests, EP_BUY, o));
     for (size_t i = 0; i < REASON_UNKNOWN_HOLD; i++)
         ol_metric_show(m->rejected, ol_metric_cell_at(m->rejected, EP_BUY, i));
@@ -702,6 +750,13 @@ static void metrics_setup(gate_t *g) {
                                              .buckets = latency_le,
                                              .nbuckets = sizeof(latency_le) / sizeof(latency_le[0]),
                                          });
+    if (g->auth) /* gate.auth=none checks no credentials */
+        m->auth = ol_metrics_add(m->reg, &(ol_metric_def_t){
+                                             .name = "orderlog_gate_auth_total",
+                                             .help = "Requests whose credentials were checked (gate.auth), by outcome.",
+                                             .type = OL_METRIC_COUNTER,
+                                             .labels = {{"outcome", ol_gate_auth_outcome_names}},
+                                         });
     ol_metrics_add_process(m->reg);
 }
 
@@ -747,6 +802,21 @@ static void route(req_t *r, const char *url, const char *method) {
     }
 }
 
+/* gate.auth: who sends r (r->who), else its 401 or 403. */
+static bool authenticate(req_t *r, enum MHD_Result *ret) {
+    char why[256];
+    r->auth_checked = true;
+    r->auth_outcome = ol_gate_auth_request(r->g->auth, r->conn, ol_time_now_ms(), &r->who, why, sizeof(why));
+    if ((r->authed = r->auth_outcome == OL_GATE_AUTH_OK))
+        return true;
+    ol_log_debug("%s refused (%s): %s", endpoint_names[r->ep], ol_gate_auth_outcome_names[r->auth_outcome], why);
+    ol_gate_auth_refusal_t no = ol_gate_auth_refusal(r->g->auth, r->auth_outcome);
+    r->challenge = no.challenge;
+    *ret = respond_error(r, no.status, no.error, no.field,
+                         no.status == MHD_HTTP_FORBIDDEN ? OUT_FORBIDDEN : OUT_UNAUTHORIZED);
+    return false;
+}
+
 static enum MHD_Result dispatch(req_t *r) {
     gate_t *g = r->g;
     if (r->ep == EP_OTHER)
@@ -754,6 +824,9 @@ static enum MHD_Result dispatch(req_t *r) {
     if (r->allow)
         return respond(r, MHD_HTTP_METHOD_NOT_ALLOWED, ol_gate__answer_error("method not allowed", NULL), OUT_INVALID,
                        -1, r->allow);
+    enum MHD_Result ret;
+    if (g->auth && (r->ep == EP_BUY || r->ep == EP_CHECKOUT || r->ep == EP_BUY_STATUS) && !authenticate(r, &ret))
+        return ret;
     switch (r->ep) {
     case EP_BUY_STATUS:
         return handle_buy_status(r);
@@ -768,7 +841,6 @@ static enum MHD_Result dispatch(req_t *r) {
     }
     /* counted until the request is in Kafka's hands: shutdown waits for it */
     atomic_fetch_add(&g->in_handler, 1);
-    enum MHD_Result ret;
     if (atomic_load(&g->stopping))
         ret = respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down", NULL, OUT_UNAVAILABLE);
     else
@@ -1026,6 +1098,12 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
         fprintf(stderr, "orderlog gate: property \"gate.trusted.proxies\": %s\n", errstr);
         return OL_EXIT_USAGE;
     }
+    ol_gate_auth_t *auth; /* the key file is read once, here */
+    if (ol_gate_auth_new(conf, &auth, errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog gate: %s\n", errstr);
+        ol_netlist_destroy(trusted);
+        return OL_EXIT_USAGE;
+    }
     /* Signals go to the main thread only: block them before any thread starts. */
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -1041,6 +1119,7 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
 
     gate_t *g = ol_xcalloc(1, sizeof(*g));
     g->conf = conf;
+    g->auth = auth;
     g->et_buy = ol_schema_find("BuyRequested");
     g->et_checkout = ol_schema_find("CheckoutRequested");
     OL_ASSERT(g->et_buy && g->et_checkout);
@@ -1130,6 +1209,9 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     if (!g->trust_body && ol_netlist_has_any(g->trusted))
         ol_log_warn("gate.trusted.proxies holds a /0 network: its clients can choose their address with %s",
                     g->forwarded == OL_FORWARDED_RFC7239 ? "Forwarded" : "X-Forwarded-For");
+    char described[512];
+    ol_gate_auth_describe(g->auth, described, sizeof(described));
+    ol_log_info("%s", described);
 
     char fatal[256] = "";
     for (;;) {
@@ -1182,6 +1264,7 @@ out:
     ol_ratelimit_destroy(g->rl_instance);
     ol_ratelimit_destroy(g->rl_ip);
     ol_netlist_destroy(g->trusted);
+    ol_gate_auth_destroy(g->auth);
     ol_metrics_destroy(g->m.reg);
     ol_log_info("stopped");
     free(g);

@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "common/arena.h"
 #include "common/codec.h"
@@ -40,6 +41,7 @@
 #include "common/pg.h"
 #include "common/ratelimit.h"
 #include "common/sale.h"
+#include "producers/gate_auth.h"
 
 #define API_VERSION "1.0"
 #define REQUEST_ID_MAX 64 /* client-chosen request ids: [A-Za-z0-9._:-], goes into URLs */
@@ -57,15 +59,17 @@
     X(READYZ, "readyz")         \
     X(METRICS, "metrics")       \
     X(OTHER, "other")
-#define OUTCOMES(X)               \
-    X(ACCEPTED, "accepted")       \
-    X(REJECTED, "rejected")       \
-    X(THROTTLED, "throttled")     \
-    X(INVALID, "invalid")         \
-    X(PENDING, "pending")         \
-    X(NOT_FOUND, "not_found")     \
-    X(UNAVAILABLE, "unavailable") \
-    X(OK, "ok")
+#define OUTCOMES(X)                 \
+    X(ACCEPTED, "accepted")         \
+    X(REJECTED, "rejected")         \
+    X(THROTTLED, "throttled")       \
+    X(INVALID, "invalid")           \
+    X(PENDING, "pending")           \
+    X(NOT_FOUND, "not_found")       \
+    X(UNAVAILABLE, "unavailable")   \
+    X(OK, "ok")                     \
+    X(UNAUTHORIZED, "unauthorized") \
+    X(FORBIDDEN, "forbidden")
 #define EP_ENUM(name, str) EP_##name,
 #define OUT_ENUM(name, str) OUT_##name,
 #define NAME_STR(name, str) str,
@@ -100,6 +104,7 @@ typedef struct metrics_s {
     ol_metric_t *forwarded_invalid;
     ol_metric_t *claim_ignored; /* the body's clientIP is not the client address */
     ol_metric_t *duration;      /* endpoint (buy, buy_status, checkout) */
+    ol_metric_t *auth;          /* gate.auth: outcome (ol_gate_auth_outcome_names) */
     atomic_ullong facts[OL_FACT__COUNT];
     atomic_ullong delivery_failed;
     /* main thread (health_check): when delivery_failed last grew */
@@ -142,13 +147,26 @@ typedef struct req_s {
     char *answer;
     outcome_t outcome;
     int reason; /* index in reason_names when rejected, else -1 */
+    /* gate.auth: the outcome counted when the request is answered (set when
+     * checked, FORBIDDEN when the body or the data is another user's) and
+     * the authenticated user (authed); the WWW-Authenticate of a 401. */
+    bool auth_checked, authed;
+    ol_gate_auth_outcome_t auth_outcome;
+    ol_gate_auth_user_t who;
+    const char *challenge;
 } req_t;
+
+/* Whether r may see what owner's request holds: always without gate.auth. */
+static inline bool ol_gate__owner_ok(const req_t *r, const char *owner) {
+    return !r->authed || (owner && !strcmp(owner, r->who.user));
+}
 
 /* A recent buy decision (answer set) or a request known to be pending
  * (answer NULL), by request id. */
 typedef struct centry_s {
     struct centry_s *hnext;
     char *answer;
+    char *owner; /* the request's user, NULL when not known */
     outcome_t outcome;
     int reason;
     char key[];
@@ -187,6 +205,7 @@ struct gate_s {
     ol_netlist_t *trusted;
     ol_forwarded_t forwarded;
     bool trust_body;
+    ol_gate_auth_t *auth; /* NULL: gate.auth=none */
     pthread_key_t tkey;
 
     pthread_mutex_t lock;
@@ -228,9 +247,10 @@ void ol_gate__cache_free(cache_t *c);
 /* The entry of a request id (borrowed, valid while the lock is held), or NULL. */
 centry_t *ol_gate__cache_get(cache_t *c, const char *key);
 /* Records a decision (answer taken) or, with answer NULL, that the request
- * is pending; a decision is never replaced by "pending". The oldest entry
- * goes when the cache is full. */
-void ol_gate__cache_put(cache_t *c, const char *key, char *answer, outcome_t outcome, int reason);
+ * is pending; a decision is never replaced by "pending". owner (copied; may
+ * be NULL) is the request's user; a decision's replaces a pending one's.
+ * The oldest entry goes when the cache is full. */
+void ol_gate__cache_put(cache_t *c, const char *key, const char *owner, char *answer, outcome_t outcome, int reason);
 
 /* ---- waits (gate_wait.c; under g->lock) ----------------------------------- */
 
@@ -238,8 +258,9 @@ void ol_gate__cache_put(cache_t *c, const char *key, char *answer, outcome_t out
 void ol_gate__wait_add(gate_t *g, req_t *r);
 /* Unregisters r; a no-op when it is not registered. */
 void ol_gate__wait_remove(gate_t *g, req_t *r);
-/* Whether a request waits on key. */
-bool ol_gate__wait_exists(gate_t *g, const char *key);
+/* Whether a request waits on key (of user, when not NULL: an authenticated
+ * request's user). */
+bool ol_gate__wait_exists(gate_t *g, const char *key, const char *user);
 /* Sets r's answer (taken) and marks it done. */
 void ol_gate__set_answer(req_t *r, unsigned status, char *answer, outcome_t outcome, int reason);
 /* Answers every waiting request 202 pending and resumes them (shutdown). */
