@@ -1,5 +1,6 @@
 #include "common/util.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,25 @@ long ol_utf8_invalid_at(const char *str, size_t len) {
         i += n + 1;
     }
     return -1;
+}
+
+int ol_utf8_fit(const char *s, size_t max) {
+    size_t len = strnlen(s, max);
+    if (len == max) /* s[len] is the first byte left out, or the NUL */
+        while (len > 0 && ((unsigned char)s[len] & 0xc0) == 0x80)
+            len--;
+    return len > INT_MAX ? INT_MAX : (int)len;
+}
+
+size_t ol_utf8_trim(const char *str, size_t len) {
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = len;
+    while (i > 0 && len - i < 3 && (s[i - 1] & 0xc0) == 0x80)
+        i--;
+    if (i == 0 || s[i - 1] < 0xc0)
+        return len;
+    size_t need = s[i - 1] >= 0xf0 ? 4 : s[i - 1] >= 0xe0 ? 3 : 2;
+    return len - (i - 1) < need ? i - 1 : len;
 }
 
 /* xoshiro256** seeded once per thread from the kernel. */

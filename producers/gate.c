@@ -113,10 +113,7 @@ static enum MHD_Result respond_throttled(req_t *r, bool ip) {
 /* ---- validation ---------------------------------------------------------- */
 
 /* Fails with a message for the field; NULL when the value is fine. */
-typedef struct check_s {
-    const char *field;
-    char msg[160];
-} check_t;
+typedef ol_gate_check_t check_t;
 
 static bool fail(check_t *c, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static bool fail(check_t *c, const char *field, const char *fmt, ...) {
@@ -185,6 +182,70 @@ static bool id_chars_ok(const char *s) {
 static bool ip_ok(const char *s) {
     unsigned char buf[sizeof(struct in6_addr)];
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+static const char *const buy_fields[] = {"sessionID", "clientIP",      "userID",    "userLevel",
+                                         "goodsSKU",  "goodsQuantity", "requestID", NULL};
+static const char *const checkout_fields[] = {"userID", "goodsSKU", "holdID", NULL};
+
+bool ol_gate__parse_body(ol_arena_t *arena, const char *body, size_t len, const ol_json_t **out, ol_gate_check_t *c) {
+    ol_json_t *root;
+    const char *field; /* the field holding NUL, named in the answer */
+    if (ol_json_parse(arena, body ? body : "", len, &root, &field, c->msg, sizeof(c->msg))) {
+        c->field = field ? field : "body";
+        return false;
+    }
+    if (root->type != OL_JSON_OBJECT)
+        return fail(c, "body", "must be a JSON object, got %s", ol_json_kind(root));
+    *out = root;
+    return true;
+}
+
+bool ol_gate__check_buy(const ol_json_t *obj, bool authed, ol_gate_buy_t *out, ol_gate_check_t *c) {
+    ol_gate_buy_t b = {0};
+    b.has_level = !authed || ol_json_get(obj, "userLevel"); /* with gate.auth, the token's when absent */
+    if (!check_known(c, obj, buy_fields) || !check_str(c, obj, "sessionID", true, 0, FIELD_MAX, &b.session) ||
+        !check_str(c, obj, "clientIP", true, 1, 45, &b.client_ip) ||
+        (!ip_ok(b.client_ip) && !fail(c, "clientIP", "must be an IPv4 or IPv6 address")) ||
+        !check_str(c, obj, "userID", !authed, 1, FIELD_MAX, &b.user) ||
+        (b.has_level && !check_int(c, obj, "userLevel", 0, INT32_MAX, &b.level)) ||
+        !check_str(c, obj, "goodsSKU", true, 1, FIELD_MAX, &b.sku) ||
+        !check_int(c, obj, "goodsQuantity", 1, INT32_MAX, &b.quantity) ||
+        !check_str(c, obj, "requestID", false, 1, REQUEST_ID_MAX, &b.request_id) ||
+        (b.request_id && !id_chars_ok(b.request_id) &&
+         !fail(c, "requestID", "may only hold letters, digits and . _ : -")))
+        return false;
+    *out = b;
+    return true;
+}
+
+bool ol_gate__check_checkout(const ol_json_t *obj, bool authed, ol_gate_checkout_t *out, ol_gate_check_t *c) {
+    ol_gate_checkout_t k = {0};
+    if (!check_known(c, obj, checkout_fields) || !check_str(c, obj, "userID", !authed, 1, FIELD_MAX, &k.user) ||
+        !check_str(c, obj, "goodsSKU", true, 1, FIELD_MAX, &k.sku) ||
+        !check_str(c, obj, "holdID", true, 1, FIELD_MAX, &k.hold))
+        return false;
+    *out = k;
+    return true;
+}
+
+void ol_gate__buy_members(const ol_gate_buy_t *b, const char *request_id, const char *client_ip,
+                          ol_json_member_t m[8]) {
+    ol_json_member_str(&m[0], "request_id", request_id);
+    ol_json_member_str(&m[1], "session_id", b->session);
+    ol_json_member_str(&m[2], "client_ip", client_ip);
+    ol_json_member_str(&m[3], "user_id", b->user);
+    ol_json_member_int(&m[4], "user_level", b->level);
+    ol_json_member_str(&m[5], "sku", b->sku);
+    ol_json_member_int(&m[6], "quantity", b->quantity);
+    ol_json_member_str(&m[7], "channel", "gate");
+}
+
+void ol_gate__checkout_members(const ol_gate_checkout_t *c, const char *request_id, ol_json_member_t m[4]) {
+    ol_json_member_str(&m[0], "request_id", request_id);
+    ol_json_member_str(&m[1], "hold_id", c->hold);
+    ol_json_member_str(&m[2], "user_id", c->user);
+    ol_json_member_str(&m[3], "sku", c->sku);
 }
 
 /* ---- the client's address ----------------------------------------------- */
@@ -310,10 +371,6 @@ static enum MHD_Result produce_and_wait(req_t *r, rd_kafka_topic_t *rkt, const c
 
 /* ---- endpoints ----------------------------------------------------------- */
 
-static const char *const buy_fields[] = {"sessionID", "clientIP",      "userID",    "userLevel",
-                                         "goodsSKU",  "goodsQuantity", "requestID", NULL};
-static const char *const checkout_fields[] = {"userID", "goodsSKU", "holdID", NULL};
-
 /* The checks every POST body passes first; *out the parsed object. */
 static bool body_object(req_t *r, thread_ctx_t *t, enum MHD_Result *ret, const ol_json_t **out) {
     char errstr[256];
@@ -327,19 +384,12 @@ static bool body_object(req_t *r, thread_ctx_t *t, enum MHD_Result *ret, const o
         *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
         return false;
     }
-    ol_json_t *root;
-    const char *field; /* the field holding NUL, named in the answer */
+    check_t c = {0};
     ol_arena_reset(t->arena);
-    if (ol_json_parse(t->arena, r->body ? r->body : "", r->body_len, &root, &field, errstr, sizeof(errstr))) {
-        *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, field ? field : "body", OUT_INVALID);
+    if (!ol_gate__parse_body(t->arena, r->body, r->body_len, out, &c)) {
+        *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, c.msg, c.field, OUT_INVALID);
         return false;
     }
-    if (root->type != OL_JSON_OBJECT) {
-        snprintf(errstr, sizeof(errstr), "must be a JSON object, got %s", ol_json_kind(root));
-        *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
-        return false;
-    }
-    *out = root;
     return true;
 }
 
@@ -385,43 +435,26 @@ static enum MHD_Result handle_buy(req_t *r) {
         !ol_ratelimit_take(g->rl_ip, ip->u.s, ip->len, r->start_us))
         return respond_throttled(r, true);
     check_t c = {0};
-    const char *session, *client_ip, *user, *sku, *rid;
-    int32_t level = 0, quantity = 0;
-    bool has_level = !r->authed || ol_json_get(obj, "userLevel"); /* with gate.auth, the token's when absent */
-    if (!check_known(&c, obj, buy_fields) || !check_str(&c, obj, "sessionID", true, 0, FIELD_MAX, &session) ||
-        !check_str(&c, obj, "clientIP", true, 1, 45, &client_ip) ||
-        (!ip_ok(client_ip) && !fail(&c, "clientIP", "must be an IPv4 or IPv6 address")) ||
-        !check_str(&c, obj, "userID", !r->authed, 1, FIELD_MAX, &user) ||
-        (has_level && !check_int(&c, obj, "userLevel", 0, INT32_MAX, &level)) ||
-        !check_str(&c, obj, "goodsSKU", true, 1, FIELD_MAX, &sku) ||
-        !check_int(&c, obj, "goodsQuantity", 1, INT32_MAX, &quantity) ||
-        !check_str(&c, obj, "requestID", false, 1, REQUEST_ID_MAX, &rid) ||
-        (rid && !id_chars_ok(rid) && !fail(&c, "requestID", "may only hold letters, digits and . _ : -")))
+    ol_gate_buy_t b;
+    if (!ol_gate__check_buy(obj, r->authed, &b, &c))
         return respond_error(r, MHD_HTTP_BAD_REQUEST, c.msg, c.field, OUT_INVALID);
     /* the body's clientIP (the seed API's) is checked, then believed only
      * with gate.trust.body.client.ip */
     ol_netaddr_t claimed;
     if (g->trust_body) {
-        snprintf(addr, sizeof(addr), "%s", client_ip);
+        snprintf(addr, sizeof(addr), "%s", b.client_ip);
         ol_metric_inc(g->m.client, SOURCE_BODY);
-    } else if (!ol_netaddr_parse(client_ip, strlen(client_ip), &claimed) || !ol_netaddr_equal(&claimed, &client)) {
+    } else if (!ol_netaddr_parse(b.client_ip, strlen(b.client_ip), &claimed) || !ol_netaddr_equal(&claimed, &client)) {
         ol_metric_inc(g->m.claim_ignored, 0);
     }
-    if (r->authed && !body_is_who(r, &user, &level, has_level, &ret))
+    if (r->authed && !body_is_who(r, &b.user, &b.level, b.has_level, &ret))
         return ret;
-    if (rid)
-        memcpy(r->request_id, rid, strlen(rid) + 1);
+    if (b.request_id)
+        memcpy(r->request_id, b.request_id, strlen(b.request_id) + 1);
     else
         ol_uuid_v4(r->request_id);
     ol_json_member_t m[8];
-    ol_json_member_str(&m[0], "request_id", r->request_id);
-    ol_json_member_str(&m[1], "session_id", session);
-    ol_json_member_str(&m[2], "client_ip", addr);
-    ol_json_member_str(&m[3], "user_id", user);
-    ol_json_member_int(&m[4], "user_level", level);
-    ol_json_member_str(&m[5], "sku", sku);
-    ol_json_member_int(&m[6], "quantity", quantity);
-    ol_json_member_str(&m[7], "channel", "gate");
+    ol_gate__buy_members(&b, r->request_id, addr, m);
     ol_event_out_t ev;
     char errstr[512];
     if (encode(g, t, g->et_buy, m, 8, &ev, errstr, sizeof(errstr)))
@@ -441,27 +474,22 @@ static enum MHD_Result handle_checkout(req_t *r) {
     if (!body_object(r, t, &ret, &obj))
         return ret;
     check_t c = {0};
-    const char *user, *sku, *hold;
-    if (!check_known(&c, obj, checkout_fields) || !check_str(&c, obj, "userID", !r->authed, 1, FIELD_MAX, &user) ||
-        !check_str(&c, obj, "goodsSKU", true, 1, FIELD_MAX, &sku) ||
-        !check_str(&c, obj, "holdID", true, 1, FIELD_MAX, &hold))
+    ol_gate_checkout_t k;
+    if (!ol_gate__check_checkout(obj, r->authed, &k, &c))
         return respond_error(r, MHD_HTTP_BAD_REQUEST, c.msg, c.field, OUT_INVALID);
-    if (r->authed && !body_is_who(r, &user, NULL, false, &ret))
+    if (r->authed && !body_is_who(r, &k.user, NULL, false, &ret))
         return ret;
     ol_uuid_v4(r->request_id);
-    memcpy(r->hold_id, hold, strlen(hold) + 1);
+    memcpy(r->hold_id, k.hold, strlen(k.hold) + 1);
     ol_json_member_t m[4];
-    ol_json_member_str(&m[0], "request_id", r->request_id);
-    ol_json_member_str(&m[1], "hold_id", hold);
-    ol_json_member_str(&m[2], "user_id", user);
-    ol_json_member_str(&m[3], "sku", sku);
+    ol_gate__checkout_members(&k, r->request_id, m);
     ol_event_out_t ev;
     char errstr[512];
     if (encode(g, t, g->et_checkout, m, 4, &ev, errstr, sizeof(errstr)))
         return respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
     r->nkeys = 2;
     snprintf(r->keys[0], KEY_SIZE, "c:%s", r->request_id);
-    snprintf(r->keys[1], KEY_SIZE, "h:%s", hold);
+    snprintf(r->keys[1], KEY_SIZE, "h:%s", k.hold);
     return produce_and_wait(r, g->rkt_buy, ev.key, ev.payload, ev.len, ev.hdrs);
 }
 
@@ -919,6 +947,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
 }
 
+/* libmicrohttpd's messages: fmt is its own */
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
     (void)cls;
     char buf[512];

@@ -223,6 +223,45 @@ struct gate_s {
     metrics_t m;
 };
 
+/* ---- request bodies (gate.c) --------------------------------------------- */
+
+/* Why a body was refused: the 400 answer's "error" and "field" (a field
+ * name, a key of the body or a path in the arena: borrowed). */
+typedef struct ol_gate_check_s {
+    const char *field;
+    char msg[256];
+} ol_gate_check_t;
+
+/* A valid POST /buy body; strings borrowed from the parsed body. With
+ * gate.auth, user (NULL) and level (has_level false) may be absent: the
+ * token's are used. */
+typedef struct ol_gate_buy_s {
+    const char *session, *client_ip, *user, *sku;
+    const char *request_id; /* NULL when the client chose none */
+    int32_t level, quantity;
+    bool has_level;
+} ol_gate_buy_t;
+
+/* A valid POST /checkout body; strings borrowed from the parsed body (user
+ * NULL when absent, with gate.auth). */
+typedef struct ol_gate_checkout_s {
+    const char *user, *sku, *hold;
+} ol_gate_checkout_t;
+
+/* What POST /buy and POST /checkout do with a body, apart from HTTP, rate
+ * limits and Kafka (tests/fuzz calls them). parse_body: body[0..len) (NULL
+ * when empty) as a JSON object in arena. check_*: the fields of that object
+ * (authed: the request carries a user from gate.auth, so userID and
+ * userLevel may be absent). On false, c says why. *_members: the data of the BuyRequested (m[0..8)) or
+ * CheckoutRequested (m[0..4)) made for it, request_id and client_ip (the
+ * client's address, the body's only with gate.trust.body.client.ip)
+ * borrowed. */
+bool ol_gate__parse_body(ol_arena_t *arena, const char *body, size_t len, const ol_json_t **out, ol_gate_check_t *c);
+bool ol_gate__check_buy(const ol_json_t *obj, bool authed, ol_gate_buy_t *out, ol_gate_check_t *c);
+bool ol_gate__check_checkout(const ol_json_t *obj, bool authed, ol_gate_checkout_t *out, ol_gate_check_t *c);
+void ol_gate__buy_members(const ol_gate_buy_t *b, const char *request_id, const char *client_ip, ol_json_member_t m[8]);
+void ol_gate__checkout_members(const ol_gate_checkout_t *c, const char *request_id, ol_json_member_t m[4]);
+
 /* ---- answers (gate_wait.c): new strings, JSON --------------------------- */
 
 /* The original API's answer to a throttled request. */
