@@ -203,7 +203,8 @@ static enum MHD_Result produce_and_wait(req_t *r, rd_kafka_topic_t *rkt, const c
     pthread_mutex_lock(&g->lock);
     if (r->ep == EP_BUY) {
         centry_t *e = ol_gate__cache_get(&g->cache, r->request_id);
-        if (e && e->answer) { /* a retried request already decided */
+        /* a retried request already decided (too_old is no decision: sent again) */
+        if (e && e->answer && e->reason != REASON_TOO_OLD) {
             ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(e->answer), e->outcome, e->reason);
             cached = true;
         }
@@ -397,6 +398,7 @@ static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer
                 if (!msg || !*msg)
                     msg = !strcmp(why, "blacklisted")                      ? OL_SALE_MSG_BLACKLISTED
                           : !strcmp(why, "level") || !strcmp(why, "limit") ? OL_SALE_MSG_NOT_ALLOWED
+                          : !strcmp(why, "too_old")                        ? OL_SALE_MSG_TOO_OLD
                                                                            : OL_SALE_MSG_SOLD_OUT;
                 *answer = ol_gate__answer_rejected(id, msg, why);
                 *outcome = OUT_REJECTED;
