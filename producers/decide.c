@@ -2042,7 +2042,9 @@ const ol_cmd_t ol_cmd_decide = {
     "  (blacklist, level, limit, unknown SKU, stock), places, converts, cancels and expires holds\n"
     "  (hold.ttl.ms), and writes the facts to sale-events (and OrderPlaced to orders) in Kafka\n"
     "  transactions that also commit the consumed offsets. On assignment each partition's state is\n"
-    "  rebuilt from sale-events first. Keep decide.instance stable across restarts of one process: its\n"
+    "  rebuilt from sale-events first. Decided request ids are remembered for\n"
+    "  decide.idempotency.window.ms of request time; an older BuyRequested is refused too_old.\n"
+    "  Keep decide.instance stable across restarts of one process: its\n"
     "  transactional ids derive from it, so a restart aborts what a killed run left open at once.\n"
     "  With http.listen set, serves /metrics, /healthz and /readyz there.\n"
     "  Runs until SIGTERM or SIGINT, which finish the transaction in flight.\n"};
