@@ -189,6 +189,11 @@ static const ol_conf_prop_t conf_props[] = {
      "Most records `decide` judges in one Kafka transaction."},
     {"decide.batch.ms", OL_CONF_INT, "10", 1, 60000, NULL,
      "Longest `decide` collects records for one transaction after the first arrived (latency vs throughput)."},
+    {"decide.idempotency.window.ms", OL_CONF_INT, "3600000", 1000, 2592000000, NULL,
+     "How long `decide` remembers a decided request id, in request time: a retry within it gets no second "
+     "decision; a BuyRequested whose requested_at is older than the partition's latest fact by more than this is "
+     "refused too_old (never decided twice). Memory: ~60 bytes per request id decided within it (216 MB for an hour "
+     "at 1,000/s)."},
     {"hold.ttl.ms", OL_CONF_INT, "1800000", 1000, 604800000, NULL,
      "How long a hold (cart item) freezes its units before `decide` releases it (HoldReleased, expired)."},
     {"guard.window.ms", OL_CONF_INT, "10000", 100, 86400000, NULL,

@@ -108,6 +108,27 @@ size_t ol_utf8_trim(const char *str, size_t len) {
 static _Thread_local uint64_t rng_s[4];
 static _Thread_local int rng_seeded;
 
+uint64_t ol_hash_bytes(const char *s, size_t len) {
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (len * 0xff51afd7ed558ccdull);
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        h = (h ^ (w * 0xbf58476d1ce4e5b9ull)) * 0x94d049bb133111ebull;
+        h ^= h >> 31;
+    }
+    uint64_t w = 0;
+    for (size_t k = 0; i < len; i++, k += 8)
+        w |= (uint64_t)(unsigned char)s[i] << k;
+    h = (h ^ (w * 0xbf58476d1ce4e5b9ull)) * 0x94d049bb133111ebull;
+    /* final mix (splitmix64) so both halves of the hash are usable */
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
+}
+
 static uint64_t rotl(uint64_t x, int k) {
     return (x << k) | (x >> (64 - k));
 }

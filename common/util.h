@@ -27,6 +27,11 @@ long ol_utf8_invalid_at(const char *s, size_t len);
 int ol_utf8_fit(const char *s, size_t max);
 size_t ol_utf8_trim(const char *s, size_t len);
 
+/* A 64-bit hash of len bytes (both halves usable: the table index from the
+ * low bits, a tag from the high ones). Not keyed: fine for tables whose
+ * worst case is a slower probe, not for anything an attacker must not steer. */
+uint64_t ol_hash_bytes(const char *s, size_t len);
+
 /* Random UUID v4 as 36 chars + NUL, from a per-thread generator seeded by
  * getrandom(2). Thread-safe. */
 void ol_uuid_v4(char out[37]);

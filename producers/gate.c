@@ -324,10 +324,11 @@ static enum MHD_Result produce_and_wait(req_t *r, rd_kafka_topic_t *rkt, const c
     pthread_mutex_lock(&g->lock);
     if (r->ep == EP_BUY) {
         centry_t *e = ol_gate__cache_get(&g->cache, r->request_id);
-        if (e && e->answer && ol_gate__owner_ok(r, e->owner)) { /* a retried request already decided */
+        /* a retried request already decided (too_old is no decision: sent again) */
+        if (e && e->answer && e->reason != REASON_TOO_OLD && ol_gate__owner_ok(r, e->owner)) {
             ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(e->answer), e->outcome, e->reason);
             cached = true;
-        } else if (e && e->answer) { /* another user's request id */
+        } else if (e && e->answer && !ol_gate__owner_ok(r, e->owner)) { /* another user's request id */
             r->auth_outcome = OL_GATE_AUTH_FORBIDDEN;
             ol_gate__set_answer(r, MHD_HTTP_FORBIDDEN,
                                 ol_gate__answer_error("requestID is another user's", "requestID"), OUT_FORBIDDEN, -1);
@@ -536,6 +537,7 @@ static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer
                 if (!msg || !*msg)
                     msg = !strcmp(why, "blacklisted")                      ? OL_SALE_MSG_BLACKLISTED
                           : !strcmp(why, "level") || !strcmp(why, "limit") ? OL_SALE_MSG_NOT_ALLOWED
+                          : !strcmp(why, "too_old")                        ? OL_SALE_MSG_TOO_OLD
                                                                            : OL_SALE_MSG_SOLD_OUT;
                 *answer = ol_gate__answer_rejected(id, msg, why);
                 *outcome = OUT_REJECTED;

@@ -88,6 +88,7 @@ typedef enum outcome_e { OUTCOMES(OUT_ENUM) OUT__COUNT } outcome_t;
     X(RELEASED, "released")         \
     X(CONVERTED, "converted")       \
     X(EXPIRED, "expired")           \
+    X(TOO_OLD, "too_old")           \
     X(OTHER, "other")
 #define REASON_ENUM(name, str) REASON_##name,
 typedef enum reason_e { REASONS(REASON_ENUM) NREASONS } reason_t;

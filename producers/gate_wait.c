@@ -482,7 +482,14 @@ static void deliver(gate_t *g, const char *key, const fact_t *f) {
     req_t *wake[64];
     int nwake = 0;
     pthread_mutex_lock(&g->lock);
-    if (buy_answer)
+    /* too_old is no decision: a decision the gate knows stands, and is the
+     * answer */
+    centry_t *known = f->kind == OL_FACT_BUY_REJECTED && !strcmp(f->reason, "too_old")
+                          ? ol_gate__cache_get(&g->cache, f->request_id)
+                          : NULL;
+    if (known && (!known->answer || known->reason == REASON_TOO_OLD))
+        known = NULL;
+    if (buy_answer && !known)
         ol_gate__cache_put(&g->cache, f->request_id, f->user_id, ol_xstrdup(buy_answer),
                            f->kind == OL_FACT_BUY_ACCEPTED ? OUT_ACCEPTED : OUT_REJECTED,
                            f->kind == OL_FACT_BUY_REJECTED ? ol_gate__reason_index(f->reason) : -1);
@@ -495,7 +502,10 @@ static void deliver(gate_t *g, const char *key, const fact_t *f) {
             break;
         ol_gate__wait_remove(g, r);
         timer_remove(g, r);
-        answer_fact(r, f, buy_answer);
+        if (known)
+            ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(known->answer), known->outcome, known->reason);
+        else
+            answer_fact(r, f, buy_answer);
         if (r->produced) { /* else the delivery report resumes it */
             if (nwake == 64) {
                 pthread_mutex_unlock(&g->lock);

@@ -982,6 +982,104 @@ Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
     stop_gate_ok();
 }
 
+/* Polls GET /buy/<id> until it answers 200 (bounded). */
+static reply_t get_decided(const char *id) {
+    char path[200];
+    snprintf(path, sizeof(path), "/buy/%s", id);
+    long long end = ol_test_now_ms() + 20000;
+    for (;;) {
+        reply_t r = http("GET", path, NULL);
+        if (r.status == 200)
+            return r;
+        cr_assert(ol_test_now_ms() < end, "%s: no decision after 20 s (%d %s)", id, r.status, r.body);
+        reply_free(&r);
+        usleep(50000);
+    }
+}
+
+static int count_requests(const char *id) {
+    json_t *recs = read_topic("buy-requests");
+    int n = 0;
+    size_t i;
+    json_t *r;
+    json_array_foreach(recs, i, r) n += !strcmp(dstr(r, "request_id"), id);
+    json_decref(recs);
+    return n;
+}
+
+/* too_old is no decision: a decision the gate knows stands and is the
+ * answer; a request only refused too_old is shown so, and a retry of it is
+ * written again (decide judges it at its new time). */
+Test(gate, a_too_old_refusal_never_hides_a_decision_and_its_retry_is_sent_again) {
+    use_topics("too_old");
+    char extra[300];
+    snprintf(extra, sizeof(extra), "-X gate.wait.ms=300 -X projection.schema=it_gate_missing_%ld", (long)getpid());
+    start_gate(extra);
+    const char *too_old = "\"reason\":\"too_old\",\"message\":\"The request has expired, please try again!\"}}\n";
+    char lines[2048];
+
+    /* decided, then refused too_old (its old record came back); a decision
+     * of another request after them (same SKU: same partition, read in
+     * order) says the gate has read both */
+    reply_t r = post_buy("it-old-1", "u1", "10.0.0.1", "A", 1);
+    cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
+    reply_free(&r);
+    snprintf(lines, sizeof(lines),
+             "{\"type\":\"BuyAccepted\",\"data\":{\"request_id\":\"it-old-1\",\"hold_id\":\"h-it-old-1\","
+             "\"user_id\":\"u1\",\"sku\":\"A\",\"quantity\":1,\"expires_at\":\"2031-05-06T07:08:09.123Z\"}}\n"
+             "{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-old-1\",\"user_id\":\"u1\",\"sku\":\"A\","
+             "\"quantity\":1,%s"
+             "{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-mark-1\",\"user_id\":\"u9\",\"sku\":\"A\","
+             "\"quantity\":1,\"reason\":\"sold_out\",\"message\":\"The goods is sold out!\"}}\n",
+             too_old);
+    publish(lines);
+    r = get_decided("it-mark-1");
+    reply_free(&r);
+    r = get_decided("it-old-1");
+    cr_assert(json_is_true(json_object_get(r.json, "repResult")), "the decision stands: %s", r.body);
+    cr_assert_str_eq(jstr(&r, "holdID"), "h-it-old-1");
+    reply_free(&r);
+    r = post_buy("it-old-1", "u1", "10.0.0.1", "A", 1);
+    cr_assert_eq(r.status, 200, "answered from the cache: %d %s", r.status, r.body);
+    cr_assert(json_is_true(json_object_get(r.json, "repResult")), "%s", r.body);
+    reply_free(&r);
+    cr_assert_eq(count_requests("it-old-1"), 1, "a decided request is not written again");
+
+    /* only refused too_old: shown so; a retry is written again, and its
+     * decision replaces the refusal */
+    r = post_buy("it-old-2", "u2", "10.0.0.2", "A", 1);
+    cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
+    reply_free(&r);
+    snprintf(lines, sizeof(lines),
+             "{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-old-2\",\"user_id\":\"u2\",\"sku\":\"A\","
+             "\"quantity\":1,%s",
+             too_old);
+    publish(lines);
+    r = get_decided("it-old-2");
+    cr_assert_str_eq(jstr(&r, "reason"), "too_old");
+    cr_assert_str_eq(jstr(&r, "reponseMsg"), "The request has expired, please try again!");
+    cr_assert(json_is_false(json_object_get(r.json, "repResult")), "%s", r.body);
+    reply_free(&r);
+    r = post_buy("it-old-2", "u2", "10.0.0.2", "A", 1);
+    cr_assert_eq(r.status, 202, "a too_old answer is no decision to repeat: %d %s", r.status, r.body);
+    reply_free(&r);
+    cr_assert_eq(count_requests("it-old-2"), 2);
+    publish("{\"type\":\"BuyAccepted\",\"data\":{\"request_id\":\"it-old-2\",\"hold_id\":\"h-it-old-2\","
+            "\"user_id\":\"u2\",\"sku\":\"A\",\"quantity\":1,\"expires_at\":\"2031-05-06T07:08:09.123Z\"}}\n");
+    long long end = ol_test_now_ms() + 20000;
+    for (;;) {
+        r = get_decided("it-old-2");
+        if (json_is_true(json_object_get(r.json, "repResult")))
+            break;
+        cr_assert(ol_test_now_ms() < end, "the decision did not replace too_old: %s", r.body);
+        reply_free(&r);
+        usleep(50000);
+    }
+    reply_free(&r);
+    cr_expect_geq(metric("orderlog_gate_rejected_total{endpoint=\"buy_status\",reason=\"too_old\"}"), 1);
+    stop_gate_ok();
+}
+
 Test(gate, get_reads_older_decisions_from_postgresql) {
     use_topics("pg");
     ol_test_pg_scratch_db("gate", db, sizeof(db));
