@@ -75,6 +75,10 @@ static const ol_conf_prop_t conf_props[] = {
      "answers and fails none: a broker killed on the local 3-broker stack (Kafka's default "
      "broker.session.timeout.ms) held requests up to 9 s, the active controller up to 14 s. A request "
      "acknowledged after gate.wait.ms is answered 202 pending."},
+    {"gate.header.timeout.ms", OL_CONF_INT, "10000", 0, 3600000, NULL,
+     "How long `gate` gives a new connection to send its first request line and headers before closing it (a "
+     "client that is silent or sends a byte at a time; checked each second); 0 = no limit but "
+     "gate.idle.timeout.ms. Later requests on a kept-alive connection have gate.idle.timeout.ms only."},
     {"publish.delivery.timeout.ms", OL_CONF_INT, "30000", 1000, 3600000, NULL,
      "How long `publish` lets an event wait for its delivery report before counting it failed."},
     {"publish.max.line.bytes", OL_CONF_INT, "1048576", 1024, 67108864, NULL,

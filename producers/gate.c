@@ -86,7 +86,7 @@ static enum MHD_Result respond(req_t *r, unsigned status, char *body, outcome_t 
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-    if (atomic_load(&g->stopping))
+    if (atomic_load(&g->stopping) || r->must_close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
@@ -686,7 +686,6 @@ static enum MHD_Result dispatch(req_t *r) {
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **req_cls) {
-    (void)version;
     gate_t *g = cls;
     req_t *r = *req_cls;
     if (!r) {
@@ -697,6 +696,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->reason = -1;
         *req_cls = r;
         route(r, url, method);
+        const char *field, *bad = ol_gate__http_request_check(g, conn, version, &field);
+        if (bad) { /* before any body is read; the connection closes after the answer */
+            r->handled = true;
+            r->must_close = true;
+            return respond_error(r, MHD_HTTP_BAD_REQUEST, bad, field, OUT_INVALID);
+        }
         if (r->wants_body && r->too_large && r->declared_len / 16 > g->body_max) {
             /* absurdly large: answered without reading it (the connection closes) */
             r->handled = true;
@@ -966,6 +971,7 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     pthread_condattr_destroy(&ca);
     pthread_key_create(&g->tkey, thread_ctx_free);
     metrics_setup(g);
+    g->http = ol_gate__http_new(g);
     {
         const char *schema = ol_conf_str(conf, "projection.schema");
         char quoted[300];
@@ -998,18 +1004,20 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned int nthreads = (unsigned int)ol_conf_int(conf, "gate.threads");
-    g->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, nthreads > 1 ? nthreads : 0,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)ol_conf_int(conf, "gate.connections.max"), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)(ol_conf_int(conf, "gate.idle.timeout.ms") / 1000), MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U, MHD_OPTION_END);
+    g->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
+                            nthreads > 1 ? nthreads : 0, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ol_conf_int(conf, "gate.connections.max"),
+                            MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned int)(ol_conf_int(conf, "gate.idle.timeout.ms") / 1000),
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
+                            MHD_OPTION_NOTIFY_CONNECTION, ol_gate__http_on_connection, g, MHD_OPTION_END);
     if (!g->d) {
         fprintf(stderr, "orderlog gate: could not listen on %s: %s\n", ol_conf_str(conf, "gate.listen"),
                 strerror(errno));
         goto out;
     }
+    ol_gate__http_listening(g);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(g->d, MHD_DAEMON_INFO_BIND_PORT);
     char shown[300];
     ol_http_shown_address(ol_conf_str(conf, "gate.listen"), info ? (unsigned)info->port : 0, shown, sizeof(shown));
@@ -1025,6 +1033,7 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
         if (sig == SIGTERM || sig == SIGINT)
             break;
         health_check(g);
+        ol_gate__http_sweep(g);
         /* The idempotent producer cannot go on (librdkafka says so only for
          * errors it cannot recover from): every buy would be answered 503.
          * Stop with a non-zero status so that a supervisor starts a gate
@@ -1039,6 +1048,7 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
 out:
     if (g->d)
         MHD_stop_daemon(g->d);
+    ol_gate__http_destroy(g->http);
     if (threads) {
         atomic_store(&g->threads_stop, true);
         pthread_mutex_lock(&g->lock);

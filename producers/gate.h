@@ -20,6 +20,11 @@
  * outlives the produce call's opaque. Everything about waits is under one
  * lock (g->lock): the wait table, the deadline list and the decision cache.
  *
+ * Framing (gate_http.c): every request's Content-Length, Transfer-Encoding
+ * and Host headers are checked on its first call, before its body is read;
+ * a TLS handshake on the plain port and a connection that does not send its
+ * first request's headers in time are closed.
+ *
  * Ownership: req_t belongs to its connection (freed when libmicrohttpd
  * reports the request completed); while it waits it is borrowed by the wait
  * table and the deadline list, and leaves both before it is resumed. */
@@ -120,6 +125,7 @@ typedef struct req_s {
     endpoint_t ep;
     int64_t start_us;
     bool bad_type, too_large, suspended, handled, wants_body;
+    bool must_close;                 /* answered with Connection: close */
     const char *allow;               /* set when the method is not allowed */
     unsigned long long declared_len; /* Content-Length */
     char *body;
@@ -166,6 +172,8 @@ typedef struct thread_ctx_s {
     int64_t pg_retry_us;
 } thread_ctx_t;
 
+typedef struct gate_http_s gate_http_t; /* gate_http.c */
+
 struct gate_s {
     const ol_conf_t *conf;
     rd_kafka_t *rk;  /* producer */
@@ -194,6 +202,7 @@ struct gate_s {
     atomic_llong waiting_now; /* mirror of waiting, for /metrics */
     pthread_t poll_thread, timer_thread, consumer_thread;
     metrics_t m;
+    gate_http_t *http;
 };
 
 /* ---- answers (gate_wait.c): new strings, JSON --------------------------- */
@@ -245,5 +254,26 @@ void ol_gate__dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
 void *ol_gate__poll_main(void *arg);
 void *ol_gate__timer_main(void *arg);
 void *ol_gate__consumer_main(void *arg);
+
+/* ---- framing and connections (gate_http.c) -------------------------------- */
+
+/* Registers the framing metrics in g->m.reg. */
+gate_http_t *ol_gate__http_new(gate_t *g);
+/* After the HTTP daemon stopped (every connection reported closed). */
+void ol_gate__http_destroy(gate_http_t *h);
+/* Once g->d listens: TCP_DEFER_ACCEPT on its socket. */
+void ol_gate__http_listening(gate_t *g);
+/* MHD_OPTION_NOTIFY_CONNECTION (cls: the gate): closes a TLS handshake at
+ * once, tracks the connection for gate.header.timeout.ms. */
+void ol_gate__http_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                 enum MHD_ConnectionNotificationCode toe);
+/* On the first call for a request (headers read, body not): why its
+ * framing is refused (the message of a 400; *field the header), or NULL.
+ * Counts refusals; ends the connection's header deadline. */
+const char *ol_gate__http_request_check(gate_t *g, struct MHD_Connection *conn, const char *version,
+                                        const char **field);
+/* Closes the connections past gate.header.timeout.ms without request
+ * headers (the main thread, each second). */
+void ol_gate__http_sweep(gate_t *g);
 
 #endif

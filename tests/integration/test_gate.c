@@ -14,6 +14,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -819,6 +820,270 @@ Test(gate, sigterm_answers_waiting_requests_and_exits_0) {
     json_t *recs = read_topic("buy-requests");
     cr_assert_eq(json_array_size(recs), 1, "the request was written before the exit");
     json_decref(recs);
+}
+
+/* ---- framing and connections ---- */
+
+/* What came back on a raw connection: every byte, and whether the gate
+ * closed it (end of file or reset) before the deadline. */
+typedef struct raw_s {
+    char *data; /* new string */
+    size_t len;
+    bool closed;
+    long long ms; /* from the send to the close, or to the deadline */
+} raw_t;
+
+static int raw_connect(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)gate_port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
+}
+
+/* Reads from fd until the gate closes it or timeout_ms pass (fd stays open). */
+static raw_t raw_read(int fd, long long t0, int timeout_ms) {
+    raw_t x = {.data = malloc(65536)};
+    long long end = t0 + timeout_ms;
+    for (;;) {
+        long long left = end - ol_test_now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            break;
+        ssize_t n = recv(fd, x.data + x.len, 65535 - x.len, 0);
+        if (n <= 0) {
+            x.closed = true;
+            break;
+        }
+        x.len += (size_t)n;
+    }
+    x.data[x.len] = '\0';
+    x.ms = ol_test_now_ms() - t0;
+    return x;
+}
+
+/* Sends bytes on a new connection and reads until the gate closes it. */
+static raw_t raw_exchange(const void *bytes, size_t n, int timeout_ms) {
+    int fd = raw_connect();
+    long long t0 = ol_test_now_ms();
+    cr_assert_eq(send(fd, bytes, n, MSG_NOSIGNAL), (ssize_t)n);
+    raw_t x = raw_read(fd, t0, timeout_ms);
+    close(fd);
+    return x;
+}
+
+/* The answers in a raw stream: status lines at the start of the stream or
+ * right after an answer's body. */
+static int raw_answers(const raw_t *x, int *first_status, json_t **first_body, bool *close_header) {
+    int n = 0;
+    const char *p = x->data;
+    while (p && !strncmp(p, "HTTP/1.", 7)) {
+        int status = 0;
+        sscanf(p, "HTTP/1.%*d %d", &status);
+        const char *sep = strstr(p, "\r\n\r\n");
+        if (!sep)
+            break;
+        const char *cl = strcasestr(p, "\r\nContent-Length:");
+        size_t len = cl && cl < sep ? strtoul(cl + 17, NULL, 10) : 0;
+        if (n == 0) {
+            *first_status = status;
+            *first_body = json_loadb(sep + 4, len, 0, NULL);
+            *close_header = strcasestr(p, "\r\nConnection: close") && strcasestr(p, "\r\nConnection: close") < sep;
+        }
+        n++;
+        p = sep + 4 + len;
+    }
+    return n;
+}
+
+Test(gate, refuses_ambiguous_framing_with_400_json_and_closes) {
+    use_topics("framing");
+    start_gate("-X gate.wait.ms=0");
+    /* each would be read one way by a proxy and another by a lenient server:
+     * a request hidden after the first must never be answered */
+    static const struct {
+        const char *what, *request, *field, *reason;
+    } cases[] = {
+        {"two different Content-Length",
+         "POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 0\r\n"
+         "Content-Length: 34\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+         "Content-Length", "content_length_repeated"},
+        {"two equal Content-Length",
+         "POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+         "Content-Length: 2\r\n\r\n{}",
+         "Content-Length", "content_length_repeated"},
+        {"Content-Length with chunked",
+         "POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+         "Transfer-Encoding", "content_length_with_transfer_encoding"},
+        {"Transfer-Encoding gzip",
+         "POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip\r\n\r\n"
+         "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+         "Transfer-Encoding", "transfer_encoding_not_chunked"},
+        {"Transfer-Encoding chunked twice",
+         "POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         "Transfer-Encoding", "transfer_encoding_not_chunked"},
+        {"Transfer-Encoding as a list",
+         "POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: identity, chunked\r\n"
+         "\r\n0\r\n\r\n",
+         "Transfer-Encoding", "transfer_encoding_not_chunked"},
+        {"Transfer-Encoding in HTTP/1.0",
+         "POST /buy HTTP/1.0\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         "Transfer-Encoding", "transfer_encoding_in_http10"},
+        {"HTTP/1.1 without Host", "GET /healthz HTTP/1.1\r\n\r\n", "Host", "host_missing"},
+        {"two Host", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "Host", "host_repeated"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        raw_t x = raw_exchange(cases[i].request, strlen(cases[i].request), 5000);
+        int status = 0;
+        json_t *body = NULL;
+        bool close_header = false;
+        int answers = raw_answers(&x, &status, &body, &close_header);
+        cr_expect(x.closed, "%s: the connection is still open after %lld ms:\n%s", cases[i].what, x.ms, x.data);
+        cr_expect_eq(answers, 1, "%s: %d answers:\n%s", cases[i].what, answers, x.data);
+        cr_expect_eq(status, 400, "%s:\n%s", cases[i].what, x.data);
+        cr_expect(close_header, "%s: no Connection: close:\n%s", cases[i].what, x.data);
+        cr_expect(json_string_value(json_object_get(body, "error")), "%s: no JSON error:\n%s", cases[i].what, x.data);
+        const char *field = json_string_value(json_object_get(body, "field"));
+        cr_expect(field && !strcmp(field, cases[i].field), "%s: field %s:\n%s", cases[i].what, field, x.data);
+        json_decref(body);
+        free(x.data);
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char sample[200];
+        snprintf(sample, sizeof(sample), "orderlog_gate_bad_framing_total{reason=\"%s\"}", cases[i].reason);
+        long long want = 0;
+        for (size_t j = 0; j < sizeof(cases) / sizeof(cases[0]); j++)
+            want += !strcmp(cases[i].reason, cases[j].reason);
+        cr_expect_eq(metric(sample), want, "%s", sample);
+    }
+
+    /* what stays fine: HTTP/1.0 without Host, one Content-Length, chunked
+     * alone, and pipelined keep-alive requests */
+    const char *v10 = "GET /healthz HTTP/1.0\r\n\r\n";
+    raw_t x = raw_exchange(v10, strlen(v10), 5000);
+    int status = 0;
+    json_t *body = NULL;
+    bool close_header = false;
+    cr_expect_eq(raw_answers(&x, &status, &body, &close_header), 1, "%s", x.data);
+    cr_expect_eq(status, 200, "HTTP/1.0 needs no Host:\n%s", x.data);
+    json_decref(body);
+    free(x.data);
+    char *buy = buy_body("it-framing-10", "u1", "10.0.0.1", "A", 1), req[1024];
+    snprintf(req, sizeof(req), "POST /buy HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(buy), buy);
+    x = raw_exchange(req, strlen(req), 10000);
+    cr_expect_eq(raw_answers(&x, &status, &body, &close_header), 1, "%s", x.data);
+    cr_expect_eq(status, 202, "HTTP/1.0 POST /buy without Host:\n%s", x.data);
+    json_decref(body);
+    free(x.data);
+    free(buy);
+    reply_t r = post_buy("it-framing-11", "u2", "10.0.0.2", "A", 1);
+    cr_expect_eq(r.status, 202, "%d %s", r.status, r.body);
+    reply_free(&r);
+    r = http_send("POST", "/buy", "Content-Type: application/json\r\n", "2\r\n{}\r\n0\r\n\r\n", 12, true);
+    cr_expect_eq(r.status, 400, "chunked alone reaches validation: %d %s", r.status, r.body);
+    cr_expect_str_eq(jstr(&r, "field"), "sessionID", "%s", r.body);
+    reply_free(&r);
+    const char *pipelined = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    x = raw_exchange(pipelined, strlen(pipelined), 10000);
+    cr_expect_eq(raw_answers(&x, &status, &body, &close_header), 3, "three pipelined answers:\n%s", x.data);
+    cr_expect_eq(status, 200, "%s", x.data);
+    json_decref(body);
+    free(x.data);
+    stop_gate_ok();
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), 2, "only the two well-framed buys reach Kafka: %s", json_dumps(recs, 0));
+    json_decref(recs);
+}
+
+/* The first record of a TLS handshake: a minimal ClientHello. Its random
+ * holds no CR or LF, as many real ones: libmicrohttpd then never sees the
+ * end of a "request line" and used to hold the connection until the idle
+ * timeout. */
+static const unsigned char client_hello[] = {
+    0x16, 0x03, 0x01, 0x00, 0x2f,       /* handshake record, 47 bytes */
+    0x01, 0x00, 0x00, 0x2b, 0x03, 0x03, /* ClientHello, 43 bytes, TLS 1.2 */
+    'r',  'a',  'n',  'd',  'o',  'm',  'r', 'a', 'n', 'd', 'o', 'm', 'r', 'a', 'n', 'd', /* random */
+    'o',  'm',  'r',  'a',  'n',  'd',  'o', 'm', 'r', 'a', 'n', 'd', 'o', 'm', 'r', 'a', /* */
+    0x00, 0x00, 0x02, 0x13, 0x01, /* no session, one cipher suite */
+    0x01, 0x00, 0x00, 0x00,       /* no compression, no extensions */
+};
+
+Test(gate, closes_a_tls_handshake_on_the_plain_port_at_once) {
+    use_topics("tls");
+    start_gate("-X gate.wait.ms=0 -X gate.idle.timeout.ms=60000");
+    for (int i = 0; i < 3; i++) {
+        raw_t x = raw_exchange(client_hello, sizeof(client_hello), 10000);
+        cr_expect(x.closed, "attempt %d: the connection is still open after %lld ms", i, x.ms);
+        cr_expect_lt(x.ms, 1000, "attempt %d: closed after %lld ms", i, x.ms);
+        cr_expect_eq(x.len, 0, "attempt %d: the gate answered a TLS handshake:\n%s", i, x.data);
+        fprintf(stderr, "TLS ClientHello on the plain port: closed after %lld ms\n", x.ms);
+        free(x.data);
+    }
+    /* a real client: Python's ssl module */
+    int expected = 3;
+    char *out, *err;
+    int rc = ol_test_runf(
+        &out, &err,
+        "command -v python3 >/dev/null || exit 77; exec python3 -c 'import socket, ssl, time\n"
+        "c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n"
+        "s = socket.create_connection((\"127.0.0.1\", %d)); s.settimeout(30); t = time.monotonic()\n"
+        "try:\n c.wrap_socket(s, server_hostname=\"gate\"); print(\"handshake done\")\n"
+        "except (ssl.SSLError, OSError) as e:\n print(round((time.monotonic() - t) * 1000), type(e).__name__)\n'",
+        gate_port);
+    if (rc != 77) {
+        cr_expect_eq(rc, 0, "%s%s", out, err);
+        cr_expect(atoi(out) < 1000 && !strstr(out, "done") && !strstr(out, "timeout"), "python ssl: %s", out);
+        fprintf(stderr, "python3 ssl handshake on the plain port: %s", out);
+        expected++;
+    }
+    free(out);
+    free(err);
+    cr_expect_eq(metric("orderlog_gate_connections_dropped_total{reason=\"tls_handshake\"}"), expected);
+    reply_t r = http("GET", "/healthz", NULL);
+    cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
+    reply_free(&r);
+    stop_gate_ok();
+}
+
+Test(gate, closes_a_connection_without_request_headers_after_the_header_timeout) {
+    use_topics("slow");
+    start_gate("-X gate.wait.ms=0 -X gate.header.timeout.ms=1000 -X gate.idle.timeout.ms=60000");
+    /* a request line and part of the headers, then nothing */
+    int slow = raw_connect();
+    long long t0 = ol_test_now_ms();
+    const char *part = "GET /healthz HTTP/1.1\r\nHost: x\r\nUser-Ag";
+    cr_assert_eq(send(slow, part, strlen(part), MSG_NOSIGNAL), (ssize_t)strlen(part));
+    /* a kept-alive connection idle after its first answer is not concerned */
+    int kept = raw_connect();
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    cr_assert_eq(send(kept, get, strlen(get), MSG_NOSIGNAL), (ssize_t)strlen(get));
+    reply_t r = http("GET", "/healthz", NULL); /* others are answered meanwhile */
+    cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
+    cr_expect_lt(r.ms, 500);
+    reply_free(&r);
+    raw_t x = raw_read(slow, t0, 10000);
+    close(slow);
+    cr_expect(x.closed, "still open after %lld ms", x.ms);
+    cr_expect_geq(x.ms, 900, "closed after %lld ms, before gate.header.timeout.ms", x.ms);
+    cr_expect_lt(x.ms, 4000, "closed after %lld ms: 1 s timeout, checked each second", x.ms);
+    cr_expect_eq(x.len, 0, "%s", x.data);
+    fprintf(stderr, "incomplete headers: closed after %lld ms (gate.header.timeout.ms=1000)\n", x.ms);
+    free(x.data);
+    x = raw_read(kept, ol_test_now_ms(), 200); /* its answer */
+    cr_expect(!x.closed && strstr(x.data, "HTTP/1.1 200"), "%s", x.data);
+    free(x.data);
+    cr_assert_eq(send(kept, get, strlen(get), MSG_NOSIGNAL), (ssize_t)strlen(get));
+    x = raw_read(kept, ol_test_now_ms(), 2000);
+    cr_expect(!x.closed && strstr(x.data, "HTTP/1.1 200"), "the kept-alive connection, %lld ms later:\n%s",
+              ol_test_now_ms() - t0, x.data);
+    free(x.data);
+    close(kept);
+    cr_expect_eq(metric("orderlog_gate_connections_dropped_total{reason=\"header_timeout\"}"), 1);
+    stop_gate_ok();
 }
 
 /* ---- end to end, through the decider ---- */
