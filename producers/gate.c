@@ -47,8 +47,6 @@ static void thread_ctx_free(void *p) {
     thread_ctx_t *t = p;
     ol_codec_destroy(t->codec);
     ol_arena_destroy(t->arena);
-    if (t->pg)
-        PQfinish(t->pg);
     free(t);
 }
 
@@ -357,73 +355,6 @@ static enum MHD_Result handle_checkout(req_t *r) {
     return produce_and_wait(r, g->rkt_buy, ev.key, ev.payload, ev.len, ev.hdrs);
 }
 
-/* A decision from PostgreSQL (buy_decisions): 1 with *answer set, 0 when
- * there is none (or no such table yet), -1 when the database fails. */
-static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer, outcome_t *outcome, int *reason) {
-    char errstr[512];
-    int64_t now = ol_time_mono_us();
-    if (!t->pg) {
-        if (now < t->pg_retry_us)
-            return -1;
-        if (!(t->pg = ol_pg_connect(g->conf, errstr, sizeof(errstr)))) {
-            t->pg_retry_us = now + 1000000;
-            ol_log_warn("decisions past the cache cannot be read: %s", errstr);
-            return -1;
-        }
-        PQclear(PQexec(t->pg, "SET statement_timeout = 2000"));
-    }
-    const char *params[] = {id};
-    PGresult *res = PQexecParams(t->pg, g->pg_sql, 1, NULL, params, NULL, NULL, 0);
-    int rc = -1;
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        rc = 0;
-        if (PQntuples(res) > 0) {
-            /* the row as JSON: whichever columns the schema has (expires_at came later) */
-            json_t *row = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
-            const char *out = json_string_value(json_object_get(row, "outcome"));
-            const char *why = json_string_value(json_object_get(row, "reason"));
-            const char *msg = json_string_value(json_object_get(row, "message"));
-            const char *hold = json_string_value(json_object_get(row, "hold_id"));
-            const char *exp = json_string_value(json_object_get(row, "expires_at"));
-            int64_t expires_ms = 0;
-            if (exp && ol_time_parse(exp, &expires_ms))
-                expires_ms = 0;
-            if (out && !strcmp(out, "accepted")) {
-                *answer = ol_gate__answer_accepted(id, hold ? hold : "", expires_ms);
-                *outcome = OUT_ACCEPTED;
-                *reason = -1;
-            } else {
-                why = why ? why : "";
-                if (!msg || !*msg)
-                    msg = !strcmp(why, "blacklisted")                      ? OL_SALE_MSG_BLACKLISTED
-                          : !strcmp(why, "level") || !strcmp(why, "limit") ? OL_SALE_MSG_NOT_ALLOWED
-                                                                           : OL_SALE_MSG_SOLD_OUT;
-                *answer = ol_gate__answer_rejected(id, msg, why);
-                *outcome = OUT_REJECTED;
-                *reason = ol_gate__reason_index(why);
-            }
-            json_decref(row);
-            rc = 1;
-        }
-    } else {
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        ol_pg_msg(res, t->pg, errstr, sizeof(errstr));
-        if (state && (!strcmp(state, "42P01") || !strcmp(state, "3F000"))) {
-            rc = 0; /* no decisions table (yet): nothing is known */
-            if (!atomic_exchange(&g->pg_table_warned, true))
-                ol_log_warn("decisions past the cache cannot be read: %s", errstr);
-        } else {
-            ol_log_warn("could not read a decision from PostgreSQL: %s", errstr);
-            if (PQstatus(t->pg) != CONNECTION_OK) {
-                PQfinish(t->pg);
-                t->pg = NULL;
-            }
-        }
-    }
-    PQclear(res);
-    return rc;
-}
-
 static enum MHD_Result handle_buy_status(req_t *r) {
     gate_t *g = r->g;
     const char *id = r->request_id;
@@ -446,19 +377,8 @@ static enum MHD_Result handle_buy_status(req_t *r) {
     pthread_mutex_unlock(&g->lock);
     if (answer)
         return respond(r, MHD_HTTP_OK, answer, outcome, reason, NULL);
-    int rc = pg_decision(g, thread_ctx(g), id, &answer, &outcome, &reason);
-    if (rc == 1) {
-        pthread_mutex_lock(&g->lock);
-        ol_gate__cache_put(&g->cache, id, ol_xstrdup(answer), outcome, reason);
-        pthread_mutex_unlock(&g->lock);
-        return respond(r, MHD_HTTP_OK, answer, outcome, reason, NULL);
-    }
-    if (pending)
-        return respond(r, MHD_HTTP_ACCEPTED, ol_gate__answer_pending(r), OUT_PENDING, -1, NULL);
-    if (rc < 0)
-        return respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "decisions store unavailable, try again later", NULL,
-                             OUT_UNAVAILABLE);
-    return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
+    ol_gate__lookup_start(r, pending); /* PostgreSQL, off this thread; answered when resumed */
+    return MHD_YES;
 }
 
 static enum MHD_Result handle_healthz(req_t *r) {
@@ -581,7 +501,7 @@ static void metrics_setup(gate_t *g) {
                     waiting_fn, g);
     ol_metrics_func(m->reg,
                     &(ol_metric_def_t){.name = "orderlog_gate_suspended_connections",
-                                       .help = "Connections suspended (waiting for Kafka or a decision).",
+                                       .help = "Connections suspended (waiting for Kafka, a decision or a lookup).",
                                        .type = OL_METRIC_GAUGE},
                     suspended_fn, g);
     ol_metrics_func(m->reg,
@@ -909,6 +829,7 @@ static void gate_shutdown(gate_t *g) {
         rd_kafka_purge(g->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(g->rk, 2000);
     }
+    ol_gate__lookup_stop(g->lookup);
     ol_gate__expire_all(g);
     for (int i = 0; i < 2000 && atomic_load(&g->suspended) > 0; i++)
         usleep(1000);
@@ -972,21 +893,7 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     pthread_key_create(&g->tkey, thread_ctx_free);
     metrics_setup(g);
     g->http = ol_gate__http_new(g);
-    {
-        const char *schema = ol_conf_str(conf, "projection.schema");
-        char quoted[300];
-        size_t n = 0;
-        quoted[n++] = '"';
-        for (const char *s = schema; *s && n < sizeof(quoted) - 3; s++) {
-            if (*s == '"')
-                quoted[n++] = '"';
-            quoted[n++] = *s;
-        }
-        quoted[n++] = '"';
-        quoted[n] = '\0';
-        snprintf(g->pg_sql, sizeof(g->pg_sql), "SELECT to_jsonb(d)::text FROM %s.buy_decisions d WHERE request_id = $1",
-                 quoted);
-    }
+    g->lookup = ol_gate__lookup_new(g);
 
     int rc = OL_EXIT_FAIL;
     bool threads = false;
@@ -1048,6 +955,7 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
 out:
     if (g->d)
         MHD_stop_daemon(g->d);
+    ol_gate__lookup_destroy(g->lookup);
     ol_gate__http_destroy(g->http);
     if (threads) {
         atomic_store(&g->threads_stop, true);

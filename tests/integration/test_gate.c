@@ -13,10 +13,12 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1084,6 +1086,191 @@ Test(gate, closes_a_connection_without_request_headers_after_the_header_timeout)
     close(kept);
     cr_expect_eq(metric("orderlog_gate_connections_dropped_total{reason=\"header_timeout\"}"), 1);
     stop_gate_ok();
+}
+
+/* ---- lookups past the cache ---- */
+
+/* A scratch database with the projection's tables; its conninfo in db. */
+static void migrated_db(void) {
+    ol_test_pg_scratch_db("gate", db, sizeof(db));
+    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db), *out, *err;
+    int rc = ol_test_runf(&out, &err, "%s -X pg.conninfo=%s migrate", bin, ci);
+    cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
+    free(out);
+    free(err);
+    free(bin);
+    free(ci);
+}
+
+/* A session holding buy_decisions locked as a rebuild's swap does. */
+static PGconn *lock_decisions(void) {
+    PGconn *conn = PQconnectdb(db);
+    cr_assert_eq(PQstatus(conn), CONNECTION_OK, "%s", PQerrorMessage(conn));
+    PGresult *res = PQexec(conn, "BEGIN; LOCK TABLE orderlog.buy_decisions IN ACCESS EXCLUSIVE MODE");
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQerrorMessage(conn));
+    PQclear(res);
+    return conn;
+}
+
+static void unlock_decisions(PGconn *conn) {
+    PQclear(PQexec(conn, "COMMIT"));
+    PQfinish(conn);
+}
+
+/* Clients polling GET /buy/<unknown id> in a loop until told to stop. */
+typedef struct poller_s {
+    pthread_t thread;
+    int n;
+    atomic_bool *stop;
+    int polls, unavailable, other;
+    long long slowest_ms;
+    char last[256];
+} poller_t;
+
+static void *poller_main(void *arg) {
+    poller_t *p = arg;
+    for (int i = 0; !atomic_load(p->stop); i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/buy/it-unknown-%d-%d", p->n, i);
+        reply_t r = http("GET", path, NULL);
+        p->polls++;
+        if (r.status == 503)
+            p->unavailable++;
+        else
+            p->other++;
+        if (r.ms > p->slowest_ms)
+            p->slowest_ms = r.ms;
+        snprintf(p->last, sizeof(p->last), "%d %s", r.status, r.body ? r.body : "");
+        reply_free(&r);
+    }
+    return NULL;
+}
+
+static int cmp_ll(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return x < y ? -1 : x > y;
+}
+
+Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
+    enum { POLLERS = 4, PROBES = 200, TIMEOUT_MS = 1000 };
+    use_topics("lookup");
+    migrated_db();
+    char extra[1400];
+    char *ci = ol_test_shell_quote(db);
+    snprintf(extra, sizeof(extra), "-X pg.conninfo=%s -X gate.lookup.timeout.ms=%d -X gate.rate.per.second=0", ci,
+             TIMEOUT_MS);
+    free(ci);
+    start_gate(extra);
+    reply_t r = http("GET", "/buy/it-warm", NULL); /* the lookup threads connected */
+    cr_assert_eq(r.status, 404, "%d %s", r.status, r.body);
+    reply_free(&r);
+
+    PGconn *lock = lock_decisions();
+    atomic_bool stop = false;
+    poller_t pollers[POLLERS];
+    for (int i = 0; i < POLLERS; i++) {
+        pollers[i] = (poller_t){.n = i, .stop = &stop};
+        cr_assert_eq(pthread_create(&pollers[i].thread, NULL, poller_main, &pollers[i]), 0);
+    }
+    wait_metric("orderlog_gate_lookups_running", 2, 10000); /* both lookup threads wait on the lock */
+    static long long ms[PROBES];
+    for (int i = 0; i < PROBES; i++) {
+        r = http("GET", "/healthz", NULL);
+        cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+        ms[i] = r.ms;
+        reply_free(&r);
+        usleep(10000);
+    }
+    atomic_store(&stop, true);
+    int polls = 0;
+    for (int i = 0; i < POLLERS; i++) {
+        pthread_join(pollers[i].thread, NULL);
+        polls += pollers[i].polls;
+        cr_expect_eq(pollers[i].other, 0, "poller %d got other than 503: %s", i, pollers[i].last);
+        cr_expect_lt(pollers[i].slowest_ms, TIMEOUT_MS + 1000, "poller %d waited %lld ms", i, pollers[i].slowest_ms);
+        cr_expect_geq(pollers[i].slowest_ms, TIMEOUT_MS - 100, "poller %d: answered before the timeout", i);
+    }
+    qsort(ms, PROBES, sizeof(ms[0]), cmp_ll);
+    long long p99 = ms[PROBES * 99 / 100 - 1];
+    fprintf(stderr,
+            "/healthz with buy_decisions locked and %d clients polling unknown ids: p50 %lld ms, p99 %lld ms, "
+            "max %lld ms over %d probes; %d polls answered 503\n",
+            POLLERS, ms[PROBES / 2], p99, ms[PROBES - 1], PROBES, polls);
+    cr_expect_lt(p99, 50, "/healthz p99 %lld ms while the lookups wait on the lock", p99);
+    cr_expect_geq(metric("orderlog_gate_lookups_total{outcome=\"timeout\"}"), polls - POLLERS);
+
+    /* the lock released: unknown ids are 404 again, at once */
+    unlock_decisions(lock);
+    r = http("GET", "/buy/it-after-lock", NULL);
+    cr_expect_eq(r.status, 404, "%d %s", r.status, r.body);
+    cr_expect_lt(r.ms, 1000);
+    reply_free(&r);
+    /* PostgreSQL drops the gate's sessions (a restart): the next lookups reconnect */
+    ol_test_pg_exec(db, "select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() "
+                        "and pid <> pg_backend_pid()");
+    ol_test_pg_exec(db,
+                    "insert into orderlog.buy_decisions (request_id, user_id, sku, quantity, outcome, reason, "
+                    "message, hold_id, decided_at) values "
+                    "('it-lookup-rej', 'u2', 'A', 1, 'rejected', 'sold_out', 'The goods is sold out!', null, now())");
+    for (int i = 0; i < 3; i++) {
+        r = http("GET", "/buy/it-lookup-rej", NULL);
+        cr_expect_eq(r.status, 200, "after the sessions were dropped: %d %s", r.status, r.body);
+        cr_expect_str_eq(jstr(&r, "reason"), "sold_out", "%s", r.body);
+        reply_free(&r);
+    }
+    stop_gate_ok();
+}
+
+typedef struct bg_get_s {
+    pthread_t thread;
+    char path[64];
+    reply_t reply;
+} bg_get_t;
+
+static void *bg_get_main(void *arg) {
+    bg_get_t *p = arg;
+    p->reply = http("GET", p->path, NULL);
+    return NULL;
+}
+
+Test(gate, lookups_beyond_the_queue_get_503_at_once_and_shutdown_answers_the_rest) {
+    use_topics("lookupq");
+    migrated_db();
+    char extra[1400];
+    char *ci = ol_test_shell_quote(db);
+    snprintf(extra, sizeof(extra),
+             "-X pg.conninfo=%s -X gate.lookup.threads=1 -X gate.lookup.max.queued=1 -X gate.lookup.timeout.ms=30000",
+             ci);
+    free(ci);
+    start_gate(extra);
+    PGconn *lock = lock_decisions();
+    bg_get_t gets[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(gets[i].path, sizeof(gets[i].path), "/buy/it-held-%d", i);
+        cr_assert_eq(pthread_create(&gets[i].thread, NULL, bg_get_main, &gets[i]), 0);
+        /* one runs (waits on the lock), then one waits in the queue */
+        wait_metric(i ? "orderlog_gate_lookups_queued" : "orderlog_gate_lookups_running", 1, 10000);
+    }
+    reply_t r = http("GET", "/buy/it-one-too-many", NULL);
+    cr_expect_eq(r.status, 503, "%d %s", r.status, r.body);
+    cr_expect_str_eq(jstr(&r, "error"), "too many lookups, try again", "%s", r.body);
+    cr_expect_lt(r.ms, 1000, "answered after %lld ms", r.ms);
+    reply_free(&r);
+    cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"queue_full\"}"), 1);
+
+    /* SIGTERM: both answered now, not after gate.lookup.timeout.ms; the
+     * query waiting on the lock is cancelled so the gate exits at once */
+    long long t0 = ol_test_now_ms();
+    stop_gate_ok();
+    for (int i = 0; i < 2; i++) {
+        pthread_join(gets[i].thread, NULL);
+        cr_expect_eq(gets[i].reply.status, 503, "%s: %d %s", gets[i].path, gets[i].reply.status, gets[i].reply.body);
+        cr_expect_str_eq(jstr(&gets[i].reply, "error"), "shutting down", "%s", gets[i].reply.body);
+        reply_free(&gets[i].reply);
+    }
+    long long took = ol_test_now_ms() - t0;
+    cr_expect_lt(took, 10000, "the gate took %lld ms to stop", took);
+    unlock_decisions(lock);
 }
 
 /* ---- end to end, through the decider ---- */
