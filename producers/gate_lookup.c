@@ -3,14 +3,17 @@
  *
  * The HTTP thread suspends the connection and queues a job (bounded by
  * gate.lookup.max.queued: beyond, 503 at once); gate.lookup.threads threads,
- * each with its own connection (made again when PostgreSQL went away), run
- * the query and resume the connection with the answer. A timer thread
+ * each with its own connection (made again when PostgreSQL went away), take
+ * the oldest jobs (up to BATCH_MAX), read their decisions in one query and
+ * resume the connections with the answers. A timer thread
  * answers every job still unanswered at its deadline (gate.lookup.timeout.ms
  * after it was queued: 503, or 202 when the gate knows the request is
  * pending), whether it still waits for a thread or its query is running: a
  * query blocked on a lock (a rebuild's swap) ends at the statement timeout
  * (the same value), and its answer is then only cached. So no client waits
- * past the deadline, and the HTTP threads never wait for PostgreSQL.
+ * past the deadline, and the HTTP threads never wait for PostgreSQL. At
+ * shutdown every job is answered at once (503 shutting down) and the running
+ * queries are cancelled, so that the threads end without waiting for them.
  *
  * Ownership: a job belongs to the pool; it borrows its request (job->r)
  * until the request is answered, and only then is the connection resumed,
@@ -48,12 +51,19 @@ static const double lookup_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 #define MSG_UNAVAILABLE "decisions store unavailable, try again later"
 #define MSG_SHUTDOWN "shutting down"
 
+/* Most lookups one query reads (the queue's oldest, with request_id = ANY). */
+#define BATCH_MAX 64
+
 typedef struct job_s {
-    struct job_s *prev, *next; /* in the queue, while it waits for a thread */
+    struct job_s *prev, *next; /* in the queue; next: in its thread's batch */
     req_t *r;                  /* until answered, then NULL */
     bool pending;              /* the gate knows the request and has no decision yet */
     int64_t queued_us, deadline_us;
     char id[REQUEST_ID_MAX + 1];
+    /* the query's result (the thread running it only) */
+    char *found;
+    outcome_t outcome;
+    int reason;
 } job_t;
 
 struct lookup_s {
@@ -65,12 +75,12 @@ struct lookup_s {
     pthread_mutex_t lock;
     pthread_cond_t work_cond, timer_cond; /* CLOCK_MONOTONIC */
     job_t *qhead, *qtail;                 /* oldest first */
-    job_t **running;                      /* by thread: its job, or NULL */
+    job_t **running;                      /* by thread: its batch (a list by next), or NULL */
     PGcancel **cancels;                   /* by thread: to cancel its query at exit, or NULL */
     bool refusing;                        /* shutting down: every job answered at once */
     bool stop;                            /* threads end */
     bool timer_idle;                      /* the timer sleeps without a deadline */
-    char sql[512];
+    char sql[600];
     atomic_bool table_warned;
     ol_metric_t *outcomes, *duration, *queued_g, *running_g;
 };
@@ -145,14 +155,53 @@ static void set_conn(worker_t *w, PGconn *pg) {
     w->pg = pg;
 }
 
-/* A decision from PostgreSQL: 1 with *answer set, 0 when there is none (or
- * no such table yet), -1 when the database fails, -2 when the query was
- * cancelled (its statement timeout). Connects when the worker
- * has no connection (at most once a second while that fails); a connection
- * found broken is made again once at once (PostgreSQL restarted). */
-static int query(worker_t *w, const char *id, char **answer, outcome_t *outcome, int *reason) {
+/* The answer a buy_decisions row (as JSON) gives, for GET /buy/<id>. */
+static void row_answer(job_t *job, const char *json) {
+    /* whichever columns the schema has (expires_at came later) */
+    json_t *row = json_loads(json, 0, NULL);
+    const char *out = json_string_value(json_object_get(row, "outcome"));
+    const char *why = json_string_value(json_object_get(row, "reason"));
+    const char *msg = json_string_value(json_object_get(row, "message"));
+    const char *hold = json_string_value(json_object_get(row, "hold_id"));
+    const char *exp = json_string_value(json_object_get(row, "expires_at"));
+    int64_t expires_ms = 0;
+    if (exp && ol_time_parse(exp, &expires_ms))
+        expires_ms = 0;
+    free(job->found);
+    if (out && !strcmp(out, "accepted")) {
+        job->found = ol_gate__answer_accepted(job->id, hold ? hold : "", expires_ms);
+        job->outcome = OUT_ACCEPTED;
+        job->reason = -1;
+    } else {
+        why = why ? why : "";
+        if (!msg || !*msg)
+            msg = !strcmp(why, "blacklisted")                      ? OL_SALE_MSG_BLACKLISTED
+                  : !strcmp(why, "level") || !strcmp(why, "limit") ? OL_SALE_MSG_NOT_ALLOWED
+                                                                   : OL_SALE_MSG_SOLD_OUT;
+        job->found = ol_gate__answer_rejected(job->id, msg, why);
+        job->outcome = OUT_REJECTED;
+        job->reason = ol_gate__reason_index(why);
+    }
+    json_decref(row);
+}
+
+/* Reads the decisions of a batch (a list by next) in one query: 0 with
+ * job->found set for each decision there is (none at all when there is no
+ * such table yet), -1 when the database fails, -2 when the query was
+ * cancelled (its statement timeout). Connects when the worker has no
+ * connection (at most once a second while that fails); a connection found
+ * broken is made again once at once (PostgreSQL restarted). */
+static int query(worker_t *w, job_t *batch) {
     lookup_t *lk = w->lk;
     char errstr[512];
+    /* a text[] literal; request ids hold only [A-Za-z0-9._:-] (checked before) */
+    char ids[BATCH_MAX * (REQUEST_ID_MAX + 3) + 3];
+    size_t n = 0;
+    ids[n++] = '{';
+    for (job_t *job = batch; job; job = job->next)
+        n += (size_t)snprintf(ids + n, sizeof(ids) - n, "%s\"%s\"", job == batch ? "" : ",", job->id);
+    ids[n++] = '}';
+    ids[n] = '\0';
     for (int attempt = 0;; attempt++) {
         if (!w->pg) {
             int64_t now = ol_time_mono_us();
@@ -169,40 +218,15 @@ static int query(worker_t *w, const char *id, char **answer, outcome_t *outcome,
             PQclear(PQexec(pg, errstr));
             set_conn(w, pg);
         }
-        const char *params[] = {id};
+        const char *params[] = {ids};
         PGresult *res = PQexecParams(w->pg, lk->sql, 1, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-            int rc = 0;
-            if (PQntuples(res) > 0) {
-                /* the row as JSON: whichever columns the schema has (expires_at came later) */
-                json_t *row = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
-                const char *out = json_string_value(json_object_get(row, "outcome"));
-                const char *why = json_string_value(json_object_get(row, "reason"));
-                const char *msg = json_string_value(json_object_get(row, "message"));
-                const char *hold = json_string_value(json_object_get(row, "hold_id"));
-                const char *exp = json_string_value(json_object_get(row, "expires_at"));
-                int64_t expires_ms = 0;
-                if (exp && ol_time_parse(exp, &expires_ms))
-                    expires_ms = 0;
-                if (out && !strcmp(out, "accepted")) {
-                    *answer = ol_gate__answer_accepted(id, hold ? hold : "", expires_ms);
-                    *outcome = OUT_ACCEPTED;
-                    *reason = -1;
-                } else {
-                    why = why ? why : "";
-                    if (!msg || !*msg)
-                        msg = !strcmp(why, "blacklisted")                      ? OL_SALE_MSG_BLACKLISTED
-                              : !strcmp(why, "level") || !strcmp(why, "limit") ? OL_SALE_MSG_NOT_ALLOWED
-                                                                               : OL_SALE_MSG_SOLD_OUT;
-                    *answer = ol_gate__answer_rejected(id, msg, why);
-                    *outcome = OUT_REJECTED;
-                    *reason = ol_gate__reason_index(why);
-                }
-                json_decref(row);
-                rc = 1;
-            }
+            for (int i = 0; i < PQntuples(res); i++)
+                for (job_t *job = batch; job; job = job->next)
+                    if (!strcmp(job->id, PQgetvalue(res, i, 0)))
+                        row_answer(job, PQgetvalue(res, i, 1));
             PQclear(res);
-            return rc;
+            return 0;
         }
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         ol_pg_msg(res, w->pg, errstr, sizeof(errstr));
@@ -237,51 +261,63 @@ static void *worker_main(void *arg) {
     worker_t *w = arg;
     lookup_t *lk = w->lk;
     gate_t *g = lk->g;
+    req_t **wake = ol_xcalloc(BATCH_MAX, sizeof(*wake));
     pthread_mutex_lock(&lk->lock);
     for (;;) {
         while (!lk->qhead && !lk->stop)
             pthread_cond_wait(&lk->work_cond, &lk->lock);
         if (lk->stop)
             break;
-        job_t *job = lk->qhead;
-        unqueue(lk, job);
-        lk->running[w->slot] = job;
-        ol_metric_gauge_add(lk->running_g, 0, 1);
+        job_t *batch = NULL, **tail = &batch;
+        int n = 0;
+        while (lk->qhead && n < BATCH_MAX) {
+            job_t *job = lk->qhead;
+            unqueue(lk, job);
+            *tail = job;
+            tail = &job->next;
+            n++;
+        }
+        lk->running[w->slot] = batch;
+        ol_metric_gauge_add(lk->running_g, 0, n);
         pthread_mutex_unlock(&lk->lock);
 
-        char *body = NULL;
-        outcome_t outcome = OUT_OK;
-        int reason = -1;
-        int rc = query(w, job->id, &body, &outcome, &reason);
+        int rc = query(w, batch);
 
         pthread_mutex_lock(&lk->lock);
         lk->running[w->slot] = NULL;
-        ol_metric_gauge_add(lk->running_g, 0, -1);
-        req_t *r = NULL;
-        if (job->r) {
-            if (rc == 1)
-                r = answer(lk, job, LK_FOUND, MHD_HTTP_OK, ol_xstrdup(body), outcome, reason);
+        ol_metric_gauge_add(lk->running_g, 0, -n);
+        int nwake = 0;
+        for (job_t *job = batch; job; job = job->next) {
+            if (!job->r)
+                continue; /* answered at its deadline */
+            if (job->found)
+                wake[nwake++] =
+                    answer(lk, job, LK_FOUND, MHD_HTTP_OK, ol_xstrdup(job->found), job->outcome, job->reason);
             else if (rc == 0)
-                r = answer(lk, job, LK_NOT_FOUND, MHD_HTTP_NOT_FOUND,
-                           ol_gate__answer_error("unknown request", "requestID"), OUT_NOT_FOUND, -1);
-            else if (rc == -2)
-                r = answer_error(lk, job, LK_TIMEOUT, MSG_TIMEOUT);
+                wake[nwake++] = answer(lk, job, LK_NOT_FOUND, MHD_HTTP_NOT_FOUND,
+                                       ol_gate__answer_error("unknown request", "requestID"), OUT_NOT_FOUND, -1);
             else
-                r = answer_error(lk, job, LK_ERROR, MSG_UNAVAILABLE);
+                wake[nwake++] =
+                    answer_error(lk, job, rc == -2 ? LK_TIMEOUT : LK_ERROR, rc == -2 ? MSG_TIMEOUT : MSG_UNAVAILABLE);
         }
         pthread_mutex_unlock(&lk->lock);
-        if (r)
-            resume(r);
-        if (rc == 1) { /* answered or not, the decision is worth keeping */
-            pthread_mutex_lock(&g->lock);
-            ol_gate__cache_put(&g->cache, job->id, body, outcome, reason);
-            pthread_mutex_unlock(&g->lock);
+        for (int i = 0; i < nwake; i++)
+            resume(wake[i]);
+        while (batch) {
+            job_t *job = batch;
+            batch = job->next;
+            if (job->found) { /* answered or not, the decision is worth keeping */
+                pthread_mutex_lock(&g->lock);
+                ol_gate__cache_put(&g->cache, job->id, job->found, job->outcome, job->reason);
+                pthread_mutex_unlock(&g->lock);
+            }
+            free(job);
         }
-        free(job);
         pthread_mutex_lock(&lk->lock);
     }
     pthread_mutex_unlock(&lk->lock);
     set_conn(w, NULL);
+    free(wake);
     free(w);
     return NULL;
 }
@@ -294,12 +330,13 @@ static void *timer_main(void *arg) {
     while (!lk->stop) {
         int64_t now = ol_time_mono_us(), next = INT64_MAX;
         int ndue = 0;
-        for (int i = 0; i < lk->nthreads && ndue < 64; i++) {
-            job_t *job = lk->running[i];
-            if (job && job->r && job->deadline_us <= now)
-                due[ndue++] = answer_error(lk, job, LK_TIMEOUT, MSG_TIMEOUT); /* the thread frees it */
-            else if (job && job->r && job->deadline_us < next)
-                next = job->deadline_us;
+        for (int i = 0; i < lk->nthreads; i++) {
+            for (job_t *job = lk->running[i]; job && ndue < 64; job = job->next) {
+                if (job->r && job->deadline_us <= now)
+                    due[ndue++] = answer_error(lk, job, LK_TIMEOUT, MSG_TIMEOUT); /* the thread frees it */
+                else if (job->r && job->deadline_us < next)
+                    next = job->deadline_us;
+            }
         }
         while (lk->qhead && lk->qhead->deadline_us <= now && ndue < 64) {
             job_t *job = lk->qhead;
@@ -364,7 +401,8 @@ lookup_t *ol_gate__lookup_new(gate_t *g) {
     }
     quoted[n++] = '"';
     quoted[n] = '\0';
-    snprintf(lk->sql, sizeof(lk->sql), "SELECT to_jsonb(d)::text FROM %s.buy_decisions d WHERE request_id = $1",
+    snprintf(lk->sql, sizeof(lk->sql),
+             "SELECT request_id, to_jsonb(d)::text FROM %s.buy_decisions d WHERE request_id = ANY ($1::text[])",
              quoted);
 
     ol_metrics_t *reg = g->m.reg;
@@ -442,10 +480,11 @@ void ol_gate__lookup_stop(lookup_t *lk) {
     size_t ndue = 0;
     pthread_mutex_lock(&lk->lock);
     lk->refusing = true;
-    due = ol_xcalloc(lk->queued + (size_t)lk->nthreads + 1, sizeof(*due));
+    due = ol_xcalloc(lk->queued + (size_t)lk->nthreads * BATCH_MAX + 1, sizeof(*due));
     for (int i = 0; i < lk->nthreads; i++)
-        if (lk->running[i] && lk->running[i]->r)
-            due[ndue++] = answer_error(lk, lk->running[i], LK_SHUTDOWN, MSG_SHUTDOWN);
+        for (job_t *job = lk->running[i]; job; job = job->next)
+            if (job->r)
+                due[ndue++] = answer_error(lk, job, LK_SHUTDOWN, MSG_SHUTDOWN);
     while (lk->qhead) {
         job_t *job = lk->qhead;
         unqueue(lk, job);

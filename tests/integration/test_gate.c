@@ -1172,7 +1172,7 @@ Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
         pollers[i] = (poller_t){.n = i, .stop = &stop};
         cr_assert_eq(pthread_create(&pollers[i].thread, NULL, poller_main, &pollers[i]), 0);
     }
-    wait_metric("orderlog_gate_lookups_running", 2, 10000); /* both lookup threads wait on the lock */
+    wait_metric("orderlog_gate_lookups_running", 2, 10000); /* lookups wait on the lock */
     static long long ms[PROBES];
     for (int i = 0; i < PROBES; i++) {
         r = http("GET", "/healthz", NULL);
@@ -1271,6 +1271,59 @@ Test(gate, lookups_beyond_the_queue_get_503_at_once_and_shutdown_answers_the_res
     long long took = ol_test_now_ms() - t0;
     cr_expect_lt(took, 10000, "the gate took %lld ms to stop", took);
     unlock_decisions(lock);
+}
+
+/* Lookups waiting for the thread are read together (one query for up to
+ * 64): each still gets its own answer. */
+Test(gate, lookups_read_together_each_get_their_own_answer) {
+    enum { KNOWN = 20, UNKNOWN = 10, N = KNOWN + UNKNOWN };
+    use_topics("lookupb");
+    migrated_db();
+    char sql[256];
+    for (int i = 0; i < KNOWN; i++) {
+        snprintf(sql, sizeof(sql),
+                 "insert into orderlog.buy_decisions (request_id, user_id, sku, quantity, outcome, reason, message, "
+                 "hold_id, decided_at) values ('it-batch-%d', 'u', 'A', 1, %s, now())",
+                 i, i % 2 ? "'rejected', 'limit', null, null" : "'accepted', null, null, 'h-it-batch'");
+        ol_test_pg_exec(db, sql);
+    }
+    char extra[1400];
+    char *ci = ol_test_shell_quote(db);
+    snprintf(extra, sizeof(extra), "-X pg.conninfo=%s -X gate.lookup.threads=1 -X gate.lookup.timeout.ms=30000", ci);
+    free(ci);
+    start_gate(extra);
+    PGconn *lock = lock_decisions();
+    static bg_get_t gets[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(gets[i].path, sizeof(gets[i].path), i < KNOWN ? "/buy/it-batch-%d" : "/buy/it-nobatch-%d", i);
+        cr_assert_eq(pthread_create(&gets[i].thread, NULL, bg_get_main, &gets[i]), 0);
+    }
+    /* the first ones wait on the lock, the others in the queue */
+    long long end = ol_test_now_ms() + 20000, held;
+    while ((held = metric("orderlog_gate_lookups_running") + metric("orderlog_gate_lookups_queued")) < N) {
+        cr_assert(ol_test_now_ms() < end, "%lld lookups held after 20 s, expected %d", held, N);
+        usleep(20000);
+    }
+    cr_expect_gt(metric("orderlog_gate_lookups_queued"), 0);
+    unlock_decisions(lock);
+    for (int i = 0; i < N; i++) {
+        pthread_join(gets[i].thread, NULL);
+        reply_t *r = &gets[i].reply;
+        if (i < KNOWN) {
+            char rid[32];
+            snprintf(rid, sizeof(rid), "it-batch-%d", i);
+            cr_expect_eq(r->status, 200, "%s: %d %s", gets[i].path, r->status, r->body);
+            cr_expect_str_eq(jstr(r, "requestID"), rid, "%s", r->body);
+            cr_expect_str_eq(jstr(r, "reponseMsg"), i % 2 ? "You can not buy this goods!" : MSG_ACCEPTED, "%s",
+                             r->body);
+        } else {
+            cr_expect_eq(r->status, 404, "%s: %d %s", gets[i].path, r->status, r->body);
+        }
+        reply_free(r);
+    }
+    cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"found\"}"), KNOWN);
+    cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"not_found\"}"), UNKNOWN);
+    stop_gate_ok();
 }
 
 /* ---- end to end, through the decider ---- */
