@@ -135,6 +135,19 @@ static const ol_conf_prop_t conf_props[] = {
      "2001:db8::/32): with gate.auth=header, a request whose TCP peer is elsewhere is refused 403, whatever headers "
      "it carries. Required with gate.auth=header. Apart from gate.trusted.proxies (same syntax): a proxy trusted to "
      "forward the client's address does not thereby say who the user is."},
+    {"gate.header.timeout.ms", OL_CONF_INT, "10000", 0, 3600000, NULL,
+     "How long `gate` gives a new connection to send its first request line and headers before closing it (a "
+     "client that is silent or sends a byte at a time; checked each second); 0 = no limit but "
+     "gate.idle.timeout.ms. Later requests on a kept-alive connection have gate.idle.timeout.ms only."},
+    {"gate.lookup.threads", OL_CONF_INT, "2", 1, 64, NULL,
+     "Threads of `gate` that read older decisions from PostgreSQL for GET /buy/<requestID> (one connection "
+     "each); the HTTP threads never wait for the database."},
+    {"gate.lookup.max.queued", OL_CONF_INT, "1000", 1, 1000000, NULL,
+     "Most GET /buy/<requestID> lookups waiting for a lookup thread; beyond, 503 \"too many lookups, try again\" "
+     "at once."},
+    {"gate.lookup.timeout.ms", OL_CONF_INT, "2000", 100, 60000, NULL,
+     "Longest a GET /buy/<requestID> waits for PostgreSQL (queue and query; also the lookups' statement_timeout): "
+     "past it, 503 (202 when the gate knows the request is pending)."},
     {"publish.delivery.timeout.ms", OL_CONF_INT, "30000", 1000, 3600000, NULL,
      "How long `publish` lets an event wait for its delivery report before counting it failed."},
     {"publish.max.line.bytes", OL_CONF_INT, "1048576", 1024, 67108864, NULL,

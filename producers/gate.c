@@ -49,8 +49,6 @@ static void thread_ctx_free(void *p) {
     thread_ctx_t *t = p;
     ol_codec_destroy(t->codec);
     ol_arena_destroy(t->arena);
-    if (t->pg)
-        PQfinish(t->pg);
     free(t);
 }
 
@@ -92,7 +90,7 @@ static enum MHD_Result respond(req_t *r, unsigned status, char *body, outcome_t 
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
     if (r->challenge)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, r->challenge);
-    if (atomic_load(&g->stopping))
+    if (atomic_load(&g->stopping) || r->must_close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
@@ -494,77 +492,6 @@ static enum MHD_Result handle_checkout(req_t *r) {
     return produce_and_wait(r, g->rkt_buy, ev.key, ev.payload, ev.len, ev.hdrs);
 }
 
-/* A decision from PostgreSQL (buy_decisions): 1 with *answer and *owner set, 0 when
- * there is none (or no such table yet), -1 when the database fails. */
-static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer, char **owner, outcome_t *outcome,
-                       int *reason) {
-    char errstr[512];
-    int64_t now = ol_time_mono_us();
-    if (!t->pg) {
-        if (now < t->pg_retry_us)
-            return -1;
-        if (!(t->pg = ol_pg_connect(g->conf, errstr, sizeof(errstr)))) {
-            t->pg_retry_us = now + 1000000;
-            ol_log_warn("decisions past the cache cannot be read: %s", errstr);
-            return -1;
-        }
-        PQclear(PQexec(t->pg, "SET statement_timeout = 2000"));
-    }
-    const char *params[] = {id};
-    PGresult *res = PQexecParams(t->pg, g->pg_sql, 1, NULL, params, NULL, NULL, 0);
-    int rc = -1;
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        rc = 0;
-        if (PQntuples(res) > 0) {
-            /* the row as JSON: whichever columns the schema has (expires_at came later) */
-            json_t *row = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
-            const char *out = json_string_value(json_object_get(row, "outcome"));
-            const char *why = json_string_value(json_object_get(row, "reason"));
-            const char *msg = json_string_value(json_object_get(row, "message"));
-            const char *hold = json_string_value(json_object_get(row, "hold_id"));
-            const char *exp = json_string_value(json_object_get(row, "expires_at"));
-            const char *user = json_string_value(json_object_get(row, "user_id"));
-            *owner = user ? ol_xstrdup(user) : NULL;
-            int64_t expires_ms = 0;
-            if (exp && ol_time_parse(exp, &expires_ms))
-                expires_ms = 0;
-            if (out && !strcmp(out, "accepted")) {
-                *answer = ol_gate__answer_accepted(id, hold ? hold : "", expires_ms);
-                *outcome = OUT_ACCEPTED;
-                *reason = -1;
-            } else {
-                why = why ? why : "";
-                if (!msg || !*msg)
-                    msg = !strcmp(why, "blacklisted")                      ? OL_SALE_MSG_BLACKLISTED
-                          : !strcmp(why, "level") || !strcmp(why, "limit") ? OL_SALE_MSG_NOT_ALLOWED
-                          : !strcmp(why, "too_old")                        ? OL_SALE_MSG_TOO_OLD
-                                                                           : OL_SALE_MSG_SOLD_OUT;
-                *answer = ol_gate__answer_rejected(id, msg, why);
-                *outcome = OUT_REJECTED;
-                *reason = ol_gate__reason_index(why);
-            }
-            json_decref(row);
-            rc = 1;
-        }
-    } else {
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        ol_pg_msg(res, t->pg, errstr, sizeof(errstr));
-        if (state && (!strcmp(state, "42P01") || !strcmp(state, "3F000"))) {
-            rc = 0; /* no decisions table (yet): nothing is known */
-            if (!atomic_exchange(&g->pg_table_warned, true))
-                ol_log_warn("decisions past the cache cannot be read: %s", errstr);
-        } else {
-            ol_log_warn("could not read a decision from PostgreSQL: %s", errstr);
-            if (PQstatus(t->pg) != CONNECTION_OK) {
-                PQfinish(t->pg);
-                t->pg = NULL;
-            }
-        }
-    }
-    PQclear(res);
-    return rc;
-}
-
 static enum MHD_Result handle_buy_status(req_t *r) {
     gate_t *g = r->g;
     const char *id = r->request_id;
@@ -572,7 +499,7 @@ static enum MHD_Result handle_buy_status(req_t *r) {
         return respond_throttled(r, false);
     if (!*id || !id_chars_ok(id))
         return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
-    char key[KEY_SIZE], *answer = NULL, *owner = NULL;
+    char key[KEY_SIZE], *answer = NULL;
     outcome_t outcome = OUT_OK;
     int reason = -1;
     snprintf(key, sizeof(key), "b:%s", id);
@@ -593,25 +520,8 @@ static enum MHD_Result handle_buy_status(req_t *r) {
         r->auth_outcome = OL_GATE_AUTH_FORBIDDEN;
         return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
     }
-    int rc = pg_decision(g, thread_ctx(g), id, &answer, &owner, &outcome, &reason);
-    if (rc == 1) {
-        pthread_mutex_lock(&g->lock);
-        ol_gate__cache_put(&g->cache, id, owner, ol_xstrdup(answer), outcome, reason);
-        pthread_mutex_unlock(&g->lock);
-        mine = ol_gate__owner_ok(r, owner);
-        free(owner);
-        if (mine)
-            return respond(r, MHD_HTTP_OK, answer, outcome, reason, NULL);
-        free(answer);
-        r->auth_outcome = OL_GATE_AUTH_FORBIDDEN;
-        return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
-    }
-    if (pending)
-        return respond(r, MHD_HTTP_ACCEPTED, ol_gate__answer_pending(r), OUT_PENDING, -1, NULL);
-    if (rc < 0)
-        return respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "decisions store unavailable, try again later", NULL,
-                             OUT_UNAVAILABLE);
-    return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
+    ol_gate__lookup_start(r, pending); /* PostgreSQL, off this thread; answered when resumed */
+    return MHD_YES;
 }
 
 static enum MHD_Result handle_healthz(req_t *r) {
@@ -753,7 +663,7 @@ static void metrics_setup(gate_t *g) {
                     waiting_fn, g);
     ol_metrics_func(m->reg,
                     &(ol_metric_def_t){.name = "orderlog_gate_suspended_connections",
-                                       .help = "Connections suspended (waiting for Kafka or a decision).",
+                                       .help = "Connections suspended (waiting for Kafka, a decision or a lookup).",
                                        .type = OL_METRIC_GAUGE},
                     suspended_fn, g);
     ol_metrics_func(m->reg,
@@ -882,7 +792,6 @@ static enum MHD_Result dispatch(req_t *r) {
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **req_cls) {
-    (void)version;
     gate_t *g = cls;
     req_t *r = *req_cls;
     if (!r) {
@@ -893,6 +802,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->reason = -1;
         *req_cls = r;
         route(r, url, method);
+        const char *field, *bad = ol_gate__http_request_check(g, conn, version, &field);
+        if (bad) { /* before any body is read; the connection closes after the answer */
+            r->handled = true;
+            r->must_close = true;
+            return respond_error(r, MHD_HTTP_BAD_REQUEST, bad, field, OUT_INVALID);
+        }
         if (r->wants_body && r->too_large && r->declared_len / 16 > g->body_max) {
             /* absurdly large: answered without reading it (the connection closes) */
             r->handled = true;
@@ -1102,6 +1017,7 @@ static void gate_shutdown(gate_t *g) {
         rd_kafka_purge(g->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(g->rk, 2000);
     }
+    ol_gate__lookup_stop(g->lookup);
     ol_gate__expire_all(g);
     for (int i = 0; i < 2000 && atomic_load(&g->suspended) > 0; i++)
         usleep(1000);
@@ -1180,21 +1096,8 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     pthread_condattr_destroy(&ca);
     pthread_key_create(&g->tkey, thread_ctx_free);
     metrics_setup(g);
-    {
-        const char *schema = ol_conf_str(conf, "projection.schema");
-        char quoted[300];
-        size_t n = 0;
-        quoted[n++] = '"';
-        for (const char *s = schema; *s && n < sizeof(quoted) - 3; s++) {
-            if (*s == '"')
-                quoted[n++] = '"';
-            quoted[n++] = *s;
-        }
-        quoted[n++] = '"';
-        quoted[n] = '\0';
-        snprintf(g->pg_sql, sizeof(g->pg_sql), "SELECT to_jsonb(d)::text FROM %s.buy_decisions d WHERE request_id = $1",
-                 quoted);
-    }
+    g->http = ol_gate__http_new(g);
+    g->lookup = ol_gate__lookup_new(g);
 
     int rc = OL_EXIT_FAIL;
     bool threads = false;
@@ -1212,18 +1115,20 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned int nthreads = (unsigned int)ol_conf_int(conf, "gate.threads");
-    g->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, nthreads > 1 ? nthreads : 0,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)ol_conf_int(conf, "gate.connections.max"), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)(ol_conf_int(conf, "gate.idle.timeout.ms") / 1000), MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U, MHD_OPTION_END);
+    g->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
+                            nthreads > 1 ? nthreads : 0, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ol_conf_int(conf, "gate.connections.max"),
+                            MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned int)(ol_conf_int(conf, "gate.idle.timeout.ms") / 1000),
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
+                            MHD_OPTION_NOTIFY_CONNECTION, ol_gate__http_on_connection, g, MHD_OPTION_END);
     if (!g->d) {
         fprintf(stderr, "orderlog gate: could not listen on %s: %s\n", ol_conf_str(conf, "gate.listen"),
                 strerror(errno));
         goto out;
     }
+    ol_gate__http_listening(g);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(g->d, MHD_DAEMON_INFO_BIND_PORT);
     char shown[300];
     ol_http_shown_address(ol_conf_str(conf, "gate.listen"), info ? (unsigned)info->port : 0, shown, sizeof(shown));
@@ -1252,6 +1157,7 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
         if (sig == SIGTERM || sig == SIGINT)
             break;
         health_check(g);
+        ol_gate__http_sweep(g);
         /* The idempotent producer cannot go on (librdkafka says so only for
          * errors it cannot recover from): every buy would be answered 503.
          * Stop with a non-zero status so that a supervisor starts a gate
@@ -1266,6 +1172,8 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
 out:
     if (g->d)
         MHD_stop_daemon(g->d);
+    ol_gate__lookup_destroy(g->lookup);
+    ol_gate__http_destroy(g->http);
     if (threads) {
         atomic_store(&g->threads_stop, true);
         pthread_mutex_lock(&g->lock);

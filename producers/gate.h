@@ -20,9 +20,19 @@
  * outlives the produce call's opaque. Everything about waits is under one
  * lock (g->lock): the wait table, the deadline list and the decision cache.
  *
+ * GET /buy/<id> past the decision cache suspends its connection too: the
+ * lookup in PostgreSQL runs on a thread of its own (gate_lookup.c), so no
+ * HTTP thread ever waits for the database.
+ *
+ * Framing (gate_http.c): every request's Content-Length, Transfer-Encoding
+ * and Host headers are checked on its first call, before its body is read;
+ * a TLS handshake on the plain port and a connection that does not send its
+ * first request's headers in time are closed.
+ *
  * Ownership: req_t belongs to its connection (freed when libmicrohttpd
  * reports the request completed); while it waits it is borrowed by the wait
- * table and the deadline list, and leaves both before it is resumed. */
+ * table and the deadline list, and leaves both before it is resumed; a
+ * lookup borrows it the same way until it answers it. */
 
 #include <microhttpd.h>
 #include <pthread.h>
@@ -130,6 +140,7 @@ typedef struct req_s {
     endpoint_t ep;
     int64_t start_us;
     bool bad_type, too_large, suspended, handled, wants_body;
+    bool must_close;                 /* answered with Connection: close */
     const char *allow;               /* set when the method is not allowed */
     unsigned long long declared_len; /* Content-Length */
     char *body;
@@ -180,14 +191,14 @@ typedef struct cache_s {
     size_t cap, pos, count;
 } cache_t;
 
-/* What each HTTP thread keeps: a codec, an arena for one request, and a
- * PostgreSQL connection for GET /buy/<id> past the cache. */
+/* What each HTTP thread keeps: a codec and an arena for one request. */
 typedef struct thread_ctx_s {
     ol_codec_t *codec;
     ol_arena_t *arena;
-    PGconn *pg;
-    int64_t pg_retry_us;
 } thread_ctx_t;
+
+typedef struct lookup_s lookup_t;       /* gate_lookup.c */
+typedef struct gate_http_s gate_http_t; /* gate_http.c */
 
 struct gate_s {
     const ol_conf_t *conf;
@@ -197,7 +208,6 @@ struct gate_s {
     struct MHD_Daemon *d;
     char topic_buy[256], topic_sale[256];
     char source[128];
-    char pg_sql[512];
     const ol_event_type_t *et_buy, *et_checkout;
     int64_t wait_us;
     size_t max_waiting, body_max;
@@ -216,12 +226,14 @@ struct gate_s {
     req_t *thead, *ttail;
     cache_t cache;
 
-    atomic_bool stopping, threads_stop, producer_up, consumer_up, pg_table_warned;
+    atomic_bool stopping, threads_stop, producer_up, consumer_up;
     atomic_int in_handler;    /* requests between the stopping check and their produce */
     atomic_llong suspended;   /* connections suspended right now */
     atomic_llong waiting_now; /* mirror of waiting, for /metrics */
     pthread_t poll_thread, timer_thread, consumer_thread;
     metrics_t m;
+    lookup_t *lookup;
+    gate_http_t *http;
 };
 
 /* ---- request bodies (gate.c) --------------------------------------------- */
@@ -314,5 +326,44 @@ void ol_gate__dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
 void *ol_gate__poll_main(void *arg);
 void *ol_gate__timer_main(void *arg);
 void *ol_gate__consumer_main(void *arg);
+
+/* ---- lookups past the cache (gate_lookup.c) ------------------------------ */
+
+/* Starts gate.lookup.threads lookup threads and a timer; registers the
+ * lookup metrics in g->m.reg. */
+lookup_t *ol_gate__lookup_new(gate_t *g);
+/* GET /buy/<id> for r->request_id, not in the cache (pending: the gate knows
+ * it undecided): suspends r's connection and queues the lookup; r is
+ * answered through the resumed connection, by its deadline at the latest;
+ * at once (503, or 202 when pending) when the queue is full or the gate
+ * stops. HTTP threads only. */
+void ol_gate__lookup_start(req_t *r, bool pending);
+/* Shutdown: answers every lookup queued or running (503, 202 when pending)
+ * and every later one at once. */
+void ol_gate__lookup_stop(lookup_t *lk);
+/* Stops and joins the threads (a running query is cancelled); after the
+ * HTTP daemon stopped. NULL is a no-op. */
+void ol_gate__lookup_destroy(lookup_t *lk);
+
+/* ---- framing and connections (gate_http.c) -------------------------------- */
+
+/* Registers the framing metrics in g->m.reg. */
+gate_http_t *ol_gate__http_new(gate_t *g);
+/* After the HTTP daemon stopped (every connection reported closed). */
+void ol_gate__http_destroy(gate_http_t *h);
+/* Once g->d listens: TCP_DEFER_ACCEPT on its socket. */
+void ol_gate__http_listening(gate_t *g);
+/* MHD_OPTION_NOTIFY_CONNECTION (cls: the gate): closes a TLS handshake at
+ * once, tracks the connection for gate.header.timeout.ms. */
+void ol_gate__http_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                 enum MHD_ConnectionNotificationCode toe);
+/* On the first call for a request (headers read, body not): why its
+ * framing is refused (the message of a 400; *field the header), or NULL.
+ * Counts refusals; ends the connection's header deadline. */
+const char *ol_gate__http_request_check(gate_t *g, struct MHD_Connection *conn, const char *version,
+                                        const char **field);
+/* Closes the connections past gate.header.timeout.ms without request
+ * headers (the main thread, each second). */
+void ol_gate__http_sweep(gate_t *g);
 
 #endif
