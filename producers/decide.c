@@ -930,7 +930,9 @@ static rd_kafka_topic_partition_list_t *batch_offsets(worker_t *w) {
  * Every error of a transaction call is handled by its class (librdkafka's
  * rd_kafka_error_is_retriable / txn_requires_abort / is_fatal):
  * - retriable (Kafka does not answer, "timed out, retry the call"): the same
- *   call again, for as long as it takes, said in the log every WAIT_LOG_MS;
+ *   call again, for as long as Kafka does not answer, said in the log every
+ *   WAIT_LOG_MS; a call still failing so after STALL_MS while the cluster
+ *   answers metadata requests is stuck and handled as fatal (below);
  * - requires abort (records that could not be delivered, a transaction the
  *   coordinator aborted): abort (retried the same way), drop the states of
  *   the worker's partitions, which hold the aborted batch's facts, and take
@@ -978,8 +980,18 @@ static void backoff(worker_t *w) {
     w->retry_at_us = ol_time_mono_us() + w->backoff_ms * 1000;
 }
 
+/* Whether the cluster answers rk's metadata request within a second. */
+static bool cluster_answers(rd_kafka_t *rk) {
+    const struct rd_kafka_metadata *md;
+    if (rd_kafka_metadata(rk, 0, NULL, &md, 1000))
+        return false;
+    rd_kafka_metadata_destroy(md);
+    return true;
+}
+
 /* Makes one transaction call, again while it fails retriably, until a stop
- * is requested. Returns its last error (NULL: done). */
+ * is requested, or, when the cluster answers all along, for at most
+ * STALL_MS. Returns its last error (NULL: done). */
 static rd_kafka_error_t *txn_call(worker_t *w, txn_call_t call, const rd_kafka_topic_partition_list_t *offs,
                                   const rd_kafka_consumer_group_metadata_t *cgmd, const char *what) {
     int64_t t0 = ol_time_mono_us(), said = t0;
@@ -993,6 +1005,15 @@ static rd_kafka_error_t *txn_call(worker_t *w, txn_call_t call, const rd_kafka_t
             return e;
         int64_t now = ol_time_mono_us();
         trouble(w);
+        if (now - t0 >= (int64_t)STALL_MS * 1000 && cluster_answers(w->producer)) {
+            /* not an outage: the call is stuck (a coordinator that moved
+             * and never answers it). The error, retriable, is taken as
+             * fatal: a new producer fences this one, the coordinator ends
+             * the transaction, and the partitions are taken again. */
+            ol_log_error("decide: worker %d: %s: %s for %.0f s while the cluster answers: giving it up", w->index, what,
+                         rd_kafka_error_string(e), (double)(now - t0) / 1e6);
+            return e;
+        }
         w->unreachable_us = now;
         if (now - said >= WAIT_LOG_MS * 1000) {
             ol_log_warn("decide: worker %d: %s: %s; still retrying after %.0f s (is Kafka reachable?)", w->index, what,
