@@ -147,8 +147,10 @@ static ol_err_t fail(walk_t *w, const char *fmt, ...) {
     }
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    if (n >= (int)sizeof(msg))
+        msg[ol_utf8_trim(msg, strlen(msg))] = '\0';
     return ol_errf(w->errstr, w->errstr_size, OL_ERR_INVALID, "field \"%s\": %s", path, msg);
 }
 
@@ -243,9 +245,10 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
         if (f && f->min_length && len < (size_t)f->min_length)
             return fail(w, "must not be empty");
         if (f && f->format == OL_FORMAT_IP && !ip_ok(s))
-            return fail(w, "\"%.64s\" is not an IPv4 or IPv6 address", s);
+            return fail(w, "\"%.*s\" is not an IPv4 or IPv6 address", ol_utf8_fit(s, 64), s);
         if (f && f->format == OL_FORMAT_CURRENCY && !currency_ok(s, len))
-            return fail(w, "\"%.64s\" is not an ISO 4217 currency code (three upper-case letters)", s);
+            return fail(w, "\"%.*s\" is not an ISO 4217 currency code (three upper-case letters)", ol_utf8_fit(s, 64),
+                        s);
         if (dst) {
             out_long(dst, (int64_t)len);
             out_bytes(dst, s, len);
@@ -260,9 +263,10 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
         } else if (n->timestamp && j->type == OL_JSON_STRING) {
             int rc = ol_time_parse(j->u.s, &v);
             if (rc == OL_TIME_OUT_OF_RANGE)
-                return fail(w, "\"%.64s\" " OL_TIME_RANGE_TEXT, j->u.s);
+                return fail(w, "\"%.*s\" " OL_TIME_RANGE_TEXT, ol_utf8_fit(j->u.s, 64), j->u.s);
             if (rc)
-                return fail(w, "\"%.64s\" is not an RFC 3339 time (2026-11-22T15:04:05Z)", j->u.s);
+                return fail(w, "\"%.*s\" is not an RFC 3339 time (2026-11-22T15:04:05Z)", ol_utf8_fit(j->u.s, 64),
+                            j->u.s);
         } else {
             return fail(w, "expected %s, got %s", n->timestamp ? "a time (RFC 3339 string or epoch ms)" : "an integer",
                         ol_json_kind(j));
@@ -316,7 +320,7 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
         allowed[0] = '\0';
         for (size_t i = 0; i < n->nsymbols && len < sizeof(allowed); i++)
             len += (size_t)snprintf(allowed + len, sizeof(allowed) - len, "%s%s", i ? ", " : "", n->symbols[i]);
-        return fail(w, "\"%.64s\" is not one of %s", j->u.s, allowed);
+        return fail(w, "\"%.*s\" is not one of %s", ol_utf8_fit(j->u.s, 64), j->u.s, allowed);
     }
     case OL_NODE_ARRAY: {
         if (j->type != OL_JSON_ARRAY)

@@ -97,6 +97,57 @@ static const ol_conf_prop_t conf_props[] = {
      "answers and fails none: a broker killed on the local 3-broker stack (Kafka's default "
      "broker.session.timeout.ms) held requests up to 9 s, the active controller up to 14 s. A request "
      "acknowledged after gate.wait.ms is answered 202 pending."},
+    {"gate.auth", OL_CONF_ENUM, "none", 0, 0, "none,jwt,header",
+     "Who a request to `gate` comes from. none: the body's userID and userLevel, as the client says (the original "
+     "API; anyone can claim any user and level). jwt: a bearer token (Authorization: Bearer <JWT>, gate.auth.jwt.*). "
+     "header: headers an authenticating proxy sets (gate.auth.header.*). With jwt or header, POST /buy, POST "
+     "/checkout and GET /buy/<requestID> answer 401 without valid credentials, and 403 when the body's userID or "
+     "userLevel is not the authenticated user's (absent ones are filled in)."},
+    {"gate.auth.jwt.alg", OL_CONF_ENUM, "RS256", 0, 0, "RS256,HS256",
+     "The one signature algorithm `gate` accepts in tokens (gate.auth=jwt); a token of another alg, \"none\" "
+     "included, is invalid."},
+    {"gate.auth.jwt.key.file", OL_CONF_STR, "", 0, 0, NULL,
+     "File holding the key that verifies tokens, read once at start: a PEM RSA public key (-----BEGIN PUBLIC "
+     "KEY-----, 2048 bits or more) for RS256, or the HMAC secret (at least 32 bytes; one trailing line end is "
+     "dropped) for HS256. Unreadable or not such a key: `gate` does not start."},
+    {"gate.auth.jwt.issuer", OL_CONF_STR, "", 0, 0, NULL,
+     "The iss a token must carry; empty: not checked (any issuer holding the key)."},
+    {"gate.auth.jwt.audience", OL_CONF_STR, "", 0, 0, NULL,
+     "A value the token's aud (a string or an array) must hold; empty: not checked."},
+    {"gate.auth.jwt.leeway.ms", OL_CONF_INT, "30000", 0, 600000, NULL,
+     "Clock skew allowed when checking a token's exp (required), nbf and iat."},
+    {"gate.auth.jwt.cache.entries", OL_CONF_INT, "65536", 0, 10000000, NULL,
+     "Tokens `gate` remembers as verified (by their SHA-256, ~200 bytes each; the oldest forgotten first), so that a "
+     "user's next requests with the same token skip the signature (an RS256 check costs ~0.4 ms of CPU); their exp "
+     "is checked every time. 0 = every request is verified."},
+    {"gate.auth.jwt.user.claim", OL_CONF_STR, "sub", 0, 0, NULL,
+     "The claim holding the user id (a string of 1 to 128 bytes): the BuyRequested's user_id."},
+    {"gate.auth.jwt.level.claim", OL_CONF_STR, "level", 0, 0, NULL,
+     "The claim holding the user's level (an integer, 0 or more): the BuyRequested's user_level. A token without "
+     "it is invalid."},
+    {"gate.auth.header.user", OL_CONF_STR, "X-Auth-User", 0, 0, NULL,
+     "Header the authenticating proxy writes the user id in (gate.auth=header). The proxy must set it on every "
+     "request, replacing what the client sent; a request carrying it twice is refused."},
+    {"gate.auth.header.level", OL_CONF_STR, "X-Auth-Level", 0, 0, NULL,
+     "Header the authenticating proxy writes the user's level in (decimal, 0 or more)."},
+    {"gate.auth.header.from", OL_CONF_STR, "", 0, 0, NULL,
+     "Networks of the authenticating proxies, comma separated (CIDRs or addresses, IPv4 and IPv6: 10.0.0.0/8, "
+     "2001:db8::/32): with gate.auth=header, a request whose TCP peer is elsewhere is refused 403, whatever headers "
+     "it carries. Required with gate.auth=header. Apart from gate.trusted.proxies (same syntax): a proxy trusted to "
+     "forward the client's address does not thereby say who the user is."},
+    {"gate.header.timeout.ms", OL_CONF_INT, "10000", 0, 3600000, NULL,
+     "How long `gate` gives a new connection to send its first request line and headers before closing it (a "
+     "client that is silent or sends a byte at a time; checked each second); 0 = no limit but "
+     "gate.idle.timeout.ms. Later requests on a kept-alive connection have gate.idle.timeout.ms only."},
+    {"gate.lookup.threads", OL_CONF_INT, "2", 1, 64, NULL,
+     "Threads of `gate` that read older decisions from PostgreSQL for GET /buy/<requestID> (one connection "
+     "each); the HTTP threads never wait for the database."},
+    {"gate.lookup.max.queued", OL_CONF_INT, "1000", 1, 1000000, NULL,
+     "Most GET /buy/<requestID> lookups waiting for a lookup thread; beyond, 503 \"too many lookups, try again\" "
+     "at once."},
+    {"gate.lookup.timeout.ms", OL_CONF_INT, "2000", 100, 60000, NULL,
+     "Longest a GET /buy/<requestID> waits for PostgreSQL (queue and query; also the lookups' statement_timeout): "
+     "past it, 503 (202 when the gate knows the request is pending)."},
     {"publish.delivery.timeout.ms", OL_CONF_INT, "30000", 1000, 3600000, NULL,
      "How long `publish` lets an event wait for its delivery report before counting it failed."},
     {"publish.max.line.bytes", OL_CONF_INT, "1048576", 1024, 67108864, NULL,
@@ -151,6 +202,11 @@ static const ol_conf_prop_t conf_props[] = {
      "Most records `decide` judges in one Kafka transaction."},
     {"decide.batch.ms", OL_CONF_INT, "10", 1, 60000, NULL,
      "Longest `decide` collects records for one transaction after the first arrived (latency vs throughput)."},
+    {"decide.idempotency.window.ms", OL_CONF_INT, "3600000", 1000, 2592000000, NULL,
+     "How long `decide` remembers a decided request id, in request time: a retry within it gets no second "
+     "decision; a BuyRequested whose requested_at is older than the partition's latest fact by more than this is "
+     "refused too_old (never decided twice). Memory: ~60 bytes per request id decided within it (216 MB for an hour "
+     "at 1,000/s)."},
     {"hold.ttl.ms", OL_CONF_INT, "1800000", 1000, 604800000, NULL,
      "How long a hold (cart item) freezes its units before `decide` releases it (HoldReleased, expired)."},
     {"guard.window.ms", OL_CONF_INT, "10000", 100, 86400000, NULL,

@@ -2,6 +2,9 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
+
+#include "common/util.h"
 
 static const char *const err_strs[] = {
 #define OL_ERR_STR(name, str) [OL_ERR_##name] = str,
@@ -35,8 +38,10 @@ ol_err_t ol_errf(char *errstr, size_t errstr_size, ol_err_t err, const char *fmt
     if (errstr && errstr_size) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(errstr, errstr_size, fmt, ap);
+        int n = vsnprintf(errstr, errstr_size, fmt, ap);
         va_end(ap);
+        if (n >= 0 && (size_t)n >= errstr_size) /* cut to fit: never inside a character */
+            errstr[ol_utf8_trim(errstr, strlen(errstr))] = '\0';
     }
     return err;
 }

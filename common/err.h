@@ -36,7 +36,8 @@ const char *ol_err2name(ol_err_t err);
 /* True for failures worth retrying with backoff. */
 bool ol_err_is_retriable(ol_err_t err);
 
-/* snprintf into errstr (may be NULL) and return err: `return ol_errf(...)`. */
+/* snprintf into errstr (may be NULL) and return err: `return ol_errf(...)`.
+ * A message longer than errstr is cut on a UTF-8 character boundary. */
 ol_err_t ol_errf(char *errstr, size_t errstr_size, ol_err_t err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

@@ -15,8 +15,11 @@ void ol_event_clear(ol_event_t *ev) {
     ev->data = NULL;
 }
 
+/* src cut to fit, between characters: a header holding part of one would
+ * make every consumer refuse the record. */
 static void copy_str(char *dst, size_t dst_size, const char *src) {
-    snprintf(dst, dst_size, "%s", src ? src : "");
+    src = src ? src : "";
+    snprintf(dst, dst_size, "%.*s", ol_utf8_fit(src, dst_size - 1), src);
 }
 
 /* Fills key and subject from the data. */
@@ -43,8 +46,8 @@ static ol_err_t parse_time(const ol_json_t *t, int64_t *out, char *errstr, size_
         if (!rc)
             return OL_ERR_OK;
         if (rc == OL_TIME_OUT_OF_RANGE)
-            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "field \"time\": \"%.64s\" " OL_TIME_RANGE_TEXT,
-                           t->u.s);
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "field \"time\": \"%.*s\" " OL_TIME_RANGE_TEXT,
+                           ol_utf8_fit(t->u.s, 64), t->u.s);
     }
     return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                    "\"time\" must be an RFC 3339 time (2026-11-22T15:04:05Z) or epoch milliseconds");
@@ -61,7 +64,8 @@ static ol_err_t from_object(const ol_json_t *root, int64_t now_ms, ol_event_t *e
         const ol_json_member_t *m = &root->u.members[i];
         if (!key_is(m, "type") && !key_is(m, "data") && !key_is(m, "id") && !key_is(m, "time"))
             return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
-                           "unknown top-level field \"%.64s\" (expected type, data, id, time)", m->key);
+                           "unknown top-level field \"%.*s\" (expected type, data, id, time)", ol_utf8_fit(m->key, 64),
+                           m->key);
     }
     const ol_json_t *type = ol_json_get(root, "type");
     if (!type)
@@ -70,7 +74,8 @@ static ol_err_t from_object(const ol_json_t *root, int64_t now_ms, ol_event_t *e
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"type\" must be a string");
     ev->env.type = ol_schema_findn(type->u.s, type->len);
     if (!ev->env.type)
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown event type \"%.64s\"", type->u.s);
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown event type \"%.*s\"", ol_utf8_fit(type->u.s, 64),
+                       type->u.s);
     ev->env.version = ev->env.type->version;
     const ol_json_t *id = ol_json_get(root, "id");
     if (id) {
@@ -304,9 +309,9 @@ ol_err_t ol_event_encode(ol_codec_t *codec, const ol_event_type_t *et, const ol_
         return err;
     ol_envelope_t env = {.type = et, .time_ms = time_ms, .content = OL_CONTENT_AVRO, .version = et->version};
     ol_uuid_v4(env.id);
-    snprintf(env.source, sizeof(env.source), "%s", source);
+    copy_str(env.source, sizeof(env.source), source);
     const ol_json_t *subject = ol_json_get(data, et->subject);
-    snprintf(env.subject, sizeof(env.subject), "%s", subject && subject->type == OL_JSON_STRING ? subject->u.s : "");
+    copy_str(env.subject, sizeof(env.subject), subject && subject->type == OL_JSON_STRING ? subject->u.s : "");
     memcpy(out->id, env.id, sizeof(out->id));
     out->hdrs = rd_kafka_headers_new(8);
     ol_envelope_to_headers(&env, out->hdrs);

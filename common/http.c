@@ -178,6 +178,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return reply_health(h, conn, !strcmp(url, "/healthz") ? h->conf.healthz : h->conf.readyz);
 }
 
+/* libmicrohttpd's messages: fmt is its own */
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
     (void)cls;
     char buf[512];

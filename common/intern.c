@@ -25,27 +25,6 @@ struct ol_intern_s {
     size_t chunk_bytes;
 };
 
-static uint64_t hash_bytes(const char *s, size_t len) {
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ (len * 0xff51afd7ed558ccdull);
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        h = (h ^ (w * 0xbf58476d1ce4e5b9ull)) * 0x94d049bb133111ebull;
-        h ^= h >> 31;
-    }
-    uint64_t w = 0;
-    for (size_t k = 0; i < len; i++, k += 8)
-        w |= (uint64_t)(unsigned char)s[i] << k;
-    h = (h ^ (w * 0xbf58476d1ce4e5b9ull)) * 0x94d049bb133111ebull;
-    /* final mix (splitmix64) so both halves of the hash are usable */
-    h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ull;
-    h ^= h >> 27;
-    h *= 0x94d049bb133111ebull;
-    return h ^ (h >> 31);
-}
-
 ol_intern_t *ol_intern_new(void) {
     ol_intern_t *in = ol_xcalloc(1, sizeof(*in));
     in->cap = 64;
@@ -86,7 +65,7 @@ static uint64_t *find_slot(const ol_intern_t *in, const char *s, size_t len, uin
 }
 
 uint32_t ol_intern_find(const ol_intern_t *in, const char *s, size_t len) {
-    uint64_t v = *find_slot(in, s, len, hash_bytes(s, len));
+    uint64_t v = *find_slot(in, s, len, ol_hash_bytes(s, len));
     return v ? (uint32_t)v - 1 : OL_INTERN_NONE;
 }
 
@@ -99,7 +78,7 @@ static void grow_slots(ol_intern_t *in) {
         if (!old[i])
             continue;
         const char *p = in->strs[(uint32_t)old[i] - 1];
-        uint64_t h = hash_bytes(p, str_len(p));
+        uint64_t h = ol_hash_bytes(p, str_len(p));
         size_t j = h & (in->cap - 1);
         while (in->slots[j])
             j = (j + 1) & (in->cap - 1);
@@ -132,7 +111,7 @@ static char *store(ol_intern_t *in, const char *s, size_t len) {
 
 uint32_t ol_intern_add(ol_intern_t *in, const char *s, size_t len) {
     OL_ASSERT(len < UINT32_MAX);
-    uint64_t h = hash_bytes(s, len);
+    uint64_t h = ol_hash_bytes(s, len);
     uint64_t *slot = find_slot(in, s, len, h);
     if (*slot)
         return (uint32_t)*slot - 1;

@@ -209,7 +209,7 @@ static ol_err_t parse_string(parser_t *ps, const char **out, size_t *out_len) {
             break;
         }
         default:
-            return perr(ps, "invalid escape \\%c", e);
+            return perr(ps, "invalid escape \\%c", e >= 0x20 && e < 0x7f ? e : '?');
         }
     }
     return perr(ps, "unterminated string");
@@ -304,9 +304,9 @@ static bool has_duplicate(parser_t *ps, const ol_json_member_t *m, size_t n, con
 static void path_prepend(parser_t *ps, const char *seg) {
     size_t room = sizeof(ps->path) - 1, old = strlen(ps->path), sep = old && ps->path[0] != '[', n = strlen(seg) + sep;
     if (n > room)
-        n = room;
+        n = sep + ol_utf8_trim(seg, room - sep);
     if (old > room - n)
-        old = room - n; /* the innermost segments are cut first */
+        old = ol_utf8_trim(ps->path, room - n); /* the innermost segments are cut first */
     memmove(ps->path + n, ps->path, old);
     ps->path[n + old] = '\0';
     memcpy(ps->path, seg, n - sep);
@@ -314,11 +314,14 @@ static void path_prepend(parser_t *ps, const char *seg) {
         ps->path[n - 1] = '.';
 }
 
-/* A key as a path segment: its first 64 bytes, NUL shown as \u0000. */
+/* A key as a path segment: its first 64 bytes (fewer rather than part of a
+ * character), NUL shown as \u0000. */
 static void path_prepend_key(parser_t *ps, const char *key, size_t len) {
     char seg[64 * 6 + 1];
-    size_t n = 0;
-    for (size_t i = 0; i < len && i < 64; i++) {
+    size_t n = 0, cut = len < 64 ? len : 64;
+    while (cut < len && cut > 0 && ((unsigned char)key[cut] & 0xc0) == 0x80)
+        cut--; /* not inside a character */
+    for (size_t i = 0; i < cut; i++) {
         if (key[i]) {
             seg[n++] = key[i];
         } else {
@@ -422,8 +425,8 @@ static ol_err_t parse_object(parser_t *ps, ol_json_t *v, int depth) {
     }
     const char *dup;
     if (has_duplicate(ps, m, n, &dup))
-        return ol_errf(ps->errstr, ps->errstr_size, OL_ERR_INVALID, "malformed JSON: duplicate object key \"%.64s\"",
-                       dup);
+        return ol_errf(ps->errstr, ps->errstr_size, OL_ERR_INVALID, "malformed JSON: duplicate object key \"%.*s\"",
+                       ol_utf8_fit(dup, 64), dup);
     v->type = OL_JSON_OBJECT;
     v->len = n;
     v->u.members = m;

@@ -31,9 +31,19 @@ static int set_one(void *opaque, const char *name, const char *value) {
 }
 
 /* librdkafka's own log lines go through ours (syslog levels). */
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+ol_log_level_t ol_kafka_log_level(int level, const char *buf) {
     ol_log_level_t l = level <= 3 ? OL_LOG_ERROR : level == 4 ? OL_LOG_WARN : level <= 6 ? OL_LOG_INFO : OL_LOG_DEBUG;
-    ol_log(l, "kafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
+    /* a broker still loading its coordinator state (just started, or a
+     * coordinator that moved), which librdkafka retries by itself: nothing
+     * for an operator to do unless it lasts, and then other errors follow */
+    if (l == OL_LOG_WARN && (strstr(buf, "Coordinator load in progress") || strstr(buf, "Coordinator not available")) &&
+        strstr(buf, "retrying"))
+        l = OL_LOG_INFO;
+    return l;
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    ol_log(ol_kafka_log_level(level, buf), "kafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
 /* ---- client profiles ---------------------------------------------------- */

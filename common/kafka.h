@@ -9,6 +9,7 @@
 
 #include "common/conf.h"
 #include "common/err.h"
+#include "common/log.h"
 #include "common/metrics.h"
 
 /* Kafka helpers shared by every role. */
@@ -142,5 +143,10 @@ void ol_kafka_lag_write(rd_kafka_t *rk, ol_metrics_out_t *out);
 
 /* "<topic.prefix><name>" into out. */
 void ol_kafka_topic_name(const ol_conf_t *conf, const char *name, char *out, size_t out_size);
+
+/* The log level of a librdkafka log line (syslog level, text): warnings
+ * about a transient coordinator state librdkafka retries by itself are
+ * info. */
+ol_log_level_t ol_kafka_log_level(int level, const char *buf);
 
 #endif

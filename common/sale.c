@@ -4,30 +4,44 @@
 #include <string.h>
 
 #include "common/intern.h"
+#include "common/strtab.h"
 #include "common/util.h"
 
 /* State layout, chosen to stay compact with millions of holds (no malloc per
- * hold, user or request):
- *  - skus, users and request ids are interned (common/intern.h): dense ids;
- *  - skus[sku id]: stock and policy;
+ * hold, user or request) and to shrink back to what is live:
+ *  - skus are interned (common/intern.h, never removed): skus[sku id] holds
+ *    stock and policy;
+ *  - users and request ids are in string tables with removal
+ *    (common/strtab.h): dense ids, given again once removed;
  *  - req_state[request id]: REQ_REJECTED, REQ_RELEASED, REQ_CONVERTED, or the
  *    slot in holds[] of its open hold. A hold id is "h-" + request id, so no
  *    table of hold ids is needed;
- *  - counters[]: held and bought units per (user, SKU), found through ctab
- *    (open addressing, counter index + 1, 0 = empty); never removed;
+ *  - the request ids decided are bucketed by time: slice k holds those
+ *    decided in [k * slice_ms, (k + 1) * slice_ms), chained through req_next
+ *    from slice_head[k % SLICES], their strings in group k % SLICES of the
+ *    table. A slice is dropped whole once the stream time (the latest time
+ *    of the facts applied) has passed its end by the retention (window +
+ *    OL_SALE_AHEAD_MS): its ids are forgotten, but for those of open holds,
+ *    which move to the newest slice;
+ *  - counters[]: held and bought units per (user, SKU), chained per user
+ *    from user_head[user] (a user holds a few SKUs: finding one walks the
+ *    user's). A counter whose units are all 0 (its holds ended, nothing
+ *    bought) is removed, and with the user's last counter the user; the
+ *    slot of a removed counter is reused (free list through next);
  *  - holds[]: open holds; the slot of an ended hold is reused (free list
  *    threaded through heap_pos), an ended hold lives on as its req_state;
  *  - heap[]: slots of the open holds, a binary min-heap by (expires_at,
- *    request id); request ids are given in the order requests were decided,
- *    so the order is total and the same after a restore.
+ *    request id bytes), a total order independent of internal ids.
  * Everything changes only in ol_sale_apply, in the order of the facts, so a
- * restore rebuilds the same ids, slots and heap. */
+ * restore rebuilds the same ids, slots, slices and heap. */
 
 #define REQ_REJECTED UINT32_MAX
 #define REQ_RELEASED (UINT32_MAX - 1)
 #define REQ_CONVERTED (UINT32_MAX - 2)
 #define MAX_SLOTS (UINT32_MAX - 3)
 #define NO_SLOT UINT32_MAX
+#define NONE UINT32_MAX
+#define SLICES 16 /* ring of slices; SLICES - 2 of them span the retention */
 
 enum { SKU_UNLISTED, SKU_ON_SALE, SKU_REMOVED };
 
@@ -40,9 +54,12 @@ typedef struct sku_s {
     ol_level_limit_t *levels; /* sorted by level, one entry per level */
 } sku_t;
 
+/* Units of a user's SKU: at most INT32_MAX held + bought (the projection's
+ * user_sku_totals has the same range). next: the user's next counter, or
+ * for a free one (user NONE) the next free. */
 typedef struct counter_s {
-    uint32_t user, sku;
-    int64_t held, bought;
+    uint32_t user, sku, next;
+    int32_t held, bought;
 } counter_t;
 
 typedef struct hold_s {
@@ -53,19 +70,26 @@ typedef struct hold_s {
 } hold_t;
 
 struct ol_sale_s {
-    int64_t ttl;
+    int64_t ttl, window, slice_ms;
     const ol_blacklist_t *bl;
-    ol_intern_t *sku_ids, *user_ids, *req_ids;
+    int64_t stream; /* latest at_ms of the facts applied (0: none yet) */
+    int64_t base;   /* oldest slice kept */
+    bool based;     /* base was set */
+    ol_intern_t *sku_ids;
+    ol_strtab_t *users, *reqs;
     sku_t *skus;
     size_t skus_cap;
-    uint32_t *req_state;
+    uint32_t *req_state, *req_next;
     size_t req_cap;
+    uint32_t slice_head[SLICES];
+    int64_t slice_no[SLICES]; /* the slice a ring position holds */
+    uint32_t *user_head;
+    size_t user_cap;
     counter_t *counters;
-    size_t ncounters, counters_cap;
-    uint32_t *ctab;
-    size_t ctab_cap;
+    size_t ncounters, counters_cap, live_counters, counters_upper; /* upper: used in the upper half */
+    uint32_t free_counter;
     hold_t *holds;
-    size_t nslots, holds_cap;
+    size_t nslots, holds_cap, holds_upper;
     uint32_t free_head;
     uint32_t *heap;
     size_t nheap, heap_cap;
@@ -132,17 +156,23 @@ int ol_stock_cause_from_name(const char *name) {
 
 /* ---- life ------------------------------------------------------------------ */
 
-ol_sale_t *ol_sale_new(int64_t hold_ttl_ms, const ol_blacklist_t *bl) {
-    OL_ASSERT(hold_ttl_ms > 0);
+ol_sale_t *ol_sale_new(int64_t hold_ttl_ms, int64_t window_ms, const ol_blacklist_t *bl) {
+    OL_ASSERT(hold_ttl_ms > 0 && window_ms > 0 && window_ms <= INT64_MAX / 4);
     ol_sale_t *s = ol_xcalloc(1, sizeof(*s));
     s->ttl = hold_ttl_ms;
+    s->window = window_ms;
+    /* SLICES - 2 slices span the retention: the ring holds the slices from
+     * the oldest kept to the one of the stream time */
+    int64_t keep = window_ms + OL_SALE_AHEAD_MS;
+    s->slice_ms = (keep + SLICES - 3) / (SLICES - 2);
     s->bl = bl;
     s->sku_ids = ol_intern_new();
-    s->user_ids = ol_intern_new();
-    s->req_ids = ol_intern_new();
-    s->ctab_cap = 64;
-    s->ctab = ol_xcalloc(s->ctab_cap, sizeof(*s->ctab));
+    s->users = ol_strtab_new(1);
+    s->reqs = ol_strtab_new(SLICES);
+    for (int i = 0; i < SLICES; i++)
+        s->slice_head[i] = NONE;
     s->free_head = NO_SLOT;
+    s->free_counter = NONE;
     return s;
 }
 
@@ -153,13 +183,14 @@ void ol_sale_destroy(ol_sale_t *s) {
         free(s->skus[i].levels);
     free(s->skus);
     free(s->req_state);
+    free(s->req_next);
+    free(s->user_head);
     free(s->counters);
-    free(s->ctab);
     free(s->holds);
     free(s->heap);
     ol_intern_destroy(s->sku_ids);
-    ol_intern_destroy(s->user_ids);
-    ol_intern_destroy(s->req_ids);
+    ol_strtab_destroy(s->users);
+    ol_strtab_destroy(s->reqs);
     free(s);
 }
 
@@ -174,10 +205,33 @@ static void *reserve(void *p, size_t *cap, size_t need, size_t elem) {
     return ol_xrealloc(p, n * elem);
 }
 
+/* An array of *cap elements of which need are used, cut down when it is
+ * more than twice as large (at least 64 kept). */
+static void *fit(void *p, size_t *cap, size_t need, size_t elem) {
+    if (*cap <= 64 || need * 2 > *cap)
+        return p;
+    size_t n = 64;
+    while (n < need)
+        n *= 2;
+    *cap = n;
+    return ol_xrealloc(p, n * elem);
+}
+
 /* ---- lookups --------------------------------------------------------------- */
 
 static uint32_t find_id(const ol_intern_t *in, const char *s) {
     return ol_intern_find(in, s, strlen(s));
+}
+
+static uint32_t find_str(const ol_strtab_t *t, const char *s) {
+    return ol_strtab_find(t, s, strlen(s));
+}
+
+/* Whether the string of id in t is s. */
+static bool str_is(const ol_strtab_t *t, uint32_t id, const char *s) {
+    size_t len;
+    const char *p = ol_strtab_str(t, id, &len);
+    return strlen(s) == len && !memcmp(p, s, len);
 }
 
 static const sku_t *find_sku(const ol_sale_t *s, const char *sku) {
@@ -195,66 +249,225 @@ static uint32_t sku_add(ol_sale_t *s, const char *sku) {
     return id;
 }
 
-static uint64_t counter_hash(uint32_t user, uint32_t sku) {
-    uint64_t h = ((uint64_t)user << 32 | sku) * 0x9e3779b97f4a7c15ull;
-    return h ^ (h >> 29);
-}
+/* ---- counters -------------------------------------------------------------- */
 
-/* The ctab slot of (user, sku), or the empty slot where it would go. */
-static uint32_t *counter_slot(const ol_sale_t *s, uint32_t user, uint32_t sku) {
-    for (size_t i = counter_hash(user, sku) & (s->ctab_cap - 1);; i = (i + 1) & (s->ctab_cap - 1)) {
-        uint32_t v = s->ctab[i];
-        if (!v || (s->counters[v - 1].user == user && s->counters[v - 1].sku == sku))
-            return &s->ctab[i];
-    }
+static uint32_t counter_of(const ol_sale_t *s, uint32_t user, uint32_t sku) {
+    uint32_t c = s->user_head[user];
+    while (c != NONE && s->counters[c].sku != sku)
+        c = s->counters[c].next;
+    return c;
 }
 
 static const counter_t *find_counter(const ol_sale_t *s, const char *user_id, const char *sku) {
-    uint32_t user = find_id(s->user_ids, user_id), sk = find_id(s->sku_ids, sku);
-    if (user == OL_INTERN_NONE || sk == OL_INTERN_NONE)
+    uint32_t user = find_str(s->users, user_id), sk = find_id(s->sku_ids, sku);
+    if (user == OL_STRTAB_NONE || sk == OL_INTERN_NONE)
         return NULL;
-    uint32_t v = *counter_slot(s, user, sk);
-    return v ? &s->counters[v - 1] : NULL;
+    uint32_t c = counter_of(s, user, sk);
+    return c == NONE ? NULL : &s->counters[c];
 }
 
+static uint32_t user_add(ol_sale_t *s, const char *user_id) {
+    uint32_t user = ol_strtab_add(s->users, user_id, strlen(user_id), 0, NULL);
+    size_t old = s->user_cap;
+    s->user_head = reserve(s->user_head, &s->user_cap, (size_t)ol_strtab_limit(s->users), sizeof(*s->user_head));
+    if (s->user_cap > old) /* NONE: no counter */
+        memset(s->user_head + old, 0xff, (s->user_cap - old) * sizeof(*s->user_head));
+    return user;
+}
+
+/* The counter of (user, sku), made when new. */
 static uint32_t counter_add(ol_sale_t *s, uint32_t user, uint32_t sku) {
-    uint32_t *slot = counter_slot(s, user, sku);
-    if (*slot)
-        return *slot - 1;
-    OL_ASSERT(s->ncounters < UINT32_MAX - 1);
-    if ((s->ncounters + 1) * 4 > s->ctab_cap * 3) {
-        uint32_t *old = s->ctab;
-        size_t old_cap = s->ctab_cap;
-        s->ctab_cap *= 2;
-        s->ctab = ol_xcalloc(s->ctab_cap, sizeof(*s->ctab));
-        for (size_t i = 0; i < old_cap; i++)
-            if (old[i])
-                *counter_slot(s, s->counters[old[i] - 1].user, s->counters[old[i] - 1].sku) = old[i];
-        free(old);
-        slot = counter_slot(s, user, sku);
+    uint32_t c = counter_of(s, user, sku);
+    if (c != NONE)
+        return c;
+    OL_ASSERT(s->live_counters < UINT32_MAX - 2);
+    if (s->free_counter != NONE) {
+        c = s->free_counter;
+        s->free_counter = s->counters[c].next;
+    } else {
+        size_t cap = s->counters_cap;
+        s->counters = reserve(s->counters, &s->counters_cap, s->ncounters + 1, sizeof(*s->counters));
+        if (s->counters_cap != cap) /* doubled: nothing is in the new upper half yet */
+            s->counters_upper = 0;
+        c = (uint32_t)s->ncounters++;
     }
-    s->counters = reserve(s->counters, &s->counters_cap, s->ncounters + 1, sizeof(*s->counters));
-    s->counters[s->ncounters] = (counter_t){.user = user, .sku = sku};
-    *slot = (uint32_t)++s->ncounters;
-    return *slot - 1;
+    s->counters[c] = (counter_t){.user = user, .sku = sku, .next = s->user_head[user]};
+    s->user_head[user] = c;
+    s->live_counters++;
+    s->counters_upper += c >= s->counters_cap / 2;
+    return c;
 }
 
-/* The request id of a hold id ("h-" + request id), OL_INTERN_NONE if none. */
+/* Once the upper half of the array is unused and 3/4 of it free: halved,
+ * the free slots listed lowest first (taken first). */
+static void counters_shrink(ol_sale_t *s) {
+    while (s->counters_cap > 64 && !s->counters_upper && s->live_counters * 4 < s->counters_cap) {
+        size_t cap = s->counters_cap / 2;
+        s->ncounters = s->ncounters < cap ? s->ncounters : cap;
+        s->free_counter = NONE;
+        for (size_t c = s->ncounters; c-- > 0;)
+            if (s->counters[c].user == NONE) {
+                s->counters[c].next = s->free_counter;
+                s->free_counter = (uint32_t)c;
+            }
+        s->counters_cap = cap;
+        s->counters = ol_xrealloc(s->counters, cap * sizeof(*s->counters));
+        for (size_t c = cap / 2; c < s->ncounters; c++)
+            s->counters_upper += s->counters[c].user != NONE;
+    }
+}
+
+/* Removes counter c when it counts nothing any more, and its user with
+ * the user's last counter. */
+static void counter_settle(ol_sale_t *s, uint32_t c) {
+    counter_t *k = &s->counters[c];
+    if (k->held || k->bought)
+        return;
+    uint32_t user = k->user, *link = &s->user_head[user];
+    while (*link != c)
+        link = &s->counters[*link].next;
+    *link = k->next;
+    *k = (counter_t){.user = NONE, .next = s->free_counter};
+    s->free_counter = c;
+    s->counters_upper -= c >= s->counters_cap / 2;
+    if (--s->live_counters == 0) { /* none left: give the array back */
+        free(s->counters);
+        s->counters = NULL;
+        s->ncounters = s->counters_cap = s->counters_upper = 0;
+        s->free_counter = NONE;
+    } else {
+        counters_shrink(s);
+    }
+    if (s->user_head[user] == NONE) {
+        ol_strtab_remove(s->users, user);
+        if (!ol_strtab_count(s->users)) {
+            free(s->user_head);
+            s->user_head = NULL;
+            s->user_cap = 0;
+        } else {
+            s->user_head = fit(s->user_head, &s->user_cap, ol_strtab_limit(s->users), sizeof(*s->user_head));
+        }
+    }
+}
+
+/* ---- request ids and their slices ------------------------------------------ */
+
+/* The request id of a hold id ("h-" + request id), OL_STRTAB_NONE if none. */
 static uint32_t hold_req(const ol_sale_t *s, const char *hold_id) {
     if (strncmp(hold_id, "h-", 2))
-        return OL_INTERN_NONE;
-    return find_id(s->req_ids, hold_id + 2);
+        return OL_STRTAB_NONE;
+    return find_str(s->reqs, hold_id + 2);
 }
 
 static bool is_slot(uint32_t state) {
     return state < MAX_SLOTS;
 }
 
+static int64_t sub_sat(int64_t a, int64_t b) {
+    int64_t r;
+    if (__builtin_sub_overflow(a, b, &r))
+        return b > 0 ? INT64_MIN : INT64_MAX;
+    return r;
+}
+
+static int64_t floor_div(int64_t a, int64_t b) {
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+/* How long a decided request id is kept past its time. */
+static int64_t retention(const ol_sale_t *s) {
+    return s->window + OL_SALE_AHEAD_MS;
+}
+
+/* Chains req into slice k (the ring holds it) with its string. */
+static void slice_put(ol_sale_t *s, uint32_t req, int64_t k) {
+    int pos = (int)(k % SLICES);
+    OL_ASSERT(s->slice_head[pos] == NONE || s->slice_no[pos] == k);
+    s->slice_no[pos] = k;
+    s->req_next[req] = s->slice_head[pos];
+    s->slice_head[pos] = req;
+    ol_strtab_move(s->reqs, req, (unsigned)pos);
+}
+
+/* The stream time moves to at_ms if later: the slices it leaves past the
+ * retention are dropped, their ids forgotten but for open holds', which
+ * move to the slice of the stream time. */
+static void advance(ol_sale_t *s, int64_t at_ms) {
+    if (at_ms <= s->stream && s->based)
+        return;
+    if (at_ms > s->stream)
+        s->stream = at_ms;
+    int64_t base = floor_div(sub_sat(s->stream, retention(s)), s->slice_ms);
+    if (!s->based) {
+        s->base = base;
+        s->based = true;
+        return;
+    }
+    if (base <= s->base)
+        return;
+    /* detach the dropped slices first: the slice of the stream time may
+     * take a ring position they held */
+    uint32_t dropped = NONE;
+    for (int pos = 0; pos < SLICES; pos++) {
+        if (s->slice_head[pos] == NONE || s->slice_no[pos] >= base)
+            continue;
+        uint32_t last = s->slice_head[pos];
+        while (s->req_next[last] != NONE)
+            last = s->req_next[last];
+        s->req_next[last] = dropped;
+        dropped = s->slice_head[pos];
+        s->slice_head[pos] = NONE;
+    }
+    s->base = base;
+    int64_t newest = floor_div(s->stream, s->slice_ms);
+    for (uint32_t req = dropped, next; req != NONE; req = next) {
+        next = s->req_next[req];
+        if (is_slot(s->req_state[req]))
+            slice_put(s, req, newest);
+        else
+            ol_strtab_remove(s->reqs, req);
+    }
+    if (!ol_strtab_count(s->reqs)) { /* none left: give the arrays back */
+        free(s->req_state);
+        free(s->req_next);
+        s->req_state = s->req_next = NULL;
+        s->req_cap = 0;
+    } else {
+        size_t cap = s->req_cap, need = ol_strtab_limit(s->reqs);
+        s->req_state = fit(s->req_state, &cap, need, sizeof(*s->req_state));
+        s->req_next = fit(s->req_next, &s->req_cap, need, sizeof(*s->req_next));
+    }
+}
+
+/* Remembers a decided request id (decided at at_ms) with its state. */
+static uint32_t req_add(ol_sale_t *s, const char *request_id, int64_t at_ms, uint32_t state) {
+    /* a fact older than the retention (only a log that is not ours has
+     * one) still gets a slice: the oldest kept */
+    int64_t k = floor_div(at_ms, s->slice_ms);
+    k = k < s->base ? s->base : k;
+    uint32_t req = ol_strtab_add(s->reqs, request_id, strlen(request_id), (unsigned)(k % SLICES), NULL);
+    size_t need = ol_strtab_limit(s->reqs);
+    if (need > s->req_cap) {
+        size_t cap = s->req_cap;
+        s->req_state = reserve(s->req_state, &cap, need, sizeof(*s->req_state));
+        s->req_next = ol_xrealloc(s->req_next, cap * sizeof(*s->req_next));
+        s->req_cap = cap;
+    }
+    s->req_state[req] = state;
+    slice_put(s, req, k);
+    return req;
+}
+
 /* ---- the expiry heap ------------------------------------------------------- */
 
 static bool hold_before(const ol_sale_t *s, uint32_t a, uint32_t b) {
     const hold_t *x = &s->holds[a], *y = &s->holds[b];
-    return x->expires_at < y->expires_at || (x->expires_at == y->expires_at && x->req < y->req);
+    if (x->expires_at != y->expires_at)
+        return x->expires_at < y->expires_at;
+    size_t la, lb;
+    const char *ra = ol_strtab_str(s->reqs, x->req, &la), *rb = ol_strtab_str(s->reqs, y->req, &lb);
+    int c = memcmp(ra, rb, la < lb ? la : lb);
+    return c < 0 || (c == 0 && la < lb);
 }
 
 static void heap_set(ol_sale_t *s, size_t pos, uint32_t slot) {
@@ -370,7 +583,10 @@ int ol_sale_buy(const ol_sale_t *s, const ol_buy_cmd_t *cmd, ol_arena_t *arena, 
                 cmd->request_id, (int)cmd->quantity, (int)cmd->user_level);
         return -1;
     }
-    if (find_id(s->req_ids, cmd->request_id) != OL_INTERN_NONE)
+    /* older than the window: it may have been decided and forgotten */
+    if (cmd->at_ms < sub_sat(s->stream, s->window))
+        return reject_buy(cmd, OL_REJECT_TOO_OLD, OL_SALE_MSG_TOO_OLD, out);
+    if (find_str(s->reqs, cmd->request_id) != OL_STRTAB_NONE)
         return 0; /* decided already: a retry gets no second decision */
 
     if (s->bl && ((*cmd->client_ip && ol_blacklist_has(s->bl, OL_SUBJECT_IP, cmd->client_ip, cmd->at_ms)) ||
@@ -381,12 +597,11 @@ int ol_sale_buy(const ol_sale_t *s, const ol_buy_cmd_t *cmd, ol_arena_t *arena, 
     if (k && k->has_policy && cmd->user_level < k->min_level)
         return reject_buy(cmd, OL_REJECT_LEVEL, OL_SALE_MSG_NOT_ALLOWED, out);
     int32_t limit = level_limit(k, cmd->user_level);
-    if (limit > 0) {
-        const counter_t *c = find_counter(s, cmd->user_id, cmd->sku);
-        int64_t has = c ? c->held + c->bought : 0;
-        if (has > (int64_t)limit - cmd->quantity)
-            return reject_buy(cmd, OL_REJECT_LIMIT, OL_SALE_MSG_NOT_ALLOWED, out);
-    }
+    const counter_t *c = find_counter(s, cmd->user_id, cmd->sku);
+    int64_t has = c ? (int64_t)c->held + c->bought : 0;
+    /* no limit still stops at what a counter holds */
+    if (has > (limit > 0 ? (int64_t)limit : INT32_MAX) - cmd->quantity)
+        return reject_buy(cmd, OL_REJECT_LIMIT, OL_SALE_MSG_NOT_ALLOWED, out);
 
     if (!k || k->status != SKU_ON_SALE)
         return reject_buy(cmd, OL_REJECT_UNKNOWN_SKU, OL_SALE_MSG_SOLD_OUT, out);
@@ -415,7 +630,7 @@ static int decide_hold(const ol_sale_t *s, const ol_hold_cmd_t *cmd, ol_hold_op_
     }
     ol_hold_reject_t why;
     uint32_t req = hold_req(s, cmd->hold_id);
-    uint32_t state = req == OL_INTERN_NONE ? REQ_REJECTED : s->req_state[req];
+    uint32_t state = req == OL_STRTAB_NONE ? REQ_REJECTED : s->req_state[req];
     const hold_t *h = is_slot(state) ? &s->holds[state] : NULL;
     const counter_t *c = h ? &s->counters[h->counter] : NULL;
     if (state == REQ_REJECTED || (c && strcmp(ol_intern_str(s->sku_ids, c->sku, NULL), cmd->sku)))
@@ -424,7 +639,7 @@ static int decide_hold(const ol_sale_t *s, const ol_hold_cmd_t *cmd, ol_hold_op_
         why = OL_HOLD_REJECT_RELEASED;
     else if (state == REQ_CONVERTED)
         why = OL_HOLD_REJECT_CONVERTED;
-    else if (strcmp(ol_intern_str(s->user_ids, c->user, NULL), cmd->user_id))
+    else if (!str_is(s->users, c->user, cmd->user_id))
         why = OL_HOLD_REJECT_NOT_OWNER;
     else if (cmd->at_ms >= h->expires_at)
         why = OL_HOLD_REJECT_EXPIRED;
@@ -600,9 +815,12 @@ size_t ol_sale_expire(const ol_sale_t *s, int64_t now_ms, ol_arena_t *arena, ol_
         }
         const hold_t *h = &s->holds[s->heap[pos]];
         const counter_t *c = &s->counters[h->counter];
+        /* copied: applying an earlier fact may move the sale's strings */
+        size_t ulen;
+        const char *user = ol_strtab_str(s->users, c->user, &ulen);
         out[n++] = (ol_fact_t){.kind = OL_FACT_HOLD_RELEASED,
-                               .hold_id = concat(arena, "h-", ol_intern_str(s->req_ids, h->req, NULL)),
-                               .user_id = ol_intern_str(s->user_ids, c->user, NULL),
+                               .hold_id = concat(arena, "h-", ol_strtab_str(s->reqs, h->req, NULL)),
+                               .user_id = ol_arena_strndup(arena, user, ulen),
                                .sku = ol_intern_str(s->sku_ids, c->sku, NULL),
                                .quantity = h->quantity,
                                .release = OL_RELEASE_EXPIRED,
@@ -636,39 +854,41 @@ static ol_err_t invalid(char *errstr, size_t errstr_size, const ol_fact_t *f, co
                    why);
 }
 
-static void set_req_state(ol_sale_t *s, uint32_t req, uint32_t state) {
-    s->req_state = reserve(s->req_state, &s->req_cap, (size_t)req + 1, sizeof(*s->req_state));
-    s->req_state[req] = state;
-}
-
 static ol_err_t apply_accepted(ol_sale_t *s, const ol_fact_t *f, char *errstr, size_t errstr_size) {
     if (empty(f->request_id) || empty(f->user_id) || empty(f->sku) || empty(f->hold_id) || f->quantity < 1)
         return invalid(errstr, errstr_size, f, "request_id, hold_id, user_id, sku and quantity must be set");
     if (strncmp(f->hold_id, "h-", 2) || strcmp(f->hold_id + 2, f->request_id))
         return invalid(errstr, errstr_size, f, "hold id is not \"h-\" + request id");
-    if (find_id(s->req_ids, f->request_id) != OL_INTERN_NONE)
+    if (find_str(s->reqs, f->request_id) != OL_STRTAB_NONE)
         return invalid(errstr, errstr_size, f, "request already decided");
     const sku_t *k = find_sku(s, f->sku);
     if (!k || k->total - k->held - k->sold < f->quantity)
         return invalid(errstr, errstr_size, f, "not enough stock available");
+    const counter_t *had = find_counter(s, f->user_id, f->sku);
+    if (had && (int64_t)had->held + had->bought > INT32_MAX - f->quantity)
+        return invalid(errstr, errstr_size, f, "the user's units of the sku would pass 2147483647");
     if (s->free_head == NO_SLOT && s->nslots >= MAX_SLOTS)
         return invalid(errstr, errstr_size, f, "too many open holds");
 
+    advance(s, f->at_ms);
     uint32_t sku = sku_add(s, f->sku);
-    uint32_t user = ol_intern_add(s->user_ids, f->user_id, strlen(f->user_id));
+    uint32_t user = user_add(s, f->user_id);
     uint32_t counter = counter_add(s, user, sku);
-    uint32_t req = ol_intern_add(s->req_ids, f->request_id, strlen(f->request_id));
     uint32_t slot;
     if (s->free_head != NO_SLOT) {
         slot = s->free_head;
         s->free_head = s->holds[slot].heap_pos;
     } else {
+        size_t cap = s->holds_cap;
         s->holds = reserve(s->holds, &s->holds_cap, s->nslots + 1, sizeof(*s->holds));
+        if (s->holds_cap != cap) /* doubled: nothing is in the new upper half yet */
+            s->holds_upper = 0;
         slot = (uint32_t)s->nslots++;
     }
+    s->holds_upper += slot >= s->holds_cap / 2;
+    uint32_t req = req_add(s, f->request_id, f->at_ms, slot);
     s->holds[slot] = (hold_t){.expires_at = f->expires_at, .req = req, .counter = counter, .quantity = f->quantity};
     heap_push(s, slot);
-    set_req_state(s, req, slot);
     s->counters[counter].held += f->quantity;
     s->skus[sku].held += f->quantity;
     return OL_ERR_OK;
@@ -677,28 +897,53 @@ static ol_err_t apply_accepted(ol_sale_t *s, const ol_fact_t *f, char *errstr, s
 static ol_err_t apply_rejected(ol_sale_t *s, const ol_fact_t *f, char *errstr, size_t errstr_size) {
     if (empty(f->request_id))
         return invalid(errstr, errstr_size, f, "request_id must be set");
-    if (find_id(s->req_ids, f->request_id) != OL_INTERN_NONE)
+    if (f->reject == OL_REJECT_TOO_OLD)
+        return OL_ERR_OK; /* not a decision: nothing to remember */
+    if (find_str(s->reqs, f->request_id) != OL_STRTAB_NONE)
         return invalid(errstr, errstr_size, f, "request already decided");
-    set_req_state(s, ol_intern_add(s->req_ids, f->request_id, strlen(f->request_id)), REQ_REJECTED);
+    advance(s, f->at_ms);
+    /* a decision already older than the retention is not kept */
+    if (f->at_ms >= sub_sat(s->stream, retention(s)))
+        req_add(s, f->request_id, f->at_ms, REQ_REJECTED);
     return OL_ERR_OK;
+}
+
+/* As counters_shrink, for the hold slots (the heap is dense: cut to fit). */
+static void holds_shrink(ol_sale_t *s) {
+    s->heap = fit(s->heap, &s->heap_cap, s->nheap, sizeof(*s->heap));
+    while (s->holds_cap > 64 && !s->holds_upper && s->nheap * 4 < s->holds_cap) {
+        size_t cap = s->holds_cap / 2;
+        s->nslots = s->nslots < cap ? s->nslots : cap;
+        s->free_head = NO_SLOT;
+        for (size_t i = s->nslots; i-- > 0;)
+            if (s->holds[i].req == NONE) {
+                s->holds[i].heap_pos = s->free_head;
+                s->free_head = (uint32_t)i;
+            }
+        s->holds_cap = cap;
+        s->holds = ol_xrealloc(s->holds, cap * sizeof(*s->holds));
+        for (size_t i = cap / 2; i < s->nslots; i++)
+            s->holds_upper += s->holds[i].req != NONE;
+    }
 }
 
 static ol_err_t apply_end(ol_sale_t *s, const ol_fact_t *f, char *errstr, size_t errstr_size) {
     if (empty(f->hold_id) || empty(f->user_id) || empty(f->sku))
         return invalid(errstr, errstr_size, f, "hold_id, user_id and sku must be set");
     uint32_t req = hold_req(s, f->hold_id);
-    uint32_t state = req == OL_INTERN_NONE ? REQ_REJECTED : s->req_state[req];
+    uint32_t state = req == OL_STRTAB_NONE ? REQ_REJECTED : s->req_state[req];
     if (!is_slot(state))
         return invalid(errstr, errstr_size, f, state == REQ_REJECTED ? "unknown hold" : "hold already ended");
     uint32_t slot = state;
     hold_t *h = &s->holds[slot];
     counter_t *c = &s->counters[h->counter];
-    if (strcmp(ol_intern_str(s->user_ids, c->user, NULL), f->user_id) ||
-        strcmp(ol_intern_str(s->sku_ids, c->sku, NULL), f->sku) || h->quantity != f->quantity)
+    if (!str_is(s->users, c->user, f->user_id) || strcmp(ol_intern_str(s->sku_ids, c->sku, NULL), f->sku) ||
+        h->quantity != f->quantity)
         return invalid(errstr, errstr_size, f, "user, sku or quantity differ from the hold's");
 
     bool converted = f->kind == OL_FACT_HOLD_CONVERTED;
     sku_t *k = &s->skus[c->sku];
+    uint32_t counter = h->counter;
     c->held -= h->quantity;
     k->held -= h->quantity;
     if (converted) {
@@ -707,8 +952,22 @@ static ol_err_t apply_end(ol_sale_t *s, const ol_fact_t *f, char *errstr, size_t
     }
     heap_remove(s, h->heap_pos);
     h->heap_pos = s->free_head;
+    h->req = NONE; /* free */
     s->free_head = slot;
+    s->holds_upper -= slot >= s->holds_cap / 2;
     s->req_state[req] = converted ? REQ_CONVERTED : REQ_RELEASED;
+    if (!s->nheap) { /* no open hold: give the arrays back */
+        free(s->holds);
+        free(s->heap);
+        s->holds = NULL;
+        s->heap = NULL;
+        s->nslots = s->holds_cap = s->heap_cap = s->holds_upper = 0;
+        s->free_head = NO_SLOT;
+    } else {
+        holds_shrink(s);
+    }
+    counter_settle(s, counter);
+    advance(s, f->at_ms);
     return OL_ERR_OK;
 }
 
@@ -726,6 +985,7 @@ static ol_err_t apply_stock(ol_sale_t *s, const ol_fact_t *f, char *errstr, size
         k->status = SKU_ON_SALE;
     else if (f->cause == OL_STOCK_REMOVED)
         k->status = SKU_REMOVED;
+    advance(s, f->at_ms);
     return OL_ERR_OK;
 }
 
@@ -742,6 +1002,7 @@ static ol_err_t apply_policy(ol_sale_t *s, const ol_fact_t *f, char *errstr, siz
     k->min_level = f->policy.min_level;
     k->default_limit = f->policy.default_limit;
     k->has_policy = true;
+    advance(s, f->at_ms);
     return OL_ERR_OK;
 }
 
@@ -794,7 +1055,7 @@ ol_units_t ol_sale_units(const ol_sale_t *s, const char *user_id, const char *sk
 
 ol_hold_state_t ol_sale_hold(const ol_sale_t *s, const char *hold_id, ol_hold_info_t *out) {
     uint32_t req = hold_req(s, hold_id);
-    uint32_t state = req == OL_INTERN_NONE ? REQ_REJECTED : s->req_state[req];
+    uint32_t state = req == OL_STRTAB_NONE ? REQ_REJECTED : s->req_state[req];
     switch (state) {
     case REQ_REJECTED:
         return OL_HOLD_NONE;
@@ -808,7 +1069,7 @@ ol_hold_state_t ol_sale_hold(const ol_sale_t *s, const char *hold_id, ol_hold_in
     if (out) {
         const hold_t *h = &s->holds[state];
         const counter_t *c = &s->counters[h->counter];
-        *out = (ol_hold_info_t){.user_id = ol_intern_str(s->user_ids, c->user, NULL),
+        *out = (ol_hold_info_t){.user_id = ol_strtab_str(s->users, c->user, NULL),
                                 .sku = ol_intern_str(s->sku_ids, c->sku, NULL),
                                 .quantity = h->quantity,
                                 .expires_at = h->expires_at};
@@ -817,7 +1078,15 @@ ol_hold_state_t ol_sale_hold(const ol_sale_t *s, const char *hold_id, ol_hold_in
 }
 
 bool ol_sale_decided(const ol_sale_t *s, const char *request_id) {
-    return find_id(s->req_ids, request_id) != OL_INTERN_NONE;
+    return find_str(s->reqs, request_id) != OL_STRTAB_NONE;
+}
+
+size_t ol_sale_remembered(const ol_sale_t *s) {
+    return ol_strtab_count(s->reqs);
+}
+
+int64_t ol_sale_stream_time(const ol_sale_t *s) {
+    return s->stream;
 }
 
 bool ol_sale_policy(const ol_sale_t *s, const char *sku, ol_policy_t *out) {
@@ -850,15 +1119,17 @@ void ol_sale_foreach_units(const ol_sale_t *s,
                            void *opaque) {
     for (size_t i = 0; i < s->ncounters; i++) {
         const counter_t *c = &s->counters[i];
-        fn(opaque, ol_intern_str(s->user_ids, c->user, NULL), ol_intern_str(s->sku_ids, c->sku, NULL),
+        if (c->user == NONE)
+            continue;
+        fn(opaque, ol_strtab_str(s->users, c->user, NULL), ol_intern_str(s->sku_ids, c->sku, NULL),
            (ol_units_t){c->held, c->bought});
     }
 }
 
 size_t ol_sale_bytes(const ol_sale_t *s) {
-    size_t n = sizeof(*s) + ol_intern_bytes(s->sku_ids) + ol_intern_bytes(s->user_ids) + ol_intern_bytes(s->req_ids);
-    n += s->skus_cap * sizeof(*s->skus) + s->req_cap * sizeof(*s->req_state);
-    n += s->counters_cap * sizeof(*s->counters) + s->ctab_cap * sizeof(*s->ctab);
+    size_t n = sizeof(*s) + ol_intern_bytes(s->sku_ids) + ol_strtab_bytes(s->users) + ol_strtab_bytes(s->reqs);
+    n += s->skus_cap * sizeof(*s->skus) + s->req_cap * (sizeof(*s->req_state) + sizeof(*s->req_next));
+    n += s->user_cap * sizeof(*s->user_head) + s->counters_cap * sizeof(*s->counters);
     n += s->holds_cap * sizeof(*s->holds) + s->heap_cap * sizeof(*s->heap);
     for (uint32_t i = 0; i < ol_intern_count(s->sku_ids); i++)
         n += s->skus[i].n_levels * sizeof(ol_level_limit_t);

@@ -33,11 +33,28 @@
  *  - a user's held + bought units of a SKU never exceed the limit of their
  *    level at the time of each accepted request;
  *  - a hold ends (released or converted) at most once; exactly one decision
- *    (BuyAccepted or BuyRejected) per request id.
+ *    (BuyAccepted or BuyRejected other than too_old) per request id.
  *
- * Memory: ~180 bytes per open hold with its request, user and (user, SKU)
- * counter; request ids decided (accepted or rejected) are remembered for
- * good (~70 bytes each) so that a retried request is never decided twice. */
+ * Time and the idempotency window: the stream time of a sale is the latest
+ * at_ms of the facts applied to it (CheckoutRejected and too_old refusals
+ * aside), so it is the same after a restore. A decided request id is
+ * remembered until the stream time has passed its decision's time by the
+ * window + OL_SALE_AHEAD_MS; a BuyRequested judged at a time older than the
+ * stream time - window is refused too_old (not decided, not remembered),
+ * whether or not it was decided before. So a retry is never decided twice
+ * as long as it is judged at most OL_SALE_AHEAD_MS after its first decision
+ * was (a retry of the same record is judged at the same requested_at):
+ * callers judge at min(requested_at, their clock) and refuse a requested_at
+ * further than OL_SALE_AHEAD_MS ahead of their clock. A sale without new
+ * facts keeps what it remembers until its next fact.
+ *
+ * Memory: ~145 bytes per open hold with its request, user and (user, SKU)
+ * counter (UUID request ids, "UID" + 10 digits user ids); ~60 per request
+ * id remembered; a (user, SKU) counter is kept while its user holds units
+ * or has bought some (a limit counts bought units for as long as the SKU
+ * is sold; a policy may come later), and a user while one of its counters
+ * is. With no open hold, nothing bought and the window passed, what is
+ * left is the catalog and the policies. */
 typedef struct ol_sale_s ol_sale_t;
 
 /* ---- commands (inputs; every string borrowed for the call) --------------- */
@@ -110,7 +127,8 @@ typedef struct ol_policy_cmd_s {
     X(LEVEL, "level")             \
     X(LIMIT, "limit")             \
     X(SOLD_OUT, "sold_out")       \
-    X(UNKNOWN_SKU, "unknown_sku")
+    X(UNKNOWN_SKU, "unknown_sku") \
+    X(TOO_OLD, "too_old")
 #define OL_RELEASES(X)    \
     X(EXPIRED, "expired") \
     X(CANCELLED, "cancelled")
@@ -165,11 +183,19 @@ int ol_stock_cause_from_name(const char *name);
 #define OL_SALE_MSG_NOT_ALLOWED "You can not buy this goods!"
 #define OL_SALE_MSG_SOLD_OUT "The goods is sold out!"
 #define OL_SALE_MSG_ACCEPTED "successed.please place the order and make payments within half an hour"
+/* orderlog's own, in the same voice: a request older than the window */
+#define OL_SALE_MSG_TOO_OLD "The request has expired, please try again!"
+
+/* How far ahead of the caller's clock a BuyRequested's requested_at may be
+ * (a client clock ahead): the caller refuses one further ahead, and request
+ * ids are kept this much past the window. */
+#define OL_SALE_AHEAD_MS 60000
 
 /* One fact. Fields a kind does not use are 0 / NULL. Strings are borrowed:
  * from the command decided (its ids), from the arena given to the decide
- * call (hold_id, order_id, policy levels), from the sale (ids in expiry
- * facts: valid until the sale is destroyed) or static (message). For
+ * call (hold_id, order_id, policy levels, ids of expiry facts), from the
+ * sale (sku of expiry facts: valid until the sale is destroyed) or static
+ * (message). For
  * ol_sale_apply they are the caller's, borrowed for the call.
  *
  *   kind               fields
@@ -203,9 +229,9 @@ typedef struct ol_fact_s {
 
 /* ---- life ---------------------------------------------------------------- */
 
-/* hold_ttl_ms > 0 (hold.ttl). bl is borrowed and must outlive the sale; NULL
- * = nobody is blacklisted. */
-ol_sale_t *ol_sale_new(int64_t hold_ttl_ms, const ol_blacklist_t *bl);
+/* hold_ttl_ms > 0 (hold.ttl), window_ms > 0 (decide.idempotency.window).
+ * bl is borrowed and must outlive the sale; NULL = nobody is blacklisted. */
+ol_sale_t *ol_sale_new(int64_t hold_ttl_ms, int64_t window_ms, const ol_blacklist_t *bl);
 void ol_sale_destroy(ol_sale_t *sale);
 
 /* ---- deciding: fill *out (or out[0..max)), return the number of facts ---- */
@@ -213,12 +239,14 @@ void ol_sale_destroy(ol_sale_t *sale);
  * the contract (empty id, quantity < 1, negative level, stock or version…):
  * errstr says why, nothing is decided, the caller dead-letters the record. */
 
-/* Exactly one BuyAccepted or BuyRejected for a request id never decided;
- * nothing for one already decided (a retry). Rules in order, first failure
- * wins: blacklisted IP or user (at at_ms; an empty client_ip is not looked
- * up) → blacklisted; level below the
+/* at_ms older than the stream time - window → BuyRejected{too_old}, which
+ * is no decision (see "Time" above). Else exactly one BuyAccepted or
+ * BuyRejected for a request id not remembered; nothing for one remembered
+ * (a retry). Rules in order, first failure wins: blacklisted IP or user (at
+ * at_ms; an empty client_ip is not looked up) → blacklisted; level below the
  * policy's min_level → level; held + bought + quantity above the limit of
- * the user's level → limit; SKU never synced or removed → unknown_sku;
+ * the user's level (no limit: above 2147483647, what a counter holds) →
+ * limit; SKU never synced or removed → unknown_sku;
  * available < quantity → sold_out; else a hold until at_ms + hold_ttl.
  * No policy: min level 0, no limit. Holds past their expiry still count
  * until their HoldReleased is applied: run ol_sale_expire(at_ms) first. */
@@ -258,10 +286,9 @@ int ol_sale_policy_set(const ol_sale_t *sale, const ol_policy_cmd_t *cmd, ol_are
                        char *errstr, size_t errstr_size);
 
 /* HoldReleased{expired} for the open holds with expires_at <= now_ms, oldest
- * first (by expires_at, then by the order the holds were placed; released_at
- * = now_ms), at most
- * max; apply them and call again until it returns less than max. Ids point
- * into the sale and arena. */
+ * first (by expires_at, then by request id, bytewise; released_at = now_ms),
+ * at most max; apply them and call again until it returns less than max.
+ * Strings are in arena (sku: the sale's, valid until it is destroyed). */
 size_t ol_sale_expire(const ol_sale_t *sale, int64_t now_ms, ol_arena_t *arena, ol_fact_t *out, size_t max);
 
 /* ---- the only mutation --------------------------------------------------- */
@@ -271,7 +298,11 @@ size_t ol_sale_expire(const ol_sale_t *sale, int64_t now_ms, ol_arena_t *arena, 
  * for a request, a hold unknown or already ended or not matching the fact,
  * a stock total under held + sold, an accepted hold the stock cannot
  * cover…) is refused with OL_ERR_INVALID and errstr, and changes nothing:
- * the invariants hold whatever is applied. CheckoutRejected changes nothing. */
+ * the invariants hold whatever is applied. CheckoutRejected and
+ * BuyRejected{too_old} change nothing. A decision older than the stream
+ * time - window - OL_SALE_AHEAD_MS (only a restore meets one) is applied
+ * without its request id being remembered (an accepted hold's id is kept
+ * while the hold is open). */
 ol_err_t ol_sale_apply(ol_sale_t *sale, const ol_fact_t *fact, char *errstr, size_t errstr_size);
 
 /* ---- reading (for tests, projections, metrics) --------------------------- */
@@ -289,7 +320,7 @@ typedef struct ol_units_s {
 
 typedef enum ol_hold_state_e { OL_HOLD_NONE, OL_HOLD_OPEN, OL_HOLD_RELEASED, OL_HOLD_CONVERTED } ol_hold_state_t;
 
-/* An open hold; strings borrowed from the sale (valid until destroy). */
+/* An open hold; strings borrowed from the sale (valid until the next apply). */
 typedef struct ol_hold_info_s {
     const char *user_id, *sku;
     int32_t quantity;
@@ -302,16 +333,22 @@ bool ol_sale_stock(const ol_sale_t *sale, const char *sku, ol_stock_t *out);
 ol_units_t ol_sale_units(const ol_sale_t *sale, const char *user_id, const char *sku);
 /* The state of a hold; *out (may be NULL) filled for an open one. */
 ol_hold_state_t ol_sale_hold(const ol_sale_t *sale, const char *hold_id, ol_hold_info_t *out);
-/* True once a BuyAccepted or BuyRejected of request_id was applied. */
+/* True while the request id of an applied BuyAccepted or BuyRejected (other
+ * than too_old) is remembered. */
 bool ol_sale_decided(const ol_sale_t *sale, const char *request_id);
+/* Request ids remembered (decided within the window, or of open holds). */
+size_t ol_sale_remembered(const ol_sale_t *sale);
+/* The latest at_ms of the facts applied (0: none). */
+int64_t ol_sale_stream_time(const ol_sale_t *sale);
 /* False when no policy was set for sku; levels borrowed until the next apply. */
 bool ol_sale_policy(const ol_sale_t *sale, const char *sku, ol_policy_t *out);
 size_t ol_sale_open_holds(const ol_sale_t *sale);
 /* Earliest expires_at of the open holds, INT64_MAX when none: when to call
  * ol_sale_expire next. */
 int64_t ol_sale_next_expiry(const ol_sale_t *sale);
-/* Every SKU the sale heard of / every (user, SKU) that ever held, in an
- * order that depends only on the facts applied. No apply from fn. */
+/* Every SKU the sale heard of / every (user, SKU) counter kept (see
+ * "Memory" above), in an order that depends only on the facts applied. No
+ * apply from fn; strings valid until the next apply. */
 void ol_sale_foreach_stock(const ol_sale_t *sale, void (*fn)(void *opaque, const char *sku, const ol_stock_t *stock),
                            void *opaque);
 void ol_sale_foreach_units(const ol_sale_t *sale,

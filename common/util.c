@@ -1,5 +1,6 @@
 #include "common/util.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,9 +85,49 @@ long ol_utf8_invalid_at(const char *str, size_t len) {
     return -1;
 }
 
+int ol_utf8_fit(const char *s, size_t max) {
+    size_t len = strnlen(s, max);
+    if (len == max) /* s[len] is the first byte left out, or the NUL */
+        while (len > 0 && ((unsigned char)s[len] & 0xc0) == 0x80)
+            len--;
+    return len > INT_MAX ? INT_MAX : (int)len;
+}
+
+size_t ol_utf8_trim(const char *str, size_t len) {
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = len;
+    while (i > 0 && len - i < 3 && (s[i - 1] & 0xc0) == 0x80)
+        i--;
+    if (i == 0 || s[i - 1] < 0xc0)
+        return len;
+    size_t need = s[i - 1] >= 0xf0 ? 4 : s[i - 1] >= 0xe0 ? 3 : 2;
+    return len - (i - 1) < need ? i - 1 : len;
+}
+
 /* xoshiro256** seeded once per thread from the kernel. */
 static _Thread_local uint64_t rng_s[4];
 static _Thread_local int rng_seeded;
+
+uint64_t ol_hash_bytes(const char *s, size_t len) {
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (len * 0xff51afd7ed558ccdull);
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        h = (h ^ (w * 0xbf58476d1ce4e5b9ull)) * 0x94d049bb133111ebull;
+        h ^= h >> 31;
+    }
+    uint64_t w = 0;
+    for (size_t k = 0; i < len; i++, k += 8)
+        w |= (uint64_t)(unsigned char)s[i] << k;
+    h = (h ^ (w * 0xbf58476d1ce4e5b9ull)) * 0x94d049bb133111ebull;
+    /* final mix (splitmix64) so both halves of the hash are usable */
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
+}
 
 static uint64_t rotl(uint64_t x, int k) {
     return (x << k) | (x >> (64 - k));

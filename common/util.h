@@ -19,6 +19,19 @@ _Noreturn void ol_assert_fail(const char *expr, const char *file, int line);
  * all len bytes are valid (overlongs, surrogates and > U+10FFFF refused). */
 long ol_utf8_invalid_at(const char *s, size_t len);
 
+/* Cutting valid UTF-8 text without splitting a character (messages quote
+ * input, and they end up in JSON answers, logs and headers, which must stay
+ * UTF-8). ol_utf8_fit: how many bytes of the string s to print when at most
+ * max fit, as an int for "%.*s". ol_utf8_trim: the length of s[0..len)
+ * without the incomplete sequence a cut left at its end, if any. */
+int ol_utf8_fit(const char *s, size_t max);
+size_t ol_utf8_trim(const char *s, size_t len);
+
+/* A 64-bit hash of len bytes (both halves usable: the table index from the
+ * low bits, a tag from the high ones). Not keyed: fine for tables whose
+ * worst case is a slower probe, not for anything an attacker must not steer. */
+uint64_t ol_hash_bytes(const char *s, size_t len);
+
 /* Random UUID v4 as 36 chars + NUL, from a per-thread generator seeded by
  * getrandom(2). Thread-safe. */
 void ol_uuid_v4(char out[37]);

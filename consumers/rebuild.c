@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/cli.h"
@@ -101,6 +102,28 @@ static ol_err_t execf(rebuild_t *rb, const char *fmt, ...) {
     vsnprintf(sql, sizeof(sql), fmt, ap);
     va_end(ap);
     return exec(rb, sql);
+}
+
+/* Drops the old projection once swapped out. Readers that began on it may
+ * still hold some of its tables while wanting others: the drop, which locks
+ * them one by one, can then be chosen as a deadlock's victim. It is tried
+ * again a few times; if readers keep it, the swap still stands (the old
+ * schema is only garbage) and the command says how to drop it later. */
+static void drop_old(rebuild_t *rb) {
+    for (int attempt = 1;; attempt++) {
+        ol_err_t err = execf(rb, "drop schema %s cascade", rb->old);
+        if (!err)
+            return;
+        if (err != OL_ERR_TRANSIENT || attempt == 10) {
+            fprintf(stderr,
+                    "rebuild: warning: the old projection could not be dropped (%s); the swap stands: drop it later "
+                    "with `drop schema %s cascade`\n",
+                    rb->errstr, rb->old);
+            return;
+        }
+        struct timespec ts = {0, 500 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* The rows of a query with one text parameter; PQclear the result. */
@@ -1056,8 +1079,8 @@ static int rebuild_run(const ol_conf_t *conf, int argc, char **argv) {
             goto fail_tx;
         printf("swapped: %s is now the rebuilt projection (%lld events)%s\n", rb.live, (long long)events,
                keep_old ? "" : "; dropping the old one");
-        if (!keep_old && (err = execf(&rb, "drop schema %s cascade", rb.old)))
-            goto fail;
+        if (!keep_old)
+            drop_old(&rb);
         if (keep_old)
             printf("the old projection is kept as schema %s\n", rb.old);
         break;

@@ -21,7 +21,9 @@
  *    stock, a StockChanged under held + sold. So held + sold <= total holds
  *    after every fact applied, whatever the log holds;
  *  - CheckoutRejected: the first per request id is kept (a retried command
- *    refused again is no contradiction);
+ *    refused again is no contradiction); so is a BuyRejected{too_old} (a
+ *    refusal of a request older than decide's window, no decision): it
+ *    never replaces a decision, and a decision replaces it;
  *  - BlacklistChanged add replaces the row of its subject, remove deletes it.
  *
  * Row images hold every column as text (NULL = SQL NULL) in the apply arena,
@@ -392,7 +394,12 @@ static void apply_decision(apply_t *a, const fact_t *f) {
     }
     if (seen(d, T_DECISIONS, f))
         return;
-    if (d->present) {
+    /* too_old is no decision: it never replaces a row, and a decision
+     * replaces a too_old row */
+    bool too_old = !accepted && !strcmp(f->reason ? f->reason : "", "too_old");
+    if (d->present && too_old)
+        return;
+    if (d->present && strcmp(get_str(d, D_REASON), "too_old")) {
         reject(a, f, "request \"%.200s\" was decided already (%s)", f->request_id, get_str(d, D_OUTCOME));
         return;
     }

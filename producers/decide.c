@@ -114,8 +114,8 @@ typedef struct worker_s {
     int64_t stall_check_us;
     /* counters */
     atomic_llong decisions, facts, poison, txns, aborts, recoveries;
-    atomic_llong commit_us;               /* time spent committing (send offsets + commit) */
-    atomic_llong state_bytes, open_holds; /* of the owned partitions, after the last batch */
+    atomic_llong commit_us;                           /* time spent committing (send offsets + commit) */
+    atomic_llong state_bytes, open_holds, remembered; /* of the owned partitions, after the last batch */
     /* observability (read by /metrics, /healthz, /readyz) */
     atomic_llong beat_us, skus, skus_at_us; /* the loop turned; SKUs of the owned partitions (at most 1/s) */
     atomic_int restoring;                   /* partitions being restored now */
@@ -129,7 +129,7 @@ typedef struct worker_s {
 struct decide_s {
     const ol_conf_t *conf;
     int nworkers, npartitions;
-    int64_t hold_ttl_ms;
+    int64_t hold_ttl_ms, window_ms;
     size_t batch_events;
     int64_t batch_ms;
     char topic_buy[256], topic_skus[256], topic_sale[256], topic_orders[256], topic_dlq[256], topic_bl[256];
@@ -426,6 +426,17 @@ static ol_err_t handle(worker_t *w, const rd_kafka_message_t *rkm, int64_t now_m
     ol_fact_t f[1];
     int n = -1;
     if (!strcmp(type, "BuyRequested")) {
+        /* a retry is judged at the same time as the first try, so the
+         * window keeps exactly one decision per request (common/sale.h) */
+        int64_t requested_at = dint(d, "requested_at");
+        if (requested_at <= 0 || requested_at > now_ms + OL_SALE_AHEAD_MS) {
+            snprintf(why, sizeof(why),
+                     "requested_at %lld is %s: a client clock ahead? (decide refuses more than %d s ahead of its "
+                     "clock; replay it once the clock is right)",
+                     (long long)requested_at, requested_at <= 0 ? "not a time" : "ahead of decide's clock",
+                     OL_SALE_AHEAD_MS / 1000);
+            return to_dlq(w, rkm, "decide", why);
+        }
         ol_buy_cmd_t c = {dstr(d, "request_id"),
                           dstr(d, "session_id"),
                           dstr(d, "client_ip"),
@@ -578,7 +589,7 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
     for (int i = 0; i < n; i++) {
         part_drop(&w->parts[ps[i]]);
-        w->parts[ps[i]].sale = ol_sale_new(d->hold_ttl_ms, d->bl);
+        w->parts[ps[i]].sale = ol_sale_new(d->hold_ttl_ms, d->window_ms, d->bl);
         w->parts[ps[i]].prices = ol_map_new();
         rd_kafka_topic_partition_list_add(l, d->topic_sale, ps[i])->offset = RD_KAFKA_OFFSET_BEGINNING;
     }
@@ -641,12 +652,14 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     ol_metric_add(d->m_restored, 0, (uint64_t)n);
     ol_metric_observe(d->m_restore_seconds, 0, (double)(ol_time_mono_us() - t0) / 1e6);
     atomic_store(&w->skus_at_us, 0); /* counted again after the next batch */
-    size_t holds = 0;
-    for (int i = 0; i < n; i++)
+    size_t holds = 0, remembered = 0;
+    for (int i = 0; i < n; i++) {
         holds += ol_sale_open_holds(w->parts[ps[i]].sale);
+        remembered += ol_sale_remembered(w->parts[ps[i]].sale);
+    }
     ol_log_info("decide: worker %d restored %d partition(s) from %s: %lld facts (%lld ignored), %zu open holds, "
-                "%.0f ms",
-                w->index, n, d->topic_sale, facts, refused, holds, (double)(ol_time_mono_us() - t0) / 1e3);
+                "%zu request ids remembered, %.0f ms",
+                w->index, n, d->topic_sale, facts, refused, holds, remembered, (double)(ol_time_mono_us() - t0) / 1e3);
     return OL_ERR_OK;
 }
 
@@ -917,7 +930,9 @@ static rd_kafka_topic_partition_list_t *batch_offsets(worker_t *w) {
  * Every error of a transaction call is handled by its class (librdkafka's
  * rd_kafka_error_is_retriable / txn_requires_abort / is_fatal):
  * - retriable (Kafka does not answer, "timed out, retry the call"): the same
- *   call again, for as long as it takes, said in the log every WAIT_LOG_MS;
+ *   call again, for as long as Kafka does not answer, said in the log every
+ *   WAIT_LOG_MS; a call still failing so after STALL_MS while the cluster
+ *   answers metadata requests is stuck and handled as fatal (below);
  * - requires abort (records that could not be delivered, a transaction the
  *   coordinator aborted): abort (retried the same way), drop the states of
  *   the worker's partitions, which hold the aborted batch's facts, and take
@@ -965,8 +980,18 @@ static void backoff(worker_t *w) {
     w->retry_at_us = ol_time_mono_us() + w->backoff_ms * 1000;
 }
 
+/* Whether the cluster answers rk's metadata request within a second. */
+static bool cluster_answers(rd_kafka_t *rk) {
+    const struct rd_kafka_metadata *md;
+    if (rd_kafka_metadata(rk, 0, NULL, &md, 1000))
+        return false;
+    rd_kafka_metadata_destroy(md);
+    return true;
+}
+
 /* Makes one transaction call, again while it fails retriably, until a stop
- * is requested. Returns its last error (NULL: done). */
+ * is requested, or, when the cluster answers all along, for at most
+ * STALL_MS. Returns its last error (NULL: done). */
 static rd_kafka_error_t *txn_call(worker_t *w, txn_call_t call, const rd_kafka_topic_partition_list_t *offs,
                                   const rd_kafka_consumer_group_metadata_t *cgmd, const char *what) {
     int64_t t0 = ol_time_mono_us(), said = t0;
@@ -980,6 +1005,15 @@ static rd_kafka_error_t *txn_call(worker_t *w, txn_call_t call, const rd_kafka_t
             return e;
         int64_t now = ol_time_mono_us();
         trouble(w);
+        if (now - t0 >= (int64_t)STALL_MS * 1000 && cluster_answers(w->producer)) {
+            /* not an outage: the call is stuck (a coordinator that moved
+             * and never answers it). The error, retriable, is taken as
+             * fatal: a new producer fences this one, the coordinator ends
+             * the transaction, and the partitions are taken again. */
+            ol_log_error("decide: worker %d: %s: %s for %.0f s while the cluster answers: giving it up", w->index, what,
+                         rd_kafka_error_string(e), (double)(now - t0) / 1e6);
+            return e;
+        }
         w->unreachable_us = now;
         if (now - said >= WAIT_LOG_MS * 1000) {
             ol_log_warn("decide: worker %d: %s: %s; still retrying after %.0f s (is Kafka reachable?)", w->index, what,
@@ -1081,14 +1115,16 @@ static txn_result_t run_batch(worker_t *w) {
     w->trouble_us = w->fatal_since_us = 0;
     w->progress_us = done_us;
     w->stalled = false;
-    long long bytes = 0, holds = 0;
+    long long bytes = 0, holds = 0, remembered = 0;
     for (int p = 0; p < w->d->npartitions; p++)
         if (w->parts[p].sale) {
             bytes += (long long)ol_sale_bytes(w->parts[p].sale);
             holds += (long long)ol_sale_open_holds(w->parts[p].sale);
+            remembered += (long long)ol_sale_remembered(w->parts[p].sale);
         }
     atomic_store(&w->state_bytes, bytes);
     atomic_store(&w->open_holds, holds);
+    atomic_store(&w->remembered, remembered);
     observe_txn(w, txn_t0, commit_t0);
     observe_state(w);
     resume_caught_up(w);
@@ -1664,7 +1700,7 @@ static bool decide_ready(void *opaque, json_t *checks) {
     return ok;
 }
 
-static sum_t decide_sums[5];
+static sum_t decide_sums[6];
 
 /* The registry and, with http.listen set, the endpoint. */
 static ol_err_t observe_start(decide_t *d, char *errstr, size_t errstr_size) {
@@ -1683,6 +1719,10 @@ static ol_err_t observe_start(decide_t *d, char *errstr, size_t errstr_size) {
          offsetof(worker_t, open_holds), OL_METRIC_GAUGE},
         {"orderlog_decide_state_bytes", "Memory of the sale state of the owned partitions, estimated.",
          offsetof(worker_t, state_bytes), OL_METRIC_GAUGE},
+        {"orderlog_decide_remembered_requests",
+         "Request ids remembered in the owned partitions (decided within decide.idempotency.window.ms, or of an "
+         "open hold).",
+         offsetof(worker_t, remembered), OL_METRIC_GAUGE},
         {"orderlog_decide_skus", "SKUs known in the owned partitions (counted at most once a second).",
          offsetof(worker_t, skus), OL_METRIC_GAUGE},
     };
@@ -1851,6 +1891,7 @@ static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
     decide_t d = {.conf = conf};
     d.nworkers = (int)ol_conf_int(conf, "decide.workers");
     d.hold_ttl_ms = ol_conf_int(conf, "hold.ttl.ms");
+    d.window_ms = ol_conf_int(conf, "decide.idempotency.window.ms");
     d.batch_events = (size_t)ol_conf_int(conf, "decide.batch.events");
     d.batch_ms = ol_conf_int(conf, "decide.batch.ms");
     ol_kafka_topic_name(conf, "buy-requests", d.topic_buy, sizeof(d.topic_buy));
@@ -1964,17 +2005,19 @@ static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
 
             long long dec, facts, poison, txns, aborts;
             totals(&d, &dec, &facts, &poison, &txns, &aborts);
-            long long commit_us = 0, bytes = 0, holds = 0;
+            long long commit_us = 0, bytes = 0, holds = 0, remembered = 0;
             for (int i = 0; i < d.nworkers; i++) {
                 commit_us += atomic_load(&d.workers[i].commit_us);
                 bytes += atomic_load(&d.workers[i].state_bytes);
                 holds += atomic_load(&d.workers[i].open_holds);
+                remembered += atomic_load(&d.workers[i].remembered);
             }
             ol_log_info(
                 "decide: %lld decisions (%.0f/s), %lld facts, %lld transactions (%.1f ms to commit on average), "
-                "%lld aborted, %lld to the dlq; state %.1f MB, %lld open holds",
+                "%lld aborted, %lld to the dlq; state %.1f MB, %lld open holds, %lld request ids remembered",
                 dec, (double)(dec - last_dec) * 1e6 / (double)(now - last_us), facts, txns,
-                txns ? (double)commit_us / 1e3 / (double)txns : 0.0, aborts, poison, (double)bytes / 1048576.0, holds);
+                txns ? (double)commit_us / 1e3 / (double)txns : 0.0, aborts, poison, (double)bytes / 1048576.0, holds,
+                remembered);
             last_dec = dec;
             last_us = now;
         }
@@ -2028,7 +2071,9 @@ const ol_cmd_t ol_cmd_decide = {
     "  (blacklist, level, limit, unknown SKU, stock), places, converts, cancels and expires holds\n"
     "  (hold.ttl.ms), and writes the facts to sale-events (and OrderPlaced to orders) in Kafka\n"
     "  transactions that also commit the consumed offsets. On assignment each partition's state is\n"
-    "  rebuilt from sale-events first. Keep decide.instance stable across restarts of one process: its\n"
+    "  rebuilt from sale-events first. Decided request ids are remembered for\n"
+    "  decide.idempotency.window.ms of request time; an older BuyRequested is refused too_old.\n"
+    "  Keep decide.instance stable across restarts of one process: its\n"
     "  transactional ids derive from it, so a restart aborts what a killed run left open at once.\n"
     "  With http.listen set, serves /metrics, /healthz and /readyz there.\n"
     "  Runs until SIGTERM or SIGINT, which finish the transaction in flight.\n"};

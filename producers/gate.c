@@ -49,8 +49,6 @@ static void thread_ctx_free(void *p) {
     thread_ctx_t *t = p;
     ol_codec_destroy(t->codec);
     ol_arena_destroy(t->arena);
-    if (t->pg)
-        PQfinish(t->pg);
     free(t);
 }
 
@@ -71,6 +69,8 @@ static void observe(gate_t *g, const req_t *r, outcome_t outcome, int reason) {
     ol_metric_inc(g->m.requests, ol_metric_cell_at(g->m.requests, (size_t)r->ep, (size_t)outcome));
     if (outcome == OUT_REJECTED && reason >= 0)
         ol_metric_inc(g->m.rejected, ol_metric_cell_at(g->m.rejected, (size_t)r->ep, (size_t)reason));
+    if (r->auth_checked)
+        ol_metric_inc(g->m.auth, (size_t)r->auth_outcome);
     int timed = r->ep == EP_BUY ? 0 : r->ep == EP_BUY_STATUS ? 1 : r->ep == EP_CHECKOUT ? 2 : -1;
     if (timed >= 0)
         ol_metric_observe(g->m.duration, (size_t)timed, (double)(ol_time_mono_us() - r->start_us) / 1e6);
@@ -88,7 +88,9 @@ static enum MHD_Result respond(req_t *r, unsigned status, char *body, outcome_t 
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-    if (atomic_load(&g->stopping))
+    if (r->challenge)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, r->challenge);
+    if (atomic_load(&g->stopping) || r->must_close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
@@ -109,10 +111,7 @@ static enum MHD_Result respond_throttled(req_t *r, bool ip) {
 /* ---- validation ---------------------------------------------------------- */
 
 /* Fails with a message for the field; NULL when the value is fine. */
-typedef struct check_s {
-    const char *field;
-    char msg[160];
-} check_t;
+typedef ol_gate_check_t check_t;
 
 static bool fail(check_t *c, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static bool fail(check_t *c, const char *field, const char *fmt, ...) {
@@ -181,6 +180,70 @@ static bool id_chars_ok(const char *s) {
 static bool ip_ok(const char *s) {
     unsigned char buf[sizeof(struct in6_addr)];
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+static const char *const buy_fields[] = {"sessionID", "clientIP",      "userID",    "userLevel",
+                                         "goodsSKU",  "goodsQuantity", "requestID", NULL};
+static const char *const checkout_fields[] = {"userID", "goodsSKU", "holdID", NULL};
+
+bool ol_gate__parse_body(ol_arena_t *arena, const char *body, size_t len, const ol_json_t **out, ol_gate_check_t *c) {
+    ol_json_t *root;
+    const char *field; /* the field holding NUL, named in the answer */
+    if (ol_json_parse(arena, body ? body : "", len, &root, &field, c->msg, sizeof(c->msg))) {
+        c->field = field ? field : "body";
+        return false;
+    }
+    if (root->type != OL_JSON_OBJECT)
+        return fail(c, "body", "must be a JSON object, got %s", ol_json_kind(root));
+    *out = root;
+    return true;
+}
+
+bool ol_gate__check_buy(const ol_json_t *obj, bool authed, ol_gate_buy_t *out, ol_gate_check_t *c) {
+    ol_gate_buy_t b = {0};
+    b.has_level = !authed || ol_json_get(obj, "userLevel"); /* with gate.auth, the token's when absent */
+    if (!check_known(c, obj, buy_fields) || !check_str(c, obj, "sessionID", true, 0, FIELD_MAX, &b.session) ||
+        !check_str(c, obj, "clientIP", true, 1, 45, &b.client_ip) ||
+        (!ip_ok(b.client_ip) && !fail(c, "clientIP", "must be an IPv4 or IPv6 address")) ||
+        !check_str(c, obj, "userID", !authed, 1, FIELD_MAX, &b.user) ||
+        (b.has_level && !check_int(c, obj, "userLevel", 0, INT32_MAX, &b.level)) ||
+        !check_str(c, obj, "goodsSKU", true, 1, FIELD_MAX, &b.sku) ||
+        !check_int(c, obj, "goodsQuantity", 1, INT32_MAX, &b.quantity) ||
+        !check_str(c, obj, "requestID", false, 1, REQUEST_ID_MAX, &b.request_id) ||
+        (b.request_id && !id_chars_ok(b.request_id) &&
+         !fail(c, "requestID", "may only hold letters, digits and . _ : -")))
+        return false;
+    *out = b;
+    return true;
+}
+
+bool ol_gate__check_checkout(const ol_json_t *obj, bool authed, ol_gate_checkout_t *out, ol_gate_check_t *c) {
+    ol_gate_checkout_t k = {0};
+    if (!check_known(c, obj, checkout_fields) || !check_str(c, obj, "userID", !authed, 1, FIELD_MAX, &k.user) ||
+        !check_str(c, obj, "goodsSKU", true, 1, FIELD_MAX, &k.sku) ||
+        !check_str(c, obj, "holdID", true, 1, FIELD_MAX, &k.hold))
+        return false;
+    *out = k;
+    return true;
+}
+
+void ol_gate__buy_members(const ol_gate_buy_t *b, const char *request_id, const char *client_ip,
+                          ol_json_member_t m[8]) {
+    ol_json_member_str(&m[0], "request_id", request_id);
+    ol_json_member_str(&m[1], "session_id", b->session);
+    ol_json_member_str(&m[2], "client_ip", client_ip);
+    ol_json_member_str(&m[3], "user_id", b->user);
+    ol_json_member_int(&m[4], "user_level", b->level);
+    ol_json_member_str(&m[5], "sku", b->sku);
+    ol_json_member_int(&m[6], "quantity", b->quantity);
+    ol_json_member_str(&m[7], "channel", "gate");
+}
+
+void ol_gate__checkout_members(const ol_gate_checkout_t *c, const char *request_id, ol_json_member_t m[4]) {
+    ol_json_member_str(&m[0], "request_id", request_id);
+    ol_json_member_str(&m[1], "hold_id", c->hold);
+    ol_json_member_str(&m[2], "user_id", c->user);
+    ol_json_member_str(&m[3], "sku", c->sku);
 }
 
 /* ---- the client's address ----------------------------------------------- */
@@ -259,8 +322,14 @@ static enum MHD_Result produce_and_wait(req_t *r, rd_kafka_topic_t *rkt, const c
     pthread_mutex_lock(&g->lock);
     if (r->ep == EP_BUY) {
         centry_t *e = ol_gate__cache_get(&g->cache, r->request_id);
-        if (e && e->answer) { /* a retried request already decided */
+        /* a retried request already decided (too_old is no decision: sent again) */
+        if (e && e->answer && e->reason != REASON_TOO_OLD && ol_gate__owner_ok(r, e->owner)) {
             ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(e->answer), e->outcome, e->reason);
+            cached = true;
+        } else if (e && e->answer && !ol_gate__owner_ok(r, e->owner)) { /* another user's request id */
+            r->auth_outcome = OL_GATE_AUTH_FORBIDDEN;
+            ol_gate__set_answer(r, MHD_HTTP_FORBIDDEN,
+                                ol_gate__answer_error("requestID is another user's", "requestID"), OUT_FORBIDDEN, -1);
             cached = true;
         }
     }
@@ -301,10 +370,6 @@ static enum MHD_Result produce_and_wait(req_t *r, rd_kafka_topic_t *rkt, const c
 
 /* ---- endpoints ----------------------------------------------------------- */
 
-static const char *const buy_fields[] = {"sessionID", "clientIP",      "userID",    "userLevel",
-                                         "goodsSKU",  "goodsQuantity", "requestID", NULL};
-static const char *const checkout_fields[] = {"userID", "goodsSKU", "holdID", NULL};
-
 /* The checks every POST body passes first; *out the parsed object. */
 static bool body_object(req_t *r, thread_ctx_t *t, enum MHD_Result *ret, const ol_json_t **out) {
     char errstr[256];
@@ -318,19 +383,31 @@ static bool body_object(req_t *r, thread_ctx_t *t, enum MHD_Result *ret, const o
         *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
         return false;
     }
-    ol_json_t *root;
-    const char *field; /* the field holding NUL, named in the answer */
+    check_t c = {0};
     ol_arena_reset(t->arena);
-    if (ol_json_parse(t->arena, r->body ? r->body : "", r->body_len, &root, &field, errstr, sizeof(errstr))) {
-        *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, field ? field : "body", OUT_INVALID);
+    if (!ol_gate__parse_body(t->arena, r->body, r->body_len, out, &c)) {
+        *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, c.msg, c.field, OUT_INVALID);
         return false;
     }
-    if (root->type != OL_JSON_OBJECT) {
-        snprintf(errstr, sizeof(errstr), "must be a JSON object, got %s", ol_json_kind(root));
-        *ret = respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
+    return true;
+}
+
+/* gate.auth: the body's userID (and userLevel when level is not NULL) must
+ * be the authenticated user's, else 403 naming the field; absent (NULL user,
+ * !has_level), they are filled in. */
+static bool body_is_who(req_t *r, const char **user, int32_t *level, bool has_level, enum MHD_Result *ret) {
+    const char *field = ol_gate_auth_mismatch(&r->who, *user, level && has_level ? level : NULL);
+    if (field) {
+        r->auth_outcome = OL_GATE_AUTH_FORBIDDEN;
+        *ret = respond_error(r, MHD_HTTP_FORBIDDEN,
+                             level && !strcmp(field, "userLevel") ? "userLevel is not the authenticated user's level"
+                                                                  : "userID is not the authenticated user",
+                             field, OUT_FORBIDDEN);
         return false;
     }
-    *out = root;
+    *user = r->who.user;
+    if (level)
+        *level = r->who.level;
     return true;
 }
 
@@ -357,40 +434,26 @@ static enum MHD_Result handle_buy(req_t *r) {
         !ol_ratelimit_take(g->rl_ip, ip->u.s, ip->len, r->start_us))
         return respond_throttled(r, true);
     check_t c = {0};
-    const char *session, *client_ip, *user, *sku, *rid;
-    int32_t level = 0, quantity = 0;
-    if (!check_known(&c, obj, buy_fields) || !check_str(&c, obj, "sessionID", true, 0, FIELD_MAX, &session) ||
-        !check_str(&c, obj, "clientIP", true, 1, 45, &client_ip) ||
-        (!ip_ok(client_ip) && !fail(&c, "clientIP", "must be an IPv4 or IPv6 address")) ||
-        !check_str(&c, obj, "userID", true, 1, FIELD_MAX, &user) ||
-        !check_int(&c, obj, "userLevel", 0, INT32_MAX, &level) ||
-        !check_str(&c, obj, "goodsSKU", true, 1, FIELD_MAX, &sku) ||
-        !check_int(&c, obj, "goodsQuantity", 1, INT32_MAX, &quantity) ||
-        !check_str(&c, obj, "requestID", false, 1, REQUEST_ID_MAX, &rid) ||
-        (rid && !id_chars_ok(rid) && !fail(&c, "requestID", "may only hold letters, digits and . _ : -")))
+    ol_gate_buy_t b;
+    if (!ol_gate__check_buy(obj, r->authed, &b, &c))
         return respond_error(r, MHD_HTTP_BAD_REQUEST, c.msg, c.field, OUT_INVALID);
     /* the body's clientIP (the seed API's) is checked, then believed only
      * with gate.trust.body.client.ip */
     ol_netaddr_t claimed;
     if (g->trust_body) {
-        snprintf(addr, sizeof(addr), "%s", client_ip);
+        snprintf(addr, sizeof(addr), "%s", b.client_ip);
         ol_metric_inc(g->m.client, SOURCE_BODY);
-    } else if (!ol_netaddr_parse(client_ip, strlen(client_ip), &claimed) || !ol_netaddr_equal(&claimed, &client)) {
+    } else if (!ol_netaddr_parse(b.client_ip, strlen(b.client_ip), &claimed) || !ol_netaddr_equal(&claimed, &client)) {
         ol_metric_inc(g->m.claim_ignored, 0);
     }
-    if (rid)
-        memcpy(r->request_id, rid, strlen(rid) + 1);
+    if (r->authed && !body_is_who(r, &b.user, &b.level, b.has_level, &ret))
+        return ret;
+    if (b.request_id)
+        memcpy(r->request_id, b.request_id, strlen(b.request_id) + 1);
     else
         ol_uuid_v4(r->request_id);
     ol_json_member_t m[8];
-    ol_json_member_str(&m[0], "request_id", r->request_id);
-    ol_json_member_str(&m[1], "session_id", session);
-    ol_json_member_str(&m[2], "client_ip", addr);
-    ol_json_member_str(&m[3], "user_id", user);
-    ol_json_member_int(&m[4], "user_level", level);
-    ol_json_member_str(&m[5], "sku", sku);
-    ol_json_member_int(&m[6], "quantity", quantity);
-    ol_json_member_str(&m[7], "channel", "gate");
+    ol_gate__buy_members(&b, r->request_id, addr, m);
     ol_event_out_t ev;
     char errstr[512];
     if (encode(g, t, g->et_buy, m, 8, &ev, errstr, sizeof(errstr)))
@@ -410,93 +473,23 @@ static enum MHD_Result handle_checkout(req_t *r) {
     if (!body_object(r, t, &ret, &obj))
         return ret;
     check_t c = {0};
-    const char *user, *sku, *hold;
-    if (!check_known(&c, obj, checkout_fields) || !check_str(&c, obj, "userID", true, 1, FIELD_MAX, &user) ||
-        !check_str(&c, obj, "goodsSKU", true, 1, FIELD_MAX, &sku) ||
-        !check_str(&c, obj, "holdID", true, 1, FIELD_MAX, &hold))
+    ol_gate_checkout_t k;
+    if (!ol_gate__check_checkout(obj, r->authed, &k, &c))
         return respond_error(r, MHD_HTTP_BAD_REQUEST, c.msg, c.field, OUT_INVALID);
+    if (r->authed && !body_is_who(r, &k.user, NULL, false, &ret))
+        return ret;
     ol_uuid_v4(r->request_id);
-    memcpy(r->hold_id, hold, strlen(hold) + 1);
+    memcpy(r->hold_id, k.hold, strlen(k.hold) + 1);
     ol_json_member_t m[4];
-    ol_json_member_str(&m[0], "request_id", r->request_id);
-    ol_json_member_str(&m[1], "hold_id", hold);
-    ol_json_member_str(&m[2], "user_id", user);
-    ol_json_member_str(&m[3], "sku", sku);
+    ol_gate__checkout_members(&k, r->request_id, m);
     ol_event_out_t ev;
     char errstr[512];
     if (encode(g, t, g->et_checkout, m, 4, &ev, errstr, sizeof(errstr)))
         return respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
     r->nkeys = 2;
     snprintf(r->keys[0], KEY_SIZE, "c:%s", r->request_id);
-    snprintf(r->keys[1], KEY_SIZE, "h:%s", hold);
+    snprintf(r->keys[1], KEY_SIZE, "h:%s", k.hold);
     return produce_and_wait(r, g->rkt_buy, ev.key, ev.payload, ev.len, ev.hdrs);
-}
-
-/* A decision from PostgreSQL (buy_decisions): 1 with *answer set, 0 when
- * there is none (or no such table yet), -1 when the database fails. */
-static int pg_decision(gate_t *g, thread_ctx_t *t, const char *id, char **answer, outcome_t *outcome, int *reason) {
-    char errstr[512];
-    int64_t now = ol_time_mono_us();
-    if (!t->pg) {
-        if (now < t->pg_retry_us)
-            return -1;
-        if (!(t->pg = ol_pg_connect(g->conf, errstr, sizeof(errstr)))) {
-            t->pg_retry_us = now + 1000000;
-            ol_log_warn("decisions past the cache cannot be read: %s", errstr);
-            return -1;
-        }
-        PQclear(PQexec(t->pg, "SET statement_timeout = 2000"));
-    }
-    const char *params[] = {id};
-    PGresult *res = PQexecParams(t->pg, g->pg_sql, 1, NULL, params, NULL, NULL, 0);
-    int rc = -1;
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        rc = 0;
-        if (PQntuples(res) > 0) {
-            /* the row as JSON: whichever columns the schema has (expires_at came later) */
-            json_t *row = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
-            const char *out = json_string_value(json_object_get(row, "outcome"));
-            const char *why = json_string_value(json_object_get(row, "reason"));
-            const char *msg = json_string_value(json_object_get(row, "message"));
-            const char *hold = json_string_value(json_object_get(row, "hold_id"));
-            const char *exp = json_string_value(json_object_get(row, "expires_at"));
-            int64_t expires_ms = 0;
-            if (exp && ol_time_parse(exp, &expires_ms))
-                expires_ms = 0;
-            if (out && !strcmp(out, "accepted")) {
-                *answer = ol_gate__answer_accepted(id, hold ? hold : "", expires_ms);
-                *outcome = OUT_ACCEPTED;
-                *reason = -1;
-            } else {
-                why = why ? why : "";
-                if (!msg || !*msg)
-                    msg = !strcmp(why, "blacklisted")                      ? OL_SALE_MSG_BLACKLISTED
-                          : !strcmp(why, "level") || !strcmp(why, "limit") ? OL_SALE_MSG_NOT_ALLOWED
-                                                                           : OL_SALE_MSG_SOLD_OUT;
-                *answer = ol_gate__answer_rejected(id, msg, why);
-                *outcome = OUT_REJECTED;
-                *reason = ol_gate__reason_index(why);
-            }
-            json_decref(row);
-            rc = 1;
-        }
-    } else {
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        ol_pg_msg(res, t->pg, errstr, sizeof(errstr));
-        if (state && (!strcmp(state, "42P01") || !strcmp(state, "3F000"))) {
-            rc = 0; /* no decisions table (yet): nothing is known */
-            if (!atomic_exchange(&g->pg_table_warned, true))
-                ol_log_warn("decisions past the cache cannot be read: %s", errstr);
-        } else {
-            ol_log_warn("could not read a decision from PostgreSQL: %s", errstr);
-            if (PQstatus(t->pg) != CONNECTION_OK) {
-                PQfinish(t->pg);
-                t->pg = NULL;
-            }
-        }
-    }
-    PQclear(res);
-    return rc;
 }
 
 static enum MHD_Result handle_buy_status(req_t *r) {
@@ -512,8 +505,10 @@ static enum MHD_Result handle_buy_status(req_t *r) {
     snprintf(key, sizeof(key), "b:%s", id);
     pthread_mutex_lock(&g->lock);
     centry_t *e = ol_gate__cache_get(&g->cache, id);
-    bool pending = (e && !e->answer) || ol_gate__wait_exists(g, key);
-    if (e && e->answer) {
+    /* gate.auth: another user's request is answered as unknown */
+    bool mine = !e || ol_gate__owner_ok(r, e->owner), decided = e && e->answer;
+    bool pending = (e && !e->answer && mine) || ol_gate__wait_exists(g, key, r->authed ? r->who.user : NULL);
+    if (decided && mine) {
         answer = ol_xstrdup(e->answer);
         outcome = e->outcome;
         reason = e->reason;
@@ -521,19 +516,12 @@ static enum MHD_Result handle_buy_status(req_t *r) {
     pthread_mutex_unlock(&g->lock);
     if (answer)
         return respond(r, MHD_HTTP_OK, answer, outcome, reason, NULL);
-    int rc = pg_decision(g, thread_ctx(g), id, &answer, &outcome, &reason);
-    if (rc == 1) {
-        pthread_mutex_lock(&g->lock);
-        ol_gate__cache_put(&g->cache, id, ol_xstrdup(answer), outcome, reason);
-        pthread_mutex_unlock(&g->lock);
-        return respond(r, MHD_HTTP_OK, answer, outcome, reason, NULL);
+    if (decided) {
+        r->auth_outcome = OL_GATE_AUTH_FORBIDDEN;
+        return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
     }
-    if (pending)
-        return respond(r, MHD_HTTP_ACCEPTED, ol_gate__answer_pending(r), OUT_PENDING, -1, NULL);
-    if (rc < 0)
-        return respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "decisions store unavailable, try again later", NULL,
-                             OUT_UNAVAILABLE);
-    return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
+    ol_gate__lookup_start(r, pending); /* PostgreSQL, off this thread; answered when resumed */
+    return MHD_YES;
 }
 
 static enum MHD_Result handle_healthz(req_t *r) {
@@ -639,7 +627,7 @@ static void metrics_setup(gate_t *g) {
                                              .flags = OL_METRIC_SPARSE,
                                          });
     /* a buy's outcomes and its usual reasons are shown from the start */
-    for (size_t o = 0; o < OUT__COUNT; o++)
+    for (size_t o = 0; o < (g->auth ? OUT__COUNT : OUT_UNAUTHORIZED); o++) /* 401, 403 with gate.auth only */
         ol_metric_show(m->requests, ol_metric_cell_at(m->requests, EP_BUY, o));
     for (size_t i = 0; i < REASON_UNKNOWN_HOLD; i++)
         ol_metric_show(m->rejected, ol_metric_cell_at(m->rejected, EP_BUY, i));
@@ -675,7 +663,7 @@ static void metrics_setup(gate_t *g) {
                     waiting_fn, g);
     ol_metrics_func(m->reg,
                     &(ol_metric_def_t){.name = "orderlog_gate_suspended_connections",
-                                       .help = "Connections suspended (waiting for Kafka or a decision).",
+                                       .help = "Connections suspended (waiting for Kafka, a decision or a lookup).",
                                        .type = OL_METRIC_GAUGE},
                     suspended_fn, g);
     ol_metrics_func(m->reg,
@@ -701,6 +689,13 @@ static void metrics_setup(gate_t *g) {
                                              .labels = {{"endpoint", timed_names}},
                                              .buckets = latency_le,
                                              .nbuckets = sizeof(latency_le) / sizeof(latency_le[0]),
+                                         });
+    if (g->auth) /* gate.auth=none checks no credentials */
+        m->auth = ol_metrics_add(m->reg, &(ol_metric_def_t){
+                                             .name = "orderlog_gate_auth_total",
+                                             .help = "Requests whose credentials were checked (gate.auth), by outcome.",
+                                             .type = OL_METRIC_COUNTER,
+                                             .labels = {{"outcome", ol_gate_auth_outcome_names}},
                                          });
     ol_metrics_add_process(m->reg);
 }
@@ -747,6 +742,21 @@ static void route(req_t *r, const char *url, const char *method) {
     }
 }
 
+/* gate.auth: who sends r (r->who), else its 401 or 403. */
+static bool authenticate(req_t *r, enum MHD_Result *ret) {
+    char why[256];
+    r->auth_checked = true;
+    r->auth_outcome = ol_gate_auth_request(r->g->auth, r->conn, ol_time_now_ms(), &r->who, why, sizeof(why));
+    if ((r->authed = r->auth_outcome == OL_GATE_AUTH_OK))
+        return true;
+    ol_log_debug("%s refused (%s): %s", endpoint_names[r->ep], ol_gate_auth_outcome_names[r->auth_outcome], why);
+    ol_gate_auth_refusal_t no = ol_gate_auth_refusal(r->g->auth, r->auth_outcome);
+    r->challenge = no.challenge;
+    *ret = respond_error(r, no.status, no.error, no.field,
+                         no.status == MHD_HTTP_FORBIDDEN ? OUT_FORBIDDEN : OUT_UNAUTHORIZED);
+    return false;
+}
+
 static enum MHD_Result dispatch(req_t *r) {
     gate_t *g = r->g;
     if (r->ep == EP_OTHER)
@@ -754,6 +764,9 @@ static enum MHD_Result dispatch(req_t *r) {
     if (r->allow)
         return respond(r, MHD_HTTP_METHOD_NOT_ALLOWED, ol_gate__answer_error("method not allowed", NULL), OUT_INVALID,
                        -1, r->allow);
+    enum MHD_Result ret;
+    if (g->auth && (r->ep == EP_BUY || r->ep == EP_CHECKOUT || r->ep == EP_BUY_STATUS) && !authenticate(r, &ret))
+        return ret;
     switch (r->ep) {
     case EP_BUY_STATUS:
         return handle_buy_status(r);
@@ -768,7 +781,6 @@ static enum MHD_Result dispatch(req_t *r) {
     }
     /* counted until the request is in Kafka's hands: shutdown waits for it */
     atomic_fetch_add(&g->in_handler, 1);
-    enum MHD_Result ret;
     if (atomic_load(&g->stopping))
         ret = respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down", NULL, OUT_UNAVAILABLE);
     else
@@ -780,7 +792,6 @@ static enum MHD_Result dispatch(req_t *r) {
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **req_cls) {
-    (void)version;
     gate_t *g = cls;
     req_t *r = *req_cls;
     if (!r) {
@@ -791,6 +802,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->reason = -1;
         *req_cls = r;
         route(r, url, method);
+        const char *field, *bad = ol_gate__http_request_check(g, conn, version, &field);
+        if (bad) { /* before any body is read; the connection closes after the answer */
+            r->handled = true;
+            r->must_close = true;
+            return respond_error(r, MHD_HTTP_BAD_REQUEST, bad, field, OUT_INVALID);
+        }
         if (r->wants_body && r->too_large && r->declared_len / 16 > g->body_max) {
             /* absurdly large: answered without reading it (the connection closes) */
             r->handled = true;
@@ -847,6 +864,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
 }
 
+/* libmicrohttpd's messages: fmt is its own */
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
     (void)cls;
     char buf[512];
@@ -998,6 +1017,7 @@ static void gate_shutdown(gate_t *g) {
         rd_kafka_purge(g->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(g->rk, 2000);
     }
+    ol_gate__lookup_stop(g->lookup);
     ol_gate__expire_all(g);
     for (int i = 0; i < 2000 && atomic_load(&g->suspended) > 0; i++)
         usleep(1000);
@@ -1026,6 +1046,12 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
         fprintf(stderr, "orderlog gate: property \"gate.trusted.proxies\": %s\n", errstr);
         return OL_EXIT_USAGE;
     }
+    ol_gate_auth_t *auth; /* the key file is read once, here */
+    if (ol_gate_auth_new(conf, &auth, errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog gate: %s\n", errstr);
+        ol_netlist_destroy(trusted);
+        return OL_EXIT_USAGE;
+    }
     /* Signals go to the main thread only: block them before any thread starts. */
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -1041,6 +1067,7 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
 
     gate_t *g = ol_xcalloc(1, sizeof(*g));
     g->conf = conf;
+    g->auth = auth;
     g->et_buy = ol_schema_find("BuyRequested");
     g->et_checkout = ol_schema_find("CheckoutRequested");
     OL_ASSERT(g->et_buy && g->et_checkout);
@@ -1069,21 +1096,8 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     pthread_condattr_destroy(&ca);
     pthread_key_create(&g->tkey, thread_ctx_free);
     metrics_setup(g);
-    {
-        const char *schema = ol_conf_str(conf, "projection.schema");
-        char quoted[300];
-        size_t n = 0;
-        quoted[n++] = '"';
-        for (const char *s = schema; *s && n < sizeof(quoted) - 3; s++) {
-            if (*s == '"')
-                quoted[n++] = '"';
-            quoted[n++] = *s;
-        }
-        quoted[n++] = '"';
-        quoted[n] = '\0';
-        snprintf(g->pg_sql, sizeof(g->pg_sql), "SELECT to_jsonb(d)::text FROM %s.buy_decisions d WHERE request_id = $1",
-                 quoted);
-    }
+    g->http = ol_gate__http_new(g);
+    g->lookup = ol_gate__lookup_new(g);
 
     int rc = OL_EXIT_FAIL;
     bool threads = false;
@@ -1101,18 +1115,20 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     unsigned int nthreads = (unsigned int)ol_conf_int(conf, "gate.threads");
-    g->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, nthreads > 1 ? nthreads : 0,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)ol_conf_int(conf, "gate.connections.max"), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)(ol_conf_int(conf, "gate.idle.timeout.ms") / 1000), MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U, MHD_OPTION_END);
+    g->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
+                            nthreads > 1 ? nthreads : 0, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ol_conf_int(conf, "gate.connections.max"),
+                            MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned int)(ol_conf_int(conf, "gate.idle.timeout.ms") / 1000),
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096U,
+                            MHD_OPTION_NOTIFY_CONNECTION, ol_gate__http_on_connection, g, MHD_OPTION_END);
     if (!g->d) {
         fprintf(stderr, "orderlog gate: could not listen on %s: %s\n", ol_conf_str(conf, "gate.listen"),
                 strerror(errno));
         goto out;
     }
+    ol_gate__http_listening(g);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(g->d, MHD_DAEMON_INFO_BIND_PORT);
     char shown[300];
     ol_http_shown_address(ol_conf_str(conf, "gate.listen"), info ? (unsigned)info->port : 0, shown, sizeof(shown));
@@ -1130,6 +1146,9 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     if (!g->trust_body && ol_netlist_has_any(g->trusted))
         ol_log_warn("gate.trusted.proxies holds a /0 network: its clients can choose their address with %s",
                     g->forwarded == OL_FORWARDED_RFC7239 ? "Forwarded" : "X-Forwarded-For");
+    char described[512];
+    ol_gate_auth_describe(g->auth, described, sizeof(described));
+    ol_log_info("%s", described);
 
     char fatal[256] = "";
     for (;;) {
@@ -1138,6 +1157,7 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
         if (sig == SIGTERM || sig == SIGINT)
             break;
         health_check(g);
+        ol_gate__http_sweep(g);
         /* The idempotent producer cannot go on (librdkafka says so only for
          * errors it cannot recover from): every buy would be answered 503.
          * Stop with a non-zero status so that a supervisor starts a gate
@@ -1152,6 +1172,8 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
 out:
     if (g->d)
         MHD_stop_daemon(g->d);
+    ol_gate__lookup_destroy(g->lookup);
+    ol_gate__http_destroy(g->http);
     if (threads) {
         atomic_store(&g->threads_stop, true);
         pthread_mutex_lock(&g->lock);
@@ -1182,6 +1204,7 @@ out:
     ol_ratelimit_destroy(g->rl_instance);
     ol_ratelimit_destroy(g->rl_ip);
     ol_netlist_destroy(g->trusted);
+    ol_gate_auth_destroy(g->auth);
     ol_metrics_destroy(g->m.reg);
     ol_log_info("stopped");
     free(g);

@@ -191,6 +191,7 @@ void ol_gate__cache_free(cache_t *c) {
     for (size_t i = 0; i < c->cap; i++) {
         if (c->ring[i]) {
             free(c->ring[i]->answer);
+            free(c->ring[i]->owner);
             free(c->ring[i]);
         }
     }
@@ -207,12 +208,16 @@ centry_t *ol_gate__cache_get(cache_t *c, const char *key) {
 
 /* Records a decision (answer taken) or, with answer NULL, that the request
  * is pending; a decision is never replaced by "pending". */
-void ol_gate__cache_put(cache_t *c, const char *key, char *answer, outcome_t outcome, int reason) {
+void ol_gate__cache_put(cache_t *c, const char *key, const char *owner, char *answer, outcome_t outcome, int reason) {
     centry_t *e = ol_gate__cache_get(c, key);
     if (e) {
         if (answer) {
             free(e->answer);
             e->answer = answer;
+            if (owner) {
+                free(e->owner);
+                e->owner = ol_xstrdup(owner);
+            }
             e->outcome = outcome;
             e->reason = reason;
         }
@@ -225,6 +230,7 @@ void ol_gate__cache_put(cache_t *c, const char *key, char *answer, outcome_t out
             pp = &(*pp)->hnext;
         *pp = old->hnext;
         free(old->answer);
+        free(old->owner);
         free(old);
         c->count--;
     }
@@ -232,6 +238,7 @@ void ol_gate__cache_put(cache_t *c, const char *key, char *answer, outcome_t out
     e = ol_xmalloc(sizeof(*e) + klen + 1);
     memcpy(e->key, key, klen + 1);
     e->answer = answer;
+    e->owner = owner ? ol_xstrdup(owner) : NULL;
     e->outcome = outcome;
     e->reason = reason;
     size_t b = hash_str(key) & (c->nbuckets - 1);
@@ -272,9 +279,9 @@ void ol_gate__wait_remove(gate_t *g, req_t *r) {
     atomic_store(&g->waiting_now, (long long)g->waiting);
 }
 
-bool ol_gate__wait_exists(gate_t *g, const char *key) {
+bool ol_gate__wait_exists(gate_t *g, const char *key, const char *user) {
     for (wnode_t *n = g->wtable[hash_str(key) & (WAIT_BUCKETS - 1)]; n; n = n->next)
-        if (!strcmp(n->key, key))
+        if (!strcmp(n->key, key) && (!user || (n->req->authed && !strcmp(n->req->who.user, user))))
             return true;
     return false;
 }
@@ -326,7 +333,7 @@ void ol_gate__set_answer(req_t *r, unsigned status, char *answer, outcome_t outc
 static void set_pending(gate_t *g, req_t *r) {
     ol_gate__set_answer(r, MHD_HTTP_ACCEPTED, ol_gate__answer_pending(r), OUT_PENDING, -1);
     if (r->ep == EP_BUY)
-        ol_gate__cache_put(&g->cache, r->request_id, NULL, OUT_PENDING, -1);
+        ol_gate__cache_put(&g->cache, r->request_id, r->authed ? r->who.user : NULL, NULL, OUT_PENDING, -1);
 }
 
 static void resume(gate_t *g, req_t *r) {
@@ -419,7 +426,7 @@ void *ol_gate__timer_main(void *arg) {
 
 typedef struct fact_s {
     ol_fact_kind_t kind;
-    const char *request_id, *hold_id, *order_id, *reason, *message, *op;
+    const char *request_id, *hold_id, *order_id, *reason, *message, *op, *user_id;
     int64_t expires_at;
 } fact_t;
 
@@ -462,7 +469,10 @@ static void answer_fact(req_t *r, const fact_t *f, const char *buy_answer) {
     }
 }
 
-/* Completes every request waiting on key with f; caches buy decisions. */
+/* Completes every request waiting on key with f; caches buy decisions. An
+ * authenticated request is completed by its own user's facts only: another
+ * user's request with the same request id or hold gets 202 pending at its
+ * deadline, and nothing of the other user's decision. */
 static void deliver(gate_t *g, const char *key, const fact_t *f) {
     char *buy_answer = NULL;
     if (f->kind == OL_FACT_BUY_ACCEPTED)
@@ -472,20 +482,30 @@ static void deliver(gate_t *g, const char *key, const fact_t *f) {
     req_t *wake[64];
     int nwake = 0;
     pthread_mutex_lock(&g->lock);
-    if (buy_answer)
-        ol_gate__cache_put(&g->cache, f->request_id, ol_xstrdup(buy_answer),
+    /* too_old is no decision: a decision the gate knows stands, and is the
+     * answer */
+    centry_t *known = f->kind == OL_FACT_BUY_REJECTED && !strcmp(f->reason, "too_old")
+                          ? ol_gate__cache_get(&g->cache, f->request_id)
+                          : NULL;
+    if (known && (!known->answer || known->reason == REASON_TOO_OLD))
+        known = NULL;
+    if (buy_answer && !known)
+        ol_gate__cache_put(&g->cache, f->request_id, f->user_id, ol_xstrdup(buy_answer),
                            f->kind == OL_FACT_BUY_ACCEPTED ? OUT_ACCEPTED : OUT_REJECTED,
                            f->kind == OL_FACT_BUY_REJECTED ? ol_gate__reason_index(f->reason) : -1);
     for (;;) {
         req_t *r = NULL;
         for (wnode_t *n = g->wtable[hash_str(key) & (WAIT_BUCKETS - 1)]; n && !r; n = n->next)
-            if (!strcmp(n->key, key))
+            if (!strcmp(n->key, key) && ol_gate__owner_ok(n->req, f->user_id))
                 r = n->req;
         if (!r)
             break;
         ol_gate__wait_remove(g, r);
         timer_remove(g, r);
-        answer_fact(r, f, buy_answer);
+        if (known)
+            ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(known->answer), known->outcome, known->reason);
+        else
+            answer_fact(r, f, buy_answer);
         if (r->produced) { /* else the delivery report resumes it */
             if (nwake == 64) {
                 pthread_mutex_unlock(&g->lock);
@@ -539,6 +559,7 @@ static void on_fact(gate_t *g, ol_codec_t *codec, ol_arena_t *arena, const rd_ka
                 .reason = dom_str(d, "reason"),
                 .message = dom_str(d, "message"),
                 .op = dom_str(d, "op"),
+                .user_id = dom_str(d, "user_id"),
                 .expires_at = dom_int(d, "expires_at")};
     char key[KEY_SIZE + 256];
     switch (f.kind) {

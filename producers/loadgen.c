@@ -10,8 +10,9 @@
  * process's monotonic clock.
  *
  * Request ids are "lg-<run>-<n>", <run> new for every run (--run-id sets
- * it): the decider remembers every request id it decided, so ids must never
- * repeat across runs on one set of topics. Decisions of other runs are
+ * it): the decider remembers the request ids it decided (for
+ * decide.idempotency.window.ms), so ids must never repeat across runs on one
+ * set of topics. Decisions of other runs are
  * ignored. The shoppers themselves are deterministic for a --seed: who asks
  * for what, and each user's level (0-5, a function of the seed and the
  * user).
@@ -49,12 +50,13 @@
 #include "common/util.h"
 
 #define MAX_COUNT 100000000LL
-#define NREASONS 5
+#define NREASONS 6
 #define OUTCOME_NONE 0xff
 #define OUTCOME_ACCEPTED 0
 
 /* The reasons of BuyRejected, in the order of its Avro enum. */
-static const char *const reason_names[NREASONS] = {"blacklisted", "level", "limit", "sold_out", "unknown_sku"};
+static const char *const reason_names[NREASONS] = {"blacklisted", "level",       "limit",
+                                                   "sold_out",    "unknown_sku", "too_old"};
 
 typedef struct options_s {
     long long count;

@@ -551,3 +551,127 @@ Test(decide, a_second_process_with_the_same_instance_ends_the_fenced_one) {
     ol_test_bg_free(bgs[ended]);
     stop_ok(other);
 }
+
+/* ---- the idempotency window ---------------------------------------------- */
+
+/* Facts of one request id: of type (NULL: any), and too_old or not. */
+static int count_request(json_t *recs, const char *type, const char *request_id, bool too_old) {
+    int n = 0;
+    size_t i;
+    json_t *r;
+    json_array_foreach(recs, i, r) {
+        const char *t = type_of(r);
+        if ((strcmp(t, "BuyAccepted") && strcmp(t, "BuyRejected")) || (type && strcmp(t, type)) ||
+            strcmp(dstr(r, "request_id"), request_id))
+            continue;
+        n += !strcmp(dstr(r, "reason"), "too_old") == too_old;
+    }
+    return n;
+}
+
+/* The wall clock, what requested_at and decide's clock are in. */
+static long long wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Appends a BuyRequested of 1 unit of B with its requested_at to buf. */
+static void buy_at(char *buf, size_t size, const char *id, const char *user, long long at) {
+    size_t len = strlen(buf);
+    snprintf(buf + len, size - len,
+             "{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"%s\",\"session_id\":\"s\",\"client_ip\":"
+             "\"10.0.0.1\",\"user_id\":\"%s\",\"user_level\":1,\"sku\":\"B\",\"quantity\":1,\"requested_at\":%lld}}\n",
+             id, user, at);
+}
+
+/* Waits until sale-events holds at least n facts of request_id (too_old or
+ * not), with the whole log then. */
+static json_t *wait_request(const char *request_id, bool too_old, int n, ol_test_bg_t *bg) {
+    long long end = ol_test_now_ms() + 90000;
+    for (;;) {
+        json_t *recs = read_topic("sale-events");
+        if (count_request(recs, NULL, request_id, too_old) >= n)
+            return recs;
+        json_decref(recs);
+        cr_assert(ol_test_now_ms() < end, "%s: fewer than %d %s facts after 90 s\n%s", request_id, n,
+                  too_old ? "too_old" : "decision", ol_test_bg_stderr(bg));
+        cr_assert_eq(ol_test_bg_wait(bg, 300), -1, "decide exited\n%s", ol_test_bg_stderr(bg));
+    }
+}
+
+Test(decide, a_retry_older_than_the_window_is_refused_too_old_and_never_decided_twice_even_after_kill9) {
+    enum { WINDOW_MS = 5000 };
+    use_topics("window");
+    publish("catalog.jsonl", catalog);
+    char extra[128], buf[1024];
+    snprintf(extra, sizeof(extra), "-X decide.idempotency.window.ms=%d", WINDOW_MS);
+    ol_test_bg_t *bg = decide_bg(extra);
+    json_decref(wait_facts("StockChanged", 2, 60000, bg)); /* deciding */
+
+    /* w1 is decided; once the partition's stream time has passed w1's time
+     * by the window (a StockAdjusted of B, judged at decide's clock), the
+     * same record sent again is refused too_old, not decided again */
+    long long t1 = wall_ms();
+    buf[0] = '\0';
+    buy_at(buf, sizeof(buf), "w1", "u1", t1);
+    publish("w1.jsonl", buf);
+    json_decref(wait_request("w1", false, 1, bg));
+    while (wall_ms() <= t1 + WINDOW_MS + 200)
+        ol_test_bg_wait(bg, (int)(t1 + WINDOW_MS + 201 - wall_ms()));
+    publish("tick.jsonl", "{\"type\":\"StockAdjusted\",\"data\":{\"sku\":\"B\",\"delta\":0,\"reason\":\"tick\"}}\n");
+    json_decref(wait_facts("StockChanged", 3, 60000, bg));
+    buf[0] = '\0';
+    buy_at(buf, sizeof(buf), "w1", "u1", t1);
+    publish("w1-again.jsonl", buf);
+    /* w2, at the stream time: a retry inside the window gets nothing */
+    long long t2 = wall_ms();
+    buf[0] = '\0';
+    buy_at(buf, sizeof(buf), "w2", "u2", t2);
+    buy_at(buf, sizeof(buf), "w2", "u2", t2);
+    /* a requested_at far ahead of decide's clock goes to the dlq */
+    buy_at(buf, sizeof(buf), "w3", "u3", t2 + 600000);
+    publish("w2.jsonl", buf);
+    json_t *recs = wait_request("w1", true, 1, bg);
+    json_decref(recs);
+    recs = wait_request("w2", false, 1, bg);
+    json_t *r;
+    size_t i;
+    json_array_foreach(recs, i, r) if (!strcmp(type_of(r), "BuyRejected") && !strcmp(dstr(r, "request_id"), "w1")) {
+        cr_assert_str_eq(dstr(r, "reason"), "too_old");
+        cr_assert_str_eq(dstr(r, "message"), "The request has expired, please try again!");
+    }
+    json_decref(recs);
+
+    /* kill -9 and restart: the state restored from sale-events judges the
+     * same way */
+    ol_test_bg_signal(bg, SIGKILL);
+    ol_test_bg_wait(bg, 10000);
+    ol_test_bg_free(bg);
+    bg = decide_bg(extra);
+    buf[0] = '\0';
+    buy_at(buf, sizeof(buf), "w1", "u1", t1);
+    buy_at(buf, sizeof(buf), "w2", "u2", t2);
+    buy_at(buf, sizeof(buf), "w4", "u4", t2);
+    publish("after-kill.jsonl", buf);
+    recs = wait_request("w4", false, 1, bg); /* after w1 and w2 in the log */
+    json_decref(recs);
+    recs = wait_request("w1", true, 2, bg);
+    ol_test_bg_wait_stderr(bg, "request ids remembered", 1, 10000);
+    cr_assert(strstr(ol_test_bg_stderr(bg), "request ids remembered"), "%s", ol_test_bg_stderr(bg));
+    stop_ok(bg);
+    cr_assert_eq(count_request(recs, "BuyAccepted", "w1", false), 1, "w1 decided once");
+    cr_assert_eq(count_request(recs, NULL, "w1", false), 1, "w1: no other decision");
+    cr_assert_eq(count_request(recs, NULL, "w1", true), 2, "w1 refused too_old each time it came back");
+    cr_assert_eq(count_request(recs, "BuyAccepted", "w2", false), 1);
+    cr_assert_eq(count_request(recs, NULL, "w2", false) + count_request(recs, NULL, "w2", true), 1,
+                 "w2 retried inside the window, before and after the kill: one decision");
+    cr_assert_eq(count_request(recs, NULL, "w3", false) + count_request(recs, NULL, "w3", true), 0);
+    json_decref(recs);
+    json_t *dlq = read_topic("dlq");
+    cr_assert_eq(json_array_size(dlq), 1, "%s", json_dumps(dlq, 0));
+    const char *why =
+        json_string_value(json_object_get(json_object_get(json_array_get(dlq, 0), "headers"), "dlq_error"));
+    cr_assert(why && strstr(why, "ahead of decide's clock"), "%s", why ? why : "(no dlq_error)");
+    json_decref(dlq);
+}

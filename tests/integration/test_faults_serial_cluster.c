@@ -579,6 +579,13 @@ Test(faults_cluster, decide_coordinator_killed_mid_sale_and_restarted) {
     snprintf(lpath, sizeof(lpath), "%s/loadgen.out", dir);
     char *lout = ol_test_read_file(lpath);
     fprintf(stderr, "test: loadgen exit %d:\n%s", rc, lout ? lout : "");
+    if (rc) /* what the roles said: warnings and errors at the end of each log */
+        for (size_t i = 0; i < NROLES; i++) {
+            char *t = log_tail(roles[i].log, 25);
+            fprintf(stderr, "test: %s (run %d), the end of its warnings and errors:\n%s\n", roles[i].name,
+                    roles[i].runs, t);
+            free(t);
+        }
     cr_expect_eq(rc, 0, "loadgen: exit %d\n%s\n%s", rc, lout ? lout : "", log_tail(loadgen_log, 10));
     char want[128];
     snprintf(want, sizeof(want), "decided %d of %d: 0 without a decision, 0 with more than one", SALE_COUNT,

@@ -13,9 +13,12 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -982,6 +985,104 @@ Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
     stop_gate_ok();
 }
 
+/* Polls GET /buy/<id> until it answers 200 (bounded). */
+static reply_t get_decided(const char *id) {
+    char path[200];
+    snprintf(path, sizeof(path), "/buy/%s", id);
+    long long end = ol_test_now_ms() + 20000;
+    for (;;) {
+        reply_t r = http("GET", path, NULL);
+        if (r.status == 200)
+            return r;
+        cr_assert(ol_test_now_ms() < end, "%s: no decision after 20 s (%d %s)", id, r.status, r.body);
+        reply_free(&r);
+        usleep(50000);
+    }
+}
+
+static int count_requests(const char *id) {
+    json_t *recs = read_topic("buy-requests");
+    int n = 0;
+    size_t i;
+    json_t *r;
+    json_array_foreach(recs, i, r) n += !strcmp(dstr(r, "request_id"), id);
+    json_decref(recs);
+    return n;
+}
+
+/* too_old is no decision: a decision the gate knows stands and is the
+ * answer; a request only refused too_old is shown so, and a retry of it is
+ * written again (decide judges it at its new time). */
+Test(gate, a_too_old_refusal_never_hides_a_decision_and_its_retry_is_sent_again) {
+    use_topics("too_old");
+    char extra[300];
+    snprintf(extra, sizeof(extra), "-X gate.wait.ms=300 -X projection.schema=it_gate_missing_%ld", (long)getpid());
+    start_gate(extra);
+    const char *too_old = "\"reason\":\"too_old\",\"message\":\"The request has expired, please try again!\"}}\n";
+    char lines[2048];
+
+    /* decided, then refused too_old (its old record came back); a decision
+     * of another request after them (same SKU: same partition, read in
+     * order) says the gate has read both */
+    reply_t r = post_buy("it-old-1", "u1", "10.0.0.1", "A", 1);
+    cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
+    reply_free(&r);
+    snprintf(lines, sizeof(lines),
+             "{\"type\":\"BuyAccepted\",\"data\":{\"request_id\":\"it-old-1\",\"hold_id\":\"h-it-old-1\","
+             "\"user_id\":\"u1\",\"sku\":\"A\",\"quantity\":1,\"expires_at\":\"2031-05-06T07:08:09.123Z\"}}\n"
+             "{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-old-1\",\"user_id\":\"u1\",\"sku\":\"A\","
+             "\"quantity\":1,%s"
+             "{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-mark-1\",\"user_id\":\"u9\",\"sku\":\"A\","
+             "\"quantity\":1,\"reason\":\"sold_out\",\"message\":\"The goods is sold out!\"}}\n",
+             too_old);
+    publish(lines);
+    r = get_decided("it-mark-1");
+    reply_free(&r);
+    r = get_decided("it-old-1");
+    cr_assert(json_is_true(json_object_get(r.json, "repResult")), "the decision stands: %s", r.body);
+    cr_assert_str_eq(jstr(&r, "holdID"), "h-it-old-1");
+    reply_free(&r);
+    r = post_buy("it-old-1", "u1", "10.0.0.1", "A", 1);
+    cr_assert_eq(r.status, 200, "answered from the cache: %d %s", r.status, r.body);
+    cr_assert(json_is_true(json_object_get(r.json, "repResult")), "%s", r.body);
+    reply_free(&r);
+    cr_assert_eq(count_requests("it-old-1"), 1, "a decided request is not written again");
+
+    /* only refused too_old: shown so; a retry is written again, and its
+     * decision replaces the refusal */
+    r = post_buy("it-old-2", "u2", "10.0.0.2", "A", 1);
+    cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
+    reply_free(&r);
+    snprintf(lines, sizeof(lines),
+             "{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-old-2\",\"user_id\":\"u2\",\"sku\":\"A\","
+             "\"quantity\":1,%s",
+             too_old);
+    publish(lines);
+    r = get_decided("it-old-2");
+    cr_assert_str_eq(jstr(&r, "reason"), "too_old");
+    cr_assert_str_eq(jstr(&r, "reponseMsg"), "The request has expired, please try again!");
+    cr_assert(json_is_false(json_object_get(r.json, "repResult")), "%s", r.body);
+    reply_free(&r);
+    r = post_buy("it-old-2", "u2", "10.0.0.2", "A", 1);
+    cr_assert_eq(r.status, 202, "a too_old answer is no decision to repeat: %d %s", r.status, r.body);
+    reply_free(&r);
+    cr_assert_eq(count_requests("it-old-2"), 2);
+    publish("{\"type\":\"BuyAccepted\",\"data\":{\"request_id\":\"it-old-2\",\"hold_id\":\"h-it-old-2\","
+            "\"user_id\":\"u2\",\"sku\":\"A\",\"quantity\":1,\"expires_at\":\"2031-05-06T07:08:09.123Z\"}}\n");
+    long long end = ol_test_now_ms() + 20000;
+    for (;;) {
+        r = get_decided("it-old-2");
+        if (json_is_true(json_object_get(r.json, "repResult")))
+            break;
+        cr_assert(ol_test_now_ms() < end, "the decision did not replace too_old: %s", r.body);
+        reply_free(&r);
+        usleep(50000);
+    }
+    reply_free(&r);
+    cr_expect_geq(metric("orderlog_gate_rejected_total{endpoint=\"buy_status\",reason=\"too_old\"}"), 1);
+    stop_gate_ok();
+}
+
 Test(gate, get_reads_older_decisions_from_postgresql) {
     use_topics("pg");
     ol_test_pg_scratch_db("gate", db, sizeof(db));
@@ -1175,6 +1276,508 @@ Test(gate, sigterm_answers_waiting_requests_and_exits_0) {
     json_t *recs = read_topic("buy-requests");
     cr_assert_eq(json_array_size(recs), 1, "the request was written before the exit");
     json_decref(recs);
+}
+
+/* ---- framing and connections ---- */
+
+/* What came back on a raw connection: every byte, and whether the gate
+ * closed it (end of file or reset) before the deadline. */
+typedef struct raw_s {
+    char *data; /* new string */
+    size_t len;
+    bool closed;
+    long long ms; /* from the send to the close, or to the deadline */
+} raw_t;
+
+static int raw_connect(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)gate_port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
+}
+
+/* Reads from fd until the gate closes it or timeout_ms pass (fd stays open). */
+static raw_t raw_read(int fd, long long t0, int timeout_ms) {
+    raw_t x = {.data = malloc(65536)};
+    long long end = t0 + timeout_ms;
+    for (;;) {
+        long long left = end - ol_test_now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            break;
+        ssize_t n = recv(fd, x.data + x.len, 65535 - x.len, 0);
+        if (n <= 0) {
+            x.closed = true;
+            break;
+        }
+        x.len += (size_t)n;
+    }
+    x.data[x.len] = '\0';
+    x.ms = ol_test_now_ms() - t0;
+    return x;
+}
+
+/* Sends bytes on a new connection and reads until the gate closes it. */
+static raw_t raw_exchange(const void *bytes, size_t n, int timeout_ms) {
+    int fd = raw_connect();
+    long long t0 = ol_test_now_ms();
+    cr_assert_eq(send(fd, bytes, n, MSG_NOSIGNAL), (ssize_t)n);
+    raw_t x = raw_read(fd, t0, timeout_ms);
+    close(fd);
+    return x;
+}
+
+/* The answers in a raw stream: status lines at the start of the stream or
+ * right after an answer's body. */
+static int raw_answers(const raw_t *x, int *first_status, json_t **first_body, bool *close_header) {
+    int n = 0;
+    const char *p = x->data;
+    while (p && !strncmp(p, "HTTP/1.", 7)) {
+        int status = 0;
+        sscanf(p, "HTTP/1.%*d %d", &status);
+        const char *sep = strstr(p, "\r\n\r\n");
+        if (!sep)
+            break;
+        const char *cl = strcasestr(p, "\r\nContent-Length:");
+        size_t len = cl && cl < sep ? strtoul(cl + 17, NULL, 10) : 0;
+        if (n == 0) {
+            *first_status = status;
+            *first_body = json_loadb(sep + 4, len, 0, NULL);
+            *close_header = strcasestr(p, "\r\nConnection: close") && strcasestr(p, "\r\nConnection: close") < sep;
+        }
+        n++;
+        p = sep + 4 + len;
+    }
+    return n;
+}
+
+Test(gate, refuses_ambiguous_framing_with_400_json_and_closes) {
+    use_topics("framing");
+    start_gate("-X gate.wait.ms=0");
+    /* each would be read one way by a proxy and another by a lenient server:
+     * a request hidden after the first must never be answered */
+    static const struct {
+        const char *what, *request, *field, *reason;
+    } cases[] = {
+        {"two different Content-Length",
+         "POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 0\r\n"
+         "Content-Length: 34\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+         "Content-Length", "content_length_repeated"},
+        {"two equal Content-Length",
+         "POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+         "Content-Length: 2\r\n\r\n{}",
+         "Content-Length", "content_length_repeated"},
+        {"Content-Length with chunked",
+         "POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+         "Transfer-Encoding", "content_length_with_transfer_encoding"},
+        {"Transfer-Encoding gzip",
+         "POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip\r\n\r\n"
+         "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+         "Transfer-Encoding", "transfer_encoding_not_chunked"},
+        {"Transfer-Encoding chunked twice",
+         "POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         "Transfer-Encoding", "transfer_encoding_not_chunked"},
+        {"Transfer-Encoding as a list",
+         "POST /buy HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: identity, chunked\r\n"
+         "\r\n0\r\n\r\n",
+         "Transfer-Encoding", "transfer_encoding_not_chunked"},
+        {"Transfer-Encoding in HTTP/1.0",
+         "POST /buy HTTP/1.0\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         "Transfer-Encoding", "transfer_encoding_in_http10"},
+        {"HTTP/1.1 without Host", "GET /healthz HTTP/1.1\r\n\r\n", "Host", "host_missing"},
+        {"two Host", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "Host", "host_repeated"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        raw_t x = raw_exchange(cases[i].request, strlen(cases[i].request), 5000);
+        int status = 0;
+        json_t *body = NULL;
+        bool close_header = false;
+        int answers = raw_answers(&x, &status, &body, &close_header);
+        cr_expect(x.closed, "%s: the connection is still open after %lld ms:\n%s", cases[i].what, x.ms, x.data);
+        cr_expect_eq(answers, 1, "%s: %d answers:\n%s", cases[i].what, answers, x.data);
+        cr_expect_eq(status, 400, "%s:\n%s", cases[i].what, x.data);
+        cr_expect(close_header, "%s: no Connection: close:\n%s", cases[i].what, x.data);
+        cr_expect(json_string_value(json_object_get(body, "error")), "%s: no JSON error:\n%s", cases[i].what, x.data);
+        const char *field = json_string_value(json_object_get(body, "field"));
+        cr_expect(field && !strcmp(field, cases[i].field), "%s: field %s:\n%s", cases[i].what, field, x.data);
+        json_decref(body);
+        free(x.data);
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char sample[200];
+        snprintf(sample, sizeof(sample), "orderlog_gate_bad_framing_total{reason=\"%s\"}", cases[i].reason);
+        long long want = 0;
+        for (size_t j = 0; j < sizeof(cases) / sizeof(cases[0]); j++)
+            want += !strcmp(cases[i].reason, cases[j].reason);
+        cr_expect_eq(metric(sample), want, "%s", sample);
+    }
+
+    /* what stays fine: HTTP/1.0 without Host, one Content-Length, chunked
+     * alone, and pipelined keep-alive requests */
+    const char *v10 = "GET /healthz HTTP/1.0\r\n\r\n";
+    raw_t x = raw_exchange(v10, strlen(v10), 5000);
+    int status = 0;
+    json_t *body = NULL;
+    bool close_header = false;
+    cr_expect_eq(raw_answers(&x, &status, &body, &close_header), 1, "%s", x.data);
+    cr_expect_eq(status, 200, "HTTP/1.0 needs no Host:\n%s", x.data);
+    json_decref(body);
+    free(x.data);
+    char *buy = buy_body("it-framing-10", "u1", "10.0.0.1", "A", 1), req[1024];
+    snprintf(req, sizeof(req), "POST /buy HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(buy), buy);
+    x = raw_exchange(req, strlen(req), 10000);
+    cr_expect_eq(raw_answers(&x, &status, &body, &close_header), 1, "%s", x.data);
+    cr_expect_eq(status, 202, "HTTP/1.0 POST /buy without Host:\n%s", x.data);
+    json_decref(body);
+    free(x.data);
+    free(buy);
+    reply_t r = post_buy("it-framing-11", "u2", "10.0.0.2", "A", 1);
+    cr_expect_eq(r.status, 202, "%d %s", r.status, r.body);
+    reply_free(&r);
+    r = http_send("POST", "/buy", "Content-Type: application/json\r\n", "2\r\n{}\r\n0\r\n\r\n", 12, true);
+    cr_expect_eq(r.status, 400, "chunked alone reaches validation: %d %s", r.status, r.body);
+    cr_expect_str_eq(jstr(&r, "field"), "sessionID", "%s", r.body);
+    reply_free(&r);
+    const char *pipelined = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+                            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    x = raw_exchange(pipelined, strlen(pipelined), 10000);
+    cr_expect_eq(raw_answers(&x, &status, &body, &close_header), 3, "three pipelined answers:\n%s", x.data);
+    cr_expect_eq(status, 200, "%s", x.data);
+    json_decref(body);
+    free(x.data);
+    stop_gate_ok();
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), 2, "only the two well-framed buys reach Kafka: %s", json_dumps(recs, 0));
+    json_decref(recs);
+}
+
+/* The first record of a TLS handshake: a minimal ClientHello. Its random
+ * holds no CR or LF, as many real ones: libmicrohttpd then never sees the
+ * end of a "request line" and used to hold the connection until the idle
+ * timeout. */
+static const unsigned char client_hello[] = {
+    0x16, 0x03, 0x01, 0x00, 0x2f,       /* handshake record, 47 bytes */
+    0x01, 0x00, 0x00, 0x2b, 0x03, 0x03, /* ClientHello, 43 bytes, TLS 1.2 */
+    'r',  'a',  'n',  'd',  'o',  'm',  'r', 'a', 'n', 'd', 'o', 'm', 'r', 'a', 'n', 'd', /* random */
+    'o',  'm',  'r',  'a',  'n',  'd',  'o', 'm', 'r', 'a', 'n', 'd', 'o', 'm', 'r', 'a', /* */
+    0x00, 0x00, 0x02, 0x13, 0x01, /* no session, one cipher suite */
+    0x01, 0x00, 0x00, 0x00,       /* no compression, no extensions */
+};
+
+Test(gate, closes_a_tls_handshake_on_the_plain_port_at_once) {
+    use_topics("tls");
+    start_gate("-X gate.wait.ms=0 -X gate.idle.timeout.ms=60000");
+    for (int i = 0; i < 3; i++) {
+        raw_t x = raw_exchange(client_hello, sizeof(client_hello), 10000);
+        cr_expect(x.closed, "attempt %d: the connection is still open after %lld ms", i, x.ms);
+        cr_expect_lt(x.ms, 1000, "attempt %d: closed after %lld ms", i, x.ms);
+        cr_expect_eq(x.len, 0, "attempt %d: the gate answered a TLS handshake:\n%s", i, x.data);
+        fprintf(stderr, "TLS ClientHello on the plain port: closed after %lld ms\n", x.ms);
+        free(x.data);
+    }
+    /* a real client: Python's ssl module */
+    int expected = 3;
+    char *out, *err;
+    int rc = ol_test_runf(
+        &out, &err,
+        "command -v python3 >/dev/null || exit 77; exec python3 -c 'import socket, ssl, time\n"
+        "c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n"
+        "s = socket.create_connection((\"127.0.0.1\", %d)); s.settimeout(30); t = time.monotonic()\n"
+        "try:\n c.wrap_socket(s, server_hostname=\"gate\"); print(\"handshake done\")\n"
+        "except (ssl.SSLError, OSError) as e:\n print(round((time.monotonic() - t) * 1000), type(e).__name__)\n'",
+        gate_port);
+    if (rc != 77) {
+        cr_expect_eq(rc, 0, "%s%s", out, err);
+        cr_expect(atoi(out) < 1000 && !strstr(out, "done") && !strstr(out, "timeout"), "python ssl: %s", out);
+        fprintf(stderr, "python3 ssl handshake on the plain port: %s", out);
+        expected++;
+    }
+    free(out);
+    free(err);
+    cr_expect_eq(metric("orderlog_gate_connections_dropped_total{reason=\"tls_handshake\"}"), expected);
+    reply_t r = http("GET", "/healthz", NULL);
+    cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
+    reply_free(&r);
+    stop_gate_ok();
+}
+
+Test(gate, closes_a_connection_without_request_headers_after_the_header_timeout) {
+    use_topics("slow");
+    start_gate("-X gate.wait.ms=0 -X gate.header.timeout.ms=1000 -X gate.idle.timeout.ms=60000");
+    /* a request line and part of the headers, then nothing */
+    int slow = raw_connect();
+    long long t0 = ol_test_now_ms();
+    const char *part = "GET /healthz HTTP/1.1\r\nHost: x\r\nUser-Ag";
+    cr_assert_eq(send(slow, part, strlen(part), MSG_NOSIGNAL), (ssize_t)strlen(part));
+    /* a kept-alive connection idle after its first answer is not concerned */
+    int kept = raw_connect();
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    cr_assert_eq(send(kept, get, strlen(get), MSG_NOSIGNAL), (ssize_t)strlen(get));
+    reply_t r = http("GET", "/healthz", NULL); /* others are answered meanwhile */
+    cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
+    cr_expect_lt(r.ms, 500);
+    reply_free(&r);
+    raw_t x = raw_read(slow, t0, 10000);
+    close(slow);
+    cr_expect(x.closed, "still open after %lld ms", x.ms);
+    cr_expect_geq(x.ms, 900, "closed after %lld ms, before gate.header.timeout.ms", x.ms);
+    cr_expect_lt(x.ms, 4000, "closed after %lld ms: 1 s timeout, checked each second", x.ms);
+    cr_expect_eq(x.len, 0, "%s", x.data);
+    fprintf(stderr, "incomplete headers: closed after %lld ms (gate.header.timeout.ms=1000)\n", x.ms);
+    free(x.data);
+    x = raw_read(kept, ol_test_now_ms(), 200); /* its answer */
+    cr_expect(!x.closed && strstr(x.data, "HTTP/1.1 200"), "%s", x.data);
+    free(x.data);
+    cr_assert_eq(send(kept, get, strlen(get), MSG_NOSIGNAL), (ssize_t)strlen(get));
+    x = raw_read(kept, ol_test_now_ms(), 2000);
+    cr_expect(!x.closed && strstr(x.data, "HTTP/1.1 200"), "the kept-alive connection, %lld ms later:\n%s",
+              ol_test_now_ms() - t0, x.data);
+    free(x.data);
+    close(kept);
+    cr_expect_eq(metric("orderlog_gate_connections_dropped_total{reason=\"header_timeout\"}"), 1);
+    stop_gate_ok();
+}
+
+/* ---- lookups past the cache ---- */
+
+/* A scratch database with the projection's tables; its conninfo in db. */
+static void migrated_db(void) {
+    ol_test_pg_scratch_db("gate", db, sizeof(db));
+    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db), *out, *err;
+    int rc = ol_test_runf(&out, &err, "%s -X pg.conninfo=%s migrate", bin, ci);
+    cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
+    free(out);
+    free(err);
+    free(bin);
+    free(ci);
+}
+
+/* A session holding buy_decisions locked as a rebuild's swap does. */
+static PGconn *lock_decisions(void) {
+    PGconn *conn = PQconnectdb(db);
+    cr_assert_eq(PQstatus(conn), CONNECTION_OK, "%s", PQerrorMessage(conn));
+    PGresult *res = PQexec(conn, "BEGIN; LOCK TABLE orderlog.buy_decisions IN ACCESS EXCLUSIVE MODE");
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQerrorMessage(conn));
+    PQclear(res);
+    return conn;
+}
+
+static void unlock_decisions(PGconn *conn) {
+    PQclear(PQexec(conn, "COMMIT"));
+    PQfinish(conn);
+}
+
+/* Clients polling GET /buy/<unknown id> in a loop until told to stop. */
+typedef struct poller_s {
+    pthread_t thread;
+    int n;
+    atomic_bool *stop;
+    int polls, unavailable, other;
+    long long slowest_ms;
+    char last[256];
+} poller_t;
+
+static void *poller_main(void *arg) {
+    poller_t *p = arg;
+    for (int i = 0; !atomic_load(p->stop); i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/buy/it-unknown-%d-%d", p->n, i);
+        reply_t r = http("GET", path, NULL);
+        p->polls++;
+        if (r.status == 503)
+            p->unavailable++;
+        else
+            p->other++;
+        if (r.ms > p->slowest_ms)
+            p->slowest_ms = r.ms;
+        snprintf(p->last, sizeof(p->last), "%d %s", r.status, r.body ? r.body : "");
+        reply_free(&r);
+    }
+    return NULL;
+}
+
+static int cmp_ll(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return x < y ? -1 : x > y;
+}
+
+Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
+    enum { POLLERS = 4, PROBES = 200, TIMEOUT_MS = 1000 };
+    use_topics("lookup");
+    migrated_db();
+    char extra[1400];
+    char *ci = ol_test_shell_quote(db);
+    snprintf(extra, sizeof(extra), "-X pg.conninfo=%s -X gate.lookup.timeout.ms=%d -X gate.rate.per.second=0", ci,
+             TIMEOUT_MS);
+    free(ci);
+    start_gate(extra);
+    reply_t r = http("GET", "/buy/it-warm", NULL); /* the lookup threads connected */
+    cr_assert_eq(r.status, 404, "%d %s", r.status, r.body);
+    reply_free(&r);
+
+    PGconn *lock = lock_decisions();
+    atomic_bool stop = false;
+    poller_t pollers[POLLERS];
+    for (int i = 0; i < POLLERS; i++) {
+        pollers[i] = (poller_t){.n = i, .stop = &stop};
+        cr_assert_eq(pthread_create(&pollers[i].thread, NULL, poller_main, &pollers[i]), 0);
+    }
+    wait_metric("orderlog_gate_lookups_running", 2, 10000); /* lookups wait on the lock */
+    static long long ms[PROBES];
+    for (int i = 0; i < PROBES; i++) {
+        r = http("GET", "/healthz", NULL);
+        cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
+        ms[i] = r.ms;
+        reply_free(&r);
+        usleep(10000);
+    }
+    atomic_store(&stop, true);
+    int polls = 0;
+    for (int i = 0; i < POLLERS; i++) {
+        pthread_join(pollers[i].thread, NULL);
+        polls += pollers[i].polls;
+        cr_expect_eq(pollers[i].other, 0, "poller %d got other than 503: %s", i, pollers[i].last);
+        cr_expect_lt(pollers[i].slowest_ms, TIMEOUT_MS + 1000, "poller %d waited %lld ms", i, pollers[i].slowest_ms);
+        cr_expect_geq(pollers[i].slowest_ms, TIMEOUT_MS - 100, "poller %d: answered before the timeout", i);
+    }
+    qsort(ms, PROBES, sizeof(ms[0]), cmp_ll);
+    long long p99 = ms[PROBES * 99 / 100 - 1];
+    fprintf(stderr,
+            "/healthz with buy_decisions locked and %d clients polling unknown ids: p50 %lld ms, p99 %lld ms, "
+            "max %lld ms over %d probes; %d polls answered 503\n",
+            POLLERS, ms[PROBES / 2], p99, ms[PROBES - 1], PROBES, polls);
+    cr_expect_lt(p99, 50, "/healthz p99 %lld ms while the lookups wait on the lock", p99);
+    cr_expect_geq(metric("orderlog_gate_lookups_total{outcome=\"timeout\"}"), polls - POLLERS);
+
+    /* the lock released: unknown ids are 404 again, at once */
+    unlock_decisions(lock);
+    r = http("GET", "/buy/it-after-lock", NULL);
+    cr_expect_eq(r.status, 404, "%d %s", r.status, r.body);
+    cr_expect_lt(r.ms, 1000);
+    reply_free(&r);
+    /* PostgreSQL drops the gate's sessions (a restart): the next lookups reconnect */
+    ol_test_pg_exec(db, "select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() "
+                        "and pid <> pg_backend_pid()");
+    ol_test_pg_exec(db,
+                    "insert into orderlog.buy_decisions (request_id, user_id, sku, quantity, outcome, reason, "
+                    "message, hold_id, decided_at) values "
+                    "('it-lookup-rej', 'u2', 'A', 1, 'rejected', 'sold_out', 'The goods is sold out!', null, now())");
+    for (int i = 0; i < 3; i++) {
+        r = http("GET", "/buy/it-lookup-rej", NULL);
+        cr_expect_eq(r.status, 200, "after the sessions were dropped: %d %s", r.status, r.body);
+        cr_expect_str_eq(jstr(&r, "reason"), "sold_out", "%s", r.body);
+        reply_free(&r);
+    }
+    stop_gate_ok();
+}
+
+typedef struct bg_get_s {
+    pthread_t thread;
+    char path[64];
+    reply_t reply;
+} bg_get_t;
+
+static void *bg_get_main(void *arg) {
+    bg_get_t *p = arg;
+    p->reply = http("GET", p->path, NULL);
+    return NULL;
+}
+
+Test(gate, lookups_beyond_the_queue_get_503_at_once_and_shutdown_answers_the_rest) {
+    use_topics("lookupq");
+    migrated_db();
+    char extra[1400];
+    char *ci = ol_test_shell_quote(db);
+    snprintf(extra, sizeof(extra),
+             "-X pg.conninfo=%s -X gate.lookup.threads=1 -X gate.lookup.max.queued=1 -X gate.lookup.timeout.ms=30000",
+             ci);
+    free(ci);
+    start_gate(extra);
+    PGconn *lock = lock_decisions();
+    bg_get_t gets[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(gets[i].path, sizeof(gets[i].path), "/buy/it-held-%d", i);
+        cr_assert_eq(pthread_create(&gets[i].thread, NULL, bg_get_main, &gets[i]), 0);
+        /* one runs (waits on the lock), then one waits in the queue */
+        wait_metric(i ? "orderlog_gate_lookups_queued" : "orderlog_gate_lookups_running", 1, 10000);
+    }
+    reply_t r = http("GET", "/buy/it-one-too-many", NULL);
+    cr_expect_eq(r.status, 503, "%d %s", r.status, r.body);
+    cr_expect_str_eq(jstr(&r, "error"), "too many lookups, try again", "%s", r.body);
+    cr_expect_lt(r.ms, 1000, "answered after %lld ms", r.ms);
+    reply_free(&r);
+    cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"queue_full\"}"), 1);
+
+    /* SIGTERM: both answered now, not after gate.lookup.timeout.ms; the
+     * query waiting on the lock is cancelled so the gate exits at once */
+    long long t0 = ol_test_now_ms();
+    stop_gate_ok();
+    for (int i = 0; i < 2; i++) {
+        pthread_join(gets[i].thread, NULL);
+        cr_expect_eq(gets[i].reply.status, 503, "%s: %d %s", gets[i].path, gets[i].reply.status, gets[i].reply.body);
+        cr_expect_str_eq(jstr(&gets[i].reply, "error"), "shutting down", "%s", gets[i].reply.body);
+        reply_free(&gets[i].reply);
+    }
+    long long took = ol_test_now_ms() - t0;
+    cr_expect_lt(took, 10000, "the gate took %lld ms to stop", took);
+    unlock_decisions(lock);
+}
+
+/* Lookups waiting for the thread are read together (one query for up to
+ * 64): each still gets its own answer. */
+Test(gate, lookups_read_together_each_get_their_own_answer) {
+    enum { KNOWN = 20, UNKNOWN = 10, N = KNOWN + UNKNOWN };
+    use_topics("lookupb");
+    migrated_db();
+    char sql[256];
+    for (int i = 0; i < KNOWN; i++) {
+        snprintf(sql, sizeof(sql),
+                 "insert into orderlog.buy_decisions (request_id, user_id, sku, quantity, outcome, reason, message, "
+                 "hold_id, decided_at) values ('it-batch-%d', 'u', 'A', 1, %s, now())",
+                 i, i % 2 ? "'rejected', 'limit', null, null" : "'accepted', null, null, 'h-it-batch'");
+        ol_test_pg_exec(db, sql);
+    }
+    char extra[1400];
+    char *ci = ol_test_shell_quote(db);
+    snprintf(extra, sizeof(extra), "-X pg.conninfo=%s -X gate.lookup.threads=1 -X gate.lookup.timeout.ms=30000", ci);
+    free(ci);
+    start_gate(extra);
+    PGconn *lock = lock_decisions();
+    static bg_get_t gets[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(gets[i].path, sizeof(gets[i].path), i < KNOWN ? "/buy/it-batch-%d" : "/buy/it-nobatch-%d", i);
+        cr_assert_eq(pthread_create(&gets[i].thread, NULL, bg_get_main, &gets[i]), 0);
+    }
+    /* the first ones wait on the lock, the others in the queue */
+    long long end = ol_test_now_ms() + 20000, held;
+    while ((held = metric("orderlog_gate_lookups_running") + metric("orderlog_gate_lookups_queued")) < N) {
+        cr_assert(ol_test_now_ms() < end, "%lld lookups held after 20 s, expected %d", held, N);
+        usleep(20000);
+    }
+    cr_expect_gt(metric("orderlog_gate_lookups_queued"), 0);
+    unlock_decisions(lock);
+    for (int i = 0; i < N; i++) {
+        pthread_join(gets[i].thread, NULL);
+        reply_t *r = &gets[i].reply;
+        if (i < KNOWN) {
+            char rid[32];
+            snprintf(rid, sizeof(rid), "it-batch-%d", i);
+            cr_expect_eq(r->status, 200, "%s: %d %s", gets[i].path, r->status, r->body);
+            cr_expect_str_eq(jstr(r, "requestID"), rid, "%s", r->body);
+            cr_expect_str_eq(jstr(r, "reponseMsg"), i % 2 ? "You can not buy this goods!" : MSG_ACCEPTED, "%s",
+                             r->body);
+        } else {
+            cr_expect_eq(r->status, 404, "%s: %d %s", gets[i].path, r->status, r->body);
+        }
+        reply_free(r);
+    }
+    cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"found\"}"), KNOWN);
+    cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"not_found\"}"), UNKNOWN);
+    stop_gate_ok();
 }
 
 /* ---- end to end, through the decider ---- */

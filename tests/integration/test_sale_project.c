@@ -322,6 +322,38 @@ Test(sale_project, rejections_keep_their_reason_and_the_views_count_them) {
                 "sale_by_sku");
 }
 
+/* too_old is no decision: it never replaces one, is kept when the request
+ * has none, and a decision replaces it. */
+Test(sale_project, a_too_old_refusal_never_replaces_a_decision_and_a_decision_replaces_it) {
+    kit_use("sale_too_old");
+    const char *db = kit_new_db("sale_too_old");
+    char path[1024];
+    FILE *fp = facts_open("too_old.jsonl", path, sizeof(path));
+    const char *msg = "The request has expired, please try again!";
+    stock(fp, "S-T", 5, "synced", 1, T0);
+    accepted(fp, "o1", "u1", "S-T", 1, T0 + 1);
+    rejected(fp, "o2", "u2", "S-T", 1, "sold_out", "The goods is sold out!", T0 + 2);
+    rejected(fp, "o1", "u1", "S-T", 1, "too_old", msg, T0 + 1); /* o1's record again, past the window */
+    rejected(fp, "o2", "u2", "S-T", 1, "too_old", msg, T0 + 2); /* o2's */
+    rejected(fp, "o3", "u3", "S-T", 1, "too_old", msg, T0 - 9); /* never decided */
+    rejected(fp, "o3", "u3", "S-T", 1, "too_old", msg, T0 - 9); /* twice */
+    rejected(fp, "o4", "u4", "S-T", 1, "too_old", msg, T0 - 9); /* refused, then sent with a new time */
+    accepted(fp, "o4", "u4", "S-T", 1, T0 + 20);
+    facts_close(fp, path);
+    cr_assert_eq(kit_publish(path), 9);
+    kit_summary_t s = project_err(db, kit_group, NULL);
+    cr_assert_eq(s.events, 9);
+    cr_assert_eq(s.dlq, 0, "%lld facts went to the dlq", s.dlq);
+    expect_rows(
+        db, "select request_id, outcome, reason, hold_id, " MS("decided_at") " from orderlog.buy_decisions order by 1",
+        "o1|accepted|\\N|h-o1|1795000000001\n"
+        "o2|rejected|sold_out|\\N|1795000000002\n"
+        "o3|rejected|too_old|\\N|1794999999991\n"
+        "o4|accepted|\\N|h-o4|1795000000020\n",
+        "buy_decisions");
+    expect_rows(db, "select sku, total, held, sold from orderlog.inventory", "S-T|5|2|0\n", "inventory");
+}
+
 Test(sale_project, contradicting_facts_go_to_the_dlq_and_change_nothing) {
     kit_use("sale_contra");
     const char *db = kit_new_db("sale_contra");

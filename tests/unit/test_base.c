@@ -273,6 +273,23 @@ Test(utf8, refuses_sequences_cut_by_the_end) {
     cr_expect_eq(utf8_at("ab\xff", 2), -1, "bytes past len are not looked at");
 }
 
+Test(utf8, fits_text_into_a_width_between_characters) {
+    const char *s = "ab\xc3\xa9\xe9\x99\x90\xf0\x9f\x98\x80z"; /* a b é 限 😀 z: 1+1+2+3+4+1 bytes */
+    static const int want[] = {0, 1, 2, 2, 4, 4, 4, 7, 7, 7, 7, 11, 12, 12};
+    for (size_t max = 0; max < sizeof(want) / sizeof(want[0]); max++)
+        cr_expect_eq(ol_utf8_fit(s, max), want[max], "max %zu: %d bytes, want %d", max, ol_utf8_fit(s, max), want[max]);
+    cr_expect_eq(ol_utf8_fit("", 64), 0);
+    cr_expect_eq(ol_utf8_fit("short", 64), 5, "a string shorter than max is whole");
+}
+
+Test(utf8, trims_a_sequence_cut_at_the_end) {
+    const char *s = "ab\xc3\xa9\xe9\x99\x90\xf0\x9f\x98\x80z";
+    static const size_t want[] = {0, 1, 2, 2, 4, 4, 4, 7, 7, 7, 7, 11, 12};
+    for (size_t len = 0; len < sizeof(want) / sizeof(want[0]); len++)
+        cr_expect_eq(ol_utf8_trim(s, len), want[len], "len %zu: %zu, want %zu", len, ol_utf8_trim(s, len), want[len]);
+    cr_expect_eq(ol_utf8_trim("a\x80\x80\x80\x80", 5), 5, "not UTF-8: left alone");
+}
+
 /* ---- UUIDs ---------------------------------------------------------------- */
 
 static void expect_uuid_v4(const char *u) {
@@ -662,6 +679,17 @@ Test(err, formats_details_into_the_callers_buffer) {
     cr_expect_str_eq(errstr, "bad value 42");
     cr_expect_eq(ol_errf(errstr, sizeof(errstr), OL_ERR_IO, "%s", "a message longer than the buffer"), OL_ERR_IO);
     cr_expect_eq(strlen(errstr), sizeof(errstr) - 1, "truncated and terminated");
+    /* cut on a character boundary: "é" (2 bytes) at bytes 15-16 would be split */
+    cr_expect_eq(ol_errf(errstr, sizeof(errstr), OL_ERR_IO, "%s",
+                         "0123456789abcd\xc3\xa9"
+                         "f"),
+                 OL_ERR_IO);
+    cr_expect_str_eq(errstr, "0123456789abcd");
+    cr_expect_eq(ol_errf(errstr, sizeof(errstr), OL_ERR_IO, "%s",
+                         "0123456789abc\xc3\xa9"
+                         "f"),
+                 OL_ERR_IO);
+    cr_expect_str_eq(errstr, "0123456789abc\xc3\xa9", "a whole character at the end stays");
     cr_expect_eq(ol_errf(NULL, 0, OL_ERR_PG, "no buffer %d", 1), OL_ERR_PG);
     errstr[0] = 'q';
     cr_expect_eq(ol_errf(errstr, 0, OL_ERR_PG, "size zero"), OL_ERR_PG);

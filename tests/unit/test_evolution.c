@@ -184,6 +184,31 @@ static int avsc_only(const struct dirent *d) {
     return olt_has_suffix(d->d_name, ".avsc");
 }
 
+/* BuyRejected version 2 added too_old at the end of its reason enum: every
+ * symbol of version 1 keeps its index, so a version 1 payload reads as it
+ * was written. */
+Test(registry, buy_rejected_v2_appends_too_old_to_the_reasons_of_v1) {
+    char errstr[256] = "";
+    cr_assert_eq(ol_schema_init(errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    const ol_event_type_t *et = ol_schema_find("BuyRejected");
+    cr_assert(et);
+    cr_expect_eq(et->version, 2);
+    const ol_schema_version_t *v1 = ol_schema_version(et, 1), *v2 = ol_schema_version(et, 2);
+    cr_assert(v1 && v2);
+    const ol_node_t *r1 = NULL, *r2 = NULL;
+    for (size_t i = 0; i < v1->root->nfields; i++)
+        if (!strcmp(v1->root->fields[i].name, "reason"))
+            r1 = v1->root->fields[i].type;
+    for (size_t i = 0; i < v2->root->nfields; i++)
+        if (!strcmp(v2->root->fields[i].name, "reason"))
+            r2 = v2->root->fields[i].type;
+    cr_assert(r1 && r2);
+    cr_assert_eq(r2->nsymbols, r1->nsymbols + 1);
+    for (size_t i = 0; i < r1->nsymbols; i++)
+        cr_expect_str_eq(r2->symbols[i], r1->symbols[i]);
+    cr_expect_str_eq(r2->symbols[r1->nsymbols], "too_old");
+}
+
 Test(registry, loads_every_schema_file_of_the_source_tree) {
     char errstr[256] = "";
     cr_assert_eq(ol_schema_init(errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);

@@ -160,3 +160,18 @@ Test(profiles, roles_make_no_kafka_configuration_of_their_own) {
     scan_dir("producers");
     scan_dir("consumers");
 }
+
+/* The quick start printed librdkafka's "Coordinator load in progress:
+ * retrying" of a broker just started as warnings. */
+Test(kafka, transient_coordinator_warnings_are_info_and_the_rest_keeps_its_level) {
+    cr_expect_eq(ol_kafka_log_level(4, "GETPID: [thrd:main]: Failed to acquire idempotence PID from broker "
+                                       "127.0.0.1:19092/1: Broker: Coordinator load in progress: retrying"),
+                 OL_LOG_INFO);
+    cr_expect_eq(ol_kafka_log_level(4, "Group coordinator lookup failed: Broker: Coordinator not available: retrying"),
+                 OL_LOG_INFO);
+    cr_expect_eq(ol_kafka_log_level(4, "Coordinator load in progress"), OL_LOG_WARN); /* not retried */
+    cr_expect_eq(ol_kafka_log_level(4, "127.0.0.1:19092/1: Connect to ipv4#127.0.0.1:19092 failed"), OL_LOG_WARN);
+    cr_expect_eq(ol_kafka_log_level(3, "Coordinator load in progress: retrying"), OL_LOG_ERROR);
+    cr_expect_eq(ol_kafka_log_level(6, "anything"), OL_LOG_INFO);
+    cr_expect_eq(ol_kafka_log_level(7, "anything"), OL_LOG_DEBUG);
+}

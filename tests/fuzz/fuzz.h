@@ -1,0 +1,69 @@
+/* What the libFuzzer harnesses of tests/fuzz share: a Kafka record as a
+ * consumer sees it, the comparisons their properties make, and the abort
+ * that turns a broken property into a crash libFuzzer saves.
+ *
+ * Each fuzz_*.c is its own executable (LLVMFuzzerTestOneInput); this file
+ * is compiled into each. Not thread-safe: libFuzzer runs one input at a time. */
+#ifndef OL_FUZZ_H
+#define OL_FUZZ_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/json.h"
+#include "common/schema.h"
+
+/* The event time the harnesses give every event they make. */
+#define FUZZ_NOW_MS 1795000000000LL
+
+/* Prints "property failed: <what>" and aborts: libFuzzer saves the input
+ * as crash-<sha1> and prints its path. */
+void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+#define FUZZ_CHECK(cond, ...)       \
+    do {                            \
+        if (!(cond))                \
+            fuzz_fail(__VA_ARGS__); \
+    } while (0)
+
+/* A record as a consumer reads it: librdkafka 2.0.2 makes rd_kafka_message_t
+ * the first member of its private rd_kafka_msg_t, and the accessors the
+ * decoders use (rd_kafka_message_headers, _set_headers, _timestamp) read only
+ * that struct, so a zeroed block much larger than it stands in (timestamp 0,
+ * no protocol headers). payload and key are copied (exact sizes, so ASan sees
+ * a read past them); hdrs (may be NULL) are taken. */
+typedef struct fuzz_record_s {
+    rd_kafka_message_t *rkm;
+    rd_kafka_headers_t *hdrs;
+} fuzz_record_t;
+
+fuzz_record_t fuzz_record_new(const void *payload, size_t len, const void *key, size_t key_len,
+                              rd_kafka_headers_t *hdrs);
+void fuzz_record_free(fuzz_record_t *r);
+
+/* avro_decode's first byte: the event type and the schema version its
+ * headers name, among every type (sorted by name) and every version each
+ * reads (history order). fuzz_pick_byte is the byte picking (et, version). */
+typedef struct fuzz_pick_s {
+    const ol_event_type_t *et;
+    int version;
+} fuzz_pick_t;
+
+fuzz_pick_t fuzz_pick(uint8_t byte);
+int fuzz_pick_byte(const ol_event_type_t *et, int version);
+
+/* Whether two values of the codec's form are the same: type, length, every
+ * byte of strings and keys, the bits of reals, members in order. On false,
+ * *where names the first difference (static buffer). */
+bool fuzz_dom_equal(const ol_json_t *a, const ol_json_t *b, const char **where);
+
+/* Whether out (the codec's form of a decoded record, ol_codec_to_dom) is
+ * what in (JSON input, as ol_codec_encode takes it) says for node n: times
+ * given as RFC 3339 read as epoch ms, integers given for doubles as doubles,
+ * absent fields as their default or, for orderlog.defaultNow, time_ms. On
+ * false, *where names the first difference (static buffer). */
+bool fuzz_same_as_input(const ol_node_t *n, const ol_json_t *in, const ol_json_t *out, int64_t time_ms,
+                        const char **where);
+
+#endif
