@@ -459,8 +459,8 @@ Test(rebuild, passes_of_at_most_bulk_rows_give_the_same_projection) {
     live_projection();
     char *sums = checksums(db);
     char *out, *err;
-    int rc = rebuild("-X rebuild.bulk.rows=1000 -X rebuild.plan.events.per.row=2 -X consumer.batch.events=300", &out,
-                     &err);
+    int rc =
+        rebuild("-X rebuild.bulk.rows=1000 -X rebuild.plan.events.per.row=2 -X consumer.batch.events=300", &out, &err);
     cr_assert_eq(rc, 0, "rebuild: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     int given_up, passes = passes_of(err, &given_up);
     /* ~5,000 rows over 3 partitions: at least 5 passes, over shares of keys */
