@@ -33,12 +33,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/cli.h"
-#include "common/kafka.h"
-#include "common/log.h"
-#include "common/pg.h"
-#include "common/time.h"
-#include "common/util.h"
+#include "common/base/cli.h"
+#include "ops/admin/commands.h"
+#include "common/base/kafka.h"
+#include "common/base/log.h"
+#include "common/base/pg.h"
+#include "common/base/time.h"
+#include "common/base/util.h"
 #include "consumers/project.h"
 #include "consumers/runtime.h"
 #include "consumers/sale_project.h"

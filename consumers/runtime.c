@@ -9,13 +9,14 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/codec.h"
-#include "common/http.h"
-#include "common/kafka.h"
-#include "common/log.h"
-#include "common/pg.h"
-#include "common/time.h"
-#include "common/util.h"
+#include "common/domain/codec.h"
+#include "common/base/http.h"
+#include "common/base/kafka.h"
+#include "common/domain/contract.h"
+#include "common/base/log.h"
+#include "common/base/pg.h"
+#include "common/base/time.h"
+#include "common/base/util.h"
 
 #define MAX_TOPICS 16
 
@@ -953,7 +954,7 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
         goto fail;
     }
     if (ol_kafka_wait_cluster(rt->rk, conf, errstr, errstr_size) ||
-        ol_kafka_check_topics(rt->rk, conf, errstr, errstr_size))
+        ol_contract_check_topics(rt->rk, conf, errstr, errstr_size))
         goto fail;
     for (int i = 0; i < rt->ntopics; i++)
         rt->partitions[i] = ol_kafka_partition_count(rt->rk, conf, rt->topics[i]);

@@ -8,11 +8,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "common/arena.h"
-#include "common/conf.h"
-#include "common/err.h"
-#include "common/event.h"
-#include "common/metrics.h"
+#include "common/base/arena.h"
+#include "common/base/conf.h"
+#include "common/base/err.h"
+#include "common/domain/event.h"
+#include "common/base/metrics.h"
 
 /* The consumer runtime every PostgreSQL-writing role runs on (see
  * consumers/README.md for the offset protocol).

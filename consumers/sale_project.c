@@ -35,13 +35,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/codec.h"
-#include "common/map.h"
-#include "common/pg.h"
-#include "common/pgcopy.h"
-#include "common/sale.h"
-#include "common/time.h"
-#include "common/util.h"
+#include "common/domain/codec.h"
+#include "common/base/map.h"
+#include "common/base/pg.h"
+#include "common/base/pgcopy.h"
+#include "common/domain/sale.h"
+#include "common/base/time.h"
+#include "common/base/util.h"
 
 bool ol_sale_project_takes(const char *topic) {
     return !strcmp(topic, "sale-events") || !strcmp(topic, "blacklist");

@@ -5,8 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "common/arena.h"
-#include "common/err.h"
+#include "common/base/arena.h"
+#include "common/base/err.h"
 #include "consumers/runtime.h"
 
 /* The sale projections (consumers/sale_project.c): the decider's facts on

@@ -5,13 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cli.h"
-#include "common/codec.h"
-#include "common/event.h"
-#include "common/kafka.h"
-#include "common/schema.h"
-#include "common/time.h"
-#include "common/util.h"
+#include "common/base/cli.h"
+#include "ops/admin/commands.h"
+#include "common/domain/codec.h"
+#include "common/domain/event.h"
+#include "common/base/kafka.h"
+#include "common/domain/schema.h"
+#include "common/base/time.h"
+#include "common/base/util.h"
 
 static volatile sig_atomic_t tail_stop;
 

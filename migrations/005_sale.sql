@@ -16,7 +16,7 @@
 --
 -- Contradictions: the projector checks every fact against the rows it
 -- touches, in log order, the way the decider's own state refuses it
--- (common/sale.h, ol_sale_apply): a second decision for a request, a hold
+-- (common/domain/sale.h, ol_sale_apply): a second decision for a request, a hold
 -- that is unknown, already ended or does not match the fact, a BuyAccepted
 -- the available stock cannot cover, a StockChanged under held + sold. Such a
 -- fact can never apply: it goes to the dlq and changes nothing. So the check

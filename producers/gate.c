@@ -23,13 +23,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/cli.h"
-#include "common/event.h"
-#include "common/http.h"
-#include "common/json.h"
-#include "common/log.h"
-#include "common/time.h"
-#include "common/util.h"
+#include "common/base/cli.h"
+#include "ops/admin/commands.h"
+#include "common/domain/contract.h"
+#include "common/domain/event.h"
+#include "common/base/http.h"
+#include "common/base/json.h"
+#include "common/base/log.h"
+#include "common/base/time.h"
+#include "common/base/util.h"
 
 static const char *const endpoint_names[] = {ENDPOINTS(NAME_STR) NULL};
 static const char *const outcome_names[] = {OUTCOMES(NAME_STR) NULL};
@@ -418,20 +420,20 @@ static enum MHD_Result handle_buy(req_t *r) {
     const ol_json_t *obj;
     ol_netaddr_t client;
     char addr[OL_NETADDR_STRLEN];
-    if (!ol_ratelimit_take(g->rl_instance, "", 0, r->start_us))
+    if (!ol_tokenbucket_take(g->rl_instance, "", 0, r->start_us))
         return respond_throttled(r, false);
     if (!g->trust_body) { /* before the body: a bad one spends the client's token too */
         if (!client_address(r, &client, &ret))
             return ret;
         ol_netaddr_format(&client, addr);
-        if (!ol_ratelimit_take(g->rl_ip, addr, strlen(addr), r->start_us))
+        if (!ol_tokenbucket_take(g->rl_ip, addr, strlen(addr), r->start_us))
             return respond_throttled(r, true);
     }
     if (!body_object(r, t, &ret, &obj))
         return ret;
     const ol_json_t *ip = ol_json_get(obj, "clientIP");
     if (g->trust_body && ip && ip->type == OL_JSON_STRING &&
-        !ol_ratelimit_take(g->rl_ip, ip->u.s, ip->len, r->start_us))
+        !ol_tokenbucket_take(g->rl_ip, ip->u.s, ip->len, r->start_us))
         return respond_throttled(r, true);
     check_t c = {0};
     ol_gate_buy_t b;
@@ -468,7 +470,7 @@ static enum MHD_Result handle_checkout(req_t *r) {
     thread_ctx_t *t = thread_ctx(g);
     enum MHD_Result ret;
     const ol_json_t *obj;
-    if (!ol_ratelimit_take(g->rl_instance, "", 0, r->start_us))
+    if (!ol_tokenbucket_take(g->rl_instance, "", 0, r->start_us))
         return respond_throttled(r, false);
     if (!body_object(r, t, &ret, &obj))
         return ret;
@@ -495,7 +497,7 @@ static enum MHD_Result handle_checkout(req_t *r) {
 static enum MHD_Result handle_buy_status(req_t *r) {
     gate_t *g = r->g;
     const char *id = r->request_id;
-    if (!ol_ratelimit_take(g->rl_instance, "", 0, r->start_us)) /* polls share the instance's budget */
+    if (!ol_tokenbucket_take(g->rl_instance, "", 0, r->start_us)) /* polls share the instance's budget */
         return respond_throttled(r, false);
     if (!*id || !id_chars_ok(id))
         return respond_error(r, MHD_HTTP_NOT_FOUND, "unknown request", "requestID", OUT_NOT_FOUND);
@@ -956,7 +958,7 @@ static int kafka_setup(gate_t *g, char *errstr, size_t errstr_size) {
     if (!(g->rk = kafka_new(g, OL_KAFKA_PRODUCER, "orderlog-gate", ptuning, errstr, errstr_size)))
         return -1;
     if (ol_kafka_wait_cluster(g->rk, g->conf, errstr, errstr_size) ||
-        ol_kafka_check_topics(g->rk, g->conf, errstr, errstr_size))
+        ol_contract_check_topics(g->rk, g->conf, errstr, errstr_size))
         return -1;
     g->rkt_buy = rd_kafka_topic_new(g->rk, g->topic_buy, NULL);
     ol_uuid_v4(uuid);
@@ -1077,11 +1079,11 @@ static int gate_run(const ol_conf_t *conf, int argc, char **argv) {
     g->wait_us = ol_conf_int(conf, "gate.wait.ms") * 1000;
     g->max_waiting = (size_t)ol_conf_int(conf, "gate.max.waiting");
     g->body_max = (size_t)ol_conf_int(conf, "gate.body.max.bytes");
-    g->rl_instance = ol_ratelimit_new((double)ol_conf_int(conf, "gate.rate.per.second"),
-                                      (double)ol_conf_int(conf, "gate.rate.burst"), 1);
-    g->rl_ip =
-        ol_ratelimit_new((double)ol_conf_int(conf, "gate.ip.rate.per.second"),
-                         (double)ol_conf_int(conf, "gate.ip.burst"), (size_t)ol_conf_int(conf, "gate.ip.max.entries"));
+    g->rl_instance = ol_tokenbucket_new((double)ol_conf_int(conf, "gate.rate.per.second"),
+                                        (double)ol_conf_int(conf, "gate.rate.burst"), 1);
+    g->rl_ip = ol_tokenbucket_new((double)ol_conf_int(conf, "gate.ip.rate.per.second"),
+                                  (double)ol_conf_int(conf, "gate.ip.burst"),
+                                  (size_t)ol_conf_int(conf, "gate.ip.max.entries"));
     g->trusted = trusted;
     g->forwarded =
         strcmp(ol_conf_str(conf, "gate.forwarded.header"), "forwarded") ? OL_FORWARDED_XFF : OL_FORWARDED_RFC7239;
@@ -1201,8 +1203,8 @@ out:
     pthread_mutex_destroy(&g->lock);
     ol_gate__cache_free(&g->cache);
     free(g->wtable);
-    ol_ratelimit_destroy(g->rl_instance);
-    ol_ratelimit_destroy(g->rl_ip);
+    ol_tokenbucket_destroy(g->rl_instance);
+    ol_tokenbucket_destroy(g->rl_ip);
     ol_netlist_destroy(g->trusted);
     ol_gate_auth_destroy(g->auth);
     ol_metrics_destroy(g->m.reg);

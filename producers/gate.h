@@ -42,15 +42,15 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "common/arena.h"
-#include "common/codec.h"
-#include "common/conf.h"
-#include "common/kafka.h"
-#include "common/metrics.h"
-#include "common/netaddr.h"
-#include "common/pg.h"
-#include "common/ratelimit.h"
-#include "common/sale.h"
+#include "common/base/arena.h"
+#include "common/domain/codec.h"
+#include "common/base/conf.h"
+#include "common/base/kafka.h"
+#include "common/base/metrics.h"
+#include "common/base/netaddr.h"
+#include "common/base/pg.h"
+#include "common/base/tokenbucket.h"
+#include "common/domain/sale.h"
 #include "producers/gate_auth.h"
 
 #define API_VERSION "1.0"
@@ -103,7 +103,7 @@ typedef enum outcome_e { OUTCOMES(OUT_ENUM) OUT__COUNT } outcome_t;
 #define REASON_ENUM(name, str) REASON_##name,
 typedef enum reason_e { REASONS(REASON_ENUM) NREASONS } reason_t;
 
-/* The gate's metrics (common/metrics.h). The families are updated where
+/* The gate's metrics (common/base/metrics.h). The families are updated where
  * requests are answered (gate.c); what gate_wait.c counts stays in atomics
  * read at render time. */
 typedef struct metrics_s {
@@ -211,7 +211,7 @@ struct gate_s {
     const ol_event_type_t *et_buy, *et_checkout;
     int64_t wait_us;
     size_t max_waiting, body_max;
-    ol_ratelimit_t *rl_instance, *rl_ip;
+    ol_tokenbucket_t *rl_instance, *rl_ip;
     /* where a buy's client address comes from (gate.trusted.proxies, ...) */
     ol_netlist_t *trusted;
     ol_forwarded_t forwarded;

@@ -18,8 +18,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "common/netaddr.h"
-#include "common/util.h"
+#include "common/base/netaddr.h"
+#include "common/base/util.h"
 
 #define KEY_FILE_MAX 65536 /* bytes read from gate.auth.jwt.key.file */
 #define HMAC_SECRET_MIN 32 /* RFC 7518 3.2: a key as long as the hash at least */

@@ -27,8 +27,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "common/conf.h"
-#include "common/err.h"
+#include "common/base/conf.h"
+#include "common/base/err.h"
 
 #define OL_GATE_AUTH_USER_MAX 128   /* bytes of a user id, as the body's userID */
 #define OL_GATE_AUTH_TOKEN_MAX 8192 /* bytes of a token; longer ones are invalid */
@@ -108,7 +108,7 @@ const char *ol_gate_auth_bearer(const char *value, size_t *len);
 
 /* Whether peer (a TCP peer's address) is one of the authenticating proxies
  * (gate.auth.header.from, a list of networks as gate.trusted.proxies reads
- * them: common/netaddr.h; an IPv4-mapped IPv6 peer is its IPv4 address).
+ * them: common/base/netaddr.h; an IPv4-mapped IPv6 peer is its IPv4 address).
  * False outside header mode. */
 bool ol_gate_auth_trusts_peer(const ol_gate_auth_t *a, const struct sockaddr *peer);
 

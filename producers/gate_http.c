@@ -27,9 +27,9 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-#include "common/log.h"
-#include "common/time.h"
-#include "common/util.h"
+#include "common/base/log.h"
+#include "common/base/time.h"
+#include "common/base/util.h"
 
 /* Seconds the kernel holds a connection without data before accepting it
  * all the same (rounded up to its SYN-ACK retransmits). */

@@ -27,9 +27,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/log.h"
-#include "common/time.h"
-#include "common/util.h"
+#include "common/base/log.h"
+#include "common/base/time.h"
+#include "common/base/util.h"
 
 #define LOOKUP_OUTCOMES(X)      \
     X(FOUND, "found")           \

@@ -8,11 +8,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "common/event.h"
-#include "common/json.h"
-#include "common/log.h"
-#include "common/time.h"
-#include "common/util.h"
+#include "common/domain/event.h"
+#include "common/base/json.h"
+#include "common/base/log.h"
+#include "common/base/time.h"
+#include "common/base/util.h"
 
 #define MSG_ORDER_PLACED "the order is placed, please make payments within half an hour"
 

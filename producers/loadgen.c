@@ -38,16 +38,18 @@
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
-#include "common/arena.h"
-#include "common/cli.h"
-#include "common/codec.h"
-#include "common/event.h"
-#include "common/json.h"
-#include "common/kafka.h"
-#include "common/log.h"
-#include "common/schema.h"
-#include "common/time.h"
-#include "common/util.h"
+#include "common/base/arena.h"
+#include "common/base/cli.h"
+#include "ops/admin/commands.h"
+#include "common/domain/codec.h"
+#include "common/domain/event.h"
+#include "common/base/json.h"
+#include "common/base/kafka.h"
+#include "common/domain/contract.h"
+#include "common/base/log.h"
+#include "common/domain/schema.h"
+#include "common/base/time.h"
+#include "common/base/util.h"
 
 #define MAX_COUNT 100000000LL
 #define NREASONS 6
@@ -623,7 +625,7 @@ static int parse_options(int argc, char **argv, options_t *o) {
 
 static ol_err_t check_cluster(loadgen_t *lg, char *errstr, size_t errstr_size) {
     ol_err_t err = ol_kafka_wait_cluster(lg->producer, lg->conf, errstr, errstr_size);
-    return err ? err : ol_kafka_check_topics(lg->producer, lg->conf, errstr, errstr_size);
+    return err ? err : ol_contract_check_topics(lg->producer, lg->conf, errstr, errstr_size);
 }
 
 static int loadgen_run(const ol_conf_t *conf, int argc, char **argv) {

@@ -21,14 +21,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cli.h"
-#include "common/codec.h"
-#include "common/event.h"
-#include "common/kafka.h"
-#include "common/linereader.h"
-#include "common/log.h"
-#include "common/time.h"
-#include "common/util.h"
+#include "common/base/cli.h"
+#include "ops/admin/commands.h"
+#include "common/domain/codec.h"
+#include "common/domain/event.h"
+#include "common/base/kafka.h"
+#include "common/domain/contract.h"
+#include "common/base/linereader.h"
+#include "common/base/log.h"
+#include "common/base/time.h"
+#include "common/base/util.h"
 
 #define PIPELINE_SLOTS 8
 #define BATCH_LINES 512
@@ -387,7 +389,7 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
     for (size_t i = 0; i < ntypes; i++)
         ol_kafka_topic_name(conf, types[i]->topic, p->topics[i], sizeof(p->topics[i]));
     if (ol_kafka_wait_cluster(p->rk, conf, errstr, sizeof(errstr)) ||
-        ol_kafka_check_topics(p->rk, conf, errstr, sizeof(errstr))) {
+        ol_contract_check_topics(p->rk, conf, errstr, sizeof(errstr))) {
         fprintf(stderr, "orderlog publish: %s\n", errstr);
         rd_kafka_destroy(p->rk);
         free(p->topics);

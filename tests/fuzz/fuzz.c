@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/time.h"
-#include "common/util.h"
+#include "common/base/time.h"
+#include "common/base/util.h"
 
 void fuzz_fail(const char *fmt, ...) {
     va_list ap;

@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/json.h"
-#include "common/schema.h"
+#include "common/base/json.h"
+#include "common/domain/schema.h"
 
 /* The event time the harnesses give every event they make. */
 #define FUZZ_NOW_MS 1795000000000LL

@@ -1,5 +1,5 @@
 /* Fuzz target forwarded: a forwarding header as a proxy (or a client behind
- * it) may send it, read the way the gate reads it (common/netaddr.c:
+ * it) may send it, read the way the gate reads it (common/base/netaddr.c:
  * ol_netaddr_client, ol_netaddr_forwarded). The first byte picks the header
  * kind (X-Forwarded-For or RFC 7239 Forwarded) and whether the peer is a
  * trusted proxy; the rest is the header's value.
@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/err.h"
-#include "common/netaddr.h"
-#include "common/util.h"
+#include "common/base/err.h"
+#include "common/base/netaddr.h"
+#include "common/base/util.h"
 #include "fuzz.h"
 
 static ol_netlist_t *trusted;

@@ -18,10 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/arena.h"
-#include "common/codec.h"
-#include "common/event.h"
-#include "common/util.h"
+#include "common/base/arena.h"
+#include "common/domain/codec.h"
+#include "common/domain/event.h"
+#include "common/base/util.h"
 #include "fuzz.h"
 
 #define SOURCE "orderlog/publish"

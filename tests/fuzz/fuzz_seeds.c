@@ -12,10 +12,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "common/arena.h"
-#include "common/codec.h"
-#include "common/event.h"
-#include "common/util.h"
+#include "common/base/arena.h"
+#include "common/domain/codec.h"
+#include "common/domain/event.h"
+#include "common/base/util.h"
 #include "fuzz.h"
 
 static void write_file(const char *dir, const char *sub, const char *name, const void *a, size_t alen, const void *b,

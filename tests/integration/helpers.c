@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/util.h"
+#include "common/base/util.h"
 
 #define DEFAULT_BOOTSTRAP "127.0.0.1:19092"
 #define DEFAULT_CONNINFO "host=127.0.0.1 port=54329 dbname=orderlog user=postgres"

@@ -12,9 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/embedded.h"
-#include "common/sha256.h"
-#include "common/util.h"
+#include "common/domain/embedded.h"
+#include "common/base/sha256.h"
+#include "common/base/util.h"
 #include "helpers.h"
 
 static char db[1024]; /* conninfo of this test's database */

@@ -6,11 +6,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/arena.h"
-#include "common/err.h"
-#include "common/linereader.h"
-#include "common/time.h"
-#include "common/util.h"
+#include "common/base/arena.h"
+#include "common/base/err.h"
+#include "common/base/linereader.h"
+#include "common/base/time.h"
+#include "common/base/util.h"
 #include "testutil.h"
 
 /* ---- time ---------------------------------------------------------------- */

@@ -4,12 +4,12 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "common/arena.h"
-#include "common/codec.h"
-#include "common/event.h"
-#include "common/json.h"
-#include "common/schema.h"
-#include "common/time.h"
+#include "common/base/arena.h"
+#include "common/domain/codec.h"
+#include "common/domain/event.h"
+#include "common/base/json.h"
+#include "common/domain/schema.h"
+#include "common/base/time.h"
 #include "testutil.h"
 
 #if defined(__SANITIZE_ADDRESS__)

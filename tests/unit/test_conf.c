@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/conf.h"
+#include "common/base/conf.h"
 #include "testutil.h"
 
 static ol_conf_t *conf;
@@ -346,7 +346,7 @@ static void expect_generated(const char *rel, void (*writer)(FILE *), bool whole
     cr_assert(have, "%s is missing: run ops/gen-docs", rel);
     char *want = generate(writer);
     bool ok = whole_file ? !strcmp(have, want) : strstr(have, want) != NULL;
-    cr_expect(ok, "%s is out of date with the config table in common/conf.c: run ops/gen-docs", rel);
+    cr_expect(ok, "%s is out of date with the config table in common/base/conf.c: run ops/gen-docs", rel);
     free(want);
     free(have);
     free(path);

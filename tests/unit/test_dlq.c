@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "common/dlq.h"
+#include "common/domain/dlq.h"
 
 static void expect_group(const char *error, const char *want) {
     char out[512];

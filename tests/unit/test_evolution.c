@@ -3,8 +3,8 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "common/codec.h"
-#include "common/schema.h"
+#include "common/domain/codec.h"
+#include "common/domain/schema.h"
 #include "testutil.h"
 
 static ol_codec_t *codec;

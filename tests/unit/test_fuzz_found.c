@@ -7,11 +7,11 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "common/arena.h"
-#include "common/codec.h"
-#include "common/event.h"
-#include "common/json.h"
-#include "common/util.h"
+#include "common/base/arena.h"
+#include "common/domain/codec.h"
+#include "common/domain/event.h"
+#include "common/base/json.h"
+#include "common/base/util.h"
 
 #define NOW_MS 1795000000000LL
 

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/conf.h"
-#include "common/util.h"
+#include "common/base/conf.h"
+#include "common/base/util.h"
 #include "producers/gate_auth.h"
 #include "testutil.h"
 

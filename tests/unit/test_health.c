@@ -12,9 +12,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "common/health.h"
-#include "common/http.h"
-#include "common/time.h"
+#include "common/base/health.h"
+#include "common/base/http.h"
+#include "common/base/time.h"
 
 /* ---- the parser ------------------------------------------------------------ */
 

@@ -12,9 +12,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "common/http.h"
-#include "common/metrics.h"
-#include "common/time.h"
+#include "common/base/http.h"
+#include "common/base/metrics.h"
+#include "common/base/time.h"
 
 static const char *const stages[] = {"decode", "apply", NULL};
 static const char *const colors[] = {"red", "blue", "green", NULL};

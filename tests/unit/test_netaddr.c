@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/netaddr.h"
+#include "common/base/netaddr.h"
 
 static ol_netaddr_t addr(const char *s) {
     ol_netaddr_t a;

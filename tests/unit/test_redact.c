@@ -7,9 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/conf.h"
-#include "common/log.h"
-#include "common/redact.h"
+#include "common/base/conf.h"
+#include "common/base/log.h"
+#include "common/base/redact.h"
 
 static void expect_conninfo(const char *in, const char *want) {
     char *got = ol_redact_conninfo(in);

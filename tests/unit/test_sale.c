@@ -1,4 +1,4 @@
-/* The decider's rules engine (common/sale.h): one test per rule and message,
+/* The decider's rules engine (common/domain/sale.h): one test per rule and message,
  * holds, stock and policy changes, restore, memory, and a randomized run
  * against a straightforward reference model. */
 #include <criterion/criterion.h>
@@ -7,12 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/arena.h"
-#include "common/blacklist.h"
-#include "common/intern.h"
-#include "common/sale.h"
-#include "common/strtab.h"
-#include "common/util.h"
+#include "common/base/arena.h"
+#include "common/domain/blacklist.h"
+#include "common/base/intern.h"
+#include "common/domain/sale.h"
+#include "common/base/strtab.h"
+#include "common/base/util.h"
 #include "testutil.h"
 
 #define TTL 1800000

@@ -2,8 +2,8 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "common/sha256.h"
-#include "common/util.h"
+#include "common/base/sha256.h"
+#include "common/base/util.h"
 
 static char *repeat(char c, size_t n) {
     char *s = ol_xmalloc(n + 1);

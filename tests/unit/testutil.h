@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/util.h"
+#include "common/base/util.h"
 
 /* $<env>/<rel> as a new string; the test fails when the variable is unset
  * (ctest sets ORDERLOG_FIXTURES and ORDERLOG_SOURCE_DIR). */

@@ -1,0 +1,331 @@
+#include "common/domain/event.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/base/time.h"
+#include "common/base/util.h"
+
+#define DATASCHEMA_PREFIX "urn:orderlog:schema:"
+
+void ol_event_clear(ol_event_t *ev) {
+    json_decref(ev->data);
+    ev->data = NULL;
+}
+
+/* src cut to fit, between characters: a header holding part of one would
+ * make every consumer refuse the record. */
+static void copy_str(char *dst, size_t dst_size, const char *src) {
+    src = src ? src : "";
+    snprintf(dst, dst_size, "%.*s", ol_utf8_fit(src, dst_size - 1), src);
+}
+
+/* Fills key and subject from the data. */
+static ol_err_t derive_key(ol_event_t *ev, char *errstr, size_t errstr_size) {
+    ol_err_t err = ol_codec_key(ev->env.type, ev->input, ev->key, sizeof(ev->key), errstr, errstr_size);
+    if (err)
+        return err;
+    const ol_json_t *subject = ol_json_get(ev->input, ev->env.type->subject);
+    copy_str(ev->env.subject, sizeof(ev->env.subject), subject && subject->type == OL_JSON_STRING ? subject->u.s : "");
+    return OL_ERR_OK;
+}
+
+/* The envelope's "time": epoch ms or RFC 3339, in the years 0001-9999. */
+static ol_err_t parse_time(const ol_json_t *t, int64_t *out, char *errstr, size_t errstr_size) {
+    if (t->type == OL_JSON_INT) {
+        if (t->u.i < OL_TIME_MIN_MS || t->u.i > OL_TIME_MAX_MS)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "field \"time\": %lld ms " OL_TIME_RANGE_TEXT,
+                           (long long)t->u.i);
+        *out = t->u.i;
+        return OL_ERR_OK;
+    }
+    if (t->type == OL_JSON_STRING) {
+        int rc = ol_time_parse(t->u.s, out);
+        if (!rc)
+            return OL_ERR_OK;
+        if (rc == OL_TIME_OUT_OF_RANGE)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "field \"time\": \"%.*s\" " OL_TIME_RANGE_TEXT,
+                           ol_utf8_fit(t->u.s, 64), t->u.s);
+    }
+    return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                   "\"time\" must be an RFC 3339 time (2026-11-22T15:04:05Z) or epoch milliseconds");
+}
+
+static bool key_is(const ol_json_member_t *m, const char *name) {
+    return m->key_len == strlen(name) && !memcmp(m->key, name, m->key_len);
+}
+
+static ol_err_t from_object(const ol_json_t *root, int64_t now_ms, ol_event_t *ev, char *errstr, size_t errstr_size) {
+    if (root->type != OL_JSON_OBJECT)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "expected a JSON object {\"type\":...,\"data\":{...}}");
+    for (size_t i = 0; i < root->len; i++) {
+        const ol_json_member_t *m = &root->u.members[i];
+        if (!key_is(m, "type") && !key_is(m, "data") && !key_is(m, "id") && !key_is(m, "time"))
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                           "unknown top-level field \"%.*s\" (expected type, data, id, time)", ol_utf8_fit(m->key, 64),
+                           m->key);
+    }
+    const ol_json_t *type = ol_json_get(root, "type");
+    if (!type)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "missing \"type\"");
+    if (type->type != OL_JSON_STRING)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"type\" must be a string");
+    ev->env.type = ol_schema_findn(type->u.s, type->len);
+    if (!ev->env.type)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown event type \"%.*s\"", ol_utf8_fit(type->u.s, 64),
+                       type->u.s);
+    ev->env.version = ev->env.type->version;
+    const ol_json_t *id = ol_json_get(root, "id");
+    if (id) {
+        if (id->type != OL_JSON_STRING || id->len == 0 || id->len > OL_EVENT_ID_MAX || memchr(id->u.s, 0, id->len))
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"id\" must be a string of 1 to %d characters",
+                           OL_EVENT_ID_MAX);
+        memcpy(ev->env.id, id->u.s, id->len + 1);
+    } else {
+        ol_uuid_v4(ev->env.id);
+    }
+    const ol_json_t *t = ol_json_get(root, "time");
+    ev->env.time_ms = now_ms;
+    ol_err_t err;
+    if (t && (err = parse_time(t, &ev->env.time_ms, errstr, errstr_size)))
+        return err;
+    if (!(ev->input = ol_json_get(root, "data")))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "missing \"data\"");
+    if (ev->input->type != OL_JSON_OBJECT)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "\"data\" must be an object, got %s",
+                       ol_json_kind(ev->input));
+    return derive_key(ev, errstr, errstr_size);
+}
+
+ol_err_t ol_event_from_line(ol_arena_t *arena, const char *line, size_t len, int64_t now_ms, ol_event_t *ev,
+                            char *errstr, size_t errstr_size) {
+    memset(ev, 0, sizeof(*ev));
+    ol_json_t *root;
+    const char *field;
+    ol_err_t err = ol_json_parse(arena, line, len, &root, &field, errstr, errstr_size);
+    if (err && field && !strncmp(field, "data.", 5)) /* named as the codec names data fields */
+        ol_errf(errstr, errstr_size, err, "field \"%s\": must not contain NUL (\\u0000)", field + 5);
+    if (!err)
+        err = from_object(root, now_ms, ev, errstr, errstr_size);
+    if (err)
+        ev->input = NULL;
+    return err;
+}
+
+void ol_envelope_to_headers(const ol_envelope_t *env, rd_kafka_headers_t *hdrs) {
+    char ts[40], schema[160];
+    const char *dataschema = env->type->dataschema;
+    ol_time_format(env->time_ms, ts, sizeof(ts));
+    if (env->version != env->type->version) {
+        snprintf(schema, sizeof(schema), DATASCHEMA_PREFIX "%s:%d", env->type->name, env->version);
+        dataschema = schema;
+    }
+    rd_kafka_header_add(hdrs, "ce_specversion", -1, "1.0", 3);
+    rd_kafka_header_add(hdrs, "ce_id", -1, env->id, -1);
+    rd_kafka_header_add(hdrs, "ce_type", -1, env->type->ce_type, -1);
+    rd_kafka_header_add(hdrs, "ce_source", -1, env->source, -1);
+    rd_kafka_header_add(hdrs, "ce_time", -1, ts, -1);
+    rd_kafka_header_add(hdrs, "ce_subject", -1, env->subject, -1);
+    rd_kafka_header_add(hdrs, "content-type", -1,
+                        env->content == OL_CONTENT_AVRO ? "application/avro" : "application/json", -1);
+    rd_kafka_header_add(hdrs, "ce_dataschema", -1, dataschema, -1);
+}
+
+/* How header_str treats a value longer than its buffer. */
+typedef enum { HDR_EXACT, HDR_TRUNCATE } hdr_fit_t;
+
+/* Copies the last header `name` into out as a string; *found false (and
+ * OL_ERR_OK) when absent. A value holding NUL or invalid UTF-8 is an error,
+ * and so is one longer than out_size - 1 when fit is HDR_EXACT (a cut id,
+ * type or version would mean another one). */
+static ol_err_t header_str(rd_kafka_headers_t *hdrs, const char *name, hdr_fit_t fit, char *out, size_t out_size,
+                           bool *found, char *errstr, size_t errstr_size) {
+    const void *val;
+    size_t size;
+    *found = false;
+    out[0] = '\0';
+    if (!hdrs || rd_kafka_header_get_last(hdrs, name, &val, &size) || !val)
+        return OL_ERR_OK;
+    if (memchr(val, '\0', size))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "header \"%s\": must not contain NUL (\\u0000)", name);
+    long bad = ol_utf8_invalid_at(val, size);
+    if (bad >= 0)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "header \"%s\": invalid UTF-8 at byte %ld", name, bad + 1);
+    if (size >= out_size) {
+        if (fit == HDR_EXACT)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "header \"%s\": longer than %zu bytes", name,
+                           out_size - 1);
+        size = out_size - 1;
+        while (size && ((const unsigned char *)val)[size] >= 0x80 && ((const unsigned char *)val)[size] < 0xc0)
+            size--; /* cut on a character boundary */
+    }
+    memcpy(out, val, size);
+    out[size] = '\0';
+    *found = true;
+    return OL_ERR_OK;
+}
+
+/* ce_dataschema: exactly DATASCHEMA_PREFIX<Type>:<version>, Type the
+ * ce_type's, the version decimal without sign or leading zero, 1..INT_MAX. */
+static bool parse_dataschema(const char *s, const ol_event_type_t *et, int *version) {
+    size_t plen = strlen(DATASCHEMA_PREFIX), nlen = strlen(et->name);
+    if (strncmp(s, DATASCHEMA_PREFIX, plen) || strncmp(s + plen, et->name, nlen) || s[plen + nlen] != ':')
+        return false;
+    const char *d = s + plen + nlen + 1;
+    if (*d < '1' || *d > '9')
+        return false;
+    long long v = 0;
+    for (; *d; d++) {
+        if (*d < '0' || *d > '9' || (v = v * 10 + (*d - '0')) > INT_MAX)
+            return false;
+    }
+    *version = (int)v;
+    return true;
+}
+
+/* A value in Confluent schema-registry framing (magic byte 0, a 4-byte
+ * big-endian schema id, then Avro or JSON): never a JSON text, and only
+ * called for Avro once it did not decode, so plain Avro starting with a 0
+ * byte is read as such. */
+static bool confluent_framed(const unsigned char *p, size_t len, char *errstr, size_t errstr_size) {
+    if (len < 5 || p[0] != 0)
+        return false;
+    unsigned long id = (unsigned long)p[1] << 24 | (unsigned long)p[2] << 16 | (unsigned long)p[3] << 8 | p[4];
+    ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+            "value is in Confluent schema-registry framing (magic byte 0, schema id %lu); orderlog reads plain Avro "
+            "or JSON with CloudEvents headers (see docs/events.md)",
+            id);
+    return true;
+}
+
+/* JSON data (input form) of env's type → the codec's current-version value. */
+static ol_err_t decode_json_data(ol_codec_t *codec, const ol_envelope_t *env, const ol_json_t *data,
+                                 avro_value_t **value, char *errstr, size_t errstr_size) {
+    const void *bin;
+    size_t bin_len;
+    ol_err_t err = ol_codec_encode(codec, env->type, data, env->time_ms, &bin, &bin_len, errstr, errstr_size);
+    if (err)
+        return err;
+    return ol_codec_decode(codec, env->type, env->type->version, bin, bin_len, value, errstr, errstr_size);
+}
+
+ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena, ol_envelope_t *env,
+                         avro_value_t **value, char *errstr, size_t errstr_size) {
+    memset(env, 0, sizeof(*env));
+    rd_kafka_headers_t *hdrs = NULL;
+    char type[128], buf[160];
+    bool found;
+    ol_err_t err;
+    const char *payload = rkm->payload ? rkm->payload : "";
+    if (rd_kafka_message_headers(rkm, &hdrs))
+        hdrs = NULL;
+    if ((err = header_str(hdrs, "ce_type", HDR_EXACT, type, sizeof(type), &found, errstr, errstr_size)))
+        return err;
+    if (!found) {
+        /* no envelope: a publish-format line written by another tool */
+        if (confluent_framed((const unsigned char *)payload, rkm->len, errstr, errstr_size))
+            return OL_ERR_INVALID;
+        int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
+        ol_event_t ev;
+        err = ol_event_from_line(arena, payload, rkm->len, ts > 0 ? ts : ol_time_now_ms(), &ev, errstr, errstr_size);
+        if (err)
+            return err;
+        *env = ev.env;
+        env->content = OL_CONTENT_JSON;
+        copy_str(env->source, sizeof(env->source), "unknown");
+        return decode_json_data(codec, env, ev.input, value, errstr, errstr_size);
+    }
+    if (!(env->type = ol_schema_find(type)))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown ce_type \"%s\"", type);
+    if ((err = header_str(hdrs, "ce_id", HDR_EXACT, env->id, sizeof(env->id), &found, errstr, errstr_size)))
+        return err;
+    if (!found || !env->id[0])
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "missing ce_id header");
+    if ((err = header_str(hdrs, "ce_source", HDR_TRUNCATE, env->source, sizeof(env->source), &found, errstr,
+                          errstr_size)) ||
+        (err = header_str(hdrs, "ce_subject", HDR_TRUNCATE, env->subject, sizeof(env->subject), &found, errstr,
+                          errstr_size)) ||
+        (err = header_str(hdrs, "ce_time", HDR_EXACT, buf, sizeof(buf), &found, errstr, errstr_size)))
+        return err;
+    if (found) {
+        int rc = ol_time_parse(buf, &env->time_ms);
+        if (rc == OL_TIME_OUT_OF_RANGE)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "ce_time header \"%s\" " OL_TIME_RANGE_TEXT, buf);
+        if (rc)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "ce_time header \"%s\" is not an RFC 3339 time", buf);
+    } else {
+        env->time_ms = rd_kafka_message_timestamp(rkm, NULL);
+    }
+    env->version = env->type->version;
+    if ((err = header_str(hdrs, "ce_dataschema", HDR_EXACT, buf, sizeof(buf), &found, errstr, errstr_size)))
+        return err;
+    if (found && !parse_dataschema(buf, env->type, &env->version))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                       "ce_dataschema header \"%s\" does not match %s%s:<n> (n a decimal version from 1, no sign "
+                       "or leading zero)",
+                       buf, DATASCHEMA_PREFIX, env->type->name);
+    env->content = OL_CONTENT_AVRO;
+    if ((err = header_str(hdrs, "content-type", HDR_TRUNCATE, buf, sizeof(buf), &found, errstr, errstr_size)))
+        return err;
+    if (found && !strncmp(buf, "application/json", 16))
+        env->content = OL_CONTENT_JSON;
+    if (env->content == OL_CONTENT_AVRO) {
+        err = ol_codec_decode(codec, env->type, env->version, payload, rkm->len, value, errstr, errstr_size);
+        if (err == OL_ERR_INVALID && confluent_framed((const unsigned char *)payload, rkm->len, errstr, errstr_size))
+            return OL_ERR_INVALID;
+        return err;
+    }
+    if (confluent_framed((const unsigned char *)payload, rkm->len, errstr, errstr_size))
+        return OL_ERR_INVALID;
+    ol_json_t *data;
+    if ((err = ol_json_parse(arena, payload, rkm->len, &data, NULL, errstr, errstr_size)))
+        return err;
+    return decode_json_data(codec, env, data, value, errstr, errstr_size);
+}
+
+ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_event_t *ev, char *errstr,
+                               size_t errstr_size) {
+    memset(ev, 0, sizeof(*ev));
+    ol_arena_t *arena = ol_arena_new(0);
+    avro_value_t *value;
+    ol_err_t err = ol_event_decode(codec, rkm, arena, &ev->env, &value, errstr, errstr_size);
+    ol_arena_destroy(arena);
+    if (err)
+        return err;
+    ev->data = ol_codec_to_json(ev->env.type, value);
+    if (rkm->key_len <= OL_EVENT_KEY_MAX) {
+        memcpy(ev->key, rkm->key ? rkm->key : "", rkm->key_len);
+        ev->key[rkm->key_len] = '\0';
+    }
+    return OL_ERR_OK;
+}
+
+ol_err_t ol_event_encode(ol_codec_t *codec, const ol_event_type_t *et, const ol_json_t *data, int64_t time_ms,
+                         const char *source, ol_event_out_t *out, char *errstr, size_t errstr_size) {
+    ol_err_t err = ol_codec_encode(codec, et, data, time_ms, &out->payload, &out->len, errstr, errstr_size);
+    if (err || (err = ol_codec_key(et, data, out->key, sizeof(out->key), errstr, errstr_size)))
+        return err;
+    ol_envelope_t env = {.type = et, .time_ms = time_ms, .content = OL_CONTENT_AVRO, .version = et->version};
+    ol_uuid_v4(env.id);
+    copy_str(env.source, sizeof(env.source), source);
+    const ol_json_t *subject = ol_json_get(data, et->subject);
+    copy_str(env.subject, sizeof(env.subject), subject && subject->type == OL_JSON_STRING ? subject->u.s : "");
+    memcpy(out->id, env.id, sizeof(out->id));
+    out->hdrs = rd_kafka_headers_new(8);
+    ol_envelope_to_headers(&env, out->hdrs);
+    return OL_ERR_OK;
+}
+
+ol_err_t ol_event_check_key(const rd_kafka_message_t *rkm, const ol_envelope_t *env, avro_value_t *value, char *errstr,
+                            size_t errstr_size) {
+    char want[256];
+    if (ol_codec_key_matches(env->type, value, rkm->key, rkm->key_len, want, sizeof(want)))
+        return OL_ERR_OK;
+    int n = rkm->key_len > 128 ? 128 : (int)rkm->key_len;
+    return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                   "record key \"%.*s\" is not the key of its %s (\"%s\", from %s): every event is keyed by the "
+                   "aggregate it is about (docs/events.md, placement)",
+                   n, rkm->key ? (const char *)rkm->key : "", env->type->name, want, env->type->key);
+}

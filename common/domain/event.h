@@ -1,0 +1,90 @@
+#ifndef OL_EVENT_H
+#define OL_EVENT_H
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdint.h>
+
+#include "common/base/arena.h"
+#include "common/domain/codec.h"
+#include "common/base/err.h"
+#include "common/domain/schema.h"
+
+/* An event as it travels: the CloudEvents envelope (Kafka binding, binary
+ * mode: attributes in ce_* headers), the record key and the payload.
+ *
+ * Headers written: ce_specversion=1.0, ce_id, ce_type (orderlog.<Event>),
+ * ce_source, ce_time (RFC 3339), ce_subject, content-type
+ * (application/avro or application/json) and ce_dataschema
+ * (urn:orderlog:schema:<Event>:<version>, the payload's schema version). */
+
+#define OL_EVENT_ID_MAX 64
+#define OL_EVENT_KEY_MAX 512
+
+typedef enum ol_content_e { OL_CONTENT_AVRO, OL_CONTENT_JSON } ol_content_t;
+
+typedef struct ol_envelope_s {
+    const ol_event_type_t *type;
+    char id[OL_EVENT_ID_MAX + 1];
+    char source[128];
+    char subject[256];
+    int64_t time_ms;
+    ol_content_t content;
+    int version; /* schema version of the payload */
+} ol_envelope_t;
+
+typedef struct ol_event_s {
+    ol_envelope_t env;
+    char key[OL_EVENT_KEY_MAX + 1];
+    const ol_json_t *input; /* ol_event_from_line: the data as read, in the caller's arena */
+    json_t *data;           /* ol_event_from_message: decoded, owned; NULL after ol_event_clear */
+} ol_event_t;
+
+/* Parses one line of the publish format
+ *   {"type":"<Event>","data":{...},"id":"<optional>","time":"<optional>"}
+ * into ev: id generated and time = now_ms when absent, key and subject
+ * rendered. The data is checked against the schema when it is encoded. */
+ol_err_t ol_event_from_line(ol_arena_t *arena, const char *line, size_t len, int64_t now_ms, ol_event_t *ev,
+                            char *errstr, size_t errstr_size);
+
+/* Decodes a Kafka record: ce_* headers with an Avro or JSON payload, or a
+ * record without headers whose value is a publish-format line (what kcat or a
+ * script would write). ev->data is the JSON form of the current version. */
+ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_event_t *ev, char *errstr,
+                               size_t errstr_size);
+
+/* The same without the JSON form, for consumers: *env filled, *value the
+ * codec's value of the current version (borrowed, valid until the codec's
+ * next decode of that type). arena holds what JSON input needed. */
+ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena, ol_envelope_t *env,
+                         avro_value_t **value, char *errstr, size_t errstr_size);
+
+void ol_event_clear(ol_event_t *ev);
+
+/* Checks that rkm's key is the key of the event decoded from it (env,
+ * value: from ol_event_decode); else OL_ERR_INVALID with both keys named.
+ * Records keyed by one aggregate but about another are never applied. */
+ol_err_t ol_event_check_key(const rd_kafka_message_t *rkm, const ol_envelope_t *env, avro_value_t *value, char *errstr,
+                            size_t errstr_size);
+
+/* An event a role makes itself, ready for rd_kafka_producev: the payload
+ * (Avro, borrowed from the codec until its next encode), the key rendered
+ * from the data, and the CloudEvents headers (new: hand them to producev or
+ * destroy them). */
+typedef struct ol_event_out_s {
+    char id[OL_EVENT_ID_MAX + 1]; /* the event id (ce_id) made */
+    const void *payload;
+    size_t len;
+    char key[OL_EVENT_KEY_MAX + 1];
+    rd_kafka_headers_t *hdrs;
+} ol_event_out_t;
+
+/* Checks and encodes data as et (a new id, time_ms, source, ce_subject from
+ * the schema's subject field). On error nothing is allocated. */
+ol_err_t ol_event_encode(ol_codec_t *codec, const ol_event_type_t *et, const ol_json_t *data, int64_t time_ms,
+                         const char *source, ol_event_out_t *out, char *errstr, size_t errstr_size);
+
+/* Adds the envelope's headers to hdrs. */
+void ol_envelope_to_headers(const ol_envelope_t *env, rd_kafka_headers_t *hdrs);
+
+#endif

@@ -1,0 +1,279 @@
+#include "common/domain/schema.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/domain/embedded.h"
+#include "common/base/json.h"
+#include "common/base/util.h"
+
+/* Every topic, including the dlq which carries no event type of its own. */
+static const char *const schema_topics[] = {"buy-requests", "skus",        "sale-events", "blacklist",
+                                            "orders",       "after-sales", "dlq",         NULL};
+
+static ol_event_type_t **types;
+static size_t ntypes;
+static json_t **docs; /* parsed schema JSON, kept: nodes borrow strings from it */
+static size_t ndocs;
+static ol_arena_t *schema_arena; /* defaults in the codec's form; lives as long as the process */
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static char init_errstr[512];
+static ol_err_t init_err;
+
+const char *const *ol_schema_topics(void) {
+    return schema_topics;
+}
+
+static ol_node_t *node_parse(json_t *j, char *errstr, size_t errstr_size);
+
+static ol_err_t field_parse(json_t *jf, ol_field_t *f, char *errstr, size_t errstr_size) {
+    f->name = json_string_value(json_object_get(jf, "name"));
+    if (!f->name)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "field without a name");
+    if (!(f->type = node_parse(json_object_get(jf, "type"), errstr, errstr_size)))
+        return OL_ERR_INVALID;
+    f->def = json_object_get(jf, "default");
+    if (f->def)
+        f->dflt = ol_json_from_jansson(schema_arena, f->def);
+    f->default_now = json_is_true(json_object_get(jf, "orderlog.defaultNow"));
+    json_t *v;
+    if ((v = json_object_get(jf, "orderlog.min"))) {
+        f->has_min = true;
+        f->min = json_integer_value(v);
+    }
+    if ((v = json_object_get(jf, "orderlog.max"))) {
+        f->has_max = true;
+        f->max = json_integer_value(v);
+    }
+    f->min_length = (int)json_integer_value(json_object_get(jf, "orderlog.minLength"));
+    const char *fmt = json_string_value(json_object_get(jf, "orderlog.format"));
+    if (fmt && !strcmp(fmt, "ip"))
+        f->format = OL_FORMAT_IP;
+    else if (fmt && !strcmp(fmt, "currency"))
+        f->format = OL_FORMAT_CURRENCY;
+    else if (fmt)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "field %s: unknown orderlog.format \"%s\"", f->name, fmt);
+    return OL_ERR_OK;
+}
+
+static ol_node_t *node_parse(json_t *j, char *errstr, size_t errstr_size) {
+    ol_node_t *n = ol_xcalloc(1, sizeof(*n));
+    if (json_is_array(j)) {
+        /* only the nullable union ["null", T] is used by the contract */
+        if (json_array_size(j) != 2 || strcmp(json_string_value(json_array_get(j, 0)) ?: "", "null")) {
+            ol_errf(errstr, errstr_size, OL_ERR_INVALID, "only [\"null\", T] unions are supported");
+            return NULL;
+        }
+        n->kind = OL_NODE_NULLABLE;
+        n->inner = node_parse(json_array_get(j, 1), errstr, errstr_size);
+        return n->inner ? n : NULL;
+    }
+    const char *t = json_is_string(j) ? json_string_value(j) : json_string_value(json_object_get(j, "type"));
+    if (!t) {
+        ol_errf(errstr, errstr_size, OL_ERR_INVALID, "type without a name");
+        return NULL;
+    }
+    const char *logical = json_string_value(json_object_get(j, "logicalType"));
+    n->name = json_string_value(json_object_get(j, "name"));
+    if (!strcmp(t, "string"))
+        n->kind = OL_NODE_STRING;
+    else if (!strcmp(t, "int"))
+        n->kind = OL_NODE_INT;
+    else if (!strcmp(t, "long")) {
+        n->kind = OL_NODE_LONG;
+        n->timestamp = logical && !strcmp(logical, "timestamp-millis");
+    } else if (!strcmp(t, "boolean"))
+        n->kind = OL_NODE_BOOLEAN;
+    else if (!strcmp(t, "double"))
+        n->kind = OL_NODE_DOUBLE;
+    else if (!strcmp(t, "null"))
+        n->kind = OL_NODE_NULL;
+    else if (!strcmp(t, "enum")) {
+        json_t *syms = json_object_get(j, "symbols");
+        n->kind = OL_NODE_ENUM;
+        n->nsymbols = json_array_size(syms);
+        n->symbols = ol_xcalloc(n->nsymbols, sizeof(*n->symbols));
+        for (size_t i = 0; i < n->nsymbols; i++)
+            n->symbols[i] = json_string_value(json_array_get(syms, i));
+    } else if (!strcmp(t, "array")) {
+        n->kind = OL_NODE_ARRAY;
+        if (!(n->inner = node_parse(json_object_get(j, "items"), errstr, errstr_size)))
+            return NULL;
+    } else if (!strcmp(t, "record")) {
+        json_t *fields = json_object_get(j, "fields");
+        n->kind = OL_NODE_RECORD;
+        n->nfields = json_array_size(fields);
+        n->fields = ol_xcalloc(n->nfields, sizeof(*n->fields));
+        for (size_t i = 0; i < n->nfields; i++)
+            if (field_parse(json_array_get(fields, i), &n->fields[i], errstr, errstr_size))
+                return NULL;
+    } else {
+        ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unsupported type \"%s\"", t);
+        return NULL;
+    }
+    return n;
+}
+
+static int type_cmp(const void *a, const void *b) {
+    return strcmp((*(ol_event_type_t *const *)a)->name, (*(ol_event_type_t *const *)b)->name);
+}
+
+static ol_event_type_t *find_loaded(const char *name) {
+    for (size_t i = 0; i < ntypes; i++)
+        if (!strcmp(types[i]->name, name))
+            return types[i];
+    return NULL;
+}
+
+static json_t *load_doc(const ol_embedded_t *e, char *errstr, size_t errstr_size) {
+    json_error_t jerr;
+    json_t *doc = json_loadb(e->data, e->len, 0, &jerr);
+    if (!doc) {
+        ol_errf(errstr, errstr_size, OL_ERR_INVALID, "%s line %d: %s", e->path, jerr.line, jerr.text);
+        return NULL;
+    }
+    docs = ol_xrealloc(docs, (ndocs + 1) * sizeof(*docs));
+    docs[ndocs++] = doc;
+    return doc;
+}
+
+static ol_err_t parse_avro(const ol_embedded_t *e, avro_schema_t *out, char *errstr, size_t errstr_size) {
+    if (avro_schema_from_json_length(e->data, e->len, out))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "%s: %s", e->path, avro_strerror());
+    return OL_ERR_OK;
+}
+
+static void add_version(ol_event_type_t *et, int version, avro_schema_t schema, avro_value_iface_t *iface,
+                        ol_node_t *root) {
+    et->history = ol_xrealloc(et->history, (et->nhistory + 1) * sizeof(*et->history));
+    et->history[et->nhistory++] = (ol_schema_version_t){version, schema, iface, root};
+}
+
+static ol_err_t load_all(char *errstr, size_t errstr_size) {
+    ol_err_t err;
+    /* current versions first: schemas/<Name>.avsc */
+    for (const ol_embedded_t *e = ol_embedded_schemas; e->path; e++) {
+        if (strncmp(e->path, "schemas/", 8) || strchr(e->path + 8, '/'))
+            continue;
+        json_t *doc = load_doc(e, errstr, errstr_size);
+        if (!doc)
+            return OL_ERR_INVALID;
+        ol_event_type_t *et = ol_xcalloc(1, sizeof(*et));
+        et->name = json_string_value(json_object_get(doc, "name"));
+        et->topic = json_string_value(json_object_get(doc, "orderlog.topic"));
+        et->key = json_string_value(json_object_get(doc, "orderlog.key"));
+        et->subject = json_string_value(json_object_get(doc, "orderlog.subject"));
+        et->doc = json_string_value(json_object_get(doc, "doc"));
+        et->version = (int)json_integer_value(json_object_get(doc, "orderlog.version"));
+        if (!et->name || !et->topic || !et->key || !et->subject || et->version < 1)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                           "%s: name, orderlog.version, orderlog.topic, orderlog.key and orderlog.subject "
+                           "are required",
+                           e->path);
+        size_t n = strlen(et->name) + sizeof("orderlog.");
+        char *ce = ol_xmalloc(n);
+        snprintf(ce, n, "orderlog.%s", et->name);
+        et->ce_type = ce;
+        char *ds = ol_xmalloc(n + 40);
+        snprintf(ds, n + 40, "urn:orderlog:schema:%s:%d", et->name, et->version);
+        et->dataschema = ds;
+        if (!(et->root = node_parse(doc, errstr, errstr_size)))
+            return OL_ERR_INVALID;
+        if ((err = parse_avro(e, &et->schema, errstr, errstr_size)))
+            return err;
+        et->iface = avro_generic_class_from_schema(et->schema);
+        add_version(et, et->version, et->schema, et->iface, et->root);
+        types = ol_xrealloc(types, (ntypes + 1) * sizeof(*types));
+        types[ntypes++] = et;
+    }
+    /* then older versions: schemas/history/<Name>.v<N>.avsc */
+    for (const ol_embedded_t *e = ol_embedded_schemas; e->path; e++) {
+        if (strncmp(e->path, "schemas/history/", 16))
+            continue;
+        json_t *doc = load_doc(e, errstr, errstr_size);
+        if (!doc)
+            return OL_ERR_INVALID;
+        const char *name = json_string_value(json_object_get(doc, "name"));
+        int version = (int)json_integer_value(json_object_get(doc, "orderlog.version"));
+        ol_event_type_t *et = name ? find_loaded(name) : NULL;
+        if (!et || version < 1 || version >= et->version)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                           "%s: an older version (orderlog.version) of a current schema is expected", e->path);
+        avro_schema_t schema;
+        if ((err = parse_avro(e, &schema, errstr, errstr_size)))
+            return err;
+        ol_node_t *root = node_parse(doc, errstr, errstr_size);
+        if (!root)
+            return OL_ERR_INVALID;
+        /* the evolution rule: every field of the current version that this
+         * version lacks has a default */
+        for (size_t i = 0; i < et->root->nfields; i++) {
+            const ol_field_t *f = &et->root->fields[i];
+            size_t k;
+            for (k = 0; k < root->nfields; k++)
+                if (!strcmp(root->fields[k].name, f->name))
+                    break;
+            if (k == root->nfields && !f->def && !f->default_now)
+                return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                               "%s: field %s of version %d has no default, so version %d cannot be read", e->path,
+                               f->name, et->version, version);
+        }
+        add_version(et, version, schema, avro_generic_class_from_schema(schema), root);
+    }
+    qsort(types, ntypes, sizeof(*types), type_cmp);
+    for (size_t i = 0; i < ntypes; i++)
+        types[i]->index = (int)i;
+    return OL_ERR_OK;
+}
+
+static void init_run(void) {
+    schema_arena = ol_arena_new(0);
+    init_err = load_all(init_errstr, sizeof(init_errstr));
+}
+
+ol_err_t ol_schema_init(char *errstr, size_t errstr_size) {
+    pthread_once(&init_once, init_run);
+    if (init_err)
+        ol_errf(errstr, errstr_size, init_err, "%s", init_errstr);
+    return init_err;
+}
+
+const ol_event_type_t *const *ol_schema_types(size_t *count) {
+    *count = ntypes;
+    return (const ol_event_type_t *const *)types;
+}
+
+const ol_event_type_t *ol_schema_find(const char *name) {
+    return ol_schema_findn(name, strlen(name));
+}
+
+const ol_event_type_t *ol_schema_findn(const char *name, size_t len) {
+    if (len >= 9 && !memcmp(name, "orderlog.", 9)) {
+        name += 9;
+        len -= 9;
+    }
+    size_t lo = 0, hi = ntypes;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        size_t tlen = strlen(types[mid]->name);
+        int c = memcmp(name, types[mid]->name, len < tlen ? len : tlen);
+        if (c == 0)
+            c = (len > tlen) - (len < tlen);
+        if (c == 0)
+            return types[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+const ol_schema_version_t *ol_schema_version(const ol_event_type_t *et, int version) {
+    for (size_t i = 0; i < et->nhistory; i++)
+        if (et->history[i].version == version)
+            return &et->history[i];
+    return NULL;
+}
