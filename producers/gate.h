@@ -46,6 +46,7 @@
 #include "common/domain/codec.h"
 #include "common/base/conf.h"
 #include "common/base/kafka.h"
+#include "common/base/list.h"
 #include "common/base/metrics.h"
 #include "common/base/netaddr.h"
 #include "common/base/pg.h"
@@ -152,7 +153,7 @@ typedef struct req_s {
     wnode_t nodes[2];
     int nkeys;
     bool in_table, in_timer, produced, done, nowait;
-    struct req_s *tprev, *tnext;
+    OL_LIST_LINK(struct req_s) timer; /* the deadline list (g->timers) */
     int64_t deadline_us;
     /* The answer, once done. */
     unsigned status;
@@ -223,7 +224,7 @@ struct gate_s {
     pthread_cond_t timer_cond;
     wnode_t **wtable;
     size_t waiting;
-    req_t *thead, *ttail;
+    OL_LIST(req_t) timers; /* waits by deadline, soonest first */
     cache_t cache;
 
     atomic_bool stopping, threads_stop, producer_up, consumer_up;
