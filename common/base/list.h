@@ -18,10 +18,10 @@
  *
  * The macros evaluate list and field more than once: pass plain names. */
 
-#define OL_LIST(type)  \
-    struct {           \
-        type *head;    \
-        type *tail;    \
+#define OL_LIST(type) \
+    struct {          \
+        type *head;   \
+        type *tail;   \
     }
 #define OL_LIST_LINK(type) \
     struct {               \
@@ -30,37 +30,37 @@
     }
 
 /* Puts n after `after` in list; after NULL: first. */
-#define OL_LIST_INSERT_AFTER(list, after, n, field)                        \
-    do {                                                                   \
-        __typeof__(n) ol_list_n_ = (n), ol_list_after_ = (after);          \
-        ol_list_n_->field.prev = ol_list_after_;                           \
+#define OL_LIST_INSERT_AFTER(list, after, n, field)                                          \
+    do {                                                                                     \
+        __typeof__(n) ol_list_n_ = (n), ol_list_after_ = (after);                            \
+        ol_list_n_->field.prev = ol_list_after_;                                             \
         ol_list_n_->field.next = ol_list_after_ ? ol_list_after_->field.next : (list)->head; \
-        if (ol_list_n_->field.next)                                        \
-            ol_list_n_->field.next->field.prev = ol_list_n_;               \
-        else                                                               \
-            (list)->tail = ol_list_n_;                                     \
-        if (ol_list_after_)                                                \
-            ol_list_after_->field.next = ol_list_n_;                       \
-        else                                                               \
-            (list)->head = ol_list_n_;                                     \
+        if (ol_list_n_->field.next)                                                          \
+            ol_list_n_->field.next->field.prev = ol_list_n_;                                 \
+        else                                                                                 \
+            (list)->tail = ol_list_n_;                                                       \
+        if (ol_list_after_)                                                                  \
+            ol_list_after_->field.next = ol_list_n_;                                         \
+        else                                                                                 \
+            (list)->head = ol_list_n_;                                                       \
     } while (0)
 
 #define OL_LIST_PUSH_FRONT(list, n, field) OL_LIST_INSERT_AFTER(list, (__typeof__(n))0, n, field)
 #define OL_LIST_PUSH_BACK(list, n, field) OL_LIST_INSERT_AFTER(list, (list)->tail, n, field)
 
 /* Takes n off list; its link is cleared. */
-#define OL_LIST_REMOVE(list, n, field)                                 \
-    do {                                                               \
-        __typeof__(n) ol_list_r_ = (n);                                \
-        if (ol_list_r_->field.prev)                                    \
+#define OL_LIST_REMOVE(list, n, field)                                   \
+    do {                                                                 \
+        __typeof__(n) ol_list_r_ = (n);                                  \
+        if (ol_list_r_->field.prev)                                      \
             ol_list_r_->field.prev->field.next = ol_list_r_->field.next; \
-        else                                                           \
-            (list)->head = ol_list_r_->field.next;                     \
-        if (ol_list_r_->field.next)                                    \
+        else                                                             \
+            (list)->head = ol_list_r_->field.next;                       \
+        if (ol_list_r_->field.next)                                      \
             ol_list_r_->field.next->field.prev = ol_list_r_->field.prev; \
-        else                                                           \
-            (list)->tail = ol_list_r_->field.prev;                     \
-        ol_list_r_->field.prev = ol_list_r_->field.next = NULL;        \
+        else                                                             \
+            (list)->tail = ol_list_r_->field.prev;                       \
+        ol_list_r_->field.prev = ol_list_r_->field.next = NULL;          \
     } while (0)
 
 #endif
