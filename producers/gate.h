@@ -2,7 +2,8 @@
 #define OL_GATE_H
 
 /* The gate's parts (orderlog gate, producers/gate.c): what the HTTP side
- * (gate.c: routing, validation, producing, setup) and the waiting side
+ * (gate.c and the files listed in gate_serve.h: routing, validation,
+ * producing, setup) and the waiting side
  * (gate_wait.c: the wait table, deadlines, the decision cache, delivery
  * reports and the sale-events reader) share. Not a public API.
  *
@@ -237,7 +238,7 @@ struct gate_s {
     gate_http_t *http;
 };
 
-/* ---- request bodies (gate.c) --------------------------------------------- */
+/* ---- request bodies (gate_body.c) ---------------------------------------- */
 
 /* Why a body was refused: the 400 answer's "error" and "field" (a field
  * name, a key of the body or a path in the arena: borrowed). */
