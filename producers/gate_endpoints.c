@@ -71,7 +71,7 @@ static bool client_address(req_t *r, ol_netaddr_t *out, enum MHD_Result *ret) {
     ol_netaddr_t peer;
     if (!ci || !ol_netaddr_from_sockaddr(ci->client_addr, &peer)) {
         *ret = ol_gate__respond_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "could not read the client's address", NULL,
-                             OUT_UNAVAILABLE);
+                                      OUT_UNAVAILABLE);
         return false;
     }
     joined_t h = {.name = g->forwarded == OL_FORWARDED_RFC7239 ? "Forwarded" : "X-Forwarded-For"};
@@ -91,13 +91,6 @@ static bool client_address(req_t *r, ol_netaddr_t *out, enum MHD_Result *ret) {
 }
 
 /* ---- producing and waiting ----------------------------------------------- */
-
-/* Encodes the members as et, with its envelope (ev->hdrs new). */
-static ol_err_t encode(gate_t *g, thread_ctx_t *t, const ol_event_type_t *et, ol_json_member_t *members,
-                       size_t nmembers, ol_event_out_t *ev, char *errstr, size_t errstr_size) {
-    ol_json_t data = ol_json_object_of(members, nmembers);
-    return ol_event_encode(t->codec, et, &data, ol_time_now_ms(), g->source, ev, errstr, errstr_size);
-}
 
 /* Suspends r, registers its wait and produces the event (key: sku). The
  * answer comes through the resumed connection. */
@@ -158,6 +151,19 @@ static enum MHD_Result produce_and_wait(req_t *r, rd_kafka_topic_t *rkt, const c
     return MHD_YES;
 }
 
+/* Encodes the members as et, with its envelope, and produces it waiting
+ * for its decision on r's keys (set); 400 when it cannot be encoded. */
+static enum MHD_Result encode_and_produce(req_t *r, thread_ctx_t *t, const ol_event_type_t *et,
+                                          ol_json_member_t *members, size_t nmembers) {
+    gate_t *g = r->g;
+    ol_json_t data = ol_json_object_of(members, nmembers);
+    ol_event_out_t ev;
+    char errstr[512];
+    if (ol_event_encode(t->codec, et, &data, ol_time_now_ms(), g->source, &ev, errstr, sizeof(errstr)))
+        return ol_gate__respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
+    return produce_and_wait(r, g->rkt_buy, ev.key, ev.payload, ev.len, ev.hdrs);
+}
+
 /* ---- endpoints ----------------------------------------------------------- */
 
 /* The checks every POST body passes first; *out the parsed object. */
@@ -165,7 +171,7 @@ static bool body_object(req_t *r, thread_ctx_t *t, enum MHD_Result *ret, const o
     char errstr[256];
     if (r->bad_type) {
         *ret = ol_gate__respond_error(r, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "content type must be application/json",
-                             "Content-Type", OUT_INVALID);
+                                      "Content-Type", OUT_INVALID);
         return false;
     }
     if (r->too_large) {
@@ -190,9 +196,10 @@ static bool body_is_who(req_t *r, const char **user, int32_t *level, bool has_le
     if (field) {
         r->auth_outcome = OL_GATE_AUTH_FORBIDDEN;
         *ret = ol_gate__respond_error(r, MHD_HTTP_FORBIDDEN,
-                             level && !strcmp(field, "userLevel") ? "userLevel is not the authenticated user's level"
-                                                                  : "userID is not the authenticated user",
-                             field, OUT_FORBIDDEN);
+                                      level && !strcmp(field, "userLevel")
+                                          ? "userLevel is not the authenticated user's level"
+                                          : "userID is not the authenticated user",
+                                      field, OUT_FORBIDDEN);
         return false;
     }
     *user = r->who.user;
@@ -244,13 +251,9 @@ enum MHD_Result ol_gate__handle_buy(req_t *r) {
         ol_uuid_v4(r->request_id);
     ol_json_member_t m[8];
     ol_gate__buy_members(&b, r->request_id, addr, m);
-    ol_event_out_t ev;
-    char errstr[512];
-    if (encode(g, t, g->et_buy, m, 8, &ev, errstr, sizeof(errstr)))
-        return ol_gate__respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
     r->nkeys = 1;
     snprintf(r->keys[0], KEY_SIZE, "b:%s", r->request_id);
-    return produce_and_wait(r, g->rkt_buy, ev.key, ev.payload, ev.len, ev.hdrs);
+    return encode_and_produce(r, t, g->et_buy, m, 8);
 }
 
 enum MHD_Result ol_gate__handle_checkout(req_t *r) {
@@ -272,14 +275,10 @@ enum MHD_Result ol_gate__handle_checkout(req_t *r) {
     memcpy(r->hold_id, k.hold, strlen(k.hold) + 1);
     ol_json_member_t m[4];
     ol_gate__checkout_members(&k, r->request_id, m);
-    ol_event_out_t ev;
-    char errstr[512];
-    if (encode(g, t, g->et_checkout, m, 4, &ev, errstr, sizeof(errstr)))
-        return ol_gate__respond_error(r, MHD_HTTP_BAD_REQUEST, errstr, "body", OUT_INVALID);
     r->nkeys = 2;
     snprintf(r->keys[0], KEY_SIZE, "c:%s", r->request_id);
     snprintf(r->keys[1], KEY_SIZE, "h:%s", k.hold);
-    return produce_and_wait(r, g->rkt_buy, ev.key, ev.payload, ev.len, ev.hdrs);
+    return encode_and_produce(r, t, g->et_checkout, m, 4);
 }
 
 enum MHD_Result ol_gate__handle_buy_status(req_t *r) {
@@ -324,7 +323,7 @@ enum MHD_Result ol_gate__handle_healthz(req_t *r) {
                       : "degraded",
              p ? "up" : "down", c ? "up" : "down", (long long)atomic_load(&g->waiting_now));
     return ol_gate__respond(r, p && c && !s ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, ol_xstrdup(body),
-                   p && c && !s ? OUT_OK : OUT_UNAVAILABLE, -1, NULL);
+                            p && c && !s ? OUT_OK : OUT_UNAVAILABLE, -1, NULL);
 }
 
 /* GET /readyz: whether the gate can take a buy now and have it decided:
@@ -351,7 +350,8 @@ enum MHD_Result ol_gate__handle_readyz(req_t *r) {
                         "reader of %s %s, %d partitions assigned", g->topic_sale,
                         atomic_load(&g->consumer_up) ? "up" : "down", assigned);
     char *body = ol_http_health_body(checks, ok);
-    return ol_gate__respond(r, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, body, ok ? OUT_OK : OUT_UNAVAILABLE, -1, NULL);
+    return ol_gate__respond(r, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, body, ok ? OUT_OK : OUT_UNAVAILABLE, -1,
+                            NULL);
 }
 
 enum MHD_Result ol_gate__handle_metrics(req_t *r) {
@@ -365,4 +365,3 @@ enum MHD_Result ol_gate__handle_metrics(req_t *r) {
     ol_gate__observe(g, r, OUT_OK, -1);
     return ret;
 }
-

@@ -16,7 +16,6 @@ static const char *const timed_names[] = {"buy", "buy_status", "checkout", NULL}
 /* Request duration buckets, in seconds. */
 static const double latency_le[] = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
-
 static void waiting_fn(void *opaque, ol_metrics_out_t *out) {
     ol_metrics_out(out, NULL, (double)atomic_load(&((gate_t *)opaque)->waiting_now));
 }
@@ -47,24 +46,54 @@ static void cached_fn(void *opaque, ol_metrics_out_t *out) {
     ol_metrics_out(out, NULL, (double)cached);
 }
 
+/* The families read at render time (opaque: the gate), in their order. */
+static const struct {
+    ol_metric_def_t def;
+    ol_metrics_func_t fn;
+} read_at_render[] = {
+    {{.name = "orderlog_gate_waiting",
+      .help = "Requests waiting for their decision right now.",
+      .type = OL_METRIC_GAUGE},
+     waiting_fn},
+    {{.name = "orderlog_gate_suspended_connections",
+      .help = "Connections suspended (waiting for Kafka, a decision or a lookup).",
+      .type = OL_METRIC_GAUGE},
+     suspended_fn},
+    {{.name = "orderlog_gate_delivery_failures_total",
+      .help = "Requests Kafka did not take.",
+      .type = OL_METRIC_COUNTER},
+     delivery_fn},
+    {{.name = "orderlog_gate_facts_total",
+      .help = "Facts read from sale-events that answer requests, by type.",
+      .type = OL_METRIC_COUNTER,
+      .labels = {{"type", NULL}}},
+     facts_fn},
+    {{.name = "orderlog_gate_cached_decisions",
+      .help = "Decisions (and pending requests) in the recent cache.",
+      .type = OL_METRIC_GAUGE},
+     cached_fn},
+};
+
 /* The gate's families, under the names it always had. */
 void ol_gate__metrics_setup(gate_t *g) {
     metrics_t *m = &g->m;
     m->reg = ol_metrics_new();
-    m->requests = ol_metrics_add(m->reg, &(ol_metric_def_t){
-                                             .name = "orderlog_gate_requests_total",
-                                             .help = "HTTP requests answered, by endpoint and outcome.",
-                                             .type = OL_METRIC_COUNTER,
-                                             .labels = {{"endpoint", ol_gate__endpoint_names}, {"outcome", outcome_names}},
-                                             .flags = OL_METRIC_SPARSE,
-                                         });
-    m->rejected = ol_metrics_add(m->reg, &(ol_metric_def_t){
-                                             .name = "orderlog_gate_rejected_total",
-                                             .help = "Requests rejected by the decider, by endpoint and reason.",
-                                             .type = OL_METRIC_COUNTER,
-                                             .labels = {{"endpoint", ol_gate__endpoint_names}, {"reason", reason_names}},
-                                             .flags = OL_METRIC_SPARSE,
-                                         });
+    m->requests =
+        ol_metrics_add(m->reg, &(ol_metric_def_t){
+                                   .name = "orderlog_gate_requests_total",
+                                   .help = "HTTP requests answered, by endpoint and outcome.",
+                                   .type = OL_METRIC_COUNTER,
+                                   .labels = {{"endpoint", ol_gate__endpoint_names}, {"outcome", outcome_names}},
+                                   .flags = OL_METRIC_SPARSE,
+                               });
+    m->rejected =
+        ol_metrics_add(m->reg, &(ol_metric_def_t){
+                                   .name = "orderlog_gate_rejected_total",
+                                   .help = "Requests rejected by the decider, by endpoint and reason.",
+                                   .type = OL_METRIC_COUNTER,
+                                   .labels = {{"endpoint", ol_gate__endpoint_names}, {"reason", reason_names}},
+                                   .flags = OL_METRIC_SPARSE,
+                               });
     /* a buy's outcomes and its usual reasons are shown from the start */
     for (size_t o = 0; o < (g->auth ? OUT__COUNT : OUT_UNAUTHORIZED); o++) /* 401, 403 with gate.auth only */
         ol_metric_show(m->requests, ol_metric_cell_at(m->requests, EP_BUY, o));
@@ -95,32 +124,8 @@ void ol_gate__metrics_setup(gate_t *g) {
                     .help = "Buy requests whose body clientIP is not their client address (the claim is dropped).",
                     .type = OL_METRIC_COUNTER,
                 });
-    ol_metrics_func(m->reg,
-                    &(ol_metric_def_t){.name = "orderlog_gate_waiting",
-                                       .help = "Requests waiting for their decision right now.",
-                                       .type = OL_METRIC_GAUGE},
-                    waiting_fn, g);
-    ol_metrics_func(m->reg,
-                    &(ol_metric_def_t){.name = "orderlog_gate_suspended_connections",
-                                       .help = "Connections suspended (waiting for Kafka, a decision or a lookup).",
-                                       .type = OL_METRIC_GAUGE},
-                    suspended_fn, g);
-    ol_metrics_func(m->reg,
-                    &(ol_metric_def_t){.name = "orderlog_gate_delivery_failures_total",
-                                       .help = "Requests Kafka did not take.",
-                                       .type = OL_METRIC_COUNTER},
-                    delivery_fn, g);
-    ol_metrics_func(m->reg,
-                    &(ol_metric_def_t){.name = "orderlog_gate_facts_total",
-                                       .help = "Facts read from sale-events that answer requests, by type.",
-                                       .type = OL_METRIC_COUNTER,
-                                       .labels = {{"type", NULL}}},
-                    facts_fn, g);
-    ol_metrics_func(m->reg,
-                    &(ol_metric_def_t){.name = "orderlog_gate_cached_decisions",
-                                       .help = "Decisions (and pending requests) in the recent cache.",
-                                       .type = OL_METRIC_GAUGE},
-                    cached_fn, g);
+    for (size_t i = 0; i < sizeof(read_at_render) / sizeof(read_at_render[0]); i++)
+        ol_metrics_func(m->reg, &read_at_render[i].def, read_at_render[i].fn, g);
     m->duration = ol_metrics_add(m->reg, &(ol_metric_def_t){
                                              .name = "orderlog_gate_request_duration_seconds",
                                              .help = "Time from request to answer, by endpoint.",
@@ -138,4 +143,3 @@ void ol_gate__metrics_setup(gate_t *g) {
                                          });
     ol_metrics_add_process(m->reg);
 }
-
