@@ -25,18 +25,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
 
 static rd_kafka_t *kafka_new(gate_t *g, ol_kafka_profile_t profile, const char *client_id, const char *const *tuning,
                              char *errstr, size_t errstr_size) {
-    rd_kafka_conf_t *kconf = ol_kafka_conf_new(g->conf, profile, client_id, tuning, errstr, errstr_size);
-    if (!kconf)
-        return NULL;
-    rd_kafka_type_t type = ol_kafka_profile_type(profile);
-    if (type == RD_KAFKA_PRODUCER)
-        rd_kafka_conf_set_dr_msg_cb(kconf, ol_gate__dr_cb);
-    rd_kafka_conf_set_error_cb(kconf, error_cb);
-    rd_kafka_conf_set_opaque(kconf, g);
-    rd_kafka_t *rk = ol_kafka_handle_new(type, kconf, errstr, errstr_size);
-    if (!rk)
-        rd_kafka_conf_destroy(kconf);
-    return rk;
+    const ol_kafka_callbacks_t cb = {.dr_msg = ol_gate__dr_cb, .error = error_cb, .opaque = g};
+    return ol_kafka_new_with(g->conf, profile, client_id, tuning, &cb, errstr, errstr_size);
 }
 
 /* Assigns every partition of sale-events at its current end: decisions for
@@ -135,4 +125,3 @@ void ol_gate__health_check(gate_t *g) {
         atomic_store(&g->m.failed_at_us, ol_time_mono_us());
     }
 }
-

@@ -344,16 +344,10 @@ static ol_err_t clients_new(loadgen_t *lg, char *errstr, size_t errstr_size) {
     const char *ctuning[] = {
         "group.id", group, "auto.offset.reset", "latest", "fetch.wait.max.ms", "5", "enable.partition.eof",
         "false",    NULL};
-    rd_kafka_conf_t *pc =
-        ol_kafka_conf_new(lg->conf, OL_KAFKA_PRODUCER, "orderlog-loadgen", ptuning, errstr, errstr_size);
-    if (!pc)
+    const ol_kafka_callbacks_t cb = {.dr_msg = dr_cb, .opaque = lg};
+    if (!(lg->producer =
+              ol_kafka_new_with(lg->conf, OL_KAFKA_PRODUCER, "orderlog-loadgen", ptuning, &cb, errstr, errstr_size)))
         return OL_ERR_CONFIG;
-    rd_kafka_conf_set_dr_msg_cb(pc, dr_cb);
-    rd_kafka_conf_set_opaque(pc, lg);
-    if (!(lg->producer = ol_kafka_handle_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size))) {
-        rd_kafka_conf_destroy(pc);
-        return OL_ERR_CONFIG;
-    }
     if (!(lg->consumer = ol_kafka_new(lg->conf, OL_KAFKA_READER, "orderlog-loadgen", ctuning, errstr, errstr_size)))
         return OL_ERR_CONFIG;
     return OL_ERR_OK;

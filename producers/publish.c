@@ -341,19 +341,11 @@ static rd_kafka_t *producer_new(publish_t *p, const ol_conf_t *conf) {
                             "message.timeout.ms",
                             timeout,
                             NULL};
-    rd_kafka_conf_t *kconf =
-        ol_kafka_conf_new(conf, OL_KAFKA_PRODUCER, "orderlog-publish", tuning, errstr, sizeof(errstr));
-    if (!kconf) {
+    const ol_kafka_callbacks_t cb = {.dr_msg = dr_cb, .opaque = p};
+    rd_kafka_t *rk =
+        ol_kafka_new_with(conf, OL_KAFKA_PRODUCER, "orderlog-publish", tuning, &cb, errstr, sizeof(errstr));
+    if (!rk)
         fprintf(stderr, "orderlog publish: %s\n", errstr); /* a bad property */
-        return NULL;
-    }
-    rd_kafka_conf_set_dr_msg_cb(kconf, dr_cb);
-    rd_kafka_conf_set_opaque(kconf, p);
-    rd_kafka_t *rk = ol_kafka_handle_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr));
-    if (!rk) {
-        rd_kafka_conf_destroy(kconf);
-        fprintf(stderr, "orderlog publish: %s\n", errstr); /* a bad property */
-    }
     return rk;
 }
 
