@@ -46,54 +46,44 @@ static void cached_fn(void *opaque, ol_metrics_out_t *out) {
     ol_metrics_out(out, NULL, (double)cached);
 }
 
-/* The families read at render time (opaque: the gate), in their order. */
+/* The families read at render time (opaque: the gate), in their order;
+ * label: the one label's name, or NULL. */
 static const struct {
-    ol_metric_def_t def;
+    const char *name, *help;
+    ol_metric_type_t type;
+    const char *label;
     ol_metrics_func_t fn;
 } read_at_render[] = {
-    {{.name = "orderlog_gate_waiting",
-      .help = "Requests waiting for their decision right now.",
-      .type = OL_METRIC_GAUGE},
-     waiting_fn},
-    {{.name = "orderlog_gate_suspended_connections",
-      .help = "Connections suspended (waiting for Kafka, a decision or a lookup).",
-      .type = OL_METRIC_GAUGE},
-     suspended_fn},
-    {{.name = "orderlog_gate_delivery_failures_total",
-      .help = "Requests Kafka did not take.",
-      .type = OL_METRIC_COUNTER},
-     delivery_fn},
-    {{.name = "orderlog_gate_facts_total",
-      .help = "Facts read from sale-events that answer requests, by type.",
-      .type = OL_METRIC_COUNTER,
-      .labels = {{"type", NULL}}},
-     facts_fn},
-    {{.name = "orderlog_gate_cached_decisions",
-      .help = "Decisions (and pending requests) in the recent cache.",
-      .type = OL_METRIC_GAUGE},
+    {"orderlog_gate_waiting", "Requests waiting for their decision right now.", OL_METRIC_GAUGE, NULL, waiting_fn},
+    {"orderlog_gate_suspended_connections", "Connections suspended (waiting for Kafka, a decision or a lookup).",
+     OL_METRIC_GAUGE, NULL, suspended_fn},
+    {"orderlog_gate_delivery_failures_total", "Requests Kafka did not take.", OL_METRIC_COUNTER, NULL, delivery_fn},
+    {"orderlog_gate_facts_total", "Facts read from sale-events that answer requests, by type.", OL_METRIC_COUNTER,
+     "type", facts_fn},
+    {"orderlog_gate_cached_decisions", "Decisions (and pending requests) in the recent cache.", OL_METRIC_GAUGE, NULL,
      cached_fn},
 };
+
+/* A counter by endpoint and one more label, its cells shown once counted. */
+static ol_metric_t *by_endpoint(ol_metrics_t *reg, const char *name, const char *help, const char *label,
+                                const char *const *values) {
+    return ol_metrics_add(reg, &(ol_metric_def_t){
+                                   .name = name,
+                                   .help = help,
+                                   .type = OL_METRIC_COUNTER,
+                                   .labels = {{"endpoint", ol_gate__endpoint_names}, {label, values}},
+                                   .flags = OL_METRIC_SPARSE,
+                               });
+}
 
 /* The gate's families, under the names it always had. */
 void ol_gate__metrics_setup(gate_t *g) {
     metrics_t *m = &g->m;
     m->reg = ol_metrics_new();
-    m->requests =
-        ol_metrics_add(m->reg, &(ol_metric_def_t){
-                                   .name = "orderlog_gate_requests_total",
-                                   .help = "HTTP requests answered, by endpoint and outcome.",
-                                   .type = OL_METRIC_COUNTER,
-                                   .labels = {{"endpoint", ol_gate__endpoint_names}, {"outcome", outcome_names}},
-                                   .flags = OL_METRIC_SPARSE,
-                               });
-    m->rejected =
-        ol_metrics_add(m->reg, &(ol_metric_def_t){
-                                   .name = "orderlog_gate_rejected_total",
-                                   .help = "Requests rejected by the decider, by endpoint and reason.",
-                                   .type = OL_METRIC_COUNTER,
-                                   .labels = {{"endpoint", ol_gate__endpoint_names}, {"reason", reason_names}},
-                                   .flags = OL_METRIC_SPARSE,
-                               });
+    m->requests = by_endpoint(m->reg, "orderlog_gate_requests_total",
+                              "HTTP requests answered, by endpoint and outcome.", "outcome", outcome_names);
+    m->rejected = by_endpoint(m->reg, "orderlog_gate_rejected_total",
+                              "Requests rejected by the decider, by endpoint and reason.", "reason", reason_names);
     /* a buy's outcomes and its usual reasons are shown from the start */
     for (size_t o = 0; o < (g->auth ? OUT__COUNT : OUT_UNAUTHORIZED); o++) /* 401, 403 with gate.auth only */
         ol_metric_show(m->requests, ol_metric_cell_at(m->requests, EP_BUY, o));
@@ -124,8 +114,13 @@ void ol_gate__metrics_setup(gate_t *g) {
                     .help = "Buy requests whose body clientIP is not their client address (the claim is dropped).",
                     .type = OL_METRIC_COUNTER,
                 });
-    for (size_t i = 0; i < sizeof(read_at_render) / sizeof(read_at_render[0]); i++)
-        ol_metrics_func(m->reg, &read_at_render[i].def, read_at_render[i].fn, g);
+    for (size_t i = 0; i < sizeof(read_at_render) / sizeof(read_at_render[0]); i++) {
+        const ol_metric_def_t def = {.name = read_at_render[i].name,
+                                     .help = read_at_render[i].help,
+                                     .type = read_at_render[i].type,
+                                     .labels = {{read_at_render[i].label, NULL}}};
+        ol_metrics_func(m->reg, &def, read_at_render[i].fn, g);
+    }
     m->duration = ol_metrics_add(m->reg, &(ol_metric_def_t){
                                              .name = "orderlog_gate_request_duration_seconds",
                                              .help = "Time from request to answer, by endpoint.",
