@@ -146,4 +146,3 @@ void ol_gate__checkout_members(const ol_gate_checkout_t *c, const char *request_
     ol_json_member_str(&m[2], "user_id", c->user);
     ol_json_member_str(&m[3], "sku", c->sku);
 }
-

@@ -25,7 +25,7 @@ void ol_gate__observe(gate_t *g, const req_t *r, outcome_t outcome, int reason) 
 
 /* Queues body (taken: a malloc'd string) with status. */
 enum MHD_Result ol_gate__respond(req_t *r, unsigned status, char *body, outcome_t outcome, int reason,
-                               const char *allow) {
+                                 const char *allow) {
     gate_t *g = r->g;
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
@@ -46,13 +46,14 @@ enum MHD_Result ol_gate__respond(req_t *r, unsigned status, char *body, outcome_
 }
 
 enum MHD_Result ol_gate__respond_error(req_t *r, unsigned status, const char *error, const char *field,
-                                     outcome_t outcome) {
+                                       outcome_t outcome) {
     return ol_gate__respond(r, status, ol_gate__answer_error(error, field), outcome, -1, NULL);
 }
 
 enum MHD_Result ol_gate__respond_throttled(req_t *r, bool ip) {
     ol_metric_inc(r->g->m.throttled, ip ? 1 : 0);
-    return ol_gate__respond(r, MHD_HTTP_TOO_MANY_REQUESTS, ol_xstrdup(ol_gate__throttled_json), OUT_THROTTLED, -1, NULL);
+    return ol_gate__respond(r, MHD_HTTP_TOO_MANY_REQUESTS, ol_xstrdup(ol_gate__throttled_json), OUT_THROTTLED, -1,
+                            NULL);
 }
 
 /* ---- libmicrohttpd callbacks --------------------------------------------- */
@@ -104,11 +105,12 @@ static bool authenticate(req_t *r, enum MHD_Result *ret) {
     r->auth_outcome = ol_gate_auth_request(r->g->auth, r->conn, ol_time_now_ms(), &r->who, why, sizeof(why));
     if ((r->authed = r->auth_outcome == OL_GATE_AUTH_OK))
         return true;
-    ol_log_debug("%s refused (%s): %s", ol_gate__endpoint_names[r->ep], ol_gate_auth_outcome_names[r->auth_outcome], why);
+    ol_log_debug("%s refused (%s): %s", ol_gate__endpoint_names[r->ep], ol_gate_auth_outcome_names[r->auth_outcome],
+                 why);
     ol_gate_auth_refusal_t no = ol_gate_auth_refusal(r->g->auth, r->auth_outcome);
     r->challenge = no.challenge;
     *ret = ol_gate__respond_error(r, no.status, no.error, no.field,
-                         no.status == MHD_HTTP_FORBIDDEN ? OUT_FORBIDDEN : OUT_UNAUTHORIZED);
+                                  no.status == MHD_HTTP_FORBIDDEN ? OUT_FORBIDDEN : OUT_UNAUTHORIZED);
     return false;
 }
 
@@ -117,8 +119,8 @@ static enum MHD_Result dispatch(req_t *r) {
     if (r->ep == EP_OTHER)
         return ol_gate__respond_error(r, MHD_HTTP_NOT_FOUND, "no such resource", NULL, OUT_NOT_FOUND);
     if (r->allow)
-        return ol_gate__respond(r, MHD_HTTP_METHOD_NOT_ALLOWED, ol_gate__answer_error("method not allowed", NULL), OUT_INVALID,
-                       -1, r->allow);
+        return ol_gate__respond(r, MHD_HTTP_METHOD_NOT_ALLOWED, ol_gate__answer_error("method not allowed", NULL),
+                                OUT_INVALID, -1, r->allow);
     enum MHD_Result ret;
     if (g->auth && (r->ep == EP_BUY || r->ep == EP_CHECKOUT || r->ep == EP_BUY_STATUS) && !authenticate(r, &ret))
         return ret;
@@ -145,8 +147,8 @@ static enum MHD_Result dispatch(req_t *r) {
 }
 
 enum MHD_Result ol_gate__on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                  const char *version, const char *upload_data, size_t *upload_data_size,
-                                  void **req_cls) {
+                                    const char *version, const char *upload_data, size_t *upload_data_size,
+                                    void **req_cls) {
     gate_t *g = cls;
     req_t *r = *req_cls;
     if (!r) {
@@ -203,7 +205,8 @@ enum MHD_Result ol_gate__on_request(void *cls, struct MHD_Connection *conn, cons
     return dispatch(r);
 }
 
-void ol_gate__on_completed(void *cls, struct MHD_Connection *conn, void **req_cls, enum MHD_RequestTerminationCode toe) {
+void ol_gate__on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                           enum MHD_RequestTerminationCode toe) {
     (void)cls;
     (void)conn;
     (void)toe;
@@ -218,4 +221,3 @@ void ol_gate__on_completed(void *cls, struct MHD_Connection *conn, void **req_cl
     free(r);
     *req_cls = NULL;
 }
-

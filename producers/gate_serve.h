@@ -41,8 +41,7 @@ enum MHD_Result ol_gate__respond_throttled(req_t *r, bool ip);
 enum MHD_Result ol_gate__on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                     const char *version, const char *upload_data, size_t *upload_data_size,
                                     void **req_cls);
-void ol_gate__on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
-                           enum MHD_RequestTerminationCode toe);
+void ol_gate__on_completed(void *cls, struct MHD_Connection *conn, void **req_cls, enum MHD_RequestTerminationCode toe);
 
 /* ---- endpoints (gate_endpoints.c) ------------------------------------------- */
 

@@ -101,4 +101,3 @@ int ol_loadgen__parse_options(int argc, char **argv, options_t *o) {
     }
     return 0;
 }
-
