@@ -178,9 +178,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return reply_health(h, conn, !strcmp(url, "/healthz") ? h->conf.healthz : h->conf.readyz);
 }
 
-/* libmicrohttpd's messages: fmt is its own */
-static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
+void ol_http_mhd_log(void *cls, const char *fmt, va_list ap) {
     (void)cls;
     char buf[512];
     vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -205,7 +203,7 @@ ol_err_t ol_http_start(const ol_http_conf_t *conf, ol_http_t **out, char *errstr
     /* only for libmicrohttpd's messages: the address is MHD_OPTION_SOCK_ADDR */
     uint16_t port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
                                                      : ((struct sockaddr_in *)&addr)->sin_port);
-    h->d = MHD_start_daemon(flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+    h->d = MHD_start_daemon(flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, ol_http_mhd_log, NULL,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
                             CONNECTIONS_MAX, MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S, MHD_OPTION_END);
     if (!h->d) {

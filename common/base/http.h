@@ -18,6 +18,7 @@
  * connection, bounded in time and size, for `orderlog status`. */
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -73,6 +74,9 @@ ol_err_t ol_http_parse_listen(const char *what, const char *listen, struct socka
                               char *errstr, size_t errstr_size);
 /* listen with its port replaced by port (the port a daemon picked). */
 void ol_http_shown_address(const char *listen, unsigned port, char *out, size_t out_size);
+/* MHD_OPTION_EXTERNAL_LOGGER: libmicrohttpd's messages (fmt is its own) as
+ * warnings in the log, "http: <message>". */
+void ol_http_mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* ---- client ---- */
 
