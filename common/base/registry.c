@@ -196,7 +196,7 @@ ol_err_t ol_registry_register(ol_registry_t *r, const char *subject, const char 
     } else if (reply.status == 409 || reply.status == 422) {
         int code;
         message_of(&reply, &code, why, sizeof(why));
-        err = ol_errf(errstr, errstr_size, OL_ERR_INVALID, "%s refused the schema of %s: %s", r->url, subject, why);
+        err = ol_errf(errstr, errstr_size, OL_ERR_INVALID, "%s", why);
     } else {
         err = unexpected(r, "POST", path, &reply, errstr, errstr_size);
     }
@@ -232,7 +232,8 @@ ol_err_t ol_registry_check(ol_registry_t *r, const char *subject, const char *sc
     *compatible = false;
     if (reason_size)
         reason[0] = '\0';
-    char *path = path_of(r, "/compatibility/subjects/", subject, "/versions/latest");
+    /* verbose: Confluent's registry then says why in "messages" */
+    char *path = path_of(r, "/compatibility/subjects/", subject, "/versions/latest?verbose=true");
     json_t *body = schema_body(schema), *j = NULL;
     ol_http_reply_t reply;
     ol_err_t err = call(r, "POST", path, body, &reply, &j, errstr, errstr_size);
@@ -245,9 +246,12 @@ ol_err_t ol_registry_check(ol_registry_t *r, const char *subject, const char *sc
         *compatible = true;
     } else if (reply.status == 200 && json_is_boolean(is)) {
         *compatible = json_is_true(is);
-        /* Confluent's verbose answers list why in "messages" */
+        /* Confluent's verbose answers list why in "messages"; Apicurio's
+         * may have a "reason" */
         json_t *msgs = json_object_get(j, "messages");
         size_t i, used = 0;
+        if (json_is_string(json_object_get(j, "reason")) && reason_size)
+            used += (size_t)snprintf(reason, reason_size, "%s", json_string_value(json_object_get(j, "reason")));
         json_t *m;
         json_array_foreach(msgs, i, m) {
             if (json_is_string(m) && used < reason_size)
@@ -264,6 +268,26 @@ ol_err_t ol_registry_check(ol_registry_t *r, const char *subject, const char *sc
 out:
     json_decref(j);
     json_decref(body);
+    free(path);
+    return err;
+}
+
+ol_err_t ol_registry_latest(ol_registry_t *r, const char *subject, char **schema, char *errstr, size_t errstr_size) {
+    *schema = NULL;
+    char *path = path_of(r, "/subjects/", subject, "/versions/latest");
+    json_t *j = NULL;
+    ol_http_reply_t reply;
+    ol_err_t err = call(r, "GET", path, NULL, &reply, &j, errstr, errstr_size);
+    if (err)
+        goto out;
+    const char *text = json_string_value(json_object_get(j, "schema"));
+    if (reply.status == 200 && text)
+        *schema = ol_xstrdup(text);
+    else if (reply.status != 404)
+        err = unexpected(r, "GET", path, &reply, errstr, errstr_size);
+    ol_http_reply_clear(&reply);
+out:
+    json_decref(j);
     free(path);
     return err;
 }

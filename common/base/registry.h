@@ -57,4 +57,10 @@ ol_err_t ol_registry_check(ol_registry_t *r, const char *subject, const char *sc
                            bool *compatible, char *reason, size_t reason_size, char *errstr, size_t errstr_size)
     __attribute__((warn_unused_result));
 
+/* The schema text of subject's latest version (GET
+ * /subjects/{subject}/versions/latest): *schema new (free it), NULL when the
+ * subject has no version. */
+ol_err_t ol_registry_latest(ol_registry_t *r, const char *subject, char **schema, char *errstr, size_t errstr_size)
+    __attribute__((warn_unused_result));
+
 #endif
