@@ -28,7 +28,7 @@
 /* One schema file. */
 typedef struct avsc_s {
     char *path;     /* as shown in messages */
-    char *text;     /* the file as it is: what is registered */
+    char *text;     /* the file without the whitespace around it: what is registered */
     char *fullname; /* namespace.name */
     char *topic;    /* orderlog.topic, without prefix */
     int version;    /* orderlog.version */
@@ -95,6 +95,15 @@ static int set_add(schemaset_t *set, const char *path, const char *text, size_t 
     }
     avsc_t *f = &set->files[set->nfiles++];
     f->path = ol_xstrdup(path);
+    /* without the whitespace around it, as Confluent's clients send a
+     * schema: a registry that finds a schema by its exact text (Apicurio)
+     * then finds theirs */
+    while (len && strchr(" \t\r\n", text[0])) {
+        text++;
+        len--;
+    }
+    while (len && strchr(" \t\r\n", text[len - 1]))
+        len--;
     f->text = ol_xstrndup(text, len);
     size_t n = strlen(name) + (ns && *ns ? strlen(ns) + 1 : 0) + 1;
     f->fullname = ol_xmalloc(n);
