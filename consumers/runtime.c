@@ -217,14 +217,6 @@ static int topic_index(const ol_rt_t *rt, const char *name) {
     return -1;
 }
 
-static uint32_t key_hash(const void *key, size_t len) {
-    const unsigned char *p = key;
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
-}
-
 /* ---- workers ---------------------------------------------------------- */
 
 static void fold_one(worker_t *w, size_t i) {
@@ -305,7 +297,7 @@ static void fold_batch(ol_rt_t *rt, batch_t *b) {
         b->recs[i].reason = b->recs[i].stage = NULL;
         /* with parallel apply a worker folds what its applier writes: its
          * partitions (a key has one partition, so its order holds) */
-        uint32_t h = rt->nappliers > 1 ? (uint32_t)m->partition : key_hash(m->key, m->key_len);
+        uint32_t h = rt->nappliers > 1 ? (uint32_t)m->partition : ol_hash_fnv1a32(m->key, m->key_len);
         worker_t *w = &rt->workers[h % (uint32_t)rt->nworkers];
         if (w->n == w->cap) {
             w->cap = w->cap ? w->cap * 2 : 1024;

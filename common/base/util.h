@@ -32,6 +32,10 @@ size_t ol_utf8_trim(const char *s, size_t len);
  * worst case is a slower probe, not for anything an attacker must not steer. */
 uint64_t ol_hash_bytes(const char *s, size_t len);
 
+/* 32-bit FNV-1a of len bytes: small tables, dispatch by key. Not keyed
+ * either; the same value on every host and run. */
+uint32_t ol_hash_fnv1a32(const void *p, size_t len);
+
 /* Random UUID v4 as 36 chars + NUL, from a per-thread generator seeded by
  * getrandom(2). Thread-safe. */
 void ol_uuid_v4(char out[37]);
