@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/base/log.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
 
@@ -57,7 +58,7 @@ struct ol_codec_s {
 ol_codec_t *ol_codec_new(void) {
     char errstr[256];
     if (ol_schema_init(errstr, sizeof(errstr))) {
-        fprintf(stderr, "orderlog: broken compiled-in schema: %s\n", errstr);
+        ol_log_error("broken compiled-in schema: %s", errstr);
         abort();
     }
     ol_codec_t *c = ol_xcalloc(1, sizeof(*c));
@@ -230,57 +231,113 @@ static ol_err_t check_number(walk_t *w, const ol_field_t *f, int64_t v) {
     return OL_ERR_OK;
 }
 
-static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
+static ol_err_t check_string(walk_t *w, const ol_field_t *f, const ol_json_t *j, out_t *dst) {
+    if (j->type != OL_JSON_STRING)
+        return fail(w, "expected a string, got %s", ol_json_kind(j));
+    const char *s = j->u.s;
+    size_t len = j->len;
+    if (memchr(s, '\0', len)) /* only from Avro: ol_json_parse refuses NUL */
+        return fail(w, "must not contain NUL (\\u0000)");
+    if (w->decoded && ol_utf8_invalid_at(s, len) >= 0)
+        return fail(w, "invalid UTF-8");
+    if (f && f->min_length && len < (size_t)f->min_length)
+        return fail(w, "must not be empty");
+    if (f && f->format == OL_FORMAT_IP && !ip_ok(s))
+        return fail(w, "\"%.*s\" is not an IPv4 or IPv6 address", ol_utf8_fit(s, 64), s);
+    if (f && f->format == OL_FORMAT_CURRENCY && !currency_ok(s, len))
+        return fail(w, "\"%.*s\" is not an ISO 4217 currency code (three upper-case letters)", ol_utf8_fit(s, 64), s);
+    if (dst) {
+        out_long(dst, (int64_t)len);
+        out_bytes(dst, s, len);
+    }
+    return OL_ERR_OK;
+}
+
+/* int, long, and the timestamps (epoch ms or an RFC 3339 string) */
+static ol_err_t check_integer(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
     ol_err_t err;
-    switch (n->kind) {
-    case OL_NODE_STRING: {
-        if (j->type != OL_JSON_STRING)
-            return fail(w, "expected a string, got %s", ol_json_kind(j));
-        const char *s = j->u.s;
-        size_t len = j->len;
-        if (memchr(s, '\0', len)) /* only from Avro: ol_json_parse refuses NUL */
-            return fail(w, "must not contain NUL (\\u0000)");
-        if (w->decoded && ol_utf8_invalid_at(s, len) >= 0)
-            return fail(w, "invalid UTF-8");
-        if (f && f->min_length && len < (size_t)f->min_length)
-            return fail(w, "must not be empty");
-        if (f && f->format == OL_FORMAT_IP && !ip_ok(s))
-            return fail(w, "\"%.*s\" is not an IPv4 or IPv6 address", ol_utf8_fit(s, 64), s);
-        if (f && f->format == OL_FORMAT_CURRENCY && !currency_ok(s, len))
-            return fail(w, "\"%.*s\" is not an ISO 4217 currency code (three upper-case letters)", ol_utf8_fit(s, 64),
-                        s);
-        if (dst) {
-            out_long(dst, (int64_t)len);
-            out_bytes(dst, s, len);
-        }
-        return OL_ERR_OK;
+    int64_t v;
+    if (j->type == OL_JSON_INT) {
+        v = j->u.i;
+    } else if (n->timestamp && j->type == OL_JSON_STRING) {
+        int rc = ol_time_parse(j->u.s, &v);
+        if (rc == OL_TIME_OUT_OF_RANGE)
+            return fail(w, "\"%.*s\" " OL_TIME_RANGE_TEXT, ol_utf8_fit(j->u.s, 64), j->u.s);
+        if (rc)
+            return fail(w, "\"%.*s\" is not an RFC 3339 time (2026-11-22T15:04:05Z)", ol_utf8_fit(j->u.s, 64), j->u.s);
+    } else {
+        return fail(w, "expected %s, got %s", n->timestamp ? "a time (RFC 3339 string or epoch ms)" : "an integer",
+                    ol_json_kind(j));
     }
-    case OL_NODE_INT:
-    case OL_NODE_LONG: {
-        int64_t v;
-        if (j->type == OL_JSON_INT) {
-            v = j->u.i;
-        } else if (n->timestamp && j->type == OL_JSON_STRING) {
-            int rc = ol_time_parse(j->u.s, &v);
-            if (rc == OL_TIME_OUT_OF_RANGE)
-                return fail(w, "\"%.*s\" " OL_TIME_RANGE_TEXT, ol_utf8_fit(j->u.s, 64), j->u.s);
-            if (rc)
-                return fail(w, "\"%.*s\" is not an RFC 3339 time (2026-11-22T15:04:05Z)", ol_utf8_fit(j->u.s, 64),
-                            j->u.s);
-        } else {
-            return fail(w, "expected %s, got %s", n->timestamp ? "a time (RFC 3339 string or epoch ms)" : "an integer",
-                        ol_json_kind(j));
+    if (n->timestamp && (v < OL_TIME_MIN_MS || v > OL_TIME_MAX_MS))
+        return fail(w, "time %lld ms " OL_TIME_RANGE_TEXT, (long long)v);
+    if (n->kind == OL_NODE_INT && (v < INT32_MIN || v > INT32_MAX))
+        return fail(w, "%lld does not fit in a 32-bit int", (long long)v);
+    if ((err = check_number(w, f, v)))
+        return err;
+    if (dst)
+        out_long(dst, v);
+    return OL_ERR_OK;
+}
+
+static ol_err_t check_double(walk_t *w, const ol_json_t *j, out_t *dst) {
+    if (j->type != OL_JSON_INT && j->type != OL_JSON_REAL)
+        return fail(w, "expected a number, got %s", ol_json_kind(j));
+    if (dst) {
+        double d = j->type == OL_JSON_INT ? (double)j->u.i : j->u.d;
+        uint64_t bits;
+        unsigned char le[8];
+        memcpy(&bits, &d, 8);
+        for (int i = 0; i < 8; i++)
+            le[i] = (unsigned char)(bits >> (8 * i));
+        out_bytes(dst, le, 8);
+    }
+    return OL_ERR_OK;
+}
+
+static ol_err_t check_enum(walk_t *w, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
+    if (j->type != OL_JSON_STRING)
+        return fail(w, "expected a string, got %s", ol_json_kind(j));
+    for (size_t i = 0; i < n->nsymbols; i++) {
+        /* by full length: "external\u0000junk" is not "external" */
+        if (strlen(n->symbols[i]) == j->len && !memcmp(n->symbols[i], j->u.s, j->len)) {
+            if (dst)
+                out_long(dst, (int64_t)i);
+            return OL_ERR_OK;
         }
-        if (n->timestamp && (v < OL_TIME_MIN_MS || v > OL_TIME_MAX_MS))
-            return fail(w, "time %lld ms " OL_TIME_RANGE_TEXT, (long long)v);
-        if (n->kind == OL_NODE_INT && (v < INT32_MIN || v > INT32_MAX))
-            return fail(w, "%lld does not fit in a 32-bit int", (long long)v);
-        if ((err = check_number(w, f, v)))
+    }
+    char allowed[256];
+    size_t len = 0;
+    allowed[0] = '\0';
+    for (size_t i = 0; i < n->nsymbols && len < sizeof(allowed); i++)
+        len += (size_t)snprintf(allowed + len, sizeof(allowed) - len, "%s%s", i ? ", " : "", n->symbols[i]);
+    return fail(w, "\"%.*s\" is not one of %s", ol_utf8_fit(j->u.s, 64), j->u.s, allowed);
+}
+
+static ol_err_t check_array(walk_t *w, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
+    ol_err_t err;
+    if (j->type != OL_JSON_ARRAY)
+        return fail(w, "expected an array, got %s", ol_json_kind(j));
+    if (dst && j->len)
+        out_long(dst, (int64_t)j->len); /* one block of every item */
+    for (size_t i = 0; i < j->len; i++) {
+        path_push(w, NULL, (long)i);
+        if ((err = check_value(w, NULL, n->inner, &j->u.items[i], dst)))
             return err;
-        if (dst)
-            out_long(dst, v);
-        return OL_ERR_OK;
+        path_pop(w);
     }
+    if (dst)
+        out_long(dst, 0);
+    return OL_ERR_OK;
+}
+
+static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
+    switch (n->kind) {
+    case OL_NODE_STRING:
+        return check_string(w, f, j, dst);
+    case OL_NODE_INT:
+    case OL_NODE_LONG:
+        return check_integer(w, f, n, j, dst);
     case OL_NODE_BOOLEAN:
         if (j->type != OL_JSON_TRUE && j->type != OL_JSON_FALSE)
             return fail(w, "expected a boolean, got %s", ol_json_kind(j));
@@ -288,55 +345,15 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
             out_bytes(dst, j->type == OL_JSON_TRUE ? "\1" : "\0", 1);
         return OL_ERR_OK;
     case OL_NODE_DOUBLE:
-        if (j->type != OL_JSON_INT && j->type != OL_JSON_REAL)
-            return fail(w, "expected a number, got %s", ol_json_kind(j));
-        if (dst) {
-            double d = j->type == OL_JSON_INT ? (double)j->u.i : j->u.d;
-            uint64_t bits;
-            unsigned char le[8];
-            memcpy(&bits, &d, 8);
-            for (int i = 0; i < 8; i++)
-                le[i] = (unsigned char)(bits >> (8 * i));
-            out_bytes(dst, le, 8);
-        }
-        return OL_ERR_OK;
+        return check_double(w, j, dst);
     case OL_NODE_NULL:
         if (j->type != OL_JSON_NULL)
             return fail(w, "expected null, got %s", ol_json_kind(j));
         return OL_ERR_OK;
-    case OL_NODE_ENUM: {
-        if (j->type != OL_JSON_STRING)
-            return fail(w, "expected a string, got %s", ol_json_kind(j));
-        for (size_t i = 0; i < n->nsymbols; i++) {
-            /* by full length: "external\u0000junk" is not "external" */
-            if (strlen(n->symbols[i]) == j->len && !memcmp(n->symbols[i], j->u.s, j->len)) {
-                if (dst)
-                    out_long(dst, (int64_t)i);
-                return OL_ERR_OK;
-            }
-        }
-        char allowed[256];
-        size_t len = 0;
-        allowed[0] = '\0';
-        for (size_t i = 0; i < n->nsymbols && len < sizeof(allowed); i++)
-            len += (size_t)snprintf(allowed + len, sizeof(allowed) - len, "%s%s", i ? ", " : "", n->symbols[i]);
-        return fail(w, "\"%.*s\" is not one of %s", ol_utf8_fit(j->u.s, 64), j->u.s, allowed);
-    }
-    case OL_NODE_ARRAY: {
-        if (j->type != OL_JSON_ARRAY)
-            return fail(w, "expected an array, got %s", ol_json_kind(j));
-        if (dst && j->len)
-            out_long(dst, (int64_t)j->len); /* one block of every item */
-        for (size_t i = 0; i < j->len; i++) {
-            path_push(w, NULL, (long)i);
-            if ((err = check_value(w, NULL, n->inner, &j->u.items[i], dst)))
-                return err;
-            path_pop(w);
-        }
-        if (dst)
-            out_long(dst, 0);
-        return OL_ERR_OK;
-    }
+    case OL_NODE_ENUM:
+        return check_enum(w, n, j, dst);
+    case OL_NODE_ARRAY:
+        return check_array(w, n, j, dst);
     case OL_NODE_RECORD:
         return check_record(w, n, j, dst);
     case OL_NODE_NULLABLE: {
