@@ -12,7 +12,8 @@ typedef struct ol_strbuf_s {
     size_t len, cap;
 } ol_strbuf_t;
 
-#define OL_STRBUF_INIT {NULL, 0, 0}
+#define OL_STRBUF_INIT \
+    { NULL, 0, 0 }
 
 /* Appends n bytes of s (which may hold NUL; n may be 0, which still makes
  * p a valid empty string). */
