@@ -75,38 +75,8 @@ typedef struct applier_s {
     char errstr[1024];
 } applier_t;
 
-struct ol_rt_s {
-    const ol_conf_t *conf;
-    const ol_rt_role_t *role;
-    char group[256];
-    char schema[128];
-    char topics[MAX_TOPICS][256];
-    int32_t partitions[MAX_TOPICS]; /* partition counts: where a key belongs (poll thread writes) */
-    int ntopics;
-    rd_kafka_t *rk;  /* consumer */
-    rd_kafka_t *dlq; /* producer for poison records */
-    char dlq_topic[256];
-    applier_t *appliers;
-    int nappliers;
-    pthread_mutex_t reject_lock;
-    /* the batches: cur is collected and folded on the poll thread while
-     * inflight (pipelined) is applied on the applier thread */
-    batch_t slots[2];
-    batch_t *cur;      /* being collected or folded */
-    batch_t *folding;  /* what the workers fold now */
-    batch_t *applying; /* what apply works on (ol_rt_reject) */
-    /* the pipeline: a thread that applies one batch at a time */
-    bool pipelined;
-    pthread_t applier_thread;
-    bool applier_started;
-    pthread_mutex_t plock;
-    pthread_cond_t pcv;
-    batch_t *inflight; /* handed over, NULL when none */
-    bool inflight_done;
-    int pquit;
-    ol_err_t inflight_err;
-    char inflight_errstr[1024];
-    /* workers */
+/* The worker pool: folds a batch, its records dispatched by key hash. */
+typedef struct rt_pool_s {
     worker_t *workers;
     int nworkers;
     pthread_mutex_t lock;
@@ -114,34 +84,86 @@ struct ol_rt_s {
     uint64_t generation;
     int pending; /* workers still at the current generation's job */
     int quit;
-    /* state */
-    volatile sig_atomic_t stop;
+    batch_t *folding; /* what the workers fold now */
+} rt_pool_t;
+
+/* The batches and the appliers; pipelined, a thread that applies one
+ * batch while the poll thread collects and folds the next. */
+typedef struct rt_pipeline_s {
+    applier_t *appliers;
+    int nappliers;
+    pthread_mutex_t reject_lock;
+    /* the batches: cur is collected and folded on the poll thread while
+     * inflight (pipelined) is applied on the applier thread */
+    batch_t slots[2];
+    batch_t *cur;      /* being collected or folded */
+    batch_t *applying; /* what apply works on (ol_rt_reject) */
+    bool on;           /* consumer.pipeline */
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    batch_t *inflight; /* handed over, NULL when none */
+    bool inflight_done;
+    int quit;
+    ol_err_t inflight_err;
+    char inflight_errstr[1024];
+} rt_pipeline_t;
+
+/* Poison records: the producer to the dlq topic. */
+typedef struct rt_dlq_s {
+    rd_kafka_t *rk;
+    char topic[256];
+    bool disabled; /* a replay: counted and logged, not sent */
     int consecutive_poison;
-    ol_err_t fatal;
-    char fatal_msg[512];
+} rt_dlq_t;
+
+/* The partitions assigned (the poll thread's, in the rebalance callback). */
+typedef struct rt_rebalance_s {
     int assigned; /* partitions assigned now */
     int at_end;   /* of them, how many reported the end since their assignment */
     rd_kafka_topic_partition_list_t *eof;
+    int64_t backlog; /* at the last assignment */
+} rt_rebalance_t;
+
+/* Counters and observability (ol_rt_observe; the families are NULL until then). */
+typedef struct rt_stats_s {
     atomic_llong events, batches, rejected, retries, skipped;
     atomic_llong apply_us, fold_us, idle_us; /* where the time went */
-    char kafka_group[256];
-    void (*on_batch)(void *opaque, const ol_rt_t *rt);
-    void *on_batch_opaque;
-    int64_t backlog; /* at the last assignment */
-    bool dlq_disabled;
-    /* observability (ol_rt_observe; the families are NULL until then) */
     ol_metric_t *m_txns, *m_dlq, *m_batch_seconds;
     atomic_llong beat_us;       /* a loop turned: the poll loop, an apply attempt, a backoff */
     atomic_llong pg_failing_us; /* since when apply attempts fail; 0 when the last one succeeded */
-    pthread_mutex_t obs_lock;   /* pg_error */
+    pthread_mutex_t lock;       /* pg_error */
     char pg_error[256];
+} rt_stats_t;
+
+struct ol_rt_s {
+    const ol_conf_t *conf;
+    const ol_rt_role_t *role;
+    char group[256];
+    char kafka_group[256];
+    char schema[128];
+    char topics[MAX_TOPICS][256];
+    int32_t partitions[MAX_TOPICS]; /* partition counts: where a key belongs (poll thread writes) */
+    int ntopics;
+    rd_kafka_t *rk; /* consumer */
+    rt_pool_t pool;
+    rt_pipeline_t pipe;
+    rt_dlq_t dlq;
+    rt_rebalance_t reb;
+    rt_stats_t stats;
+    void (*on_batch)(void *opaque, const ol_rt_t *rt);
+    void *on_batch_opaque;
+    volatile sig_atomic_t stop;
+    ol_err_t fatal;
+    char fatal_msg[512];
 };
 
 static void observe_attempt(ol_rt_t *rt, const applier_t *ap);
 static void observe_dlq(ol_rt_t *rt, const char *stage);
 
 void ol_rt_set_dlq(ol_rt_t *rt, bool enabled) {
-    rt->dlq_disabled = !enabled;
+    rt->dlq.disabled = !enabled;
 }
 
 void ol_rt_on_batch(ol_rt_t *rt, void (*fn)(void *opaque, const ol_rt_t *rt), void *opaque) {
@@ -150,7 +172,7 @@ void ol_rt_on_batch(ol_rt_t *rt, void (*fn)(void *opaque, const ol_rt_t *rt), vo
 }
 
 int64_t ol_rt_backlog(const ol_rt_t *rt) {
-    return rt->backlog;
+    return rt->reb.backlog;
 }
 
 void ol_rt_group_name(const ol_conf_t *conf, const char *role, char *out, size_t out_size) {
@@ -172,14 +194,14 @@ const char *ol_rt_schema(const ol_rt_t *rt) {
 }
 
 void ol_rt_stats(const ol_rt_t *rt, ol_rt_stats_t *out) {
-    out->events = atomic_load(&((ol_rt_t *)rt)->events);
-    out->batches = atomic_load(&((ol_rt_t *)rt)->batches);
-    out->rejected = atomic_load(&((ol_rt_t *)rt)->rejected);
-    out->retries = atomic_load(&((ol_rt_t *)rt)->retries);
-    out->skipped = atomic_load(&((ol_rt_t *)rt)->skipped);
-    out->apply_us = atomic_load(&((ol_rt_t *)rt)->apply_us);
-    out->fold_us = atomic_load(&((ol_rt_t *)rt)->fold_us);
-    out->idle_us = atomic_load(&((ol_rt_t *)rt)->idle_us);
+    out->events = atomic_load(&((ol_rt_t *)rt)->stats.events);
+    out->batches = atomic_load(&((ol_rt_t *)rt)->stats.batches);
+    out->rejected = atomic_load(&((ol_rt_t *)rt)->stats.rejected);
+    out->retries = atomic_load(&((ol_rt_t *)rt)->stats.retries);
+    out->skipped = atomic_load(&((ol_rt_t *)rt)->stats.skipped);
+    out->apply_us = atomic_load(&((ol_rt_t *)rt)->stats.apply_us);
+    out->fold_us = atomic_load(&((ol_rt_t *)rt)->stats.fold_us);
+    out->idle_us = atomic_load(&((ol_rt_t *)rt)->stats.idle_us);
 }
 
 void ol_rt_stop(ol_rt_t *rt) {
@@ -202,12 +224,12 @@ void ol_rt_handle_signals(ol_rt_t *rt) {
 }
 
 void ol_rt_reject(ol_rt_t *rt, size_t index, const char *reason) {
-    batch_t *b = rt->applying;
+    batch_t *b = rt->pipe.applying;
     OL_ASSERT(index < b->nrecs);
-    pthread_mutex_lock(&rt->reject_lock); /* appliers may run at once */
+    pthread_mutex_lock(&rt->pipe.reject_lock); /* appliers may run at once */
     b->recs[index].reason = ol_arena_strndup(b->arena, reason, strlen(reason));
     b->recs[index].stage = "apply";
-    pthread_mutex_unlock(&rt->reject_lock);
+    pthread_mutex_unlock(&rt->pipe.reject_lock);
 }
 
 static int topic_index(const ol_rt_t *rt, const char *name) {
@@ -221,7 +243,7 @@ static int topic_index(const ol_rt_t *rt, const char *name) {
 
 static void fold_one(worker_t *w, size_t i) {
     ol_rt_t *rt = w->rt;
-    batch_t *b = rt->folding;
+    batch_t *b = rt->pool.folding;
     ol_arena_t *arena = b->arenas[w->id];
     rec_t *r = &b->recs[i];
     char errstr[512];
@@ -256,39 +278,39 @@ static void *worker_main(void *arg) {
     worker_t *w = arg;
     ol_rt_t *rt = w->rt;
     uint64_t seen = 0;
-    pthread_mutex_lock(&rt->lock);
+    pthread_mutex_lock(&rt->pool.lock);
     for (;;) {
-        while (rt->generation == seen && !rt->quit)
-            pthread_cond_wait(&rt->work, &rt->lock);
-        if (rt->quit)
+        while (rt->pool.generation == seen && !rt->pool.quit)
+            pthread_cond_wait(&rt->pool.work, &rt->pool.lock);
+        if (rt->pool.quit)
             break;
-        seen = rt->generation;
-        pthread_mutex_unlock(&rt->lock);
+        seen = rt->pool.generation;
+        pthread_mutex_unlock(&rt->pool.lock);
         for (size_t k = 0; k < w->n; k++)
             fold_one(w, w->idx[k]);
-        pthread_mutex_lock(&rt->lock);
-        if (--rt->pending == 0)
-            pthread_cond_signal(&rt->done);
+        pthread_mutex_lock(&rt->pool.lock);
+        if (--rt->pool.pending == 0)
+            pthread_cond_signal(&rt->pool.done);
     }
-    pthread_mutex_unlock(&rt->lock);
+    pthread_mutex_unlock(&rt->pool.lock);
     return NULL;
 }
 
 /* Runs the fold on every worker at once and waits for them. */
 static void run_fold(ol_rt_t *rt) {
-    pthread_mutex_lock(&rt->lock);
-    rt->pending = rt->nworkers;
-    rt->generation++;
-    pthread_cond_broadcast(&rt->work);
-    while (rt->pending > 0)
-        pthread_cond_wait(&rt->done, &rt->lock);
-    pthread_mutex_unlock(&rt->lock);
+    pthread_mutex_lock(&rt->pool.lock);
+    rt->pool.pending = rt->pool.nworkers;
+    rt->pool.generation++;
+    pthread_cond_broadcast(&rt->pool.work);
+    while (rt->pool.pending > 0)
+        pthread_cond_wait(&rt->pool.done, &rt->pool.lock);
+    pthread_mutex_unlock(&rt->pool.lock);
 }
 
 /* Folds the batch: records dispatched by key hash, every worker at once. */
 static void fold_batch(ol_rt_t *rt, batch_t *b) {
-    for (int i = 0; i < rt->nworkers; i++) {
-        rt->workers[i].n = 0;
+    for (int i = 0; i < rt->pool.nworkers; i++) {
+        rt->pool.workers[i].n = 0;
         ol_arena_reset(b->arenas[i]);
         rt->role->state_reset(b->states[i]);
     }
@@ -297,18 +319,18 @@ static void fold_batch(ol_rt_t *rt, batch_t *b) {
         b->recs[i].reason = b->recs[i].stage = NULL;
         /* with parallel apply a worker folds what its applier writes: its
          * partitions (a key has one partition, so its order holds) */
-        uint32_t h = rt->nappliers > 1 ? (uint32_t)m->partition : ol_hash_fnv1a32(m->key, m->key_len);
-        worker_t *w = &rt->workers[h % (uint32_t)rt->nworkers];
+        uint32_t h = rt->pipe.nappliers > 1 ? (uint32_t)m->partition : ol_hash_fnv1a32(m->key, m->key_len);
+        worker_t *w = &rt->pool.workers[h % (uint32_t)rt->pool.nworkers];
         if (w->n == w->cap) {
             w->cap = w->cap ? w->cap * 2 : 1024;
             w->idx = ol_xrealloc(w->idx, w->cap * sizeof(*w->idx));
         }
         w->idx[w->n++] = i;
     }
-    rt->folding = b;
+    rt->pool.folding = b;
     int64_t t0 = ol_time_mono_us();
     run_fold(rt);
-    atomic_fetch_add(&rt->fold_us, ol_time_mono_us() - t0);
+    atomic_fetch_add(&rt->stats.fold_us, ol_time_mono_us() - t0);
     b->folded = true;
 }
 
@@ -337,8 +359,8 @@ static void backoff(ol_rt_t *rt, int attempt) {
         ms = ol_conf_int(rt->conf, "consumer.retry.max.ms");
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
     nanosleep(&ts, NULL);
-    atomic_fetch_add(&rt->retries, 1);
-    atomic_store(&rt->beat_us, ol_time_mono_us());
+    atomic_fetch_add(&rt->stats.retries, 1);
+    atomic_store(&rt->stats.beat_us, ol_time_mono_us());
 }
 
 /* The stored next offsets of the given partitions (-1 where none); runs in
@@ -390,9 +412,9 @@ static void dlq_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 /* Sends every poison record of the batch, with its reason, and waits for
  * the deliveries: they must be in the dlq before the batch commits. */
 static ol_err_t dlq_send(ol_rt_t *rt, const applier_t *ap, char *errstr, size_t errstr_size) {
-    if (rt->dlq_disabled)
+    if (rt->dlq.disabled)
         return OL_ERR_OK;
-    const batch_t *b = rt->applying;
+    const batch_t *b = rt->pipe.applying;
     int failed = 0;
     size_t sent = 0;
     for (size_t i = 0; i < b->nrecs; i++) {
@@ -401,22 +423,22 @@ static ol_err_t dlq_send(ol_rt_t *rt, const applier_t *ap, char *errstr, size_t 
             continue;
         rd_kafka_headers_t *h = ol_kafka_dlq_headers(r->rkm, rt->topics[r->topic], r->stage, r->reason, rt->group);
         rd_kafka_resp_err_t err =
-            rd_kafka_producev(rt->dlq, RD_KAFKA_V_TOPIC(rt->dlq_topic), RD_KAFKA_V_KEY(r->rkm->key, r->rkm->key_len),
+            rd_kafka_producev(rt->dlq.rk, RD_KAFKA_V_TOPIC(rt->dlq.topic), RD_KAFKA_V_KEY(r->rkm->key, r->rkm->key_len),
                               RD_KAFKA_V_VALUE(r->rkm->payload, r->rkm->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                               RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&failed), RD_KAFKA_V_END);
         if (err) {
             rd_kafka_headers_destroy(h);
-            return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not send to %s: %s", rt->dlq_topic,
+            return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not send to %s: %s", rt->dlq.topic,
                            rd_kafka_err2str(err));
         }
         sent++;
     }
     if (!sent)
         return OL_ERR_OK;
-    rd_kafka_flush(rt->dlq, 30000);
-    if (rd_kafka_outq_len(rt->dlq) > 0 || failed)
+    rd_kafka_flush(rt->dlq.rk, 30000);
+    if (rd_kafka_outq_len(rt->dlq.rk) > 0 || failed)
         return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not deliver %zu poison records to %s: %s", sent,
-                       rt->dlq_topic, failed ? rd_kafka_err2str((rd_kafka_resp_err_t)failed) : "timed out");
+                       rt->dlq.topic, failed ? rd_kafka_err2str((rd_kafka_resp_err_t)failed) : "timed out");
     return OL_ERR_OK;
 }
 
@@ -490,7 +512,7 @@ static bool in_spans(const void *ctx, const char *topic, int32_t partition) {
  * batch holds of them was read before the seek and is dropped. */
 static void reseek(ol_rt_t *rt, const applier_t *ap) {
     spans_ctx_t ctx = {rt, ap};
-    batch_drop(rt, rt->cur, in_spans, &ctx);
+    batch_drop(rt, rt->pipe.cur, in_spans, &ctx);
     for (size_t i = 0; i < ap->nspans; i++) {
         rd_kafka_topic_t *rkt = rd_kafka_topic_new(rt->rk, rt->topics[ap->spans[i].topic], NULL);
         rd_kafka_seek(rkt, ap->spans[i].partition, ap->stored[i] >= 0 ? ap->stored[i] : ap->spans[i].first, 5000);
@@ -609,15 +631,15 @@ static void *applier_main_part(void *arg) {
  * pipelined. A stale part's seek is left to batch_settle. */
 static ol_err_t apply_batch(ol_rt_t *rt, batch_t *b, char *errstr, size_t errstr_size) {
     int64_t t0 = ol_time_mono_us();
-    rt->applying = b;
-    for (int i = 0; i < rt->nappliers; i++) {
-        applier_t *ap = &rt->appliers[i];
+    rt->pipe.applying = b;
+    for (int i = 0; i < rt->pipe.nappliers; i++) {
+        applier_t *ap = &rt->pipe.appliers[i];
         ol_arena_reset(ap->arena);
         spans_build(b, ap);
         ap->stored = ol_arena_alloc(ap->arena, (ap->nspans + 1) * sizeof(int64_t));
-        if (rt->nappliers == 1) { /* every worker's fold */
-            ap->nstates = rt->nworkers;
-            for (int k = 0; k < rt->nworkers; k++)
+        if (rt->pipe.nappliers == 1) { /* every worker's fold */
+            ap->nstates = rt->pool.nworkers;
+            for (int k = 0; k < rt->pool.nworkers; k++)
                 ap->states[k] = b->states[k];
         } else { /* its worker's fold: that worker folded its partitions */
             ap->nstates = 1;
@@ -626,17 +648,17 @@ static ol_err_t apply_batch(ol_rt_t *rt, batch_t *b, char *errstr, size_t errstr
     }
     /* the parts at once, each on a thread of its own (the workers may be
      * folding the next batch meanwhile) */
-    for (int i = 1; i < rt->nappliers; i++)
-        if (pthread_create(&rt->appliers[i].thread, NULL, applier_main_part, &rt->appliers[i]))
+    for (int i = 1; i < rt->pipe.nappliers; i++)
+        if (pthread_create(&rt->pipe.appliers[i].thread, NULL, applier_main_part, &rt->pipe.appliers[i]))
             ol_assert_fail("pthread_create", __FILE__, __LINE__);
-    applier_run(rt, &rt->appliers[0]);
-    for (int i = 1; i < rt->nappliers; i++)
-        pthread_join(rt->appliers[i].thread, NULL);
+    applier_run(rt, &rt->pipe.appliers[0]);
+    for (int i = 1; i < rt->pipe.nappliers; i++)
+        pthread_join(rt->pipe.appliers[i].thread, NULL);
     /* Kafka follows PostgreSQL, for lag tools; never past what is stored */
     rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(16);
     ol_err_t err = OL_ERR_OK;
-    for (int i = 0; i < rt->nappliers; i++) {
-        applier_t *ap = &rt->appliers[i];
+    for (int i = 0; i < rt->pipe.nappliers; i++) {
+        applier_t *ap = &rt->pipe.appliers[i];
         if (ap->err && !err)
             err = ol_errf(errstr, errstr_size, ap->err, "%s", ap->errstr);
         if (ap->err || ap->stale)
@@ -648,47 +670,47 @@ static ol_err_t apply_batch(ol_rt_t *rt, batch_t *b, char *errstr, size_t errstr
     if (offsets->cnt)
         rd_kafka_commit(rt->rk, offsets, 1);
     rd_kafka_topic_partition_list_destroy(offsets);
-    atomic_fetch_add(&rt->apply_us, ol_time_mono_us() - t0);
-    if (rt->m_batch_seconds)
-        ol_metric_observe(rt->m_batch_seconds, 0, (double)(ol_time_mono_us() - t0) / 1e6);
+    atomic_fetch_add(&rt->stats.apply_us, ol_time_mono_us() - t0);
+    if (rt->stats.m_batch_seconds)
+        ol_metric_observe(rt->stats.m_batch_seconds, 0, (double)(ol_time_mono_us() - t0) / 1e6);
     if (err)
         return err;
     size_t poison = 0, applied = 0;
     for (size_t i = 0; i < b->nrecs; i++) {
         const rec_t *r = &b->recs[i];
-        const applier_t *ap = &rt->appliers[rt->nappliers > 1 ? r->rkm->partition % rt->nappliers : 0];
+        const applier_t *ap = &rt->pipe.appliers[rt->pipe.nappliers > 1 ? r->rkm->partition % rt->pipe.nappliers : 0];
         if (ap->stale)
             continue;
         applied++;
         if (r->reason) {
             poison++;
             observe_dlq(rt, r->stage);
-            rt->consecutive_poison++;
+            rt->dlq.consecutive_poison++;
             ol_log_warn("record %s[%d]@%lld %s (%s): %s", rt->topics[r->topic], (int)r->rkm->partition,
-                        (long long)r->rkm->offset, rt->dlq_disabled ? "skipped" : "sent to the dlq", r->stage,
+                        (long long)r->rkm->offset, rt->dlq.disabled ? "skipped" : "sent to the dlq", r->stage,
                         r->reason);
         } else {
-            rt->consecutive_poison = 0;
+            rt->dlq.consecutive_poison = 0;
         }
     }
-    atomic_fetch_add(&rt->events, (long long)applied);
-    atomic_fetch_add(&rt->rejected, (long long)poison);
-    atomic_fetch_add(&rt->batches, 1);
-    if (rt->consecutive_poison >= ol_conf_int(rt->conf, "consumer.max.poison"))
+    atomic_fetch_add(&rt->stats.events, (long long)applied);
+    atomic_fetch_add(&rt->stats.rejected, (long long)poison);
+    atomic_fetch_add(&rt->stats.batches, 1);
+    if (rt->dlq.consecutive_poison >= ol_conf_int(rt->conf, "consumer.max.poison"))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                        "%d poison records in a row (consumer.max.poison): stopping; see the %s topic for the "
                        "records and their errors",
-                       rt->consecutive_poison, rt->dlq_topic);
+                       rt->dlq.consecutive_poison, rt->dlq.topic);
     return OL_ERR_OK;
 }
 
 /* Poll thread, once batch b is applied (or failed): seeks the partitions of
  * a part another member had applied, frees b, reports progress. */
 static ol_err_t batch_settle(ol_rt_t *rt, batch_t *b, ol_err_t err) {
-    for (int i = 0; !err && i < rt->nappliers; i++)
-        if (rt->appliers[i].stale) {
+    for (int i = 0; !err && i < rt->pipe.nappliers; i++)
+        if (rt->pipe.appliers[i].stale) {
             ol_log_warn("batch part skipped: another member applied part of it; seeking to the stored offsets");
-            reseek(rt, &rt->appliers[i]);
+            reseek(rt, &rt->pipe.appliers[i]);
         }
     batch_clear(b);
     if (!err && rt->on_batch)
@@ -700,43 +722,43 @@ static ol_err_t batch_settle(ol_rt_t *rt, batch_t *b, ol_err_t err) {
 
 static void *applier_main(void *arg) {
     ol_rt_t *rt = arg;
-    pthread_mutex_lock(&rt->plock);
+    pthread_mutex_lock(&rt->pipe.lock);
     for (;;) {
         int64_t t0 = ol_time_mono_us();
-        while (!rt->pquit && (!rt->inflight || rt->inflight_done))
-            pthread_cond_wait(&rt->pcv, &rt->plock);
-        atomic_fetch_add(&rt->idle_us, ol_time_mono_us() - t0);
-        if (rt->pquit)
+        while (!rt->pipe.quit && (!rt->pipe.inflight || rt->pipe.inflight_done))
+            pthread_cond_wait(&rt->pipe.cv, &rt->pipe.lock);
+        atomic_fetch_add(&rt->stats.idle_us, ol_time_mono_us() - t0);
+        if (rt->pipe.quit)
             break;
-        batch_t *b = rt->inflight;
-        pthread_mutex_unlock(&rt->plock);
-        char errstr[sizeof(rt->inflight_errstr)];
+        batch_t *b = rt->pipe.inflight;
+        pthread_mutex_unlock(&rt->pipe.lock);
+        char errstr[sizeof(rt->pipe.inflight_errstr)];
         ol_err_t err = apply_batch(rt, b, errstr, sizeof(errstr));
-        pthread_mutex_lock(&rt->plock);
-        rt->inflight_err = err;
+        pthread_mutex_lock(&rt->pipe.lock);
+        rt->pipe.inflight_err = err;
         if (err)
-            snprintf(rt->inflight_errstr, sizeof(rt->inflight_errstr), "%s", errstr);
-        rt->inflight_done = true;
-        pthread_cond_broadcast(&rt->pcv);
+            snprintf(rt->pipe.inflight_errstr, sizeof(rt->pipe.inflight_errstr), "%s", errstr);
+        rt->pipe.inflight_done = true;
+        pthread_cond_broadcast(&rt->pipe.cv);
     }
-    pthread_mutex_unlock(&rt->plock);
+    pthread_mutex_unlock(&rt->pipe.lock);
     return NULL;
 }
 
 /* Waits for the batch in flight, if any, and settles it. */
 static ol_err_t inflight_wait(ol_rt_t *rt, char *errstr, size_t errstr_size) {
-    if (!rt->inflight)
+    if (!rt->pipe.inflight)
         return OL_ERR_OK;
-    pthread_mutex_lock(&rt->plock);
-    while (!rt->inflight_done)
-        pthread_cond_wait(&rt->pcv, &rt->plock);
-    batch_t *b = rt->inflight;
-    ol_err_t err = rt->inflight_err;
-    rt->inflight = NULL;
-    rt->inflight_done = false;
-    pthread_mutex_unlock(&rt->plock);
+    pthread_mutex_lock(&rt->pipe.lock);
+    while (!rt->pipe.inflight_done)
+        pthread_cond_wait(&rt->pipe.cv, &rt->pipe.lock);
+    batch_t *b = rt->pipe.inflight;
+    ol_err_t err = rt->pipe.inflight_err;
+    rt->pipe.inflight = NULL;
+    rt->pipe.inflight_done = false;
+    pthread_mutex_unlock(&rt->pipe.lock);
     if (err)
-        ol_errf(errstr, errstr_size, err, "%s", rt->inflight_errstr);
+        ol_errf(errstr, errstr_size, err, "%s", rt->pipe.inflight_errstr);
     return batch_settle(rt, b, err);
 }
 
@@ -744,31 +766,31 @@ static ol_err_t inflight_wait(ol_rt_t *rt, char *errstr, size_t errstr_size) {
  * waiting: a failed batch (the poison limit, a fatal error) stops the
  * consumer at once, not when the next record arrives. */
 static ol_err_t inflight_poll(ol_rt_t *rt, char *errstr, size_t errstr_size) {
-    if (!rt->inflight)
+    if (!rt->pipe.inflight)
         return OL_ERR_OK;
-    pthread_mutex_lock(&rt->plock);
-    bool done = rt->inflight_done;
-    pthread_mutex_unlock(&rt->plock);
+    pthread_mutex_lock(&rt->pipe.lock);
+    bool done = rt->pipe.inflight_done;
+    pthread_mutex_unlock(&rt->pipe.lock);
     return done ? inflight_wait(rt, errstr, errstr_size) : OL_ERR_OK;
 }
 
 /* Hands the folded current batch to the applier thread; collecting goes
  * on into the other slot. */
 static void inflight_start(ol_rt_t *rt) {
-    pthread_mutex_lock(&rt->plock);
-    rt->inflight = rt->cur;
-    rt->inflight_done = false;
-    pthread_cond_broadcast(&rt->pcv);
-    pthread_mutex_unlock(&rt->plock);
-    rt->cur = rt->cur == &rt->slots[0] ? &rt->slots[1] : &rt->slots[0];
+    pthread_mutex_lock(&rt->pipe.lock);
+    rt->pipe.inflight = rt->pipe.cur;
+    rt->pipe.inflight_done = false;
+    pthread_cond_broadcast(&rt->pipe.cv);
+    pthread_mutex_unlock(&rt->pipe.lock);
+    rt->pipe.cur = rt->pipe.cur == &rt->pipe.slots[0] ? &rt->pipe.slots[1] : &rt->pipe.slots[0];
 }
 
 /* Applies the collected batch: pipelined, it waits for the one before and
  * starts this one; otherwise it applies it here. */
 static ol_err_t batch_apply(ol_rt_t *rt, char *errstr, size_t errstr_size) {
-    batch_t *b = rt->cur;
+    batch_t *b = rt->pipe.cur;
     fold_batch(rt, b);
-    if (!rt->pipelined)
+    if (!rt->pipe.on)
         return batch_settle(rt, b, apply_batch(rt, b, errstr, errstr_size));
     ol_err_t err = inflight_wait(rt, errstr, errstr_size);
     if (err)
@@ -813,10 +835,10 @@ static void on_assign(ol_rt_t *rt, rd_kafka_topic_partition_list_t *all) {
     for (int i = 0; i < parts->cnt; i++)
         spans[i] = (span_t){topic_index(rt, parts->elems[i].topic), parts->elems[i].partition, 0, 0};
     for (int attempt = 0;; attempt++) {
-        ol_err_t err = pg_ensure(rt, &rt->appliers[0], errstr, sizeof(errstr));
+        ol_err_t err = pg_ensure(rt, &rt->pipe.appliers[0], errstr, sizeof(errstr));
         if (!err)
-            err =
-                load_offsets(rt, rt->appliers[0].pg, spans, (size_t)parts->cnt, stored, false, errstr, sizeof(errstr));
+            err = load_offsets(rt, rt->pipe.appliers[0].pg, spans, (size_t)parts->cnt, stored, false, errstr,
+                               sizeof(errstr));
         if (!err)
             break;
         if (!ol_err_is_retriable(err) || rt->stop) {
@@ -828,19 +850,19 @@ static void on_assign(ol_rt_t *rt, rd_kafka_topic_partition_list_t *all) {
         ol_log_warn("could not read the stored offsets, will retry: %s", errstr);
         backoff(rt, attempt);
     }
-    rt->backlog = 0;
+    rt->reb.backlog = 0;
     for (int i = 0; i < parts->cnt; i++) {
         int64_t low = 0, high = 0;
         parts->elems[i].offset = stored[i] >= 0 ? stored[i] : RD_KAFKA_OFFSET_BEGINNING;
         if (!rd_kafka_query_watermark_offsets(rt->rk, parts->elems[i].topic, parts->elems[i].partition, &low, &high,
                                               (int)ol_conf_int(rt->conf, "broker.wait.ms")))
-            rt->backlog += high - (stored[i] > low ? stored[i] : low);
+            rt->reb.backlog += high - (stored[i] > low ? stored[i] : low);
     }
     rd_kafka_assign(rt->rk, parts);
-    rt->assigned = parts->cnt;
-    rt->at_end = 0;
-    rd_kafka_topic_partition_list_destroy(rt->eof);
-    rt->eof = rd_kafka_topic_partition_list_new(parts->cnt + 1);
+    rt->reb.assigned = parts->cnt;
+    rt->reb.at_end = 0;
+    rd_kafka_topic_partition_list_destroy(rt->reb.eof);
+    rt->reb.eof = rd_kafka_topic_partition_list_new(parts->cnt + 1);
     ol_log_info("assigned %d partitions, resuming at the offsets stored in PostgreSQL", parts->cnt);
     free(spans);
     free(stored);
@@ -856,10 +878,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     } else {
         /* what was read of partitions no longer ours is not applied: the
          * next owner reads it again */
-        batch_drop(rt, rt->cur, in_parts, parts);
+        batch_drop(rt, rt->pipe.cur, in_parts, parts);
         rd_kafka_assign(rk, NULL);
-        rt->assigned = 0;
-        rt->at_end = 0;
+        rt->reb.assigned = 0;
+        rt->reb.at_end = 0;
         ol_log_info("revoked %d partitions", parts->cnt);
     }
 }
@@ -874,36 +896,37 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
     rt->role = role;
     ol_rt_group_name(conf, role->name, rt->group, sizeof(rt->group));
     snprintf(rt->kafka_group, sizeof(rt->kafka_group), "%s", role->kafka_group ? role->kafka_group : rt->group);
-    rt->backlog = -1;
+    rt->reb.backlog = -1;
     snprintf(rt->schema, sizeof(rt->schema), "%s", ol_conf_str(conf, "projection.schema"));
     for (const char *const *t = role->topics; *t && rt->ntopics < MAX_TOPICS; t++)
         ol_kafka_topic_name(conf, *t, rt->topics[rt->ntopics++], sizeof(rt->topics[0]));
-    ol_kafka_topic_name(conf, "dlq", rt->dlq_topic, sizeof(rt->dlq_topic));
-    rt->cur = &rt->slots[0];
-    pthread_mutex_init(&rt->plock, NULL);
-    pthread_cond_init(&rt->pcv, NULL);
-    rt->eof = rd_kafka_topic_partition_list_new(1);
-    pthread_mutex_init(&rt->lock, NULL);
-    pthread_cond_init(&rt->work, NULL);
-    pthread_cond_init(&rt->done, NULL);
-    pthread_mutex_init(&rt->reject_lock, NULL);
-    pthread_mutex_init(&rt->obs_lock, NULL);
+    ol_kafka_topic_name(conf, "dlq", rt->dlq.topic, sizeof(rt->dlq.topic));
+    rt->pipe.cur = &rt->pipe.slots[0];
+    pthread_mutex_init(&rt->pipe.lock, NULL);
+    pthread_cond_init(&rt->pipe.cv, NULL);
+    rt->reb.eof = rd_kafka_topic_partition_list_new(1);
+    pthread_mutex_init(&rt->pool.lock, NULL);
+    pthread_cond_init(&rt->pool.work, NULL);
+    pthread_cond_init(&rt->pool.done, NULL);
+    pthread_mutex_init(&rt->pipe.reject_lock, NULL);
+    pthread_mutex_init(&rt->stats.lock, NULL);
 
-    rt->nworkers = (int)ol_conf_int(conf, "consumer.workers");
+    rt->pool.nworkers = (int)ol_conf_int(conf, "consumer.workers");
     /* several appliers, one per worker, each with its own connection, when
      * the role allows it: the batch is then split by partition */
-    rt->nappliers =
-        role->parallel_apply && rt->nworkers > 1 && ol_conf_bool(conf, "consumer.parallel.apply") ? rt->nworkers : 1;
-    rt->appliers = ol_xcalloc((size_t)rt->nappliers, sizeof(*rt->appliers));
-    for (int i = 0; i < rt->nappliers; i++) {
-        applier_t *ap = &rt->appliers[i];
+    rt->pipe.nappliers = role->parallel_apply && rt->pool.nworkers > 1 && ol_conf_bool(conf, "consumer.parallel.apply")
+                             ? rt->pool.nworkers
+                             : 1;
+    rt->pipe.appliers = ol_xcalloc((size_t)rt->pipe.nappliers, sizeof(*rt->pipe.appliers));
+    for (int i = 0; i < rt->pipe.nappliers; i++) {
+        applier_t *ap = &rt->pipe.appliers[i];
         ap->rt = rt;
-        ap->mod = rt->nappliers;
+        ap->mod = rt->pipe.nappliers;
         ap->rem = i;
         ap->arena = ol_arena_new(0);
-        ap->states = ol_xcalloc((size_t)rt->nworkers, sizeof(void *));
+        ap->states = ol_xcalloc((size_t)rt->pool.nworkers, sizeof(void *));
     }
-    if (!(rt->appliers[0].pg = ol_pg_connect_waiting(conf, errstr, errstr_size)))
+    if (!(rt->pipe.appliers[0].pg = ol_pg_connect_waiting(conf, errstr, errstr_size)))
         goto fail;
     char kbytes[32];
     snprintf(kbytes, sizeof(kbytes), "%lld", (long long)ol_conf_int(conf, "consumer.queue.kbytes"));
@@ -941,7 +964,7 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
     if (!pconf)
         goto fail;
     rd_kafka_conf_set_dr_msg_cb(pconf, dlq_dr);
-    if (!(rt->dlq = ol_kafka_handle_new(RD_KAFKA_PRODUCER, pconf, errstr, errstr_size))) {
+    if (!(rt->dlq.rk = ol_kafka_handle_new(RD_KAFKA_PRODUCER, pconf, errstr, errstr_size))) {
         rd_kafka_conf_destroy(pconf);
         goto fail;
     }
@@ -952,20 +975,20 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
         rt->partitions[i] = ol_kafka_partition_count(rt->rk, conf, rt->topics[i]);
     /* pipelined: one thread applies a batch while the poll thread collects
      * and folds the next */
-    rt->pipelined = ol_conf_bool(conf, "consumer.pipeline");
-    for (int k = 0; k < (rt->pipelined ? 2 : 1); k++) {
-        batch_t *b = &rt->slots[k];
+    rt->pipe.on = ol_conf_bool(conf, "consumer.pipeline");
+    for (int k = 0; k < (rt->pipe.on ? 2 : 1); k++) {
+        batch_t *b = &rt->pipe.slots[k];
         b->arena = ol_arena_new(0);
-        b->states = ol_xcalloc((size_t)rt->nworkers, sizeof(void *));
-        b->arenas = ol_xcalloc((size_t)rt->nworkers, sizeof(ol_arena_t *));
-        for (int i = 0; i < rt->nworkers; i++) {
+        b->states = ol_xcalloc((size_t)rt->pool.nworkers, sizeof(void *));
+        b->arenas = ol_xcalloc((size_t)rt->pool.nworkers, sizeof(ol_arena_t *));
+        for (int i = 0; i < rt->pool.nworkers; i++) {
             b->states[i] = role->state_new(role->opaque);
             b->arenas[i] = ol_arena_new(0);
         }
     }
-    rt->workers = ol_xcalloc((size_t)rt->nworkers, sizeof(*rt->workers));
-    for (int i = 0; i < rt->nworkers; i++) {
-        worker_t *w = &rt->workers[i];
+    rt->pool.workers = ol_xcalloc((size_t)rt->pool.nworkers, sizeof(*rt->pool.workers));
+    for (int i = 0; i < rt->pool.nworkers; i++) {
+        worker_t *w = &rt->pool.workers[i];
         w->rt = rt;
         w->id = i;
         w->codec = ol_codec_new();
@@ -973,10 +996,10 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
         if (pthread_create(&w->thread, NULL, worker_main, w))
             ol_assert_fail("pthread_create", __FILE__, __LINE__);
     }
-    if (rt->pipelined) {
-        if (pthread_create(&rt->applier_thread, NULL, applier_main, rt))
+    if (rt->pipe.on) {
+        if (pthread_create(&rt->pipe.thread, NULL, applier_main, rt))
             ol_assert_fail("pthread_create", __FILE__, __LINE__);
-        rt->applier_started = true;
+        rt->pipe.started = true;
     }
     return rt;
 fail:
@@ -987,32 +1010,32 @@ fail:
 void ol_rt_destroy(ol_rt_t *rt) {
     if (!rt)
         return;
-    pthread_mutex_lock(&rt->lock);
-    rt->quit = 1;
-    pthread_cond_broadcast(&rt->work);
-    pthread_mutex_unlock(&rt->lock);
-    for (int i = 0; rt->workers && i < rt->nworkers; i++) {
-        worker_t *w = &rt->workers[i];
+    pthread_mutex_lock(&rt->pool.lock);
+    rt->pool.quit = 1;
+    pthread_cond_broadcast(&rt->pool.work);
+    pthread_mutex_unlock(&rt->pool.lock);
+    for (int i = 0; rt->pool.workers && i < rt->pool.nworkers; i++) {
+        worker_t *w = &rt->pool.workers[i];
         pthread_join(w->thread, NULL);
         ol_codec_destroy(w->codec);
         ol_arena_destroy(w->scratch);
         free(w->idx);
     }
-    free(rt->workers);
-    if (rt->applier_started) { /* idle: ol_rt_run waits for the batch in flight */
-        pthread_mutex_lock(&rt->plock);
-        rt->pquit = 1;
-        pthread_cond_broadcast(&rt->pcv);
-        pthread_mutex_unlock(&rt->plock);
-        pthread_join(rt->applier_thread, NULL);
+    free(rt->pool.workers);
+    if (rt->pipe.started) { /* idle: ol_rt_run waits for the batch in flight */
+        pthread_mutex_lock(&rt->pipe.lock);
+        rt->pipe.quit = 1;
+        pthread_cond_broadcast(&rt->pipe.cv);
+        pthread_mutex_unlock(&rt->pipe.lock);
+        pthread_join(rt->pipe.thread, NULL);
     }
     for (int k = 0; k < 2; k++) {
-        batch_t *b = &rt->slots[k];
+        batch_t *b = &rt->pipe.slots[k];
         if (!b->arena)
             continue;
         batch_clear(b);
         free(b->recs);
-        for (int i = 0; i < rt->nworkers; i++) {
+        for (int i = 0; i < rt->pool.nworkers; i++) {
             rt->role->state_destroy(b->states[i]);
             ol_arena_destroy(b->arenas[i]);
         }
@@ -1020,29 +1043,29 @@ void ol_rt_destroy(ol_rt_t *rt) {
         free(b->arenas);
         ol_arena_destroy(b->arena);
     }
-    for (int i = 0; i < rt->nappliers; i++) {
-        applier_t *ap = &rt->appliers[i];
+    for (int i = 0; i < rt->pipe.nappliers; i++) {
+        applier_t *ap = &rt->pipe.appliers[i];
         if (ap->pg)
             PQfinish(ap->pg);
         ol_arena_destroy(ap->arena);
         free(ap->states);
         free(ap->spans);
     }
-    free(rt->appliers);
+    free(rt->pipe.appliers);
     if (rt->rk) {
         rd_kafka_consumer_close(rt->rk);
         rd_kafka_destroy(rt->rk);
     }
-    if (rt->dlq)
-        rd_kafka_destroy(rt->dlq);
-    rd_kafka_topic_partition_list_destroy(rt->eof);
-    pthread_cond_destroy(&rt->pcv);
-    pthread_mutex_destroy(&rt->plock);
-    pthread_cond_destroy(&rt->work);
-    pthread_cond_destroy(&rt->done);
-    pthread_mutex_destroy(&rt->lock);
-    pthread_mutex_destroy(&rt->reject_lock);
-    pthread_mutex_destroy(&rt->obs_lock);
+    if (rt->dlq.rk)
+        rd_kafka_destroy(rt->dlq.rk);
+    rd_kafka_topic_partition_list_destroy(rt->reb.eof);
+    pthread_cond_destroy(&rt->pipe.cv);
+    pthread_mutex_destroy(&rt->pipe.lock);
+    pthread_cond_destroy(&rt->pool.work);
+    pthread_cond_destroy(&rt->pool.done);
+    pthread_mutex_destroy(&rt->pool.lock);
+    pthread_mutex_destroy(&rt->pipe.reject_lock);
+    pthread_mutex_destroy(&rt->stats.lock);
     if (signal_rt == rt)
         signal_rt = NULL;
     free(rt);
@@ -1052,7 +1075,7 @@ static void batch_add(ol_rt_t *rt, batch_t *b, rd_kafka_message_t *m) {
     int t = topic_index(rt, rd_kafka_topic_name(m->rkt));
     if (rt->role->takes_record &&
         !rt->role->takes_record(rt->role->opaque, t, m->partition, m->offset, m->key, m->key_len)) {
-        atomic_fetch_add(&rt->skipped, 1);
+        atomic_fetch_add(&rt->stats.skipped, 1);
         rd_kafka_message_destroy(m);
         return;
     }
@@ -1082,8 +1105,8 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
     ol_err_t err = OL_ERR_OK;
     while (!rt->stop) {
         int64_t deadline = ol_time_mono_us() + max_us;
-        atomic_store_explicit(&rt->beat_us, deadline - max_us, memory_order_relaxed);
-        while (!rt->stop && rt->cur->nrecs < max_events && rt->cur->bytes < max_bytes) {
+        atomic_store_explicit(&rt->stats.beat_us, deadline - max_us, memory_order_relaxed);
+        while (!rt->stop && rt->pipe.cur->nrecs < max_events && rt->pipe.cur->bytes < max_bytes) {
             int64_t left = (deadline - ol_time_mono_us()) / 1000;
             if (left <= 0)
                 break;
@@ -1091,14 +1114,14 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
             if (!m) {
                 if ((err = inflight_poll(rt, errstr, errstr_size)))
                     break;
-                if (until_end && rt->assigned > 0 && rt->at_end >= rt->assigned)
+                if (until_end && rt->reb.assigned > 0 && rt->reb.at_end >= rt->reb.assigned)
                     break;
                 continue;
             }
             if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                if (!rd_kafka_topic_partition_list_find(rt->eof, rd_kafka_topic_name(m->rkt), m->partition)) {
-                    rd_kafka_topic_partition_list_add(rt->eof, rd_kafka_topic_name(m->rkt), m->partition);
-                    rt->at_end++;
+                if (!rd_kafka_topic_partition_list_find(rt->reb.eof, rd_kafka_topic_name(m->rkt), m->partition)) {
+                    rd_kafka_topic_partition_list_add(rt->reb.eof, rd_kafka_topic_name(m->rkt), m->partition);
+                    rt->reb.at_end++;
                 }
                 rd_kafka_message_destroy(m);
                 continue;
@@ -1117,7 +1140,7 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
                 rd_kafka_message_destroy(m);
                 continue;
             }
-            batch_add(rt, rt->cur, m);
+            batch_add(rt, rt->pipe.cur, m);
         }
         if (err)
             break;
@@ -1125,10 +1148,10 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
             err = ol_errf(errstr, errstr_size, rt->fatal, "%s", rt->fatal_msg);
             break;
         }
-        if (rt->cur->nrecs) {
+        if (rt->pipe.cur->nrecs) {
             if ((err = batch_apply(rt, errstr, errstr_size)))
                 break;
-        } else if (until_end && rt->assigned > 0 && rt->at_end >= rt->assigned) {
+        } else if (until_end && rt->reb.assigned > 0 && rt->reb.at_end >= rt->reb.assigned) {
             break;
         }
     }
@@ -1137,7 +1160,7 @@ ol_err_t ol_rt_run(ol_rt_t *rt, bool until_end, char *errstr, size_t errstr_size
     ol_err_t err2 = inflight_wait(rt, errstr2, sizeof(errstr2));
     if (err2 && !err)
         err = ol_errf(errstr, errstr_size, err2, "%s", errstr2);
-    batch_clear(rt->cur);
+    batch_clear(rt->pipe.cur);
     return err;
 }
 
@@ -1149,44 +1172,45 @@ static const char *const phases[] = {"apply", "fold", "wait", NULL};
 
 /* After each apply attempt (applier threads). */
 static void observe_attempt(ol_rt_t *rt, const applier_t *ap) {
-    atomic_store(&rt->beat_us, ol_time_mono_us());
-    if (rt->m_txns && (ap->err || !ap->stale))
-        ol_metric_inc(rt->m_txns, ap->err ? 1 : 0);
+    atomic_store(&rt->stats.beat_us, ol_time_mono_us());
+    if (rt->stats.m_txns && (ap->err || !ap->stale))
+        ol_metric_inc(rt->stats.m_txns, ap->err ? 1 : 0);
     if (!ap->err) {
-        atomic_store(&rt->pg_failing_us, 0);
+        atomic_store(&rt->stats.pg_failing_us, 0);
         return;
     }
-    pthread_mutex_lock(&rt->obs_lock);
-    snprintf(rt->pg_error, sizeof(rt->pg_error), "%.255s", ap->errstr);
-    pthread_mutex_unlock(&rt->obs_lock);
+    pthread_mutex_lock(&rt->stats.lock);
+    snprintf(rt->stats.pg_error, sizeof(rt->stats.pg_error), "%.255s", ap->errstr);
+    pthread_mutex_unlock(&rt->stats.lock);
     long long expected = 0;
-    atomic_compare_exchange_strong(&rt->pg_failing_us, &expected, ol_time_mono_us());
+    atomic_compare_exchange_strong(&rt->stats.pg_failing_us, &expected, ol_time_mono_us());
 }
 
 static void observe_dlq(ol_rt_t *rt, const char *stage) {
-    if (!rt->m_dlq)
+    if (!rt->stats.m_dlq)
         return;
     size_t i = 0;
     while (dlq_stages[i + 1] && strcmp(dlq_stages[i], stage ? stage : ""))
         i++;
-    ol_metric_inc(rt->m_dlq, i);
+    ol_metric_inc(rt->stats.m_dlq, i);
 }
 
 static void events_fn(void *opaque, ol_metrics_out_t *out) {
-    ol_metrics_out(out, NULL, (double)atomic_load(&((ol_rt_t *)opaque)->events));
+    ol_metrics_out(out, NULL, (double)atomic_load(&((ol_rt_t *)opaque)->stats.events));
 }
 
 static void batches_fn(void *opaque, ol_metrics_out_t *out) {
-    ol_metrics_out(out, NULL, (double)atomic_load(&((ol_rt_t *)opaque)->batches));
+    ol_metrics_out(out, NULL, (double)atomic_load(&((ol_rt_t *)opaque)->stats.batches));
 }
 
 static void retries_fn(void *opaque, ol_metrics_out_t *out) {
-    ol_metrics_out(out, NULL, (double)atomic_load(&((ol_rt_t *)opaque)->retries));
+    ol_metrics_out(out, NULL, (double)atomic_load(&((ol_rt_t *)opaque)->stats.retries));
 }
 
 static void phases_fn(void *opaque, ol_metrics_out_t *out) {
     ol_rt_t *rt = opaque;
-    long long us[] = {atomic_load(&rt->apply_us), atomic_load(&rt->fold_us), atomic_load(&rt->idle_us)};
+    long long us[] = {atomic_load(&rt->stats.apply_us), atomic_load(&rt->stats.fold_us),
+                      atomic_load(&rt->stats.idle_us)};
     for (int i = 0; phases[i]; i++)
         ol_metrics_out(out, &phases[i], (double)us[i] / 1e6);
 }
@@ -1215,13 +1239,14 @@ void ol_rt_observe(ol_rt_t *rt, ol_metrics_t *reg) {
                                        .help = "Batches applied, each in PostgreSQL transactions with its offsets.",
                                        .type = OL_METRIC_COUNTER},
                     batches_fn, rt);
-    rt->m_txns = ol_metrics_add(reg, &(ol_metric_def_t){
-                                         .name = OL_RT_NAME("transactions_total"),
-                                         .help = "PostgreSQL transactions of batch parts, by outcome (rolled_back: a "
-                                                 "failed attempt, retried unless it cannot succeed).",
-                                         .type = OL_METRIC_COUNTER,
-                                         .labels = {{"outcome", txn_outcomes}},
-                                     });
+    rt->stats.m_txns =
+        ol_metrics_add(reg, &(ol_metric_def_t){
+                                .name = OL_RT_NAME("transactions_total"),
+                                .help = "PostgreSQL transactions of batch parts, by outcome (rolled_back: a "
+                                        "failed attempt, retried unless it cannot succeed).",
+                                .type = OL_METRIC_COUNTER,
+                                .labels = {{"outcome", txn_outcomes}},
+                            });
     ol_metrics_func(reg,
                     &(ol_metric_def_t){.name = OL_RT_NAME("retries_total"),
                                        .help = "Backoffs before a retry: a batch or the stored offsets after a "
@@ -1229,21 +1254,22 @@ void ol_rt_observe(ol_rt_t *rt, ol_metrics_t *reg) {
                                        .type = OL_METRIC_COUNTER},
                     retries_fn, rt);
     snprintf(help, sizeof(help), "Records sent to the dlq topic, by the stage that refused them%s.",
-             rt->dlq_disabled ? " (counted, not sent: a replay)" : "");
-    rt->m_dlq = ol_metrics_add(reg, &(ol_metric_def_t){
-                                        .name = OL_RT_NAME("dlq_records_total"),
-                                        .help = help,
-                                        .type = OL_METRIC_COUNTER,
-                                        .labels = {{"stage", dlq_stages}},
-                                    });
-    rt->m_batch_seconds = ol_metrics_add(reg, &(ol_metric_def_t){
-                                                  .name = OL_RT_NAME("batch_duration_seconds"),
-                                                  .help = "Time to apply a batch: PostgreSQL transactions, retries "
-                                                          "and the dlq included.",
-                                                  .type = OL_METRIC_HISTOGRAM,
-                                                  .buckets = ol_metrics_seconds_buckets,
-                                                  .nbuckets = ol_metrics_seconds_nbuckets,
-                                              });
+             rt->dlq.disabled ? " (counted, not sent: a replay)" : "");
+    rt->stats.m_dlq = ol_metrics_add(reg, &(ol_metric_def_t){
+                                              .name = OL_RT_NAME("dlq_records_total"),
+                                              .help = help,
+                                              .type = OL_METRIC_COUNTER,
+                                              .labels = {{"stage", dlq_stages}},
+                                          });
+    rt->stats.m_batch_seconds =
+        ol_metrics_add(reg, &(ol_metric_def_t){
+                                .name = OL_RT_NAME("batch_duration_seconds"),
+                                .help = "Time to apply a batch: PostgreSQL transactions, retries "
+                                        "and the dlq included.",
+                                .type = OL_METRIC_HISTOGRAM,
+                                .buckets = ol_metrics_seconds_buckets,
+                                .nbuckets = ol_metrics_seconds_nbuckets,
+                            });
     ol_metrics_func(reg,
                     &(ol_metric_def_t){.name = OL_RT_NAME("phase_seconds_total"),
                                        .help = "Time spent applying batches, folding them, and (pipelined) the "
@@ -1268,7 +1294,7 @@ void ol_rt_observe(ol_rt_t *rt, ol_metrics_t *reg) {
 
 bool ol_rt_check_live(ol_rt_t *rt, json_t *checks, int64_t stall_ms) {
     char fatal[256];
-    bool ok = ol_http_check_beat(checks, "loop", atomic_load(&rt->beat_us), stall_ms);
+    bool ok = ol_http_check_beat(checks, "loop", atomic_load(&rt->stats.beat_us), stall_ms);
     if (rd_kafka_fatal_error(rt->rk, fatal, sizeof(fatal)))
         ok = ol_http_check(checks, "consumer", false, "fatal error: %s", fatal);
     return ok;
@@ -1278,12 +1304,12 @@ bool ol_rt_check_ready(ol_rt_t *rt, json_t *checks) {
     bool ok = ol_kafka_check_reachable(rt->rk, checks, "kafka", 1000);
     int assigned = ol_kafka_assigned_count(rt->rk);
     ok &= ol_http_check(checks, "partitions", assigned > 0, "%d assigned in group %s", assigned, rt->kafka_group);
-    int64_t failing = atomic_load(&rt->pg_failing_us);
+    int64_t failing = atomic_load(&rt->stats.pg_failing_us);
     if (failing) {
-        char error[sizeof(rt->pg_error)];
-        pthread_mutex_lock(&rt->obs_lock);
-        snprintf(error, sizeof(error), "%s", rt->pg_error);
-        pthread_mutex_unlock(&rt->obs_lock);
+        char error[sizeof(rt->stats.pg_error)];
+        pthread_mutex_lock(&rt->stats.lock);
+        snprintf(error, sizeof(error), "%s", rt->stats.pg_error);
+        pthread_mutex_unlock(&rt->stats.lock);
         ok = ol_http_check(checks, "postgresql", false, "batches failing for %lld ms: %.255s",
                            (long long)(ol_time_mono_us() - failing) / 1000, error);
     } else {
