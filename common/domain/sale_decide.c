@@ -220,7 +220,7 @@ static int cmp_level_at(const void *a, const void *b) {
 }
 
 ol_err_t ol_sale__check_policy(const char *what, const char *sku, const ol_policy_t *p, char *errstr,
-                             size_t errstr_size) {
+                               size_t errstr_size) {
     if (empty(sku))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "invalid %s: sku must be set", what);
     if (p->min_level < 0 || p->default_limit < 0 || (p->n_levels && !p->levels) || p->n_levels > INT32_MAX)

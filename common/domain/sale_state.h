@@ -15,7 +15,6 @@
 #include "common/base/strtab.h"
 #include "common/domain/sale.h"
 
-
 /* State layout, chosen to stay compact with millions of holds (no malloc per
  * hold, user or request) and to shrink back to what is live:
  *  - skus are interned (common/base/intern.h, never removed): skus[sku id] holds
@@ -103,7 +102,6 @@ struct ol_sale_s {
     uint32_t *heap;
     size_t nheap, heap_cap;
 };
-
 
 static inline bool is_slot(uint32_t state) {
     return state < MAX_SLOTS;

@@ -297,4 +297,3 @@ ol_err_t ol_dlqcmd__open_producer(dlq_t *d, char *errstr, size_t errstr_size) {
     }
     return OL_ERR_OK;
 }
-

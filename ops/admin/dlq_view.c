@@ -256,4 +256,3 @@ int ol_dlqcmd__show_cb(void *opaque, const rd_kafka_message_t *rkm) {
     json_decref(o);
     return 1;
 }
-
