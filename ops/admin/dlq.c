@@ -254,19 +254,19 @@ static int parse_args(dlq_t *d, int argc, char **argv) {
 
 static int run(dlq_t *d) {
     char errstr[1024];
-    ol_err_t err;
+    ol_err_t err = OL_ERR_OK;
     int64_t *ends = NULL;
     ends = ol_xcalloc(OL_DLQ_MAX_PARTITIONS, sizeof(*ends));
     if ((err = ol_dlq_partitions(d->reader, d->conf, d->topic, &d->nparts, NULL, errstr, sizeof(errstr))))
-        goto fail;
+        goto out;
     /* a replay reads to the high watermarks taken after its fence: every
      * marker an earlier run committed is below them */
     bool to_hwm = d->cmd == CMD_REPLAY && !d->dry_run;
     if (to_hwm && ((err = ol_dlqcmd__open_producer(d, errstr, sizeof(errstr))) ||
                    (err = ol_dlq_partitions(d->reader, d->conf, d->topic, &d->nparts, ends, errstr, sizeof(errstr)))))
-        goto fail;
+        goto out;
     if ((err = read_index(d, to_hwm ? ends : NULL, errstr, sizeof(errstr))))
-        goto fail;
+        goto out;
     switch (d->cmd) {
     case CMD_LIST:
         err = read_records(d, ol_dlqcmd__list_cb, errstr, sizeof(errstr));
@@ -313,18 +313,18 @@ static int run(dlq_t *d) {
         break;
     }
     if (err)
-        goto fail;
+        goto out;
     for (int i = 0; i < d->npositions && d->cmd != CMD_SHOW; i++)
         if (!d->position_seen[i]) {
             fprintf(stderr, "orderlog dlq: no dead letter at dlq %" PRId32 ":%" PRId64 "\n", d->positions[i].partition,
                     d->positions[i].offset);
             d->rc = OL_EXIT_FAIL;
         }
+out:
     free(ends);
-    return d->rc;
-fail:
+    if (!err)
+        return d->rc;
     fprintf(stderr, "orderlog dlq: %s\n", errstr);
-    free(ends);
     return err == OL_ERR_CONFIG ? OL_EXIT_USAGE : OL_EXIT_FAIL;
 }
 
