@@ -174,11 +174,10 @@ ol_rt_t *ol_rt_new(const ol_conf_t *conf, const ol_rt_role_t *role, char *errstr
     ol_rt__pipeline_start(rt);
     ok = true;
 out:
-    if (!ok) {
-        ol_rt_destroy(rt);
-        return NULL;
-    }
-    return rt;
+    if (ok)
+        return rt;
+    ol_rt_destroy(rt);
+    return NULL;
 }
 
 void ol_rt_destroy(ol_rt_t *rt) {
