@@ -114,10 +114,7 @@ ol_err_t ol_rebuild__replay(rebuild_t *rb, ol_project_bulk_t *bulk, ol_rt_stats_
  * the classes of a partition are of about even size and each folds on
  * every worker. */
 static uint32_t key_class_hash(const void *key, size_t len) {
-    const unsigned char *p = key;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
+    uint64_t h = ol_hash_fnv1a64(OL_FNV1A64_SEED, key, len);
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;

@@ -64,40 +64,77 @@ static void print_record(ol_codec_t *codec, const rd_kafka_message_t *rkm, long 
     json_decref(out);
 }
 
-static int tail_run(const ol_conf_t *conf, int argc, char **argv) {
-    char errstr[512], topic[256];
-    const char *name = NULL;
-    long long limit = -1;
-    int from_end = 0, follow = 0;
+typedef struct tail_opts_s {
+    const char *name; /* the topic as given */
+    long long limit;  /* -1: no limit */
+    int from_end, follow;
+} tail_opts_t;
+
+/* OL_EXIT_OK, or the exit code of the usage error reported. */
+static int tail_options(tail_opts_t *out, int argc, char **argv) {
+    *out = (tail_opts_t){NULL, -1, 0, 0};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-n") || !strcmp(argv[i], "--count")) {
             char *end;
-            if (i + 1 >= argc || (limit = strtoll(argv[++i], &end, 10)) < 0 || *end)
+            if (i + 1 >= argc || (out->limit = strtoll(argv[++i], &end, 10)) < 0 || *end)
                 return ol_cli_usage_error(&ol_cmd_tail, "-n needs a count of 0 or more");
         } else if (!strcmp(argv[i], "--from")) {
             if (i + 1 >= argc || (strcmp(argv[i + 1], "beginning") && strcmp(argv[i + 1], "end")))
                 return ol_cli_usage_error(&ol_cmd_tail, "--from needs beginning or end");
-            from_end = !strcmp(argv[++i], "end");
+            out->from_end = !strcmp(argv[++i], "end");
         } else if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--follow")) {
-            follow = 1;
+            out->follow = 1;
         } else if (argv[i][0] == '-') {
             return ol_cli_usage_error(&ol_cmd_tail, "unknown option \"%s\"", argv[i]);
-        } else if (name) {
+        } else if (out->name) {
             return ol_cli_usage_error(&ol_cmd_tail, "one topic at a time");
         } else {
-            name = argv[i];
+            out->name = argv[i];
         }
     }
-    if (!name)
+    if (!out->name)
         return ol_cli_usage_error(&ol_cmd_tail, "which topic? (buy-requests, skus, sale-events, blacklist, orders, "
                                                 "after-sales, dlq, or a full topic name)");
+    if (out->from_end)
+        out->follow = 1;
+    return OL_EXIT_OK;
+}
+
+/* Prints records until stopped, the limit, or (not following) the end of
+ * all nparts partitions; returns how many were printed. */
+static long long tail_print(rd_kafka_t *rk, const tail_opts_t *o, int nparts, long long *errors) {
+    ol_codec_t *codec = ol_codec_new();
+    long long printed = 0;
+    int eof = 0;
+    while (!tail_stop && (o->limit < 0 || printed < o->limit) && (o->follow || eof < nparts)) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(rk, 200);
+        if (!rkm)
+            continue;
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            eof++;
+        } else if (rkm->err) {
+            fprintf(stderr, "orderlog tail: %s\n", rd_kafka_message_errstr(rkm));
+        } else {
+            print_record(codec, rkm, errors);
+            printed++;
+        }
+        rd_kafka_message_destroy(rkm);
+    }
+    ol_codec_destroy(codec);
+    return printed;
+}
+
+static int tail_run(const ol_conf_t *conf, int argc, char **argv) {
+    char errstr[512], topic[256];
+    tail_opts_t o;
+    int rc = tail_options(&o, argc, argv);
+    if (rc != OL_EXIT_OK)
+        return rc;
     /* a contract topic by its short name gets the prefix; anything else is taken as it is */
-    snprintf(topic, sizeof(topic), "%s", name);
+    snprintf(topic, sizeof(topic), "%s", o.name);
     for (const char *const *t = ol_schema_topics(); *t; t++)
-        if (!strcmp(*t, name))
-            ol_kafka_topic_name(conf, name, topic, sizeof(topic));
-    if (from_end)
-        follow = 1;
+        if (!strcmp(*t, o.name))
+            ol_kafka_topic_name(conf, o.name, topic, sizeof(topic));
     if (ol_schema_init(errstr, sizeof(errstr))) {
         fprintf(stderr, "orderlog tail: %s\n", errstr);
         return OL_EXIT_FAIL;
@@ -108,8 +145,7 @@ static int tail_run(const ol_conf_t *conf, int argc, char **argv) {
         fprintf(stderr, "orderlog tail: %s\n", errstr);
         return OL_EXIT_USAGE;
     }
-    int rc = OL_EXIT_FAIL;
-    ol_codec_t *codec = NULL;
+    rc = OL_EXIT_FAIL;
     rd_kafka_topic_partition_list_t *parts = NULL;
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
@@ -128,30 +164,14 @@ static int tail_run(const ol_conf_t *conf, int argc, char **argv) {
     parts = rd_kafka_topic_partition_list_new(nparts);
     for (int i = 0; i < nparts; i++)
         rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[i].id)->offset =
-            from_end ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+            o.from_end ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
     if ((kerr = rd_kafka_assign(rk, parts))) {
         fprintf(stderr, "orderlog tail: could not read %s: %s\n", topic, rd_kafka_err2str(kerr));
         goto out;
     }
-    codec = ol_codec_new();
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    long long printed = 0, errors = 0;
-    int eof = 0;
-    while (!tail_stop && (limit < 0 || printed < limit) && (follow || eof < nparts)) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(rk, 200);
-        if (!rkm)
-            continue;
-        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            eof++;
-        } else if (rkm->err) {
-            fprintf(stderr, "orderlog tail: %s\n", rd_kafka_message_errstr(rkm));
-        } else {
-            print_record(codec, rkm, &errors);
-            printed++;
-        }
-        rd_kafka_message_destroy(rkm);
-    }
+    long long errors = 0, printed = tail_print(rk, &o, nparts, &errors);
     fflush(stdout);
     if (errors)
         fprintf(stderr, "orderlog tail: %lld of %lld records could not be decoded (see their \"error\")\n", errors,
@@ -162,7 +182,6 @@ out:
         rd_kafka_metadata_destroy(md);
     if (parts)
         rd_kafka_topic_partition_list_destroy(parts);
-    ol_codec_destroy(codec);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return rc;

@@ -12,46 +12,25 @@
 #include "common/base/json.h"
 #include "common/base/log.h"
 #include "common/base/time.h"
+#include "common/base/strbuf.h"
 #include "common/base/util.h"
 
 #define MSG_ORDER_PLACED "the order is placed, please make payments within half an hour"
 
 static const char *const reason_names[] = {REASONS(NAME_STR)};
 
-/* ---- small string builder ------------------------------------------------ */
-
-typedef struct sb_s {
-    char *p;
-    size_t len, cap;
-} sb_t;
-
-static void sb_put(sb_t *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (b->len + n + 1 > cap)
-            cap *= 2;
-        b->p = ol_xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(sb_t *b, const char *s) {
-    sb_put(b, s, strlen(s));
-}
+/* ---- answers (JSON built in an ol_strbuf_t) ------------------------------- */
 
 /* s as a JSON string, quoted. */
-static void sb_json(sb_t *b, const char *s) {
+static void sb_json(ol_strbuf_t *b, const char *s) {
     static const char hex[] = "0123456789abcdef";
-    sb_put(b, "\"", 1);
+    ol_strbuf_put(b, "\"", 1);
     const char *run = s;
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        sb_put(b, run, (size_t)(s - run));
+        ol_strbuf_put(b, run, (size_t)(s - run));
         char esc[7] = {'\\', (char)c, 0};
         if (c < 0x20) {
             esc[1] = 'u';
@@ -59,21 +38,21 @@ static void sb_json(sb_t *b, const char *s) {
             esc[3] = '0';
             esc[4] = hex[c >> 4];
             esc[5] = hex[c & 15];
-            sb_put(b, esc, 6);
+            ol_strbuf_put(b, esc, 6);
         } else {
-            sb_put(b, esc, 2);
+            ol_strbuf_put(b, esc, 2);
         }
         run = s + 1;
     }
-    sb_put(b, run, (size_t)(s - run));
-    sb_put(b, "\"", 1);
+    ol_strbuf_put(b, run, (size_t)(s - run));
+    ol_strbuf_put(b, "\"", 1);
 }
 
 /* `,"name":"value"` */
-static void sb_field(sb_t *b, const char *name, const char *value) {
-    sb_puts(b, ",\"");
-    sb_puts(b, name);
-    sb_puts(b, "\":");
+static void sb_field(ol_strbuf_t *b, const char *name, const char *value) {
+    ol_strbuf_puts(b, ",\"");
+    ol_strbuf_puts(b, name);
+    ol_strbuf_puts(b, "\":");
     sb_json(b, value);
 }
 
@@ -83,66 +62,66 @@ const char ol_gate__throttled_json[] =
     "{\"reponseMsg\":\"Too many requests, please try later.\",\"repResult\":false,\"isThrottled\":true,"
     "\"version\":\"" API_VERSION "\"}";
 
-static void sb_head(sb_t *b, const char *msg, bool result) {
-    sb_puts(b, "{\"reponseMsg\":");
+static void sb_head(ol_strbuf_t *b, const char *msg, bool result) {
+    ol_strbuf_puts(b, "{\"reponseMsg\":");
     sb_json(b, msg);
-    sb_puts(b, result ? ",\"repResult\":true" : ",\"repResult\":false");
-    sb_puts(b, ",\"isThrottled\":false,\"version\":\"" API_VERSION "\"");
+    ol_strbuf_puts(b, result ? ",\"repResult\":true" : ",\"repResult\":false");
+    ol_strbuf_puts(b, ",\"isThrottled\":false,\"version\":\"" API_VERSION "\"");
 }
 
 char *ol_gate__answer_accepted(const char *request_id, const char *hold_id, int64_t expires_ms) {
-    sb_t b = {0};
+    ol_strbuf_t b = OL_STRBUF_INIT;
     char ts[40];
     ol_time_format(expires_ms, ts, sizeof(ts));
     sb_head(&b, OL_SALE_MSG_ACCEPTED, true);
     sb_field(&b, "requestID", request_id);
     sb_field(&b, "holdID", hold_id);
     sb_field(&b, "expiresAt", ts);
-    sb_puts(&b, "}");
+    ol_strbuf_puts(&b, "}");
     return b.p;
 }
 
 char *ol_gate__answer_rejected(const char *request_id, const char *message, const char *reason) {
-    sb_t b = {0};
+    ol_strbuf_t b = OL_STRBUF_INIT;
     sb_head(&b, message, false);
     sb_field(&b, "requestID", request_id);
     sb_field(&b, "reason", reason);
-    sb_puts(&b, "}");
+    ol_strbuf_puts(&b, "}");
     return b.p;
 }
 
 char *ol_gate__answer_pending(const req_t *r) {
-    sb_t b = {0};
-    sb_puts(&b, "{\"requestID\":");
+    ol_strbuf_t b = OL_STRBUF_INIT;
+    ol_strbuf_puts(&b, "{\"requestID\":");
     sb_json(&b, r->request_id);
     if (r->ep == EP_CHECKOUT) {
         sb_field(&b, "holdID", r->hold_id);
-        sb_puts(&b, ",\"status\":\"pending\"}");
+        ol_strbuf_puts(&b, ",\"status\":\"pending\"}");
     } else {
-        sb_puts(&b, ",\"status\":\"pending\",\"poll\":\"/buy/");
-        sb_puts(&b, r->request_id); /* [A-Za-z0-9._:-] only */
-        sb_puts(&b, "\"}");
+        ol_strbuf_puts(&b, ",\"status\":\"pending\",\"poll\":\"/buy/");
+        ol_strbuf_puts(&b, r->request_id); /* [A-Za-z0-9._:-] only */
+        ol_strbuf_puts(&b, "\"}");
     }
     return b.p;
 }
 
 char *ol_gate__answer_error(const char *error, const char *field) {
-    sb_t b = {0};
-    sb_puts(&b, "{\"error\":");
+    ol_strbuf_t b = OL_STRBUF_INIT;
+    ol_strbuf_puts(&b, "{\"error\":");
     sb_json(&b, error);
     if (field)
         sb_field(&b, "field", field);
-    sb_puts(&b, "}");
+    ol_strbuf_puts(&b, "}");
     return b.p;
 }
 
 char *ol_gate__answer_unavailable(const char *error, const char *request_id) {
-    sb_t b = {0};
-    sb_puts(&b, "{\"error\":");
+    ol_strbuf_t b = OL_STRBUF_INIT;
+    ol_strbuf_puts(&b, "{\"error\":");
     sb_json(&b, error);
     if (request_id && *request_id)
         sb_field(&b, "requestID", request_id);
-    sb_puts(&b, ",\"retry\":\"safe: send the same request with the same requestID, it is decided once\"}");
+    ol_strbuf_puts(&b, ",\"retry\":\"safe: send the same request with the same requestID, it is decided once\"}");
     return b.p;
 }
 
@@ -172,10 +151,7 @@ const char *ol_gate__reason_name(int reason) {
 /* ---- the decision cache (under g->lock) ----------------------------------- */
 
 static uint32_t hash_str(const char *s) {
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
+    return ol_hash_fnv1a32(s, strlen(s));
 }
 
 void ol_gate__cache_init(cache_t *c, size_t cap) {
@@ -425,7 +401,7 @@ static int64_t dom_int(const ol_json_t *d, const char *name) {
 
 /* The answer f gives the waiting request r (under g->lock). */
 static void answer_fact(req_t *r, const fact_t *f, const char *buy_answer) {
-    sb_t b = {0};
+    ol_strbuf_t b = OL_STRBUF_INIT;
     switch (f->kind) {
     case OL_FACT_BUY_ACCEPTED:
         ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(buy_answer), OUT_ACCEPTED, -1);
@@ -438,7 +414,7 @@ static void answer_fact(req_t *r, const fact_t *f, const char *buy_answer) {
         sb_field(&b, "requestID", r->request_id);
         sb_field(&b, "holdID", f->hold_id);
         sb_field(&b, "orderID", f->order_id);
-        sb_puts(&b, "}");
+        ol_strbuf_puts(&b, "}");
         ol_gate__set_answer(r, MHD_HTTP_OK, b.p, OUT_ACCEPTED, -1);
         return;
     default:
@@ -446,7 +422,7 @@ static void answer_fact(req_t *r, const fact_t *f, const char *buy_answer) {
         sb_field(&b, "requestID", r->request_id);
         sb_field(&b, "holdID", f->hold_id);
         sb_field(&b, "reason", f->reason);
-        sb_puts(&b, "}");
+        ol_strbuf_puts(&b, "}");
         ol_gate__set_answer(r, MHD_HTTP_CONFLICT, b.p, OUT_REJECTED, ol_gate__reason_index(f->reason));
         return;
     }

@@ -8,8 +8,10 @@
 
 #include "common/base/err.h"
 
-/* Configuration: one table of properties (common/base/conf.c) drives parsing,
- * validation, --help, docs/configuration.md and ops/orderlog.conf.sample.
+/* Configuration: one table of properties drives parsing, validation,
+ * --help, docs/configuration.md and ops/orderlog.conf.sample. This is the
+ * machinery, knowing no property; the table of every role's properties is
+ * the domain's (common/domain/properties.h, ol_conf_new).
  *
  * Sources, later wins: defaults < file (--config FILE or ORDERLOG_CONFIG)
  * < environment (ORDERLOG_<NAME>, dots as underscores, upper case)
@@ -31,8 +33,10 @@ typedef struct ol_conf_prop_s {
 
 typedef struct ol_conf_s ol_conf_t;
 
-/* New configuration holding the defaults; never NULL. */
-ol_conf_t *ol_conf_new(void);
+/* New configuration over props (borrowed, ending with a NULL name; it must
+ * outlive the configuration: a static table), holding its defaults; never
+ * NULL. */
+ol_conf_t *ol_conf_new_from(const ol_conf_prop_t *props);
 void ol_conf_destroy(ol_conf_t *conf);
 /* A copy of conf, to change for a part of the work (rebuild's shadow schema). */
 ol_conf_t *ol_conf_dup(const ol_conf_t *conf);
@@ -56,10 +60,11 @@ bool ol_conf_bool(const ol_conf_t *conf, const char *name);
 int ol_conf_foreach_kafka(const ol_conf_t *conf, int (*fn)(void *opaque, const char *name, const char *value),
                           void *opaque);
 
-/* The property table, ending with a NULL name. */
-const ol_conf_prop_t *ol_conf_props(void);
-/* Generated documentation. */
-void ol_conf_write_sample(FILE *fp);
-void ol_conf_write_markdown(FILE *fp);
+/* The property table conf was made over (borrowed). */
+const ol_conf_prop_t *ol_conf_table(const ol_conf_t *conf);
+/* Generated documentation of a table: the sample config file, and the
+ * markdown table of docs/configuration.md and README.md. */
+void ol_conf_table_write_sample(const ol_conf_prop_t *props, FILE *fp);
+void ol_conf_table_write_markdown(const ol_conf_prop_t *props, FILE *fp);
 
 #endif

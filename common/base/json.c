@@ -102,6 +102,56 @@ static ol_err_t bad_utf8(parser_t *ps) {
                    (long)(ps->p - ps->start) + 1);
 }
 
+/* One escape, its backslash at ps->p (and a byte after it): its
+ * unescaped form is appended at buf + *n; *nul is set by \u0000. */
+static ol_err_t unescape(parser_t *ps, char *buf, size_t *n, bool *nul) {
+    char e = ps->p[1];
+    ps->p += 2;
+    switch (e) {
+    case '"':
+    case '\\':
+    case '/':
+        buf[(*n)++] = e;
+        break;
+    case 'b':
+        buf[(*n)++] = '\b';
+        break;
+    case 'f':
+        buf[(*n)++] = '\f';
+        break;
+    case 'n':
+        buf[(*n)++] = '\n';
+        break;
+    case 'r':
+        buf[(*n)++] = '\r';
+        break;
+    case 't':
+        buf[(*n)++] = '\t';
+        break;
+    case 'u': {
+        unsigned cp, lo;
+        if (ps->end - ps->p < 4 || hex4(ps->p, &cp))
+            return perr(ps, "invalid \\u escape");
+        ps->p += 4;
+        if (cp >= 0xdc00 && cp <= 0xdfff)
+            return perr(ps, "lone low surrogate in \\u escape");
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+            if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u' || hex4(ps->p + 2, &lo) || lo < 0xdc00 ||
+                lo > 0xdfff)
+                return perr(ps, "high surrogate without its low half in \\u escape");
+            ps->p += 6;
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+        }
+        *nul |= cp == 0;
+        *n += put_utf8(buf + *n, cp);
+        break;
+    }
+    default:
+        return perr(ps, "invalid escape \\%c", e >= 0x20 && e < 0x7f ? e : '?');
+    }
+    return OL_ERR_OK;
+}
+
 /* At the opening quote. Every byte of the string is checked once, escaped
  * or not: UTF-8 (also after an escape), no control characters, \u escapes
  * as valid code points (surrogates only in pairs). A \u0000 decodes in full
@@ -167,50 +217,9 @@ static ol_err_t parse_string(parser_t *ps, const char **out, size_t *out_len) {
         }
         if (ps->p + 1 >= ps->end)
             break;
-        char e = ps->p[1];
-        ps->p += 2;
-        switch (e) {
-        case '"':
-        case '\\':
-        case '/':
-            buf[n++] = e;
-            break;
-        case 'b':
-            buf[n++] = '\b';
-            break;
-        case 'f':
-            buf[n++] = '\f';
-            break;
-        case 'n':
-            buf[n++] = '\n';
-            break;
-        case 'r':
-            buf[n++] = '\r';
-            break;
-        case 't':
-            buf[n++] = '\t';
-            break;
-        case 'u': {
-            unsigned cp, lo;
-            if (ps->end - ps->p < 4 || hex4(ps->p, &cp))
-                return perr(ps, "invalid \\u escape");
-            ps->p += 4;
-            if (cp >= 0xdc00 && cp <= 0xdfff)
-                return perr(ps, "lone low surrogate in \\u escape");
-            if (cp >= 0xd800 && cp <= 0xdbff) {
-                if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u' || hex4(ps->p + 2, &lo) || lo < 0xdc00 ||
-                    lo > 0xdfff)
-                    return perr(ps, "high surrogate without its low half in \\u escape");
-                ps->p += 6;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-            }
-            nul |= cp == 0;
-            n += put_utf8(buf + n, cp);
-            break;
-        }
-        default:
-            return perr(ps, "invalid escape \\%c", e >= 0x20 && e < 0x7f ? e : '?');
-        }
+        ol_err_t err = unescape(ps, buf, &n, &nul);
+        if (err)
+            return err;
     }
     return perr(ps, "unterminated string");
 }

@@ -19,9 +19,7 @@ struct ol_map_s {
 };
 
 static uint64_t hash_key(const char *key, size_t len) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+    uint64_t h = ol_hash_fnv1a64(OL_FNV1A64_SEED, key, len);
     return h ^ (h >> 29);
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/base/strbuf.h"
 #include "common/base/util.h"
 
 /* ---- which properties are secret ----------------------------------------- */
@@ -401,33 +402,18 @@ void ol_redact_text_inplace(char *buf, size_t buf_size) {
     free(copy);
 }
 
-typedef struct text_s {
-    char *p;
-    size_t len, cap;
-} text_t;
-
-static void text_put(text_t *t, const char *s, size_t len) {
-    if (t->len + len + 1 > t->cap) {
-        t->cap = (t->len + len + 1) * 2;
-        t->p = ol_xrealloc(t->p, t->cap);
-    }
-    memcpy(t->p + t->len, s, len);
-    t->len += len;
-    t->p[t->len] = '\0';
-}
-
 void ol_redact_conninfo_msg(const char *conninfo, const char *msg, char *out, size_t out_size) {
     if (!out_size)
         return;
     char *red = ol_redact_conninfo(conninfo);
-    text_t t = {0};
-    text_put(&t, "", 0);
+    ol_strbuf_t t = OL_STRBUF_INIT;
+    ol_strbuf_put(&t, "", 0);
     /* a quoted piece that conninfo holds but its redacted form does not
      * overlaps a password */
     for (const char *m = msg; *m;) {
         const char *close = *m == '"' ? strchr(m + 1, '"') : NULL;
         if (!close) {
-            text_put(&t, m++, 1);
+            ol_strbuf_put(&t, m++, 1);
             continue;
         }
         char *piece = ol_xstrndup(m + 1, (size_t)(close - m - 1)), *shown = NULL;
@@ -438,9 +424,9 @@ void ol_redact_conninfo_msg(const char *conninfo, const char *msg, char *out, si
                 shown = ol_xstrdup(OL_REDACTED);
             }
         }
-        text_put(&t, "\"", 1);
-        text_put(&t, shown ? shown : piece, strlen(shown ? shown : piece));
-        text_put(&t, "\"", 1);
+        ol_strbuf_put(&t, "\"", 1);
+        ol_strbuf_put(&t, shown ? shown : piece, strlen(shown ? shown : piece));
+        ol_strbuf_put(&t, "\"", 1);
         free(piece);
         free(shown);
         m = close + 1;

@@ -32,13 +32,6 @@ struct ol_tokenbucket_s {
     shard_t shards[SHARDS];
 };
 
-static uint32_t hash_key(const char *s, size_t n) {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
-
 ol_tokenbucket_t *ol_tokenbucket_new(double rate, double burst, size_t max_keys) {
     ol_tokenbucket_t *rl = ol_xcalloc(1, sizeof(*rl));
     rl->rate = rate;
@@ -85,7 +78,7 @@ bool ol_tokenbucket_take(ol_tokenbucket_t *rl, const char *key, size_t key_len, 
         return true;
     if (key_len > OL_TOKENBUCKET_KEY_MAX)
         key_len = OL_TOKENBUCKET_KEY_MAX;
-    uint32_t h = hash_key(key, key_len);
+    uint32_t h = ol_hash_fnv1a32(key, key_len);
     shard_t *s = &rl->shards[rl->nshards == 1 ? 0 : (h >> 27) % rl->nshards];
     pthread_mutex_lock(&s->lock);
     bucket_t *b = s->table[h & (s->nbuckets - 1)];

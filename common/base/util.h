@@ -32,6 +32,16 @@ size_t ol_utf8_trim(const char *s, size_t len);
  * worst case is a slower probe, not for anything an attacker must not steer. */
 uint64_t ol_hash_bytes(const char *s, size_t len);
 
+/* 32-bit FNV-1a of len bytes: small tables, dispatch by key. Not keyed
+ * either; the same value on every host and run. */
+uint32_t ol_hash_fnv1a32(const void *p, size_t len);
+/* 64-bit FNV-1a of len bytes, continuing from h: OL_FNV1A64_SEED to start
+ * (this project's seed, kept so that hashes stay what they were), or the
+ * result of a previous call to hash several pieces as one. The low bits
+ * mix poorly: callers that index by them add a finalizer. */
+#define OL_FNV1A64_SEED 1469598103934665603ull
+uint64_t ol_hash_fnv1a64(uint64_t h, const void *p, size_t len);
+
 /* Random UUID v4 as 36 chars + NUL, from a per-thread generator seeded by
  * getrandom(2). Thread-safe. */
 void ol_uuid_v4(char out[37]);

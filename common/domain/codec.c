@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/base/log.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
 
@@ -57,7 +58,7 @@ struct ol_codec_s {
 ol_codec_t *ol_codec_new(void) {
     char errstr[256];
     if (ol_schema_init(errstr, sizeof(errstr))) {
-        fprintf(stderr, "orderlog: broken compiled-in schema: %s\n", errstr);
+        ol_log_error("broken compiled-in schema: %s", errstr);
         abort();
     }
     ol_codec_t *c = ol_xcalloc(1, sizeof(*c));
@@ -230,57 +231,113 @@ static ol_err_t check_number(walk_t *w, const ol_field_t *f, int64_t v) {
     return OL_ERR_OK;
 }
 
-static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
+static ol_err_t check_string(walk_t *w, const ol_field_t *f, const ol_json_t *j, out_t *dst) {
+    if (j->type != OL_JSON_STRING)
+        return fail(w, "expected a string, got %s", ol_json_kind(j));
+    const char *s = j->u.s;
+    size_t len = j->len;
+    if (memchr(s, '\0', len)) /* only from Avro: ol_json_parse refuses NUL */
+        return fail(w, "must not contain NUL (\\u0000)");
+    if (w->decoded && ol_utf8_invalid_at(s, len) >= 0)
+        return fail(w, "invalid UTF-8");
+    if (f && f->min_length && len < (size_t)f->min_length)
+        return fail(w, "must not be empty");
+    if (f && f->format == OL_FORMAT_IP && !ip_ok(s))
+        return fail(w, "\"%.*s\" is not an IPv4 or IPv6 address", ol_utf8_fit(s, 64), s);
+    if (f && f->format == OL_FORMAT_CURRENCY && !currency_ok(s, len))
+        return fail(w, "\"%.*s\" is not an ISO 4217 currency code (three upper-case letters)", ol_utf8_fit(s, 64), s);
+    if (dst) {
+        out_long(dst, (int64_t)len);
+        out_bytes(dst, s, len);
+    }
+    return OL_ERR_OK;
+}
+
+/* int, long, and the timestamps (epoch ms or an RFC 3339 string) */
+static ol_err_t check_integer(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
     ol_err_t err;
-    switch (n->kind) {
-    case OL_NODE_STRING: {
-        if (j->type != OL_JSON_STRING)
-            return fail(w, "expected a string, got %s", ol_json_kind(j));
-        const char *s = j->u.s;
-        size_t len = j->len;
-        if (memchr(s, '\0', len)) /* only from Avro: ol_json_parse refuses NUL */
-            return fail(w, "must not contain NUL (\\u0000)");
-        if (w->decoded && ol_utf8_invalid_at(s, len) >= 0)
-            return fail(w, "invalid UTF-8");
-        if (f && f->min_length && len < (size_t)f->min_length)
-            return fail(w, "must not be empty");
-        if (f && f->format == OL_FORMAT_IP && !ip_ok(s))
-            return fail(w, "\"%.*s\" is not an IPv4 or IPv6 address", ol_utf8_fit(s, 64), s);
-        if (f && f->format == OL_FORMAT_CURRENCY && !currency_ok(s, len))
-            return fail(w, "\"%.*s\" is not an ISO 4217 currency code (three upper-case letters)", ol_utf8_fit(s, 64),
-                        s);
-        if (dst) {
-            out_long(dst, (int64_t)len);
-            out_bytes(dst, s, len);
-        }
-        return OL_ERR_OK;
+    int64_t v;
+    if (j->type == OL_JSON_INT) {
+        v = j->u.i;
+    } else if (n->timestamp && j->type == OL_JSON_STRING) {
+        int rc = ol_time_parse(j->u.s, &v);
+        if (rc == OL_TIME_OUT_OF_RANGE)
+            return fail(w, "\"%.*s\" " OL_TIME_RANGE_TEXT, ol_utf8_fit(j->u.s, 64), j->u.s);
+        if (rc)
+            return fail(w, "\"%.*s\" is not an RFC 3339 time (2026-11-22T15:04:05Z)", ol_utf8_fit(j->u.s, 64), j->u.s);
+    } else {
+        return fail(w, "expected %s, got %s", n->timestamp ? "a time (RFC 3339 string or epoch ms)" : "an integer",
+                    ol_json_kind(j));
     }
-    case OL_NODE_INT:
-    case OL_NODE_LONG: {
-        int64_t v;
-        if (j->type == OL_JSON_INT) {
-            v = j->u.i;
-        } else if (n->timestamp && j->type == OL_JSON_STRING) {
-            int rc = ol_time_parse(j->u.s, &v);
-            if (rc == OL_TIME_OUT_OF_RANGE)
-                return fail(w, "\"%.*s\" " OL_TIME_RANGE_TEXT, ol_utf8_fit(j->u.s, 64), j->u.s);
-            if (rc)
-                return fail(w, "\"%.*s\" is not an RFC 3339 time (2026-11-22T15:04:05Z)", ol_utf8_fit(j->u.s, 64),
-                            j->u.s);
-        } else {
-            return fail(w, "expected %s, got %s", n->timestamp ? "a time (RFC 3339 string or epoch ms)" : "an integer",
-                        ol_json_kind(j));
+    if (n->timestamp && (v < OL_TIME_MIN_MS || v > OL_TIME_MAX_MS))
+        return fail(w, "time %lld ms " OL_TIME_RANGE_TEXT, (long long)v);
+    if (n->kind == OL_NODE_INT && (v < INT32_MIN || v > INT32_MAX))
+        return fail(w, "%lld does not fit in a 32-bit int", (long long)v);
+    if ((err = check_number(w, f, v)))
+        return err;
+    if (dst)
+        out_long(dst, v);
+    return OL_ERR_OK;
+}
+
+static ol_err_t check_double(walk_t *w, const ol_json_t *j, out_t *dst) {
+    if (j->type != OL_JSON_INT && j->type != OL_JSON_REAL)
+        return fail(w, "expected a number, got %s", ol_json_kind(j));
+    if (dst) {
+        double d = j->type == OL_JSON_INT ? (double)j->u.i : j->u.d;
+        uint64_t bits;
+        unsigned char le[8];
+        memcpy(&bits, &d, 8);
+        for (int i = 0; i < 8; i++)
+            le[i] = (unsigned char)(bits >> (8 * i));
+        out_bytes(dst, le, 8);
+    }
+    return OL_ERR_OK;
+}
+
+static ol_err_t check_enum(walk_t *w, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
+    if (j->type != OL_JSON_STRING)
+        return fail(w, "expected a string, got %s", ol_json_kind(j));
+    for (size_t i = 0; i < n->nsymbols; i++) {
+        /* by full length: "external\u0000junk" is not "external" */
+        if (strlen(n->symbols[i]) == j->len && !memcmp(n->symbols[i], j->u.s, j->len)) {
+            if (dst)
+                out_long(dst, (int64_t)i);
+            return OL_ERR_OK;
         }
-        if (n->timestamp && (v < OL_TIME_MIN_MS || v > OL_TIME_MAX_MS))
-            return fail(w, "time %lld ms " OL_TIME_RANGE_TEXT, (long long)v);
-        if (n->kind == OL_NODE_INT && (v < INT32_MIN || v > INT32_MAX))
-            return fail(w, "%lld does not fit in a 32-bit int", (long long)v);
-        if ((err = check_number(w, f, v)))
+    }
+    char allowed[256];
+    size_t len = 0;
+    allowed[0] = '\0';
+    for (size_t i = 0; i < n->nsymbols && len < sizeof(allowed); i++)
+        len += (size_t)snprintf(allowed + len, sizeof(allowed) - len, "%s%s", i ? ", " : "", n->symbols[i]);
+    return fail(w, "\"%.*s\" is not one of %s", ol_utf8_fit(j->u.s, 64), j->u.s, allowed);
+}
+
+static ol_err_t check_array(walk_t *w, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
+    ol_err_t err;
+    if (j->type != OL_JSON_ARRAY)
+        return fail(w, "expected an array, got %s", ol_json_kind(j));
+    if (dst && j->len)
+        out_long(dst, (int64_t)j->len); /* one block of every item */
+    for (size_t i = 0; i < j->len; i++) {
+        path_push(w, NULL, (long)i);
+        if ((err = check_value(w, NULL, n->inner, &j->u.items[i], dst)))
             return err;
-        if (dst)
-            out_long(dst, v);
-        return OL_ERR_OK;
+        path_pop(w);
     }
+    if (dst)
+        out_long(dst, 0);
+    return OL_ERR_OK;
+}
+
+static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, const ol_json_t *j, out_t *dst) {
+    switch (n->kind) {
+    case OL_NODE_STRING:
+        return check_string(w, f, j, dst);
+    case OL_NODE_INT:
+    case OL_NODE_LONG:
+        return check_integer(w, f, n, j, dst);
     case OL_NODE_BOOLEAN:
         if (j->type != OL_JSON_TRUE && j->type != OL_JSON_FALSE)
             return fail(w, "expected a boolean, got %s", ol_json_kind(j));
@@ -288,55 +345,15 @@ static ol_err_t check_value(walk_t *w, const ol_field_t *f, const ol_node_t *n, 
             out_bytes(dst, j->type == OL_JSON_TRUE ? "\1" : "\0", 1);
         return OL_ERR_OK;
     case OL_NODE_DOUBLE:
-        if (j->type != OL_JSON_INT && j->type != OL_JSON_REAL)
-            return fail(w, "expected a number, got %s", ol_json_kind(j));
-        if (dst) {
-            double d = j->type == OL_JSON_INT ? (double)j->u.i : j->u.d;
-            uint64_t bits;
-            unsigned char le[8];
-            memcpy(&bits, &d, 8);
-            for (int i = 0; i < 8; i++)
-                le[i] = (unsigned char)(bits >> (8 * i));
-            out_bytes(dst, le, 8);
-        }
-        return OL_ERR_OK;
+        return check_double(w, j, dst);
     case OL_NODE_NULL:
         if (j->type != OL_JSON_NULL)
             return fail(w, "expected null, got %s", ol_json_kind(j));
         return OL_ERR_OK;
-    case OL_NODE_ENUM: {
-        if (j->type != OL_JSON_STRING)
-            return fail(w, "expected a string, got %s", ol_json_kind(j));
-        for (size_t i = 0; i < n->nsymbols; i++) {
-            /* by full length: "external\u0000junk" is not "external" */
-            if (strlen(n->symbols[i]) == j->len && !memcmp(n->symbols[i], j->u.s, j->len)) {
-                if (dst)
-                    out_long(dst, (int64_t)i);
-                return OL_ERR_OK;
-            }
-        }
-        char allowed[256];
-        size_t len = 0;
-        allowed[0] = '\0';
-        for (size_t i = 0; i < n->nsymbols && len < sizeof(allowed); i++)
-            len += (size_t)snprintf(allowed + len, sizeof(allowed) - len, "%s%s", i ? ", " : "", n->symbols[i]);
-        return fail(w, "\"%.*s\" is not one of %s", ol_utf8_fit(j->u.s, 64), j->u.s, allowed);
-    }
-    case OL_NODE_ARRAY: {
-        if (j->type != OL_JSON_ARRAY)
-            return fail(w, "expected an array, got %s", ol_json_kind(j));
-        if (dst && j->len)
-            out_long(dst, (int64_t)j->len); /* one block of every item */
-        for (size_t i = 0; i < j->len; i++) {
-            path_push(w, NULL, (long)i);
-            if ((err = check_value(w, NULL, n->inner, &j->u.items[i], dst)))
-                return err;
-            path_pop(w);
-        }
-        if (dst)
-            out_long(dst, 0);
-        return OL_ERR_OK;
-    }
+    case OL_NODE_ENUM:
+        return check_enum(w, n, j, dst);
+    case OL_NODE_ARRAY:
+        return check_array(w, n, j, dst);
     case OL_NODE_RECORD:
         return check_record(w, n, j, dst);
     case OL_NODE_NULLABLE: {
@@ -376,190 +393,6 @@ ol_err_t ol_codec_encode(ol_codec_t *c, const ol_event_type_t *et, const ol_json
     *out = c->out.buf;
     *out_len = c->out.len;
     return OL_ERR_OK;
-}
-
-/* The codec's form of an Avro value, in the arena (for checks and resolution). */
-static void node_to_dom(ol_arena_t *a, const ol_node_t *n, avro_value_t *v, ol_json_t *out) {
-    memset(out, 0, sizeof(*out));
-    switch (n->kind) {
-    case OL_NODE_STRING: {
-        const char *s = "";
-        size_t size = 0;
-        avro_value_get_string(v, &s, &size);
-        out->type = OL_JSON_STRING;
-        out->len = size ? size - 1 : 0;
-        out->u.s = s; /* borrowed from the value, which outlives the check */
-        return;
-    }
-    case OL_NODE_INT: {
-        int32_t i = 0;
-        avro_value_get_int(v, &i);
-        out->type = OL_JSON_INT;
-        out->u.i = i;
-        return;
-    }
-    case OL_NODE_LONG:
-        out->type = OL_JSON_INT;
-        avro_value_get_long(v, &out->u.i);
-        return;
-    case OL_NODE_BOOLEAN: {
-        int b = 0;
-        avro_value_get_boolean(v, &b);
-        out->type = b ? OL_JSON_TRUE : OL_JSON_FALSE;
-        return;
-    }
-    case OL_NODE_DOUBLE:
-        out->type = OL_JSON_REAL;
-        avro_value_get_double(v, &out->u.d);
-        return;
-    case OL_NODE_NULL:
-        out->type = OL_JSON_NULL;
-        return;
-    case OL_NODE_ENUM: {
-        int e = 0;
-        avro_value_get_enum(v, &e);
-        out->type = OL_JSON_STRING;
-        out->u.s = e >= 0 && (size_t)e < n->nsymbols ? n->symbols[e] : "";
-        out->len = strlen(out->u.s);
-        return;
-    }
-    case OL_NODE_ARRAY: {
-        size_t size = 0;
-        avro_value_get_size(v, &size);
-        out->type = OL_JSON_ARRAY;
-        out->u.items = ol_arena_alloc(a, (size ? size : 1) * sizeof(ol_json_t));
-        for (size_t i = 0; i < size; i++) {
-            avro_value_t elem;
-            if (!avro_value_get_by_index(v, i, &elem, NULL))
-                node_to_dom(a, n->inner, &elem, &out->u.items[out->len++]);
-        }
-        return;
-    }
-    case OL_NODE_RECORD:
-        out->type = OL_JSON_OBJECT;
-        out->u.members = ol_arena_alloc(a, (n->nfields ? n->nfields : 1) * sizeof(ol_json_member_t));
-        for (size_t i = 0; i < n->nfields; i++) {
-            avro_value_t field;
-            if (avro_value_get_by_index(v, i, &field, NULL))
-                continue;
-            ol_json_member_t *m = &out->u.members[out->len++];
-            m->key = n->fields[i].name;
-            m->key_len = strlen(m->key);
-            node_to_dom(a, n->fields[i].type, &field, &m->value);
-        }
-        return;
-    case OL_NODE_NULLABLE: {
-        int disc = 0;
-        avro_value_t branch;
-        out->type = OL_JSON_NULL;
-        if (!avro_value_get_discriminant(v, &disc) && disc == 1 && !avro_value_get_current_branch(v, &branch))
-            node_to_dom(a, n->inner, &branch, out);
-        return;
-    }
-    }
-}
-
-/* ---- Avro values to JSON ---------------------------------------------- */
-
-static json_t *node_to_json(const ol_node_t *n, avro_value_t *v) {
-    switch (n->kind) {
-    case OL_NODE_STRING: {
-        const char *s;
-        size_t size;
-        if (avro_value_get_string(v, &s, &size))
-            return json_null();
-        return json_stringn(s, size ? size - 1 : 0);
-    }
-    case OL_NODE_INT: {
-        int32_t i = 0;
-        avro_value_get_int(v, &i);
-        return json_integer(i);
-    }
-    case OL_NODE_LONG: {
-        int64_t l = 0;
-        avro_value_get_long(v, &l);
-        if (n->timestamp) {
-            char ts[40];
-            ol_time_format(l, ts, sizeof(ts));
-            return json_string(ts);
-        }
-        return json_integer(l);
-    }
-    case OL_NODE_BOOLEAN: {
-        int b = 0;
-        avro_value_get_boolean(v, &b);
-        return json_boolean(b);
-    }
-    case OL_NODE_DOUBLE: {
-        double d = 0;
-        avro_value_get_double(v, &d);
-        return json_real(d);
-    }
-    case OL_NODE_NULL:
-        return json_null();
-    case OL_NODE_ENUM: {
-        int e = 0;
-        avro_value_get_enum(v, &e);
-        return e >= 0 && (size_t)e < n->nsymbols ? json_string(n->symbols[e]) : json_null();
-    }
-    case OL_NODE_ARRAY: {
-        json_t *arr = json_array();
-        size_t size = 0;
-        avro_value_get_size(v, &size);
-        for (size_t i = 0; i < size; i++) {
-            avro_value_t elem;
-            if (!avro_value_get_by_index(v, i, &elem, NULL))
-                json_array_append_new(arr, node_to_json(n->inner, &elem));
-        }
-        return arr;
-    }
-    case OL_NODE_RECORD: {
-        json_t *obj = json_object();
-        for (size_t i = 0; i < n->nfields; i++) {
-            avro_value_t field;
-            if (!avro_value_get_by_index(v, i, &field, NULL))
-                json_object_set_new(obj, n->fields[i].name, node_to_json(n->fields[i].type, &field));
-        }
-        return obj;
-    }
-    case OL_NODE_NULLABLE: {
-        int disc = 0;
-        avro_value_t branch;
-        if (avro_value_get_discriminant(v, &disc) || disc != 1 || avro_value_get_current_branch(v, &branch))
-            return json_null();
-        return node_to_json(n->inner, &branch);
-    }
-    }
-    return json_null();
-}
-
-static void dom_own_strings(ol_arena_t *a, ol_json_t *v) {
-    switch (v->type) {
-    case OL_JSON_STRING:
-        v->u.s = ol_arena_strndup(a, v->u.s, v->len);
-        break;
-    case OL_JSON_ARRAY:
-        for (size_t i = 0; i < v->len; i++)
-            dom_own_strings(a, &v->u.items[i]);
-        break;
-    case OL_JSON_OBJECT:
-        for (size_t i = 0; i < v->len; i++)
-            dom_own_strings(a, &v->u.members[i].value);
-        break;
-    default:
-        break;
-    }
-}
-
-ol_json_t *ol_codec_to_dom(const ol_event_type_t *et, avro_value_t *value, ol_arena_t *arena) {
-    ol_json_t *v = ol_arena_alloc(arena, sizeof(*v));
-    node_to_dom(arena, et->root, value, v);
-    dom_own_strings(arena, v); /* node_to_dom borrows them from the value */
-    return v;
-}
-
-json_t *ol_codec_to_json(const ol_event_type_t *et, avro_value_t *value) {
-    return node_to_json(et->root, value);
 }
 
 /* ---- decoding --------------------------------------------------------- */
@@ -683,7 +516,7 @@ ol_err_t ol_codec_decode(ol_codec_t *c, const ol_event_type_t *et, int version, 
         if ((err = read_value(c, et, version, et->root, buf, len, &ct->value, errstr, errstr_size)))
             return err;
         /* a payload from another writer gets the same checks as ours */
-        node_to_dom(c->arena, et->root, &ct->value, &dom);
+        ol_codec__node_to_dom(c->arena, et->root, &ct->value, &dom);
         err = check_json(et, &dom, 0, CHECK_DECODED, NULL, errstr, errstr_size);
     } else {
         /* an older version: read it with its own schema, then fill the
@@ -696,7 +529,7 @@ ol_err_t ol_codec_decode(ol_codec_t *c, const ol_event_type_t *et, int version, 
         }
         if ((err = read_value(c, et, version, sv->root, buf, len, &ct->old[k], errstr, errstr_size)))
             return err;
-        node_to_dom(c->arena, sv->root, &ct->old[k], &dom);
+        ol_codec__node_to_dom(c->arena, sv->root, &ct->old[k], &dom);
         c->out.len = 0;
         err = check_json(et, &dom, 0, CHECK_RESOLVING, &c->out, errstr, errstr_size);
         if (!err)
@@ -714,7 +547,7 @@ ol_err_t ol_codec_decode_json(ol_codec_t *c, const ol_event_type_t *et, int vers
     ol_err_t err = ol_codec_decode(c, et, version, buf, len, &v, errstr, errstr_size);
     if (err)
         return err;
-    *out = node_to_json(et->root, v);
+    *out = ol_codec__node_to_json(et->root, v);
     return OL_ERR_OK;
 }
 

@@ -60,4 +60,10 @@ ol_err_t ol_codec_key(const ol_event_type_t *et, const ol_json_t *data, char *ou
 bool ol_codec_key_matches(const ol_event_type_t *et, avro_value_t *value, const void *key, size_t key_len, char *out,
                           size_t out_size);
 
+/* Between codec.c and codec_value.c, not for callers: value v of node n
+ * as the codec's JSON (strings borrowed from v, the rest in arena a), and
+ * as jansson's (new reference). */
+void ol_codec__node_to_dom(ol_arena_t *a, const ol_node_t *n, avro_value_t *v, ol_json_t *out);
+json_t *ol_codec__node_to_json(const ol_node_t *n, avro_value_t *v);
+
 #endif

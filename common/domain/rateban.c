@@ -41,9 +41,7 @@ struct ol_rateban_s {
 };
 
 static uint64_t hash_subject(ol_subject_t type, const char *s, size_t len) {
-    uint64_t h = 1469598103934665603ull ^ (uint64_t)type;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    uint64_t h = ol_hash_fnv1a64(OL_FNV1A64_SEED ^ (uint64_t)type, s, len);
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     return h ^ (h >> 33);

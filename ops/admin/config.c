@@ -7,6 +7,7 @@
 #include "ops/admin/commands.h"
 #include "common/base/kafka.h"
 #include "common/base/redact.h"
+#include "common/domain/properties.h"
 
 static void show(const char *name, const char *value) {
     char *shown = ol_redact_value(name, value);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,127 +93,169 @@ static size_t dollar_tag(const char *s, const char *end) {
     return p < end && *p == '$' ? (size_t)(p - s + 1) : 0;
 }
 
+/* The scanner of one file: where it is, and what it knows of the statement
+ * it is in. */
+typedef struct lexer_s {
+    const char *sql, *s, *end;
+    int line;
+    int atomic_depth; /* inside BEGIN ATOMIC ... END, which holds semicolons */
+    int nwords;       /* words of the statement kept so far (2: no more) */
+    char prev[12];    /* the word before, lower case; "" after anything else */
+} lexer_t;
+
+/* A comment, nested ones included, from its opening slash-star. */
+static void skip_block_comment(lexer_t *lx) {
+    const char *s = lx->s, *end = lx->end;
+    int depth = 0;
+    do {
+        if (s + 1 < end && s[0] == '/' && s[1] == '*') {
+            depth++;
+            s += 2;
+        } else if (s + 1 < end && s[0] == '*' && s[1] == '/') {
+            depth--;
+            s += 2;
+        } else {
+            lx->line += *s++ == '\n';
+        }
+    } while (s < end && depth > 0);
+    lx->s = s;
+}
+
+/* 'string' or "identifier", the quote doubled inside; E'' also takes \ escapes */
+static void skip_quoted(lexer_t *lx) {
+    const char *s = lx->s, *end = lx->end, *sql = lx->sql;
+    unsigned char c = (unsigned char)*s;
+    int esc =
+        c == '\'' && s > sql && (s[-1] == 'e' || s[-1] == 'E') && (s - 1 == sql || !is_word_char((unsigned char)s[-2]));
+    for (s++; s < end; s++) {
+        if (esc && *s == '\\' && s + 1 < end) {
+            lx->line += *++s == '\n';
+        } else if ((unsigned char)*s == c) {
+            if (s + 1 < end && (unsigned char)s[1] == c)
+                s++;
+            else
+                break;
+        } else {
+            lx->line += *s == '\n';
+        }
+    }
+    if (s < end)
+        s++; /* the closing quote */
+    lx->s = s;
+}
+
+/* A dollar-quoted string whose tag (tag bytes) starts at lx->s. */
+static void skip_dollar_quoted(lexer_t *lx, size_t tag) {
+    const char *s = lx->s, *end = lx->end, *close = NULL;
+    for (const char *p = s + tag; p + tag <= end; p++)
+        if (!memcmp(p, s, tag)) {
+            close = p;
+            break;
+        }
+    const char *stop = close ? close + tag : end;
+    for (const char *p = s; p < stop; p++)
+        lx->line += *p == '\n';
+    lx->s = stop;
+}
+
+/* A word at lx->s: the statement's first two are kept in cur, and BEGIN
+ * ATOMIC ... END (with the BEGIN and CASE nested in it) is followed. */
+static void scan_word(lexer_t *lx, stmt_t *cur) {
+    char word[12];
+    size_t wl = 0;
+    const char *w = lx->s;
+    while (lx->s < lx->end && is_word_char((unsigned char)*lx->s))
+        lx->s++;
+    for (; w < lx->s && wl + 1 < sizeof(word); w++)
+        word[wl++] = (char)(*w >= 'A' && *w <= 'Z' ? *w - 'A' + 'a' : *w);
+    word[wl] = '\0';
+    if (lx->nwords < 2)
+        snprintf(cur->word[lx->nwords++], sizeof(cur->word[0]), "%s", word);
+    /* a SQL-standard function body: BEGIN ATOMIC ... END holds semicolons */
+    if (!lx->atomic_depth && !strcmp(lx->prev, "begin") && !strcmp(word, "atomic"))
+        lx->atomic_depth = 1;
+    else if (lx->atomic_depth && (!strcmp(word, "begin") || !strcmp(word, "case")))
+        lx->atomic_depth++;
+    else if (lx->atomic_depth && !strcmp(word, "end"))
+        lx->atomic_depth--;
+    snprintf(lx->prev, sizeof(lx->prev), "%s", word);
+}
+
+/* Skips what separates tokens (blanks, comments), counting lines; true when
+ * it skipped anything. */
+static bool skip_space(lexer_t *lx) {
+    const char *s = lx->s, *end = lx->end;
+    unsigned char c = (unsigned char)*s;
+    if (c == '\n') {
+        lx->line++;
+        lx->s++;
+    } else if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+        lx->s++;
+    } else if (c == '-' && s + 1 < end && s[1] == '-') {
+        while (lx->s < end && *lx->s != '\n')
+            lx->s++;
+    } else if (c == '/' && s + 1 < end && s[1] == '*') {
+        skip_block_comment(lx);
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* Room for one more statement in *stmts (arena memory, *cap of them). */
+static stmt_t *stmt_add(ol_arena_t *arena, stmt_t **stmts, size_t *n, size_t *cap) {
+    if (*n == *cap) {
+        stmt_t *bigger = ol_arena_alloc(arena, 2 * *cap * sizeof(**stmts));
+        memcpy(bigger, *stmts, *cap * sizeof(**stmts));
+        *stmts = bigger;
+        *cap *= 2;
+    }
+    stmt_t *st = &(*stmts)[(*n)++];
+    memset(st, 0, sizeof(*st));
+    return st;
+}
+
 static size_t split_statements(ol_arena_t *arena, const char *sql, size_t len, stmt_t **out) {
-    const char *s = sql, *end = sql + len;
+    lexer_t lx = {.sql = sql, .s = sql, .end = sql + len, .line = 1};
     size_t n = 0, cap = 16;
     stmt_t *stmts = ol_arena_alloc(arena, cap * sizeof(*stmts)), *cur = NULL;
-    int line = 1, atomic_depth = 0, nwords = 0;
-    char prev[12] = "";
-    while (s < end) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '\n') {
-            line++;
-            s++;
+    while (lx.s < lx.end) {
+        if (skip_space(&lx))
             continue;
-        }
-        if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
-            s++;
-            continue;
-        }
-        if (c == '-' && s + 1 < end && s[1] == '-') {
-            while (s < end && *s != '\n')
-                s++;
-            continue;
-        }
-        if (c == '/' && s + 1 < end && s[1] == '*') {
-            int depth = 0;
-            do {
-                if (s + 1 < end && s[0] == '/' && s[1] == '*') {
-                    depth++;
-                    s += 2;
-                } else if (s + 1 < end && s[0] == '*' && s[1] == '/') {
-                    depth--;
-                    s += 2;
-                } else {
-                    line += *s++ == '\n';
-                }
-            } while (s < end && depth > 0);
-            continue;
-        }
+        unsigned char c = (unsigned char)*lx.s;
         if (c == ';') {
-            if (!atomic_depth)
+            if (!lx.atomic_depth)
                 cur = NULL;
-            s++;
+            lx.s++;
             continue;
         }
         if (!cur) {
-            if (n == cap) {
-                stmt_t *bigger = ol_arena_alloc(arena, 2 * cap * sizeof(*stmts));
-                memcpy(bigger, stmts, cap * sizeof(*stmts));
-                stmts = bigger;
-                cap *= 2;
-            }
-            cur = &stmts[n++];
-            memset(cur, 0, sizeof(*cur));
-            cur->line = line;
-            nwords = 0;
-            prev[0] = '\0';
+            cur = stmt_add(arena, &stmts, &n, &cap);
+            cur->line = lx.line;
+            lx.nwords = 0;
+            lx.prev[0] = '\0';
         }
-        if (c == '\'' || c == '"') {
-            /* 'string' or "identifier", the quote doubled inside; E'' also takes \ escapes */
-            int esc = c == '\'' && s > sql && (s[-1] == 'e' || s[-1] == 'E') &&
-                      (s - 1 == sql || !is_word_char((unsigned char)s[-2]));
-            for (s++; s < end; s++) {
-                if (esc && *s == '\\' && s + 1 < end) {
-                    line += *++s == '\n';
-                } else if ((unsigned char)*s == c) {
-                    if (s + 1 < end && (unsigned char)s[1] == c)
-                        s++;
-                    else
-                        break;
-                } else {
-                    line += *s == '\n';
-                }
-            }
-            if (s < end)
-                s++;    /* the closing quote */
-            nwords = 2; /* the words that matter come first */
-            continue;
-        }
-        size_t tag = c == '$' ? dollar_tag(s, end) : 0;
-        if (tag) {
-            const char *close = NULL;
-            for (const char *p = s + tag; p + tag <= end; p++)
-                if (!memcmp(p, s, tag)) {
-                    close = p;
-                    break;
-                }
-            const char *stop = close ? close + tag : end;
-            for (const char *p = s; p < stop; p++)
-                line += *p == '\n';
-            s = stop;
-            nwords = 2;
+        size_t tag = c == '$' ? dollar_tag(lx.s, lx.end) : 0;
+        if (c == '\'' || c == '"' || tag) {
+            if (tag)
+                skip_dollar_quoted(&lx, tag);
+            else
+                skip_quoted(&lx);
+            lx.nwords = 2; /* the words that matter come first */
             continue;
         }
         if (is_word_char(c) && !(c >= '0' && c <= '9') && c != '$') {
-            char word[12];
-            size_t wl = 0;
-            const char *w = s;
-            while (s < end && is_word_char((unsigned char)*s))
-                s++;
-            for (; w < s && wl + 1 < sizeof(word); w++)
-                word[wl++] = (char)(*w >= 'A' && *w <= 'Z' ? *w - 'A' + 'a' : *w);
-            word[wl] = '\0';
-            if (nwords < 2)
-                snprintf(cur->word[nwords++], sizeof(cur->word[0]), "%s", word);
-            /* a SQL-standard function body: BEGIN ATOMIC ... END holds semicolons */
-            if (!atomic_depth && !strcmp(prev, "begin") && !strcmp(word, "atomic"))
-                atomic_depth = 1;
-            else if (atomic_depth && (!strcmp(word, "begin") || !strcmp(word, "case")))
-                atomic_depth++;
-            else if (atomic_depth && !strcmp(word, "end"))
-                atomic_depth--;
-            snprintf(prev, sizeof(prev), "%s", word);
+            scan_word(&lx, cur);
             continue;
         }
         /* numbers, operators, punctuation */
         if (c >= '0' && c <= '9')
-            while (s < end && is_word_char((unsigned char)*s))
-                s++;
+            while (lx.s < lx.end && is_word_char((unsigned char)*lx.s))
+                lx.s++;
         else
-            s++;
-        nwords = 2;
-        prev[0] = '\0';
+            lx.s++;
+        lx.nwords = 2;
+        lx.prev[0] = '\0';
     }
     *out = stmts;
     return n;

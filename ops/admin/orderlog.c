@@ -6,6 +6,7 @@
 #include "ops/admin/commands.h"
 #include "common/base/log.h"
 #include "common/base/redact.h"
+#include "common/domain/properties.h"
 
 extern char **environ;
 

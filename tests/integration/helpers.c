@@ -16,27 +16,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/base/strbuf.h"
 #include "common/base/util.h"
 
 #define DEFAULT_BOOTSTRAP "127.0.0.1:19092"
 #define DEFAULT_CONNINFO "host=127.0.0.1 port=54329 dbname=orderlog user=postgres"
 
 /* ---- processes ---- */
-
-typedef struct buf_s {
-    char *data;
-    size_t len, cap;
-} buf_t;
-
-static void buf_append(buf_t *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->data = ol_xrealloc(b->data, b->cap);
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
 
 int ol_test_run(const char *cmdline, char **out, char **err) {
     int po[2], pe[2];
@@ -71,7 +57,9 @@ int ol_test_run(const char *cmdline, char **out, char **err) {
     }
     close(po[1]);
     close(pe[1]);
-    buf_t bufs[2] = {{ol_xstrdup(""), 0, 1}, {ol_xstrdup(""), 0, 1}};
+    ol_strbuf_t bufs[2] = {OL_STRBUF_INIT, OL_STRBUF_INIT};
+    ol_strbuf_put(&bufs[0], "", 0);
+    ol_strbuf_put(&bufs[1], "", 0);
     struct pollfd fds[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
     int open_fds = 2;
     while (open_fds) {
@@ -86,7 +74,7 @@ int ol_test_run(const char *cmdline, char **out, char **err) {
             char chunk[8192];
             ssize_t n = read(fds[i].fd, chunk, sizeof(chunk));
             if (n > 0) {
-                buf_append(&bufs[i], chunk, (size_t)n);
+                ol_strbuf_put(&bufs[i], chunk, (size_t)n);
             } else if (n == 0 || errno != EINTR) {
                 close(fds[i].fd);
                 fds[i].fd = -1;
@@ -101,16 +89,16 @@ int ol_test_run(const char *cmdline, char **out, char **err) {
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     /* a sanitizer's exit status may equal the one expected (1): look at its report */
-    cr_expect(!strstr(bufs[1].data, "Sanitizer") && !strstr(bufs[1].data, "runtime error:"),
-              "sanitizer report from `%s`:\n%s", cmdline, bufs[1].data);
+    cr_expect(!strstr(bufs[1].p, "Sanitizer") && !strstr(bufs[1].p, "runtime error:"),
+              "sanitizer report from `%s`:\n%s", cmdline, bufs[1].p);
     if (out)
-        *out = bufs[0].data;
+        *out = bufs[0].p;
     else
-        free(bufs[0].data);
+        free(bufs[0].p);
     if (err)
-        *err = bufs[1].data;
+        *err = bufs[1].p;
     else
-        free(bufs[1].data);
+        free(bufs[1].p);
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
     if (WIFSIGNALED(status))
@@ -132,16 +120,16 @@ int ol_test_runf(char **out, char **err, const char *fmt, ...) {
 }
 
 char *ol_test_shell_quote(const char *s) {
-    buf_t b = {NULL, 0, 0};
-    buf_append(&b, "'", 1);
+    ol_strbuf_t b = OL_STRBUF_INIT;
+    ol_strbuf_put(&b, "'", 1);
     for (; *s; s++) {
         if (*s == '\'')
-            buf_append(&b, "'\\''", 4);
+            ol_strbuf_put(&b, "'\\''", 4);
         else
-            buf_append(&b, s, 1);
+            ol_strbuf_put(&b, s, 1);
     }
-    buf_append(&b, "'", 1);
-    return b.data;
+    ol_strbuf_put(&b, "'", 1);
+    return b.p;
 }
 
 const char *ol_test_bin(void) {
@@ -243,26 +231,27 @@ static char *conninfo_with_db(const char *base, const char *db) {
         PQfreemem(perr);
         return NULL;
     }
-    buf_t b = {ol_xstrdup(""), 0, 1};
+    ol_strbuf_t b = OL_STRBUF_INIT;
+    ol_strbuf_put(&b, "", 0);
     for (PQconninfoOption *o = opts;; o++) {
         const char *key = o->keyword ? o->keyword : "dbname", *val = o->keyword ? o->val : db;
         if (val && (!o->keyword || strcmp(o->keyword, "dbname"))) {
             if (b.len)
-                buf_append(&b, " ", 1);
-            buf_append(&b, key, strlen(key));
-            buf_append(&b, "='", 2);
+                ol_strbuf_put(&b, " ", 1);
+            ol_strbuf_put(&b, key, strlen(key));
+            ol_strbuf_put(&b, "='", 2);
             for (const char *v = val; *v; v++) {
                 if (*v == '\'' || *v == '\\')
-                    buf_append(&b, "\\", 1);
-                buf_append(&b, v, 1);
+                    ol_strbuf_put(&b, "\\", 1);
+                ol_strbuf_put(&b, v, 1);
             }
-            buf_append(&b, "'", 1);
+            ol_strbuf_put(&b, "'", 1);
         }
         if (!o->keyword)
             break;
     }
     PQconninfoFree(opts);
-    return b.data;
+    return b.p;
 }
 
 void ol_test_pg_scratch_db(const char *tag, char *conninfo_out, size_t size) {
@@ -407,13 +396,14 @@ char *ol_test_read_file(const char *path) {
     FILE *fp = fopen(path, "rb");
     if (!fp)
         return NULL;
-    buf_t b = {ol_xstrdup(""), 0, 1};
+    ol_strbuf_t b = OL_STRBUF_INIT;
+    ol_strbuf_put(&b, "", 0);
     char chunk[8192];
     size_t n;
     while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
-        buf_append(&b, chunk, n);
+        ol_strbuf_put(&b, chunk, n);
     fclose(fp);
-    return b.data;
+    return b.p;
 }
 
 /* ---- time ---- */
@@ -429,7 +419,7 @@ long long ol_test_now_ms(void) {
 struct ol_test_bg_s {
     pid_t pid;
     int fds[2]; /* stdout, stderr; -1 once closed */
-    buf_t bufs[2];
+    ol_strbuf_t bufs[2];
     int exited, status;
 };
 
@@ -454,8 +444,10 @@ ol_test_bg_t *ol_test_bg_start(const char *cmdline) {
     bg->pid = pid;
     bg->fds[0] = po[0];
     bg->fds[1] = pe[0];
-    for (int i = 0; i < 2; i++)
-        bg->bufs[i] = (buf_t){ol_xstrdup(""), 0, 1};
+    for (int i = 0; i < 2; i++) {
+        bg->bufs[i] = (ol_strbuf_t)OL_STRBUF_INIT;
+        ol_strbuf_put(&bg->bufs[i], "", 0);
+    }
     return bg;
 }
 
@@ -472,7 +464,7 @@ static int bg_pump(ol_test_bg_t *bg, int timeout_ms) {
         char chunk[8192];
         ssize_t n = read(bg->fds[i], chunk, sizeof(chunk));
         if (n > 0) {
-            buf_append(&bg->bufs[i], chunk, (size_t)n);
+            ol_strbuf_put(&bg->bufs[i], chunk, (size_t)n);
         } else if (n == 0 || errno != EINTR) {
             close(bg->fds[i]);
             bg->fds[i] = -1;
@@ -493,10 +485,10 @@ static int bg_reap(ol_test_bg_t *bg, int options) {
     return 1;
 }
 
-static int count_newlines(const buf_t *b) {
+static int count_newlines(const ol_strbuf_t *b) {
     int n = 0;
     for (size_t i = 0; i < b->len; i++)
-        n += b->data[i] == '\n';
+        n += b->p[i] == '\n';
     return n;
 }
 
@@ -536,11 +528,11 @@ int ol_test_bg_wait(ol_test_bg_t *bg, int timeout_ms) {
 }
 
 const char *ol_test_bg_stdout(const ol_test_bg_t *bg) {
-    return bg->bufs[0].data;
+    return bg->bufs[0].p;
 }
 
 const char *ol_test_bg_stderr(const ol_test_bg_t *bg) {
-    return bg->bufs[1].data;
+    return bg->bufs[1].p;
 }
 
 void ol_test_bg_free(ol_test_bg_t *bg) {
@@ -553,7 +545,7 @@ void ol_test_bg_free(ol_test_bg_t *bg) {
     for (int i = 0; i < 2; i++) {
         if (bg->fds[i] >= 0)
             close(bg->fds[i]);
-        free(bg->bufs[i].data);
+        free(bg->bufs[i].p);
     }
     free(bg);
 }
@@ -723,20 +715,21 @@ void ol_test_bg_signal(ol_test_bg_t *bg, int sig) {
 
 char *ol_test_pg_query_rows(const char *conninfo, const char *sql) {
     PGresult *res = query_or_fail(conninfo, sql);
-    buf_t b = {ol_xstrdup(""), 0, 1};
+    ol_strbuf_t b = OL_STRBUF_INIT;
+    ol_strbuf_put(&b, "", 0);
     for (int r = 0; r < PQntuples(res); r++) {
         for (int f = 0; f < PQnfields(res); f++) {
             if (f)
-                buf_append(&b, "|", 1);
+                ol_strbuf_put(&b, "|", 1);
             if (PQgetisnull(res, r, f))
-                buf_append(&b, "\\N", 2);
+                ol_strbuf_put(&b, "\\N", 2);
             else
-                buf_append(&b, PQgetvalue(res, r, f), (size_t)PQgetlength(res, r, f));
+                ol_strbuf_put(&b, PQgetvalue(res, r, f), (size_t)PQgetlength(res, r, f));
         }
-        buf_append(&b, "\n", 1);
+        ol_strbuf_put(&b, "\n", 1);
     }
     PQclear(res);
-    return b.data;
+    return b.p;
 }
 
 /* ---- more helpers: background output, producing, watermarks, groups ---- */
@@ -752,7 +745,7 @@ static int count_occurrences(const char *text, const char *needle) {
 int ol_test_bg_wait_stderr(ol_test_bg_t *bg, const char *needle, int count, int timeout_ms) {
     long long deadline = ol_test_now_ms() + timeout_ms;
     int found;
-    while ((found = count_occurrences(bg->bufs[1].data, needle)) < count) {
+    while ((found = count_occurrences(bg->bufs[1].p, needle)) < count) {
         long long left = deadline - ol_test_now_ms();
         if (left <= 0)
             break;
@@ -765,7 +758,7 @@ int ol_test_bg_wait_stderr(ol_test_bg_t *bg, const char *needle, int count, int 
             while (bg_pump(bg, 100)) /* the rest of its output */
                 if (ol_test_now_ms() > deadline)
                     break;
-            found = count_occurrences(bg->bufs[1].data, needle);
+            found = count_occurrences(bg->bufs[1].p, needle);
             break;
         }
     }

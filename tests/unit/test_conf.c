@@ -8,6 +8,7 @@
 
 #include "common/base/conf.h"
 #include "testutil.h"
+#include "common/domain/properties.h"
 
 static ol_conf_t *conf;
 
@@ -346,7 +347,7 @@ static void expect_generated(const char *rel, void (*writer)(FILE *), bool whole
     cr_assert(have, "%s is missing: run ops/gen-docs", rel);
     char *want = generate(writer);
     bool ok = whole_file ? !strcmp(have, want) : strstr(have, want) != NULL;
-    cr_expect(ok, "%s is out of date with the config table in common/base/conf.c: run ops/gen-docs", rel);
+    cr_expect(ok, "%s is out of date with the config table in common/domain/properties.c: run ops/gen-docs", rel);
     free(want);
     free(have);
     free(path);

@@ -17,6 +17,7 @@
 #include "common/base/util.h"
 #include "producers/gate_auth.h"
 #include "testutil.h"
+#include "common/domain/properties.h"
 
 #define NOW_S 1800000000LL /* the clock of every verification */
 #define NOW_MS (NOW_S * 1000)

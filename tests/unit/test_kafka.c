@@ -7,6 +7,7 @@
 #include "common/base/conf.h"
 #include "common/base/kafka.h"
 #include "testutil.h"
+#include "common/domain/properties.h"
 
 /* Kafka's own vectors (Utils.murmur2 in the Java client's tests). */
 Test(placement, murmur2_matches_the_java_client) {

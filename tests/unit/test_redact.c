@@ -10,6 +10,7 @@
 #include "common/base/conf.h"
 #include "common/base/log.h"
 #include "common/base/redact.h"
+#include "common/domain/properties.h"
 
 static void expect_conninfo(const char *in, const char *want) {
     char *got = ol_redact_conninfo(in);
