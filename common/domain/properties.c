@@ -24,6 +24,11 @@ static const ol_conf_prop_t props[] = {
      "0): the state or projection then misses those events. Off, they refuse to start."},
     {"event.source", OL_CONF_STR, "orderlog", 0, 0, NULL,
      "CloudEvents source of the events this process writes; the role is appended (orderlog/publish)."},
+    {"event.format", OL_CONF_ENUM, "cloudevents", 0, 0, "cloudevents,confluent",
+     "How `publish` and `gate` write events: `cloudevents`, plain Avro with the CloudEvents headers; "
+     "`confluent`, the Confluent wire format (a 0 byte, the schema id in registry.url, the Avro binary) with the "
+     "same headers, for readers that go through a schema registry. Each event's schema is looked up under "
+     "<topic>-orderlog.<Event> at start, and registered when missing. Readers take both, whatever this says."},
     {"log.level", OL_CONF_ENUM, "info", 0, 0, "debug,info,warn,error",
      "Least severe level logged (JSON lines on stderr)."},
     {"broker.wait.ms", OL_CONF_INT, "10000", 100, 600000, NULL,
