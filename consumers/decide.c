@@ -53,6 +53,7 @@
 #include "common/base/log.h"
 #include "common/base/map.h"
 #include "common/domain/sale.h"
+#include "common/domain/sale_events.h"
 #include "common/domain/schema.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
@@ -166,68 +167,6 @@ static void on_signal(int sig) {
     stop_requested = 1;
 }
 
-/* ---- reading event data (the codec's JSON form) --------------------------- */
-
-static const char *dstr(const ol_json_t *obj, const char *field) {
-    const ol_json_t *v = ol_json_get(obj, field);
-    return v && v->type == OL_JSON_STRING ? v->u.s : "";
-}
-
-static int64_t dint(const ol_json_t *obj, const char *field) {
-    const ol_json_t *v = ol_json_get(obj, field);
-    return v && v->type == OL_JSON_INT ? v->u.i : 0;
-}
-
-static bool dnull(const ol_json_t *obj, const char *field) {
-    const ol_json_t *v = ol_json_get(obj, field);
-    return !v || v->type == OL_JSON_NULL;
-}
-
-/* The level_limits of a PurchasePolicySet or PolicyChanged, in arena. */
-static const ol_level_limit_t *policy_levels(const ol_json_t *d, ol_arena_t *arena, size_t *n) {
-    const ol_json_t *ll = ol_json_get(d, "level_limits");
-    *n = ll && ll->type == OL_JSON_ARRAY ? ll->len : 0;
-    ol_level_limit_t *levels = ol_arena_alloc(arena, (*n + 1) * sizeof(*levels));
-    for (size_t i = 0; i < *n; i++)
-        levels[i] =
-            (ol_level_limit_t){(int32_t)dint(&ll->u.items[i], "level"), (int32_t)dint(&ll->u.items[i], "limit")};
-    return levels;
-}
-
-/* ---- building event data ------------------------------------------------- */
-
-typedef struct obj_s {
-    ol_json_member_t m[12];
-    size_t n;
-} obj_t;
-
-static ol_json_member_t *obj_next(obj_t *o) {
-    OL_ASSERT(o->n < sizeof(o->m) / sizeof(o->m[0]));
-    return &o->m[o->n++];
-}
-
-static void put_str(obj_t *o, const char *key, const char *s) {
-    ol_json_member_str(obj_next(o), key, s ? s : "");
-}
-
-static void put_int(obj_t *o, const char *key, int64_t i) {
-    ol_json_member_int(obj_next(o), key, i);
-}
-
-/* The object, its members copied into arena (obj_t lives on the stack). */
-static ol_json_t obj_value(obj_t *o, ol_arena_t *arena) {
-    ol_json_member_t *ms = ol_arena_alloc(arena, o->n * sizeof(*ms));
-    memcpy(ms, o->m, o->n * sizeof(*ms));
-    return ol_json_object_of(ms, o->n);
-}
-
-static void put_array(obj_t *o, const char *key, ol_json_t *items, size_t n) {
-    ol_json_member_t *m = obj_next(o);
-    m->key = key;
-    m->key_len = strlen(key);
-    m->value = (ol_json_t){.type = OL_JSON_ARRAY, .len = n, .u.items = items};
-}
-
 /* ---- producing inside the transaction ------------------------------------- */
 
 static ol_err_t produce(worker_t *w, const char *topic, int32_t partition, const char *key, size_t key_len,
@@ -249,114 +188,40 @@ static ol_err_t produce(worker_t *w, const char *topic, int32_t partition, const
     }
 }
 
-/* Encodes data as an event of type `name` and produces it. */
-static ol_err_t emit(worker_t *w, const char *name, obj_t *data, int64_t at_ms, const char *topic, int32_t partition,
-                     char *errstr, size_t errstr_size) {
+/* Encodes data (in w->arena) as an event of type `name` and produces it. */
+static ol_err_t emit(worker_t *w, const char *name, ol_json_t *data, int64_t at_ms, const char *topic,
+                     int32_t partition, char *errstr, size_t errstr_size) {
     const ol_event_type_t *et = ol_schema_find(name);
     OL_ASSERT(et);
-    ol_json_t doc = obj_value(data, w->arena);
     ol_event_out_t ev;
-    ol_err_t err = ol_event_encode(w->codec, et, &doc, at_ms, w->d->source, &ev, errstr, errstr_size);
+    ol_err_t err = ol_event_encode(w->codec, et, data, at_ms, w->d->source, &ev, errstr, errstr_size);
     if (err)
         return err; /* a bug of ours: the facts are checked by the engine */
     return produce(w, topic, partition, ev.key, strlen(ev.key), ev.payload, ev.len, ev.hdrs, errstr, errstr_size);
 }
 
+/* The price of a SKU of partition p as the mapping takes it; NULL when none. */
+static const ol_sale_price_t *price_of(worker_t *w, int32_t p, const char *sku, ol_sale_price_t *out) {
+    const price_t *pr = ol_map_get(w->parts[p].prices, sku, strlen(sku));
+    if (!pr)
+        return NULL;
+    *out = (ol_sale_price_t){pr->price, pr->currency};
+    return out;
+}
+
+/* The fact to sale-events; a converted hold also as an OrderPlaced to orders. */
 static ol_err_t emit_fact(worker_t *w, int32_t p, const ol_fact_t *f, char *errstr, size_t errstr_size) {
-    obj_t o = {.n = 0};
-    const char *name = ol_fact_kind_name(f->kind);
-    switch (f->kind) {
-    case OL_FACT_BUY_ACCEPTED:
-        put_str(&o, "request_id", f->request_id);
-        put_str(&o, "hold_id", f->hold_id);
-        put_str(&o, "user_id", f->user_id);
-        put_str(&o, "sku", f->sku);
-        put_int(&o, "quantity", f->quantity);
-        put_int(&o, "expires_at", f->expires_at);
-        put_int(&o, "decided_at", f->at_ms);
-        break;
-    case OL_FACT_BUY_REJECTED:
-        put_str(&o, "request_id", f->request_id);
-        put_str(&o, "user_id", f->user_id);
-        put_str(&o, "sku", f->sku);
-        put_int(&o, "quantity", f->quantity);
-        put_str(&o, "reason", ol_reject_name(f->reject));
-        put_str(&o, "message", f->message);
-        put_int(&o, "decided_at", f->at_ms);
-        break;
-    case OL_FACT_HOLD_RELEASED:
-        put_str(&o, "hold_id", f->hold_id);
-        put_str(&o, "user_id", f->user_id);
-        put_str(&o, "sku", f->sku);
-        put_int(&o, "quantity", f->quantity);
-        put_str(&o, "reason", ol_release_name(f->release));
-        put_int(&o, "released_at", f->at_ms);
-        break;
-    case OL_FACT_HOLD_CONVERTED:
-        put_str(&o, "hold_id", f->hold_id);
-        put_str(&o, "order_id", f->order_id);
-        put_str(&o, "user_id", f->user_id);
-        put_str(&o, "sku", f->sku);
-        put_int(&o, "quantity", f->quantity);
-        put_int(&o, "converted_at", f->at_ms);
-        break;
-    case OL_FACT_STOCK_CHANGED: {
-        const price_t *pr = ol_map_get(w->parts[p].prices, f->sku, strlen(f->sku));
-        put_str(&o, "sku", f->sku);
-        put_int(&o, "total", f->total);
-        put_str(&o, "cause", ol_stock_cause_name(f->cause));
-        put_int(&o, "changed_at", f->at_ms);
-        put_int(&o, "version", f->version);
-        put_int(&o, "price", pr ? pr->price : 0);
-        put_str(&o, "currency", pr ? pr->currency : "");
-        break;
-    }
-    case OL_FACT_POLICY_CHANGED: {
-        put_str(&o, "sku", f->sku);
-        put_int(&o, "min_level", f->policy.min_level);
-        put_int(&o, "default_limit", f->policy.default_limit);
-        ol_json_t *items = ol_arena_alloc(w->arena, (f->policy.n_levels + 1) * sizeof(*items));
-        for (size_t i = 0; i < f->policy.n_levels; i++) {
-            obj_t l = {.n = 0};
-            put_int(&l, "level", f->policy.levels[i].level);
-            put_int(&l, "limit", f->policy.levels[i].limit);
-            items[i] = obj_value(&l, w->arena);
-        }
-        put_array(&o, "level_limits", items, f->policy.n_levels);
-        put_int(&o, "set_at", f->at_ms);
-        break;
-    }
-    case OL_FACT_CHECKOUT_REJECTED:
-        put_str(&o, "request_id", f->request_id);
-        put_str(&o, "hold_id", f->hold_id);
-        put_str(&o, "user_id", f->user_id);
-        put_str(&o, "sku", f->sku);
-        put_str(&o, "op", ol_hold_op_name(f->op));
-        put_str(&o, "reason", ol_hold_reject_name(f->hold_reject));
-        put_int(&o, "decided_at", f->at_ms);
-        break;
-    default:
+    ol_sale_price_t price_buf;
+    const ol_sale_price_t *price = price_of(w, p, f->sku, &price_buf);
+    ol_json_t data;
+    const char *name = ol_sale_events_encode(f, price, w->arena, &data);
+    if (!name)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown fact kind %d", (int)f->kind);
-    }
-    ol_err_t err = emit(w, name, &o, f->at_ms, w->d->topic_sale, p, errstr, errstr_size);
+    ol_err_t err = emit(w, name, &data, f->at_ms, w->d->topic_sale, p, errstr, errstr_size);
     if (err || f->kind != OL_FACT_HOLD_CONVERTED)
         return err;
-    /* a converted hold is an order */
-    const price_t *pr = ol_map_get(w->parts[p].prices, f->sku, strlen(f->sku));
-    int64_t price = pr ? pr->price : 0;
-    obj_t line = {.n = 0}, order = {.n = 0};
-    put_str(&line, "sku", f->sku);
-    put_int(&line, "quantity", f->quantity);
-    put_int(&line, "unit_price", price);
-    ol_json_t *items = ol_arena_alloc(w->arena, sizeof(*items));
-    items[0] = obj_value(&line, w->arena);
-    put_str(&order, "order_id", f->order_id);
-    put_str(&order, "user_id", f->user_id);
-    put_str(&order, "source", "flash_sale");
-    put_array(&order, "lines", items, 1);
-    put_int(&order, "total_amount", price * f->quantity);
-    put_str(&order, "currency", pr && pr->currency[0] ? pr->currency : "XXX");
-    put_int(&order, "placed_at", f->at_ms);
+    ol_json_t order;
+    ol_sale_events_order(f, price, w->arena, &order);
     return emit(w, "OrderPlaced", &order, f->at_ms, w->d->topic_orders, RD_KAFKA_PARTITION_UA, errstr, errstr_size);
 }
 
@@ -402,6 +267,46 @@ static int64_t judge_time(int64_t at_ms, int64_t now_ms) {
     return at_ms > 0 && at_ms < now_ms ? at_ms : now_ms;
 }
 
+/* Decides one command of partition pt: the number of facts in f (at most
+ * one), -1 with why when the command breaks the engine's contract. */
+static int decide_command(worker_t *w, part_t *pt, ol_sale_cmd_t *c, int64_t now_ms, ol_fact_t *f, char *why,
+                          size_t why_size) {
+    int n = -1;
+    switch (c->kind) {
+    case OL_SALE_CMD_BUY:
+        c->u.buy.at_ms = judge_time(c->u.buy.at_ms, now_ms);
+        pthread_rwlock_rdlock(&w->d->bl_lock);
+        n = ol_sale_buy(pt->sale, &c->u.buy, w->arena, f, why, why_size);
+        pthread_rwlock_unlock(&w->d->bl_lock);
+        break;
+    case OL_SALE_CMD_CHECKOUT:
+    case OL_SALE_CMD_CANCEL:
+        c->u.hold.at_ms = judge_time(c->u.hold.at_ms, now_ms);
+        n = c->kind == OL_SALE_CMD_CHECKOUT ? ol_sale_checkout(pt->sale, &c->u.hold, w->arena, f, why, why_size)
+                                            : ol_sale_cancel(pt->sale, &c->u.hold, w->arena, f, why, why_size);
+        break;
+    case OL_SALE_CMD_SKU_SYNCED:
+        c->u.synced.at_ms = now_ms;
+        n = ol_sale_sku_synced(pt->sale, &c->u.synced, f, why, why_size);
+        if (n == 1) /* a newer snapshot: its price is the one in force */
+            set_price(pt, c->u.synced.sku, c->price.price, c->price.currency);
+        break;
+    case OL_SALE_CMD_SKU_REMOVED:
+        c->u.removed.at_ms = now_ms;
+        n = ol_sale_sku_removed(pt->sale, &c->u.removed, f, why, why_size);
+        break;
+    case OL_SALE_CMD_STOCK_ADJUSTED:
+        c->u.adjusted.at_ms = now_ms;
+        n = ol_sale_stock_adjusted(pt->sale, &c->u.adjusted, f, why, why_size);
+        break;
+    case OL_SALE_CMD_POLICY_SET:
+        c->u.policy.at_ms = now_ms;
+        n = ol_sale_policy_set(pt->sale, &c->u.policy, w->arena, f, why, why_size);
+        break;
+    }
+    return n;
+}
+
 static ol_err_t handle(worker_t *w, const rd_kafka_message_t *rkm, int64_t now_ms, char *errstr, size_t errstr_size) {
     int32_t p = rkm->partition;
     part_t *pt = &w->parts[p];
@@ -424,57 +329,21 @@ static ol_err_t handle(worker_t *w, const rd_kafka_message_t *rkm, int64_t now_m
         return to_dlq(w, rkm, "decide", why);
     }
     const ol_json_t *d = ol_codec_to_dom(env.type, value, w->arena);
-    const char *type = env.type->name;
+    ol_sale_cmd_t c;
     ol_fact_t f[1];
     int n = -1;
-    if (!strcmp(type, "BuyRequested")) {
+    if (!ol_sale_events_command(env.type->name, d, w->arena, &c))
+        snprintf(why, sizeof(why), "%s is not a command the decider takes", env.type->name);
+    else if (c.kind == OL_SALE_CMD_BUY && (c.u.buy.at_ms <= 0 || c.u.buy.at_ms > now_ms + OL_SALE_AHEAD_MS))
         /* a retry is judged at the same time as the first try, so the
          * window keeps exactly one decision per request (common/domain/sale.h) */
-        int64_t requested_at = dint(d, "requested_at");
-        if (requested_at <= 0 || requested_at > now_ms + OL_SALE_AHEAD_MS) {
-            snprintf(why, sizeof(why),
-                     "requested_at %lld is %s: a client clock ahead? (decide refuses more than %d s ahead of its "
-                     "clock; replay it once the clock is right)",
-                     (long long)requested_at, requested_at <= 0 ? "not a time" : "ahead of decide's clock",
-                     OL_SALE_AHEAD_MS / 1000);
-            return to_dlq(w, rkm, "decide", why);
-        }
-        ol_buy_cmd_t c = {dstr(d, "request_id"),
-                          dstr(d, "session_id"),
-                          dstr(d, "client_ip"),
-                          dstr(d, "user_id"),
-                          dstr(d, "sku"),
-                          (int32_t)dint(d, "user_level"),
-                          (int32_t)dint(d, "quantity"),
-                          judge_time(dint(d, "requested_at"), now_ms)};
-        pthread_rwlock_rdlock(&w->d->bl_lock);
-        n = ol_sale_buy(pt->sale, &c, w->arena, f, why, sizeof(why));
-        pthread_rwlock_unlock(&w->d->bl_lock);
-    } else if (!strcmp(type, "CheckoutRequested") || !strcmp(type, "HoldCancelled")) {
-        ol_hold_cmd_t c = {dstr(d, "request_id"), dstr(d, "hold_id"), dstr(d, "user_id"), dstr(d, "sku"),
-                           judge_time(dint(d, "requested_at"), now_ms)};
-        n = type[0] == 'C' ? ol_sale_checkout(pt->sale, &c, w->arena, f, why, sizeof(why))
-                           : ol_sale_cancel(pt->sale, &c, w->arena, f, why, sizeof(why));
-    } else if (!strcmp(type, "SkuSynced")) {
-        ol_sku_synced_cmd_t c = {dstr(d, "sku"), dint(d, "stock"), dint(d, "version"), now_ms};
-        n = ol_sale_sku_synced(pt->sale, &c, f, why, sizeof(why));
-        if (n == 1) /* a newer snapshot: its price is the one in force */
-            set_price(pt, c.sku, dint(d, "price"), dstr(d, "currency"));
-    } else if (!strcmp(type, "SkuRemoved")) {
-        ol_sku_removed_cmd_t c = {dstr(d, "sku"), now_ms};
-        n = ol_sale_sku_removed(pt->sale, &c, f, why, sizeof(why));
-    } else if (!strcmp(type, "StockAdjusted")) {
-        ol_stock_adjusted_cmd_t c = {dstr(d, "sku"), (int32_t)dint(d, "delta"), now_ms};
-        n = ol_sale_stock_adjusted(pt->sale, &c, f, why, sizeof(why));
-    } else if (!strcmp(type, "PurchasePolicySet")) {
-        size_t nl;
-        const ol_level_limit_t *levels = policy_levels(d, w->arena, &nl);
-        ol_policy_cmd_t c = {
-            dstr(d, "sku"), {(int32_t)dint(d, "min_level"), (int32_t)dint(d, "default_limit"), nl, levels}, now_ms};
-        n = ol_sale_policy_set(pt->sale, &c, w->arena, f, why, sizeof(why));
-    } else {
-        snprintf(why, sizeof(why), "%s is not a command the decider takes", type);
-    }
+        snprintf(why, sizeof(why),
+                 "requested_at %lld is %s: a client clock ahead? (decide refuses more than %d s ahead of its "
+                 "clock; replay it once the clock is right)",
+                 (long long)c.u.buy.at_ms, c.u.buy.at_ms <= 0 ? "not a time" : "ahead of decide's clock",
+                 OL_SALE_AHEAD_MS / 1000);
+    else
+        n = decide_command(w, pt, &c, now_ms, f, why, sizeof(why));
     if (n < 0)
         return to_dlq(w, rkm, "decide", why);
     for (int i = 0; i < n; i++) {
@@ -508,61 +377,14 @@ static ol_err_t expire_due(worker_t *w, int64_t now_ms, char *errstr, size_t err
 /* ---- restoring a partition from sale-events ------------------------------- */
 
 /* The fact a sale-events record holds; false for CheckoutRejected (it
- * changes nothing) and anything that is not a fact. */
+ * changes nothing) and anything that is not a fact. A StockChanged with a
+ * currency sets the SKU's price. */
 static bool fact_from_event(worker_t *w, int32_t p, const ol_event_type_t *et, const ol_json_t *d, ol_fact_t *f) {
-    int kind = ol_fact_kind_from_name(et->name);
-    if (kind < 0 || kind == OL_FACT_CHECKOUT_REJECTED)
+    ol_sale_price_t price;
+    if (!ol_sale_events_decode(et->name, d, w->arena, f, &price) || f->kind == OL_FACT_CHECKOUT_REJECTED)
         return false;
-    memset(f, 0, sizeof(*f));
-    f->kind = (ol_fact_kind_t)kind;
-    f->request_id = dstr(d, "request_id");
-    f->hold_id = dstr(d, "hold_id");
-    f->order_id = dstr(d, "order_id");
-    f->user_id = dstr(d, "user_id");
-    f->sku = dstr(d, "sku");
-    f->quantity = (int32_t)dint(d, "quantity");
-    switch (f->kind) {
-    case OL_FACT_BUY_ACCEPTED:
-        f->expires_at = dint(d, "expires_at");
-        f->message = OL_SALE_MSG_ACCEPTED;
-        f->at_ms = dint(d, "decided_at");
-        break;
-    case OL_FACT_BUY_REJECTED: {
-        int r = ol_reject_from_name(dstr(d, "reason"));
-        f->reject = r < 0 ? OL_REJECT_SOLD_OUT : (ol_reject_t)r;
-        f->message = dstr(d, "message");
-        f->at_ms = dint(d, "decided_at");
-        break;
-    }
-    case OL_FACT_HOLD_RELEASED: {
-        int r = ol_release_from_name(dstr(d, "reason"));
-        f->release = r < 0 ? OL_RELEASE_EXPIRED : (ol_release_t)r;
-        f->at_ms = dint(d, "released_at");
-        break;
-    }
-    case OL_FACT_HOLD_CONVERTED:
-        f->at_ms = dint(d, "converted_at");
-        break;
-    case OL_FACT_STOCK_CHANGED: {
-        int c = ol_stock_cause_from_name(dstr(d, "cause"));
-        f->cause = c < 0 ? OL_STOCK_ADJUSTED : (ol_stock_cause_t)c;
-        f->total = dint(d, "total");
-        f->version = dint(d, "version");
-        f->at_ms = dint(d, "changed_at");
-        if (dstr(d, "currency")[0])
-            set_price(&w->parts[p], f->sku, dint(d, "price"), dstr(d, "currency"));
-        break;
-    }
-    case OL_FACT_POLICY_CHANGED: {
-        size_t nl;
-        const ol_level_limit_t *levels = policy_levels(d, w->arena, &nl);
-        f->policy = (ol_policy_t){(int32_t)dint(d, "min_level"), (int32_t)dint(d, "default_limit"), nl, levels};
-        f->at_ms = dint(d, "set_at");
-        break;
-    }
-    default:
-        return false;
-    }
+    if (f->kind == OL_FACT_STOCK_CHANGED && price.currency[0])
+        set_price(&w->parts[p], f->sku, price.price, price.currency);
     return true;
 }
 
@@ -1508,10 +1330,12 @@ static void *bl_main(void *arg) {
                             env.type && strcmp(env.type->name, "BlacklistChanged") ? "not a BlacklistChanged" : why);
             } else {
                 const ol_json_t *j = ol_codec_to_dom(env.type, value, arena);
-                ol_subject_t type = strcmp(dstr(j, "subject_type"), "user") ? OL_SUBJECT_IP : OL_SUBJECT_USER;
-                int64_t until = dnull(j, "until") ? OL_BLACKLIST_FOREVER : dint(j, "until");
+                ol_subject_t type =
+                    strcmp(ol_json_get_str(j, "subject_type", ""), "user") ? OL_SUBJECT_IP : OL_SUBJECT_USER;
+                int64_t until = ol_json_get_null(j, "until") ? OL_BLACKLIST_FOREVER : ol_json_get_int(j, "until", 0);
                 pthread_rwlock_wrlock(&d->bl_lock);
-                ol_blacklist_apply(d->bl, type, dstr(j, "subject"), !strcmp(dstr(j, "action"), "add"), until);
+                ol_blacklist_apply(d->bl, type, ol_json_get_str(j, "subject", ""),
+                                   !strcmp(ol_json_get_str(j, "action", ""), "add"), until);
                 pthread_rwlock_unlock(&d->bl_lock);
                 entries++;
             }

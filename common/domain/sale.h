@@ -122,13 +122,15 @@ typedef struct ol_policy_cmd_s {
     X(STOCK_CHANGED, "StockChanged")   \
     X(POLICY_CHANGED, "PolicyChanged") \
     X(CHECKOUT_REJECTED, "CheckoutRejected")
-#define OL_REJECTS(X)             \
+/* A BuyRejected's reasons: the rules' (a decision), then too_old (none). */
+#define OL_REJECTS(X) OL_REJECTS_RULES(X) OL_REJECTS_STALE(X)
+#define OL_REJECTS_RULES(X)       \
     X(BLACKLISTED, "blacklisted") \
     X(LEVEL, "level")             \
     X(LIMIT, "limit")             \
     X(SOLD_OUT, "sold_out")       \
-    X(UNKNOWN_SKU, "unknown_sku") \
-    X(TOO_OLD, "too_old")
+    X(UNKNOWN_SKU, "unknown_sku")
+#define OL_REJECTS_STALE(X) X(TOO_OLD, "too_old")
 #define OL_RELEASES(X)    \
     X(EXPIRED, "expired") \
     X(CANCELLED, "cancelled")
