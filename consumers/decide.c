@@ -57,6 +57,7 @@
 #include "common/domain/schema.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
+#include "consumers/follow.h"
 
 #define MAX_FACTS 256     /* per ol_sale_expire call */
 #define TXN_CALL_MS 10000 /* longest a transaction call blocks before it is retried (or given up on a stop) */
@@ -1274,78 +1275,65 @@ static void bl_signal(decide_t *d, bool failed, const char *errstr) {
     pthread_mutex_unlock(&d->mu);
 }
 
+/* What the blacklist thread reads with. */
+typedef struct bl_reader_s {
+    decide_t *d;
+    ol_codec_t *codec;
+    ol_arena_t *arena;
+    long long entries; /* changes applied */
+} bl_reader_t;
+
+/* Applies one record of the blacklist topic. */
+static void bl_record(void *opaque, const rd_kafka_message_t *rkm) {
+    bl_reader_t *r = opaque;
+    decide_t *d = r->d;
+    char why[512];
+    ol_envelope_t env = {.type = NULL};
+    avro_value_t *value;
+    ol_arena_reset(r->arena);
+    if (ol_event_decode(r->codec, rkm, r->arena, &env, &value, why, sizeof(why)) ||
+        strcmp(env.type->name, "BlacklistChanged")) {
+        ol_log_warn("decide: %s [%" PRId32 "] offset %" PRId64 " ignored: %s", d->topic_bl, rkm->partition, rkm->offset,
+                    env.type && strcmp(env.type->name, "BlacklistChanged") ? "not a BlacklistChanged" : why);
+        return;
+    }
+    const ol_json_t *j = ol_codec_to_dom(env.type, value, r->arena);
+    ol_subject_t type = strcmp(ol_json_get_str(j, "subject_type", ""), "user") ? OL_SUBJECT_IP : OL_SUBJECT_USER;
+    int64_t until = ol_json_get_null(j, "until") ? OL_BLACKLIST_FOREVER : ol_json_get_int(j, "until", 0);
+    pthread_rwlock_wrlock(&d->bl_lock);
+    ol_blacklist_apply(d->bl, type, ol_json_get_str(j, "subject", ""), !strcmp(ol_json_get_str(j, "action", ""), "add"),
+                       until);
+    pthread_rwlock_unlock(&d->bl_lock);
+    r->entries++;
+}
+
+/* The blacklist thread: reads the topic to its end (then the workers may
+ * judge), then follows it until a stop (consumers/follow.h). */
 static void *bl_main(void *arg) {
     decide_t *d = arg;
     char why[512];
-    ol_codec_t *codec = ol_codec_new();
-    ol_arena_t *arena = ol_arena_new(16 * 1024);
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(d->bl_consumer, d->topic_bl, NULL);
-    rd_kafka_resp_err_t kerr =
-        rd_kafka_metadata(d->bl_consumer, 0, rkt, &md, (int)ol_conf_int(d->conf, "broker.wait.ms"));
-    rd_kafka_topic_destroy(rkt);
-    int nparts = !kerr && md->topic_cnt == 1 && !md->topics[0].err ? md->topics[0].partition_cnt : 0;
-    if (nparts <= 0) {
-        snprintf(why, sizeof(why), "could not read topic %s: %s", d->topic_bl,
-                 kerr ? rd_kafka_err2str(kerr) : "no such topic (run `orderlog topics create`)");
-        if (md)
-            rd_kafka_metadata_destroy(md);
+    bl_reader_t r = {d, ol_codec_new(), ol_arena_new(16 * 1024), 0};
+    ol_follow_t *f;
+    if (ol_follow_open(&f, d->bl_consumer, d->topic_bl, (int)ol_conf_int(d->conf, "broker.wait.ms"), &stop_requested,
+                       why, sizeof(why))) {
         bl_signal(d, true, why);
         goto out;
     }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(nparts);
-    for (int i = 0; i < nparts; i++)
-        rd_kafka_topic_partition_list_add(l, d->topic_bl, md->topics[0].partitions[i].id)->offset =
-            RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_metadata_destroy(md);
-    rd_kafka_assign(d->bl_consumer, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    bool *eof = ol_xcalloc((size_t)nparts + 1, sizeof(*eof));
-    int neof = 0;
-    long long entries = 0;
+    bool caught_up = false;
     while (!stop_requested) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(d->bl_consumer, 200);
-        atomic_store_explicit(&d->bl_beat_us, ol_time_mono_us(), memory_order_relaxed);
-        if (!rkm)
-            continue;
-        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            if (rkm->partition >= 0 && rkm->partition < nparts && !eof[rkm->partition]) {
-                eof[rkm->partition] = true;
-                if (++neof == nparts) {
-                    ol_log_info("decide: blacklist read: %lld changes, %zu subjects listed", entries,
-                                ol_blacklist_count(d->bl));
-                    bl_signal(d, false, NULL);
-                }
-            }
-        } else if (rkm->err) {
-            ol_log_warn("decide: reading %s: %s", d->topic_bl, rd_kafka_message_errstr(rkm));
-        } else {
-            ol_envelope_t env = {.type = NULL};
-            avro_value_t *value;
-            ol_arena_reset(arena);
-            if (ol_event_decode(codec, rkm, arena, &env, &value, why, sizeof(why)) ||
-                strcmp(env.type->name, "BlacklistChanged")) {
-                ol_log_warn("decide: %s [%" PRId32 "] offset %" PRId64 " ignored: %s", d->topic_bl, rkm->partition,
-                            rkm->offset,
-                            env.type && strcmp(env.type->name, "BlacklistChanged") ? "not a BlacklistChanged" : why);
-            } else {
-                const ol_json_t *j = ol_codec_to_dom(env.type, value, arena);
-                ol_subject_t type =
-                    strcmp(ol_json_get_str(j, "subject_type", ""), "user") ? OL_SUBJECT_IP : OL_SUBJECT_USER;
-                int64_t until = ol_json_get_null(j, "until") ? OL_BLACKLIST_FOREVER : ol_json_get_int(j, "until", 0);
-                pthread_rwlock_wrlock(&d->bl_lock);
-                ol_blacklist_apply(d->bl, type, ol_json_get_str(j, "subject", ""),
-                                   !strcmp(ol_json_get_str(j, "action", ""), "add"), until);
-                pthread_rwlock_unlock(&d->bl_lock);
-                entries++;
-            }
+        if (!caught_up && ol_follow_caught_up(f)) {
+            caught_up = true;
+            ol_log_info("decide: blacklist read: %lld changes, %zu subjects listed", r.entries,
+                        ol_blacklist_count(d->bl));
+            bl_signal(d, false, NULL);
         }
-        rd_kafka_message_destroy(rkm);
+        ol_follow_poll(f, 200, bl_record, &r);
+        atomic_store_explicit(&d->bl_beat_us, ol_time_mono_us(), memory_order_relaxed);
     }
-    free(eof);
+    ol_follow_destroy(f);
 out:
-    ol_codec_destroy(codec);
-    ol_arena_destroy(arena);
+    ol_codec_destroy(r.codec);
+    ol_arena_destroy(r.arena);
     if (!d->bl_ready)
         bl_signal(d, false, NULL);
     return NULL;
