@@ -152,6 +152,8 @@ static int decide_command(worker_t *w, part_t *pt, ol_sale_cmd_t *c, int64_t now
         c->u.policy.at_ms = now_ms;
         n = ol_sale_policy_set(pt->sale, &c->u.policy, w->arena, f, why, why_size);
         break;
+    case OL_SALE_CMD__COUNT:
+        break;
     }
     return n;
 }

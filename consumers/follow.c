@@ -13,12 +13,14 @@ struct ol_follow_s {
     rd_kafka_t *rk;
     char *topic;
     int nparts, left;
-    int32_t *ids;  /* partition ids, in the metadata's order */
-    int64_t *ends; /* offset the partition ended at on open; -1: read to its end */
+    struct {
+        int32_t id;  /* in the metadata's order */
+        int64_t end; /* where the partition ended on open; -1: read to its end */
+    } * parts;
     long long records;
 };
 
-/* The topic's partitions into f->ids. */
+/* The topic's partitions into f->parts. */
 static ol_err_t read_partitions(ol_follow_t *f, int timeout_ms, char *errstr, size_t errstr_size) {
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(f->rk, f->topic, NULL);
@@ -34,16 +36,15 @@ static ol_err_t read_partitions(ol_follow_t *f, int timeout_ms, char *errstr, si
         goto out;
     }
     f->nparts = md->topics[0].partition_cnt;
-    f->ids = ol_xcalloc((size_t)f->nparts, sizeof(*f->ids));
-    f->ends = ol_xcalloc((size_t)f->nparts, sizeof(*f->ends));
+    f->parts = ol_xcalloc((size_t)f->nparts, sizeof(*f->parts));
     for (int i = 0; i < f->nparts; i++)
-        f->ids[i] = md->topics[0].partitions[i].id;
+        f->parts[i].id = md->topics[0].partitions[i].id;
 out:
     rd_kafka_metadata_destroy(md);
     return err;
 }
 
-/* The end of each partition into f->ends, and the assignment. */
+/* The end of each partition, and the assignment. */
 static ol_err_t assign_all(ol_follow_t *f, int timeout_ms, const volatile sig_atomic_t *stop, char *errstr,
                            size_t errstr_size) {
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(f->nparts);
@@ -52,16 +53,16 @@ static ol_err_t assign_all(ol_follow_t *f, int timeout_ms, const volatile sig_at
     for (int i = 0; i < f->nparts && !err; i++) {
         int64_t low = 0, high = 0, deadline = ol_time_mono_us() + (int64_t)timeout_ms * 1000;
         /* a topic just created may have no leader yet: try again for timeout_ms */
-        while ((kerr = rd_kafka_query_watermark_offsets(f->rk, f->topic, f->ids[i], &low, &high, timeout_ms)) &&
+        while ((kerr = rd_kafka_query_watermark_offsets(f->rk, f->topic, f->parts[i].id, &low, &high, timeout_ms)) &&
                ol_time_mono_us() < deadline && !(stop && *stop)) {
             struct timespec ts = {0, 100 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
         if (kerr)
             err = ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read the end of %s[%d]: %s", f->topic,
-                          (int)f->ids[i], rd_kafka_err2str(kerr));
-        rd_kafka_topic_partition_list_add(parts, f->topic, f->ids[i])->offset = RD_KAFKA_OFFSET_BEGINNING;
-        f->ends[i] = high > low ? high : -1;
+                          (int)f->parts[i].id, rd_kafka_err2str(kerr));
+        rd_kafka_topic_partition_list_add(parts, f->topic, f->parts[i].id)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        f->parts[i].end = high > low ? high : -1;
         f->left += high > low;
     }
     if (!err && (kerr = rd_kafka_assign(f->rk, parts)))
@@ -90,11 +91,11 @@ ol_err_t ol_follow_open(ol_follow_t **out, rd_kafka_t *rk, const char *topic, in
 /* A partition reached the end it had on open. */
 static void count_end(ol_follow_t *f, const rd_kafka_message_t *rkm) {
     int i = 0;
-    while (i < f->nparts && f->ids[i] != rkm->partition)
+    while (i < f->nparts && f->parts[i].id != rkm->partition)
         i++;
-    if (i < f->nparts && f->ends[i] >= 0 &&
-        (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF || rkm->offset + 1 >= f->ends[i])) {
-        f->ends[i] = -1;
+    if (i < f->nparts && f->parts[i].end >= 0 &&
+        (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF || rkm->offset + 1 >= f->parts[i].end)) {
+        f->parts[i].end = -1;
         f->left--;
     }
 }
@@ -125,10 +126,9 @@ long long ol_follow_records(const ol_follow_t *f) {
 }
 
 void ol_follow_destroy(ol_follow_t *f) {
-    if (!f)
-        return;
-    free(f->topic);
-    free(f->ids);
-    free(f->ends);
+    if (f) {
+        free(f->topic);
+        free(f->parts);
+    }
     free(f);
 }

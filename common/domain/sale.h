@@ -179,6 +179,12 @@ int ol_release_from_name(const char *name);
 int ol_hold_reject_from_name(const char *name);
 int ol_hold_op_from_name(const char *name);
 int ol_stock_cause_from_name(const char *name);
+/* The names of each list, indexed by value (the sale-events mapping's). */
+extern const char *const ol_reject_names[OL_REJECT__COUNT];
+extern const char *const ol_release_names[OL_RELEASE__COUNT];
+extern const char *const ol_hold_reject_names[OL_HOLD_REJECT__COUNT];
+extern const char *const ol_hold_op_names[OL_HOLD_OP__COUNT];
+extern const char *const ol_stock_cause_names[OL_STOCK__COUNT];
 
 /* The shopper's messages of the original flash-sale API. */
 #define OL_SALE_MSG_BLACKLISTED "Bad guy! Bye-Bye!"

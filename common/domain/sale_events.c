@@ -9,25 +9,33 @@
 #include "common/base/util.h"
 
 /* What a field holds: a member of ol_fact_t at `off` (string, int32_t,
- * int64_t), one of its enums, the policy's levels, or the price. */
-typedef enum ftype_e {
-    F_STR,
-    F_I32,
-    F_I64,
-    F_REJECT,
-    F_RELEASE,
-    F_HOLD_REJECT,
-    F_OP,
-    F_CAUSE,
-    F_LEVELS,
-    F_PRICE,
-    F_CURRENCY
-} ftype_t;
+ * int64_t, or one of its enums, named by the list `e`), the policy's
+ * levels, or the price. */
+typedef enum ftype_e { F_STR, F_I32, F_I64, F_ENUM, F_LEVELS, F_PRICE, F_CURRENCY } ftype_t;
+
+/* An enum of sale.h: its names (sale.h's), and the value a name not in it
+ * is read as. */
+typedef struct enum_s {
+    const char *const *names;
+    int count, def;
+} enum_t;
+
+static const enum_t rejects = {ol_reject_names, OL_REJECT__COUNT, OL_REJECT_SOLD_OUT};
+static const enum_t releases = {ol_release_names, OL_RELEASE__COUNT, OL_RELEASE_EXPIRED};
+static const enum_t hold_rejects = {ol_hold_reject_names, OL_HOLD_REJECT__COUNT, OL_HOLD_REJECT_UNKNOWN_HOLD};
+static const enum_t hold_ops = {ol_hold_op_names, OL_HOLD_OP__COUNT, OL_HOLD_OP_CHECKOUT};
+static const enum_t causes = {ol_stock_cause_names, OL_STOCK__COUNT, OL_STOCK_ADJUSTED};
+/* the enum members are read and written as int */
+_Static_assert(sizeof(ol_reject_t) == sizeof(int) && sizeof(ol_release_t) == sizeof(int) &&
+                   sizeof(ol_hold_reject_t) == sizeof(int) && sizeof(ol_hold_op_t) == sizeof(int) &&
+                   sizeof(ol_stock_cause_t) == sizeof(int),
+               "sale.h's enums are ints");
 
 typedef struct field_s {
     const char *name;
     ftype_t type;
     size_t off;
+    const enum_t *e; /* F_ENUM */
 } field_t;
 
 #define STR(m) \
@@ -38,20 +46,23 @@ typedef struct field_s {
     { #m, F_I64, offsetof(ol_fact_t, m) }
 #define AT(name) \
     { name, F_I64, offsetof(ol_fact_t, at_ms) }
+#define ENUM(name, m, e) \
+    { name, F_ENUM, offsetof(ol_fact_t, m), &e }
 #define TYPED(name, type) \
-    { name, type, 0 }
+    { name, type, 0, NULL }
 
 static const field_t buy_accepted[] = {STR(request_id), STR(hold_id),    STR(user_id),    STR(sku),
                                        I32(quantity),   I64(expires_at), AT("decided_at")};
-static const field_t buy_rejected[] = {STR(request_id),           STR(user_id), STR(sku),        I32(quantity),
-                                       TYPED("reason", F_REJECT), STR(message), AT("decided_at")};
+static const field_t buy_rejected[] = {
+    STR(request_id), STR(user_id),    STR(sku), I32(quantity), ENUM("reason", reject, rejects),
+    STR(message),    AT("decided_at")};
 static const field_t hold_released[] = {
-    STR(hold_id), STR(user_id), STR(sku), I32(quantity), TYPED("reason", F_RELEASE), AT("released_at")};
+    STR(hold_id), STR(user_id), STR(sku), I32(quantity), ENUM("reason", release, releases), AT("released_at")};
 static const field_t hold_converted[] = {STR(hold_id), STR(order_id), STR(user_id),
                                          STR(sku),     I32(quantity), AT("converted_at")};
 static const field_t stock_changed[] = {STR(sku),
                                         I64(total),
-                                        TYPED("cause", F_CAUSE),
+                                        ENUM("cause", cause, causes),
                                         AT("changed_at"),
                                         I64(version),
                                         TYPED("price", F_PRICE),
@@ -61,8 +72,12 @@ static const field_t policy_changed[] = {STR(sku),
                                          {"default_limit", F_I32, offsetof(ol_fact_t, policy.default_limit)},
                                          TYPED("level_limits", F_LEVELS),
                                          AT("set_at")};
-static const field_t checkout_rejected[] = {STR(request_id), STR(hold_id),      STR(user_id),
-                                            STR(sku),        TYPED("op", F_OP), TYPED("reason", F_HOLD_REJECT),
+static const field_t checkout_rejected[] = {STR(request_id),
+                                            STR(hold_id),
+                                            STR(user_id),
+                                            STR(sku),
+                                            ENUM("op", op, hold_ops),
+                                            ENUM("reason", hold_reject, hold_rejects),
                                             AT("decided_at")};
 
 #define KIND(fields) \
@@ -116,21 +131,11 @@ static void encode_field(const field_t *fd, const ol_fact_t *f, const ol_sale_pr
     case F_I64:
         ol_json_member_int(m, fd->name, *(const int64_t *)(const void *)at);
         return;
-    case F_REJECT:
-        ol_json_member_str(m, fd->name, ol_reject_name(f->reject));
+    case F_ENUM: {
+        int v = *(const int *)(const void *)at;
+        ol_json_member_str(m, fd->name, v >= 0 && v < fd->e->count ? fd->e->names[v] : "?");
         return;
-    case F_RELEASE:
-        ol_json_member_str(m, fd->name, ol_release_name(f->release));
-        return;
-    case F_HOLD_REJECT:
-        ol_json_member_str(m, fd->name, ol_hold_reject_name(f->hold_reject));
-        return;
-    case F_OP:
-        ol_json_member_str(m, fd->name, ol_hold_op_name(f->op));
-        return;
-    case F_CAUSE:
-        ol_json_member_str(m, fd->name, ol_stock_cause_name(f->cause));
-        return;
+    }
     case F_LEVELS:
         member_levels(m, fd->name, &f->policy, arena);
         return;
@@ -186,12 +191,6 @@ static const ol_level_limit_t *policy_levels(const ol_json_t *d, ol_arena_t *are
     return levels;
 }
 
-/* name's value in a list, def when it is not one of them. */
-static int enum_of(int (*from_name)(const char *), const char *name, int def) {
-    int v = from_name(name);
-    return v < 0 ? def : v;
-}
-
 static void decode_field(const field_t *fd, const ol_json_t *d, ol_arena_t *arena, ol_fact_t *f,
                          ol_sale_price_t *price) {
     char *at = (char *)f + fd->off;
@@ -206,21 +205,13 @@ static void decode_field(const field_t *fd, const ol_json_t *d, ol_arena_t *aren
     case F_I64:
         *(int64_t *)(void *)at = ol_json_get_int(d, fd->name, 0);
         return;
-    case F_REJECT:
-        f->reject = (ol_reject_t)enum_of(ol_reject_from_name, s, OL_REJECT_SOLD_OUT);
+    case F_ENUM: {
+        int v = 0;
+        while (v < fd->e->count && strcmp(fd->e->names[v], s))
+            v++;
+        *(int *)(void *)at = v < fd->e->count ? v : fd->e->def;
         return;
-    case F_RELEASE:
-        f->release = (ol_release_t)enum_of(ol_release_from_name, s, OL_RELEASE_EXPIRED);
-        return;
-    case F_HOLD_REJECT:
-        f->hold_reject = (ol_hold_reject_t)enum_of(ol_hold_reject_from_name, s, OL_HOLD_REJECT_UNKNOWN_HOLD);
-        return;
-    case F_OP:
-        f->op = (ol_hold_op_t)enum_of(ol_hold_op_from_name, s, OL_HOLD_OP_CHECKOUT);
-        return;
-    case F_CAUSE:
-        f->cause = (ol_stock_cause_t)enum_of(ol_stock_cause_from_name, s, OL_STOCK_ADJUSTED);
-        return;
+    }
     case F_LEVELS:
         f->policy.levels = policy_levels(d, arena, &f->policy.n_levels);
         return;
@@ -253,27 +244,17 @@ bool ol_sale_events_decode(const char *name, const ol_json_t *d, ol_arena_t *are
 
 /* ---- commands ------------------------------------------------------------- */
 
-static const struct {
-    const char *name;
-    ol_sale_cmd_kind_t kind;
-} commands[] = {
-    {"BuyRequested", OL_SALE_CMD_BUY},
-    {"CheckoutRequested", OL_SALE_CMD_CHECKOUT},
-    {"HoldCancelled", OL_SALE_CMD_CANCEL},
-    {"SkuSynced", OL_SALE_CMD_SKU_SYNCED},
-    {"SkuRemoved", OL_SALE_CMD_SKU_REMOVED},
-    {"StockAdjusted", OL_SALE_CMD_STOCK_ADJUSTED},
-    {"PurchasePolicySet", OL_SALE_CMD_POLICY_SET},
-};
+#define CMD_NAME(name, str) str,
+static const char *const command_names[] = {OL_SALE_CMDS(CMD_NAME)};
 
 bool ol_sale_events_command(const char *name, const ol_json_t *d, ol_arena_t *arena, ol_sale_cmd_t *out) {
-    size_t k = 0, n = sizeof(commands) / sizeof(commands[0]);
-    while (k < n && strcmp(commands[k].name, name))
+    int k = 0;
+    while (k < OL_SALE_CMD__COUNT && strcmp(command_names[k], name))
         k++;
-    if (k == n)
+    if (k == OL_SALE_CMD__COUNT)
         return false;
     memset(out, 0, sizeof(*out));
-    out->kind = commands[k].kind;
+    out->kind = (ol_sale_cmd_kind_t)k;
 #define S(field) ol_json_get_str(d, field, "")
 #define I(field) ol_json_get_int(d, field, 0)
     switch (out->kind) {
@@ -303,6 +284,8 @@ bool ol_sale_events_command(const char *name, const ol_json_t *d, ol_arena_t *ar
             (ol_policy_cmd_t){S("sku"), {(int32_t)I("min_level"), (int32_t)I("default_limit"), nl, levels}, 0};
         break;
     }
+    case OL_SALE_CMD__COUNT:
+        break;
     }
 #undef S
 #undef I

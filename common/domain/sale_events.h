@@ -48,15 +48,17 @@ bool ol_sale_events_decode(const char *name, const ol_json_t *d, ol_arena_t *are
 
 /* ---- commands (buy-requests and skus) ------------------------------------ */
 
-typedef enum ol_sale_cmd_kind_e {
-    OL_SALE_CMD_BUY,            /* BuyRequested */
-    OL_SALE_CMD_CHECKOUT,       /* CheckoutRequested */
-    OL_SALE_CMD_CANCEL,         /* HoldCancelled */
-    OL_SALE_CMD_SKU_SYNCED,     /* SkuSynced */
-    OL_SALE_CMD_SKU_REMOVED,    /* SkuRemoved */
-    OL_SALE_CMD_STOCK_ADJUSTED, /* StockAdjusted */
-    OL_SALE_CMD_POLICY_SET      /* PurchasePolicySet */
-} ol_sale_cmd_kind_t;
+/* The commands (event names) the decider takes. */
+#define OL_SALE_CMDS(X)                \
+    X(BUY, "BuyRequested")             \
+    X(CHECKOUT, "CheckoutRequested")   \
+    X(CANCEL, "HoldCancelled")         \
+    X(SKU_SYNCED, "SkuSynced")         \
+    X(SKU_REMOVED, "SkuRemoved")       \
+    X(STOCK_ADJUSTED, "StockAdjusted") \
+    X(POLICY_SET, "PurchasePolicySet")
+#define OL_SALE_CMD_ENUM(name, str) OL_SALE_CMD_##name,
+typedef enum ol_sale_cmd_kind_e { OL_SALE_CMDS(OL_SALE_CMD_ENUM) OL_SALE_CMD__COUNT } ol_sale_cmd_kind_t;
 
 typedef struct ol_sale_cmd_s {
     ol_sale_cmd_kind_t kind;
