@@ -45,6 +45,35 @@ void ol_decide__part_drop(part_t *pt) {
     pt->prices = NULL;
 }
 
+/* Applies the fact of one sale-events record of an owned partition
+ * (counted in *facts, and in *refused when the state refuses it); an
+ * unreadable record fails the restore. */
+static ol_err_t restore_record(worker_t *w, const rd_kafka_message_t *rkm, long long *facts, long long *refused,
+                               char *errstr, size_t errstr_size) {
+    decide_t *d = w->d;
+    int32_t p = rkm->partition;
+    char why[512];
+    ol_envelope_t env;
+    avro_value_t *value;
+    ol_fact_t f;
+    ol_arena_reset(w->arena);
+    if (ol_event_decode(w->codec, rkm, w->arena, &env, &value, why, sizeof(why)))
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                       "%s [%" PRId32 "] offset %" PRId64 " cannot be read back (%s): refusing to decide on a "
+                       "state that would miss it",
+                       d->topic_sale, p, rkm->offset, why);
+    if (!fact_from_event(w, p, env.type, ol_codec_to_dom(env.type, value, w->arena), &f))
+        return OL_ERR_OK;
+    (*facts)++;
+    atomic_fetch_add_explicit(&d->restore_facts, 1, memory_order_relaxed);
+    if (ol_sale_apply(w->parts[p].sale, &f, why, sizeof(why))) {
+        (*refused)++;
+        ol_log_warn("decide: %s [%" PRId32 "] offset %" PRId64 " contradicts the state, ignored: %s", d->topic_sale, p,
+                    rkm->offset, why);
+    }
+    return OL_ERR_OK;
+}
+
 /* Rebuilds the state of partitions ps[0..n) from sale-events, read from the
  * beginning to its end (read_committed). */
 static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, size_t errstr_size) {
@@ -69,7 +98,6 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     int eof = 0;
     long long facts = 0, refused = 0;
     ol_err_t err = OL_ERR_OK;
-    char why[512];
     while (eof < n && !err) {
         if (ol_decide__stop) {
             err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "stopped while restoring");
@@ -88,24 +116,7 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
         } else if (rkm->err) {
             ol_log_warn("decide: reading %s: %s", d->topic_sale, rd_kafka_message_errstr(rkm));
         } else if (p >= 0 && p < d->npartitions && w->parts[p].sale) {
-            ol_envelope_t env;
-            avro_value_t *value;
-            ol_fact_t f;
-            ol_arena_reset(w->arena);
-            if (ol_event_decode(w->codec, rkm, w->arena, &env, &value, why, sizeof(why))) {
-                err = ol_errf(errstr, errstr_size, OL_ERR_INVALID,
-                              "%s [%" PRId32 "] offset %" PRId64 " cannot be read back (%s): refusing to decide on a "
-                              "state that would miss it",
-                              d->topic_sale, p, rkm->offset, why);
-            } else if (fact_from_event(w, p, env.type, ol_codec_to_dom(env.type, value, w->arena), &f)) {
-                facts++;
-                atomic_fetch_add_explicit(&d->restore_facts, 1, memory_order_relaxed);
-                if (ol_sale_apply(w->parts[p].sale, &f, why, sizeof(why))) {
-                    refused++;
-                    ol_log_warn("decide: %s [%" PRId32 "] offset %" PRId64 " contradicts the state, ignored: %s",
-                                d->topic_sale, p, rkm->offset, why);
-                }
-            }
+            err = restore_record(w, rkm, &facts, &refused, errstr, errstr_size);
         }
         rd_kafka_message_destroy(rkm);
     }
@@ -125,6 +136,45 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     ol_log_info("decide: worker %d restored %d partition(s) from %s: %lld facts (%lld ignored), %zu open holds, "
                 "%zu request ids remembered, %.0f ms",
                 w->index, n, d->topic_sale, facts, refused, holds, remembered, (double)(ol_time_mono_us() - t0) / 1e3);
+    return OL_ERR_OK;
+}
+
+/* Where each taken partition goes on from: buy-requests at its committed
+ * offset (or its start), skus too, and its end now, up to which the
+ * partition's buy-requests wait (added to pause). */
+static ol_err_t positions(worker_t *w, const rd_kafka_topic_partition_list_t *parts,
+                          rd_kafka_topic_partition_list_t *pause, char *errstr, size_t errstr_size) {
+    for (int i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        bool skus = !strcmp(tp->topic, w->d->topic_skus);
+        part_t *pt = &w->parts[tp->partition];
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (!skus && tp->offset >= 0) {
+            pt->buy_next = tp->offset;
+            continue;
+        }
+        /* "unknown partition" until this handle has the topic's metadata */
+        for (int attempt = 0; attempt < 100; attempt++) {
+            kerr = rd_kafka_query_watermark_offsets(w->consumer, tp->topic, tp->partition, &lo, &hi, 10000);
+            if (kerr != RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || ol_decide__stop)
+                break;
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        if (kerr)
+            return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read the end of %s [%" PRId32 "]: %s",
+                           tp->topic, tp->partition, rd_kafka_err2str(kerr));
+        if (!skus) {
+            pt->buy_next = lo;
+            continue;
+        }
+        pt->skus_next = tp->offset >= 0 ? tp->offset : lo;
+        pt->skus_end = hi;
+        pt->paused = pt->skus_next < hi;
+        if (pt->paused)
+            rd_kafka_topic_partition_list_add(pause, w->d->topic_buy, tp->partition);
+    }
     return OL_ERR_OK;
 }
 
@@ -165,38 +215,8 @@ static ol_err_t take(worker_t *w, rd_kafka_topic_partition_list_t *parts, char *
     }
     ol_err_t err = restore(w, ps, n, errstr, errstr_size);
     rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(parts->cnt);
-    for (int i = 0; i < parts->cnt && !err; i++) {
-        const rd_kafka_topic_partition_t *tp = &parts->elems[i];
-        bool skus = !strcmp(tp->topic, w->d->topic_skus);
-        part_t *pt = &w->parts[tp->partition];
-        int64_t lo = 0, hi = 0;
-        if (!skus && tp->offset >= 0) {
-            pt->buy_next = tp->offset;
-            continue;
-        }
-        /* "unknown partition" until this handle has the topic's metadata */
-        for (int attempt = 0; attempt < 100; attempt++) {
-            kerr = rd_kafka_query_watermark_offsets(w->consumer, tp->topic, tp->partition, &lo, &hi, 10000);
-            if (kerr != RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || ol_decide__stop)
-                break;
-            struct timespec ts = {0, 100 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-        if (kerr) {
-            err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read the end of %s [%" PRId32 "]: %s",
-                          tp->topic, tp->partition, rd_kafka_err2str(kerr));
-            break;
-        }
-        if (!skus) {
-            pt->buy_next = lo;
-            continue;
-        }
-        pt->skus_next = tp->offset >= 0 ? tp->offset : lo;
-        pt->skus_end = hi;
-        pt->paused = pt->skus_next < hi;
-        if (pt->paused)
-            rd_kafka_topic_partition_list_add(pause, w->d->topic_buy, tp->partition);
-    }
+    if (!err)
+        err = positions(w, parts, pause, errstr, errstr_size);
     if (!err && (kerr = rd_kafka_assign(w->consumer, parts))) {
         if (kerr == RD_KAFKA_RESP_ERR__FATAL)
             w->consumer_fatal = true;
