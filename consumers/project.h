@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "common/base/json.h"
+#include "common/domain/schema.h"
 #include "consumers/runtime.h"
 
 /* The projection of orders, after-sales and skus (consumers/project.c), and
@@ -44,6 +46,18 @@ void ol_project_bulk_reset(ol_project_bulk_t *bulk);
  * never met in an earlier flush, but see finish for refunds). */
 ol_err_t ol_project_bulk_flush(ol_project_bulk_t *bulk, PGconn *conn, PGconn *conn2, const char *schema, char *errstr,
                                size_t errstr_size);
+/* The rules alone, on the rows in memory (no runtime, no database: for
+ * tests): applies one event of the orders, after-sales or skus topic, its
+ * data as the codec's DOM, at (partition, offset) of its topic, as a batch
+ * of the bulk mode would. rejected gets why the event can never apply (the
+ * reason the dlq would get), else "". */
+void ol_project_bulk_apply_event(ol_project_bulk_t *bulk, const ol_event_type_t *type, const ol_json_t *data,
+                                 int32_t partition, int64_t offset, char *rejected, size_t rejected_size);
+/* The value of column in the row of table (orders, refunds, skus) with key,
+ * as text; NULL for SQL NULL or no such row. Borrowed from bulk until its
+ * next change. */
+const char *ol_project_bulk_value(const ol_project_bulk_t *bulk, const char *table, const char *key,
+                                  const char *column);
 /* After the last flush: refunded_amount of every order from its refunds,
  * and, with merge_refunds (more than one pass), one row per refund where a
  * refund was folded by two passes (its order moved to another partition):

@@ -43,6 +43,7 @@
 #include "common/domain/sale_events.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
+#include "consumers/rowset.h"
 
 bool ol_sale_project_takes(const char *topic) {
     return !strcmp(topic, "sale-events") || !strcmp(topic, "blacklist");
@@ -179,162 +180,93 @@ ol_err_t ol_sale_project_fold(ol_sale_project_fold_t *fold, const ol_rt_record_t
 
 /* ---- tables --------------------------------------------------------------- */
 
-/* Every table ends with last_partition, last_offset; the first nkeys
- * columns are its primary key. Generated columns (inventory.available) are
- * left out. */
-typedef struct table_s {
-    const char *name;
-    const char *const *cols;
-    int ncols, nkeys;
-    bool insert_once; /* an existing row is never replaced */
-} table_t;
+/* Every table ends with its position columns; the first nkeys columns are
+ * its primary key. Generated columns (inventory.available) are left out.
+ * One line per table's columns. */
+/* clang-format off */
+#define TOTALS_COLS(X) X(U_USER, "user_id") X(U_SKU, "sku") X(U_HELD, "held") X(U_BOUGHT, "bought") X(U_UPDATED_AT, "updated_at") X(U_LAST_PARTITION, "last_partition") X(U_LAST_OFFSET, "last_offset")
+enum { TOTALS_COLS(OL_ROWSET_COL_ENUM) U_NCOLS };
+static const char *const totals_cols[] = {TOTALS_COLS(OL_ROWSET_COL_NAME)};
 
-enum {
-    D_REQUEST,
-    D_USER,
-    D_SKU,
-    D_QUANTITY,
-    D_OUTCOME,
-    D_REASON,
-    D_MESSAGE,
-    D_HOLD,
-    D_EXPIRES_AT,
-    D_DECIDED_AT,
-    D_NCOLS = 12
-};
-static const char *const decision_cols[] = {"request_id",     "user_id",    "sku",     "quantity",   "outcome",
-                                            "reason",         "message",    "hold_id", "expires_at", "decided_at",
-                                            "last_partition", "last_offset"};
+#define INVENTORY_COLS(X) X(I_SKU, "sku") X(I_TOTAL, "total") X(I_HELD, "held") X(I_SOLD, "sold") X(I_VERSION, "version") X(I_CAUSE, "cause") X(I_UPDATED_AT, "updated_at") X(I_LAST_PARTITION, "last_partition") X(I_LAST_OFFSET, "last_offset")
+enum { INVENTORY_COLS(OL_ROWSET_COL_ENUM) I_NCOLS };
+static const char *const inventory_cols[] = {INVENTORY_COLS(OL_ROWSET_COL_NAME)};
 
-enum {
-    H_HOLD,
-    H_REQUEST,
-    H_USER,
-    H_SKU,
-    H_QUANTITY,
-    H_STATUS,
-    H_RELEASE_REASON,
-    H_ORDER,
-    H_EXPIRES_AT,
-    H_PLACED_AT,
-    H_ENDED_AT,
-    H_UPDATED_AT,
-    H_NCOLS = 14
-};
-static const char *const hold_cols[] = {"hold_id",  "request_id",     "user_id",        "sku",        "quantity",
-                                        "status",   "release_reason", "order_id",       "expires_at", "placed_at",
-                                        "ended_at", "updated_at",     "last_partition", "last_offset"};
+#define DECISION_COLS(X) X(D_REQUEST, "request_id") X(D_USER, "user_id") X(D_SKU, "sku") X(D_QUANTITY, "quantity") X(D_OUTCOME, "outcome") X(D_REASON, "reason") X(D_MESSAGE, "message") X(D_HOLD, "hold_id") X(D_EXPIRES_AT, "expires_at") X(D_DECIDED_AT, "decided_at") X(D_LAST_PARTITION, "last_partition") X(D_LAST_OFFSET, "last_offset")
+enum { DECISION_COLS(OL_ROWSET_COL_ENUM) D_NCOLS };
+static const char *const decision_cols[] = {DECISION_COLS(OL_ROWSET_COL_NAME)};
 
-enum { I_SKU, I_TOTAL, I_HELD, I_SOLD, I_VERSION, I_CAUSE, I_UPDATED_AT, I_NCOLS = 9 };
-static const char *const inventory_cols[] = {"sku",   "total",      "held",           "sold",       "version",
-                                             "cause", "updated_at", "last_partition", "last_offset"};
+#define POLICY_COLS(X) X(P_SKU, "sku") X(P_MIN_LEVEL, "min_level") X(P_DEFAULT_LIMIT, "default_limit") X(P_LEVEL_LIMITS, "level_limits") X(P_SET_AT, "set_at") X(P_LAST_PARTITION, "last_partition") X(P_LAST_OFFSET, "last_offset")
+enum { POLICY_COLS(OL_ROWSET_COL_ENUM) P_NCOLS };
+static const char *const policy_cols[] = {POLICY_COLS(OL_ROWSET_COL_NAME)};
 
-enum { U_USER, U_SKU, U_HELD, U_BOUGHT, U_UPDATED_AT, U_NCOLS = 7 };
-static const char *const totals_cols[] = {"user_id",        "sku",        "held", "bought", "updated_at",
-                                          "last_partition", "last_offset"};
+#define BLACKLIST_COLS(X) X(B_TYPE, "subject_type") X(B_SUBJECT, "subject") X(B_REASON, "reason") X(B_UNTIL, "until") X(B_CHANGED_AT, "changed_at") X(B_LAST_PARTITION, "last_partition") X(B_LAST_OFFSET, "last_offset")
+enum { BLACKLIST_COLS(OL_ROWSET_COL_ENUM) B_NCOLS };
+static const char *const blacklist_cols[] = {BLACKLIST_COLS(OL_ROWSET_COL_NAME)};
 
-enum { P_SKU, P_MIN_LEVEL, P_DEFAULT_LIMIT, P_LEVEL_LIMITS, P_SET_AT, P_NCOLS = 7 };
-static const char *const policy_cols[] = {"sku",    "min_level",      "default_limit", "level_limits",
-                                          "set_at", "last_partition", "last_offset"};
+#define HOLD_COLS(X) X(H_HOLD, "hold_id") X(H_REQUEST, "request_id") X(H_USER, "user_id") X(H_SKU, "sku") X(H_QUANTITY, "quantity") X(H_STATUS, "status") X(H_RELEASE_REASON, "release_reason") X(H_ORDER, "order_id") X(H_EXPIRES_AT, "expires_at") X(H_PLACED_AT, "placed_at") X(H_ENDED_AT, "ended_at") X(H_UPDATED_AT, "updated_at") X(H_LAST_PARTITION, "last_partition") X(H_LAST_OFFSET, "last_offset")
+enum { HOLD_COLS(OL_ROWSET_COL_ENUM) H_NCOLS };
+static const char *const hold_cols[] = {HOLD_COLS(OL_ROWSET_COL_NAME)};
 
-enum { C_REQUEST, C_HOLD, C_USER, C_SKU, C_OP, C_REASON, C_DECIDED_AT, C_NCOLS = 9 };
-static const char *const checkout_cols[] = {"request_id", "hold_id",    "user_id",        "sku",        "op",
-                                            "reason",     "decided_at", "last_partition", "last_offset"};
-
-enum { B_TYPE, B_SUBJECT, B_REASON, B_UNTIL, B_CHANGED_AT, B_NCOLS = 7 };
-static const char *const blacklist_cols[] = {"subject_type", "subject",        "reason",     "until",
-                                             "changed_at",   "last_partition", "last_offset"};
+#define CHECKOUT_COLS(X) X(C_REQUEST, "request_id") X(C_HOLD, "hold_id") X(C_USER, "user_id") X(C_SKU, "sku") X(C_OP, "op") X(C_REASON, "reason") X(C_DECIDED_AT, "decided_at") X(C_LAST_PARTITION, "last_partition") X(C_LAST_OFFSET, "last_offset")
+enum { CHECKOUT_COLS(OL_ROWSET_COL_ENUM) C_NCOLS };
+static const char *const checkout_cols[] = {CHECKOUT_COLS(OL_ROWSET_COL_NAME)};
+/* clang-format on */
 
 enum { T_DECISIONS, T_HOLDS, T_INVENTORY, T_TOTALS, T_POLICIES, T_CHECKOUTS, T_BLACKLIST, T_COUNT };
-static const table_t tables[T_COUNT] = {
-    {"buy_decisions", decision_cols, D_NCOLS, 1, true}, {"holds", hold_cols, H_NCOLS, 1, false},
-    {"inventory", inventory_cols, I_NCOLS, 1, false},   {"user_sku_totals", totals_cols, U_NCOLS, 2, false},
-    {"policies", policy_cols, P_NCOLS, 1, false},       {"checkout_rejections", checkout_cols, C_NCOLS, 1, true},
-    {"blacklist", blacklist_cols, B_NCOLS, 2, false},
+/* insert once: an existing row is never replaced */
+static const ol_rowset_table_t tables[T_COUNT] = {
+    {"buy_decisions", decision_cols, D_NCOLS, 1, D_LAST_PARTITION, D_LAST_OFFSET, OL_ROWSET_INSERT_ONCE, 0},
+    {"holds", hold_cols, H_NCOLS, 1, H_LAST_PARTITION, H_LAST_OFFSET, OL_ROWSET_UPSERT, 0},
+    {"inventory", inventory_cols, I_NCOLS, 1, I_LAST_PARTITION, I_LAST_OFFSET, OL_ROWSET_UPSERT, 0},
+    {"user_sku_totals", totals_cols, U_NCOLS, 2, U_LAST_PARTITION, U_LAST_OFFSET, OL_ROWSET_UPSERT, 0},
+    {"policies", policy_cols, P_NCOLS, 1, P_LAST_PARTITION, P_LAST_OFFSET, OL_ROWSET_UPSERT, 0},
+    {"checkout_rejections", checkout_cols, C_NCOLS, 1, C_LAST_PARTITION, C_LAST_OFFSET, OL_ROWSET_INSERT_ONCE, 0},
+    {"blacklist", blacklist_cols, B_NCOLS, 2, B_LAST_PARTITION, B_LAST_OFFSET, OL_ROWSET_UPSERT, 0},
 };
-
-/* A row image. */
-typedef struct row_s {
-    char **v;
-    bool in_db;   /* loaded: the row exists in the database */
-    bool present; /* exists now (loaded or made by this batch, not deleted) */
-    bool dirty;   /* to be written */
-} row_t;
 
 /* ---- apply: row images ------------------------------------------------------ */
 
 typedef struct apply_s {
     ol_rt_t *rt;
-    PGconn *conn;
-    ol_arena_t *arena;
-    const char *schema;
-    ol_map_t *rows[T_COUNT];
-    char *errstr;
-    size_t errstr_size;
+    ol_rowset_mem_t mem;
+    ol_rowset_t rows[T_COUNT];
 } apply_t;
-
-static char *astrdup(apply_t *a, const char *s) {
-    return s ? ol_arena_strndup(a->arena, s, strlen(s)) : NULL;
-}
 
 /* The image of the row of table t with key k0 (and k1 for two-column keys),
  * made empty (not present) when absent. */
-static row_t *row_get(apply_t *a, int t, const char *k0, const char *k1) {
-    const table_t *tb = &tables[t];
-    k0 = k0 ? k0 : "";
-    k1 = k1 ? k1 : "";
-    char *key = tb->nkeys == 2 ? ol_arena_sprintf(a->arena, "%s\x1f%s", k0, k1) : (char *)k0;
-    row_t *r = ol_map_get(a->rows[t], key, strlen(key));
-    if (r)
-        return r;
-    r = ol_arena_alloc(a->arena, sizeof(*r));
-    memset(r, 0, sizeof(*r));
-    r->v = ol_arena_alloc(a->arena, (size_t)tb->ncols * sizeof(char *));
-    memset(r->v, 0, (size_t)tb->ncols * sizeof(char *));
-    r->v[0] = astrdup(a, k0);
-    if (tb->nkeys == 2)
-        r->v[1] = astrdup(a, k1);
-    ol_map_put(a->rows[t], key, strlen(key), r);
-    return r;
+static ol_row_t *row_get(apply_t *a, int t, const char *k0, const char *k1) {
+    return ol_rowset_get(&a->rows[t], k0, k1);
 }
 
-static void set_str(apply_t *a, row_t *r, int col, const char *v) {
-    r->v[col] = astrdup(a, v);
-    r->dirty = true;
+static void set_str(apply_t *a, ol_row_t *r, int col, const char *v) {
+    ol_row_set_str(&a->mem, r, col, v);
 }
 
-static void set_int(apply_t *a, row_t *r, int col, int64_t v) {
-    r->v[col] = ol_arena_sprintf(a->arena, "%lld", (long long)v);
-    r->dirty = true;
+static void set_int(apply_t *a, ol_row_t *r, int col, int64_t v) {
+    ol_row_set_int(&a->mem, r, col, v);
 }
 
-static void set_time(apply_t *a, row_t *r, int col, int64_t ms) {
-    char ts[40];
-    ol_time_format(ms, ts, sizeof(ts));
-    set_str(a, r, col, ts);
+static void set_time(apply_t *a, ol_row_t *r, int col, int64_t ms) {
+    ol_row_set_time(&a->mem, r, col, ms);
 }
 
-static int64_t get_int(const row_t *r, int col) {
-    return r->v[col] ? strtoll(r->v[col], NULL, 10) : 0;
+static int64_t get_int(const ol_row_t *r, int col) {
+    return ol_row_int(r, col);
 }
 
-static const char *get_str(const row_t *r, int col) {
-    return r->v[col] ? r->v[col] : "";
+static const char *get_str(const ol_row_t *r, int col) {
+    return ol_row_str(r, col);
 }
 
 /* Whether the row has seen the fact's position: the fact was applied. */
-static bool seen(const row_t *r, int t, const fact_t *f) {
-    int lp = tables[t].ncols - 2;
-    return r->present && r->v[lp] && r->v[lp + 1] && strtol(r->v[lp], NULL, 10) == f->partition &&
-           strtoll(r->v[lp + 1], NULL, 10) >= f->offset;
+static bool seen(const ol_row_t *r, int t, const fact_t *f) {
+    return ol_row_seen(&tables[t], r, f->partition, f->offset);
 }
 
 /* The row took the fact: it remembers its position and is written. */
-static void took(apply_t *a, row_t *r, int t, const fact_t *f) {
-    int lp = tables[t].ncols - 2;
-    set_int(a, r, lp, f->partition);
-    set_int(a, r, lp + 1, f->offset);
-    r->present = true;
+static void took(apply_t *a, ol_row_t *r, int t, const fact_t *f) {
+    ol_row_took(&a->rows[t], r, f->partition, f->offset);
 }
 
 /* The fact can never apply: dlq, with why. */
@@ -383,8 +315,8 @@ static void touch(apply_t *a, const fact_t *f) {
 
 static void apply_decision(apply_t *a, const fact_t *f) {
     bool accepted = f->kind == K_ACCEPTED;
-    row_t *d = row_get(a, T_DECISIONS, f->request_id, NULL);
-    row_t *h = NULL, *inv = NULL, *u = NULL;
+    ol_row_t *d = row_get(a, T_DECISIONS, f->request_id, NULL);
+    ol_row_t *h = NULL, *inv = NULL, *u = NULL;
     if (accepted) {
         h = row_get(a, T_HOLDS, f->hold_id, NULL);
         inv = row_get(a, T_INVENTORY, f->sku, NULL);
@@ -456,8 +388,8 @@ static void apply_decision(apply_t *a, const fact_t *f) {
 /* HoldReleased and HoldConverted. */
 static void apply_hold_end(apply_t *a, const fact_t *f) {
     bool converted = f->kind == K_CONVERTED;
-    row_t *h = row_get(a, T_HOLDS, f->hold_id, NULL), *inv = row_get(a, T_INVENTORY, f->sku, NULL),
-          *u = row_get(a, T_TOTALS, f->user_id, f->sku);
+    ol_row_t *h = row_get(a, T_HOLDS, f->hold_id, NULL), *inv = row_get(a, T_INVENTORY, f->sku, NULL),
+             *u = row_get(a, T_TOTALS, f->user_id, f->sku);
     if (seen(h, T_HOLDS, f) || seen(inv, T_INVENTORY, f) || seen(u, T_TOTALS, f))
         return;
     if (!h->present) {
@@ -503,7 +435,7 @@ static void apply_hold_end(apply_t *a, const fact_t *f) {
 }
 
 static void apply_stock(apply_t *a, const fact_t *f) {
-    row_t *inv = row_get(a, T_INVENTORY, f->sku, NULL);
+    ol_row_t *inv = row_get(a, T_INVENTORY, f->sku, NULL);
     if (seen(inv, T_INVENTORY, f))
         return;
     int64_t taken = get_int(inv, I_HELD) + get_int(inv, I_SOLD);
@@ -524,7 +456,7 @@ static void apply_stock(apply_t *a, const fact_t *f) {
 }
 
 static void apply_policy(apply_t *a, const fact_t *f) {
-    row_t *p = row_get(a, T_POLICIES, f->sku, NULL);
+    ol_row_t *p = row_get(a, T_POLICIES, f->sku, NULL);
     if (seen(p, T_POLICIES, f))
         return;
     set_int(a, p, P_MIN_LEVEL, f->min_level);
@@ -535,7 +467,7 @@ static void apply_policy(apply_t *a, const fact_t *f) {
 }
 
 static void apply_checkout_rejected(apply_t *a, const fact_t *f) {
-    row_t *c = row_get(a, T_CHECKOUTS, f->request_id, NULL);
+    ol_row_t *c = row_get(a, T_CHECKOUTS, f->request_id, NULL);
     if (c->present)
         return; /* this fact again, or the same request refused again: the first is kept */
     set_str(a, c, C_HOLD, f->hold_id);
@@ -548,7 +480,7 @@ static void apply_checkout_rejected(apply_t *a, const fact_t *f) {
 }
 
 static void apply_blacklist(apply_t *a, const fact_t *f) {
-    row_t *b = row_get(a, T_BLACKLIST, f->subject_type, f->subject);
+    ol_row_t *b = row_get(a, T_BLACKLIST, f->subject_type, f->subject);
     if (seen(b, T_BLACKLIST, f))
         return;
     if (!f->add) {
@@ -592,151 +524,6 @@ static void apply_fact(apply_t *a, const fact_t *f) {
     }
 }
 
-/* ---- apply: loading and writing ----------------------------------------------- */
-
-/* The keys of rows as text[] literals, one per key column. */
-typedef struct keys_s {
-    ol_pgcopy_t cols[2];
-    size_t count;
-    int nkeys;
-    bool (*want)(const row_t *r); /* NULL: every row */
-} keys_t;
-
-static void keys_fn(void *opaque, const char *key, size_t key_len, void *value) {
-    (void)key;
-    (void)key_len;
-    keys_t *k = opaque;
-    const row_t *r = value;
-    if (k->want && !k->want(r))
-        return;
-    for (int c = 0; c < k->nkeys; c++)
-        ol_pgcopy_array_item(&k->cols[c], r->v[c], strlen(r->v[c]), k->count == 0);
-    k->count++;
-}
-
-/* The keys of the rows of table t that want() (NULL: all) in params[0..nkeys). */
-static size_t keys_of(apply_t *a, int t, bool (*want)(const row_t *r), const char **params) {
-    keys_t k;
-    memset(&k, 0, sizeof(k));
-    k.nkeys = tables[t].nkeys;
-    k.want = want;
-    for (int c = 0; c < k.nkeys; c++) {
-        k.cols[c].arena = a->arena;
-        ol_pgcopy_char(&k.cols[c], '{');
-    }
-    ol_map_foreach(a->rows[t], keys_fn, &k);
-    for (int c = 0; c < k.nkeys; c++) {
-        ol_pgcopy_char(&k.cols[c], '}');
-        params[c] = k.cols[c].buf;
-    }
-    return k.count;
-}
-
-/* "t.c0 = k.c0 and t.c1 = k.c1": the join of a table with its keys. */
-static const char *key_join(apply_t *a, int t) {
-    const table_t *tb = &tables[t];
-    if (tb->nkeys == 1)
-        return ol_arena_sprintf(a->arena, "unnest($1::text[]) k(k0) join %s.%s t on t.%s = k.k0", a->schema, tb->name,
-                                tb->cols[0]);
-    return ol_arena_sprintf(a->arena,
-                            "unnest($1::text[], $2::text[]) k(k0, k1) join %s.%s t on t.%s = k.k0 and t.%s = k.k1",
-                            a->schema, tb->name, tb->cols[0], tb->cols[1]);
-}
-
-/* Fills the images of the rows of table t that exist. */
-static ol_err_t load_rows(apply_t *a, int t) {
-    const table_t *tb = &tables[t];
-    if (!ol_map_count(a->rows[t]))
-        return OL_ERR_OK;
-    const char *params[2];
-    keys_of(a, t, NULL, params);
-    char *sql = ol_arena_sprintf(a->arena, "select t.* from %s", key_join(a, t));
-    PGresult *res;
-    ol_err_t err = ol_pg_query(&res, a->conn, sql, tb->nkeys, params, a->errstr, a->errstr_size);
-    if (err)
-        return err;
-    int colmap[16];
-    for (int c = 0; c < tb->ncols; c++)
-        colmap[c] = PQfnumber(res, tb->cols[c]);
-    for (int i = 0; i < PQntuples(res); i++) {
-        const char *k0 = PQgetvalue(res, i, colmap[0]), *k1 = tb->nkeys == 2 ? PQgetvalue(res, i, colmap[1]) : NULL;
-        row_t *r = row_get(a, t, k0, k1);
-        r->in_db = r->present = true;
-        for (int c = 0; c < tb->ncols; c++)
-            r->v[c] =
-                colmap[c] < 0 || PQgetisnull(res, i, colmap[c])
-                    ? NULL
-                    : ol_arena_strndup(a->arena, PQgetvalue(res, i, colmap[c]), (size_t)PQgetlength(res, i, colmap[c]));
-    }
-    PQclear(res);
-    return OL_ERR_OK;
-}
-
-typedef struct copy_s {
-    const table_t *t;
-    ol_pgcopy_t text;
-    size_t rows;
-} copy_t;
-
-static void copy_row_fn(void *opaque, const char *key, size_t key_len, void *value) {
-    (void)key;
-    (void)key_len;
-    copy_t *c = opaque;
-    const row_t *r = value;
-    if (!r->present || !r->dirty)
-        return;
-    ol_pgcopy_row(&c->text, r->v, c->t->ncols);
-    c->rows++;
-}
-
-static bool gone(const row_t *r) {
-    return r->in_db && !r->present;
-}
-
-/* Deletes the rows of table t that went (blacklist removals). */
-static ol_err_t delete_rows(apply_t *a, int t) {
-    const char *params[2];
-    if (!keys_of(a, t, gone, params))
-        return OL_ERR_OK;
-    const table_t *tb = &tables[t];
-    char *sql = tb->nkeys == 1
-                    ? ol_arena_sprintf(a->arena, "delete from %s.%s where %s = any($1::text[])", a->schema, tb->name,
-                                       tb->cols[0])
-                    : ol_arena_sprintf(a->arena,
-                                       "delete from %s.%s t using unnest($1::text[], $2::text[]) k(k0, k1) where t.%s "
-                                       "= k.k0 and t.%s = k.k1",
-                                       a->schema, tb->name, tb->cols[0], tb->cols[1]);
-    return ol_pg_query(NULL, a->conn, sql, tb->nkeys, params, a->errstr, a->errstr_size);
-}
-
-/* COPY the changed rows of table t into a staging table, then one upsert. */
-static ol_err_t write_rows(apply_t *a, int t) {
-    const table_t *tb = &tables[t];
-    copy_t c = {tb, {a->arena, NULL, 0, 0}, 0};
-    ol_map_foreach(a->rows[t], copy_row_fn, &c);
-    if (!c.rows)
-        return OL_ERR_OK;
-    size_t cap = 64 * (size_t)tb->ncols, len = 0;
-    char *cols = ol_arena_alloc(a->arena, cap), *set = ol_arena_alloc(a->arena, 2 * cap);
-    for (int i = 0; i < tb->ncols; i++)
-        len += (size_t)snprintf(cols + len, cap - len, "%s%s", i ? ", " : "", tb->cols[i]);
-    len = 0;
-    for (int i = tb->nkeys; i < tb->ncols; i++)
-        len += (size_t)snprintf(set + len, 2 * cap - len, "%s%s = excluded.%s", i > tb->nkeys ? ", " : "", tb->cols[i],
-                                tb->cols[i]);
-    const char *keys = tb->nkeys == 1 ? tb->cols[0] : ol_arena_sprintf(a->arena, "%s, %s", tb->cols[0], tb->cols[1]);
-    char *stage = ol_arena_sprintf(a->arena, "ol_stage_%s", tb->name);
-    char *sql = ol_arena_sprintf(a->arena, "create temp table if not exists %s (like %s.%s) on commit delete rows",
-                                 stage, a->schema, tb->name);
-    ol_err_t err = ol_pg_exec_ok(a->conn, sql, a->errstr, a->errstr_size);
-    if (err || (err = ol_pgcopy_in(a->conn, stage, cols, &c.text, a->errstr, a->errstr_size)))
-        return err;
-    sql = ol_arena_sprintf(a->arena, "insert into %s.%s (%s) select %s from %s on conflict (%s) do %s%s", a->schema,
-                           tb->name, cols, cols, stage, keys, tb->insert_once ? "nothing" : "update set ",
-                           tb->insert_once ? "" : set);
-    return ol_pg_exec_ok(a->conn, sql, a->errstr, a->errstr_size);
-}
-
 ol_err_t ol_sale_project_apply(ol_rt_t *rt, PGconn *conn, ol_sale_project_fold_t *const *folds, int nfolds,
                                char *errstr, size_t errstr_size) {
     size_t facts = 0;
@@ -744,9 +531,13 @@ ol_err_t ol_sale_project_apply(ol_rt_t *rt, PGconn *conn, ol_sale_project_fold_t
         facts += folds[s]->n;
     if (!facts)
         return OL_ERR_OK;
-    apply_t a = {rt, conn, ol_arena_new(0), ol_rt_schema(rt), {NULL}, errstr, errstr_size};
+    ol_arena_t *arena = ol_arena_new(0);
+    const char *schema = ol_rt_schema(rt);
+    apply_t a;
+    a.rt = rt;
+    ol_rowset_mem_init(&a.mem, arena, false);
     for (int t = 0; t < T_COUNT; t++)
-        a.rows[t] = ol_map_new();
+        ol_rowset_init(&a.rows[t], &tables[t], &a.mem);
     /* rows are read and written by key: an index path is always right (the
      * planner may think otherwise of tables that grew since their last
      * analyze, or never had one, as in a rebuild's shadow) */
@@ -755,18 +546,17 @@ ol_err_t ol_sale_project_apply(ol_rt_t *rt, PGconn *conn, ol_sale_project_fold_t
         for (size_t i = 0; i < folds[s]->n; i++)
             touch(&a, &folds[s]->facts[i]);
     for (int t = 0; t < T_COUNT && !err; t++)
-        err = load_rows(&a, t);
+        err = ol_rowset_load(&a.rows[t], conn, schema, arena, errstr, errstr_size);
     if (!err) {
         /* per worker, its keys' facts in log order */
         for (int s = 0; s < nfolds; s++)
             for (size_t i = 0; i < folds[s]->n; i++)
                 apply_fact(&a, &folds[s]->facts[i]);
         for (int t = 0; t < T_COUNT && !err; t++)
-            if (!(err = delete_rows(&a, t)))
-                err = write_rows(&a, t);
+            err = ol_rowset_write(&a.rows[t], conn, schema, arena, errstr, errstr_size);
     }
     for (int t = 0; t < T_COUNT; t++)
-        ol_map_destroy(a.rows[t]);
-    ol_arena_destroy(a.arena);
+        ol_rowset_free(&a.rows[t]);
+    ol_arena_destroy(arena);
     return err;
 }

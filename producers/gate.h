@@ -2,7 +2,8 @@
 #define OL_GATE_H
 
 /* The gate's parts (orderlog gate, producers/gate.c): what the HTTP side
- * (gate.c: routing, validation, producing, setup) and the waiting side
+ * (gate.c and the files listed in gate_serve.h: routing, validation,
+ * producing, setup) and the waiting side
  * (gate_wait.c: the wait table, deadlines, the decision cache, delivery
  * reports and the sale-events reader) share. Not a public API.
  *
@@ -46,6 +47,7 @@
 #include "common/domain/codec.h"
 #include "common/base/conf.h"
 #include "common/base/kafka.h"
+#include "common/base/list.h"
 #include "common/base/metrics.h"
 #include "common/base/netaddr.h"
 #include "common/base/pg.h"
@@ -142,7 +144,7 @@ typedef struct req_s {
     wnode_t nodes[2];
     int nkeys;
     bool in_table, in_timer, produced, done, nowait;
-    struct req_s *tprev, *tnext;
+    OL_LIST_LINK(struct req_s) timer; /* the deadline list (g->timers) */
     int64_t deadline_us;
     /* The answer, once done. */
     unsigned status;
@@ -213,7 +215,7 @@ struct gate_s {
     pthread_cond_t timer_cond;
     wnode_t **wtable;
     size_t waiting;
-    req_t *thead, *ttail;
+    OL_LIST(req_t) timers; /* waits by deadline, soonest first */
     cache_t cache;
 
     atomic_bool stopping, threads_stop, producer_up, consumer_up;
@@ -226,7 +228,7 @@ struct gate_s {
     gate_http_t *http;
 };
 
-/* ---- request bodies (gate.c) --------------------------------------------- */
+/* ---- request bodies (gate_body.c) ---------------------------------------- */
 
 /* Why a body was refused: the 400 answer's "error" and "field" (a field
  * name, a key of the body or a path in the arena: borrowed). */

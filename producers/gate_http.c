@@ -27,6 +27,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "common/base/list.h"
 #include "common/base/log.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
@@ -59,7 +60,7 @@ static const char *const close_names[] = {CLOSES(NAME_STR_) NULL};
  * which it does before it closes the socket: under h->lock, fd is still
  * this connection's. */
 typedef struct hconn_s {
-    struct hconn_s *prev, *next;
+    OL_LIST_LINK(struct hconn_s) link;
     MHD_socket fd;
     int64_t accepted_us;
     bool listed; /* in h's list (under h->lock) */
@@ -69,9 +70,9 @@ typedef struct hconn_s {
 struct gate_http_s {
     int64_t header_timeout_us; /* 0: none */
     pthread_mutex_t lock;
-    hconn_t *head, *tail; /* oldest first */
-    ol_metric_t *framing; /* reason */
-    ol_metric_t *closed;  /* reason */
+    OL_LIST(hconn_t) conns; /* oldest first */
+    ol_metric_t *framing;   /* reason */
+    ol_metric_t *closed;    /* reason */
 };
 
 gate_http_t *ol_gate__http_new(gate_t *g) {
@@ -99,7 +100,7 @@ gate_http_t *ol_gate__http_new(gate_t *g) {
 void ol_gate__http_destroy(gate_http_t *h) {
     if (!h)
         return;
-    OL_ASSERT(!h->head); /* every connection reported closed */
+    OL_ASSERT(!h->conns.head); /* every connection reported closed */
     pthread_mutex_destroy(&h->lock);
     free(h);
 }
@@ -126,15 +127,7 @@ static void peer_text(struct MHD_Connection *conn, char *out, size_t out_size) {
 static void unlist(gate_http_t *h, hconn_t *c) {
     if (!c->listed)
         return;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        h->head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        h->tail = c->prev;
-    c->prev = c->next = NULL;
+    OL_LIST_REMOVE(&h->conns, c, link);
     c->listed = false;
 }
 
@@ -177,12 +170,7 @@ void ol_gate__http_on_connection(void *cls, struct MHD_Connection *conn, void **
     c->fd = fd;
     c->accepted_us = ol_time_mono_us();
     pthread_mutex_lock(&h->lock);
-    c->prev = h->tail;
-    if (h->tail)
-        h->tail->next = c;
-    else
-        h->head = c;
-    h->tail = c;
+    OL_LIST_PUSH_BACK(&h->conns, c, link);
     c->listed = true;
     pthread_mutex_unlock(&h->lock);
     *socket_context = c;
@@ -195,8 +183,8 @@ void ol_gate__http_sweep(gate_t *g) {
     int64_t cutoff = ol_time_mono_us() - h->header_timeout_us;
     int n = 0;
     pthread_mutex_lock(&h->lock);
-    while (h->head && h->head->accepted_us <= cutoff) {
-        hconn_t *c = h->head;
+    while (h->conns.head && h->conns.head->accepted_us <= cutoff) {
+        hconn_t *c = h->conns.head;
         unlist(h, c);
         shutdown(c->fd, SHUT_RDWR); /* still open: unlisted before it closes */
         n++;

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/base/list.h"
 #include "common/base/log.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
@@ -55,9 +56,9 @@ static const double lookup_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 #define BATCH_MAX 64
 
 typedef struct job_s {
-    struct job_s *prev, *next; /* in the queue; next: in its thread's batch */
-    req_t *r;                  /* until answered, then NULL */
-    bool pending;              /* the gate knows the request and has no decision yet */
+    OL_LIST_LINK(struct job_s) link; /* in the queue; link.next: in its thread's batch */
+    req_t *r;                        /* until answered, then NULL */
+    bool pending;                    /* the gate knows the request and has no decision yet */
     int64_t queued_us, deadline_us;
     char id[REQUEST_ID_MAX + 1];
     /* the query's result (the thread running it only) */
@@ -74,7 +75,7 @@ struct lookup_s {
     pthread_t *threads, timer;
     pthread_mutex_t lock;
     pthread_cond_t work_cond, timer_cond; /* CLOCK_MONOTONIC */
-    job_t *qhead, *qtail;                 /* oldest first */
+    OL_LIST(job_t) queue;                 /* oldest first */
     job_t **running;                      /* by thread: its batch (a list by next), or NULL */
     PGcancel **cancels;                   /* by thread: to cancel its query at exit, or NULL */
     bool refusing;                        /* shutting down: every job answered at once */
@@ -121,15 +122,7 @@ static req_t *answer_error(lookup_t *lk, job_t *job, lk_outcome_t o, const char 
 }
 
 static void unqueue(lookup_t *lk, job_t *job) {
-    if (job->prev)
-        job->prev->next = job->next;
-    else
-        lk->qhead = job->next;
-    if (job->next)
-        job->next->prev = job->prev;
-    else
-        lk->qtail = job->prev;
-    job->prev = job->next = NULL;
+    OL_LIST_REMOVE(&lk->queue, job, link);
     lk->queued--;
     ol_metric_set(lk->queued_g, 0, (int64_t)lk->queued);
 }
@@ -202,7 +195,7 @@ static int query(worker_t *w, job_t *batch) {
     char ids[BATCH_MAX * (REQUEST_ID_MAX + 3) + 3];
     size_t n = 0;
     ids[n++] = '{';
-    for (job_t *job = batch; job; job = job->next)
+    for (job_t *job = batch; job; job = job->link.next)
         n += (size_t)snprintf(ids + n, sizeof(ids) - n, "%s\"%s\"", job == batch ? "" : ",", job->id);
     ids[n++] = '}';
     ids[n] = '\0';
@@ -226,7 +219,7 @@ static int query(worker_t *w, job_t *batch) {
         PGresult *res = PQexecParams(w->pg, lk->sql, 1, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(res) == PGRES_TUPLES_OK) {
             for (int i = 0; i < PQntuples(res); i++)
-                for (job_t *job = batch; job; job = job->next)
+                for (job_t *job = batch; job; job = job->link.next)
                     if (!strcmp(job->id, PQgetvalue(res, i, 0)))
                         row_answer(job, PQgetvalue(res, i, 1));
             PQclear(res);
@@ -268,17 +261,17 @@ static void *worker_main(void *arg) {
     req_t **wake = ol_xcalloc(BATCH_MAX, sizeof(*wake));
     pthread_mutex_lock(&lk->lock);
     for (;;) {
-        while (!lk->qhead && !lk->stop)
+        while (!lk->queue.head && !lk->stop)
             pthread_cond_wait(&lk->work_cond, &lk->lock);
         if (lk->stop)
             break;
         job_t *batch = NULL, **tail = &batch;
         int n = 0;
-        while (lk->qhead && n < BATCH_MAX) {
-            job_t *job = lk->qhead;
+        while (lk->queue.head && n < BATCH_MAX) {
+            job_t *job = lk->queue.head;
             unqueue(lk, job);
             *tail = job;
-            tail = &job->next;
+            tail = &job->link.next;
             n++;
         }
         lk->running[w->slot] = batch;
@@ -291,7 +284,7 @@ static void *worker_main(void *arg) {
         lk->running[w->slot] = NULL;
         ol_metric_gauge_add(lk->running_g, 0, -n);
         int nwake = 0;
-        for (job_t *job = batch; job; job = job->next) {
+        for (job_t *job = batch; job; job = job->link.next) {
             if (!job->r)
                 continue;                                               /* answered at its deadline */
             if (job->found && !ol_gate__owner_ok(job->r, job->owner)) { /* gate.auth: another user's */
@@ -313,7 +306,7 @@ static void *worker_main(void *arg) {
             resume(wake[i]);
         while (batch) {
             job_t *job = batch;
-            batch = job->next;
+            batch = job->link.next;
             if (job->found) { /* answered or not, the decision is worth keeping */
                 pthread_mutex_lock(&g->lock);
                 ol_gate__cache_put(&g->cache, job->id, job->owner, job->found, job->outcome, job->reason);
@@ -340,15 +333,15 @@ static void *timer_main(void *arg) {
         int64_t now = ol_time_mono_us(), next = INT64_MAX;
         int ndue = 0;
         for (int i = 0; i < lk->nthreads; i++) {
-            for (job_t *job = lk->running[i]; job && ndue < 64; job = job->next) {
+            for (job_t *job = lk->running[i]; job && ndue < 64; job = job->link.next) {
                 if (job->r && job->deadline_us <= now)
                     due[ndue++] = answer_error(lk, job, LK_TIMEOUT, MSG_TIMEOUT); /* the thread frees it */
                 else if (job->r && job->deadline_us < next)
                     next = job->deadline_us;
             }
         }
-        while (lk->qhead && lk->qhead->deadline_us <= now && ndue < 64) {
-            job_t *job = lk->qhead;
+        while (lk->queue.head && lk->queue.head->deadline_us <= now && ndue < 64) {
+            job_t *job = lk->queue.head;
             unqueue(lk, job);
             due[ndue++] = answer_error(lk, job, LK_TIMEOUT, MSG_TIMEOUT);
             free(job);
@@ -360,8 +353,8 @@ static void *timer_main(void *arg) {
             pthread_mutex_lock(&lk->lock);
             continue;
         }
-        if (lk->qhead && lk->qhead->deadline_us < next) /* queued after every running one */
-            next = lk->qhead->deadline_us;
+        if (lk->queue.head && lk->queue.head->deadline_us < next) /* queued after every running one */
+            next = lk->queue.head->deadline_us;
         lk->timer_idle = next == INT64_MAX;
         if (lk->timer_idle) {
             pthread_cond_wait(&lk->timer_cond, &lk->lock);
@@ -464,12 +457,7 @@ void ol_gate__lookup_start(req_t *r, bool pending) {
     } else if (lk->queued >= lk->max_queued) {
         refused = answer_error(lk, job, LK_QUEUE_FULL, MSG_QUEUE_FULL);
     } else {
-        job->prev = lk->qtail;
-        if (lk->qtail)
-            lk->qtail->next = job;
-        else
-            lk->qhead = job;
-        lk->qtail = job;
+        OL_LIST_PUSH_BACK(&lk->queue, job, link);
         lk->queued++;
         ol_metric_set(lk->queued_g, 0, (int64_t)lk->queued);
         pthread_cond_signal(&lk->work_cond);
@@ -491,11 +479,11 @@ void ol_gate__lookup_stop(lookup_t *lk) {
     lk->refusing = true;
     due = ol_xcalloc(lk->queued + (size_t)lk->nthreads * BATCH_MAX + 1, sizeof(*due));
     for (int i = 0; i < lk->nthreads; i++)
-        for (job_t *job = lk->running[i]; job; job = job->next)
+        for (job_t *job = lk->running[i]; job; job = job->link.next)
             if (job->r)
                 due[ndue++] = answer_error(lk, job, LK_SHUTDOWN, MSG_SHUTDOWN);
-    while (lk->qhead) {
-        job_t *job = lk->qhead;
+    while (lk->queue.head) {
+        job_t *job = lk->queue.head;
         unqueue(lk, job);
         due[ndue++] = answer_error(lk, job, LK_SHUTDOWN, MSG_SHUTDOWN);
         free(job);

@@ -288,36 +288,19 @@ bool ol_gate__wait_exists(gate_t *g, const char *key, const char *user) {
 }
 
 static void timer_insert(gate_t *g, req_t *r) {
-    req_t *after = g->ttail; /* deadlines arrive nearly in order: walk from the tail */
+    req_t *after = g->timers.tail; /* deadlines arrive nearly in order: walk from the tail */
     while (after && after->deadline_us > r->deadline_us)
-        after = after->tprev;
-    r->tprev = after;
-    r->tnext = after ? after->tnext : g->thead;
-    if (r->tnext)
-        r->tnext->tprev = r;
-    else
-        g->ttail = r;
-    if (after)
-        after->tnext = r;
-    else
-        g->thead = r;
+        after = after->timer.prev;
+    OL_LIST_INSERT_AFTER(&g->timers, after, r, timer);
     r->in_timer = true;
-    if (g->thead == r)
+    if (g->timers.head == r)
         pthread_cond_signal(&g->timer_cond);
 }
 
 static void timer_remove(gate_t *g, req_t *r) {
     if (!r->in_timer)
         return;
-    if (r->tprev)
-        r->tprev->tnext = r->tnext;
-    else
-        g->thead = r->tnext;
-    if (r->tnext)
-        r->tnext->tprev = r->tprev;
-    else
-        g->ttail = r->tprev;
-    r->tprev = r->tnext = NULL;
+    OL_LIST_REMOVE(&g->timers, r, timer);
     r->in_timer = false;
 }
 
@@ -392,26 +375,26 @@ void *ol_gate__timer_main(void *arg) {
     while (!atomic_load(&g->threads_stop)) {
         int64_t now = ol_time_mono_us();
         req_t *due = NULL;
-        while (g->thead && g->thead->deadline_us <= now) {
-            req_t *r = g->thead;
+        while (g->timers.head && g->timers.head->deadline_us <= now) {
+            req_t *r = g->timers.head;
             timer_remove(g, r);
             ol_gate__wait_remove(g, r);
             set_pending(g, r);
-            r->tnext = due; /* reused as the list of requests to resume */
+            r->timer.next = due; /* reused as the list of requests to resume */
             due = r;
         }
         if (due) {
             pthread_mutex_unlock(&g->lock);
             while (due) {
-                req_t *next = due->tnext;
-                due->tnext = NULL;
+                req_t *next = due->timer.next;
+                due->timer.next = NULL;
                 resume(g, due);
                 due = next;
             }
             pthread_mutex_lock(&g->lock);
             continue;
         }
-        int64_t wait_us = g->thead ? g->thead->deadline_us - now : 200000;
+        int64_t wait_us = g->timers.head ? g->timers.head->deadline_us - now : 200000;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         int64_t ns = ts.tv_nsec + (wait_us % 1000000) * 1000;
@@ -589,18 +572,18 @@ void *ol_gate__consumer_main(void *arg) {
 void ol_gate__expire_all(gate_t *g) {
     pthread_mutex_lock(&g->lock);
     req_t *due = NULL;
-    while (g->thead) {
-        req_t *r = g->thead;
+    while (g->timers.head) {
+        req_t *r = g->timers.head;
         timer_remove(g, r);
         ol_gate__wait_remove(g, r);
         set_pending(g, r);
-        r->tnext = due;
+        r->timer.next = due;
         due = r;
     }
     pthread_mutex_unlock(&g->lock);
     while (due) {
-        req_t *next = due->tnext;
-        due->tnext = NULL;
+        req_t *next = due->timer.next;
+        due->timer.next = NULL;
         resume(g, due);
         due = next;
     }

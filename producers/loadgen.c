@@ -50,8 +50,8 @@
 #include "common/domain/schema.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
+#include "producers/loadgen.h"
 
-#define MAX_COUNT 100000000LL
 #define NREASONS 6
 #define OUTCOME_NONE 0xff
 #define OUTCOME_ACCEPTED 0
@@ -59,23 +59,6 @@
 /* The reasons of BuyRejected, in the order of its Avro enum. */
 static const char *const reason_names[NREASONS] = {"blacklisted", "level",       "limit",
                                                    "sold_out",    "unknown_sku", "too_old"};
-
-typedef struct options_s {
-    long long count;
-    double rate;
-    long long users;
-    const char *hot_sku;
-    double hot_share;
-    long long skus;
-    uint64_t seed;
-    int max_quantity;
-    double blacklisted_share;
-    bool sequential_users;
-    const char *out;
-    const char *run_id;
-    long long wait_ms;
-    bool json;
-} options_t;
 
 /* One request as the consumer thread sees it. send_us is written by the main
  * thread before the request is handed to librdkafka; the decision can only
@@ -361,16 +344,10 @@ static ol_err_t clients_new(loadgen_t *lg, char *errstr, size_t errstr_size) {
     const char *ctuning[] = {
         "group.id", group, "auto.offset.reset", "latest", "fetch.wait.max.ms", "5", "enable.partition.eof",
         "false",    NULL};
-    rd_kafka_conf_t *pc =
-        ol_kafka_conf_new(lg->conf, OL_KAFKA_PRODUCER, "orderlog-loadgen", ptuning, errstr, errstr_size);
-    if (!pc)
+    const ol_kafka_callbacks_t cb = {.dr_msg = dr_cb, .opaque = lg};
+    if (!(lg->producer =
+              ol_kafka_new_with(lg->conf, OL_KAFKA_PRODUCER, "orderlog-loadgen", ptuning, &cb, errstr, errstr_size)))
         return OL_ERR_CONFIG;
-    rd_kafka_conf_set_dr_msg_cb(pc, dr_cb);
-    rd_kafka_conf_set_opaque(pc, lg);
-    if (!(lg->producer = ol_kafka_handle_new(RD_KAFKA_PRODUCER, pc, errstr, errstr_size))) {
-        rd_kafka_conf_destroy(pc);
-        return OL_ERR_CONFIG;
-    }
     if (!(lg->consumer = ol_kafka_new(lg->conf, OL_KAFKA_READER, "orderlog-loadgen", ctuning, errstr, errstr_size)))
         return OL_ERR_CONFIG;
     return OL_ERR_OK;
@@ -526,101 +503,6 @@ static void print_json(const loadgen_t *lg, const summary_t *s) {
     json_decref(j);
 }
 
-/* ---- options ------------------------------------------------------------------ */
-
-static int parse_num(const char *opt, const char *s, double min, double max, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= min && v <= max))
-        return ol_cli_usage_error(&ol_cmd_loadgen, "%s wants a number from %g to %g, got \"%s\"", opt, min, max, s);
-    *out = v;
-    return 0;
-}
-
-static int parse_options(int argc, char **argv, options_t *o) {
-    *o = (options_t){.count = 10000,
-                     .rate = 0,
-                     .users = 100000,
-                     .hot_share = 0.5,
-                     .skus = 1000,
-                     .seed = 1,
-                     .max_quantity = 1,
-                     .wait_ms = 60000};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        double v;
-        if (!strcmp(a, "--json")) {
-            o->json = true;
-            continue;
-        }
-        if (!strcmp(a, "--sequential-users")) {
-            o->sequential_users = true;
-            continue;
-        }
-        static const char *const valued[] = {"--count",   "--rate",         "--users",
-                                             "--hot-sku", "--hot-share",    "--skus",
-                                             "--seed",    "--max-quantity", "--blacklisted-share",
-                                             "--out",     "--run-id",       "--wait-ms",
-                                             NULL};
-        bool known = false;
-        for (int k = 0; valued[k]; k++)
-            known |= !strcmp(a, valued[k]);
-        if (!known)
-            return ol_cli_usage_error(&ol_cmd_loadgen, "unknown option \"%s\"", a);
-        if (i + 1 >= argc)
-            return ol_cli_usage_error(&ol_cmd_loadgen, "option %s needs a value", a);
-        const char *val = argv[++i];
-        if (!strcmp(a, "--count")) {
-            if (parse_num(a, val, 1, (double)MAX_COUNT, &v))
-                return OL_EXIT_USAGE;
-            o->count = (long long)v;
-        } else if (!strcmp(a, "--rate")) {
-            if (parse_num(a, val, 0, 1e9, &v))
-                return OL_EXIT_USAGE;
-            o->rate = v;
-        } else if (!strcmp(a, "--users")) {
-            if (parse_num(a, val, 1, 99999999, &v))
-                return OL_EXIT_USAGE;
-            o->users = (long long)v;
-        } else if (!strcmp(a, "--hot-sku")) {
-            if (!*val || strlen(val) > 100)
-                return ol_cli_usage_error(&ol_cmd_loadgen, "--hot-sku wants 1 to 100 characters");
-            o->hot_sku = val;
-        } else if (!strcmp(a, "--hot-share")) {
-            if (parse_num(a, val, 0, 1, &o->hot_share))
-                return OL_EXIT_USAGE;
-        } else if (!strcmp(a, "--skus")) {
-            if (parse_num(a, val, 1, 99999, &v))
-                return OL_EXIT_USAGE;
-            o->skus = (long long)v;
-        } else if (!strcmp(a, "--seed")) {
-            if (parse_num(a, val, 0, 9007199254740992.0, &v))
-                return OL_EXIT_USAGE;
-            o->seed = (uint64_t)v;
-        } else if (!strcmp(a, "--max-quantity")) {
-            if (parse_num(a, val, 1, 1000, &v))
-                return OL_EXIT_USAGE;
-            o->max_quantity = (int)v;
-        } else if (!strcmp(a, "--blacklisted-share")) {
-            if (parse_num(a, val, 0, 1, &o->blacklisted_share))
-                return OL_EXIT_USAGE;
-        } else if (!strcmp(a, "--out")) {
-            o->out = val;
-        } else if (!strcmp(a, "--run-id")) {
-            size_t n = strlen(val);
-            if (!n || n > 24 || strspn(val, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != n)
-                return ol_cli_usage_error(&ol_cmd_loadgen, "--run-id wants 1 to 24 letters, digits or _");
-            o->run_id = val;
-        } else { /* --wait-ms */
-            if (parse_num(a, val, 0, 86400000, &v))
-                return OL_EXIT_USAGE;
-            o->wait_ms = (long long)v;
-        }
-    }
-    return 0;
-}
-
 /* ---- the command ------------------------------------------------------------------ */
 
 static ol_err_t check_cluster(loadgen_t *lg, char *errstr, size_t errstr_size) {
@@ -628,25 +510,11 @@ static ol_err_t check_cluster(loadgen_t *lg, char *errstr, size_t errstr_size) {
     return err ? err : ol_contract_check_topics(lg->producer, lg->conf, errstr, errstr_size);
 }
 
-static int loadgen_run(const ol_conf_t *conf, int argc, char **argv) {
-    char errstr[512];
-    loadgen_t *lg = ol_xcalloc(1, sizeof(*lg));
-    lg->conf = conf;
-    int rc = parse_options(argc, argv, &lg->opt);
-    if (rc) {
-        free(lg);
-        return rc;
-    }
-    if (ol_schema_init(errstr, sizeof(errstr))) {
-        fprintf(stderr, "orderlog loadgen: %s\n", errstr);
-        free(lg);
-        return OL_EXIT_FAIL;
-    }
-    const options_t *o = &lg->opt;
-    lg->buy_requested = ol_schema_find("BuyRequested");
-    OL_ASSERT(lg->buy_requested);
-    if (o->run_id) {
-        snprintf(lg->run, sizeof(lg->run), "%s", o->run_id);
+/* The run's names: its id, the request ids' prefix, the topics, the source. */
+static void loadgen_name(loadgen_t *lg) {
+    const ol_conf_t *conf = lg->conf;
+    if (lg->opt.run_id) {
+        snprintf(lg->run, sizeof(lg->run), "%s", lg->opt.run_id);
     } else {
         char uuid[37];
         ol_uuid_v4(uuid);
@@ -657,28 +525,29 @@ static int loadgen_run(const ol_conf_t *conf, int argc, char **argv) {
     ol_kafka_topic_name(conf, "buy-requests", lg->topic_buy, sizeof(lg->topic_buy));
     ol_kafka_topic_name(conf, "sale-events", lg->topic_sale, sizeof(lg->topic_sale));
     snprintf(lg->source, sizeof(lg->source), "%.100s/loadgen", ol_conf_str(conf, "event.source"));
-    pthread_mutex_init(&lg->mu, NULL);
-    FILE *out = NULL;
-    rc = OL_EXIT_FAIL;
-    if (o->out && !(out = fopen(o->out, "w"))) {
-        fprintf(stderr, "orderlog loadgen: could not write %s: %s\n", o->out, strerror(errno));
-        goto out;
-    }
-    if (clients_new(lg, errstr, sizeof(errstr))) {
-        fprintf(stderr, "orderlog loadgen: %s\n", errstr);
-        rc = OL_EXIT_USAGE;
-        goto out;
-    }
-    lg->reqs = ol_xcalloc((size_t)o->count, sizeof(*lg->reqs));
-    if (check_cluster(lg, errstr, sizeof(errstr)) || consumer_start(lg, errstr, sizeof(errstr))) {
-        fprintf(stderr, "orderlog loadgen: %s\n", errstr);
-        goto out;
-    }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    ol_log_info("loadgen: run %s: %lld requests to %s at %s from %lld users (seed %" PRIu64 ")", lg->run, o->count,
-                lg->topic_buy, o->rate > 0 ? "a fixed rate per second" : "the highest rate", o->users, o->seed);
+}
 
+/* Makes the clients, checks the cluster and its topics, starts the reader
+ * of decisions; the exit status when that fails (said). */
+static int loadgen_start(loadgen_t *lg) {
+    char errstr[512];
+    if (clients_new(lg, errstr, sizeof(errstr))) {
+        fprintf(stderr, "orderlog loadgen: %s\n", errstr); /* a bad property */
+        return OL_EXIT_USAGE;
+    }
+    lg->reqs = ol_xcalloc((size_t)lg->opt.count, sizeof(*lg->reqs));
+    if (check_cluster(lg, errstr, sizeof(errstr)) || consumer_start(lg, errstr, sizeof(errstr))) {
+        ol_log_error("loadgen: %s", errstr);
+        return OL_EXIT_FAIL;
+    }
+    return OL_EXIT_OK;
+}
+
+/* Sends the requests at --rate (or as fast as Kafka takes them) until
+ * --count, a signal or an error (said); *sent how many, *secs how long. */
+static ol_err_t send_all(loadgen_t *lg, FILE *out, long long *sent_out, double *secs) {
+    const options_t *o = &lg->opt;
+    char errstr[512];
     ol_codec_t *codec = ol_codec_new();
     ol_arena_t *arena = ol_arena_new(16 * 1024);
     uint64_t rng = o->seed;
@@ -712,20 +581,18 @@ static int loadgen_run(const ol_conf_t *conf, int argc, char **argv) {
     }
     ol_arena_destroy(arena);
     ol_codec_destroy(codec);
-    double send_secs = (double)(ol_time_mono_us() - t0) / 1e6;
+    *secs = (double)(ol_time_mono_us() - t0) / 1e6;
+    *sent_out = sent;
     if (err)
-        fprintf(stderr, "orderlog loadgen: %s\n", errstr);
-    if (out && fflush(out)) {
-        fprintf(stderr, "orderlog loadgen: could not write %s: %s\n", o->out, strerror(errno));
-        err = OL_ERR_IO;
-    }
-    rd_kafka_flush(lg->producer, 60000);
-    ol_log_info("loadgen: all sent: %lld requests (%lld delivered, %lld failed) in %.2f s", sent,
-                (long long)atomic_load(&lg->delivered), (long long)atomic_load(&lg->failed), send_secs);
+        ol_log_error("loadgen: %s", errstr);
+    return err;
+}
 
-    /* every decision, then whatever else is committed by then */
-    int64_t deadline = ol_time_mono_us() + o->wait_ms * 1000;
-    last_log = ol_time_mono_us();
+/* Waits up to --wait-ms for a decision of each request sent, then reads
+ * whatever else is committed by then, and stops the reader. */
+static void wait_decisions(loadgen_t *lg, long long sent) {
+    int64_t deadline = ol_time_mono_us() + lg->opt.wait_ms * 1000;
+    int64_t last_log = ol_time_mono_us();
     while (atomic_load(&lg->decided) < sent && !stop_requested && ol_time_mono_us() < deadline) {
         sleep_us(10000);
         if (ol_time_mono_us() - last_log > 5000000) {
@@ -737,31 +604,31 @@ static int loadgen_run(const ol_conf_t *conf, int argc, char **argv) {
     atomic_store(&lg->stop_consumer, true);
     pthread_join(lg->thread, NULL);
     lg->thread = 0;
+}
 
+/* Prints the summary; the exit status: 0 when every request was sent and
+ * got exactly one decision. */
+static int report(loadgen_t *lg, long long sent, double send_secs, ol_err_t err) {
     summary_t s;
     summarize(lg, sent, send_secs, &s);
     print_summary(lg, &s);
-    if (o->json)
+    if (lg->opt.json)
         print_json(lg, &s);
     fflush(stdout);
-    rc = OL_EXIT_OK;
-    if (err || stop_requested || s.failed || s.missing || s.duplicated || sent < o->count) {
-        fprintf(stderr, "orderlog loadgen: %s\n",
-                s.missing || s.duplicated ? "not exactly one decision per request"
-                : s.failed                ? "requests were not delivered"
-                                          : "stopped before every request was sent");
-        if (s.failed)
-            fprintf(stderr, "orderlog loadgen: first delivery error: %s\n", lg->first_failure);
-        rc = OL_EXIT_FAIL;
-    }
-out:
+    if (!err && !stop_requested && !s.failed && !s.missing && !s.duplicated && sent >= lg->opt.count)
+        return OL_EXIT_OK;
+    ol_log_error("loadgen: %s", s.missing || s.duplicated ? "not exactly one decision per request"
+                                : s.failed                ? "requests were not delivered"
+                                                          : "stopped before every request was sent");
+    if (s.failed)
+        ol_log_error("loadgen: first delivery error: %s", lg->first_failure);
+    return OL_EXIT_FAIL;
+}
+
+static void loadgen_free(loadgen_t *lg) {
     if (lg->thread) {
         atomic_store(&lg->stop_consumer, true);
         pthread_join(lg->thread, NULL);
-    }
-    if (out && fclose(out) && rc == OL_EXIT_OK) {
-        fprintf(stderr, "orderlog loadgen: could not write %s: %s\n", o->out, strerror(errno));
-        rc = OL_EXIT_FAIL;
     }
     if (lg->consumer) {
         rd_kafka_consumer_close(lg->consumer);
@@ -772,6 +639,56 @@ out:
     pthread_mutex_destroy(&lg->mu);
     free(lg->reqs);
     free(lg);
+}
+
+static int loadgen_run(const ol_conf_t *conf, int argc, char **argv) {
+    char errstr[512];
+    options_t opt = {0};
+    int rc = ol_loadgen__parse_options(argc, argv, &opt);
+    if (rc)
+        return rc;
+    if (ol_schema_init(errstr, sizeof(errstr))) {
+        ol_log_error("loadgen: %s", errstr);
+        return OL_EXIT_FAIL;
+    }
+    loadgen_t *lg = ol_xcalloc(1, sizeof(*lg));
+    lg->conf = conf;
+    lg->opt = opt;
+    const options_t *o = &lg->opt;
+    lg->buy_requested = ol_schema_find("BuyRequested");
+    OL_ASSERT(lg->buy_requested);
+    loadgen_name(lg);
+    pthread_mutex_init(&lg->mu, NULL);
+    FILE *out = NULL;
+    rc = OL_EXIT_FAIL;
+    if (o->out && !(out = fopen(o->out, "w"))) {
+        ol_log_error("loadgen: could not write %s: %s", o->out, strerror(errno));
+        goto out;
+    }
+    if ((rc = loadgen_start(lg)))
+        goto out;
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    ol_log_info("loadgen: run %s: %lld requests to %s at %s from %lld users (seed %" PRIu64 ")", lg->run, o->count,
+                lg->topic_buy, o->rate > 0 ? "a fixed rate per second" : "the highest rate", o->users, o->seed);
+    long long sent;
+    double send_secs;
+    ol_err_t err = send_all(lg, out, &sent, &send_secs);
+    if (out && fflush(out)) {
+        ol_log_error("loadgen: could not write %s: %s", o->out, strerror(errno));
+        err = OL_ERR_IO;
+    }
+    rd_kafka_flush(lg->producer, 60000);
+    ol_log_info("loadgen: all sent: %lld requests (%lld delivered, %lld failed) in %.2f s", sent,
+                (long long)atomic_load(&lg->delivered), (long long)atomic_load(&lg->failed), send_secs);
+    wait_decisions(lg, sent);
+    rc = report(lg, sent, send_secs, err);
+out:
+    if (out && fclose(out) && rc == OL_EXIT_OK) {
+        ol_log_error("loadgen: could not write %s: %s", o->out, strerror(errno));
+        rc = OL_EXIT_FAIL;
+    }
+    loadgen_free(lg);
     return rc;
 }
 

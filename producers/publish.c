@@ -296,7 +296,7 @@ static int publish_stream(publish_t *p, FILE *fp, const char *input, int input_i
     b->input_index = input_index;
     while (!publish_stop && (st = ol_linereader_next(lr, &line, &len, &lineno)) != OL_LINE_EOF) {
         if (st == OL_LINE_ERROR) {
-            fprintf(stderr, "orderlog publish: reading %s: %s\n", input ? input : "standard input", strerror(errno));
+            ol_log_error("reading %s: %s", input ? input : "standard input", strerror(errno));
             rc = -1;
             break;
         }
@@ -341,20 +341,91 @@ static rd_kafka_t *producer_new(publish_t *p, const ol_conf_t *conf) {
                             "message.timeout.ms",
                             timeout,
                             NULL};
-    rd_kafka_conf_t *kconf =
-        ol_kafka_conf_new(conf, OL_KAFKA_PRODUCER, "orderlog-publish", tuning, errstr, sizeof(errstr));
-    if (!kconf) {
-        fprintf(stderr, "orderlog publish: %s\n", errstr);
+    const ol_kafka_callbacks_t cb = {.dr_msg = dr_cb, .opaque = p};
+    rd_kafka_t *rk =
+        ol_kafka_new_with(conf, OL_KAFKA_PRODUCER, "orderlog-publish", tuning, &cb, errstr, sizeof(errstr));
+    if (!rk)
+        fprintf(stderr, "orderlog publish: %s\n", errstr); /* a bad property */
+    return rk;
+}
+
+/* The producer and the topics, once the cluster answers and the topics are
+ * as the contract says; NULL with *rc the exit status (said). */
+static publish_t *publish_new(const ol_conf_t *conf, char **argv, int *rc) {
+    char errstr[512];
+    publish_t *p = ol_xcalloc(1, sizeof(*p));
+    p->conf = conf;
+    p->argv = argv;
+    if (!(p->rk = producer_new(p, conf))) {
+        free(p);
+        *rc = OL_EXIT_USAGE;
         return NULL;
     }
-    rd_kafka_conf_set_dr_msg_cb(kconf, dr_cb);
-    rd_kafka_conf_set_opaque(kconf, p);
-    rd_kafka_t *rk = ol_kafka_handle_new(RD_KAFKA_PRODUCER, kconf, errstr, sizeof(errstr));
-    if (!rk) {
-        rd_kafka_conf_destroy(kconf);
-        fprintf(stderr, "orderlog publish: %s\n", errstr);
+    char mmb[32];
+    size_t mmb_size = sizeof(mmb);
+    if (rd_kafka_conf_get(rd_kafka_conf(p->rk), "message.max.bytes", mmb, &mmb_size) != RD_KAFKA_CONF_OK)
+        ol_assert_fail("message.max.bytes unknown to librdkafka", __FILE__, __LINE__);
+    p->max_record = (size_t)strtoull(mmb, NULL, 10);
+    size_t ntypes;
+    const ol_event_type_t *const *types = ol_schema_types(&ntypes);
+    p->topics = ol_xcalloc(ntypes, sizeof(*p->topics));
+    for (size_t i = 0; i < ntypes; i++)
+        ol_kafka_topic_name(conf, types[i]->topic, p->topics[i], sizeof(p->topics[i]));
+    if (ol_kafka_wait_cluster(p->rk, conf, errstr, sizeof(errstr)) ||
+        ol_contract_check_topics(p->rk, conf, errstr, sizeof(errstr))) {
+        ol_log_error("%s", errstr);
+        rd_kafka_destroy(p->rk);
+        free(p->topics);
+        free(p);
+        *rc = OL_EXIT_FAIL;
+        return NULL;
     }
-    return rk;
+    snprintf(p->source, sizeof(p->source), "%.100s/publish", ol_conf_str(conf, "event.source"));
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    for (int i = 0; i < PIPELINE_SLOTS; i++) {
+        p->slots[i].text_cap = BATCH_BYTES * 2;
+        p->slots[i].text = ol_xmalloc(p->slots[i].text_cap);
+        p->slots[i].items = ol_xcalloc(BATCH_LINES, sizeof(item_t));
+        p->slots[i].arena = ol_arena_new(0);
+    }
+    return p;
+}
+
+static void publish_free(publish_t *p) {
+    for (int i = 0; i < PIPELINE_SLOTS; i++) {
+        free(p->slots[i].text);
+        free(p->slots[i].items);
+        ol_arena_destroy(p->slots[i].arena);
+    }
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
+    rd_kafka_destroy(p->rk);
+    free(p->topics);
+    free(p);
+}
+
+/* Reads every input (argv[1..argc), standard input when there are none or
+ * for "-") into the pipeline; non-zero when one could not be read. */
+static int publish_inputs(publish_t *p, int argc, char **argv, int nfiles) {
+    if (nfiles == 0)
+        return publish_stream(p, stdin, NULL, 0);
+    int read_failed = 0;
+    for (int i = 1; i < argc && !publish_stop; i++) {
+        if (!strcmp(argv[i], "--"))
+            continue;
+        const char *name = argv[i];
+        FILE *fp = strcmp(name, "-") ? fopen(name, "r") : stdin;
+        if (!fp) {
+            ol_log_error("could not open %s: %s", name, strerror(errno));
+            read_failed = 1;
+            continue;
+        }
+        read_failed |= publish_stream(p, fp, nfiles > 1 ? name : NULL, nfiles > 1 ? i : 0);
+        if (fp != stdin)
+            fclose(fp);
+    }
+    return read_failed;
 }
 
 static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
@@ -367,44 +438,13 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
             nfiles++;
     }
     if (ol_schema_init(errstr, sizeof(errstr))) {
-        fprintf(stderr, "orderlog publish: %s\n", errstr);
+        ol_log_error("%s", errstr);
         return OL_EXIT_FAIL;
     }
-    publish_t *p = ol_xcalloc(1, sizeof(*p));
-    p->conf = conf;
-    p->argv = argv;
-    if (!(p->rk = producer_new(p, conf))) {
-        free(p);
-        return OL_EXIT_USAGE;
-    }
-    char mmb[32];
-    size_t mmb_size = sizeof(mmb);
-    if (rd_kafka_conf_get(rd_kafka_conf(p->rk), "message.max.bytes", mmb, &mmb_size) != RD_KAFKA_CONF_OK)
-        ol_assert_fail("message.max.bytes unknown to librdkafka", __FILE__, __LINE__);
-    p->max_record = (size_t)strtoull(mmb, NULL, 10);
-    int rc = OL_EXIT_FAIL;
-    size_t ntypes;
-    const ol_event_type_t *const *types = ol_schema_types(&ntypes);
-    p->topics = ol_xcalloc(ntypes, sizeof(*p->topics));
-    for (size_t i = 0; i < ntypes; i++)
-        ol_kafka_topic_name(conf, types[i]->topic, p->topics[i], sizeof(p->topics[i]));
-    if (ol_kafka_wait_cluster(p->rk, conf, errstr, sizeof(errstr)) ||
-        ol_contract_check_topics(p->rk, conf, errstr, sizeof(errstr))) {
-        fprintf(stderr, "orderlog publish: %s\n", errstr);
-        rd_kafka_destroy(p->rk);
-        free(p->topics);
-        free(p);
-        return OL_EXIT_FAIL;
-    }
-    snprintf(p->source, sizeof(p->source), "%.100s/publish", ol_conf_str(conf, "event.source"));
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->cond, NULL);
-    for (int i = 0; i < PIPELINE_SLOTS; i++) {
-        p->slots[i].text_cap = BATCH_BYTES * 2;
-        p->slots[i].text = ol_xmalloc(p->slots[i].text_cap);
-        p->slots[i].items = ol_xcalloc(BATCH_LINES, sizeof(item_t));
-        p->slots[i].arena = ol_arena_new(0);
-    }
+    int rc;
+    publish_t *p = publish_new(conf, argv, &rc);
+    if (!p)
+        return rc;
     int nthreads = (int)ol_conf_int(conf, "publish.threads");
     pthread_t *threads = ol_xcalloc((size_t)nthreads, sizeof(*threads));
     for (int i = 0; i < nthreads; i++)
@@ -414,31 +454,14 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
     signal(SIGTERM, on_signal);
 
     int64_t t0 = ol_time_mono_us();
-    int read_failed = 0;
-    if (nfiles == 0) {
-        read_failed |= publish_stream(p, stdin, NULL, 0);
-    } else {
-        for (int i = 1; i < argc && !publish_stop; i++) {
-            if (!strcmp(argv[i], "--"))
-                continue;
-            const char *name = argv[i];
-            FILE *fp = strcmp(name, "-") ? fopen(name, "r") : stdin;
-            if (!fp) {
-                fprintf(stderr, "orderlog publish: could not open %s: %s\n", name, strerror(errno));
-                read_failed = 1;
-                continue;
-            }
-            read_failed |= publish_stream(p, fp, nfiles > 1 ? name : NULL, nfiles > 1 ? i : 0);
-            if (fp != stdin)
-                fclose(fp);
-        }
-    }
+    int read_failed = publish_inputs(p, argc, argv, nfiles);
     pthread_mutex_lock(&p->lock);
     p->eof = 1;
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
     for (int i = 0; i < nthreads; i++)
         pthread_join(threads[i], NULL);
+    free(threads);
     /* every queued event gets its delivery report (or times out) */
     while (rd_kafka_outq_len(p->rk) > 0)
         rd_kafka_flush(p->rk, 1000);
@@ -448,20 +471,9 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
     printf("published %lld, rejected %lld, failed %lld (%.2f s, %.0f events/s)\n", published, rejected, failed, secs,
            secs > 0 ? (double)published / secs : 0.0);
     if (publish_stop)
-        fprintf(stderr, "orderlog publish: interrupted; the counts above cover what was read\n");
+        ol_log_warn("interrupted; the counts above cover what was read");
     rc = (rejected || failed || read_failed || publish_stop) ? OL_EXIT_FAIL : OL_EXIT_OK;
-
-    for (int i = 0; i < PIPELINE_SLOTS; i++) {
-        free(p->slots[i].text);
-        free(p->slots[i].items);
-        ol_arena_destroy(p->slots[i].arena);
-    }
-    free(threads);
-    pthread_cond_destroy(&p->cond);
-    pthread_mutex_destroy(&p->lock);
-    rd_kafka_destroy(p->rk);
-    free(p->topics);
-    free(p);
+    publish_free(p);
     return rc;
 }
 

@@ -241,6 +241,16 @@ static const ol_conf_prop_t conf_props[] = {
     {"rebuild.maintenance.workers", OL_CONF_INT, "2", 0, 64, NULL,
      "max_parallel_maintenance_workers of those sessions: parallel workers PostgreSQL may use per index build "
      "(bounded by its max_worker_processes)."},
+    {"registry.url", OL_CONF_STR, "http://127.0.0.1:18081/apis/ccompat/v6", 0, 0, NULL,
+     "Base URL of the schema registry's Confluent-compatible API (`orderlog schemas`): http://host:port[/path], "
+     "e.g. Apicurio's /apis/ccompat/v6 (the local stack's: `ops/stack env` exports it when the registry runs). "
+     "Plain HTTP only."},
+    {"registry.compatibility", OL_CONF_ENUM, "BACKWARD", 0, 0,
+     "BACKWARD,BACKWARD_TRANSITIVE,FORWARD,FORWARD_TRANSITIVE,FULL,FULL_TRANSITIVE,NONE",
+     "Compatibility rule `orderlog schemas register` sets on each subject; BACKWARD: a new version must read "
+     "what the previous one wrote (orderlog's evolution rule, schemas/README.md)."},
+    {"registry.timeout.ms", OL_CONF_INT, "10000", 100, 600000, NULL,
+     "Longest one request to the schema registry may take (connecting, sending, reading the answer)."},
     {"projection.schema", OL_CONF_STR, "orderlog", 0, 0, NULL,
      "PostgreSQL schema the projections (and their consumer_offsets) live in."},
     {NULL, 0, NULL, 0, 0, NULL, NULL},

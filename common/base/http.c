@@ -178,9 +178,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return reply_health(h, conn, !strcmp(url, "/healthz") ? h->conf.healthz : h->conf.readyz);
 }
 
-/* libmicrohttpd's messages: fmt is its own */
-static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
+void ol_http_mhd_log(void *cls, const char *fmt, va_list ap) {
     (void)cls;
     char buf[512];
     vsnprintf(buf, sizeof(buf), fmt, ap);
@@ -205,7 +203,7 @@ ol_err_t ol_http_start(const ol_http_conf_t *conf, ol_http_t **out, char *errstr
     /* only for libmicrohttpd's messages: the address is MHD_OPTION_SOCK_ADDR */
     uint16_t port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
                                                      : ((struct sockaddr_in *)&addr)->sin_port);
-    h->d = MHD_start_daemon(flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+    h->d = MHD_start_daemon(flags, port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, ol_http_mhd_log, NULL,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
                             CONNECTIONS_MAX, MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S, MHD_OPTION_END);
     if (!h->d) {
@@ -435,36 +433,57 @@ static ol_err_t dial(const char *address, int timeout_ms, int64_t deadline_us, i
     return OL_ERR_OK;
 }
 
+/* Sends the len bytes of data before deadline_us; what names them in errors. */
+static ol_err_t send_all(int fd, const char *data, size_t len, const char *what, int timeout_ms, int64_t deadline_us,
+                         char *errstr, size_t errstr_size) {
+    char why[128];
+    for (size_t sent = 0; sent < len;) {
+        ssize_t k = send(fd, data + sent, len - sent, MSG_NOSIGNAL);
+        if (k > 0)
+            sent += (size_t)k;
+        else if (k < 0 && errno != EAGAIN && errno != EINTR)
+            return ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not send the %s: %s", what,
+                           reason_of(errno, why, sizeof(why)));
+        else if (!wait_fd(fd, POLLOUT, deadline_us))
+            return ol_errf(errstr, errstr_size, OL_ERR_TIMEOUT, "could not send the %s within %d ms", what, timeout_ms);
+    }
+    return OL_ERR_OK;
+}
+
 ol_err_t ol_http_get(const char *address, const char *path, int timeout_ms, ol_http_reply_t *out, char *errstr,
                      size_t errstr_size) {
-    char req[1024], why[128];
+    return ol_http_request(address, "GET", path, NULL, NULL, 0, timeout_ms, out, errstr, errstr_size);
+}
+
+ol_err_t ol_http_request(const char *address, const char *method, const char *path, const char *content_type,
+                         const char *body, size_t body_len, int timeout_ms, ol_http_reply_t *out, char *errstr,
+                         size_t errstr_size) {
+    char req[2048], why[128];
     int64_t deadline_us = ol_time_mono_us() + (int64_t)timeout_ms * 1000;
     memset(out, 0, sizeof(*out));
-    int n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: orderlog\r\nAccept: application/json\r\n"
+    int n;
+    if (content_type)
+        n = snprintf(req, sizeof(req),
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: orderlog\r\nAccept: application/json\r\n"
+                     "Content-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                     method, path, address, content_type, body_len);
+    else
+        n = snprintf(req, sizeof(req),
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: orderlog\r\nAccept: application/json\r\n"
                      "Connection: close\r\n\r\n",
-                     path, address);
+                     method, path, address);
     if (n < 0 || (size_t)n >= sizeof(req))
-        return ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "address \"%s\": too long", address);
+        return ol_errf(errstr, errstr_size, OL_ERR_CONFIG, "address \"%s\" or path: too long", address);
     int fd;
     ol_err_t err = dial(address, timeout_ms, deadline_us, &fd, errstr, errstr_size);
     if (err)
         return err;
     size_t cap = OL_HTTP_HEAD_MAX_BYTES + OL_HTTP_BODY_MAX_BYTES + 1, len = 0;
     char *buf = NULL;
-    for (size_t sent = 0; sent < (size_t)n;) {
-        ssize_t k = send(fd, req + sent, (size_t)n - sent, MSG_NOSIGNAL);
-        if (k > 0) {
-            sent += (size_t)k;
-        } else if (k < 0 && errno != EAGAIN && errno != EINTR) {
-            err = ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not send the request: %s",
-                          reason_of(errno, why, sizeof(why)));
-            goto out;
-        } else if (!wait_fd(fd, POLLOUT, deadline_us)) {
-            err = ol_errf(errstr, errstr_size, OL_ERR_TIMEOUT, "could not send the request within %d ms", timeout_ms);
-            goto out;
-        }
-    }
+    if ((err = send_all(fd, req, (size_t)n, "request", timeout_ms, deadline_us, errstr, errstr_size)) ||
+        (content_type &&
+         (err = send_all(fd, body, body_len, "request body", timeout_ms, deadline_us, errstr, errstr_size))))
+        goto out;
     buf = ol_xmalloc(cap);
     for (bool closed = false, done = false; !done;) {
         if (!wait_fd(fd, POLLIN, deadline_us)) {

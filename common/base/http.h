@@ -14,10 +14,12 @@
  * check>: <its detail>","checks":{"<name>":{"ok":true,"detail":"..."},...}}
  * ("reason" only when a check failed).
  *
- * And a small client to ask such endpoints (ol_http_get): one GET per
- * connection, bounded in time and size, for `orderlog status`. */
+ * And a small client to ask such endpoints (ol_http_get): one request per
+ * connection, bounded in time and size, for `orderlog status` and the schema
+ * registry (`orderlog schemas`). */
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -73,6 +75,9 @@ ol_err_t ol_http_parse_listen(const char *what, const char *listen, struct socka
                               char *errstr, size_t errstr_size);
 /* listen with its port replaced by port (the port a daemon picked). */
 void ol_http_shown_address(const char *listen, unsigned port, char *out, size_t out_size);
+/* MHD_OPTION_EXTERNAL_LOGGER: libmicrohttpd's messages (fmt is its own) as
+ * warnings in the log, "http: <message>". */
+void ol_http_mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* ---- client ---- */
 
@@ -105,6 +110,11 @@ ol_err_t ol_http_parse_reply(const char *buf, size_t len, bool closed, bool *don
  * On OL_ERR_OK *out holds the answer, whatever its status. Thread-safe. */
 ol_err_t ol_http_get(const char *address, const char *path, int timeout_ms, ol_http_reply_t *out, char *errstr,
                      size_t errstr_size) __attribute__((warn_unused_result));
+/* The same with any method, and with a body of body_len bytes sent as
+ * content_type when content_type is not NULL (body is borrowed). */
+ol_err_t ol_http_request(const char *address, const char *method, const char *path, const char *content_type,
+                         const char *body, size_t body_len, int timeout_ms, ol_http_reply_t *out, char *errstr,
+                         size_t errstr_size) __attribute__((warn_unused_result));
 /* Frees what a reply holds; leaves it empty. */
 void ol_http_reply_clear(ol_http_reply_t *r);
 

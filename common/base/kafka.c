@@ -179,9 +179,21 @@ rd_kafka_conf_t *ol_kafka_conf_new(const ol_conf_t *conf, ol_kafka_profile_t pro
 
 rd_kafka_t *ol_kafka_new(const ol_conf_t *conf, ol_kafka_profile_t profile, const char *client_id,
                          const char *const *tuning, char *errstr, size_t errstr_size) {
+    return ol_kafka_new_with(conf, profile, client_id, tuning, NULL, errstr, errstr_size);
+}
+
+rd_kafka_t *ol_kafka_new_with(const ol_conf_t *conf, ol_kafka_profile_t profile, const char *client_id,
+                              const char *const *tuning, const ol_kafka_callbacks_t *cb, char *errstr,
+                              size_t errstr_size) {
     rd_kafka_conf_t *kconf = ol_kafka_conf_new(conf, profile, client_id, tuning, errstr, errstr_size);
     if (!kconf)
         return NULL;
+    if (cb && cb->dr_msg && profiles[profile].type == RD_KAFKA_PRODUCER)
+        rd_kafka_conf_set_dr_msg_cb(kconf, cb->dr_msg);
+    if (cb && cb->error)
+        rd_kafka_conf_set_error_cb(kconf, cb->error);
+    if (cb)
+        rd_kafka_conf_set_opaque(kconf, cb->opaque);
     rd_kafka_t *rk = ol_kafka_handle_new(profiles[profile].type, kconf, errstr, errstr_size);
     if (!rk)
         rd_kafka_conf_destroy(kconf);

@@ -51,6 +51,19 @@ rd_kafka_conf_t *ol_kafka_conf_new(const ol_conf_t *conf, ol_kafka_profile_t pro
 rd_kafka_t *ol_kafka_new(const ol_conf_t *conf, ol_kafka_profile_t profile, const char *client_id,
                          const char *const *tuning, char *errstr, size_t errstr_size);
 
+/* The callbacks a role sets on its handle (each may be NULL; dr_msg only
+ * on a producer) and the opaque they get (borrowed). */
+typedef struct ol_kafka_callbacks_s {
+    void (*dr_msg)(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
+    void (*error)(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+    void *opaque;
+} ol_kafka_callbacks_t;
+
+/* As ol_kafka_new, with cb's callbacks set. */
+rd_kafka_t *ol_kafka_new_with(const ol_conf_t *conf, ol_kafka_profile_t profile, const char *client_id,
+                              const char *const *tuning, const ol_kafka_callbacks_t *cb, char *errstr,
+                              size_t errstr_size);
+
 /* rd_kafka_new, its error message redacted (ol_redact_text): on failure
  * kconf is still the caller's. Every handle is made through here. */
 rd_kafka_t *ol_kafka_handle_new(rd_kafka_type_t type, rd_kafka_conf_t *kconf, char *errstr, size_t errstr_size);

@@ -4,13 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base/list.h"
 #include "common/base/util.h"
 
 #define SHARDS 32
 
 typedef struct bucket_s {
-    struct bucket_s *hnext;       /* hash chain */
-    struct bucket_s *prev, *next; /* recency list, most recent first */
+    struct bucket_s *hnext;            /* hash chain */
+    OL_LIST_LINK(struct bucket_s) lru; /* recency list, most recent first */
     double tokens;
     int64_t last_us;
     uint32_t hash;
@@ -22,7 +23,7 @@ typedef struct shard_s {
     pthread_mutex_t lock;
     bucket_t **table; /* nbuckets chains */
     size_t nbuckets, count, max;
-    bucket_t *head, *tail;
+    OL_LIST(bucket_t) lru;
 } shard_t;
 
 struct ol_tokenbucket_s {
@@ -62,36 +63,14 @@ void ol_tokenbucket_destroy(ol_tokenbucket_t *rl) {
         return;
     for (size_t i = 0; i < rl->nshards; i++) {
         shard_t *s = &rl->shards[i];
-        for (bucket_t *b = s->head, *next; b; b = next) {
-            next = b->next;
+        for (bucket_t *b = s->lru.head, *next; b; b = next) {
+            next = b->lru.next;
             free(b);
         }
         free(s->table);
         pthread_mutex_destroy(&s->lock);
     }
     free(rl);
-}
-
-static void list_unlink(shard_t *s, bucket_t *b) {
-    if (b->prev)
-        b->prev->next = b->next;
-    else
-        s->head = b->next;
-    if (b->next)
-        b->next->prev = b->prev;
-    else
-        s->tail = b->prev;
-    b->prev = b->next = NULL;
-}
-
-static void list_push_front(shard_t *s, bucket_t *b) {
-    b->prev = NULL;
-    b->next = s->head;
-    if (s->head)
-        s->head->prev = b;
-    else
-        s->tail = b;
-    s->head = b;
 }
 
 static void table_remove(shard_t *s, bucket_t *b) {
@@ -116,14 +95,14 @@ bool ol_tokenbucket_take(ol_tokenbucket_t *rl, const char *key, size_t key_len, 
         double t = b->tokens + (double)(now_us - b->last_us) * rl->rate / 1e6;
         b->tokens = t > rl->burst ? rl->burst : t;
         b->last_us = now_us;
-        if (b != s->head) {
-            list_unlink(s, b);
-            list_push_front(s, b);
+        if (b != s->lru.head) {
+            OL_LIST_REMOVE(&s->lru, b, lru);
+            OL_LIST_PUSH_FRONT(&s->lru, b, lru);
         }
     } else {
         if (s->count >= s->max) {
-            b = s->tail; /* forget the least recently seen key, reuse its memory */
-            list_unlink(s, b);
+            b = s->lru.tail; /* forget the least recently seen key, reuse its memory */
+            OL_LIST_REMOVE(&s->lru, b, lru);
             table_remove(s, b);
             s->count--;
         } else {
@@ -136,7 +115,7 @@ bool ol_tokenbucket_take(ol_tokenbucket_t *rl, const char *key, size_t key_len, 
         b->last_us = now_us;
         b->hnext = s->table[h & (s->nbuckets - 1)];
         s->table[h & (s->nbuckets - 1)] = b;
-        list_push_front(s, b);
+        OL_LIST_PUSH_FRONT(&s->lru, b, lru);
         s->count++;
     }
     bool ok = b->tokens >= 1.0;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/base/list.h"
 #include "common/base/util.h"
 
 /* One node per subject, in a chained hash table. A node is in the idle list
@@ -14,9 +15,9 @@
 #define LATE_NONE INT64_MIN
 
 typedef struct node_s {
-    struct node_s *next;          /* hash chain */
-    struct node_s *older, *newer; /* idle list */
-    int64_t latest;               /* latest request counted, LATE_NONE when none */
+    struct node_s *next;                   /* hash chain */
+    OL_LIST_LINK(struct node_s) idle_link; /* idle list: prev older, next newer */
+    int64_t latest;                        /* latest request counted, LATE_NONE when none */
     int64_t base;
     int32_t *times;
     uint32_t ntimes, cap;
@@ -32,7 +33,7 @@ struct ol_rateban_s {
     ol_rateban_conf_t conf;
     node_t **buckets;
     size_t nbuckets, nnodes;
-    node_t *oldest, *newest; /* idle list */
+    OL_LIST(node_t) idle; /* idle list: head the oldest, tail the newest */
     size_t nidle, tracked, listed, evicted;
     node_t **heap;
     uint32_t nheap, heap_cap;
@@ -133,15 +134,7 @@ static node_t *create(ol_rateban_t *rw, ol_subject_t type, const char *s, size_t
 static void idle_unlink(ol_rateban_t *rw, node_t *n) {
     if (!n->idle)
         return;
-    if (n->older)
-        n->older->newer = n->newer;
-    else
-        rw->oldest = n->newer;
-    if (n->newer)
-        n->newer->older = n->older;
-    else
-        rw->newest = n->older;
-    n->older = n->newer = NULL;
+    OL_LIST_REMOVE(&rw->idle, n, idle_link);
     n->idle = 0;
     rw->nidle--;
 }
@@ -149,12 +142,7 @@ static void idle_unlink(ol_rateban_t *rw, node_t *n) {
 /* Makes n the most recently seen. */
 static void idle_touch(ol_rateban_t *rw, node_t *n) {
     idle_unlink(rw, n);
-    n->older = rw->newest;
-    if (rw->newest)
-        rw->newest->newer = n;
-    else
-        rw->oldest = n;
-    rw->newest = n;
+    OL_LIST_PUSH_BACK(&rw->idle, n, idle_link);
     n->idle = 1;
     rw->nidle++;
 }
@@ -307,8 +295,8 @@ bool ol_rateban_hit(ol_rateban_t *rw, ol_subject_t type, const char *subject, in
     if (n && (n->exempt || active_at(n, at_ms)))
         return false;
     if (!n) {
-        if (rw->conf.max_subjects && rw->nidle >= rw->conf.max_subjects && rw->oldest)
-            forget(rw, rw->oldest);
+        if (rw->conf.max_subjects && rw->nidle >= rw->conf.max_subjects && rw->idle.head)
+            forget(rw, rw->idle.head);
         n = create(rw, type, subject, len, h);
     }
     if (n->latest == LATE_NONE) {
@@ -414,8 +402,8 @@ size_t ol_rateban_expire(ol_rateban_t *rw, int64_t now_ms) {
     /* the list is in order of last request seen, which is the order of
      * latest unless requests came out of order: stopping at the first
      * subject still active may leave a few idle ones for the next call */
-    while (rw->oldest && rw->oldest->latest <= now_ms - rw->conf.window_ms) {
-        forget(rw, rw->oldest);
+    while (rw->idle.head && rw->idle.head->latest <= now_ms - rw->conf.window_ms) {
+        forget(rw, rw->idle.head);
         k++;
     }
     return k;

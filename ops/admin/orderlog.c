@@ -10,8 +10,9 @@
 extern char **environ;
 
 static const ol_cmd_t *const commands[] = {
-    &ol_cmd_publish, &ol_cmd_tail,   &ol_cmd_decide, &ol_cmd_loadgen, &ol_cmd_guard,   &ol_cmd_gate,   &ol_cmd_project,
-    &ol_cmd_rebuild, &ol_cmd_status, &ol_cmd_dlq,    &ol_cmd_topics,  &ol_cmd_migrate, &ol_cmd_config, NULL};
+    &ol_cmd_publish, &ol_cmd_tail,    &ol_cmd_decide,  &ol_cmd_loadgen, &ol_cmd_guard,
+    &ol_cmd_gate,    &ol_cmd_project, &ol_cmd_rebuild, &ol_cmd_status,  &ol_cmd_dlq,
+    &ol_cmd_topics,  &ol_cmd_migrate, &ol_cmd_config,  &ol_cmd_schemas, NULL};
 
 static void usage(FILE *fp) {
     fprintf(fp, "usage: orderlog <command> [options]\n\nA Kafka-driven, event-sourced order backend.\n\n"
