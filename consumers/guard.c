@@ -47,6 +47,7 @@
 #include "common/domain/rateban.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
+#include "consumers/follow.h"
 #include "consumers/runtime.h"
 
 #define TICK_MS 100
@@ -66,6 +67,7 @@ typedef struct guard_s {
     ol_rateban_t *rw;
     rd_kafka_t *consumer; /* buy-requests, in the group */
     rd_kafka_t *follower; /* blacklist, every partition, no group */
+    ol_follow_t *follow;  /* on follower */
     rd_kafka_t *producer;
     ol_codec_t *codec;
     ol_arena_t *arena;
@@ -355,90 +357,35 @@ static void follow_record(guard_t *g, const rd_kafka_message_t *rkm) {
     free(name);
 }
 
+static void on_blacklist_record(void *opaque, const rd_kafka_message_t *rkm) {
+    follow_record(opaque, rkm);
+}
+
 /* Assigns every partition of the blacklist topic from the beginning and
- * reads up to the end offsets it has now. */
+ * reads up to the end offsets it has now (consumers/follow.h). */
 static ol_err_t read_blacklist(guard_t *g, char *errstr, size_t errstr_size) {
     int timeout = (int)ol_conf_int(g->conf, "broker.wait.ms");
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(g->follower, g->bl_topic, NULL);
-    rd_kafka_resp_err_t kerr = rd_kafka_metadata(g->follower, 0, rkt, &md, timeout);
-    rd_kafka_topic_destroy(rkt);
-    if (kerr)
-        return ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read the partitions of %s: %s", g->bl_topic,
-                       rd_kafka_err2str(kerr));
-    if (md->topic_cnt != 1 || md->topics[0].err || md->topics[0].partition_cnt == 0) {
-        rd_kafka_metadata_destroy(md);
-        return ol_errf(errstr, errstr_size, OL_ERR_NOT_FOUND, "topic %s does not exist (run `orderlog topics create`)",
-                       g->bl_topic);
-    }
-    int nparts = md->topics[0].partition_cnt, left = 0;
-    int64_t *ends = ol_xcalloc((size_t)nparts, sizeof(*ends)); /* -1: read to the end */
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(nparts);
-    ol_err_t err = OL_ERR_OK;
-    for (int i = 0; i < nparts && !err; i++) {
-        int32_t id = md->topics[0].partitions[i].id;
-        int64_t low = 0, high = 0, deadline = ol_time_mono_us() + (int64_t)timeout * 1000;
-        /* a topic just created may have no leader yet: try again for broker.wait.ms */
-        while ((kerr = rd_kafka_query_watermark_offsets(g->follower, g->bl_topic, id, &low, &high, timeout)) &&
-               ol_time_mono_us() < deadline && !guard_stop)
-            rd_kafka_poll(g->producer, 100);
-        if (kerr)
-            err = ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read the end of %s[%d]: %s", g->bl_topic, id,
-                          rd_kafka_err2str(kerr));
-        rd_kafka_topic_partition_list_add(parts, g->bl_topic, id)->offset = RD_KAFKA_OFFSET_BEGINNING;
-        ends[i] = high > low ? high : -1;
-        left += high > low;
-    }
-    if (!err && (kerr = rd_kafka_assign(g->follower, parts)))
-        err = ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read %s: %s", g->bl_topic, rd_kafka_err2str(kerr));
-    long long records = 0;
-    while (!err && left > 0 && !guard_stop) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(g->follower, 200);
-        if (!rkm)
-            continue;
-        int i = 0;
-        while (i < nparts && md->topics[0].partitions[i].id != rkm->partition)
-            i++;
-        if (rkm->err && rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            ol_log_warn("reading %s: %s", g->bl_topic, rd_kafka_message_errstr(rkm));
-        } else {
-            if (!rkm->err) {
-                follow_record(g, rkm);
-                records++;
-            }
-            if (i < nparts && ends[i] >= 0 &&
-                (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF || rkm->offset + 1 >= ends[i])) {
-                ends[i] = -1;
-                left--;
-            }
-        }
-        rd_kafka_message_destroy(rkm);
-    }
-    if (!err && !guard_stop) {
+    ol_err_t err = ol_follow_open(&g->follow, g->follower, g->bl_topic, timeout, &guard_stop, errstr, errstr_size);
+    if (err)
+        return err;
+    while (!ol_follow_caught_up(g->follow) && !guard_stop)
+        ol_follow_poll(g->follow, 200, on_blacklist_record, g);
+    if (!guard_stop) {
         ol_rateban_stats_t st;
         char next[40] = "none";
         ol_rateban_stats(g->rw, &st);
         if (ol_rateban_next_lift_ms(g->rw) >= 0)
             ol_time_format(ol_rateban_next_lift_ms(g->rw), next, sizeof(next));
         ol_log_info("read %s: %lld records, %zu entries listed, %zu of them by rate (next lift %s)", g->bl_topic,
-                    records, st.listed, st.rate, next);
+                    ol_follow_records(g->follow), st.listed, st.rate, next);
     }
-    rd_kafka_topic_partition_list_destroy(parts);
-    rd_kafka_metadata_destroy(md);
-    free(ends);
-    return err;
+    return OL_ERR_OK;
 }
 
 /* Applies what others wrote to the blacklist since (operators, other runs). */
 static void follow(guard_t *g) {
-    rd_kafka_message_t *rkm;
-    for (int n = 0; n < POLL_BATCH && (rkm = rd_kafka_consumer_poll(g->follower, 0)); n++) {
-        if (!rkm->err)
-            follow_record(g, rkm);
-        else if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            ol_log_warn("reading %s: %s", g->bl_topic, rd_kafka_message_errstr(rkm));
-        rd_kafka_message_destroy(rkm);
-    }
+    for (int n = 0; n < POLL_BATCH && ol_follow_poll(g->follow, 0, on_blacklist_record, g); n++)
+        ;
 }
 
 /* ---- offsets -------------------------------------------------------------- */
@@ -860,6 +807,7 @@ static int guard_run(const ol_conf_t *conf, int argc, char **argv) {
     }
     if (g->consumer)
         rd_kafka_destroy(g->consumer);
+    ol_follow_destroy(g->follow);
     if (g->follower) {
         rd_kafka_consumer_close(g->follower);
         rd_kafka_destroy(g->follower);
