@@ -48,45 +48,12 @@
 #include "common/base/time.h"
 #include "common/base/util.h"
 #include "consumers/follow.h"
+#include "consumers/guard.h"
 #include "consumers/runtime.h"
 
 #define TICK_MS 100
 #define COMMIT_EVERY_MS 1000
 #define POLL_BATCH 1000
-#define PENDING_MAX 1024
-
-/* Where guard is in one partition of buy-requests. */
-typedef struct position_s {
-    int assigned, dirty;
-    int64_t next;  /* offset to commit: after the last record processed */
-    int64_t ts_ms; /* latest record timestamp up to next, for the rewind */
-} position_t;
-
-typedef struct guard_s {
-    const ol_conf_t *conf;
-    ol_rateban_t *rw;
-    rd_kafka_t *consumer; /* buy-requests, in the group */
-    rd_kafka_t *follower; /* blacklist, every partition, no group */
-    ol_follow_t *follow;  /* on follower */
-    rd_kafka_t *producer;
-    ol_codec_t *codec;
-    ol_arena_t *arena;
-    const ol_event_type_t *buy_type, *change_type;
-    char buy_topic[256], bl_topic[256], group[256], source[128];
-    int64_t window_ms, ip_max, user_max;
-    position_t *pos;
-    int npos;
-    /* ce_id of our own changes not yet seen by the follower (a ring) */
-    char pending[PENDING_MAX][OL_EVENT_ID_MAX + 1];
-    int npending, pending_head;
-    int failed;        /* deliveries that failed: nothing is committed any more */
-    int fatal;         /* the consumer cannot go on */
-    int64_t stream_ms; /* latest request time judged (clamped to the clock) */
-    /* counted on the loop's thread, read by /metrics */
-    atomic_llong requests, skipped, undecodable, bans, lifts, lapsed;
-    atomic_llong beat_us;                        /* the loop turned */
-    atomic_llong tracked, listed, tracked_bytes; /* of the rate windows, at the last commit tick */
-} guard_t;
 
 static volatile sig_atomic_t guard_stop;
 
@@ -599,110 +566,6 @@ static ol_err_t guard_open(guard_t *g, char *errstr, size_t errstr_size) {
     return OL_ERR_OK;
 }
 
-/* ---- observability -------------------------------------------------------- */
-
-/* The rate windows' size, for /metrics (the loop's thread owns them). */
-static void observe_windows(guard_t *g) {
-    ol_rateban_stats_t st;
-    ol_rateban_stats(g->rw, &st);
-    atomic_store(&g->tracked, (long long)st.tracked);
-    atomic_store(&g->listed, (long long)st.listed);
-    atomic_store(&g->tracked_bytes, (long long)st.bytes);
-}
-
-typedef struct counter_s {
-    const char *name, *help;
-    size_t offset; /* of an atomic_llong in guard_t */
-    ol_metric_type_t type;
-} counter_t;
-
-static const counter_t guard_counters[] = {
-    {"orderlog_guard_requests_total", "BuyRequested events judged against the rate windows.",
-     offsetof(guard_t, requests), OL_METRIC_COUNTER},
-    {"orderlog_guard_skipped_total", "Other event types on buy-requests, skipped.", offsetof(guard_t, skipped),
-     OL_METRIC_COUNTER},
-    {"orderlog_guard_undecodable_total", "Records of buy-requests that could not be decoded, skipped.",
-     offsetof(guard_t, undecodable), OL_METRIC_COUNTER},
-    {"orderlog_guard_bans_total", "Subjects blacklisted for their rate (BlacklistChanged add, reason rate).",
-     offsetof(guard_t, bans), OL_METRIC_COUNTER},
-    {"orderlog_guard_lifts_total", "Rate bans removed once their until had passed.", offsetof(guard_t, lifts),
-     OL_METRIC_COUNTER},
-    {"orderlog_guard_lapsed_bans_total", "Bans not published because their until had passed when judged (a backlog).",
-     offsetof(guard_t, lapsed), OL_METRIC_COUNTER},
-    {"orderlog_guard_tracked_subjects", "IPs and users with requests in their rate window.", offsetof(guard_t, tracked),
-     OL_METRIC_GAUGE},
-    {"orderlog_guard_listed_subjects", "Subjects on the blacklist as guard knows it (manual and rate).",
-     offsetof(guard_t, listed), OL_METRIC_GAUGE},
-    {"orderlog_guard_state_bytes", "Memory of the rate windows and the blacklist, estimated.",
-     offsetof(guard_t, tracked_bytes), OL_METRIC_GAUGE},
-};
-
-typedef struct counter_ref_s {
-    guard_t *g;
-    const counter_t *c;
-} counter_ref_t;
-
-static void counter_fn(void *opaque, ol_metrics_out_t *out) {
-    const counter_ref_t *ref = opaque;
-    ol_metrics_out(out, NULL, (double)atomic_load((atomic_llong *)((char *)ref->g + ref->c->offset)));
-}
-
-static void lag_fn(void *opaque, ol_metrics_out_t *out) {
-    ol_kafka_lag_write(((guard_t *)opaque)->consumer, out);
-}
-
-static void assigned_fn(void *opaque, ol_metrics_out_t *out) {
-    int n = ol_kafka_assigned_count(((guard_t *)opaque)->consumer);
-    if (n >= 0)
-        ol_metrics_out(out, NULL, n);
-}
-
-static counter_ref_t guard_refs[sizeof(guard_counters) / sizeof(guard_counters[0])];
-
-static ol_metrics_t *guard_metrics(guard_t *g) {
-    ol_metrics_t *reg = ol_metrics_new();
-    ol_metrics_add_process(reg);
-    for (size_t i = 0; i < sizeof(guard_counters) / sizeof(guard_counters[0]); i++) {
-        guard_refs[i] = (counter_ref_t){g, &guard_counters[i]};
-        ol_metrics_func(reg,
-                        &(ol_metric_def_t){.name = guard_counters[i].name,
-                                           .help = guard_counters[i].help,
-                                           .type = guard_counters[i].type},
-                        counter_fn, &guard_refs[i]);
-    }
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = "orderlog_guard_consumer_lag_records",
-                                       .help = "Records between guard's position and the end of each assigned "
-                                               "partition of buy-requests.",
-                                       .type = OL_METRIC_GAUGE,
-                                       .labels = {{"topic", NULL}, {"partition", NULL}}},
-                    lag_fn, g);
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = "orderlog_guard_assigned_partitions",
-                                       .help = "Partitions of buy-requests assigned to guard.",
-                                       .type = OL_METRIC_GAUGE},
-                    assigned_fn, g);
-    return reg;
-}
-
-static bool guard_live(void *opaque, json_t *checks) {
-    guard_t *g = opaque;
-    char fatal[256];
-    bool ok = ol_http_check_beat(checks, "loop", atomic_load(&g->beat_us), ol_conf_int(g->conf, "health.stall.ms"));
-    if (rd_kafka_fatal_error(g->consumer, fatal, sizeof(fatal)))
-        ok = ol_http_check(checks, "consumer", false, "fatal error: %s", fatal);
-    return ok;
-}
-
-static bool guard_ready(void *opaque, json_t *checks) {
-    guard_t *g = opaque;
-    bool ok = ol_kafka_check_reachable(g->consumer, checks, "kafka", 1000);
-    int assigned = ol_kafka_assigned_count(g->consumer);
-    ok &= ol_http_check(checks, "partitions", assigned > 0, "%d of %s assigned in group %s", assigned, g->buy_topic,
-                        g->group);
-    return ok;
-}
-
 static void guard_loop(guard_t *g) {
     int64_t last_commit = ol_time_now_ms();
     while (!guard_stop && !g->failed && !g->fatal) {
@@ -728,7 +591,7 @@ static void guard_loop(guard_t *g) {
                 ol_log_debug("forgot %zu idle subjects", gone);
             commit(g, 1000);
             last_commit = now;
-            observe_windows(g);
+            ol_guard__observe_windows(g);
         }
     }
 }
@@ -775,9 +638,9 @@ static int guard_run(const ol_conf_t *conf, int argc, char **argv) {
                     "banned for %lld ms",
                     g->buy_topic, g->group, (long long)g->ip_max, (long long)g->user_max, (long long)g->window_ms,
                     (long long)rc.ban_ms);
-        ol_metrics_t *reg = guard_metrics(g);
+        ol_metrics_t *reg = ol_guard__metrics(g);
         ol_http_t *http = NULL;
-        ol_http_conf_t hc = {ol_conf_str(conf, "http.listen"), reg, guard_live, guard_ready, g};
+        ol_http_conf_t hc = {ol_conf_str(conf, "http.listen"), reg, ol_guard__live, ol_guard__ready, g};
         bool served = !ol_http_serve(&hc, &http, errstr, sizeof(errstr));
         if (served)
             guard_loop(g);
