@@ -47,44 +47,13 @@
 #include "common/domain/rateban.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
+#include "consumers/follow.h"
+#include "consumers/guard.h"
 #include "consumers/runtime.h"
 
 #define TICK_MS 100
 #define COMMIT_EVERY_MS 1000
 #define POLL_BATCH 1000
-#define PENDING_MAX 1024
-
-/* Where guard is in one partition of buy-requests. */
-typedef struct position_s {
-    int assigned, dirty;
-    int64_t next;  /* offset to commit: after the last record processed */
-    int64_t ts_ms; /* latest record timestamp up to next, for the rewind */
-} position_t;
-
-typedef struct guard_s {
-    const ol_conf_t *conf;
-    ol_rateban_t *rw;
-    rd_kafka_t *consumer; /* buy-requests, in the group */
-    rd_kafka_t *follower; /* blacklist, every partition, no group */
-    rd_kafka_t *producer;
-    ol_codec_t *codec;
-    ol_arena_t *arena;
-    const ol_event_type_t *buy_type, *change_type;
-    char buy_topic[256], bl_topic[256], group[256], source[128];
-    int64_t window_ms, ip_max, user_max;
-    position_t *pos;
-    int npos;
-    /* ce_id of our own changes not yet seen by the follower (a ring) */
-    char pending[PENDING_MAX][OL_EVENT_ID_MAX + 1];
-    int npending, pending_head;
-    int failed;        /* deliveries that failed: nothing is committed any more */
-    int fatal;         /* the consumer cannot go on */
-    int64_t stream_ms; /* latest request time judged (clamped to the clock) */
-    /* counted on the loop's thread, read by /metrics */
-    atomic_llong requests, skipped, undecodable, bans, lifts, lapsed;
-    atomic_llong beat_us;                        /* the loop turned */
-    atomic_llong tracked, listed, tracked_bytes; /* of the rate windows, at the last commit tick */
-} guard_t;
 
 static volatile sig_atomic_t guard_stop;
 
@@ -355,90 +324,35 @@ static void follow_record(guard_t *g, const rd_kafka_message_t *rkm) {
     free(name);
 }
 
+static void on_blacklist_record(void *opaque, const rd_kafka_message_t *rkm) {
+    follow_record(opaque, rkm);
+}
+
 /* Assigns every partition of the blacklist topic from the beginning and
- * reads up to the end offsets it has now. */
+ * reads up to the end offsets it has now (consumers/follow.h). */
 static ol_err_t read_blacklist(guard_t *g, char *errstr, size_t errstr_size) {
     int timeout = (int)ol_conf_int(g->conf, "broker.wait.ms");
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(g->follower, g->bl_topic, NULL);
-    rd_kafka_resp_err_t kerr = rd_kafka_metadata(g->follower, 0, rkt, &md, timeout);
-    rd_kafka_topic_destroy(rkt);
-    if (kerr)
-        return ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read the partitions of %s: %s", g->bl_topic,
-                       rd_kafka_err2str(kerr));
-    if (md->topic_cnt != 1 || md->topics[0].err || md->topics[0].partition_cnt == 0) {
-        rd_kafka_metadata_destroy(md);
-        return ol_errf(errstr, errstr_size, OL_ERR_NOT_FOUND, "topic %s does not exist (run `orderlog topics create`)",
-                       g->bl_topic);
-    }
-    int nparts = md->topics[0].partition_cnt, left = 0;
-    int64_t *ends = ol_xcalloc((size_t)nparts, sizeof(*ends)); /* -1: read to the end */
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(nparts);
-    ol_err_t err = OL_ERR_OK;
-    for (int i = 0; i < nparts && !err; i++) {
-        int32_t id = md->topics[0].partitions[i].id;
-        int64_t low = 0, high = 0, deadline = ol_time_mono_us() + (int64_t)timeout * 1000;
-        /* a topic just created may have no leader yet: try again for broker.wait.ms */
-        while ((kerr = rd_kafka_query_watermark_offsets(g->follower, g->bl_topic, id, &low, &high, timeout)) &&
-               ol_time_mono_us() < deadline && !guard_stop)
-            rd_kafka_poll(g->producer, 100);
-        if (kerr)
-            err = ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read the end of %s[%d]: %s", g->bl_topic, id,
-                          rd_kafka_err2str(kerr));
-        rd_kafka_topic_partition_list_add(parts, g->bl_topic, id)->offset = RD_KAFKA_OFFSET_BEGINNING;
-        ends[i] = high > low ? high : -1;
-        left += high > low;
-    }
-    if (!err && (kerr = rd_kafka_assign(g->follower, parts)))
-        err = ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read %s: %s", g->bl_topic, rd_kafka_err2str(kerr));
-    long long records = 0;
-    while (!err && left > 0 && !guard_stop) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(g->follower, 200);
-        if (!rkm)
-            continue;
-        int i = 0;
-        while (i < nparts && md->topics[0].partitions[i].id != rkm->partition)
-            i++;
-        if (rkm->err && rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            ol_log_warn("reading %s: %s", g->bl_topic, rd_kafka_message_errstr(rkm));
-        } else {
-            if (!rkm->err) {
-                follow_record(g, rkm);
-                records++;
-            }
-            if (i < nparts && ends[i] >= 0 &&
-                (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF || rkm->offset + 1 >= ends[i])) {
-                ends[i] = -1;
-                left--;
-            }
-        }
-        rd_kafka_message_destroy(rkm);
-    }
-    if (!err && !guard_stop) {
+    ol_err_t err = ol_follow_open(&g->follow, g->follower, g->bl_topic, timeout, &guard_stop, errstr, errstr_size);
+    if (err)
+        return err;
+    while (!ol_follow_caught_up(g->follow) && !guard_stop)
+        ol_follow_poll(g->follow, 200, on_blacklist_record, g);
+    if (!guard_stop) {
         ol_rateban_stats_t st;
         char next[40] = "none";
         ol_rateban_stats(g->rw, &st);
         if (ol_rateban_next_lift_ms(g->rw) >= 0)
             ol_time_format(ol_rateban_next_lift_ms(g->rw), next, sizeof(next));
         ol_log_info("read %s: %lld records, %zu entries listed, %zu of them by rate (next lift %s)", g->bl_topic,
-                    records, st.listed, st.rate, next);
+                    ol_follow_records(g->follow), st.listed, st.rate, next);
     }
-    rd_kafka_topic_partition_list_destroy(parts);
-    rd_kafka_metadata_destroy(md);
-    free(ends);
-    return err;
+    return OL_ERR_OK;
 }
 
 /* Applies what others wrote to the blacklist since (operators, other runs). */
 static void follow(guard_t *g) {
-    rd_kafka_message_t *rkm;
-    for (int n = 0; n < POLL_BATCH && (rkm = rd_kafka_consumer_poll(g->follower, 0)); n++) {
-        if (!rkm->err)
-            follow_record(g, rkm);
-        else if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            ol_log_warn("reading %s: %s", g->bl_topic, rd_kafka_message_errstr(rkm));
-        rd_kafka_message_destroy(rkm);
-    }
+    for (int n = 0; n < POLL_BATCH && ol_follow_poll(g->follow, 0, on_blacklist_record, g); n++)
+        ;
 }
 
 /* ---- offsets -------------------------------------------------------------- */
@@ -652,110 +566,6 @@ static ol_err_t guard_open(guard_t *g, char *errstr, size_t errstr_size) {
     return OL_ERR_OK;
 }
 
-/* ---- observability -------------------------------------------------------- */
-
-/* The rate windows' size, for /metrics (the loop's thread owns them). */
-static void observe_windows(guard_t *g) {
-    ol_rateban_stats_t st;
-    ol_rateban_stats(g->rw, &st);
-    atomic_store(&g->tracked, (long long)st.tracked);
-    atomic_store(&g->listed, (long long)st.listed);
-    atomic_store(&g->tracked_bytes, (long long)st.bytes);
-}
-
-typedef struct counter_s {
-    const char *name, *help;
-    size_t offset; /* of an atomic_llong in guard_t */
-    ol_metric_type_t type;
-} counter_t;
-
-static const counter_t guard_counters[] = {
-    {"orderlog_guard_requests_total", "BuyRequested events judged against the rate windows.",
-     offsetof(guard_t, requests), OL_METRIC_COUNTER},
-    {"orderlog_guard_skipped_total", "Other event types on buy-requests, skipped.", offsetof(guard_t, skipped),
-     OL_METRIC_COUNTER},
-    {"orderlog_guard_undecodable_total", "Records of buy-requests that could not be decoded, skipped.",
-     offsetof(guard_t, undecodable), OL_METRIC_COUNTER},
-    {"orderlog_guard_bans_total", "Subjects blacklisted for their rate (BlacklistChanged add, reason rate).",
-     offsetof(guard_t, bans), OL_METRIC_COUNTER},
-    {"orderlog_guard_lifts_total", "Rate bans removed once their until had passed.", offsetof(guard_t, lifts),
-     OL_METRIC_COUNTER},
-    {"orderlog_guard_lapsed_bans_total", "Bans not published because their until had passed when judged (a backlog).",
-     offsetof(guard_t, lapsed), OL_METRIC_COUNTER},
-    {"orderlog_guard_tracked_subjects", "IPs and users with requests in their rate window.", offsetof(guard_t, tracked),
-     OL_METRIC_GAUGE},
-    {"orderlog_guard_listed_subjects", "Subjects on the blacklist as guard knows it (manual and rate).",
-     offsetof(guard_t, listed), OL_METRIC_GAUGE},
-    {"orderlog_guard_state_bytes", "Memory of the rate windows and the blacklist, estimated.",
-     offsetof(guard_t, tracked_bytes), OL_METRIC_GAUGE},
-};
-
-typedef struct counter_ref_s {
-    guard_t *g;
-    const counter_t *c;
-} counter_ref_t;
-
-static void counter_fn(void *opaque, ol_metrics_out_t *out) {
-    const counter_ref_t *ref = opaque;
-    ol_metrics_out(out, NULL, (double)atomic_load((atomic_llong *)((char *)ref->g + ref->c->offset)));
-}
-
-static void lag_fn(void *opaque, ol_metrics_out_t *out) {
-    ol_kafka_lag_write(((guard_t *)opaque)->consumer, out);
-}
-
-static void assigned_fn(void *opaque, ol_metrics_out_t *out) {
-    int n = ol_kafka_assigned_count(((guard_t *)opaque)->consumer);
-    if (n >= 0)
-        ol_metrics_out(out, NULL, n);
-}
-
-static counter_ref_t guard_refs[sizeof(guard_counters) / sizeof(guard_counters[0])];
-
-static ol_metrics_t *guard_metrics(guard_t *g) {
-    ol_metrics_t *reg = ol_metrics_new();
-    ol_metrics_add_process(reg);
-    for (size_t i = 0; i < sizeof(guard_counters) / sizeof(guard_counters[0]); i++) {
-        guard_refs[i] = (counter_ref_t){g, &guard_counters[i]};
-        ol_metrics_func(reg,
-                        &(ol_metric_def_t){.name = guard_counters[i].name,
-                                           .help = guard_counters[i].help,
-                                           .type = guard_counters[i].type},
-                        counter_fn, &guard_refs[i]);
-    }
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = "orderlog_guard_consumer_lag_records",
-                                       .help = "Records between guard's position and the end of each assigned "
-                                               "partition of buy-requests.",
-                                       .type = OL_METRIC_GAUGE,
-                                       .labels = {{"topic", NULL}, {"partition", NULL}}},
-                    lag_fn, g);
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = "orderlog_guard_assigned_partitions",
-                                       .help = "Partitions of buy-requests assigned to guard.",
-                                       .type = OL_METRIC_GAUGE},
-                    assigned_fn, g);
-    return reg;
-}
-
-static bool guard_live(void *opaque, json_t *checks) {
-    guard_t *g = opaque;
-    char fatal[256];
-    bool ok = ol_http_check_beat(checks, "loop", atomic_load(&g->beat_us), ol_conf_int(g->conf, "health.stall.ms"));
-    if (rd_kafka_fatal_error(g->consumer, fatal, sizeof(fatal)))
-        ok = ol_http_check(checks, "consumer", false, "fatal error: %s", fatal);
-    return ok;
-}
-
-static bool guard_ready(void *opaque, json_t *checks) {
-    guard_t *g = opaque;
-    bool ok = ol_kafka_check_reachable(g->consumer, checks, "kafka", 1000);
-    int assigned = ol_kafka_assigned_count(g->consumer);
-    ok &= ol_http_check(checks, "partitions", assigned > 0, "%d of %s assigned in group %s", assigned, g->buy_topic,
-                        g->group);
-    return ok;
-}
-
 static void guard_loop(guard_t *g) {
     int64_t last_commit = ol_time_now_ms();
     while (!guard_stop && !g->failed && !g->fatal) {
@@ -781,7 +591,7 @@ static void guard_loop(guard_t *g) {
                 ol_log_debug("forgot %zu idle subjects", gone);
             commit(g, 1000);
             last_commit = now;
-            observe_windows(g);
+            ol_guard__observe_windows(g);
         }
     }
 }
@@ -828,9 +638,9 @@ static int guard_run(const ol_conf_t *conf, int argc, char **argv) {
                     "banned for %lld ms",
                     g->buy_topic, g->group, (long long)g->ip_max, (long long)g->user_max, (long long)g->window_ms,
                     (long long)rc.ban_ms);
-        ol_metrics_t *reg = guard_metrics(g);
+        ol_metrics_t *reg = ol_guard__metrics(g);
         ol_http_t *http = NULL;
-        ol_http_conf_t hc = {ol_conf_str(conf, "http.listen"), reg, guard_live, guard_ready, g};
+        ol_http_conf_t hc = {ol_conf_str(conf, "http.listen"), reg, ol_guard__live, ol_guard__ready, g};
         bool served = !ol_http_serve(&hc, &http, errstr, sizeof(errstr));
         if (served)
             guard_loop(g);
@@ -860,6 +670,7 @@ static int guard_run(const ol_conf_t *conf, int argc, char **argv) {
     }
     if (g->consumer)
         rd_kafka_destroy(g->consumer);
+    ol_follow_destroy(g->follow);
     if (g->follower) {
         rd_kafka_consumer_close(g->follower);
         rd_kafka_destroy(g->follower);

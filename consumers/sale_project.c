@@ -40,6 +40,7 @@
 #include "common/base/pg.h"
 #include "common/base/pgcopy.h"
 #include "common/domain/sale.h"
+#include "common/domain/sale_events.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
 #include "consumers/rowset.h"
@@ -50,26 +51,18 @@ bool ol_sale_project_takes(const char *topic) {
 
 /* ---- facts ---------------------------------------------------------------- */
 
+/* The sale-events fact kinds (common/domain/sale.h), then the blacklist's. */
 typedef enum kind_e {
-    K_ACCEPTED,
-    K_REJECTED,
-    K_RELEASED,
-    K_CONVERTED,
-    K_STOCK,
-    K_POLICY,
-    K_CHECKOUT_REJECTED,
-    K_BLACKLIST,
+    K_ACCEPTED = OL_FACT_BUY_ACCEPTED,
+    K_REJECTED = OL_FACT_BUY_REJECTED,
+    K_RELEASED = OL_FACT_HOLD_RELEASED,
+    K_CONVERTED = OL_FACT_HOLD_CONVERTED,
+    K_STOCK = OL_FACT_STOCK_CHANGED,
+    K_POLICY = OL_FACT_POLICY_CHANGED,
+    K_CHECKOUT_REJECTED = OL_FACT_CHECKOUT_REJECTED,
+    K_BLACKLIST = OL_FACT__COUNT,
     K_COUNT
 } kind_t;
-
-static const struct {
-    const char *name;     /* the event */
-    const char *at_field; /* its time */
-} kinds[K_COUNT] = {
-    {"BuyAccepted", "decided_at"},      {"BuyRejected", "decided_at"},      {"HoldReleased", "released_at"},
-    {"HoldConverted", "converted_at"},  {"StockChanged", "changed_at"},     {"PolicyChanged", "set_at"},
-    {"CheckoutRejected", "decided_at"}, {"BlacklistChanged", "changed_at"},
-};
 
 /* One fact; strings in the fold's arena. Fields a kind has not are NULL / 0. */
 typedef struct fact_s {
@@ -107,66 +100,73 @@ void ol_sale_project_fold_destroy(ol_sale_project_fold_t *fold) {
     free(fold);
 }
 
-static const char *dstr(const ol_json_t *obj, const char *field) {
-    const ol_json_t *v = ol_json_get(obj, field);
-    return v && v->type == OL_JSON_STRING ? v->u.s : NULL;
-}
-
-static int64_t dint(const ol_json_t *obj, const char *field) {
-    const ol_json_t *v = ol_json_get(obj, field);
-    return v && v->type == OL_JSON_INT ? v->u.i : 0;
-}
-
 /* PolicyChanged.level_limits as the jsonb text of the policies table. */
-static const char *level_limits_json(const ol_json_t *levels, ol_arena_t *arena) {
-    size_t n = levels && levels->type == OL_JSON_ARRAY ? levels->len : 0;
-    size_t cap = 4 + n * 64, len = 0;
+static const char *level_limits_json(const ol_policy_t *p, ol_arena_t *arena) {
+    size_t cap = 4 + p->n_levels * 64, len = 0;
     char *s = ol_arena_alloc(arena, cap);
     len += (size_t)snprintf(s + len, cap - len, "[");
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < p->n_levels; i++)
         len += (size_t)snprintf(s + len, cap - len, "%s{\"level\": %lld, \"limit\": %lld}", i ? ", " : "",
-                                (long long)dint(&levels->u.items[i], "level"),
-                                (long long)dint(&levels->u.items[i], "limit"));
+                                (long long)p->levels[i].level, (long long)p->levels[i].limit);
     snprintf(s + len, cap - len, "]");
     return s;
+}
+
+/* The projection's view of a sale-events fact (decoded by
+ * common/domain/sale_events.h): its enums as the names the tables hold. */
+static void fact_of_sale(fact_t *f, const ol_fact_t *sf, ol_arena_t *arena) {
+    f->kind = (kind_t)sf->kind;
+    f->request_id = sf->request_id;
+    f->hold_id = sf->hold_id;
+    f->order_id = sf->order_id;
+    f->user_id = sf->user_id;
+    f->sku = sf->sku;
+    f->reason = sf->kind == OL_FACT_BUY_REJECTED        ? ol_reject_name(sf->reject)
+                : sf->kind == OL_FACT_HOLD_RELEASED     ? ol_release_name(sf->release)
+                : sf->kind == OL_FACT_CHECKOUT_REJECTED ? ol_hold_reject_name(sf->hold_reject)
+                                                        : NULL;
+    f->message = sf->kind == OL_FACT_BUY_REJECTED ? sf->message : NULL;
+    f->op = sf->kind == OL_FACT_CHECKOUT_REJECTED ? ol_hold_op_name(sf->op) : NULL;
+    f->cause = sf->kind == OL_FACT_STOCK_CHANGED ? ol_stock_cause_name(sf->cause) : NULL;
+    f->quantity = sf->quantity;
+    f->total = sf->total;
+    f->version = sf->version;
+    f->min_level = sf->policy.min_level;
+    f->default_limit = sf->policy.default_limit;
+    f->expires_at = sf->expires_at;
+    f->at_ms = sf->at_ms;
+    if (sf->kind == OL_FACT_POLICY_CHANGED)
+        f->level_limits = level_limits_json(&sf->policy, arena);
+}
+
+/* A BlacklistChanged. */
+static void fact_of_blacklist(fact_t *f, const ol_json_t *d) {
+    f->kind = K_BLACKLIST;
+    f->reason = ol_json_get_str(d, "reason", NULL);
+    f->subject_type = ol_json_get_str(d, "subject_type", NULL);
+    f->subject = ol_json_get_str(d, "subject", NULL);
+    const char *action = ol_json_get_str(d, "action", NULL);
+    f->add = action && !strcmp(action, "add");
+    const ol_json_t *until = ol_json_get(d, "until");
+    f->has_until = until && until->type == OL_JSON_INT;
+    f->until_ms = f->has_until ? until->u.i : 0;
+    f->at_ms = ol_json_get_int(d, "changed_at", 0);
 }
 
 ol_err_t ol_sale_project_fold(ol_sale_project_fold_t *fold, const ol_rt_record_t *rec, ol_arena_t *arena, char *errstr,
                               size_t errstr_size) {
     const char *name = rec->env->type->name;
-    int k = 0;
-    while (k < K_COUNT && strcmp(kinds[k].name, name))
-        k++;
-    if (k == K_COUNT)
+    bool blacklist = !strcmp(name, "BlacklistChanged");
+    if (!blacklist && ol_fact_kind_from_name(name) < 0)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "%s is not a fact of the sale projections", name);
     const ol_json_t *d = ol_codec_to_dom(rec->env->type, rec->value, arena);
     fact_t f;
     memset(&f, 0, sizeof(f));
-    f.kind = (kind_t)k;
-    f.request_id = dstr(d, "request_id");
-    f.hold_id = dstr(d, "hold_id");
-    f.order_id = dstr(d, "order_id");
-    f.user_id = dstr(d, "user_id");
-    f.sku = dstr(d, "sku");
-    f.reason = dstr(d, "reason");
-    f.message = dstr(d, "message");
-    f.op = dstr(d, "op");
-    f.cause = dstr(d, "cause");
-    f.subject_type = dstr(d, "subject_type");
-    f.subject = dstr(d, "subject");
-    f.add = f.kind == K_BLACKLIST && dstr(d, "action") && !strcmp(dstr(d, "action"), "add");
-    const ol_json_t *until = ol_json_get(d, "until");
-    f.has_until = until && until->type == OL_JSON_INT;
-    f.until_ms = f.has_until ? until->u.i : 0;
-    f.quantity = dint(d, "quantity");
-    f.total = dint(d, "total");
-    f.version = f.kind == K_STOCK ? dint(d, "version") : 0;
-    f.min_level = dint(d, "min_level");
-    f.default_limit = dint(d, "default_limit");
-    f.expires_at = dint(d, "expires_at");
-    f.at_ms = dint(d, kinds[k].at_field);
-    if (f.kind == K_POLICY)
-        f.level_limits = level_limits_json(ol_json_get(d, "level_limits"), arena);
+    ol_fact_t sf;
+    if (blacklist)
+        fact_of_blacklist(&f, d);
+    else if (ol_sale_events_decode(name, d, arena, &sf, NULL))
+        fact_of_sale(&f, &sf, arena);
     f.partition = rec->partition;
     f.offset = rec->offset;
     f.index = rec->index;

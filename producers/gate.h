@@ -88,20 +88,10 @@
 typedef enum endpoint_e { ENDPOINTS(EP_ENUM) EP__COUNT } endpoint_t;
 typedef enum outcome_e { OUTCOMES(OUT_ENUM) OUT__COUNT } outcome_t;
 
-/* Why a buy or a checkout was rejected (the sale-events enums), "other" last. */
-#define REASONS(X)                  \
-    X(BLACKLISTED, "blacklisted")   \
-    X(LEVEL, "level")               \
-    X(LIMIT, "limit")               \
-    X(SOLD_OUT, "sold_out")         \
-    X(UNKNOWN_SKU, "unknown_sku")   \
-    X(UNKNOWN_HOLD, "unknown_hold") \
-    X(NOT_OWNER, "not_owner")       \
-    X(RELEASED, "released")         \
-    X(CONVERTED, "converted")       \
-    X(EXPIRED, "expired")           \
-    X(TOO_OLD, "too_old")           \
-    X(OTHER, "other")
+/* Why a buy or a checkout was rejected: the sale-events enums of
+ * common/domain/sale.h (the rules' reasons, the hold rejects, too_old), then
+ * "other" for a name none of them has. */
+#define REASONS(X) OL_REJECTS_RULES(X) OL_HOLD_REJECTS(X) OL_REJECTS_STALE(X) X(OTHER, "other")
 #define REASON_ENUM(name, str) REASON_##name,
 typedef enum reason_e { REASONS(REASON_ENUM) NREASONS } reason_t;
 

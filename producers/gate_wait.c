@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/domain/event.h"
+#include "common/domain/sale_events.h"
 #include "common/base/json.h"
 #include "common/base/log.h"
 #include "common/base/time.h"
@@ -383,31 +384,23 @@ void *ol_gate__timer_main(void *arg) {
 
 /* ---- decisions from sale-events ------------------------------------------ */
 
-typedef struct fact_s {
-    ol_fact_kind_t kind;
-    const char *request_id, *hold_id, *order_id, *reason, *message, *op, *user_id;
-    int64_t expires_at;
-} fact_t;
-
-static const char *dom_str(const ol_json_t *d, const char *name) {
-    const ol_json_t *v = ol_json_get(d, name);
-    return v && v->type == OL_JSON_STRING ? v->u.s : "";
-}
-
-static int64_t dom_int(const ol_json_t *d, const char *name) {
-    const ol_json_t *v = ol_json_get(d, name);
-    return v && v->type == OL_JSON_INT ? v->u.i : 0;
+/* The reason a rejecting fact gives, as sale-events names it ("" for the
+ * others). */
+static const char *reason_of(const ol_fact_t *f) {
+    return f->kind == OL_FACT_BUY_REJECTED        ? ol_reject_name(f->reject)
+           : f->kind == OL_FACT_CHECKOUT_REJECTED ? ol_hold_reject_name(f->hold_reject)
+                                                  : "";
 }
 
 /* The answer f gives the waiting request r (under g->lock). */
-static void answer_fact(req_t *r, const fact_t *f, const char *buy_answer) {
+static void answer_fact(req_t *r, const ol_fact_t *f, const char *buy_answer) {
     ol_strbuf_t b = OL_STRBUF_INIT;
     switch (f->kind) {
     case OL_FACT_BUY_ACCEPTED:
         ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(buy_answer), OUT_ACCEPTED, -1);
         return;
     case OL_FACT_BUY_REJECTED:
-        ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(buy_answer), OUT_REJECTED, ol_gate__reason_index(f->reason));
+        ol_gate__set_answer(r, MHD_HTTP_OK, ol_xstrdup(buy_answer), OUT_REJECTED, ol_gate__reason_index(reason_of(f)));
         return;
     case OL_FACT_HOLD_CONVERTED:
         sb_head(&b, MSG_ORDER_PLACED, true);
@@ -418,12 +411,12 @@ static void answer_fact(req_t *r, const fact_t *f, const char *buy_answer) {
         ol_gate__set_answer(r, MHD_HTTP_OK, b.p, OUT_ACCEPTED, -1);
         return;
     default:
-        sb_head(&b, hold_reject_message(f->reason), false);
+        sb_head(&b, hold_reject_message(reason_of(f)), false);
         sb_field(&b, "requestID", r->request_id);
         sb_field(&b, "holdID", f->hold_id);
-        sb_field(&b, "reason", f->reason);
+        sb_field(&b, "reason", reason_of(f));
         ol_strbuf_puts(&b, "}");
-        ol_gate__set_answer(r, MHD_HTTP_CONFLICT, b.p, OUT_REJECTED, ol_gate__reason_index(f->reason));
+        ol_gate__set_answer(r, MHD_HTTP_CONFLICT, b.p, OUT_REJECTED, ol_gate__reason_index(reason_of(f)));
         return;
     }
 }
@@ -432,18 +425,18 @@ static void answer_fact(req_t *r, const fact_t *f, const char *buy_answer) {
  * authenticated request is completed by its own user's facts only: another
  * user's request with the same request id or hold gets 202 pending at its
  * deadline, and nothing of the other user's decision. */
-static void deliver(gate_t *g, const char *key, const fact_t *f) {
+static void deliver(gate_t *g, const char *key, const ol_fact_t *f) {
     char *buy_answer = NULL;
     if (f->kind == OL_FACT_BUY_ACCEPTED)
         buy_answer = ol_gate__answer_accepted(f->request_id, f->hold_id, f->expires_at);
     else if (f->kind == OL_FACT_BUY_REJECTED)
-        buy_answer = ol_gate__answer_rejected(f->request_id, f->message, f->reason);
+        buy_answer = ol_gate__answer_rejected(f->request_id, f->message, reason_of(f));
     req_t *wake[64];
     int nwake = 0;
     pthread_mutex_lock(&g->lock);
     /* too_old is no decision: a decision the gate knows stands, and is the
      * answer */
-    centry_t *known = f->kind == OL_FACT_BUY_REJECTED && !strcmp(f->reason, "too_old")
+    centry_t *known = f->kind == OL_FACT_BUY_REJECTED && f->reject == OL_REJECT_TOO_OLD
                           ? ol_gate__cache_get(&g->cache, f->request_id)
                           : NULL;
     if (known && (!known->answer || known->reason == REASON_TOO_OLD))
@@ -451,7 +444,7 @@ static void deliver(gate_t *g, const char *key, const fact_t *f) {
     if (buy_answer && !known)
         ol_gate__cache_put(&g->cache, f->request_id, f->user_id, ol_xstrdup(buy_answer),
                            f->kind == OL_FACT_BUY_ACCEPTED ? OUT_ACCEPTED : OUT_REJECTED,
-                           f->kind == OL_FACT_BUY_REJECTED ? ol_gate__reason_index(f->reason) : -1);
+                           f->kind == OL_FACT_BUY_REJECTED ? ol_gate__reason_index(reason_of(f)) : -1);
     for (;;) {
         req_t *r = NULL;
         for (wnode_t *n = g->wtable[hash_str(key) & (WAIT_BUCKETS - 1)]; n && !r; n = n->next)
@@ -507,19 +500,9 @@ static void on_fact(gate_t *g, ol_codec_t *codec, ol_arena_t *arena, const rd_ka
                     (long long)rkm->offset, errstr);
         return;
     }
-    int kind = ol_fact_kind_from_name(env.type->name);
-    if (kind < 0)
+    ol_fact_t f;
+    if (!ol_sale_events_decode(env.type->name, ol_codec_to_dom(env.type, value, arena), arena, &f, NULL))
         return;
-    ol_json_t *d = ol_codec_to_dom(env.type, value, arena);
-    fact_t f = {.kind = (ol_fact_kind_t)kind,
-                .request_id = dom_str(d, "request_id"),
-                .hold_id = dom_str(d, "hold_id"),
-                .order_id = dom_str(d, "order_id"),
-                .reason = dom_str(d, "reason"),
-                .message = dom_str(d, "message"),
-                .op = dom_str(d, "op"),
-                .user_id = dom_str(d, "user_id"),
-                .expires_at = dom_int(d, "expires_at")};
     char key[KEY_SIZE + 256];
     switch (f.kind) {
     case OL_FACT_BUY_ACCEPTED:
@@ -530,7 +513,7 @@ static void on_fact(gate_t *g, ol_codec_t *codec, ol_arena_t *arena, const rd_ka
         snprintf(key, sizeof(key), "h:%s", f.hold_id);
         break;
     case OL_FACT_CHECKOUT_REJECTED:
-        if (strcmp(f.op, "checkout"))
+        if (f.op != OL_HOLD_OP_CHECKOUT)
             return;
         snprintf(key, sizeof(key), "c:%s", f.request_id);
         break;

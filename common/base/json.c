@@ -530,6 +530,21 @@ const ol_json_t *ol_json_get(const ol_json_t *obj, const char *key) {
     return NULL;
 }
 
+const char *ol_json_get_str(const ol_json_t *obj, const char *key, const char *def) {
+    const ol_json_t *v = ol_json_get(obj, key);
+    return v && v->type == OL_JSON_STRING ? v->u.s : def;
+}
+
+int64_t ol_json_get_int(const ol_json_t *obj, const char *key, int64_t def) {
+    const ol_json_t *v = ol_json_get(obj, key);
+    return v && v->type == OL_JSON_INT ? v->u.i : def;
+}
+
+bool ol_json_get_null(const ol_json_t *obj, const char *key) {
+    const ol_json_t *v = ol_json_get(obj, key);
+    return !v || v->type == OL_JSON_NULL;
+}
+
 void ol_json_member_str(ol_json_member_t *m, const char *key, const char *s) {
     m->key = key;
     m->key_len = strlen(key);

@@ -66,6 +66,12 @@ ol_err_t ol_json_parse(ol_arena_t *arena, const char *text, size_t len, ol_json_
 
 /* The member named key of an object, or NULL. */
 const ol_json_t *ol_json_get(const ol_json_t *obj, const char *key);
+/* Reading members of decoded data: the string (borrowed from obj) or the
+ * integer of member key, def when obj has no such member or it is of
+ * another kind; whether the member is absent or null. */
+const char *ol_json_get_str(const ol_json_t *obj, const char *key, const char *def);
+int64_t ol_json_get_int(const ol_json_t *obj, const char *key, int64_t def);
+bool ol_json_get_null(const ol_json_t *obj, const char *key);
 
 /* Conversions to and from jansson (for defaults from schemas and output). */
 ol_json_t *ol_json_from_jansson(ol_arena_t *arena, json_t *j);

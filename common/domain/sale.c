@@ -11,11 +11,11 @@
 
 #define NAME_STR(name, str) str,
 static const char *const fact_names[] = {OL_FACT_KINDS(NAME_STR)};
-static const char *const reject_names[] = {OL_REJECTS(NAME_STR)};
-static const char *const release_names[] = {OL_RELEASES(NAME_STR)};
-static const char *const hold_reject_names[] = {OL_HOLD_REJECTS(NAME_STR)};
-static const char *const hold_op_names[] = {OL_HOLD_OPS(NAME_STR)};
-static const char *const cause_names[] = {OL_STOCK_CAUSES(NAME_STR)};
+const char *const ol_reject_names[] = {OL_REJECTS(NAME_STR)};
+const char *const ol_release_names[] = {OL_RELEASES(NAME_STR)};
+const char *const ol_hold_reject_names[] = {OL_HOLD_REJECTS(NAME_STR)};
+const char *const ol_hold_op_names[] = {OL_HOLD_OPS(NAME_STR)};
+const char *const ol_stock_cause_names[] = {OL_STOCK_CAUSES(NAME_STR)};
 #undef NAME_STR
 
 static const char *name_of(const char *const *names, int count, int v) {
@@ -33,37 +33,37 @@ const char *ol_fact_kind_name(ol_fact_kind_t v) {
     return name_of(fact_names, OL_FACT__COUNT, (int)v);
 }
 const char *ol_reject_name(ol_reject_t v) {
-    return name_of(reject_names, OL_REJECT__COUNT, (int)v);
+    return name_of(ol_reject_names, OL_REJECT__COUNT, (int)v);
 }
 const char *ol_release_name(ol_release_t v) {
-    return name_of(release_names, OL_RELEASE__COUNT, (int)v);
+    return name_of(ol_release_names, OL_RELEASE__COUNT, (int)v);
 }
 const char *ol_hold_reject_name(ol_hold_reject_t v) {
-    return name_of(hold_reject_names, OL_HOLD_REJECT__COUNT, (int)v);
+    return name_of(ol_hold_reject_names, OL_HOLD_REJECT__COUNT, (int)v);
 }
 const char *ol_hold_op_name(ol_hold_op_t v) {
-    return name_of(hold_op_names, OL_HOLD_OP__COUNT, (int)v);
+    return name_of(ol_hold_op_names, OL_HOLD_OP__COUNT, (int)v);
 }
 const char *ol_stock_cause_name(ol_stock_cause_t v) {
-    return name_of(cause_names, OL_STOCK__COUNT, (int)v);
+    return name_of(ol_stock_cause_names, OL_STOCK__COUNT, (int)v);
 }
 int ol_fact_kind_from_name(const char *name) {
     return from_name(fact_names, OL_FACT__COUNT, name);
 }
 int ol_reject_from_name(const char *name) {
-    return from_name(reject_names, OL_REJECT__COUNT, name);
+    return from_name(ol_reject_names, OL_REJECT__COUNT, name);
 }
 int ol_release_from_name(const char *name) {
-    return from_name(release_names, OL_RELEASE__COUNT, name);
+    return from_name(ol_release_names, OL_RELEASE__COUNT, name);
 }
 int ol_hold_reject_from_name(const char *name) {
-    return from_name(hold_reject_names, OL_HOLD_REJECT__COUNT, name);
+    return from_name(ol_hold_reject_names, OL_HOLD_REJECT__COUNT, name);
 }
 int ol_hold_op_from_name(const char *name) {
-    return from_name(hold_op_names, OL_HOLD_OP__COUNT, name);
+    return from_name(ol_hold_op_names, OL_HOLD_OP__COUNT, name);
 }
 int ol_stock_cause_from_name(const char *name) {
-    return from_name(cause_names, OL_STOCK__COUNT, name);
+    return from_name(ol_stock_cause_names, OL_STOCK__COUNT, name);
 }
 
 /* ---- life ------------------------------------------------------------------ */

@@ -122,13 +122,15 @@ typedef struct ol_policy_cmd_s {
     X(STOCK_CHANGED, "StockChanged")   \
     X(POLICY_CHANGED, "PolicyChanged") \
     X(CHECKOUT_REJECTED, "CheckoutRejected")
-#define OL_REJECTS(X)             \
+/* A BuyRejected's reasons: the rules' (a decision), then too_old (none). */
+#define OL_REJECTS(X) OL_REJECTS_RULES(X) OL_REJECTS_STALE(X)
+#define OL_REJECTS_RULES(X)       \
     X(BLACKLISTED, "blacklisted") \
     X(LEVEL, "level")             \
     X(LIMIT, "limit")             \
     X(SOLD_OUT, "sold_out")       \
-    X(UNKNOWN_SKU, "unknown_sku") \
-    X(TOO_OLD, "too_old")
+    X(UNKNOWN_SKU, "unknown_sku")
+#define OL_REJECTS_STALE(X) X(TOO_OLD, "too_old")
 #define OL_RELEASES(X)    \
     X(EXPIRED, "expired") \
     X(CANCELLED, "cancelled")
@@ -177,6 +179,12 @@ int ol_release_from_name(const char *name);
 int ol_hold_reject_from_name(const char *name);
 int ol_hold_op_from_name(const char *name);
 int ol_stock_cause_from_name(const char *name);
+/* The names of each list, indexed by value (the sale-events mapping's). */
+extern const char *const ol_reject_names[OL_REJECT__COUNT];
+extern const char *const ol_release_names[OL_RELEASE__COUNT];
+extern const char *const ol_hold_reject_names[OL_HOLD_REJECT__COUNT];
+extern const char *const ol_hold_op_names[OL_HOLD_OP__COUNT];
+extern const char *const ol_stock_cause_names[OL_STOCK__COUNT];
 
 /* The shopper's messages of the original flash-sale API. */
 #define OL_SALE_MSG_BLACKLISTED "Bad guy! Bye-Bye!"

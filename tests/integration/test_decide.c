@@ -537,8 +537,8 @@ Test(decide, a_second_process_with_the_same_instance_ends_the_fenced_one) {
     const char *err = ol_test_bg_stderr(bgs[ended]);
     cr_assert_eq(rc, 1, "the fenced decide exited %d\n%s", rc, err);
     cr_assert(strstr(err, "is another decide running with decide.instance=twin"), "no clear message:\n%s", err);
-    char *line = ol_test_find_line(err, "orderlog decide: worker 0:", NULL);
-    cr_assert(line, "no one-line error naming the worker:\n%s", err);
+    char *line = ol_test_find_line(err, "\"level\":\"error\"", "decide: worker 0:", NULL);
+    cr_assert(line, "no one-line error in the log naming the worker:\n%s", err);
     free(line);
 
     /* the other one still decides */

@@ -164,6 +164,11 @@ static void promtool_check(const char *role, const char *text) {
 }
 
 /* Polls path of role i until it answers want (bounded); returns the last reply. */
+static int cmp_ll(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
 static reply_t wait_status(int i, const char *path, int want, int timeout_ms) {
     long long deadline = ol_test_now_ms() + timeout_ms;
     for (;;) {
@@ -266,8 +271,14 @@ Test(observe, every_role_serves_metrics_health_and_readiness) {
     char endpoints[700];
     snprintf(endpoints, sizeof(endpoints), "-X status.endpoints=decide=%s,guard=%s,project=%s,gate=%s", addrs[0],
              addrs[1], addrs[2], addrs[3]);
-    long long slowest = 0;
-    for (int k = 0; k < 3; k++) {
+    /* The figure asserted is each answer's median over the rounds: a machine
+     * busy with other work slows a round now and then. A Kafka check waits
+     * behind the consumer's fetch long-poll, up to fetch.wait.max.ms: 100 ms
+     * in the roles gives medians of ~65 ms; librdkafka's default 500 ms
+     * would give ~250 ms. */
+    enum { ROUNDS = 7 };
+    long long ms[NROLES][2][ROUNDS];
+    for (int k = 0; k < ROUNDS; k++) {
         char *out = ol_test_orderlogf_ok(fixed_args(), "%s status --json", endpoints);
         json_t *doc = json_loads(out, 0, NULL);
         json_t *list = json_object_get(doc, "roles");
@@ -280,14 +291,22 @@ Test(observe, every_role_serves_metrics_health_and_readiness) {
                 json_t *a = json_object_get(role, paths[p]);
                 cr_expect_str_eq(json_string_value(json_object_get(a, "state")), "ok", "%s %s: %s", roles[i], paths[p],
                                  out);
-                long long ms = json_integer_value(json_object_get(a, "ms"));
-                slowest = ms > slowest ? ms : slowest;
+                ms[i][p][k] = json_integer_value(json_object_get(a, "ms"));
             }
         }
         json_decref(doc);
         free(out);
     }
-    cr_expect_lt(slowest, 300, "the slowest /healthz or /readyz took %lld ms", slowest);
+    long long slowest = 0;
+    for (int i = 0; i < NROLES; i++)
+        for (int p = 0; p < 2; p++) {
+            qsort(ms[i][p], ROUNDS, sizeof(long long), cmp_ll);
+            long long median = ms[i][p][ROUNDS / 2];
+            slowest = median > slowest ? median : slowest;
+            cr_log_info("%s %s: median %lld ms, slowest %lld ms over %d rounds", roles[i], p ? "/readyz" : "/healthz",
+                        median, ms[i][p][ROUNDS - 1], ROUNDS);
+        }
+    cr_expect_lt(slowest, 200, "the slowest /healthz or /readyz took %lld ms (median of %d rounds)", slowest, ROUNDS);
     char *status_out = ol_test_orderlogf_ok(fixed_args(), "%s status", endpoints);
     cr_expect(strstr(status_out, "\n  all 4 healthy and ready\n"), "%s", status_out);
     free(status_out);
