@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "common/base/log.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
 #include "common/domain/wire.h"
@@ -343,6 +345,23 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
     if ((err = ol_json_parse(arena, payload, rkm->len, &data, NULL, errstr, errstr_size)))
         return err;
     return decode_json_data(codec, env, data, value, errstr, errstr_size);
+}
+
+ol_err_t ol_event_decode_waiting(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena,
+                                 ol_envelope_t *env, avro_value_t **value, const volatile sig_atomic_t *stop,
+                                 char *errstr, size_t errstr_size) {
+    int64_t wait_ms = 100;
+    for (int attempt = 0;; attempt++) {
+        ol_err_t err = ol_event_decode(codec, rkm, arena, env, value, errstr, errstr_size);
+        if (!err || !ol_err_is_retriable(err) || (stop && *stop))
+            return err;
+        if (attempt % 10 == 0)
+            ol_log_warn("record %s[%d]@%lld waits (attempt %d): %s", rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "",
+                        (int)rkm->partition, (long long)rkm->offset, attempt + 1, errstr);
+        struct timespec ts = {wait_ms / 1000, (wait_ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+        wait_ms = wait_ms * 2 > 5000 ? 5000 : wait_ms * 2;
+    }
 }
 
 ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_event_t *ev, char *errstr,

@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <signal.h>
 #include <stdint.h>
 
 #include "common/base/arena.h"
@@ -66,6 +67,15 @@ ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm,
  * next decode of that type). arena holds what JSON input needed. */
 ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena, ol_envelope_t *env,
                          avro_value_t **value, char *errstr, size_t errstr_size);
+
+/* ol_event_decode, waiting out what is away (a schema registry that does
+ * not answer: the record is fine): retried with backoff (100 ms doubling to
+ * 5 s, a warning every 10 tries) until it answers or *stop is set (then the
+ * retriable error is returned). For readers that take their records one by
+ * one; the record is never given up for that reason. */
+ol_err_t ol_event_decode_waiting(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena,
+                                 ol_envelope_t *env, avro_value_t **value, const volatile sig_atomic_t *stop,
+                                 char *errstr, size_t errstr_size);
 
 void ol_event_clear(ol_event_t *ev);
 
