@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -131,6 +132,23 @@ def test_confluent_producer_projected_and_decided_and_read_back_framed(deploymen
     orders = d.read_all("orders")
     paid = [r for r in orders if r.h.get("ce_type") == "orderlog.OrderPaid"]
     assert [x for _, x in deserialize(paid)] and deserialize(paid)[0][1]["payment_id"] == "pay-1"
+
+    # and the gate
+    gate = d.start("gate", "-X", "gate.listen=127.0.0.1:0", "-X", "gate.wait.ms=0", "-X", f"registry.url={REGISTRY}",
+                   "-X", "event.format=confluent", group="gate")
+    try:
+        url = d.wait_output(gate, r"gate listening on (http://[0-9.:]+)").group(1)
+        body = json.dumps(dict(sessionID="s-g", clientIP="192.0.2.10", userID="cf-g1", userLevel=1,
+                               goodsSKU=SKU, goodsQuantity=1, requestID="cf-gate-1")).encode()
+        req = urllib.request.Request(url + "/buy", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status == 202, r.status
+    finally:
+        d.stop(gate)
+    from_gate = [r for r in d.read_all("buy-requests") if r.h.get("ce_source", "").endswith("/gate")]
+    got = deserialize(from_gate)
+    assert [(n, x["request_id"], x["quantity"]) for n, x in got] == [("BuyRequested", "cf-gate-1", 1)], got
 
     # projected: the foreign records and orderlog's framed ones
     d.run("project", "--until-end", "-X", f"registry.url={REGISTRY}", group="project", timeout=120)
