@@ -253,13 +253,22 @@ def test_registry_away_mid_run_records_wait_then_go_on(deployment):
         d.wait_output(proj, r"waits \(attempt", timeout=60)
         assert status() == ["placed"]
         assert d.read_all("dlq") == []
+        # stopped while it waits: nothing of that batch committed, an error saying so
+        rc = d.stop(proj, check=False, timeout=30)
+        assert rc != 0 and "stopped while records waited" in d.output(proj), d.output(proj)[-2000:]
+        # started while the registry is away: the record waits again
+        proj = d.start("project", "-X", f"registry.url={link.url}", "-X", "consumer.retry.max.ms=500",
+                       group="project")
+        d.wait_output(proj, r"waits \(attempt", timeout=60)
+        assert status() == ["placed"]
         link.up()
         deadline = time.monotonic() + 60
         while status() != ["paid"]:
             assert time.monotonic() < deadline, "CF-W1 not paid within 60 s of the registry's return"
             time.sleep(0.1)
     finally:
-        d.stop(proj)
+        if proj.poll() is None:
+            d.stop(proj)
         try:
             link.down()
         except OSError:
