@@ -158,11 +158,9 @@ static int run_orderlog(char **out, char **err, const char *fixed_args, const ch
 
 int ol_test_orderlogf(char **out, char **err, const char *fixed_args, const char *fmt, ...) {
     va_list ap;
-    char *args;
     va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
+    char *args = ol_test_vstrf(fmt, ap);
     va_end(ap);
-    cr_assert(n >= 0);
     int rc = run_orderlog(out, err, fixed_args, args);
     free(args);
     return rc;
@@ -170,11 +168,10 @@ int ol_test_orderlogf(char **out, char **err, const char *fixed_args, const char
 
 char *ol_test_orderlogf_ok(const char *fixed_args, const char *fmt, ...) {
     va_list ap;
-    char *args, *out, *err;
+    char *out, *err;
     va_start(ap, fmt);
-    int n = vasprintf(&args, fmt, ap);
+    char *args = ol_test_vstrf(fmt, ap);
     va_end(ap);
-    cr_assert(n >= 0);
     int rc = run_orderlog(&out, &err, fixed_args, args);
     cr_assert_eq(rc, 0, "orderlog %s: exit %d\nstdout:\n%s\nstderr:\n%s", args, rc, out, err);
     free(args);
@@ -897,4 +894,176 @@ void ol_test_kafka_delete_records(const char *topic, int partition, long long be
     rd_kafka_DeleteRecords_destroy(del);
     rd_kafka_destroy(rk);
     cr_assert(!*msg, "could not delete the records of %s [%d] before %lld: %s", topic, partition, before, msg);
+}
+
+/* ---- more helpers: machinery the tests share ---- */
+
+char *ol_test_vstrf(const char *fmt, va_list ap) {
+    char *s;
+    int n = vasprintf(&s, fmt, ap);
+    cr_assert(n >= 0);
+    return s;
+}
+
+char *ol_test_strf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = ol_test_vstrf(fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+ol_test_bg_t *ol_test_orderlog_bg(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *args = ol_test_vstrf(fmt, ap);
+    va_end(ap);
+    char *bin = ol_test_shell_quote(ol_test_bin());
+    char *cmd = ol_test_strf("exec %s %s", bin, args);
+    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    free(cmd);
+    free(bin);
+    free(args);
+    return bg;
+}
+
+const char *ol_test_pg_args(const char *prefix, int partitions, const char *db) {
+    static char args[4096];
+    char *ci = ol_test_shell_quote(db && *db ? db : ol_test_pg_conninfo());
+    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=%d -X pg.conninfo=%s", prefix, partitions, ci);
+    free(ci);
+    return args;
+}
+
+const char *ol_test_src_dir(void) {
+    const char *src = getenv("ORDERLOG_SOURCE_DIR");
+    return src && *src ? src : ".";
+}
+
+int ol_test_stack(const char *env, const char *args, char **out) {
+    char *script = ol_test_strf("%s/ops/stack", ol_test_src_dir());
+    char *q = ol_test_shell_quote(script);
+    int rc = ol_test_runf(out, NULL, "%s%s%s %s 2>&1", env ? env : "", env ? " " : "", q, args);
+    free(q);
+    free(script);
+    return rc;
+}
+
+bool ol_test_stack_serves(const char *key, const char *value, const char *end) {
+    char *out = NULL;
+    if (ol_test_stack(NULL, "env", &out)) {
+        free(out);
+        return false;
+    }
+    const char *p = strstr(out, key);
+    bool same = false;
+    if (p) {
+        p += strlen(key);
+        size_t n = strcspn(p, end);
+        same = strlen(value) == n && !strncmp(p, value, n);
+    }
+    free(out);
+    return same;
+}
+
+long long ol_test_wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+long long ol_test_parse_time(const char *s) {
+    struct tm tm = {0};
+    int ms = 0;
+    if (!s || sscanf(s, "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+                     &tm.tm_sec, &ms) != 7)
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (long long)timegm(&tm) * 1000 + ms;
+}
+
+unsigned ol_test_seed(const char *test) {
+    const char *env = getenv("OL_TEST_SEED");
+    unsigned seed = env && *env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)(time(NULL) ^ (getpid() << 8));
+    cr_log_info("OL_TEST_SEED=%u", seed);
+    fprintf(stderr, "%s: OL_TEST_SEED=%u\n", test, seed);
+    return seed;
+}
+
+/* ---- more helpers: a test's topics, the gate, what roles print ---- */
+
+const char *ol_test_topic_args(const char *prefix, const char *none_prefix, int partitions) {
+    static char args[256];
+    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=%d", *prefix ? prefix : none_prefix,
+             partitions);
+    return args;
+}
+
+void ol_test_take_prefix(char *prefix, size_t size, const char *stem, const char *tag) {
+    snprintf(prefix, size, "%s%s_%ld_", stem, tag, (long)getpid());
+}
+
+void ol_test_publish_file(const char *fixed_args, const char *dir, const char *name, const char *text) {
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    ol_test_write_file(path, text, strlen(text));
+    char *q = ol_test_shell_quote(path);
+    free(ol_test_orderlogf_ok(fixed_args, "publish %s", q));
+    free(q);
+}
+
+void ol_test_drop_groups_and_topics(const char *fixed_args, const char *prefix, const char *const *suffixes) {
+    size_t n = 0;
+    while (suffixes[n])
+        n++;
+    char **groups = ol_xcalloc(n ? n : 1, sizeof(*groups));
+    for (size_t i = 0; i < n; i++)
+        groups[i] = ol_test_strf("%s%s", prefix, suffixes[i]);
+    ol_test_kafka_delete_groups((const char *const *)groups, n);
+    for (size_t i = 0; i < n; i++)
+        free(groups[i]);
+    free(groups);
+    ol_test_orderlogf(NULL, NULL, fixed_args, "topics delete");
+}
+
+json_t *ol_test_json_lines(char *text) {
+    json_t *all = json_array();
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert(j, "tail printed a line that is not JSON: %s", line);
+        json_array_append_new(all, j);
+    }
+    return all;
+}
+
+long long ol_test_metric_in(const char *text, const char *sample) {
+    long long v = -1;
+    size_t n = strlen(sample);
+    for (const char *line = text; line && *line;) {
+        if (!strncmp(line, sample, n) && line[n] == ' ')
+            v = atoll(line + n + 1);
+        line = strchr(line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    return v;
+}
+
+void ol_test_start_gate(ol_test_bg_t **gate, int *port, const char *prefix, const char *extra) {
+    *gate = ol_test_orderlog_bg("-X topic.prefix=%s -X gate.listen=127.0.0.1:0 %s gate", prefix, extra ? extra : "");
+    int lines = ol_test_bg_wait_lines(*gate, 1, 60000);
+    const char *out = ol_test_bg_stdout(*gate);
+    cr_assert_eq(lines, 1, "the gate did not start\nstdout:\n%s\nstderr:\n%s", out, ol_test_bg_stderr(*gate));
+    const char *colon = strrchr(out, ':');
+    cr_assert(colon && strstr(out, "gate listening on http://127.0.0.1:"), "%s", out);
+    *port = atoi(colon + 1);
+    cr_assert(*port > 0);
+}
+
+void ol_test_reply_free(ol_test_reply_t *r) {
+    free(r->headers);
+    free(r->body);
+    json_decref(r->json);
+    memset(r, 0, sizeof(*r));
 }

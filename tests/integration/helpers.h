@@ -5,7 +5,11 @@
  * scratch PostgreSQL databases, scratch directories. Functions documented as
  * "fails the test" call cr_assert*, so callers need not check them. */
 
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
+
+#include <jansson.h>
 
 /* ---- processes ---- */
 
@@ -150,5 +154,75 @@ long long ol_test_kafka_end_offset(const char *topic, int partition);
 void ol_test_kafka_delete_records(const char *topic, int partition, long long before);
 /* Deletes consumer groups (best effort, quiet: for cleanup). */
 void ol_test_kafka_delete_groups(const char *const *groups, size_t count);
+
+/* ---- more helpers: machinery the tests share ---- */
+
+/* The printf-style string as a new string (free it); fails the test when it
+ * cannot be made. */
+char *ol_test_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *ol_test_vstrf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+/* Starts the orderlog binary under test in the background as
+ * `exec <bin> <fmt ...>` (the printf-style rest already quoted for sh);
+ * fails the test when it cannot. */
+ol_test_bg_t *ol_test_orderlog_bg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The options of every orderlog run of a test that has a database:
+ * "-X topic.prefix=<prefix> -X topic.partitions=<partitions> -X
+ * pg.conninfo=<db, else the test server>" (borrowed, valid until the next call). */
+const char *ol_test_pg_args(const char *prefix, int partitions, const char *db);
+/* The source tree under test: $ORDERLOG_SOURCE_DIR, else ".". */
+const char *ol_test_src_dir(void);
+/* Runs ops/stack <args> of the source tree, with env (more "NAME=value"
+ * assignments for it, NULL for none) before it; *out (may be NULL) gets its
+ * stdout and stderr together. Returns its exit status. */
+int ol_test_stack(const char *env, const char *args, char **out);
+/* True when `ops/stack env` prints key (e.g. "ORDERLOG_PG_CONNINFO='")
+ * followed by exactly value and then one of the characters of end: the tests
+ * run against the service ops/stack starts and stops. */
+bool ol_test_stack_serves(const char *key, const char *value, const char *end);
+/* The wall clock in milliseconds since the epoch (record times, requested_at). */
+long long ol_test_wall_ms(void);
+/* "2026-01-02T03:04:05.678Z" as milliseconds since the epoch; -1 when it is not that (or NULL). */
+long long ol_test_parse_time(const char *s);
+/* The seed of a randomized test: $OL_TEST_SEED, else one made of the time
+ * and pid; logged (and printed to stderr, after "<test>: ") so that a run can
+ * be repeated. */
+unsigned ol_test_seed(const char *test);
+
+/* ---- more helpers: a test's topics, the gate, what roles print ---- */
+
+/* "-X topic.prefix=<prefix> -X topic.partitions=<partitions>", with
+ * none_prefix while prefix is "" (borrowed, valid until the next call). */
+const char *ol_test_topic_args(const char *prefix, const char *none_prefix, int partitions);
+/* Writes "<stem><tag>_<pid>_" to prefix (size bytes): a topic prefix of the test's own. */
+void ol_test_take_prefix(char *prefix, size_t size, const char *stem, const char *tag);
+/* Writes text to dir/name and publishes it with `orderlog <fixed_args> publish`;
+ * fails the test unless it exits 0. */
+void ol_test_publish_file(const char *fixed_args, const char *dir, const char *name, const char *text);
+/* Cleanup (best effort, quiet): deletes the consumer groups <prefix><suffix>
+ * for the NULL-terminated suffixes, then the topics of `orderlog
+ * <fixed_args> topics delete`. */
+void ol_test_drop_groups_and_topics(const char *fixed_args, const char *prefix, const char *const *suffixes);
+/* The lines of text (each a JSON value, as tail prints them) as a new JSON
+ * array; fails the test on a line that is not JSON. text is cut up (strtok). */
+json_t *ol_test_json_lines(char *text);
+/* The value of sample (its full name with labels) in a /metrics text; the
+ * last one when it stands more than once, -1 when absent. */
+long long ol_test_metric_in(const char *text, const char *sample);
+/* Starts `orderlog -X topic.prefix=<prefix> -X gate.listen=127.0.0.1:0 <extra> gate`
+ * into *gate (set at once, so that the test's teardown frees it whatever
+ * happens) and waits for its "gate listening on" line; *port gets its port.
+ * Fails the test when it does not start. */
+void ol_test_start_gate(ol_test_bg_t **gate, int *port, const char *prefix, const char *extra);
+
+/* An HTTP answer. */
+typedef struct ol_test_reply_s {
+    int status;
+    char *headers; /* raw, new string */
+    char *body;    /* new string */
+    json_t *json;  /* the body parsed, or NULL */
+    long long ms;  /* time to answer, when measured */
+} ol_test_reply_t;
+/* Frees what r holds and zeroes it. */
+void ol_test_reply_free(ol_test_reply_t *r);
 
 #endif

@@ -310,12 +310,7 @@ static const char *make_pending_payments(int count, const char *tag, json_t **po
 }
 
 static ol_test_bg_t *replay_bg(const char *extra) {
-    char *bin = ol_test_shell_quote(ol_test_bin()), *cmd;
-    cr_assert(asprintf(&cmd, "exec %s %s dlq replay --reason 'does not exist' %s", bin, kit_fixed_args(), extra) >= 0);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
-    free(cmd);
-    free(bin);
-    return bg;
+    return ol_test_orderlog_bg("%s dlq replay --reason 'does not exist' %s", kit_fixed_args(), extra);
 }
 
 Test(dlq, replay_killed_with_a_transaction_open_then_rerun_replays_each_once) {

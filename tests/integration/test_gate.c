@@ -53,10 +53,7 @@ static void setup(void) {
 
 /* The options of every orderlog run here: the test's prefix and partitions. */
 static const char *fixed_args(void) {
-    static char args[256];
-    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=%d", *prefix ? prefix : "it_gate_none_",
-             PARTITIONS);
-    return args;
+    return ol_test_topic_args(prefix, "it_gate_none_", PARTITIONS);
 }
 
 static void teardown(void) {
@@ -70,13 +67,8 @@ static void teardown(void) {
         ol_test_pg_drop_db(db);
     *db = '\0';
     if (*prefix) {
-        char group[200];
-        char guard_group[200];
-        snprintf(group, sizeof(group), "%sdecide", prefix);
-        snprintf(guard_group, sizeof(guard_group), "%sguard", prefix);
-        const char *g[] = {group, guard_group};
-        ol_test_kafka_delete_groups(g, 2);
-        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
+        const char *groups[] = {"decide", "guard", NULL};
+        ol_test_drop_groups_and_topics(fixed_args(), prefix, groups);
     }
     ol_test_rmtree(dir);
 }
@@ -84,35 +76,17 @@ static void teardown(void) {
 TestSuite(gate, .init = setup, .fini = teardown, .timeout = 300);
 
 static void use_topics(const char *tag) {
-    snprintf(prefix, sizeof(prefix), "it_gate_%s_%ld_", tag, (long)getpid());
+    ol_test_take_prefix(prefix, sizeof(prefix), "it_gate_", tag);
     free(ol_test_orderlogf_ok(fixed_args(), "topics create"));
 }
 
 static void publish(const char *lines) {
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/publish.jsonl", dir);
-    ol_test_write_file(path, lines, strlen(lines));
-    char *q = ol_test_shell_quote(path);
-    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
-    free(q);
+    ol_test_publish_file(fixed_args(), dir, "publish.jsonl", lines);
 }
 
 /* Starts the gate with extra -X options; waits for its "listening" line. */
 static void start_gate(const char *extra) {
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s -X gate.listen=127.0.0.1:0 %s gate", bin, prefix,
-             extra ? extra : "");
-    free(bin);
-    gate = ol_test_bg_start(cmd);
-    int lines = ol_test_bg_wait_lines(gate, 1, 60000);
-    cr_assert_eq(lines, 1, "the gate did not start\nstdout:\n%s\nstderr:\n%s", ol_test_bg_stdout(gate),
-                 ol_test_bg_stderr(gate));
-    const char *colon = strrchr(ol_test_bg_stdout(gate), ':');
-    cr_assert(colon && strstr(ol_test_bg_stdout(gate), "gate listening on http://127.0.0.1:"), "%s",
-              ol_test_bg_stdout(gate));
-    gate_port = atoi(colon + 1);
-    cr_assert(gate_port > 0);
+    ol_test_start_gate(&gate, &gate_port, prefix, extra);
 }
 
 /* ---- a tiny HTTP/1.1 client ---- */
@@ -149,20 +123,7 @@ static int connect_gate(void) {
     return fd;
 }
 
-typedef struct reply_s {
-    int status;
-    char *headers; /* raw, new string */
-    char *body;    /* new string */
-    json_t *json;  /* the body parsed, or NULL */
-    long long ms;  /* time to answer */
-} reply_t;
-
-static void reply_free(reply_t *r) {
-    free(r->headers);
-    free(r->body);
-    json_decref(r->json);
-    memset(r, 0, sizeof(*r));
-}
+typedef ol_test_reply_t reply_t;
 
 /* Sends one request (Connection: close) and reads the whole answer. extra
  * holds more header lines ("Name: value\r\n"), may be NULL; body goes with
@@ -296,15 +257,8 @@ static reply_t bg_post_join(bg_post_t *p) {
 static long long metric(const char *sample) {
     reply_t r = http("GET", "/metrics", NULL);
     cr_assert_eq(r.status, 200);
-    long long v = -1;
-    size_t n = strlen(sample);
-    for (const char *line = r.body; line && *line;) {
-        if (!strncmp(line, sample, n) && line[n] == ' ')
-            v = atoll(line + n + 1);
-        line = strchr(line, '\n');
-        line = line ? line + 1 : NULL;
-    }
-    reply_free(&r);
+    long long v = ol_test_metric_in(r.body, sample);
+    ol_test_reply_free(&r);
     return v;
 }
 
@@ -330,13 +284,7 @@ static void stop_gate_ok(void) {
 /* Every record of a topic, as a JSON array of tail's lines. */
 static json_t *read_topic(const char *topic) {
     char *out = ol_test_orderlogf_ok(fixed_args(), "tail %s --from beginning", topic);
-    json_t *all = json_array();
-    char *save = NULL;
-    for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        json_t *j = json_loads(line, 0, NULL);
-        cr_assert(j, "tail printed a line that is not JSON: %s", line);
-        json_array_append_new(all, j);
-    }
+    json_t *all = ol_test_json_lines(out);
     free(out);
     return all;
 }
@@ -354,7 +302,7 @@ static void expect_invalid(const char *what, reply_t r, int status, const char *
     cr_expect(r.headers && strstr(r.headers, "Content-Type: application/json"), "%s: %s", what, r.headers);
     cr_expect_str_eq(jstr(&r, "field"), field, "%s: %s", what, r.body);
     cr_expect(json_string_value(json_object_get(r.json, "error")), "%s: no error message: %s", what, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
 }
 
 Test(gate, rejects_bad_input_with_400_naming_the_field_before_kafka) {
@@ -429,14 +377,14 @@ Test(gate, rejects_bad_input_with_400_naming_the_field_before_kafka) {
     reply_t r = http("GET", "/nowhere", NULL);
     cr_expect_eq(r.status, 404, "%s", r.body);
     cr_expect(json_is_object(r.json), "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http("GET", "/buy", NULL);
     cr_expect_eq(r.status, 405, "%s", r.body);
     cr_expect(json_is_object(r.json) && strstr(r.headers, "Allow: POST"), "%s\n%s", r.headers, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http("DELETE", "/metrics", NULL);
     cr_expect_eq(r.status, 405, "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
 
     /* 14 bad bodies and the GET */
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), 15);
@@ -491,24 +439,24 @@ Test(gate, throttles_after_the_burst_per_ip_and_per_instance) {
         snprintf(ip, sizeof(ip), "198.51.100.%d", i + 1);
         reply_t r = post_buy(NULL, "u1", ip, "A", 1);
         cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     reply_t r = post_buy(NULL, "u1", "198.51.100.9", "A", 1);
     cr_assert_eq(r.status, 429, "%d %s", r.status, r.body);
     cr_assert_str_eq(r.body, THROTTLED_JSON);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     /* another client (127.0.0.2) has its own bucket; the instance's (6) runs out after it */
     http_from = "127.0.0.2";
     for (int i = 0; i < 2; i++) {
         r = post_buy(NULL, "u2", "198.51.100.1", "A", 1);
         cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     http_from = "127.0.0.3";
     r = post_buy(NULL, "u3", "198.51.100.3", "A", 1);
     cr_assert_eq(r.status, 429, "%d %s", r.status, r.body);
     cr_assert_eq(json_is_true(json_object_get(r.json, "isThrottled")), 1, "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     http_from = NULL;
     cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"ip\"}"), 1);
     cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"instance\"}"), 1);
@@ -555,7 +503,7 @@ static int admitted(int n, bool rotate, long long *ms) {
         cr_assert(r.status == 202 || r.status == 429, "%s request %d: %d %s", rotate ? "rotating" : "fixed", i,
                   r.status, r.body);
         ok += r.status == 202;
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     *ms = ol_test_now_ms() - t0;
     return ok;
@@ -611,12 +559,7 @@ Test(gate, a_client_rotating_its_body_client_ip_is_throttled_like_one_with_a_fix
 Test(gate, a_forged_client_ip_gets_its_sender_banned_not_the_address_it_names) {
     enum { N = 12, IP_MAX = 5 };
     use_topics("forged");
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s -X guard.ip.max=%d -X guard.user.max=0 guard", bin, prefix,
-             IP_MAX);
-    free(bin);
-    guard = ol_test_bg_start(cmd);
+    guard = ol_test_orderlog_bg("-X topic.prefix=%s -X guard.ip.max=%d -X guard.user.max=0 guard", prefix, IP_MAX);
     cr_assert_eq(ol_test_bg_wait_stderr(guard, "assigned 3 partitions", 1, 60000), 1, "guard did not start:\n%s",
                  ol_test_bg_stderr(guard));
     start_gate("-X gate.wait.ms=0 -X gate.rate.per.second=0 -X gate.ip.rate.per.second=0");
@@ -626,7 +569,7 @@ Test(gate, a_forged_client_ip_gets_its_sender_banned_not_the_address_it_names) {
         snprintf(user, sizeof(user), "u%d", i);
         reply_t r = post_buy(rid, user, "203.0.113.50", "A", 1);
         cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     json_t *recs = read_topic("buy-requests");
     cr_assert_eq(json_array_size(recs), N);
@@ -692,7 +635,7 @@ Test(gate, takes_the_client_from_x_forwarded_for_only_when_a_trusted_proxy_sends
         http_from = cases[i].from;
         reply_t r = post_buy_with(cases[i].headers, cases[i].rid, "u1", "203.0.113.50");
         cr_assert_eq(r.status, 202, "%s: %d %s", cases[i].rid, r.status, r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     http_from = NULL;
     /* a trusted proxy's header that names no usable client: 400, nothing written */
@@ -700,7 +643,7 @@ Test(gate, takes_the_client_from_x_forwarded_for_only_when_a_trusted_proxy_sends
     cr_expect_eq(r.status, 400, "%d %s", r.status, r.body);
     cr_expect_str_eq(jstr(&r, "field"), "X-Forwarded-For");
     cr_expect_str_eq(jstr(&r, "error"), "X-Forwarded-For: \"not-an-ip\" is not an IP address");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"forwarded\"}"), 5);
     cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"peer\"}"), 4);
     cr_expect_eq(metric("orderlog_gate_forwarded_invalid_total"), 1);
@@ -728,13 +671,13 @@ Test(gate, reads_the_forwarded_header_of_rfc_7239_when_told_to) {
     for (size_t i = 0; i < n; i++) {
         reply_t r = post_buy_with(cases[i].headers, cases[i].rid, "u1", "203.0.113.50");
         cr_assert_eq(r.status, 202, "%s: %d %s", cases[i].rid, r.status, r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     reply_t r = post_buy_with("Forwarded: for=unknown\r\n", "fwd-bad", "u1", "203.0.113.50");
     cr_expect_eq(r.status, 400, "%d %s", r.status, r.body);
     cr_expect_str_eq(jstr(&r, "field"), "Forwarded");
     cr_expect_str_eq(jstr(&r, "error"), "Forwarded: for=\"unknown\" is not an IP address");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     stop_gate_ok();
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), n);
@@ -760,7 +703,7 @@ Test(gate, believes_the_body_client_ip_only_when_told_to) {
     for (size_t i = 0; i < 4; i++) {
         reply_t r = post_buy_with(xff, cases[i].rid, "u1", cases[i].ip);
         cr_assert_eq(r.status, cases[i].status, "%s: %d %s", cases[i].rid, r.status, r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"body\"}"), 3);
     cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"forwarded\"}"), 0);
@@ -821,10 +764,10 @@ Test(gate, an_ipv6_peer_is_its_own_client_address) {
     gate_host = "::1";
     reply_t r = post_buy_with(NULL, "v6-1", "u1", "203.0.113.50");
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = post_buy_with("X-Forwarded-For: 198.51.100.7, ::1\r\n", "v6-2", "u1", "203.0.113.50");
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     stop_gate_ok();
     json_t *recs = read_topic("buy-requests");
     cr_expect_str_eq(client_ip_of(recs, "v6-1"), "::1");
@@ -844,14 +787,14 @@ Test(gate, writes_the_buy_requested_with_its_fields_and_envelope) {
     cr_assert_str_eq(jstr(&r, "requestID"), "it-req-1");
     cr_assert_str_eq(jstr(&r, "status"), "pending");
     cr_assert_str_eq(jstr(&r, "poll"), "/buy/it-req-1");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     /* without requestID, the gate makes one (a UUID) */
     r = post_buy(NULL, "u2", "10.1.2.3", "SKU0002", 1);
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
     char generated[64];
     snprintf(generated, sizeof(generated), "%s", jstr(&r, "requestID"));
     cr_assert_eq(strlen(generated), 36, "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
 
     char *out = ol_test_orderlogf_ok(fixed_args(), "tail buy-requests --from beginning -n 2");
     json_t *first = NULL, *second = NULL;
@@ -920,18 +863,18 @@ Test(gate, answers_with_the_decision_read_back_from_sale_events) {
     reply_t g = http("GET", "/buy/it-acc-1", NULL);
     cr_assert_eq(g.status, 200, "%d %s", g.status, g.body);
     cr_assert_str_eq(g.body, a.body);
-    reply_free(&g);
+    ol_test_reply_free(&g);
     g = http("GET", "/buy/it-rej-1", NULL);
     cr_assert_eq(g.status, 200, "%d %s", g.status, g.body);
     cr_assert_str_eq(g.body, r.body);
-    reply_free(&g);
+    ol_test_reply_free(&g);
     /* a retried request id already decided: answered from the cache at once */
     reply_t again = post_buy("it-acc-1", "u1", "10.0.0.1", "A", 2);
     cr_assert_eq(again.status, 200, "%d %s", again.status, again.body);
     cr_assert_str_eq(again.body, a.body);
-    reply_free(&again);
-    reply_free(&a);
-    reply_free(&r);
+    ol_test_reply_free(&again);
+    ol_test_reply_free(&a);
+    ol_test_reply_free(&r);
 
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"accepted\"}"), 2);
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"rejected\"}"), 1);
@@ -955,15 +898,15 @@ Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
     cr_assert_str_eq(jstr(&r, "poll"), "/buy/it-slow-1");
     cr_assert_geq(r.ms, 290, "answered after gate.wait.ms, took %lld ms", r.ms);
     cr_assert_lt(r.ms, 5000);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http("GET", "/buy/it-slow-1", NULL);
     cr_assert_eq(r.status, 202, "known but undecided: %d %s", r.status, r.body);
     cr_assert_str_eq(jstr(&r, "status"), "pending");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http("GET", "/buy/never-seen", NULL);
     cr_assert_eq(r.status, 404, "%d %s", r.status, r.body);
     cr_assert(json_is_object(r.json), "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}"), 1);
 
     publish("{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-slow-1\",\"user_id\":\"u1\",\"sku\":\"A\","
@@ -975,13 +918,13 @@ Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
             break;
         cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
         cr_assert(ol_test_now_ms() < end, "no decision after 20 s");
-        reply_free(&r);
+        ol_test_reply_free(&r);
         usleep(50000);
     }
     cr_assert_str_eq(jstr(&r, "reponseMsg"), "You can not buy this goods!");
     cr_assert_str_eq(jstr(&r, "reason"), "limit");
     cr_assert(json_is_false(json_object_get(r.json, "repResult")), "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     stop_gate_ok();
 }
 
@@ -995,7 +938,7 @@ static reply_t get_decided(const char *id) {
         if (r.status == 200)
             return r;
         cr_assert(ol_test_now_ms() < end, "%s: no decision after 20 s (%d %s)", id, r.status, r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
         usleep(50000);
     }
 }
@@ -1026,7 +969,7 @@ Test(gate, a_too_old_refusal_never_hides_a_decision_and_its_retry_is_sent_again)
      * order) says the gate has read both */
     reply_t r = post_buy("it-old-1", "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     snprintf(lines, sizeof(lines),
              "{\"type\":\"BuyAccepted\",\"data\":{\"request_id\":\"it-old-1\",\"hold_id\":\"h-it-old-1\","
              "\"user_id\":\"u1\",\"sku\":\"A\",\"quantity\":1,\"expires_at\":\"2031-05-06T07:08:09.123Z\"}}\n"
@@ -1037,22 +980,22 @@ Test(gate, a_too_old_refusal_never_hides_a_decision_and_its_retry_is_sent_again)
              too_old);
     publish(lines);
     r = get_decided("it-mark-1");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = get_decided("it-old-1");
     cr_assert(json_is_true(json_object_get(r.json, "repResult")), "the decision stands: %s", r.body);
     cr_assert_str_eq(jstr(&r, "holdID"), "h-it-old-1");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = post_buy("it-old-1", "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(r.status, 200, "answered from the cache: %d %s", r.status, r.body);
     cr_assert(json_is_true(json_object_get(r.json, "repResult")), "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_assert_eq(count_requests("it-old-1"), 1, "a decided request is not written again");
 
     /* only refused too_old: shown so; a retry is written again, and its
      * decision replaces the refusal */
     r = post_buy("it-old-2", "u2", "10.0.0.2", "A", 1);
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     snprintf(lines, sizeof(lines),
              "{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-old-2\",\"user_id\":\"u2\",\"sku\":\"A\","
              "\"quantity\":1,%s",
@@ -1062,10 +1005,10 @@ Test(gate, a_too_old_refusal_never_hides_a_decision_and_its_retry_is_sent_again)
     cr_assert_str_eq(jstr(&r, "reason"), "too_old");
     cr_assert_str_eq(jstr(&r, "reponseMsg"), "The request has expired, please try again!");
     cr_assert(json_is_false(json_object_get(r.json, "repResult")), "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = post_buy("it-old-2", "u2", "10.0.0.2", "A", 1);
     cr_assert_eq(r.status, 202, "a too_old answer is no decision to repeat: %d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_assert_eq(count_requests("it-old-2"), 2);
     publish("{\"type\":\"BuyAccepted\",\"data\":{\"request_id\":\"it-old-2\",\"hold_id\":\"h-it-old-2\","
             "\"user_id\":\"u2\",\"sku\":\"A\",\"quantity\":1,\"expires_at\":\"2031-05-06T07:08:09.123Z\"}}\n");
@@ -1075,10 +1018,10 @@ Test(gate, a_too_old_refusal_never_hides_a_decision_and_its_retry_is_sent_again)
         if (json_is_true(json_object_get(r.json, "repResult")))
             break;
         cr_assert(ol_test_now_ms() < end, "the decision did not replace too_old: %s", r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
         usleep(50000);
     }
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_expect_geq(metric("orderlog_gate_rejected_total{endpoint=\"buy_status\",reason=\"too_old\"}"), 1);
     stop_gate_ok();
 }
@@ -1112,15 +1055,15 @@ Test(gate, get_reads_older_decisions_from_postgresql) {
     cr_assert_str_eq(jstr(&r, "holdID"), "h-it-old-acc");
     if (has_expiry)
         cr_assert_str_eq(jstr(&r, "expiresAt"), "2031-01-02T03:04:05.678Z");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http("GET", "/buy/it-old-rej", NULL);
     cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
     cr_assert_str_eq(jstr(&r, "reponseMsg"), "Bad guy! Bye-Bye!");
     cr_assert_str_eq(jstr(&r, "reason"), "blacklisted");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http("GET", "/buy/it-old-none", NULL);
     cr_assert_eq(r.status, 404, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     stop_gate_ok();
 }
 
@@ -1159,8 +1102,8 @@ Test(gate, checkout_answers_the_order_or_why_not) {
     cr_assert_str_eq(jstr(&b, "requestID"), rid2);
     cr_assert(json_is_false(json_object_get(b.json, "repResult")), "%s", b.body);
     json_decref(recs);
-    reply_free(&a);
-    reply_free(&b);
+    ol_test_reply_free(&a);
+    ol_test_reply_free(&b);
     cr_expect_eq(metric("orderlog_gate_rejected_total{endpoint=\"checkout\",reason=\"expired\"}"), 1);
     stop_gate_ok();
 }
@@ -1231,7 +1174,7 @@ Test(gate, holds_a_thousand_waiting_requests_at_once) {
         cr_assert_eq(r.status, 200, "request %d: %d %s", i, r.status, r.body ? r.body : "");
         cr_assert_str_eq(jstr(&r, "requestID"), rid);
         cr_assert_str_eq(jstr(&r, "reason"), "sold_out");
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     cr_expect_eq(metric("orderlog_gate_waiting"), 0);
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"rejected\"}"), N);
@@ -1244,12 +1187,12 @@ Test(gate, health_and_metrics) {
     reply_t r = http("GET", "/healthz", NULL);
     cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
     cr_assert_str_eq(jstr(&r, "status"), "ok");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     long long before = metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}");
     cr_assert_eq(before, 0);
     r = post_buy(NULL, "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(r.status, 202);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}"), 1);
     cr_expect_eq(metric("orderlog_gate_request_duration_seconds_count{endpoint=\"buy\"}"), 1);
     cr_expect_eq(metric("orderlog_gate_request_duration_seconds_bucket{endpoint=\"buy\",le=\"+Inf\"}"), 1);
@@ -1257,7 +1200,7 @@ Test(gate, health_and_metrics) {
     r = http("GET", "/metrics", NULL);
     cr_assert(strstr(r.headers, "Content-Type: text/plain"), "%s", r.headers);
     cr_assert(strstr(r.body, "# TYPE orderlog_gate_request_duration_seconds histogram"), "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     stop_gate_ok();
 }
 
@@ -1272,7 +1215,7 @@ Test(gate, sigterm_answers_waiting_requests_and_exits_0) {
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
     cr_assert_str_eq(jstr(&r, "status"), "pending");
     cr_assert_lt(ol_test_now_ms() - t0, 10000);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     json_t *recs = read_topic("buy-requests");
     cr_assert_eq(json_array_size(recs), 1, "the request was written before the exit");
     json_decref(recs);
@@ -1437,11 +1380,11 @@ Test(gate, refuses_ambiguous_framing_with_400_json_and_closes) {
     free(buy);
     reply_t r = post_buy("it-framing-11", "u2", "10.0.0.2", "A", 1);
     cr_expect_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http_send("POST", "/buy", "Content-Type: application/json\r\n", "2\r\n{}\r\n0\r\n\r\n", 12, true);
     cr_expect_eq(r.status, 400, "chunked alone reaches validation: %d %s", r.status, r.body);
     cr_expect_str_eq(jstr(&r, "field"), "sessionID", "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     const char *pipelined = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
                             "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     x = raw_exchange(pipelined, strlen(pipelined), 10000);
@@ -1501,7 +1444,7 @@ Test(gate, closes_a_tls_handshake_on_the_plain_port_at_once) {
     cr_expect_eq(metric("orderlog_gate_connections_dropped_total{reason=\"tls_handshake\"}"), expected);
     reply_t r = http("GET", "/healthz", NULL);
     cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     stop_gate_ok();
 }
 
@@ -1520,7 +1463,7 @@ Test(gate, closes_a_connection_without_request_headers_after_the_header_timeout)
     reply_t r = http("GET", "/healthz", NULL); /* others are answered meanwhile */
     cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
     cr_expect_lt(r.ms, 500);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     raw_t x = raw_read(slow, t0, 10000);
     close(slow);
     cr_expect(x.closed, "still open after %lld ms", x.ms);
@@ -1595,7 +1538,7 @@ static void *poller_main(void *arg) {
         if (r.ms > p->slowest_ms)
             p->slowest_ms = r.ms;
         snprintf(p->last, sizeof(p->last), "%d %s", r.status, r.body ? r.body : "");
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     return NULL;
 }
@@ -1617,7 +1560,7 @@ Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
     start_gate(extra);
     reply_t r = http("GET", "/buy/it-warm", NULL); /* the lookup threads connected */
     cr_assert_eq(r.status, 404, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
 
     PGconn *lock = lock_decisions();
     atomic_bool stop = false;
@@ -1632,7 +1575,7 @@ Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
         r = http("GET", "/healthz", NULL);
         cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
         ms[i] = r.ms;
-        reply_free(&r);
+        ol_test_reply_free(&r);
         usleep(10000);
     }
     atomic_store(&stop, true);
@@ -1658,7 +1601,7 @@ Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
     r = http("GET", "/buy/it-after-lock", NULL);
     cr_expect_eq(r.status, 404, "%d %s", r.status, r.body);
     cr_expect_lt(r.ms, 1000);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     /* PostgreSQL drops the gate's sessions (a restart): the next lookups reconnect */
     ol_test_pg_exec(db, "select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() "
                         "and pid <> pg_backend_pid()");
@@ -1670,7 +1613,7 @@ Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
         r = http("GET", "/buy/it-lookup-rej", NULL);
         cr_expect_eq(r.status, 200, "after the sessions were dropped: %d %s", r.status, r.body);
         cr_expect_str_eq(jstr(&r, "reason"), "sold_out", "%s", r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     stop_gate_ok();
 }
@@ -1709,7 +1652,7 @@ Test(gate, lookups_beyond_the_queue_get_503_at_once_and_shutdown_answers_the_res
     cr_expect_eq(r.status, 503, "%d %s", r.status, r.body);
     cr_expect_str_eq(jstr(&r, "error"), "too many lookups, try again", "%s", r.body);
     cr_expect_lt(r.ms, 1000, "answered after %lld ms", r.ms);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"queue_full\"}"), 1);
 
     /* SIGTERM: both answered now, not after gate.lookup.timeout.ms; the
@@ -1720,7 +1663,7 @@ Test(gate, lookups_beyond_the_queue_get_503_at_once_and_shutdown_answers_the_res
         pthread_join(gets[i].thread, NULL);
         cr_expect_eq(gets[i].reply.status, 503, "%s: %d %s", gets[i].path, gets[i].reply.status, gets[i].reply.body);
         cr_expect_str_eq(jstr(&gets[i].reply, "error"), "shutting down", "%s", gets[i].reply.body);
-        reply_free(&gets[i].reply);
+        ol_test_reply_free(&gets[i].reply);
     }
     long long took = ol_test_now_ms() - t0;
     cr_expect_lt(took, 10000, "the gate took %lld ms to stop", took);
@@ -1773,7 +1716,7 @@ Test(gate, lookups_read_together_each_get_their_own_answer) {
         } else {
             cr_expect_eq(r->status, 404, "%s: %d %s", gets[i].path, r->status, r->body);
         }
-        reply_free(r);
+        ol_test_reply_free(r);
     }
     cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"found\"}"), KNOWN);
     cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"not_found\"}"), UNKNOWN);
@@ -1793,11 +1736,7 @@ Test(gate, sells_the_last_unit_once_through_the_decider) {
     use_topics("e2e");
     publish("{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"A\",\"platform\":\"p\",\"title\":\"A\",\"price\":1500,"
             "\"currency\":\"CNY\",\"stock\":1,\"version\":1}}\n");
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s decide", bin, prefix);
-    free(bin);
-    ol_test_bg_t *decide = ol_test_bg_start(cmd);
+    ol_test_bg_t *decide = ol_test_orderlog_bg("-X topic.prefix=%s decide", prefix);
     start_gate("-X gate.wait.ms=30000");
     reply_t a = post_buy("it-e2e-1", "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(a.status, 200, "%d %s\ndecide:\n%s", a.status, a.body, ol_test_bg_stderr(decide));
@@ -1814,10 +1753,10 @@ Test(gate, sells_the_last_unit_once_through_the_decider) {
     reply_t d = http("POST", "/checkout", "{\"userID\":\"u1\",\"goodsSKU\":\"A\",\"holdID\":\"h-it-e2e-1\"}");
     cr_assert_eq(d.status, 409, "%d %s", d.status, d.body);
     cr_assert_str_eq(jstr(&d, "reason"), "converted");
-    reply_free(&a);
-    reply_free(&b);
-    reply_free(&c);
-    reply_free(&d);
+    ol_test_reply_free(&a);
+    ol_test_reply_free(&b);
+    ol_test_reply_free(&c);
+    ol_test_reply_free(&d);
     stop_gate_ok();
     ol_test_bg_signal(decide, SIGTERM);
     cr_assert_eq(ol_test_bg_wait(decide, 30000), 0, "%s", ol_test_bg_stderr(decide));

@@ -64,12 +64,6 @@ static void use_topics(const char *tag) {
     free(err);
 }
 
-static long long wall_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 /* Epoch milliseconds as RFC 3339 UTC with milliseconds (how tail prints times). */
 static void format_ms(long long ms, char *out, size_t size) {
     time_t t = (time_t)(ms / 1000);
@@ -89,11 +83,10 @@ typedef struct lines_s {
 
 __attribute__((format(printf, 2, 3))) static void add_line(lines_t *l, const char *fmt, ...) {
     va_list ap;
-    char *s;
     va_start(ap, fmt);
-    int n = vasprintf(&s, fmt, ap);
+    char *s = ol_test_vstrf(fmt, ap);
     va_end(ap);
-    cr_assert(n >= 0);
+    size_t n = strlen(s);
     l->text = realloc(l->text, l->len + (size_t)n + 2);
     memcpy(l->text + l->len, s, (size_t)n);
     l->len += (size_t)n;
@@ -139,11 +132,7 @@ static void publish(lines_t *l, const char *name) {
 /* ---- guard in the background ---- */
 
 static ol_test_bg_t *start_guard(const char *options) {
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s %s guard", bin, prefix, options);
-    free(bin);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    ol_test_bg_t *bg = ol_test_orderlog_bg("-X topic.prefix=%s %s guard", prefix, options);
     int n = ol_test_bg_wait_stderr(bg, "assigned 3 partitions", 1, 60000);
     cr_assert_eq(n, 1, "guard did not get its partitions:\n%s", ol_test_bg_stderr(bg));
     return bg;
@@ -294,7 +283,7 @@ Test(guard, bans_exactly_the_bot_then_lifts_it_and_leaves_manual_entries) {
     publish(&l, "manual.jsonl");
     guards[0] = start_guard("-X guard.window.ms=60000 -X guard.ip.max=20 -X guard.user.max=10 "
                             "-X guard.ban.ms=8000 -X 'guard.ignore=ip:198.51.100.250, user:loadtest'");
-    long long t = wall_ms();
+    long long t = ol_test_wall_ms();
     char req[64], ip[64], user[64];
     /* normal traffic: 30 shoppers, 3 requests each, on their own IPs */
     for (int i = 0; i < 30; i++) {
@@ -364,7 +353,7 @@ Test(guard, bans_exactly_the_bot_then_lifts_it_and_leaves_manual_entries) {
     free(keys);
     json_decref(adds);
     json_decref(all);
-    cr_assert(wall_ms() < t + BAN_MS, "the test was too slow to see the bans before they lapse");
+    cr_assert(ol_test_wall_ms() < t + BAN_MS, "the test was too slow to see the bans before they lapse");
 
     /* the removes come once until has passed, not before */
     all = wait_for("remove", NULL, 3, 30000);
@@ -401,7 +390,7 @@ Test(guard, bans_exactly_the_bot_then_lifts_it_and_leaves_manual_entries) {
 Test(guard, restart_neither_bans_twice_nor_forgets_lifts) {
     use_topics("restart");
     lines_t l = {0};
-    long long now = wall_ms();
+    long long now = ol_test_wall_ms();
     /* entries of an earlier run and of an operator */
     listing(&l, "ip", "203.0.113.99", "add", "rate", now + 4000); /* lapses soon: guard removes it */
     listing(&l, "user", "old-bot", "add", "rate", now - 1000);    /* lapsed already: removed at once */
@@ -411,7 +400,7 @@ Test(guard, restart_neither_bans_twice_nor_forgets_lifts) {
     publish(&l, "earlier.jsonl");
 
     guards[0] = start_guard("-X guard.window.ms=60000 -X guard.ip.max=5 -X guard.user.max=100 -X guard.ban.ms=600000");
-    long long t = wall_ms();
+    long long t = ol_test_wall_ms();
     char req[64];
     for (int i = 0; i < 6; i++) {
         snprintf(req, sizeof(req), "bot-%d", i);
@@ -426,11 +415,11 @@ Test(guard, restart_neither_bans_twice_nor_forgets_lifts) {
     cr_assert(ol_test_bg_wait_stderr(guards[1], "rereading ", 1, 10000) >= 1, "no rewind:\n%s",
               ol_test_bg_stderr(guards[1]));
     /* one more request from the bot while it is banned: no second ban */
-    buy(&l, "bot-6", "203.0.113.50", "bot-50", wall_ms());
+    buy(&l, "bot-6", "203.0.113.50", "bot-50", ol_test_wall_ms());
     publish(&l, "more.jsonl");
     /* wait past the lapse of 203.0.113.99 and 192.0.2.7 */
     json_decref(wait_for_key("ip:203.0.113.99", "remove", 30000));
-    while (wall_ms() < now + 6000)
+    while (ol_test_wall_ms() < now + 6000)
         usleep(200 * 1000);
     json_t *all = blacklist();
     json_t *adds = select_records(all, "add", "rate");
@@ -463,7 +452,7 @@ Test(guard, a_restart_keeps_counting_the_window_it_was_in) {
                           "-X guard.ban.ms=600000";
     guards[0] = start_guard(options);
     lines_t l = {0};
-    long long t = wall_ms();
+    long long t = ol_test_wall_ms();
     char req[64];
     for (int i = 0; i < 3; i++) {
         snprintf(req, sizeof(req), "a-%d", i);
@@ -517,7 +506,7 @@ Test(guard, a_ban_survives_a_kill_at_any_point) {
                           "-X guard.ban.ms=600000";
     guards[0] = start_guard(options);
     lines_t l = {0};
-    long long t = wall_ms();
+    long long t = ol_test_wall_ms();
     char req[64];
     for (int i = 0; i < 5; i++) {
         snprintf(req, sizeof(req), "k-%d", i);
@@ -591,7 +580,7 @@ Test(guard, puts_back_a_manual_entry_its_ban_overtook) {
                                       "{\"type\":\"BlacklistChanged\",\"data\":{\"subject_type\":\"ip\",\"subject\":"
                                       "\"203.0.113.44\",\"action\":\"add\",\"reason\":\"manual\",\"until\":null}}");
     lines_t l = {0};
-    long long t = wall_ms();
+    long long t = ol_test_wall_ms();
     char req[64];
     for (int i = 0; i < 6; i++) {
         snprintf(req, sizeof(req), "race-%d", i);
@@ -607,7 +596,7 @@ Test(guard, puts_back_a_manual_entry_its_ban_overtook) {
     cr_assert(ol_test_bg_wait_stderr(guards[0], "restored the manual entry of ip 203.0.113.44", 1, 20000) == 1,
               "not restored:\n%s", ol_test_bg_stderr(guards[0]));
     /* past the rate ban's until: the manual entry is still the latest, nothing removed it */
-    while (wall_ms() < t + 3000 + 2000)
+    while (ol_test_wall_ms() < t + 3000 + 2000)
         usleep(200 * 1000);
     json_t *all = blacklist();
     size_t n = json_array_size(all);

@@ -189,12 +189,9 @@ static double wait_sample(int i, const char *name, double want, int timeout_ms) 
 }
 
 static void start(int i) {
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[3000];
-    snprintf(cmd, sizeof(cmd), "exec %s %s %s %s", bin, fixed_args(),
-             i == 3 ? "-X gate.listen=127.0.0.1:0 -X gate.wait.ms=30000" : "-X http.listen=127.0.0.1:0", roles[i]);
-    free(bin);
-    procs[i] = ol_test_bg_start(cmd);
+    procs[i] = ol_test_orderlog_bg(
+        "%s %s %s", fixed_args(),
+        i == 3 ? "-X gate.listen=127.0.0.1:0 -X gate.wait.ms=30000" : "-X http.listen=127.0.0.1:0", roles[i]);
 }
 
 /* Reads the address a role printed ("... listening on http://HOST:PORT"). */

@@ -38,10 +38,7 @@ TestSuite(placement, .init = kit_setup, .fini = teardown, .timeout = 600);
 
 static ol_test_bg_t *decide_bg(void) {
     cr_assert(kit_nbgs < KIT_MAX);
-    char *bin = ol_test_shell_quote(ol_test_bin()), cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s %s -X decide.workers=1 decide", bin, kit_fixed_args());
-    free(bin);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    ol_test_bg_t *bg = ol_test_orderlog_bg("%s -X decide.workers=1 decide", kit_fixed_args());
     kit_bgs[kit_nbgs++] = bg;
     return bg;
 }

@@ -15,14 +15,6 @@
 
 TestSuite(project_crash, .init = kit_setup, .fini = kit_teardown, .timeout = 420);
 
-static unsigned test_seed(void) {
-    const char *env = getenv("OL_TEST_SEED");
-    unsigned seed = env && *env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)(time(NULL) ^ (getpid() << 8));
-    cr_log_info("OL_TEST_SEED=%u", seed);
-    fprintf(stderr, "test_project_crash: OL_TEST_SEED=%u\n", seed);
-    return seed;
-}
-
 /* The checks every crash test ends with: a clean projection of the same
  * topics into another database by another group equals db; both hold what
  * the model says; both stored the end of every partition; no dlq. */
@@ -41,7 +33,7 @@ static void assert_exact(const char *db, const char *group, const kit_totals_t *
 }
 
 Test(project_crash, kill9_at_random_moments_loses_and_duplicates_nothing) {
-    unsigned seed = test_seed();
+    unsigned seed = ol_test_seed("test_project_crash");
     srand(seed);
     kit_use("kill9");
     const char *db = kit_new_db("project_kill9");
@@ -102,7 +94,7 @@ Test(project_crash, kill9_at_random_moments_loses_and_duplicates_nothing) {
 #define ALL_PARTITIONS ((int)(sizeof(kit_topics_read) / sizeof(kit_topics_read[0])) * KIT_PARTITIONS)
 
 Test(project_crash, two_projectors_one_stopped_mid_load) {
-    unsigned seed = test_seed();
+    unsigned seed = ol_test_seed("test_project_crash");
     srand(seed);
     kit_use("two");
     const char *db = kit_new_db("project_two");

@@ -12,22 +12,10 @@
 
 static bool pg_stopped;
 
-/* ops/stack <args> from the repository; its exit status. */
-static int stack(const char *args, char **out) {
-    const char *src = getenv("ORDERLOG_SOURCE_DIR");
-    char *script;
-    cr_assert(asprintf(&script, "%s/ops/stack", src && *src ? src : ".") >= 0);
-    char *q = ol_test_shell_quote(script);
-    int rc = ol_test_runf(out, NULL, "%s %s 2>&1", q, args);
-    free(q);
-    free(script);
-    return rc;
-}
-
 static void pg_teardown(void) {
     if (pg_stopped) {
         char *out = NULL;
-        int rc = stack("pg-start", &out);
+        int rc = ol_test_stack(NULL, "pg-start", &out);
         cr_expect_eq(rc, 0, "ops/stack pg-start: exit %d\n%s", rc, out);
         free(out);
         pg_stopped = false;
@@ -39,20 +27,7 @@ TestSuite(project_pg, .init = kit_setup, .fini = pg_teardown, .timeout = 420);
 
 /* True when the tests run against the stack's PostgreSQL (the one ops/stack restarts). */
 static bool stack_pg_under_test(void) {
-    char *out = NULL;
-    if (stack("env", &out)) {
-        free(out);
-        return false;
-    }
-    const char *p = strstr(out, "ORDERLOG_PG_CONNINFO='");
-    bool same = false;
-    if (p) {
-        p += strlen("ORDERLOG_PG_CONNINFO='");
-        size_t n = strcspn(p, "'");
-        same = strlen(ol_test_pg_conninfo()) == n && !strncmp(p, ol_test_pg_conninfo(), n);
-    }
-    free(out);
-    return same;
+    return ol_test_stack_serves("ORDERLOG_PG_CONNINFO='", ol_test_pg_conninfo(), "'");
 }
 
 Test(project_pg, postgresql_restarted_mid_load_loses_and_duplicates_nothing) {
@@ -74,7 +49,7 @@ Test(project_pg, postgresql_restarted_mid_load_loses_and_duplicates_nothing) {
 
     char *out = NULL;
     pg_stopped = true;
-    int rc = stack("pg-stop fast", &out);
+    int rc = ol_test_stack(NULL, "pg-stop fast", &out);
     cr_assert_eq(rc, 0, "ops/stack pg-stop fast: exit %d\n%s", rc, out);
     free(out);
     long long at_stop = kit_offsets_sum(db, kit_group);
@@ -83,7 +58,7 @@ Test(project_pg, postgresql_restarted_mid_load_loses_and_duplicates_nothing) {
     rc = ol_test_bg_wait(bg, 4000);
     cr_assert_eq(rc, -1, "project exited (%d) while PostgreSQL was down\nstdout:\n%s\nstderr:\n%s", rc,
                  ol_test_bg_stdout(bg), ol_test_bg_stderr(bg));
-    rc = stack("pg-start", &out);
+    rc = ol_test_stack(NULL, "pg-start", &out);
     cr_assert_eq(rc, 0, "ops/stack pg-start: exit %d\n%s", rc, out);
     free(out);
     pg_stopped = false;
@@ -127,7 +102,7 @@ Test(project_pg, started_while_postgresql_is_down_waits_for_it) {
     long long published = kit_publish(orders);
     char *out = NULL;
     pg_stopped = true;
-    int rc = stack("pg-stop fast", &out);
+    int rc = ol_test_stack(NULL, "pg-stop fast", &out);
     cr_assert_eq(rc, 0, "ops/stack pg-stop fast: exit %d\n%s", rc, out);
     free(out);
     ol_test_bg_t *bg = kit_project_bg(db, kit_group, NULL);
@@ -135,7 +110,7 @@ Test(project_pg, started_while_postgresql_is_down_waits_for_it) {
                  ol_test_bg_stderr(bg));
     rc = ol_test_bg_wait(bg, 3000);
     cr_assert_eq(rc, -1, "project exited (%d) while PostgreSQL was down\n%s", rc, ol_test_bg_stderr(bg));
-    rc = stack("pg-start", &out);
+    rc = ol_test_stack(NULL, "pg-start", &out);
     cr_assert_eq(rc, 0, "ops/stack pg-start: exit %d\n%s", rc, out);
     free(out);
     pg_stopped = false;
@@ -177,7 +152,7 @@ Test(project_pg, postgresql_killed_mid_load_loses_and_duplicates_nothing) {
         kit_sleep_ms(100);
     cr_assert_eq(ol_test_bg_wait(bg, 3000), -1, "project exited when PostgreSQL died\n%s", ol_test_bg_stderr(bg));
     char *out = NULL;
-    int rc = stack("pg-start", &out);
+    int rc = ol_test_stack(NULL, "pg-start", &out);
     cr_assert_eq(rc, 0, "ops/stack pg-start after kill -9: exit %d\n%s", rc, out);
     free(out);
     pg_stopped = false;

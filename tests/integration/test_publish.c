@@ -875,11 +875,7 @@ Test(publish, tail_stops_after_count) {
 Test(publish, tail_from_end_prints_only_new_events) {
     use_topics("tailend");
     publish_buys("old-", 2);
-    char *bin = ol_test_shell_quote(ol_test_bin()), *cmd;
-    cr_assert(asprintf(&cmd, "exec %s -X topic.prefix=%s tail buy-requests --from end -n 1", bin, prefix) >= 0);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
-    free(cmd);
-    free(bin);
+    ol_test_bg_t *bg = ol_test_orderlog_bg("-X topic.prefix=%s tail buy-requests --from end -n 1", prefix);
     /* tail reads from wherever the end is once it has its partitions; keep
      * publishing until it prints something */
     long long deadline = ol_test_now_ms() + 45000;
