@@ -949,6 +949,23 @@ int ol_test_stack(const char *env, const char *args, char **out) {
     return rc;
 }
 
+void ol_test_stack_ok(const char *args) {
+    char *out = NULL;
+    int rc = ol_test_stack(NULL, args, &out);
+    cr_assert_eq(rc, 0, "ops/stack %s: exit %d\n%s", args, rc, out);
+    free(out);
+}
+
+void ol_test_stack_restore(bool *stopped, const char *args) {
+    if (!*stopped)
+        return;
+    char *out = NULL;
+    int rc = ol_test_stack(NULL, args, &out);
+    cr_expect_eq(rc, 0, "ops/stack %s: exit %d\n%s", args, rc, out);
+    free(out);
+    *stopped = false;
+}
+
 bool ol_test_stack_serves(const char *key, const char *value, const char *end) {
     char *out = NULL;
     if (ol_test_stack(NULL, "env", &out)) {
@@ -1013,18 +1030,30 @@ void ol_test_publish_file(const char *fixed_args, const char *dir, const char *n
     free(q);
 }
 
-void ol_test_drop_groups_and_topics(const char *fixed_args, const char *prefix, const char *const *suffixes) {
-    size_t n = 0;
-    while (suffixes[n])
-        n++;
-    char **groups = ol_xcalloc(n ? n : 1, sizeof(*groups));
-    for (size_t i = 0; i < n; i++)
-        groups[i] = ol_test_strf("%s%s", prefix, suffixes[i]);
-    ol_test_kafka_delete_groups((const char *const *)groups, n);
-    for (size_t i = 0; i < n; i++)
-        free(groups[i]);
-    free(groups);
-    ol_test_orderlogf(NULL, NULL, fixed_args, "topics delete");
+void ol_test_cleanup(const char *fixed_args, const char *prefix, const char *const *suffixes, const char *db,
+                     const char *dir) {
+    if (prefix && *prefix) {
+        size_t n = 0;
+        while (suffixes && suffixes[n])
+            n++;
+        char **groups = ol_xcalloc(n ? n : 1, sizeof(*groups));
+        for (size_t i = 0; i < n; i++)
+            groups[i] = ol_test_strf("%s%s", prefix, suffixes[i]);
+        ol_test_kafka_delete_groups((const char *const *)groups, n);
+        for (size_t i = 0; i < n; i++)
+            free(groups[i]);
+        free(groups);
+        ol_test_orderlogf(NULL, NULL, fixed_args, "topics delete");
+    }
+    if (db && *db)
+        ol_test_pg_drop_db(db);
+    if (dir && *dir)
+        ol_test_rmtree(dir);
+}
+
+int ol_test_bg_term(ol_test_bg_t *bg, int timeout_ms) {
+    ol_test_bg_signal(bg, SIGTERM);
+    return ol_test_bg_wait(bg, timeout_ms);
 }
 
 json_t *ol_test_json_lines(char *text) {

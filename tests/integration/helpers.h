@@ -179,6 +179,11 @@ int ol_test_stack(const char *env, const char *args, char **out);
  * followed by exactly value and then one of the characters of end: the tests
  * run against the service ops/stack starts and stops. */
 bool ol_test_stack_serves(const char *key, const char *value, const char *end);
+/* ops/stack <args>, failing the test unless it exits 0. */
+void ol_test_stack_ok(const char *args);
+/* For a teardown: when *stopped, runs ops/stack <args> (a start), expecting
+ * exit 0 (cr_expect), and clears *stopped. */
+void ol_test_stack_restore(bool *stopped, const char *args);
 /* The wall clock in milliseconds since the epoch (record times, requested_at). */
 long long ol_test_wall_ms(void);
 /* "2026-01-02T03:04:05.678Z" as milliseconds since the epoch; -1 when it is not that (or NULL). */
@@ -198,10 +203,16 @@ void ol_test_take_prefix(char *prefix, size_t size, const char *stem, const char
 /* Writes text to dir/name and publishes it with `orderlog <fixed_args> publish`;
  * fails the test unless it exits 0. */
 void ol_test_publish_file(const char *fixed_args, const char *dir, const char *name, const char *text);
-/* Cleanup (best effort, quiet): deletes the consumer groups <prefix><suffix>
- * for the NULL-terminated suffixes, then the topics of `orderlog
- * <fixed_args> topics delete`. */
-void ol_test_drop_groups_and_topics(const char *fixed_args, const char *prefix, const char *const *suffixes);
+/* A test's cleanup (best effort, quiet). When prefix is not "": deletes
+ * the consumer groups <prefix><suffix> for the NULL-terminated suffixes
+ * (NULL: none), then the topics (`orderlog <fixed_args> topics delete`).
+ * Then drops the database db and removes the directory dir, each when not
+ * NULL or "". */
+void ol_test_cleanup(const char *fixed_args, const char *prefix, const char *const *suffixes, const char *db,
+                     const char *dir);
+/* Sends SIGTERM to the background process and waits up to timeout_ms for
+ * it; its exit status (-1 on timeout), as ol_test_bg_wait. */
+int ol_test_bg_term(ol_test_bg_t *bg, int timeout_ms);
 /* The lines of text (each a JSON value, as tail prints them) as a new JSON
  * array; fails the test on a line that is not JSON. text is cut up (strtok). */
 json_t *ol_test_json_lines(char *text);

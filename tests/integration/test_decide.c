@@ -37,11 +37,8 @@ static const char *fixed_args(void) {
 }
 
 static void teardown(void) {
-    if (*prefix) {
-        const char *groups[] = {"decide", "decide-restore", NULL};
-        ol_test_drop_groups_and_topics(fixed_args(), prefix, groups);
-    }
-    ol_test_rmtree(dir);
+    const char *groups[] = {"decide", "decide-restore", NULL};
+    ol_test_cleanup(fixed_args(), prefix, groups, NULL, dir);
 }
 
 TestSuite(decide, .init = setup, .fini = teardown, .timeout = 600);

@@ -44,10 +44,7 @@ static bool stack_kafka_under_test(void) {
 }
 
 static void broker_start(void) {
-    char *out = NULL;
-    int rc = ol_test_stack(NULL, "kafka-start", &out);
-    cr_assert_eq(rc, 0, "ops/stack kafka-start: exit %d\n%s", rc, out);
-    free(out);
+    ol_test_stack_ok("kafka-start");
     broker_stopped = false;
 }
 
@@ -69,13 +66,7 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-    if (broker_stopped) {
-        char *out = NULL;
-        int rc = ol_test_stack(NULL, "kafka-start", &out);
-        cr_expect_eq(rc, 0, "ops/stack kafka-start: exit %d\n%s", rc, out);
-        free(out);
-        broker_stopped = false;
-    }
+    ol_test_stack_restore(&broker_stopped, "kafka-start");
     if (gate_load) {
         char stop[700];
         snprintf(stop, sizeof(stop), "%s/gate-load.stop", dir);
@@ -89,11 +80,7 @@ static void teardown(void) {
     stop_bg(&decide);
     stop_bg(&project);
     const char *groups[] = {"decide", "decide-restore", "project", "guard", NULL};
-    ol_test_drop_groups_and_topics(ol_test_topic_args(prefix, "", 3), prefix, groups);
-    if (*db)
-        ol_test_pg_drop_db(db);
-    if (*dir)
-        ol_test_rmtree(dir);
+    ol_test_cleanup(ol_test_topic_args(prefix, "", 3), prefix, groups, db, dir);
 }
 
 TestSuite(faults_decide, .init = setup, .fini = teardown, .timeout = 480);

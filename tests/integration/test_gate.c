@@ -63,14 +63,9 @@ static void teardown(void) {
     guard = NULL;
     gate_host = "127.0.0.1";
     http_from = NULL;
-    if (*db)
-        ol_test_pg_drop_db(db);
+    const char *groups[] = {"decide", "guard", NULL};
+    ol_test_cleanup(fixed_args(), prefix, groups, db, dir);
     *db = '\0';
-    if (*prefix) {
-        const char *groups[] = {"decide", "guard", NULL};
-        ol_test_drop_groups_and_topics(fixed_args(), prefix, groups);
-    }
-    ol_test_rmtree(dir);
 }
 
 TestSuite(gate, .init = setup, .fini = teardown, .timeout = 300);

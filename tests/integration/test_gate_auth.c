@@ -44,14 +44,9 @@ static const char *fixed_args(void) {
 static void teardown(void) {
     ol_test_bg_free(gate);
     gate = NULL;
-    if (*db)
-        ol_test_pg_drop_db(db);
+    const char *groups[] = {"decide", NULL};
+    ol_test_cleanup(fixed_args(), prefix, groups, db, dir);
     *db = '\0';
-    if (*prefix) {
-        const char *groups[] = {"decide", NULL};
-        ol_test_drop_groups_and_topics(fixed_args(), prefix, groups);
-    }
-    ol_test_rmtree(dir);
 }
 
 TestSuite(gate_auth, .init = setup, .fini = teardown, .timeout = 300);

@@ -33,9 +33,7 @@ static void setup(void) {
 
 /* The options of every orderlog run here: the test's prefix and partitions. */
 static const char *fixed_args(void) {
-    static char args[256];
-    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=3", prefix);
-    return args;
+    return ol_test_topic_args(prefix, "", 3);
 }
 
 static void teardown(void) {
@@ -43,14 +41,8 @@ static void teardown(void) {
         ol_test_bg_free(guards[i]);
         guards[i] = NULL;
     }
-    if (*prefix) {
-        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
-        char group[200];
-        snprintf(group, sizeof(group), "%sguard", prefix);
-        const char *groups[] = {group};
-        ol_test_kafka_delete_groups(groups, 1);
-    }
-    ol_test_rmtree(dir);
+    const char *groups[] = {"guard", NULL};
+    ol_test_cleanup(fixed_args(), prefix, groups, NULL, dir);
 }
 
 TestSuite(guard, .init = setup, .fini = teardown, .timeout = 180);

@@ -42,11 +42,7 @@ static void teardown(void) {
     }
     nbgs = 0;
     const char *groups[] = {"project", NULL};
-    ol_test_drop_groups_and_topics(ol_test_topic_args(prefix, "", 3), prefix, groups);
-    if (*db)
-        ol_test_pg_drop_db(db);
-    if (*dir)
-        ol_test_rmtree(dir);
+    ol_test_cleanup(ol_test_topic_args(prefix, "", 3), prefix, groups, db, dir);
 }
 
 TestSuite(loadgen, .init = setup, .fini = teardown, .timeout = 600);

@@ -606,6 +606,25 @@ KIT kit_totals_t kit_model(const char *const *paths) {
     return t;
 }
 
+/* A load on the test's topics: ops/sample-events orders (n_orders, seed) and
+ * kit_sample_skus (nskus, nadjust, seed) published, and what the model of
+ * them says; fails the test unless the model counts every published event. */
+typedef struct kit_load_s {
+    long long published;
+    kit_totals_t model;
+} kit_load_t;
+
+KIT kit_load_t kit_publish_load(long n_orders, unsigned orders_seed, int nskus, int nadjust, unsigned skus_seed) {
+    char orders[1024], skus[1024];
+    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(n_orders, orders_seed, "orders.jsonl"));
+    snprintf(skus, sizeof(skus), "%s", kit_sample_skus(nskus, nadjust, skus_seed, "skus.jsonl"));
+    kit_load_t load = {.published = kit_publish(orders) + kit_publish(skus)};
+    const char *paths[] = {orders, skus, NULL};
+    load.model = kit_model(paths);
+    cr_assert_eq(load.model.events, load.published);
+    return load;
+}
+
 /* The same totals, from the tables of db. */
 KIT kit_totals_t kit_actual(const char *db) {
     kit_totals_t t;
@@ -1289,13 +1308,9 @@ Test(project, a_static_member_comes_back_at_once_and_a_duplicate_is_fenced_loudl
 Test(project, sigterm_drains_and_exits_0) {
     kit_use("sigterm");
     const char *db = kit_new_db("project_sigterm");
-    char orders[1024], skus[1024];
-    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(50000, 3, "orders.jsonl"));
-    snprintf(skus, sizeof(skus), "%s", kit_sample_skus(200, 10000, 3, "skus.jsonl"));
-    long long published = kit_publish(orders) + kit_publish(skus);
-    const char *paths[] = {orders, skus, NULL};
-    kit_totals_t model = kit_model(paths);
-    cr_assert_eq(model.events, published);
+    kit_load_t load = kit_publish_load(50000, 3, 200, 10000, 3);
+    long long published = load.published;
+    kit_totals_t model = load.model;
 
     ol_test_bg_t *bg = kit_project_bg(db, kit_group, "-X consumer.batch.events=1000");
     /* as soon as a batch is in: SIGTERM mid-stream */

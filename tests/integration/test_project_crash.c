@@ -37,13 +37,9 @@ Test(project_crash, kill9_at_random_moments_loses_and_duplicates_nothing) {
     srand(seed);
     kit_use("kill9");
     const char *db = kit_new_db("project_kill9");
-    char orders[1024], skus[1024];
-    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(200000, 1 + seed % 1000, "orders.jsonl"));
-    snprintf(skus, sizeof(skus), "%s", kit_sample_skus(500, 40000, seed, "skus.jsonl"));
-    long long published = kit_publish(orders) + kit_publish(skus);
-    const char *paths[] = {orders, skus, NULL};
-    kit_totals_t model = kit_model(paths);
-    cr_assert_eq(model.events, published);
+    kit_load_t load = kit_publish_load(200000, 1 + seed % 1000, 500, 40000, seed);
+    long long published = load.published;
+    kit_totals_t model = load.model;
     cr_assert_eq(model.dlq, 0);
 
     /* small batches, so that kills land between and inside many of them */
@@ -98,13 +94,9 @@ Test(project_crash, two_projectors_one_stopped_mid_load) {
     srand(seed);
     kit_use("two");
     const char *db = kit_new_db("project_two");
-    char orders[1024], skus[1024];
-    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(120000, 1 + seed % 1000, "orders.jsonl"));
-    snprintf(skus, sizeof(skus), "%s", kit_sample_skus(300, 16000, seed, "skus.jsonl"));
-    long long published = kit_publish(orders) + kit_publish(skus);
-    const char *paths[] = {orders, skus, NULL};
-    kit_totals_t model = kit_model(paths);
-    cr_assert_eq(model.events, published);
+    kit_load_t load = kit_publish_load(120000, 1 + seed % 1000, 300, 16000, seed);
+    long long published = load.published;
+    kit_totals_t model = load.model;
 
     const char *extra = "-X consumer.batch.events=2000";
     ol_test_bg_t *bg[2];

@@ -13,13 +13,7 @@
 static bool pg_stopped;
 
 static void pg_teardown(void) {
-    if (pg_stopped) {
-        char *out = NULL;
-        int rc = ol_test_stack(NULL, "pg-start", &out);
-        cr_expect_eq(rc, 0, "ops/stack pg-start: exit %d\n%s", rc, out);
-        free(out);
-        pg_stopped = false;
-    }
+    ol_test_stack_restore(&pg_stopped, "pg-start");
     kit_teardown();
 }
 
@@ -35,32 +29,23 @@ Test(project_pg, postgresql_restarted_mid_load_loses_and_duplicates_nothing) {
         cr_skip_test("the tests do not use the PostgreSQL of ops/stack (%s): not restarting it", ol_test_pg_conninfo());
     kit_use("pgrestart");
     const char *db = kit_new_db("project_pgrestart");
-    char orders[1024], skus[1024];
-    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(84000, 11, "orders.jsonl"));
-    snprintf(skus, sizeof(skus), "%s", kit_sample_skus(300, 16000, 11, "skus.jsonl"));
-    long long published = kit_publish(orders) + kit_publish(skus);
-    const char *paths[] = {orders, skus, NULL};
-    kit_totals_t model = kit_model(paths);
-    cr_assert_eq(model.events, published);
+    kit_load_t load = kit_publish_load(84000, 11, 300, 16000, 11);
+    long long published = load.published;
+    kit_totals_t model = load.model;
 
     ol_test_bg_t *bg = kit_project_bg(db, kit_group, "-X consumer.batch.events=2000");
     long long before = kit_wait_offsets(db, kit_group, 1, 60000, bg);
     cr_assert(before > 0, "no progress within 60 s\n%s", ol_test_bg_stderr(bg));
 
-    char *out = NULL;
     pg_stopped = true;
-    int rc = ol_test_stack(NULL, "pg-stop fast", &out);
-    cr_assert_eq(rc, 0, "ops/stack pg-stop fast: exit %d\n%s", rc, out);
-    free(out);
+    ol_test_stack_ok("pg-stop fast");
     long long at_stop = kit_offsets_sum(db, kit_group);
     cr_assert_eq(at_stop, -1, "PostgreSQL still answers after pg-stop");
     /* down for a few seconds: the projector keeps trying, it must not exit */
-    rc = ol_test_bg_wait(bg, 4000);
+    int rc = ol_test_bg_wait(bg, 4000);
     cr_assert_eq(rc, -1, "project exited (%d) while PostgreSQL was down\nstdout:\n%s\nstderr:\n%s", rc,
                  ol_test_bg_stdout(bg), ol_test_bg_stderr(bg));
-    rc = ol_test_stack(NULL, "pg-start", &out);
-    cr_assert_eq(rc, 0, "ops/stack pg-start: exit %d\n%s", rc, out);
-    free(out);
+    ol_test_stack_ok("pg-start");
     pg_stopped = false;
 
     long long mid = kit_offsets_sum(db, kit_group);
@@ -100,19 +85,14 @@ Test(project_pg, started_while_postgresql_is_down_waits_for_it) {
     char orders[1024];
     snprintf(orders, sizeof(orders), "%s", kit_sample_orders(3000, 5, "orders.jsonl"));
     long long published = kit_publish(orders);
-    char *out = NULL;
     pg_stopped = true;
-    int rc = ol_test_stack(NULL, "pg-stop fast", &out);
-    cr_assert_eq(rc, 0, "ops/stack pg-stop fast: exit %d\n%s", rc, out);
-    free(out);
+    ol_test_stack_ok("pg-stop fast");
     ol_test_bg_t *bg = kit_project_bg(db, kit_group, NULL);
     cr_assert_eq(ol_test_bg_wait_stderr(bg, "waiting for PostgreSQL", 1, 30000), 1, "nothing said while waiting\n%s",
                  ol_test_bg_stderr(bg));
-    rc = ol_test_bg_wait(bg, 3000);
+    int rc = ol_test_bg_wait(bg, 3000);
     cr_assert_eq(rc, -1, "project exited (%d) while PostgreSQL was down\n%s", rc, ol_test_bg_stderr(bg));
-    rc = ol_test_stack(NULL, "pg-start", &out);
-    cr_assert_eq(rc, 0, "ops/stack pg-start: exit %d\n%s", rc, out);
-    free(out);
+    ol_test_stack_ok("pg-start");
     pg_stopped = false;
     long long stored = kit_wait_offsets(db, kit_group, published, 120000, bg);
     cr_assert_eq(stored, published, "only %lld of %lld stored after PostgreSQL came up\n%s", stored, published,

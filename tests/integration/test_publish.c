@@ -31,15 +31,11 @@ static void setup(void) {
 
 /* The options of every orderlog run here: the test's prefix and partitions. */
 static const char *fixed_args(void) {
-    static char args[256];
-    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=3", prefix);
-    return args;
+    return ol_test_topic_args(prefix, "", 3);
 }
 
 static void teardown(void) {
-    if (*prefix)
-        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
-    ol_test_rmtree(dir);
+    ol_test_cleanup(fixed_args(), prefix, NULL, NULL, dir);
 }
 
 TestSuite(publish, .init = setup, .fini = teardown, .timeout = 120);

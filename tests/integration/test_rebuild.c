@@ -45,11 +45,8 @@ static const char *fixed_args(const char *conninfo) {
 }
 
 static void teardown(void) {
-    if (*prefix)
-        ol_test_orderlogf(NULL, NULL, fixed_args(db), "topics delete");
-    ol_test_pg_drop_db(db);
+    ol_test_cleanup(fixed_args(db), prefix, NULL, db, dir);
     ol_test_pg_drop_db(db2);
-    ol_test_rmtree(dir);
 }
 
 TestSuite(rebuild, .init = setup, .fini = teardown, .timeout = 600);

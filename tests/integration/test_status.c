@@ -36,19 +36,11 @@ static void setup(void) {
 
 /* The options of every orderlog run here: the test's prefix, partitions and database. */
 static const char *fixed_args(void) {
-    static char args[4096];
-    char *ci = ol_test_shell_quote(db);
-    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=%d -X pg.conninfo=%s",
-             *prefix ? prefix : "it_status_none_", PARTITIONS, ci);
-    free(ci);
-    return args;
+    return ol_test_pg_args(*prefix ? prefix : "it_status_none_", PARTITIONS, db);
 }
 
 static void teardown(void) {
-    if (*prefix)
-        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
-    ol_test_pg_drop_db(db);
-    ol_test_rmtree(dir);
+    ol_test_cleanup(fixed_args(), prefix, NULL, db, dir);
 }
 
 TestSuite(status, .init = setup, .fini = teardown, .timeout = 180);

@@ -38,9 +38,7 @@ TestSuite(topics, .fini = teardown, .timeout = 120);
 
 /* The options of every orderlog run here: the test's prefix and partitions. */
 static const char *fixed_args(void) {
-    static char args[256];
-    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=3", prefix);
-    return args;
+    return ol_test_topic_args(prefix, "", 3);
 }
 
 /* The partition count `topics list` printed for topic: -1 when it printed
