@@ -1005,6 +1005,7 @@ unsigned ol_test_seed(const char *test) {
     unsigned seed = env && *env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)(time(NULL) ^ (getpid() << 8));
     cr_log_info("OL_TEST_SEED=%u", seed);
     fprintf(stderr, "%s: OL_TEST_SEED=%u\n", test, seed);
+    srand(seed);
     return seed;
 }
 
@@ -1049,6 +1050,35 @@ void ol_test_cleanup(const char *fixed_args, const char *prefix, const char *con
         ol_test_pg_drop_db(db);
     if (dir && *dir)
         ol_test_rmtree(dir);
+}
+
+void ol_test_fresh(char *dir, size_t dir_size, char *prefix, size_t prefix_size, const char *stem) {
+    static int n;
+    ol_test_tmpdir(dir, dir_size);
+    snprintf(prefix, prefix_size, "%s%ld_%d_", stem, (long)getpid(), n++);
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char *ol_test_sorted_join(const char **items, size_t n) {
+    qsort(items, n, sizeof(*items), cmp_str);
+    size_t size = 1;
+    for (size_t i = 0; i < n; i++)
+        size += strlen(items[i]) + 1;
+    char *s = ol_xcalloc(size, 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            strcat(s, " ");
+        strcat(s, items[i]);
+    }
+    return s;
+}
+
+void ol_test_bg_stop_ok(ol_test_bg_t *bg, const char *what, int timeout_ms) {
+    int rc = ol_test_bg_term(bg, timeout_ms);
+    cr_assert_eq(rc, 0, "%s exit %d after SIGTERM\nstderr:\n%s", what, rc, ol_test_bg_stderr(bg));
 }
 
 int ol_test_bg_term(ol_test_bg_t *bg, int timeout_ms) {

@@ -190,7 +190,7 @@ long long ol_test_wall_ms(void);
 long long ol_test_parse_time(const char *s);
 /* The seed of a randomized test: $OL_TEST_SEED, else one made of the time
  * and pid; logged (and printed to stderr, after "<test>: ") so that a run can
- * be repeated. */
+ * be repeated, and given to srand(). */
 unsigned ol_test_seed(const char *test);
 
 /* ---- more helpers: a test's topics, the gate, what roles print ---- */
@@ -210,6 +210,15 @@ void ol_test_publish_file(const char *fixed_args, const char *dir, const char *n
  * NULL or "". */
 void ol_test_cleanup(const char *fixed_args, const char *prefix, const char *const *suffixes, const char *db,
                      const char *dir);
+/* Makes a scratch directory into dir and a fresh prefix "<stem><pid>_<n>_"
+ * (n counts the calls) into prefix. Fails the test when it cannot. */
+void ol_test_fresh(char *dir, size_t dir_size, char *prefix, size_t prefix_size, const char *stem);
+/* Sorts the n strings of items (in place) and joins them with spaces, as a
+ * new string. */
+char *ol_test_sorted_join(const char **items, size_t n);
+/* Stops the background process with SIGTERM, failing the test unless it
+ * exits 0 within timeout_ms (the message names it as what). Does not free it. */
+void ol_test_bg_stop_ok(ol_test_bg_t *bg, const char *what, int timeout_ms);
 /* Sends SIGTERM to the background process and waits up to timeout_ms for
  * it; its exit status (-1 on timeout), as ol_test_bg_wait. */
 int ol_test_bg_term(ol_test_bg_t *bg, int timeout_ms);

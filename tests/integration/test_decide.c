@@ -141,9 +141,7 @@ static json_t *decision(json_t *recs, const char *request_id) {
 }
 
 static void stop_ok(ol_test_bg_t *bg) {
-    ol_test_bg_signal(bg, SIGTERM);
-    int rc = ol_test_bg_wait(bg, 30000);
-    cr_assert_eq(rc, 0, "decide exit %d after SIGTERM\nstderr:\n%s", rc, ol_test_bg_stderr(bg));
+    ol_test_bg_stop_ok(bg, "decide", 30000);
     ol_test_bg_free(bg);
 }
 
@@ -350,7 +348,6 @@ static long long sale_end(void) {
 
 Test(decide, kill9_during_a_sale_leaves_one_decision_per_request_and_no_oversell) {
     unsigned seed = ol_test_seed("test_decide");
-    srand(seed);
     use_topics("kill9");
     enum { N = 80000, SKUS = 20, HOT_STOCK = 500, SKU_STOCK = 300 };
     /* catalog: HOT (500 units, min level 1, limits 1 / 2 from level 3 / 3 from level 5) and 20 SKUs */

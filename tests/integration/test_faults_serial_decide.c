@@ -58,9 +58,7 @@ static void stop_bg(ol_test_bg_t **bg) {
 }
 
 static void setup(void) {
-    static int n;
-    ol_test_tmpdir(dir, sizeof(dir));
-    snprintf(prefix, sizeof(prefix), "it_faults_%ld_%d_", (long)getpid(), n++);
+    ol_test_fresh(dir, sizeof(dir), prefix, sizeof(prefix), "it_faults_");
     snprintf(group, sizeof(group), "%sproject", prefix);
     *db = '\0';
 }

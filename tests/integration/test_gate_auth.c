@@ -86,9 +86,7 @@ static void start_gate(const char *extra) {
 }
 
 static void stop_gate_ok(void) {
-    ol_test_bg_signal(gate, SIGTERM);
-    int rc = ol_test_bg_wait(gate, 30000);
-    cr_assert_eq(rc, 0, "gate exit %d after SIGTERM\nstderr:\n%s", rc, ol_test_bg_stderr(gate));
+    ol_test_bg_stop_ok(gate, "gate", 30000);
     ol_test_bg_free(gate);
     gate = NULL;
 }

@@ -25,9 +25,7 @@ static ol_test_bg_t *bgs[MAX_BGS];
 static int nbgs;
 
 static void setup(void) {
-    static int n;
-    ol_test_tmpdir(dir, sizeof(dir));
-    snprintf(prefix, sizeof(prefix), "it_loadgen_%ld_%d_", (long)getpid(), n++);
+    ol_test_fresh(dir, sizeof(dir), prefix, sizeof(prefix), "it_loadgen_");
     snprintf(group, sizeof(group), "%sproject", prefix);
     *db = '\0';
 }

@@ -44,9 +44,7 @@ static ol_test_bg_t *decide_bg(void) {
 }
 
 static void decide_stop(ol_test_bg_t *bg) {
-    ol_test_bg_signal(bg, SIGTERM);
-    int rc = ol_test_bg_wait(bg, 30000);
-    cr_assert_eq(rc, 0, "decide exit %d after SIGTERM\n%s", rc, ol_test_bg_stderr(bg));
+    ol_test_bg_stop_ok(bg, "decide", 30000);
     kit_bg_free(bg);
 }
 

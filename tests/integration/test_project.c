@@ -607,22 +607,19 @@ KIT kit_totals_t kit_model(const char *const *paths) {
 }
 
 /* A load on the test's topics: ops/sample-events orders (n_orders, seed) and
- * kit_sample_skus (nskus, nadjust, seed) published, and what the model of
- * them says; fails the test unless the model counts every published event. */
-typedef struct kit_load_s {
-    long long published;
-    kit_totals_t model;
-} kit_load_t;
-
-KIT kit_load_t kit_publish_load(long n_orders, unsigned orders_seed, int nskus, int nadjust, unsigned skus_seed) {
+ * kit_sample_skus (nskus, nadjust, seed) published (*published: how many
+ * events); returns what the model of them says, failing the test unless it
+ * counts every published event. */
+KIT kit_totals_t kit_publish_load(long long *published, long n_orders, unsigned orders_seed, int nskus, int nadjust,
+                                  unsigned skus_seed) {
     char orders[1024], skus[1024];
     snprintf(orders, sizeof(orders), "%s", kit_sample_orders(n_orders, orders_seed, "orders.jsonl"));
     snprintf(skus, sizeof(skus), "%s", kit_sample_skus(nskus, nadjust, skus_seed, "skus.jsonl"));
-    kit_load_t load = {.published = kit_publish(orders) + kit_publish(skus)};
+    *published = kit_publish(orders) + kit_publish(skus);
     const char *paths[] = {orders, skus, NULL};
-    load.model = kit_model(paths);
-    cr_assert_eq(load.model.events, load.published);
-    return load;
+    kit_totals_t model = kit_model(paths);
+    cr_assert_eq(model.events, *published);
+    return model;
 }
 
 /* The same totals, from the tables of db. */
@@ -695,6 +692,16 @@ KIT long long kit_wait_offsets(const char *db, const char *group, long long targ
         if (!bg)
             kit_sleep_ms(100);
     }
+}
+
+/* kit_project_bg of the main group once it has stored a first batch
+ * (*stored: the sum of its offsets then); fails the test when none is
+ * stored within 60 s. */
+KIT ol_test_bg_t *kit_project_started(long long *stored, const char *db, const char *extra) {
+    ol_test_bg_t *bg = kit_project_bg(db, kit_group, extra);
+    *stored = kit_wait_offsets(db, kit_group, 1, 60000, bg);
+    cr_assert(*stored > 0, "no progress within 60 s\n%s", ol_test_bg_stderr(bg));
+    return bg;
 }
 
 /* The partitions a project process holds by its log: the count of its last
@@ -1308,14 +1315,12 @@ Test(project, a_static_member_comes_back_at_once_and_a_duplicate_is_fenced_loudl
 Test(project, sigterm_drains_and_exits_0) {
     kit_use("sigterm");
     const char *db = kit_new_db("project_sigterm");
-    kit_load_t load = kit_publish_load(50000, 3, 200, 10000, 3);
-    long long published = load.published;
-    kit_totals_t model = load.model;
+    long long published;
+    kit_totals_t model = kit_publish_load(&published, 50000, 3, 200, 10000, 3);
 
-    ol_test_bg_t *bg = kit_project_bg(db, kit_group, "-X consumer.batch.events=1000");
     /* as soon as a batch is in: SIGTERM mid-stream */
-    long long progress = kit_wait_offsets(db, kit_group, 1, 60000, bg);
-    cr_assert(progress > 0, "no progress within 60 s\n%s", ol_test_bg_stderr(bg));
+    long long progress;
+    ol_test_bg_t *bg = kit_project_started(&progress, db, "-X consumer.batch.events=1000");
     long long t0 = ol_test_now_ms();
     ol_test_bg_signal(bg, SIGTERM);
     int rc = ol_test_bg_wait(bg, 40000);

@@ -111,9 +111,6 @@ static const char *str_at(json_t *obj, const char *path1, const char *path2) {
 }
 
 /* The request_id of each record, sorted, joined by spaces (a new string). */
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
 static char *request_ids(json_t *records) {
     size_t n = json_array_size(records);
     const char **ids = calloc(n + 1, sizeof(*ids));
@@ -121,16 +118,7 @@ static char *request_ids(json_t *records) {
         const char *id = str_at(json_array_get(records, i), "data", "request_id");
         ids[i] = id ? id : "(none)";
     }
-    qsort(ids, n, sizeof(*ids), cmp_str);
-    size_t size = 1;
-    for (size_t i = 0; i < n; i++)
-        size += strlen(ids[i]) + 1;
-    char *s = calloc(size, 1);
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            strcat(s, " ");
-        strcat(s, ids[i]);
-    }
+    char *s = ol_test_sorted_join(ids, n);
     free(ids);
     return s;
 }
