@@ -1052,6 +1052,14 @@ void ol_test_cleanup(const char *fixed_args, const char *prefix, const char *con
         ol_test_rmtree(dir);
 }
 
+void ol_test_pg_append_rows(char **all, const char *conninfo, const char *sql) {
+    char *row = ol_test_pg_query_rows(conninfo, sql);
+    char *joined = ol_test_strf("%s%s", *all, row);
+    free(*all);
+    free(row);
+    *all = joined;
+}
+
 void ol_test_fresh(char *dir, size_t dir_size, char *prefix, size_t prefix_size, const char *stem) {
     static int n;
     ol_test_tmpdir(dir, dir_size);

@@ -210,6 +210,9 @@ void ol_test_publish_file(const char *fixed_args, const char *dir, const char *n
  * NULL or "". */
 void ol_test_cleanup(const char *fixed_args, const char *prefix, const char *const *suffixes, const char *db,
                      const char *dir);
+/* Appends the rows of sql, as ol_test_pg_query_rows gives them, to *all (a
+ * new string that replaces it; free it). Fails the test on an error. */
+void ol_test_pg_append_rows(char **all, const char *conninfo, const char *sql);
 /* Makes a scratch directory into dir and a fresh prefix "<stem><pid>_<n>_"
  * (n counts the calls) into prefix. Fails the test when it cannot. */
 void ol_test_fresh(char *dir, size_t dir_size, char *prefix, size_t prefix_size, const char *stem);

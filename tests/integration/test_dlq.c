@@ -122,8 +122,7 @@ static void write_lines(const char *name, bool paid, int count, char *path, size
 Test(dlq, poison_records_counted_shown_and_replayed_once_their_cause_is_fixed) {
     if (!have_kcat())
         cr_skip_test("kcat is not installed");
-    kit_use("dlqflow");
-    const char *db = kit_new_db("dlq_flow");
+    const char *db = kit_use_db("dlqflow", "dlq_flow");
     char path[1024], orders[256];
     kit_topic("orders", orders, sizeof(orders));
 
@@ -287,8 +286,7 @@ Test(dlq, poison_records_counted_shown_and_replayed_once_their_cause_is_fixed) {
 /* `count` dead letters (OrderPaid before their order) projected to the dlq, then their orders placed. */
 static const char *make_pending_payments(int count, const char *tag, json_t **positions) {
     char path[1024];
-    kit_use(tag);
-    const char *db = kit_new_db(tag);
+    const char *db = kit_use_db(tag, tag);
     write_lines("paid.jsonl", true, count, path, sizeof(path));
     kit_publish(path);
     kit_summary_t s = kit_project_all(db, kit_group, NULL);

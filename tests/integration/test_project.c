@@ -119,6 +119,13 @@ KIT void kit_use(const char *tag) {
     free(err);
 }
 
+/* kit_use(tag), then kit_new_db(db_tag): the test's topics and a scratch
+ * database for them. */
+KIT const char *kit_use_db(const char *tag, const char *db_tag) {
+    kit_use(tag);
+    return kit_new_db(db_tag);
+}
+
 /* The full name of a contract topic under the test's prefix (static buffer per call site). */
 KIT const char *kit_topic(const char *name, char *buf, size_t size) {
     snprintf(buf, size, "%s%s", kit_prefix, name);
@@ -916,8 +923,7 @@ static void assert_fixture_rows(const char *db) {
 }
 
 Test(project, projects_fixture_streams_correctly) {
-    kit_use("fixture");
-    const char *db = kit_new_db("project_fixture");
+    const char *db = kit_use_db("fixture", "project_fixture");
     long long published = publish_fixtures();
     cr_assert_eq(published, 18 + 14 + 12);
     kit_summary_t s = kit_project_all(db, kit_group, NULL);
@@ -996,8 +1002,7 @@ Test(project, every_apply_mode_gives_the_same_projection) {
 /* OrderPaid counts once per payment_id: a payment redelivered after another
  * one of the same order must not be added again. */
 Test(project, payment_redelivered_after_another_counts_once) {
-    kit_use("repay");
-    const char *db = kit_new_db("project_repay");
+    const char *db = kit_use_db("repay", "project_repay");
     cr_assert_eq(kit_publish(kit_fixture("payments_interleaved.jsonl")), 4);
     kit_summary_t s = kit_project_all(db, kit_group, NULL);
     cr_assert_eq(s.events, 4);
@@ -1009,8 +1014,7 @@ Test(project, payment_redelivered_after_another_counts_once) {
 }
 
 Test(project, replay_changes_nothing) {
-    kit_use("replay");
-    const char *db = kit_new_db("project_replay");
+    const char *db = kit_use_db("replay", "project_replay");
     long long published = publish_fixtures();
     kit_project_all(db, kit_group, NULL);
     assert_fixture_rows(db);
@@ -1067,8 +1071,7 @@ static void find_record(json_t *records, const char *field, const char *value, l
 }
 
 Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
-    kit_use("poison");
-    const char *db = kit_new_db("project_poison");
+    const char *db = kit_use_db("poison", "project_poison");
     char orders[256], after[256], skus[256], dlq[256], path[1024];
     kit_topic("orders", orders, sizeof(orders));
     kit_topic("after-sales", after, sizeof(after));
@@ -1240,8 +1243,7 @@ Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
 }
 
 Test(project, too_many_poison_in_a_row_stops_loudly) {
-    kit_use("maxpoison");
-    const char *db = kit_new_db("project_maxpoison");
+    const char *db = kit_use_db("maxpoison", "project_maxpoison");
     char orders[256], dlq[256];
     kit_topic("orders", orders, sizeof(orders));
     kit_topic("dlq", dlq, sizeof(dlq));
@@ -1270,8 +1272,7 @@ Test(project, too_many_poison_in_a_row_stops_loudly) {
 /* The limit stops a projector that keeps running at once, not when the next
  * record arrives (none comes here). */
 Test(project, too_many_poison_in_a_row_stops_without_waiting_for_more) {
-    kit_use("maxpoisonlive");
-    const char *db = kit_new_db("project_maxpoisonlive");
+    const char *db = kit_use_db("maxpoisonlive", "project_maxpoisonlive");
     char orders[256];
     kit_topic("orders", orders, sizeof(orders));
     const char *const headers[] = {"ce_type", "orderlog.OrderShipped", "ce_id", "junk", NULL};
@@ -1292,8 +1293,7 @@ Test(project, too_many_poison_in_a_row_stops_without_waiting_for_more) {
  * a second process with the same name fences the first, which exits
  * non-zero saying why instead of sitting idle. */
 Test(project, a_static_member_comes_back_at_once_and_a_duplicate_is_fenced_loudly) {
-    kit_use("static");
-    const char *db = kit_new_db("project_static");
+    const char *db = kit_use_db("static", "project_static");
     ol_test_bg_t *a = kit_project_bg(db, kit_group, "-X consumer.instance=a");
     cr_assert(ol_test_bg_wait_stderr(a, "\"assigned ", 1, 60000) >= 1, "%s", ol_test_bg_stderr(a));
     ol_test_bg_signal(a, SIGKILL);
@@ -1313,8 +1313,7 @@ Test(project, a_static_member_comes_back_at_once_and_a_duplicate_is_fenced_loudl
 }
 
 Test(project, sigterm_drains_and_exits_0) {
-    kit_use("sigterm");
-    const char *db = kit_new_db("project_sigterm");
+    const char *db = kit_use_db("sigterm", "project_sigterm");
     long long published;
     kit_totals_t model = kit_publish_load(&published, 50000, 3, 200, 10000, 3);
 
@@ -1356,8 +1355,7 @@ static long long publish_text(const char *name, const char *text) {
  * another order: the first order no longer counts it. Two runs, so that the
  * move comes in a batch of its own, as it would in production. */
 Test(project, refund_moved_to_another_order_leaves_the_first_one) {
-    kit_use("refundmove");
-    const char *db = kit_new_db("project_refundmove");
+    const char *db = kit_use_db("refundmove", "project_refundmove");
     publish_text("first.jsonl",
                  "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"O-A\",\"user_id\":\"u\",\"source\":"
                  "\"flash_sale\",\"lines\":[],\"total_amount\":500,\"currency\":\"CNY\",\"placed_at\":"
@@ -1390,8 +1388,7 @@ Test(project, refund_moved_to_another_order_leaves_the_first_one) {
 /* PostgreSQL has no year 0000: publish refuses such a time, and a record
  * written by another tool goes to the dlq instead of stopping the projector. */
 Test(project, a_time_postgresql_cannot_store_goes_to_the_dlq) {
-    kit_use("pgrefuses");
-    const char *db = kit_new_db("project_pgrefuses");
+    const char *db = kit_use_db("pgrefuses", "project_pgrefuses");
     static const char year0[] = "{\"order_id\":\"O-Y0\",\"user_id\":\"u\",\"source\":\"flash_sale\",\"lines\":[],"
                                 "\"total_amount\":500,\"currency\":\"CNY\",\"placed_at\":\"0000-06-01T00:00:00Z\"}";
     char topic[256];
@@ -1428,8 +1425,7 @@ Test(project, a_time_postgresql_cannot_store_goes_to_the_dlq) {
  * is a member of the tables' owner but no superuser (the limit does not
  * hold for superusers). */
 Test(project, waits_for_a_connection_slot_at_start) {
-    kit_use("slots");
-    const char *db = kit_new_db("project_slots");
+    const char *db = kit_use_db("slots", "project_slots");
     char path[1024];
     snprintf(path, sizeof(path), "%s", kit_sample_orders(2000, 3, "orders.jsonl"));
     long long published = kit_publish(path);

@@ -34,8 +34,7 @@ static void assert_exact(const char *db, const char *group, const kit_totals_t *
 
 Test(project_crash, kill9_at_random_moments_loses_and_duplicates_nothing) {
     unsigned seed = ol_test_seed("test_project_crash");
-    kit_use("kill9");
-    const char *db = kit_new_db("project_kill9");
+    const char *db = kit_use_db("kill9", "project_kill9");
     long long published;
     kit_totals_t model = kit_publish_load(&published, 200000, 1 + seed % 1000, 500, 40000, seed);
     cr_assert_eq(model.dlq, 0);
@@ -89,8 +88,7 @@ Test(project_crash, kill9_at_random_moments_loses_and_duplicates_nothing) {
 
 Test(project_crash, two_projectors_one_stopped_mid_load) {
     unsigned seed = ol_test_seed("test_project_crash");
-    kit_use("two");
-    const char *db = kit_new_db("project_two");
+    const char *db = kit_use_db("two", "project_two");
     long long published;
     kit_totals_t model = kit_publish_load(&published, 120000, 1 + seed % 1000, 300, 16000, seed);
 

@@ -27,12 +27,9 @@ static bool stack_pg_under_test(void) {
 Test(project_pg, postgresql_restarted_mid_load_loses_and_duplicates_nothing) {
     if (!stack_pg_under_test())
         cr_skip_test("the tests do not use the PostgreSQL of ops/stack (%s): not restarting it", ol_test_pg_conninfo());
-    kit_use("pgrestart");
-    const char *db = kit_new_db("project_pgrestart");
-    long long published;
+    const char *db = kit_use_db("pgrestart", "project_pgrestart");
+    long long published, before;
     kit_totals_t model = kit_publish_load(&published, 84000, 11, 300, 16000, 11);
-
-    long long before;
     ol_test_bg_t *bg = kit_project_started(&before, db, "-X consumer.batch.events=2000");
 
     pg_stopped = true;
@@ -78,8 +75,7 @@ Test(project_pg, postgresql_restarted_mid_load_loses_and_duplicates_nothing) {
 Test(project_pg, started_while_postgresql_is_down_waits_for_it) {
     if (!stack_pg_under_test())
         cr_skip_test("the tests do not use the PostgreSQL of ops/stack (%s): not stopping it", ol_test_pg_conninfo());
-    kit_use("pgdown");
-    const char *db = kit_new_db("project_pgdown");
+    const char *db = kit_use_db("pgdown", "project_pgdown");
     long long published = kit_publish(kit_sample_orders(3000, 5, "orders.jsonl"));
     pg_stopped = true;
     ol_test_stack_ok("pg-stop fast");
@@ -103,8 +99,7 @@ Test(project_pg, started_while_postgresql_is_down_waits_for_it) {
 Test(project_pg, postgresql_killed_mid_load_loses_and_duplicates_nothing) {
     if (!stack_pg_under_test())
         cr_skip_test("the tests do not use the PostgreSQL of ops/stack (%s): not killing it", ol_test_pg_conninfo());
-    kit_use("pgkill");
-    const char *db = kit_new_db("project_pgkill");
+    const char *db = kit_use_db("pgkill", "project_pgkill");
     char orders[1024];
     snprintf(orders, sizeof(orders), "%s", kit_sample_orders(60000, 13, "orders.jsonl"));
     long long published = kit_publish(orders);

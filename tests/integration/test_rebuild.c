@@ -168,11 +168,7 @@ static char *checksums_of(const char *conninfo, const char *schema) {
                      "select '%s', count(*), coalesce(md5(string_agg(t::text, E'\\n' order by t::text)), '-') from "
                      "%s.%s t",
                      tables[i], schema, tables[i]);
-        char *row = ol_test_pg_query_rows(conninfo, sql), *joined;
-        cr_assert(asprintf(&joined, "%s%s", all, row) >= 0);
-        free(all);
-        free(row);
-        all = joined;
+        ol_test_pg_append_rows(&all, conninfo, sql);
     }
     return all;
 }
