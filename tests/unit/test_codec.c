@@ -26,18 +26,8 @@ __attribute__((used)) const char *__asan_default_options(void) {
 #define NOW_MS 1795000000000LL
 #define NOW_TEXT "2026-11-18T11:06:40.000Z"
 
-static ol_codec_t *codec;
-static ol_arena_t *arena; /* the parsed input of one line, reset before each */
-
-static void setup(void) {
-    codec = ol_codec_new();
-    arena = ol_arena_new(0);
-}
-
-static void teardown(void) {
-    ol_codec_destroy(codec);
-    ol_arena_destroy(arena);
-}
+/* codec, and arena: the parsed input of one line, reset before each */
+OLT_CODEC_FIXTURE
 
 /* jansson data in the codec's input form (in the arena) */
 static const ol_json_t *in_form(json_t *j) {

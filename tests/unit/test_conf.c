@@ -9,15 +9,7 @@
 #include "common/base/conf.h"
 #include "testutil.h"
 
-static ol_conf_t *conf;
-
-static void setup(void) {
-    conf = ol_conf_new();
-}
-
-static void teardown(void) {
-    ol_conf_destroy(conf);
-}
+OLT_FIXTURE(ol_conf_t, conf, ol_conf_new(), ol_conf_destroy)
 
 TestSuite(conf, .init = setup, .fini = teardown);
 
