@@ -577,6 +577,44 @@ static rd_kafka_t *kafka_admin_new(void) {
     return rk;
 }
 
+/* One admin request under way: its options and the queue its result comes to. */
+typedef struct admin_call_s {
+    rd_kafka_AdminOptions_t *opts;
+    rd_kafka_queue_t *q;
+} admin_call_t;
+
+/* Options for op with KAFKA_TIMEOUT_MS (the operation's timeout when
+ * operation, else the request's) and a queue for the result. */
+static admin_call_t admin_begin(rd_kafka_t *rk, rd_kafka_admin_op_t op, bool operation) {
+    char errstr[512];
+    admin_call_t c = {rd_kafka_AdminOptions_new(rk, op), rd_kafka_queue_new(rk)};
+    if (operation)
+        rd_kafka_AdminOptions_set_operation_timeout(c.opts, KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
+    else
+        rd_kafka_AdminOptions_set_request_timeout(c.opts, KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
+    return c;
+}
+
+/* Waits for the result of the request: its event (NULL when none came);
+ * msg gets "no answer" or the request's error, and is left as it is when
+ * the request succeeded. */
+static rd_kafka_event_t *admin_wait(admin_call_t *c, char *msg, size_t size) {
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(c->q, KAFKA_TIMEOUT_MS + 5000);
+    if (!ev)
+        snprintf(msg, size, "no answer");
+    else if (rd_kafka_event_error(ev))
+        snprintf(msg, size, "%s", rd_kafka_event_error_string(ev));
+    return ev;
+}
+
+/* Frees the event (NULL is a no-op), the queue and the options. */
+static void admin_end(admin_call_t *c, rd_kafka_event_t *ev) {
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(c->q);
+    rd_kafka_AdminOptions_destroy(c->opts);
+}
+
 /* Partition count of topic in md, 0 when absent (or in error). */
 static int md_partitions(const struct rd_kafka_metadata *md, const char *topic) {
     for (int i = 0; i < md->topic_cnt; i++)
@@ -612,16 +650,10 @@ void ol_test_kafka_create_topic(const char *topic, int partitions, const char *c
     cr_assert(nt, "NewTopic %s: %s", topic, errstr);
     if (config_name)
         rd_kafka_NewTopic_set_config(nt, config_name, config_value);
-    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    rd_kafka_AdminOptions_set_operation_timeout(opts, KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_CreateTopics(rk, &nt, 1, opts, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KAFKA_TIMEOUT_MS + 5000);
-    if (!ev) {
-        snprintf(msg, sizeof(msg), "no answer");
-    } else if (rd_kafka_event_error(ev)) {
-        snprintf(msg, sizeof(msg), "%s", rd_kafka_event_error_string(ev));
-    } else {
+    admin_call_t c = admin_begin(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS, true);
+    rd_kafka_CreateTopics(rk, &nt, 1, c.opts, c.q);
+    rd_kafka_event_t *ev = admin_wait(&c, msg, sizeof(msg));
+    if (!*msg) {
         size_t n;
         const rd_kafka_topic_result_t **res =
             rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
@@ -629,10 +661,7 @@ void ol_test_kafka_create_topic(const char *topic, int partitions, const char *c
             if (rd_kafka_topic_result_error(res[i]))
                 snprintf(msg, sizeof(msg), "%s", rd_kafka_topic_result_error_string(res[i]));
     }
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    rd_kafka_queue_destroy(q);
-    rd_kafka_AdminOptions_destroy(opts);
+    admin_end(&c, ev);
     rd_kafka_NewTopic_destroy(nt);
     if (*msg) {
         rd_kafka_destroy(rk);
@@ -651,42 +680,30 @@ void ol_test_kafka_create_topic(const char *topic, int partitions, const char *c
 }
 
 void ol_test_kafka_delete_topics(const char *const *topics, size_t count) {
-    char errstr[512];
+    char msg[512]; /* best effort: not looked at */
     if (!count)
         return;
     rd_kafka_t *rk = kafka_admin_new();
     rd_kafka_DeleteTopic_t **dt = ol_xcalloc(count, sizeof(*dt));
     for (size_t i = 0; i < count; i++)
         dt[i] = rd_kafka_DeleteTopic_new(topics[i]);
-    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
-    rd_kafka_AdminOptions_set_operation_timeout(opts, KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_DeleteTopics(rk, dt, count, opts, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KAFKA_TIMEOUT_MS + 5000);
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    rd_kafka_queue_destroy(q);
-    rd_kafka_AdminOptions_destroy(opts);
+    admin_call_t c = admin_begin(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS, true);
+    rd_kafka_DeleteTopics(rk, dt, count, c.opts, c.q);
+    admin_end(&c, admin_wait(&c, msg, sizeof(msg)));
     rd_kafka_DeleteTopic_destroy_array(dt, count);
     free(dt);
     rd_kafka_destroy(rk);
 }
 
 char *ol_test_kafka_topic_config(const char *topic, const char *name) {
-    char errstr[512], msg[512] = "";
+    char msg[512] = "";
     char *value = NULL;
     rd_kafka_t *rk = kafka_admin_new();
     rd_kafka_ConfigResource_t *res = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
-    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
-    rd_kafka_AdminOptions_set_request_timeout(opts, KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_DescribeConfigs(rk, &res, 1, opts, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KAFKA_TIMEOUT_MS + 5000);
-    if (!ev) {
-        snprintf(msg, sizeof(msg), "no answer");
-    } else if (rd_kafka_event_error(ev)) {
-        snprintf(msg, sizeof(msg), "%s", rd_kafka_event_error_string(ev));
-    } else {
+    admin_call_t c = admin_begin(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, false);
+    rd_kafka_DescribeConfigs(rk, &res, 1, c.opts, c.q);
+    rd_kafka_event_t *ev = admin_wait(&c, msg, sizeof(msg));
+    if (!*msg) {
         size_t nres, ncfg;
         const rd_kafka_ConfigResource_t **rs =
             rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &nres);
@@ -701,10 +718,7 @@ char *ol_test_kafka_topic_config(const char *topic, const char *name) {
                     value = ol_xstrdup(rd_kafka_ConfigEntry_value(cfg[k]));
         }
     }
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    rd_kafka_queue_destroy(q);
-    rd_kafka_AdminOptions_destroy(opts);
+    admin_end(&c, ev);
     rd_kafka_ConfigResource_destroy(res);
     rd_kafka_destroy(rk);
     cr_assert(!*msg, "could not describe the configs of topic %s: %s", topic, msg);
@@ -845,52 +859,38 @@ long long ol_test_kafka_end_offset(const char *topic, int partition) {
 }
 
 void ol_test_kafka_delete_groups(const char *const *groups, size_t count) {
-    char errstr[512];
+    char msg[512]; /* best effort: not looked at */
     if (!count)
         return;
     rd_kafka_t *rk = kafka_admin_new();
     rd_kafka_DeleteGroup_t **dg = ol_xcalloc(count, sizeof(*dg));
     for (size_t i = 0; i < count; i++)
         dg[i] = rd_kafka_DeleteGroup_new(groups[i]);
-    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETEGROUPS);
-    rd_kafka_AdminOptions_set_request_timeout(opts, KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_DeleteGroups(rk, dg, count, opts, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KAFKA_TIMEOUT_MS + 5000);
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    rd_kafka_queue_destroy(q);
-    rd_kafka_AdminOptions_destroy(opts);
+    admin_call_t c = admin_begin(rk, RD_KAFKA_ADMIN_OP_DELETEGROUPS, false);
+    rd_kafka_DeleteGroups(rk, dg, count, c.opts, c.q);
+    admin_end(&c, admin_wait(&c, msg, sizeof(msg)));
     rd_kafka_DeleteGroup_destroy_array(dg, count);
     free(dg);
     rd_kafka_destroy(rk);
 }
 
 void ol_test_kafka_delete_records(const char *topic, int partition, long long before) {
-    char errstr[512];
+    char msg[512] = "";
     rd_kafka_t *rk = kafka_admin_new();
     rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(offsets, topic, partition)->offset = before;
     rd_kafka_DeleteRecords_t *del = rd_kafka_DeleteRecords_new(offsets);
     rd_kafka_topic_partition_list_destroy(offsets);
-    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETERECORDS);
-    rd_kafka_AdminOptions_set_operation_timeout(opts, KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_DeleteRecords(rk, &del, 1, opts, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, KAFKA_TIMEOUT_MS + 5000);
-    char msg[512] = "";
-    if (!ev || rd_kafka_event_error(ev)) {
-        snprintf(msg, sizeof(msg), "%s", ev ? rd_kafka_event_error_string(ev) : "no answer");
-    } else {
+    admin_call_t c = admin_begin(rk, RD_KAFKA_ADMIN_OP_DELETERECORDS, true);
+    rd_kafka_DeleteRecords(rk, &del, 1, c.opts, c.q);
+    rd_kafka_event_t *ev = admin_wait(&c, msg, sizeof(msg));
+    if (!*msg) {
         const rd_kafka_topic_partition_list_t *res =
             rd_kafka_DeleteRecords_result_offsets(rd_kafka_event_DeleteRecords_result(ev));
         if (res->cnt != 1 || res->elems[0].err)
             snprintf(msg, sizeof(msg), "%s", res->cnt ? rd_kafka_err2str(res->elems[0].err) : "no result");
     }
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    rd_kafka_queue_destroy(q);
-    rd_kafka_AdminOptions_destroy(opts);
+    admin_end(&c, ev);
     rd_kafka_DeleteRecords_destroy(del);
     rd_kafka_destroy(rk);
     cr_assert(!*msg, "could not delete the records of %s [%d] before %lld: %s", topic, partition, before, msg);
