@@ -38,6 +38,41 @@ static void buf_append(buf_t *b, const char *s, size_t n) {
     b->data[b->len] = '\0';
 }
 
+/* In the child: cmdline with /bin/sh -c, stdout to out_fd, stderr to err_fd, stdin /dev/null. */
+__attribute__((noreturn)) static void exec_sh(const char *cmdline, int out_fd, int err_fd) {
+    dup2(out_fd, STDOUT_FILENO);
+    dup2(err_fd, STDERR_FILENO);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0)
+        dup2(devnull, STDIN_FILENO);
+    execl("/bin/sh", "sh", "-c", cmdline, (char *)NULL);
+    _exit(127);
+}
+
+/* Reads what the pipes fds[0] and fds[1] (-1: closed) give within
+ * timeout_ms (-1: until one gives something) into bufs, closing a pipe at
+ * its end (and setting it to -1). Returns how many are still open; -1 when
+ * poll fails (other than EINTR). */
+static int pump_pipes(int fds[2], buf_t bufs[2], int timeout_ms) {
+    struct pollfd p[2] = {{fds[0], POLLIN, 0}, {fds[1], POLLIN, 0}};
+    int ready = fds[0] < 0 && fds[1] < 0 ? 0 : poll(p, 2, timeout_ms);
+    if (ready < 0 && errno != EINTR)
+        return -1;
+    for (int i = 0; ready > 0 && i < 2; i++) {
+        if (fds[i] < 0 || !p[i].revents)
+            continue;
+        char chunk[8192];
+        ssize_t n = read(fds[i], chunk, sizeof(chunk));
+        if (n > 0) {
+            buf_append(&bufs[i], chunk, (size_t)n);
+        } else if (n == 0 || errno != EINTR) {
+            close(fds[i]);
+            fds[i] = -1;
+        }
+    }
+    return (fds[0] >= 0) + (fds[1] >= 0);
+}
+
 int ol_test_run(const char *cmdline, char **out, char **err) {
     int po[2], pe[2];
     if (out)
@@ -60,43 +95,17 @@ int ol_test_run(const char *cmdline, char **out, char **err) {
         close(pe[1]);
         return -1;
     }
-    if (pid == 0) {
-        dup2(po[1], STDOUT_FILENO);
-        dup2(pe[1], STDERR_FILENO);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
-        execl("/bin/sh", "sh", "-c", cmdline, (char *)NULL);
-        _exit(127);
-    }
+    if (pid == 0)
+        exec_sh(cmdline, po[1], pe[1]);
     close(po[1]);
     close(pe[1]);
     buf_t bufs[2] = {{ol_xstrdup(""), 0, 1}, {ol_xstrdup(""), 0, 1}};
-    struct pollfd fds[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
-    int open_fds = 2;
-    while (open_fds) {
-        if (poll(fds, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        for (int i = 0; i < 2; i++) {
-            if (fds[i].fd < 0 || !fds[i].revents)
-                continue;
-            char chunk[8192];
-            ssize_t n = read(fds[i].fd, chunk, sizeof(chunk));
-            if (n > 0) {
-                buf_append(&bufs[i], chunk, (size_t)n);
-            } else if (n == 0 || errno != EINTR) {
-                close(fds[i].fd);
-                fds[i].fd = -1;
-                open_fds--;
-            }
-        }
-    }
+    int fds[2] = {po[0], pe[0]};
+    while (pump_pipes(fds, bufs, -1) > 0)
+        ;
     for (int i = 0; i < 2; i++)
-        if (fds[i].fd >= 0)
-            close(fds[i].fd);
+        if (fds[i] >= 0)
+            close(fds[i]);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
@@ -436,15 +445,8 @@ ol_test_bg_t *ol_test_bg_start(const char *cmdline) {
     fflush(NULL);
     pid_t pid = fork();
     cr_assert(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        dup2(po[1], STDOUT_FILENO);
-        dup2(pe[1], STDERR_FILENO);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
-        execl("/bin/sh", "sh", "-c", cmdline, (char *)NULL);
-        _exit(127);
-    }
+    if (pid == 0)
+        exec_sh(cmdline, po[1], pe[1]);
     close(po[1]);
     close(pe[1]);
     ol_test_bg_t *bg = ol_xcalloc(1, sizeof(*bg));
@@ -458,24 +460,7 @@ ol_test_bg_t *ol_test_bg_start(const char *cmdline) {
 
 /* Reads what is available within timeout_ms; returns 0 once both pipes are closed. */
 static int bg_pump(ol_test_bg_t *bg, int timeout_ms) {
-    struct pollfd fds[2] = {{bg->fds[0], POLLIN, 0}, {bg->fds[1], POLLIN, 0}};
-    if (bg->fds[0] < 0 && bg->fds[1] < 0)
-        return 0;
-    if (poll(fds, 2, timeout_ms) <= 0)
-        return 1;
-    for (int i = 0; i < 2; i++) {
-        if (bg->fds[i] < 0 || !fds[i].revents)
-            continue;
-        char chunk[8192];
-        ssize_t n = read(bg->fds[i], chunk, sizeof(chunk));
-        if (n > 0) {
-            buf_append(&bg->bufs[i], chunk, (size_t)n);
-        } else if (n == 0 || errno != EINTR) {
-            close(bg->fds[i]);
-            bg->fds[i] = -1;
-        }
-    }
-    return bg->fds[0] >= 0 || bg->fds[1] >= 0;
+    return pump_pipes(bg->fds, bg->bufs, timeout_ms) != 0;
 }
 
 static int bg_reap(ol_test_bg_t *bg, int options) {
@@ -497,19 +482,32 @@ static int count_newlines(const buf_t *b) {
     return n;
 }
 
+/* One step of waiting for output: reads for up to 100 ms. False when the
+ * wait is over: deadline has passed, or the process has exited and closed
+ * its pipes, or (drain) it has exited at all, its output then read to the
+ * end (a leftover child may hold the pipes: not past deadline). */
+static bool bg_step(ol_test_bg_t *bg, long long deadline, bool drain) {
+    long long left = deadline - ol_test_now_ms();
+    if (left <= 0)
+        return false;
+    if (!bg_pump(bg, left > 100 ? 100 : (int)left)) {
+        if (bg_reap(bg, WNOHANG))
+            return false;
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    } else if (drain && bg_reap(bg, WNOHANG)) {
+        while (bg_pump(bg, 100))
+            if (ol_test_now_ms() > deadline)
+                break;
+        return false;
+    }
+    return true;
+}
+
 int ol_test_bg_wait_lines(ol_test_bg_t *bg, int lines, int timeout_ms) {
     long long deadline = ol_test_now_ms() + timeout_ms;
-    while (count_newlines(&bg->bufs[0]) < lines) {
-        long long left = deadline - ol_test_now_ms();
-        if (left <= 0)
-            break;
-        if (!bg_pump(bg, left > 100 ? 100 : (int)left)) {
-            if (bg_reap(bg, WNOHANG))
-                break;
-            struct timespec ts = {0, 20 * 1000000};
-            nanosleep(&ts, NULL);
-        }
-    }
+    while (count_newlines(&bg->bufs[0]) < lines && bg_step(bg, deadline, false))
+        ;
     return count_newlines(&bg->bufs[0]);
 }
 
@@ -679,20 +677,32 @@ void ol_test_kafka_create_topic(const char *topic, int partitions, const char *c
               partitions);
 }
 
-void ol_test_kafka_delete_topics(const char *const *topics, size_t count) {
-    char msg[512]; /* best effort: not looked at */
+/* Deletes the consumer groups (groups) or else the topics of names; best
+ * effort, quiet (for cleanup). */
+static void kafka_delete(const char *const *names, size_t count, bool groups) {
+    char msg[512]; /* not looked at */
     if (!count)
         return;
     rd_kafka_t *rk = kafka_admin_new();
-    rd_kafka_DeleteTopic_t **dt = ol_xcalloc(count, sizeof(*dt));
+    void **objs = ol_xcalloc(count, sizeof(*objs));
     for (size_t i = 0; i < count; i++)
-        dt[i] = rd_kafka_DeleteTopic_new(topics[i]);
-    admin_call_t c = admin_begin(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS, true);
-    rd_kafka_DeleteTopics(rk, dt, count, c.opts, c.q);
+        objs[i] = groups ? (void *)rd_kafka_DeleteGroup_new(names[i]) : (void *)rd_kafka_DeleteTopic_new(names[i]);
+    admin_call_t c = admin_begin(rk, groups ? RD_KAFKA_ADMIN_OP_DELETEGROUPS : RD_KAFKA_ADMIN_OP_DELETETOPICS, !groups);
+    if (groups)
+        rd_kafka_DeleteGroups(rk, (rd_kafka_DeleteGroup_t **)objs, count, c.opts, c.q);
+    else
+        rd_kafka_DeleteTopics(rk, (rd_kafka_DeleteTopic_t **)objs, count, c.opts, c.q);
     admin_end(&c, admin_wait(&c, msg, sizeof(msg)));
-    rd_kafka_DeleteTopic_destroy_array(dt, count);
-    free(dt);
+    if (groups)
+        rd_kafka_DeleteGroup_destroy_array((rd_kafka_DeleteGroup_t **)objs, count);
+    else
+        rd_kafka_DeleteTopic_destroy_array((rd_kafka_DeleteTopic_t **)objs, count);
+    free(objs);
     rd_kafka_destroy(rk);
+}
+
+void ol_test_kafka_delete_topics(const char *const *topics, size_t count) {
+    kafka_delete(topics, count, false);
 }
 
 char *ol_test_kafka_topic_config(const char *topic, const char *name) {
@@ -762,25 +772,9 @@ static int count_occurrences(const char *text, const char *needle) {
 
 int ol_test_bg_wait_stderr(ol_test_bg_t *bg, const char *needle, int count, int timeout_ms) {
     long long deadline = ol_test_now_ms() + timeout_ms;
-    int found;
-    while ((found = count_occurrences(bg->bufs[1].data, needle)) < count) {
-        long long left = deadline - ol_test_now_ms();
-        if (left <= 0)
-            break;
-        if (!bg_pump(bg, left > 100 ? 100 : (int)left)) {
-            if (bg_reap(bg, WNOHANG))
-                break;
-            struct timespec ts = {0, 20 * 1000000};
-            nanosleep(&ts, NULL);
-        } else if (bg_reap(bg, WNOHANG)) {
-            while (bg_pump(bg, 100)) /* the rest of its output */
-                if (ol_test_now_ms() > deadline)
-                    break;
-            found = count_occurrences(bg->bufs[1].data, needle);
-            break;
-        }
-    }
-    return found;
+    while (count_occurrences(bg->bufs[1].data, needle) < count && bg_step(bg, deadline, true))
+        ;
+    return count_occurrences(bg->bufs[1].data, needle);
 }
 
 int ol_test_pg_try_query_int(const char *conninfo, const char *sql, long long *out) {
@@ -859,19 +853,7 @@ long long ol_test_kafka_end_offset(const char *topic, int partition) {
 }
 
 void ol_test_kafka_delete_groups(const char *const *groups, size_t count) {
-    char msg[512]; /* best effort: not looked at */
-    if (!count)
-        return;
-    rd_kafka_t *rk = kafka_admin_new();
-    rd_kafka_DeleteGroup_t **dg = ol_xcalloc(count, sizeof(*dg));
-    for (size_t i = 0; i < count; i++)
-        dg[i] = rd_kafka_DeleteGroup_new(groups[i]);
-    admin_call_t c = admin_begin(rk, RD_KAFKA_ADMIN_OP_DELETEGROUPS, false);
-    rd_kafka_DeleteGroups(rk, dg, count, c.opts, c.q);
-    admin_end(&c, admin_wait(&c, msg, sizeof(msg)));
-    rd_kafka_DeleteGroup_destroy_array(dg, count);
-    free(dg);
-    rd_kafka_destroy(rk);
+    kafka_delete(groups, count, true);
 }
 
 void ol_test_kafka_delete_records(const char *topic, int partition, long long before) {

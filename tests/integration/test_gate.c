@@ -298,6 +298,16 @@ static void expect_invalid(const char *what, reply_t r, int status, const char *
     ol_test_reply_free(&r);
 }
 
+/* The end of a test of invalid requests: n of them counted as invalid,
+ * nothing on buy-requests, and the gate stops cleanly. */
+static void expect_invalid_only(long long n) {
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), n);
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), 0, "nothing invalid reaches Kafka: %s", json_dumps(recs, 0));
+    json_decref(recs);
+    stop_gate_ok();
+}
+
 Test(gate, rejects_bad_input_with_400_naming_the_field_before_kafka) {
     use_topics("invalid");
     start_gate("-X gate.wait.ms=0 -X gate.body.max.bytes=1024");
@@ -305,48 +315,46 @@ Test(gate, rejects_bad_input_with_400_naming_the_field_before_kafka) {
     char body[4096];
     snprintf(body, sizeof(body), "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\"%s", ok_tail);
     expect_invalid("missing userID", http("POST", "/buy", body), 400, "userID");
-    expect_invalid("userLevel as a string",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":\"1\","
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1}"),
-                   400, "userLevel");
-    expect_invalid("goodsSKU as a number",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":7,\"goodsQuantity\":1}"),
-                   400, "goodsSKU");
-    expect_invalid("negative quantity",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":-2}"),
-                   400, "goodsQuantity");
-    expect_invalid("zero quantity",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":0}"),
-                   400, "goodsQuantity");
-    expect_invalid("fractional quantity",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1.5}"),
-                   400, "goodsQuantity");
-    expect_invalid("bad IP",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.300\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1}"),
-                   400, "clientIP");
-    expect_invalid("unknown field",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1,\"price\":1}"),
-                   400, "price");
-    expect_invalid("bad requestID",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1,\"requestID\":\"a b/c\"}"),
-                   400, "requestID");
-    expect_invalid("malformed JSON", http("POST", "/buy", "{\"sessionID\":\"s\","), 400, "body");
-    expect_invalid("not an object", http("POST", "/buy", "[1,2]"), 400, "body");
+    static const struct {
+        const char *what, *body, *field;
+    } bad[] = {
+        {"userLevel as a string",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":\"1\","
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":1}",
+         "userLevel"},
+        {"goodsSKU as a number",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":7,\"goodsQuantity\":1}",
+         "goodsSKU"},
+        {"negative quantity",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":-2}",
+         "goodsQuantity"},
+        {"zero quantity",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":0}",
+         "goodsQuantity"},
+        {"fractional quantity",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":1.5}",
+         "goodsQuantity"},
+        {"bad IP",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.300\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":1}",
+         "clientIP"},
+        {"unknown field",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":1,\"price\":1}",
+         "price"},
+        {"bad requestID",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":1,\"requestID\":\"a b/c\"}",
+         "requestID"},
+        {"malformed JSON", "{\"sessionID\":\"s\",", "body"},
+        {"not an object", "[1,2]", "body"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_invalid(bad[i].what, http("POST", "/buy", bad[i].body), 400, bad[i].field);
     /* oversized: declared with Content-Length, and again as chunks without it */
     char big[3000];
     memset(big, ' ', sizeof(big));
@@ -380,11 +388,7 @@ Test(gate, rejects_bad_input_with_400_naming_the_field_before_kafka) {
     ol_test_reply_free(&r);
 
     /* 14 bad bodies and the GET */
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), 15);
-    json_t *recs = read_topic("buy-requests");
-    cr_expect_eq(json_array_size(recs), 0, "nothing invalid reaches Kafka: %s", json_dumps(recs, 0));
-    json_decref(recs);
-    stop_gate_ok();
+    expect_invalid_only(15);
 }
 
 /* Bodies that used to get 202 and were never decided (the decider
@@ -413,11 +417,7 @@ Test(gate, refuses_invalid_utf8_and_nul_anywhere_in_the_body) {
                   error ? error : "(none)", cases[i].error);
         expect_invalid(cases[i].what, r, 400, cases[i].field);
     }
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), 5);
-    json_t *recs = read_topic("buy-requests");
-    cr_expect_eq(json_array_size(recs), 0, "nothing invalid reaches Kafka: %s", json_dumps(recs, 0));
-    json_decref(recs);
-    stop_gate_ok();
+    expect_invalid_only(5);
 }
 
 /* ---- rate limits ---- */

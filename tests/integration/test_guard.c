@@ -424,30 +424,47 @@ Test(guard, restart_neither_bans_twice_nor_forgets_lifts) {
     cr_assert(strstr(err, "undecodable, 0 bans,"), "the second run banned again:\n%s", err);
 }
 
-Test(guard, a_restart_keeps_counting_the_window_it_was_in) {
-    use_topics("window");
-    const char *options = "-X log.level=debug -X guard.window.ms=60000 -X guard.ip.max=5 -X guard.user.max=100 "
-                          "-X guard.ban.ms=600000";
-    guards[0] = start_guard(options);
-    lines_t l = {0};
-    long long t = ol_test_wall_ms();
+/* The options of the restart tests' guard: 5 requests of an IP in a minute. */
+#define RESTART_OPTIONS                                                                                    \
+    "-X log.level=debug -X guard.window.ms=60000 -X guard.ip.max=5 -X guard.user.max=100 -X guard.ban.ms=" \
+    "600000"
+
+/* Adds requests <stem><from..to-1> of user from ip at t (t + i when spread) to l. */
+static void bot_buys(lines_t *l, const char *stem, int from, int to, const char *ip, const char *user, long long t,
+                     bool spread) {
     char req[64];
-    for (int i = 0; i < 3; i++) {
-        snprintf(req, sizeof(req), "a-%d", i);
-        buy(&l, req, "203.0.113.77", "slow-bot", t + i);
+    for (int i = from; i < to; i++) {
+        snprintf(req, sizeof(req), "%s%d", stem, i);
+        buy(l, req, ip, user, spread ? t + i : t);
     }
-    publish(&l, "first.jsonl");
-    cr_assert(ol_test_bg_wait_stderr(guards[0], "; 3 requests judged so far", 1, 20000) == 1,
-              "the first run did not commit 3 requests:\n%s", ol_test_bg_stderr(guards[0]));
+}
+
+/* The first run of the restart tests: topics of tag, guards[0] with
+ * RESTART_OPTIONS, and n requests of user from ip (bot_buys from 0) published
+ * as first.jsonl, which it commits. Returns their time t. */
+static long long first_run(lines_t *l, const char *tag, const char *stem, int n, const char *ip, const char *user,
+                           bool spread) {
+    use_topics(tag);
+    guards[0] = start_guard(RESTART_OPTIONS);
+    long long t = ol_test_wall_ms();
+    bot_buys(l, stem, 0, n, ip, user, t, spread);
+    publish(l, "first.jsonl");
+    char judged[64];
+    snprintf(judged, sizeof(judged), "; %d requests judged so far", n);
+    cr_assert(ol_test_bg_wait_stderr(guards[0], judged, 1, 20000) == 1, "the first run did not commit %d requests:\n%s",
+              n, ol_test_bg_stderr(guards[0]));
+    return t;
+}
+
+Test(guard, a_restart_keeps_counting_the_window_it_was_in) {
+    lines_t l = {0};
+    long long t = first_run(&l, "window", "a-", 3, "203.0.113.77", "slow-bot", true);
     stop_guard(guards[0]);
 
     /* 3 more in the same window after a restart: 6 > 5 only if the first 3
      * are counted again */
-    guards[1] = start_guard(options);
-    for (int i = 3; i < 6; i++) {
-        snprintf(req, sizeof(req), "a-%d", i);
-        buy(&l, req, "203.0.113.77", "slow-bot", t + i);
-    }
+    guards[1] = start_guard(RESTART_OPTIONS);
+    bot_buys(&l, "a-", 3, 6, "203.0.113.77", "slow-bot", t, true);
     publish(&l, "second.jsonl");
     json_t *all = wait_for("add", "rate", 1, 20000);
     json_t *adds = select_records(all, "add", "rate");
@@ -479,20 +496,8 @@ Test(guard, refuses_a_bad_ignore_list) {
 }
 
 Test(guard, a_ban_survives_a_kill_at_any_point) {
-    use_topics("kill");
-    const char *options = "-X log.level=debug -X guard.window.ms=60000 -X guard.ip.max=5 -X guard.user.max=100 "
-                          "-X guard.ban.ms=600000";
-    guards[0] = start_guard(options);
     lines_t l = {0};
-    long long t = ol_test_wall_ms();
-    char req[64];
-    for (int i = 0; i < 5; i++) {
-        snprintf(req, sizeof(req), "k-%d", i);
-        buy(&l, req, "203.0.113.88", "killed-bot", t);
-    }
-    publish(&l, "first.jsonl");
-    cr_assert(ol_test_bg_wait_stderr(guards[0], "; 5 requests judged so far", 1, 20000) == 1,
-              "the first run did not commit 5 requests:\n%s", ol_test_bg_stderr(guards[0]));
+    long long t = first_run(&l, "kill", "k-", 5, "203.0.113.88", "killed-bot", false);
     buy(&l, "k-5", "203.0.113.88", "killed-bot", t);
     publish(&l, "second.jsonl");
     /* killed right after it decided the ban: delivered or not, committed or not */
@@ -501,7 +506,7 @@ Test(guard, a_ban_survives_a_kill_at_any_point) {
     ol_test_bg_signal(guards[0], SIGKILL);
     ol_test_bg_wait(guards[0], 10000);
 
-    guards[1] = start_guard(options);
+    guards[1] = start_guard(RESTART_OPTIONS);
     json_t *all = wait_for_key("ip:203.0.113.88", "add", 20000);
     json_t *adds = select_records(all, "add", "rate");
     cr_assert(json_array_size(adds) >= 1 && json_array_size(adds) <= 2, "%zu adds after the kill\nsecond run:\n%s",

@@ -1054,6 +1054,15 @@ typedef struct poison_s {
     size_t value_len;            /* undecodable ones: their length */
 } poison_t;
 
+/* Produces value (len bytes, with headers, NULL for none) keyed by key to
+ * the topic orders (full name), to partition, or the key's when partition
+ * < 0; p gets where it went. */
+static void produce_poison(poison_t *p, const char *orders, const char *key, int partition, const void *value,
+                           size_t len, const char *const *headers) {
+    p->partition = partition < 0 ? kit_partition(key) : partition;
+    p->offset = ol_test_kafka_produce(orders, (int)p->partition, key, strlen(key), value, len, headers);
+}
+
 /* The record of the orders topic whose data.<field> is value: its partition and offset. */
 static void find_record(json_t *records, const char *field, const char *value, long long *partition,
                         long long *offset) {
@@ -1087,10 +1096,8 @@ Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
         garbage[i] = (unsigned char)rand();
     garbage[0] = 0x01; /* a negative string length first: undecodable whatever follows */
     const char *const garbage_headers[] = {"ce_type", "orderlog.OrderPaid", "ce_id", "poison-garbage", NULL};
-    poison[np] = (poison_t){"garbage",   "orders", kit_partition("O-JUNK"), 0, "decode", "undecodable",
-                            "OrderPaid", NULL,     sizeof(garbage)};
-    poison[np++].offset =
-        ol_test_kafka_produce(orders, kit_partition("O-JUNK"), "O-JUNK", 6, garbage, sizeof(garbage), garbage_headers);
+    poison[np] = (poison_t){"garbage", "orders", 0, 0, "decode", "undecodable", "OrderPaid", NULL, sizeof(garbage)};
+    produce_poison(&poison[np++], orders, "O-JUNK", -1, garbage, sizeof(garbage), garbage_headers);
 
     /* 2. a valid envelope, a JSON payload breaking the schema: quantity 0 */
     const char *bad_line = "{\"order_id\":\"O-BAD\",\"user_id\":\"u\",\"source\":\"flash_sale\",\"lines\":[{\"sku\":"
@@ -1098,42 +1105,37 @@ Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
                            "\"placed_at\":\"2026-01-01T00:00:00Z\"}";
     const char *const json_headers[] = {"ce_type",      "orderlog.OrderPlaced", "ce_id", "poison-quantity",
                                         "content-type", "application/json",     NULL};
-    poison[np] = (poison_t){"quantity 0", "orders", kit_partition("O-BAD"), 0, "decode", "quantity",
-                            "at least 1", NULL,     strlen(bad_line)};
-    poison[np++].offset =
-        ol_test_kafka_produce(orders, kit_partition("O-BAD"), "O-BAD", 5, bad_line, strlen(bad_line), json_headers);
+    poison[np] = (poison_t){"quantity 0", "orders", 0, 0, "decode", "quantity", "at least 1", NULL, strlen(bad_line)};
+    produce_poison(&poison[np++], orders, "O-BAD", -1, bad_line, strlen(bad_line), json_headers);
 
     /* 3. the same with a required field missing */
     const char *missing = "{\"order_id\":\"O-BAD2\",\"payment_id\":\"p\",\"currency\":\"CNY\","
                           "\"paid_at\":\"2026-01-01T00:00:00Z\"}";
     const char *const missing_headers[] = {"ce_type",      "orderlog.OrderPaid", "ce_id", "poison-missing",
                                            "content-type", "application/json",   NULL};
-    poison[np] = (poison_t){"missing amount", "orders", kit_partition("O-BAD2"), 0, "decode", "amount",
-                            "missing",        NULL,     strlen(missing)};
-    poison[np++].offset =
-        ol_test_kafka_produce(orders, kit_partition("O-BAD2"), "O-BAD2", 6, missing, strlen(missing), missing_headers);
+    poison[np] = (poison_t){"missing amount", "orders", 0, 0, "decode", "amount", "missing", NULL, strlen(missing)};
+    produce_poison(&poison[np++], orders, "O-BAD2", -1, missing, strlen(missing), missing_headers);
 
     /* 4. an event of another topic, as kcat would write it (publish format, no headers) */
     const char *buy = "{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"req-1\",\"session_id\":\"s\","
                       "\"client_ip\":\"198.51.100.7\",\"user_id\":\"u-1\",\"user_level\":1,\"sku\":\"SKU-1\","
                       "\"quantity\":1,\"requested_at\":\"2026-01-01T00:00:00Z\"}}";
-    poison[np] = (poison_t){"wrong topic",  "orders", kit_partition("SKU-1"), 0, "fold",
-                            "BuyRequested", "orders", "BuyRequested",         0};
-    poison[np++].offset = ol_test_kafka_produce(orders, kit_partition("SKU-1"), "SKU-1", 5, buy, strlen(buy), NULL);
+    poison[np] = (poison_t){"wrong topic", "orders", 0, 0, "fold", "BuyRequested", "orders", "BuyRequested", 0};
+    produce_poison(&poison[np++], orders, "SKU-1", -1, buy, strlen(buy), NULL);
 
     /* 5. what a Confluent serializer writes: magic byte 0, schema id 42, then Avro */
     static const char framed[] = "\0\0\0\0\x2a\x0a"
                                  "O-CNF\x02p";
     poison[np] = (poison_t){"confluent framing",
                             "orders",
-                            1,
+                            0,
                             0,
                             "decode",
                             "Confluent schema-registry framing (magic byte 0, schema id 42)",
                             "plain Avro or JSON with CloudEvents headers",
                             NULL,
                             sizeof(framed) - 1};
-    poison[np++].offset = ol_test_kafka_produce(orders, 1, "O-CNF", 5, framed, sizeof(framed) - 1, NULL);
+    produce_poison(&poison[np++], orders, "O-CNF", 1, framed, sizeof(framed) - 1, NULL);
 
     /* 6-8. events about what does not exist, published the normal way */
     snprintf(path, sizeof(path), "%s/ghosts.jsonl", kit_dir);
