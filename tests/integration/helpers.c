@@ -289,6 +289,16 @@ void ol_test_pg_scratch_db(const char *tag, char *conninfo_out, size_t size) {
     ol_test_pg_exec(ol_test_pg_conninfo(), sql);
 }
 
+void ol_test_pg_migrated_db(const char *tag, char *conninfo_out, size_t size) {
+    ol_test_pg_scratch_db(tag, conninfo_out, size);
+    char *ci = ol_test_shell_quote(conninfo_out), *out, *err;
+    int rc = ol_test_orderlogf(&out, &err, NULL, "-X pg.conninfo=%s migrate", ci);
+    cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
+    free(ci);
+    free(out);
+    free(err);
+}
+
 void ol_test_pg_drop_db(const char *conninfo) {
     if (!conninfo || !*conninfo)
         return;
@@ -907,6 +917,16 @@ ol_test_bg_t *ol_test_orderlog_bg(const char *fmt, ...) {
     free(bin);
     free(args);
     return bg;
+}
+
+bool ol_test_has_command(const char *name) {
+    char *out, *err, line[128];
+    snprintf(line, sizeof(line), "\n  %s ", name);
+    int rc = ol_test_orderlogf(&out, &err, NULL, "--help");
+    bool has = rc == 0 && strstr(out, line);
+    free(out);
+    free(err);
+    return has;
 }
 
 const char *ol_test_pg_args(const char *prefix, int partitions, const char *db) {

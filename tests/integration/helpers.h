@@ -47,6 +47,9 @@ const char *ol_test_pg_conninfo(void);
  * most 30 chars) and writes a conninfo for it to conninfo_out: the base
  * conninfo (string or URI) with dbname replaced. Fails the test when it cannot. */
 void ol_test_pg_scratch_db(const char *tag, char *conninfo_out, size_t size);
+/* ol_test_pg_scratch_db, then the read models in it (`orderlog -X
+ * pg.conninfo=<it> migrate`); fails the test when it cannot. */
+void ol_test_pg_migrated_db(const char *tag, char *conninfo_out, size_t size);
 /* Drops the database conninfo names, ending its sessions; quiet when it
  * does not exist (or conninfo is empty). */
 void ol_test_pg_drop_db(const char *conninfo);
@@ -165,6 +168,8 @@ char *ol_test_vstrf(const char *fmt, va_list ap) __attribute__((format(printf, 1
  * `exec <bin> <fmt ...>` (the printf-style rest already quoted for sh);
  * fails the test when it cannot. */
 ol_test_bg_t *ol_test_orderlog_bg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Whether the binary under test has the command name (its --help lists it). */
+bool ol_test_has_command(const char *name);
 /* The options of every orderlog run of a test that has a database:
  * "-X topic.prefix=<prefix> -X topic.partitions=<partitions> -X
  * pg.conninfo=<db, else the test server>" (borrowed, valid until the next call). */

@@ -26,63 +26,29 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#define GATE_KIT_STEM "it_gate_"
+#include "gate_kit.h"
 #include "helpers.h"
 
-#define PARTITIONS 3
 #define MSG_ACCEPTED "successed.please place the order and make payments within half an hour"
 #define MSG_SOLD_OUT "The goods is sold out!"
 #define THROTTLED_JSON                                                                                               \
     "{\"reponseMsg\":\"Too many requests, please try later.\",\"repResult\":false,\"isThrottled\":true,\"version\":" \
     "\"1.0\"}"
 
-static char prefix[128];
-static char dir[512];
-static ol_test_bg_t *gate;
-static ol_test_bg_t *guard; /* when the test runs one */
-static int gate_port;
 /* Where requests go (the gate's host) and come from (NULL: the kernel's
  * choice, 127.0.0.1): any 127.0.0.0/8 address is this host's, so a test
  * can play several clients and proxies. Set from the test's thread only. */
 static const char *gate_host = "127.0.0.1";
 static const char *http_from;
-static char db[1024]; /* a scratch database, when the test made one */
-
-static void setup(void) {
-    ol_test_tmpdir(dir, sizeof(dir));
-}
-
-/* The options of every orderlog run here: the test's prefix and partitions. */
-static const char *fixed_args(void) {
-    return ol_test_topic_args(prefix, "it_gate_none_", PARTITIONS);
-}
 
 static void teardown(void) {
-    ol_test_bg_free(gate);
-    gate = NULL;
-    ol_test_bg_free(guard);
-    guard = NULL;
+    gate_kit_teardown();
     gate_host = "127.0.0.1";
     http_from = NULL;
-    const char *groups[] = {"decide", "guard", NULL};
-    ol_test_cleanup(fixed_args(), prefix, groups, db, dir);
-    *db = '\0';
 }
 
-TestSuite(gate, .init = setup, .fini = teardown, .timeout = 300);
-
-static void use_topics(const char *tag) {
-    ol_test_take_prefix(prefix, sizeof(prefix), "it_gate_", tag);
-    free(ol_test_orderlogf_ok(fixed_args(), "topics create"));
-}
-
-static void publish(const char *lines) {
-    ol_test_publish_file(fixed_args(), dir, "publish.jsonl", lines);
-}
-
-/* Starts the gate with extra -X options; waits for its "listening" line. */
-static void start_gate(const char *extra) {
-    ol_test_start_gate(&gate, &gate_port, prefix, extra);
-}
+TestSuite(gate, .init = gate_kit_setup, .fini = teardown, .timeout = 300);
 
 /* ---- a tiny HTTP/1.1 client ---- */
 
@@ -117,8 +83,6 @@ static int connect_gate(void) {
     }
     return fd;
 }
-
-typedef ol_test_reply_t reply_t;
 
 /* Sends one request (Connection: close) and reads the whole answer. extra
  * holds more header lines ("Name: value\r\n"), may be NULL; body goes with
@@ -193,11 +157,6 @@ static reply_t http(const char *method, const char *path, const char *json_body)
                     json_body ? strlen(json_body) : 0);
 }
 
-static const char *jstr(const reply_t *r, const char *name) {
-    const char *s = json_string_value(json_object_get(r->json, name));
-    return s ? s : "(none)";
-}
-
 /* A POST /buy body; NULL fields are left out. */
 static char *buy_body(const char *request_id, const char *user, const char *ip, const char *sku, int qty) {
     char *s, rid[200] = "";
@@ -267,21 +226,6 @@ static void wait_metric(const char *sample, long long want, int timeout_ms) {
     }
 }
 
-static void stop_gate_ok(void) {
-    ol_test_bg_stop_ok(gate, "gate", 30000);
-    cr_assert(!strstr(ol_test_bg_stderr(gate), "\"level\":\"error\""), "%s", ol_test_bg_stderr(gate));
-    ol_test_bg_free(gate);
-    gate = NULL;
-}
-
-/* Every record of a topic, as a JSON array of tail's lines. */
-static json_t *read_topic(const char *topic) {
-    char *out = ol_test_orderlogf_ok(fixed_args(), "tail %s --from beginning", topic);
-    json_t *all = ol_test_json_lines(out);
-    free(out);
-    return all;
-}
-
 static const char *dstr(json_t *rec, const char *field) {
     const char *s = json_string_value(json_object_get(json_object_get(rec, "data"), field));
     return s ? s : "(none)";
@@ -305,7 +249,7 @@ static void expect_invalid_only(long long n) {
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), 0, "nothing invalid reaches Kafka: %s", json_dumps(recs, 0));
     json_decref(recs);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 Test(gate, rejects_bad_input_with_400_naming_the_field_before_kafka) {
@@ -455,7 +399,7 @@ Test(gate, throttles_after_the_burst_per_ip_and_per_instance) {
     cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"instance\"}"), 1);
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"throttled\"}"), 2);
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}"), 5);
-    stop_gate_ok();
+    stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), 5, "only admitted requests reach Kafka");
     json_decref(recs);
@@ -533,7 +477,7 @@ Test(gate, a_client_rotating_its_body_client_ip_is_throttled_like_one_with_a_fix
     cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"ip\"}"), 2 * N - fixed - rotating);
     cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"peer\"}"), 2 * N);
     cr_expect_eq(metric("orderlog_gate_client_ip_claims_ignored_total"), fixed + rotating);
-    stop_gate_ok();
+    stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), (size_t)(fixed + rotating));
     int from2 = 0, from3 = 0;
@@ -599,7 +543,7 @@ Test(gate, a_forged_client_ip_gets_its_sender_banned_not_the_address_it_names) {
     }
     cr_expect(!strstr(ol_test_bg_stderr(guard), "203.0.113.50"), "%s", ol_test_bg_stderr(guard));
     json_decref(bans);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 Test(gate, takes_the_client_from_x_forwarded_for_only_when_a_trusted_proxy_sends_it) {
@@ -641,7 +585,7 @@ Test(gate, takes_the_client_from_x_forwarded_for_only_when_a_trusted_proxy_sends
     cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"peer\"}"), 4);
     cr_expect_eq(metric("orderlog_gate_forwarded_invalid_total"), 1);
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), 1);
-    stop_gate_ok();
+    stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), n);
     for (size_t i = 0; i < n; i++)
@@ -671,7 +615,7 @@ Test(gate, reads_the_forwarded_header_of_rfc_7239_when_told_to) {
     cr_expect_str_eq(jstr(&r, "field"), "Forwarded");
     cr_expect_str_eq(jstr(&r, "error"), "Forwarded: for=\"unknown\" is not an IP address");
     ol_test_reply_free(&r);
-    stop_gate_ok();
+    stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), n);
     for (size_t i = 0; i < n; i++)
@@ -703,7 +647,7 @@ Test(gate, believes_the_body_client_ip_only_when_told_to) {
     cr_expect_eq(
         ol_test_bg_wait_stderr(gate, "client address is the body's clientIP (gate.trust.body.client.ip)", 1, 10000), 1,
         "no warning at start:\n%s", ol_test_bg_stderr(gate));
-    stop_gate_ok();
+    stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), 3);
     cr_expect_str_eq(client_ip_of(recs, "body-1"), "198.51.100.1");
@@ -761,7 +705,7 @@ Test(gate, an_ipv6_peer_is_its_own_client_address) {
     r = post_buy_with("X-Forwarded-For: 198.51.100.7, ::1\r\n", "v6-2", "u1", "203.0.113.50");
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
     ol_test_reply_free(&r);
-    stop_gate_ok();
+    stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_str_eq(client_ip_of(recs, "v6-1"), "::1");
     cr_expect_str_eq(client_ip_of(recs, "v6-2"), "198.51.100.7");
@@ -821,7 +765,7 @@ Test(gate, writes_the_buy_requested_with_its_fields_and_envelope) {
     cr_expect_str_eq(dstr(second, "request_id"), generated);
     json_decref(first);
     json_decref(second);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 /* ---- answers ---- */
@@ -875,7 +819,7 @@ Test(gate, answers_with_the_decision_read_back_from_sale_events) {
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy_status\",outcome=\"accepted\"}"), 1);
     cr_expect_eq(metric("orderlog_gate_waiting"), 0);
     cr_expect_eq(metric("orderlog_gate_request_duration_seconds_count{endpoint=\"buy\"}"), 3);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
@@ -918,7 +862,7 @@ Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
     cr_assert_str_eq(jstr(&r, "reason"), "limit");
     cr_assert(json_is_false(json_object_get(r.json, "repResult")), "%s", r.body);
     ol_test_reply_free(&r);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 /* Polls GET /buy/<id> until it answers 200 (bounded). */
@@ -1016,17 +960,12 @@ Test(gate, a_too_old_refusal_never_hides_a_decision_and_its_retry_is_sent_again)
     }
     ol_test_reply_free(&r);
     cr_expect_geq(metric("orderlog_gate_rejected_total{endpoint=\"buy_status\",reason=\"too_old\"}"), 1);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 Test(gate, get_reads_older_decisions_from_postgresql) {
     use_topics("pg");
-    ol_test_pg_scratch_db("gate", db, sizeof(db));
-    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db), *out, *err;
-    int rc = ol_test_runf(&out, &err, "%s -X pg.conninfo=%s migrate", bin, ci);
-    cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
-    free(out);
-    free(err);
+    ol_test_pg_migrated_db("gate", db, sizeof(db));
     ol_test_pg_exec(db, "insert into orderlog.buy_decisions (request_id, user_id, sku, quantity, outcome, reason, "
                         "message, hold_id, decided_at) values "
                         "('it-old-acc', 'u1', 'A', 1, 'accepted', null, null, 'h-it-old-acc', now()), "
@@ -1037,9 +976,8 @@ Test(gate, get_reads_older_decisions_from_postgresql) {
     if (has_expiry)
         ol_test_pg_exec(db, "update orderlog.buy_decisions set expires_at = '2031-01-02T03:04:05.678Z' "
                             "where request_id = 'it-old-acc'");
-    char extra[1400];
+    char *ci = ol_test_shell_quote(db), extra[1400];
     snprintf(extra, sizeof(extra), "-X pg.conninfo=%s", ci);
-    free(bin);
     free(ci);
     start_gate(extra);
     reply_t r = http("GET", "/buy/it-old-acc", NULL);
@@ -1057,7 +995,7 @@ Test(gate, get_reads_older_decisions_from_postgresql) {
     r = http("GET", "/buy/it-old-none", NULL);
     cr_assert_eq(r.status, 404, "%d %s", r.status, r.body);
     ol_test_reply_free(&r);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 Test(gate, checkout_answers_the_order_or_why_not) {
@@ -1098,7 +1036,7 @@ Test(gate, checkout_answers_the_order_or_why_not) {
     ol_test_reply_free(&a);
     ol_test_reply_free(&b);
     cr_expect_eq(metric("orderlog_gate_rejected_total{endpoint=\"checkout\",reason=\"expired\"}"), 1);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 /* Reads one whole answer (the gate closes: Connection: close) from fd. */
@@ -1171,7 +1109,7 @@ Test(gate, holds_a_thousand_waiting_requests_at_once) {
     }
     cr_expect_eq(metric("orderlog_gate_waiting"), 0);
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"rejected\"}"), N);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 Test(gate, health_and_metrics) {
@@ -1194,7 +1132,7 @@ Test(gate, health_and_metrics) {
     cr_assert(strstr(r.headers, "Content-Type: text/plain"), "%s", r.headers);
     cr_assert(strstr(r.body, "# TYPE orderlog_gate_request_duration_seconds histogram"), "%s", r.body);
     ol_test_reply_free(&r);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 Test(gate, sigterm_answers_waiting_requests_and_exits_0) {
@@ -1203,7 +1141,7 @@ Test(gate, sigterm_answers_waiting_requests_and_exits_0) {
     bg_post_t *p = bg_post("/buy", buy_body("it-term-1", "u1", "10.0.0.1", "A", 1));
     wait_metric("orderlog_gate_waiting", 1, 20000);
     long long t0 = ol_test_now_ms();
-    stop_gate_ok();
+    stop_gate(true);
     reply_t r = bg_post_join(p);
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
     cr_assert_str_eq(jstr(&r, "status"), "pending");
@@ -1385,7 +1323,7 @@ Test(gate, refuses_ambiguous_framing_with_400_json_and_closes) {
     cr_expect_eq(status, 200, "%s", x.data);
     json_decref(body);
     free(x.data);
-    stop_gate_ok();
+    stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), 2, "only the two well-framed buys reach Kafka: %s", json_dumps(recs, 0));
     json_decref(recs);
@@ -1438,7 +1376,7 @@ Test(gate, closes_a_tls_handshake_on_the_plain_port_at_once) {
     reply_t r = http("GET", "/healthz", NULL);
     cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
     ol_test_reply_free(&r);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 Test(gate, closes_a_connection_without_request_headers_after_the_header_timeout) {
@@ -1475,23 +1413,12 @@ Test(gate, closes_a_connection_without_request_headers_after_the_header_timeout)
     free(x.data);
     close(kept);
     cr_expect_eq(metric("orderlog_gate_connections_dropped_total{reason=\"header_timeout\"}"), 1);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 /* ---- lookups past the cache ---- */
 
 /* A scratch database with the projection's tables; its conninfo in db. */
-static void migrated_db(void) {
-    ol_test_pg_scratch_db("gate", db, sizeof(db));
-    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db), *out, *err;
-    int rc = ol_test_runf(&out, &err, "%s -X pg.conninfo=%s migrate", bin, ci);
-    cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
-    free(out);
-    free(err);
-    free(bin);
-    free(ci);
-}
-
 /* A session holding buy_decisions locked as a rebuild's swap does. */
 static PGconn *lock_decisions(void) {
     PGconn *conn = PQconnectdb(db);
@@ -1544,7 +1471,7 @@ static int cmp_ll(const void *a, const void *b) {
 Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
     enum { POLLERS = 4, PROBES = 200, TIMEOUT_MS = 1000 };
     use_topics("lookup");
-    migrated_db();
+    ol_test_pg_migrated_db("gate", db, sizeof(db));
     char extra[1400];
     char *ci = ol_test_shell_quote(db);
     snprintf(extra, sizeof(extra), "-X pg.conninfo=%s -X gate.lookup.timeout.ms=%d -X gate.rate.per.second=0", ci,
@@ -1608,7 +1535,7 @@ Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
         cr_expect_str_eq(jstr(&r, "reason"), "sold_out", "%s", r.body);
         ol_test_reply_free(&r);
     }
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 typedef struct bg_get_s {
@@ -1625,7 +1552,7 @@ static void *bg_get_main(void *arg) {
 
 Test(gate, lookups_beyond_the_queue_get_503_at_once_and_shutdown_answers_the_rest) {
     use_topics("lookupq");
-    migrated_db();
+    ol_test_pg_migrated_db("gate", db, sizeof(db));
     char extra[1400];
     char *ci = ol_test_shell_quote(db);
     snprintf(extra, sizeof(extra),
@@ -1651,7 +1578,7 @@ Test(gate, lookups_beyond_the_queue_get_503_at_once_and_shutdown_answers_the_res
     /* SIGTERM: both answered now, not after gate.lookup.timeout.ms; the
      * query waiting on the lock is cancelled so the gate exits at once */
     long long t0 = ol_test_now_ms();
-    stop_gate_ok();
+    stop_gate(true);
     for (int i = 0; i < 2; i++) {
         pthread_join(gets[i].thread, NULL);
         cr_expect_eq(gets[i].reply.status, 503, "%s: %d %s", gets[i].path, gets[i].reply.status, gets[i].reply.body);
@@ -1668,7 +1595,7 @@ Test(gate, lookups_beyond_the_queue_get_503_at_once_and_shutdown_answers_the_res
 Test(gate, lookups_read_together_each_get_their_own_answer) {
     enum { KNOWN = 20, UNKNOWN = 10, N = KNOWN + UNKNOWN };
     use_topics("lookupb");
-    migrated_db();
+    ol_test_pg_migrated_db("gate", db, sizeof(db));
     char sql[256];
     for (int i = 0; i < KNOWN; i++) {
         snprintf(sql, sizeof(sql),
@@ -1713,18 +1640,13 @@ Test(gate, lookups_read_together_each_get_their_own_answer) {
     }
     cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"found\"}"), KNOWN);
     cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"not_found\"}"), UNKNOWN);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 /* ---- end to end, through the decider ---- */
 
 Test(gate, sells_the_last_unit_once_through_the_decider) {
-    char *out, *err;
-    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "--help");
-    bool has_decide = rc == 0 && strstr(out, "\n  decide ");
-    free(out);
-    free(err);
-    if (!has_decide)
+    if (!ol_test_has_command("decide"))
         cr_skip_test("this binary has no decide command");
     use_topics("e2e");
     publish("{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"A\",\"platform\":\"p\",\"title\":\"A\",\"price\":1500,"
@@ -1750,7 +1672,7 @@ Test(gate, sells_the_last_unit_once_through_the_decider) {
     ol_test_reply_free(&b);
     ol_test_reply_free(&c);
     ol_test_reply_free(&d);
-    stop_gate_ok();
+    stop_gate(true);
     ol_test_bg_signal(decide, SIGTERM);
     cr_assert_eq(ol_test_bg_wait(decide, 30000), 0, "%s", ol_test_bg_stderr(decide));
     ol_test_bg_free(decide);

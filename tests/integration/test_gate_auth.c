@@ -21,44 +21,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#define GATE_KIT_STEM "it_gate_auth_"
+#include "gate_kit.h"
 #include "helpers.h"
 
-#define PARTITIONS 3
 #define ISSUER "https://id.example"
 #define AUDIENCE "orderlog-gate"
 
-static char prefix[128];
-static char dir[512];
-static ol_test_bg_t *gate;
-static int gate_port;
-static char db[1024];
-
-static void setup(void) {
-    ol_test_tmpdir(dir, sizeof(dir));
-}
-
-static const char *fixed_args(void) {
-    return ol_test_topic_args(prefix, "it_gate_auth_none_", PARTITIONS);
-}
-
-static void teardown(void) {
-    ol_test_bg_free(gate);
-    gate = NULL;
-    const char *groups[] = {"decide", NULL};
-    ol_test_cleanup(fixed_args(), prefix, groups, db, dir);
-    *db = '\0';
-}
-
-TestSuite(gate_auth, .init = setup, .fini = teardown, .timeout = 300);
-
-static void use_topics(const char *tag) {
-    ol_test_take_prefix(prefix, sizeof(prefix), "it_gate_auth_", tag);
-    free(ol_test_orderlogf_ok(fixed_args(), "topics create"));
-}
-
-static void publish(const char *lines) {
-    ol_test_publish_file(fixed_args(), dir, "publish.jsonl", lines);
-}
+TestSuite(gate_auth, .init = gate_kit_setup, .fini = gate_kit_teardown, .timeout = 300);
 
 /* A fixture's path, quoted for sh (new string). */
 static char *fixture_q(const char *name) {
@@ -79,16 +49,6 @@ static const char *jwt_opts(const char *more) {
              key, more ? more : "");
     free(key);
     return opts;
-}
-
-static void start_gate(const char *extra) {
-    ol_test_start_gate(&gate, &gate_port, prefix, extra);
-}
-
-static void stop_gate_ok(void) {
-    ol_test_bg_stop_ok(gate, "gate", 30000);
-    ol_test_bg_free(gate);
-    gate = NULL;
 }
 
 /* ---- tokens, made by openssl ---- */
@@ -128,8 +88,6 @@ static char *token(const char *user, int level) {
 }
 
 /* ---- HTTP through curl ---- */
-
-typedef ol_test_reply_t reply_t;
 
 /* A request with curl; tok (may be NULL) goes as "Authorization: Bearer",
  * header (may be NULL) is one more "Name: value" line, or several joined by
@@ -177,11 +135,6 @@ static reply_t curl(const char *method, const char *path, const char *tok, const
     return r;
 }
 
-static const char *jstr(const reply_t *r, const char *name) {
-    const char *s = json_string_value(json_object_get(r->json, name));
-    return s ? s : "(none)";
-}
-
 /* The value of one sample of /metrics, -1 when absent. */
 static long long metric(const char *sample) {
     reply_t r = curl("GET", "/metrics", NULL, NULL, NULL);
@@ -189,14 +142,6 @@ static long long metric(const char *sample) {
     long long v = ol_test_metric_in(r.body, sample);
     ol_test_reply_free(&r);
     return v;
-}
-
-/* Every record of a topic, as a JSON array of tail's lines. */
-static json_t *read_topic(const char *topic) {
-    char *out = ol_test_orderlogf_ok(fixed_args(), "tail %s --from beginning", topic);
-    json_t *all = ol_test_json_lines(out);
-    free(out);
-    return all;
 }
 
 /* The record of request_id in recs (borrowed), or NULL. */
@@ -308,16 +253,11 @@ Test(gate_auth, jwt_buy_takes_the_user_and_level_from_the_token) {
     free(other);
     free(expired);
     free(none);
-    stop_gate_ok();
+    stop_gate(false);
 }
 
 Test(gate_auth, jwt_another_users_hold_decision_and_request_id_are_refused) {
-    char *out, *err;
-    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "--help");
-    bool has_decide = rc == 0 && strstr(out, "\n  decide ");
-    free(out);
-    free(err);
-    if (!has_decide)
+    if (!ol_test_has_command("decide"))
         cr_skip_test("this binary has no decide command");
     use_topics("owner");
     publish("{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"A\",\"platform\":\"p\",\"title\":\"A\",\"price\":1500,"
@@ -382,7 +322,7 @@ Test(gate_auth, jwt_another_users_hold_decision_and_request_id_are_refused) {
     cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"forbidden\"}"), 3);
     free(alice);
     free(bob);
-    stop_gate_ok();
+    stop_gate(false);
     ol_test_bg_signal(decide, SIGTERM);
     cr_assert_eq(ol_test_bg_wait(decide, 30000), 0, "%s", ol_test_bg_stderr(decide));
     ol_test_bg_free(decide);
@@ -390,18 +330,12 @@ Test(gate_auth, jwt_another_users_hold_decision_and_request_id_are_refused) {
 
 Test(gate_auth, jwt_get_past_the_cache_shows_a_decision_to_its_owner_only) {
     use_topics("pg");
-    ol_test_pg_scratch_db("gate_auth", db, sizeof(db));
-    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db), *out, *err;
-    int rc = ol_test_runf(&out, &err, "%s -X pg.conninfo=%s migrate", bin, ci);
-    cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
-    free(out);
-    free(err);
+    ol_test_pg_migrated_db("gate_auth", db, sizeof(db));
     ol_test_pg_exec(db, "insert into orderlog.buy_decisions (request_id, user_id, sku, quantity, outcome, reason, "
                         "message, hold_id, decided_at) values "
                         "('old-1', 'alice', 'A', 1, 'accepted', null, null, 'h-old-1', now())");
-    char more[1400];
+    char *ci = ol_test_shell_quote(db), more[1400];
     snprintf(more, sizeof(more), "-X pg.conninfo=%s", ci);
-    free(bin);
     free(ci);
     start_gate(jwt_opts(more));
     char *alice = token("alice", 2), *bob = token("bob", 2);
@@ -419,7 +353,7 @@ Test(gate_auth, jwt_get_past_the_cache_shows_a_decision_to_its_owner_only) {
     cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"forbidden\"}"), 2);
     free(alice);
     free(bob);
-    stop_gate_ok();
+    stop_gate(false);
 }
 
 /* ---- header ---- */
@@ -449,7 +383,7 @@ Test(gate_auth, header_mode_believes_the_trusted_proxy_only) {
     cr_expect_str_eq(json_string_value(json_object_get(d, "user_id")), "carol");
     cr_expect_eq(json_integer_value(json_object_get(d, "user_level")), 4);
     json_decref(recs);
-    stop_gate_ok();
+    stop_gate(false);
 
     /* the same headers from a peer that is not a proxy of gate.auth.header.from */
     start_gate("-X gate.wait.ms=0 -X gate.auth=header -X gate.auth.header.from=10.0.0.0/8");
@@ -457,7 +391,7 @@ Test(gate_auth, header_mode_believes_the_trusted_proxy_only) {
                    curl("POST", "/buy", NULL, "X-Auth-User: carol\nX-Auth-Level: 4", buy_json("h-peer", "")), 403, NULL,
                    NULL);
     cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"forbidden\"}"), 1);
-    stop_gate_ok();
+    stop_gate(false);
 }
 
 /* ---- start ---- */

@@ -97,14 +97,7 @@ KIT const char *kit_new_group(const char *tag, const char *suffix) {
 KIT const char *kit_new_db(const char *tag) {
     cr_assert(kit_ndbs < KIT_MAX);
     char *db = kit_dbs[kit_ndbs++];
-    ol_test_pg_scratch_db(tag, db, sizeof(kit_dbs[0]));
-    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db), *out, *err;
-    int rc = ol_test_runf(&out, &err, "%s -X pg.conninfo=%s migrate", bin, ci);
-    cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
-    free(bin);
-    free(ci);
-    free(out);
-    free(err);
+    ol_test_pg_migrated_db(tag, db, sizeof(kit_dbs[0]));
     return db;
 }
 
