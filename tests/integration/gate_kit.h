@@ -64,6 +64,22 @@ GATE_KIT void start_gate(const char *extra) {
     ol_test_start_gate(&gate, &gate_port, prefix, extra);
 }
 
+/* The start of a test that sells through the decider: skipped when the
+ * binary has no decide command; topics of tag, SKU A with stock units
+ * published, and `orderlog decide` running (the caller stops and frees it). */
+GATE_KIT ol_test_bg_t *start_sale(const char *tag, int stock) {
+    if (!ol_test_has_command("decide"))
+        cr_skip_test("this binary has no decide command");
+    use_topics(tag);
+    char sku[256];
+    snprintf(sku, sizeof(sku),
+             "{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"A\",\"platform\":\"p\",\"title\":\"A\",\"price\":1500,"
+             "\"currency\":\"CNY\",\"stock\":%d,\"version\":1}}\n",
+             stock);
+    publish(sku);
+    return ol_test_orderlog_bg("-X topic.prefix=%s decide", prefix);
+}
+
 /* Stops the gate with SIGTERM: it must exit 0 and, when no_errors, have
  * logged no error. */
 GATE_KIT void stop_gate(bool no_errors) {
@@ -79,6 +95,28 @@ GATE_KIT const char *jstr(const reply_t *r, const char *name) {
     const char *s = json_string_value(json_object_get(r->json, name));
     return s ? s : "(none)";
 }
+
+/* The value of one sample of the gate's /metrics (its full name with
+ * labels), -1 when absent: each test file's own, through its HTTP client. */
+static long long metric(const char *sample);
+
+/* A sample of /metrics and the value it must have. */
+typedef struct metric_want_s {
+    const char *sample;
+    long long value;
+} metric_want_t;
+
+GATE_KIT void expect_metrics(const metric_want_t *want, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        cr_expect_eq(metric(want[i].sample), want[i].value, "%s", want[i].sample);
+}
+
+/* expect_metrics of the {sample, value} pairs listed. */
+#define EXPECT_METRICS(...)                                      \
+    do {                                                         \
+        const metric_want_t want_[] = {__VA_ARGS__};             \
+        expect_metrics(want_, sizeof(want_) / sizeof(want_[0])); \
+    } while (0)
 
 /* Every record of a topic, as a JSON array of tail's lines. */
 GATE_KIT json_t *read_topic(const char *topic) {

@@ -395,10 +395,10 @@ Test(gate, throttles_after_the_burst_per_ip_and_per_instance) {
     cr_assert_eq(json_is_true(json_object_get(r.json, "isThrottled")), 1, "%s", r.body);
     ol_test_reply_free(&r);
     http_from = NULL;
-    cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"ip\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"instance\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"throttled\"}"), 2);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}"), 5);
+    EXPECT_METRICS({"orderlog_gate_throttled_total{limit=\"ip\"}", 1},
+                   {"orderlog_gate_throttled_total{limit=\"instance\"}", 1},
+                   {"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"throttled\"}", 2},
+                   {"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}", 5});
     stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), 5, "only admitted requests reach Kafka");
@@ -448,6 +448,42 @@ static int admitted(int n, bool rotate, long long *ms) {
 
 /* A client used to get a fresh bucket for every clientIP it made up: 200
  * requests with rotating ones all passed. */
+/* A request through a proxy: the peer it comes from (NULL: 127.0.0.1), its
+ * request id, the proxy's header lines, the client address the gate must
+ * take from them. */
+typedef struct proxied_s {
+    const char *from, *rid, *headers, *client;
+} proxied_t;
+
+/* Sends each case as a POST /buy, which must be admitted (202). */
+static void send_proxied(const proxied_t *cases, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        http_from = cases[i].from;
+        reply_t r = post_buy_with(cases[i].headers, cases[i].rid, "u1", "203.0.113.50");
+        cr_assert_eq(r.status, 202, "%s: %d %s", cases[i].rid, r.status, r.body);
+        ol_test_reply_free(&r);
+    }
+    http_from = NULL;
+}
+
+/* A header that names no usable client: 400 naming field with error. */
+static void expect_bad_header(const char *headers, const char *rid, const char *field, const char *error) {
+    reply_t r = post_buy_with(headers, rid, "u1", "203.0.113.50");
+    cr_expect_eq(r.status, 400, "%d %s", r.status, r.body);
+    cr_expect_str_eq(jstr(&r, "field"), field);
+    cr_expect_str_eq(jstr(&r, "error"), error);
+    ol_test_reply_free(&r);
+}
+
+/* buy-requests holds the n cases, each with the client the gate had to take. */
+static void expect_clients(const proxied_t *cases, size_t n) {
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), n);
+    for (size_t i = 0; i < n; i++)
+        cr_expect_str_eq(client_ip_of(recs, cases[i].rid), cases[i].client, "%s", cases[i].rid);
+    json_decref(recs);
+}
+
 Test(gate, a_client_rotating_its_body_client_ip_is_throttled_like_one_with_a_fixed_one) {
     enum { N = 40, RATE = 2, BURST = 5 };
     use_topics("rotate");
@@ -474,9 +510,9 @@ Test(gate, a_client_rotating_its_body_client_ip_is_throttled_like_one_with_a_fix
     long long longest = fixed_ms > rotating_ms ? fixed_ms : rotating_ms;
     cr_expect_leq(abs(fixed - rotating), (int)(RATE * longest / 1000) + 1,
                   "429s: %d with a fixed clientIP, %d rotating", N - fixed, N - rotating);
-    cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"ip\"}"), 2 * N - fixed - rotating);
-    cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"peer\"}"), 2 * N);
-    cr_expect_eq(metric("orderlog_gate_client_ip_claims_ignored_total"), fixed + rotating);
+    EXPECT_METRICS({"orderlog_gate_throttled_total{limit=\"ip\"}", 2 * N - fixed - rotating},
+                   {"orderlog_gate_client_addresses_total{source=\"peer\"}", 2 * N},
+                   {"orderlog_gate_client_ip_claims_ignored_total", fixed + rotating});
     stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), (size_t)(fixed + rotating));
@@ -549,9 +585,7 @@ Test(gate, a_forged_client_ip_gets_its_sender_banned_not_the_address_it_names) {
 Test(gate, takes_the_client_from_x_forwarded_for_only_when_a_trusted_proxy_sends_it) {
     use_topics("xff");
     start_gate("-X gate.wait.ms=0 -X gate.trusted.proxies=127.0.0.1/32,10.0.0.0/8");
-    static const struct {
-        const char *from, *rid, *headers, *client;
-    } cases[] = {
+    static const proxied_t cases[] = {
         {NULL, "xff-1", "X-Forwarded-For: 198.51.100.7\r\n", "198.51.100.7"},
         /* the right-most address that is no trusted proxy: what the client wrote left of it is not read */
         {NULL, "xff-2", "X-Forwarded-For: 203.0.113.50, bogus, 198.51.100.8 ,10.1.2.3\r\n", "198.51.100.8"},
@@ -568,59 +602,34 @@ Test(gate, takes_the_client_from_x_forwarded_for_only_when_a_trusted_proxy_sends
         {"127.0.0.2", "xff-9", "X-Forwarded-For: garbage\r\n", "127.0.0.2"},
     };
     size_t n = sizeof(cases) / sizeof(cases[0]);
-    for (size_t i = 0; i < n; i++) {
-        http_from = cases[i].from;
-        reply_t r = post_buy_with(cases[i].headers, cases[i].rid, "u1", "203.0.113.50");
-        cr_assert_eq(r.status, 202, "%s: %d %s", cases[i].rid, r.status, r.body);
-        ol_test_reply_free(&r);
-    }
-    http_from = NULL;
+    send_proxied(cases, n);
     /* a trusted proxy's header that names no usable client: 400, nothing written */
-    reply_t r = post_buy_with("X-Forwarded-For: 198.51.100.13, not-an-ip\r\n", "xff-bad", "u1", "203.0.113.50");
-    cr_expect_eq(r.status, 400, "%d %s", r.status, r.body);
-    cr_expect_str_eq(jstr(&r, "field"), "X-Forwarded-For");
-    cr_expect_str_eq(jstr(&r, "error"), "X-Forwarded-For: \"not-an-ip\" is not an IP address");
-    ol_test_reply_free(&r);
-    cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"forwarded\"}"), 5);
-    cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"peer\"}"), 4);
-    cr_expect_eq(metric("orderlog_gate_forwarded_invalid_total"), 1);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), 1);
+    expect_bad_header("X-Forwarded-For: 198.51.100.13, not-an-ip\r\n", "xff-bad", "X-Forwarded-For",
+                      "X-Forwarded-For: \"not-an-ip\" is not an IP address");
+    EXPECT_METRICS({"orderlog_gate_client_addresses_total{source=\"forwarded\"}", 5},
+                   {"orderlog_gate_client_addresses_total{source=\"peer\"}", 4},
+                   {"orderlog_gate_forwarded_invalid_total", 1},
+                   {"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}", 1});
     stop_gate(true);
-    json_t *recs = read_topic("buy-requests");
-    cr_expect_eq(json_array_size(recs), n);
-    for (size_t i = 0; i < n; i++)
-        cr_expect_str_eq(client_ip_of(recs, cases[i].rid), cases[i].client, "%s", cases[i].rid);
-    json_decref(recs);
+    expect_clients(cases, n);
 }
 
 Test(gate, reads_the_forwarded_header_of_rfc_7239_when_told_to) {
     use_topics("fwd");
     start_gate("-X gate.wait.ms=0 -X gate.trusted.proxies=127.0.0.1 -X gate.forwarded.header=forwarded");
-    static const struct {
-        const char *rid, *headers, *client;
-    } cases[] = {
-        {"fwd-1", "Forwarded: for=203.0.113.50, for=\"[2001:db8:cafe::17]:4711\";proto=https\r\n", "2001:db8:cafe::17"},
-        {"fwd-2", "Forwarded: for=192.0.2.60;proto=http;by=203.0.113.43\r\n", "192.0.2.60"},
-        {"fwd-3", "Forwarded: for=\"_hidden\"\r\nForwarded: For=192.0.2.61\r\n", "192.0.2.61"},
-        {"fwd-4", "X-Forwarded-For: 198.51.100.7\r\n", "127.0.0.1"},
+    static const proxied_t cases[] = {
+        {NULL, "fwd-1", "Forwarded: for=203.0.113.50, for=\"[2001:db8:cafe::17]:4711\";proto=https\r\n",
+         "2001:db8:cafe::17"},
+        {NULL, "fwd-2", "Forwarded: for=192.0.2.60;proto=http;by=203.0.113.43\r\n", "192.0.2.60"},
+        {NULL, "fwd-3", "Forwarded: for=\"_hidden\"\r\nForwarded: For=192.0.2.61\r\n", "192.0.2.61"},
+        {NULL, "fwd-4", "X-Forwarded-For: 198.51.100.7\r\n", "127.0.0.1"},
     };
     size_t n = sizeof(cases) / sizeof(cases[0]);
-    for (size_t i = 0; i < n; i++) {
-        reply_t r = post_buy_with(cases[i].headers, cases[i].rid, "u1", "203.0.113.50");
-        cr_assert_eq(r.status, 202, "%s: %d %s", cases[i].rid, r.status, r.body);
-        ol_test_reply_free(&r);
-    }
-    reply_t r = post_buy_with("Forwarded: for=unknown\r\n", "fwd-bad", "u1", "203.0.113.50");
-    cr_expect_eq(r.status, 400, "%d %s", r.status, r.body);
-    cr_expect_str_eq(jstr(&r, "field"), "Forwarded");
-    cr_expect_str_eq(jstr(&r, "error"), "Forwarded: for=\"unknown\" is not an IP address");
-    ol_test_reply_free(&r);
+    send_proxied(cases, n);
+    expect_bad_header("Forwarded: for=unknown\r\n", "fwd-bad", "Forwarded",
+                      "Forwarded: for=\"unknown\" is not an IP address");
     stop_gate(true);
-    json_t *recs = read_topic("buy-requests");
-    cr_expect_eq(json_array_size(recs), n);
-    for (size_t i = 0; i < n; i++)
-        cr_expect_str_eq(client_ip_of(recs, cases[i].rid), cases[i].client, "%s", cases[i].rid);
-    json_decref(recs);
+    expect_clients(cases, n);
 }
 
 Test(gate, believes_the_body_client_ip_only_when_told_to) {
@@ -813,12 +822,11 @@ Test(gate, answers_with_the_decision_read_back_from_sale_events) {
     ol_test_reply_free(&a);
     ol_test_reply_free(&r);
 
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"accepted\"}"), 2);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"rejected\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_rejected_total{endpoint=\"buy\",reason=\"sold_out\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy_status\",outcome=\"accepted\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_waiting"), 0);
-    cr_expect_eq(metric("orderlog_gate_request_duration_seconds_count{endpoint=\"buy\"}"), 3);
+    EXPECT_METRICS({"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"accepted\"}", 2},
+                   {"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"rejected\"}", 1},
+                   {"orderlog_gate_rejected_total{endpoint=\"buy\",reason=\"sold_out\"}", 1},
+                   {"orderlog_gate_requests_total{endpoint=\"buy_status\",outcome=\"accepted\"}", 1},
+                   {"orderlog_gate_waiting", 0}, {"orderlog_gate_request_duration_seconds_count{endpoint=\"buy\"}", 3});
     stop_gate(true);
 }
 
@@ -1124,10 +1132,10 @@ Test(gate, health_and_metrics) {
     r = post_buy(NULL, "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(r.status, 202);
     ol_test_reply_free(&r);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_request_duration_seconds_count{endpoint=\"buy\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_request_duration_seconds_bucket{endpoint=\"buy\",le=\"+Inf\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"healthz\",outcome=\"ok\"}"), 1);
+    EXPECT_METRICS({"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}", 1},
+                   {"orderlog_gate_request_duration_seconds_count{endpoint=\"buy\"}", 1},
+                   {"orderlog_gate_request_duration_seconds_bucket{endpoint=\"buy\",le=\"+Inf\"}", 1},
+                   {"orderlog_gate_requests_total{endpoint=\"healthz\",outcome=\"ok\"}", 1});
     r = http("GET", "/metrics", NULL);
     cr_assert(strstr(r.headers, "Content-Type: text/plain"), "%s", r.headers);
     cr_assert(strstr(r.body, "# TYPE orderlog_gate_request_duration_seconds histogram"), "%s", r.body);
@@ -1646,12 +1654,7 @@ Test(gate, lookups_read_together_each_get_their_own_answer) {
 /* ---- end to end, through the decider ---- */
 
 Test(gate, sells_the_last_unit_once_through_the_decider) {
-    if (!ol_test_has_command("decide"))
-        cr_skip_test("this binary has no decide command");
-    use_topics("e2e");
-    publish("{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"A\",\"platform\":\"p\",\"title\":\"A\",\"price\":1500,"
-            "\"currency\":\"CNY\",\"stock\":1,\"version\":1}}\n");
-    ol_test_bg_t *decide = ol_test_orderlog_bg("-X topic.prefix=%s decide", prefix);
+    ol_test_bg_t *decide = start_sale("e2e", 1);
     start_gate("-X gate.wait.ms=30000");
     reply_t a = post_buy("it-e2e-1", "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(a.status, 200, "%d %s\ndecide:\n%s", a.status, a.body, ol_test_bg_stderr(decide));

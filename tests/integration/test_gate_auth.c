@@ -242,12 +242,11 @@ Test(gate_auth, jwt_buy_takes_the_user_and_level_from_the_token) {
     json_decref(recs);
 
     cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"ok\"}"), 3, "the two buys and the bad body");
-    cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"missing\"}"), 4);
-    cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"invalid\"}"), 2);
-    cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"expired\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"forbidden\"}"), 3);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"unauthorized\"}"), 5);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"forbidden\"}"), 3);
+    EXPECT_METRICS(
+        {"orderlog_gate_auth_total{outcome=\"missing\"}", 4}, {"orderlog_gate_auth_total{outcome=\"invalid\"}", 2},
+        {"orderlog_gate_auth_total{outcome=\"expired\"}", 1}, {"orderlog_gate_auth_total{outcome=\"forbidden\"}", 3},
+        {"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"unauthorized\"}", 5},
+        {"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"forbidden\"}", 3});
     cr_expect(!strstr(ol_test_bg_stderr(gate), alice), "a token in the log");
     free(alice);
     free(other);
@@ -257,12 +256,7 @@ Test(gate_auth, jwt_buy_takes_the_user_and_level_from_the_token) {
 }
 
 Test(gate_auth, jwt_another_users_hold_decision_and_request_id_are_refused) {
-    if (!ol_test_has_command("decide"))
-        cr_skip_test("this binary has no decide command");
-    use_topics("owner");
-    publish("{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"A\",\"platform\":\"p\",\"title\":\"A\",\"price\":1500,"
-            "\"currency\":\"CNY\",\"stock\":5,\"version\":1}}\n");
-    ol_test_bg_t *decide = ol_test_orderlog_bg("-X topic.prefix=%s decide", prefix);
+    ol_test_bg_t *decide = start_sale("owner", 5);
     start_gate(jwt_opts("-X gate.wait.ms=30000"));
     char *alice = token("alice", 2), *bob = token("bob", 2);
 
