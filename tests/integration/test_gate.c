@@ -84,6 +84,33 @@ static int connect_gate(void) {
     return fd;
 }
 
+/* Reads one whole answer (the gate closes: Connection: close) from fd;
+ * status -1 unless it has a status line and the end of its head. */
+static reply_t read_reply(int fd) {
+    reply_t r = {.status = -1};
+    size_t cap = 4096, got = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (got + 1024 > cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t rd = recv(fd, buf + got, cap - got - 1, 0);
+        if (rd <= 0)
+            break;
+        got += (size_t)rd;
+    }
+    buf[got] = '\0';
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (sscanf(buf, "HTTP/1.%*d %d", &r.status) == 1 && sep) {
+        r.headers = strndup(buf, (size_t)(sep - buf));
+        r.body = strdup(sep + 4);
+        r.json = json_loads(r.body, 0, NULL);
+    } else {
+        r.status = -1;
+    }
+    free(buf);
+    return r;
+}
+
 /* Sends one request (Connection: close) and reads the whole answer. extra
  * holds more header lines ("Name: value\r\n"), may be NULL; body goes with
  * a Content-Length unless chunked (then it is sent as it is). Never asserts:
@@ -123,27 +150,8 @@ static reply_t http_send(const char *method, const char *path, const char *extra
         off += (size_t)w;
     }
     free(req);
-    size_t cap = 4096, got = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (got + 1024 > cap)
-            buf = realloc(buf, cap *= 2);
-        ssize_t rd = recv(fd, buf + got, cap - got - 1, 0);
-        if (rd <= 0)
-            break;
-        got += (size_t)rd;
-    }
+    r = read_reply(fd);
     close(fd);
-    buf[got] = '\0';
-    char *sep = strstr(buf, "\r\n\r\n");
-    if (sscanf(buf, "HTTP/1.%*d %d", &r.status) == 1 && sep) {
-        r.headers = strndup(buf, (size_t)(sep - buf));
-        r.body = strdup(sep + 4);
-        r.json = json_loads(r.body, 0, NULL);
-    } else {
-        r.status = -1;
-    }
-    free(buf);
     r.ms = ol_test_now_ms() - t0;
     return r;
 }
@@ -1045,29 +1053,6 @@ Test(gate, checkout_answers_the_order_or_why_not) {
     ol_test_reply_free(&b);
     cr_expect_eq(metric("orderlog_gate_rejected_total{endpoint=\"checkout\",reason=\"expired\"}"), 1);
     stop_gate(true);
-}
-
-/* Reads one whole answer (the gate closes: Connection: close) from fd. */
-static reply_t read_reply(int fd) {
-    reply_t r = {.status = -1};
-    size_t cap = 4096, got = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (got + 1024 > cap)
-            buf = realloc(buf, cap *= 2);
-        ssize_t rd = recv(fd, buf + got, cap - got - 1, 0);
-        if (rd <= 0)
-            break;
-        got += (size_t)rd;
-    }
-    buf[got] = '\0';
-    char *sep = strstr(buf, "\r\n\r\n");
-    if (sscanf(buf, "HTTP/1.%*d %d", &r.status) == 1 && sep) {
-        r.body = strdup(sep + 4);
-        r.json = json_loads(r.body, 0, NULL);
-    }
-    free(buf);
-    return r;
 }
 
 Test(gate, holds_a_thousand_waiting_requests_at_once) {
