@@ -201,17 +201,18 @@ int ol_test_count_lines(const char *text, const char *prefix) {
     return n;
 }
 
-char *ol_test_find_line(const char *text, ...) {
+/* ol_test_find_line with the needles in ap (read from copies: ap is left as it is). */
+static char *find_line_v(const char *text, va_list ap) {
     for (const char *line = text; line && *line;) {
         const char *nl = strchr(line, '\n');
         size_t len = nl ? (size_t)(nl - line) : strlen(line);
         char *copy = ol_xstrndup(line, len);
         int all = 1;
-        va_list ap;
-        va_start(ap, text);
-        for (const char *needle; all && (needle = va_arg(ap, const char *));)
+        va_list aq;
+        va_copy(aq, ap);
+        for (const char *needle; all && (needle = va_arg(aq, const char *));)
             all = strstr(copy, needle) != NULL;
-        va_end(ap);
+        va_end(aq);
         if (all)
             return copy;
         free(copy);
@@ -220,6 +221,24 @@ char *ol_test_find_line(const char *text, ...) {
     return NULL;
 }
 
+char *ol_test_find_line(const char *text, ...) {
+    va_list ap;
+    va_start(ap, text);
+    char *line = find_line_v(text, ap);
+    va_end(ap);
+    return line;
+}
+
+bool ol_test_expect_line(const char *text, ...) {
+    va_list ap;
+    va_start(ap, text);
+    char *line = find_line_v(text, ap);
+    const char *first = va_arg(ap, const char *);
+    va_end(ap);
+    cr_expect(line, "no line holding \"%s\"... in:\n%s", first ? first : "", text);
+    free(line);
+    return line != NULL;
+}
 /* ---- PostgreSQL ---- */
 
 const char *ol_test_pg_conninfo(void) {

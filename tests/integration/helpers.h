@@ -38,6 +38,9 @@ int ol_test_count_lines(const char *text, const char *prefix);
 /* The first line of text containing every one of the NULL-terminated
  * needles, as a new string, or NULL. */
 char *ol_test_find_line(const char *text, ...) __attribute__((sentinel));
+/* Expects (cr_expect) a line of text containing every one of the
+ * NULL-terminated needles; whether there is one. */
+bool ol_test_expect_line(const char *text, ...) __attribute__((sentinel));
 
 /* ---- PostgreSQL ---- */
 

@@ -223,9 +223,7 @@ Test(dlq, poison_records_counted_shown_and_replayed_once_their_cause_is_fixed) {
         end_before += ol_test_kafka_end_offset(orders, p);
     out = dlq_ok("replay --dry-run --all");
     cr_expect(strstr(out, "would replay 3,"), "%s", out);
-    char *line = ol_test_find_line(out, "would replay dlq", pos_bad, "will go back to the dlq (decode)", NULL);
-    cr_expect(line, "%s", out);
-    free(line);
+    ol_test_expect_line(out, "would replay dlq", pos_bad, "will go back to the dlq (decode)", NULL);
     free(out);
     long long end_after = 0;
     for (int p = 0; p < KIT_PARTITIONS; p++)
@@ -237,9 +235,7 @@ Test(dlq, poison_records_counted_shown_and_replayed_once_their_cause_is_fixed) {
     kit_publish(path);
     out = dlq_ok("replay --reason 'does not exist'");
     cr_expect(strstr(out, "replayed 1, skipped 0"), "%s", out);
-    line = ol_test_find_line(out, "replayed dlq", pos_paid, NULL);
-    cr_expect(line, "%s", out);
-    free(line);
+    ol_test_expect_line(out, "replayed dlq", pos_paid, NULL);
     free(out);
     out = dlq_ok("replay --reason 'does not exist'");
     cr_expect(strstr(out, "replayed 0, skipped 1"), "%s", out);

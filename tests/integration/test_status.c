@@ -289,43 +289,36 @@ Test(status, counts_a_poison_record_in_the_dlq) {
     free(out);
 }
 
-/* A failure: exit 1 and one line on stderr starting with "orderlog status: " and holding needle. */
-static void expect_one_line_failure(int rc, const char *out, const char *err, const char *needle) {
+/* `orderlog <fixed args> <args>` fails: exit 1 and one line on stderr
+ * starting with "orderlog status: " and holding needle. */
+static void expect_status_failure(const char *args, const char *needle) {
+    char *out, *err;
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "%s", args);
     cr_expect_eq(rc, 1, "exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     cr_expect_eq(ol_test_count_lines(err, ""), 1, "not one line on stderr:\n%s", err);
     cr_expect(!strncmp(err, "orderlog status: ", 17) && strstr(err, needle), "stderr: %s (expected \"%s\")", err,
               needle);
     cr_expect_str_empty(out);
+    free(out);
+    free(err);
 }
 
 Test(status, fails_in_bounded_time_when_kafka_is_unreachable) {
     use_stack("nokafka");
-    char *out, *err;
     long long t0 = ol_test_now_ms();
-    int rc = ol_test_orderlogf(&out, &err, fixed_args(),
-                               "-X kafka.bootstrap.servers=127.0.0.1:1 -X broker.wait.ms=1500 status");
+    expect_status_failure("-X kafka.bootstrap.servers=127.0.0.1:1 -X broker.wait.ms=1500 status",
+                          "could not reach Kafka at 127.0.0.1:1");
     long long took = ol_test_now_ms() - t0;
-    expect_one_line_failure(rc, out, err, "could not reach Kafka at 127.0.0.1:1");
     cr_expect(took < 1500 + 3000, "took %lld ms with broker.wait.ms=1500", took);
-    free(out);
-    free(err);
 }
 
 Test(status, fails_when_postgresql_is_unreachable) {
-    char *out, *err;
-    int rc = ol_test_orderlogf(&out, &err, fixed_args(),
-                               "-X 'pg.conninfo=host=127.0.0.1 port=1 dbname=x user=postgres' status --json");
-    expect_one_line_failure(rc, out, err, "could not connect to PostgreSQL at 127.0.0.1:1");
-    free(out);
-    free(err);
+    expect_status_failure("-X 'pg.conninfo=host=127.0.0.1 port=1 dbname=x user=postgres' status --json",
+                          "could not connect to PostgreSQL at 127.0.0.1:1");
 }
 
 Test(status, fails_when_the_schema_is_not_migrated) {
-    char *out, *err;
-    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "status");
-    expect_one_line_failure(rc, out, err, "not migrated");
-    free(out);
-    free(err);
+    expect_status_failure("status", "not migrated");
 }
 
 Test(status, rejects_an_unknown_option) {
@@ -671,18 +664,10 @@ Test(status, reports_unreachable_silent_and_garbage_endpoints_in_bounded_time) {
     json_decref(doc);
 
     out = ol_test_orderlogf_ok(fixed_args(), "%s status", args);
-    char *line = ol_test_find_line(out, "  closed ", "unreachable: connection refused", NULL);
-    cr_expect(line, "%s", out);
-    free(line);
-    line = ol_test_find_line(out, "  s1 ", "timed out: no whole answer within 800 ms", NULL);
-    cr_expect(line, "%s", out);
-    free(line);
-    line = ol_test_find_line(out, "  garbage ", "malformed: not an HTTP/1.x answer", NULL);
-    cr_expect(line, "%s", out);
-    free(line);
-    line = ol_test_find_line(out, "  - ", "malformed: HTTP 404: no such resource", NULL);
-    cr_expect(line, "%s", out);
-    free(line);
+    ol_test_expect_line(out, "  closed ", "unreachable: connection refused", NULL);
+    ol_test_expect_line(out, "  s1 ", "timed out: no whole answer within 800 ms", NULL);
+    ol_test_expect_line(out, "  garbage ", "malformed: not an HTTP/1.x answer", NULL);
+    ol_test_expect_line(out, "  - ", "malformed: HTTP 404: no such resource", NULL);
     cr_expect(strstr(out, "\n  NOT ALL WELL: 0 of 5 healthy, 0 of 5 ready\n"), "%s", out);
     free(out);
     fake_stop(&silent[0]);
