@@ -21,6 +21,14 @@
 #define DEFAULT_BOOTSTRAP "127.0.0.1:19092"
 #define DEFAULT_CONNINFO "host=127.0.0.1 port=54329 dbname=orderlog user=postgres"
 
+/* Declares char *var: the printf-style arguments of the function, after
+ * fmt, formatted as a new string (ol_test_vstrf). */
+#define FORMAT_ARGS(var, fmt)                 \
+    va_list var##_ap;                         \
+    va_start(var##_ap, fmt);                  \
+    char *var = ol_test_vstrf(fmt, var##_ap); \
+    va_end(var##_ap)
+
 /* ---- processes ---- */
 
 typedef struct buf_s {
@@ -166,21 +174,15 @@ static int run_orderlog(char **out, char **err, const char *fixed_args, const ch
 }
 
 int ol_test_orderlogf(char **out, char **err, const char *fixed_args, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    char *args = ol_test_vstrf(fmt, ap);
-    va_end(ap);
+    FORMAT_ARGS(args, fmt);
     int rc = run_orderlog(out, err, fixed_args, args);
     free(args);
     return rc;
 }
 
 char *ol_test_orderlogf_ok(const char *fixed_args, const char *fmt, ...) {
-    va_list ap;
     char *out, *err;
-    va_start(ap, fmt);
-    char *args = ol_test_vstrf(fmt, ap);
-    va_end(ap);
+    FORMAT_ARGS(args, fmt);
     int rc = run_orderlog(&out, &err, fixed_args, args);
     cr_assert_eq(rc, 0, "orderlog %s: exit %d\nstdout:\n%s\nstderr:\n%s", args, rc, out, err);
     free(args);
@@ -230,12 +232,13 @@ char *ol_test_find_line(const char *text, ...) {
 }
 
 bool ol_test_expect_line(const char *text, ...) {
-    va_list ap;
+    va_list ap, first;
     va_start(ap, text);
+    va_copy(first, ap);
     char *line = find_line_v(text, ap);
-    const char *first = va_arg(ap, const char *);
+    cr_expect(line, "no line holding \"%s\"... in:\n%s", va_arg(first, const char *), text);
+    va_end(first);
     va_end(ap);
-    cr_expect(line, "no line holding \"%s\"... in:\n%s", first ? first : "", text);
     free(line);
     return line != NULL;
 }
@@ -436,6 +439,13 @@ void ol_test_write_file(const char *path, const char *data, size_t len) {
 
 void ol_test_append_file(const char *path, const char *s) {
     write_mode(path, s, strlen(s), "ab");
+}
+
+FILE *ol_test_scratch_open(const char *dir, const char *name, char *path, size_t size) {
+    snprintf(path, size, "%s/%s", dir, name);
+    FILE *fp = fopen(path, "w");
+    cr_assert(fp, "cannot write %s: %s", path, strerror(errno));
+    return fp;
 }
 
 char *ol_test_read_file(const char *path) {
@@ -917,18 +927,12 @@ char *ol_test_vstrf(const char *fmt, va_list ap) {
 }
 
 char *ol_test_strf(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = ol_test_vstrf(fmt, ap);
-    va_end(ap);
+    FORMAT_ARGS(s, fmt);
     return s;
 }
 
 ol_test_bg_t *ol_test_orderlog_bg(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    char *args = ol_test_vstrf(fmt, ap);
-    va_end(ap);
+    FORMAT_ARGS(args, fmt);
     char *bin = ol_test_shell_quote(ol_test_bin());
     char *cmd = ol_test_strf("exec %s %s", bin, args);
     ol_test_bg_t *bg = ol_test_bg_start(cmd);

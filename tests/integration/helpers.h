@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -78,6 +79,9 @@ void ol_test_rmtree(const char *path);
 void ol_test_write_file(const char *path, const char *data, size_t len);
 /* Appends the string s to path; fails the test on error. */
 void ol_test_append_file(const char *path, const char *s);
+/* Opens dir/name for writing (created or truncated) and writes its path to
+ * path; fails the test when it cannot. */
+FILE *ol_test_scratch_open(const char *dir, const char *name, char *path, size_t size);
 /* The whole file as a new NUL-terminated string, or NULL when it cannot be read. */
 char *ol_test_read_file(const char *path);
 

@@ -297,14 +297,6 @@ static void expect_sums_unchanged(char *sums) {
     free(new_sums);
 }
 
-/* A new file name of the scratch directory, open for writing; its path to path. */
-static FILE *scratch_open(const char *name, char *path, size_t size) {
-    snprintf(path, size, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    cr_assert(f, "cannot write %s", path);
-    return f;
-}
-
 /* Publishes the file at path, failing the test unless all its n lines are published. */
 static void publish_path(const char *path, int n) {
     char *q = ol_test_shell_quote(path), *out, *err, want[64];
@@ -513,7 +505,7 @@ Test(rebuild, passes_of_at_most_bulk_rows_give_the_same_projection) {
 Test(rebuild, a_pass_past_the_limit_is_given_up_and_split) {
     start("giveup", 1);
     char path[1024];
-    FILE *f = scratch_open("placed.jsonl", path, sizeof(path));
+    FILE *f = ol_test_scratch_open(dir, "placed.jsonl", path, sizeof(path));
     for (int i = 0; i < 3000; i++)
         fprintf(f,
                 "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"P-%05d\",\"user_id\":\"u-%d\",\"source\":"
@@ -545,7 +537,7 @@ Test(rebuild, a_pass_past_the_limit_is_given_up_and_split) {
 Test(rebuild, a_refund_moved_to_an_order_on_another_partition_is_one_row) {
     start("moved", 1);
     char path[1024];
-    FILE *f = scratch_open("moved.jsonl", path, sizeof(path));
+    FILE *f = ol_test_scratch_open(dir, "moved.jsonl", path, sizeof(path));
     for (int v = 1; v <= 2; v++)
         for (int i = 0; i < 30; i++)
             fprintf(f,

@@ -52,12 +52,19 @@ static void use_stack(const char *tag) {
     free(ol_test_orderlogf_ok(fixed_args(), "migrate"));
 }
 
+/* Closes fp, written to the scratch file path, and publishes that file. */
+static void publish_written(FILE *fp, const char *path) {
+    cr_assert_eq(fclose(fp), 0);
+    char *q = ol_test_shell_quote(path);
+    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
+    free(q);
+}
+
 /* Publishes OrderPlaced for orders first .. first+count-1. */
 static void publish_orders(int first, int count) {
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/orders_%d.jsonl", dir, first);
-    FILE *fp = fopen(path, "w");
-    cr_assert(fp);
+    char path[1024], name[64];
+    snprintf(name, sizeof(name), "orders_%d.jsonl", first);
+    FILE *fp = ol_test_scratch_open(dir, name, path, sizeof(path));
     for (int i = first; i < first + count; i++)
         fprintf(fp,
                 "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"st-%d\",\"user_id\":\"u-%d\",\"source\":"
@@ -335,9 +342,7 @@ Test(status, rejects_an_unknown_option) {
 Test(status, shows_no_lag_on_transactional_partitions_and_lists_the_kafka_groups) {
     use_stack("txn");
     char path[1024];
-    snprintf(path, sizeof(path), "%s/sale.jsonl", dir);
-    FILE *fp = fopen(path, "w");
-    cr_assert(fp);
+    FILE *fp = ol_test_scratch_open(dir, "sale.jsonl", path, sizeof(path));
     fprintf(fp,
             "{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"TX-1\",\"platform\":\"shop\",\"title\":\"t\",\"price\":100,"
             "\"currency\":\"CNY\",\"stock\":100,\"version\":1}}\n");
@@ -346,10 +351,7 @@ Test(status, shows_no_lag_on_transactional_partitions_and_lists_the_kafka_groups
                 "{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"tx-%d\",\"session_id\":\"s\",\"client_ip\":"
                 "\"10.9.0.1\",\"user_id\":\"tx-u%d\",\"user_level\":1,\"sku\":\"TX-1\",\"quantity\":1}}\n",
                 i, i);
-    cr_assert_eq(fclose(fp), 0);
-    char *q = ol_test_shell_quote(path);
-    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
-    free(q);
+    publish_written(fp, path);
     char *bin = ol_test_shell_quote(ol_test_bin()), *cmd;
     cr_assert(asprintf(&cmd, "exec %s %s -X decide.workers=1 decide", bin, fixed_args()) > 0);
     free(bin);
@@ -398,18 +400,13 @@ Test(status, shows_no_lag_on_transactional_partitions_and_lists_the_kafka_groups
  * (stage apply) once projected. */
 static void publish_orphan_payments(int count) {
     char path[1024];
-    snprintf(path, sizeof(path), "%s/paid.jsonl", dir);
-    FILE *fp = fopen(path, "w");
-    cr_assert(fp);
+    FILE *fp = ol_test_scratch_open(dir, "paid.jsonl", path, sizeof(path));
     for (int i = 1; i <= count; i++)
         fprintf(fp,
                 "{\"type\":\"OrderPaid\",\"data\":{\"order_id\":\"ST-NONE-%d\",\"payment_id\":\"pay-%d\","
                 "\"amount\":500,\"currency\":\"CNY\",\"paid_at\":\"2026-04-01T08:01:00Z\"}}\n",
                 i, i);
-    cr_assert_eq(fclose(fp), 0);
-    char *q = ol_test_shell_quote(path);
-    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
-    free(q);
+    publish_written(fp, path);
     free(ol_test_orderlogf_ok(fixed_args(), "-X consumer.max.poison=1000000 project --until-end"));
 }
 
