@@ -601,15 +601,21 @@ const char *ol_test_kafka_bootstrap(void) {
     return bs && *bs ? bs : DEFAULT_BOOTSTRAP;
 }
 
-/* A quiet producer handle for admin requests; fails the test when it cannot. */
-static rd_kafka_t *kafka_admin_new(void) {
+/* A quiet client's configuration for the test broker; fails the test when it cannot. */
+static rd_kafka_conf_t *kafka_conf_new(void) {
     char errstr[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     cr_assert(rd_kafka_conf_set(conf, "bootstrap.servers", ol_test_kafka_bootstrap(), errstr, sizeof(errstr)) ==
                   RD_KAFKA_CONF_OK,
               "bootstrap.servers: %s", errstr);
     rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    return conf;
+}
+
+/* A quiet producer handle for admin requests; fails the test when it cannot. */
+static rd_kafka_t *kafka_admin_new(void) {
+    char errstr[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kafka_conf_new(), errstr, sizeof(errstr));
     cr_assert(rk, "rd_kafka_new: %s", errstr);
     return rk;
 }
@@ -846,11 +852,7 @@ static void produce_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque
 long long ol_test_kafka_produce(const char *topic, int partition, const void *key, size_t key_len, const void *value,
                                 size_t value_len, const char *const *headers) {
     char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    cr_assert(rd_kafka_conf_set(conf, "bootstrap.servers", ol_test_kafka_bootstrap(), errstr, sizeof(errstr)) ==
-                  RD_KAFKA_CONF_OK,
-              "bootstrap.servers: %s", errstr);
-    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
+    rd_kafka_conf_t *conf = kafka_conf_new();
     /* partition -1: where the Java client would put the key */
     rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, sizeof(errstr));
     rd_kafka_conf_set_dr_msg_cb(conf, produce_dr);
@@ -878,9 +880,7 @@ long long ol_test_kafka_produce(const char *topic, int partition, const void *ke
 
 long long ol_test_kafka_end_offset(const char *topic, int partition) {
     char errstr[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", ol_test_kafka_bootstrap(), errstr, sizeof(errstr));
-    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr));
+    rd_kafka_conf_t *conf = kafka_conf_new();
     rd_kafka_conf_set(conf, "group.id", "ol_test_watermarks", errstr, sizeof(errstr));
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     cr_assert(rk, "rd_kafka_new: %s", errstr);
@@ -1056,19 +1056,23 @@ void ol_test_publish_file(const char *fixed_args, const char *dir, const char *n
     free(q);
 }
 
+void ol_test_delete_prefixed_groups(const char *prefix, const char *const *suffixes) {
+    size_t n = 0;
+    while (suffixes && suffixes[n])
+        n++;
+    char **groups = ol_xcalloc(n ? n : 1, sizeof(*groups));
+    for (size_t i = 0; i < n; i++)
+        groups[i] = ol_test_strf("%s%s", prefix, suffixes[i]);
+    ol_test_kafka_delete_groups((const char *const *)groups, n);
+    for (size_t i = 0; i < n; i++)
+        free(groups[i]);
+    free(groups);
+}
+
 void ol_test_cleanup(const char *fixed_args, const char *prefix, const char *const *suffixes, const char *db,
                      const char *dir) {
     if (prefix && *prefix) {
-        size_t n = 0;
-        while (suffixes && suffixes[n])
-            n++;
-        char **groups = ol_xcalloc(n ? n : 1, sizeof(*groups));
-        for (size_t i = 0; i < n; i++)
-            groups[i] = ol_test_strf("%s%s", prefix, suffixes[i]);
-        ol_test_kafka_delete_groups((const char *const *)groups, n);
-        for (size_t i = 0; i < n; i++)
-            free(groups[i]);
-        free(groups);
+        ol_test_delete_prefixed_groups(prefix, suffixes);
         ol_test_orderlogf(NULL, NULL, fixed_args, "topics delete");
     }
     if (db && *db)

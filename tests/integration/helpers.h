@@ -215,6 +215,9 @@ void ol_test_take_prefix(char *prefix, size_t size, const char *stem, const char
 /* Writes text to dir/name and publishes it with `orderlog <fixed_args> publish`;
  * fails the test unless it exits 0. */
 void ol_test_publish_file(const char *fixed_args, const char *dir, const char *name, const char *text);
+/* Deletes the consumer groups <prefix><suffix> for the NULL-terminated
+ * suffixes (NULL: none); best effort, quiet. */
+void ol_test_delete_prefixed_groups(const char *prefix, const char *const *suffixes);
 /* A test's cleanup (best effort, quiet). When prefix is not "": deletes
  * the consumer groups <prefix><suffix> for the NULL-terminated suffixes
  * (NULL: none), then the topics (`orderlog <fixed_args> topics delete`).

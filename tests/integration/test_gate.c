@@ -703,14 +703,8 @@ Test(gate, an_ipv6_peer_is_its_own_client_address) {
     if (!v6)
         cr_skip_test("no IPv6 loopback on this machine");
     use_topics("v6");
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd),
-             "exec %s -X topic.prefix=%s -X gate.listen=[::1]:0 -X gate.wait.ms=0 -X gate.trusted.proxies=::1/128 "
-             "gate",
-             bin, prefix);
-    free(bin);
-    gate = ol_test_bg_start(cmd);
+    gate = ol_test_orderlog_bg(
+        "-X topic.prefix=%s -X gate.listen=[::1]:0 -X gate.wait.ms=0 -X gate.trusted.proxies=::1/128 gate", prefix);
     cr_assert_eq(ol_test_bg_wait_lines(gate, 1, 60000), 1, "the gate did not start:\n%s", ol_test_bg_stderr(gate));
     const char *at = strstr(ol_test_bg_stdout(gate), "gate listening on http://[::1]:");
     cr_assert(at, "%s", ol_test_bg_stdout(gate));

@@ -55,12 +55,7 @@ TestSuite(rebuild, .init = setup, .fini = teardown, .timeout = 600);
 
 /* orderlog as a background process (exec'd: signals reach it). */
 static ol_test_bg_t *orderlog_bg(const char *conninfo, const char *args) {
-    char *bin = ol_test_shell_quote(ol_test_bin()), *cmd;
-    cr_assert(asprintf(&cmd, "exec %s %s %s", bin, fixed_args(conninfo), args) >= 0);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
-    free(bin);
-    free(cmd);
-    return bg;
+    return ol_test_orderlog_bg("%s %s", fixed_args(conninfo), args);
 }
 
 /* A scratch database, migrated unless told otherwise. */

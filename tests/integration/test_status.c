@@ -352,11 +352,7 @@ Test(status, shows_no_lag_on_transactional_partitions_and_lists_the_kafka_groups
                 "\"10.9.0.1\",\"user_id\":\"tx-u%d\",\"user_level\":1,\"sku\":\"TX-1\",\"quantity\":1}}\n",
                 i, i);
     publish_written(fp, path);
-    char *bin = ol_test_shell_quote(ol_test_bin()), *cmd;
-    cr_assert(asprintf(&cmd, "exec %s %s -X decide.workers=1 decide", bin, fixed_args()) > 0);
-    free(bin);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
-    free(cmd);
+    ol_test_bg_t *bg = ol_test_orderlog_bg("%s -X decide.workers=1 decide", fixed_args());
     char sale[256];
     snprintf(sale, sizeof(sale), "%ssale-events", prefix);
     long long end = ol_test_now_ms() + 60000, facts = 0;
@@ -387,11 +383,8 @@ Test(status, shows_no_lag_on_transactional_partitions_and_lists_the_kafka_groups
         !strcmp(json_string_value(json_object_get(p, "stored_in")), "kafka");
     cr_expect_gt(in_kafka, 0);
     json_decref(doc);
-    char groups[2][200];
-    snprintf(groups[0], sizeof(groups[0]), "%sdecide", prefix);
-    snprintf(groups[1], sizeof(groups[1]), "%sdecide-restore", prefix);
-    const char *gl[] = {groups[0], groups[1]};
-    ol_test_kafka_delete_groups(gl, 2);
+    const char *groups[] = {"decide", "decide-restore", NULL};
+    ol_test_delete_prefixed_groups(prefix, groups);
 }
 
 /* ---- the dlq: dead letters, not records -------------------------------------- */
@@ -513,10 +506,7 @@ static unsigned closed_port(void) {
 
 /* Starts `orderlog guard` with http.listen on a free port; its address. */
 static ol_test_bg_t *start_guard(char *addr, size_t size) {
-    char *bin = ol_test_shell_quote(ol_test_bin()), cmd[8400];
-    snprintf(cmd, sizeof(cmd), "exec %s %s -X http.listen=127.0.0.1:0 guard", bin, fixed_args());
-    free(bin);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    ol_test_bg_t *bg = ol_test_orderlog_bg("%s -X http.listen=127.0.0.1:0 guard", fixed_args());
     int lines = ol_test_bg_wait_lines(bg, 1, 60000);
     const char *out = ol_test_bg_stdout(bg), *at = strstr(out, "http listening on http://");
     cr_assert(lines >= 1 && at, "guard did not print its address\nstdout:\n%s\nstderr:\n%s", out,
