@@ -12,6 +12,12 @@
 
 #include <jansson.h>
 
+/* One case of a table-driven test: an input and what is wanted of it (the
+ * message its refusal holds, the value it reads as). */
+typedef struct ol_test_case_s {
+    const char *in, *want;
+} ol_test_case_t;
+
 /* ---- processes ---- */
 
 /* Runs cmdline with /bin/sh -c and waits for it. *out and *err (either may

@@ -673,9 +673,7 @@ Test(gate, believes_the_body_client_ip_only_when_told_to) {
 }
 
 Test(gate, refuses_bad_trusted_proxy_networks_at_start) {
-    static const struct {
-        const char *set, *says;
-    } bad[] = {
+    static const ol_test_case_t bad[] = {
         {"gate.trusted.proxies=10.0.0.0/33",
          "orderlog gate: property \"gate.trusted.proxies\": \"10.0.0.0/33\": the prefix length must be 0 to 32"},
         {"gate.trusted.proxies=127.0.0.1/32, lb.internal", "\"lb.internal\" is not an IPv4 or IPv6 network"},
@@ -684,10 +682,10 @@ Test(gate, refuses_bad_trusted_proxy_networks_at_start) {
         {"gate.forwarded.header=x-real-ip", "is not one of x-forwarded-for,forwarded"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        char *q = ol_test_shell_quote(bad[i].set), *out, *err;
+        char *q = ol_test_shell_quote(bad[i].in), *out, *err;
         int rc = ol_test_orderlogf(&out, &err, fixed_args(), "-X %s gate", q);
-        cr_expect_eq(rc, 2, "%s: exit %d\n%s", bad[i].set, rc, err);
-        cr_expect(strstr(err, bad[i].says), "%s: \"%s\" does not say \"%s\"", bad[i].set, err, bad[i].says);
+        cr_expect_eq(rc, 2, "%s: exit %d\n%s", bad[i].in, rc, err);
+        cr_expect(strstr(err, bad[i].want), "%s: \"%s\" does not say \"%s\"", bad[i].in, err, bad[i].want);
         free(q);
         free(out);
         free(err);

@@ -160,9 +160,7 @@ Test(migrate, applies_every_embedded_migration_and_creates_the_read_models) {
         cr_expect_eq(ol_test_pg_query_int(db, sql), 1, "orderlog.%s has no comment", read_models[i].table);
     }
 
-    static const struct {
-        const char *table, *pk;
-    } pks[] = {
+    static const ol_test_case_t pks[] = {
         {"orders", "order_id"},
         {"order_lines", "order_id,line_no"},
         {"user_sku_totals", "user_id,sku"},
@@ -176,10 +174,10 @@ Test(migrate, applies_every_embedded_migration_and_creates_the_read_models) {
                  "unnest(i.indkey) with ordinality k(attnum, ord), pg_attribute a "
                  "where i.indrelid = 'orderlog.%s'::regclass and i.indisprimary "
                  "and a.attrelid = i.indrelid and a.attnum = k.attnum",
-                 pks[i].table);
+                 pks[i].in);
         char *pk = ol_test_pg_query_str(db, sql);
-        cr_expect(pk && !strcmp(pk, pks[i].pk), "primary key of orderlog.%s: got (%s), want (%s)", pks[i].table, pk,
-                  pks[i].pk);
+        cr_expect(pk && !strcmp(pk, pks[i].want), "primary key of orderlog.%s: got (%s), want (%s)", pks[i].in, pk,
+                  pks[i].want);
         free(pk);
     }
     free(out);

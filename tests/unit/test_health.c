@@ -15,6 +15,7 @@
 #include "common/base/health.h"
 #include "common/base/http.h"
 #include "common/base/time.h"
+#include "testutil.h"
 
 /* ---- the parser ------------------------------------------------------------ */
 
@@ -304,9 +305,7 @@ Test(health, parses_named_and_unnamed_endpoints) {
 }
 
 Test(health, says_which_endpoint_is_not_of_the_form) {
-    static const struct {
-        const char *list, *msg;
-    } cases[] = {
+    static const olt_case_t cases[] = {
         {"a=127.0.0.1:1,b=nowhere", "status.endpoints: \"b=nowhere\": expected [name=]host:port"},
         {"x=127.0.0.1:0", "status.endpoints: \"x=127.0.0.1:0\": the port is not a number from 1 to 65535"},
         {"x=127.0.0.1:65536", "the port is not a number from 1 to 65535"},
@@ -321,10 +320,10 @@ Test(health, says_which_endpoint_is_not_of_the_form) {
         ol_health_endpoint_t *eps = (void *)1;
         size_t n = 1;
         char errstr[256] = "";
-        cr_expect_eq(ol_health_parse_endpoints("status.endpoints", cases[i].list, &eps, &n, errstr, sizeof(errstr)),
-                     OL_ERR_CONFIG, "%s", cases[i].list);
+        cr_expect_eq(ol_health_parse_endpoints("status.endpoints", cases[i].in, &eps, &n, errstr, sizeof(errstr)),
+                     OL_ERR_CONFIG, "%s", cases[i].in);
         cr_expect(eps == NULL && n == 0);
-        cr_expect(strstr(errstr, cases[i].msg), "%s: \"%s\", not \"%s\"", cases[i].list, errstr, cases[i].msg);
+        cr_expect(strstr(errstr, cases[i].want), "%s: \"%s\", not \"%s\"", cases[i].in, errstr, cases[i].want);
     }
     char many[4096] = "";
     for (int i = 0; i <= OL_HEALTH_MAX_ENDPOINTS; i++)

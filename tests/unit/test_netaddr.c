@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/base/netaddr.h"
+#include "testutil.h"
 
 static ol_netaddr_t addr(const char *s) {
     ol_netaddr_t a;
@@ -158,9 +159,7 @@ Test(netaddr, a_v4_mapped_network_is_the_v4_network) {
 }
 
 Test(netaddr, refuses_bad_networks_naming_the_entry) {
-    static const struct {
-        const char *list, *says;
-    } bad[] = {
+    static const olt_case_t bad[] = {
         {"10.0.0.0/33", "\"10.0.0.0/33\": the prefix length must be 0 to 32"},
         {"2001:db8::/129", "\"2001:db8::/129\": the prefix length must be 0 to 128"},
         {"10.0.0.0/", "the prefix length must be 0 to 32"},
@@ -182,9 +181,9 @@ Test(netaddr, refuses_bad_networks_naming_the_entry) {
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ol_netlist_t *nl = (ol_netlist_t *)1;
         char errstr[256] = "";
-        cr_expect_eq(ol_netlist_parse(bad[i].list, &nl, errstr, sizeof(errstr)), OL_ERR_CONFIG, "\"%s\"", bad[i].list);
-        cr_expect_null(nl, "\"%s\"", bad[i].list);
-        cr_expect(strstr(errstr, bad[i].says), "\"%s\": \"%s\" does not say \"%s\"", bad[i].list, errstr, bad[i].says);
+        cr_expect_eq(ol_netlist_parse(bad[i].in, &nl, errstr, sizeof(errstr)), OL_ERR_CONFIG, "\"%s\"", bad[i].in);
+        cr_expect_null(nl, "\"%s\"", bad[i].in);
+        cr_expect(strstr(errstr, bad[i].want), "\"%s\": \"%s\" does not say \"%s\"", bad[i].in, errstr, bad[i].want);
     }
 }
 

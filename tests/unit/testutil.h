@@ -15,6 +15,12 @@
 
 #include "common/base/util.h"
 
+/* One case of a table-driven test: an input and what is wanted of it (the
+ * message its refusal holds, the value it reads as). */
+typedef struct olt_case_s {
+    const char *in, *want;
+} olt_case_t;
+
 /* A suite's fixture: the static object var, made by the expression make in
  * the suite's .init and freed by destroy(var) in its .fini. Declares var and
  * defines setup() and teardown() for TestSuite. */
