@@ -730,6 +730,18 @@ Test(codec, decode_survives_random_and_mutated_bytes) {
     }
 }
 
+/* Data of et written with avro-c directly (json), which ol_codec_decode
+ * must refuse as invalid, naming field. */
+static void expect_decode_refused(const ol_event_type_t *et, const char *json, const char *field) {
+    unsigned char buf[512];
+    char errstr[256] = "";
+    avro_value_t *v;
+    size_t len = olt_avro_write(et->iface, json, buf, sizeof(buf));
+    cr_expect_eq(ol_codec_decode(codec, et, et->version, buf, len, &v, errstr, sizeof(errstr)), OL_ERR_INVALID, "%s",
+                 json);
+    cr_expect(strstr(errstr, field), "error does not name the field %s: %s", field, errstr);
+}
+
 Test(codec, decode_checks_payloads_from_other_writers) {
     const ol_event_type_t *et = find_type("BuyRequested");
     unsigned char buf[512];
@@ -746,35 +758,27 @@ Test(codec, decode_checks_payloads_from_other_writers) {
                  errstr);
 
     /* ... but a quantity of 0 breaks the contract */
-    len = olt_avro_write(et->iface,
-                         "{\"request_id\":\"r-1\",\"session_id\":\"\",\"client_ip\":\"1.2.3.4\",\"user_id\":\"u\","
-                         "\"user_level\":0,\"sku\":\"S\",\"quantity\":0,\"requested_at\":0,\"channel\":\"\"}",
-                         buf, sizeof(buf));
-    cr_expect_eq(ol_codec_decode(codec, et, et->version, buf, len, &v, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect(strstr(errstr, "quantity"), "error does not name the field: %s", errstr);
+    expect_decode_refused(et,
+                          "{\"request_id\":\"r-1\",\"session_id\":\"\",\"client_ip\":\"1.2.3.4\",\"user_id\":\"u\","
+                          "\"user_level\":0,\"sku\":\"S\",\"quantity\":0,\"requested_at\":0,\"channel\":\"\"}",
+                          "quantity");
 
     /* as do an empty request_id, a bad IP and a nested line quantity */
-    len = olt_avro_write(et->iface,
-                         "{\"request_id\":\"\",\"session_id\":\"\",\"client_ip\":\"1.2.3.4\",\"user_id\":\"u\","
-                         "\"user_level\":0,\"sku\":\"S\",\"quantity\":1,\"requested_at\":0,\"channel\":\"\"}",
-                         buf, sizeof(buf));
-    cr_expect_eq(ol_codec_decode(codec, et, et->version, buf, len, &v, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect(strstr(errstr, "request_id"), "%s", errstr);
-    len = olt_avro_write(et->iface,
-                         "{\"request_id\":\"r\",\"session_id\":\"\",\"client_ip\":\"999.1.1.1\",\"user_id\":\"u\","
-                         "\"user_level\":0,\"sku\":\"S\",\"quantity\":1,\"requested_at\":0,\"channel\":\"\"}",
-                         buf, sizeof(buf));
-    cr_expect_eq(ol_codec_decode(codec, et, et->version, buf, len, &v, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect(strstr(errstr, "client_ip"), "%s", errstr);
+    expect_decode_refused(et,
+                          "{\"request_id\":\"\",\"session_id\":\"\",\"client_ip\":\"1.2.3.4\",\"user_id\":\"u\","
+                          "\"user_level\":0,\"sku\":\"S\",\"quantity\":1,\"requested_at\":0,\"channel\":\"\"}",
+                          "request_id");
+    expect_decode_refused(et,
+                          "{\"request_id\":\"r\",\"session_id\":\"\",\"client_ip\":\"999.1.1.1\",\"user_id\":\"u\","
+                          "\"user_level\":0,\"sku\":\"S\",\"quantity\":1,\"requested_at\":0,\"channel\":\"\"}",
+                          "client_ip");
 
     const ol_event_type_t *op = find_type("OrderPlaced");
-    len = olt_avro_write(op->iface,
-                         "{\"order_id\":\"o\",\"user_id\":\"u\",\"source\":\"external\",\"lines\":[{\"sku\":\"A\","
-                         "\"quantity\":1,\"unit_price\":1},{\"sku\":\"B\",\"quantity\":0,\"unit_price\":1}],"
-                         "\"total_amount\":2,\"currency\":\"CNY\",\"placed_at\":0}",
-                         buf, sizeof(buf));
-    cr_expect_eq(ol_codec_decode(codec, op, op->version, buf, len, &v, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect(strstr(errstr, "lines[1].quantity"), "%s", errstr);
+    expect_decode_refused(op,
+                          "{\"order_id\":\"o\",\"user_id\":\"u\",\"source\":\"external\",\"lines\":[{\"sku\":\"A\","
+                          "\"quantity\":1,\"unit_price\":1},{\"sku\":\"B\",\"quantity\":0,\"unit_price\":1}],"
+                          "\"total_amount\":2,\"currency\":\"CNY\",\"placed_at\":0}",
+                          "lines[1].quantity");
 }
 
 Test(codec, decode_refuses_unknown_schema_versions) {
