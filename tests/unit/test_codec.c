@@ -2,6 +2,7 @@
  * tests/fixtures/events/{valid,invalid}/ (see README there), plus decoding
  * robustness against bytes no orderlog wrote. */
 #include <criterion/criterion.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "common/base/arena.h"
@@ -398,55 +399,46 @@ static void expect_field(json_t *obj, const char *name, const char *want_json) {
     json_decref(want);
 }
 
-Test(codec, renders_times_as_utc_rfc3339_with_milliseconds) {
+/* decode_line(line), expecting the fields named in the NULL-terminated
+ * (name, JSON value) pairs that follow. */
+__attribute__((sentinel)) static void expect_decoded(const char *line, ...) {
     ol_event_t ev;
-    json_t *out =
-        decode_line("{\"type\":\"BlacklistChanged\",\"data\":{\"subject_type\":\"ip\",\"subject\":\"1.2.3.4\","
-                    "\"action\":\"add\",\"reason\":\"rate\",\"until\":\"2026-11-11T08:00:00.5+08:00\","
-                    "\"changed_at\":1795000000123}}",
-                    &ev);
-    expect_field(out, "until", "\"2026-11-11T00:00:00.500Z\"");
-    expect_field(out, "changed_at", "\"2026-11-18T11:06:40.123Z\"");
-    json_decref(out);
-    ol_event_clear(&ev);
-
-    out = decode_line(
-        "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"removed_at\":\"2000-02-29T23:30:00.999999-01:00\"}}", &ev);
-    expect_field(out, "removed_at", "\"2000-03-01T00:30:00.999Z\"");
-    json_decref(out);
-    ol_event_clear(&ev);
-
-    out = decode_line("{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"removed_at\":-1}}", &ev);
-    expect_field(out, "removed_at", "\"1969-12-31T23:59:59.999Z\"");
+    json_t *out = decode_line(line, &ev);
+    va_list ap;
+    va_start(ap, line);
+    for (const char *name; (name = va_arg(ap, const char *));)
+        expect_field(out, name, va_arg(ap, const char *));
+    va_end(ap);
     json_decref(out);
     ol_event_clear(&ev);
 }
 
+Test(codec, renders_times_as_utc_rfc3339_with_milliseconds) {
+    expect_decoded("{\"type\":\"BlacklistChanged\",\"data\":{\"subject_type\":\"ip\",\"subject\":\"1.2.3.4\","
+                   "\"action\":\"add\",\"reason\":\"rate\",\"until\":\"2026-11-11T08:00:00.5+08:00\","
+                   "\"changed_at\":1795000000123}}",
+                   "until", "\"2026-11-11T00:00:00.500Z\"", "changed_at", "\"2026-11-18T11:06:40.123Z\"", NULL);
+
+    expect_decoded(
+        "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"removed_at\":\"2000-02-29T23:30:00.999999-01:00\"}}",
+        "removed_at", "\"2000-03-01T00:30:00.999Z\"", NULL);
+
+    expect_decoded("{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"removed_at\":-1}}", "removed_at",
+                   "\"1969-12-31T23:59:59.999Z\"", NULL);
+}
+
 Test(codec, fills_defaults_from_the_schema_and_the_event_time) {
-    ol_event_t ev;
-    json_t *out = decode_line("{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"r\",\"session_id\":\"\","
-                              "\"client_ip\":\"::1\",\"user_id\":\"u\",\"user_level\":0,\"sku\":\"S\",\"quantity\":1}}",
-                              &ev);
-    expect_field(out, "channel", "\"\"");
-    expect_field(out, "requested_at", "\"" NOW_TEXT "\"");
-    json_decref(out);
-    ol_event_clear(&ev);
+    expect_decoded("{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"r\",\"session_id\":\"\","
+                   "\"client_ip\":\"::1\",\"user_id\":\"u\",\"user_level\":0,\"sku\":\"S\",\"quantity\":1}}",
+                   "channel", "\"\"", "requested_at", "\"" NOW_TEXT "\"", NULL);
 
-    out = decode_line("{\"type\":\"PurchasePolicySet\",\"time\":\"2026-11-11T00:00:00+08:00\","
-                      "\"data\":{\"sku\":\"S\",\"min_level\":2,\"default_limit\":1}}",
-                      &ev);
-    expect_field(out, "level_limits", "[]");
-    expect_field(out, "set_at", "\"2026-11-10T16:00:00.000Z\"");
-    json_decref(out);
-    ol_event_clear(&ev);
+    expect_decoded("{\"type\":\"PurchasePolicySet\",\"time\":\"2026-11-11T00:00:00+08:00\","
+                   "\"data\":{\"sku\":\"S\",\"min_level\":2,\"default_limit\":1}}",
+                   "level_limits", "[]", "set_at", "\"2026-11-10T16:00:00.000Z\"", NULL);
 
-    out = decode_line("{\"type\":\"BlacklistChanged\",\"time\":1795000000123,\"data\":{\"subject_type\":\"user\","
-                      "\"subject\":\"u-1\",\"action\":\"remove\",\"reason\":\"manual\"}}",
-                      &ev);
-    expect_field(out, "until", "null");
-    expect_field(out, "changed_at", "\"2026-11-18T11:06:40.123Z\"");
-    json_decref(out);
-    ol_event_clear(&ev);
+    expect_decoded("{\"type\":\"BlacklistChanged\",\"time\":1795000000123,\"data\":{\"subject_type\":\"user\","
+                   "\"subject\":\"u-1\",\"action\":\"remove\",\"reason\":\"manual\"}}",
+                   "until", "null", "changed_at", "\"2026-11-18T11:06:40.123Z\"", NULL);
 }
 
 Test(codec, derives_key_and_subject_from_the_schema) {
