@@ -21,6 +21,13 @@ static char *dlq_ok(const char *args) {
     return ol_test_orderlogf_ok(kit_fixed_args(), "dlq %s", args);
 }
 
+/* `dlq count` says says. */
+static void expect_count(const char *says) {
+    char *out = dlq_ok("count");
+    cr_expect(strstr(out, says), "%s", out);
+    free(out);
+}
+
 /* `dlq list --json <args>` as an array of its lines. */
 static json_t *dlq_list(const char *args) {
     char *out = ol_test_orderlogf_ok(kit_fixed_args(), "dlq list --json %s", args);
@@ -169,9 +176,7 @@ Test(dlq, poison_records_counted_shown_and_replayed_once_their_cause_is_fixed) {
     }
     cr_expect_eq(seen, 7, "stages apply, decode and placement each once: %s", json_dumps(groups, 0));
     json_decref(count);
-    out = dlq_ok("count");
-    cr_expect(strstr(out, "3 dead letters (0 replayed, 3 pending), 0 replay markers"), "%s", out);
-    free(out);
+    expect_count("3 dead letters (0 replayed, 3 pending), 0 replay markers");
 
     /* list and its filters */
     json_t *list = dlq_list("");
@@ -248,9 +253,7 @@ Test(dlq, poison_records_counted_shown_and_replayed_once_their_cause_is_fixed) {
     free(row);
 
     /* list and count show it replayed; the marker is no dead letter */
-    out = dlq_ok("count");
-    cr_expect(strstr(out, "3 dead letters (1 replayed, 2 pending), 1 replay marker"), "%s", out);
-    free(out);
+    expect_count("3 dead letters (1 replayed, 2 pending), 1 replay marker");
     json_t *pending = dlq_list("--pending");
     cr_expect_eq(json_array_size(pending), 2);
     json_decref(pending);
