@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../fake_http.h"
 #include "helpers.h"
 
 #define PARTITIONS 3
@@ -450,60 +451,6 @@ Test(status, counts_dead_letters_without_the_replay_markers_as_dlq_count_does) {
 
 /* ---- the roles' health ------------------------------------------------------- */
 
-/* A fake endpoint on 127.0.0.1: with an answer, a thread serves it to
- * every connection (after reading the request) and closes; without one,
- * nothing is ever accepted (connections wait in the backlog, unanswered). */
-typedef struct fake_s {
-    int fd;
-    unsigned port;
-    const char *answer;
-    pthread_t thread;
-} fake_t;
-
-static void *fake_run(void *arg) {
-    fake_t *f = arg;
-    int c;
-    while ((c = accept(f->fd, NULL, NULL)) >= 0) {
-        char req[2048];
-        ssize_t got = read(c, req, sizeof(req));
-        (void)got;
-        ssize_t put = write(c, f->answer, strlen(f->answer));
-        (void)put;
-        close(c);
-    }
-    return NULL; /* the listening socket was shut down */
-}
-
-static void fake_start(fake_t *f, const char *answer) {
-    f->fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(f->fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    cr_assert_eq(bind(f->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    cr_assert_eq(listen(f->fd, 16), 0);
-    socklen_t sl = sizeof(sa);
-    getsockname(f->fd, (struct sockaddr *)&sa, &sl);
-    f->port = ntohs(sa.sin_port);
-    f->answer = answer;
-    if (answer)
-        cr_assert_eq(pthread_create(&f->thread, NULL, fake_run, f), 0);
-}
-
-static void fake_stop(fake_t *f) {
-    shutdown(f->fd, SHUT_RDWR); /* wakes the accept */
-    if (f->answer)
-        pthread_join(f->thread, NULL);
-    close(f->fd);
-}
-
-/* A port nothing listens on. */
-static unsigned closed_port(void) {
-    fake_t f;
-    fake_start(&f, NULL);
-    close(f.fd);
-    return f.port;
-}
-
 /* Starts `orderlog guard` with http.listen on a free port; its address. */
 static ol_test_bg_t *start_guard(char *addr, size_t size) {
     ol_test_bg_t *bg = ol_test_orderlog_bg("%s -X http.listen=127.0.0.1:0 guard", fixed_args());
@@ -609,10 +556,12 @@ Test(status, shows_a_running_role_healthy_and_ready) {
 Test(status, reports_unreachable_silent_and_garbage_endpoints_in_bounded_time) {
     use_stack("badroles");
     fake_t silent[2], garbage, other;
-    fake_start(&silent[0], NULL);
-    fake_start(&silent[1], NULL);
-    fake_start(&garbage, "\x16\x03\x01 this is not HTTP\r\n\r\n");
-    fake_start(&other, "HTTP/1.1 404 Not Found\r\nContent-Length: 28\r\n\r\n{\"error\":\"no such resource\"}");
+    fake_start(&silent[0], NULL, 0, 0);
+    fake_start(&silent[1], NULL, 0, 0);
+    const char *not_http = "\x16\x03\x01 this is not HTTP\r\n\r\n",
+               *not_found = "HTTP/1.1 404 Not Found\r\nContent-Length: 28\r\n\r\n{\"error\":\"no such resource\"}";
+    fake_start(&garbage, not_http, strlen(not_http), -1);
+    fake_start(&other, not_found, strlen(not_found), -1);
     char args[1000];
     snprintf(args, sizeof(args),
              "-X status.endpoint.timeout.ms=800 -X "

@@ -16,6 +16,7 @@
 #include "common/base/http.h"
 #include "common/base/time.h"
 #include "testutil.h"
+#include "../fake_http.h"
 
 /* ---- the parser ------------------------------------------------------------ */
 
@@ -133,69 +134,6 @@ Test(http_reply, bounds_the_head_and_the_body) {
 }
 
 /* ---- fake servers ------------------------------------------------------------ */
-
-typedef struct fake_s {
-    int fd;
-    unsigned port;
-    const char *answer; /* written after the request is read; NULL: accept nothing, answer nothing */
-    size_t answer_len;
-    int connections; /* to serve before the thread ends */
-    pthread_t thread;
-} fake_t;
-
-static void *fake_run(void *arg) {
-    fake_t *f = arg;
-    for (int i = 0; i < f->connections; i++) {
-        int c = accept(f->fd, NULL, NULL);
-        if (c < 0)
-            break;
-        char req[2048];
-        ssize_t got = read(c, req, sizeof(req)); /* one read holds our small request */
-        (void)got;
-        for (size_t off = 0; off < f->answer_len;) {
-            ssize_t k = write(c, f->answer + off, f->answer_len - off);
-            if (k <= 0)
-                break;
-            off += (size_t)k;
-        }
-        close(c);
-    }
-    return NULL;
-}
-
-/* Listens on 127.0.0.1:<free port>; with an answer, serves it to
- * `connections` connections on a thread; without one, never accepts (a
- * connect succeeds through the backlog, then nothing comes). */
-static void fake_start(fake_t *f, const char *answer, size_t len, int connections) {
-    f->fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(f->fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    cr_assert_eq(bind(f->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    cr_assert_eq(listen(f->fd, 16), 0);
-    socklen_t sl = sizeof(sa);
-    getsockname(f->fd, (struct sockaddr *)&sa, &sl);
-    f->port = ntohs(sa.sin_port);
-    f->answer = answer;
-    f->answer_len = len;
-    f->connections = connections;
-    if (answer)
-        cr_assert_eq(pthread_create(&f->thread, NULL, fake_run, f), 0);
-}
-
-static void fake_stop(fake_t *f) {
-    if (f->answer)
-        pthread_join(f->thread, NULL);
-    close(f->fd);
-}
-
-/* A port nothing listens on: bound, then closed. */
-static unsigned closed_port(void) {
-    fake_t f;
-    fake_start(&f, NULL, 0, 0);
-    close(f.fd);
-    return f.port;
-}
 
 static char *addr_of(unsigned port) {
     static char buf[4][64];
