@@ -25,18 +25,7 @@ __attribute__((used)) const char *__asan_default_options(void) {
 
 #define NOW_MS 1795000000000LL
 
-static ol_codec_t *codec;
-static ol_arena_t *arena;
-
-static void setup(void) {
-    codec = ol_codec_new();
-    arena = ol_arena_new(0);
-}
-
-static void teardown(void) {
-    ol_codec_destroy(codec);
-    ol_arena_destroy(arena);
-}
+OLT_CODEC_FIXTURE
 
 TestSuite(event, .init = setup, .fini = teardown);
 
