@@ -24,7 +24,7 @@ typedef struct ol_registry_s ol_registry_t;
 #define OL_REGISTRY_LEVELS "BACKWARD,BACKWARD_TRANSITIVE,FORWARD,FORWARD_TRANSITIVE,FULL,FULL_TRANSITIVE,NONE"
 
 /* url: http://host:port[/base path], e.g.
- * http://127.0.0.1:18081/apis/ccompat/v6. *out stays NULL on failure. */
+ * http://127.0.0.1:18091/apis/ccompat/v6. *out stays NULL on failure. */
 ol_err_t ol_registry_new(const char *url, int timeout_ms, ol_registry_t **out, char *errstr, size_t errstr_size)
     __attribute__((warn_unused_result));
 void ol_registry_destroy(ol_registry_t *r);

@@ -241,7 +241,7 @@ static const ol_conf_prop_t props[] = {
     {"rebuild.maintenance.workers", OL_CONF_INT, "2", 0, 64, NULL,
      "max_parallel_maintenance_workers of those sessions: parallel workers PostgreSQL may use per index build "
      "(bounded by its max_worker_processes)."},
-    {"registry.url", OL_CONF_STR, "http://127.0.0.1:18081/apis/ccompat/v6", 0, 0, NULL,
+    {"registry.url", OL_CONF_STR, "http://127.0.0.1:18091/apis/ccompat/v6", 0, 0, NULL,
      "Base URL of the schema registry's Confluent-compatible API (`orderlog schemas`, the writer's schema of a "
      "record in the Confluent wire format, event.format=confluent): http://host:port[/path], "
      "e.g. Apicurio's /apis/ccompat/v6 (the local stack's: `ops/stack env` exports it when the registry runs). "

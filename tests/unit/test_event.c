@@ -9,12 +9,6 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <pthread.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include "common/base/arena.h"
 #include "common/domain/embedded.h"
 #include "common/domain/properties.h"
@@ -22,6 +16,7 @@
 #include "common/domain/codec.h"
 #include "common/domain/event.h"
 #include "common/base/time.h"
+#include "../fake_http.h"
 #include "testutil.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -34,18 +29,7 @@ __attribute__((used)) const char *__asan_default_options(void) {
 
 #define NOW_MS 1795000000000LL
 
-static ol_codec_t *codec;
-static ol_arena_t *arena;
-
-static void setup(void) {
-    codec = ol_codec_new();
-    arena = ol_arena_new(0);
-}
-
-static void teardown(void) {
-    ol_codec_destroy(codec);
-    ol_arena_destroy(arena);
-}
+OLT_CODEC_FIXTURE
 
 TestSuite(event, .init = setup, .fini = teardown);
 
@@ -516,54 +500,32 @@ Test(event, refuses_headers_holding_nul_invalid_utf8_or_cut) {
 
 /* ---- a schema registry that answers GET /schemas/ids/<id> --------------- */
 
-static int registry_fd = -1;
-static pthread_t registry_thread;
+static fake_t registry;
 static char *registry_body[64]; /* by id: the JSON answer, NULL = 404 */
 
-static void *registry_main(void *arg) {
-    (void)arg;
-    for (;;) {
-        int c = accept(registry_fd, NULL, NULL);
-        if (c < 0)
-            return NULL;
-        char req[4096];
-        size_t n = 0;
-        ssize_t got;
-        while (n < sizeof(req) - 1 && (got = read(c, req + n, sizeof(req) - 1 - n)) > 0) {
-            n += (size_t)got;
-            req[n] = '\0';
-            if (strstr(req, "\r\n\r\n"))
-                break;
-        }
-        req[n] = '\0';
-        unsigned id = 0;
-        const char *body = NULL;
-        const char *at = strstr(req, "/schemas/ids/");
-        if (at && sscanf(at, "/schemas/ids/%u", &id) == 1 && id < 64)
-            body = registry_body[id];
-        char head[256];
-        const char *nf = "{\"error_code\":40403,\"message\":\"Schema not found\"}";
-        int hn = snprintf(head, sizeof(head),
-                          "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: "
-                          "close\r\n\r\n",
-                          body ? "200 OK" : "404 Not Found", strlen(body ? body : nf));
-        if (write(c, head, (size_t)hn) < 0 || write(c, body ? body : nf, strlen(body ? body : nf)) < 0)
-            cr_log_warn("fake registry: write failed");
-        close(c);
-    }
+static char *registry_route(const char *req, size_t len, size_t *answer_len) {
+    (void)len;
+    unsigned id = 0;
+    const char *body = NULL;
+    const char *at = strstr(req, "/schemas/ids/");
+    if (at && sscanf(at, "/schemas/ids/%u", &id) == 1 && id < 64)
+        body = registry_body[id];
+    const char *nf = "{\"error_code\":40403,\"message\":\"Schema not found\"}";
+    size_t cap = strlen(body ? body : nf) + 256;
+    char *out = ol_xmalloc(cap);
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: "
+                     "close\r\n\r\n%s",
+                     body ? "200 OK" : "404 Not Found", strlen(body ? body : nf), body ? body : nf);
+    *answer_len = (size_t)n;
+    return out;
 }
 
 /* Starts the fake registry; registry.url set to it. */
 static void registry_start(void) {
-    registry_fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    cr_assert_eq(bind(registry_fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(listen(registry_fd, 16), 0);
-    cr_assert_eq(getsockname(registry_fd, (struct sockaddr *)&a, &alen), 0);
-    cr_assert_eq(pthread_create(&registry_thread, NULL, registry_main, NULL), 0);
+    fake_start_routed(&registry, registry_route);
     char url[64], errstr[256];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/ccompat", ntohs(a.sin_port));
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/ccompat", registry.port);
     ol_conf_t *conf = ol_conf_new();
     cr_assert_eq(ol_conf_set(conf, "registry.url", url, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
     ol_wire_init(conf);
@@ -571,9 +533,7 @@ static void registry_start(void) {
 }
 
 static void registry_stop(void) {
-    shutdown(registry_fd, SHUT_RDWR);
-    close(registry_fd);
-    pthread_join(registry_thread, NULL);
+    fake_stop(&registry);
     for (size_t i = 0; i < 64; i++) {
         free(registry_body[i]);
         registry_body[i] = NULL;
