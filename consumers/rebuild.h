@@ -100,9 +100,9 @@ ol_err_t ol_rebuild__plan(rebuild_t *rb);
 /* Every pass, each written out once it ends, while the next one runs. */
 ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MAX_READERS], int nreaders,
                                    size_t max_rows);
-/* Reads the current pass (rb->pass) of the bulk topics into bulks, by
- * assign(), on up to nbulks reader threads (one bulk each: a reader owns
- * whole partition numbers, whose keys no other reader meets); past
+/* Reads the current pass (rb->pass) of the bulk topics by assign(): the
+ * records of its keys dealt by key to nbulks folder threads, each folding
+ * and applying into its own bulks[i] (a key meets one folder only); past
  * max_rows rows in all, OL_ERR_TOO_LARGE (rebuild_read.c). */
 ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbulks, size_t max_rows,
                                ol_rt_stats_t *st);

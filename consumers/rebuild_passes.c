@@ -465,7 +465,7 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MA
             learned = true;
         }
         fprintf(stderr,
-                "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s on %d readers "
+                "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s on %d threads "
                 "(their time: decoding %.1f s, applying %.1f s, waiting for records %.1f s); process RSS %ld MB\n",
                 rb->passes, what, (long long)st.events, rows, bytes >> 20, (double)(ol_time_mono_us() - t0) / 1e6,
                 nreaders, (double)st.fold_us / 1e6, (double)st.apply_us / 1e6, (double)st.idle_us / 1e6, rss);
