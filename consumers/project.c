@@ -654,6 +654,16 @@ void ol_project_bulk_apply_event(ol_project_bulk_t *bulk, const ol_event_type_t 
     apply_bulk(bulk, states, 1, test_reject, &t);
 }
 
+static void count_reject(void *opaque, size_t index, const char *reason) {
+    (void)index;
+    (void)reason;
+    ++*(size_t *)opaque;
+}
+
+void ol_project_bulk_apply_state(ol_project_bulk_t *bulk, void *state, size_t *rejected) {
+    apply_bulk(bulk, &state, 1, count_reject, rejected);
+}
+
 static ol_err_t fold_checked(void *state, const ol_rt_record_t *rec, ol_arena_t *arena, char *errstr,
                              size_t errstr_size) {
     const char *topic = project_topics[rec->topic];
