@@ -195,23 +195,20 @@ static void progress(const pass_read_t *pr) {
             (long long)rb->log_events, rb->passes + 1, (double)done / secs);
 }
 
-ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbulks, size_t max_rows,
-                               ol_rt_stats_t *st) {
-    memset(st, 0, sizeof(*st));
-    pass_read_t *pr = ol_xcalloc(1, sizeof(*pr));
-    pr->rb = rb;
-    pr->role = ol_project_role();
-    pr->max_rows = max_rows;
-    pthread_mutex_init(&pr->lock, NULL);
-    /* the pass's partitions of the bulk topics (each topic's rows are its
-     * own: orders, lines and payments come from orders only, refunds from
-     * after-sales, skus from skus), the largest first, each to the reader
-     * with the fewest events so far */
-    typedef struct {
-        int t;
-        int32_t p;
-        int64_t events;
-    } tp_t;
+/* A partition of a bulk topic in the pass, with the events it holds. */
+typedef struct tp_s {
+    int t;
+    int32_t p;
+    int64_t events;
+} tp_t;
+
+/* The pass's partitions of the bulk topics (each topic's rows are its own:
+ * orders, lines and payments come from orders only, refunds from
+ * after-sales, skus from skus), the largest first, each to the reader with
+ * the fewest events so far (*owner_out[k] the reader of (*tps_out)[k]);
+ * makes pr's readers and returns how many partitions. */
+static int plan_readers(pass_read_t *pr, int nbulks, tp_t **tps_out, int **owner_out) {
+    rebuild_t *rb = pr->rb;
     tp_t *tps = ol_xcalloc((size_t)(rb->npass * rb->ntopics + 1), sizeof(*tps));
     int ntps = 0;
     for (int t = 0; t < rb->ntopics; t++)
@@ -245,7 +242,16 @@ ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbu
         owner[k] = best;
         load[best] += tps[k].events;
     }
-    ol_err_t err = OL_ERR_OK;
+    *tps_out = tps;
+    *owner_out = owner;
+    return ntps;
+}
+
+/* One consumer (*rk_out, NULL when it could not be made) assigned every
+ * partition of the pass from its beginning, each partition's queue
+ * forwarded to its reader's. */
+static ol_err_t open_consumer(pass_read_t *pr, const tp_t *tps, const int *owner, int ntps, rd_kafka_t **rk_out) {
+    rebuild_t *rb = pr->rb;
     char tuning_group[300];
     snprintf(tuning_group, sizeof(tuning_group), "%.200srebuild-%d", ol_conf_str(rb->conf, "topic.prefix"),
              (int)getpid());
@@ -256,7 +262,8 @@ ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbu
     snprintf(qkb, sizeof(qkb), "%lld", kbytes < 1024 ? 1024 : kbytes);
     const char *tuning[] = {"group.id", tuning_group, "fetch.wait.max.ms", "100", "queued.max.messages.kbytes",
                             qkb,        NULL};
-    rd_kafka_t *rk = ol_kafka_new(rb->conf, OL_KAFKA_READER, "orderlog-rebuild", tuning, rb->errstr, rb->errstr_size);
+    rd_kafka_t *rk = *rk_out =
+        ol_kafka_new(rb->conf, OL_KAFKA_READER, "orderlog-rebuild", tuning, rb->errstr, rb->errstr_size);
     rd_kafka_topic_partition_list_t *assign = rd_kafka_topic_partition_list_new(ntps + 1);
     for (int k = 0; k < ntps; k++) {
         rd_kafka_topic_partition_list_add(assign, rb->topic_names[tps[k].t], tps[k].p)->offset =
@@ -275,17 +282,18 @@ ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbu
         }
     }
     rd_kafka_topic_partition_list_destroy(assign);
-    free(tps);
-    free(owner);
-    if (!rk) {
-        err = OL_ERR_CONFIG;
-        goto out;
-    }
-    if (kerr) {
-        err = ol_errf(rb->errstr, rb->errstr_size, OL_ERR_KAFKA, "could not assign the partitions: %s",
-                      rd_kafka_err2str(kerr));
-        goto out;
-    }
+    if (!rk)
+        return OL_ERR_CONFIG;
+    if (kerr)
+        return ol_errf(rb->errstr, rb->errstr_size, OL_ERR_KAFKA, "could not assign the partitions: %s",
+                       rd_kafka_err2str(kerr));
+    return OL_ERR_OK;
+}
+
+/* Starts a thread per reader over its bulk state; on a failure the readers
+ * started are told to stop. */
+static ol_err_t start_readers(pass_read_t *pr, ol_project_bulk_t **bulks) {
+    rebuild_t *rb = pr->rb;
     for (int i = 0; i < pr->nreaders; i++) {
         reader_t *r = &pr->readers[i];
         r->pr = pr;
@@ -297,18 +305,18 @@ ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbu
         atomic_fetch_add(&pr->running, 1);
         if (pthread_create(&r->thread, NULL, reader_main, r)) {
             atomic_fetch_sub(&pr->running, 1);
-            err = ol_errf(rb->errstr, rb->errstr_size, OL_ERR_INVALID, "could not start a reader thread");
+            ol_err_t err = ol_errf(rb->errstr, rb->errstr_size, OL_ERR_INVALID, "could not start a reader thread");
             atomic_store(&pr->stop, (int)err);
-            break;
+            return err;
         }
         r->started = true;
     }
-    /* the progress while they read */
-    while (atomic_load(&pr->running) > 0) {
-        progress(pr);
-        usleep(20000);
-    }
-out:
+    return OL_ERR_OK;
+}
+
+/* Joins the readers, adds up their figures into st and frees what they
+ * held. */
+static void stop_readers(pass_read_t *pr, ol_rt_stats_t *st) {
     for (int i = 0; i < pr->nreaders; i++) {
         reader_t *r = &pr->readers[i];
         if (r->started)
@@ -329,6 +337,32 @@ out:
         if (r->q)
             rd_kafka_queue_destroy(r->q);
     }
+}
+
+ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbulks, size_t max_rows,
+                               ol_rt_stats_t *st) {
+    memset(st, 0, sizeof(*st));
+    pass_read_t *pr = ol_xcalloc(1, sizeof(*pr));
+    pr->rb = rb;
+    pr->role = ol_project_role();
+    pr->max_rows = max_rows;
+    pthread_mutex_init(&pr->lock, NULL);
+    tp_t *tps = NULL;
+    int *owner = NULL;
+    int ntps = plan_readers(pr, nbulks, &tps, &owner);
+    rd_kafka_t *rk = NULL;
+    ol_err_t err = open_consumer(pr, tps, owner, ntps, &rk);
+    free(tps);
+    free(owner);
+    if (!err) {
+        err = start_readers(pr, bulks);
+        /* the progress while they read */
+        while (atomic_load(&pr->running) > 0) {
+            progress(pr);
+            usleep(20000);
+        }
+    }
+    stop_readers(pr, st);
     if (rk) {
         rd_kafka_assign(rk, NULL);
         rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
