@@ -691,12 +691,8 @@ static bool project_ready(void *opaque, json_t *checks) {
 static int project_run(const ol_conf_t *conf, int argc, char **argv) {
     char errstr[1024];
     bool until_end = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--until-end"))
-            until_end = true;
-        else
-            return ol_cli_usage_error(&ol_cmd_project, "unknown option \"%s\"", argv[i]);
-    }
+    if (ol_cli_flag_only(&ol_cmd_project, argc, argv, "--until-end", &until_end))
+        return OL_EXIT_USAGE;
     ol_rt_t *rt = ol_rt_new(conf, &project_role, errstr, sizeof(errstr));
     if (!rt) {
         fprintf(stderr, "orderlog project: %s\n", errstr);

@@ -271,6 +271,18 @@ static ol_err_t count_dlq(status_t *st, char *errstr, size_t errstr_size) {
     return OL_ERR_OK;
 }
 
+/* The part of parts[from, to) after prev (NULL: from the first) still
+ * waiting for the first record of rkm's partition; NULL when none is. */
+static part_t *next_waiting(status_t *st, const part_t *prev, size_t from, size_t to, const rd_kafka_message_t *rkm) {
+    const char *topic = rd_kafka_topic_name(rkm->rkt);
+    for (size_t i = prev ? (size_t)(prev - st->parts) + 1 : from; i < to; i++) {
+        part_t *p = &st->parts[i];
+        if (p->partition == rkm->partition && p->first_ts < 0 && !p->error && p->lag > 0 && !strcmp(p->topic, topic))
+            return p;
+    }
+    return NULL;
+}
+
 /* The timestamp of the first unconsumed record of every lagging partition
  * of parts[from, to) (one group: a partition appears once). */
 static void fetch_first_records(status_t *st, size_t from, size_t to) {
@@ -296,23 +308,13 @@ static void fetch_first_records(status_t *st, size_t from, size_t to) {
         if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             /* the end without a record: what is left are transaction
              * markers (or aborted records), nothing to apply */
-            const char *topic = rd_kafka_topic_name(rkm->rkt);
-            for (size_t i = from; i < to; i++) {
-                part_t *p = &st->parts[i];
-                if (p->partition != rkm->partition || p->first_ts >= 0 || p->error || p->lag <= 0 ||
-                    strcmp(p->topic, topic))
-                    continue;
+            for (part_t *p = NULL; (p = next_waiting(st, p, from, to, rkm));) {
                 p->lag = 0;
                 p->lag_s = 0;
                 wanted--;
             }
         } else if (!rkm->err) {
-            const char *topic = rd_kafka_topic_name(rkm->rkt);
-            for (size_t i = from; i < to; i++) {
-                part_t *p = &st->parts[i];
-                if (p->partition != rkm->partition || p->first_ts >= 0 || p->error || p->lag <= 0 ||
-                    strcmp(p->topic, topic))
-                    continue;
+            for (part_t *p = NULL; (p = next_waiting(st, p, from, to, rkm));) {
                 rd_kafka_timestamp_type_t tstype;
                 int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
                 p->first_ts = ts >= 0 ? ts : 0;
@@ -638,12 +640,8 @@ static void print_table(const status_t *st) {
 static int status_run(const ol_conf_t *conf, int argc, char **argv) {
     char errstr[1024];
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            json = true;
-        else
-            return ol_cli_usage_error(&ol_cmd_status, "unknown option \"%s\"", argv[i]);
-    }
+    if (ol_cli_flag_only(&ol_cmd_status, argc, argv, "--json", &json))
+        return OL_EXIT_USAGE;
     status_t st = {.conf = conf, .role_timeout_ms = (int)ol_conf_int(conf, "status.endpoint.timeout.ms")};
     if (ol_health_parse_endpoints("status.endpoints", ol_conf_str(conf, "status.endpoints"), &st.roles, &st.nroles,
                                   errstr, sizeof(errstr))) {
