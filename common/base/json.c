@@ -105,50 +105,32 @@ static ol_err_t bad_utf8(parser_t *ps) {
 /* One escape, its backslash at ps->p (and a byte after it): its
  * unescaped form is appended at buf + *n; *nul is set by \u0000. */
 static ol_err_t unescape(parser_t *ps, char *buf, size_t *n, bool *nul) {
+    /* the escapes of one byte: each letter, then the byte it stands for */
+    static const char one_byte[] = "\"\"\\\\//b\bf\fn\nr\rt\t";
     char e = ps->p[1];
     ps->p += 2;
-    switch (e) {
-    case '"':
-    case '\\':
-    case '/':
-        buf[(*n)++] = e;
-        break;
-    case 'b':
-        buf[(*n)++] = '\b';
-        break;
-    case 'f':
-        buf[(*n)++] = '\f';
-        break;
-    case 'n':
-        buf[(*n)++] = '\n';
-        break;
-    case 'r':
-        buf[(*n)++] = '\r';
-        break;
-    case 't':
-        buf[(*n)++] = '\t';
-        break;
-    case 'u': {
-        unsigned cp, lo;
-        if (ps->end - ps->p < 4 || hex4(ps->p, &cp))
-            return perr(ps, "invalid \\u escape");
-        ps->p += 4;
-        if (cp >= 0xdc00 && cp <= 0xdfff)
-            return perr(ps, "lone low surrogate in \\u escape");
-        if (cp >= 0xd800 && cp <= 0xdbff) {
-            if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u' || hex4(ps->p + 2, &lo) || lo < 0xdc00 ||
-                lo > 0xdfff)
-                return perr(ps, "high surrogate without its low half in \\u escape");
-            ps->p += 6;
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+    for (size_t i = 0; i < sizeof(one_byte) - 1; i += 2)
+        if (one_byte[i] == e) {
+            buf[(*n)++] = one_byte[i + 1];
+            return OL_ERR_OK;
         }
-        *nul |= cp == 0;
-        *n += put_utf8(buf + *n, cp);
-        break;
-    }
-    default:
+    if (e != 'u')
         return perr(ps, "invalid escape \\%c", e >= 0x20 && e < 0x7f ? e : '?');
+    unsigned cp, lo;
+    if (ps->end - ps->p < 4 || hex4(ps->p, &cp))
+        return perr(ps, "invalid \\u escape");
+    ps->p += 4;
+    if (cp >= 0xdc00 && cp <= 0xdfff)
+        return perr(ps, "lone low surrogate in \\u escape");
+    if (cp >= 0xd800 && cp <= 0xdbff) {
+        if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u' || hex4(ps->p + 2, &lo) || lo < 0xdc00 ||
+            lo > 0xdfff)
+            return perr(ps, "high surrogate without its low half in \\u escape");
+        ps->p += 6;
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
     }
+    *nul |= cp == 0;
+    *n += put_utf8(buf + *n, cp);
     return OL_ERR_OK;
 }
 
