@@ -497,31 +497,21 @@ static void apply_blacklist(apply_t *a, const fact_t *f) {
     took(a, b, T_BLACKLIST, f);
 }
 
+/* The rules of each kind of fact. */
+static void (*const apply_kind[K_COUNT])(apply_t *a, const fact_t *f) = {
+    [K_ACCEPTED] = apply_decision,
+    [K_REJECTED] = apply_decision,
+    [K_RELEASED] = apply_hold_end,
+    [K_CONVERTED] = apply_hold_end,
+    [K_STOCK] = apply_stock,
+    [K_POLICY] = apply_policy,
+    [K_CHECKOUT_REJECTED] = apply_checkout_rejected,
+    [K_BLACKLIST] = apply_blacklist,
+};
+
 static void apply_fact(apply_t *a, const fact_t *f) {
-    switch (f->kind) {
-    case K_ACCEPTED:
-    case K_REJECTED:
-        apply_decision(a, f);
-        break;
-    case K_RELEASED:
-    case K_CONVERTED:
-        apply_hold_end(a, f);
-        break;
-    case K_STOCK:
-        apply_stock(a, f);
-        break;
-    case K_POLICY:
-        apply_policy(a, f);
-        break;
-    case K_CHECKOUT_REJECTED:
-        apply_checkout_rejected(a, f);
-        break;
-    case K_BLACKLIST:
-        apply_blacklist(a, f);
-        break;
-    case K_COUNT:
-        break;
-    }
+    if (f->kind < K_COUNT && apply_kind[f->kind])
+        apply_kind[f->kind](a, f);
 }
 
 ol_err_t ol_sale_project_apply(ol_rt_t *rt, PGconn *conn, ol_sale_project_fold_t *const *folds, int nfolds,
