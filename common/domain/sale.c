@@ -210,23 +210,45 @@ static uint32_t counter_add(ol_sale_t *s, uint32_t user, uint32_t sku) {
     return c;
 }
 
-/* Once the upper half of the array is unused and 3/4 of it free: halved,
- * the free slots listed lowest first (taken first). */
-static void counters_shrink(ol_sale_t *s) {
-    while (s->counters_cap > 64 && !s->counters_upper && s->live_counters * 4 < s->counters_cap) {
-        size_t cap = s->counters_cap / 2;
-        s->ncounters = s->ncounters < cap ? s->ncounters : cap;
-        s->free_counter = NONE;
-        for (size_t c = s->ncounters; c-- > 0;)
-            if (s->counters[c].user == NONE) {
-                s->counters[c].next = s->free_counter;
-                s->free_counter = (uint32_t)c;
+/* An array of slots that halves (counters, hold slots): n of cap in use,
+ * upper of them in the upper half; a free slot has its owner field (a
+ * uint32_t at owner_off) NONE and its link (at link_off) to the next free,
+ * from free_head. */
+typedef struct slots_s {
+    size_t *n, *cap, *upper;
+    uint32_t *free_head;
+    size_t size, owner_off, link_off;
+} slots_t;
+
+static uint32_t *slot_field(const slots_t *sl, void *p, size_t i, size_t off) {
+    return (uint32_t *)((char *)p + i * sl->size + off);
+}
+
+/* Once the upper half of the array p is unused and 3/4 of it free (live
+ * slots in use): halved, the free slots listed lowest first (taken first).
+ * The array, moved. */
+static void *slots_shrink(const slots_t *sl, void *p, size_t live) {
+    while (*sl->cap > 64 && !*sl->upper && live * 4 < *sl->cap) {
+        size_t cap = *sl->cap / 2;
+        *sl->n = *sl->n < cap ? *sl->n : cap;
+        *sl->free_head = NONE;
+        for (size_t i = *sl->n; i-- > 0;)
+            if (*slot_field(sl, p, i, sl->owner_off) == NONE) {
+                *slot_field(sl, p, i, sl->link_off) = *sl->free_head;
+                *sl->free_head = (uint32_t)i;
             }
-        s->counters_cap = cap;
-        s->counters = ol_xrealloc(s->counters, cap * sizeof(*s->counters));
-        for (size_t c = cap / 2; c < s->ncounters; c++)
-            s->counters_upper += s->counters[c].user != NONE;
+        *sl->cap = cap;
+        p = ol_xrealloc(p, cap * sl->size);
+        for (size_t i = cap / 2; i < *sl->n; i++)
+            *sl->upper += *slot_field(sl, p, i, sl->owner_off) != NONE;
     }
+    return p;
+}
+
+static void counters_shrink(ol_sale_t *s) {
+    const slots_t sl = {&s->ncounters,     &s->counters_cap,          &s->counters_upper,       &s->free_counter,
+                        sizeof(counter_t), offsetof(counter_t, user), offsetof(counter_t, next)};
+    s->counters = slots_shrink(&sl, s->counters, s->live_counters);
 }
 
 /* Removes counter c when it counts nothing any more, and its user with
@@ -486,23 +508,15 @@ static ol_err_t apply_rejected(ol_sale_t *s, const ol_fact_t *f, char *errstr, s
     return OL_ERR_OK;
 }
 
-/* As counters_shrink, for the hold slots (the heap is dense: cut to fit). */
+/* As counters_shrink, for the hold slots (free: req NONE, linked by
+ * heap_pos from free_head, NO_SLOT at the end); the heap is dense: cut to
+ * fit. */
 static void holds_shrink(ol_sale_t *s) {
+    _Static_assert(NO_SLOT == NONE, "a free list ends the same in both slot arrays");
     s->heap = fit(s->heap, &s->heap_cap, s->nheap, sizeof(*s->heap));
-    while (s->holds_cap > 64 && !s->holds_upper && s->nheap * 4 < s->holds_cap) {
-        size_t cap = s->holds_cap / 2;
-        s->nslots = s->nslots < cap ? s->nslots : cap;
-        s->free_head = NO_SLOT;
-        for (size_t i = s->nslots; i-- > 0;)
-            if (s->holds[i].req == NONE) {
-                s->holds[i].heap_pos = s->free_head;
-                s->free_head = (uint32_t)i;
-            }
-        s->holds_cap = cap;
-        s->holds = ol_xrealloc(s->holds, cap * sizeof(*s->holds));
-        for (size_t i = cap / 2; i < s->nslots; i++)
-            s->holds_upper += s->holds[i].req != NONE;
-    }
+    const slots_t sl = {&s->nslots,     &s->holds_cap,         &s->holds_upper,           &s->free_head,
+                        sizeof(hold_t), offsetof(hold_t, req), offsetof(hold_t, heap_pos)};
+    s->holds = slots_shrink(&sl, s->holds, s->nheap);
 }
 
 static ol_err_t apply_end(ol_sale_t *s, const ol_fact_t *f, char *errstr, size_t errstr_size) {
