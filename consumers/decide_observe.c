@@ -210,12 +210,8 @@ ol_err_t ol_decide__observe_start(decide_t *d, char *errstr, size_t errstr_size)
     };
     ol_metrics_fields(reg, worker_sums, sizeof(worker_sums) / sizeof(worker_sums[0]), d->workers, (size_t)d->nworkers,
                       sizeof(*d->workers));
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = "orderlog_decide_transactions_total",
-                                       .help = "Kafka transactions, by outcome (aborted: taken up again from the log).",
-                                       .type = OL_METRIC_COUNTER,
-                                       .labels = {{"outcome", NULL}}},
-                    txns_fn, d);
+    ol_metrics_func_by(reg, OL_METRIC_COUNTER, "orderlog_decide_transactions_total",
+                       "Kafka transactions, by outcome (aborted: taken up again from the log).", "outcome", txns_fn, d);
     d->m_txn_seconds = ol_metrics_seconds(reg, "orderlog_decide_transaction_duration_seconds",
                                           "Time of a committed transaction (one batch), begin to commit.");
     d->m_commit_seconds = ol_metrics_seconds(reg, "orderlog_decide_commit_duration_seconds",

@@ -77,13 +77,10 @@ void ol_rt_observe(ol_rt_t *rt, ol_metrics_t *reg) {
     rt->stats.m_batch_seconds =
         ol_metrics_seconds(reg, OL_RT_NAME("batch_duration_seconds"),
                            "Time to apply a batch: PostgreSQL transactions, retries and the dlq included.");
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = OL_RT_NAME("phase_seconds_total"),
-                                       .help = "Time spent applying batches, folding them, and (pipelined) the "
-                                               "applier waiting for the next one.",
-                                       .type = OL_METRIC_COUNTER,
-                                       .labels = {{"phase", NULL}}},
-                    phases_fn, rt);
+    ol_metrics_func_by(reg, OL_METRIC_COUNTER, OL_RT_NAME("phase_seconds_total"),
+                       "Time spent applying batches, folding them, and (pipelined) the applier waiting for the next "
+                       "one.",
+                       "phase", phases_fn, rt);
     ol_kafka_observe_consumer(reg, role,
                               "Records between the consumer's position and the end of each assigned partition.",
                               "Partitions assigned to this member of the group.", &rt->rk);

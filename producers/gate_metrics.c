@@ -101,13 +101,9 @@ void ol_gate__metrics_setup(gate_t *g) {
     m->claim_ignored =
         ol_metrics_counter(m->reg, "orderlog_gate_client_ip_claims_ignored_total",
                            "Buy requests whose body clientIP is not their client address (the claim is dropped).");
-    for (size_t i = 0; i < sizeof(read_at_render) / sizeof(read_at_render[0]); i++) {
-        const ol_metric_def_t def = {.name = read_at_render[i].name,
-                                     .help = read_at_render[i].help,
-                                     .type = read_at_render[i].type,
-                                     .labels = {{read_at_render[i].label, NULL}}};
-        ol_metrics_func(m->reg, &def, read_at_render[i].fn, g);
-    }
+    for (size_t i = 0; i < sizeof(read_at_render) / sizeof(read_at_render[0]); i++)
+        ol_metrics_func_by(m->reg, read_at_render[i].type, read_at_render[i].name, read_at_render[i].help,
+                           read_at_render[i].label, read_at_render[i].fn, g);
     m->duration = ol_metrics_add(m->reg, &(ol_metric_def_t){
                                              .name = "orderlog_gate_request_duration_seconds",
                                              .help = "Time from request to answer, by endpoint.",

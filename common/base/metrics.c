@@ -29,6 +29,12 @@ typedef struct cell_s {
     atomic_ullong sum_bits;
 } cell_t;
 
+/* The opaque of a family of ol_metrics_fields. */
+typedef struct field_sum_s {
+    const char *items;
+    size_t nitems, item_size, offset;
+} field_sum_t;
+
 struct ol_metric_s {
     struct ol_metric_s *next;
     char *name, *help;
@@ -44,7 +50,7 @@ struct ol_metric_s {
     size_t ncells;
     ol_metrics_func_t fn; /* function family: no cells */
     void *opaque;
-    void *owned; /* freed with the family (ol_metrics_fields' opaque) */
+    field_sum_t sum; /* of a family of ol_metrics_fields: its opaque */
 };
 
 struct ol_metrics_s {
@@ -74,7 +80,6 @@ void ol_metrics_destroy(ol_metrics_t *m) {
         free(f->buckets);
         free(f->name);
         free(f->help);
-        free(f->owned);
         free(f);
     }
     pthread_mutex_destroy(&m->lock);
@@ -178,14 +183,13 @@ void ol_metrics_func(ol_metrics_t *m, const ol_metric_def_t *def, ol_metrics_fun
 
 void ol_metrics_func_value(ol_metrics_t *m, ol_metric_type_t type, const char *name, const char *help,
                            ol_metrics_func_t fn, void *opaque) {
-    func_new(m, &(ol_metric_def_t){.name = name, .help = help, .type = type}, fn, opaque);
+    ol_metrics_func_by(m, type, name, help, NULL, fn, opaque);
 }
 
-/* The opaque of a family of ol_metrics_fields. */
-typedef struct field_sum_s {
-    const char *items;
-    size_t nitems, item_size, offset;
-} field_sum_t;
+void ol_metrics_func_by(ol_metrics_t *m, ol_metric_type_t type, const char *name, const char *help, const char *label,
+                        ol_metrics_func_t fn, void *opaque) {
+    func_new(m, &(ol_metric_def_t){.name = name, .help = help, .type = type, .labels = {{label, NULL}}}, fn, opaque);
+}
 
 static void field_sum_fn(void *opaque, ol_metrics_out_t *out) {
     const field_sum_t *s = opaque;
@@ -198,12 +202,11 @@ static void field_sum_fn(void *opaque, ol_metrics_out_t *out) {
 void ol_metrics_fields(ol_metrics_t *m, const ol_metric_field_t *fields, size_t nfields, const void *items,
                        size_t nitems, size_t item_size) {
     for (size_t i = 0; i < nfields; i++) {
-        field_sum_t *s = ol_xmalloc(sizeof(*s));
-        *s = (field_sum_t){items, nitems, item_size, fields[i].offset};
         ol_metric_t *f =
             func_new(m, &(ol_metric_def_t){.name = fields[i].name, .help = fields[i].help, .type = fields[i].type},
-                     field_sum_fn, s);
-        f->owned = s;
+                     field_sum_fn, NULL);
+        f->sum = (field_sum_t){items, nitems, item_size, fields[i].offset};
+        f->opaque = &f->sum;
     }
 }
 
@@ -521,10 +524,6 @@ void ol_metrics_add_process(ol_metrics_t *m) {
     ol_metrics_func_value(m, OL_METRIC_GAUGE, "process_open_fds", "Number of open file descriptors.", fds_fn, NULL);
     ol_metrics_func_value(m, OL_METRIC_GAUGE, "process_max_fds", "Maximum number of open file descriptors.", max_fds_fn,
                           NULL);
-    ol_metrics_func(m,
-                    &(ol_metric_def_t){.name = "orderlog_build_info",
-                                       .help = "Always 1, labelled with the version of orderlog running.",
-                                       .type = OL_METRIC_GAUGE,
-                                       .labels = {{"version", NULL}}},
-                    build_fn, NULL);
+    ol_metrics_func_by(m, OL_METRIC_GAUGE, "orderlog_build_info",
+                       "Always 1, labelled with the version of orderlog running.", "version", build_fn, NULL);
 }

@@ -87,10 +87,13 @@ void ol_metrics_func(ol_metrics_t *m, const ol_metric_def_t *def, ol_metrics_fun
  * (borrowed for the call; escaped here), NULL when it has none. */
 void ol_metrics_out(ol_metrics_out_t *out, const char *const *label_values, double value);
 
-/* A function family of type type (counter or gauge) without labels: a
- * shorthand of ol_metrics_func. */
+/* A function family of type type (counter or gauge) without labels, and
+ * one with the one label `label` (NULL: none): shorthands of
+ * ol_metrics_func. */
 void ol_metrics_func_value(ol_metrics_t *m, ol_metric_type_t type, const char *name, const char *help,
                            ol_metrics_func_t fn, void *opaque);
+void ol_metrics_func_by(ol_metrics_t *m, ol_metric_type_t type, const char *name, const char *help, const char *label,
+                        ol_metrics_func_t fn, void *opaque);
 
 /* Families read at render time from atomic_llong fields of a caller's
  * structs: one a field, whose value is the sum of that field over nitems

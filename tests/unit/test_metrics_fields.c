@@ -46,6 +46,12 @@ static void seven_fn(void *opaque, ol_metrics_out_t *out) {
     ol_metrics_out(out, NULL, *(const int *)opaque);
 }
 
+static void colors_fn(void *opaque, ol_metrics_out_t *out) {
+    (void)opaque;
+    const char *red[] = {"red"};
+    ol_metrics_out(out, red, 3);
+}
+
 Test(metrics_fields, shorthands_register_what_their_definitions_would) {
     static const char *const kinds[] = {"a", "b", NULL};
     static const int seven = 7;
@@ -53,6 +59,7 @@ Test(metrics_fields, shorthands_register_what_their_definitions_would) {
     ol_metric_t *h = ol_metrics_seconds(m, "t_wait_seconds", "Waits.");
     ol_metric_t *c = ol_metrics_counter_by(m, "t_kinds_total", "By kind.", "kind", kinds);
     ol_metrics_func_value(m, OL_METRIC_GAUGE, "t_seven", "Seven.", seven_fn, (void *)&seven);
+    ol_metrics_func_by(m, OL_METRIC_COUNTER, "t_colors_total", "By color.", "color", colors_fn, NULL);
     ol_metric_observe(h, 0, 0.2);
     ol_metric_inc(c, ol_metric_cell(c, "b", NULL));
     char *text = ol_metrics_render(m, NULL);
@@ -61,6 +68,7 @@ Test(metrics_fields, shorthands_register_what_their_definitions_would) {
     cr_expect(strstr(text, "t_wait_seconds_bucket{le=\"60\"} 1\nt_wait_seconds_bucket{le=\"+Inf\"} 1\n"));
     cr_expect(strstr(text, "# TYPE t_kinds_total counter\nt_kinds_total{kind=\"a\"} 0\nt_kinds_total{kind=\"b\"} 1\n"));
     cr_expect(strstr(text, "# HELP t_seven Seven.\n# TYPE t_seven gauge\nt_seven 7\n"));
+    cr_expect(strstr(text, "# TYPE t_colors_total counter\nt_colors_total{color=\"red\"} 3\n"));
     free(text);
     ol_metrics_destroy(m);
 }
