@@ -346,28 +346,41 @@ void *ol_gate__poll_main(void *arg) {
     return NULL;
 }
 
+/* Takes the requests whose deadline is at or before now off the timers
+ * and the wait table, pending; the list of them to resume (linked by
+ * timer.next). Under g->lock. */
+static req_t *take_due(gate_t *g, int64_t now) {
+    req_t *due = NULL;
+    while (g->timers.head && g->timers.head->deadline_us <= now) {
+        req_t *r = g->timers.head;
+        timer_remove(g, r);
+        ol_gate__wait_remove(g, r);
+        set_pending(g, r);
+        r->timer.next = due; /* reused as the list of requests to resume */
+        due = r;
+    }
+    return due;
+}
+
+/* Resumes the requests of a list of take_due (outside g->lock). */
+static void resume_list(gate_t *g, req_t *due) {
+    while (due) {
+        req_t *next = due->timer.next;
+        due->timer.next = NULL;
+        resume(g, due);
+        due = next;
+    }
+}
+
 void *ol_gate__timer_main(void *arg) {
     gate_t *g = arg;
     pthread_mutex_lock(&g->lock);
     while (!atomic_load(&g->threads_stop)) {
         int64_t now = ol_time_mono_us();
-        req_t *due = NULL;
-        while (g->timers.head && g->timers.head->deadline_us <= now) {
-            req_t *r = g->timers.head;
-            timer_remove(g, r);
-            ol_gate__wait_remove(g, r);
-            set_pending(g, r);
-            r->timer.next = due; /* reused as the list of requests to resume */
-            due = r;
-        }
+        req_t *due = take_due(g, now);
         if (due) {
             pthread_mutex_unlock(&g->lock);
-            while (due) {
-                req_t *next = due->timer.next;
-                due->timer.next = NULL;
-                resume(g, due);
-                due = next;
-            }
+            resume_list(g, due);
             pthread_mutex_lock(&g->lock);
             continue;
         }
@@ -534,20 +547,7 @@ void *ol_gate__consumer_main(void *arg) {
 
 void ol_gate__expire_all(gate_t *g) {
     pthread_mutex_lock(&g->lock);
-    req_t *due = NULL;
-    while (g->timers.head) {
-        req_t *r = g->timers.head;
-        timer_remove(g, r);
-        ol_gate__wait_remove(g, r);
-        set_pending(g, r);
-        r->timer.next = due;
-        due = r;
-    }
+    req_t *due = take_due(g, INT64_MAX);
     pthread_mutex_unlock(&g->lock);
-    while (due) {
-        req_t *next = due->timer.next;
-        due->timer.next = NULL;
-        resume(g, due);
-        due = next;
-    }
+    resume_list(g, due);
 }
