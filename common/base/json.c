@@ -326,6 +326,26 @@ static void path_prepend_key(parser_t *ps, const char *key, size_t len) {
 
 static ol_err_t parse_value(parser_t *ps, ol_json_t *v, int depth);
 
+/* The array items of n elements of size bytes, moved to one twice as large
+ * (in the arena; *cap updated) when it is full. */
+static void *room_for_one(parser_t *ps, void *items, size_t n, size_t *cap, size_t size) {
+    if (n < *cap)
+        return items;
+    void *bigger = ol_arena_alloc(ps->arena, *cap * 2 * size);
+    memcpy(bigger, items, n * size);
+    *cap *= 2;
+    return bigger;
+}
+
+/* After an item of an array or object: 1 past a ',' (another item comes),
+ * 0 past the closing bracket, -1 when neither is there. */
+static int after_item(parser_t *ps, char close) {
+    skip_ws(ps);
+    if (ps->p < ps->end && (*ps->p == ',' || *ps->p == close))
+        return *ps->p++ == ',';
+    return -1;
+}
+
 static ol_err_t parse_array(parser_t *ps, ol_json_t *v, int depth) {
     size_t cap = 8, n = 0;
     ol_json_t *items = ol_arena_alloc(ps->arena, cap * sizeof(*items));
@@ -335,12 +355,7 @@ static ol_err_t parse_array(parser_t *ps, ol_json_t *v, int depth) {
         ps->p++;
     } else {
         for (;;) {
-            if (n == cap) {
-                ol_json_t *bigger = ol_arena_alloc(ps->arena, cap * 2 * sizeof(*items));
-                memcpy(bigger, items, n * sizeof(*items));
-                items = bigger;
-                cap *= 2;
-            }
+            items = room_for_one(ps, items, n, &cap, sizeof(*items));
             ol_err_t err = parse_value(ps, &items[n++], depth + 1);
             if (err) {
                 if (ps->nul) {
@@ -350,16 +365,11 @@ static ol_err_t parse_array(parser_t *ps, ol_json_t *v, int depth) {
                 }
                 return err;
             }
-            skip_ws(ps);
-            if (ps->p < ps->end && *ps->p == ',') {
-                ps->p++;
-                continue;
-            }
-            if (ps->p < ps->end && *ps->p == ']') {
-                ps->p++;
+            int more = after_item(ps, ']');
+            if (more < 0)
+                return perr(ps, "',' or ']' expected");
+            if (!more)
                 break;
-            }
-            return perr(ps, "',' or ']' expected");
         }
     }
     v->type = OL_JSON_ARRAY;
@@ -380,12 +390,7 @@ static ol_err_t parse_object(parser_t *ps, ol_json_t *v, int depth) {
             skip_ws(ps);
             if (ps->p >= ps->end || *ps->p != '"')
                 return perr(ps, "string or '}' expected");
-            if (n == cap) {
-                ol_json_member_t *bigger = ol_arena_alloc(ps->arena, cap * 2 * sizeof(*m));
-                memcpy(bigger, m, n * sizeof(*m));
-                m = bigger;
-                cap *= 2;
-            }
+            m = room_for_one(ps, m, n, &cap, sizeof(*m));
             ol_err_t err = parse_string(ps, &m[n].key, &m[n].key_len);
             if (err) {
                 if (ps->nul)
@@ -402,16 +407,11 @@ static ol_err_t parse_object(parser_t *ps, ol_json_t *v, int depth) {
                 return err;
             }
             n++;
-            skip_ws(ps);
-            if (ps->p < ps->end && *ps->p == ',') {
-                ps->p++;
-                continue;
-            }
-            if (ps->p < ps->end && *ps->p == '}') {
-                ps->p++;
+            int more = after_item(ps, '}');
+            if (more < 0)
+                return perr(ps, "',' or '}' expected");
+            if (!more)
                 break;
-            }
-            return perr(ps, "',' or '}' expected");
         }
     }
     const char *dup;
