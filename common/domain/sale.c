@@ -187,33 +187,10 @@ static uint32_t user_add(ol_sale_t *s, const char *user_id) {
     return user;
 }
 
-/* The counter of (user, sku), made when new. */
-static uint32_t counter_add(ol_sale_t *s, uint32_t user, uint32_t sku) {
-    uint32_t c = counter_of(s, user, sku);
-    if (c != NONE)
-        return c;
-    OL_ASSERT(s->live_counters < UINT32_MAX - 2);
-    if (s->free_counter != NONE) {
-        c = s->free_counter;
-        s->free_counter = s->counters[c].next;
-    } else {
-        size_t cap = s->counters_cap;
-        s->counters = reserve(s->counters, &s->counters_cap, s->ncounters + 1, sizeof(*s->counters));
-        if (s->counters_cap != cap) /* doubled: nothing is in the new upper half yet */
-            s->counters_upper = 0;
-        c = (uint32_t)s->ncounters++;
-    }
-    s->counters[c] = (counter_t){.user = user, .sku = sku, .next = s->user_head[user]};
-    s->user_head[user] = c;
-    s->live_counters++;
-    s->counters_upper += c >= s->counters_cap / 2;
-    return c;
-}
-
-/* An array of slots that halves (counters, hold slots): n of cap in use,
- * upper of them in the upper half; a free slot has its owner field (a
- * uint32_t at owner_off) NONE and its link (at link_off) to the next free,
- * from free_head. */
+/* An array of slots that grows and halves (counters, hold slots): n of cap
+ * in use, upper of them in the upper half; a free slot has its owner field
+ * (a uint32_t at owner_off) NONE and its link (at link_off) to the next
+ * free, from free_head. */
 typedef struct slots_s {
     size_t *n, *cap, *upper;
     uint32_t *free_head;
@@ -245,9 +222,51 @@ static void *slots_shrink(const slots_t *sl, void *p, size_t live) {
     return p;
 }
 
+/* A slot to use, in *slot: the first free one, else a new one at the end.
+ * The array, moved when it grew. */
+static void *slots_take(const slots_t *sl, void *p, uint32_t *slot) {
+    if (*sl->free_head != NONE) {
+        *slot = *sl->free_head;
+        *sl->free_head = *slot_field(sl, p, *slot, sl->link_off);
+    } else {
+        size_t cap = *sl->cap;
+        p = reserve(p, sl->cap, *sl->n + 1, sl->size);
+        if (*sl->cap != cap) /* doubled: nothing is in the new upper half yet */
+            *sl->upper = 0;
+        *slot = (uint32_t)(*sl->n)++;
+    }
+    *sl->upper += *slot >= *sl->cap / 2;
+    return p;
+}
+
+static slots_t counter_slots(ol_sale_t *s) {
+    return (slots_t){&s->ncounters,     &s->counters_cap,          &s->counters_upper,       &s->free_counter,
+                     sizeof(counter_t), offsetof(counter_t, user), offsetof(counter_t, next)};
+}
+
+/* free: req NONE, linked by heap_pos (NO_SLOT at the end) */
+static slots_t hold_slots(ol_sale_t *s) {
+    _Static_assert(NO_SLOT == NONE, "a free list ends the same in both slot arrays");
+    return (slots_t){&s->nslots,     &s->holds_cap,         &s->holds_upper,           &s->free_head,
+                     sizeof(hold_t), offsetof(hold_t, req), offsetof(hold_t, heap_pos)};
+}
+
+/* The counter of (user, sku), made when new. */
+static uint32_t counter_add(ol_sale_t *s, uint32_t user, uint32_t sku) {
+    uint32_t c = counter_of(s, user, sku);
+    if (c != NONE)
+        return c;
+    OL_ASSERT(s->live_counters < UINT32_MAX - 2);
+    const slots_t sl = counter_slots(s);
+    s->counters = slots_take(&sl, s->counters, &c);
+    s->counters[c] = (counter_t){.user = user, .sku = sku, .next = s->user_head[user]};
+    s->user_head[user] = c;
+    s->live_counters++;
+    return c;
+}
+
 static void counters_shrink(ol_sale_t *s) {
-    const slots_t sl = {&s->ncounters,     &s->counters_cap,          &s->counters_upper,       &s->free_counter,
-                        sizeof(counter_t), offsetof(counter_t, user), offsetof(counter_t, next)};
+    const slots_t sl = counter_slots(s);
     s->counters = slots_shrink(&sl, s->counters, s->live_counters);
 }
 
@@ -475,17 +494,8 @@ static ol_err_t apply_accepted(ol_sale_t *s, const ol_fact_t *f, char *errstr, s
     uint32_t user = user_add(s, f->user_id);
     uint32_t counter = counter_add(s, user, sku);
     uint32_t slot;
-    if (s->free_head != NO_SLOT) {
-        slot = s->free_head;
-        s->free_head = s->holds[slot].heap_pos;
-    } else {
-        size_t cap = s->holds_cap;
-        s->holds = reserve(s->holds, &s->holds_cap, s->nslots + 1, sizeof(*s->holds));
-        if (s->holds_cap != cap) /* doubled: nothing is in the new upper half yet */
-            s->holds_upper = 0;
-        slot = (uint32_t)s->nslots++;
-    }
-    s->holds_upper += slot >= s->holds_cap / 2;
+    const slots_t sl = hold_slots(s);
+    s->holds = slots_take(&sl, s->holds, &slot);
     uint32_t req = req_add(s, f->request_id, f->at_ms, slot);
     s->holds[slot] = (hold_t){.expires_at = f->expires_at, .req = req, .counter = counter, .quantity = f->quantity};
     heap_push(s, slot);
@@ -508,14 +518,10 @@ static ol_err_t apply_rejected(ol_sale_t *s, const ol_fact_t *f, char *errstr, s
     return OL_ERR_OK;
 }
 
-/* As counters_shrink, for the hold slots (free: req NONE, linked by
- * heap_pos from free_head, NO_SLOT at the end); the heap is dense: cut to
- * fit. */
+/* As counters_shrink, for the hold slots; the heap is dense: cut to fit. */
 static void holds_shrink(ol_sale_t *s) {
-    _Static_assert(NO_SLOT == NONE, "a free list ends the same in both slot arrays");
     s->heap = fit(s->heap, &s->heap_cap, s->nheap, sizeof(*s->heap));
-    const slots_t sl = {&s->nslots,     &s->holds_cap,         &s->holds_upper,           &s->free_head,
-                        sizeof(hold_t), offsetof(hold_t, req), offsetof(hold_t, heap_pos)};
+    const slots_t sl = hold_slots(s);
     s->holds = slots_shrink(&sl, s->holds, s->nheap);
 }
 
