@@ -29,42 +29,22 @@ static int from_name(const char *const *names, int count, const char *name) {
     return -1;
 }
 
-const char *ol_fact_kind_name(ol_fact_kind_t v) {
-    return name_of(fact_names, OL_FACT__COUNT, (int)v);
-}
-const char *ol_reject_name(ol_reject_t v) {
-    return name_of(ol_reject_names, OL_REJECT__COUNT, (int)v);
-}
-const char *ol_release_name(ol_release_t v) {
-    return name_of(ol_release_names, OL_RELEASE__COUNT, (int)v);
-}
-const char *ol_hold_reject_name(ol_hold_reject_t v) {
-    return name_of(ol_hold_reject_names, OL_HOLD_REJECT__COUNT, (int)v);
-}
-const char *ol_hold_op_name(ol_hold_op_t v) {
-    return name_of(ol_hold_op_names, OL_HOLD_OP__COUNT, (int)v);
-}
-const char *ol_stock_cause_name(ol_stock_cause_t v) {
-    return name_of(ol_stock_cause_names, OL_STOCK__COUNT, (int)v);
-}
-int ol_fact_kind_from_name(const char *name) {
-    return from_name(fact_names, OL_FACT__COUNT, name);
-}
-int ol_reject_from_name(const char *name) {
-    return from_name(ol_reject_names, OL_REJECT__COUNT, name);
-}
-int ol_release_from_name(const char *name) {
-    return from_name(ol_release_names, OL_RELEASE__COUNT, name);
-}
-int ol_hold_reject_from_name(const char *name) {
-    return from_name(ol_hold_reject_names, OL_HOLD_REJECT__COUNT, name);
-}
-int ol_hold_op_from_name(const char *name) {
-    return from_name(ol_hold_op_names, OL_HOLD_OP__COUNT, name);
-}
-int ol_stock_cause_from_name(const char *name) {
-    return from_name(ol_stock_cause_names, OL_STOCK__COUNT, name);
-}
+/* The two lookups of a list of names: <prefix>_name and <prefix>_from_name
+ * (declared in sale.h). */
+#define NAME_LOOKUPS(prefix, type, names, count) \
+    const char *prefix##_name(type v) {          \
+        return name_of(names, count, (int)v);    \
+    }                                            \
+    int prefix##_from_name(const char *name) {   \
+        return from_name(names, count, name);    \
+    }
+NAME_LOOKUPS(ol_fact_kind, ol_fact_kind_t, fact_names, OL_FACT__COUNT)
+NAME_LOOKUPS(ol_reject, ol_reject_t, ol_reject_names, OL_REJECT__COUNT)
+NAME_LOOKUPS(ol_release, ol_release_t, ol_release_names, OL_RELEASE__COUNT)
+NAME_LOOKUPS(ol_hold_reject, ol_hold_reject_t, ol_hold_reject_names, OL_HOLD_REJECT__COUNT)
+NAME_LOOKUPS(ol_hold_op, ol_hold_op_t, ol_hold_op_names, OL_HOLD_OP__COUNT)
+NAME_LOOKUPS(ol_stock_cause, ol_stock_cause_t, ol_stock_cause_names, OL_STOCK__COUNT)
+#undef NAME_LOOKUPS
 
 /* ---- life ------------------------------------------------------------------ */
 
@@ -604,22 +584,23 @@ static ol_err_t apply_policy(ol_sale_t *s, const ol_fact_t *f, char *errstr, siz
     return OL_ERR_OK;
 }
 
+/* A refused checkout changes no state. */
+static ol_err_t apply_nothing(ol_sale_t *s, const ol_fact_t *f, char *errstr, size_t errstr_size) {
+    (void)s, (void)f, (void)errstr, (void)errstr_size;
+    return OL_ERR_OK;
+}
+
+/* How each kind of fact changes the state. */
+static ol_err_t (*const appliers[OL_FACT__COUNT])(ol_sale_t *s, const ol_fact_t *f, char *errstr,
+                                                  size_t errstr_size) = {
+    [OL_FACT_BUY_ACCEPTED] = apply_accepted,     [OL_FACT_BUY_REJECTED] = apply_rejected,
+    [OL_FACT_HOLD_RELEASED] = apply_end,         [OL_FACT_HOLD_CONVERTED] = apply_end,
+    [OL_FACT_STOCK_CHANGED] = apply_stock,       [OL_FACT_POLICY_CHANGED] = apply_policy,
+    [OL_FACT_CHECKOUT_REJECTED] = apply_nothing,
+};
+
 ol_err_t ol_sale_apply(ol_sale_t *s, const ol_fact_t *f, char *errstr, size_t errstr_size) {
-    switch (f->kind) {
-    case OL_FACT_BUY_ACCEPTED:
-        return apply_accepted(s, f, errstr, errstr_size);
-    case OL_FACT_BUY_REJECTED:
-        return apply_rejected(s, f, errstr, errstr_size);
-    case OL_FACT_HOLD_RELEASED:
-    case OL_FACT_HOLD_CONVERTED:
-        return apply_end(s, f, errstr, errstr_size);
-    case OL_FACT_STOCK_CHANGED:
-        return apply_stock(s, f, errstr, errstr_size);
-    case OL_FACT_POLICY_CHANGED:
-        return apply_policy(s, f, errstr, errstr_size);
-    case OL_FACT_CHECKOUT_REJECTED:
-        return OL_ERR_OK;
-    default:
+    if ((unsigned)f->kind >= OL_FACT__COUNT || !appliers[f->kind])
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "could not apply fact: unknown kind %d", (int)f->kind);
-    }
+    return appliers[f->kind](s, f, errstr, errstr_size);
 }
