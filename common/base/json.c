@@ -337,6 +337,18 @@ static void *room_for_one(parser_t *ps, void *items, size_t n, size_t *cap, size
     return bigger;
 }
 
+/* At the opening bracket of an array or object: true past its closing one
+ * when it is empty, else false at its first item. */
+static bool closed_at_once(parser_t *ps, char close) {
+    ps->p++;
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        return true;
+    }
+    return false;
+}
+
 /* After an item of an array or object: 1 past a ',' (another item comes),
  * 0 past the closing bracket, -1 when neither is there. */
 static int after_item(parser_t *ps, char close) {
@@ -349,11 +361,7 @@ static int after_item(parser_t *ps, char close) {
 static ol_err_t parse_array(parser_t *ps, ol_json_t *v, int depth) {
     size_t cap = 8, n = 0;
     ol_json_t *items = ol_arena_alloc(ps->arena, cap * sizeof(*items));
-    ps->p++;
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == ']') {
-        ps->p++;
-    } else {
+    if (!closed_at_once(ps, ']')) {
         for (;;) {
             items = room_for_one(ps, items, n, &cap, sizeof(*items));
             ol_err_t err = parse_value(ps, &items[n++], depth + 1);
@@ -381,11 +389,7 @@ static ol_err_t parse_array(parser_t *ps, ol_json_t *v, int depth) {
 static ol_err_t parse_object(parser_t *ps, ol_json_t *v, int depth) {
     size_t cap = 16, n = 0;
     ol_json_member_t *m = ol_arena_alloc(ps->arena, cap * sizeof(*m));
-    ps->p++;
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
-    } else {
+    if (!closed_at_once(ps, '}')) {
         for (;;) {
             skip_ws(ps);
             if (ps->p >= ps->end || *ps->p != '"')
