@@ -17,27 +17,9 @@ void ol_guard__observe_windows(guard_t *g) {
     atomic_store(&g->tracked_bytes, (long long)st.bytes);
 }
 
-/* guard's counters and gauges, atomic_llong fields of guard_t. */
-static const ol_metric_field_t guard_counters[] = {
-    {"orderlog_guard_requests_total", "BuyRequested events judged against the rate windows.", OL_METRIC_COUNTER,
-     offsetof(guard_t, requests)},
-    {"orderlog_guard_skipped_total", "Other event types on buy-requests, skipped.", OL_METRIC_COUNTER,
-     offsetof(guard_t, skipped)},
-    {"orderlog_guard_undecodable_total", "Records of buy-requests that could not be decoded, skipped.",
-     OL_METRIC_COUNTER, offsetof(guard_t, undecodable)},
-    {"orderlog_guard_bans_total", "Subjects blacklisted for their rate (BlacklistChanged add, reason rate).",
-     OL_METRIC_COUNTER, offsetof(guard_t, bans)},
-    {"orderlog_guard_lifts_total", "Rate bans removed once their until had passed.", OL_METRIC_COUNTER,
-     offsetof(guard_t, lifts)},
-    {"orderlog_guard_lapsed_bans_total", "Bans not published because their until had passed when judged (a backlog).",
-     OL_METRIC_COUNTER, offsetof(guard_t, lapsed)},
-    {"orderlog_guard_tracked_subjects", "IPs and users with requests in their rate window.", OL_METRIC_GAUGE,
-     offsetof(guard_t, tracked)},
-    {"orderlog_guard_listed_subjects", "Subjects on the blacklist as guard knows it (manual and rate).",
-     OL_METRIC_GAUGE, offsetof(guard_t, listed)},
-    {"orderlog_guard_state_bytes", "Memory of the rate windows and the blacklist, estimated.", OL_METRIC_GAUGE,
-     offsetof(guard_t, tracked_bytes)},
-};
+#define FIELD_ROW(field, type, name, help) {name, help, OL_METRIC_##type, offsetof(guard_t, field)},
+static const ol_metric_field_t guard_counters[] = {OL_GUARD_METRICS(FIELD_ROW)};
+#undef FIELD_ROW
 
 ol_metrics_t *ol_guard__metrics(guard_t *g) {
     ol_metrics_t *reg = ol_metrics_new();
