@@ -40,6 +40,7 @@
 #include "ops/admin/commands.h"
 #include "common/domain/codec.h"
 #include "common/domain/event.h"
+#include "common/domain/wire.h"
 #include "common/base/http.h"
 #include "common/base/kafka.h"
 #include "common/domain/contract.h"
@@ -226,13 +227,14 @@ static void advance(guard_t *g, const rd_kafka_message_t *rkm) {
         p->ts_ms = ts;
 }
 
-/* Decodes rkm of topic into g's arena (reset first); an undecodable record
- * is logged as skipped and false returned. */
+/* Decodes rkm of topic into g's arena (reset first; waiting out a schema
+ * registry away until guard stops); an undecodable record is logged as
+ * skipped and false returned. */
 static bool decode(guard_t *g, const rd_kafka_message_t *rkm, const char *topic, ol_envelope_t *env,
                    avro_value_t **value) {
     char errstr[512];
     ol_arena_reset(g->arena);
-    if (!ol_event_decode(g->codec, rkm, g->arena, env, value, errstr, sizeof(errstr)))
+    if (!ol_event_decode_waiting(g->codec, rkm, g->arena, env, value, &guard_stop, errstr, sizeof(errstr)))
         return true;
     ol_log_warn("skipped %s[%d]@%lld: %s", topic, (int)rkm->partition, (long long)rkm->offset, errstr);
     return false;
@@ -603,7 +605,8 @@ static int guard_run(const ol_conf_t *conf, int argc, char **argv) {
     char errstr[512];
     if (argc > 1)
         return ol_cli_usage_error(&ol_cmd_guard, "unknown argument \"%s\"", argv[1]);
-    if (ol_schema_init(errstr, sizeof(errstr))) {
+    if (ol_schema_init(errstr, sizeof(errstr)) ||
+        ol_wire_prepare(errstr, sizeof(errstr))) { /* event.format confluent: the schema ids */
         fprintf(stderr, "orderlog guard: %s\n", errstr);
         return OL_EXIT_FAIL;
     }

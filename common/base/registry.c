@@ -291,3 +291,27 @@ out:
     free(path);
     return err;
 }
+
+ol_err_t ol_registry_schema_by_id(ol_registry_t *r, long long id, char **schema, char **type, char *errstr,
+                                  size_t errstr_size) {
+    *schema = *type = NULL;
+    char path[256];
+    snprintf(path, sizeof(path), "%s/schemas/ids/%lld", r->base, id);
+    json_t *j = NULL;
+    ol_http_reply_t reply;
+    ol_err_t err = call(r, "GET", path, NULL, &reply, &j, errstr, errstr_size);
+    if (err)
+        goto out;
+    const char *text = json_string_value(json_object_get(j, "schema"));
+    const char *st = json_string_value(json_object_get(j, "schemaType"));
+    if (reply.status == 200 && text) {
+        *schema = ol_xstrdup(text);
+        *type = ol_xstrdup(st ? st : "AVRO");
+    } else if (reply.status != 404) {
+        err = unexpected(r, "GET", path, &reply, errstr, errstr_size);
+    }
+    ol_http_reply_clear(&reply);
+out:
+    json_decref(j);
+    return err;
+}

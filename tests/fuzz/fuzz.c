@@ -18,6 +18,38 @@ void fuzz_fail(const char *fmt, ...) {
     abort();
 }
 
+static ol_codec_t *init_codecs[2];
+static ol_arena_t *init_arena;
+
+/* At exit, before the leak check: what fuzz_init made. */
+static void init_free(void) {
+    ol_codec_destroy(init_codecs[0]);
+    ol_codec_destroy(init_codecs[1]);
+    ol_arena_destroy(init_arena);
+}
+
+void fuzz_init(ol_codec_t **codec, ol_codec_t **codec2, ol_arena_t **arena) {
+    char errstr[512];
+    if (ol_schema_init(errstr, sizeof(errstr))) {
+        fprintf(stderr, "schemas: %s\n", errstr);
+        abort();
+    }
+    *codec = init_codecs[0] = ol_codec_new();
+    if (codec2)
+        *codec2 = init_codecs[1] = ol_codec_new();
+    *arena = init_arena = ol_arena_new(0);
+    atexit(init_free);
+}
+
+void fuzz_decode_as(ol_codec_t *codec, const fuzz_record_t *r, ol_arena_t *arena, const ol_event_type_t *et,
+                    const char *who, ol_envelope_t *env, avro_value_t **value) {
+    char errstr[512];
+    FUZZ_CHECK(!ol_event_decode(codec, r->rkm, arena, env, value, errstr, sizeof(errstr)), "%s %s does not decode: %s",
+               who, et->name, errstr);
+    FUZZ_CHECK(env->type == et && env->version == et->version && env->content == OL_CONTENT_AVRO,
+               "%s %s decodes as %s version %d", who, et->name, env->type->name, env->version);
+}
+
 #define FAKE_MSG_SIZE 4096 /* rd_kafka_msg_t is a few hundred bytes */
 
 fuzz_record_t fuzz_record_new(const void *payload, size_t len, const void *key, size_t key_len,

@@ -12,7 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/base/arena.h"
 #include "common/base/json.h"
+#include "common/domain/codec.h"
+#include "common/domain/event.h"
 #include "common/domain/schema.h"
 
 /* The event time the harnesses give every event they make. */
@@ -26,6 +29,26 @@ void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretu
         if (!(cond))                \
             fuzz_fail(__VA_ARGS__); \
     } while (0)
+
+/* What the codec harnesses start with (in LLVMFuzzerInitialize): the
+ * schemas loaded, a new codec in *codec and, when codec2 is not NULL, a
+ * second one (a consumer's own: never sharing a buffer with the producer's)
+ * in *codec2, a new arena in *arena; all freed at exit, before the leak
+ * check. Aborts when the schemas do not load. */
+void fuzz_init(ol_codec_t **codec, ol_codec_t **codec2, ol_arena_t **arena);
+
+/* Defines the statics codec, codec2 and arena of a harness that encodes
+ * with one codec and decodes with the other, and its LLVMFuzzerInitialize
+ * (fuzz_init). */
+#define FUZZ_TWO_CODEC_HARNESS                          \
+    static ol_codec_t *codec, *codec2;                  \
+    static ol_arena_t *arena;                           \
+    int LLVMFuzzerInitialize(int *argc, char ***argv) { \
+        (void)argc;                                     \
+        (void)argv;                                     \
+        fuzz_init(&codec, &codec2, &arena);             \
+        return 0;                                       \
+    }
 
 /* A record as a consumer reads it: librdkafka 2.0.2 makes rd_kafka_message_t
  * the first member of its private rd_kafka_msg_t, and the accessors the
@@ -41,6 +64,13 @@ typedef struct fuzz_record_s {
 fuzz_record_t fuzz_record_new(const void *payload, size_t len, const void *key, size_t key_len,
                               rd_kafka_headers_t *hdrs);
 void fuzz_record_free(fuzz_record_t *r);
+
+/* Decodes r as the consumers do (ol_event_decode with codec, into arena)
+ * into *env and *value; the property fails unless it decodes, as Avro of
+ * et's current version. who names the producer in the message ("the
+ * gate's"). */
+void fuzz_decode_as(ol_codec_t *codec, const fuzz_record_t *r, ol_arena_t *arena, const ol_event_type_t *et,
+                    const char *who, ol_envelope_t *env, avro_value_t **value);
 
 /* avro_decode's first byte: the event type and the schema version its
  * headers name, among every type (sorted by name) and every version each

@@ -23,30 +23,7 @@
 #include "common/base/util.h"
 #include "fuzz.h"
 
-static ol_codec_t *codec, *codec2;
-static ol_arena_t *arena;
-
-/* At exit, before the leak check: what Initialize made. */
-static void teardown(void) {
-    ol_codec_destroy(codec);
-    ol_codec_destroy(codec2);
-    ol_arena_destroy(arena);
-}
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc;
-    (void)argv;
-    char errstr[512];
-    if (ol_schema_init(errstr, sizeof(errstr))) {
-        fprintf(stderr, "schemas: %s\n", errstr);
-        abort();
-    }
-    codec = ol_codec_new();
-    codec2 = ol_codec_new();
-    arena = ol_arena_new(0);
-    atexit(teardown);
-    return 0;
-}
+FUZZ_TWO_CODEC_HARNESS
 
 static char *dump(json_t *j) {
     char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);

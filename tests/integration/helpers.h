@@ -5,7 +5,18 @@
  * scratch PostgreSQL databases, scratch directories. Functions documented as
  * "fails the test" call cr_assert*, so callers need not check them. */
 
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+/* One case of a table-driven test: an input and what is wanted of it (the
+ * message its refusal holds, the value it reads as). */
+typedef struct ol_test_case_s {
+    const char *in, *want;
+} ol_test_case_t;
 
 /* ---- processes ---- */
 
@@ -34,6 +45,9 @@ int ol_test_count_lines(const char *text, const char *prefix);
 /* The first line of text containing every one of the NULL-terminated
  * needles, as a new string, or NULL. */
 char *ol_test_find_line(const char *text, ...) __attribute__((sentinel));
+/* Expects (cr_expect) a line of text containing every one of the
+ * NULL-terminated needles; whether there is one. */
+bool ol_test_expect_line(const char *text, ...) __attribute__((sentinel));
 
 /* ---- PostgreSQL ---- */
 
@@ -43,6 +57,9 @@ const char *ol_test_pg_conninfo(void);
  * most 30 chars) and writes a conninfo for it to conninfo_out: the base
  * conninfo (string or URI) with dbname replaced. Fails the test when it cannot. */
 void ol_test_pg_scratch_db(const char *tag, char *conninfo_out, size_t size);
+/* ol_test_pg_scratch_db, then the read models in it (`orderlog -X
+ * pg.conninfo=<it> migrate`); fails the test when it cannot. */
+void ol_test_pg_migrated_db(const char *tag, char *conninfo_out, size_t size);
 /* Drops the database conninfo names, ending its sessions; quiet when it
  * does not exist (or conninfo is empty). */
 void ol_test_pg_drop_db(const char *conninfo);
@@ -68,6 +85,9 @@ void ol_test_rmtree(const char *path);
 void ol_test_write_file(const char *path, const char *data, size_t len);
 /* Appends the string s to path; fails the test on error. */
 void ol_test_append_file(const char *path, const char *s);
+/* Opens dir/name for writing (created or truncated) and writes its path to
+ * path; fails the test when it cannot. */
+FILE *ol_test_scratch_open(const char *dir, const char *name, char *path, size_t size);
 /* The whole file as a new NUL-terminated string, or NULL when it cannot be read. */
 char *ol_test_read_file(const char *path);
 
@@ -150,5 +170,103 @@ long long ol_test_kafka_end_offset(const char *topic, int partition);
 void ol_test_kafka_delete_records(const char *topic, int partition, long long before);
 /* Deletes consumer groups (best effort, quiet: for cleanup). */
 void ol_test_kafka_delete_groups(const char *const *groups, size_t count);
+
+/* ---- more helpers: machinery the tests share ---- */
+
+/* The printf-style string as a new string (free it); fails the test when it
+ * cannot be made. */
+char *ol_test_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *ol_test_vstrf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+/* Starts the orderlog binary under test in the background as
+ * `exec <bin> <fmt ...>` (the printf-style rest already quoted for sh);
+ * fails the test when it cannot. */
+ol_test_bg_t *ol_test_orderlog_bg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Whether the binary under test has the command name (its --help lists it). */
+bool ol_test_has_command(const char *name);
+/* The options of every orderlog run of a test that has a database:
+ * "-X topic.prefix=<prefix> -X topic.partitions=<partitions> -X
+ * pg.conninfo=<db, else the test server>" (borrowed, valid until the next call). */
+const char *ol_test_pg_args(const char *prefix, int partitions, const char *db);
+/* The source tree under test: $ORDERLOG_SOURCE_DIR, else ".". */
+const char *ol_test_src_dir(void);
+/* Runs ops/stack <args> of the source tree, with env (more "NAME=value"
+ * assignments for it, NULL for none) before it; *out (may be NULL) gets its
+ * stdout and stderr together. Returns its exit status. */
+int ol_test_stack(const char *env, const char *args, char **out);
+/* True when `ops/stack env` prints key (e.g. "ORDERLOG_PG_CONNINFO='")
+ * followed by exactly value and then one of the characters of end: the tests
+ * run against the service ops/stack starts and stops. */
+bool ol_test_stack_serves(const char *key, const char *value, const char *end);
+/* ops/stack <args>, failing the test unless it exits 0. */
+void ol_test_stack_ok(const char *args);
+/* For a teardown: when *stopped, runs ops/stack <args> (a start), expecting
+ * exit 0 (cr_expect), and clears *stopped. */
+void ol_test_stack_restore(bool *stopped, const char *args);
+/* The wall clock in milliseconds since the epoch (record times, requested_at). */
+long long ol_test_wall_ms(void);
+/* "2026-01-02T03:04:05.678Z" as milliseconds since the epoch; -1 when it is not that (or NULL). */
+long long ol_test_parse_time(const char *s);
+/* The seed of a randomized test: $OL_TEST_SEED, else one made of the time
+ * and pid; logged (and printed to stderr, after "<test>: ") so that a run can
+ * be repeated, and given to srand(). */
+unsigned ol_test_seed(const char *test);
+
+/* ---- more helpers: a test's topics, the gate, what roles print ---- */
+
+/* "-X topic.prefix=<prefix> -X topic.partitions=<partitions>", with
+ * none_prefix while prefix is "" (borrowed, valid until the next call). */
+const char *ol_test_topic_args(const char *prefix, const char *none_prefix, int partitions);
+/* Writes "<stem><tag>_<pid>_" to prefix (size bytes): a topic prefix of the test's own. */
+void ol_test_take_prefix(char *prefix, size_t size, const char *stem, const char *tag);
+/* Writes text to dir/name and publishes it with `orderlog <fixed_args> publish`;
+ * fails the test unless it exits 0. */
+void ol_test_publish_file(const char *fixed_args, const char *dir, const char *name, const char *text);
+/* Deletes the consumer groups <prefix><suffix> for the NULL-terminated
+ * suffixes (NULL: none); best effort, quiet. */
+void ol_test_delete_prefixed_groups(const char *prefix, const char *const *suffixes);
+/* A test's cleanup (best effort, quiet). When prefix is not "": deletes
+ * the consumer groups <prefix><suffix> for the NULL-terminated suffixes
+ * (NULL: none), then the topics (`orderlog <fixed_args> topics delete`).
+ * Then drops the database db and removes the directory dir, each when not
+ * NULL or "". */
+void ol_test_cleanup(const char *fixed_args, const char *prefix, const char *const *suffixes, const char *db,
+                     const char *dir);
+/* Appends the rows of sql, as ol_test_pg_query_rows gives them, to *all (a
+ * new string that replaces it; free it). Fails the test on an error. */
+void ol_test_pg_append_rows(char **all, const char *conninfo, const char *sql);
+/* Makes a scratch directory into dir and a fresh prefix "<stem><pid>_<n>_"
+ * (n counts the calls) into prefix. Fails the test when it cannot. */
+void ol_test_fresh(char *dir, size_t dir_size, char *prefix, size_t prefix_size, const char *stem);
+/* Sorts the n strings of items (in place) and joins them with spaces, as a
+ * new string. */
+char *ol_test_sorted_join(const char **items, size_t n);
+/* Stops the background process with SIGTERM, failing the test unless it
+ * exits 0 within timeout_ms (the message names it as what). Does not free it. */
+void ol_test_bg_stop_ok(ol_test_bg_t *bg, const char *what, int timeout_ms);
+/* Sends SIGTERM to the background process and waits up to timeout_ms for
+ * it; its exit status (-1 on timeout), as ol_test_bg_wait. */
+int ol_test_bg_term(ol_test_bg_t *bg, int timeout_ms);
+/* The lines of text (each a JSON value, as tail prints them) as a new JSON
+ * array; fails the test on a line that is not JSON. text is cut up (strtok). */
+json_t *ol_test_json_lines(char *text);
+/* The value of sample (its full name with labels) in a /metrics text; the
+ * last one when it stands more than once, -1 when absent. */
+long long ol_test_metric_in(const char *text, const char *sample);
+/* Starts `orderlog -X topic.prefix=<prefix> -X gate.listen=127.0.0.1:0 <extra> gate`
+ * into *gate (set at once, so that the test's teardown frees it whatever
+ * happens) and waits for its "gate listening on" line; *port gets its port.
+ * Fails the test when it does not start. */
+void ol_test_start_gate(ol_test_bg_t **gate, int *port, const char *prefix, const char *extra);
+
+/* An HTTP answer. */
+typedef struct ol_test_reply_s {
+    int status;
+    char *headers; /* raw, new string */
+    char *body;    /* new string */
+    json_t *json;  /* the body parsed, or NULL */
+    long long ms;  /* time to answer, when measured */
+} ol_test_reply_t;
+/* Frees what r holds and zeroes it. */
+void ol_test_reply_free(ol_test_reply_t *r);
 
 #endif

@@ -37,15 +37,8 @@ static const char *fixed_args(void) {
 }
 
 static void teardown(void) {
-    if (*prefix) {
-        char groups[2][200];
-        snprintf(groups[0], sizeof(groups[0]), "%sdecide", prefix);
-        snprintf(groups[1], sizeof(groups[1]), "%sdecide-restore", prefix);
-        const char *g[] = {groups[0], groups[1]};
-        ol_test_kafka_delete_groups(g, 2);
-        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
-    }
-    ol_test_rmtree(dir);
+    const char *groups[] = {"decide", "decide-restore", NULL};
+    ol_test_cleanup(fixed_args(), prefix, groups, NULL, dir);
 }
 
 TestSuite(decide, .init = setup, .fini = teardown, .timeout = 600);
@@ -66,12 +59,8 @@ static void publish(const char *name, const char *lines) {
 }
 
 static ol_test_bg_t *decide_bg(const char *extra) {
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s -X topic.partitions=%d %s decide", bin, prefix, PARTITIONS,
-             extra ? extra : "");
-    free(bin);
-    return ol_test_bg_start(cmd);
+    return ol_test_orderlog_bg("-X topic.prefix=%s -X topic.partitions=%d %s decide", prefix, PARTITIONS,
+                               extra ? extra : "");
 }
 
 /* Every record of a topic (committed ones), as a JSON array of tail's lines;
@@ -152,9 +141,7 @@ static json_t *decision(json_t *recs, const char *request_id) {
 }
 
 static void stop_ok(ol_test_bg_t *bg) {
-    ol_test_bg_signal(bg, SIGTERM);
-    int rc = ol_test_bg_wait(bg, 30000);
-    cr_assert_eq(rc, 0, "decide exit %d after SIGTERM\nstderr:\n%s", rc, ol_test_bg_stderr(bg));
+    ol_test_bg_stop_ok(bg, "decide", 30000);
     ol_test_bg_free(bg);
 }
 
@@ -342,14 +329,6 @@ typedef struct req_s {
     int level, qty;
 } req_t;
 
-static unsigned test_seed(void) {
-    const char *env = getenv("OL_TEST_SEED");
-    unsigned seed = env && *env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)(time(NULL) ^ (getpid() << 8));
-    cr_log_info("OL_TEST_SEED=%u", seed);
-    fprintf(stderr, "test_decide: OL_TEST_SEED=%u\n", seed);
-    return seed;
-}
-
 /* The limit of a level for the sale's policies (see the catalog below). */
 static int limit_of(const char *sku, int level) {
     if (strcmp(sku, "HOT"))
@@ -368,8 +347,7 @@ static long long sale_end(void) {
 }
 
 Test(decide, kill9_during_a_sale_leaves_one_decision_per_request_and_no_oversell) {
-    unsigned seed = test_seed();
-    srand(seed);
+    unsigned seed = ol_test_seed("test_decide");
     use_topics("kill9");
     enum { N = 80000, SKUS = 20, HOT_STOCK = 500, SKU_STOCK = 300 };
     /* catalog: HOT (500 units, min level 1, limits 1 / 2 from level 3 / 3 from level 5) and 20 SKUs */
@@ -569,13 +547,6 @@ static int count_request(json_t *recs, const char *type, const char *request_id,
     return n;
 }
 
-/* The wall clock, what requested_at and decide's clock are in. */
-static long long wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Appends a BuyRequested of 1 unit of B with its requested_at to buf. */
 static void buy_at(char *buf, size_t size, const char *id, const char *user, long long at) {
     size_t len = strlen(buf);
@@ -612,20 +583,20 @@ Test(decide, a_retry_older_than_the_window_is_refused_too_old_and_never_decided_
     /* w1 is decided; once the partition's stream time has passed w1's time
      * by the window (a StockAdjusted of B, judged at decide's clock), the
      * same record sent again is refused too_old, not decided again */
-    long long t1 = wall_ms();
+    long long t1 = ol_test_wall_ms();
     buf[0] = '\0';
     buy_at(buf, sizeof(buf), "w1", "u1", t1);
     publish("w1.jsonl", buf);
     json_decref(wait_request("w1", false, 1, bg));
-    while (wall_ms() <= t1 + WINDOW_MS + 200)
-        ol_test_bg_wait(bg, (int)(t1 + WINDOW_MS + 201 - wall_ms()));
+    while (ol_test_wall_ms() <= t1 + WINDOW_MS + 200)
+        ol_test_bg_wait(bg, (int)(t1 + WINDOW_MS + 201 - ol_test_wall_ms()));
     publish("tick.jsonl", "{\"type\":\"StockAdjusted\",\"data\":{\"sku\":\"B\",\"delta\":0,\"reason\":\"tick\"}}\n");
     json_decref(wait_facts("StockChanged", 3, 60000, bg));
     buf[0] = '\0';
     buy_at(buf, sizeof(buf), "w1", "u1", t1);
     publish("w1-again.jsonl", buf);
     /* w2, at the stream time: a retry inside the window gets nothing */
-    long long t2 = wall_ms();
+    long long t2 = ol_test_wall_ms();
     buf[0] = '\0';
     buy_at(buf, sizeof(buf), "w2", "u2", t2);
     buy_at(buf, sizeof(buf), "w2", "u2", t2);

@@ -21,6 +21,13 @@ static char *dlq_ok(const char *args) {
     return ol_test_orderlogf_ok(kit_fixed_args(), "dlq %s", args);
 }
 
+/* `dlq count` says says. */
+static void expect_count(const char *says) {
+    char *out = dlq_ok("count");
+    cr_expect(strstr(out, says), "%s", out);
+    free(out);
+}
+
 /* `dlq list --json <args>` as an array of its lines. */
 static json_t *dlq_list(const char *args) {
     char *out = ol_test_orderlogf_ok(kit_fixed_args(), "dlq list --json %s", args);
@@ -122,8 +129,7 @@ static void write_lines(const char *name, bool paid, int count, char *path, size
 Test(dlq, poison_records_counted_shown_and_replayed_once_their_cause_is_fixed) {
     if (!have_kcat())
         cr_skip_test("kcat is not installed");
-    kit_use("dlqflow");
-    const char *db = kit_new_db("dlq_flow");
+    const char *db = kit_use_db("dlqflow", "dlq_flow");
     char path[1024], orders[256];
     kit_topic("orders", orders, sizeof(orders));
 
@@ -170,9 +176,7 @@ Test(dlq, poison_records_counted_shown_and_replayed_once_their_cause_is_fixed) {
     }
     cr_expect_eq(seen, 7, "stages apply, decode and placement each once: %s", json_dumps(groups, 0));
     json_decref(count);
-    out = dlq_ok("count");
-    cr_expect(strstr(out, "3 dead letters (0 replayed, 3 pending), 0 replay markers"), "%s", out);
-    free(out);
+    expect_count("3 dead letters (0 replayed, 3 pending), 0 replay markers");
 
     /* list and its filters */
     json_t *list = dlq_list("");
@@ -224,9 +228,7 @@ Test(dlq, poison_records_counted_shown_and_replayed_once_their_cause_is_fixed) {
         end_before += ol_test_kafka_end_offset(orders, p);
     out = dlq_ok("replay --dry-run --all");
     cr_expect(strstr(out, "would replay 3,"), "%s", out);
-    char *line = ol_test_find_line(out, "would replay dlq", pos_bad, "will go back to the dlq (decode)", NULL);
-    cr_expect(line, "%s", out);
-    free(line);
+    ol_test_expect_line(out, "would replay dlq", pos_bad, "will go back to the dlq (decode)", NULL);
     free(out);
     long long end_after = 0;
     for (int p = 0; p < KIT_PARTITIONS; p++)
@@ -238,9 +240,7 @@ Test(dlq, poison_records_counted_shown_and_replayed_once_their_cause_is_fixed) {
     kit_publish(path);
     out = dlq_ok("replay --reason 'does not exist'");
     cr_expect(strstr(out, "replayed 1, skipped 0"), "%s", out);
-    line = ol_test_find_line(out, "replayed dlq", pos_paid, NULL);
-    cr_expect(line, "%s", out);
-    free(line);
+    ol_test_expect_line(out, "replayed dlq", pos_paid, NULL);
     free(out);
     out = dlq_ok("replay --reason 'does not exist'");
     cr_expect(strstr(out, "replayed 0, skipped 1"), "%s", out);
@@ -253,9 +253,7 @@ Test(dlq, poison_records_counted_shown_and_replayed_once_their_cause_is_fixed) {
     free(row);
 
     /* list and count show it replayed; the marker is no dead letter */
-    out = dlq_ok("count");
-    cr_expect(strstr(out, "3 dead letters (1 replayed, 2 pending), 1 replay marker"), "%s", out);
-    free(out);
+    expect_count("3 dead letters (1 replayed, 2 pending), 1 replay marker");
     json_t *pending = dlq_list("--pending");
     cr_expect_eq(json_array_size(pending), 2);
     json_decref(pending);
@@ -287,8 +285,7 @@ Test(dlq, poison_records_counted_shown_and_replayed_once_their_cause_is_fixed) {
 /* `count` dead letters (OrderPaid before their order) projected to the dlq, then their orders placed. */
 static const char *make_pending_payments(int count, const char *tag, json_t **positions) {
     char path[1024];
-    kit_use(tag);
-    const char *db = kit_new_db(tag);
+    const char *db = kit_use_db(tag, tag);
     write_lines("paid.jsonl", true, count, path, sizeof(path));
     kit_publish(path);
     kit_summary_t s = kit_project_all(db, kit_group, NULL);
@@ -310,12 +307,7 @@ static const char *make_pending_payments(int count, const char *tag, json_t **po
 }
 
 static ol_test_bg_t *replay_bg(const char *extra) {
-    char *bin = ol_test_shell_quote(ol_test_bin()), *cmd;
-    cr_assert(asprintf(&cmd, "exec %s %s dlq replay --reason 'does not exist' %s", bin, kit_fixed_args(), extra) >= 0);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
-    free(cmd);
-    free(bin);
-    return bg;
+    return ol_test_orderlog_bg("%s dlq replay --reason 'does not exist' %s", kit_fixed_args(), extra);
 }
 
 Test(dlq, replay_killed_with_a_transaction_open_then_rerun_replays_each_once) {

@@ -82,17 +82,6 @@ static ol_test_bg_t *loadgen, *restarter;
 static long long kill_ms = -1; /* wall clock of the kill */
 static char failures[16384];   /* what went wrong with the roles, reported at the end */
 
-static long long wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static const char *src_dir(void) {
-    const char *s = getenv("ORDERLOG_SOURCE_DIR");
-    return s && *s ? s : ".";
-}
-
 /* The environment that points ops/stack at the test's cluster. */
 static const char *stack_env(void) {
     static char env[1024];
@@ -104,7 +93,7 @@ static const char *stack_env(void) {
 }
 
 static int stack(const char *args, char **out) {
-    return ol_test_runf(out, NULL, "%s %s/ops/stack %s 2>&1", stack_env(), src_dir(), args);
+    return ol_test_stack(stack_env(), args, out);
 }
 
 static bool port_taken(int port) {
@@ -143,12 +132,7 @@ static const char *fixed_args(void) {
 static void role_start(role_t *r) {
     r->runs++;
     snprintf(r->log, sizeof(r->log), "%s/%s.%d.log", dir, r->name, r->runs);
-    char *cmd, *bin = ol_test_shell_quote(ol_test_bin());
-    cr_assert(asprintf(&cmd, "exec %s %s %s >%s/%s.%d.out 2>%s", bin, r->args, fixed_args(), dir, r->name, r->runs,
-                       r->log) >= 0);
-    r->bg = ol_test_bg_start(cmd);
-    free(cmd);
-    free(bin);
+    r->bg = ol_test_orderlog_bg("%s %s >%s/%s.%d.out 2>%s", r->args, fixed_args(), dir, r->name, r->runs, r->log);
 }
 
 static void stop_role(role_t *r, int *rc) {
@@ -223,7 +207,7 @@ static void check_roles(void) {
         char line[4096];
         snprintf(line, sizeof(line),
                  "%s exited with status %d at %+.1f s from the kill (run %d); its last warnings:\n%s", r->name, rc,
-                 kill_ms < 0 ? 0.0 : (double)(wall_ms() - kill_ms) / 1000, r->runs, tail);
+                 kill_ms < 0 ? 0.0 : (double)(ol_test_wall_ms() - kill_ms) / 1000, r->runs, tail);
         fprintf(stderr, "test: %s", line);
         strncat(failures, line, sizeof(failures) - strlen(failures) - 1);
         free(tail);
@@ -493,7 +477,7 @@ Test(faults_cluster, decide_coordinator_killed_mid_sale_and_restarted) {
     char *bin = ol_test_shell_quote(ol_test_bin());
     run_ok("topics create", "%s topics create -X topic.replication.factor=3 %s", bin, fixed_args());
     run_ok("migrate", "%s migrate %s", bin, fixed_args());
-    run_ok("publish the catalog", "%s/ops/sample-events catalog | %s publish %s", src_dir(), bin, fixed_args());
+    run_ok("publish the catalog", "%s/ops/sample-events catalog | %s publish %s", ol_test_src_dir(), bin, fixed_args());
 
     /* the broker to kill: the active controller; worker 0 of decide gets it
      * as its transaction coordinator */
@@ -559,19 +543,20 @@ Test(faults_cluster, decide_coordinator_killed_mid_sale_and_restarted) {
     int now_controller = active_controller();
     char args[64];
     snprintf(args, sizeof(args), "node-stop %d kill", coordinator);
-    kill_ms = wall_ms();
+    kill_ms = ol_test_wall_ms();
     rc = stack(args, &out);
     cr_assert_eq(rc, 0, "ops/stack %s: exit %d\n%s", args, rc, out);
     free(out);
     fprintf(stderr, "test: killed broker %d (decide's coordinator%s) after %lld requests, %lld decided\n", coordinator,
             now_controller == coordinator ? " and the active controller" : "", sent, decided);
-    watch(DOWN_MS - (int)(wall_ms() - kill_ms), NULL);
-    snprintf(cmd, sizeof(cmd), "exec env %s %s/ops/stack node-start %d 2>&1", stack_env(), src_dir(), coordinator);
+    watch(DOWN_MS - (int)(ol_test_wall_ms() - kill_ms), NULL);
+    snprintf(cmd, sizeof(cmd), "exec env %s %s/ops/stack node-start %d 2>&1", stack_env(), ol_test_src_dir(),
+             coordinator);
     restarter = ol_test_bg_start(cmd);
     rc = watch(150000, restarter);
     cr_assert_eq(rc, 0, "ops/stack node-start %d: exit %d\n%s", coordinator, rc, ol_test_bg_stdout(restarter));
     fprintf(stderr, "test: broker %d back at %+.1f s from the kill\n", coordinator,
-            (double)(wall_ms() - kill_ms) / 1000);
+            (double)(ol_test_wall_ms() - kill_ms) / 1000);
 
     /* loadgen: every request decided once */
     rc = watch(300000, loadgen);
@@ -623,7 +608,7 @@ Test(faults_cluster, decide_coordinator_killed_mid_sale_and_restarted) {
 
     /* the sale's invariants, and the projection equal to a replay */
     char *qreq = ol_test_shell_quote(requests), *ci = ol_test_shell_quote(db);
-    rc = ol_test_runf(&out, NULL, "%s/ops/oracle --conninfo %s --requests %s 2>&1", src_dir(), ci, qreq);
+    rc = ol_test_runf(&out, NULL, "%s/ops/oracle --conninfo %s --requests %s 2>&1", ol_test_src_dir(), ci, qreq);
     fprintf(stderr, "test: ops/oracle exit %d:\n%s", rc, out);
     cr_expect_eq(rc, 0, "ops/oracle: exit %d\n%s", rc, out);
     free(out);

@@ -38,41 +38,13 @@ static bool broker_stopped;
 static long long fault_at, back_at; /* wall clock, ms */
 static ol_test_bg_t *decide, *project, *guard, *gate, *gate_load;
 
-/* ops/stack <args> of the source tree under test; its exit status. */
-static int stack(const char *args, char **out) {
-    const char *src = getenv("ORDERLOG_SOURCE_DIR");
-    char *script;
-    cr_assert(asprintf(&script, "%s/ops/stack", src && *src ? src : ".") >= 0);
-    char *q = ol_test_shell_quote(script);
-    int rc = ol_test_runf(out, NULL, "%s %s 2>&1", q, args);
-    free(q);
-    free(script);
-    return rc;
-}
-
 /* True when the tests run against the stack's broker (the one ops/stack restarts). */
 static bool stack_kafka_under_test(void) {
-    char *out = NULL;
-    if (stack("env", &out)) {
-        free(out);
-        return false;
-    }
-    const char *key = "ORDERLOG_KAFKA_BOOTSTRAP_SERVERS=", *p = strstr(out, key);
-    bool same = false;
-    if (p) {
-        p += strlen(key);
-        size_t n = strcspn(p, "\n");
-        same = strlen(ol_test_kafka_bootstrap()) == n && !strncmp(p, ol_test_kafka_bootstrap(), n);
-    }
-    free(out);
-    return same;
+    return ol_test_stack_serves("ORDERLOG_KAFKA_BOOTSTRAP_SERVERS=", ol_test_kafka_bootstrap(), "\n");
 }
 
 static void broker_start(void) {
-    char *out = NULL;
-    int rc = stack("kafka-start", &out);
-    cr_assert_eq(rc, 0, "ops/stack kafka-start: exit %d\n%s", rc, out);
-    free(out);
+    ol_test_stack_ok("kafka-start");
     broker_stopped = false;
 }
 
@@ -86,21 +58,13 @@ static void stop_bg(ol_test_bg_t **bg) {
 }
 
 static void setup(void) {
-    static int n;
-    ol_test_tmpdir(dir, sizeof(dir));
-    snprintf(prefix, sizeof(prefix), "it_faults_%ld_%d_", (long)getpid(), n++);
+    ol_test_fresh(dir, sizeof(dir), prefix, sizeof(prefix), "it_faults_");
     snprintf(group, sizeof(group), "%sproject", prefix);
     *db = '\0';
 }
 
 static void teardown(void) {
-    if (broker_stopped) {
-        char *out = NULL;
-        int rc = stack("kafka-start", &out);
-        cr_expect_eq(rc, 0, "ops/stack kafka-start: exit %d\n%s", rc, out);
-        free(out);
-        broker_stopped = false;
-    }
+    ol_test_stack_restore(&broker_stopped, "kafka-start");
     if (gate_load) {
         char stop[700];
         snprintf(stop, sizeof(stop), "%s/gate-load.stop", dir);
@@ -113,38 +77,19 @@ static void teardown(void) {
     stop_bg(&guard);
     stop_bg(&decide);
     stop_bg(&project);
-    char groups[4][200];
-    snprintf(groups[0], sizeof(groups[0]), "%sdecide", prefix);
-    snprintf(groups[1], sizeof(groups[1]), "%sdecide-restore", prefix);
-    snprintf(groups[2], sizeof(groups[2]), "%s", group);
-    snprintf(groups[3], sizeof(groups[3]), "%sguard", prefix);
-    const char *g[] = {groups[0], groups[1], groups[2], groups[3]};
-    ol_test_kafka_delete_groups(g, 4);
-    ol_test_orderlogf(NULL, NULL, NULL, "-X topic.prefix=%s topics delete", prefix);
-    if (*db)
-        ol_test_pg_drop_db(db);
-    if (*dir)
-        ol_test_rmtree(dir);
+    const char *groups[] = {"decide", "decide-restore", "project", "guard", NULL};
+    ol_test_cleanup(ol_test_topic_args(prefix, "", 3), prefix, groups, db, dir);
 }
 
 TestSuite(faults_decide, .init = setup, .fini = teardown, .timeout = 480);
 
 /* The options of every orderlog run here: the test's prefix, partitions and database. */
 static const char *fixed_args(void) {
-    static char args[4096];
-    char *ci = ol_test_shell_quote(*db ? db : ol_test_pg_conninfo());
-    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=3 -X pg.conninfo=%s", prefix, ci);
-    free(ci);
-    return args;
+    return ol_test_pg_args(prefix, 3, db);
 }
 
 static ol_test_bg_t *orderlog_bg(const char *args) {
-    char *bin = ol_test_shell_quote(ol_test_bin()), *cmd;
-    cr_assert(asprintf(&cmd, "exec %s %s %s", bin, fixed_args(), args) >= 0);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
-    free(cmd);
-    free(bin);
-    return bg;
+    return ol_test_orderlog_bg("%s %s", fixed_args(), args);
 }
 
 /* The last 6000 bytes of a role's own log lines (not librdkafka's), for
@@ -174,25 +119,6 @@ static const char *tail_of(const char *s, int slot) {
     return buf;
 }
 
-/* Wall clock, milliseconds since the epoch. */
-static long long wall_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
-/* "2026-01-02T03:04:05.678Z" as milliseconds since the epoch; -1 when it is not that. */
-static long long parse_time(const char *s) {
-    struct tm tm = {0};
-    int ms = 0;
-    if (!s || sscanf(s, "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-                     &tm.tm_sec, &ms) != 7)
-        return -1;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return (long long)timegm(&tm) * 1000 + ms;
-}
-
 /* The record times of the decisions in sale-events: the last one before
  * `before` and the first one at or after `after`. */
 static void decision_times(long long before, long long after, long long *last_before, long long *first_after) {
@@ -208,7 +134,7 @@ static void decision_times(long long before, long long after, long long *last_be
         cr_assert(j, "tail printed a line that is not JSON: %s", line);
         const char *type = json_string_value(json_object_get(j, "type"));
         if (type && (!strcmp(type, "BuyAccepted") || !strcmp(type, "BuyRejected"))) {
-            long long t = parse_time(json_string_value(json_object_get(j, "timestamp")));
+            long long t = ol_test_parse_time(json_string_value(json_object_get(j, "timestamp")));
             cr_assert(t > 0, "no record time in %s", line);
             if (t < before && t > *last_before)
                 *last_before = t;
@@ -375,8 +301,8 @@ static void sale_through_a_broker_fault(bool kill, const char *tag) {
               tail_of(ol_test_bg_stderr(decide), 1));
     cr_assert_eq(http_status(gate_addr, "/readyz"), 200, "the gate is not ready before the fault");
     broker_stopped = true;
-    fault_at = wall_ms();
-    rc = stack(kill ? "kafka-stop kill" : "kafka-stop", &out);
+    fault_at = ol_test_wall_ms();
+    rc = ol_test_stack(NULL, kill ? "kafka-stop kill" : "kafka-stop", &out);
     cr_assert_eq(rc, 0, "ops/stack kafka-stop: exit %d\n%s", rc, out);
     free(out);
     /* down DOWN_MS: every role waits, none may exit; the gate says it is not ready */
@@ -391,12 +317,12 @@ static void sale_through_a_broker_fault(bool kill, const char *tag) {
            "down\n",
            tag, gate_unready, guard_unready);
     cr_expect_gt(gate_unready, 0, "the gate stayed ready while the broker was down");
-    long long start_t0 = wall_ms();
+    long long start_t0 = ol_test_wall_ms();
     double guard_judged = metric(guard_addr, "orderlog_guard_requests_total");
     long long projected_before = -1;
     ol_test_pg_try_query_int(db, "select count(*) from orderlog.buy_decisions", &projected_before);
     broker_start();
-    back_at = wall_ms();
+    back_at = ol_test_wall_ms();
     printf("faults_decide %s: broker stopped at %lld, back at %lld (ms since the epoch)\n", tag, fault_at, back_at);
     fflush(stdout);
 
@@ -404,7 +330,7 @@ static void sale_through_a_broker_fault(bool kill, const char *tag) {
     long long guard_back = -1, project_back = -1;
     deadline = ol_test_now_ms() + 240000;
     rc = -1;
-    while ((rc == -1 || ((guard_back < 0 || project_back < 0) && wall_ms() < back_at + RECOVERY_MS)) &&
+    while ((rc == -1 || ((guard_back < 0 || project_back < 0) && ol_test_wall_ms() < back_at + RECOVERY_MS)) &&
            ol_test_now_ms() < deadline) {
         if (rc == -1)
             rc = ol_test_bg_wait(loadgen, 250);
@@ -412,11 +338,11 @@ static void sale_through_a_broker_fault(bool kill, const char *tag) {
             usleep(250000);
         expect_all_up("after the broker was back");
         if (guard_back < 0 && metric(guard_addr, "orderlog_guard_requests_total") > guard_judged)
-            guard_back = wall_ms();
+            guard_back = ol_test_wall_ms();
         long long n = -1;
         if (project_back < 0 && !ol_test_pg_try_query_int(db, "select count(*) from orderlog.buy_decisions", &n) &&
             n > projected_before)
-            project_back = wall_ms();
+            project_back = ol_test_wall_ms();
     }
     const char *lgout = ol_test_bg_stdout(loadgen);
     cr_assert_eq(rc, 0, "loadgen: exit %d\n%s%s\ndecide:\n%s\nproject:\n%s", rc, lgout,

@@ -26,94 +26,29 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#define GATE_KIT_STEM "it_gate_"
+#include "gate_kit.h"
 #include "helpers.h"
 
-#define PARTITIONS 3
 #define MSG_ACCEPTED "successed.please place the order and make payments within half an hour"
 #define MSG_SOLD_OUT "The goods is sold out!"
 #define THROTTLED_JSON                                                                                               \
     "{\"reponseMsg\":\"Too many requests, please try later.\",\"repResult\":false,\"isThrottled\":true,\"version\":" \
     "\"1.0\"}"
 
-static char prefix[128];
-static char dir[512];
-static ol_test_bg_t *gate;
-static ol_test_bg_t *guard; /* when the test runs one */
-static int gate_port;
 /* Where requests go (the gate's host) and come from (NULL: the kernel's
  * choice, 127.0.0.1): any 127.0.0.0/8 address is this host's, so a test
  * can play several clients and proxies. Set from the test's thread only. */
 static const char *gate_host = "127.0.0.1";
 static const char *http_from;
-static char db[1024]; /* a scratch database, when the test made one */
-
-static void setup(void) {
-    ol_test_tmpdir(dir, sizeof(dir));
-}
-
-/* The options of every orderlog run here: the test's prefix and partitions. */
-static const char *fixed_args(void) {
-    static char args[256];
-    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=%d", *prefix ? prefix : "it_gate_none_",
-             PARTITIONS);
-    return args;
-}
 
 static void teardown(void) {
-    ol_test_bg_free(gate);
-    gate = NULL;
-    ol_test_bg_free(guard);
-    guard = NULL;
+    gate_kit_teardown();
     gate_host = "127.0.0.1";
     http_from = NULL;
-    if (*db)
-        ol_test_pg_drop_db(db);
-    *db = '\0';
-    if (*prefix) {
-        char group[200];
-        char guard_group[200];
-        snprintf(group, sizeof(group), "%sdecide", prefix);
-        snprintf(guard_group, sizeof(guard_group), "%sguard", prefix);
-        const char *g[] = {group, guard_group};
-        ol_test_kafka_delete_groups(g, 2);
-        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
-    }
-    ol_test_rmtree(dir);
 }
 
-TestSuite(gate, .init = setup, .fini = teardown, .timeout = 300);
-
-static void use_topics(const char *tag) {
-    snprintf(prefix, sizeof(prefix), "it_gate_%s_%ld_", tag, (long)getpid());
-    free(ol_test_orderlogf_ok(fixed_args(), "topics create"));
-}
-
-static void publish(const char *lines) {
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/publish.jsonl", dir);
-    ol_test_write_file(path, lines, strlen(lines));
-    char *q = ol_test_shell_quote(path);
-    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
-    free(q);
-}
-
-/* Starts the gate with extra -X options; waits for its "listening" line. */
-static void start_gate(const char *extra) {
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s -X gate.listen=127.0.0.1:0 %s gate", bin, prefix,
-             extra ? extra : "");
-    free(bin);
-    gate = ol_test_bg_start(cmd);
-    int lines = ol_test_bg_wait_lines(gate, 1, 60000);
-    cr_assert_eq(lines, 1, "the gate did not start\nstdout:\n%s\nstderr:\n%s", ol_test_bg_stdout(gate),
-                 ol_test_bg_stderr(gate));
-    const char *colon = strrchr(ol_test_bg_stdout(gate), ':');
-    cr_assert(colon && strstr(ol_test_bg_stdout(gate), "gate listening on http://127.0.0.1:"), "%s",
-              ol_test_bg_stdout(gate));
-    gate_port = atoi(colon + 1);
-    cr_assert(gate_port > 0);
-}
+TestSuite(gate, .init = gate_kit_setup, .fini = teardown, .timeout = 300);
 
 /* ---- a tiny HTTP/1.1 client ---- */
 
@@ -149,19 +84,31 @@ static int connect_gate(void) {
     return fd;
 }
 
-typedef struct reply_s {
-    int status;
-    char *headers; /* raw, new string */
-    char *body;    /* new string */
-    json_t *json;  /* the body parsed, or NULL */
-    long long ms;  /* time to answer */
-} reply_t;
-
-static void reply_free(reply_t *r) {
-    free(r->headers);
-    free(r->body);
-    json_decref(r->json);
-    memset(r, 0, sizeof(*r));
+/* Reads one whole answer (the gate closes: Connection: close) from fd;
+ * status -1 unless it has a status line and the end of its head. */
+static reply_t read_reply(int fd) {
+    reply_t r = {.status = -1};
+    size_t cap = 4096, got = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (got + 1024 > cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t rd = recv(fd, buf + got, cap - got - 1, 0);
+        if (rd <= 0)
+            break;
+        got += (size_t)rd;
+    }
+    buf[got] = '\0';
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (sscanf(buf, "HTTP/1.%*d %d", &r.status) == 1 && sep) {
+        r.headers = strndup(buf, (size_t)(sep - buf));
+        r.body = strdup(sep + 4);
+        r.json = json_loads(r.body, 0, NULL);
+    } else {
+        r.status = -1;
+    }
+    free(buf);
+    return r;
 }
 
 /* Sends one request (Connection: close) and reads the whole answer. extra
@@ -203,27 +150,8 @@ static reply_t http_send(const char *method, const char *path, const char *extra
         off += (size_t)w;
     }
     free(req);
-    size_t cap = 4096, got = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (got + 1024 > cap)
-            buf = realloc(buf, cap *= 2);
-        ssize_t rd = recv(fd, buf + got, cap - got - 1, 0);
-        if (rd <= 0)
-            break;
-        got += (size_t)rd;
-    }
+    r = read_reply(fd);
     close(fd);
-    buf[got] = '\0';
-    char *sep = strstr(buf, "\r\n\r\n");
-    if (sscanf(buf, "HTTP/1.%*d %d", &r.status) == 1 && sep) {
-        r.headers = strndup(buf, (size_t)(sep - buf));
-        r.body = strdup(sep + 4);
-        r.json = json_loads(r.body, 0, NULL);
-    } else {
-        r.status = -1;
-    }
-    free(buf);
     r.ms = ol_test_now_ms() - t0;
     return r;
 }
@@ -235,11 +163,6 @@ static reply_t http_raw(const char *method, const char *path, const char *extra,
 static reply_t http(const char *method, const char *path, const char *json_body) {
     return http_raw(method, path, json_body ? "Content-Type: application/json\r\n" : NULL, json_body,
                     json_body ? strlen(json_body) : 0);
-}
-
-static const char *jstr(const reply_t *r, const char *name) {
-    const char *s = json_string_value(json_object_get(r->json, name));
-    return s ? s : "(none)";
 }
 
 /* A POST /buy body; NULL fields are left out. */
@@ -296,15 +219,8 @@ static reply_t bg_post_join(bg_post_t *p) {
 static long long metric(const char *sample) {
     reply_t r = http("GET", "/metrics", NULL);
     cr_assert_eq(r.status, 200);
-    long long v = -1;
-    size_t n = strlen(sample);
-    for (const char *line = r.body; line && *line;) {
-        if (!strncmp(line, sample, n) && line[n] == ' ')
-            v = atoll(line + n + 1);
-        line = strchr(line, '\n');
-        line = line ? line + 1 : NULL;
-    }
-    reply_free(&r);
+    long long v = ol_test_metric_in(r.body, sample);
+    ol_test_reply_free(&r);
     return v;
 }
 
@@ -316,29 +232,6 @@ static void wait_metric(const char *sample, long long want, int timeout_ms) {
                   timeout_ms, want, ol_test_bg_stderr(gate));
         usleep(20000);
     }
-}
-
-static void stop_gate_ok(void) {
-    ol_test_bg_signal(gate, SIGTERM);
-    int rc = ol_test_bg_wait(gate, 30000);
-    cr_assert_eq(rc, 0, "gate exit %d after SIGTERM\nstderr:\n%s", rc, ol_test_bg_stderr(gate));
-    cr_assert(!strstr(ol_test_bg_stderr(gate), "\"level\":\"error\""), "%s", ol_test_bg_stderr(gate));
-    ol_test_bg_free(gate);
-    gate = NULL;
-}
-
-/* Every record of a topic, as a JSON array of tail's lines. */
-static json_t *read_topic(const char *topic) {
-    char *out = ol_test_orderlogf_ok(fixed_args(), "tail %s --from beginning", topic);
-    json_t *all = json_array();
-    char *save = NULL;
-    for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        json_t *j = json_loads(line, 0, NULL);
-        cr_assert(j, "tail printed a line that is not JSON: %s", line);
-        json_array_append_new(all, j);
-    }
-    free(out);
-    return all;
 }
 
 static const char *dstr(json_t *rec, const char *field) {
@@ -354,7 +247,17 @@ static void expect_invalid(const char *what, reply_t r, int status, const char *
     cr_expect(r.headers && strstr(r.headers, "Content-Type: application/json"), "%s: %s", what, r.headers);
     cr_expect_str_eq(jstr(&r, "field"), field, "%s: %s", what, r.body);
     cr_expect(json_string_value(json_object_get(r.json, "error")), "%s: no error message: %s", what, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
+}
+
+/* The end of a test of invalid requests: n of them counted as invalid,
+ * nothing on buy-requests, and the gate stops cleanly. */
+static void expect_invalid_only(long long n) {
+    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), n);
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), 0, "nothing invalid reaches Kafka: %s", json_dumps(recs, 0));
+    json_decref(recs);
+    stop_gate(true);
 }
 
 Test(gate, rejects_bad_input_with_400_naming_the_field_before_kafka) {
@@ -364,48 +267,46 @@ Test(gate, rejects_bad_input_with_400_naming_the_field_before_kafka) {
     char body[4096];
     snprintf(body, sizeof(body), "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\"%s", ok_tail);
     expect_invalid("missing userID", http("POST", "/buy", body), 400, "userID");
-    expect_invalid("userLevel as a string",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":\"1\","
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1}"),
-                   400, "userLevel");
-    expect_invalid("goodsSKU as a number",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":7,\"goodsQuantity\":1}"),
-                   400, "goodsSKU");
-    expect_invalid("negative quantity",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":-2}"),
-                   400, "goodsQuantity");
-    expect_invalid("zero quantity",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":0}"),
-                   400, "goodsQuantity");
-    expect_invalid("fractional quantity",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1.5}"),
-                   400, "goodsQuantity");
-    expect_invalid("bad IP",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.300\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1}"),
-                   400, "clientIP");
-    expect_invalid("unknown field",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1,\"price\":1}"),
-                   400, "price");
-    expect_invalid("bad requestID",
-                   http("POST", "/buy",
-                        "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
-                        "\"goodsSKU\":\"A\",\"goodsQuantity\":1,\"requestID\":\"a b/c\"}"),
-                   400, "requestID");
-    expect_invalid("malformed JSON", http("POST", "/buy", "{\"sessionID\":\"s\","), 400, "body");
-    expect_invalid("not an object", http("POST", "/buy", "[1,2]"), 400, "body");
+    static const struct {
+        const char *what, *body, *field;
+    } bad[] = {
+        {"userLevel as a string",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":\"1\","
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":1}",
+         "userLevel"},
+        {"goodsSKU as a number",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":7,\"goodsQuantity\":1}",
+         "goodsSKU"},
+        {"negative quantity",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":-2}",
+         "goodsQuantity"},
+        {"zero quantity",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":0}",
+         "goodsQuantity"},
+        {"fractional quantity",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":1.5}",
+         "goodsQuantity"},
+        {"bad IP",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.300\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":1}",
+         "clientIP"},
+        {"unknown field",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":1,\"price\":1}",
+         "price"},
+        {"bad requestID",
+         "{\"sessionID\":\"s\",\"clientIP\":\"10.0.0.1\",\"userID\":\"u\",\"userLevel\":1,"
+         "\"goodsSKU\":\"A\",\"goodsQuantity\":1,\"requestID\":\"a b/c\"}",
+         "requestID"},
+        {"malformed JSON", "{\"sessionID\":\"s\",", "body"},
+        {"not an object", "[1,2]", "body"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_invalid(bad[i].what, http("POST", "/buy", bad[i].body), 400, bad[i].field);
     /* oversized: declared with Content-Length, and again as chunks without it */
     char big[3000];
     memset(big, ' ', sizeof(big));
@@ -429,21 +330,17 @@ Test(gate, rejects_bad_input_with_400_naming_the_field_before_kafka) {
     reply_t r = http("GET", "/nowhere", NULL);
     cr_expect_eq(r.status, 404, "%s", r.body);
     cr_expect(json_is_object(r.json), "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http("GET", "/buy", NULL);
     cr_expect_eq(r.status, 405, "%s", r.body);
     cr_expect(json_is_object(r.json) && strstr(r.headers, "Allow: POST"), "%s\n%s", r.headers, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http("DELETE", "/metrics", NULL);
     cr_expect_eq(r.status, 405, "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
 
     /* 14 bad bodies and the GET */
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), 15);
-    json_t *recs = read_topic("buy-requests");
-    cr_expect_eq(json_array_size(recs), 0, "nothing invalid reaches Kafka: %s", json_dumps(recs, 0));
-    json_decref(recs);
-    stop_gate_ok();
+    expect_invalid_only(15);
 }
 
 /* Bodies that used to get 202 and were never decided (the decider
@@ -472,11 +369,7 @@ Test(gate, refuses_invalid_utf8_and_nul_anywhere_in_the_body) {
                   error ? error : "(none)", cases[i].error);
         expect_invalid(cases[i].what, r, 400, cases[i].field);
     }
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), 5);
-    json_t *recs = read_topic("buy-requests");
-    cr_expect_eq(json_array_size(recs), 0, "nothing invalid reaches Kafka: %s", json_dumps(recs, 0));
-    json_decref(recs);
-    stop_gate_ok();
+    expect_invalid_only(5);
 }
 
 /* ---- rate limits ---- */
@@ -491,30 +384,30 @@ Test(gate, throttles_after_the_burst_per_ip_and_per_instance) {
         snprintf(ip, sizeof(ip), "198.51.100.%d", i + 1);
         reply_t r = post_buy(NULL, "u1", ip, "A", 1);
         cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     reply_t r = post_buy(NULL, "u1", "198.51.100.9", "A", 1);
     cr_assert_eq(r.status, 429, "%d %s", r.status, r.body);
     cr_assert_str_eq(r.body, THROTTLED_JSON);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     /* another client (127.0.0.2) has its own bucket; the instance's (6) runs out after it */
     http_from = "127.0.0.2";
     for (int i = 0; i < 2; i++) {
         r = post_buy(NULL, "u2", "198.51.100.1", "A", 1);
         cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     http_from = "127.0.0.3";
     r = post_buy(NULL, "u3", "198.51.100.3", "A", 1);
     cr_assert_eq(r.status, 429, "%d %s", r.status, r.body);
     cr_assert_eq(json_is_true(json_object_get(r.json, "isThrottled")), 1, "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     http_from = NULL;
-    cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"ip\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"instance\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"throttled\"}"), 2);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}"), 5);
-    stop_gate_ok();
+    EXPECT_METRICS({"orderlog_gate_throttled_total{limit=\"ip\"}", 1},
+                   {"orderlog_gate_throttled_total{limit=\"instance\"}", 1},
+                   {"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"throttled\"}", 2},
+                   {"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}", 5});
+    stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), 5, "only admitted requests reach Kafka");
     json_decref(recs);
@@ -555,7 +448,7 @@ static int admitted(int n, bool rotate, long long *ms) {
         cr_assert(r.status == 202 || r.status == 429, "%s request %d: %d %s", rotate ? "rotating" : "fixed", i,
                   r.status, r.body);
         ok += r.status == 202;
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     *ms = ol_test_now_ms() - t0;
     return ok;
@@ -563,6 +456,42 @@ static int admitted(int n, bool rotate, long long *ms) {
 
 /* A client used to get a fresh bucket for every clientIP it made up: 200
  * requests with rotating ones all passed. */
+/* A request through a proxy: the peer it comes from (NULL: 127.0.0.1), its
+ * request id, the proxy's header lines, the client address the gate must
+ * take from them. */
+typedef struct proxied_s {
+    const char *from, *rid, *headers, *client;
+} proxied_t;
+
+/* Sends each case as a POST /buy, which must be admitted (202). */
+static void send_proxied(const proxied_t *cases, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        http_from = cases[i].from;
+        reply_t r = post_buy_with(cases[i].headers, cases[i].rid, "u1", "203.0.113.50");
+        cr_assert_eq(r.status, 202, "%s: %d %s", cases[i].rid, r.status, r.body);
+        ol_test_reply_free(&r);
+    }
+    http_from = NULL;
+}
+
+/* A header that names no usable client: 400 naming field with error. */
+static void expect_bad_header(const char *headers, const char *rid, const char *field, const char *error) {
+    reply_t r = post_buy_with(headers, rid, "u1", "203.0.113.50");
+    cr_expect_eq(r.status, 400, "%d %s", r.status, r.body);
+    cr_expect_str_eq(jstr(&r, "field"), field);
+    cr_expect_str_eq(jstr(&r, "error"), error);
+    ol_test_reply_free(&r);
+}
+
+/* buy-requests holds the n cases, each with the client the gate had to take. */
+static void expect_clients(const proxied_t *cases, size_t n) {
+    json_t *recs = read_topic("buy-requests");
+    cr_expect_eq(json_array_size(recs), n);
+    for (size_t i = 0; i < n; i++)
+        cr_expect_str_eq(client_ip_of(recs, cases[i].rid), cases[i].client, "%s", cases[i].rid);
+    json_decref(recs);
+}
+
 Test(gate, a_client_rotating_its_body_client_ip_is_throttled_like_one_with_a_fixed_one) {
     enum { N = 40, RATE = 2, BURST = 5 };
     use_topics("rotate");
@@ -589,10 +518,10 @@ Test(gate, a_client_rotating_its_body_client_ip_is_throttled_like_one_with_a_fix
     long long longest = fixed_ms > rotating_ms ? fixed_ms : rotating_ms;
     cr_expect_leq(abs(fixed - rotating), (int)(RATE * longest / 1000) + 1,
                   "429s: %d with a fixed clientIP, %d rotating", N - fixed, N - rotating);
-    cr_expect_eq(metric("orderlog_gate_throttled_total{limit=\"ip\"}"), 2 * N - fixed - rotating);
-    cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"peer\"}"), 2 * N);
-    cr_expect_eq(metric("orderlog_gate_client_ip_claims_ignored_total"), fixed + rotating);
-    stop_gate_ok();
+    EXPECT_METRICS({"orderlog_gate_throttled_total{limit=\"ip\"}", 2 * N - fixed - rotating},
+                   {"orderlog_gate_client_addresses_total{source=\"peer\"}", 2 * N},
+                   {"orderlog_gate_client_ip_claims_ignored_total", fixed + rotating});
+    stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), (size_t)(fixed + rotating));
     int from2 = 0, from3 = 0;
@@ -611,12 +540,7 @@ Test(gate, a_client_rotating_its_body_client_ip_is_throttled_like_one_with_a_fix
 Test(gate, a_forged_client_ip_gets_its_sender_banned_not_the_address_it_names) {
     enum { N = 12, IP_MAX = 5 };
     use_topics("forged");
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s -X guard.ip.max=%d -X guard.user.max=0 guard", bin, prefix,
-             IP_MAX);
-    free(bin);
-    guard = ol_test_bg_start(cmd);
+    guard = ol_test_orderlog_bg("-X topic.prefix=%s -X guard.ip.max=%d -X guard.user.max=0 guard", prefix, IP_MAX);
     cr_assert_eq(ol_test_bg_wait_stderr(guard, "assigned 3 partitions", 1, 60000), 1, "guard did not start:\n%s",
                  ol_test_bg_stderr(guard));
     start_gate("-X gate.wait.ms=0 -X gate.rate.per.second=0 -X gate.ip.rate.per.second=0");
@@ -626,7 +550,7 @@ Test(gate, a_forged_client_ip_gets_its_sender_banned_not_the_address_it_names) {
         snprintf(user, sizeof(user), "u%d", i);
         reply_t r = post_buy(rid, user, "203.0.113.50", "A", 1);
         cr_assert_eq(r.status, 202, "request %d: %d %s", i, r.status, r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     json_t *recs = read_topic("buy-requests");
     cr_assert_eq(json_array_size(recs), N);
@@ -663,15 +587,13 @@ Test(gate, a_forged_client_ip_gets_its_sender_banned_not_the_address_it_names) {
     }
     cr_expect(!strstr(ol_test_bg_stderr(guard), "203.0.113.50"), "%s", ol_test_bg_stderr(guard));
     json_decref(bans);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 Test(gate, takes_the_client_from_x_forwarded_for_only_when_a_trusted_proxy_sends_it) {
     use_topics("xff");
     start_gate("-X gate.wait.ms=0 -X gate.trusted.proxies=127.0.0.1/32,10.0.0.0/8");
-    static const struct {
-        const char *from, *rid, *headers, *client;
-    } cases[] = {
+    static const proxied_t cases[] = {
         {NULL, "xff-1", "X-Forwarded-For: 198.51.100.7\r\n", "198.51.100.7"},
         /* the right-most address that is no trusted proxy: what the client wrote left of it is not read */
         {NULL, "xff-2", "X-Forwarded-For: 203.0.113.50, bogus, 198.51.100.8 ,10.1.2.3\r\n", "198.51.100.8"},
@@ -688,59 +610,34 @@ Test(gate, takes_the_client_from_x_forwarded_for_only_when_a_trusted_proxy_sends
         {"127.0.0.2", "xff-9", "X-Forwarded-For: garbage\r\n", "127.0.0.2"},
     };
     size_t n = sizeof(cases) / sizeof(cases[0]);
-    for (size_t i = 0; i < n; i++) {
-        http_from = cases[i].from;
-        reply_t r = post_buy_with(cases[i].headers, cases[i].rid, "u1", "203.0.113.50");
-        cr_assert_eq(r.status, 202, "%s: %d %s", cases[i].rid, r.status, r.body);
-        reply_free(&r);
-    }
-    http_from = NULL;
+    send_proxied(cases, n);
     /* a trusted proxy's header that names no usable client: 400, nothing written */
-    reply_t r = post_buy_with("X-Forwarded-For: 198.51.100.13, not-an-ip\r\n", "xff-bad", "u1", "203.0.113.50");
-    cr_expect_eq(r.status, 400, "%d %s", r.status, r.body);
-    cr_expect_str_eq(jstr(&r, "field"), "X-Forwarded-For");
-    cr_expect_str_eq(jstr(&r, "error"), "X-Forwarded-For: \"not-an-ip\" is not an IP address");
-    reply_free(&r);
-    cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"forwarded\"}"), 5);
-    cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"peer\"}"), 4);
-    cr_expect_eq(metric("orderlog_gate_forwarded_invalid_total"), 1);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}"), 1);
-    stop_gate_ok();
-    json_t *recs = read_topic("buy-requests");
-    cr_expect_eq(json_array_size(recs), n);
-    for (size_t i = 0; i < n; i++)
-        cr_expect_str_eq(client_ip_of(recs, cases[i].rid), cases[i].client, "%s", cases[i].rid);
-    json_decref(recs);
+    expect_bad_header("X-Forwarded-For: 198.51.100.13, not-an-ip\r\n", "xff-bad", "X-Forwarded-For",
+                      "X-Forwarded-For: \"not-an-ip\" is not an IP address");
+    EXPECT_METRICS({"orderlog_gate_client_addresses_total{source=\"forwarded\"}", 5},
+                   {"orderlog_gate_client_addresses_total{source=\"peer\"}", 4},
+                   {"orderlog_gate_forwarded_invalid_total", 1},
+                   {"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"invalid\"}", 1});
+    stop_gate(true);
+    expect_clients(cases, n);
 }
 
 Test(gate, reads_the_forwarded_header_of_rfc_7239_when_told_to) {
     use_topics("fwd");
     start_gate("-X gate.wait.ms=0 -X gate.trusted.proxies=127.0.0.1 -X gate.forwarded.header=forwarded");
-    static const struct {
-        const char *rid, *headers, *client;
-    } cases[] = {
-        {"fwd-1", "Forwarded: for=203.0.113.50, for=\"[2001:db8:cafe::17]:4711\";proto=https\r\n", "2001:db8:cafe::17"},
-        {"fwd-2", "Forwarded: for=192.0.2.60;proto=http;by=203.0.113.43\r\n", "192.0.2.60"},
-        {"fwd-3", "Forwarded: for=\"_hidden\"\r\nForwarded: For=192.0.2.61\r\n", "192.0.2.61"},
-        {"fwd-4", "X-Forwarded-For: 198.51.100.7\r\n", "127.0.0.1"},
+    static const proxied_t cases[] = {
+        {NULL, "fwd-1", "Forwarded: for=203.0.113.50, for=\"[2001:db8:cafe::17]:4711\";proto=https\r\n",
+         "2001:db8:cafe::17"},
+        {NULL, "fwd-2", "Forwarded: for=192.0.2.60;proto=http;by=203.0.113.43\r\n", "192.0.2.60"},
+        {NULL, "fwd-3", "Forwarded: for=\"_hidden\"\r\nForwarded: For=192.0.2.61\r\n", "192.0.2.61"},
+        {NULL, "fwd-4", "X-Forwarded-For: 198.51.100.7\r\n", "127.0.0.1"},
     };
     size_t n = sizeof(cases) / sizeof(cases[0]);
-    for (size_t i = 0; i < n; i++) {
-        reply_t r = post_buy_with(cases[i].headers, cases[i].rid, "u1", "203.0.113.50");
-        cr_assert_eq(r.status, 202, "%s: %d %s", cases[i].rid, r.status, r.body);
-        reply_free(&r);
-    }
-    reply_t r = post_buy_with("Forwarded: for=unknown\r\n", "fwd-bad", "u1", "203.0.113.50");
-    cr_expect_eq(r.status, 400, "%d %s", r.status, r.body);
-    cr_expect_str_eq(jstr(&r, "field"), "Forwarded");
-    cr_expect_str_eq(jstr(&r, "error"), "Forwarded: for=\"unknown\" is not an IP address");
-    reply_free(&r);
-    stop_gate_ok();
-    json_t *recs = read_topic("buy-requests");
-    cr_expect_eq(json_array_size(recs), n);
-    for (size_t i = 0; i < n; i++)
-        cr_expect_str_eq(client_ip_of(recs, cases[i].rid), cases[i].client, "%s", cases[i].rid);
-    json_decref(recs);
+    send_proxied(cases, n);
+    expect_bad_header("Forwarded: for=unknown\r\n", "fwd-bad", "Forwarded",
+                      "Forwarded: for=\"unknown\" is not an IP address");
+    stop_gate(true);
+    expect_clients(cases, n);
 }
 
 Test(gate, believes_the_body_client_ip_only_when_told_to) {
@@ -760,14 +657,14 @@ Test(gate, believes_the_body_client_ip_only_when_told_to) {
     for (size_t i = 0; i < 4; i++) {
         reply_t r = post_buy_with(xff, cases[i].rid, "u1", cases[i].ip);
         cr_assert_eq(r.status, cases[i].status, "%s: %d %s", cases[i].rid, r.status, r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"body\"}"), 3);
     cr_expect_eq(metric("orderlog_gate_client_addresses_total{source=\"forwarded\"}"), 0);
     cr_expect_eq(
         ol_test_bg_wait_stderr(gate, "client address is the body's clientIP (gate.trust.body.client.ip)", 1, 10000), 1,
         "no warning at start:\n%s", ol_test_bg_stderr(gate));
-    stop_gate_ok();
+    stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), 3);
     cr_expect_str_eq(client_ip_of(recs, "body-1"), "198.51.100.1");
@@ -776,9 +673,7 @@ Test(gate, believes_the_body_client_ip_only_when_told_to) {
 }
 
 Test(gate, refuses_bad_trusted_proxy_networks_at_start) {
-    static const struct {
-        const char *set, *says;
-    } bad[] = {
+    static const ol_test_case_t bad[] = {
         {"gate.trusted.proxies=10.0.0.0/33",
          "orderlog gate: property \"gate.trusted.proxies\": \"10.0.0.0/33\": the prefix length must be 0 to 32"},
         {"gate.trusted.proxies=127.0.0.1/32, lb.internal", "\"lb.internal\" is not an IPv4 or IPv6 network"},
@@ -787,10 +682,10 @@ Test(gate, refuses_bad_trusted_proxy_networks_at_start) {
         {"gate.forwarded.header=x-real-ip", "is not one of x-forwarded-for,forwarded"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        char *q = ol_test_shell_quote(bad[i].set), *out, *err;
+        char *q = ol_test_shell_quote(bad[i].in), *out, *err;
         int rc = ol_test_orderlogf(&out, &err, fixed_args(), "-X %s gate", q);
-        cr_expect_eq(rc, 2, "%s: exit %d\n%s", bad[i].set, rc, err);
-        cr_expect(strstr(err, bad[i].says), "%s: \"%s\" does not say \"%s\"", bad[i].set, err, bad[i].says);
+        cr_expect_eq(rc, 2, "%s: exit %d\n%s", bad[i].in, rc, err);
+        cr_expect(strstr(err, bad[i].want), "%s: \"%s\" does not say \"%s\"", bad[i].in, err, bad[i].want);
         free(q);
         free(out);
         free(err);
@@ -806,14 +701,8 @@ Test(gate, an_ipv6_peer_is_its_own_client_address) {
     if (!v6)
         cr_skip_test("no IPv6 loopback on this machine");
     use_topics("v6");
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd),
-             "exec %s -X topic.prefix=%s -X gate.listen=[::1]:0 -X gate.wait.ms=0 -X gate.trusted.proxies=::1/128 "
-             "gate",
-             bin, prefix);
-    free(bin);
-    gate = ol_test_bg_start(cmd);
+    gate = ol_test_orderlog_bg(
+        "-X topic.prefix=%s -X gate.listen=[::1]:0 -X gate.wait.ms=0 -X gate.trusted.proxies=::1/128 gate", prefix);
     cr_assert_eq(ol_test_bg_wait_lines(gate, 1, 60000), 1, "the gate did not start:\n%s", ol_test_bg_stderr(gate));
     const char *at = strstr(ol_test_bg_stdout(gate), "gate listening on http://[::1]:");
     cr_assert(at, "%s", ol_test_bg_stdout(gate));
@@ -821,11 +710,11 @@ Test(gate, an_ipv6_peer_is_its_own_client_address) {
     gate_host = "::1";
     reply_t r = post_buy_with(NULL, "v6-1", "u1", "203.0.113.50");
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = post_buy_with("X-Forwarded-For: 198.51.100.7, ::1\r\n", "v6-2", "u1", "203.0.113.50");
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
-    stop_gate_ok();
+    ol_test_reply_free(&r);
+    stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_str_eq(client_ip_of(recs, "v6-1"), "::1");
     cr_expect_str_eq(client_ip_of(recs, "v6-2"), "198.51.100.7");
@@ -844,14 +733,14 @@ Test(gate, writes_the_buy_requested_with_its_fields_and_envelope) {
     cr_assert_str_eq(jstr(&r, "requestID"), "it-req-1");
     cr_assert_str_eq(jstr(&r, "status"), "pending");
     cr_assert_str_eq(jstr(&r, "poll"), "/buy/it-req-1");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     /* without requestID, the gate makes one (a UUID) */
     r = post_buy(NULL, "u2", "10.1.2.3", "SKU0002", 1);
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
     char generated[64];
     snprintf(generated, sizeof(generated), "%s", jstr(&r, "requestID"));
     cr_assert_eq(strlen(generated), 36, "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
 
     char *out = ol_test_orderlogf_ok(fixed_args(), "tail buy-requests --from beginning -n 2");
     json_t *first = NULL, *second = NULL;
@@ -885,7 +774,7 @@ Test(gate, writes_the_buy_requested_with_its_fields_and_envelope) {
     cr_expect_str_eq(dstr(second, "request_id"), generated);
     json_decref(first);
     json_decref(second);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 /* ---- answers ---- */
@@ -920,26 +809,25 @@ Test(gate, answers_with_the_decision_read_back_from_sale_events) {
     reply_t g = http("GET", "/buy/it-acc-1", NULL);
     cr_assert_eq(g.status, 200, "%d %s", g.status, g.body);
     cr_assert_str_eq(g.body, a.body);
-    reply_free(&g);
+    ol_test_reply_free(&g);
     g = http("GET", "/buy/it-rej-1", NULL);
     cr_assert_eq(g.status, 200, "%d %s", g.status, g.body);
     cr_assert_str_eq(g.body, r.body);
-    reply_free(&g);
+    ol_test_reply_free(&g);
     /* a retried request id already decided: answered from the cache at once */
     reply_t again = post_buy("it-acc-1", "u1", "10.0.0.1", "A", 2);
     cr_assert_eq(again.status, 200, "%d %s", again.status, again.body);
     cr_assert_str_eq(again.body, a.body);
-    reply_free(&again);
-    reply_free(&a);
-    reply_free(&r);
+    ol_test_reply_free(&again);
+    ol_test_reply_free(&a);
+    ol_test_reply_free(&r);
 
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"accepted\"}"), 2);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"rejected\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_rejected_total{endpoint=\"buy\",reason=\"sold_out\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy_status\",outcome=\"accepted\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_waiting"), 0);
-    cr_expect_eq(metric("orderlog_gate_request_duration_seconds_count{endpoint=\"buy\"}"), 3);
-    stop_gate_ok();
+    EXPECT_METRICS({"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"accepted\"}", 2},
+                   {"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"rejected\"}", 1},
+                   {"orderlog_gate_rejected_total{endpoint=\"buy\",reason=\"sold_out\"}", 1},
+                   {"orderlog_gate_requests_total{endpoint=\"buy_status\",outcome=\"accepted\"}", 1},
+                   {"orderlog_gate_waiting", 0}, {"orderlog_gate_request_duration_seconds_count{endpoint=\"buy\"}", 3});
+    stop_gate(true);
 }
 
 Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
@@ -955,15 +843,15 @@ Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
     cr_assert_str_eq(jstr(&r, "poll"), "/buy/it-slow-1");
     cr_assert_geq(r.ms, 290, "answered after gate.wait.ms, took %lld ms", r.ms);
     cr_assert_lt(r.ms, 5000);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http("GET", "/buy/it-slow-1", NULL);
     cr_assert_eq(r.status, 202, "known but undecided: %d %s", r.status, r.body);
     cr_assert_str_eq(jstr(&r, "status"), "pending");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http("GET", "/buy/never-seen", NULL);
     cr_assert_eq(r.status, 404, "%d %s", r.status, r.body);
     cr_assert(json_is_object(r.json), "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}"), 1);
 
     publish("{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-slow-1\",\"user_id\":\"u1\",\"sku\":\"A\","
@@ -975,14 +863,14 @@ Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
             break;
         cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
         cr_assert(ol_test_now_ms() < end, "no decision after 20 s");
-        reply_free(&r);
+        ol_test_reply_free(&r);
         usleep(50000);
     }
     cr_assert_str_eq(jstr(&r, "reponseMsg"), "You can not buy this goods!");
     cr_assert_str_eq(jstr(&r, "reason"), "limit");
     cr_assert(json_is_false(json_object_get(r.json, "repResult")), "%s", r.body);
-    reply_free(&r);
-    stop_gate_ok();
+    ol_test_reply_free(&r);
+    stop_gate(true);
 }
 
 /* Polls GET /buy/<id> until it answers 200 (bounded). */
@@ -995,7 +883,7 @@ static reply_t get_decided(const char *id) {
         if (r.status == 200)
             return r;
         cr_assert(ol_test_now_ms() < end, "%s: no decision after 20 s (%d %s)", id, r.status, r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
         usleep(50000);
     }
 }
@@ -1026,7 +914,7 @@ Test(gate, a_too_old_refusal_never_hides_a_decision_and_its_retry_is_sent_again)
      * order) says the gate has read both */
     reply_t r = post_buy("it-old-1", "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     snprintf(lines, sizeof(lines),
              "{\"type\":\"BuyAccepted\",\"data\":{\"request_id\":\"it-old-1\",\"hold_id\":\"h-it-old-1\","
              "\"user_id\":\"u1\",\"sku\":\"A\",\"quantity\":1,\"expires_at\":\"2031-05-06T07:08:09.123Z\"}}\n"
@@ -1037,22 +925,22 @@ Test(gate, a_too_old_refusal_never_hides_a_decision_and_its_retry_is_sent_again)
              too_old);
     publish(lines);
     r = get_decided("it-mark-1");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = get_decided("it-old-1");
     cr_assert(json_is_true(json_object_get(r.json, "repResult")), "the decision stands: %s", r.body);
     cr_assert_str_eq(jstr(&r, "holdID"), "h-it-old-1");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = post_buy("it-old-1", "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(r.status, 200, "answered from the cache: %d %s", r.status, r.body);
     cr_assert(json_is_true(json_object_get(r.json, "repResult")), "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_assert_eq(count_requests("it-old-1"), 1, "a decided request is not written again");
 
     /* only refused too_old: shown so; a retry is written again, and its
      * decision replaces the refusal */
     r = post_buy("it-old-2", "u2", "10.0.0.2", "A", 1);
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     snprintf(lines, sizeof(lines),
              "{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-old-2\",\"user_id\":\"u2\",\"sku\":\"A\","
              "\"quantity\":1,%s",
@@ -1062,10 +950,10 @@ Test(gate, a_too_old_refusal_never_hides_a_decision_and_its_retry_is_sent_again)
     cr_assert_str_eq(jstr(&r, "reason"), "too_old");
     cr_assert_str_eq(jstr(&r, "reponseMsg"), "The request has expired, please try again!");
     cr_assert(json_is_false(json_object_get(r.json, "repResult")), "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = post_buy("it-old-2", "u2", "10.0.0.2", "A", 1);
     cr_assert_eq(r.status, 202, "a too_old answer is no decision to repeat: %d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_assert_eq(count_requests("it-old-2"), 2);
     publish("{\"type\":\"BuyAccepted\",\"data\":{\"request_id\":\"it-old-2\",\"hold_id\":\"h-it-old-2\","
             "\"user_id\":\"u2\",\"sku\":\"A\",\"quantity\":1,\"expires_at\":\"2031-05-06T07:08:09.123Z\"}}\n");
@@ -1075,22 +963,17 @@ Test(gate, a_too_old_refusal_never_hides_a_decision_and_its_retry_is_sent_again)
         if (json_is_true(json_object_get(r.json, "repResult")))
             break;
         cr_assert(ol_test_now_ms() < end, "the decision did not replace too_old: %s", r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
         usleep(50000);
     }
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_expect_geq(metric("orderlog_gate_rejected_total{endpoint=\"buy_status\",reason=\"too_old\"}"), 1);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 Test(gate, get_reads_older_decisions_from_postgresql) {
     use_topics("pg");
-    ol_test_pg_scratch_db("gate", db, sizeof(db));
-    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db), *out, *err;
-    int rc = ol_test_runf(&out, &err, "%s -X pg.conninfo=%s migrate", bin, ci);
-    cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
-    free(out);
-    free(err);
+    ol_test_pg_migrated_db("gate", db, sizeof(db));
     ol_test_pg_exec(db, "insert into orderlog.buy_decisions (request_id, user_id, sku, quantity, outcome, reason, "
                         "message, hold_id, decided_at) values "
                         "('it-old-acc', 'u1', 'A', 1, 'accepted', null, null, 'h-it-old-acc', now()), "
@@ -1101,9 +984,8 @@ Test(gate, get_reads_older_decisions_from_postgresql) {
     if (has_expiry)
         ol_test_pg_exec(db, "update orderlog.buy_decisions set expires_at = '2031-01-02T03:04:05.678Z' "
                             "where request_id = 'it-old-acc'");
-    char extra[1400];
+    char *ci = ol_test_shell_quote(db), extra[1400];
     snprintf(extra, sizeof(extra), "-X pg.conninfo=%s", ci);
-    free(bin);
     free(ci);
     start_gate(extra);
     reply_t r = http("GET", "/buy/it-old-acc", NULL);
@@ -1112,16 +994,16 @@ Test(gate, get_reads_older_decisions_from_postgresql) {
     cr_assert_str_eq(jstr(&r, "holdID"), "h-it-old-acc");
     if (has_expiry)
         cr_assert_str_eq(jstr(&r, "expiresAt"), "2031-01-02T03:04:05.678Z");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http("GET", "/buy/it-old-rej", NULL);
     cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
     cr_assert_str_eq(jstr(&r, "reponseMsg"), "Bad guy! Bye-Bye!");
     cr_assert_str_eq(jstr(&r, "reason"), "blacklisted");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http("GET", "/buy/it-old-none", NULL);
     cr_assert_eq(r.status, 404, "%d %s", r.status, r.body);
-    reply_free(&r);
-    stop_gate_ok();
+    ol_test_reply_free(&r);
+    stop_gate(true);
 }
 
 Test(gate, checkout_answers_the_order_or_why_not) {
@@ -1159,33 +1041,10 @@ Test(gate, checkout_answers_the_order_or_why_not) {
     cr_assert_str_eq(jstr(&b, "requestID"), rid2);
     cr_assert(json_is_false(json_object_get(b.json, "repResult")), "%s", b.body);
     json_decref(recs);
-    reply_free(&a);
-    reply_free(&b);
+    ol_test_reply_free(&a);
+    ol_test_reply_free(&b);
     cr_expect_eq(metric("orderlog_gate_rejected_total{endpoint=\"checkout\",reason=\"expired\"}"), 1);
-    stop_gate_ok();
-}
-
-/* Reads one whole answer (the gate closes: Connection: close) from fd. */
-static reply_t read_reply(int fd) {
-    reply_t r = {.status = -1};
-    size_t cap = 4096, got = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (got + 1024 > cap)
-            buf = realloc(buf, cap *= 2);
-        ssize_t rd = recv(fd, buf + got, cap - got - 1, 0);
-        if (rd <= 0)
-            break;
-        got += (size_t)rd;
-    }
-    buf[got] = '\0';
-    char *sep = strstr(buf, "\r\n\r\n");
-    if (sscanf(buf, "HTTP/1.%*d %d", &r.status) == 1 && sep) {
-        r.body = strdup(sep + 4);
-        r.json = json_loads(r.body, 0, NULL);
-    }
-    free(buf);
-    return r;
+    stop_gate(true);
 }
 
 Test(gate, holds_a_thousand_waiting_requests_at_once) {
@@ -1231,11 +1090,11 @@ Test(gate, holds_a_thousand_waiting_requests_at_once) {
         cr_assert_eq(r.status, 200, "request %d: %d %s", i, r.status, r.body ? r.body : "");
         cr_assert_str_eq(jstr(&r, "requestID"), rid);
         cr_assert_str_eq(jstr(&r, "reason"), "sold_out");
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     cr_expect_eq(metric("orderlog_gate_waiting"), 0);
     cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"rejected\"}"), N);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 Test(gate, health_and_metrics) {
@@ -1244,21 +1103,21 @@ Test(gate, health_and_metrics) {
     reply_t r = http("GET", "/healthz", NULL);
     cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
     cr_assert_str_eq(jstr(&r, "status"), "ok");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     long long before = metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}");
     cr_assert_eq(before, 0);
     r = post_buy(NULL, "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(r.status, 202);
-    reply_free(&r);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_request_duration_seconds_count{endpoint=\"buy\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_request_duration_seconds_bucket{endpoint=\"buy\",le=\"+Inf\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"healthz\",outcome=\"ok\"}"), 1);
+    ol_test_reply_free(&r);
+    EXPECT_METRICS({"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"pending\"}", 1},
+                   {"orderlog_gate_request_duration_seconds_count{endpoint=\"buy\"}", 1},
+                   {"orderlog_gate_request_duration_seconds_bucket{endpoint=\"buy\",le=\"+Inf\"}", 1},
+                   {"orderlog_gate_requests_total{endpoint=\"healthz\",outcome=\"ok\"}", 1});
     r = http("GET", "/metrics", NULL);
     cr_assert(strstr(r.headers, "Content-Type: text/plain"), "%s", r.headers);
     cr_assert(strstr(r.body, "# TYPE orderlog_gate_request_duration_seconds histogram"), "%s", r.body);
-    reply_free(&r);
-    stop_gate_ok();
+    ol_test_reply_free(&r);
+    stop_gate(true);
 }
 
 Test(gate, sigterm_answers_waiting_requests_and_exits_0) {
@@ -1267,12 +1126,12 @@ Test(gate, sigterm_answers_waiting_requests_and_exits_0) {
     bg_post_t *p = bg_post("/buy", buy_body("it-term-1", "u1", "10.0.0.1", "A", 1));
     wait_metric("orderlog_gate_waiting", 1, 20000);
     long long t0 = ol_test_now_ms();
-    stop_gate_ok();
+    stop_gate(true);
     reply_t r = bg_post_join(p);
     cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
     cr_assert_str_eq(jstr(&r, "status"), "pending");
     cr_assert_lt(ol_test_now_ms() - t0, 10000);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     json_t *recs = read_topic("buy-requests");
     cr_assert_eq(json_array_size(recs), 1, "the request was written before the exit");
     json_decref(recs);
@@ -1437,11 +1296,11 @@ Test(gate, refuses_ambiguous_framing_with_400_json_and_closes) {
     free(buy);
     reply_t r = post_buy("it-framing-11", "u2", "10.0.0.2", "A", 1);
     cr_expect_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = http_send("POST", "/buy", "Content-Type: application/json\r\n", "2\r\n{}\r\n0\r\n\r\n", 12, true);
     cr_expect_eq(r.status, 400, "chunked alone reaches validation: %d %s", r.status, r.body);
     cr_expect_str_eq(jstr(&r, "field"), "sessionID", "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     const char *pipelined = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
                             "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     x = raw_exchange(pipelined, strlen(pipelined), 10000);
@@ -1449,7 +1308,7 @@ Test(gate, refuses_ambiguous_framing_with_400_json_and_closes) {
     cr_expect_eq(status, 200, "%s", x.data);
     json_decref(body);
     free(x.data);
-    stop_gate_ok();
+    stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), 2, "only the two well-framed buys reach Kafka: %s", json_dumps(recs, 0));
     json_decref(recs);
@@ -1501,8 +1360,8 @@ Test(gate, closes_a_tls_handshake_on_the_plain_port_at_once) {
     cr_expect_eq(metric("orderlog_gate_connections_dropped_total{reason=\"tls_handshake\"}"), expected);
     reply_t r = http("GET", "/healthz", NULL);
     cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
-    reply_free(&r);
-    stop_gate_ok();
+    ol_test_reply_free(&r);
+    stop_gate(true);
 }
 
 Test(gate, closes_a_connection_without_request_headers_after_the_header_timeout) {
@@ -1520,7 +1379,7 @@ Test(gate, closes_a_connection_without_request_headers_after_the_header_timeout)
     reply_t r = http("GET", "/healthz", NULL); /* others are answered meanwhile */
     cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
     cr_expect_lt(r.ms, 500);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     raw_t x = raw_read(slow, t0, 10000);
     close(slow);
     cr_expect(x.closed, "still open after %lld ms", x.ms);
@@ -1539,23 +1398,12 @@ Test(gate, closes_a_connection_without_request_headers_after_the_header_timeout)
     free(x.data);
     close(kept);
     cr_expect_eq(metric("orderlog_gate_connections_dropped_total{reason=\"header_timeout\"}"), 1);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 /* ---- lookups past the cache ---- */
 
 /* A scratch database with the projection's tables; its conninfo in db. */
-static void migrated_db(void) {
-    ol_test_pg_scratch_db("gate", db, sizeof(db));
-    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db), *out, *err;
-    int rc = ol_test_runf(&out, &err, "%s -X pg.conninfo=%s migrate", bin, ci);
-    cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
-    free(out);
-    free(err);
-    free(bin);
-    free(ci);
-}
-
 /* A session holding buy_decisions locked as a rebuild's swap does. */
 static PGconn *lock_decisions(void) {
     PGconn *conn = PQconnectdb(db);
@@ -1595,7 +1443,7 @@ static void *poller_main(void *arg) {
         if (r.ms > p->slowest_ms)
             p->slowest_ms = r.ms;
         snprintf(p->last, sizeof(p->last), "%d %s", r.status, r.body ? r.body : "");
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
     return NULL;
 }
@@ -1608,7 +1456,7 @@ static int cmp_ll(const void *a, const void *b) {
 Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
     enum { POLLERS = 4, PROBES = 200, TIMEOUT_MS = 1000 };
     use_topics("lookup");
-    migrated_db();
+    ol_test_pg_migrated_db("gate", db, sizeof(db));
     char extra[1400];
     char *ci = ol_test_shell_quote(db);
     snprintf(extra, sizeof(extra), "-X pg.conninfo=%s -X gate.lookup.timeout.ms=%d -X gate.rate.per.second=0", ci,
@@ -1617,7 +1465,7 @@ Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
     start_gate(extra);
     reply_t r = http("GET", "/buy/it-warm", NULL); /* the lookup threads connected */
     cr_assert_eq(r.status, 404, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
 
     PGconn *lock = lock_decisions();
     atomic_bool stop = false;
@@ -1632,7 +1480,7 @@ Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
         r = http("GET", "/healthz", NULL);
         cr_assert_eq(r.status, 200, "%d %s", r.status, r.body);
         ms[i] = r.ms;
-        reply_free(&r);
+        ol_test_reply_free(&r);
         usleep(10000);
     }
     atomic_store(&stop, true);
@@ -1658,7 +1506,7 @@ Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
     r = http("GET", "/buy/it-after-lock", NULL);
     cr_expect_eq(r.status, 404, "%d %s", r.status, r.body);
     cr_expect_lt(r.ms, 1000);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     /* PostgreSQL drops the gate's sessions (a restart): the next lookups reconnect */
     ol_test_pg_exec(db, "select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() "
                         "and pid <> pg_backend_pid()");
@@ -1670,9 +1518,9 @@ Test(gate, lookups_blocked_in_postgresql_never_slow_the_http_threads) {
         r = http("GET", "/buy/it-lookup-rej", NULL);
         cr_expect_eq(r.status, 200, "after the sessions were dropped: %d %s", r.status, r.body);
         cr_expect_str_eq(jstr(&r, "reason"), "sold_out", "%s", r.body);
-        reply_free(&r);
+        ol_test_reply_free(&r);
     }
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 typedef struct bg_get_s {
@@ -1689,7 +1537,7 @@ static void *bg_get_main(void *arg) {
 
 Test(gate, lookups_beyond_the_queue_get_503_at_once_and_shutdown_answers_the_rest) {
     use_topics("lookupq");
-    migrated_db();
+    ol_test_pg_migrated_db("gate", db, sizeof(db));
     char extra[1400];
     char *ci = ol_test_shell_quote(db);
     snprintf(extra, sizeof(extra),
@@ -1709,18 +1557,18 @@ Test(gate, lookups_beyond_the_queue_get_503_at_once_and_shutdown_answers_the_res
     cr_expect_eq(r.status, 503, "%d %s", r.status, r.body);
     cr_expect_str_eq(jstr(&r, "error"), "too many lookups, try again", "%s", r.body);
     cr_expect_lt(r.ms, 1000, "answered after %lld ms", r.ms);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"queue_full\"}"), 1);
 
     /* SIGTERM: both answered now, not after gate.lookup.timeout.ms; the
      * query waiting on the lock is cancelled so the gate exits at once */
     long long t0 = ol_test_now_ms();
-    stop_gate_ok();
+    stop_gate(true);
     for (int i = 0; i < 2; i++) {
         pthread_join(gets[i].thread, NULL);
         cr_expect_eq(gets[i].reply.status, 503, "%s: %d %s", gets[i].path, gets[i].reply.status, gets[i].reply.body);
         cr_expect_str_eq(jstr(&gets[i].reply, "error"), "shutting down", "%s", gets[i].reply.body);
-        reply_free(&gets[i].reply);
+        ol_test_reply_free(&gets[i].reply);
     }
     long long took = ol_test_now_ms() - t0;
     cr_expect_lt(took, 10000, "the gate took %lld ms to stop", took);
@@ -1732,7 +1580,7 @@ Test(gate, lookups_beyond_the_queue_get_503_at_once_and_shutdown_answers_the_res
 Test(gate, lookups_read_together_each_get_their_own_answer) {
     enum { KNOWN = 20, UNKNOWN = 10, N = KNOWN + UNKNOWN };
     use_topics("lookupb");
-    migrated_db();
+    ol_test_pg_migrated_db("gate", db, sizeof(db));
     char sql[256];
     for (int i = 0; i < KNOWN; i++) {
         snprintf(sql, sizeof(sql),
@@ -1773,31 +1621,17 @@ Test(gate, lookups_read_together_each_get_their_own_answer) {
         } else {
             cr_expect_eq(r->status, 404, "%s: %d %s", gets[i].path, r->status, r->body);
         }
-        reply_free(r);
+        ol_test_reply_free(r);
     }
     cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"found\"}"), KNOWN);
     cr_expect_eq(metric("orderlog_gate_lookups_total{outcome=\"not_found\"}"), UNKNOWN);
-    stop_gate_ok();
+    stop_gate(true);
 }
 
 /* ---- end to end, through the decider ---- */
 
 Test(gate, sells_the_last_unit_once_through_the_decider) {
-    char *out, *err;
-    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "--help");
-    bool has_decide = rc == 0 && strstr(out, "\n  decide ");
-    free(out);
-    free(err);
-    if (!has_decide)
-        cr_skip_test("this binary has no decide command");
-    use_topics("e2e");
-    publish("{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"A\",\"platform\":\"p\",\"title\":\"A\",\"price\":1500,"
-            "\"currency\":\"CNY\",\"stock\":1,\"version\":1}}\n");
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s decide", bin, prefix);
-    free(bin);
-    ol_test_bg_t *decide = ol_test_bg_start(cmd);
+    ol_test_bg_t *decide = start_sale("e2e", 1);
     start_gate("-X gate.wait.ms=30000");
     reply_t a = post_buy("it-e2e-1", "u1", "10.0.0.1", "A", 1);
     cr_assert_eq(a.status, 200, "%d %s\ndecide:\n%s", a.status, a.body, ol_test_bg_stderr(decide));
@@ -1814,11 +1648,11 @@ Test(gate, sells_the_last_unit_once_through_the_decider) {
     reply_t d = http("POST", "/checkout", "{\"userID\":\"u1\",\"goodsSKU\":\"A\",\"holdID\":\"h-it-e2e-1\"}");
     cr_assert_eq(d.status, 409, "%d %s", d.status, d.body);
     cr_assert_str_eq(jstr(&d, "reason"), "converted");
-    reply_free(&a);
-    reply_free(&b);
-    reply_free(&c);
-    reply_free(&d);
-    stop_gate_ok();
+    ol_test_reply_free(&a);
+    ol_test_reply_free(&b);
+    ol_test_reply_free(&c);
+    ol_test_reply_free(&d);
+    stop_gate(true);
     ol_test_bg_signal(decide, SIGTERM);
     cr_assert_eq(ol_test_bg_wait(decide, 30000), 0, "%s", ol_test_bg_stderr(decide));
     ol_test_bg_free(decide);

@@ -21,60 +21,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#define GATE_KIT_STEM "it_gate_auth_"
+#include "gate_kit.h"
 #include "helpers.h"
 
-#define PARTITIONS 3
 #define ISSUER "https://id.example"
 #define AUDIENCE "orderlog-gate"
 
-static char prefix[128];
-static char dir[512];
-static ol_test_bg_t *gate;
-static int gate_port;
-static char db[1024];
-
-static void setup(void) {
-    ol_test_tmpdir(dir, sizeof(dir));
-}
-
-static const char *fixed_args(void) {
-    static char args[256];
-    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=%d", *prefix ? prefix : "it_gate_auth_none_",
-             PARTITIONS);
-    return args;
-}
-
-static void teardown(void) {
-    ol_test_bg_free(gate);
-    gate = NULL;
-    if (*db)
-        ol_test_pg_drop_db(db);
-    *db = '\0';
-    if (*prefix) {
-        char group[200];
-        snprintf(group, sizeof(group), "%sdecide", prefix);
-        const char *g[] = {group};
-        ol_test_kafka_delete_groups(g, 1);
-        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
-    }
-    ol_test_rmtree(dir);
-}
-
-TestSuite(gate_auth, .init = setup, .fini = teardown, .timeout = 300);
-
-static void use_topics(const char *tag) {
-    snprintf(prefix, sizeof(prefix), "it_gate_auth_%s_%ld_", tag, (long)getpid());
-    free(ol_test_orderlogf_ok(fixed_args(), "topics create"));
-}
-
-static void publish(const char *lines) {
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/publish.jsonl", dir);
-    ol_test_write_file(path, lines, strlen(lines));
-    char *q = ol_test_shell_quote(path);
-    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
-    free(q);
-}
+TestSuite(gate_auth, .init = gate_kit_setup, .fini = gate_kit_teardown, .timeout = 300);
 
 /* A fixture's path, quoted for sh (new string). */
 static char *fixture_q(const char *name) {
@@ -95,31 +49,6 @@ static const char *jwt_opts(const char *more) {
              key, more ? more : "");
     free(key);
     return opts;
-}
-
-static void start_gate(const char *extra) {
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s -X gate.listen=127.0.0.1:0 %s gate", bin, prefix,
-             extra ? extra : "");
-    free(bin);
-    gate = ol_test_bg_start(cmd);
-    int lines = ol_test_bg_wait_lines(gate, 1, 60000);
-    cr_assert_eq(lines, 1, "the gate did not start\nstdout:\n%s\nstderr:\n%s", ol_test_bg_stdout(gate),
-                 ol_test_bg_stderr(gate));
-    const char *colon = strrchr(ol_test_bg_stdout(gate), ':');
-    cr_assert(colon && strstr(ol_test_bg_stdout(gate), "gate listening on http://127.0.0.1:"), "%s",
-              ol_test_bg_stdout(gate));
-    gate_port = atoi(colon + 1);
-    cr_assert(gate_port > 0);
-}
-
-static void stop_gate_ok(void) {
-    ol_test_bg_signal(gate, SIGTERM);
-    int rc = ol_test_bg_wait(gate, 30000);
-    cr_assert_eq(rc, 0, "gate exit %d after SIGTERM\nstderr:\n%s", rc, ol_test_bg_stderr(gate));
-    ol_test_bg_free(gate);
-    gate = NULL;
 }
 
 /* ---- tokens, made by openssl ---- */
@@ -159,19 +88,6 @@ static char *token(const char *user, int level) {
 }
 
 /* ---- HTTP through curl ---- */
-
-typedef struct reply_s {
-    int status;
-    char *headers, *body;
-    json_t *json;
-} reply_t;
-
-static void reply_free(reply_t *r) {
-    free(r->headers);
-    free(r->body);
-    json_decref(r->json);
-    memset(r, 0, sizeof(*r));
-}
 
 /* A request with curl; tok (may be NULL) goes as "Authorization: Bearer",
  * header (may be NULL) is one more "Name: value" line, or several joined by
@@ -219,39 +135,13 @@ static reply_t curl(const char *method, const char *path, const char *tok, const
     return r;
 }
 
-static const char *jstr(const reply_t *r, const char *name) {
-    const char *s = json_string_value(json_object_get(r->json, name));
-    return s ? s : "(none)";
-}
-
 /* The value of one sample of /metrics, -1 when absent. */
 static long long metric(const char *sample) {
     reply_t r = curl("GET", "/metrics", NULL, NULL, NULL);
     cr_assert_eq(r.status, 200);
-    long long v = -1;
-    size_t n = strlen(sample);
-    for (const char *line = r.body; line && *line;) {
-        if (!strncmp(line, sample, n) && line[n] == ' ')
-            v = atoll(line + n + 1);
-        line = strchr(line, '\n');
-        line = line ? line + 1 : NULL;
-    }
-    reply_free(&r);
+    long long v = ol_test_metric_in(r.body, sample);
+    ol_test_reply_free(&r);
     return v;
-}
-
-/* Every record of a topic, as a JSON array of tail's lines. */
-static json_t *read_topic(const char *topic) {
-    char *out = ol_test_orderlogf_ok(fixed_args(), "tail %s --from beginning", topic);
-    json_t *all = json_array();
-    char *save = NULL;
-    for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        json_t *j = json_loads(line, 0, NULL);
-        cr_assert(j, "tail printed a line that is not JSON: %s", line);
-        json_array_append_new(all, j);
-    }
-    free(out);
-    return all;
 }
 
 /* The record of request_id in recs (borrowed), or NULL. */
@@ -276,7 +166,7 @@ static void expect_refused(const char *what, reply_t r, int status, const char *
         snprintf(line, sizeof(line), "WWW-Authenticate: %s\r\n", challenge);
         cr_expect(r.headers && strstr(r.headers, line), "%s: no \"%s\" in\n%s", what, challenge, r.headers);
     }
-    reply_free(&r);
+    ol_test_reply_free(&r);
 }
 
 static const char *buy_json(const char *request_id, const char *user_fields) {
@@ -329,14 +219,14 @@ Test(gate_auth, jwt_buy_takes_the_user_and_level_from_the_token) {
     /* the token's user and level, the body's fields absent or agreeing */
     r = curl("POST", "/buy", alice, NULL, buy_json("r-ok-1", ""));
     cr_expect_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = curl("POST", "/buy", alice, NULL, buy_json("r-ok-2", "\"userID\":\"alice\",\"userLevel\":2,"));
     cr_expect_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     /* /metrics, /healthz and /readyz need no token */
     r = curl("GET", "/healthz", NULL, NULL, NULL);
     cr_expect_eq(r.status, 200, "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
 
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), 2, "only the authenticated requests reach Kafka: %s",
@@ -352,73 +242,58 @@ Test(gate_auth, jwt_buy_takes_the_user_and_level_from_the_token) {
     json_decref(recs);
 
     cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"ok\"}"), 3, "the two buys and the bad body");
-    cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"missing\"}"), 4);
-    cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"invalid\"}"), 2);
-    cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"expired\"}"), 1);
-    cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"forbidden\"}"), 3);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"unauthorized\"}"), 5);
-    cr_expect_eq(metric("orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"forbidden\"}"), 3);
+    EXPECT_METRICS(
+        {"orderlog_gate_auth_total{outcome=\"missing\"}", 4}, {"orderlog_gate_auth_total{outcome=\"invalid\"}", 2},
+        {"orderlog_gate_auth_total{outcome=\"expired\"}", 1}, {"orderlog_gate_auth_total{outcome=\"forbidden\"}", 3},
+        {"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"unauthorized\"}", 5},
+        {"orderlog_gate_requests_total{endpoint=\"buy\",outcome=\"forbidden\"}", 3});
     cr_expect(!strstr(ol_test_bg_stderr(gate), alice), "a token in the log");
     free(alice);
     free(other);
     free(expired);
     free(none);
-    stop_gate_ok();
+    stop_gate(false);
 }
 
 Test(gate_auth, jwt_another_users_hold_decision_and_request_id_are_refused) {
-    char *out, *err;
-    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "--help");
-    bool has_decide = rc == 0 && strstr(out, "\n  decide ");
-    free(out);
-    free(err);
-    if (!has_decide)
-        cr_skip_test("this binary has no decide command");
-    use_topics("owner");
-    publish("{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"A\",\"platform\":\"p\",\"title\":\"A\",\"price\":1500,"
-            "\"currency\":\"CNY\",\"stock\":5,\"version\":1}}\n");
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s decide", bin, prefix);
-    free(bin);
-    ol_test_bg_t *decide = ol_test_bg_start(cmd);
+    ol_test_bg_t *decide = start_sale("owner", 5);
     start_gate(jwt_opts("-X gate.wait.ms=30000"));
     char *alice = token("alice", 2), *bob = token("bob", 2);
 
     reply_t r = curl("POST", "/buy", alice, NULL, buy_json("own-1", ""));
     cr_assert_eq(r.status, 200, "%d %s\ndecide:\n%s", r.status, r.body, ol_test_bg_stderr(decide));
     cr_assert_str_eq(jstr(&r, "holdID"), "h-own-1", "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
 
     /* the decision: its owner reads it, another user is told it is unknown */
     r = curl("GET", "/buy/own-1", alice, NULL, NULL);
     cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
     cr_expect_str_eq(jstr(&r, "holdID"), "h-own-1");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = curl("GET", "/buy/own-1", bob, NULL, NULL);
     cr_expect_eq(r.status, 404, "%d %s", r.status, r.body);
     cr_expect(!strstr(r.body, "h-own-1"), "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     /* the request id: not answered from alice's decision */
     r = curl("POST", "/buy", bob, NULL, buy_json("own-1", ""));
     cr_expect_eq(r.status, 403, "%d %s", r.status, r.body);
     cr_expect_str_eq(jstr(&r, "field"), "requestID");
     cr_expect(!strstr(r.body, "h-own-1"), "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
 
     /* the hold: bob cannot name alice in the body, and as himself decide says not_owner */
     r = curl("POST", "/checkout", bob, NULL, "{\"userID\":\"alice\",\"goodsSKU\":\"A\",\"holdID\":\"h-own-1\"}");
     cr_expect_eq(r.status, 403, "%d %s", r.status, r.body);
     cr_expect_str_eq(jstr(&r, "field"), "userID");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = curl("POST", "/checkout", bob, NULL, "{\"goodsSKU\":\"A\",\"holdID\":\"h-own-1\"}");
     cr_expect_eq(r.status, 409, "%d %s", r.status, r.body);
     cr_expect_str_eq(jstr(&r, "reason"), "not_owner", "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = curl("POST", "/checkout", alice, NULL, "{\"goodsSKU\":\"A\",\"holdID\":\"h-own-1\"}");
     cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
     cr_expect_str_eq(jstr(&r, "orderID"), "o-h-own-1", "%s", r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
 
     /* what reached Kafka: alice's buy, bob's and alice's checkouts under their own names */
     json_t *recs = read_topic("buy-requests");
@@ -441,7 +316,7 @@ Test(gate_auth, jwt_another_users_hold_decision_and_request_id_are_refused) {
     cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"forbidden\"}"), 3);
     free(alice);
     free(bob);
-    stop_gate_ok();
+    stop_gate(false);
     ol_test_bg_signal(decide, SIGTERM);
     cr_assert_eq(ol_test_bg_wait(decide, 30000), 0, "%s", ol_test_bg_stderr(decide));
     ol_test_bg_free(decide);
@@ -449,36 +324,30 @@ Test(gate_auth, jwt_another_users_hold_decision_and_request_id_are_refused) {
 
 Test(gate_auth, jwt_get_past_the_cache_shows_a_decision_to_its_owner_only) {
     use_topics("pg");
-    ol_test_pg_scratch_db("gate_auth", db, sizeof(db));
-    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db), *out, *err;
-    int rc = ol_test_runf(&out, &err, "%s -X pg.conninfo=%s migrate", bin, ci);
-    cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
-    free(out);
-    free(err);
+    ol_test_pg_migrated_db("gate_auth", db, sizeof(db));
     ol_test_pg_exec(db, "insert into orderlog.buy_decisions (request_id, user_id, sku, quantity, outcome, reason, "
                         "message, hold_id, decided_at) values "
                         "('old-1', 'alice', 'A', 1, 'accepted', null, null, 'h-old-1', now())");
-    char more[1400];
+    char *ci = ol_test_shell_quote(db), more[1400];
     snprintf(more, sizeof(more), "-X pg.conninfo=%s", ci);
-    free(bin);
     free(ci);
     start_gate(jwt_opts(more));
     char *alice = token("alice", 2), *bob = token("bob", 2);
     reply_t r = curl("GET", "/buy/old-1", bob, NULL, NULL);
     cr_expect_eq(r.status, 404, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     r = curl("GET", "/buy/old-1", alice, NULL, NULL);
     cr_expect_eq(r.status, 200, "%d %s\n%s", r.status, r.body, ol_test_bg_stderr(gate));
     cr_expect_str_eq(jstr(&r, "holdID"), "h-old-1");
-    reply_free(&r);
+    ol_test_reply_free(&r);
     /* now from the cache: still bob's 404 */
     r = curl("GET", "/buy/old-1", bob, NULL, NULL);
     cr_expect_eq(r.status, 404, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"forbidden\"}"), 2);
     free(alice);
     free(bob);
-    stop_gate_ok();
+    stop_gate(false);
 }
 
 /* ---- header ---- */
@@ -488,7 +357,7 @@ Test(gate_auth, header_mode_believes_the_trusted_proxy_only) {
     start_gate("-X gate.wait.ms=0 -X gate.auth=header -X gate.auth.header.from=127.0.0.1/32,::1");
     reply_t r = curl("POST", "/buy", NULL, "X-Auth-User: carol\nX-Auth-Level: 4", buy_json("h-ok", ""));
     cr_expect_eq(r.status, 202, "%d %s", r.status, r.body);
-    reply_free(&r);
+    ol_test_reply_free(&r);
     expect_refused("no headers", curl("POST", "/buy", NULL, NULL, buy_json("h-none", "\"userID\":\"carol\",")), 401,
                    NULL, NULL);
     expect_refused("a level that is not a number",
@@ -508,7 +377,7 @@ Test(gate_auth, header_mode_believes_the_trusted_proxy_only) {
     cr_expect_str_eq(json_string_value(json_object_get(d, "user_id")), "carol");
     cr_expect_eq(json_integer_value(json_object_get(d, "user_level")), 4);
     json_decref(recs);
-    stop_gate_ok();
+    stop_gate(false);
 
     /* the same headers from a peer that is not a proxy of gate.auth.header.from */
     start_gate("-X gate.wait.ms=0 -X gate.auth=header -X gate.auth.header.from=10.0.0.0/8");
@@ -516,7 +385,7 @@ Test(gate_auth, header_mode_believes_the_trusted_proxy_only) {
                    curl("POST", "/buy", NULL, "X-Auth-User: carol\nX-Auth-Level: 4", buy_json("h-peer", "")), 403, NULL,
                    NULL);
     cr_expect_eq(metric("orderlog_gate_auth_total{outcome=\"forbidden\"}"), 1);
-    stop_gate_ok();
+    stop_gate(false);
 }
 
 /* ---- start ---- */

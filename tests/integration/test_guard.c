@@ -33,9 +33,7 @@ static void setup(void) {
 
 /* The options of every orderlog run here: the test's prefix and partitions. */
 static const char *fixed_args(void) {
-    static char args[256];
-    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=3", prefix);
-    return args;
+    return ol_test_topic_args(prefix, "", 3);
 }
 
 static void teardown(void) {
@@ -43,14 +41,8 @@ static void teardown(void) {
         ol_test_bg_free(guards[i]);
         guards[i] = NULL;
     }
-    if (*prefix) {
-        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
-        char group[200];
-        snprintf(group, sizeof(group), "%sguard", prefix);
-        const char *groups[] = {group};
-        ol_test_kafka_delete_groups(groups, 1);
-    }
-    ol_test_rmtree(dir);
+    const char *groups[] = {"guard", NULL};
+    ol_test_cleanup(fixed_args(), prefix, groups, NULL, dir);
 }
 
 TestSuite(guard, .init = setup, .fini = teardown, .timeout = 180);
@@ -62,12 +54,6 @@ static void use_topics(const char *tag) {
     cr_assert_eq(rc, 0, "topics create: exit %d\n%s%s", rc, out, err);
     free(out);
     free(err);
-}
-
-static long long wall_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 /* Epoch milliseconds as RFC 3339 UTC with milliseconds (how tail prints times). */
@@ -89,11 +75,10 @@ typedef struct lines_s {
 
 __attribute__((format(printf, 2, 3))) static void add_line(lines_t *l, const char *fmt, ...) {
     va_list ap;
-    char *s;
     va_start(ap, fmt);
-    int n = vasprintf(&s, fmt, ap);
+    char *s = ol_test_vstrf(fmt, ap);
     va_end(ap);
-    cr_assert(n >= 0);
+    size_t n = strlen(s);
     l->text = realloc(l->text, l->len + (size_t)n + 2);
     memcpy(l->text + l->len, s, (size_t)n);
     l->len += (size_t)n;
@@ -139,11 +124,7 @@ static void publish(lines_t *l, const char *name) {
 /* ---- guard in the background ---- */
 
 static ol_test_bg_t *start_guard(const char *options) {
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s -X topic.prefix=%s %s guard", bin, prefix, options);
-    free(bin);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    ol_test_bg_t *bg = ol_test_orderlog_bg("-X topic.prefix=%s %s guard", prefix, options);
     int n = ol_test_bg_wait_stderr(bg, "assigned 3 partitions", 1, 60000);
     cr_assert_eq(n, 1, "guard did not get its partitions:\n%s", ol_test_bg_stderr(bg));
     return bg;
@@ -151,10 +132,8 @@ static ol_test_bg_t *start_guard(const char *options) {
 
 /* SIGTERM: guard must stop cleanly with exit 0. */
 static void stop_guard(ol_test_bg_t *bg) {
-    ol_test_bg_signal(bg, SIGTERM);
-    int rc = ol_test_bg_wait(bg, 30000);
+    ol_test_bg_stop_ok(bg, "guard", 30000);
     const char *err = ol_test_bg_stderr(bg);
-    cr_assert_eq(rc, 0, "guard exited with %d after SIGTERM:\n%s", rc, err);
     cr_assert(!strstr(err, "Sanitizer") && !strstr(err, "runtime error:"), "sanitizer report from guard:\n%s", err);
     cr_assert(strstr(err, "\"msg\":\"stopped: "), "no stop line:\n%s", err);
 }
@@ -237,24 +216,12 @@ static json_t *wait_for_key(const char *key, const char *action, int timeout_ms)
 }
 
 /* The keys of records, sorted, joined by spaces (a new string). */
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static char *keys_of(json_t *records) {
-    size_t n = json_array_size(records), size = 1;
+    size_t n = json_array_size(records);
     const char **keys = calloc(n + 1, sizeof(*keys));
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         keys[i] = json_string_value(json_object_get(json_array_get(records, i), "key"));
-        size += strlen(keys[i]) + 1;
-    }
-    qsort(keys, n, sizeof(*keys), cmp_str);
-    char *s = calloc(size, 1);
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            strcat(s, " ");
-        strcat(s, keys[i]);
-    }
+    char *s = ol_test_sorted_join(keys, n);
     free(keys);
     return s;
 }
@@ -294,7 +261,7 @@ Test(guard, bans_exactly_the_bot_then_lifts_it_and_leaves_manual_entries) {
     publish(&l, "manual.jsonl");
     guards[0] = start_guard("-X guard.window.ms=60000 -X guard.ip.max=20 -X guard.user.max=10 "
                             "-X guard.ban.ms=8000 -X 'guard.ignore=ip:198.51.100.250, user:loadtest'");
-    long long t = wall_ms();
+    long long t = ol_test_wall_ms();
     char req[64], ip[64], user[64];
     /* normal traffic: 30 shoppers, 3 requests each, on their own IPs */
     for (int i = 0; i < 30; i++) {
@@ -364,7 +331,7 @@ Test(guard, bans_exactly_the_bot_then_lifts_it_and_leaves_manual_entries) {
     free(keys);
     json_decref(adds);
     json_decref(all);
-    cr_assert(wall_ms() < t + BAN_MS, "the test was too slow to see the bans before they lapse");
+    cr_assert(ol_test_wall_ms() < t + BAN_MS, "the test was too slow to see the bans before they lapse");
 
     /* the removes come once until has passed, not before */
     all = wait_for("remove", NULL, 3, 30000);
@@ -401,7 +368,7 @@ Test(guard, bans_exactly_the_bot_then_lifts_it_and_leaves_manual_entries) {
 Test(guard, restart_neither_bans_twice_nor_forgets_lifts) {
     use_topics("restart");
     lines_t l = {0};
-    long long now = wall_ms();
+    long long now = ol_test_wall_ms();
     /* entries of an earlier run and of an operator */
     listing(&l, "ip", "203.0.113.99", "add", "rate", now + 4000); /* lapses soon: guard removes it */
     listing(&l, "user", "old-bot", "add", "rate", now - 1000);    /* lapsed already: removed at once */
@@ -411,7 +378,7 @@ Test(guard, restart_neither_bans_twice_nor_forgets_lifts) {
     publish(&l, "earlier.jsonl");
 
     guards[0] = start_guard("-X guard.window.ms=60000 -X guard.ip.max=5 -X guard.user.max=100 -X guard.ban.ms=600000");
-    long long t = wall_ms();
+    long long t = ol_test_wall_ms();
     char req[64];
     for (int i = 0; i < 6; i++) {
         snprintf(req, sizeof(req), "bot-%d", i);
@@ -426,11 +393,11 @@ Test(guard, restart_neither_bans_twice_nor_forgets_lifts) {
     cr_assert(ol_test_bg_wait_stderr(guards[1], "rereading ", 1, 10000) >= 1, "no rewind:\n%s",
               ol_test_bg_stderr(guards[1]));
     /* one more request from the bot while it is banned: no second ban */
-    buy(&l, "bot-6", "203.0.113.50", "bot-50", wall_ms());
+    buy(&l, "bot-6", "203.0.113.50", "bot-50", ol_test_wall_ms());
     publish(&l, "more.jsonl");
     /* wait past the lapse of 203.0.113.99 and 192.0.2.7 */
     json_decref(wait_for_key("ip:203.0.113.99", "remove", 30000));
-    while (wall_ms() < now + 6000)
+    while (ol_test_wall_ms() < now + 6000)
         usleep(200 * 1000);
     json_t *all = blacklist();
     json_t *adds = select_records(all, "add", "rate");
@@ -457,30 +424,47 @@ Test(guard, restart_neither_bans_twice_nor_forgets_lifts) {
     cr_assert(strstr(err, "undecodable, 0 bans,"), "the second run banned again:\n%s", err);
 }
 
-Test(guard, a_restart_keeps_counting_the_window_it_was_in) {
-    use_topics("window");
-    const char *options = "-X log.level=debug -X guard.window.ms=60000 -X guard.ip.max=5 -X guard.user.max=100 "
-                          "-X guard.ban.ms=600000";
-    guards[0] = start_guard(options);
-    lines_t l = {0};
-    long long t = wall_ms();
+/* The options of the restart tests' guard: 5 requests of an IP in a minute. */
+#define RESTART_OPTIONS                                                                                    \
+    "-X log.level=debug -X guard.window.ms=60000 -X guard.ip.max=5 -X guard.user.max=100 -X guard.ban.ms=" \
+    "600000"
+
+/* Adds requests <stem><from..to-1> of user from ip at t (t + i when spread) to l. */
+static void bot_buys(lines_t *l, const char *stem, int from, int to, const char *ip, const char *user, long long t,
+                     bool spread) {
     char req[64];
-    for (int i = 0; i < 3; i++) {
-        snprintf(req, sizeof(req), "a-%d", i);
-        buy(&l, req, "203.0.113.77", "slow-bot", t + i);
+    for (int i = from; i < to; i++) {
+        snprintf(req, sizeof(req), "%s%d", stem, i);
+        buy(l, req, ip, user, spread ? t + i : t);
     }
-    publish(&l, "first.jsonl");
-    cr_assert(ol_test_bg_wait_stderr(guards[0], "; 3 requests judged so far", 1, 20000) == 1,
-              "the first run did not commit 3 requests:\n%s", ol_test_bg_stderr(guards[0]));
+}
+
+/* The first run of the restart tests: topics of tag, guards[0] with
+ * RESTART_OPTIONS, and n requests of user from ip (bot_buys from 0) published
+ * as first.jsonl, which it commits. Returns their time t. */
+static long long first_run(lines_t *l, const char *tag, const char *stem, int n, const char *ip, const char *user,
+                           bool spread) {
+    use_topics(tag);
+    guards[0] = start_guard(RESTART_OPTIONS);
+    long long t = ol_test_wall_ms();
+    bot_buys(l, stem, 0, n, ip, user, t, spread);
+    publish(l, "first.jsonl");
+    char judged[64];
+    snprintf(judged, sizeof(judged), "; %d requests judged so far", n);
+    cr_assert(ol_test_bg_wait_stderr(guards[0], judged, 1, 20000) == 1, "the first run did not commit %d requests:\n%s",
+              n, ol_test_bg_stderr(guards[0]));
+    return t;
+}
+
+Test(guard, a_restart_keeps_counting_the_window_it_was_in) {
+    lines_t l = {0};
+    long long t = first_run(&l, "window", "a-", 3, "203.0.113.77", "slow-bot", true);
     stop_guard(guards[0]);
 
     /* 3 more in the same window after a restart: 6 > 5 only if the first 3
      * are counted again */
-    guards[1] = start_guard(options);
-    for (int i = 3; i < 6; i++) {
-        snprintf(req, sizeof(req), "a-%d", i);
-        buy(&l, req, "203.0.113.77", "slow-bot", t + i);
-    }
+    guards[1] = start_guard(RESTART_OPTIONS);
+    bot_buys(&l, "a-", 3, 6, "203.0.113.77", "slow-bot", t, true);
     publish(&l, "second.jsonl");
     json_t *all = wait_for("add", "rate", 1, 20000);
     json_t *adds = select_records(all, "add", "rate");
@@ -512,20 +496,8 @@ Test(guard, refuses_a_bad_ignore_list) {
 }
 
 Test(guard, a_ban_survives_a_kill_at_any_point) {
-    use_topics("kill");
-    const char *options = "-X log.level=debug -X guard.window.ms=60000 -X guard.ip.max=5 -X guard.user.max=100 "
-                          "-X guard.ban.ms=600000";
-    guards[0] = start_guard(options);
     lines_t l = {0};
-    long long t = wall_ms();
-    char req[64];
-    for (int i = 0; i < 5; i++) {
-        snprintf(req, sizeof(req), "k-%d", i);
-        buy(&l, req, "203.0.113.88", "killed-bot", t);
-    }
-    publish(&l, "first.jsonl");
-    cr_assert(ol_test_bg_wait_stderr(guards[0], "; 5 requests judged so far", 1, 20000) == 1,
-              "the first run did not commit 5 requests:\n%s", ol_test_bg_stderr(guards[0]));
+    long long t = first_run(&l, "kill", "k-", 5, "203.0.113.88", "killed-bot", false);
     buy(&l, "k-5", "203.0.113.88", "killed-bot", t);
     publish(&l, "second.jsonl");
     /* killed right after it decided the ban: delivered or not, committed or not */
@@ -534,7 +506,7 @@ Test(guard, a_ban_survives_a_kill_at_any_point) {
     ol_test_bg_signal(guards[0], SIGKILL);
     ol_test_bg_wait(guards[0], 10000);
 
-    guards[1] = start_guard(options);
+    guards[1] = start_guard(RESTART_OPTIONS);
     json_t *all = wait_for_key("ip:203.0.113.88", "add", 20000);
     json_t *adds = select_records(all, "add", "rate");
     cr_assert(json_array_size(adds) >= 1 && json_array_size(adds) <= 2, "%zu adds after the kill\nsecond run:\n%s",
@@ -591,7 +563,7 @@ Test(guard, puts_back_a_manual_entry_its_ban_overtook) {
                                       "{\"type\":\"BlacklistChanged\",\"data\":{\"subject_type\":\"ip\",\"subject\":"
                                       "\"203.0.113.44\",\"action\":\"add\",\"reason\":\"manual\",\"until\":null}}");
     lines_t l = {0};
-    long long t = wall_ms();
+    long long t = ol_test_wall_ms();
     char req[64];
     for (int i = 0; i < 6; i++) {
         snprintf(req, sizeof(req), "race-%d", i);
@@ -607,7 +579,7 @@ Test(guard, puts_back_a_manual_entry_its_ban_overtook) {
     cr_assert(ol_test_bg_wait_stderr(guards[0], "restored the manual entry of ip 203.0.113.44", 1, 20000) == 1,
               "not restored:\n%s", ol_test_bg_stderr(guards[0]));
     /* past the rate ban's until: the manual entry is still the latest, nothing removed it */
-    while (wall_ms() < t + 3000 + 2000)
+    while (ol_test_wall_ms() < t + 3000 + 2000)
         usleep(200 * 1000);
     json_t *all = blacklist();
     size_t n = json_array_size(all);

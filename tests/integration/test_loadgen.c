@@ -25,9 +25,7 @@ static ol_test_bg_t *bgs[MAX_BGS];
 static int nbgs;
 
 static void setup(void) {
-    static int n;
-    ol_test_tmpdir(dir, sizeof(dir));
-    snprintf(prefix, sizeof(prefix), "it_loadgen_%ld_%d_", (long)getpid(), n++);
+    ol_test_fresh(dir, sizeof(dir), prefix, sizeof(prefix), "it_loadgen_");
     snprintf(group, sizeof(group), "%sproject", prefix);
     *db = '\0';
 }
@@ -41,24 +39,15 @@ static void teardown(void) {
         ol_test_bg_free(bgs[i]);
     }
     nbgs = 0;
-    ol_test_orderlogf(NULL, NULL, NULL, "-X topic.prefix=%s topics delete", prefix);
-    const char *groups[] = {group};
-    ol_test_kafka_delete_groups(groups, 1);
-    if (*db)
-        ol_test_pg_drop_db(db);
-    if (*dir)
-        ol_test_rmtree(dir);
+    const char *groups[] = {"project", NULL};
+    ol_test_cleanup(ol_test_topic_args(prefix, "", 3), prefix, groups, db, dir);
 }
 
 TestSuite(loadgen, .init = setup, .fini = teardown, .timeout = 600);
 
 /* The options of every orderlog run here: the test's prefix, partitions and database. */
 static const char *fixed_args(void) {
-    static char args[4096];
-    char *ci = ol_test_shell_quote(*db ? db : ol_test_pg_conninfo());
-    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=3 -X pg.conninfo=%s", prefix, ci);
-    free(ci);
-    return args;
+    return ol_test_pg_args(prefix, 3, db);
 }
 
 /* Topics of the test's prefix and a migrated scratch database. */
@@ -142,12 +131,7 @@ Test(loadgen, small_sale_gets_exactly_one_decision_per_request_and_passes_the_or
     publish("catalog.jsonl", catalog);
     free(catalog);
 
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char *cmd;
-    cr_assert(asprintf(&cmd, "exec %s -X topic.prefix=%s -X decide.workers=2 decide", bin, prefix) >= 0);
-    bgs[nbgs++] = ol_test_bg_start(cmd);
-    free(cmd);
-    free(bin);
+    bgs[nbgs++] = ol_test_orderlog_bg("-X topic.prefix=%s -X decide.workers=2 decide", prefix);
 
     char requests[700];
     snprintf(requests, sizeof(requests), "%s/requests.jsonl", dir);

@@ -160,9 +160,7 @@ Test(migrate, applies_every_embedded_migration_and_creates_the_read_models) {
         cr_expect_eq(ol_test_pg_query_int(db, sql), 1, "orderlog.%s has no comment", read_models[i].table);
     }
 
-    static const struct {
-        const char *table, *pk;
-    } pks[] = {
+    static const ol_test_case_t pks[] = {
         {"orders", "order_id"},
         {"order_lines", "order_id,line_no"},
         {"user_sku_totals", "user_id,sku"},
@@ -176,10 +174,10 @@ Test(migrate, applies_every_embedded_migration_and_creates_the_read_models) {
                  "unnest(i.indkey) with ordinality k(attnum, ord), pg_attribute a "
                  "where i.indrelid = 'orderlog.%s'::regclass and i.indisprimary "
                  "and a.attrelid = i.indrelid and a.attnum = k.attnum",
-                 pks[i].table);
+                 pks[i].in);
         char *pk = ol_test_pg_query_str(db, sql);
-        cr_expect(pk && !strcmp(pk, pks[i].pk), "primary key of orderlog.%s: got (%s), want (%s)", pks[i].table, pk,
-                  pks[i].pk);
+        cr_expect(pk && !strcmp(pk, pks[i].want), "primary key of orderlog.%s: got (%s), want (%s)", pks[i].in, pk,
+                  pks[i].want);
         free(pk);
     }
     free(out);
@@ -264,12 +262,8 @@ Test(migrate, refuses_to_run_when_an_applied_migration_changed) {
     args = dir_args("--status");
     rc = run_migrate(args, &out, &err);
     cr_expect_eq(rc, 1);
-    line = ol_test_find_line(out, "001_init.sql", "CHANGED", NULL);
-    cr_expect(line, "got:\n%s", out);
-    free(line);
-    line = ol_test_find_line(out, "900_added_meanwhile.sql", "pending", NULL);
-    cr_expect(line, "got:\n%s", out);
-    free(line);
+    ol_test_expect_line(out, "001_init.sql", "CHANGED", NULL);
+    ol_test_expect_line(out, "900_added_meanwhile.sql", "pending", NULL);
     free(snapshot);
     free(args);
     free(out);
@@ -317,9 +311,7 @@ Test(migrate, names_the_statement_line_of_a_runtime_failure) {
     args = dir_args("");
     int rc = run_migrate(args, NULL, &err);
     cr_expect_eq(rc, 1);
-    char *line = ol_test_find_line(err, "900_dup.sql", "failed at line 7", "unique", NULL);
-    cr_expect(line, "got:\n%s", err);
-    free(line);
+    ol_test_expect_line(err, "900_dup.sql", "failed at line 7", "unique", NULL);
     cr_expect_not(table_exists("orderlog.dup"));
     free(args);
     free(err);
@@ -332,9 +324,7 @@ Test(migrate, refuses_transaction_control_before_touching_the_database) {
     args = dir_args("");
     int rc = run_migrate(args, NULL, &err);
     cr_expect_eq(rc, 1);
-    char *line = ol_test_find_line(err, "900_commit.sql", "line 2", "commit", NULL);
-    cr_expect(line, "got:\n%s", err);
-    free(line);
+    ol_test_expect_line(err, "900_commit.sql", "line 2", "commit", NULL);
     cr_expect_not(table_exists("public.schema_migrations"), "nothing may be applied, not even 001");
     free(args);
     free(err);
@@ -390,9 +380,7 @@ Test(migrate, status_lists_pending_applied_and_unknown_migrations) {
     char *out, *err;
     int rc = run_migrate("--status", &out, &err);
     cr_expect_eq(rc, 0, "status on a fresh database: %d %s", rc, err);
-    char *line = ol_test_find_line(out, "001_init.sql", "pending", NULL);
-    cr_expect(line, "got:\n%s", out);
-    free(line);
+    ol_test_expect_line(out, "001_init.sql", "pending", NULL);
     cr_expect_not(table_exists("public.schema_migrations"), "--status must not write");
     free(out);
     free(err);
@@ -410,15 +398,13 @@ Test(migrate, status_lists_pending_applied_and_unknown_migrations) {
                         "values (99999, '99999_from_the_future.sql', 'abc')");
     rc = run_migrate("--status", &out, &err);
     cr_expect_eq(rc, 0);
-    line = ol_test_find_line(out, "99999", "99999_from_the_future.sql", "unknown file", NULL);
-    cr_expect(line, "got:\n%s", out);
-    free(line);
+    ol_test_expect_line(out, "99999", "99999_from_the_future.sql", "unknown file", NULL);
     free(out);
     free(err);
     rc = run_migrate("", &out, &err);
     cr_expect_eq(rc, 0, "an unknown applied version must not fail migrate: %s", err);
     cr_expect(strstr(out, "nothing to do"), "got:\n%s", out);
-    line = ol_test_find_line(err, "warning", "99999", NULL);
+    char *line = ol_test_find_line(err, "warning", "99999", NULL);
     cr_expect(line, "expected a warning about version 99999:\n%s", err);
     free(line);
     free(out);

@@ -45,19 +45,8 @@ static void teardown(void) {
         ol_test_bg_free(procs[i]);
         procs[i] = NULL;
     }
-    if (*prefix) {
-        char g[3][200];
-        const char *groups[3];
-        for (int i = 0; i < 3; i++) {
-            snprintf(g[i], sizeof(g[i]), "%s%s", prefix, roles[i]);
-            groups[i] = g[i];
-        }
-        ol_test_kafka_delete_groups(groups, 3);
-        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
-    }
-    if (*db)
-        ol_test_pg_drop_db(db);
-    ol_test_rmtree(dir);
+    const char *groups[] = {roles[0], roles[1], roles[2], NULL};
+    ol_test_cleanup(fixed_args(), prefix, groups, db, dir);
 }
 
 TestSuite(observe, .init = setup, .fini = teardown, .timeout = 300);
@@ -194,12 +183,9 @@ static double wait_sample(int i, const char *name, double want, int timeout_ms) 
 }
 
 static void start(int i) {
-    char *bin = ol_test_shell_quote(ol_test_bin());
-    char cmd[3000];
-    snprintf(cmd, sizeof(cmd), "exec %s %s %s %s", bin, fixed_args(),
-             i == 3 ? "-X gate.listen=127.0.0.1:0 -X gate.wait.ms=30000" : "-X http.listen=127.0.0.1:0", roles[i]);
-    free(bin);
-    procs[i] = ol_test_bg_start(cmd);
+    procs[i] = ol_test_orderlog_bg(
+        "%s %s %s", fixed_args(),
+        i == 3 ? "-X gate.listen=127.0.0.1:0 -X gate.wait.ms=30000" : "-X http.listen=127.0.0.1:0", roles[i]);
 }
 
 /* Reads the address a role printed ("... listening on http://HOST:PORT"). */

@@ -38,18 +38,13 @@ TestSuite(placement, .init = kit_setup, .fini = teardown, .timeout = 600);
 
 static ol_test_bg_t *decide_bg(void) {
     cr_assert(kit_nbgs < KIT_MAX);
-    char *bin = ol_test_shell_quote(ol_test_bin()), cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s %s -X decide.workers=1 decide", bin, kit_fixed_args());
-    free(bin);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    ol_test_bg_t *bg = ol_test_orderlog_bg("%s -X decide.workers=1 decide", kit_fixed_args());
     kit_bgs[kit_nbgs++] = bg;
     return bg;
 }
 
 static void decide_stop(ol_test_bg_t *bg) {
-    ol_test_bg_signal(bg, SIGTERM);
-    int rc = ol_test_bg_wait(bg, 30000);
-    cr_assert_eq(rc, 0, "decide exit %d after SIGTERM\n%s", rc, ol_test_bg_stderr(bg));
+    ol_test_bg_stop_ok(bg, "decide", 30000);
     kit_bg_free(bg);
 }
 
@@ -105,9 +100,14 @@ static const char *hdr(json_t *rec, const char *name) {
 
 #define ORDERS 60
 
+/* One line of fmt (a string literal) for each order i = 1..ORDERS, given
+ * i, i, i and its sku number (1..3). */
+#define PER_ORDER(fp, fmt)               \
+    for (int i_ = 1; i_ <= ORDERS; i_++) \
+    fprintf(fp, fmt, i_, i_, i_, i_ % 3 + 1)
+
 Test(placement, flash_sale_orders_keep_their_payments_through_a_projector_backlog) {
-    kit_use("fsorders");
-    const char *db = kit_new_db("placement_fs");
+    const char *db = kit_use_db("fsorders", "placement_fs");
     char line[512], *text = NULL;
     size_t len = 0;
     FILE *fp = open_memstream(&text, &len);
@@ -116,22 +116,16 @@ Test(placement, flash_sale_orders_keep_their_payments_through_a_projector_backlo
                 "{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"FS-%d\",\"platform\":\"shop\",\"title\":\"t\","
                 "\"price\":1500,\"currency\":\"CNY\",\"stock\":1000,\"version\":1}}\n",
                 s);
-    for (int i = 1; i <= ORDERS; i++)
-        fprintf(fp,
-                "{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"fs-r%d\",\"session_id\":\"s\",\"client_ip\":"
-                "\"10.1.0.%d\",\"user_id\":\"fs-u%d\",\"user_level\":1,\"sku\":\"FS-%d\",\"quantity\":2}}\n",
-                i, i, i, i % 3 + 1);
+    PER_ORDER(fp, "{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"fs-r%d\",\"session_id\":\"s\",\"client_ip\":"
+                  "\"10.1.0.%d\",\"user_id\":\"fs-u%d\",\"user_level\":1,\"sku\":\"FS-%d\",\"quantity\":2}}\n");
     fclose(fp);
     publish_text("buys.jsonl", text);
     free(text);
     ol_test_bg_t *bg = decide_bg();
     json_decref(wait_facts("BuyAccepted", ORDERS, bg));
     fp = open_memstream(&text, &len);
-    for (int i = 1; i <= ORDERS; i++)
-        fprintf(fp,
-                "{\"type\":\"CheckoutRequested\",\"data\":{\"request_id\":\"fs-c%d\",\"hold_id\":\"h-fs-r%d\","
-                "\"user_id\":\"fs-u%d\",\"sku\":\"FS-%d\"}}\n",
-                i, i, i, i % 3 + 1);
+    PER_ORDER(fp, "{\"type\":\"CheckoutRequested\",\"data\":{\"request_id\":\"fs-c%d\",\"hold_id\":\"h-fs-r%d\","
+                  "\"user_id\":\"fs-u%d\",\"sku\":\"FS-%d\"}}\n");
     fclose(fp);
     publish_text("checkouts.jsonl", text);
     free(text);
@@ -264,8 +258,7 @@ Test(placement, decide_dead_letters_inputs_on_another_partition) {
 }
 
 Test(placement, project_dead_letters_records_on_another_partition) {
-    kit_use("project");
-    const char *db = kit_new_db("placement_project");
+    const char *db = kit_use_db("project", "placement_project");
     publish_text("placed.jsonl",
                  "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"PL-1\",\"user_id\":\"u\",\"source\":\"external\","
                  "\"lines\":[{\"sku\":\"S\",\"quantity\":1,\"unit_price\":500}],\"total_amount\":500,"

@@ -97,14 +97,7 @@ KIT const char *kit_new_group(const char *tag, const char *suffix) {
 KIT const char *kit_new_db(const char *tag) {
     cr_assert(kit_ndbs < KIT_MAX);
     char *db = kit_dbs[kit_ndbs++];
-    ol_test_pg_scratch_db(tag, db, sizeof(kit_dbs[0]));
-    char *bin = ol_test_shell_quote(ol_test_bin()), *ci = ol_test_shell_quote(db), *out, *err;
-    int rc = ol_test_runf(&out, &err, "%s -X pg.conninfo=%s migrate", bin, ci);
-    cr_assert_eq(rc, 0, "migrate: exit %d\n%s%s", rc, out, err);
-    free(bin);
-    free(ci);
-    free(out);
-    free(err);
+    ol_test_pg_migrated_db(tag, db, sizeof(kit_dbs[0]));
     return db;
 }
 
@@ -117,6 +110,13 @@ KIT void kit_use(const char *tag) {
     cr_assert_eq(rc, 0, "topics create: exit %d\n%s%s", rc, out, err);
     free(out);
     free(err);
+}
+
+/* kit_use(tag), then kit_new_db(db_tag): the test's topics and a scratch
+ * database for them. */
+KIT const char *kit_use_db(const char *tag, const char *db_tag) {
+    kit_use(tag);
+    return kit_new_db(db_tag);
 }
 
 /* The full name of a contract topic under the test's prefix (static buffer per call site). */
@@ -606,6 +606,22 @@ KIT kit_totals_t kit_model(const char *const *paths) {
     return t;
 }
 
+/* A load on the test's topics: ops/sample-events orders (n_orders, seed) and
+ * kit_sample_skus (nskus, nadjust, seed) published (*published: how many
+ * events); returns what the model of them says, failing the test unless it
+ * counts every published event. */
+KIT kit_totals_t kit_publish_load(long long *published, long n_orders, unsigned orders_seed, int nskus, int nadjust,
+                                  unsigned skus_seed) {
+    char orders[1024], skus[1024];
+    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(n_orders, orders_seed, "orders.jsonl"));
+    snprintf(skus, sizeof(skus), "%s", kit_sample_skus(nskus, nadjust, skus_seed, "skus.jsonl"));
+    *published = kit_publish(orders) + kit_publish(skus);
+    const char *paths[] = {orders, skus, NULL};
+    kit_totals_t model = kit_model(paths);
+    cr_assert_eq(model.events, *published);
+    return model;
+}
+
 /* The same totals, from the tables of db. */
 KIT kit_totals_t kit_actual(const char *db) {
     kit_totals_t t;
@@ -676,6 +692,16 @@ KIT long long kit_wait_offsets(const char *db, const char *group, long long targ
         if (!bg)
             kit_sleep_ms(100);
     }
+}
+
+/* kit_project_bg of the main group once it has stored a first batch
+ * (*stored: the sum of its offsets then); fails the test when none is
+ * stored within 60 s. */
+KIT ol_test_bg_t *kit_project_started(long long *stored, const char *db, const char *extra) {
+    ol_test_bg_t *bg = kit_project_bg(db, kit_group, extra);
+    *stored = kit_wait_offsets(db, kit_group, 1, 60000, bg);
+    cr_assert(*stored > 0, "no progress within 60 s\n%s", ol_test_bg_stderr(bg));
+    return bg;
 }
 
 /* The partitions a project process holds by its log: the count of its last
@@ -890,8 +916,7 @@ static void assert_fixture_rows(const char *db) {
 }
 
 Test(project, projects_fixture_streams_correctly) {
-    kit_use("fixture");
-    const char *db = kit_new_db("project_fixture");
+    const char *db = kit_use_db("fixture", "project_fixture");
     long long published = publish_fixtures();
     cr_assert_eq(published, 18 + 14 + 12);
     kit_summary_t s = kit_project_all(db, kit_group, NULL);
@@ -970,8 +995,7 @@ Test(project, every_apply_mode_gives_the_same_projection) {
 /* OrderPaid counts once per payment_id: a payment redelivered after another
  * one of the same order must not be added again. */
 Test(project, payment_redelivered_after_another_counts_once) {
-    kit_use("repay");
-    const char *db = kit_new_db("project_repay");
+    const char *db = kit_use_db("repay", "project_repay");
     cr_assert_eq(kit_publish(kit_fixture("payments_interleaved.jsonl")), 4);
     kit_summary_t s = kit_project_all(db, kit_group, NULL);
     cr_assert_eq(s.events, 4);
@@ -983,8 +1007,7 @@ Test(project, payment_redelivered_after_another_counts_once) {
 }
 
 Test(project, replay_changes_nothing) {
-    kit_use("replay");
-    const char *db = kit_new_db("project_replay");
+    const char *db = kit_use_db("replay", "project_replay");
     long long published = publish_fixtures();
     kit_project_all(db, kit_group, NULL);
     assert_fixture_rows(db);
@@ -1024,6 +1047,15 @@ typedef struct poison_s {
     size_t value_len;            /* undecodable ones: their length */
 } poison_t;
 
+/* Produces value (len bytes, with headers, NULL for none) keyed by key to
+ * the topic orders (full name), to partition, or the key's when partition
+ * < 0; p gets where it went. */
+static void produce_poison(poison_t *p, const char *orders, const char *key, int partition, const void *value,
+                           size_t len, const char *const *headers) {
+    p->partition = partition < 0 ? kit_partition(key) : partition;
+    p->offset = ol_test_kafka_produce(orders, (int)p->partition, key, strlen(key), value, len, headers);
+}
+
 /* The record of the orders topic whose data.<field> is value: its partition and offset. */
 static void find_record(json_t *records, const char *field, const char *value, long long *partition,
                         long long *offset) {
@@ -1041,8 +1073,7 @@ static void find_record(json_t *records, const char *field, const char *value, l
 }
 
 Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
-    kit_use("poison");
-    const char *db = kit_new_db("project_poison");
+    const char *db = kit_use_db("poison", "project_poison");
     char orders[256], after[256], skus[256], dlq[256], path[1024];
     kit_topic("orders", orders, sizeof(orders));
     kit_topic("after-sales", after, sizeof(after));
@@ -1058,10 +1089,8 @@ Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
         garbage[i] = (unsigned char)rand();
     garbage[0] = 0x01; /* a negative string length first: undecodable whatever follows */
     const char *const garbage_headers[] = {"ce_type", "orderlog.OrderPaid", "ce_id", "poison-garbage", NULL};
-    poison[np] = (poison_t){"garbage",   "orders", kit_partition("O-JUNK"), 0, "decode", "undecodable",
-                            "OrderPaid", NULL,     sizeof(garbage)};
-    poison[np++].offset =
-        ol_test_kafka_produce(orders, kit_partition("O-JUNK"), "O-JUNK", 6, garbage, sizeof(garbage), garbage_headers);
+    poison[np] = (poison_t){"garbage", "orders", 0, 0, "decode", "undecodable", "OrderPaid", NULL, sizeof(garbage)};
+    produce_poison(&poison[np++], orders, "O-JUNK", -1, garbage, sizeof(garbage), garbage_headers);
 
     /* 2. a valid envelope, a JSON payload breaking the schema: quantity 0 */
     const char *bad_line = "{\"order_id\":\"O-BAD\",\"user_id\":\"u\",\"source\":\"flash_sale\",\"lines\":[{\"sku\":"
@@ -1069,42 +1098,42 @@ Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
                            "\"placed_at\":\"2026-01-01T00:00:00Z\"}";
     const char *const json_headers[] = {"ce_type",      "orderlog.OrderPlaced", "ce_id", "poison-quantity",
                                         "content-type", "application/json",     NULL};
-    poison[np] = (poison_t){"quantity 0", "orders", kit_partition("O-BAD"), 0, "decode", "quantity",
-                            "at least 1", NULL,     strlen(bad_line)};
-    poison[np++].offset =
-        ol_test_kafka_produce(orders, kit_partition("O-BAD"), "O-BAD", 5, bad_line, strlen(bad_line), json_headers);
+    poison[np] = (poison_t){"quantity 0", "orders", 0, 0, "decode", "quantity", "at least 1", NULL, strlen(bad_line)};
+    produce_poison(&poison[np++], orders, "O-BAD", -1, bad_line, strlen(bad_line), json_headers);
 
     /* 3. the same with a required field missing */
     const char *missing = "{\"order_id\":\"O-BAD2\",\"payment_id\":\"p\",\"currency\":\"CNY\","
                           "\"paid_at\":\"2026-01-01T00:00:00Z\"}";
     const char *const missing_headers[] = {"ce_type",      "orderlog.OrderPaid", "ce_id", "poison-missing",
                                            "content-type", "application/json",   NULL};
-    poison[np] = (poison_t){"missing amount", "orders", kit_partition("O-BAD2"), 0, "decode", "amount",
-                            "missing",        NULL,     strlen(missing)};
-    poison[np++].offset =
-        ol_test_kafka_produce(orders, kit_partition("O-BAD2"), "O-BAD2", 6, missing, strlen(missing), missing_headers);
+    poison[np] = (poison_t){"missing amount", "orders", 0, 0, "decode", "amount", "missing", NULL, strlen(missing)};
+    produce_poison(&poison[np++], orders, "O-BAD2", -1, missing, strlen(missing), missing_headers);
 
     /* 4. an event of another topic, as kcat would write it (publish format, no headers) */
     const char *buy = "{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"req-1\",\"session_id\":\"s\","
                       "\"client_ip\":\"198.51.100.7\",\"user_id\":\"u-1\",\"user_level\":1,\"sku\":\"SKU-1\","
                       "\"quantity\":1,\"requested_at\":\"2026-01-01T00:00:00Z\"}}";
-    poison[np] = (poison_t){"wrong topic",  "orders", kit_partition("SKU-1"), 0, "fold",
-                            "BuyRequested", "orders", "BuyRequested",         0};
-    poison[np++].offset = ol_test_kafka_produce(orders, kit_partition("SKU-1"), "SKU-1", 5, buy, strlen(buy), NULL);
+    poison[np] = (poison_t){"wrong topic", "orders", 0, 0, "fold", "BuyRequested", "orders", "BuyRequested", 0};
+    produce_poison(&poison[np++], orders, "SKU-1", -1, buy, strlen(buy), NULL);
 
-    /* 5. what a Confluent serializer writes: magic byte 0, schema id 42, then Avro */
-    static const char framed[] = "\0\0\0\0\x2a\x0a"
+    /* 5. what a Confluent serializer writes (magic byte 0, the schema id,
+     * then Avro) with an id the registry never gave: read through the
+     * registry, so only with one (ops/test starts it; without it the record
+     * would wait, as it must) */
+    static const char framed[] = "\0\x7f\xff\xff\xfe\x0a"
                                  "O-CNF\x02p";
+    bool with_registry = getenv("ORDERLOG_REGISTRY_URL") != NULL;
     poison[np] = (poison_t){"confluent framing",
                             "orders",
-                            1,
+                            0,
                             0,
                             "decode",
-                            "Confluent schema-registry framing (magic byte 0, schema id 42)",
-                            "plain Avro or JSON with CloudEvents headers",
+                            "Confluent wire format, schema id 2147483646: ",
+                            "knows no such id",
                             NULL,
                             sizeof(framed) - 1};
-    poison[np++].offset = ol_test_kafka_produce(orders, 1, "O-CNF", 5, framed, sizeof(framed) - 1, NULL);
+    if (with_registry)
+        produce_poison(&poison[np++], orders, "O-CNF", 1, framed, sizeof(framed) - 1, NULL);
 
     /* 6-8. events about what does not exist, published the normal way */
     snprintf(path, sizeof(path), "%s/ghosts.jsonl", kit_dir);
@@ -1214,8 +1243,7 @@ Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
 }
 
 Test(project, too_many_poison_in_a_row_stops_loudly) {
-    kit_use("maxpoison");
-    const char *db = kit_new_db("project_maxpoison");
+    const char *db = kit_use_db("maxpoison", "project_maxpoison");
     char orders[256], dlq[256];
     kit_topic("orders", orders, sizeof(orders));
     kit_topic("dlq", dlq, sizeof(dlq));
@@ -1244,8 +1272,7 @@ Test(project, too_many_poison_in_a_row_stops_loudly) {
 /* The limit stops a projector that keeps running at once, not when the next
  * record arrives (none comes here). */
 Test(project, too_many_poison_in_a_row_stops_without_waiting_for_more) {
-    kit_use("maxpoisonlive");
-    const char *db = kit_new_db("project_maxpoisonlive");
+    const char *db = kit_use_db("maxpoisonlive", "project_maxpoisonlive");
     char orders[256];
     kit_topic("orders", orders, sizeof(orders));
     const char *const headers[] = {"ce_type", "orderlog.OrderShipped", "ce_id", "junk", NULL};
@@ -1266,8 +1293,7 @@ Test(project, too_many_poison_in_a_row_stops_without_waiting_for_more) {
  * a second process with the same name fences the first, which exits
  * non-zero saying why instead of sitting idle. */
 Test(project, a_static_member_comes_back_at_once_and_a_duplicate_is_fenced_loudly) {
-    kit_use("static");
-    const char *db = kit_new_db("project_static");
+    const char *db = kit_use_db("static", "project_static");
     ol_test_bg_t *a = kit_project_bg(db, kit_group, "-X consumer.instance=a");
     cr_assert(ol_test_bg_wait_stderr(a, "\"assigned ", 1, 60000) >= 1, "%s", ol_test_bg_stderr(a));
     ol_test_bg_signal(a, SIGKILL);
@@ -1287,20 +1313,13 @@ Test(project, a_static_member_comes_back_at_once_and_a_duplicate_is_fenced_loudl
 }
 
 Test(project, sigterm_drains_and_exits_0) {
-    kit_use("sigterm");
-    const char *db = kit_new_db("project_sigterm");
-    char orders[1024], skus[1024];
-    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(50000, 3, "orders.jsonl"));
-    snprintf(skus, sizeof(skus), "%s", kit_sample_skus(200, 10000, 3, "skus.jsonl"));
-    long long published = kit_publish(orders) + kit_publish(skus);
-    const char *paths[] = {orders, skus, NULL};
-    kit_totals_t model = kit_model(paths);
-    cr_assert_eq(model.events, published);
+    const char *db = kit_use_db("sigterm", "project_sigterm");
+    long long published;
+    kit_totals_t model = kit_publish_load(&published, 50000, 3, 200, 10000, 3);
 
-    ol_test_bg_t *bg = kit_project_bg(db, kit_group, "-X consumer.batch.events=1000");
     /* as soon as a batch is in: SIGTERM mid-stream */
-    long long progress = kit_wait_offsets(db, kit_group, 1, 60000, bg);
-    cr_assert(progress > 0, "no progress within 60 s\n%s", ol_test_bg_stderr(bg));
+    long long progress;
+    ol_test_bg_t *bg = kit_project_started(&progress, db, "-X consumer.batch.events=1000");
     long long t0 = ol_test_now_ms();
     ol_test_bg_signal(bg, SIGTERM);
     int rc = ol_test_bg_wait(bg, 40000);
@@ -1336,8 +1355,7 @@ static long long publish_text(const char *name, const char *text) {
  * another order: the first order no longer counts it. Two runs, so that the
  * move comes in a batch of its own, as it would in production. */
 Test(project, refund_moved_to_another_order_leaves_the_first_one) {
-    kit_use("refundmove");
-    const char *db = kit_new_db("project_refundmove");
+    const char *db = kit_use_db("refundmove", "project_refundmove");
     publish_text("first.jsonl",
                  "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"O-A\",\"user_id\":\"u\",\"source\":"
                  "\"flash_sale\",\"lines\":[],\"total_amount\":500,\"currency\":\"CNY\",\"placed_at\":"
@@ -1370,8 +1388,7 @@ Test(project, refund_moved_to_another_order_leaves_the_first_one) {
 /* PostgreSQL has no year 0000: publish refuses such a time, and a record
  * written by another tool goes to the dlq instead of stopping the projector. */
 Test(project, a_time_postgresql_cannot_store_goes_to_the_dlq) {
-    kit_use("pgrefuses");
-    const char *db = kit_new_db("project_pgrefuses");
+    const char *db = kit_use_db("pgrefuses", "project_pgrefuses");
     static const char year0[] = "{\"order_id\":\"O-Y0\",\"user_id\":\"u\",\"source\":\"flash_sale\",\"lines\":[],"
                                 "\"total_amount\":500,\"currency\":\"CNY\",\"placed_at\":\"0000-06-01T00:00:00Z\"}";
     char topic[256];
@@ -1408,8 +1425,7 @@ Test(project, a_time_postgresql_cannot_store_goes_to_the_dlq) {
  * is a member of the tables' owner but no superuser (the limit does not
  * hold for superusers). */
 Test(project, waits_for_a_connection_slot_at_start) {
-    kit_use("slots");
-    const char *db = kit_new_db("project_slots");
+    const char *db = kit_use_db("slots", "project_slots");
     char path[1024];
     snprintf(path, sizeof(path), "%s", kit_sample_orders(2000, 3, "orders.jsonl"));
     long long published = kit_publish(path);

@@ -15,14 +15,6 @@
 
 TestSuite(project_crash, .init = kit_setup, .fini = kit_teardown, .timeout = 420);
 
-static unsigned test_seed(void) {
-    const char *env = getenv("OL_TEST_SEED");
-    unsigned seed = env && *env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)(time(NULL) ^ (getpid() << 8));
-    cr_log_info("OL_TEST_SEED=%u", seed);
-    fprintf(stderr, "test_project_crash: OL_TEST_SEED=%u\n", seed);
-    return seed;
-}
-
 /* The checks every crash test ends with: a clean projection of the same
  * topics into another database by another group equals db; both hold what
  * the model says; both stored the end of every partition; no dlq. */
@@ -41,17 +33,10 @@ static void assert_exact(const char *db, const char *group, const kit_totals_t *
 }
 
 Test(project_crash, kill9_at_random_moments_loses_and_duplicates_nothing) {
-    unsigned seed = test_seed();
-    srand(seed);
-    kit_use("kill9");
-    const char *db = kit_new_db("project_kill9");
-    char orders[1024], skus[1024];
-    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(200000, 1 + seed % 1000, "orders.jsonl"));
-    snprintf(skus, sizeof(skus), "%s", kit_sample_skus(500, 40000, seed, "skus.jsonl"));
-    long long published = kit_publish(orders) + kit_publish(skus);
-    const char *paths[] = {orders, skus, NULL};
-    kit_totals_t model = kit_model(paths);
-    cr_assert_eq(model.events, published);
+    unsigned seed = ol_test_seed("test_project_crash");
+    const char *db = kit_use_db("kill9", "project_kill9");
+    long long published;
+    kit_totals_t model = kit_publish_load(&published, 200000, 1 + seed % 1000, 500, 40000, seed);
     cr_assert_eq(model.dlq, 0);
 
     /* small batches, so that kills land between and inside many of them */
@@ -102,17 +87,10 @@ Test(project_crash, kill9_at_random_moments_loses_and_duplicates_nothing) {
 #define ALL_PARTITIONS ((int)(sizeof(kit_topics_read) / sizeof(kit_topics_read[0])) * KIT_PARTITIONS)
 
 Test(project_crash, two_projectors_one_stopped_mid_load) {
-    unsigned seed = test_seed();
-    srand(seed);
-    kit_use("two");
-    const char *db = kit_new_db("project_two");
-    char orders[1024], skus[1024];
-    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(120000, 1 + seed % 1000, "orders.jsonl"));
-    snprintf(skus, sizeof(skus), "%s", kit_sample_skus(300, 16000, seed, "skus.jsonl"));
-    long long published = kit_publish(orders) + kit_publish(skus);
-    const char *paths[] = {orders, skus, NULL};
-    kit_totals_t model = kit_model(paths);
-    cr_assert_eq(model.events, published);
+    unsigned seed = ol_test_seed("test_project_crash");
+    const char *db = kit_use_db("two", "project_two");
+    long long published;
+    kit_totals_t model = kit_publish_load(&published, 120000, 1 + seed % 1000, 300, 16000, seed);
 
     const char *extra = "-X consumer.batch.events=2000";
     ol_test_bg_t *bg[2];

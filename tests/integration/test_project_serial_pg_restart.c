@@ -12,26 +12,8 @@
 
 static bool pg_stopped;
 
-/* ops/stack <args> from the repository; its exit status. */
-static int stack(const char *args, char **out) {
-    const char *src = getenv("ORDERLOG_SOURCE_DIR");
-    char *script;
-    cr_assert(asprintf(&script, "%s/ops/stack", src && *src ? src : ".") >= 0);
-    char *q = ol_test_shell_quote(script);
-    int rc = ol_test_runf(out, NULL, "%s %s 2>&1", q, args);
-    free(q);
-    free(script);
-    return rc;
-}
-
 static void pg_teardown(void) {
-    if (pg_stopped) {
-        char *out = NULL;
-        int rc = stack("pg-start", &out);
-        cr_expect_eq(rc, 0, "ops/stack pg-start: exit %d\n%s", rc, out);
-        free(out);
-        pg_stopped = false;
-    }
+    ol_test_stack_restore(&pg_stopped, "pg-start");
     kit_teardown();
 }
 
@@ -39,53 +21,26 @@ TestSuite(project_pg, .init = kit_setup, .fini = pg_teardown, .timeout = 420);
 
 /* True when the tests run against the stack's PostgreSQL (the one ops/stack restarts). */
 static bool stack_pg_under_test(void) {
-    char *out = NULL;
-    if (stack("env", &out)) {
-        free(out);
-        return false;
-    }
-    const char *p = strstr(out, "ORDERLOG_PG_CONNINFO='");
-    bool same = false;
-    if (p) {
-        p += strlen("ORDERLOG_PG_CONNINFO='");
-        size_t n = strcspn(p, "'");
-        same = strlen(ol_test_pg_conninfo()) == n && !strncmp(p, ol_test_pg_conninfo(), n);
-    }
-    free(out);
-    return same;
+    return ol_test_stack_serves("ORDERLOG_PG_CONNINFO='", ol_test_pg_conninfo(), "'");
 }
 
 Test(project_pg, postgresql_restarted_mid_load_loses_and_duplicates_nothing) {
     if (!stack_pg_under_test())
         cr_skip_test("the tests do not use the PostgreSQL of ops/stack (%s): not restarting it", ol_test_pg_conninfo());
-    kit_use("pgrestart");
-    const char *db = kit_new_db("project_pgrestart");
-    char orders[1024], skus[1024];
-    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(84000, 11, "orders.jsonl"));
-    snprintf(skus, sizeof(skus), "%s", kit_sample_skus(300, 16000, 11, "skus.jsonl"));
-    long long published = kit_publish(orders) + kit_publish(skus);
-    const char *paths[] = {orders, skus, NULL};
-    kit_totals_t model = kit_model(paths);
-    cr_assert_eq(model.events, published);
+    const char *db = kit_use_db("pgrestart", "project_pgrestart");
+    long long published, before;
+    kit_totals_t model = kit_publish_load(&published, 84000, 11, 300, 16000, 11);
+    ol_test_bg_t *bg = kit_project_started(&before, db, "-X consumer.batch.events=2000");
 
-    ol_test_bg_t *bg = kit_project_bg(db, kit_group, "-X consumer.batch.events=2000");
-    long long before = kit_wait_offsets(db, kit_group, 1, 60000, bg);
-    cr_assert(before > 0, "no progress within 60 s\n%s", ol_test_bg_stderr(bg));
-
-    char *out = NULL;
     pg_stopped = true;
-    int rc = stack("pg-stop fast", &out);
-    cr_assert_eq(rc, 0, "ops/stack pg-stop fast: exit %d\n%s", rc, out);
-    free(out);
+    ol_test_stack_ok("pg-stop fast");
     long long at_stop = kit_offsets_sum(db, kit_group);
     cr_assert_eq(at_stop, -1, "PostgreSQL still answers after pg-stop");
     /* down for a few seconds: the projector keeps trying, it must not exit */
-    rc = ol_test_bg_wait(bg, 4000);
+    int rc = ol_test_bg_wait(bg, 4000);
     cr_assert_eq(rc, -1, "project exited (%d) while PostgreSQL was down\nstdout:\n%s\nstderr:\n%s", rc,
                  ol_test_bg_stdout(bg), ol_test_bg_stderr(bg));
-    rc = stack("pg-start", &out);
-    cr_assert_eq(rc, 0, "ops/stack pg-start: exit %d\n%s", rc, out);
-    free(out);
+    ol_test_stack_ok("pg-start");
     pg_stopped = false;
 
     long long mid = kit_offsets_sum(db, kit_group);
@@ -120,24 +75,16 @@ Test(project_pg, postgresql_restarted_mid_load_loses_and_duplicates_nothing) {
 Test(project_pg, started_while_postgresql_is_down_waits_for_it) {
     if (!stack_pg_under_test())
         cr_skip_test("the tests do not use the PostgreSQL of ops/stack (%s): not stopping it", ol_test_pg_conninfo());
-    kit_use("pgdown");
-    const char *db = kit_new_db("project_pgdown");
-    char orders[1024];
-    snprintf(orders, sizeof(orders), "%s", kit_sample_orders(3000, 5, "orders.jsonl"));
-    long long published = kit_publish(orders);
-    char *out = NULL;
+    const char *db = kit_use_db("pgdown", "project_pgdown");
+    long long published = kit_publish(kit_sample_orders(3000, 5, "orders.jsonl"));
     pg_stopped = true;
-    int rc = stack("pg-stop fast", &out);
-    cr_assert_eq(rc, 0, "ops/stack pg-stop fast: exit %d\n%s", rc, out);
-    free(out);
+    ol_test_stack_ok("pg-stop fast");
     ol_test_bg_t *bg = kit_project_bg(db, kit_group, NULL);
     cr_assert_eq(ol_test_bg_wait_stderr(bg, "waiting for PostgreSQL", 1, 30000), 1, "nothing said while waiting\n%s",
                  ol_test_bg_stderr(bg));
-    rc = ol_test_bg_wait(bg, 3000);
+    int rc = ol_test_bg_wait(bg, 3000);
     cr_assert_eq(rc, -1, "project exited (%d) while PostgreSQL was down\n%s", rc, ol_test_bg_stderr(bg));
-    rc = stack("pg-start", &out);
-    cr_assert_eq(rc, 0, "ops/stack pg-start: exit %d\n%s", rc, out);
-    free(out);
+    ol_test_stack_ok("pg-start");
     pg_stopped = false;
     long long stored = kit_wait_offsets(db, kit_group, published, 120000, bg);
     cr_assert_eq(stored, published, "only %lld of %lld stored after PostgreSQL came up\n%s", stored, published,
@@ -152,16 +99,14 @@ Test(project_pg, started_while_postgresql_is_down_waits_for_it) {
 Test(project_pg, postgresql_killed_mid_load_loses_and_duplicates_nothing) {
     if (!stack_pg_under_test())
         cr_skip_test("the tests do not use the PostgreSQL of ops/stack (%s): not killing it", ol_test_pg_conninfo());
-    kit_use("pgkill");
-    const char *db = kit_new_db("project_pgkill");
+    const char *db = kit_use_db("pgkill", "project_pgkill");
     char orders[1024];
     snprintf(orders, sizeof(orders), "%s", kit_sample_orders(60000, 13, "orders.jsonl"));
     long long published = kit_publish(orders);
     const char *paths[] = {orders, NULL};
     kit_totals_t model = kit_model(paths);
-    ol_test_bg_t *bg = kit_project_bg(db, kit_group, "-X consumer.batch.events=2000");
-    long long before = kit_wait_offsets(db, kit_group, 1, 60000, bg);
-    cr_assert(before > 0, "no progress within 60 s\n%s", ol_test_bg_stderr(bg));
+    long long before;
+    ol_test_bg_t *bg = kit_project_started(&before, db, "-X consumer.batch.events=2000");
     const char *src = getenv("ORDERLOG_SOURCE_DIR");
     char pidfile[1024];
     snprintf(pidfile, sizeof(pidfile), "%s/.local/pg/data/postmaster.pid", src && *src ? src : ".");
@@ -177,7 +122,7 @@ Test(project_pg, postgresql_killed_mid_load_loses_and_duplicates_nothing) {
         kit_sleep_ms(100);
     cr_assert_eq(ol_test_bg_wait(bg, 3000), -1, "project exited when PostgreSQL died\n%s", ol_test_bg_stderr(bg));
     char *out = NULL;
-    int rc = stack("pg-start", &out);
+    int rc = ol_test_stack(NULL, "pg-start", &out);
     cr_assert_eq(rc, 0, "ops/stack pg-start after kill -9: exit %d\n%s", rc, out);
     free(out);
     pg_stopped = false;

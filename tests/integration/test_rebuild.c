@@ -45,11 +45,8 @@ static const char *fixed_args(const char *conninfo) {
 }
 
 static void teardown(void) {
-    if (*prefix)
-        ol_test_orderlogf(NULL, NULL, fixed_args(db), "topics delete");
-    ol_test_pg_drop_db(db);
+    ol_test_cleanup(fixed_args(db), prefix, NULL, db, dir);
     ol_test_pg_drop_db(db2);
-    ol_test_rmtree(dir);
 }
 
 TestSuite(rebuild, .init = setup, .fini = teardown, .timeout = 600);
@@ -58,12 +55,7 @@ TestSuite(rebuild, .init = setup, .fini = teardown, .timeout = 600);
 
 /* orderlog as a background process (exec'd: signals reach it). */
 static ol_test_bg_t *orderlog_bg(const char *conninfo, const char *args) {
-    char *bin = ol_test_shell_quote(ol_test_bin()), *cmd;
-    cr_assert(asprintf(&cmd, "exec %s %s %s", bin, fixed_args(conninfo), args) >= 0);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
-    free(bin);
-    free(cmd);
-    return bg;
+    return ol_test_orderlog_bg("%s %s", fixed_args(conninfo), args);
 }
 
 /* A scratch database, migrated unless told otherwise. */
@@ -171,11 +163,7 @@ static char *checksums_of(const char *conninfo, const char *schema) {
                      "select '%s', count(*), coalesce(md5(string_agg(t::text, E'\\n' order by t::text)), '-') from "
                      "%s.%s t",
                      tables[i], schema, tables[i]);
-        char *row = ol_test_pg_query_rows(conninfo, sql), *joined;
-        cr_assert(asprintf(&joined, "%s%s", all, row) >= 0);
-        free(all);
-        free(row);
-        all = joined;
+        ol_test_pg_append_rows(&all, conninfo, sql);
     }
     return all;
 }
@@ -290,6 +278,31 @@ static void expect_verdict(const char *out, const char *table, const char *verdi
     free(line);
 }
 
+/* Every table "same" in what rebuild printed. */
+static void expect_tables_same(const char *out) {
+    for (size_t i = 0; i < NTABLES; i++)
+        expect_verdict(out, tables[i], "same");
+}
+
+/* The projection in db has the checksums sums (taken before; freed here). */
+static void expect_sums_unchanged(char *sums) {
+    char *new_sums = checksums(db);
+    expect_same("the rebuilt projection", sums, new_sums);
+    free(sums);
+    free(new_sums);
+}
+
+/* Publishes the file at path, failing the test unless all its n lines are published. */
+static void publish_path(const char *path, int n) {
+    char *q = ol_test_shell_quote(path), *out, *err, want[64];
+    snprintf(want, sizeof(want), "published %d, rejected 0, failed 0", n);
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(db), "publish %s", q);
+    cr_assert(rc == 0 && strstr(out, want), "publish: %s%s", out, err);
+    free(q);
+    free(out);
+    free(err);
+}
+
 /* Live data: ~19,200 order and after-sales events and the catalog, projected. */
 static void live_projection(void) {
     long long events = publish_orders(16000, 1) + publish_sample("catalog");
@@ -326,8 +339,7 @@ Test(rebuild, rebuild_produces_exactly_the_live_projection) {
     int rc = rebuild("", &out, &err);
     cr_log_info("rebuild took %lld ms", ol_test_now_ms() - t0);
     cr_assert_eq(rc, 0, "rebuild: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
-    for (size_t i = 0; i < NTABLES; i++)
-        expect_verdict(out, tables[i], "same");
+    expect_tables_same(out);
     cr_expect(!strstr(out, "DIFFERENT"), "a table differs:\n%s", out);
     cr_expect(strstr(out, "swapped: orderlog is now the rebuilt projection"), "no swap reported:\n%s", out);
     cr_expect(strstr(err, " events replayed in "), "no replay rate on stderr:\n%s", err);
@@ -472,15 +484,11 @@ Test(rebuild, passes_of_at_most_bulk_rows_give_the_same_projection) {
     if (at)
         sscanf(at, "at most %lld rows", &held);
     cr_expect(held > 0 && held <= 1000, "a pass held %lld rows, the limit is 1000:\n%s", held, err);
-    for (size_t i = 0; i < NTABLES; i++)
-        expect_verdict(out, tables[i], "same");
-    char *new_sums = checksums(db);
-    expect_same("the rebuilt projection", sums, new_sums);
+    expect_tables_same(out);
+    expect_sums_unchanged(sums);
     cr_expect_eq(ol_test_pg_query_int(db, "select count(*) from pg_indexes where schemaname = 'orderlog' and "
                                           "indexname = 'orders_pkey'"),
                  1, "the primary key of orders is missing");
-    free(sums);
-    free(new_sums);
     free(out);
     free(err);
 }
@@ -492,9 +500,7 @@ Test(rebuild, passes_of_at_most_bulk_rows_give_the_same_projection) {
 Test(rebuild, a_pass_past_the_limit_is_given_up_and_split) {
     start("giveup", 1);
     char path[1024];
-    snprintf(path, sizeof(path), "%s/placed.jsonl", dir);
-    FILE *f = fopen(path, "w");
-    cr_assert(f);
+    FILE *f = ol_test_scratch_open(dir, "placed.jsonl", path, sizeof(path));
     for (int i = 0; i < 3000; i++)
         fprintf(f,
                 "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"P-%05d\",\"user_id\":\"u-%d\",\"source\":"
@@ -502,27 +508,19 @@ Test(rebuild, a_pass_past_the_limit_is_given_up_and_split) {
                 "\"currency\":\"CNY\",\"placed_at\":\"2026-11-11T00:10:00Z\"}}\n",
                 i, i % 97, 100 + i, 100 + i);
     fclose(f);
-    char *q = ol_test_shell_quote(path), *out, *err;
-    int rc = ol_test_orderlogf(&out, &err, fixed_args(db), "publish %s", q);
-    cr_assert(rc == 0 && strstr(out, "published 3000, rejected 0, failed 0"), "publish: %s%s", out, err);
-    free(q);
-    free(out);
-    free(err);
+    publish_path(path, 3000);
+    char *out, *err;
     cr_assert_eq(project(db), 3000);
     char *sums = checksums(db);
-    rc = rebuild("-X rebuild.bulk.rows=400", &out, &err);
+    int rc = rebuild("-X rebuild.bulk.rows=400", &out, &err);
     cr_assert_eq(rc, 0, "rebuild: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     int given_up, passes = passes_of(err, &given_up);
     cr_expect_geq(given_up, 1, "no pass was given up (%d passes):\n%s", passes, err);
     cr_expect(strstr(err, "held more than 400 rows"), "no word on the pass given up:\n%s", err);
     cr_expect(strstr(err, "rebuild: 3000 events replayed in "), "the events of a pass given up counted twice:\n%s",
               err);
-    for (size_t i = 0; i < NTABLES; i++)
-        expect_verdict(out, tables[i], "same");
-    char *new_sums = checksums(db);
-    expect_same("the rebuilt projection", sums, new_sums);
-    free(sums);
-    free(new_sums);
+    expect_tables_same(out);
+    expect_sums_unchanged(sums);
     free(out);
     free(err);
 }
@@ -534,9 +532,7 @@ Test(rebuild, a_pass_past_the_limit_is_given_up_and_split) {
 Test(rebuild, a_refund_moved_to_an_order_on_another_partition_is_one_row) {
     start("moved", 1);
     char path[1024];
-    snprintf(path, sizeof(path), "%s/moved.jsonl", dir);
-    FILE *f = fopen(path, "w");
-    cr_assert(f);
+    FILE *f = ol_test_scratch_open(dir, "moved.jsonl", path, sizeof(path));
     for (int v = 1; v <= 2; v++)
         for (int i = 0; i < 30; i++)
             fprintf(f,
@@ -545,27 +541,19 @@ Test(rebuild, a_refund_moved_to_an_order_on_another_partition_is_one_row) {
                     "\"version\":%d,\"updated_at\":\"2026-03-0%dT08:00:00Z\"}}\n",
                     i, v == 1 ? 'A' : 'B', i, v == 1 ? "requested" : "completed", 100 + i, v, v);
     fclose(f);
-    char *q = ol_test_shell_quote(path), *out, *err;
-    int rc = ol_test_orderlogf(&out, &err, fixed_args(db), "publish %s", q);
-    cr_assert(rc == 0 && strstr(out, "published 60, rejected 0, failed 0"), "publish: %s%s", out, err);
-    free(q);
-    free(out);
-    free(err);
+    publish_path(path, 60);
+    char *out, *err;
     cr_assert_eq(project(db), 60);
     char *sums = checksums(db);
-    rc = rebuild("-X rebuild.bulk.rows=10 -X consumer.batch.events=5", &out, &err);
+    int rc = rebuild("-X rebuild.bulk.rows=10 -X consumer.batch.events=5", &out, &err);
     cr_assert_eq(rc, 0, "rebuild: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     cr_expect(strstr(err, "folded in more than one pass"), "no refund was folded by two passes:\n%s", err);
-    for (size_t i = 0; i < NTABLES; i++)
-        expect_verdict(out, tables[i], "same");
+    expect_tables_same(out);
     cr_expect_eq(ol_test_pg_query_int(db, "select count(*) from orderlog.refunds"), 30);
     cr_expect_eq(ol_test_pg_query_int(db, "select count(*) from orderlog.refunds where order_id like 'MB-%' and "
                                           "version = 2 and status = 'completed'"),
                  30);
-    char *new_sums = checksums(db);
-    expect_same("the rebuilt projection", sums, new_sums);
-    free(sums);
-    free(new_sums);
+    expect_sums_unchanged(sums);
     free(out);
     free(err);
 }
@@ -606,8 +594,7 @@ Test(rebuild, verify_only_detects_a_tampered_projection) {
     char *out, *err;
     int rc = rebuild("--verify-only", &out, &err);
     cr_assert_eq(rc, 0, "rebuild --verify-only: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
-    for (size_t i = 0; i < NTABLES; i++)
-        expect_verdict(out, tables[i], "same");
+    expect_tables_same(out);
     cr_expect(strstr(out, "verified"), "got:\n%s", out);
     cr_expect(!strstr(out, "swapped"), "--verify-only swapped:\n%s", out);
     cr_expect_eq(ol_test_pg_query_int(db, "select 'orderlog.orders'::regclass::oid::bigint"), table_oid,

@@ -127,11 +127,7 @@ static char *sale_checksums(const char *db) {
         snprintf(sql, sizeof(sql),
                  "select '%s', count(*), md5(coalesce(string_agg(t::text, E'\\n' order by %s), '')) from orderlog.%s t",
                  sale_tables[t][0], sale_tables[t][1], sale_tables[t][0]);
-        char *row = ol_test_pg_query_rows(db, sql), *joined;
-        cr_assert(asprintf(&joined, "%s%s", all, row) >= 0);
-        free(all);
-        free(row);
-        all = joined;
+        ol_test_pg_append_rows(&all, db, sql);
     }
     return all;
 }
@@ -168,8 +164,7 @@ static int orderlog_in(const char *db, const char *extra, const char *args, char
 /* ---- the tests --------------------------------------------------------------- */
 
 Test(sale_project, holds_inventory_and_user_totals_follow_accepts_releases_and_conversions) {
-    kit_use("sale_holds");
-    const char *db = kit_new_db("sale_holds");
+    const char *db = kit_use_db("sale_holds", "sale_holds");
     char path[1024];
     FILE *fp = facts_open("holds1.jsonl", path, sizeof(path));
     stock(fp, "S-A", 10, "synced", 1, T0);
@@ -260,8 +255,7 @@ Test(sale_project, holds_inventory_and_user_totals_follow_accepts_releases_and_c
 }
 
 Test(sale_project, rejections_keep_their_reason_and_the_views_count_them) {
-    kit_use("sale_reject");
-    const char *db = kit_new_db("sale_reject");
+    const char *db = kit_use_db("sale_reject", "sale_reject");
     char path[1024];
     FILE *fp = facts_open("reject.jsonl", path, sizeof(path));
     stock(fp, "S-R", 3, "synced", 1, T0);
@@ -325,8 +319,7 @@ Test(sale_project, rejections_keep_their_reason_and_the_views_count_them) {
 /* too_old is no decision: it never replaces one, is kept when the request
  * has none, and a decision replaces it. */
 Test(sale_project, a_too_old_refusal_never_replaces_a_decision_and_a_decision_replaces_it) {
-    kit_use("sale_too_old");
-    const char *db = kit_new_db("sale_too_old");
+    const char *db = kit_use_db("sale_too_old", "sale_too_old");
     char path[1024];
     FILE *fp = facts_open("too_old.jsonl", path, sizeof(path));
     const char *msg = "The request has expired, please try again!";
@@ -355,8 +348,7 @@ Test(sale_project, a_too_old_refusal_never_replaces_a_decision_and_a_decision_re
 }
 
 Test(sale_project, contradicting_facts_go_to_the_dlq_and_change_nothing) {
-    kit_use("sale_contra");
-    const char *db = kit_new_db("sale_contra");
+    const char *db = kit_use_db("sale_contra", "sale_contra");
     char path[1024];
     FILE *fp = facts_open("contra.jsonl", path, sizeof(path));
     stock(fp, "S-C", 3, "synced", 1, T0);
@@ -405,8 +397,7 @@ Test(sale_project, contradicting_facts_go_to_the_dlq_and_change_nothing) {
 }
 
 Test(sale_project, blacklist_adds_replace_and_removes_delete) {
-    kit_use("sale_black");
-    const char *db = kit_new_db("sale_black");
+    const char *db = kit_use_db("sale_black", "sale_black");
     const long long y2099 = 4070908800000LL, y2000 = 946684800000LL;
     char path[1024];
     FILE *fp = facts_open("black1.jsonl", path, sizeof(path));
@@ -612,8 +603,7 @@ static void gen_expect(const gen_t *g, const char *db, const char *what) {
 }
 
 Test(sale_project, replayed_facts_change_nothing) {
-    kit_use("sale_replay");
-    const char *db = kit_new_db("sale_replay");
+    const char *db = kit_use_db("sale_replay", "sale_replay");
     gen_t *g = gen_new(1);
     gen_publish(g, 1500, "gen1.jsonl");
     FILE *fp;
@@ -674,8 +664,7 @@ static void expect_all_same(const char *out) {
 }
 
 Test(sale_project, rebuild_gives_the_same_sale_tables_as_the_live_projection) {
-    kit_use("sale_rebuild");
-    const char *db = kit_new_db("sale_rebuild");
+    const char *db = kit_use_db("sale_rebuild", "sale_rebuild");
     gen_t *g = gen_new(2);
     gen_publish(g, 1200, "gen1.jsonl");
     char path[1024];

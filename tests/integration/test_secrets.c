@@ -46,19 +46,8 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-    if (*prefix) {
-        char g[3][200];
-        const char *groups[3], *roles[3] = {"project", "decide", "guard"};
-        for (int i = 0; i < 3; i++) {
-            snprintf(g[i], sizeof(g[i]), "%s%s", prefix, roles[i]);
-            groups[i] = g[i];
-        }
-        ol_test_kafka_delete_groups(groups, 3);
-        ol_test_runf(NULL, NULL, "%s -X topic.prefix=%s topics delete", ol_test_bin(), prefix);
-    }
-    if (*db)
-        ol_test_pg_drop_db(db);
-    ol_test_rmtree(dir);
+    const char *groups[] = {"project", "decide", "guard", NULL};
+    ol_test_cleanup(ol_test_topic_args(prefix, "", 3), prefix, groups, db, dir);
 }
 
 TestSuite(secrets, .init = setup, .fini = teardown, .timeout = 600);

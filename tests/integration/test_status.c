@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../fake_http.h"
 #include "helpers.h"
 
 #define PARTITIONS 3
@@ -36,19 +37,11 @@ static void setup(void) {
 
 /* The options of every orderlog run here: the test's prefix, partitions and database. */
 static const char *fixed_args(void) {
-    static char args[4096];
-    char *ci = ol_test_shell_quote(db);
-    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=%d -X pg.conninfo=%s",
-             *prefix ? prefix : "it_status_none_", PARTITIONS, ci);
-    free(ci);
-    return args;
+    return ol_test_pg_args(*prefix ? prefix : "it_status_none_", PARTITIONS, db);
 }
 
 static void teardown(void) {
-    if (*prefix)
-        ol_test_orderlogf(NULL, NULL, fixed_args(), "topics delete");
-    ol_test_pg_drop_db(db);
-    ol_test_rmtree(dir);
+    ol_test_cleanup(fixed_args(), prefix, NULL, db, dir);
 }
 
 TestSuite(status, .init = setup, .fini = teardown, .timeout = 180);
@@ -60,12 +53,19 @@ static void use_stack(const char *tag) {
     free(ol_test_orderlogf_ok(fixed_args(), "migrate"));
 }
 
+/* Closes fp, written to the scratch file path, and publishes that file. */
+static void publish_written(FILE *fp, const char *path) {
+    cr_assert_eq(fclose(fp), 0);
+    char *q = ol_test_shell_quote(path);
+    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
+    free(q);
+}
+
 /* Publishes OrderPlaced for orders first .. first+count-1. */
 static void publish_orders(int first, int count) {
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/orders_%d.jsonl", dir, first);
-    FILE *fp = fopen(path, "w");
-    cr_assert(fp);
+    char path[1024], name[64];
+    snprintf(name, sizeof(name), "orders_%d.jsonl", first);
+    FILE *fp = ol_test_scratch_open(dir, name, path, sizeof(path));
     for (int i = first; i < first + count; i++)
         fprintf(fp,
                 "{\"type\":\"OrderPlaced\",\"data\":{\"order_id\":\"st-%d\",\"user_id\":\"u-%d\",\"source\":"
@@ -297,43 +297,36 @@ Test(status, counts_a_poison_record_in_the_dlq) {
     free(out);
 }
 
-/* A failure: exit 1 and one line on stderr starting with "orderlog status: " and holding needle. */
-static void expect_one_line_failure(int rc, const char *out, const char *err, const char *needle) {
+/* `orderlog <fixed args> <args>` fails: exit 1 and one line on stderr
+ * starting with "orderlog status: " and holding needle. */
+static void expect_status_failure(const char *args, const char *needle) {
+    char *out, *err;
+    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "%s", args);
     cr_expect_eq(rc, 1, "exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
     cr_expect_eq(ol_test_count_lines(err, ""), 1, "not one line on stderr:\n%s", err);
     cr_expect(!strncmp(err, "orderlog status: ", 17) && strstr(err, needle), "stderr: %s (expected \"%s\")", err,
               needle);
     cr_expect_str_empty(out);
+    free(out);
+    free(err);
 }
 
 Test(status, fails_in_bounded_time_when_kafka_is_unreachable) {
     use_stack("nokafka");
-    char *out, *err;
     long long t0 = ol_test_now_ms();
-    int rc = ol_test_orderlogf(&out, &err, fixed_args(),
-                               "-X kafka.bootstrap.servers=127.0.0.1:1 -X broker.wait.ms=1500 status");
+    expect_status_failure("-X kafka.bootstrap.servers=127.0.0.1:1 -X broker.wait.ms=1500 status",
+                          "could not reach Kafka at 127.0.0.1:1");
     long long took = ol_test_now_ms() - t0;
-    expect_one_line_failure(rc, out, err, "could not reach Kafka at 127.0.0.1:1");
     cr_expect(took < 1500 + 3000, "took %lld ms with broker.wait.ms=1500", took);
-    free(out);
-    free(err);
 }
 
 Test(status, fails_when_postgresql_is_unreachable) {
-    char *out, *err;
-    int rc = ol_test_orderlogf(&out, &err, fixed_args(),
-                               "-X 'pg.conninfo=host=127.0.0.1 port=1 dbname=x user=postgres' status --json");
-    expect_one_line_failure(rc, out, err, "could not connect to PostgreSQL at 127.0.0.1:1");
-    free(out);
-    free(err);
+    expect_status_failure("-X 'pg.conninfo=host=127.0.0.1 port=1 dbname=x user=postgres' status --json",
+                          "could not connect to PostgreSQL at 127.0.0.1:1");
 }
 
 Test(status, fails_when_the_schema_is_not_migrated) {
-    char *out, *err;
-    int rc = ol_test_orderlogf(&out, &err, fixed_args(), "status");
-    expect_one_line_failure(rc, out, err, "not migrated");
-    free(out);
-    free(err);
+    expect_status_failure("status", "not migrated");
 }
 
 Test(status, rejects_an_unknown_option) {
@@ -350,9 +343,7 @@ Test(status, rejects_an_unknown_option) {
 Test(status, shows_no_lag_on_transactional_partitions_and_lists_the_kafka_groups) {
     use_stack("txn");
     char path[1024];
-    snprintf(path, sizeof(path), "%s/sale.jsonl", dir);
-    FILE *fp = fopen(path, "w");
-    cr_assert(fp);
+    FILE *fp = ol_test_scratch_open(dir, "sale.jsonl", path, sizeof(path));
     fprintf(fp,
             "{\"type\":\"SkuSynced\",\"data\":{\"sku\":\"TX-1\",\"platform\":\"shop\",\"title\":\"t\",\"price\":100,"
             "\"currency\":\"CNY\",\"stock\":100,\"version\":1}}\n");
@@ -361,15 +352,8 @@ Test(status, shows_no_lag_on_transactional_partitions_and_lists_the_kafka_groups
                 "{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"tx-%d\",\"session_id\":\"s\",\"client_ip\":"
                 "\"10.9.0.1\",\"user_id\":\"tx-u%d\",\"user_level\":1,\"sku\":\"TX-1\",\"quantity\":1}}\n",
                 i, i);
-    cr_assert_eq(fclose(fp), 0);
-    char *q = ol_test_shell_quote(path);
-    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
-    free(q);
-    char *bin = ol_test_shell_quote(ol_test_bin()), *cmd;
-    cr_assert(asprintf(&cmd, "exec %s %s -X decide.workers=1 decide", bin, fixed_args()) > 0);
-    free(bin);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
-    free(cmd);
+    publish_written(fp, path);
+    ol_test_bg_t *bg = ol_test_orderlog_bg("%s -X decide.workers=1 decide", fixed_args());
     char sale[256];
     snprintf(sale, sizeof(sale), "%ssale-events", prefix);
     long long end = ol_test_now_ms() + 60000, facts = 0;
@@ -400,11 +384,8 @@ Test(status, shows_no_lag_on_transactional_partitions_and_lists_the_kafka_groups
         !strcmp(json_string_value(json_object_get(p, "stored_in")), "kafka");
     cr_expect_gt(in_kafka, 0);
     json_decref(doc);
-    char groups[2][200];
-    snprintf(groups[0], sizeof(groups[0]), "%sdecide", prefix);
-    snprintf(groups[1], sizeof(groups[1]), "%sdecide-restore", prefix);
-    const char *gl[] = {groups[0], groups[1]};
-    ol_test_kafka_delete_groups(gl, 2);
+    const char *groups[] = {"decide", "decide-restore", NULL};
+    ol_test_delete_prefixed_groups(prefix, groups);
 }
 
 /* ---- the dlq: dead letters, not records -------------------------------------- */
@@ -413,18 +394,13 @@ Test(status, shows_no_lag_on_transactional_partitions_and_lists_the_kafka_groups
  * (stage apply) once projected. */
 static void publish_orphan_payments(int count) {
     char path[1024];
-    snprintf(path, sizeof(path), "%s/paid.jsonl", dir);
-    FILE *fp = fopen(path, "w");
-    cr_assert(fp);
+    FILE *fp = ol_test_scratch_open(dir, "paid.jsonl", path, sizeof(path));
     for (int i = 1; i <= count; i++)
         fprintf(fp,
                 "{\"type\":\"OrderPaid\",\"data\":{\"order_id\":\"ST-NONE-%d\",\"payment_id\":\"pay-%d\","
                 "\"amount\":500,\"currency\":\"CNY\",\"paid_at\":\"2026-04-01T08:01:00Z\"}}\n",
                 i, i);
-    cr_assert_eq(fclose(fp), 0);
-    char *q = ol_test_shell_quote(path);
-    free(ol_test_orderlogf_ok(fixed_args(), "publish %s", q));
-    free(q);
+    publish_written(fp, path);
     free(ol_test_orderlogf_ok(fixed_args(), "-X consumer.max.poison=1000000 project --until-end"));
 }
 
@@ -475,66 +451,9 @@ Test(status, counts_dead_letters_without_the_replay_markers_as_dlq_count_does) {
 
 /* ---- the roles' health ------------------------------------------------------- */
 
-/* A fake endpoint on 127.0.0.1: with an answer, a thread serves it to
- * every connection (after reading the request) and closes; without one,
- * nothing is ever accepted (connections wait in the backlog, unanswered). */
-typedef struct fake_s {
-    int fd;
-    unsigned port;
-    const char *answer;
-    pthread_t thread;
-} fake_t;
-
-static void *fake_run(void *arg) {
-    fake_t *f = arg;
-    int c;
-    while ((c = accept(f->fd, NULL, NULL)) >= 0) {
-        char req[2048];
-        ssize_t got = read(c, req, sizeof(req));
-        (void)got;
-        ssize_t put = write(c, f->answer, strlen(f->answer));
-        (void)put;
-        close(c);
-    }
-    return NULL; /* the listening socket was shut down */
-}
-
-static void fake_start(fake_t *f, const char *answer) {
-    f->fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(f->fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    cr_assert_eq(bind(f->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    cr_assert_eq(listen(f->fd, 16), 0);
-    socklen_t sl = sizeof(sa);
-    getsockname(f->fd, (struct sockaddr *)&sa, &sl);
-    f->port = ntohs(sa.sin_port);
-    f->answer = answer;
-    if (answer)
-        cr_assert_eq(pthread_create(&f->thread, NULL, fake_run, f), 0);
-}
-
-static void fake_stop(fake_t *f) {
-    shutdown(f->fd, SHUT_RDWR); /* wakes the accept */
-    if (f->answer)
-        pthread_join(f->thread, NULL);
-    close(f->fd);
-}
-
-/* A port nothing listens on. */
-static unsigned closed_port(void) {
-    fake_t f;
-    fake_start(&f, NULL);
-    close(f.fd);
-    return f.port;
-}
-
 /* Starts `orderlog guard` with http.listen on a free port; its address. */
 static ol_test_bg_t *start_guard(char *addr, size_t size) {
-    char *bin = ol_test_shell_quote(ol_test_bin()), cmd[8400];
-    snprintf(cmd, sizeof(cmd), "exec %s %s -X http.listen=127.0.0.1:0 guard", bin, fixed_args());
-    free(bin);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    ol_test_bg_t *bg = ol_test_orderlog_bg("%s -X http.listen=127.0.0.1:0 guard", fixed_args());
     int lines = ol_test_bg_wait_lines(bg, 1, 60000);
     const char *out = ol_test_bg_stdout(bg), *at = strstr(out, "http listening on http://");
     cr_assert(lines >= 1 && at, "guard did not print its address\nstdout:\n%s\nstderr:\n%s", out,
@@ -637,10 +556,12 @@ Test(status, shows_a_running_role_healthy_and_ready) {
 Test(status, reports_unreachable_silent_and_garbage_endpoints_in_bounded_time) {
     use_stack("badroles");
     fake_t silent[2], garbage, other;
-    fake_start(&silent[0], NULL);
-    fake_start(&silent[1], NULL);
-    fake_start(&garbage, "\x16\x03\x01 this is not HTTP\r\n\r\n");
-    fake_start(&other, "HTTP/1.1 404 Not Found\r\nContent-Length: 28\r\n\r\n{\"error\":\"no such resource\"}");
+    fake_start(&silent[0], NULL, 0, 0);
+    fake_start(&silent[1], NULL, 0, 0);
+    const char *not_http = "\x16\x03\x01 this is not HTTP\r\n\r\n",
+               *not_found = "HTTP/1.1 404 Not Found\r\nContent-Length: 28\r\n\r\n{\"error\":\"no such resource\"}";
+    fake_start(&garbage, not_http, strlen(not_http), -1);
+    fake_start(&other, not_found, strlen(not_found), -1);
     char args[1000];
     snprintf(args, sizeof(args),
              "-X status.endpoint.timeout.ms=800 -X "
@@ -679,18 +600,10 @@ Test(status, reports_unreachable_silent_and_garbage_endpoints_in_bounded_time) {
     json_decref(doc);
 
     out = ol_test_orderlogf_ok(fixed_args(), "%s status", args);
-    char *line = ol_test_find_line(out, "  closed ", "unreachable: connection refused", NULL);
-    cr_expect(line, "%s", out);
-    free(line);
-    line = ol_test_find_line(out, "  s1 ", "timed out: no whole answer within 800 ms", NULL);
-    cr_expect(line, "%s", out);
-    free(line);
-    line = ol_test_find_line(out, "  garbage ", "malformed: not an HTTP/1.x answer", NULL);
-    cr_expect(line, "%s", out);
-    free(line);
-    line = ol_test_find_line(out, "  - ", "malformed: HTTP 404: no such resource", NULL);
-    cr_expect(line, "%s", out);
-    free(line);
+    ol_test_expect_line(out, "  closed ", "unreachable: connection refused", NULL);
+    ol_test_expect_line(out, "  s1 ", "timed out: no whole answer within 800 ms", NULL);
+    ol_test_expect_line(out, "  garbage ", "malformed: not an HTTP/1.x answer", NULL);
+    ol_test_expect_line(out, "  - ", "malformed: HTTP 404: no such resource", NULL);
     cr_expect(strstr(out, "\n  NOT ALL WELL: 0 of 5 healthy, 0 of 5 ready\n"), "%s", out);
     free(out);
     fake_stop(&silent[0]);

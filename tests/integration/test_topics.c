@@ -38,9 +38,7 @@ TestSuite(topics, .fini = teardown, .timeout = 120);
 
 /* The options of every orderlog run here: the test's prefix and partitions. */
 static const char *fixed_args(void) {
-    static char args[256];
-    snprintf(args, sizeof(args), "-X topic.prefix=%s -X topic.partitions=3", prefix);
-    return args;
+    return ol_test_topic_args(prefix, "", 3);
 }
 
 /* The partition count `topics list` printed for topic: -1 when it printed
@@ -393,21 +391,15 @@ Test(topics, a_truncated_log_is_reported_and_not_replayed) {
     ol_test_pg_drop_db(db);
 
     /* knowingly: decide starts, and says what it replays */
-    char *bin = ol_test_shell_quote(ol_test_bin()), cmd[2048];
-    snprintf(cmd, sizeof(cmd), "exec %s %s -X replay.allow.truncated=true -X decide.workers=1 decide", bin,
-             fixed_args());
-    free(bin);
-    ol_test_bg_t *bg = ol_test_bg_start(cmd);
+    ol_test_bg_t *bg =
+        ol_test_orderlog_bg("%s -X replay.allow.truncated=true -X decide.workers=1 decide", fixed_args());
     cr_expect_eq(ol_test_bg_wait_stderr(bg, "replaying it anyway", 1, 30000), 1, "%s", ol_test_bg_stderr(bg));
     cr_expect_eq(ol_test_bg_wait(bg, 1000), -1, "decide exited\n%s", ol_test_bg_stderr(bg));
     ol_test_bg_signal(bg, SIGTERM);
     cr_expect_eq(ol_test_bg_wait(bg, 30000), 0, "%s", ol_test_bg_stderr(bg));
     ol_test_bg_free(bg);
-    char groups[2][300];
-    snprintf(groups[0], sizeof(groups[0]), "%sdecide", prefix);
-    snprintf(groups[1], sizeof(groups[1]), "%sdecide-restore", prefix);
-    const char *g[] = {groups[0], groups[1]};
-    ol_test_kafka_delete_groups(g, 2);
+    const char *groups[] = {"decide", "decide-restore", NULL};
+    ol_test_delete_prefixed_groups(prefix, groups);
 }
 
 /* A role started before the topics exist (or while they reach the brokers)

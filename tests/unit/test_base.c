@@ -496,73 +496,60 @@ static void mem_close(FILE *fp) {
 
 #define MEM(lit) mem(lit, sizeof(lit) - 1)
 
+/* What one ol_linereader_next must give: a line (OL_LINE_OK: text, len
+ * bytes, numbered lineno) or another status (lineno checked for
+ * OL_LINE_TOO_LONG). */
+typedef struct want_s {
+    ol_linereader_status_t st;
+    const char *text;
+    size_t len;
+    long long lineno;
+} want_t;
+#define OK(lit, lineno) \
+    { OL_LINE_OK, lit, sizeof(lit) - 1, lineno }
+#define TOO_LONG(lineno) \
+    { OL_LINE_TOO_LONG, NULL, 0, lineno }
+#define END \
+    { OL_LINE_EOF, NULL, 0, 0 }
+
+/* Reads input (len bytes) with lines of at most max, expecting want[0..n-1] in turn. */
+static void expect_reads(const char *input, size_t len, size_t max, const want_t *want, size_t n) {
+    FILE *fp = mem(input, len);
+    ol_linereader_t *lr = ol_linereader_new(fp, max);
+    for (size_t i = 0; i < n; i++) {
+        if (want[i].st == OL_LINE_OK)
+            expect_ok(lr, want[i].text, want[i].len, want[i].lineno);
+        else
+            expect_status(lr, want[i].st, want[i].lineno);
+    }
+    ol_linereader_destroy(lr);
+    mem_close(fp);
+}
+
+/* expect_reads of a string literal and the results listed. */
+#define EXPECT_READS(lit, max, ...)                                                       \
+    do {                                                                                  \
+        const want_t want_[] = {__VA_ARGS__};                                             \
+        expect_reads(lit, sizeof(lit) - 1, max, want_, sizeof(want_) / sizeof(want_[0])); \
+    } while (0)
+
 Test(linereader, reads_lines_with_and_without_a_final_newline) {
-    FILE *fp = MEM("first\nsecond\n\nfourth");
-    ol_linereader_t *lr = ol_linereader_new(fp, 100);
-    expect_ok(lr, "first", 5, 1);
-    expect_ok(lr, "second", 6, 2);
-    expect_ok(lr, "", 0, 3);
-    expect_ok(lr, "fourth", 6, 4);
-    expect_status(lr, OL_LINE_EOF, 0);
-    expect_status(lr, OL_LINE_EOF, 0);
-    ol_linereader_destroy(lr);
-    mem_close(fp);
-
-    fp = MEM("only\n");
-    lr = ol_linereader_new(fp, 100);
-    expect_ok(lr, "only", 4, 1);
-    expect_status(lr, OL_LINE_EOF, 0);
-    ol_linereader_destroy(lr);
-    mem_close(fp);
-
-    fp = mem("", 0);
-    lr = ol_linereader_new(fp, 100);
-    expect_status(lr, OL_LINE_EOF, 0);
-    ol_linereader_destroy(lr);
-    mem_close(fp);
+    EXPECT_READS("first\nsecond\n\nfourth", 100, OK("first", 1), OK("second", 2), OK("", 3), OK("fourth", 4), END, END);
+    EXPECT_READS("only\n", 100, OK("only", 1), END);
+    EXPECT_READS("", 100, END);
 }
 
 Test(linereader, leaves_carriage_returns_and_nuls_to_the_caller) {
-    FILE *fp = MEM("a\r\nb\r\n\r\nc\0d\n");
-    ol_linereader_t *lr = ol_linereader_new(fp, 100);
-    expect_ok(lr, "a\r", 2, 1);
-    expect_ok(lr, "b\r", 2, 2);
-    expect_ok(lr, "\r", 1, 3);
-    expect_ok(lr, "c\0d", 3, 4);
-    expect_status(lr, OL_LINE_EOF, 0);
-    ol_linereader_destroy(lr);
-    mem_close(fp);
+    EXPECT_READS("a\r\nb\r\n\r\nc\0d\n", 100, OK("a\r", 1), OK("b\r", 2), OK("\r", 3), OK("c\0d", 4), END);
 }
 
 Test(linereader, skips_a_line_longer_than_max_and_goes_on) {
-    FILE *fp = MEM("0123456789\n01234567890\nnext\n0123456789abcdef\nlast");
-    ol_linereader_t *lr = ol_linereader_new(fp, 10);
-    expect_ok(lr, "0123456789", 10, 1);
-    expect_status(lr, OL_LINE_TOO_LONG, 2);
-    expect_ok(lr, "next", 4, 3);
-    expect_status(lr, OL_LINE_TOO_LONG, 4);
-    expect_ok(lr, "last", 4, 5);
-    expect_status(lr, OL_LINE_EOF, 0);
-    ol_linereader_destroy(lr);
-    mem_close(fp);
-
+    EXPECT_READS("0123456789\n01234567890\nnext\n0123456789abcdef\nlast", 10, OK("0123456789", 1), TOO_LONG(2),
+                 OK("next", 3), TOO_LONG(4), OK("last", 5), END);
     /* a too long last line without a newline */
-    fp = MEM("ok\n0123456789ABC");
-    lr = ol_linereader_new(fp, 10);
-    expect_ok(lr, "ok", 2, 1);
-    expect_status(lr, OL_LINE_TOO_LONG, 2);
-    expect_status(lr, OL_LINE_EOF, 0);
-    ol_linereader_destroy(lr);
-    mem_close(fp);
-
+    EXPECT_READS("ok\n0123456789ABC", 10, OK("ok", 1), TOO_LONG(2), END);
     /* exactly max without a newline at the end */
-    fp = MEM("ok\n0123456789");
-    lr = ol_linereader_new(fp, 10);
-    expect_ok(lr, "ok", 2, 1);
-    expect_ok(lr, "0123456789", 10, 2);
-    expect_status(lr, OL_LINE_EOF, 0);
-    ol_linereader_destroy(lr);
-    mem_close(fp);
+    EXPECT_READS("ok\n0123456789", 10, OK("ok", 1), OK("0123456789", 2), END);
 }
 
 Test(linereader, skips_lines_far_longer_than_its_buffer) {
@@ -579,18 +566,8 @@ Test(linereader, skips_lines_far_longer_than_its_buffer) {
     len += (size_t)sprintf(text + len, "\n\nc\n");
     memset(text + len, 'z', huge); /* last, no newline */
     len += huge;
-    FILE *fp = mem(text, len);
-    ol_linereader_t *lr = ol_linereader_new(fp, 16);
-    expect_ok(lr, "a", 1, 1);
-    expect_status(lr, OL_LINE_TOO_LONG, 2);
-    expect_ok(lr, "b", 1, 3);
-    expect_status(lr, OL_LINE_TOO_LONG, 4);
-    expect_ok(lr, "", 0, 5);
-    expect_ok(lr, "c", 1, 6);
-    expect_status(lr, OL_LINE_TOO_LONG, 7);
-    expect_status(lr, OL_LINE_EOF, 0);
-    ol_linereader_destroy(lr);
-    mem_close(fp);
+    const want_t want[] = {OK("a", 1), TOO_LONG(2), OK("b", 3), TOO_LONG(4), OK("", 5), OK("c", 6), TOO_LONG(7), END};
+    expect_reads(text, len, 16, want, sizeof(want) / sizeof(want[0]));
     free(text);
 }
 

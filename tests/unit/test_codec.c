@@ -2,6 +2,7 @@
  * tests/fixtures/events/{valid,invalid}/ (see README there), plus decoding
  * robustness against bytes no orderlog wrote. */
 #include <criterion/criterion.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "common/base/arena.h"
@@ -26,18 +27,8 @@ __attribute__((used)) const char *__asan_default_options(void) {
 #define NOW_MS 1795000000000LL
 #define NOW_TEXT "2026-11-18T11:06:40.000Z"
 
-static ol_codec_t *codec;
-static ol_arena_t *arena; /* the parsed input of one line, reset before each */
-
-static void setup(void) {
-    codec = ol_codec_new();
-    arena = ol_arena_new(0);
-}
-
-static void teardown(void) {
-    ol_codec_destroy(codec);
-    ol_arena_destroy(arena);
-}
+/* codec, and arena: the parsed input of one line, reset before each */
+OLT_CODEC_FIXTURE
 
 /* jansson data in the codec's input form (in the arena) */
 static const ol_json_t *in_form(json_t *j) {
@@ -408,55 +399,46 @@ static void expect_field(json_t *obj, const char *name, const char *want_json) {
     json_decref(want);
 }
 
-Test(codec, renders_times_as_utc_rfc3339_with_milliseconds) {
+/* decode_line(line), expecting the fields named in the NULL-terminated
+ * (name, JSON value) pairs that follow. */
+__attribute__((sentinel)) static void expect_decoded(const char *line, ...) {
     ol_event_t ev;
-    json_t *out =
-        decode_line("{\"type\":\"BlacklistChanged\",\"data\":{\"subject_type\":\"ip\",\"subject\":\"1.2.3.4\","
-                    "\"action\":\"add\",\"reason\":\"rate\",\"until\":\"2026-11-11T08:00:00.5+08:00\","
-                    "\"changed_at\":1795000000123}}",
-                    &ev);
-    expect_field(out, "until", "\"2026-11-11T00:00:00.500Z\"");
-    expect_field(out, "changed_at", "\"2026-11-18T11:06:40.123Z\"");
-    json_decref(out);
-    ol_event_clear(&ev);
-
-    out = decode_line(
-        "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"removed_at\":\"2000-02-29T23:30:00.999999-01:00\"}}", &ev);
-    expect_field(out, "removed_at", "\"2000-03-01T00:30:00.999Z\"");
-    json_decref(out);
-    ol_event_clear(&ev);
-
-    out = decode_line("{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"removed_at\":-1}}", &ev);
-    expect_field(out, "removed_at", "\"1969-12-31T23:59:59.999Z\"");
+    json_t *out = decode_line(line, &ev);
+    va_list ap;
+    va_start(ap, line);
+    for (const char *name; (name = va_arg(ap, const char *));)
+        expect_field(out, name, va_arg(ap, const char *));
+    va_end(ap);
     json_decref(out);
     ol_event_clear(&ev);
 }
 
+Test(codec, renders_times_as_utc_rfc3339_with_milliseconds) {
+    expect_decoded("{\"type\":\"BlacklistChanged\",\"data\":{\"subject_type\":\"ip\",\"subject\":\"1.2.3.4\","
+                   "\"action\":\"add\",\"reason\":\"rate\",\"until\":\"2026-11-11T08:00:00.5+08:00\","
+                   "\"changed_at\":1795000000123}}",
+                   "until", "\"2026-11-11T00:00:00.500Z\"", "changed_at", "\"2026-11-18T11:06:40.123Z\"", NULL);
+
+    expect_decoded(
+        "{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"removed_at\":\"2000-02-29T23:30:00.999999-01:00\"}}",
+        "removed_at", "\"2000-03-01T00:30:00.999Z\"", NULL);
+
+    expect_decoded("{\"type\":\"SkuRemoved\",\"data\":{\"sku\":\"A\",\"removed_at\":-1}}", "removed_at",
+                   "\"1969-12-31T23:59:59.999Z\"", NULL);
+}
+
 Test(codec, fills_defaults_from_the_schema_and_the_event_time) {
-    ol_event_t ev;
-    json_t *out = decode_line("{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"r\",\"session_id\":\"\","
-                              "\"client_ip\":\"::1\",\"user_id\":\"u\",\"user_level\":0,\"sku\":\"S\",\"quantity\":1}}",
-                              &ev);
-    expect_field(out, "channel", "\"\"");
-    expect_field(out, "requested_at", "\"" NOW_TEXT "\"");
-    json_decref(out);
-    ol_event_clear(&ev);
+    expect_decoded("{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"r\",\"session_id\":\"\","
+                   "\"client_ip\":\"::1\",\"user_id\":\"u\",\"user_level\":0,\"sku\":\"S\",\"quantity\":1}}",
+                   "channel", "\"\"", "requested_at", "\"" NOW_TEXT "\"", NULL);
 
-    out = decode_line("{\"type\":\"PurchasePolicySet\",\"time\":\"2026-11-11T00:00:00+08:00\","
-                      "\"data\":{\"sku\":\"S\",\"min_level\":2,\"default_limit\":1}}",
-                      &ev);
-    expect_field(out, "level_limits", "[]");
-    expect_field(out, "set_at", "\"2026-11-10T16:00:00.000Z\"");
-    json_decref(out);
-    ol_event_clear(&ev);
+    expect_decoded("{\"type\":\"PurchasePolicySet\",\"time\":\"2026-11-11T00:00:00+08:00\","
+                   "\"data\":{\"sku\":\"S\",\"min_level\":2,\"default_limit\":1}}",
+                   "level_limits", "[]", "set_at", "\"2026-11-10T16:00:00.000Z\"", NULL);
 
-    out = decode_line("{\"type\":\"BlacklistChanged\",\"time\":1795000000123,\"data\":{\"subject_type\":\"user\","
-                      "\"subject\":\"u-1\",\"action\":\"remove\",\"reason\":\"manual\"}}",
-                      &ev);
-    expect_field(out, "until", "null");
-    expect_field(out, "changed_at", "\"2026-11-18T11:06:40.123Z\"");
-    json_decref(out);
-    ol_event_clear(&ev);
+    expect_decoded("{\"type\":\"BlacklistChanged\",\"time\":1795000000123,\"data\":{\"subject_type\":\"user\","
+                   "\"subject\":\"u-1\",\"action\":\"remove\",\"reason\":\"manual\"}}",
+                   "until", "null", "changed_at", "\"2026-11-18T11:06:40.123Z\"", NULL);
 }
 
 Test(codec, derives_key_and_subject_from_the_schema) {
@@ -507,20 +489,24 @@ Test(codec, derives_key_and_subject_from_the_schema) {
     json_decref(data);
 }
 
-Test(codec, refuses_data_that_is_not_an_object_and_strings_with_nul) {
-    const ol_event_type_t *et = find_type("SkuRemoved");
+/* ol_codec_encode of data (jansson) as et must refuse it as invalid, saying says. */
+static void expect_encode_refused(const ol_event_type_t *et, json_t *data, const char *says) {
     const void *bin;
     size_t len;
     char errstr[256] = "";
+    cr_expect_eq(ol_codec_encode(codec, et, in_form(data), NOW_MS, &bin, &len, errstr, sizeof(errstr)), OL_ERR_INVALID);
+    cr_expect(strstr(errstr, says), "%s", errstr);
+}
+
+Test(codec, refuses_data_that_is_not_an_object_and_strings_with_nul) {
+    const ol_event_type_t *et = find_type("SkuRemoved");
     json_t *arr = json_array();
-    cr_expect_eq(ol_codec_encode(codec, et, in_form(arr), NOW_MS, &bin, &len, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect(strstr(errstr, "\"data\" must be an object"), "%s", errstr);
+    expect_encode_refused(et, arr, "\"data\" must be an object");
     json_decref(arr);
 
     json_t *data = json_object();
     json_object_set_new(data, "sku", json_stringn("A\0B", 3));
-    cr_expect_eq(ol_codec_encode(codec, et, in_form(data), NOW_MS, &bin, &len, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect(strstr(errstr, "field \"sku\": must not contain NUL (\\u0000)"), "%s", errstr);
+    expect_encode_refused(et, data, "field \"sku\": must not contain NUL (\\u0000)");
     json_decref(data);
 }
 
@@ -534,8 +520,7 @@ Test(codec, compares_enum_symbols_by_full_length) {
     const void *bin;
     size_t len;
     char errstr[256] = "";
-    cr_expect_eq(ol_codec_encode(codec, et, in_form(data), NOW_MS, &bin, &len, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect(strstr(errstr, "field \"source\": \"external\" is not one of"), "%s", errstr);
+    expect_encode_refused(et, data, "field \"source\": \"external\" is not one of");
     json_object_set_new(data, "source", json_string("external"));
     cr_expect_eq(ol_codec_encode(codec, et, in_form(data), NOW_MS, &bin, &len, errstr, sizeof(errstr)), OL_ERR_OK, "%s",
                  errstr);
@@ -740,6 +725,18 @@ Test(codec, decode_survives_random_and_mutated_bytes) {
     }
 }
 
+/* Data of et written with avro-c directly (json), which ol_codec_decode
+ * must refuse as invalid, naming field. */
+static void expect_decode_refused(const ol_event_type_t *et, const char *json, const char *field) {
+    unsigned char buf[512];
+    char errstr[256] = "";
+    avro_value_t *v;
+    size_t len = olt_avro_write(et->iface, json, buf, sizeof(buf));
+    cr_expect_eq(ol_codec_decode(codec, et, et->version, buf, len, &v, errstr, sizeof(errstr)), OL_ERR_INVALID, "%s",
+                 json);
+    cr_expect(strstr(errstr, field), "error does not name the field %s: %s", field, errstr);
+}
+
 Test(codec, decode_checks_payloads_from_other_writers) {
     const ol_event_type_t *et = find_type("BuyRequested");
     unsigned char buf[512];
@@ -756,35 +753,27 @@ Test(codec, decode_checks_payloads_from_other_writers) {
                  errstr);
 
     /* ... but a quantity of 0 breaks the contract */
-    len = olt_avro_write(et->iface,
-                         "{\"request_id\":\"r-1\",\"session_id\":\"\",\"client_ip\":\"1.2.3.4\",\"user_id\":\"u\","
-                         "\"user_level\":0,\"sku\":\"S\",\"quantity\":0,\"requested_at\":0,\"channel\":\"\"}",
-                         buf, sizeof(buf));
-    cr_expect_eq(ol_codec_decode(codec, et, et->version, buf, len, &v, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect(strstr(errstr, "quantity"), "error does not name the field: %s", errstr);
+    expect_decode_refused(et,
+                          "{\"request_id\":\"r-1\",\"session_id\":\"\",\"client_ip\":\"1.2.3.4\",\"user_id\":\"u\","
+                          "\"user_level\":0,\"sku\":\"S\",\"quantity\":0,\"requested_at\":0,\"channel\":\"\"}",
+                          "quantity");
 
     /* as do an empty request_id, a bad IP and a nested line quantity */
-    len = olt_avro_write(et->iface,
-                         "{\"request_id\":\"\",\"session_id\":\"\",\"client_ip\":\"1.2.3.4\",\"user_id\":\"u\","
-                         "\"user_level\":0,\"sku\":\"S\",\"quantity\":1,\"requested_at\":0,\"channel\":\"\"}",
-                         buf, sizeof(buf));
-    cr_expect_eq(ol_codec_decode(codec, et, et->version, buf, len, &v, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect(strstr(errstr, "request_id"), "%s", errstr);
-    len = olt_avro_write(et->iface,
-                         "{\"request_id\":\"r\",\"session_id\":\"\",\"client_ip\":\"999.1.1.1\",\"user_id\":\"u\","
-                         "\"user_level\":0,\"sku\":\"S\",\"quantity\":1,\"requested_at\":0,\"channel\":\"\"}",
-                         buf, sizeof(buf));
-    cr_expect_eq(ol_codec_decode(codec, et, et->version, buf, len, &v, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect(strstr(errstr, "client_ip"), "%s", errstr);
+    expect_decode_refused(et,
+                          "{\"request_id\":\"\",\"session_id\":\"\",\"client_ip\":\"1.2.3.4\",\"user_id\":\"u\","
+                          "\"user_level\":0,\"sku\":\"S\",\"quantity\":1,\"requested_at\":0,\"channel\":\"\"}",
+                          "request_id");
+    expect_decode_refused(et,
+                          "{\"request_id\":\"r\",\"session_id\":\"\",\"client_ip\":\"999.1.1.1\",\"user_id\":\"u\","
+                          "\"user_level\":0,\"sku\":\"S\",\"quantity\":1,\"requested_at\":0,\"channel\":\"\"}",
+                          "client_ip");
 
     const ol_event_type_t *op = find_type("OrderPlaced");
-    len = olt_avro_write(op->iface,
-                         "{\"order_id\":\"o\",\"user_id\":\"u\",\"source\":\"external\",\"lines\":[{\"sku\":\"A\","
-                         "\"quantity\":1,\"unit_price\":1},{\"sku\":\"B\",\"quantity\":0,\"unit_price\":1}],"
-                         "\"total_amount\":2,\"currency\":\"CNY\",\"placed_at\":0}",
-                         buf, sizeof(buf));
-    cr_expect_eq(ol_codec_decode(codec, op, op->version, buf, len, &v, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect(strstr(errstr, "lines[1].quantity"), "%s", errstr);
+    expect_decode_refused(op,
+                          "{\"order_id\":\"o\",\"user_id\":\"u\",\"source\":\"external\",\"lines\":[{\"sku\":\"A\","
+                          "\"quantity\":1,\"unit_price\":1},{\"sku\":\"B\",\"quantity\":0,\"unit_price\":1}],"
+                          "\"total_amount\":2,\"currency\":\"CNY\",\"placed_at\":0}",
+                          "lines[1].quantity");
 }
 
 Test(codec, decode_refuses_unknown_schema_versions) {

@@ -10,15 +10,7 @@
 #include "testutil.h"
 #include "common/domain/properties.h"
 
-static ol_conf_t *conf;
-
-static void setup(void) {
-    conf = ol_conf_new();
-}
-
-static void teardown(void) {
-    ol_conf_destroy(conf);
-}
+OLT_FIXTURE(ol_conf_t, conf, ol_conf_new(), ol_conf_destroy)
 
 TestSuite(conf, .init = setup, .fini = teardown);
 
@@ -81,9 +73,7 @@ Test(conf, validates_integers) {
     cr_expect_eq(set("topic.partitions", "1", errstr, sizeof(errstr)), OL_ERR_OK, "minimum is inclusive");
     cr_expect_eq(set("topic.partitions", "10000", errstr, sizeof(errstr)), OL_ERR_OK, "maximum is inclusive");
 
-    static const struct {
-        const char *value, *want;
-    } bad[] = {
+    static const olt_case_t bad[] = {
         {"0", "0 is out of range [1, 10000]"},
         {"10001", "out of range"},
         {"-5", "out of range"},
@@ -94,9 +84,9 @@ Test(conf, validates_integers) {
         {"99999999999999999999", "is not an integer"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        cr_expect_eq(set("topic.partitions", bad[i].value, errstr, sizeof(errstr)), OL_ERR_CONFIG, "\"%s\" accepted",
-                     bad[i].value);
-        cr_expect(strstr(errstr, bad[i].want), "\"%s\": %s", bad[i].value, errstr);
+        cr_expect_eq(set("topic.partitions", bad[i].in, errstr, sizeof(errstr)), OL_ERR_CONFIG, "\"%s\" accepted",
+                     bad[i].in);
+        cr_expect(strstr(errstr, bad[i].want), "\"%s\": %s", bad[i].in, errstr);
         cr_expect(strstr(errstr, "topic.partitions"), "error names the property: %s", errstr);
     }
     /* a refused value leaves the previous one */
@@ -203,9 +193,7 @@ Test(conf, loads_a_file_with_comments_and_blank_lines) {
 }
 
 Test(conf, names_the_file_and_line_of_an_error) {
-    static const struct {
-        const char *text, *want;
-    } cases[] = {
+    static const olt_case_t cases[] = {
         {"topic.partitions = 3\n# ok\ntopic.partitions = zero\n",
          "line 3: property \"topic.partitions\": \"zero\" is not an integer"},
         {"\n\nno equals sign here\n", "line 3: expected \"name = value\""},
@@ -213,7 +201,7 @@ Test(conf, names_the_file_and_line_of_an_error) {
         {"log.level = loud\n", "line 1: property \"log.level\""},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char *path = write_temp(cases[i].text);
+        char *path = write_temp(cases[i].in);
         char errstr[512] = "";
         cr_expect_eq(ol_conf_load_file(conf, path, errstr, sizeof(errstr)), OL_ERR_CONFIG, "case %zu", i);
         cr_expect(strstr(errstr, path), "case %zu: the file is named: %s", i, errstr);

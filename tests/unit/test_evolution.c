@@ -7,15 +7,7 @@
 #include "common/domain/schema.h"
 #include "testutil.h"
 
-static ol_codec_t *codec;
-
-static void setup(void) {
-    codec = ol_codec_new();
-}
-
-static void teardown(void) {
-    ol_codec_destroy(codec);
-}
+OLT_FIXTURE(ol_codec_t, codec, ol_codec_new(), ol_codec_destroy)
 
 TestSuite(evolution, .init = setup, .fini = teardown);
 TestSuite(registry);

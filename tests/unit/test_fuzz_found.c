@@ -12,21 +12,11 @@
 #include "common/domain/event.h"
 #include "common/base/json.h"
 #include "common/base/util.h"
+#include "testutil.h"
 
 #define NOW_MS 1795000000000LL
 
-static ol_arena_t *arena;
-static ol_codec_t *codec;
-
-static void setup(void) {
-    arena = ol_arena_new(0);
-    codec = ol_codec_new();
-}
-
-static void teardown(void) {
-    ol_codec_destroy(codec);
-    ol_arena_destroy(arena);
-}
+OLT_CODEC_FIXTURE
 
 TestSuite(fuzz_found, .init = setup, .fini = teardown);
 

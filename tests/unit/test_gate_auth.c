@@ -110,20 +110,32 @@ static ol_gate_auth_outcome_t verify(const ol_gate_auth_t *a, const char *token,
     return ol_gate_auth_verify(a, token, NOW_MS, who, why, why_size);
 }
 
+/* What verifying a token gave. */
+typedef struct verified_s {
+    ol_gate_auth_outcome_t got;
+    ol_gate_auth_user_t who;
+    char why[256];
+} verified_t;
+
+/* Signs claims with alg and the key file key, and verifies that token with a. */
+static verified_t verify_signed(const ol_gate_auth_t *a, jwt_alg_t alg, const char *key, const char *claims) {
+    verified_t v;
+    char *token = sign(alg, key, claims);
+    v.got = verify(a, token, &v.who, v.why, sizeof(v.why));
+    free(token);
+    return v;
+}
+
 /* Verifies a token of claims_with(set, drop) signed with RS256 and the key
  * the authenticator trusts; expects want. */
 static void expect_rs256(ol_gate_auth_t *a, const char *set, const char *drop, ol_gate_auth_outcome_t want,
                          const char *why_has) {
     char *claims = claims_with(set, drop);
-    char *token = sign(JWT_ALG_RS256, "auth/rsa.key.pem", claims);
-    ol_gate_auth_user_t who;
-    char why[256];
-    ol_gate_auth_outcome_t got = verify(a, token, &who, why, sizeof(why));
-    cr_expect_eq(got, want, "claims %s: %s, expected %s (%s)", claims, ol_gate_auth_outcome_names[got],
-                 ol_gate_auth_outcome_names[want], why);
+    verified_t v = verify_signed(a, JWT_ALG_RS256, "auth/rsa.key.pem", claims);
+    cr_expect_eq(v.got, want, "claims %s: %s, expected %s (%s)", claims, ol_gate_auth_outcome_names[v.got],
+                 ol_gate_auth_outcome_names[want], v.why);
     if (why_has)
-        cr_expect(strstr(why, why_has), "claims %s: why \"%s\" lacks \"%s\"", claims, why, why_has);
-    free(token);
+        cr_expect(strstr(v.why, why_has), "claims %s: why \"%s\" lacks \"%s\"", claims, v.why, why_has);
     free(claims);
 }
 
@@ -132,13 +144,10 @@ static void expect_rs256(ol_gate_auth_t *a, const char *set, const char *drop, o
 Test(gate_auth, accepts_a_valid_rs256_token_with_its_user_and_level) {
     ol_gate_auth_t *a = make_auth("RS256", "auth/rsa.pub.pem", NULL);
     char *claims = claims_with(NULL, NULL);
-    char *token = sign(JWT_ALG_RS256, "auth/rsa.key.pem", claims);
-    ol_gate_auth_user_t who;
-    char why[256];
-    cr_assert_eq(verify(a, token, &who, why, sizeof(why)), OL_GATE_AUTH_OK, "%s", why);
-    cr_expect_str_eq(who.user, "UID0000000001");
-    cr_expect_eq(who.level, 5);
-    free(token);
+    verified_t v = verify_signed(a, JWT_ALG_RS256, "auth/rsa.key.pem", claims);
+    cr_assert_eq(v.got, OL_GATE_AUTH_OK, "%s", v.why);
+    cr_expect_str_eq(v.who.user, "UID0000000001");
+    cr_expect_eq(v.who.level, 5);
     free(claims);
     ol_gate_auth_destroy(a);
 }
@@ -146,20 +155,17 @@ Test(gate_auth, accepts_a_valid_rs256_token_with_its_user_and_level) {
 Test(gate_auth, accepts_a_valid_hs256_token) {
     ol_gate_auth_t *a = make_auth("HS256", "auth/hmac.secret", NULL);
     char *claims = claims_with("{\"sub\":\"u-hs\",\"level\":0}", NULL);
-    char *token = sign(JWT_ALG_HS256, "auth/hmac.secret", claims);
-    ol_gate_auth_user_t who;
-    char why[256];
-    cr_assert_eq(verify(a, token, &who, why, sizeof(why)), OL_GATE_AUTH_OK, "%s", why);
-    cr_expect_str_eq(who.user, "u-hs");
-    cr_expect_eq(who.level, 0);
+    verified_t v = verify_signed(a, JWT_ALG_HS256, "auth/hmac.secret", claims);
+    cr_assert_eq(v.got, OL_GATE_AUTH_OK, "%s", v.why);
+    cr_expect_str_eq(v.who.user, "u-hs");
+    cr_expect_eq(v.who.level, 0);
     /* the secret without its line end: signed with the newline it is another secret */
     size_t len;
     char *raw = key_text("auth/hmac.secret", &len);
     char *with_nl = sign_with(JWT_ALG_HS256, (unsigned char *)raw, len, claims);
-    cr_expect_eq(verify(a, with_nl, &who, why, sizeof(why)), OL_GATE_AUTH_INVALID);
+    cr_expect_eq(verify(a, with_nl, &v.who, v.why, sizeof(v.why)), OL_GATE_AUTH_INVALID);
     free(with_nl);
     free(raw);
-    free(token);
     free(claims);
     ol_gate_auth_destroy(a);
 }
@@ -170,12 +176,10 @@ Test(gate_auth, reads_the_user_and_level_from_the_configured_claims) {
     expect_rs256(a, "{\"uid\":\"u-77\",\"https://orderlog.example/level\":2}", NULL, OL_GATE_AUTH_OK, NULL);
     expect_rs256(a, NULL, NULL, OL_GATE_AUTH_INVALID, "claim uid is missing");
     char *claims = claims_with("{\"uid\":\"u-77\",\"https://orderlog.example/level\":2}", NULL);
-    char *token = sign(JWT_ALG_RS256, "auth/rsa.key.pem", claims);
-    ol_gate_auth_user_t who;
-    cr_assert_eq(verify(a, token, &who, NULL, 0), OL_GATE_AUTH_OK);
-    cr_expect_str_eq(who.user, "u-77", "sub is not the user any more");
-    cr_expect_eq(who.level, 2);
-    free(token);
+    verified_t v = verify_signed(a, JWT_ALG_RS256, "auth/rsa.key.pem", claims);
+    cr_assert_eq(v.got, OL_GATE_AUTH_OK);
+    cr_expect_str_eq(v.who.user, "u-77", "sub is not the user any more");
+    cr_expect_eq(v.who.level, 2);
     free(claims);
     ol_gate_auth_destroy(a);
 }
@@ -206,18 +210,15 @@ Test(gate_auth, allows_the_leeway_around_exp_nbf_and_iat) {
 Test(gate_auth, refuses_a_token_signed_with_another_key) {
     ol_gate_auth_t *a = make_auth("RS256", "auth/rsa.pub.pem", NULL);
     char *claims = claims_with(NULL, NULL);
-    char *token = sign(JWT_ALG_RS256, "auth/other.key.pem", claims);
-    ol_gate_auth_user_t who;
-    char why[256];
-    cr_expect_eq(verify(a, token, &who, why, sizeof(why)), OL_GATE_AUTH_INVALID);
-    cr_expect(strstr(why, "signature"), "%s", why);
-    cr_expect_str_eq(who.user, "", "nothing is filled in");
-    free(token);
+    verified_t v = verify_signed(a, JWT_ALG_RS256, "auth/other.key.pem", claims);
+    cr_expect_eq(v.got, OL_GATE_AUTH_INVALID);
+    cr_expect(strstr(v.why, "signature"), "%s", v.why);
+    cr_expect_str_eq(v.who.user, "", "nothing is filled in");
     ol_gate_auth_destroy(a);
     /* HS256 with another secret */
     a = make_auth("HS256", "auth/hmac.secret", NULL);
-    token = sign_with(JWT_ALG_HS256, (const unsigned char *)"another-secret-of-more-than-32-bytes!", 37, claims);
-    cr_expect_eq(verify(a, token, &who, why, sizeof(why)), OL_GATE_AUTH_INVALID);
+    char *token = sign_with(JWT_ALG_HS256, (const unsigned char *)"another-secret-of-more-than-32-bytes!", 37, claims);
+    cr_expect_eq(verify(a, token, &v.who, v.why, sizeof(v.why)), OL_GATE_AUTH_INVALID);
     free(token);
     free(claims);
     ol_gate_auth_destroy(a);

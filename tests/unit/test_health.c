@@ -15,6 +15,8 @@
 #include "common/base/health.h"
 #include "common/base/http.h"
 #include "common/base/time.h"
+#include "testutil.h"
+#include "../fake_http.h"
 
 /* ---- the parser ------------------------------------------------------------ */
 
@@ -133,69 +135,6 @@ Test(http_reply, bounds_the_head_and_the_body) {
 
 /* ---- fake servers ------------------------------------------------------------ */
 
-typedef struct fake_s {
-    int fd;
-    unsigned port;
-    const char *answer; /* written after the request is read; NULL: accept nothing, answer nothing */
-    size_t answer_len;
-    int connections; /* to serve before the thread ends */
-    pthread_t thread;
-} fake_t;
-
-static void *fake_run(void *arg) {
-    fake_t *f = arg;
-    for (int i = 0; i < f->connections; i++) {
-        int c = accept(f->fd, NULL, NULL);
-        if (c < 0)
-            break;
-        char req[2048];
-        ssize_t got = read(c, req, sizeof(req)); /* one read holds our small request */
-        (void)got;
-        for (size_t off = 0; off < f->answer_len;) {
-            ssize_t k = write(c, f->answer + off, f->answer_len - off);
-            if (k <= 0)
-                break;
-            off += (size_t)k;
-        }
-        close(c);
-    }
-    return NULL;
-}
-
-/* Listens on 127.0.0.1:<free port>; with an answer, serves it to
- * `connections` connections on a thread; without one, never accepts (a
- * connect succeeds through the backlog, then nothing comes). */
-static void fake_start(fake_t *f, const char *answer, size_t len, int connections) {
-    f->fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(f->fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    cr_assert_eq(bind(f->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    cr_assert_eq(listen(f->fd, 16), 0);
-    socklen_t sl = sizeof(sa);
-    getsockname(f->fd, (struct sockaddr *)&sa, &sl);
-    f->port = ntohs(sa.sin_port);
-    f->answer = answer;
-    f->answer_len = len;
-    f->connections = connections;
-    if (answer)
-        cr_assert_eq(pthread_create(&f->thread, NULL, fake_run, f), 0);
-}
-
-static void fake_stop(fake_t *f) {
-    if (f->answer)
-        pthread_join(f->thread, NULL);
-    close(f->fd);
-}
-
-/* A port nothing listens on: bound, then closed. */
-static unsigned closed_port(void) {
-    fake_t f;
-    fake_start(&f, NULL, 0, 0);
-    close(f.fd);
-    return f.port;
-}
-
 static char *addr_of(unsigned port) {
     static char buf[4][64];
     static int n;
@@ -304,9 +243,7 @@ Test(health, parses_named_and_unnamed_endpoints) {
 }
 
 Test(health, says_which_endpoint_is_not_of_the_form) {
-    static const struct {
-        const char *list, *msg;
-    } cases[] = {
+    static const olt_case_t cases[] = {
         {"a=127.0.0.1:1,b=nowhere", "status.endpoints: \"b=nowhere\": expected [name=]host:port"},
         {"x=127.0.0.1:0", "status.endpoints: \"x=127.0.0.1:0\": the port is not a number from 1 to 65535"},
         {"x=127.0.0.1:65536", "the port is not a number from 1 to 65535"},
@@ -321,10 +258,10 @@ Test(health, says_which_endpoint_is_not_of_the_form) {
         ol_health_endpoint_t *eps = (void *)1;
         size_t n = 1;
         char errstr[256] = "";
-        cr_expect_eq(ol_health_parse_endpoints("status.endpoints", cases[i].list, &eps, &n, errstr, sizeof(errstr)),
-                     OL_ERR_CONFIG, "%s", cases[i].list);
+        cr_expect_eq(ol_health_parse_endpoints("status.endpoints", cases[i].in, &eps, &n, errstr, sizeof(errstr)),
+                     OL_ERR_CONFIG, "%s", cases[i].in);
         cr_expect(eps == NULL && n == 0);
-        cr_expect(strstr(errstr, cases[i].msg), "%s: \"%s\", not \"%s\"", cases[i].list, errstr, cases[i].msg);
+        cr_expect(strstr(errstr, cases[i].want), "%s: \"%s\", not \"%s\"", cases[i].in, errstr, cases[i].want);
     }
     char many[4096] = "";
     for (int i = 0; i <= OL_HEALTH_MAX_ENDPOINTS; i++)

@@ -45,15 +45,21 @@ Test(redact, keyword_form_malformed_is_read_leniently) {
     expect_conninfo("sslpassword=a1b2 host=db password s3cret", "sslpassword=*** host=db password ***");
 }
 
+/* Each conninfo of the NULL-terminated list comes back as it is. */
+static void expect_unchanged(const char *const *same) {
+    for (; *same; same++)
+        expect_conninfo(*same, *same);
+}
+
 Test(redact, keyword_form_without_password_unchanged) {
-    const char *same[] = {"",
-                          "host=db port=5432 dbname=orders user=ol sslmode=require",
-                          "dbname=orders",
-                          "host=db passfile=/home/ol/.pgpass user=ol",
-                          "application_name='pass word=x' host=db",
-                          "orders"};
-    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++)
-        expect_conninfo(same[i], same[i]);
+    static const char *const same[] = {"",
+                                       "host=db port=5432 dbname=orders user=ol sslmode=require",
+                                       "dbname=orders",
+                                       "host=db passfile=/home/ol/.pgpass user=ol",
+                                       "application_name='pass word=x' host=db",
+                                       "orders",
+                                       NULL};
+    expect_unchanged(same);
 }
 
 Test(redact, uri_form_password_values) {
@@ -78,14 +84,14 @@ Test(redact, uri_form_password_values) {
 }
 
 Test(redact, uri_form_without_password_unchanged) {
-    const char *same[] = {"postgresql://",
-                          "postgresql://db",
-                          "postgresql://ol@db:5432/orders",
-                          "postgresql://ol:@db/orders",
-                          "postgresql:///orders?host=/var/run/postgresql",
-                          "postgresql://db/orders?user=a@b&sslmode=disable"};
-    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++)
-        expect_conninfo(same[i], same[i]);
+    static const char *const same[] = {"postgresql://",
+                                       "postgresql://db",
+                                       "postgresql://ol@db:5432/orders",
+                                       "postgresql://ol:@db/orders",
+                                       "postgresql:///orders?host=/var/run/postgresql",
+                                       "postgresql://db/orders?user=a@b&sslmode=disable",
+                                       NULL};
+    expect_unchanged(same);
 }
 
 Test(redact, secret_properties) {

@@ -677,19 +677,18 @@ Test(sale, apply_refuses_contradicting_facts_and_changes_nothing) {
     cr_expect(strstr(err, "already ended"), "%s", err);
 }
 
+/* Every value below count has a name (name) that from_name reads back as it. */
+#define EXPECT_NAMES_ROUND_TRIP(count, name, from_name) \
+    for (int i = 0; i < (count); i++)                   \
+    cr_expect_eq(from_name(name(i)), i, "%s", name(i))
+
 Test(sale, names_round_trip) {
-    for (int i = 0; i < OL_FACT__COUNT; i++)
-        cr_expect_eq(ol_fact_kind_from_name(ol_fact_kind_name(i)), i);
-    for (int i = 0; i < OL_REJECT__COUNT; i++)
-        cr_expect_eq(ol_reject_from_name(ol_reject_name(i)), i);
-    for (int i = 0; i < OL_RELEASE__COUNT; i++)
-        cr_expect_eq(ol_release_from_name(ol_release_name(i)), i);
-    for (int i = 0; i < OL_HOLD_REJECT__COUNT; i++)
-        cr_expect_eq(ol_hold_reject_from_name(ol_hold_reject_name(i)), i);
-    for (int i = 0; i < OL_HOLD_OP__COUNT; i++)
-        cr_expect_eq(ol_hold_op_from_name(ol_hold_op_name(i)), i);
-    for (int i = 0; i < OL_STOCK__COUNT; i++)
-        cr_expect_eq(ol_stock_cause_from_name(ol_stock_cause_name(i)), i);
+    EXPECT_NAMES_ROUND_TRIP(OL_FACT__COUNT, ol_fact_kind_name, ol_fact_kind_from_name);
+    EXPECT_NAMES_ROUND_TRIP(OL_REJECT__COUNT, ol_reject_name, ol_reject_from_name);
+    EXPECT_NAMES_ROUND_TRIP(OL_RELEASE__COUNT, ol_release_name, ol_release_from_name);
+    EXPECT_NAMES_ROUND_TRIP(OL_HOLD_REJECT__COUNT, ol_hold_reject_name, ol_hold_reject_from_name);
+    EXPECT_NAMES_ROUND_TRIP(OL_HOLD_OP__COUNT, ol_hold_op_name, ol_hold_op_from_name);
+    EXPECT_NAMES_ROUND_TRIP(OL_STOCK__COUNT, ol_stock_cause_name, ol_stock_cause_from_name);
     cr_expect_str_eq(ol_reject_name(OL_REJECT_UNKNOWN_SKU), "unknown_sku");
     cr_expect_str_eq(ol_fact_kind_name(OL_FACT_CHECKOUT_REJECTED), "CheckoutRejected");
     cr_expect_eq(ol_reject_from_name("nope"), -1);

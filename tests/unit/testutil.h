@@ -15,6 +15,39 @@
 
 #include "common/base/util.h"
 
+/* One case of a table-driven test: an input and what is wanted of it (the
+ * message its refusal holds, the value it reads as). */
+typedef struct olt_case_s {
+    const char *in, *want;
+} olt_case_t;
+
+/* A suite's fixture: the static object var, made by the expression make in
+ * the suite's .init and freed by destroy(var) in its .fini. Declares var and
+ * defines setup() and teardown() for TestSuite. */
+#define OLT_FIXTURE(type, var, make, destroy) \
+    static type *var;                         \
+    static void setup(void) {                 \
+        var = (make);                         \
+    }                                         \
+    static void teardown(void) {              \
+        destroy(var);                         \
+    }
+
+/* The fixture of a suite that encodes and decodes: a codec and an arena
+ * (common/domain/codec.h, common/base/arena.h), new for each test. Declares
+ * codec and arena and defines setup() and teardown() for TestSuite. */
+#define OLT_CODEC_FIXTURE        \
+    static ol_codec_t *codec;    \
+    static ol_arena_t *arena;    \
+    static void setup(void) {    \
+        codec = ol_codec_new();  \
+        arena = ol_arena_new(0); \
+    }                            \
+    static void teardown(void) { \
+        ol_codec_destroy(codec); \
+        ol_arena_destroy(arena); \
+    }
+
 /* $<env>/<rel> as a new string; the test fails when the variable is unset
  * (ctest sets ORDERLOG_FIXTURES and ORDERLOG_SOURCE_DIR). */
 static inline char *olt_path(const char *env, const char *rel) {
