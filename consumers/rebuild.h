@@ -95,6 +95,9 @@ bool ol_rebuild__stopping(void);
  * key, nor the runtime's worker hash); a unit takes the keys whose class
  * modulo k is j. */
 uint32_t ol_rebuild__key_class(const void *key, size_t len);
+/* Whether a record of partition p with this key is one of the current
+ * pass's (rb->pass). */
+bool ol_rebuild__pass_takes_key(const rebuild_t *rb, int32_t p, const void *key, size_t key_len);
 /* The passes over the log (rb->queue). */
 ol_err_t ol_rebuild__plan(rebuild_t *rb);
 /* Every pass, each written out once it ends, while the next one runs. */

@@ -113,6 +113,16 @@ ol_err_t ol_rebuild__replay(rebuild_t *rb, ol_project_bulk_t *bulk, ol_rt_stats_
 
 /* ---- the passes ----------------------------------------------------------- */
 
+bool ol_rebuild__pass_takes_key(const rebuild_t *rb, int32_t p, const void *key, size_t key_len) {
+    uint32_t h = ol_rebuild__key_class(key, key_len);
+    for (int i = 0; i < rb->npass; i++) {
+        const unit_t *u = &rb->pass[i];
+        if (u->partition == p && h % u->k == u->j)
+            return true;
+    }
+    return false;
+}
+
 /* The classes of a partition are of about even size. */
 uint32_t ol_rebuild__key_class(const void *key, size_t len) {
     uint64_t h = ol_hash_fnv1a64(OL_FNV1A64_SEED, key, len);
@@ -157,13 +167,7 @@ static bool pass_takes_record(void *opaque, int topic, int32_t partition, int64_
     atomic_llong *last = &rb->last_seen[topic][partition];
     for (long long seen = atomic_load(last); offset > seen && !atomic_compare_exchange_weak(last, &seen, offset);)
         ;
-    uint32_t h = ol_rebuild__key_class(key, key_len);
-    for (int i = 0; i < rb->npass; i++) {
-        const unit_t *u = &rb->pass[i];
-        if (u->partition == partition && h % u->k == u->j)
-            return true;
-    }
-    return false;
+    return ol_rebuild__pass_takes_key(rb, partition, key, key_len);
 }
 
 /* The watermarks of every partition replayed: where the passes stop, and

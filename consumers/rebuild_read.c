@@ -54,17 +54,6 @@ struct pass_read_s {
     bool done[MAX_TOPICS][MAX_PARTS]; /* written by the partition's reader only */
 };
 
-/* Whether a record of partition p with this key is one of the pass's. */
-static bool pass_takes_key(const rebuild_t *rb, int32_t p, const void *key, size_t key_len) {
-    uint32_t h = ol_rebuild__key_class(key, key_len);
-    for (int i = 0; i < rb->npass; i++) {
-        const unit_t *u = &rb->pass[i];
-        if (u->partition == p && h % u->k == u->j)
-            return true;
-    }
-    return false;
-}
-
 /* The first failure stops every reader. */
 static void fail(pass_read_t *pr, ol_err_t err, const char *why) {
     pthread_mutex_lock(&pr->lock);
@@ -116,7 +105,7 @@ static void read_one(reader_t *r, const rd_kafka_message_t *m, size_t index, int
     atomic_store(&rb->last_seen[t][p], m->offset);
     if (m->offset + 1 >= rb->ends[t][p])
         partition_done(r, t, p);
-    if (!pass_takes_key(rb, p, m->key, m->key_len))
+    if (!ol_rebuild__pass_takes_key(rb, p, m->key, m->key_len))
         return;
     atomic_fetch_add(&r->events, 1);
     char errstr[512];
