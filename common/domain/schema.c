@@ -28,6 +28,25 @@ const char *const *ol_schema_topics(void) {
 
 static ol_node_t *node_parse(json_t *j, char *errstr, size_t errstr_size);
 
+/* Frees a node tree (its strings and defaults are borrowed: the schema JSON
+ * and schema_arena keep them); NULL is fine. */
+static void node_free(ol_node_t *n) {
+    if (!n)
+        return;
+    for (size_t i = 0; n->fields && i < n->nfields; i++)
+        node_free(n->fields[i].type);
+    free(n->fields);
+    free(n->symbols);
+    node_free(n->inner);
+    free(n);
+}
+
+/* node_parse's failure: n freed, NULL. */
+static ol_node_t *node_fail(ol_node_t *n) {
+    node_free(n);
+    return NULL;
+}
+
 static ol_err_t field_parse(json_t *jf, ol_field_t *f, char *errstr, size_t errstr_size) {
     f->name = json_string_value(json_object_get(jf, "name"));
     if (!f->name)
@@ -64,16 +83,16 @@ static ol_node_t *node_parse(json_t *j, char *errstr, size_t errstr_size) {
         /* only the nullable union ["null", T] is used by the contract */
         if (json_array_size(j) != 2 || strcmp(json_string_value(json_array_get(j, 0)) ?: "", "null")) {
             ol_errf(errstr, errstr_size, OL_ERR_INVALID, "only [\"null\", T] unions are supported");
-            return NULL;
+            return node_fail(n);
         }
         n->kind = OL_NODE_NULLABLE;
         n->inner = node_parse(json_array_get(j, 1), errstr, errstr_size);
-        return n->inner ? n : NULL;
+        return n->inner ? n : node_fail(n);
     }
     const char *t = json_is_string(j) ? json_string_value(j) : json_string_value(json_object_get(j, "type"));
     if (!t) {
         ol_errf(errstr, errstr_size, OL_ERR_INVALID, "type without a name");
-        return NULL;
+        return node_fail(n);
     }
     const char *logical = json_string_value(json_object_get(j, "logicalType"));
     n->name = json_string_value(json_object_get(j, "name"));
@@ -100,7 +119,7 @@ static ol_node_t *node_parse(json_t *j, char *errstr, size_t errstr_size) {
     } else if (!strcmp(t, "array")) {
         n->kind = OL_NODE_ARRAY;
         if (!(n->inner = node_parse(json_object_get(j, "items"), errstr, errstr_size)))
-            return NULL;
+            return node_fail(n);
     } else if (!strcmp(t, "record")) {
         json_t *fields = json_object_get(j, "fields");
         n->kind = OL_NODE_RECORD;
@@ -108,10 +127,10 @@ static ol_node_t *node_parse(json_t *j, char *errstr, size_t errstr_size) {
         n->fields = ol_xcalloc(n->nfields, sizeof(*n->fields));
         for (size_t i = 0; i < n->nfields; i++)
             if (field_parse(json_array_get(fields, i), &n->fields[i], errstr, errstr_size))
-                return NULL;
+                return node_fail(n);
     } else {
         ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unsupported type \"%s\"", t);
-        return NULL;
+        return node_fail(n);
     }
     return n;
 }
@@ -290,6 +309,8 @@ const ol_schema_version_t *ol_schema_version(const ol_event_type_t *et, int vers
 /* Writers' schemas parsed so far are appended to the schema arena and the
  * docs, which the loader owns alone: one at a time. */
 static pthread_mutex_t writer_lock = PTHREAD_MUTEX_INITIALIZER;
+static ol_schema_version_t **writers; /* ol_schema_writer's, under writer_lock */
+static size_t nwriters;
 
 ol_err_t ol_schema_writer(const char *text, size_t len, const ol_event_type_t **et, const ol_schema_version_t **out,
                           char *errstr, size_t errstr_size) {
@@ -339,11 +360,15 @@ ol_err_t ol_schema_writer(const char *text, size_t len, const ol_event_type_t **
         *sv = (ol_schema_version_t){0, schema, avro_generic_class_from_schema(schema), root, doc};
         docs = ol_xrealloc(docs, (ndocs + 1) * sizeof(*docs));
         docs[ndocs++] = doc; /* the nodes borrow from it */
+        writers = ol_xrealloc(writers, (nwriters + 1) * sizeof(*writers));
+        writers[nwriters++] = sv; /* kept for the life of the process */
         doc = NULL;
+        root = NULL;
         *et = t;
         *out = sv;
         err = OL_ERR_OK;
     }
+    node_free(root); /* a schema refused */
     pthread_mutex_unlock(&writer_lock);
 out:
     json_decref(doc);
