@@ -89,6 +89,10 @@ static void configure(decide_t *d, const ol_conf_t *conf) {
     d->window_ms = ol_conf_int(conf, "decide.idempotency.window.ms");
     d->batch_events = (size_t)ol_conf_int(conf, "decide.batch.events");
     d->batch_ms = ol_conf_int(conf, "decide.batch.ms");
+    d->snap_facts = ol_conf_int(conf, "decide.snapshot.facts");
+    d->snap_ms = ol_conf_int(conf, "decide.snapshot.interval.ms");
+    d->snap_chunk = (size_t)ol_conf_int(conf, "decide.snapshot.chunk.bytes");
+    ol_kafka_topic_name(conf, "decide-snapshots", d->topic_snap, sizeof(d->topic_snap));
     ol_kafka_topic_name(conf, "buy-requests", d->topic_buy, sizeof(d->topic_buy));
     ol_kafka_topic_name(conf, "skus", d->topic_skus, sizeof(d->topic_skus));
     ol_kafka_topic_name(conf, "sale-events", d->topic_sale, sizeof(d->topic_sale));

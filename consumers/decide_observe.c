@@ -201,6 +201,10 @@ static void observe_restores_and_clients(decide_t *d, ol_metrics_t *reg) {
                                        .help = "Facts read back from sale-events while restoring.",
                                        .type = OL_METRIC_COUNTER},
                     restore_facts_fn, d);
+    d->m_snapshots = ol_metrics_counter(reg, "orderlog_decide_snapshots_total",
+                                        "Snapshots of a partition's state written to decide-snapshots.");
+    d->m_restored_snapshot = ol_metrics_counter(reg, "orderlog_decide_restored_from_snapshot_total",
+                                                "Partitions restored from a snapshot (then the facts after it).");
     d->m_restore_seconds = ol_metrics_add(reg, &(ol_metric_def_t){
                                                    .name = "orderlog_decide_restore_duration_seconds",
                                                    .help = "Time to restore the partitions of one assignment.",
