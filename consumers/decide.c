@@ -14,8 +14,9 @@
  * not at all (read-process-write exactly-once).
  *
  * On assignment (and after an aborted transaction) a partition's state is
- * rebuilt from sale-events partition p read from the beginning to its end
- * (read_committed), after the committed offsets were fetched: with
+ * rebuilt from its latest snapshot in decide-snapshots and sale-events
+ * partition p read from the snapshot's offset (or from the beginning) to its
+ * end (read_committed), after the committed offsets were fetched: with
  * isolation.level=read_committed the offset fetch waits for transactions
  * that still hold offsets of the group (KIP-447), so the facts of a previous
  * owner are settled (committed or aborted) before they are read back.
@@ -26,7 +27,8 @@
  *
  * The parts, one concept a file (the shared types: consumers/decide.h):
  * decide_handle.c (one command, its facts produced), decide_state.c
- * (restore and assignment), decide_txn.c (the worker loop, a transaction a
+ * (restore and assignment), decide_snapshot.c (snapshots of the states,
+ * written in the transactions, read back by a restore), decide_txn.c (the worker loop, a transaction a
  * batch), decide_faults.c (recovery), decide_worker.c (a worker's clients),
  * decide_blacklist.c, decide_observe.c (/metrics, /healthz, /readyz),
  * decide_watchdog.c (the main thread's watch, the bounded shutdown); this

@@ -16,8 +16,9 @@
  *    state: they return facts, the events the decider writes to sale-events;
  *  - ol_sale_apply is the only way the state changes. The decider applies
  *    each fact right after deciding it, and on partition assignment restores
- *    a fresh ol_sale_t by applying the facts read back from sale-events, so
- *    the state after restore equals the state after the live decisions.
+ *    a fresh ol_sale_t by applying the facts read back from sale-events (or
+ *    loads a snapshot, ol_sale_load, and applies the facts after it), so
+ *    the state after restore decides as the state after the live decisions.
  * Deciding a command, then deciding another before applying the first's
  * facts, judges the second against stale state: always apply in between.
  *

@@ -41,7 +41,9 @@
  *  - heap[]: slots of the open holds, a binary min-heap by (expires_at,
  *    request id bytes), a total order independent of internal ids.
  * Everything changes only in ol_sale_apply, in the order of the facts, so a
- * restore rebuilds the same ids, slots, slices and heap. */
+ * restore rebuilds the same ids, slots, slices and heap; a sale loaded from
+ * a snapshot (sale_snapshot.c, with the building blocks below) has the same
+ * SKU ids and slices, its own user, request and hold ids. */
 
 #define REQ_REJECTED UINT32_MAX
 #define REQ_RELEASED (UINT32_MAX - 1)
