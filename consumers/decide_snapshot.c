@@ -301,6 +301,14 @@ static ol_err_t load(worker_t *w, int32_t p, const found_t *f, manifest_t *m, ch
 ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t *from, long long *snapshots,
                                   char *errstr, size_t errstr_size) {
     decide_t *d = w->d;
+    /* the topic's leaders known before the assignment: else its fetches
+     * start with librdkafka's next topic scan, up to a second later */
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(w->restorer, d->topic_snap, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    if (rkt && !rd_kafka_metadata(w->restorer, 0, rkt, &md, 5000))
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
     for (int i = 0; i < n; i++) {
         from[i] = RD_KAFKA_OFFSET_BEGINNING;
@@ -317,6 +325,8 @@ ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t
     for (int i = 0; i < n; i++)
         mine[ps[i]] = true;
     int eof = 0;
+    long long records = 0, bytes = 0;
+    int64_t t0 = ol_time_mono_us();
     ol_err_t err = OL_ERR_OK;
     while (eof < n) {
         if (ol_decide__stop) {
@@ -337,11 +347,16 @@ ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t
         } else if (rkm->err) {
             ol_log_warn("decide: reading %s: %s", d->topic_snap, rd_kafka_message_errstr(rkm));
         } else if (ours) {
+            records++;
+            bytes += (long long)rkm->len;
             found_take(&found[p], rkm);
         }
         rd_kafka_message_destroy(rkm);
     }
     rd_kafka_assign(w->restorer, NULL);
+    if (!err)
+        ol_log_info("decide: worker %d read %lld records (%.1f MB) of %s in %.0f ms", w->index, records,
+                    (double)bytes / 1048576.0, d->topic_snap, (double)(ol_time_mono_us() - t0) / 1e3);
     for (int i = 0; i < n && !err; i++) {
         int32_t p = ps[i];
         part_t *pt = &w->parts[p];
