@@ -155,6 +155,8 @@ void ol_decide__delivered(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *o
 /* Writes, in the open transaction, the snapshot of every owned partition
  * that is due (decide.snapshot.facts, decide.snapshot.interval.ms). */
 ol_err_t ol_decide__snapshot_due(worker_t *w, char *errstr, size_t errstr_size);
+/* Asks for topic's leaders (so that an assignment fetches at once). */
+void ol_decide__know_leaders(rd_kafka_t *rk, const char *topic);
 /* Loads the latest usable snapshot of partitions ps[0..n) into their parts;
  * from[i]: where to replay sale-events partition ps[i] from; *snapshots
  * counts the partitions loaded from one. */

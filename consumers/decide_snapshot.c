@@ -162,6 +162,17 @@ ol_err_t ol_decide__snapshot_due(worker_t *w, char *errstr, size_t errstr_size) 
 
 /* ---- reading back ------------------------------------------------------------ */
 
+/* The topic's leaders known to rk before an assignment: else its fetches
+ * start with librdkafka's next topic scan, up to a second later. */
+void ol_decide__know_leaders(rd_kafka_t *rk, const char *topic) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    if (rkt && !rd_kafka_metadata(rk, 0, rkt, &md, 5000))
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+}
+
 typedef struct chunk_s {
     uint8_t *data;
     size_t len;
@@ -301,14 +312,7 @@ static ol_err_t load(worker_t *w, int32_t p, const found_t *f, manifest_t *m, ch
 ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t *from, long long *snapshots,
                                   char *errstr, size_t errstr_size) {
     decide_t *d = w->d;
-    /* the topic's leaders known before the assignment: else its fetches
-     * start with librdkafka's next topic scan, up to a second later */
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(w->restorer, d->topic_snap, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    if (rkt && !rd_kafka_metadata(w->restorer, 0, rkt, &md, 5000))
-        rd_kafka_metadata_destroy(md);
-    if (rkt)
-        rd_kafka_topic_destroy(rkt);
+    ol_decide__know_leaders(w->restorer, d->topic_snap);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
     for (int i = 0; i < n; i++) {
         from[i] = RD_KAFKA_OFFSET_BEGINNING;

@@ -96,6 +96,7 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
         pt->snap_us = t0;
         from[i] = RD_KAFKA_OFFSET_BEGINNING;
     }
+    ol_decide__know_leaders(w->restorer, d->topic_sale);
     ol_err_t serr =
         d->snap_facts > 0 ? ol_decide__snapshot_read(w, ps, n, from, &snapshots, errstr, errstr_size) : OL_ERR_OK;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
