@@ -397,7 +397,8 @@ Test(decide, kill9_during_a_sale_leaves_one_decision_per_request_and_no_oversell
     /* small transactions, so that kills land inside many of them; a
      * snapshot of a partition's state in nearly every one of them, so that
      * kills land inside snapshots too and restores start from them */
-    const char *extra = "-X decide.batch.events=200 -X hold.ttl.ms=3600000 -X decide.snapshot.facts=200";
+    const char *extra = "-X decide.batch.events=200 -X hold.ttl.ms=3600000 -X decide.snapshot.facts=200 "
+                        "-X decide.snapshot.chunk.bytes=65536";
     enum { KILLS = 6 };
     int mid_sale = 0, last = 0, from_snapshot = 0;
     for (int k = 0; k < KILLS && last < N; k++) {

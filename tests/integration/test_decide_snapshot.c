@@ -205,7 +205,9 @@ Test(decide_snapshot, a_restore_from_snapshots_decides_as_a_full_replay_and_read
     enum { N1 = 240, N2 = 120, RETRIES = 40, HOLDCMDS = 60 };
     srand(ol_test_seed("test_decide_snapshot"));
     const char *pa = use_topics(0, "with"), *pb = use_topics(1, "without");
-    const char *xa = "-X decide.snapshot.facts=10", *xb = "-X decide.snapshot.facts=0";
+    /* small chunks: a snapshot is many records */
+    const char *xa = "-X decide.snapshot.facts=10 -X decide.snapshot.chunk.bytes=1024",
+               *xb = "-X decide.snapshot.facts=0";
     char *cat = catalog_text(), *ticks = ticks_text();
     buy_t *buys = calloc(N1 + N2, sizeof(*buys));
     for (int i = 0; i < N1 + N2; i++) {
