@@ -44,6 +44,7 @@
 #include "common/base/util.h"
 #include "common/domain/contract.h"
 #include "common/domain/schema.h"
+#include "common/domain/wire.h"
 #include "consumers/decide.h"
 #include "ops/admin/commands.h"
 
@@ -208,7 +209,8 @@ static int decide_run(const ol_conf_t *conf, int argc, char **argv) {
     char errstr[1024];
     for (int i = 1; i < argc; i++)
         return ol_cli_usage_error(&ol_cmd_decide, "unknown option \"%s\"", argv[i]);
-    if (ol_schema_init(errstr, sizeof(errstr))) {
+    if (ol_schema_init(errstr, sizeof(errstr)) ||
+        ol_wire_prepare(errstr, sizeof(errstr))) { /* event.format confluent: the schema ids */
         ol_log_error("decide: %s", errstr);
         return OL_EXIT_FAIL;
     }

@@ -42,7 +42,7 @@ static void bl_record(void *opaque, const rd_kafka_message_t *rkm) {
     ol_envelope_t env = {.type = NULL};
     avro_value_t *value;
     ol_arena_reset(r->arena);
-    if (ol_event_decode(r->codec, rkm, r->arena, &env, &value, why, sizeof(why)) ||
+    if (ol_event_decode_waiting(r->codec, rkm, r->arena, &env, &value, &ol_decide__stop, why, sizeof(why)) ||
         strcmp(env.type->name, "BlacklistChanged")) {
         ol_log_warn("decide: %s [%" PRId32 "] offset %" PRId64 " ignored: %s", d->topic_bl, rkm->partition, rkm->offset,
                     env.type && strcmp(env.type->name, "BlacklistChanged") ? "not a BlacklistChanged" : why);

@@ -176,7 +176,17 @@ ol_err_t ol_decide__handle(worker_t *w, const rd_kafka_message_t *rkm, int64_t n
      * a worker that does not own the SKU: never decided on */
     if (ol_kafka_check_placement(rkm, w->d->npartitions, why, sizeof(why)))
         return to_dlq(w, rkm, "placement", why);
-    if (ol_event_decode(w->codec, rkm, w->arena, &env, &value, why, sizeof(why)))
+    ol_err_t err = ol_event_decode(w->codec, rkm, w->arena, &env, &value, why, sizeof(why));
+    if (err && ol_err_is_retriable(err)) {
+        /* the record is fine, the schema registry away: the batch is
+         * aborted and taken again, never a dead letter; a pause first, so
+         * that an outage does not spin */
+        struct timespec pause = {1, 0};
+        nanosleep(&pause, NULL);
+        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "%s [%" PRId32 "] offset %" PRId64 " waits: %s",
+                       rd_kafka_topic_name(rkm->rkt), rkm->partition, rkm->offset, why);
+    }
+    if (err)
         return to_dlq(w, rkm, "decode", why);
     if (ol_event_check_key(rkm, &env, value, why, sizeof(why)))
         return to_dlq(w, rkm, "placement", why);
@@ -205,8 +215,7 @@ ol_err_t ol_decide__handle(worker_t *w, const rd_kafka_message_t *rkm, int64_t n
     if (n < 0)
         return to_dlq(w, rkm, "decide", why);
     for (int i = 0; i < n; i++) {
-        ol_err_t err = settle(w, p, &f[i], errstr, errstr_size);
-        if (err)
+        if ((err = settle(w, p, &f[i], errstr, errstr_size)))
             return err;
     }
     return OL_ERR_OK;

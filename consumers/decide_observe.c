@@ -53,20 +53,6 @@ void ol_decide__observe_state(worker_t *w) {
     atomic_store(&w->skus_at_us, now);
 }
 
-/* A sum over the workers of one of their atomic counters. */
-typedef struct sum_s {
-    decide_t *d;
-    size_t offset; /* of an atomic_llong in worker_t */
-} sum_t;
-
-static void sum_fn(void *opaque, ol_metrics_out_t *out) {
-    const sum_t *s = opaque;
-    long long total = 0;
-    for (int i = 0; i < s->d->nworkers; i++)
-        total += atomic_load((atomic_llong *)((char *)&s->d->workers[i] + s->offset));
-    ol_metrics_out(out, NULL, (double)total);
-}
-
 static void txns_fn(void *opaque, ol_metrics_out_t *out) {
     decide_t *d = opaque;
     long long txns = 0, aborts = 0;
@@ -85,10 +71,6 @@ static void restoring_fn(void *opaque, ol_metrics_out_t *out) {
     for (int i = 0; i < d->nworkers; i++)
         n += atomic_load(&d->workers[i].restoring);
     ol_metrics_out(out, NULL, (double)n);
-}
-
-static void restore_facts_fn(void *opaque, ol_metrics_out_t *out) {
-    ol_metrics_out(out, NULL, (double)atomic_load(&((decide_t *)opaque)->restore_facts));
 }
 
 static void blacklist_fn(void *opaque, ol_metrics_out_t *out) {
@@ -184,115 +166,66 @@ static bool decide_ready(void *opaque, json_t *checks) {
     return ok;
 }
 
-static sum_t decide_sums[6];
-
 /* The metrics of restores, the blacklist and the workers' consumers. */
 static void observe_restores_and_clients(decide_t *d, ol_metrics_t *reg) {
     d->m_restored = ol_metrics_counter(reg, "orderlog_decide_restored_partitions_total",
                                        "Partitions whose state was rebuilt from sale-events (at assignment, after "
                                        "an abort).");
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = "orderlog_decide_restoring_partitions",
-                                       .help = "Partitions being restored from sale-events now (buys wait for them).",
-                                       .type = OL_METRIC_GAUGE},
-                    restoring_fn, d);
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = "orderlog_decide_restore_facts_total",
-                                       .help = "Facts read back from sale-events while restoring.",
-                                       .type = OL_METRIC_COUNTER},
-                    restore_facts_fn, d);
+    ol_metrics_func_value(reg, OL_METRIC_GAUGE, "orderlog_decide_restoring_partitions",
+                          "Partitions being restored from sale-events now (buys wait for them).", restoring_fn, d);
+    static const ol_metric_field_t restore_facts = {"orderlog_decide_restore_facts_total",
+                                                    "Facts read back from sale-events while restoring.",
+                                                    OL_METRIC_COUNTER, offsetof(decide_t, restore_facts)};
+    ol_metrics_fields(reg, &restore_facts, 1, d, 1, sizeof(*d));
     d->m_snapshots = ol_metrics_counter(reg, "orderlog_decide_snapshots_total",
                                         "Snapshots of a partition's state written to decide-snapshots.");
     d->m_restored_snapshot = ol_metrics_counter(reg, "orderlog_decide_restored_from_snapshot_total",
                                                 "Partitions restored from a snapshot (then the facts after it).");
-    d->m_restore_seconds = ol_metrics_add(reg, &(ol_metric_def_t){
-                                                   .name = "orderlog_decide_restore_duration_seconds",
-                                                   .help = "Time to restore the partitions of one assignment.",
-                                                   .type = OL_METRIC_HISTOGRAM,
-                                                   .buckets = ol_metrics_seconds_buckets,
-                                                   .nbuckets = ol_metrics_seconds_nbuckets,
-                                               });
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = "orderlog_decide_blacklist_entries",
-                                       .help = "Subjects on the blacklist as decide knows it.",
-                                       .type = OL_METRIC_GAUGE},
-                    blacklist_fn, d);
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = "orderlog_decide_consumer_lag_records",
-                                       .help = "Records between a worker's position and the end of each assigned "
-                                               "partition of buy-requests and skus.",
-                                       .type = OL_METRIC_GAUGE,
-                                       .labels = {{"topic", NULL}, {"partition", NULL}}},
-                    lag_fn, d);
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = "orderlog_decide_assigned_partitions",
-                                       .help = "Partitions of buy-requests assigned to the workers.",
-                                       .type = OL_METRIC_GAUGE},
-                    assigned_fn, d);
+    d->m_restore_seconds = ol_metrics_seconds(reg, "orderlog_decide_restore_duration_seconds",
+                                              "Time to restore the partitions of one assignment.");
+    ol_metrics_func_value(reg, OL_METRIC_GAUGE, "orderlog_decide_blacklist_entries",
+                          "Subjects on the blacklist as decide knows it.", blacklist_fn, d);
+    ol_kafka_observe_consumers(reg, "decide",
+                               "Records between a worker's position and the end of each assigned partition of "
+                               "buy-requests and skus.",
+                               "Partitions of buy-requests assigned to the workers.", lag_fn, assigned_fn, d);
 }
 
 /* The registry and, with http.listen set, the endpoint. */
 ol_err_t ol_decide__observe_start(decide_t *d, char *errstr, size_t errstr_size) {
     ol_metrics_t *reg = d->reg = ol_metrics_new();
     ol_metrics_add_process(reg);
-    static const struct {
-        const char *name, *help;
-        size_t offset;
-        ol_metric_type_t type;
-    } sums[] = {
-        {"orderlog_decide_decisions_total", "Buy requests decided (accepted or rejected).",
-         offsetof(worker_t, decisions), OL_METRIC_COUNTER},
+    /* the workers' counters and gauges (atomic_llong fields of worker_t), summed */
+    static const ol_metric_field_t worker_sums[] = {
+        {"orderlog_decide_decisions_total", "Buy requests decided (accepted or rejected).", OL_METRIC_COUNTER,
+         offsetof(worker_t, decisions)},
         {"orderlog_decide_facts_total", "Facts written to sale-events (in committed or aborted transactions).",
-         offsetof(worker_t, facts), OL_METRIC_COUNTER},
+         OL_METRIC_COUNTER, offsetof(worker_t, facts)},
         {"orderlog_decide_open_holds", "Holds placed and not yet converted or released, in the owned partitions.",
-         offsetof(worker_t, open_holds), OL_METRIC_GAUGE},
-        {"orderlog_decide_state_bytes", "Memory of the sale state of the owned partitions, estimated.",
-         offsetof(worker_t, state_bytes), OL_METRIC_GAUGE},
+         OL_METRIC_GAUGE, offsetof(worker_t, open_holds)},
+        {"orderlog_decide_state_bytes", "Memory of the sale state of the owned partitions, estimated.", OL_METRIC_GAUGE,
+         offsetof(worker_t, state_bytes)},
         {"orderlog_decide_remembered_requests",
          "Request ids remembered in the owned partitions (decided within decide.idempotency.window.ms, or of an "
          "open hold).",
-         offsetof(worker_t, remembered), OL_METRIC_GAUGE},
-        {"orderlog_decide_skus", "SKUs known in the owned partitions (counted at most once a second).",
-         offsetof(worker_t, skus), OL_METRIC_GAUGE},
+         OL_METRIC_GAUGE, offsetof(worker_t, remembered)},
+        {"orderlog_decide_skus", "SKUs known in the owned partitions (counted at most once a second).", OL_METRIC_GAUGE,
+         offsetof(worker_t, skus)},
     };
-    for (size_t i = 0; i < sizeof(sums) / sizeof(sums[0]); i++) {
-        decide_sums[i] = (sum_t){d, sums[i].offset};
-        ol_metrics_func(reg, &(ol_metric_def_t){.name = sums[i].name, .help = sums[i].help, .type = sums[i].type},
-                        sum_fn, &decide_sums[i]);
-    }
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = "orderlog_decide_transactions_total",
-                                       .help = "Kafka transactions, by outcome (aborted: taken up again from the log).",
-                                       .type = OL_METRIC_COUNTER,
-                                       .labels = {{"outcome", NULL}}},
-                    txns_fn, d);
-    d->m_txn_seconds = ol_metrics_add(reg, &(ol_metric_def_t){
-                                               .name = "orderlog_decide_transaction_duration_seconds",
-                                               .help = "Time of a committed transaction (one batch), begin to commit.",
-                                               .type = OL_METRIC_HISTOGRAM,
-                                               .buckets = ol_metrics_seconds_buckets,
-                                               .nbuckets = ol_metrics_seconds_nbuckets,
-                                           });
-    d->m_commit_seconds = ol_metrics_add(reg, &(ol_metric_def_t){
-                                                  .name = "orderlog_decide_commit_duration_seconds",
-                                                  .help = "Time to send the offsets and commit a transaction.",
-                                                  .type = OL_METRIC_HISTOGRAM,
-                                                  .buckets = ol_metrics_seconds_buckets,
-                                                  .nbuckets = ol_metrics_seconds_nbuckets,
-                                              });
-    d->m_dlq = ol_metrics_add(reg, &(ol_metric_def_t){
-                                       .name = "orderlog_decide_dlq_records_total",
-                                       .help = "Records sent to the dlq topic, by the stage that refused them (in a "
-                                               "transaction: an aborted one sends them again).",
-                                       .type = OL_METRIC_COUNTER,
-                                       .labels = {{"stage", dlq_stages}},
-                                   });
-    d->m_retries = ol_metrics_add(reg, &(ol_metric_def_t){
-                                           .name = "orderlog_decide_retries_total",
-                                           .help = "Kafka calls retried after a retriable error, by call.",
-                                           .type = OL_METRIC_COUNTER,
-                                           .labels = {{"call", retry_calls}},
-                                       });
+    ol_metrics_fields(reg, worker_sums, sizeof(worker_sums) / sizeof(worker_sums[0]), d->workers, (size_t)d->nworkers,
+                      sizeof(*d->workers));
+    ol_metrics_func_by(reg, OL_METRIC_COUNTER, "orderlog_decide_transactions_total",
+                       "Kafka transactions, by outcome (aborted: taken up again from the log).", "outcome", txns_fn, d);
+    d->m_txn_seconds = ol_metrics_seconds(reg, "orderlog_decide_transaction_duration_seconds",
+                                          "Time of a committed transaction (one batch), begin to commit.");
+    d->m_commit_seconds = ol_metrics_seconds(reg, "orderlog_decide_commit_duration_seconds",
+                                             "Time to send the offsets and commit a transaction.");
+    d->m_dlq = ol_metrics_counter_by(reg, "orderlog_decide_dlq_records_total",
+                                     "Records sent to the dlq topic, by the stage that refused them (in a "
+                                     "transaction: an aborted one sends them again).",
+                                     "stage", dlq_stages);
+    d->m_retries = ol_metrics_counter_by(reg, "orderlog_decide_retries_total",
+                                         "Kafka calls retried after a retriable error, by call.", "call", retry_calls);
     observe_restores_and_clients(d, reg);
     ol_http_conf_t hc = {ol_conf_str(d->conf, "http.listen"), reg, decide_live, decide_ready, d};
     return ol_http_serve(&hc, &d->http, errstr, errstr_size);

@@ -57,8 +57,9 @@ static ol_err_t restore_record(worker_t *w, const rd_kafka_message_t *rkm, long 
     avro_value_t *value;
     ol_fact_t f;
     ol_arena_reset(w->arena);
-    if (ol_event_decode(w->codec, rkm, w->arena, &env, &value, why, sizeof(why)))
-        return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+    ol_err_t err = ol_event_decode_waiting(w->codec, rkm, w->arena, &env, &value, &ol_decide__stop, why, sizeof(why));
+    if (err)
+        return ol_errf(errstr, errstr_size, ol_err_is_retriable(err) ? err : OL_ERR_INVALID,
                        "%s [%" PRId32 "] offset %" PRId64 " cannot be read back (%s): refusing to decide on a "
                        "state that would miss it",
                        d->topic_sale, p, rkm->offset, why);

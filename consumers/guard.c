@@ -40,6 +40,7 @@
 #include "ops/admin/commands.h"
 #include "common/domain/codec.h"
 #include "common/domain/event.h"
+#include "common/domain/wire.h"
 #include "common/base/http.h"
 #include "common/base/kafka.h"
 #include "common/domain/contract.h"
@@ -226,14 +227,24 @@ static void advance(guard_t *g, const rd_kafka_message_t *rkm) {
         p->ts_ms = ts;
 }
 
-static void handle_request(guard_t *g, const rd_kafka_message_t *rkm) {
+/* Decodes rkm of topic into g's arena (reset first; waiting out a schema
+ * registry away until guard stops); an undecodable record is logged as
+ * skipped and false returned. */
+static bool decode(guard_t *g, const rd_kafka_message_t *rkm, const char *topic, ol_envelope_t *env,
+                   avro_value_t **value) {
     char errstr[512];
+    ol_arena_reset(g->arena);
+    if (!ol_event_decode_waiting(g->codec, rkm, g->arena, env, value, &guard_stop, errstr, sizeof(errstr)))
+        return true;
+    ol_log_warn("skipped %s[%d]@%lld: %s", topic, (int)rkm->partition, (long long)rkm->offset, errstr);
+    return false;
+}
+
+static void handle_request(guard_t *g, const rd_kafka_message_t *rkm) {
     ol_envelope_t env;
     avro_value_t *value;
-    ol_arena_reset(g->arena);
-    if (ol_event_decode(g->codec, rkm, g->arena, &env, &value, errstr, sizeof(errstr))) {
+    if (!decode(g, rkm, g->buy_topic, &env, &value)) {
         g->undecodable++;
-        ol_log_warn("skipped %s[%d]@%lld: %s", g->buy_topic, (int)rkm->partition, (long long)rkm->offset, errstr);
     } else if (env.type != g->buy_type) {
         g->skipped++;
     } else {
@@ -276,15 +287,9 @@ static void lift_due(guard_t *g, int64_t now_ms) {
 /* Applies one record of the blacklist topic, unless it is our own change
  * (already applied when it was made). */
 static void follow_record(guard_t *g, const rd_kafka_message_t *rkm) {
-    char errstr[512];
     ol_envelope_t env;
     avro_value_t *value;
-    ol_arena_reset(g->arena);
-    if (ol_event_decode(g->codec, rkm, g->arena, &env, &value, errstr, sizeof(errstr))) {
-        ol_log_warn("skipped %s[%d]@%lld: %s", g->bl_topic, (int)rkm->partition, (long long)rkm->offset, errstr);
-        return;
-    }
-    if (env.type != g->change_type)
+    if (!decode(g, rkm, g->bl_topic, &env, &value) || env.type != g->change_type)
         return;
     int own = pending_take(g, env.id);
     const char *type = field_enum(value, "subject_type"), *subject = field_str(value, "subject"),
@@ -315,7 +320,7 @@ static void follow_record(guard_t *g, const rd_kafka_message_t *rkm) {
         ol_rateban_apply(g->rw, st, subject, add, why, until);
         return;
     }
-    char *name = ol_xstrdup(subject); /* subject is the decoded record's, publishing may reuse it */
+    char errstr[512], *name = ol_xstrdup(subject); /* subject is the decoded record's, publishing may reuse it */
     if (publish_change(g, st, name, 1, OL_BAN_MANUAL, cur_until, now_ms, errstr, sizeof(errstr)))
         ol_log_error("could not restore the manual entry of %s %s: %s", ol_subject_name(st), name, errstr);
     else
@@ -600,7 +605,8 @@ static int guard_run(const ol_conf_t *conf, int argc, char **argv) {
     char errstr[512];
     if (argc > 1)
         return ol_cli_usage_error(&ol_cmd_guard, "unknown argument \"%s\"", argv[1]);
-    if (ol_schema_init(errstr, sizeof(errstr))) {
+    if (ol_schema_init(errstr, sizeof(errstr)) ||
+        ol_wire_prepare(errstr, sizeof(errstr))) { /* event.format confluent: the schema ids */
         fprintf(stderr, "orderlog guard: %s\n", errstr);
         return OL_EXIT_FAIL;
     }

@@ -25,6 +25,23 @@ typedef struct position_s {
     int64_t ts_ms; /* latest record timestamp up to next, for the rewind */
 } position_t;
 
+/* guard's counters and gauges: X(field of guard_t, its type on /metrics,
+ * name, help), in the order /metrics shows them. */
+#define OL_GUARD_METRICS(X)                                                                                       \
+    X(requests, COUNTER, "orderlog_guard_requests_total", "BuyRequested events judged against the rate windows.") \
+    X(skipped, COUNTER, "orderlog_guard_skipped_total", "Other event types on buy-requests, skipped.")            \
+    X(undecodable, COUNTER, "orderlog_guard_undecodable_total",                                                   \
+      "Records of buy-requests that could not be decoded, skipped.")                                              \
+    X(bans, COUNTER, "orderlog_guard_bans_total",                                                                 \
+      "Subjects blacklisted for their rate (BlacklistChanged add, reason rate).")                                 \
+    X(lifts, COUNTER, "orderlog_guard_lifts_total", "Rate bans removed once their until had passed.")             \
+    X(lapsed, COUNTER, "orderlog_guard_lapsed_bans_total",                                                        \
+      "Bans not published because their until had passed when judged (a backlog).")                               \
+    X(tracked, GAUGE, "orderlog_guard_tracked_subjects", "IPs and users with requests in their rate window.")     \
+    X(listed, GAUGE, "orderlog_guard_listed_subjects",                                                            \
+      "Subjects on the blacklist as guard knows it (manual and rate).")                                           \
+    X(tracked_bytes, GAUGE, "orderlog_guard_state_bytes", "Memory of the rate windows and the blacklist, estimated.")
+
 typedef struct guard_s {
     const ol_conf_t *conf;
     ol_rateban_t *rw;
@@ -45,10 +62,11 @@ typedef struct guard_s {
     int failed;        /* deliveries that failed: nothing is committed any more */
     int fatal;         /* the consumer cannot go on */
     int64_t stream_ms; /* latest request time judged (clamped to the clock) */
-    /* counted on the loop's thread, read by /metrics */
-    atomic_llong requests, skipped, undecodable, bans, lifts, lapsed;
-    atomic_llong beat_us;                        /* the loop turned */
-    atomic_llong tracked, listed, tracked_bytes; /* of the rate windows, at the last commit tick */
+    /* counted on the loop's thread, read by /metrics (the windows' at the last commit tick) */
+#define OL_GUARD_FIELD(field, type, name, help) atomic_llong field;
+    OL_GUARD_METRICS(OL_GUARD_FIELD)
+#undef OL_GUARD_FIELD
+    atomic_llong beat_us; /* the loop turned */
 } guard_t;
 
 /* The rate windows' size into the gauges (on the loop's thread). */

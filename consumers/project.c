@@ -206,48 +206,89 @@ static void reject_missing(apply_t *a, const op_t *op, const char *what, const c
 
 /* ---- the rules ---------------------------------------------------------- */
 
+/* A column set by an event: from a field of its data, a string (S), an
+ * integer (I) or a time (T); or to a constant: the string `field` (=, NULL
+ * for none) or 0 (0). A list of them ends with kind 0. */
+typedef struct copy_s {
+    int col;
+    char kind;
+    const char *field;
+} copy_t;
+
+/* Sets the columns of r as cols say, in their order. */
+static void copy_cols(apply_t *a, ol_row_t *r, const op_t *op, const copy_t *cols) {
+    for (const copy_t *c = cols; c->kind; c++) {
+        if (c->kind == 'S')
+            set_str(a, r, c->col, dstr(op, c->field));
+        else if (c->kind == 'I')
+            set_int(a, r, c->col, dint(op, c->field));
+        else if (c->kind == 'T')
+            set_dtime(a, r, c->col, op, c->field);
+        else if (c->kind == '=')
+            set_str(a, r, c->col, c->field);
+        else
+            set_int(a, r, c->col, 0);
+    }
+}
+
+/* A snapshot (OrderSynced, AfterSaleSynced, SkuSynced): cols set when its
+ * version is above the row's (version_col); whether they were. */
+static bool snapshot(apply_t *a, ol_row_t *r, const op_t *op, int version_col, const copy_t *cols) {
+    if (!newer(r, version_col, dint(op, "version")))
+        return false;
+    copy_cols(a, r, op, cols);
+    return true;
+}
+
+/* Whether the row of an op that changes an aggregate exists; the op is
+ * rejected when not (what: the aggregate, id: its key). */
+static bool exists(apply_t *a, const ol_row_t *r, const op_t *op, const char *what, const char *id) {
+    if (row_is(r))
+        return true;
+    reject_missing(a, op, what, id);
+    return false;
+}
+
+static const copy_t order_external[] = {{O_SOURCE, '=', "external"}, {O_PAID, '0', NULL}, {O_REFUNDED, '0', NULL}, {0}};
+static const copy_t order_synced[] = {
+    {O_USER, 'S', "user_id"},    {O_PLATFORM, 'S', "platform"},     {O_SHOP, 'S', "shop_id"},
+    {O_STATUS, 'S', "status"},   {O_TOTAL, 'I', "total_amount"},    {O_CURRENCY, 'S', "currency"},
+    {O_VERSION, 'I', "version"}, {O_UPDATED_AT, 'T', "updated_at"}, {0}};
+static const copy_t order_placed[] = {{O_USER, 'S', "user_id"},         {O_SOURCE, 'S', "source"},
+                                      {O_STATUS, '=', "placed"},        {O_TOTAL, 'I', "total_amount"},
+                                      {O_CURRENCY, 'S', "currency"},    {O_PAID, '0', NULL},
+                                      {O_REFUNDED, '0', NULL},          {O_PLACED_AT, 'T', "placed_at"},
+                                      {O_UPDATED_AT, 'T', "placed_at"}, {0}};
+static const copy_t order_cancelled[] = {{O_STATUS, '=', "cancelled"},
+                                         {O_CANCEL_REASON, 'S', "reason"},
+                                         {O_CANCELLED_AT, 'T', "cancelled_at"},
+                                         {O_UPDATED_AT, 'T', "cancelled_at"},
+                                         {0}};
+static const copy_t order_shipped[] = {{O_STATUS, '=', "shipped"},        {O_CARRIER, 'S', "carrier"},
+                                       {O_TRACKING, 'S', "tracking_no"},  {O_SHIPPED_AT, 'T', "shipped_at"},
+                                       {O_UPDATED_AT, 'T', "shipped_at"}, {0}};
+
 static void apply_order(apply_t *a, const op_t *op) {
     const char *name = op->type->name, *id = dstr(op, "order_id");
     ol_row_t *r = ol_rowset_get(a->orders, id, NULL);
     if (!strcmp(name, "OrderSynced")) {
-        int64_t version = dint(op, "version");
-        if (!newer(r, O_VERSION, version))
-            return;
-        if (!row_is(r)) {
-            set_str(a, r, O_SOURCE, "external");
-            set_int(a, r, O_PAID, 0);
-            set_int(a, r, O_REFUNDED, 0);
+        bool existed = row_is(r);
+        if (snapshot(a, r, op, O_VERSION, order_synced)) {
+            if (!existed)
+                copy_cols(a, r, op, order_external);
+            set_lines(a, r, ol_json_get(op->data, "lines"));
         }
-        set_str(a, r, O_USER, dstr(op, "user_id"));
-        set_str(a, r, O_PLATFORM, dstr(op, "platform"));
-        set_str(a, r, O_SHOP, dstr(op, "shop_id"));
-        set_str(a, r, O_STATUS, dstr(op, "status"));
-        set_int(a, r, O_TOTAL, dint(op, "total_amount"));
-        set_str(a, r, O_CURRENCY, dstr(op, "currency"));
-        set_int(a, r, O_VERSION, version);
-        set_dtime(a, r, O_UPDATED_AT, op, "updated_at");
-        set_lines(a, r, ol_json_get(op->data, "lines"));
         return;
     }
     if (!strcmp(name, "OrderPlaced")) {
         if (row_is(r))
             return; /* placed once */
-        set_str(a, r, O_USER, dstr(op, "user_id"));
-        set_str(a, r, O_SOURCE, dstr(op, "source"));
-        set_str(a, r, O_STATUS, "placed");
-        set_int(a, r, O_TOTAL, dint(op, "total_amount"));
-        set_str(a, r, O_CURRENCY, dstr(op, "currency"));
-        set_int(a, r, O_PAID, 0);
-        set_int(a, r, O_REFUNDED, 0);
-        set_dtime(a, r, O_PLACED_AT, op, "placed_at");
-        set_dtime(a, r, O_UPDATED_AT, op, "placed_at");
+        copy_cols(a, r, op, order_placed);
         set_lines(a, r, ol_json_get(op->data, "lines"));
         return;
     }
-    if (!row_is(r)) {
-        reject_missing(a, op, "order", id);
+    if (!exists(a, r, op, "order", id))
         return;
-    }
     if (!strcmp(name, "OrderPaid")) {
         const char *payment = dstr(op, "payment_id");
         char *pk = ol_arena_sprintf(a->arena, "%s\x1f%s", id, payment);
@@ -266,70 +307,68 @@ static void apply_order(apply_t *a, const op_t *op) {
             set_str(a, r, O_STATUS, "paid");
         set_dtime(a, r, O_UPDATED_AT, op, "paid_at");
     } else if (!strcmp(name, "OrderCancelled")) {
-        set_str(a, r, O_STATUS, "cancelled");
-        set_str(a, r, O_CANCEL_REASON, dstr(op, "reason"));
-        set_dtime(a, r, O_CANCELLED_AT, op, "cancelled_at");
-        set_dtime(a, r, O_UPDATED_AT, op, "cancelled_at");
+        copy_cols(a, r, op, order_cancelled);
     } else if (!strcmp(name, "OrderShipped")) {
-        set_str(a, r, O_STATUS, "shipped");
-        set_str(a, r, O_CARRIER, dstr(op, "carrier"));
-        set_str(a, r, O_TRACKING, dstr(op, "tracking_no"));
-        set_dtime(a, r, O_SHIPPED_AT, op, "shipped_at");
-        set_dtime(a, r, O_UPDATED_AT, op, "shipped_at");
+        copy_cols(a, r, op, order_shipped);
     }
 }
+
+static const copy_t refund_synced[] = {{R_ORDER, 'S', "order_id"},        {R_PLATFORM, 'S', "platform"},
+                                       {R_STATUS, 'S', "status"},         {R_AMOUNT, 'I', "amount"},
+                                       {R_CURRENCY, 'S', "currency"},     {R_VERSION, 'I', "version"},
+                                       {R_UPDATED_AT, 'T', "updated_at"}, {0}};
+static const copy_t refund_requested[] = {{R_ORDER, 'S', "order_id"},
+                                          {R_USER, 'S', "user_id"},
+                                          {R_STATUS, '=', "requested"},
+                                          {R_AMOUNT, 'I', "amount"},
+                                          {R_CURRENCY, 'S', "currency"},
+                                          {R_REASON, 'S', "reason"},
+                                          {R_REQUESTED_AT, 'T', "requested_at"},
+                                          {R_UPDATED_AT, 'T', "requested_at"},
+                                          {0}};
+static const copy_t refund_approved[] = {
+    {R_STATUS, '=', "approved"}, {R_APPROVED_AT, 'T', "approved_at"}, {R_UPDATED_AT, 'T', "approved_at"}, {0}};
+static const copy_t refund_rejected[] = {{R_STATUS, '=', "rejected"},
+                                         {R_REJECT_REASON, 'S', "reason"},
+                                         {R_REJECTED_AT, 'T', "rejected_at"},
+                                         {R_UPDATED_AT, 'T', "rejected_at"},
+                                         {0}};
+static const copy_t refund_completed[] = {{R_STATUS, '=', "completed"},
+                                          {R_AMOUNT, 'I', "amount"},
+                                          {R_COMPLETED_AT, 'T', "completed_at"},
+                                          {R_UPDATED_AT, 'T', "completed_at"},
+                                          {0}};
 
 static void apply_refund(apply_t *a, const op_t *op) {
     const char *name = op->type->name, *id = dstr(op, "refund_id");
     ol_row_t *r = ol_rowset_get(a->refunds, id, NULL);
     if (!strcmp(name, "AfterSaleSynced")) {
-        int64_t version = dint(op, "version");
-        if (!newer(r, R_VERSION, version))
-            return;
-        set_str(a, r, R_ORDER, dstr(op, "order_id"));
-        set_str(a, r, R_PLATFORM, dstr(op, "platform"));
-        set_str(a, r, R_STATUS, dstr(op, "status"));
-        set_int(a, r, R_AMOUNT, dint(op, "amount"));
-        set_str(a, r, R_CURRENCY, dstr(op, "currency"));
-        set_int(a, r, R_VERSION, version);
-        set_dtime(a, r, R_UPDATED_AT, op, "updated_at");
-        if (!strcmp(dstr(op, "status"), "completed") && !r->v[R_COMPLETED_AT])
+        if (snapshot(a, r, op, R_VERSION, refund_synced) && !strcmp(dstr(op, "status"), "completed") &&
+            !r->v[R_COMPLETED_AT])
             set_dtime(a, r, R_COMPLETED_AT, op, "updated_at");
         return;
     }
     if (!strcmp(name, "RefundRequested")) {
         if (row_is(r))
             return;
-        set_str(a, r, R_ORDER, dstr(op, "order_id"));
-        set_str(a, r, R_USER, dstr(op, "user_id"));
-        set_str(a, r, R_STATUS, "requested");
-        set_int(a, r, R_AMOUNT, dint(op, "amount"));
-        set_str(a, r, R_CURRENCY, dstr(op, "currency"));
-        set_str(a, r, R_REASON, dstr(op, "reason"));
-        set_dtime(a, r, R_REQUESTED_AT, op, "requested_at");
-        set_dtime(a, r, R_UPDATED_AT, op, "requested_at");
+        copy_cols(a, r, op, refund_requested);
         return;
     }
-    if (!row_is(r)) {
-        reject_missing(a, op, "refund", id);
+    if (!exists(a, r, op, "refund", id))
         return;
-    }
-    if (!strcmp(name, "RefundApproved")) {
-        set_str(a, r, R_STATUS, "approved");
-        set_dtime(a, r, R_APPROVED_AT, op, "approved_at");
-        set_dtime(a, r, R_UPDATED_AT, op, "approved_at");
-    } else if (!strcmp(name, "RefundRejected")) {
-        set_str(a, r, R_STATUS, "rejected");
-        set_str(a, r, R_REJECT_REASON, dstr(op, "reason"));
-        set_dtime(a, r, R_REJECTED_AT, op, "rejected_at");
-        set_dtime(a, r, R_UPDATED_AT, op, "rejected_at");
-    } else if (!strcmp(name, "RefundCompleted")) {
-        set_str(a, r, R_STATUS, "completed");
-        set_int(a, r, R_AMOUNT, dint(op, "amount"));
-        set_dtime(a, r, R_COMPLETED_AT, op, "completed_at");
-        set_dtime(a, r, R_UPDATED_AT, op, "completed_at");
-    }
+    if (!strcmp(name, "RefundApproved"))
+        copy_cols(a, r, op, refund_approved);
+    else if (!strcmp(name, "RefundRejected"))
+        copy_cols(a, r, op, refund_rejected);
+    else if (!strcmp(name, "RefundCompleted"))
+        copy_cols(a, r, op, refund_completed);
 }
+
+static const copy_t sku_synced[] = {
+    {S_PLATFORM, 'S', "platform"}, {S_TITLE, 'S', "title"},           {S_PRICE, 'I', "price"},
+    {S_CURRENCY, 'S', "currency"}, {S_STOCK, 'I', "stock"},           {S_VERSION, 'I', "version"},
+    {S_REMOVED_AT, '=', NULL},     {S_UPDATED_AT, 'T', "updated_at"}, {0}};
+static const copy_t sku_removed[] = {{S_REMOVED_AT, 'T', "removed_at"}, {S_UPDATED_AT, 'T', "removed_at"}, {0}};
 
 static void apply_sku(apply_t *a, const op_t *op) {
     const char *name = op->type->name, *id = dstr(op, "sku");
@@ -337,26 +376,13 @@ static void apply_sku(apply_t *a, const op_t *op) {
         return; /* PurchasePolicySet is the decider's */
     ol_row_t *r = ol_rowset_get(a->skus, id, NULL);
     if (!strcmp(name, "SkuSynced")) {
-        int64_t version = dint(op, "version");
-        if (!newer(r, S_VERSION, version))
-            return;
-        set_str(a, r, S_PLATFORM, dstr(op, "platform"));
-        set_str(a, r, S_TITLE, dstr(op, "title"));
-        set_int(a, r, S_PRICE, dint(op, "price"));
-        set_str(a, r, S_CURRENCY, dstr(op, "currency"));
-        set_int(a, r, S_STOCK, dint(op, "stock"));
-        set_int(a, r, S_VERSION, version);
-        set_str(a, r, S_REMOVED_AT, NULL);
-        set_dtime(a, r, S_UPDATED_AT, op, "updated_at");
+        snapshot(a, r, op, S_VERSION, sku_synced);
         return;
     }
-    if (!row_is(r)) {
-        reject_missing(a, op, "sku (no SkuSynced yet)", id);
+    if (!exists(a, r, op, "sku (no SkuSynced yet)", id))
         return;
-    }
     if (!strcmp(name, "SkuRemoved")) {
-        set_dtime(a, r, S_REMOVED_AT, op, "removed_at");
-        set_dtime(a, r, S_UPDATED_AT, op, "removed_at");
+        copy_cols(a, r, op, sku_removed);
     } else {
         int64_t stock = get_int(r, S_STOCK) + dint(op, "delta");
         set_int(a, r, S_STOCK, stock < 0 ? 0 : stock);
@@ -654,6 +680,16 @@ void ol_project_bulk_apply_event(ol_project_bulk_t *bulk, const ol_event_type_t 
     apply_bulk(bulk, states, 1, test_reject, &t);
 }
 
+static void count_reject(void *opaque, size_t index, const char *reason) {
+    (void)index;
+    (void)reason;
+    ++*(size_t *)opaque;
+}
+
+void ol_project_bulk_apply_state(ol_project_bulk_t *bulk, void *state, size_t *rejected) {
+    apply_bulk(bulk, &state, 1, count_reject, rejected);
+}
+
 static ol_err_t fold_checked(void *state, const ol_rt_record_t *rec, ol_arena_t *arena, char *errstr,
                              size_t errstr_size) {
     const char *topic = project_topics[rec->topic];
@@ -691,12 +727,8 @@ static bool project_ready(void *opaque, json_t *checks) {
 static int project_run(const ol_conf_t *conf, int argc, char **argv) {
     char errstr[1024];
     bool until_end = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--until-end"))
-            until_end = true;
-        else
-            return ol_cli_usage_error(&ol_cmd_project, "unknown option \"%s\"", argv[i]);
-    }
+    if (ol_cli_flag_only(&ol_cmd_project, argc, argv, "--until-end", &until_end))
+        return OL_EXIT_USAGE;
     ol_rt_t *rt = ol_rt_new(conf, &project_role, errstr, sizeof(errstr));
     if (!rt) {
         fprintf(stderr, "orderlog project: %s\n", errstr);

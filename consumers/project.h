@@ -53,6 +53,11 @@ ol_err_t ol_project_bulk_flush(ol_project_bulk_t *bulk, PGconn *conn, PGconn *co
  * reason the dlq would get), else "". */
 void ol_project_bulk_apply_event(ol_project_bulk_t *bulk, const ol_event_type_t *type, const ol_json_t *data,
                                  int32_t partition, int64_t offset, char *rejected, size_t rejected_size);
+/* Bulk mode without a runtime (the rebuild's readers): the records a state
+ * of the role folded (its state_new, fold) applied to bulk's rows, in
+ * order. An event that can never apply (the live projector sent it to the
+ * dlq) changes nothing and is counted in *rejected. */
+void ol_project_bulk_apply_state(ol_project_bulk_t *bulk, void *state, size_t *rejected);
 /* The value of column in the row of table (orders, refunds, skus) with key,
  * as text; NULL for SQL NULL or no such row. Borrowed from bulk until its
  * next change. */

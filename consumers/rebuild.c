@@ -190,14 +190,24 @@ static ol_err_t load(rebuild_t *rb, int64_t *events) {
             rb->shadow);
     /* rows in memory, pass by pass; one COPY per table after each */
     size_t max_rows = (size_t)ol_conf_int(rb->conf, "rebuild.bulk.rows");
-    ol_project_bulk_t *bulks[2] = {ol_project_bulk_new(max_rows), ol_project_bulk_new(max_rows)};
-    ol_project_bulk_set_owner(bulks[0], rb);
-    ol_project_bulk_set_owner(bulks[1], rb);
-    err = ol_rebuild__replay_passes(rb, bulks, max_rows);
-    ol_project_bulk_destroy(bulks[0]);
-    ol_project_bulk_destroy(bulks[1]);
+    /* a set of rows per reader thread, two sets: one folds while the
+     * other is written */
+    int nreaders = (int)ol_conf_int(rb->conf, "consumer.workers");
+    nreaders = nreaders < 1 ? 1 : nreaders > MAX_READERS ? MAX_READERS : nreaders;
+    ol_project_bulk_t *bulks[2][MAX_READERS] = {{NULL}};
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < nreaders; i++) {
+            bulks[s][i] = ol_project_bulk_new(max_rows);
+            ol_project_bulk_set_owner(bulks[s][i], rb);
+        }
+    err = ol_rebuild__replay_passes(rb, bulks, nreaders, max_rows);
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < nreaders; i++)
+            ol_project_bulk_destroy(bulks[s][i]);
+    /* a refund whose order moved between partitions may have a row from
+     * two passes or two readers */
     if (!err)
-        err = ol_project_bulk_finish(rb->pg, rb->shadow, rb->passes > 1, rb->errstr, rb->errstr_size);
+        err = ol_project_bulk_finish(rb->pg, rb->shadow, rb->passes > 1 || nreaders > 1, rb->errstr, rb->errstr_size);
     if (err)
         return err;
     *events = rb->events_done;

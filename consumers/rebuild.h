@@ -19,6 +19,7 @@
 #define MAX_TOPICS 8
 #define MAX_PARTS 1024
 #define MAX_PASS_UNITS 256
+#define MAX_READERS 16
 
 /* A share of the log that one pass folds: the keys of partition p of the
  * bulk topics (orders, after-sales, skus) whose class hash modulo k is j. */
@@ -46,6 +47,8 @@ typedef struct rebuild_s {
     char topic_names[MAX_TOPICS][256];
     int ntopics;
     int32_t nparts;                                /* the most partitions of a bulk topic */
+    int32_t topic_parts[MAX_TOPICS];               /* partitions of each topic, at the start */
+    int64_t starts[MAX_TOPICS][MAX_PARTS];         /* low watermarks at the start */
     int64_t ends[MAX_TOPICS][MAX_PARTS];           /* high watermarks at the start: where the passes stop */
     int64_t part_events[MAX_PARTS];                /* events of the bulk topics per partition number */
     atomic_llong last_seen[MAX_TOPICS][MAX_PARTS]; /* the last offset before the end a pass saw */
@@ -86,10 +89,26 @@ void ol_rebuild__drop_old(rebuild_t *rb);
 void ol_rebuild__on_signal(int sig);
 /* An error once a signal came. */
 ol_err_t ol_rebuild__check_stop(rebuild_t *rb);
+/* Whether a signal came. */
+bool ol_rebuild__stopping(void);
+/* The class of a key: a hash of its own (not murmur2, which placed the
+ * key, nor the runtime's worker hash); a unit takes the keys whose class
+ * modulo k is j. */
+uint32_t ol_rebuild__key_class(const void *key, size_t len);
+/* Whether a record of partition p with this key is one of the current
+ * pass's (rb->pass). */
+bool ol_rebuild__pass_takes_key(const rebuild_t *rb, int32_t p, const void *key, size_t key_len);
 /* The passes over the log (rb->queue). */
 ol_err_t ol_rebuild__plan(rebuild_t *rb);
 /* Every pass, each written out once it ends, while the next one runs. */
-ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2], size_t max_rows);
+ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MAX_READERS], int nreaders,
+                                   size_t max_rows);
+/* Reads the current pass (rb->pass) of the bulk topics by assign(): the
+ * records of its keys dealt by key to nbulks folder threads, each folding
+ * and applying into its own bulks[i] (a key meets one folder only); past
+ * max_rows rows in all, OL_ERR_TOO_LARGE (rebuild_read.c). */
+ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbulks, size_t max_rows,
+                               ol_rt_stats_t *st);
 /* Replays into the shadow: with bulk, the current pass; without, every
  * partition from its stored offset to its end (the catch-up). */
 ol_err_t ol_rebuild__replay(rebuild_t *rb, ol_project_bulk_t *bulk, ol_rt_stats_t *stats);

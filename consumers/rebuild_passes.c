@@ -33,6 +33,10 @@ void ol_rebuild__on_signal(int sig) {
         ol_rt_stop(replaying);
 }
 
+bool ol_rebuild__stopping(void) {
+    return stopping;
+}
+
 ol_err_t ol_rebuild__check_stop(rebuild_t *rb) {
     return stopping ? ol_errf(rb->errstr, rb->errstr_size, OL_ERR_INVALID, "stopped by a signal: nothing swapped")
                     : OL_ERR_OK;
@@ -109,11 +113,18 @@ ol_err_t ol_rebuild__replay(rebuild_t *rb, ol_project_bulk_t *bulk, ol_rt_stats_
 
 /* ---- the passes ----------------------------------------------------------- */
 
-/* The class of a key: a hash of its own (not murmur2, which placed the key
- * on its partition, nor the runtime's, which picks its worker), so that
- * the classes of a partition are of about even size and each folds on
- * every worker. */
-static uint32_t key_class_hash(const void *key, size_t len) {
+bool ol_rebuild__pass_takes_key(const rebuild_t *rb, int32_t p, const void *key, size_t key_len) {
+    uint32_t h = ol_rebuild__key_class(key, key_len);
+    for (int i = 0; i < rb->npass; i++) {
+        const unit_t *u = &rb->pass[i];
+        if (u->partition == p && h % u->k == u->j)
+            return true;
+    }
+    return false;
+}
+
+/* The classes of a partition are of about even size. */
+uint32_t ol_rebuild__key_class(const void *key, size_t len) {
     uint64_t h = ol_hash_fnv1a64(OL_FNV1A64_SEED, key, len);
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
@@ -156,13 +167,7 @@ static bool pass_takes_record(void *opaque, int topic, int32_t partition, int64_
     atomic_llong *last = &rb->last_seen[topic][partition];
     for (long long seen = atomic_load(last); offset > seen && !atomic_compare_exchange_weak(last, &seen, offset);)
         ;
-    uint32_t h = key_class_hash(key, key_len);
-    for (int i = 0; i < rb->npass; i++) {
-        const unit_t *u = &rb->pass[i];
-        if (u->partition == partition && h % u->k == u->j)
-            return true;
-    }
-    return false;
+    return ol_rebuild__pass_takes_key(rb, partition, key, key_len);
 }
 
 /* The watermarks of every partition replayed: where the passes stop, and
@@ -179,6 +184,7 @@ ol_err_t ol_rebuild__plan(rebuild_t *rb) {
         ol_kafka_topic_name(rb->conf, rb->topics[t], name, sizeof(rb->topic_names[0]));
         rb->bulk_topic[t] = !ol_sale_project_takes(rb->topics[t]);
         int32_t n = ol_kafka_partition_count(rk, rb->conf, name);
+        rb->topic_parts[t] = n;
         if (n > MAX_PARTS) {
             err = ol_errf(rb->errstr, rb->errstr_size, OL_ERR_UNSUPPORTED, "topic %s has %d partitions, more than %d",
                           name, (int)n, MAX_PARTS);
@@ -193,6 +199,7 @@ ol_err_t ol_rebuild__plan(rebuild_t *rb) {
                 break;
             }
             rb->log_events += hi - lo;
+            rb->starts[t][p] = lo;
             if (!rb->bulk_topic[t])
                 continue;
             rb->ends[t][p] = hi;
@@ -301,7 +308,8 @@ typedef struct flusher_s {
     PGconn *pg[2];
     pthread_t thread;
     bool running;
-    ol_project_bulk_t *bulk;
+    ol_project_bulk_t **bulks;
+    int nbulks;
     int pass;
     double secs;
     ol_err_t err;
@@ -311,7 +319,9 @@ typedef struct flusher_s {
 static void *flusher_main(void *arg) {
     flusher_t *f = arg;
     int64_t t0 = ol_time_mono_us();
-    f->err = ol_project_bulk_flush(f->bulk, f->pg[0], f->pg[1], f->rb->shadow, f->errstr, sizeof(f->errstr));
+    f->err = OL_ERR_OK;
+    for (int i = 0; i < f->nbulks && !f->err; i++)
+        f->err = ol_project_bulk_flush(f->bulks[i], f->pg[0], f->pg[1], f->rb->shadow, f->errstr, sizeof(f->errstr));
     malloc_trim(0); /* the pass's rows, back to the system */
     f->secs = (double)(ol_time_mono_us() - t0) / 1e6;
     return NULL;
@@ -334,12 +344,14 @@ static ol_err_t flusher_wait(flusher_t *f) {
     return flusher_done(f);
 }
 
-/* Writes bulk's rows once the flush before has ended; returns at once. */
-static ol_err_t flusher_start(flusher_t *f, ol_project_bulk_t *bulk, int pass) {
+/* Writes the rows of bulks once the flush before has ended; returns at
+ * once. */
+static ol_err_t flusher_start(flusher_t *f, ol_project_bulk_t **bulks, int nbulks, int pass) {
     ol_err_t err = flusher_wait(f);
     if (err)
         return err;
-    f->bulk = bulk;
+    f->bulks = bulks;
+    f->nbulks = nbulks;
     f->pass = pass;
     if (pthread_create(&f->thread, NULL, flusher_main, f)) {
         flusher_main(f); /* no thread: here and now */
@@ -349,10 +361,49 @@ static ol_err_t flusher_start(flusher_t *f, ol_project_bulk_t *bulk, int pass) {
     return OL_ERR_OK;
 }
 
+static size_t set_rows(ol_project_bulk_t **bulks, int n) {
+    size_t rows = 0;
+    for (int i = 0; i < n; i++)
+        rows += ol_project_bulk_rows(bulks[i]);
+    return rows;
+}
+
+static size_t set_bytes(ol_project_bulk_t **bulks, int n) {
+    size_t bytes = 0;
+    for (int i = 0; i < n; i++)
+        bytes += ol_project_bulk_bytes(bulks[i]);
+    return bytes;
+}
+
+/* The sale topics (sale-events, blacklist), which take the normal path
+ * (their tables have their keys): once, on the runtime, before the passes.
+ * Nothing when they are empty. */
+static ol_err_t replay_sale(rebuild_t *rb, ol_project_bulk_t *bulk) {
+    int64_t bulk_events = 0;
+    for (int32_t p = 0; p < rb->nparts; p++)
+        bulk_events += rb->part_events[p];
+    if (rb->log_events - bulk_events <= 0) {
+        rb->sale_done = true;
+        return OL_ERR_OK;
+    }
+    rb->npass = 0; /* no partition of the bulk topics */
+    int64_t t0 = ol_time_mono_us();
+    ol_rt_stats_t st;
+    ol_err_t err = ol_rebuild__replay(rb, bulk, &st);
+    if (err)
+        return err;
+    rb->sale_done = true;
+    rb->events_done += st.events;
+    fprintf(stderr, "rebuild: the sale topics: %lld events in %.1f s\n", (long long)st.events,
+            (double)(ol_time_mono_us() - t0) / 1e6);
+    return OL_ERR_OK;
+}
+
 /* Every pass, each written out with COPY once it ends, while the next one
  * runs. A pass that passes rebuild.bulk.rows is given up and its units
  * split in two. */
-ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2], size_t max_rows) {
+ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MAX_READERS], int nreaders,
+                                   size_t max_rows) {
     bool learned = false;
     int cur = 0;
     flusher_t f = {.rb = rb};
@@ -360,22 +411,23 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2], s
     for (int i = 0; i < 2; i++)
         if (!(f.pg[i] = ol_pg_connect(rb->conf, rb->errstr, rb->errstr_size)))
             err = OL_ERR_UNREACHABLE;
+    if (!err)
+        err = replay_sale(rb, bulks[0][0]);
     while (rb->nqueue && !err) {
-        ol_project_bulk_t *bulk = bulks[cur];
+        ol_project_bulk_t **set = bulks[cur];
         next_pass(rb, max_rows);
         for (int t = 0; t < MAX_TOPICS; t++)
             for (int i = 0; i < rb->npass; i++)
                 atomic_store(&rb->last_seen[t][rb->pass[i].partition], -1);
-        atomic_store(&rb->pass_sale_events, 0);
         if ((err = pass_offsets(rb, false)))
             break;
         char what[2048];
         describe_pass(rb, what, sizeof(what));
         int64_t t0 = ol_time_mono_us();
         ol_rt_stats_t st;
-        err = ol_rebuild__replay(rb, bulk, &st);
-        int64_t bulk_events = st.events - atomic_load(&rb->pass_sale_events);
-        size_t rows = ol_project_bulk_rows(bulk), bytes = ol_project_bulk_bytes(bulk);
+        err = ol_rebuild__read_pass(rb, set, nreaders, max_rows, &st);
+        int64_t bulk_events = st.events;
+        size_t rows = set_rows(set, nreaders), bytes = set_bytes(set, nreaders);
         rb->peak_rows = rows > rb->peak_rows ? rows : rb->peak_rows;
         rb->peak_bytes = bytes > rb->peak_bytes ? bytes : rb->peak_bytes;
         if (err == OL_ERR_TOO_LARGE) {
@@ -384,9 +436,8 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2], s
                     "rebuild: pass over partitions %s held more than %zu rows after %lld events: splitting it\n", what,
                     max_rows, (long long)bulk_events);
             err = OL_ERR_OK;
-            ol_project_bulk_reset(bulk);
-            if (rb->pass_sale_events > 0 && !rb->sale_done)
-                rb->events_done += atomic_load(&rb->pass_sale_events);
+            for (int i = 0; i < nreaders; i++)
+                ol_project_bulk_reset(set[i]);
             double seen_rate = bulk_events > 0 ? (double)rows / (double)bulk_events : 1.0;
             if (seen_rate > rb->rows_per_event)
                 rb->rows_per_event = seen_rate;
@@ -409,18 +460,17 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2], s
         long rss = rss_mb();
         rb->passes++;
         rb->events_done += st.events;
-        rb->sale_done = true;
         if (bulk_events > 0) {
             double rate = (double)rows / (double)bulk_events;
             rb->rows_per_event = learned && rb->rows_per_event > rate ? rb->rows_per_event : rate;
             learned = true;
         }
         fprintf(stderr,
-                "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s (applying "
-                "%.1f s, decoding %.1f s, waiting for records %.1f s); process RSS %ld MB\n",
+                "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s on %d threads "
+                "(their time: decoding %.1f s, applying %.1f s, waiting for records %.1f s); process RSS %ld MB\n",
                 rb->passes, what, (long long)st.events, rows, bytes >> 20, (double)(ol_time_mono_us() - t0) / 1e6,
-                (double)st.apply_us / 1e6, (double)st.fold_us / 1e6, (double)st.idle_us / 1e6, rss);
-        if ((err = flusher_start(&f, bulk, rb->passes)))
+                nreaders, (double)st.fold_us / 1e6, (double)st.apply_us / 1e6, (double)st.idle_us / 1e6, rss);
+        if ((err = flusher_start(&f, set, nreaders, rb->passes)))
             break;
         cur = 1 - cur;
     }

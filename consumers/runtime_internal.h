@@ -47,6 +47,12 @@ typedef struct batch_s {
     void **states;       /* one fold state per worker */
     ol_arena_t **arenas; /* one per worker: what its folds keep */
     bool folded;
+    /* a record could not be decoded for a transient reason (the schema
+     * registry away) when the runtime was stopping: the batch is not
+     * applied, its records read again at the next start; why in held_why
+     * (written by the worker that set held first) */
+    atomic_bool held;
+    char held_why[512];
 } batch_t;
 
 typedef struct worker_s {

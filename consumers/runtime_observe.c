@@ -39,18 +39,6 @@ void ol_rt__observe_dlq(ol_rt_t *rt, const char *stage) {
     ol_metric_inc(rt->stats.m_dlq, i);
 }
 
-static void events_fn(void *opaque, ol_metrics_out_t *out) {
-    ol_metrics_out(out, NULL, (double)atomic_load(&((ol_rt_t *)opaque)->stats.events));
-}
-
-static void batches_fn(void *opaque, ol_metrics_out_t *out) {
-    ol_metrics_out(out, NULL, (double)atomic_load(&((ol_rt_t *)opaque)->stats.batches));
-}
-
-static void retries_fn(void *opaque, ol_metrics_out_t *out) {
-    ol_metrics_out(out, NULL, (double)atomic_load(&((ol_rt_t *)opaque)->stats.retries));
-}
-
 static void phases_fn(void *opaque, ol_metrics_out_t *out) {
     ol_rt_t *rt = opaque;
     long long us[] = {atomic_load(&rt->stats.apply_us), atomic_load(&rt->stats.fold_us),
@@ -59,80 +47,43 @@ static void phases_fn(void *opaque, ol_metrics_out_t *out) {
         ol_metrics_out(out, &phases[i], (double)us[i] / 1e6);
 }
 
-static void lag_fn(void *opaque, ol_metrics_out_t *out) {
-    ol_kafka_lag_write(((ol_rt_t *)opaque)->rk, out);
-}
-
-static void assigned_fn(void *opaque, ol_metrics_out_t *out) {
-    int n = ol_kafka_assigned_count(((ol_rt_t *)opaque)->rk);
-    if (n >= 0)
-        ol_metrics_out(out, NULL, n);
+/* A counter read from an atomic_llong of rt (offset in ol_rt_t), under the
+ * role's name. */
+static void observe_field(ol_metrics_t *reg, ol_rt_t *rt, const char *suffix, const char *help, size_t offset) {
+    char name[128];
+    snprintf(name, sizeof(name), "orderlog_%s_%s", rt->role->name, suffix);
+    ol_metrics_fields(reg, &(ol_metric_field_t){name, help, OL_METRIC_COUNTER, offset}, 1, rt, 1, sizeof(*rt));
 }
 
 void ol_rt_observe(ol_rt_t *rt, ol_metrics_t *reg) {
     char name[128], help[256];
     const char *role = rt->role->name;
 #define OL_RT_NAME(suffix) (snprintf(name, sizeof(name), "orderlog_%s_%s", role, suffix), name)
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = OL_RT_NAME("events_total"),
-                                       .help = "Records consumed and applied (or dead-lettered) in committed batches.",
-                                       .type = OL_METRIC_COUNTER},
-                    events_fn, rt);
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = OL_RT_NAME("batches_total"),
-                                       .help = "Batches applied, each in PostgreSQL transactions with its offsets.",
-                                       .type = OL_METRIC_COUNTER},
-                    batches_fn, rt);
-    rt->stats.m_txns =
-        ol_metrics_add(reg, &(ol_metric_def_t){
-                                .name = OL_RT_NAME("transactions_total"),
-                                .help = "PostgreSQL transactions of batch parts, by outcome (rolled_back: a "
-                                        "failed attempt, retried unless it cannot succeed).",
-                                .type = OL_METRIC_COUNTER,
-                                .labels = {{"outcome", txn_outcomes}},
-                            });
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = OL_RT_NAME("retries_total"),
-                                       .help = "Backoffs before a retry: a batch or the stored offsets after a "
-                                               "transient failure (PostgreSQL away, serialization failure).",
-                                       .type = OL_METRIC_COUNTER},
-                    retries_fn, rt);
+    observe_field(reg, rt, "events_total", "Records consumed and applied (or dead-lettered) in committed batches.",
+                  offsetof(ol_rt_t, stats.events));
+    observe_field(reg, rt, "batches_total", "Batches applied, each in PostgreSQL transactions with its offsets.",
+                  offsetof(ol_rt_t, stats.batches));
+    rt->stats.m_txns = ol_metrics_counter_by(reg, OL_RT_NAME("transactions_total"),
+                                             "PostgreSQL transactions of batch parts, by outcome (rolled_back: a "
+                                             "failed attempt, retried unless it cannot succeed).",
+                                             "outcome", txn_outcomes);
+    observe_field(reg, rt, "retries_total",
+                  "Backoffs before a retry: a batch or the stored offsets after a transient failure (PostgreSQL "
+                  "away, serialization failure).",
+                  offsetof(ol_rt_t, stats.retries));
     snprintf(help, sizeof(help), "Records sent to the dlq topic, by the stage that refused them%s.",
              rt->dlq.disabled ? " (counted, not sent: a replay)" : "");
-    rt->stats.m_dlq = ol_metrics_add(reg, &(ol_metric_def_t){
-                                              .name = OL_RT_NAME("dlq_records_total"),
-                                              .help = help,
-                                              .type = OL_METRIC_COUNTER,
-                                              .labels = {{"stage", dlq_stages}},
-                                          });
+    rt->stats.m_dlq = ol_metrics_counter_by(reg, OL_RT_NAME("dlq_records_total"), help, "stage", dlq_stages);
     rt->stats.m_batch_seconds =
-        ol_metrics_add(reg, &(ol_metric_def_t){
-                                .name = OL_RT_NAME("batch_duration_seconds"),
-                                .help = "Time to apply a batch: PostgreSQL transactions, retries "
-                                        "and the dlq included.",
-                                .type = OL_METRIC_HISTOGRAM,
-                                .buckets = ol_metrics_seconds_buckets,
-                                .nbuckets = ol_metrics_seconds_nbuckets,
-                            });
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = OL_RT_NAME("phase_seconds_total"),
-                                       .help = "Time spent applying batches, folding them, and (pipelined) the "
-                                               "applier waiting for the next one.",
-                                       .type = OL_METRIC_COUNTER,
-                                       .labels = {{"phase", NULL}}},
-                    phases_fn, rt);
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = OL_RT_NAME("consumer_lag_records"),
-                                       .help = "Records between the consumer's position and the end of each "
-                                               "assigned partition.",
-                                       .type = OL_METRIC_GAUGE,
-                                       .labels = {{"topic", NULL}, {"partition", NULL}}},
-                    lag_fn, rt);
-    ol_metrics_func(reg,
-                    &(ol_metric_def_t){.name = OL_RT_NAME("assigned_partitions"),
-                                       .help = "Partitions assigned to this member of the group.",
-                                       .type = OL_METRIC_GAUGE},
-                    assigned_fn, rt);
+        ol_metrics_seconds(reg, OL_RT_NAME("batch_duration_seconds"),
+                           "Time to apply a batch: PostgreSQL transactions, retries and the dlq included.");
+    ol_metrics_func_by(reg, OL_METRIC_COUNTER, OL_RT_NAME("phase_seconds_total"),
+                       "Time spent applying batches, folding them, and (pipelined) the applier waiting for the next "
+                       "one.",
+                       "phase", phases_fn, rt);
+    ol_kafka_observe_consumer(reg, role,
+                              "Records between the consumer's position and the end of each assigned partition.",
+                              "Partitions assigned to this member of the group.", &rt->rk);
 #undef OL_RT_NAME
 }
 

@@ -80,6 +80,11 @@ static void inflight_start(ol_rt_t *rt) {
 ol_err_t ol_rt__batch_apply(ol_rt_t *rt, char *errstr, size_t errstr_size) {
     batch_t *b = rt->pipe.cur;
     ol_rt__fold_batch(rt, b);
+    if (atomic_load(&b->held))
+        return ol_errf(errstr, errstr_size, OL_ERR_TIMEOUT,
+                       "stopped while records waited (nothing of their batch committed; read again at the next "
+                       "start): %s",
+                       b->held_why);
     if (!rt->pipe.on)
         return ol_rt__batch_settle(rt, b, ol_rt__apply_batch(rt, b, errstr, errstr_size));
     ol_err_t err = ol_rt__inflight_wait(rt, errstr, errstr_size);
@@ -87,8 +92,12 @@ ol_err_t ol_rt__batch_apply(ol_rt_t *rt, char *errstr, size_t errstr_size) {
         return err;
     if (!b->nrecs)
         return OL_ERR_OK;
-    if (!b->folded) /* the batch before had its partitions sought back */
+    if (!b->folded) { /* the batch before had its partitions sought back */
         ol_rt__fold_batch(rt, b);
+        if (atomic_load(&b->held))
+            return ol_errf(errstr, errstr_size, OL_ERR_TIMEOUT,
+                           "stopped while records waited (nothing of their batch committed): %s", b->held_why);
+    }
     inflight_start(rt);
     return OL_ERR_OK;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/base/kafka.h"
+#include "common/base/log.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
 #include "common/domain/event.h"
@@ -27,10 +28,27 @@ static void fold_one(worker_t *w, size_t i) {
         r->stage = "placement";
         return;
     }
-    if (ol_event_decode(w->codec, r->rkm, w->scratch, &env, &value, errstr, sizeof(errstr))) {
-        r->reason = ol_arena_strndup(arena, errstr, strlen(errstr));
-        r->stage = "decode";
-        return;
+    for (int attempt = 0;; attempt++) {
+        ol_err_t err = ol_event_decode(w->codec, r->rkm, w->scratch, &env, &value, errstr, sizeof(errstr));
+        if (!err)
+            break;
+        if (!ol_err_is_retriable(err)) {
+            r->reason = ol_arena_strndup(arena, errstr, strlen(errstr));
+            r->stage = "decode";
+            return;
+        }
+        /* the record is fine, what reads it is away (the schema registry):
+         * it waits, never a dead letter */
+        if (rt->stop) {
+            if (!atomic_exchange(&b->held, true))
+                snprintf(b->held_why, sizeof(b->held_why), "%s", errstr);
+            return;
+        }
+        if (attempt % 10 == 0)
+            ol_log_warn("record %s[%d]@%lld waits (attempt %d): %s", rd_kafka_topic_name(r->rkm->rkt),
+                        (int)r->rkm->partition, (long long)r->rkm->offset, attempt + 1, errstr);
+        ol_rt__backoff(rt, attempt);
+        ol_arena_reset(w->scratch);
     }
     if (ol_event_check_key(r->rkm, &env, value, errstr, sizeof(errstr))) {
         r->reason = ol_arena_strndup(arena, errstr, strlen(errstr));
@@ -97,6 +115,7 @@ void ol_rt__fold_batch(ol_rt_t *rt, batch_t *b) {
         }
         w->idx[w->n++] = i;
     }
+    atomic_store(&b->held, false);
     rt->pool.folding = b;
     int64_t t0 = ol_time_mono_us();
     run_fold(rt);

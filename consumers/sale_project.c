@@ -264,8 +264,10 @@ static bool seen(const ol_row_t *r, int t, const fact_t *f) {
     return ol_row_seen(&tables[t], r, f->partition, f->offset);
 }
 
-/* The row took the fact: it remembers its position and is written. */
-static void took(apply_t *a, ol_row_t *r, int t, const fact_t *f) {
+/* The row took the fact at its time (at_col is set to it): it remembers
+ * the fact's position and is written. */
+static void took_at(apply_t *a, ol_row_t *r, int t, int at_col, const fact_t *f) {
+    set_time(a, r, at_col, f->at_ms);
     ol_row_took(&a->rows[t], r, f->partition, f->offset);
 }
 
@@ -281,33 +283,21 @@ __attribute__((format(printf, 3, 4))) static void reject(apply_t *a, const fact_
 
 /* The rows a fact touches, made (not loaded yet) so that the load finds them. */
 static void touch(apply_t *a, const fact_t *f) {
-    switch (f->kind) {
-    case K_ACCEPTED:
+    kind_t k = f->kind;
+    if (k == K_ACCEPTED || k == K_REJECTED)
         row_get(a, T_DECISIONS, f->request_id, NULL);
-        /* fall through */
-    case K_RELEASED:
-    case K_CONVERTED:
+    if (k == K_ACCEPTED || k == K_RELEASED || k == K_CONVERTED) {
         row_get(a, T_HOLDS, f->hold_id, NULL);
         row_get(a, T_INVENTORY, f->sku, NULL);
         row_get(a, T_TOTALS, f->user_id, f->sku);
-        break;
-    case K_REJECTED:
-        row_get(a, T_DECISIONS, f->request_id, NULL);
-        break;
-    case K_STOCK:
+    } else if (k == K_STOCK) {
         row_get(a, T_INVENTORY, f->sku, NULL);
-        break;
-    case K_POLICY:
+    } else if (k == K_POLICY) {
         row_get(a, T_POLICIES, f->sku, NULL);
-        break;
-    case K_CHECKOUT_REJECTED:
+    } else if (k == K_CHECKOUT_REJECTED) {
         row_get(a, T_CHECKOUTS, f->request_id, NULL);
-        break;
-    case K_BLACKLIST:
+    } else if (k == K_BLACKLIST) {
         row_get(a, T_BLACKLIST, f->subject_type, f->subject);
-        break;
-    case K_COUNT:
-        break;
     }
 }
 
@@ -360,8 +350,7 @@ static void apply_decision(apply_t *a, const fact_t *f) {
     set_str(a, d, D_HOLD, accepted ? f->hold_id : NULL);
     if (accepted)
         set_time(a, d, D_EXPIRES_AT, f->expires_at);
-    set_time(a, d, D_DECIDED_AT, f->at_ms);
-    took(a, d, T_DECISIONS, f);
+    took_at(a, d, T_DECISIONS, D_DECIDED_AT, f);
     if (!accepted)
         return;
     set_str(a, h, H_REQUEST, f->request_id);
@@ -371,18 +360,15 @@ static void apply_decision(apply_t *a, const fact_t *f) {
     set_str(a, h, H_STATUS, "held");
     set_time(a, h, H_EXPIRES_AT, f->expires_at);
     set_time(a, h, H_PLACED_AT, f->at_ms);
-    set_time(a, h, H_UPDATED_AT, f->at_ms);
-    took(a, h, T_HOLDS, f);
+    took_at(a, h, T_HOLDS, H_UPDATED_AT, f);
     set_int(a, inv, I_HELD, get_int(inv, I_HELD) + f->quantity);
-    set_time(a, inv, I_UPDATED_AT, f->at_ms);
-    took(a, inv, T_INVENTORY, f);
+    took_at(a, inv, T_INVENTORY, I_UPDATED_AT, f);
     if (!u->present) {
         set_int(a, u, U_HELD, 0);
         set_int(a, u, U_BOUGHT, 0);
     }
     set_int(a, u, U_HELD, get_int(u, U_HELD) + f->quantity);
-    set_time(a, u, U_UPDATED_AT, f->at_ms);
-    took(a, u, T_TOTALS, f);
+    took_at(a, u, T_TOTALS, U_UPDATED_AT, f);
 }
 
 /* HoldReleased and HoldConverted. */
@@ -420,18 +406,15 @@ static void apply_hold_end(apply_t *a, const fact_t *f) {
     else
         set_str(a, h, H_RELEASE_REASON, f->reason);
     set_time(a, h, H_ENDED_AT, f->at_ms);
-    set_time(a, h, H_UPDATED_AT, f->at_ms);
-    took(a, h, T_HOLDS, f);
+    took_at(a, h, T_HOLDS, H_UPDATED_AT, f);
     set_int(a, inv, I_HELD, get_int(inv, I_HELD) - f->quantity);
     if (converted)
         set_int(a, inv, I_SOLD, get_int(inv, I_SOLD) + f->quantity);
-    set_time(a, inv, I_UPDATED_AT, f->at_ms);
-    took(a, inv, T_INVENTORY, f);
+    took_at(a, inv, T_INVENTORY, I_UPDATED_AT, f);
     set_int(a, u, U_HELD, get_int(u, U_HELD) - f->quantity);
     if (converted)
         set_int(a, u, U_BOUGHT, get_int(u, U_BOUGHT) + f->quantity);
-    set_time(a, u, U_UPDATED_AT, f->at_ms);
-    took(a, u, T_TOTALS, f);
+    took_at(a, u, T_TOTALS, U_UPDATED_AT, f);
 }
 
 static void apply_stock(apply_t *a, const fact_t *f) {
@@ -451,8 +434,7 @@ static void apply_stock(apply_t *a, const fact_t *f) {
     set_int(a, inv, I_TOTAL, f->total);
     set_int(a, inv, I_VERSION, f->version);
     set_str(a, inv, I_CAUSE, f->cause);
-    set_time(a, inv, I_UPDATED_AT, f->at_ms);
-    took(a, inv, T_INVENTORY, f);
+    took_at(a, inv, T_INVENTORY, I_UPDATED_AT, f);
 }
 
 static void apply_policy(apply_t *a, const fact_t *f) {
@@ -462,8 +444,7 @@ static void apply_policy(apply_t *a, const fact_t *f) {
     set_int(a, p, P_MIN_LEVEL, f->min_level);
     set_int(a, p, P_DEFAULT_LIMIT, f->default_limit);
     set_str(a, p, P_LEVEL_LIMITS, f->level_limits);
-    set_time(a, p, P_SET_AT, f->at_ms);
-    took(a, p, T_POLICIES, f);
+    took_at(a, p, T_POLICIES, P_SET_AT, f);
 }
 
 static void apply_checkout_rejected(apply_t *a, const fact_t *f) {
@@ -475,8 +456,7 @@ static void apply_checkout_rejected(apply_t *a, const fact_t *f) {
     set_str(a, c, C_SKU, f->sku);
     set_str(a, c, C_OP, f->op);
     set_str(a, c, C_REASON, f->reason);
-    set_time(a, c, C_DECIDED_AT, f->at_ms);
-    took(a, c, T_CHECKOUTS, f);
+    took_at(a, c, T_CHECKOUTS, C_DECIDED_AT, f);
 }
 
 static void apply_blacklist(apply_t *a, const fact_t *f) {
@@ -493,35 +473,24 @@ static void apply_blacklist(apply_t *a, const fact_t *f) {
         set_time(a, b, B_UNTIL, f->until_ms);
     else
         set_str(a, b, B_UNTIL, NULL);
-    set_time(a, b, B_CHANGED_AT, f->at_ms);
-    took(a, b, T_BLACKLIST, f);
+    took_at(a, b, T_BLACKLIST, B_CHANGED_AT, f);
 }
 
+/* The rules of each kind of fact. */
+static void (*const apply_kind[K_COUNT])(apply_t *a, const fact_t *f) = {
+    [K_ACCEPTED] = apply_decision,
+    [K_REJECTED] = apply_decision,
+    [K_RELEASED] = apply_hold_end,
+    [K_CONVERTED] = apply_hold_end,
+    [K_STOCK] = apply_stock,
+    [K_POLICY] = apply_policy,
+    [K_CHECKOUT_REJECTED] = apply_checkout_rejected,
+    [K_BLACKLIST] = apply_blacklist,
+};
+
 static void apply_fact(apply_t *a, const fact_t *f) {
-    switch (f->kind) {
-    case K_ACCEPTED:
-    case K_REJECTED:
-        apply_decision(a, f);
-        break;
-    case K_RELEASED:
-    case K_CONVERTED:
-        apply_hold_end(a, f);
-        break;
-    case K_STOCK:
-        apply_stock(a, f);
-        break;
-    case K_POLICY:
-        apply_policy(a, f);
-        break;
-    case K_CHECKOUT_REJECTED:
-        apply_checkout_rejected(a, f);
-        break;
-    case K_BLACKLIST:
-        apply_blacklist(a, f);
-        break;
-    case K_COUNT:
-        break;
-    }
+    if (f->kind < K_COUNT && apply_kind[f->kind])
+        apply_kind[f->kind](a, f);
 }
 
 ol_err_t ol_sale_project_apply(ol_rt_t *rt, PGconn *conn, ol_sale_project_fold_t *const *folds, int nfolds,

@@ -22,6 +22,7 @@
 #include "common/base/log.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
+#include "common/domain/wire.h"
 #include "ops/admin/commands.h"
 #include "producers/gate_serve.h"
 
@@ -38,6 +39,10 @@ typedef struct gate_setup_s {
 static int gate_configure(const ol_conf_t *conf, gate_setup_t *out) {
     char errstr[512];
     if (ol_schema_init(errstr, sizeof(errstr))) {
+        ol_log_error("%s", errstr);
+        return OL_EXIT_FAIL;
+    }
+    if (ol_wire_prepare(errstr, sizeof(errstr))) { /* event.format confluent: the schema ids */
         ol_log_error("%s", errstr);
         return OL_EXIT_FAIL;
     }

@@ -408,13 +408,10 @@ lookup_t *ol_gate__lookup_new(gate_t *g) {
              quoted);
 
     ol_metrics_t *reg = g->m.reg;
-    lk->outcomes = ol_metrics_add(reg, &(ol_metric_def_t){
-                                           .name = "orderlog_gate_lookups_total",
-                                           .help = "GET /buy/<id> lookups in PostgreSQL (past the cache), by "
-                                                   "outcome (queue_full: refused 503 without queueing).",
-                                           .type = OL_METRIC_COUNTER,
-                                           .labels = {{"outcome", lk_outcome_names}},
-                                       });
+    lk->outcomes = ol_metrics_counter_by(reg, "orderlog_gate_lookups_total",
+                                         "GET /buy/<id> lookups in PostgreSQL (past the cache), by outcome "
+                                         "(queue_full: refused 503 without queueing).",
+                                         "outcome", lk_outcome_names);
     lk->duration = ol_metrics_add(reg, &(ol_metric_def_t){
                                            .name = "orderlog_gate_lookup_duration_seconds",
                                            .help = "Time from queueing a lookup to its answer (queue and query).",

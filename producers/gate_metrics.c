@@ -89,38 +89,21 @@ void ol_gate__metrics_setup(gate_t *g) {
         ol_metric_show(m->requests, ol_metric_cell_at(m->requests, EP_BUY, o));
     for (size_t i = 0; i < REASON_UNKNOWN_HOLD; i++)
         ol_metric_show(m->rejected, ol_metric_cell_at(m->rejected, EP_BUY, i));
-    m->throttled = ol_metrics_add(m->reg, &(ol_metric_def_t){
-                                              .name = "orderlog_gate_throttled_total",
-                                              .help = "Requests refused by a rate limit before Kafka, by limit.",
-                                              .type = OL_METRIC_COUNTER,
-                                              .labels = {{"limit", limit_names}},
-                                          });
-    m->client = ol_metrics_add(m->reg, &(ol_metric_def_t){
-                                           .name = "orderlog_gate_client_addresses_total",
-                                           .help = "Buy requests by where their client address came from.",
-                                           .type = OL_METRIC_COUNTER,
-                                           .labels = {{"source", client_sources}},
-                                       });
-    m->forwarded_invalid = ol_metrics_add(
-        m->reg, &(ol_metric_def_t){
-                    .name = "orderlog_gate_forwarded_invalid_total",
-                    .help = "Buy requests from a trusted proxy whose forwarding header named no usable client "
-                            "address (answered 400).",
-                    .type = OL_METRIC_COUNTER,
-                });
-    m->claim_ignored = ol_metrics_add(
-        m->reg, &(ol_metric_def_t){
-                    .name = "orderlog_gate_client_ip_claims_ignored_total",
-                    .help = "Buy requests whose body clientIP is not their client address (the claim is dropped).",
-                    .type = OL_METRIC_COUNTER,
-                });
-    for (size_t i = 0; i < sizeof(read_at_render) / sizeof(read_at_render[0]); i++) {
-        const ol_metric_def_t def = {.name = read_at_render[i].name,
-                                     .help = read_at_render[i].help,
-                                     .type = read_at_render[i].type,
-                                     .labels = {{read_at_render[i].label, NULL}}};
-        ol_metrics_func(m->reg, &def, read_at_render[i].fn, g);
-    }
+    m->throttled =
+        ol_metrics_counter_by(m->reg, "orderlog_gate_throttled_total",
+                              "Requests refused by a rate limit before Kafka, by limit.", "limit", limit_names);
+    m->client =
+        ol_metrics_counter_by(m->reg, "orderlog_gate_client_addresses_total",
+                              "Buy requests by where their client address came from.", "source", client_sources);
+    m->forwarded_invalid = ol_metrics_counter(m->reg, "orderlog_gate_forwarded_invalid_total",
+                                              "Buy requests from a trusted proxy whose forwarding header named no "
+                                              "usable client address (answered 400).");
+    m->claim_ignored =
+        ol_metrics_counter(m->reg, "orderlog_gate_client_ip_claims_ignored_total",
+                           "Buy requests whose body clientIP is not their client address (the claim is dropped).");
+    for (size_t i = 0; i < sizeof(read_at_render) / sizeof(read_at_render[0]); i++)
+        ol_metrics_func_by(m->reg, read_at_render[i].type, read_at_render[i].name, read_at_render[i].help,
+                           read_at_render[i].label, read_at_render[i].fn, g);
     m->duration = ol_metrics_add(m->reg, &(ol_metric_def_t){
                                              .name = "orderlog_gate_request_duration_seconds",
                                              .help = "Time from request to answer, by endpoint.",
@@ -130,11 +113,8 @@ void ol_gate__metrics_setup(gate_t *g) {
                                              .nbuckets = sizeof(latency_le) / sizeof(latency_le[0]),
                                          });
     if (g->auth) /* gate.auth=none checks no credentials */
-        m->auth = ol_metrics_add(m->reg, &(ol_metric_def_t){
-                                             .name = "orderlog_gate_auth_total",
-                                             .help = "Requests whose credentials were checked (gate.auth), by outcome.",
-                                             .type = OL_METRIC_COUNTER,
-                                             .labels = {{"outcome", ol_gate_auth_outcome_names}},
-                                         });
+        m->auth = ol_metrics_counter_by(m->reg, "orderlog_gate_auth_total",
+                                        "Requests whose credentials were checked (gate.auth), by outcome.", "outcome",
+                                        ol_gate_auth_outcome_names);
     ol_metrics_add_process(m->reg);
 }

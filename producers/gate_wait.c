@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/domain/consume.h"
 #include "common/domain/event.h"
 #include "common/domain/sale_events.h"
 #include "common/base/json.h"
@@ -106,24 +107,24 @@ char *ol_gate__answer_pending(const req_t *r) {
     return b.p;
 }
 
-char *ol_gate__answer_error(const char *error, const char *field) {
+/* {"error":<error>[,"<name>":<value> when value is set]<rest>; a new string. */
+static char *answer_with_error(const char *error, const char *name, const char *value, const char *rest) {
     ol_strbuf_t b = OL_STRBUF_INIT;
     ol_strbuf_puts(&b, "{\"error\":");
     sb_json(&b, error);
-    if (field)
-        sb_field(&b, "field", field);
-    ol_strbuf_puts(&b, "}");
+    if (value)
+        sb_field(&b, name, value);
+    ol_strbuf_puts(&b, rest);
     return b.p;
 }
 
+char *ol_gate__answer_error(const char *error, const char *field) {
+    return answer_with_error(error, "field", field, "}");
+}
+
 char *ol_gate__answer_unavailable(const char *error, const char *request_id) {
-    ol_strbuf_t b = OL_STRBUF_INIT;
-    ol_strbuf_puts(&b, "{\"error\":");
-    sb_json(&b, error);
-    if (request_id && *request_id)
-        sb_field(&b, "requestID", request_id);
-    ol_strbuf_puts(&b, ",\"retry\":\"safe: send the same request with the same requestID, it is decided once\"}");
-    return b.p;
+    return answer_with_error(error, "requestID", request_id && *request_id ? request_id : NULL,
+                             ",\"retry\":\"safe: send the same request with the same requestID, it is decided once\"}");
 }
 
 static const char *hold_reject_message(const char *reason) {
@@ -345,28 +346,41 @@ void *ol_gate__poll_main(void *arg) {
     return NULL;
 }
 
+/* Takes the requests whose deadline is at or before now off the timers
+ * and the wait table, pending; the list of them to resume (linked by
+ * timer.next). Under g->lock. */
+static req_t *take_due(gate_t *g, int64_t now) {
+    req_t *due = NULL;
+    while (g->timers.head && g->timers.head->deadline_us <= now) {
+        req_t *r = g->timers.head;
+        timer_remove(g, r);
+        ol_gate__wait_remove(g, r);
+        set_pending(g, r);
+        r->timer.next = due; /* reused as the list of requests to resume */
+        due = r;
+    }
+    return due;
+}
+
+/* Resumes the requests of a list of take_due (outside g->lock). */
+static void resume_list(gate_t *g, req_t *due) {
+    while (due) {
+        req_t *next = due->timer.next;
+        due->timer.next = NULL;
+        resume(g, due);
+        due = next;
+    }
+}
+
 void *ol_gate__timer_main(void *arg) {
     gate_t *g = arg;
     pthread_mutex_lock(&g->lock);
     while (!atomic_load(&g->threads_stop)) {
         int64_t now = ol_time_mono_us();
-        req_t *due = NULL;
-        while (g->timers.head && g->timers.head->deadline_us <= now) {
-            req_t *r = g->timers.head;
-            timer_remove(g, r);
-            ol_gate__wait_remove(g, r);
-            set_pending(g, r);
-            r->timer.next = due; /* reused as the list of requests to resume */
-            due = r;
-        }
+        req_t *due = take_due(g, now);
         if (due) {
             pthread_mutex_unlock(&g->lock);
-            while (due) {
-                req_t *next = due->timer.next;
-                due->timer.next = NULL;
-                resume(g, due);
-                due = next;
-            }
+            resume_list(g, due);
             pthread_mutex_lock(&g->lock);
             continue;
         }
@@ -484,7 +498,8 @@ static bool wanted_type(const void *v, size_t n) {
     return false;
 }
 
-static void on_fact(gate_t *g, ol_codec_t *codec, ol_arena_t *arena, const rd_kafka_message_t *rkm) {
+static void on_fact(void *opaque, ol_codec_t *codec, ol_arena_t *arena, const rd_kafka_message_t *rkm) {
+    gate_t *g = opaque;
     rd_kafka_headers_t *hdrs;
     const void *v;
     size_t n;
@@ -526,41 +541,13 @@ static void on_fact(gate_t *g, ol_codec_t *codec, ol_arena_t *arena, const rd_ka
 
 void *ol_gate__consumer_main(void *arg) {
     gate_t *g = arg;
-    ol_codec_t *codec = ol_codec_new();
-    ol_arena_t *arena = ol_arena_new(0);
-    while (!atomic_load(&g->threads_stop)) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(g->rkc, 100);
-        if (!rkm)
-            continue;
-        if (rkm->err) {
-            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                ol_log_warn("reading %s: %s", g->topic_sale, rd_kafka_message_errstr(rkm));
-        } else {
-            on_fact(g, codec, arena, rkm);
-        }
-        rd_kafka_message_destroy(rkm);
-    }
-    ol_arena_destroy(arena);
-    ol_codec_destroy(codec);
+    ol_consume_until(g->rkc, &g->threads_stop, "", g->topic_sale, 0, on_fact, g);
     return NULL;
 }
 
 void ol_gate__expire_all(gate_t *g) {
     pthread_mutex_lock(&g->lock);
-    req_t *due = NULL;
-    while (g->timers.head) {
-        req_t *r = g->timers.head;
-        timer_remove(g, r);
-        ol_gate__wait_remove(g, r);
-        set_pending(g, r);
-        r->timer.next = due;
-        due = r;
-    }
+    req_t *due = take_due(g, INT64_MAX);
     pthread_mutex_unlock(&g->lock);
-    while (due) {
-        req_t *next = due->timer.next;
-        due->timer.next = NULL;
-        resume(g, due);
-        due = next;
-    }
+    resume_list(g, due);
 }

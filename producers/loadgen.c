@@ -42,6 +42,7 @@
 #include "common/base/cli.h"
 #include "ops/admin/commands.h"
 #include "common/domain/codec.h"
+#include "common/domain/consume.h"
 #include "common/domain/event.h"
 #include "common/base/json.h"
 #include "common/base/kafka.h"
@@ -196,7 +197,8 @@ static int reject_reason(ol_codec_t *codec, ol_arena_t *arena, const rd_kafka_me
     return -1;
 }
 
-static void on_decision(loadgen_t *lg, ol_codec_t *codec, ol_arena_t *arena, const rd_kafka_message_t *rkm) {
+static void on_decision(void *opaque, ol_codec_t *codec, ol_arena_t *arena, const rd_kafka_message_t *rkm) {
+    loadgen_t *lg = opaque;
     rd_kafka_headers_t *hdrs = NULL;
     const char *type, *subject;
     size_t type_len, subject_len;
@@ -238,22 +240,7 @@ static void on_decision(loadgen_t *lg, ol_codec_t *codec, ol_arena_t *arena, con
 
 static void *consumer_main(void *arg) {
     loadgen_t *lg = arg;
-    ol_codec_t *codec = ol_codec_new();
-    ol_arena_t *arena = ol_arena_new(16 * 1024);
-    while (!atomic_load(&lg->stop_consumer)) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(lg->consumer, 100);
-        if (!rkm)
-            continue;
-        if (rkm->err) {
-            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                ol_log_warn("loadgen: reading %s: %s", lg->topic_sale, rd_kafka_message_errstr(rkm));
-        } else {
-            on_decision(lg, codec, arena, rkm);
-        }
-        rd_kafka_message_destroy(rkm);
-    }
-    ol_arena_destroy(arena);
-    ol_codec_destroy(codec);
+    ol_consume_until(lg->consumer, &lg->stop_consumer, "loadgen: ", lg->topic_sale, 16 * 1024, on_decision, lg);
     return NULL;
 }
 

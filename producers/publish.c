@@ -31,6 +31,7 @@
 #include "common/base/log.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
+#include "common/domain/wire.h"
 
 #define PIPELINE_SLOTS 8
 #define BATCH_LINES 512
@@ -152,12 +153,11 @@ static void prepare_item(publish_t *p, batch_t *b, item_t *it, ol_codec_t *codec
     }
     ol_arena_reset(scratch);
     if (ol_event_from_line(scratch, b->text + it->off, it->len, ol_time_now_ms(), &ev, errstr, sizeof(errstr)) ||
-        ol_codec_encode(codec, ev.env.type, ev.input, ev.env.time_ms, &payload, &payload_len, errstr, sizeof(errstr))) {
+        ol_event_encode_payload(codec, &ev.env, ev.input, &payload, &payload_len, errstr, sizeof(errstr))) {
         it->error = ol_arena_strndup(b->arena, errstr, strlen(errstr));
         return;
     }
     memcpy(ev.env.source, p->source, sizeof(ev.env.source));
-    ev.env.content = OL_CONTENT_AVRO;
     it->topic = ev.env.type->index;
     it->key_len = strlen(ev.key);
     it->key = ol_arena_strndup(b->arena, ev.key, it->key_len);
@@ -437,7 +437,8 @@ static int publish_run(const ol_conf_t *conf, int argc, char **argv) {
         if (strcmp(argv[i], "--"))
             nfiles++;
     }
-    if (ol_schema_init(errstr, sizeof(errstr))) {
+    if (ol_schema_init(errstr, sizeof(errstr)) ||
+        ol_wire_prepare(errstr, sizeof(errstr))) { /* event.format confluent: the schema ids */
         ol_log_error("%s", errstr);
         return OL_EXIT_FAIL;
     }

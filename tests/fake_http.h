@@ -1,8 +1,10 @@
 /* A fake HTTP server for the tests of what probes other services
  * (tests/unit/test_health.c, tests/integration/test_status.c): it listens
  * on 127.0.0.1 on a free port and answers every connection with the same
- * bytes, whatever was asked; or never accepts at all. Header-only (static
- * definitions): each test is its own executable. */
+ * bytes, whatever was asked; or never accepts at all; or, routed, with what
+ * a function makes of the request (a fake schema registry,
+ * tests/unit/test_event.c). Header-only (static definitions): each test is
+ * its own executable. */
 #ifndef OL_TEST_FAKE_HTTP_H
 #define OL_TEST_FAKE_HTTP_H
 
@@ -10,6 +12,7 @@
 #include <criterion/criterion.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -22,6 +25,9 @@ typedef struct fake_s {
     const char *answer; /* written after the request is read; NULL: accept nothing, answer nothing */
     size_t answer_len;
     int connections; /* to serve before the thread ends; < 0: until fake_stop */
+    /* routed: the answer to the request req[0..len) (NUL-terminated), new
+     * (freed after it is written); answer is then unused */
+    char *(*route)(const char *req, size_t len, size_t *answer_len);
     pthread_t thread;
 } fake_t;
 
@@ -32,24 +38,26 @@ static void *fake_run(void *arg) {
         if (c < 0)
             break; /* the listening socket was shut down */
         char req[2048];
-        ssize_t got = read(c, req, sizeof(req)); /* one read holds our small request */
-        (void)got;
-        for (size_t off = 0; off < f->answer_len;) {
-            ssize_t k = write(c, f->answer + off, f->answer_len - off);
+        ssize_t got = read(c, req, sizeof(req) - 1); /* one read holds our small request */
+        req[got > 0 ? got : 0] = '\0';
+        size_t len = f->answer_len;
+        char *routed = f->route ? f->route(req, got > 0 ? (size_t)got : 0, &len) : NULL;
+        const char *answer = routed ? routed : f->answer;
+        for (size_t off = 0; off < len;) {
+            ssize_t k = write(c, answer + off, len - off);
             if (k <= 0)
                 break;
             off += (size_t)k;
         }
+        free(routed);
         close(c);
     }
     return NULL;
 }
 
-/* Listens on 127.0.0.1:<free port>; with an answer (len bytes), serves it to
- * `connections` connections (< 0: every one until fake_stop) on a thread;
- * without one, never accepts (a connect succeeds through the backlog, then
- * nothing comes). */
-FAKE_HTTP void fake_start(fake_t *f, const char *answer, size_t len, int connections) {
+typedef char *(*fake_route_t)(const char *req, size_t len, size_t *answer_len);
+
+FAKE_HTTP void fake_open(fake_t *f, const char *answer, size_t len, int connections, fake_route_t route) {
     f->fd = socket(AF_INET, SOCK_STREAM, 0);
     cr_assert(f->fd >= 0);
     struct sockaddr_in sa = {.sin_family = AF_INET};
@@ -62,8 +70,23 @@ FAKE_HTTP void fake_start(fake_t *f, const char *answer, size_t len, int connect
     f->answer = answer;
     f->answer_len = len;
     f->connections = connections;
+    f->route = route;
     if (answer)
         cr_assert_eq(pthread_create(&f->thread, NULL, fake_run, f), 0);
+}
+
+/* Listens on 127.0.0.1:<free port>; with an answer (len bytes), serves it to
+ * `connections` connections (< 0: every one until fake_stop) on a thread;
+ * without one, never accepts (a connect succeeds through the backlog, then
+ * nothing comes). */
+FAKE_HTTP void fake_start(fake_t *f, const char *answer, size_t len, int connections) {
+    fake_open(f, answer, len, connections, NULL);
+}
+
+/* Listens the same way, answering each request with route's answer, on a
+ * thread, until fake_stop. */
+FAKE_HTTP void fake_start_routed(fake_t *f, fake_route_t route) {
+    fake_open(f, "", 0, -1, route);
 }
 
 /* Stops listening (the thread ends at its next accept) and waits for the thread. */

@@ -27,3 +27,12 @@ int ol_cli_help_asked(const ol_cmd_t *cmd, int argc, char **argv) {
     }
     return 0;
 }
+
+int ol_cli_flag_only(const ol_cmd_t *cmd, int argc, char **argv, const char *flag, bool *given) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], flag))
+            return ol_cli_usage_error(cmd, "unknown option \"%s\"", argv[i]);
+        *given = true;
+    }
+    return OL_EXIT_OK;
+}

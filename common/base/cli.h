@@ -1,6 +1,8 @@
 #ifndef OL_CLI_H
 #define OL_CLI_H
 
+#include <stdbool.h>
+
 #include "common/base/conf.h"
 
 /* A subcommand of a binary: a thin main over the libraries.
@@ -22,5 +24,8 @@ typedef struct ol_cmd_s {
 int ol_cli_usage_error(const ol_cmd_t *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* True when argv holds -h or --help; prints the command's help then. */
 int ol_cli_help_asked(const ol_cmd_t *cmd, int argc, char **argv);
+/* The arguments of a command whose one option is flag: sets *given when it
+ * is there; anything else is a usage error (printed, OL_EXIT_USAGE). */
+int ol_cli_flag_only(const ol_cmd_t *cmd, int argc, char **argv, const char *flag, bool *given);
 
 #endif

@@ -105,50 +105,32 @@ static ol_err_t bad_utf8(parser_t *ps) {
 /* One escape, its backslash at ps->p (and a byte after it): its
  * unescaped form is appended at buf + *n; *nul is set by \u0000. */
 static ol_err_t unescape(parser_t *ps, char *buf, size_t *n, bool *nul) {
+    /* the escapes of one byte: each letter, then the byte it stands for */
+    static const char one_byte[] = "\"\"\\\\//b\bf\fn\nr\rt\t";
     char e = ps->p[1];
     ps->p += 2;
-    switch (e) {
-    case '"':
-    case '\\':
-    case '/':
-        buf[(*n)++] = e;
-        break;
-    case 'b':
-        buf[(*n)++] = '\b';
-        break;
-    case 'f':
-        buf[(*n)++] = '\f';
-        break;
-    case 'n':
-        buf[(*n)++] = '\n';
-        break;
-    case 'r':
-        buf[(*n)++] = '\r';
-        break;
-    case 't':
-        buf[(*n)++] = '\t';
-        break;
-    case 'u': {
-        unsigned cp, lo;
-        if (ps->end - ps->p < 4 || hex4(ps->p, &cp))
-            return perr(ps, "invalid \\u escape");
-        ps->p += 4;
-        if (cp >= 0xdc00 && cp <= 0xdfff)
-            return perr(ps, "lone low surrogate in \\u escape");
-        if (cp >= 0xd800 && cp <= 0xdbff) {
-            if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u' || hex4(ps->p + 2, &lo) || lo < 0xdc00 ||
-                lo > 0xdfff)
-                return perr(ps, "high surrogate without its low half in \\u escape");
-            ps->p += 6;
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+    for (size_t i = 0; i < sizeof(one_byte) - 1; i += 2)
+        if (one_byte[i] == e) {
+            buf[(*n)++] = one_byte[i + 1];
+            return OL_ERR_OK;
         }
-        *nul |= cp == 0;
-        *n += put_utf8(buf + *n, cp);
-        break;
-    }
-    default:
+    if (e != 'u')
         return perr(ps, "invalid escape \\%c", e >= 0x20 && e < 0x7f ? e : '?');
+    unsigned cp, lo;
+    if (ps->end - ps->p < 4 || hex4(ps->p, &cp))
+        return perr(ps, "invalid \\u escape");
+    ps->p += 4;
+    if (cp >= 0xdc00 && cp <= 0xdfff)
+        return perr(ps, "lone low surrogate in \\u escape");
+    if (cp >= 0xd800 && cp <= 0xdbff) {
+        if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u' || hex4(ps->p + 2, &lo) || lo < 0xdc00 ||
+            lo > 0xdfff)
+            return perr(ps, "high surrogate without its low half in \\u escape");
+        ps->p += 6;
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
     }
+    *nul |= cp == 0;
+    *n += put_utf8(buf + *n, cp);
     return OL_ERR_OK;
 }
 
@@ -344,21 +326,44 @@ static void path_prepend_key(parser_t *ps, const char *key, size_t len) {
 
 static ol_err_t parse_value(parser_t *ps, ol_json_t *v, int depth);
 
+/* The array items of n elements of size bytes, moved to one twice as large
+ * (in the arena; *cap updated) when it is full. */
+static void *room_for_one(parser_t *ps, void *items, size_t n, size_t *cap, size_t size) {
+    if (n < *cap)
+        return items;
+    void *bigger = ol_arena_alloc(ps->arena, *cap * 2 * size);
+    memcpy(bigger, items, n * size);
+    *cap *= 2;
+    return bigger;
+}
+
+/* At the opening bracket of an array or object: true past its closing one
+ * when it is empty, else false at its first item. */
+static bool closed_at_once(parser_t *ps, char close) {
+    ps->p++;
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        return true;
+    }
+    return false;
+}
+
+/* After an item of an array or object: 1 past a ',' (another item comes),
+ * 0 past the closing bracket, -1 when neither is there. */
+static int after_item(parser_t *ps, char close) {
+    skip_ws(ps);
+    if (ps->p < ps->end && (*ps->p == ',' || *ps->p == close))
+        return *ps->p++ == ',';
+    return -1;
+}
+
 static ol_err_t parse_array(parser_t *ps, ol_json_t *v, int depth) {
     size_t cap = 8, n = 0;
     ol_json_t *items = ol_arena_alloc(ps->arena, cap * sizeof(*items));
-    ps->p++;
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == ']') {
-        ps->p++;
-    } else {
+    if (!closed_at_once(ps, ']')) {
         for (;;) {
-            if (n == cap) {
-                ol_json_t *bigger = ol_arena_alloc(ps->arena, cap * 2 * sizeof(*items));
-                memcpy(bigger, items, n * sizeof(*items));
-                items = bigger;
-                cap *= 2;
-            }
+            items = room_for_one(ps, items, n, &cap, sizeof(*items));
             ol_err_t err = parse_value(ps, &items[n++], depth + 1);
             if (err) {
                 if (ps->nul) {
@@ -368,16 +373,11 @@ static ol_err_t parse_array(parser_t *ps, ol_json_t *v, int depth) {
                 }
                 return err;
             }
-            skip_ws(ps);
-            if (ps->p < ps->end && *ps->p == ',') {
-                ps->p++;
-                continue;
-            }
-            if (ps->p < ps->end && *ps->p == ']') {
-                ps->p++;
+            int more = after_item(ps, ']');
+            if (more < 0)
+                return perr(ps, "',' or ']' expected");
+            if (!more)
                 break;
-            }
-            return perr(ps, "',' or ']' expected");
         }
     }
     v->type = OL_JSON_ARRAY;
@@ -389,21 +389,12 @@ static ol_err_t parse_array(parser_t *ps, ol_json_t *v, int depth) {
 static ol_err_t parse_object(parser_t *ps, ol_json_t *v, int depth) {
     size_t cap = 16, n = 0;
     ol_json_member_t *m = ol_arena_alloc(ps->arena, cap * sizeof(*m));
-    ps->p++;
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
-    } else {
+    if (!closed_at_once(ps, '}')) {
         for (;;) {
             skip_ws(ps);
             if (ps->p >= ps->end || *ps->p != '"')
                 return perr(ps, "string or '}' expected");
-            if (n == cap) {
-                ol_json_member_t *bigger = ol_arena_alloc(ps->arena, cap * 2 * sizeof(*m));
-                memcpy(bigger, m, n * sizeof(*m));
-                m = bigger;
-                cap *= 2;
-            }
+            m = room_for_one(ps, m, n, &cap, sizeof(*m));
             ol_err_t err = parse_string(ps, &m[n].key, &m[n].key_len);
             if (err) {
                 if (ps->nul)
@@ -420,16 +411,11 @@ static ol_err_t parse_object(parser_t *ps, ol_json_t *v, int depth) {
                 return err;
             }
             n++;
-            skip_ws(ps);
-            if (ps->p < ps->end && *ps->p == ',') {
-                ps->p++;
-                continue;
-            }
-            if (ps->p < ps->end && *ps->p == '}') {
-                ps->p++;
+            int more = after_item(ps, '}');
+            if (more < 0)
+                return perr(ps, "',' or '}' expected");
+            if (!more)
                 break;
-            }
-            return perr(ps, "',' or '}' expected");
         }
     }
     const char *dup;

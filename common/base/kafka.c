@@ -445,3 +445,31 @@ out:
     rd_kafka_topic_partition_list_destroy(pos);
     rd_kafka_topic_partition_list_destroy(assigned);
 }
+
+static void consumer_lag_fn(void *opaque, ol_metrics_out_t *out) {
+    ol_kafka_lag_write(*(rd_kafka_t **)opaque, out);
+}
+
+static void consumer_assigned_fn(void *opaque, ol_metrics_out_t *out) {
+    int n = ol_kafka_assigned_count(*(rd_kafka_t **)opaque);
+    if (n >= 0)
+        ol_metrics_out(out, NULL, n);
+}
+
+void ol_kafka_observe_consumer(ol_metrics_t *reg, const char *role, const char *lag_help, const char *assigned_help,
+                               rd_kafka_t *const *rk) {
+    ol_kafka_observe_consumers(reg, role, lag_help, assigned_help, consumer_lag_fn, consumer_assigned_fn, (void *)rk);
+}
+
+void ol_kafka_observe_consumers(ol_metrics_t *reg, const char *role, const char *lag_help, const char *assigned_help,
+                                ol_metrics_func_t lag_fn, ol_metrics_func_t assigned_fn, void *opaque) {
+    char name[128];
+    snprintf(name, sizeof(name), "orderlog_%s_consumer_lag_records", role);
+    ol_metrics_func(
+        reg,
+        &(ol_metric_def_t){
+            .name = name, .help = lag_help, .type = OL_METRIC_GAUGE, .labels = {{"topic", NULL}, {"partition", NULL}}},
+        lag_fn, opaque);
+    snprintf(name, sizeof(name), "orderlog_%s_assigned_partitions", role);
+    ol_metrics_func_value(reg, OL_METRIC_GAUGE, name, assigned_help, assigned_fn, opaque);
+}

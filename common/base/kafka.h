@@ -143,6 +143,18 @@ int ol_kafka_assigned_count(rd_kafka_t *rk);
  * topic and partition. */
 void ol_kafka_lag_write(rd_kafka_t *rk, ol_metrics_out_t *out);
 
+/* The two families of a role's group consumers, read at render time:
+ * orderlog_<role>_consumer_lag_records{topic,partition} and
+ * orderlog_<role>_assigned_partitions (gauges). _consumer: of the one
+ * consumer *rk (read at each render; rk valid as long as reg), with
+ * ol_kafka_lag_write and ol_kafka_assigned_count (nothing while unknown).
+ * _consumers: a role with several writes the samples itself (lag_fn,
+ * assigned_fn, with opaque). */
+void ol_kafka_observe_consumer(ol_metrics_t *reg, const char *role, const char *lag_help, const char *assigned_help,
+                               rd_kafka_t *const *rk);
+void ol_kafka_observe_consumers(ol_metrics_t *reg, const char *role, const char *lag_help, const char *assigned_help,
+                                ol_metrics_func_t lag_fn, ol_metrics_func_t assigned_fn, void *opaque);
+
 /* "<topic.prefix><name>" into out. */
 void ol_kafka_topic_name(const ol_conf_t *conf, const char *name, char *out, size_t out_size);
 

@@ -29,6 +29,12 @@ typedef struct cell_s {
     atomic_ullong sum_bits;
 } cell_t;
 
+/* The opaque of a family of ol_metrics_fields. */
+typedef struct field_sum_s {
+    const char *items;
+    size_t nitems, item_size, offset;
+} field_sum_t;
+
 struct ol_metric_s {
     struct ol_metric_s *next;
     char *name, *help;
@@ -44,6 +50,7 @@ struct ol_metric_s {
     size_t ncells;
     ol_metrics_func_t fn; /* function family: no cells */
     void *opaque;
+    field_sum_t sum; /* of a family of ol_metrics_fields: its opaque */
 };
 
 struct ol_metrics_s {
@@ -148,11 +155,59 @@ ol_metric_t *ol_metrics_gauge(ol_metrics_t *m, const char *name, const char *hel
     return ol_metrics_add(m, &(ol_metric_def_t){.name = name, .help = help, .type = OL_METRIC_GAUGE});
 }
 
-void ol_metrics_func(ol_metrics_t *m, const ol_metric_def_t *def, ol_metrics_func_t fn, void *opaque) {
+ol_metric_t *ol_metrics_seconds(ol_metrics_t *m, const char *name, const char *help) {
+    return ol_metrics_add(m, &(ol_metric_def_t){.name = name,
+                                                .help = help,
+                                                .type = OL_METRIC_HISTOGRAM,
+                                                .buckets = ol_metrics_seconds_buckets,
+                                                .nbuckets = ol_metrics_seconds_nbuckets});
+}
+
+ol_metric_t *ol_metrics_counter_by(ol_metrics_t *m, const char *name, const char *help, const char *label,
+                                   const char *const *values) {
+    return ol_metrics_add(
+        m, &(ol_metric_def_t){.name = name, .help = help, .type = OL_METRIC_COUNTER, .labels = {{label, values}}});
+}
+
+static ol_metric_t *func_new(ol_metrics_t *m, const ol_metric_def_t *def, ol_metrics_func_t fn, void *opaque) {
     OL_ASSERT(fn);
     ol_metric_t *f = family_new(m, def, true);
     f->fn = fn;
     f->opaque = opaque;
+    return f;
+}
+
+void ol_metrics_func(ol_metrics_t *m, const ol_metric_def_t *def, ol_metrics_func_t fn, void *opaque) {
+    func_new(m, def, fn, opaque);
+}
+
+void ol_metrics_func_value(ol_metrics_t *m, ol_metric_type_t type, const char *name, const char *help,
+                           ol_metrics_func_t fn, void *opaque) {
+    ol_metrics_func_by(m, type, name, help, NULL, fn, opaque);
+}
+
+void ol_metrics_func_by(ol_metrics_t *m, ol_metric_type_t type, const char *name, const char *help, const char *label,
+                        ol_metrics_func_t fn, void *opaque) {
+    func_new(m, &(ol_metric_def_t){.name = name, .help = help, .type = type, .labels = {{label, NULL}}}, fn, opaque);
+}
+
+static void field_sum_fn(void *opaque, ol_metrics_out_t *out) {
+    const field_sum_t *s = opaque;
+    long long total = 0;
+    for (size_t i = 0; i < s->nitems; i++)
+        total += atomic_load((const atomic_llong *)(s->items + i * s->item_size + s->offset));
+    ol_metrics_out(out, NULL, (double)total);
+}
+
+void ol_metrics_fields(ol_metrics_t *m, const ol_metric_field_t *fields, size_t nfields, const void *items,
+                       size_t nitems, size_t item_size) {
+    for (size_t i = 0; i < nfields; i++) {
+        ol_metric_t *f =
+            func_new(m, &(ol_metric_def_t){.name = fields[i].name, .help = fields[i].help, .type = fields[i].type},
+                     field_sum_fn, NULL);
+        f->sum = (field_sum_t){items, nitems, item_size, fields[i].offset};
+        f->opaque = &f->sum;
+    }
 }
 
 size_t ol_metric_label_count(const ol_metric_t *f, int k) {
@@ -458,40 +513,17 @@ void ol_metrics_add_process(ol_metrics_t *m) {
         if (started < 0)
             started = (double)time(NULL);
     }
-    ol_metrics_func(m,
-                    &(ol_metric_def_t){.name = "process_cpu_seconds_total",
-                                       .help = "Total user and system CPU time spent in seconds.",
-                                       .type = OL_METRIC_COUNTER},
-                    cpu_fn, NULL);
-    ol_metrics_func(m,
-                    &(ol_metric_def_t){.name = "process_resident_memory_bytes",
-                                       .help = "Resident memory size in bytes.",
-                                       .type = OL_METRIC_GAUGE},
-                    memory_fn, (void *)1);
-    ol_metrics_func(m,
-                    &(ol_metric_def_t){.name = "process_virtual_memory_bytes",
-                                       .help = "Virtual memory size in bytes.",
-                                       .type = OL_METRIC_GAUGE},
-                    memory_fn, NULL);
-    ol_metrics_func(m,
-                    &(ol_metric_def_t){.name = "process_start_time_seconds",
-                                       .help = "Start time of the process since unix epoch in seconds.",
-                                       .type = OL_METRIC_GAUGE},
-                    start_fn, &started);
-    ol_metrics_func(m,
-                    &(ol_metric_def_t){.name = "process_open_fds",
-                                       .help = "Number of open file descriptors.",
-                                       .type = OL_METRIC_GAUGE},
-                    fds_fn, NULL);
-    ol_metrics_func(m,
-                    &(ol_metric_def_t){.name = "process_max_fds",
-                                       .help = "Maximum number of open file descriptors.",
-                                       .type = OL_METRIC_GAUGE},
-                    max_fds_fn, NULL);
-    ol_metrics_func(m,
-                    &(ol_metric_def_t){.name = "orderlog_build_info",
-                                       .help = "Always 1, labelled with the version of orderlog running.",
-                                       .type = OL_METRIC_GAUGE,
-                                       .labels = {{"version", NULL}}},
-                    build_fn, NULL);
+    ol_metrics_func_value(m, OL_METRIC_COUNTER, "process_cpu_seconds_total",
+                          "Total user and system CPU time spent in seconds.", cpu_fn, NULL);
+    ol_metrics_func_value(m, OL_METRIC_GAUGE, "process_resident_memory_bytes", "Resident memory size in bytes.",
+                          memory_fn, (void *)1);
+    ol_metrics_func_value(m, OL_METRIC_GAUGE, "process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                          memory_fn, NULL);
+    ol_metrics_func_value(m, OL_METRIC_GAUGE, "process_start_time_seconds",
+                          "Start time of the process since unix epoch in seconds.", start_fn, &started);
+    ol_metrics_func_value(m, OL_METRIC_GAUGE, "process_open_fds", "Number of open file descriptors.", fds_fn, NULL);
+    ol_metrics_func_value(m, OL_METRIC_GAUGE, "process_max_fds", "Maximum number of open file descriptors.", max_fds_fn,
+                          NULL);
+    ol_metrics_func_by(m, OL_METRIC_GAUGE, "orderlog_build_info",
+                       "Always 1, labelled with the version of orderlog running.", "version", build_fn, NULL);
 }

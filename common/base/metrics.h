@@ -69,6 +69,13 @@ ol_metric_t *ol_metrics_add(ol_metrics_t *m, const ol_metric_def_t *def);
 ol_metric_t *ol_metrics_counter(ol_metrics_t *m, const char *name, const char *help);
 ol_metric_t *ol_metrics_gauge(ol_metrics_t *m, const char *name, const char *help);
 
+/* A histogram without labels over ol_metrics_seconds_buckets, and a
+ * counter with one label (values as in ol_metric_label_t): shorthands of
+ * ol_metrics_add. */
+ol_metric_t *ol_metrics_seconds(ol_metrics_t *m, const char *name, const char *help);
+ol_metric_t *ol_metrics_counter_by(ol_metrics_t *m, const char *name, const char *help, const char *label,
+                                   const char *const *values);
+
 /* A family whose samples fn writes at render time (with ol_metrics_out),
  * for values read from elsewhere (process, librdkafka, a role's own
  * counters). def's labels give the names only (values NULL); histograms are
@@ -79,6 +86,26 @@ void ol_metrics_func(ol_metrics_t *m, const ol_metric_def_t *def, ol_metrics_fun
 /* From fn: one sample; label_values has one value per label of the family
  * (borrowed for the call; escaped here), NULL when it has none. */
 void ol_metrics_out(ol_metrics_out_t *out, const char *const *label_values, double value);
+
+/* A function family of type type (counter or gauge) without labels, and
+ * one with the one label `label` (NULL: none): shorthands of
+ * ol_metrics_func. */
+void ol_metrics_func_value(ol_metrics_t *m, ol_metric_type_t type, const char *name, const char *help,
+                           ol_metrics_func_t fn, void *opaque);
+void ol_metrics_func_by(ol_metrics_t *m, ol_metric_type_t type, const char *name, const char *help, const char *label,
+                        ol_metrics_func_t fn, void *opaque);
+
+/* Families read at render time from atomic_llong fields of a caller's
+ * structs: one a field, whose value is the sum of that field over nitems
+ * items of item_size bytes from items (one struct: nitems 1). items must
+ * stay valid, and their number fixed, as long as the registry. */
+typedef struct ol_metric_field_s {
+    const char *name, *help;
+    ol_metric_type_t type; /* counter or gauge */
+    size_t offset;         /* of an atomic_llong in each item */
+} ol_metric_field_t;
+void ol_metrics_fields(ol_metrics_t *m, const ol_metric_field_t *fields, size_t nfields, const void *items,
+                       size_t nitems, size_t item_size);
 
 /* The cell of a label combination, by values (names must be among the
  * label's values: aborts otherwise). Slow: look cells up at setup. */

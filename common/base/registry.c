@@ -111,41 +111,57 @@ static void message_of(const ol_http_reply_t *reply, int *code, char *out, size_
     json_decref(j);
 }
 
-/* One request; body (borrowed, may be NULL) sent as JSON. On OL_ERR_OK
- * *out holds the answer, whatever its status below 500, and *json its body
- * parsed (new; NULL when it is not JSON). */
-static ol_err_t call(ol_registry_t *r, const char *method, const char *path, json_t *body, ol_http_reply_t *out,
-                     json_t **json, char *errstr, size_t errstr_size) {
+/* One request and its answer. */
+typedef struct {
+    const char *method;
+    char *path;            /* owned */
+    ol_http_reply_t reply; /* whatever its status below 500 */
+    json_t *json;          /* the answer's body parsed (owned; NULL when it is not JSON) */
+} exchange_t;
+
+static void exchange_clear(exchange_t *x) {
+    ol_http_reply_clear(&x->reply);
+    json_decref(x->json);
+    free(x->path);
+}
+
+/* One request; path (a new string) and body (may be NULL, sent as JSON)
+ * are taken over. On OL_ERR_OK *x holds the answer, for exchange_clear;
+ * on an error nothing is left to clear. */
+static ol_err_t call(ol_registry_t *r, const char *method, char *path, json_t *body, exchange_t *x, char *errstr,
+                     size_t errstr_size) {
     char why[512];
-    *json = NULL;
+    *x = (exchange_t){.method = method, .path = path};
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     if (body && !text)
         abort(); /* allocation failure */
-    ol_err_t err = ol_http_request(r->address, method, path, body ? CONTENT_TYPE : NULL, text, text ? strlen(text) : 0,
-                                   r->timeout_ms, out, why, sizeof(why));
+    json_decref(body);
+    ol_err_t err = ol_http_request(r->address, method, path, text ? CONTENT_TYPE : NULL, text, text ? strlen(text) : 0,
+                                   r->timeout_ms, &x->reply, why, sizeof(why));
     free(text);
-    if (err)
+    if (err) {
+        free(path);
         return ol_errf(errstr, errstr_size, err, "schema registry at %s: %s", r->url, why);
-    if (out->status >= 500) {
+    }
+    if (x->reply.status >= 500) {
         int code;
-        message_of(out, &code, why, sizeof(why));
+        message_of(&x->reply, &code, why, sizeof(why));
         err = ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "schema registry at %s: %s %s answered %d: %s", r->url,
-                      method, path, out->status, why);
-        ol_http_reply_clear(out);
+                      method, path, x->reply.status, why);
+        exchange_clear(x);
         return err;
     }
-    *json = json_loadb(out->body, out->body_len, 0, NULL);
+    x->json = json_loadb(x->reply.body, x->reply.body_len, 0, NULL);
     return OL_ERR_OK;
 }
 
 /* An answer the API does not give: an error naming what was asked. */
-static ol_err_t unexpected(const ol_registry_t *r, const char *method, const char *path, const ol_http_reply_t *reply,
-                           char *errstr, size_t errstr_size) {
+static ol_err_t unexpected(const ol_registry_t *r, const exchange_t *x, char *errstr, size_t errstr_size) {
     char why[512];
     int code;
-    message_of(reply, &code, why, sizeof(why));
-    return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "schema registry at %s: %s %s answered %d: %s", r->url, method,
-                   path, reply->status, why);
+    message_of(&x->reply, &code, why, sizeof(why));
+    return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "schema registry at %s: %s %s answered %d: %s", r->url,
+                   x->method, x->path, x->reply.status, why);
 }
 
 static json_t *schema_body(const char *schema) {
@@ -158,72 +174,70 @@ static json_t *schema_body(const char *schema) {
 ol_err_t ol_registry_lookup(ol_registry_t *r, const char *subject, const char *schema, bool *found, int *id,
                             int *version, char *errstr, size_t errstr_size) {
     *found = false;
-    char *path = path_of(r, "/subjects/", subject, "");
-    json_t *body = schema_body(schema), *j = NULL;
-    ol_http_reply_t reply;
-    ol_err_t err = call(r, "POST", path, body, &reply, &j, errstr, errstr_size);
+    exchange_t x;
+    ol_err_t err = call(r, "POST", path_of(r, "/subjects/", subject, ""), schema_body(schema), &x, errstr, errstr_size);
     if (err)
-        goto out;
-    if (reply.status == 404) { /* 40401 no such subject, 40403 no such schema under it */
+        return err;
+    if (x.reply.status == 404) { /* 40401 no such subject, 40403 no such schema under it */
         err = OL_ERR_OK;
-    } else if (reply.status == 200 && json_is_integer(json_object_get(j, "id")) &&
-               json_is_integer(json_object_get(j, "version"))) {
+    } else if (x.reply.status == 200 && json_is_integer(json_object_get(x.json, "id")) &&
+               json_is_integer(json_object_get(x.json, "version"))) {
         *found = true;
-        *id = (int)json_integer_value(json_object_get(j, "id"));
-        *version = (int)json_integer_value(json_object_get(j, "version"));
+        *id = (int)json_integer_value(json_object_get(x.json, "id"));
+        *version = (int)json_integer_value(json_object_get(x.json, "version"));
     } else {
-        err = unexpected(r, "POST", path, &reply, errstr, errstr_size);
+        err = unexpected(r, &x, errstr, errstr_size);
     }
-    ol_http_reply_clear(&reply);
-out:
-    json_decref(j);
-    json_decref(body);
-    free(path);
+    exchange_clear(&x);
     return err;
 }
 
 ol_err_t ol_registry_register(ol_registry_t *r, const char *subject, const char *schema, int *id, char *errstr,
                               size_t errstr_size) {
     char why[512];
-    char *path = path_of(r, "/subjects/", subject, "/versions");
-    json_t *body = schema_body(schema), *j = NULL;
-    ol_http_reply_t reply;
-    ol_err_t err = call(r, "POST", path, body, &reply, &j, errstr, errstr_size);
+    exchange_t x;
+    ol_err_t err =
+        call(r, "POST", path_of(r, "/subjects/", subject, "/versions"), schema_body(schema), &x, errstr, errstr_size);
     if (err)
-        goto out;
-    if (reply.status == 200 && json_is_integer(json_object_get(j, "id"))) {
-        *id = (int)json_integer_value(json_object_get(j, "id"));
-    } else if (reply.status == 409 || reply.status == 422) {
+        return err;
+    if (x.reply.status == 200 && json_is_integer(json_object_get(x.json, "id"))) {
+        *id = (int)json_integer_value(json_object_get(x.json, "id"));
+    } else if (x.reply.status == 409 || x.reply.status == 422) {
         int code;
-        message_of(&reply, &code, why, sizeof(why));
+        message_of(&x.reply, &code, why, sizeof(why));
         err = ol_errf(errstr, errstr_size, OL_ERR_INVALID, "%s", why);
     } else {
-        err = unexpected(r, "POST", path, &reply, errstr, errstr_size);
+        err = unexpected(r, &x, errstr, errstr_size);
     }
-    ol_http_reply_clear(&reply);
-out:
-    json_decref(j);
-    json_decref(body);
-    free(path);
+    exchange_clear(&x);
     return err;
 }
 
 ol_err_t ol_registry_set_compatibility(ol_registry_t *r, const char *subject, const char *level, char *errstr,
                                        size_t errstr_size) {
-    char *path = path_of(r, "/config/", subject, "");
-    json_t *body = json_pack("{s:s}", "compatibility", level), *j = NULL;
-    ol_http_reply_t reply;
-    ol_err_t err = call(r, "PUT", path, body, &reply, &j, errstr, errstr_size);
+    exchange_t x;
+    ol_err_t err = call(r, "PUT", path_of(r, "/config/", subject, ""), json_pack("{s:s}", "compatibility", level), &x,
+                        errstr, errstr_size);
     if (err)
-        goto out;
-    if (reply.status != 200)
-        err = unexpected(r, "PUT", path, &reply, errstr, errstr_size);
-    ol_http_reply_clear(&reply);
-out:
-    json_decref(j);
-    json_decref(body);
-    free(path);
+        return err;
+    if (x.reply.status != 200)
+        err = unexpected(r, &x, errstr, errstr_size);
+    exchange_clear(&x);
     return err;
+}
+
+/* The reasons a verbose compatibility answer gives, "; "-separated:
+ * Confluent's in "messages", Apicurio's maybe in "reason". */
+static void reasons_of(const json_t *j, char *reason, size_t reason_size) {
+    json_t *msgs = json_object_get(j, "messages");
+    size_t i, used = 0;
+    if (json_is_string(json_object_get(j, "reason")) && reason_size)
+        used += (size_t)snprintf(reason, reason_size, "%s", json_string_value(json_object_get(j, "reason")));
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        if (json_is_string(m) && used < reason_size)
+            used += (size_t)snprintf(reason + used, reason_size - used, "%s%s", used ? "; " : "", json_string_value(m));
+    }
 }
 
 ol_err_t ol_registry_check(ol_registry_t *r, const char *subject, const char *schema, bool *registered,
@@ -233,61 +247,70 @@ ol_err_t ol_registry_check(ol_registry_t *r, const char *subject, const char *sc
     if (reason_size)
         reason[0] = '\0';
     /* verbose: Confluent's registry then says why in "messages" */
-    char *path = path_of(r, "/compatibility/subjects/", subject, "/versions/latest?verbose=true");
-    json_t *body = schema_body(schema), *j = NULL;
-    ol_http_reply_t reply;
-    ol_err_t err = call(r, "POST", path, body, &reply, &j, errstr, errstr_size);
+    exchange_t x;
+    ol_err_t err = call(r, "POST", path_of(r, "/compatibility/subjects/", subject, "/versions/latest?verbose=true"),
+                        schema_body(schema), &x, errstr, errstr_size);
     if (err)
-        goto out;
-    json_t *is = json_object_get(j, "is_compatible");
+        return err;
+    json_t *is = json_object_get(x.json, "is_compatible");
     int code;
-    if (reply.status == 404) { /* no such subject (40401) or no version yet (40402) */
+    if (x.reply.status == 404) { /* no such subject (40401) or no version yet (40402) */
         *registered = false;
         *compatible = true;
-    } else if (reply.status == 200 && json_is_boolean(is)) {
+    } else if (x.reply.status == 200 && json_is_boolean(is)) {
         *compatible = json_is_true(is);
-        /* Confluent's verbose answers list why in "messages"; Apicurio's
-         * may have a "reason" */
-        json_t *msgs = json_object_get(j, "messages");
-        size_t i, used = 0;
-        if (json_is_string(json_object_get(j, "reason")) && reason_size)
-            used += (size_t)snprintf(reason, reason_size, "%s", json_string_value(json_object_get(j, "reason")));
-        json_t *m;
-        json_array_foreach(msgs, i, m) {
-            if (json_is_string(m) && used < reason_size)
-                used +=
-                    (size_t)snprintf(reason + used, reason_size - used, "%s%s", used ? "; " : "", json_string_value(m));
-        }
-    } else if (reply.status == 409 || reply.status == 422) {
+        reasons_of(x.json, reason, reason_size);
+    } else if (x.reply.status == 409 || x.reply.status == 422) {
         /* some registries answer an incompatible schema with an error */
-        message_of(&reply, &code, reason, reason_size);
+        message_of(&x.reply, &code, reason, reason_size);
     } else {
-        err = unexpected(r, "POST", path, &reply, errstr, errstr_size);
+        err = unexpected(r, &x, errstr, errstr_size);
     }
-    ol_http_reply_clear(&reply);
-out:
-    json_decref(j);
-    json_decref(body);
-    free(path);
+    exchange_clear(&x);
     return err;
+}
+
+/* The answer's "schema" when it is 200 with one, else NULL (not found
+ * when 404, else an error). */
+static ol_err_t schema_of(ol_registry_t *r, const exchange_t *x, const char **text, char *errstr, size_t errstr_size) {
+    *text = json_string_value(json_object_get(x->json, "schema"));
+    if (x->reply.status == 200 && *text)
+        return OL_ERR_OK;
+    *text = NULL;
+    return x->reply.status == 404 ? OL_ERR_OK : unexpected(r, x, errstr, errstr_size);
 }
 
 ol_err_t ol_registry_latest(ol_registry_t *r, const char *subject, char **schema, char *errstr, size_t errstr_size) {
     *schema = NULL;
-    char *path = path_of(r, "/subjects/", subject, "/versions/latest");
-    json_t *j = NULL;
-    ol_http_reply_t reply;
-    ol_err_t err = call(r, "GET", path, NULL, &reply, &j, errstr, errstr_size);
+    exchange_t x;
+    const char *text;
+    ol_err_t err = call(r, "GET", path_of(r, "/subjects/", subject, "/versions/latest"), NULL, &x, errstr, errstr_size);
     if (err)
-        goto out;
-    const char *text = json_string_value(json_object_get(j, "schema"));
-    if (reply.status == 200 && text)
+        return err;
+    err = schema_of(r, &x, &text, errstr, errstr_size);
+    if (text)
         *schema = ol_xstrdup(text);
-    else if (reply.status != 404)
-        err = unexpected(r, "GET", path, &reply, errstr, errstr_size);
-    ol_http_reply_clear(&reply);
-out:
-    json_decref(j);
-    free(path);
+    exchange_clear(&x);
+    return err;
+}
+
+ol_err_t ol_registry_schema_by_id(ol_registry_t *r, long long id, char **schema, char **type, char *errstr,
+                                  size_t errstr_size) {
+    *schema = *type = NULL;
+    size_t n = strlen(r->base) + 64;
+    char *path = ol_xmalloc(n);
+    snprintf(path, n, "%s/schemas/ids/%lld", r->base, id);
+    exchange_t x;
+    const char *text;
+    ol_err_t err = call(r, "GET", path, NULL, &x, errstr, errstr_size);
+    if (err)
+        return err;
+    err = schema_of(r, &x, &text, errstr, errstr_size);
+    const char *st = json_string_value(json_object_get(x.json, "schemaType"));
+    if (text) {
+        *schema = ol_xstrdup(text);
+        *type = ol_xstrdup(st ? st : "AVRO");
+    }
+    exchange_clear(&x);
     return err;
 }

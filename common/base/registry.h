@@ -10,7 +10,8 @@
  * each request bounded by the timeout given at creation. Errors name the
  * registry's URL: OL_ERR_UNREACHABLE (nothing answers, or a 5xx),
  * OL_ERR_TIMEOUT, OL_ERR_INVALID (an answer that is not the API's),
- * OL_ERR_CONFIG (a bad URL). Not thread-safe: one client per thread. */
+ * OL_ERR_CONFIG (a bad URL). A client is read-only once made: threads may
+ * share one. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,7 +24,7 @@ typedef struct ol_registry_s ol_registry_t;
 #define OL_REGISTRY_LEVELS "BACKWARD,BACKWARD_TRANSITIVE,FORWARD,FORWARD_TRANSITIVE,FULL,FULL_TRANSITIVE,NONE"
 
 /* url: http://host:port[/base path], e.g.
- * http://127.0.0.1:18081/apis/ccompat/v6. *out stays NULL on failure. */
+ * http://127.0.0.1:18091/apis/ccompat/v6. *out stays NULL on failure. */
 ol_err_t ol_registry_new(const char *url, int timeout_ms, ol_registry_t **out, char *errstr, size_t errstr_size)
     __attribute__((warn_unused_result));
 void ol_registry_destroy(ol_registry_t *r);
@@ -56,6 +57,12 @@ ol_err_t ol_registry_set_compatibility(ol_registry_t *r, const char *subject, co
 ol_err_t ol_registry_check(ol_registry_t *r, const char *subject, const char *schema, bool *registered,
                            bool *compatible, char *reason, size_t reason_size, char *errstr, size_t errstr_size)
     __attribute__((warn_unused_result));
+
+/* The schema of id (GET /schemas/ids/{id}): *schema its text (new: free
+ * it), NULL when the registry knows no such id; *type (new, free it) the
+ * schemaType it gives ("AVRO" when it gives none: the API's default). */
+ol_err_t ol_registry_schema_by_id(ol_registry_t *r, long long id, char **schema, char **type, char *errstr,
+                                  size_t errstr_size) __attribute__((warn_unused_result));
 
 /* The schema text of subject's latest version (GET
  * /subjects/{subject}/versions/latest): *schema new (free it), NULL when the

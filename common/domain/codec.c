@@ -47,8 +47,17 @@ typedef struct codec_type_s {
     bool *old_ready;
 } codec_type_t;
 
+/* A value of a writer's schema from outside (ol_schema_writer), made on its
+ * first decode. */
+typedef struct writer_value_s {
+    const ol_schema_version_t *sv;
+    avro_value_t value;
+    struct writer_value_s *next;
+} writer_value_t;
+
 struct ol_codec_s {
     codec_type_t *types;
+    writer_value_t *writers;
     size_t ntypes;
     out_t out; /* the last encode's bytes */
     avro_reader_t reader;
@@ -88,6 +97,11 @@ void ol_codec_destroy(ol_codec_t *c) {
         avro_value_decref(&ct->value);
     }
     free(c->types);
+    for (writer_value_t *wv = c->writers, *next; wv; wv = next) {
+        next = wv->next;
+        avro_value_decref(&wv->value);
+        free(wv);
+    }
     avro_reader_free(c->reader);
     ol_arena_destroy(c->arena);
     free(c->out.buf);
@@ -382,9 +396,9 @@ static ol_err_t check_json(const ol_event_type_t *et, const ol_json_t *data, int
     return check_record(&w, et->root, data, dst);
 }
 
-ol_err_t ol_codec_encode(ol_codec_t *c, const ol_event_type_t *et, const ol_json_t *data, int64_t event_time_ms,
-                         const void **out, size_t *out_len, char *errstr, size_t errstr_size) {
-    c->out.len = 0;
+/* Encodes data after the prefix bytes already in c->out. */
+static ol_err_t encode_after(ol_codec_t *c, const ol_event_type_t *et, const ol_json_t *data, int64_t event_time_ms,
+                             const void **out, size_t *out_len, char *errstr, size_t errstr_size) {
     ol_err_t err = check_json(et, data, event_time_ms, CHECK_INPUT, &c->out, errstr, errstr_size);
     if (err)
         return err;
@@ -393,6 +407,22 @@ ol_err_t ol_codec_encode(ol_codec_t *c, const ol_event_type_t *et, const ol_json
     *out = c->out.buf;
     *out_len = c->out.len;
     return OL_ERR_OK;
+}
+
+ol_err_t ol_codec_encode(ol_codec_t *c, const ol_event_type_t *et, const ol_json_t *data, int64_t event_time_ms,
+                         const void **out, size_t *out_len, char *errstr, size_t errstr_size) {
+    c->out.len = 0;
+    return encode_after(c, et, data, event_time_ms, out, out_len, errstr, errstr_size);
+}
+
+ol_err_t ol_codec_encode_framed(ol_codec_t *c, const ol_event_type_t *et, const ol_json_t *data, int64_t event_time_ms,
+                                uint32_t schema_id, const void **out, size_t *out_len, char *errstr,
+                                size_t errstr_size) {
+    unsigned char head[5] = {0, (unsigned char)(schema_id >> 24), (unsigned char)(schema_id >> 16),
+                             (unsigned char)(schema_id >> 8), (unsigned char)schema_id};
+    c->out.len = 0;
+    out_bytes(&c->out, head, sizeof(head));
+    return encode_after(c, et, data, event_time_ms, out, out_len, errstr, errstr_size);
 }
 
 /* ---- decoding --------------------------------------------------------- */
@@ -498,6 +528,22 @@ static ol_err_t read_value(ol_codec_t *c, const ol_event_type_t *et, int version
     return OL_ERR_OK;
 }
 
+/* Reads buf, written with sv (not the current version) into old, then
+ * fills the current version from its JSON form, defaults included. */
+static ol_err_t decode_older(ol_codec_t *c, const ol_event_type_t *et, codec_type_t *ct, const ol_schema_version_t *sv,
+                             avro_value_t *old, const void *buf, size_t len, char *errstr, size_t errstr_size) {
+    ol_json_t dom;
+    ol_err_t err = read_value(c, et, sv->version, sv->root, buf, len, old, errstr, errstr_size);
+    if (err)
+        return err;
+    ol_codec__node_to_dom(c->arena, sv->root, old, &dom);
+    c->out.len = 0;
+    err = check_json(et, &dom, 0, CHECK_RESOLVING, &c->out, errstr, errstr_size);
+    if (!err)
+        err = read_value(c, et, et->version, et->root, c->out.buf, c->out.len, &ct->value, errstr, errstr_size);
+    return err;
+}
+
 ol_err_t ol_codec_decode(ol_codec_t *c, const ol_event_type_t *et, int version, const void *buf, size_t len,
                          avro_value_t **out, char *errstr, size_t errstr_size) {
     codec_type_t *ct = codec_type(c, et);
@@ -519,22 +565,38 @@ ol_err_t ol_codec_decode(ol_codec_t *c, const ol_event_type_t *et, int version, 
         ol_codec__node_to_dom(c->arena, et->root, &ct->value, &dom);
         err = check_json(et, &dom, 0, CHECK_DECODED, NULL, errstr, errstr_size);
     } else {
-        /* an older version: read it with its own schema, then fill the
-         * current version from its JSON form, defaults included */
-        const ol_schema_version_t *sv = &et->history[k];
+        /* an older version: read it with its own schema */
         if (!ct->old_ready[k]) {
-            if (avro_generic_value_new(sv->iface, &ct->old[k]))
+            if (avro_generic_value_new(et->history[k].iface, &ct->old[k]))
                 ol_assert_fail("avro_generic_value_new", __FILE__, __LINE__);
             ct->old_ready[k] = true;
         }
-        if ((err = read_value(c, et, version, sv->root, buf, len, &ct->old[k], errstr, errstr_size)))
-            return err;
-        ol_codec__node_to_dom(c->arena, sv->root, &ct->old[k], &dom);
-        c->out.len = 0;
-        err = check_json(et, &dom, 0, CHECK_RESOLVING, &c->out, errstr, errstr_size);
-        if (!err)
-            err = read_value(c, et, et->version, et->root, c->out.buf, c->out.len, &ct->value, errstr, errstr_size);
+        err = decode_older(c, et, ct, &et->history[k], &ct->old[k], buf, len, errstr, errstr_size);
     }
+    if (err)
+        return err;
+    *out = &ct->value;
+    return OL_ERR_OK;
+}
+
+ol_err_t ol_codec_decode_writer(ol_codec_t *c, const ol_event_type_t *et, const ol_schema_version_t *sv,
+                                const void *buf, size_t len, avro_value_t **out, char *errstr, size_t errstr_size) {
+    if (sv->version)
+        return ol_codec_decode(c, et, sv->version, buf, len, out, errstr, errstr_size);
+    codec_type_t *ct = codec_type(c, et);
+    writer_value_t *wv;
+    for (wv = c->writers; wv && wv->sv != sv; wv = wv->next)
+        ;
+    if (!wv) {
+        wv = ol_xcalloc(1, sizeof(*wv));
+        wv->sv = sv;
+        if (avro_generic_value_new(sv->iface, &wv->value))
+            ol_assert_fail("avro_generic_value_new", __FILE__, __LINE__);
+        wv->next = c->writers;
+        c->writers = wv;
+    }
+    ol_arena_reset(c->arena);
+    ol_err_t err = decode_older(c, et, ct, sv, &wv->value, buf, len, errstr, errstr_size);
     if (err)
         return err;
     *out = &ct->value;

@@ -31,11 +31,22 @@ void ol_codec_destroy(ol_codec_t *codec);
 ol_err_t ol_codec_encode(ol_codec_t *codec, const ol_event_type_t *et, const ol_json_t *data, int64_t event_time_ms,
                          const void **out, size_t *out_len, char *errstr, size_t errstr_size);
 
+/* The same in the Confluent wire format: a 0 byte, schema_id (4 bytes,
+ * big-endian), then the Avro binary. */
+ol_err_t ol_codec_encode_framed(ol_codec_t *codec, const ol_event_type_t *et, const ol_json_t *data,
+                                int64_t event_time_ms, uint32_t schema_id, const void **out, size_t *out_len,
+                                char *errstr, size_t errstr_size);
+
 /* Decodes Avro binary written with `version` of et into the codec's value
  * of the current version (*out borrowed, valid until the next decode of et),
  * then checks it as ol_codec_encode would. Trailing bytes are an error. */
 ol_err_t ol_codec_decode(ol_codec_t *codec, const ol_event_type_t *et, int version, const void *buf, size_t len,
                          avro_value_t **out, char *errstr, size_t errstr_size);
+
+/* The same for a payload written with sv (an entry of et->history, or a
+ * writer's schema from ol_schema_writer): *out as ol_codec_decode's. */
+ol_err_t ol_codec_decode_writer(ol_codec_t *codec, const ol_event_type_t *et, const ol_schema_version_t *sv,
+                                const void *buf, size_t len, avro_value_t **out, char *errstr, size_t errstr_size);
 
 /* ol_codec_decode, then the JSON form: *out is a new reference. */
 ol_err_t ol_codec_decode_json(ol_codec_t *codec, const ol_event_type_t *et, int version, const void *buf, size_t len,

@@ -4,9 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "common/base/log.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
+#include "common/domain/wire.h"
 
 #define DATASCHEMA_PREFIX "urn:orderlog:schema:"
 
@@ -115,10 +118,13 @@ ol_err_t ol_event_from_line(ol_arena_t *arena, const char *line, size_t len, int
 }
 
 void ol_envelope_to_headers(const ol_envelope_t *env, rd_kafka_headers_t *hdrs) {
-    char ts[40], schema[160];
+    char ts[40], schema[600];
     const char *dataschema = env->type->dataschema;
     ol_time_format(env->time_ms, ts, sizeof(ts));
-    if (env->version != env->type->version) {
+    if (env->schema_id) {
+        ol_wire_dataschema(env->schema_id, schema, sizeof(schema));
+        dataschema = schema;
+    } else if (env->version != env->type->version) {
         snprintf(schema, sizeof(schema), DATASCHEMA_PREFIX "%s:%d", env->type->name, env->version);
         dataschema = schema;
     }
@@ -185,19 +191,60 @@ static bool parse_dataschema(const char *s, const ol_event_type_t *et, int *vers
     return true;
 }
 
-/* A value in Confluent schema-registry framing (magic byte 0, a 4-byte
- * big-endian schema id, then Avro or JSON): never a JSON text, and only
- * called for Avro once it did not decode, so plain Avro starting with a 0
- * byte is read as such. */
-static bool confluent_framed(const unsigned char *p, size_t len, char *errstr, size_t errstr_size) {
-    if (len < 5 || p[0] != 0)
+/* The dataschema of a framed record (ol_wire_dataschema): .../schemas/ids/<id>. */
+static bool parse_framed_dataschema(const char *s, uint32_t *id) {
+    const char *tail = strstr(s, "/schemas/ids/");
+    if (!tail)
         return false;
-    unsigned long id = (unsigned long)p[1] << 24 | (unsigned long)p[2] << 16 | (unsigned long)p[3] << 8 | p[4];
-    ol_errf(errstr, errstr_size, OL_ERR_INVALID,
-            "value is in Confluent schema-registry framing (magic byte 0, schema id %lu); orderlog reads plain Avro "
-            "or JSON with CloudEvents headers (see docs/events.md)",
-            id);
+    const char *d = tail + strlen("/schemas/ids/");
+    if (*d < '0' || *d > '9')
+        return false;
+    unsigned long long v = 0;
+    for (; *d; d++)
+        if (*d < '0' || *d > '9' || (v = v * 10 + (unsigned)(*d - '0')) > UINT32_MAX)
+            return false;
+    *id = (uint32_t)v;
     return true;
+}
+
+/* A record whose value is in the Confluent wire format with schema id:
+ * decoded with the writer's schema from the registry. enveloped: env holds
+ * what the ce_* headers said (the type must be the schema's); else env is
+ * made from the record. */
+static ol_err_t decode_framed(ol_codec_t *codec, const rd_kafka_message_t *rkm, uint32_t id, bool enveloped,
+                              ol_envelope_t *env, avro_value_t **value, char *errstr, size_t errstr_size) {
+    const ol_event_type_t *et;
+    const ol_schema_version_t *sv;
+    char why[600];
+    ol_err_t err = ol_wire_writer(id, &et, &sv, why, sizeof(why));
+    if (!err && enveloped && et != env->type)
+        err = ol_errf(why, sizeof(why), OL_ERR_INVALID, "the schema is %s's, but the ce_type header says %s",
+                      et->ce_type, env->type->ce_type);
+    if (!err)
+        err = ol_codec_decode_writer(codec, et, sv, (const char *)rkm->payload + OL_WIRE_HEADER_BYTES,
+                                     rkm->len - OL_WIRE_HEADER_BYTES, value, why, sizeof(why));
+    if (err)
+        return ol_errf(errstr, errstr_size, err, "Confluent wire format, schema id %lu: %s", (unsigned long)id, why);
+    env->schema_id = id;
+    env->content = OL_CONTENT_AVRO;
+    env->version = sv->version ? sv->version : et->version;
+    if (enveloped)
+        return OL_ERR_OK;
+    env->type = et;
+    /* the same id every time the record is read: a replay applies it once */
+    const char *topic = rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "";
+    snprintf(env->id, sizeof(env->id), "kafka-%016llx-%d-%lld",
+             (unsigned long long)ol_hash_fnv1a64(0, topic, strlen(topic)), (int)rkm->partition, (long long)rkm->offset);
+    int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
+    env->time_ms = ts > 0 ? ts : ol_time_now_ms();
+    copy_str(env->source, sizeof(env->source), "unknown");
+    avro_value_t field;
+    const char *subject = NULL;
+    size_t n;
+    if (!avro_value_get_by_name(*value, et->subject, &field, NULL) && avro_value_get_type(&field) == AVRO_STRING &&
+        !avro_value_get_string(&field, &subject, &n))
+        copy_str(env->subject, sizeof(env->subject), subject);
+    return OL_ERR_OK;
 }
 
 /* JSON data (input form) of env's type → the codec's current-version value. */
@@ -223,10 +270,12 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
         hdrs = NULL;
     if ((err = header_str(hdrs, "ce_type", HDR_EXACT, type, sizeof(type), &found, errstr, errstr_size)))
         return err;
+    uint32_t id;
     if (!found) {
-        /* no envelope: a publish-format line written by another tool */
-        if (confluent_framed((const unsigned char *)payload, rkm->len, errstr, errstr_size))
-            return OL_ERR_INVALID;
+        /* no envelope: framed (a JSON text never starts with a 0 byte), or a
+         * publish-format line written by another tool */
+        if (ol_wire_framed(payload, rkm->len, &id))
+            return decode_framed(codec, rkm, id, false, env, value, errstr, errstr_size);
         int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
         ol_event_t ev;
         err = ol_event_from_line(arena, payload, rkm->len, ts > 0 ? ts : ol_time_now_ms(), &ev, errstr, errstr_size);
@@ -259,13 +308,25 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
         env->time_ms = rd_kafka_message_timestamp(rkm, NULL);
     }
     env->version = env->type->version;
-    if ((err = header_str(hdrs, "ce_dataschema", HDR_EXACT, buf, sizeof(buf), &found, errstr, errstr_size)))
+    char dataschema[600];
+    if ((err =
+             header_str(hdrs, "ce_dataschema", HDR_EXACT, dataschema, sizeof(dataschema), &found, errstr, errstr_size)))
         return err;
-    if (found && !parse_dataschema(buf, env->type, &env->version))
+    uint32_t said;
+    if (found && !parse_dataschema(dataschema, env->type, &env->version) &&
+        parse_framed_dataschema(dataschema, &said)) {
+        if (!ol_wire_framed(payload, rkm->len, &id) || id != said)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                           "ce_dataschema header \"%s\" names a schema registry's schema, but the value is not in the "
+                           "Confluent wire format with that id",
+                           dataschema);
+        return decode_framed(codec, rkm, id, true, env, value, errstr, errstr_size);
+    }
+    if (found && !parse_dataschema(dataschema, env->type, &env->version))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                        "ce_dataschema header \"%s\" does not match %s%s:<n> (n a decimal version from 1, no sign "
                        "or leading zero)",
-                       buf, DATASCHEMA_PREFIX, env->type->name);
+                       dataschema, DATASCHEMA_PREFIX, env->type->name);
     env->content = OL_CONTENT_AVRO;
     if ((err = header_str(hdrs, "content-type", HDR_TRUNCATE, buf, sizeof(buf), &found, errstr, errstr_size)))
         return err;
@@ -273,16 +334,34 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
         env->content = OL_CONTENT_JSON;
     if (env->content == OL_CONTENT_AVRO) {
         err = ol_codec_decode(codec, env->type, env->version, payload, rkm->len, value, errstr, errstr_size);
-        if (err == OL_ERR_INVALID && confluent_framed((const unsigned char *)payload, rkm->len, errstr, errstr_size))
-            return OL_ERR_INVALID;
+        /* plain Avro may start with a 0 byte: framed only when it did not decode */
+        if (err == OL_ERR_INVALID && ol_wire_framed(payload, rkm->len, &id))
+            return decode_framed(codec, rkm, id, true, env, value, errstr, errstr_size);
         return err;
     }
-    if (confluent_framed((const unsigned char *)payload, rkm->len, errstr, errstr_size))
-        return OL_ERR_INVALID;
+    if (ol_wire_framed(payload, rkm->len, &id))
+        return decode_framed(codec, rkm, id, true, env, value, errstr, errstr_size);
     ol_json_t *data;
     if ((err = ol_json_parse(arena, payload, rkm->len, &data, NULL, errstr, errstr_size)))
         return err;
     return decode_json_data(codec, env, data, value, errstr, errstr_size);
+}
+
+ol_err_t ol_event_decode_waiting(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena,
+                                 ol_envelope_t *env, avro_value_t **value, const volatile sig_atomic_t *stop,
+                                 char *errstr, size_t errstr_size) {
+    int64_t wait_ms = 100;
+    for (int attempt = 0;; attempt++) {
+        ol_err_t err = ol_event_decode(codec, rkm, arena, env, value, errstr, errstr_size);
+        if (!err || !ol_err_is_retriable(err) || (stop && *stop))
+            return err;
+        if (attempt % 10 == 0)
+            ol_log_warn("record %s[%d]@%lld waits (attempt %d): %s", rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "",
+                        (int)rkm->partition, (long long)rkm->offset, attempt + 1, errstr);
+        struct timespec ts = {wait_ms / 1000, (wait_ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+        wait_ms = wait_ms * 2 > 5000 ? 5000 : wait_ms * 2;
+    }
 }
 
 ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_event_t *ev, char *errstr,
@@ -302,12 +381,23 @@ ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm,
     return OL_ERR_OK;
 }
 
+ol_err_t ol_event_encode_payload(ol_codec_t *codec, ol_envelope_t *env, const ol_json_t *data, const void **out,
+                                 size_t *out_len, char *errstr, size_t errstr_size) {
+    env->content = OL_CONTENT_AVRO;
+    env->version = env->type->version;
+    env->schema_id = ol_wire_writing() ? ol_wire_id(env->type) : 0;
+    if (env->schema_id)
+        return ol_codec_encode_framed(codec, env->type, data, env->time_ms, env->schema_id, out, out_len, errstr,
+                                      errstr_size);
+    return ol_codec_encode(codec, env->type, data, env->time_ms, out, out_len, errstr, errstr_size);
+}
+
 ol_err_t ol_event_encode(ol_codec_t *codec, const ol_event_type_t *et, const ol_json_t *data, int64_t time_ms,
                          const char *source, ol_event_out_t *out, char *errstr, size_t errstr_size) {
-    ol_err_t err = ol_codec_encode(codec, et, data, time_ms, &out->payload, &out->len, errstr, errstr_size);
+    ol_envelope_t env = {.type = et, .time_ms = time_ms};
+    ol_err_t err = ol_event_encode_payload(codec, &env, data, &out->payload, &out->len, errstr, errstr_size);
     if (err || (err = ol_codec_key(et, data, out->key, sizeof(out->key), errstr, errstr_size)))
         return err;
-    ol_envelope_t env = {.type = et, .time_ms = time_ms, .content = OL_CONTENT_AVRO, .version = et->version};
     ol_uuid_v4(env.id);
     copy_str(env.source, sizeof(env.source), source);
     const ol_json_t *subject = ol_json_get(data, et->subject);

@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <signal.h>
 #include <stdint.h>
 
 #include "common/base/arena.h"
@@ -30,7 +31,8 @@ typedef struct ol_envelope_s {
     char subject[256];
     int64_t time_ms;
     ol_content_t content;
-    int version; /* schema version of the payload */
+    int version;        /* schema version of the payload */
+    uint32_t schema_id; /* Confluent wire format: the payload's schema id in the registry; 0 = plain */
 } ol_envelope_t;
 
 typedef struct ol_event_s {
@@ -49,7 +51,14 @@ ol_err_t ol_event_from_line(ol_arena_t *arena, const char *line, size_t len, int
 
 /* Decodes a Kafka record: ce_* headers with an Avro or JSON payload, or a
  * record without headers whose value is a publish-format line (what kcat or a
- * script would write). ev->data is the JSON form of the current version. */
+ * script would write); either with its value in the Confluent wire format
+ * (common/domain/wire.h), the writer's schema then fetched from the registry
+ * and read as the current version. A framed record without headers gets an
+ * id made of its topic, partition and offset, its record time and source
+ * "unknown". A registry that does not answer is OL_ERR_UNREACHABLE or
+ * OL_ERR_TIMEOUT (retriable: the record is fine, try again later); a framed
+ * record that cannot be read says "Confluent wire format, schema id N: why".
+ * ev->data is the JSON form of the current version. */
 ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_event_t *ev, char *errstr,
                                size_t errstr_size);
 
@@ -58,6 +67,15 @@ ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm,
  * next decode of that type). arena holds what JSON input needed. */
 ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena, ol_envelope_t *env,
                          avro_value_t **value, char *errstr, size_t errstr_size);
+
+/* ol_event_decode, waiting out what is away (a schema registry that does
+ * not answer: the record is fine): retried with backoff (100 ms doubling to
+ * 5 s, a warning every 10 tries) until it answers or *stop is set (then the
+ * retriable error is returned). For readers that take their records one by
+ * one; the record is never given up for that reason. */
+ol_err_t ol_event_decode_waiting(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena,
+                                 ol_envelope_t *env, avro_value_t **value, const volatile sig_atomic_t *stop,
+                                 char *errstr, size_t errstr_size);
 
 void ol_event_clear(ol_event_t *ev);
 
@@ -80,9 +98,19 @@ typedef struct ol_event_out_s {
 } ol_event_out_t;
 
 /* Checks and encodes data as et (a new id, time_ms, source, ce_subject from
- * the schema's subject field). On error nothing is allocated. */
+ * the schema's subject field), in the process's format: the Confluent wire
+ * format once ol_wire_prepare made it write so (event.format), plain Avro
+ * otherwise; CloudEvents headers either way. On error nothing is allocated.
+ * The one producing function of the roles that make events. */
 ol_err_t ol_event_encode(ol_codec_t *codec, const ol_event_type_t *et, const ol_json_t *data, int64_t time_ms,
                          const char *source, ol_event_out_t *out, char *errstr, size_t errstr_size);
+
+/* The payload part of ol_event_encode, for a caller with its own envelope
+ * (publish): data encoded as env->type's current version, env->content,
+ * version and schema_id set for the process's format; *out borrowed from
+ * the codec until its next encode. */
+ol_err_t ol_event_encode_payload(ol_codec_t *codec, ol_envelope_t *env, const ol_json_t *data, const void **out,
+                                 size_t *out_len, char *errstr, size_t errstr_size);
 
 /* Adds the envelope's headers to hdrs. */
 void ol_envelope_to_headers(const ol_envelope_t *env, rd_kafka_headers_t *hdrs);

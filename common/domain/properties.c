@@ -24,6 +24,12 @@ static const ol_conf_prop_t props[] = {
      "0): the state or projection then misses those events. Off, they refuse to start."},
     {"event.source", OL_CONF_STR, "orderlog", 0, 0, NULL,
      "CloudEvents source of the events this process writes; the role is appended (orderlog/publish)."},
+    {"event.format", OL_CONF_ENUM, "cloudevents", 0, 0, "cloudevents,confluent",
+     "How the roles that write events (`publish`, `gate`, `decide`, `guard`) write them: `cloudevents`, plain Avro "
+     "with the CloudEvents headers; "
+     "`confluent`, the Confluent wire format (a 0 byte, the schema id in registry.url, the Avro binary) with the "
+     "same headers, for readers that go through a schema registry. Each event's schema is looked up under "
+     "<topic>-orderlog.<Event> at start, and registered when missing. Readers take both, whatever this says."},
     {"log.level", OL_CONF_ENUM, "info", 0, 0, "debug,info,warn,error",
      "Least severe level logged (JSON lines on stderr)."},
     {"broker.wait.ms", OL_CONF_INT, "10000", 100, 600000, NULL,
@@ -245,8 +251,9 @@ static const ol_conf_prop_t props[] = {
     {"rebuild.maintenance.workers", OL_CONF_INT, "2", 0, 64, NULL,
      "max_parallel_maintenance_workers of those sessions: parallel workers PostgreSQL may use per index build "
      "(bounded by its max_worker_processes)."},
-    {"registry.url", OL_CONF_STR, "http://127.0.0.1:18081/apis/ccompat/v6", 0, 0, NULL,
-     "Base URL of the schema registry's Confluent-compatible API (`orderlog schemas`): http://host:port[/path], "
+    {"registry.url", OL_CONF_STR, "http://127.0.0.1:18091/apis/ccompat/v6", 0, 0, NULL,
+     "Base URL of the schema registry's Confluent-compatible API (`orderlog schemas`, the writer's schema of a "
+     "record in the Confluent wire format, event.format=confluent): http://host:port[/path], "
      "e.g. Apicurio's /apis/ccompat/v6 (the local stack's: `ops/stack env` exports it when the registry runs). "
      "Plain HTTP only."},
     {"registry.compatibility", OL_CONF_ENUM, "BACKWARD", 0, 0,

@@ -29,42 +29,22 @@ static int from_name(const char *const *names, int count, const char *name) {
     return -1;
 }
 
-const char *ol_fact_kind_name(ol_fact_kind_t v) {
-    return name_of(fact_names, OL_FACT__COUNT, (int)v);
-}
-const char *ol_reject_name(ol_reject_t v) {
-    return name_of(ol_reject_names, OL_REJECT__COUNT, (int)v);
-}
-const char *ol_release_name(ol_release_t v) {
-    return name_of(ol_release_names, OL_RELEASE__COUNT, (int)v);
-}
-const char *ol_hold_reject_name(ol_hold_reject_t v) {
-    return name_of(ol_hold_reject_names, OL_HOLD_REJECT__COUNT, (int)v);
-}
-const char *ol_hold_op_name(ol_hold_op_t v) {
-    return name_of(ol_hold_op_names, OL_HOLD_OP__COUNT, (int)v);
-}
-const char *ol_stock_cause_name(ol_stock_cause_t v) {
-    return name_of(ol_stock_cause_names, OL_STOCK__COUNT, (int)v);
-}
-int ol_fact_kind_from_name(const char *name) {
-    return from_name(fact_names, OL_FACT__COUNT, name);
-}
-int ol_reject_from_name(const char *name) {
-    return from_name(ol_reject_names, OL_REJECT__COUNT, name);
-}
-int ol_release_from_name(const char *name) {
-    return from_name(ol_release_names, OL_RELEASE__COUNT, name);
-}
-int ol_hold_reject_from_name(const char *name) {
-    return from_name(ol_hold_reject_names, OL_HOLD_REJECT__COUNT, name);
-}
-int ol_hold_op_from_name(const char *name) {
-    return from_name(ol_hold_op_names, OL_HOLD_OP__COUNT, name);
-}
-int ol_stock_cause_from_name(const char *name) {
-    return from_name(ol_stock_cause_names, OL_STOCK__COUNT, name);
-}
+/* The two lookups of a list of names: <prefix>_name and <prefix>_from_name
+ * (declared in sale.h). */
+#define NAME_LOOKUPS(prefix, type, names, count) \
+    const char *prefix##_name(type v) {          \
+        return name_of(names, count, (int)v);    \
+    }                                            \
+    int prefix##_from_name(const char *name) {   \
+        return from_name(names, count, name);    \
+    }
+NAME_LOOKUPS(ol_fact_kind, ol_fact_kind_t, fact_names, OL_FACT__COUNT)
+NAME_LOOKUPS(ol_reject, ol_reject_t, ol_reject_names, OL_REJECT__COUNT)
+NAME_LOOKUPS(ol_release, ol_release_t, ol_release_names, OL_RELEASE__COUNT)
+NAME_LOOKUPS(ol_hold_reject, ol_hold_reject_t, ol_hold_reject_names, OL_HOLD_REJECT__COUNT)
+NAME_LOOKUPS(ol_hold_op, ol_hold_op_t, ol_hold_op_names, OL_HOLD_OP__COUNT)
+NAME_LOOKUPS(ol_stock_cause, ol_stock_cause_t, ol_stock_cause_names, OL_STOCK__COUNT)
+#undef NAME_LOOKUPS
 
 /* ---- life ------------------------------------------------------------------ */
 
@@ -187,46 +167,87 @@ static uint32_t user_add(ol_sale_t *s, const char *user_id) {
     return user;
 }
 
+/* An array of slots that grows and halves (counters, hold slots): n of cap
+ * in use, upper of them in the upper half; a free slot has its owner field
+ * (a uint32_t at owner_off) NONE and its link (at link_off) to the next
+ * free, from free_head. */
+typedef struct slots_s {
+    size_t *n, *cap, *upper;
+    uint32_t *free_head;
+    size_t size, owner_off, link_off;
+} slots_t;
+
+static uint32_t *slot_field(const slots_t *sl, void *p, size_t i, size_t off) {
+    return (uint32_t *)((char *)p + i * sl->size + off);
+}
+
+/* Once the upper half of the array p is unused and 3/4 of it free (live
+ * slots in use): halved, the free slots listed lowest first (taken first).
+ * The array, moved. */
+static void *slots_shrink(const slots_t *sl, void *p, size_t live) {
+    while (*sl->cap > 64 && !*sl->upper && live * 4 < *sl->cap) {
+        size_t cap = *sl->cap / 2;
+        *sl->n = *sl->n < cap ? *sl->n : cap;
+        *sl->free_head = NONE;
+        for (size_t i = *sl->n; i-- > 0;)
+            if (*slot_field(sl, p, i, sl->owner_off) == NONE) {
+                *slot_field(sl, p, i, sl->link_off) = *sl->free_head;
+                *sl->free_head = (uint32_t)i;
+            }
+        *sl->cap = cap;
+        p = ol_xrealloc(p, cap * sl->size);
+        for (size_t i = cap / 2; i < *sl->n; i++)
+            *sl->upper += *slot_field(sl, p, i, sl->owner_off) != NONE;
+    }
+    return p;
+}
+
+/* A slot to use, in *slot: the first free one, else a new one at the end.
+ * The array, moved when it grew. */
+static void *slots_take(const slots_t *sl, void *p, uint32_t *slot) {
+    if (*sl->free_head != NONE) {
+        *slot = *sl->free_head;
+        *sl->free_head = *slot_field(sl, p, *slot, sl->link_off);
+    } else {
+        size_t cap = *sl->cap;
+        p = reserve(p, sl->cap, *sl->n + 1, sl->size);
+        if (*sl->cap != cap) /* doubled: nothing is in the new upper half yet */
+            *sl->upper = 0;
+        *slot = (uint32_t)(*sl->n)++;
+    }
+    *sl->upper += *slot >= *sl->cap / 2;
+    return p;
+}
+
+static slots_t counter_slots(ol_sale_t *s) {
+    return (slots_t){&s->ncounters,     &s->counters_cap,          &s->counters_upper,       &s->free_counter,
+                     sizeof(counter_t), offsetof(counter_t, user), offsetof(counter_t, next)};
+}
+
+/* free: req NONE, linked by heap_pos (NO_SLOT at the end) */
+static slots_t hold_slots(ol_sale_t *s) {
+    _Static_assert(NO_SLOT == NONE, "a free list ends the same in both slot arrays");
+    return (slots_t){&s->nslots,     &s->holds_cap,         &s->holds_upper,           &s->free_head,
+                     sizeof(hold_t), offsetof(hold_t, req), offsetof(hold_t, heap_pos)};
+}
+
 /* The counter of (user, sku), made when new. */
 static uint32_t counter_add(ol_sale_t *s, uint32_t user, uint32_t sku) {
     uint32_t c = counter_of(s, user, sku);
     if (c != NONE)
         return c;
     OL_ASSERT(s->live_counters < UINT32_MAX - 2);
-    if (s->free_counter != NONE) {
-        c = s->free_counter;
-        s->free_counter = s->counters[c].next;
-    } else {
-        size_t cap = s->counters_cap;
-        s->counters = reserve(s->counters, &s->counters_cap, s->ncounters + 1, sizeof(*s->counters));
-        if (s->counters_cap != cap) /* doubled: nothing is in the new upper half yet */
-            s->counters_upper = 0;
-        c = (uint32_t)s->ncounters++;
-    }
+    const slots_t sl = counter_slots(s);
+    s->counters = slots_take(&sl, s->counters, &c);
     s->counters[c] = (counter_t){.user = user, .sku = sku, .next = s->user_head[user]};
     s->user_head[user] = c;
     s->live_counters++;
-    s->counters_upper += c >= s->counters_cap / 2;
     return c;
 }
 
-/* Once the upper half of the array is unused and 3/4 of it free: halved,
- * the free slots listed lowest first (taken first). */
 static void counters_shrink(ol_sale_t *s) {
-    while (s->counters_cap > 64 && !s->counters_upper && s->live_counters * 4 < s->counters_cap) {
-        size_t cap = s->counters_cap / 2;
-        s->ncounters = s->ncounters < cap ? s->ncounters : cap;
-        s->free_counter = NONE;
-        for (size_t c = s->ncounters; c-- > 0;)
-            if (s->counters[c].user == NONE) {
-                s->counters[c].next = s->free_counter;
-                s->free_counter = (uint32_t)c;
-            }
-        s->counters_cap = cap;
-        s->counters = ol_xrealloc(s->counters, cap * sizeof(*s->counters));
-        for (size_t c = cap / 2; c < s->ncounters; c++)
-            s->counters_upper += s->counters[c].user != NONE;
-    }
+    const slots_t sl = counter_slots(s);
+    s->counters = slots_shrink(&sl, s->counters, s->live_counters);
 }
 
 /* Removes counter c when it counts nothing any more, and its user with
@@ -438,17 +459,8 @@ uint32_t ol_sale__counter_add(ol_sale_t *s, const char *user_id, uint32_t sku) {
 
 uint32_t ol_sale__hold_slot(ol_sale_t *s) {
     uint32_t slot;
-    if (s->free_head != NO_SLOT) {
-        slot = s->free_head;
-        s->free_head = s->holds[slot].heap_pos;
-    } else {
-        size_t cap = s->holds_cap;
-        s->holds = reserve(s->holds, &s->holds_cap, s->nslots + 1, sizeof(*s->holds));
-        if (s->holds_cap != cap) /* doubled: nothing is in the new upper half yet */
-            s->holds_upper = 0;
-        slot = (uint32_t)s->nslots++;
-    }
-    s->holds_upper += slot >= s->holds_cap / 2;
+    const slots_t sl = hold_slots(s);
+    s->holds = slots_take(&sl, s->holds, &slot);
     return slot;
 }
 
@@ -509,23 +521,11 @@ static ol_err_t apply_rejected(ol_sale_t *s, const ol_fact_t *f, char *errstr, s
     return OL_ERR_OK;
 }
 
-/* As counters_shrink, for the hold slots (the heap is dense: cut to fit). */
+/* As counters_shrink, for the hold slots; the heap is dense: cut to fit. */
 static void holds_shrink(ol_sale_t *s) {
     s->heap = fit(s->heap, &s->heap_cap, s->nheap, sizeof(*s->heap));
-    while (s->holds_cap > 64 && !s->holds_upper && s->nheap * 4 < s->holds_cap) {
-        size_t cap = s->holds_cap / 2;
-        s->nslots = s->nslots < cap ? s->nslots : cap;
-        s->free_head = NO_SLOT;
-        for (size_t i = s->nslots; i-- > 0;)
-            if (s->holds[i].req == NONE) {
-                s->holds[i].heap_pos = s->free_head;
-                s->free_head = (uint32_t)i;
-            }
-        s->holds_cap = cap;
-        s->holds = ol_xrealloc(s->holds, cap * sizeof(*s->holds));
-        for (size_t i = cap / 2; i < s->nslots; i++)
-            s->holds_upper += s->holds[i].req != NONE;
-    }
+    const slots_t sl = hold_slots(s);
+    s->holds = slots_shrink(&sl, s->holds, s->nheap);
 }
 
 static ol_err_t apply_end(ol_sale_t *s, const ol_fact_t *f, char *errstr, size_t errstr_size) {
@@ -607,22 +607,23 @@ static ol_err_t apply_policy(ol_sale_t *s, const ol_fact_t *f, char *errstr, siz
     return OL_ERR_OK;
 }
 
+/* A refused checkout changes no state. */
+static ol_err_t apply_nothing(ol_sale_t *s, const ol_fact_t *f, char *errstr, size_t errstr_size) {
+    (void)s, (void)f, (void)errstr, (void)errstr_size;
+    return OL_ERR_OK;
+}
+
+/* How each kind of fact changes the state. */
+static ol_err_t (*const appliers[OL_FACT__COUNT])(ol_sale_t *s, const ol_fact_t *f, char *errstr,
+                                                  size_t errstr_size) = {
+    [OL_FACT_BUY_ACCEPTED] = apply_accepted,     [OL_FACT_BUY_REJECTED] = apply_rejected,
+    [OL_FACT_HOLD_RELEASED] = apply_end,         [OL_FACT_HOLD_CONVERTED] = apply_end,
+    [OL_FACT_STOCK_CHANGED] = apply_stock,       [OL_FACT_POLICY_CHANGED] = apply_policy,
+    [OL_FACT_CHECKOUT_REJECTED] = apply_nothing,
+};
+
 ol_err_t ol_sale_apply(ol_sale_t *s, const ol_fact_t *f, char *errstr, size_t errstr_size) {
-    switch (f->kind) {
-    case OL_FACT_BUY_ACCEPTED:
-        return apply_accepted(s, f, errstr, errstr_size);
-    case OL_FACT_BUY_REJECTED:
-        return apply_rejected(s, f, errstr, errstr_size);
-    case OL_FACT_HOLD_RELEASED:
-    case OL_FACT_HOLD_CONVERTED:
-        return apply_end(s, f, errstr, errstr_size);
-    case OL_FACT_STOCK_CHANGED:
-        return apply_stock(s, f, errstr, errstr_size);
-    case OL_FACT_POLICY_CHANGED:
-        return apply_policy(s, f, errstr, errstr_size);
-    case OL_FACT_CHECKOUT_REJECTED:
-        return OL_ERR_OK;
-    default:
+    if ((unsigned)f->kind >= OL_FACT__COUNT || !appliers[f->kind])
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "could not apply fact: unknown kind %d", (int)f->kind);
-    }
+    return appliers[f->kind](s, f, errstr, errstr_size);
 }

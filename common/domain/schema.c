@@ -147,9 +147,26 @@ static ol_err_t parse_avro(const ol_embedded_t *e, avro_schema_t *out, char *err
 }
 
 static void add_version(ol_event_type_t *et, int version, avro_schema_t schema, avro_value_iface_t *iface,
-                        ol_node_t *root) {
+                        ol_node_t *root, const json_t *doc) {
     et->history = ol_xrealloc(et->history, (et->nhistory + 1) * sizeof(*et->history));
-    et->history[et->nhistory++] = (ol_schema_version_t){version, schema, iface, root};
+    et->history[et->nhistory++] = (ol_schema_version_t){version, schema, iface, root, doc};
+}
+
+/* The evolution rule: every field of the current version that the writer's
+ * root lacks has a default. what names the writer in the error. */
+static ol_err_t check_readable(const ol_event_type_t *et, const ol_node_t *root, const char *what, char *errstr,
+                               size_t errstr_size) {
+    for (size_t i = 0; i < et->root->nfields; i++) {
+        const ol_field_t *f = &et->root->fields[i];
+        size_t k;
+        for (k = 0; k < root->nfields; k++)
+            if (!strcmp(root->fields[k].name, f->name))
+                break;
+        if (k == root->nfields && !f->def && !f->default_now)
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                           "field %s of version %d has no default, so %s cannot be read", f->name, et->version, what);
+    }
+    return OL_ERR_OK;
 }
 
 static ol_err_t load_all(char *errstr, size_t errstr_size) {
@@ -185,7 +202,7 @@ static ol_err_t load_all(char *errstr, size_t errstr_size) {
         if ((err = parse_avro(e, &et->schema, errstr, errstr_size)))
             return err;
         et->iface = avro_generic_class_from_schema(et->schema);
-        add_version(et, et->version, et->schema, et->iface, et->root);
+        add_version(et, et->version, et->schema, et->iface, et->root, doc);
         types = ol_xrealloc(types, (ntypes + 1) * sizeof(*types));
         types[ntypes++] = et;
     }
@@ -208,20 +225,12 @@ static ol_err_t load_all(char *errstr, size_t errstr_size) {
         ol_node_t *root = node_parse(doc, errstr, errstr_size);
         if (!root)
             return OL_ERR_INVALID;
-        /* the evolution rule: every field of the current version that this
-         * version lacks has a default */
-        for (size_t i = 0; i < et->root->nfields; i++) {
-            const ol_field_t *f = &et->root->fields[i];
-            size_t k;
-            for (k = 0; k < root->nfields; k++)
-                if (!strcmp(root->fields[k].name, f->name))
-                    break;
-            if (k == root->nfields && !f->def && !f->default_now)
-                return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
-                               "%s: field %s of version %d has no default, so version %d cannot be read", e->path,
-                               f->name, et->version, version);
-        }
-        add_version(et, version, schema, avro_generic_class_from_schema(schema), root);
+        /* the evolution rule */
+        char what[64], why[256];
+        snprintf(what, sizeof(what), "version %d", version);
+        if ((err = check_readable(et, root, what, why, sizeof(why))))
+            return ol_errf(errstr, errstr_size, err, "%s: %s", e->path, why);
+        add_version(et, version, schema, avro_generic_class_from_schema(schema), root, doc);
     }
     qsort(types, ntypes, sizeof(*types), type_cmp);
     for (size_t i = 0; i < ntypes; i++)
@@ -277,4 +286,67 @@ const ol_schema_version_t *ol_schema_version(const ol_event_type_t *et, int vers
         if (et->history[i].version == version)
             return &et->history[i];
     return NULL;
+}
+
+/* Writers' schemas parsed so far are appended to the schema arena and the
+ * docs, which the loader owns alone: one at a time. */
+static pthread_mutex_t writer_lock = PTHREAD_MUTEX_INITIALIZER;
+
+ol_err_t ol_schema_writer(const char *text, size_t len, const ol_event_type_t **et, const ol_schema_version_t **out,
+                          char *errstr, size_t errstr_size) {
+    *et = NULL;
+    *out = NULL;
+    json_error_t jerr;
+    json_t *doc = json_loadb(text, len, 0, &jerr);
+    if (!doc)
+        return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "the schema is not JSON (%s)", jerr.text);
+    ol_err_t err = OL_ERR_INVALID;
+    const char *type = json_string_value(json_object_get(doc, "type"));
+    const char *name = json_string_value(json_object_get(doc, "name"));
+    const char *ns = json_string_value(json_object_get(doc, "namespace"));
+    if (!json_is_object(doc) || !type || strcmp(type, "record") || !name) {
+        ol_errf(errstr, errstr_size, OL_ERR_INVALID,
+                "the schema is not an Avro record, so not one of orderlog's events");
+        goto out;
+    }
+    char full[256];
+    snprintf(full, sizeof(full), "%s%s%s", strchr(name, '.') || !ns || !*ns ? "" : ns,
+             strchr(name, '.') || !ns || !*ns ? "" : ".", name);
+    const ol_event_type_t *t = strncmp(full, "orderlog.", 9) ? NULL : ol_schema_find(full);
+    if (!t) {
+        ol_errf(errstr, errstr_size, OL_ERR_INVALID, "record %.128s is not one of orderlog's events", full);
+        goto out;
+    }
+    for (size_t i = 0; i < t->nhistory; i++) {
+        if (json_equal(doc, (json_t *)t->history[i].doc)) {
+            *et = t;
+            *out = &t->history[i];
+            err = OL_ERR_OK;
+            goto out;
+        }
+    }
+    char why[256];
+    pthread_mutex_lock(&writer_lock);
+    ol_node_t *root = node_parse(doc, why, sizeof(why));
+    avro_schema_t schema = NULL;
+    if (!root)
+        ol_errf(errstr, errstr_size, OL_ERR_INVALID, "record %s: %s", full, why);
+    else if (check_readable(t, root, "this schema", why, sizeof(why)))
+        ol_errf(errstr, errstr_size, OL_ERR_INVALID, "record %s: %s", full, why);
+    else if (avro_schema_from_json_length(text, len, &schema))
+        ol_errf(errstr, errstr_size, OL_ERR_INVALID, "record %s: not a valid Avro schema: %s", full, avro_strerror());
+    else {
+        ol_schema_version_t *sv = ol_xcalloc(1, sizeof(*sv));
+        *sv = (ol_schema_version_t){0, schema, avro_generic_class_from_schema(schema), root, doc};
+        docs = ol_xrealloc(docs, (ndocs + 1) * sizeof(*docs));
+        docs[ndocs++] = doc; /* the nodes borrow from it */
+        doc = NULL;
+        *et = t;
+        *out = sv;
+        err = OL_ERR_OK;
+    }
+    pthread_mutex_unlock(&writer_lock);
+out:
+    json_decref(doc);
+    return err;
 }

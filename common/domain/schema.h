@@ -72,6 +72,7 @@ typedef struct ol_schema_version_s {
     avro_schema_t schema;
     avro_value_iface_t *iface; /* generic values of this version */
     ol_node_t *root;           /* this version's fields */
+    const json_t *doc;         /* the schema's JSON (borrowed, lives as long as the process) */
 } ol_schema_version_t;
 
 typedef struct ol_event_type_s {
@@ -104,6 +105,16 @@ const ol_event_type_t *ol_schema_find(const char *name);
 const ol_event_type_t *ol_schema_findn(const char *name, size_t len);
 /* The version entry, or NULL when this binary cannot read that version. */
 const ol_schema_version_t *ol_schema_version(const ol_event_type_t *et, int version);
+/* A writer's schema from outside (a schema registry's, text[0..len)):
+ * *et the event whose record it is (by full name, orderlog.<Event>) and
+ * *out how to read it. A schema equal (as JSON) to a compiled-in version is
+ * that version; another one becomes a new entry (version 0, kept for the
+ * life of the process: call it once per schema) when the evolution rule
+ * reads it as the current version: every current field it lacks has a
+ * default, and it uses only the types orderlog's schemas use. Else
+ * OL_ERR_INVALID with the reason. Thread-safe. */
+ol_err_t ol_schema_writer(const char *text, size_t len, const ol_event_type_t **et, const ol_schema_version_t **out,
+                          char *errstr, size_t errstr_size);
 /* Distinct topic names (without prefix) in a fixed order; ends with NULL. */
 const char *const *ol_schema_topics(void);
 

@@ -44,12 +44,16 @@ static void outlook(dlq_t *d, const ol_dlq_letter_t *l, const rd_kafka_message_t
     ol_envelope_t env;
     avro_value_t *value;
     size_t n = strlen(d->prefix);
+    ol_err_t err;
     out[0] = '\0';
     ol_arena_reset(d->arena);
     if (!rkm->key || !rkm->key_len)
         snprintf(out, size, "it has no key: it will go back to the dlq (placement)");
-    else if (ol_event_decode(d->codec, rkm, d->arena, &env, &value, errstr, sizeof(errstr)))
-        snprintf(out, size, "it does not decode (%s): it will go back to the dlq (decode)", errstr);
+    else if ((err = ol_event_decode(d->codec, rkm, d->arena, &env, &value, errstr, sizeof(errstr))))
+        snprintf(out, size,
+                 ol_err_is_retriable(err) ? "it cannot be read now (%s): its readers will wait for what it needs"
+                                          : "it does not decode (%s): it will go back to the dlq (decode)",
+                 errstr);
     else if (!strncmp(l->topic, d->prefix, n) && strcmp(l->topic + n, env.type->topic))
         snprintf(out, size, "a %s belongs on %s%s, not %s: it will go back to the dlq", env.type->name, d->prefix,
                  env.type->topic, l->topic);

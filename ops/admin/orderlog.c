@@ -7,6 +7,7 @@
 #include "common/base/log.h"
 #include "common/base/redact.h"
 #include "common/domain/properties.h"
+#include "common/domain/wire.h"
 
 extern char **environ;
 
@@ -100,6 +101,7 @@ int main(int argc, char **argv) {
     }
     ol_log_init(cmd->name, (ol_log_level_t)ol_log_level_parse(ol_conf_str(conf, "log.level")));
     ol_redact_remember(conf); /* before any thread; kept to the end (threads may log while exiting) */
+    ol_wire_init(conf);       /* before any thread: where framed records' schemas are fetched */
     if (ol_cli_help_asked(cmd, nrest, rest))
         rc = OL_EXIT_OK;
     else

@@ -271,6 +271,18 @@ static ol_err_t count_dlq(status_t *st, char *errstr, size_t errstr_size) {
     return OL_ERR_OK;
 }
 
+/* The part of parts[from, to) after prev (NULL: from the first) still
+ * waiting for the first record of rkm's partition; NULL when none is. */
+static part_t *next_waiting(status_t *st, const part_t *prev, size_t from, size_t to, const rd_kafka_message_t *rkm) {
+    const char *topic = rd_kafka_topic_name(rkm->rkt);
+    for (size_t i = prev ? (size_t)(prev - st->parts) + 1 : from; i < to; i++) {
+        part_t *p = &st->parts[i];
+        if (p->partition == rkm->partition && p->first_ts < 0 && !p->error && p->lag > 0 && !strcmp(p->topic, topic))
+            return p;
+    }
+    return NULL;
+}
+
 /* The timestamp of the first unconsumed record of every lagging partition
  * of parts[from, to) (one group: a partition appears once). */
 static void fetch_first_records(status_t *st, size_t from, size_t to) {
@@ -296,23 +308,13 @@ static void fetch_first_records(status_t *st, size_t from, size_t to) {
         if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             /* the end without a record: what is left are transaction
              * markers (or aborted records), nothing to apply */
-            const char *topic = rd_kafka_topic_name(rkm->rkt);
-            for (size_t i = from; i < to; i++) {
-                part_t *p = &st->parts[i];
-                if (p->partition != rkm->partition || p->first_ts >= 0 || p->error || p->lag <= 0 ||
-                    strcmp(p->topic, topic))
-                    continue;
+            for (part_t *p = NULL; (p = next_waiting(st, p, from, to, rkm));) {
                 p->lag = 0;
                 p->lag_s = 0;
                 wanted--;
             }
         } else if (!rkm->err) {
-            const char *topic = rd_kafka_topic_name(rkm->rkt);
-            for (size_t i = from; i < to; i++) {
-                part_t *p = &st->parts[i];
-                if (p->partition != rkm->partition || p->first_ts >= 0 || p->error || p->lag <= 0 ||
-                    strcmp(p->topic, topic))
-                    continue;
+            for (part_t *p = NULL; (p = next_waiting(st, p, from, to, rkm));) {
                 rd_kafka_timestamp_type_t tstype;
                 int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
                 p->first_ts = ts >= 0 ? ts : 0;
@@ -429,6 +431,33 @@ static json_t *answer_json(const ol_health_answer_t *a) {
     return o;
 }
 
+/* The totals of the group of parts[from]: its parts end at to; lag in
+ * records of the lagging partitions, in seconds the largest (-1 when a
+ * lagging partition's is unknown); unknown: the partitions with an error. */
+typedef struct group_total_s {
+    size_t to, unknown;
+    int64_t lag;
+    double lag_s;
+} group_total_t;
+
+static group_total_t group_total(const status_t *st, size_t from) {
+    group_total_t t = {.to = from};
+    bool known = true;
+    for (; t.to < st->nparts && !strcmp(st->parts[t.to].group, st->parts[from].group); t.to++) {
+        const part_t *p = &st->parts[t.to];
+        t.unknown += p->error != NULL;
+        if (p->lag > 0)
+            t.lag += p->lag;
+        if (p->lag_s > t.lag_s)
+            t.lag_s = p->lag_s;
+        if (p->lag > 0 && p->lag_s < 0)
+            known = false;
+    }
+    if (!known)
+        t.lag_s = -1;
+    return t;
+}
+
 static void print_json(const status_t *st) {
     char ts[40];
     json_t *root = json_object(), *groups = json_object();
@@ -437,14 +466,10 @@ static void print_json(const status_t *st) {
     json_object_set_new(root, "schema", json_string(ol_conf_str(st->conf, "projection.schema")));
     for (size_t from = 0; from < st->nparts;) {
         json_t *parts = json_array();
-        int64_t lag = 0;
-        double lag_s = 0;
-        bool known = true;
-        size_t to = from, unknown = 0;
-        for (; to < st->nparts && !strcmp(st->parts[to].group, st->parts[from].group); to++) {
-            const part_t *p = &st->parts[to];
+        group_total_t t = group_total(st, from);
+        for (size_t i = from; i < t.to; i++) {
+            const part_t *p = &st->parts[i];
             json_t *o = json_object();
-            unknown += p->error != NULL;
             json_object_set_new(o, "topic", json_string(p->topic));
             json_object_set_new(o, "partition", json_integer(p->partition));
             json_object_set_new(o, "stored_offset", offset_json(p->stored));
@@ -457,20 +482,14 @@ static void print_json(const status_t *st) {
             if (p->error)
                 json_object_set_new(o, "error", json_string(p->error));
             json_array_append_new(parts, o);
-            if (p->lag > 0)
-                lag += p->lag;
-            if (p->lag_s > lag_s)
-                lag_s = p->lag_s;
-            if (p->lag > 0 && p->lag_s < 0)
-                known = false;
         }
         json_t *g = json_object();
-        json_object_set_new(g, "lag", json_integer((json_int_t)lag));
-        json_object_set_new(g, "unknown_partitions", json_integer((json_int_t)unknown));
-        json_object_set_new(g, "lag_seconds", seconds_json(known ? lag_s : -1));
+        json_object_set_new(g, "lag", json_integer((json_int_t)t.lag));
+        json_object_set_new(g, "unknown_partitions", json_integer((json_int_t)t.unknown));
+        json_object_set_new(g, "lag_seconds", seconds_json(t.lag_s));
         json_object_set_new(g, "partitions", parts);
         json_object_set_new(groups, st->parts[from].group, g);
-        from = to;
+        from = t.to;
     }
     json_object_set_new(root, "groups", groups);
     json_t *dlq = json_object();
@@ -583,14 +602,10 @@ static void print_table(const status_t *st) {
         printf("\ngroup %s\n", st->parts[from].group);
         printf("  %-*s %12s %12s %10s %9s  %s\n", (int)width, "partition", "stored", "end", "lag", "lag (s)",
                "stored at");
-        int64_t lag = 0;
-        double lag_s = 0;
-        bool known = true;
-        size_t to = from, unknown = 0;
-        for (; to < st->nparts && !strcmp(st->parts[to].group, st->parts[from].group); to++) {
-            const part_t *p = &st->parts[to];
+        group_total_t t = group_total(st, from);
+        for (size_t i = from; i < t.to; i++) {
+            const part_t *p = &st->parts[i];
             char name[300];
-            unknown += p->error != NULL;
             snprintf(name, sizeof(name), "%s[%d]", p->topic, (int)p->partition);
             fmt_offset(p->stored, a, sizeof(a));
             fmt_offset(p->high, b, sizeof(b));
@@ -608,20 +623,14 @@ static void print_table(const status_t *st) {
             else if (p->lag < 0)
                 printf("  (stored offset past the end: topic recreated?)");
             putchar('\n');
-            if (p->lag > 0)
-                lag += p->lag;
-            if (p->lag_s > lag_s)
-                lag_s = p->lag_s;
-            if (p->lag > 0 && p->lag_s < 0)
-                known = false;
         }
-        fmt_seconds(known ? lag_s : -1, d, sizeof(d));
-        printf("  %-*s %12s %12s %10lld %9s  (%zu partitions", (int)width, "total", "", "", (long long)lag, d,
-               to - from);
-        if (unknown)
-            printf(", %zu of them unknown and not counted", unknown);
+        fmt_seconds(t.lag_s, d, sizeof(d));
+        printf("  %-*s %12s %12s %10lld %9s  (%zu partitions", (int)width, "total", "", "", (long long)t.lag, d,
+               t.to - from);
+        if (t.unknown)
+            printf(", %zu of them unknown and not counted", t.unknown);
         printf("; lag in seconds is the largest)\n");
-        from = to;
+        from = t.to;
     }
     const ol_dlq_tally_t *q = &st->dlq;
     if (!st->dlq_known)
@@ -638,12 +647,8 @@ static void print_table(const status_t *st) {
 static int status_run(const ol_conf_t *conf, int argc, char **argv) {
     char errstr[1024];
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            json = true;
-        else
-            return ol_cli_usage_error(&ol_cmd_status, "unknown option \"%s\"", argv[i]);
-    }
+    if (ol_cli_flag_only(&ol_cmd_status, argc, argv, "--json", &json))
+        return OL_EXIT_USAGE;
     status_t st = {.conf = conf, .role_timeout_ms = (int)ol_conf_int(conf, "status.endpoint.timeout.ms")};
     if (ol_health_parse_endpoints("status.endpoints", ol_conf_str(conf, "status.endpoints"), &st.roles, &st.nroles,
                                   errstr, sizeof(errstr))) {

@@ -137,6 +137,19 @@ static ol_err_t read_metadata(topics_t *ts, char *errstr, size_t errstr_size) {
     return OL_ERR_OK;
 }
 
+/* The options of an admin request of ts (its timeout; for_brokers: the
+ * brokers are given as long to carry it out) and, in *q, the queue its
+ * answer comes to: destroy both. */
+static rd_kafka_AdminOptions_t *admin_request(topics_t *ts, rd_kafka_admin_op_t op, bool for_brokers,
+                                              rd_kafka_queue_t **q) {
+    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(ts->rk, op);
+    if (for_brokers)
+        rd_kafka_AdminOptions_set_operation_timeout(opts, ts->timeout, NULL, 0);
+    rd_kafka_AdminOptions_set_request_timeout(opts, ts->timeout, NULL, 0);
+    *q = rd_kafka_queue_new(ts->rk);
+    return opts;
+}
+
 /* DescribeConfigs of every existing topic; the event holding the results
  * (destroy it) in *out. A topic just created may not be known to every
  * broker yet: retried within broker.wait.ms. */
@@ -148,9 +161,8 @@ static ol_err_t describe(topics_t *ts, rd_kafka_event_t **out, char *errstr, siz
         for (size_t i = 0; i < ts->n; i++)
             if (ts->t[i].exists)
                 res[n++] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, ts->t[i].name);
-        rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(ts->rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
-        rd_kafka_AdminOptions_set_request_timeout(opts, ts->timeout, NULL, 0);
-        rd_kafka_queue_t *q = rd_kafka_queue_new(ts->rk);
+        rd_kafka_queue_t *q;
+        rd_kafka_AdminOptions_t *opts = admin_request(ts, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, false, &q);
         rd_kafka_DescribeConfigs(ts->rk, res, n, opts, q);
         rd_kafka_ConfigResource_destroy_array(res, n);
         rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ts->timeout + 5000);
@@ -293,9 +305,8 @@ static ol_err_t fix(topics_t *ts, char *errstr, size_t errstr_size) {
     }
     if (!n)
         return OL_ERR_OK;
-    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(ts->rk, RD_KAFKA_ADMIN_OP_ALTERCONFIGS);
-    rd_kafka_AdminOptions_set_request_timeout(opts, ts->timeout, NULL, 0);
-    rd_kafka_queue_t *q = rd_kafka_queue_new(ts->rk);
+    rd_kafka_queue_t *q;
+    rd_kafka_AdminOptions_t *opts = admin_request(ts, RD_KAFKA_ADMIN_OP_ALTERCONFIGS, false, &q);
     rd_kafka_AlterConfigs(ts->rk, res, n, opts, q);
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ts->timeout + 5000);
     ol_err_t err = OL_ERR_OK;
@@ -373,9 +384,9 @@ static int run_check(topics_t *ts, bool do_fix, const char *verb) {
 
 /* Waits for the CreateTopics or DeleteTopics answer on q and prints a line
  * per topic: "<done> <topic>", "<benign_word> <topic>" for the error that
- * means nothing to do, else the error. */
-static int admin_results(topics_t *ts, rd_kafka_queue_t *q, const char *verb, const char *done,
-                         rd_kafka_resp_err_t benign, const char *benign_word) {
+ * means nothing to do, else the error. Destroys opts and q. */
+static int admin_results(topics_t *ts, rd_kafka_AdminOptions_t *opts, rd_kafka_queue_t *q, const char *verb,
+                         const char *done, rd_kafka_resp_err_t benign, const char *benign_word) {
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ts->timeout + 5000);
     int rc = OL_EXIT_OK;
     if (!ev || rd_kafka_event_error(ev)) {
@@ -404,6 +415,8 @@ static int admin_results(topics_t *ts, rd_kafka_queue_t *q, const char *verb, co
     }
     if (ev)
         rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_queue_destroy(q);
     return rc;
 }
 
@@ -419,15 +432,11 @@ static int run_create(topics_t *ts) {
         for (int k = 0; k < t->nwant; k++)
             rd_kafka_NewTopic_set_config(nt[i], t->want[k].name, t->want[k].value);
     }
-    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(ts->rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    rd_kafka_AdminOptions_set_operation_timeout(opts, ts->timeout, NULL, 0);
-    rd_kafka_AdminOptions_set_request_timeout(opts, ts->timeout, NULL, 0);
-    rd_kafka_queue_t *q = rd_kafka_queue_new(ts->rk);
+    rd_kafka_queue_t *q;
+    rd_kafka_AdminOptions_t *opts = admin_request(ts, RD_KAFKA_ADMIN_OP_CREATETOPICS, true, &q);
     rd_kafka_CreateTopics(ts->rk, nt, ts->n, opts, q);
     rd_kafka_NewTopic_destroy_array(nt, ts->n);
-    int rc = admin_results(ts, q, "create", "created", RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS, "exists ");
-    rd_kafka_AdminOptions_destroy(opts);
-    rd_kafka_queue_destroy(q);
+    int rc = admin_results(ts, opts, q, "create", "created", RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS, "exists ");
     if (rc)
         return rc;
     /* new topics reach each broker's metadata a moment after CreateTopics
@@ -465,16 +474,11 @@ static int run_delete(topics_t *ts) {
     rd_kafka_DeleteTopic_t *dt[NTOPICS_MAX];
     for (size_t i = 0; i < ts->n; i++)
         dt[i] = rd_kafka_DeleteTopic_new(ts->t[i].name);
-    rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(ts->rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
-    rd_kafka_AdminOptions_set_operation_timeout(opts, ts->timeout, NULL, 0);
-    rd_kafka_AdminOptions_set_request_timeout(opts, ts->timeout, NULL, 0);
-    rd_kafka_queue_t *q = rd_kafka_queue_new(ts->rk);
+    rd_kafka_queue_t *q;
+    rd_kafka_AdminOptions_t *opts = admin_request(ts, RD_KAFKA_ADMIN_OP_DELETETOPICS, true, &q);
     rd_kafka_DeleteTopics(ts->rk, dt, ts->n, opts, q);
     rd_kafka_DeleteTopic_destroy_array(dt, ts->n);
-    int rc = admin_results(ts, q, "delete", "deleted", RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, "absent ");
-    rd_kafka_AdminOptions_destroy(opts);
-    rd_kafka_queue_destroy(q);
-    return rc;
+    return admin_results(ts, opts, q, "delete", "deleted", RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, "absent ");
 }
 
 static int topics_run(const ol_conf_t *conf, int argc, char **argv) {

@@ -240,24 +240,35 @@ Test(utf8, accepts_valid_text) {
     cr_expect_eq(UTF8("caf\xc3\xa9 \xe9\x99\x90\xe9\x87\x8f \xf0\x9f\x98\x80!"), -1);
 }
 
+/* A text (without NUL) and where its first invalid byte is: -1 none. */
+typedef struct {
+    const char *text;
+    long at;
+    const char *what;
+} utf8_case_t;
+
 Test(utf8, finds_the_first_invalid_byte) {
-    cr_expect_eq(UTF8("\x80"), 0, "a lone continuation byte");
-    cr_expect_eq(UTF8("ab\xbf"), 2);
-    cr_expect_eq(UTF8("\xff"), 0);
-    cr_expect_eq(UTF8("\xfe"), 0);
-    cr_expect_eq(UTF8("\xf5\x80\x80\x80"), 0, "lead byte beyond U+10FFFF");
-    cr_expect_eq(UTF8("ab\xc0\x80"), 2, "overlong NUL C0 80");
-    cr_expect_eq(UTF8("\xc1\xbf"), 0, "overlong two-byte");
-    cr_expect_eq(UTF8("\xe0\x80\x80"), 0, "overlong three-byte");
-    cr_expect_eq(UTF8("\xe0\x9f\xbf"), 0, "overlong U+07FF in three bytes");
-    cr_expect_eq(UTF8("\xf0\x80\x80\x80"), 0, "overlong four-byte");
-    cr_expect_eq(UTF8("\xf0\x8f\xbf\xbf"), 0, "overlong U+FFFF in four bytes");
-    cr_expect_eq(UTF8("x\xed\xa0\x80"), 1, "surrogate D800 (ED A0 80)");
-    cr_expect_eq(UTF8("\xed\xbf\xbf"), 0, "surrogate DFFF");
-    cr_expect_eq(UTF8("\xf4\x90\x80\x80"), 0, "U+110000");
-    cr_expect_eq(UTF8("\xc3\x28"), 0, "bad continuation");
-    cr_expect_eq(UTF8("a\xe6\x97("), 1, "bad third byte");
-    cr_expect_eq(UTF8("ok\xc3\xa9\xff"), 4, "after a valid sequence");
+    static const utf8_case_t cases[] = {
+        {"\x80", 0, "a lone continuation byte"},
+        {"ab\xbf", 2, ""},
+        {"\xff", 0, ""},
+        {"\xfe", 0, ""},
+        {"\xf5\x80\x80\x80", 0, "lead byte beyond U+10FFFF"},
+        {"ab\xc0\x80", 2, "overlong NUL C0 80"},
+        {"\xc1\xbf", 0, "overlong two-byte"},
+        {"\xe0\x80\x80", 0, "overlong three-byte"},
+        {"\xe0\x9f\xbf", 0, "overlong U+07FF in three bytes"},
+        {"\xf0\x80\x80\x80", 0, "overlong four-byte"},
+        {"\xf0\x8f\xbf\xbf", 0, "overlong U+FFFF in four bytes"},
+        {"x\xed\xa0\x80", 1, "surrogate D800 (ED A0 80)"},
+        {"\xed\xbf\xbf", 0, "surrogate DFFF"},
+        {"\xf4\x90\x80\x80", 0, "U+110000"},
+        {"\xc3\x28", 0, "bad continuation"},
+        {"a\xe6\x97(", 1, "bad third byte"},
+        {"ok\xc3\xa9\xff", 4, "after a valid sequence"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        cr_expect_eq(utf8_at(cases[i].text, strlen(cases[i].text)), cases[i].at, "%s", cases[i].what);
 }
 
 Test(utf8, refuses_sequences_cut_by_the_end) {

@@ -10,9 +10,13 @@
 #include <string.h>
 
 #include "common/base/arena.h"
+#include "common/domain/embedded.h"
+#include "common/domain/properties.h"
+#include "common/domain/wire.h"
 #include "common/domain/codec.h"
 #include "common/domain/event.h"
 #include "common/base/time.h"
+#include "../fake_http.h"
 #include "testutil.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -443,8 +447,8 @@ Test(event, reads_ce_dataschema_strictly) {
         record_free(&r);
     }
     /* a value longer than the buffer is refused, not cut to another version */
-    char lng[300];
-    snprintf(lng, sizeof(lng), "urn:orderlog:schema:BuyRequested:2%0200d", 0);
+    char lng[800];
+    snprintf(lng, sizeof(lng), "urn:orderlog:schema:BuyRequested:2%0700d", 0);
     record_t r = record_with(good.payload, good.rkm->len, NULL, "ce_dataschema", lng);
     ol_event_t ev;
     char errstr[256] = "";
@@ -494,40 +498,182 @@ Test(event, refuses_headers_holding_nul_invalid_utf8_or_cut) {
     record_free(&good);
 }
 
-/* magic byte 0, schema id 42 (big-endian), then payload */
-static size_t confluent_frame(const void *payload, size_t len, unsigned char *out, size_t out_size) {
+/* ---- a schema registry that answers GET /schemas/ids/<id> --------------- */
+
+static fake_t registry;
+static char *registry_body[64]; /* by id: the JSON answer, NULL = 404 */
+
+static char *registry_route(const char *req, size_t len, size_t *answer_len) {
+    (void)len;
+    unsigned id = 0;
+    const char *body = NULL;
+    const char *at = strstr(req, "/schemas/ids/");
+    if (at && sscanf(at, "/schemas/ids/%u", &id) == 1 && id < 64)
+        body = registry_body[id];
+    const char *nf = "{\"error_code\":40403,\"message\":\"Schema not found\"}";
+    size_t cap = strlen(body ? body : nf) + 256;
+    char *out = ol_xmalloc(cap);
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: "
+                     "close\r\n\r\n%s",
+                     body ? "200 OK" : "404 Not Found", strlen(body ? body : nf), body ? body : nf);
+    *answer_len = (size_t)n;
+    return out;
+}
+
+/* Starts the fake registry; registry.url set to it. */
+static void registry_start(void) {
+    fake_start_routed(&registry, registry_route);
+    char url[64], errstr[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/ccompat", registry.port);
+    ol_conf_t *conf = ol_conf_new();
+    cr_assert_eq(ol_conf_set(conf, "registry.url", url, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    ol_wire_init(conf);
+    ol_conf_destroy(conf);
+}
+
+static void registry_stop(void) {
+    fake_stop(&registry);
+    for (size_t i = 0; i < 64; i++) {
+        free(registry_body[i]);
+        registry_body[i] = NULL;
+    }
+    ol_wire_reset();
+}
+
+/* The registry's answer holding schema (and schemaType when type is set). */
+static char *registry_answer(const char *schema, const char *type) {
+    json_t *j = json_pack("{s:s}", "schema", schema);
+    if (type)
+        json_object_set_new(j, "schemaType", json_string(type));
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return s;
+}
+
+static const char *embedded_text(const char *path) {
+    for (const ol_embedded_t *e = ol_embedded_schemas; e->path; e++)
+        if (!strcmp(e->path, path))
+            return e->data;
+    cr_assert_fail("%s is not compiled in", path);
+    return NULL;
+}
+
+/* magic byte 0, schema id (big-endian), then payload */
+static size_t frame_as(unsigned id, const void *payload, size_t len, unsigned char *out, size_t out_size) {
     cr_assert_leq(len + 5, out_size);
-    memcpy(out, "\0\0\0\0\x2a", 5);
+    unsigned char head[5] = {0, 0, 0, (unsigned char)(id >> 8), (unsigned char)id};
+    memcpy(out, head, 5);
     memcpy(out + 5, payload, len);
     return len + 5;
 }
 
-Test(event, names_confluent_schema_registry_framing) {
-    static const char *const want = "value is in Confluent schema-registry framing (magic byte 0, schema id 42); "
-                                    "orderlog reads plain Avro or JSON with CloudEvents headers (see docs/events.md)";
+Test(event, reads_the_confluent_wire_format_with_the_writers_schema_from_the_registry) {
+    registry_start();
+    const char *current = embedded_text("schemas/BuyRequested.avsc");
+    registry_body[42] = registry_answer(current, NULL);
+    registry_body[43] = registry_answer("syntax = \"proto3\"; message BuyRequested {}", "PROTOBUF");
+    registry_body[44] = registry_answer("{\"type\":\"record\",\"name\":\"Other\",\"namespace\":\"com.example\","
+                                        "\"fields\":[{\"name\":\"a\",\"type\":\"string\"}]}",
+                                        NULL);
+    /* another team's writer: orderlog's fields and one more of its own */
+    json_t *w = json_loads(current, 0, NULL);
+    json_array_append_new(json_object_get(w, "fields"), json_pack("{s:s, s:s}", "name", "note", "type", "string"));
+    char *wtext = json_dumps(w, JSON_COMPACT);
+    registry_body[45] = registry_answer(wtext, NULL);
+    free(wtext);
+    json_decref(w);
+    /* a writer lacking a field orderlog requires (no default) */
+    w = json_loads(current, 0, NULL);
+    json_array_remove(json_object_get(w, "fields"), 0);
+    wtext = json_dumps(w, JSON_COMPACT);
+    registry_body[46] = registry_answer(wtext, NULL);
+    free(wtext);
+    json_decref(w);
+
     record_t good = publish_record(buy_line);
     unsigned char framed[1024];
-    size_t len = confluent_frame(good.payload, good.rkm->len, framed, sizeof(framed));
     ol_event_t ev;
     char errstr[512] = "";
     /* as Confluent's serializers write it: no CloudEvents headers */
+    size_t len = frame_as(42, good.payload, good.rkm->len, framed, sizeof(framed));
     record_t r = record_new(framed, len, "SKU-1");
-    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect_str_eq(errstr, want);
+    cr_assert_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_expect_eq(ev.env.type, ol_schema_find("BuyRequested"));
+    cr_expect_eq(ev.env.schema_id, 42);
+    cr_expect_str_eq(ev.env.source, "unknown");
+    json_t *want = buy_data();
+    cr_expect(json_equal(ev.data, want), "%s", json_dumps(ev.data, JSON_COMPACT));
+    json_decref(want);
+    char first_id[OL_EVENT_ID_MAX + 1];
+    snprintf(first_id, sizeof(first_id), "%s", ev.env.id);
+    ol_event_clear(&ev);
+    /* read again: the same id (a replay applies it once) */
+    cr_assert_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_expect_str_eq(ev.env.id, first_id);
+    ol_event_clear(&ev);
     record_free(&r);
-    /* with the headers, named Avro */
+    /* with orderlog's headers too */
     r = record_with(framed, len, NULL, NULL, NULL);
-    cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect_str_eq(errstr, want);
+    cr_assert_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    ol_event_clear(&ev);
     record_free(&r);
-    /* JSON Schema serializer: the same frame around JSON */
-    len = confluent_frame(buy_json, strlen(buy_json), framed, sizeof(framed));
+    /* a writer's schema with a field orderlog does not know: resolved */
+    unsigned char extra[1024];
+    memcpy(extra, good.payload, good.rkm->len);
+    memcpy(extra + good.rkm->len, "\x04hi", 3);
+    len = frame_as(45, extra, good.rkm->len + 3, framed, sizeof(framed));
+    r = record_new(framed, len, "SKU-1");
+    cr_assert_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_expect_null(json_object_get(ev.data, "note"));
+    cr_expect_eq(json_integer_value(json_object_get(ev.data, "quantity")), 2);
+    ol_event_clear(&ev);
+    record_free(&r);
+
+    /* what cannot be read says what it is */
+    static const struct {
+        unsigned id;
+        const char *want;
+    } bad[] = {
+        {41, "Confluent wire format, schema id 41: the schema registry at http://127.0.0.1:"},
+        {43, "Confluent wire format, schema id 43: a PROTOBUF schema, not Avro"},
+        {44, "Confluent wire format, schema id 44: record com.example.Other is not one of orderlog's events"},
+        {46, "Confluent wire format, schema id 46: record orderlog.BuyRequested: field request_id of version"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        len = frame_as(bad[i].id, good.payload, good.rkm->len, framed, sizeof(framed));
+        r = record_new(framed, len, "SKU-1");
+        cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID, "%s", errstr);
+        cr_expect(!strncmp(errstr, bad[i].want, strlen(bad[i].want)), "%s", errstr);
+        record_free(&r);
+    }
+    /* JSON Schema serializer's frame around JSON, with orderlog's headers */
+    registry_body[47] = registry_answer("{\"type\":\"object\"}", "JSON");
+    len = frame_as(47, buy_json, strlen(buy_json), framed, sizeof(framed));
     r = record_with(framed, len, "application/json", NULL, NULL);
     cr_expect_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_INVALID);
-    cr_expect_str_eq(errstr, want);
+    cr_expect_str_eq(errstr, "Confluent wire format, schema id 47: a JSON schema, not Avro: orderlog reads Avro only");
     record_free(&r);
+    /* the registry away: retriable, the record is not at fault */
+    registry_stop();
+    ol_conf_t *conf = ol_conf_new();
+    cr_assert_eq(ol_conf_set(conf, "registry.url", "http://127.0.0.1:1", errstr, sizeof(errstr)), OL_ERR_OK);
+    ol_wire_init(conf);
+    ol_conf_destroy(conf);
+    len = frame_as(42, good.payload, good.rkm->len, framed, sizeof(framed));
+    r = record_new(framed, len, "SKU-1");
+    ol_err_t err = ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr));
+    cr_expect(ol_err_is_retriable(err), "%s: %s", ol_err2name(err), errstr);
+    cr_expect(!strncmp(errstr, "Confluent wire format, schema id 42: ", 37), "%s", errstr);
+    record_free(&r);
+    ol_wire_reset();
     record_free(&good);
+}
 
+Test(event, plain_avro_starting_with_a_zero_byte_stays_plain) {
+    ol_event_t ev;
+    char errstr[512] = "";
+    record_t r;
     /* plain Avro that starts with a 0 byte (enum symbol 0) is still plain Avro */
     const char *line = "{\"type\":\"BlacklistChanged\",\"data\":{\"subject_type\":\"ip\",\"subject\":\"1.2.3.4\","
                        "\"action\":\"add\",\"reason\":\"rate\"}}";

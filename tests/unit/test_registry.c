@@ -74,6 +74,12 @@ static ol_registry_t *client_of(const fake_t *f) {
     return r;
 }
 
+/* fake_start, then a client of it (destroy it; fake_join the server). */
+static ol_registry_t *fake_client(fake_t *f, int status, const char *body) {
+    fake_start(f, status, body);
+    return client_of(f);
+}
+
 Test(registry, takes_plain_http_urls_only) {
     char errstr[256];
     ol_registry_t *r = NULL;
@@ -91,8 +97,7 @@ Test(registry, takes_plain_http_urls_only) {
 
 Test(registry, registers_with_a_json_body_and_reads_the_id) {
     fake_t f;
-    fake_start(&f, 200, "{\"id\":42}");
-    ol_registry_t *r = client_of(&f);
+    ol_registry_t *r = fake_client(&f, 200, "{\"id\":42}");
     char errstr[256];
     int id = 0;
     cr_assert_eq(ol_registry_register(r, "t-x.E", "{\"type\":\"record\",\"name\":\"E\",\"fields\":[]}", &id, errstr,
@@ -110,8 +115,7 @@ Test(registry, registers_with_a_json_body_and_reads_the_id) {
 
 Test(registry, a_subject_is_percent_encoded_in_the_path) {
     fake_t f;
-    fake_start(&f, 200, "{\"compatibility\":\"FULL\"}");
-    ol_registry_t *r = client_of(&f);
+    ol_registry_t *r = fake_client(&f, 200, "{\"compatibility\":\"FULL\"}");
     char errstr[256];
     cr_assert_eq(ol_registry_set_compatibility(r, "a b/c", "FULL", errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
     fake_join(&f);
@@ -122,8 +126,7 @@ Test(registry, a_subject_is_percent_encoded_in_the_path) {
 
 Test(registry, a_refused_schema_is_invalid_with_the_registrys_message) {
     fake_t f;
-    fake_start(&f, 409, "{\"error_code\":409,\"message\":\"Incompatible artifact: x\"}");
-    ol_registry_t *r = client_of(&f);
+    ol_registry_t *r = fake_client(&f, 409, "{\"error_code\":409,\"message\":\"Incompatible artifact: x\"}");
     char errstr[256];
     int id = -1;
     cr_expect_eq(ol_registry_register(r, "s", "{}", &id, errstr, sizeof(errstr)), OL_ERR_INVALID);
@@ -146,8 +149,7 @@ Test(registry, check_reads_compatible_incompatible_and_unregistered) {
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         fake_t f;
-        fake_start(&f, cases[i].status, cases[i].body);
-        ol_registry_t *r = client_of(&f);
+        ol_registry_t *r = fake_client(&f, cases[i].status, cases[i].body);
         char errstr[256], reason[256];
         bool registered, compatible;
         cr_assert_eq(
@@ -164,8 +166,7 @@ Test(registry, check_reads_compatible_incompatible_and_unregistered) {
 
 Test(registry, a_server_error_names_the_url) {
     fake_t f;
-    fake_start(&f, 503, "{\"error_code\":50001,\"message\":\"storage down\"}");
-    ol_registry_t *r = client_of(&f);
+    ol_registry_t *r = fake_client(&f, 503, "{\"error_code\":50001,\"message\":\"storage down\"}");
     char errstr[512];
     bool found;
     int id, version;
