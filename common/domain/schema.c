@@ -374,3 +374,13 @@ out:
     json_decref(doc);
     return err;
 }
+
+char *ol_schema_registry_text(const char *text, size_t len) {
+    while (len && strchr(" \t\r\n", text[0])) {
+        text++;
+        len--;
+    }
+    while (len && strchr(" \t\r\n", text[len - 1]))
+        len--;
+    return ol_xstrndup(text, len);
+}

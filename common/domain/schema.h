@@ -115,6 +115,11 @@ const ol_schema_version_t *ol_schema_version(const ol_event_type_t *et, int vers
  * OL_ERR_INVALID with the reason. Thread-safe. */
 ol_err_t ol_schema_writer(const char *text, size_t len, const ol_event_type_t **et, const ol_schema_version_t **out,
                           char *errstr, size_t errstr_size);
+/* A schema's text as orderlog registers it in a schema registry and looks
+ * it up: text[0..len) without the whitespace around it, as Confluent's
+ * clients send a schema, so that a registry that finds a schema by its
+ * exact text (Apicurio) finds theirs and ours alike. The caller frees it. */
+char *ol_schema_registry_text(const char *text, size_t len);
 /* Distinct topic names (without prefix) in a fixed order; ends with NULL. */
 const char *const *ol_schema_topics(void);
 

@@ -77,25 +77,14 @@ void ol_wire_dataschema(uint32_t id, char *out, size_t out_size) {
     snprintf(out, out_size, "%.*s/schemas/ids/%lu", (int)n, wire.url ? wire.url : "", (unsigned long)id);
 }
 
-/* et's compiled-in schema file without the whitespace around it: the text
- * `orderlog schemas register` registers, so a registry that finds a schema
- * by its text (Apicurio) finds it. */
+/* et's compiled-in schema file as `orderlog schemas register` registers it
+ * (ol_schema_registry_text). */
 static char *schema_text(const ol_event_type_t *et) {
     char path[256];
     snprintf(path, sizeof(path), "schemas/%s.avsc", et->name);
-    for (const ol_embedded_t *e = ol_embedded_schemas; e->path; e++) {
-        if (strcmp(e->path, path))
-            continue;
-        const char *t = e->data;
-        size_t len = e->len;
-        while (len && strchr(" \t\r\n", t[0])) {
-            t++;
-            len--;
-        }
-        while (len && strchr(" \t\r\n", t[len - 1]))
-            len--;
-        return ol_xstrndup(t, len);
-    }
+    for (const ol_embedded_t *e = ol_embedded_schemas; e->path; e++)
+        if (!strcmp(e->path, path))
+            return ol_schema_registry_text(e->data, e->len);
     return NULL;
 }
 

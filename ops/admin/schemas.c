@@ -21,6 +21,7 @@
 #include "common/base/registry.h"
 #include "common/base/util.h"
 #include "common/domain/embedded.h"
+#include "common/domain/schema.h"
 #include "ops/admin/commands.h"
 
 #define SUBJECT_MAX 512
@@ -95,16 +96,7 @@ static int set_add(schemaset_t *set, const char *path, const char *text, size_t 
     }
     avsc_t *f = &set->files[set->nfiles++];
     f->path = ol_xstrdup(path);
-    /* without the whitespace around it, as Confluent's clients send a
-     * schema: a registry that finds a schema by its exact text (Apicurio)
-     * then finds theirs */
-    while (len && strchr(" \t\r\n", text[0])) {
-        text++;
-        len--;
-    }
-    while (len && strchr(" \t\r\n", text[len - 1]))
-        len--;
-    f->text = ol_xstrndup(text, len);
+    f->text = ol_schema_registry_text(text, len);
     size_t n = strlen(name) + (ns && *ns ? strlen(ns) + 1 : 0) + 1;
     f->fullname = ol_xmalloc(n);
     if (ns && *ns && !strchr(name, '.'))
