@@ -33,7 +33,8 @@
 #define RECOVER_MAX_MS 300000
 #define FENCED_AGAIN_MS 120000
 #define STALL_MS 60000
-#define WAIT_LOG_MS 10000 /* how often a call retried while Kafka does not answer says so */
+#define RESTORE_STUCK_MS 180000 /* a restore reading nothing this long while Kafka answers fails */
+#define WAIT_LOG_MS 10000       /* how often a call retried while Kafka does not answer says so */
 
 typedef struct decide_s decide_t;
 
@@ -161,6 +162,9 @@ txn_result_t ol_decide__txn_failed(worker_t *w, rd_kafka_error_t *e, const char 
 /* decide_worker.c: a worker's Kafka clients */
 rd_kafka_t *ol_decide__consumer_new(worker_t *w, char *errstr, size_t errstr_size);
 rd_kafka_t *ol_decide__producer_new(worker_t *w, char *errstr, size_t errstr_size);
+rd_kafka_t *ol_decide__restorer_new(worker_t *w, char *errstr, size_t errstr_size);
+/* A new restorer in place of the one a restore used. */
+ol_err_t ol_decide__restorer_renew(worker_t *w, char *errstr, size_t errstr_size);
 void ol_decide__worker_destroy(worker_t *w);
 ol_err_t ol_decide__worker_init(decide_t *d, worker_t *w, int index, char *errstr, size_t errstr_size);
 ol_err_t ol_decide__worker_subscribe(worker_t *w, char *errstr, size_t errstr_size);

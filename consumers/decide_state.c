@@ -75,6 +75,58 @@ static ol_err_t restore_record(worker_t *w, const rd_kafka_message_t *rkm, long 
     return OL_ERR_OK;
 }
 
+/* A restore that reads nothing for WAIT_LOG_MS says where it waits, every
+ * WAIT_LOG_MS: each partition not read to its end, at which offset of how
+ * many. Its end is the last stable offset (read_committed): a transaction
+ * still open on the partition holds it back until it ends (the broker
+ * aborts it after transaction.timeout.ms). Nothing read for RESTORE_STUCK_MS
+ * while the cluster answers is a restore that will not end: an error. */
+static ol_err_t restore_waiting(worker_t *w, const int32_t *ps, int n, const bool *done, int64_t moved_us,
+                                int64_t *said_us, char *errstr, size_t errstr_size) {
+    int64_t now = ol_time_mono_us();
+    if (now - moved_us < (int64_t)WAIT_LOG_MS * 1000 || now - *said_us < (int64_t)WAIT_LOG_MS * 1000)
+        return OL_ERR_OK;
+    *said_us = now;
+    char where[256] = "";
+    size_t len = 0;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++)
+        if (!done[ps[i]])
+            rd_kafka_topic_partition_list_add(l, w->d->topic_sale, ps[i]);
+    rd_kafka_position(w->restorer, l);
+    for (int i = 0; i < l->cnt && len < sizeof(where) - 64; i++) {
+        int64_t lo = -1, hi = -1;
+        rd_kafka_get_watermark_offsets(w->restorer, w->d->topic_sale, l->elems[i].partition, &lo, &hi);
+        len += (size_t)snprintf(where + len, sizeof(where) - len, "%s[%" PRId32 "] at %" PRId64 " of %" PRId64,
+                                i ? ", " : "", l->elems[i].partition, l->elems[i].offset, hi);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    double idle_s = (double)(now - moved_us) / 1e6;
+    if (now - moved_us >= (int64_t)RESTORE_STUCK_MS * 1000 && ol_kafka_cluster_answers(w->restorer))
+        return ol_errf(
+            errstr, errstr_size, OL_ERR_INVALID,
+            "restoring from %s: nothing read for %.0f s while Kafka answers (%s): a transaction left "
+            "open on it holds read_committed readers back (kafka-transactions.sh find-hanging and abort end one "
+            "that hangs)",
+            w->d->topic_sale, idle_s, where);
+    ol_log_warn("decide: worker %d: restoring: nothing read from %s for %.0f s (%s); waiting for its end (a "
+                "transaction still open holds it back until it ends)",
+                w->index, w->d->topic_sale, idle_s, where);
+    return OL_ERR_OK;
+}
+
+/* The topic's leaders known to rk before an assignment: else a new
+ * reader's fetches start with librdkafka's next topic scan, up to a second
+ * later. */
+static void know_leaders(rd_kafka_t *rk, const char *topic) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    if (rkt && !rd_kafka_metadata(rk, 0, rkt, &md, 5000))
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+}
+
 /* Rebuilds the state of partitions ps[0..n) from sale-events, read from the
  * beginning to its end (read_committed). */
 static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, size_t errstr_size) {
@@ -88,6 +140,7 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
         w->parts[ps[i]].prices = ol_map_new();
         rd_kafka_topic_partition_list_add(l, d->topic_sale, ps[i])->offset = RD_KAFKA_OFFSET_BEGINNING;
     }
+    know_leaders(w->restorer, d->topic_sale);
     rd_kafka_resp_err_t kerr = rd_kafka_assign(w->restorer, l);
     rd_kafka_topic_partition_list_destroy(l);
     if (kerr) {
@@ -98,6 +151,7 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     bool *done = ol_xcalloc((size_t)d->npartitions, sizeof(*done));
     int eof = 0;
     long long facts = 0, refused = 0;
+    int64_t moved_us = ol_time_mono_us(), said_us = 0;
     ol_err_t err = OL_ERR_OK;
     while (eof < n && !err) {
         if (ol_decide__stop) {
@@ -106,8 +160,11 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
         }
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->restorer, 200);
         atomic_store_explicit(&w->beat_us, ol_time_mono_us(), memory_order_relaxed);
-        if (!rkm)
+        if (!rkm) {
+            err = restore_waiting(w, ps, n, done, moved_us, &said_us, errstr, errstr_size);
             continue;
+        }
+        moved_us = ol_time_mono_us();
         int32_t p = rkm->partition;
         if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             if (p >= 0 && p < d->npartitions && !done[p]) {
@@ -122,7 +179,10 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
         rd_kafka_message_destroy(rkm);
     }
     free(done);
-    rd_kafka_assign(w->restorer, NULL);
+    char rerr[512];
+    if (ol_decide__restorer_renew(w, rerr, sizeof(rerr)) && !err)
+        err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not make a new reader of %s: %s", d->topic_sale,
+                      rerr);
     atomic_fetch_sub(&w->restoring, n);
     if (err)
         return err;
@@ -140,6 +200,12 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     return OL_ERR_OK;
 }
 
+static bool leader_moving(rd_kafka_resp_err_t kerr) {
+    return kerr == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || kerr == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+           kerr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE || kerr == RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH ||
+           kerr == RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH;
+}
+
 /* Where each taken partition goes on from: buy-requests at its committed
  * offset (or its start), skus too, and its end now, up to which the
  * partition's buy-requests wait (added to pause). */
@@ -155,10 +221,11 @@ static ol_err_t positions(worker_t *w, const rd_kafka_topic_partition_list_t *pa
             pt->buy_next = tp->offset;
             continue;
         }
-        /* "unknown partition" until this handle has the topic's metadata */
+        /* "unknown partition" until this handle has the topic's metadata;
+         * "not leader" while a leader moves (seconds, after a broker died) */
         for (int attempt = 0; attempt < 100; attempt++) {
             kerr = rd_kafka_query_watermark_offsets(w->consumer, tp->topic, tp->partition, &lo, &hi, 10000);
-            if (kerr != RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || ol_decide__stop)
+            if (!leader_moving(kerr) || ol_decide__stop)
                 break;
             struct timespec ts = {0, 100 * 1000 * 1000};
             nanosleep(&ts, NULL);
@@ -231,6 +298,9 @@ static ol_err_t take(worker_t *w, rd_kafka_topic_partition_list_t *parts, char *
         return err;
     }
     free(ps);
+    /* a partition paused before (taken again before its skus caught up)
+     * stays paused through unassign and assign: resumed unless behind */
+    rd_kafka_resume_partitions(w->consumer, parts);
     if (pause->cnt) {
         rd_kafka_pause_partitions(w->consumer, pause);
         ol_log_info("decide: worker %d: %d partition(s) of %s wait until %s is read to its end", w->index, pause->cnt,
