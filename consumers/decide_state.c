@@ -246,6 +246,25 @@ static ol_err_t positions(worker_t *w, const rd_kafka_topic_partition_list_t *pa
     return OL_ERR_OK;
 }
 
+/* A buy-requests partition this handle paused (taken before its skus
+ * caught up) stays paused through unassign and assign: resumed before it
+ * is assigned again (and paused again if still behind). Only those: a
+ * resume right after an assign can make librdkafka drop the assign's
+ * offset. */
+static void resume_paused(worker_t *w, const rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++) {
+        part_t *pt = &w->parts[parts->elems[i].partition];
+        if (pt->paused && strcmp(parts->elems[i].topic, w->d->topic_skus)) {
+            rd_kafka_topic_partition_list_add(l, parts->elems[i].topic, parts->elems[i].partition);
+            pt->paused = false;
+        }
+    }
+    if (l->cnt)
+        rd_kafka_resume_partitions(w->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 /* Takes partitions (of buy-requests and skus): committed offsets first (they
  * wait for transactions still open on them), then the state, then assign.
  * On failure no state of them is left (their records are skipped until they
@@ -281,6 +300,7 @@ static ol_err_t take(worker_t *w, rd_kafka_topic_partition_list_t *parts, char *
         if (!seen)
             ps[n++] = p;
     }
+    resume_paused(w, parts);
     ol_err_t err = restore(w, ps, n, errstr, errstr_size);
     rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(parts->cnt);
     if (!err)
@@ -298,9 +318,6 @@ static ol_err_t take(worker_t *w, rd_kafka_topic_partition_list_t *parts, char *
         return err;
     }
     free(ps);
-    /* a partition paused before (taken again before its skus caught up)
-     * stays paused through unassign and assign: resumed unless behind */
-    rd_kafka_resume_partitions(w->consumer, parts);
     if (pause->cnt) {
         rd_kafka_pause_partitions(w->consumer, pause);
         ol_log_info("decide: worker %d: %d partition(s) of %s wait until %s is read to its end", w->index, pause->cnt,
