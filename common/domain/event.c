@@ -122,8 +122,7 @@ void ol_envelope_to_headers(const ol_envelope_t *env, rd_kafka_headers_t *hdrs) 
     const char *dataschema = env->type->dataschema;
     ol_time_format(env->time_ms, ts, sizeof(ts));
     if (env->schema_id) {
-        ol_wire_dataschema(env->schema_id, schema, sizeof(schema));
-        dataschema = schema;
+        dataschema = ol_wire_dataschema(env->type, env->schema_id, schema, sizeof(schema));
     } else if (env->version != env->type->version) {
         snprintf(schema, sizeof(schema), DATASCHEMA_PREFIX "%s:%d", env->type->name, env->version);
         dataschema = schema;
