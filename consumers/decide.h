@@ -33,6 +33,7 @@
 #define RECOVER_MAX_MS 300000
 #define FENCED_AGAIN_MS 120000
 #define STALL_MS 60000
+#define ENDS_WITHIN_MS 30000    /* how long a take asks a partition's ends before it gives up (retried later) */
 #define RESTORE_STUCK_MS 180000 /* a restore reading nothing this long while Kafka answers fails */
 #define WAIT_LOG_MS 10000       /* how often a call retried while Kafka does not answer says so */
 
@@ -163,6 +164,8 @@ txn_result_t ol_decide__txn_failed(worker_t *w, rd_kafka_error_t *e, const char 
 rd_kafka_t *ol_decide__consumer_new(worker_t *w, char *errstr, size_t errstr_size);
 rd_kafka_t *ol_decide__producer_new(worker_t *w, char *errstr, size_t errstr_size);
 rd_kafka_t *ol_decide__restorer_new(worker_t *w, char *errstr, size_t errstr_size);
+/* The ends of partition p of topic (see decide_state.c). */
+rd_kafka_resp_err_t ol_decide__ends(worker_t *w, const char *topic, int32_t p, int64_t *lo, int64_t *hi, int within_ms);
 /* A new restorer in place of the one a restore used. */
 ol_err_t ol_decide__restorer_renew(worker_t *w, char *errstr, size_t errstr_size);
 void ol_decide__worker_destroy(worker_t *w);

@@ -275,10 +275,10 @@ static long long input_lag(worker_t *w) {
         if (!pt->sale)
             continue;
         int64_t lo, hi;
-        if (rd_kafka_query_watermark_offsets(w->consumer, w->d->topic_buy, p, &lo, &hi, 5000))
+        if (ol_decide__ends(w, w->d->topic_buy, p, &lo, &hi, 0))
             return -1;
         lag += hi > pt->buy_next ? hi - pt->buy_next : 0;
-        if (rd_kafka_query_watermark_offsets(w->consumer, w->d->topic_skus, p, &lo, &hi, 5000))
+        if (ol_decide__ends(w, w->d->topic_skus, p, &lo, &hi, 0))
             return -1;
         lag += hi > pt->skus_next ? hi - pt->skus_next : 0;
     }

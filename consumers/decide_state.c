@@ -200,10 +200,21 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     return OL_ERR_OK;
 }
 
-static bool leader_moving(rd_kafka_resp_err_t kerr) {
-    return kerr == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || kerr == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
-           kerr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE || kerr == RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH ||
-           kerr == RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH;
+/* The ends of a partition, asked of its leader as the worker's consumer
+ * knows it. A leader that moved (or died: the handle can go on naming a
+ * broker that is gone, and librdkafka retries the same one) is asked for
+ * again: the topic's leaders are refreshed between tries, for at most
+ * within_ms (one try when 0), each try waiting at most 3 s. */
+rd_kafka_resp_err_t ol_decide__ends(worker_t *w, const char *topic, int32_t p, int64_t *lo, int64_t *hi,
+                                    int within_ms) {
+    int64_t deadline = ol_time_mono_us() + (int64_t)within_ms * 1000;
+    for (;;) {
+        rd_kafka_resp_err_t kerr = rd_kafka_query_watermark_offsets(w->consumer, topic, p, lo, hi, 3000);
+        if (!kerr || ol_decide__stop || ol_time_mono_us() >= deadline)
+            return kerr;
+        know_leaders(w->consumer, topic);
+        ol_decide__pause_ms(200);
+    }
 }
 
 /* Where each taken partition goes on from: buy-requests at its committed
@@ -223,14 +234,7 @@ static ol_err_t positions(worker_t *w, const rd_kafka_topic_partition_list_t *pa
         }
         /* "unknown partition" until this handle has the topic's metadata;
          * "not leader" while a leader moves (seconds, after a broker died) */
-        for (int attempt = 0; attempt < 100; attempt++) {
-            kerr = rd_kafka_query_watermark_offsets(w->consumer, tp->topic, tp->partition, &lo, &hi, 10000);
-            if (!leader_moving(kerr) || ol_decide__stop)
-                break;
-            struct timespec ts = {0, 100 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-        if (kerr)
+        if ((kerr = ol_decide__ends(w, tp->topic, tp->partition, &lo, &hi, ENDS_WITHIN_MS)))
             return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read the end of %s [%" PRId32 "]: %s",
                            tp->topic, tp->partition, rd_kafka_err2str(kerr));
         if (!skus) {
