@@ -163,11 +163,8 @@ txn_result_t ol_decide__txn_failed(worker_t *w, rd_kafka_error_t *e, const char 
 /* decide_worker.c: a worker's Kafka clients */
 rd_kafka_t *ol_decide__consumer_new(worker_t *w, char *errstr, size_t errstr_size);
 rd_kafka_t *ol_decide__producer_new(worker_t *w, char *errstr, size_t errstr_size);
-rd_kafka_t *ol_decide__restorer_new(worker_t *w, char *errstr, size_t errstr_size);
 /* The ends of partition p of topic (see decide_state.c). */
 rd_kafka_resp_err_t ol_decide__ends(worker_t *w, const char *topic, int32_t p, int64_t *lo, int64_t *hi, int within_ms);
-/* A new restorer in place of the one a restore used. */
-ol_err_t ol_decide__restorer_renew(worker_t *w, char *errstr, size_t errstr_size);
 void ol_decide__worker_destroy(worker_t *w);
 ol_err_t ol_decide__worker_init(decide_t *d, worker_t *w, int index, char *errstr, size_t errstr_size);
 ol_err_t ol_decide__worker_subscribe(worker_t *w, char *errstr, size_t errstr_size);

@@ -36,23 +36,12 @@ rd_kafka_t *ol_decide__producer_new(worker_t *w, char *errstr, size_t errstr_siz
     return ol_kafka_new(w->d->conf, OL_KAFKA_TXN_PRODUCER, w->client, ptuning, errstr, errstr_size);
 }
 
-/* The reader of sale-events for restores (assign(), no commits). Each
- * restore gets a new one (ol_decide__restorer_renew): on librdkafka 2.0 a
- * partition assigned again soon after it was unassigned could wait for good
- * for the stop of its previous fetch (queued behind a broker that died), and
- * some assign/unassign sequences end in an assertion (rktp_started). */
-rd_kafka_t *ol_decide__restorer_new(worker_t *w, char *errstr, size_t errstr_size) {
+/* The reader of sale-events for restores (assign(), no commits). */
+static rd_kafka_t *restorer_new(worker_t *w, char *errstr, size_t errstr_size) {
     char group[300];
     snprintf(group, sizeof(group), "%s-restore", w->d->group);
     const char *rtuning[] = {"group.id", group, "fetch.wait.max.ms", "10", NULL};
     return ol_kafka_new(w->d->conf, OL_KAFKA_READER, w->client, rtuning, errstr, errstr_size);
-}
-
-ol_err_t ol_decide__restorer_renew(worker_t *w, char *errstr, size_t errstr_size) {
-    if (w->restorer)
-        rd_kafka_destroy_flags(w->restorer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-    w->restorer = ol_decide__restorer_new(w, errstr, errstr_size);
-    return w->restorer ? OL_ERR_OK : OL_ERR_TRANSIENT;
 }
 
 ol_err_t ol_decide__worker_init(decide_t *d, worker_t *w, int index, char *errstr, size_t errstr_size) {
@@ -71,7 +60,7 @@ ol_err_t ol_decide__worker_init(decide_t *d, worker_t *w, int index, char *errst
              ol_conf_str(conf, "decide.instance"), index);
     if (!(w->consumer = ol_decide__consumer_new(w, errstr, errstr_size)) ||
         !(w->producer = ol_decide__producer_new(w, errstr, errstr_size)) ||
-        !(w->restorer = ol_decide__restorer_new(w, errstr, errstr_size)))
+        !(w->restorer = restorer_new(w, errstr, errstr_size)))
         return OL_ERR_CONFIG;
     /* fences (aborts) what a previous run with this transactional.id left open */
     rd_kafka_error_t *e = rd_kafka_init_transactions(w->producer, ol_conf_int(conf, "broker.wait.ms") + 30000);
