@@ -57,8 +57,15 @@ typedef struct profile_s {
 /* Every client: after a broker comes back, reconnect within a second, as
  * the Java client does (reconnect.backoff.max.ms 1000); librdkafka's own
  * default backs off up to 10 s, which after an outage of a few seconds left
- * each role up to 10 s more without the broker. */
-static const char *const client_props[] = {"reconnect.backoff.max.ms", "1000", NULL};
+ * each role up to 10 s more without the broker. And the leaders asked for
+ * every 5 s (topic.metadata.refresh.interval.ms, 5 min by default): a
+ * leader that died (connection refused, no "not leader" answer) is only
+ * left once metadata names another, and with the default a partition of
+ * decide stayed paused until the dead broker came back (30 s in the
+ * 3-broker fault test) while the cluster had moved it 10 s after the
+ * kill. */
+static const char *const client_props[] = {"reconnect.backoff.max.ms", "1000", "topic.metadata.refresh.interval.ms",
+                                           "5000", NULL};
 
 /* Producers place keys as the Java client does (murmur2), so a key written
  * by orderlog and by anyone else lands on one partition, in order; they

@@ -64,6 +64,9 @@ Test(profiles, every_producer_places_keys_with_murmur2) {
             cr_expect_str_eq(conf_get(kconf, "enable.auto.commit"), "false");
         }
         cr_expect_str_eq(conf_get(kconf, "client.id"), "t");
+        /* every client leaves a dead leader within seconds of the cluster
+         * moving its partitions (librdkafka's default: 5 min) */
+        cr_expect_str_eq(conf_get(kconf, "topic.metadata.refresh.interval.ms"), "5000", "%s", ol_kafka_profile_name(p));
         rd_kafka_conf_destroy(kconf);
     }
     ol_conf_destroy(conf);
