@@ -152,6 +152,14 @@ static int start_workers(decide_t *d) {
             return OL_EXIT_FAIL;
         }
     }
+    /* the group watch's reader: the group's committed offsets, never a member */
+    const char *wtuning[] = {"group.id", d->group, NULL};
+    if (!(d->watcher =
+              ol_kafka_new(d->conf, OL_KAFKA_READER, "orderlog-decide-watch", wtuning, errstr, sizeof(errstr)))) {
+        ol_log_error("decide: %s", errstr);
+        ol_decide__stop = 1;
+        return OL_EXIT_FAIL;
+    }
     ol_log_info("decide: %d worker(s) in group %s over %s and %s (%d partitions), hold.ttl.ms=%lld", d->nworkers,
                 d->group, d->topic_buy, d->topic_skus, d->npartitions, (long long)d->hold_ttl_ms);
     atomic_store(&d->running, true);
@@ -182,6 +190,8 @@ static int stop_all(decide_t *d, int rc) {
     for (int i = 0; i < d->nworkers; i++)
         if (d->workers[i].d)
             ol_decide__worker_destroy(&d->workers[i]);
+    if (d->watcher)
+        rd_kafka_destroy_flags(d->watcher, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (d->bl_started)
         pthread_join(d->bl_thread, NULL);
     if (d->bl_consumer) {

@@ -70,7 +70,7 @@ typedef struct worker_s {
     ol_fact_t *expired; /* [MAX_FACTS], for expire_due */
     bool rebalanced;    /* set by the rebalance callback: drop what was collected */
     bool failed;
-    char errstr[512];
+    char errstr[1100];
     char client[64], txid[512];
     /* faults (worker thread only): what to recover from, and since when */
     bool consumer_fatal, producer_fatal, retake, stalled;
@@ -91,6 +91,7 @@ typedef struct worker_s {
     atomic_int restoring;                   /* partitions being restored now */
     atomic_bool down;                       /* failed: errstr is set */
     atomic_bool joined;                     /* its consumer had its first assignment (maybe empty) */
+    atomic_bool renew_asked;                /* the group watch asks for a new consumer */
     /* held by the worker while it replaces or destroys consumer/producer,
      * and by the HTTP threads while they read them */
     pthread_mutex_t clients_lock;
@@ -120,6 +121,7 @@ struct decide_s {
     ol_http_t *http;
     ol_metric_t *m_dlq, *m_retries, *m_txn_seconds, *m_commit_seconds, *m_restore_seconds, *m_restored;
     atomic_llong restore_facts, bl_beat_us;
+    rd_kafka_t *watcher; /* the group watch's reader (group.id of the group, never joins it) */
     atomic_bool running; /* the workers are initialized (their handles may be read) */
     int started;         /* worker threads started */
     bool bl_started;     /* the blacklist thread started */

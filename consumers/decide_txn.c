@@ -162,6 +162,10 @@ void *ol_decide__worker_main(void *arg) {
     worker_t *w = arg;
     w->progress_us = ol_time_mono_us();
     while (!ol_decide__stop && !w->failed) {
+        if (atomic_exchange(&w->renew_asked, false)) {
+            ol_decide__renew_consumer(w, "the group watch found the group stalled", false);
+            continue;
+        }
         if (w->consumer_fatal) {
             char why[512] = "";
             if (!rd_kafka_fatal_error(w->consumer, why, sizeof(why)))

@@ -8,6 +8,7 @@
 #endif
 
 #include "common/base/cli.h"
+#include "common/base/kafka.h"
 #include "common/base/log.h"
 #include "common/base/time.h"
 #include "consumers/decide.h"
@@ -30,7 +31,76 @@ typedef struct watch_s {
     long long trim_facts; /* facts at the last change seen */
     int64_t busy_us;      /* when they last changed */
     bool trim_due;
+    /* the group watch */
+    int64_t group_next_us, group_moved_us;
+    long long group_committed, group_restored;
+    bool group_renewed;
 } watch_t;
+
+/* The group's committed offsets on buy-requests and skus (summed) and the
+ * records past them; false when Kafka does not answer. */
+static bool group_position(decide_t *d, long long *committed, long long *waiting) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2 * d->npartitions);
+    for (int p = 0; p < d->npartitions; p++) {
+        rd_kafka_topic_partition_list_add(l, d->topic_buy, p);
+        rd_kafka_topic_partition_list_add(l, d->topic_skus, p);
+    }
+    bool ok = !rd_kafka_committed(d->watcher, l, 5000);
+    *committed = *waiting = 0;
+    for (int i = 0; ok && i < l->cnt; i++) {
+        int64_t lo, hi, at = l->elems[i].offset;
+        if (rd_kafka_query_watermark_offsets(d->watcher, l->elems[i].topic, l->elems[i].partition, &lo, &hi, 3000)) {
+            ok = false;
+            break;
+        }
+        at = at >= lo ? at : lo;
+        *committed += at;
+        *waiting += hi > at ? hi - at : 0;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return ok;
+}
+
+/* Every 10 s: the group as Kafka sees it. Records waiting past its
+ * committed offsets, Kafka answering, and neither those offsets nor a
+ * restore moving for STALL_MS is a stall of the group, whatever each worker
+ * sees (a worker whose partitions were revoked, waiting for a rebalance
+ * that does not end, has nothing to do): every worker replaces its
+ * consumer; still so STALL_MS later, the process exits 1. With other
+ * decide processes in the group, their stall counts too: this process
+ * then leaves and comes back, which makes the group rebalance. */
+static void watch_group(decide_t *d, watch_t *s, int64_t now) {
+    if (!d->watcher || now < s->group_next_us)
+        return;
+    s->group_next_us = now + 10 * 1000 * 1000;
+    long long committed, waiting, restored = atomic_load(&d->restore_facts);
+    if (!group_position(d, &committed, &waiting) || committed != s->group_committed || restored != s->group_restored ||
+        !waiting) {
+        s->group_committed = committed;
+        s->group_restored = restored;
+        s->group_moved_us = now;
+        s->group_renewed = false;
+        return;
+    }
+    if (now - s->group_moved_us < (int64_t)STALL_MS * 1000)
+        return;
+    char why[1024];
+    snprintf(why, sizeof(why),
+             "group %s: %lld records wait on %s and %s and its committed offsets did not move for %.0f s, Kafka "
+             "answering",
+             d->group, waiting, d->topic_buy, d->topic_skus, (double)(now - s->group_moved_us) / 1e6);
+    if (s->group_renewed) {
+        char errstr[1100];
+        snprintf(errstr, sizeof(errstr), "%s, even after every worker replaced its consumer", why);
+        ol_decide__fail(&d->workers[0], errstr);
+        return;
+    }
+    ol_log_error("decide: %s: every worker replaces its consumer", why);
+    for (int i = 0; i < d->nworkers; i++)
+        atomic_store(&d->workers[i].renew_asked, true);
+    s->group_renewed = true;
+    s->group_moved_us = now;
+}
 
 #ifdef __GLIBC__
 /* Once idle for a second after work, hand back the pages freed by
@@ -76,7 +146,7 @@ static void log_totals(decide_t *d, watch_t *s, int64_t now) {
 
 void ol_decide__watch(decide_t *d) {
     int64_t t0 = ol_time_mono_us();
-    watch_t s = {.last_us = t0, .busy_us = t0};
+    watch_t s = {.last_us = t0, .busy_us = t0, .group_next_us = t0 + 10 * 1000 * 1000, .group_moved_us = t0};
     while (!ol_decide__stop) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -86,6 +156,7 @@ void ol_decide__watch(decide_t *d) {
 #endif
         if (now - s.last_us >= 10 * 1000 * 1000)
             log_totals(d, &s, now);
+        watch_group(d, &s, now);
     }
 }
 

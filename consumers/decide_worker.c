@@ -87,12 +87,15 @@ ol_err_t ol_decide__worker_subscribe(worker_t *w, char *errstr, size_t errstr_si
     return OL_ERR_OK;
 }
 
+/* No consumer close: a static member does not leave the group (its
+ * partitions wait for its restart), the offsets go with the transactions,
+ * and a close waits for every fetch stop of the assignment, which after a
+ * broker's death was seen never to come (the process then ended 1 on
+ * SIGTERM, by the shutdown watchdog). The states are dropped below. */
 void ol_decide__worker_destroy(worker_t *w) {
-    if (w->consumer)
-        rd_kafka_consumer_close(w->consumer); /* revokes: the states are dropped */
     pthread_mutex_lock(&w->clients_lock);
     if (w->consumer)
-        rd_kafka_destroy(w->consumer);
+        rd_kafka_destroy_flags(w->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (w->producer)
         rd_kafka_destroy(w->producer);
     w->consumer = w->producer = NULL;
