@@ -52,6 +52,12 @@ typedef struct part_s {
     bool paused;
     int64_t skus_end, skus_next;
     int64_t buy_next; /* committed offset of buy-requests (for the stall check) */
+    /* snapshots (decide_snapshot.c) */
+    int64_t sale_next;  /* sale-events offset after the last fact the state holds */
+    int64_t snap_facts; /* facts applied since the last snapshot (or replayed by the restore) */
+    int64_t snap_us;    /* when the last snapshot was written or the state restored (monotonic) */
+    int64_t snap_seq;   /* sequence of the latest snapshot in decide-snapshots, 0: none */
+    int snap_chunks;    /* chunk keys of decide-snapshots that may hold a value */
 } part_t;
 
 typedef struct worker_s {
@@ -100,6 +106,9 @@ struct decide_s {
     int64_t hold_ttl_ms, window_ms;
     size_t batch_events;
     int64_t batch_ms;
+    int64_t snap_facts, snap_ms; /* decide.snapshot.facts (0: none), decide.snapshot.interval.ms */
+    size_t snap_chunk;           /* decide.snapshot.chunk.bytes */
+    char topic_snap[256];
     char topic_buy[256], topic_skus[256], topic_sale[256], topic_orders[256], topic_dlq[256], topic_bl[256];
     char group[256], source[128];
     worker_t *workers;
@@ -117,6 +126,7 @@ struct decide_s {
     ol_metrics_t *reg;
     ol_http_t *http;
     ol_metric_t *m_dlq, *m_retries, *m_txn_seconds, *m_commit_seconds, *m_restore_seconds, *m_restored;
+    ol_metric_t *m_snapshots, *m_restored_snapshot;
     atomic_llong restore_facts, bl_beat_us;
     atomic_bool running; /* the workers are initialized (their handles may be read) */
     int started;         /* worker threads started */
@@ -134,6 +144,24 @@ ol_err_t ol_decide__expire_due(worker_t *w, int64_t now_ms, char *errstr, size_t
 ol_err_t ol_decide__handle(worker_t *w, const rd_kafka_message_t *rkm, int64_t now_ms, char *errstr,
                            size_t errstr_size);
 void ol_decide__set_price(part_t *pt, const char *sku, int64_t price, const char *currency);
+/* Produces one record in the open transaction (value NULL: a tombstone;
+ * hdrs, may be NULL, owned from the call on). */
+ol_err_t ol_decide__produce(worker_t *w, const char *topic, int32_t partition, const char *key, size_t key_len,
+                            const void *value, size_t len, rd_kafka_headers_t *hdrs, char *errstr, size_t errstr_size);
+
+/* decide_snapshot.c: snapshots of the partitions' states in decide-snapshots */
+/* The producer's delivery reports: the sale-events position of each state. */
+void ol_decide__delivered(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
+/* Writes, in the open transaction, the snapshot of every owned partition
+ * that is due (decide.snapshot.facts, decide.snapshot.interval.ms). */
+ol_err_t ol_decide__snapshot_due(worker_t *w, char *errstr, size_t errstr_size);
+/* Asks for topic's leaders (so that an assignment fetches at once). */
+void ol_decide__know_leaders(rd_kafka_t *rk, const char *topic);
+/* Loads the latest usable snapshot of partitions ps[0..n) into their parts;
+ * from[i]: where to replay sale-events partition ps[i] from; *snapshots
+ * counts the partitions loaded from one. */
+ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t *from, long long *snapshots,
+                                  char *errstr, size_t errstr_size);
 
 /* decide_state.c: the partitions' states: restored from sale-events, taken on assignment */
 void ol_decide__part_drop(part_t *pt);

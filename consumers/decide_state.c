@@ -66,6 +66,7 @@ static ol_err_t restore_record(worker_t *w, const rd_kafka_message_t *rkm, long 
     if (!fact_from_event(w, p, env.type, ol_codec_to_dom(env.type, value, w->arena), &f))
         return OL_ERR_OK;
     (*facts)++;
+    w->parts[p].snap_facts++;
     atomic_fetch_add_explicit(&d->restore_facts, 1, memory_order_relaxed);
     if (ol_sale_apply(w->parts[p].sale, &f, why, sizeof(why))) {
         (*refused)++;
@@ -75,25 +76,43 @@ static ol_err_t restore_record(worker_t *w, const rd_kafka_message_t *rkm, long 
     return OL_ERR_OK;
 }
 
-/* Rebuilds the state of partitions ps[0..n) from sale-events, read from the
- * beginning to its end (read_committed). */
+/* Rebuilds the state of partitions ps[0..n): from the latest snapshot of
+ * each in decide-snapshots (with decide.snapshot.facts > 0) and the facts of
+ * sale-events after it, or from sale-events read from its beginning; to
+ * sale-events' end (read_committed). */
 static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, size_t errstr_size) {
     decide_t *d = w->d;
     int64_t t0 = ol_time_mono_us();
     atomic_fetch_add(&w->restoring, n);
+    int64_t *from = ol_xcalloc((size_t)n, sizeof(*from));
+    long long snapshots = 0;
+    for (int i = 0; i < n; i++) {
+        part_t *pt = &w->parts[ps[i]];
+        ol_decide__part_drop(pt);
+        pt->sale = ol_sale_new(d->hold_ttl_ms, d->window_ms, d->bl);
+        pt->prices = ol_map_new();
+        pt->sale_next = 0;
+        pt->snap_facts = pt->snap_seq = 0;
+        pt->snap_chunks = 0;
+        pt->snap_us = t0;
+        from[i] = RD_KAFKA_OFFSET_BEGINNING;
+    }
+    ol_decide__know_leaders(w->restorer, d->topic_sale);
+    ol_err_t serr =
+        d->snap_facts > 0 ? ol_decide__snapshot_read(w, ps, n, from, &snapshots, errstr, errstr_size) : OL_ERR_OK;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
     for (int i = 0; i < n; i++) {
-        ol_decide__part_drop(&w->parts[ps[i]]);
-        w->parts[ps[i]].sale = ol_sale_new(d->hold_ttl_ms, d->window_ms, d->bl);
-        w->parts[ps[i]].prices = ol_map_new();
-        rd_kafka_topic_partition_list_add(l, d->topic_sale, ps[i])->offset = RD_KAFKA_OFFSET_BEGINNING;
+        w->parts[ps[i]].sale_next = from[i] >= 0 ? from[i] : 0;
+        rd_kafka_topic_partition_list_add(l, d->topic_sale, ps[i])->offset = from[i];
     }
-    rd_kafka_resp_err_t kerr = rd_kafka_assign(w->restorer, l);
+    free(from);
+    rd_kafka_resp_err_t kerr = serr ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_assign(w->restorer, l);
     rd_kafka_topic_partition_list_destroy(l);
-    if (kerr) {
+    if (serr || kerr) {
         atomic_fetch_sub(&w->restoring, n);
-        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read %s: %s", d->topic_sale,
-                       rd_kafka_err2str(kerr));
+        return serr ? serr
+                    : ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read %s: %s", d->topic_sale,
+                              rd_kafka_err2str(kerr));
     }
     bool *done = ol_xcalloc((size_t)d->npartitions, sizeof(*done));
     int eof = 0;
@@ -113,11 +132,15 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
             if (p >= 0 && p < d->npartitions && !done[p]) {
                 done[p] = true;
                 eof++;
+                if (w->parts[p].sale && rkm->offset > w->parts[p].sale_next)
+                    w->parts[p].sale_next = rkm->offset;
             }
         } else if (rkm->err) {
             ol_log_warn("decide: reading %s: %s", d->topic_sale, rd_kafka_message_errstr(rkm));
         } else if (p >= 0 && p < d->npartitions && w->parts[p].sale) {
             err = restore_record(w, rkm, &facts, &refused, errstr, errstr_size);
+            if (rkm->offset + 1 > w->parts[p].sale_next)
+                w->parts[p].sale_next = rkm->offset + 1;
         }
         rd_kafka_message_destroy(rkm);
     }
@@ -127,6 +150,7 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     if (err)
         return err;
     ol_metric_add(d->m_restored, 0, (uint64_t)n);
+    ol_metric_add(d->m_restored_snapshot, 0, (uint64_t)snapshots);
     ol_metric_observe(d->m_restore_seconds, 0, (double)(ol_time_mono_us() - t0) / 1e6);
     atomic_store(&w->skus_at_us, 0); /* counted again after the next batch */
     size_t holds = 0, remembered = 0;
@@ -134,9 +158,10 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
         holds += ol_sale_open_holds(w->parts[ps[i]].sale);
         remembered += ol_sale_remembered(w->parts[ps[i]].sale);
     }
-    ol_log_info("decide: worker %d restored %d partition(s) from %s: %lld facts (%lld ignored), %zu open holds, "
-                "%zu request ids remembered, %.0f ms",
-                w->index, n, d->topic_sale, facts, refused, holds, remembered, (double)(ol_time_mono_us() - t0) / 1e3);
+    ol_log_info("decide: worker %d restored %d partition(s) (%lld from a snapshot) from %s: %lld facts (%lld "
+                "ignored), %zu open holds, %zu request ids remembered, %.0f ms",
+                w->index, n, snapshots, d->topic_sale, facts, refused, holds, remembered,
+                (double)(ol_time_mono_us() - t0) / 1e3);
     return OL_ERR_OK;
 }
 
