@@ -215,4 +215,8 @@ void ol_decide__watch(decide_t *d);
 void ol_decide__watchdog_start(int64_t timeout_ms);
 void ol_decide__watchdog_done(void);
 
+/* A restore's next record on w->restorer (up to 200 ms; NULL when none),
+ * the worker's beat kept; NULL with *err set when decide is stopping. */
+rd_kafka_message_t *ol_decide__restore_poll(worker_t *w, ol_err_t *err, char *errstr, size_t errstr_size);
+
 #endif

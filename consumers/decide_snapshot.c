@@ -333,12 +333,9 @@ ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t
     int64_t t0 = ol_time_mono_us();
     ol_err_t err = OL_ERR_OK;
     while (eof < n) {
-        if (ol_decide__stop) {
-            err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "stopped while restoring");
+        rd_kafka_message_t *rkm = ol_decide__restore_poll(w, &err, errstr, errstr_size);
+        if (err)
             break;
-        }
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->restorer, 200);
-        atomic_store_explicit(&w->beat_us, ol_time_mono_us(), memory_order_relaxed);
         if (!rkm)
             continue;
         int32_t p = rkm->partition;

@@ -76,6 +76,16 @@ static ol_err_t restore_record(worker_t *w, const rd_kafka_message_t *rkm, long 
     return OL_ERR_OK;
 }
 
+rd_kafka_message_t *ol_decide__restore_poll(worker_t *w, ol_err_t *err, char *errstr, size_t errstr_size) {
+    if (ol_decide__stop) {
+        *err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "stopped while restoring");
+        return NULL;
+    }
+    rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->restorer, 200);
+    atomic_store_explicit(&w->beat_us, ol_time_mono_us(), memory_order_relaxed);
+    return rkm;
+}
+
 /* Rebuilds the state of partitions ps[0..n): from the latest snapshot of
  * each in decide-snapshots (with decide.snapshot.facts > 0) and the facts of
  * sale-events after it, or from sale-events read from its beginning; to
@@ -119,12 +129,9 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     long long facts = 0, refused = 0;
     ol_err_t err = OL_ERR_OK;
     while (eof < n && !err) {
-        if (ol_decide__stop) {
-            err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "stopped while restoring");
+        rd_kafka_message_t *rkm = ol_decide__restore_poll(w, &err, errstr, errstr_size);
+        if (err)
             break;
-        }
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->restorer, 200);
-        atomic_store_explicit(&w->beat_us, ol_time_mono_us(), memory_order_relaxed);
         if (!rkm)
             continue;
         int32_t p = rkm->partition;
