@@ -318,7 +318,7 @@ ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t
         from[i] = RD_KAFKA_OFFSET_BEGINNING;
         rd_kafka_topic_partition_list_add(l, d->topic_snap, ps[i])->offset = RD_KAFKA_OFFSET_BEGINNING;
     }
-    rd_kafka_resp_err_t kerr = rd_kafka_assign(w->restorer, l);
+    rd_kafka_resp_err_t kerr = ol_kafka_assign(w->restorer, l);
     rd_kafka_topic_partition_list_destroy(l);
     if (kerr)
         return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read %s: %s", d->topic_snap,
@@ -354,7 +354,7 @@ ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t
         }
         rd_kafka_message_destroy(rkm);
     }
-    rd_kafka_assign(w->restorer, NULL);
+    ol_kafka_assign(w->restorer, NULL);
     if (!err)
         ol_log_info("decide: worker %d read %lld records (%.1f MB) of %s in %.0f ms", w->index, records,
                     (double)bytes / 1048576.0, d->topic_snap, (double)(ol_time_mono_us() - t0) / 1e3);

@@ -116,7 +116,7 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
         rd_kafka_topic_partition_list_add(l, d->topic_sale, ps[i])->offset = from[i];
     }
     free(from);
-    rd_kafka_resp_err_t kerr = serr ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_assign(w->restorer, l);
+    rd_kafka_resp_err_t kerr = serr ? RD_KAFKA_RESP_ERR_NO_ERROR : ol_kafka_assign(w->restorer, l);
     rd_kafka_topic_partition_list_destroy(l);
     if (serr || kerr) {
         atomic_fetch_sub(&w->restoring, n);
@@ -152,7 +152,7 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
         rd_kafka_message_destroy(rkm);
     }
     free(done);
-    rd_kafka_assign(w->restorer, NULL);
+    ol_kafka_assign(w->restorer, NULL);
     atomic_fetch_sub(&w->restoring, n);
     if (err)
         return err;
@@ -250,7 +250,7 @@ static ol_err_t take(worker_t *w, rd_kafka_topic_partition_list_t *parts, char *
     rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(parts->cnt);
     if (!err)
         err = positions(w, parts, pause, errstr, errstr_size);
-    if (!err && (kerr = rd_kafka_assign(w->consumer, parts))) {
+    if (!err && (kerr = ol_kafka_assign(w->consumer, parts))) {
         if (kerr == RD_KAFKA_RESP_ERR__FATAL)
             w->consumer_fatal = true;
         err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not assign: %s", rd_kafka_err2str(kerr));
@@ -309,25 +309,25 @@ void ol_decide__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_t
         if (w->failed || (terr && (ol_decide__stop || w->consumer_fatal))) {
             /* stopping while restoring is no failure; a consumer that
              * failed for good is replaced by the worker loop */
-            rd_kafka_assign(rk, NULL);
+            ol_kafka_assign(rk, NULL);
         } else if (terr == OL_ERR_TRANSIENT) {
             /* ours, without a state: their records are skipped until the
              * worker loop takes them again */
             ol_log_warn("decide: worker %d: could not take its partitions (%s): retrying", w->index, errstr);
             w->unreachable_us = ol_time_mono_us();
-            rd_kafka_assign(rk, parts);
+            ol_kafka_assign(rk, parts);
             w->retake = true;
             w->retry_at_us = 0;
         } else if (terr) {
             ol_decide__fail(w, errstr);
-            rd_kafka_assign(rk, NULL);
+            ol_kafka_assign(rk, NULL);
         }
         atomic_store(&w->joined, true);
     } else {
         for (int i = 0; i < parts->cnt; i++)
             if (parts->elems[i].partition >= 0 && parts->elems[i].partition < w->d->npartitions)
                 ol_decide__part_drop(&w->parts[parts->elems[i].partition]);
-        rd_kafka_assign(rk, NULL);
+        ol_kafka_assign(rk, NULL);
     }
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "common/base/kafka.h"
 #include "common/base/log.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
@@ -65,7 +66,7 @@ static ol_err_t assign_all(ol_follow_t *f, int timeout_ms, const volatile sig_at
         f->parts[i].end = high > low ? high : -1;
         f->left += high > low;
     }
-    if (!err && (kerr = rd_kafka_assign(f->rk, parts)))
+    if (!err && (kerr = ol_kafka_assign(f->rk, parts)))
         err = ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read %s: %s", f->topic, rd_kafka_err2str(kerr));
     rd_kafka_topic_partition_list_destroy(parts);
     return err;

@@ -457,7 +457,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         if (cooperative)
             error = rd_kafka_incremental_assign(rk, parts);
         else
-            kerr = rd_kafka_assign(rk, parts);
+            kerr = ol_kafka_assign(rk, parts);
         if (error || kerr) {
             ol_log_error("could not assign %s: %s", g->buy_topic,
                          error ? rd_kafka_error_string(error) : rd_kafka_err2str(kerr));
@@ -480,7 +480,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         if (error)
             rd_kafka_error_destroy(error);
     } else {
-        rd_kafka_assign(rk, NULL);
+        ol_kafka_assign(rk, NULL);
     }
 }
 

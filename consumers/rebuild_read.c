@@ -259,7 +259,7 @@ static ol_err_t open_consumer(pass_read_t *pr, const tp_t *tps, const int *owner
             RD_KAFKA_OFFSET_BEGINNING;
         pr->readers[owner[k]].waiting++;
     }
-    rd_kafka_resp_err_t kerr = rk ? rd_kafka_assign(rk, assign) : RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_resp_err_t kerr = rk ? ol_kafka_assign(rk, assign) : RD_KAFKA_RESP_ERR_NO_ERROR;
     for (int k = 0; rk && !kerr && k < ntps; k++) {
         reader_t *r = &pr->readers[owner[k]];
         if (!r->q)
@@ -353,7 +353,7 @@ ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbu
     }
     stop_readers(pr, st);
     if (rk) {
-        rd_kafka_assign(rk, NULL);
+        ol_kafka_assign(rk, NULL);
         rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
     /* the last batch of each reader, folded after its check */

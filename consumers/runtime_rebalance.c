@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "common/base/kafka.h"
 #include "common/base/log.h"
 #include "common/base/util.h"
 
@@ -64,7 +65,7 @@ static void on_assign(ol_rt_t *rt, rd_kafka_topic_partition_list_t *all) {
                                               (int)ol_conf_int(rt->conf, "broker.wait.ms")))
             rt->reb.backlog += high - (stored[i] > low ? stored[i] : low);
     }
-    rd_kafka_assign(rt->rk, parts);
+    ol_kafka_assign(rt->rk, parts);
     rt->reb.assigned = parts->cnt;
     rt->reb.at_end = 0;
     rd_kafka_topic_partition_list_destroy(rt->reb.eof);
@@ -85,7 +86,7 @@ void ol_rt__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         /* what was read of partitions no longer ours is not applied: the
          * next owner reads it again */
         ol_rt__batch_drop(rt, rt->pipe.cur, in_parts, parts);
-        rd_kafka_assign(rk, NULL);
+        ol_kafka_assign(rk, NULL);
         rt->reb.assigned = 0;
         rt->reb.at_end = 0;
         ol_log_info("revoked %d partitions", parts->cnt);

@@ -165,7 +165,7 @@ static int tail_run(const ol_conf_t *conf, int argc, char **argv) {
     for (int i = 0; i < nparts; i++)
         rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[i].id)->offset =
             o.from_end ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
-    if ((kerr = rd_kafka_assign(rk, parts))) {
+    if ((kerr = ol_kafka_assign(rk, parts))) {
         fprintf(stderr, "orderlog tail: could not read %s: %s\n", topic, rd_kafka_err2str(kerr));
         goto out;
     }

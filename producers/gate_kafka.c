@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "common/base/err.h"
+#include "common/base/kafka.h"
 #include "common/base/log.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
@@ -63,7 +64,7 @@ static int consumer_assign(gate_t *g, char *errstr, size_t errstr_size) {
         }
         rd_kafka_topic_partition_list_add(parts, g->topic_sale, p)->offset = hi;
     }
-    err = rd_kafka_assign(g->rkc, parts);
+    err = ol_kafka_assign(g->rkc, parts);
     rd_kafka_topic_partition_list_destroy(parts);
     if (err) {
         ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not assign %s: %s", g->topic_sale, rd_kafka_err2str(err));

@@ -271,7 +271,7 @@ static ol_err_t consumer_start(loadgen_t *lg, char *errstr, size_t errstr_size) 
             rd_kafka_topic_partition_list_add(l, lg->topic_sale, p)->offset = hi;
     }
     rd_kafka_metadata_destroy(md);
-    if (!err && (kerr = rd_kafka_assign(lg->consumer, l)))
+    if (!err && (kerr = ol_kafka_assign(lg->consumer, l)))
         err = ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not assign %s: %s", lg->topic_sale,
                       rd_kafka_err2str(kerr));
     rd_kafka_topic_partition_list_destroy(l);

@@ -335,6 +335,34 @@ ol_err_t ol_kafka_check_placement(const rd_kafka_message_t *rkm, int32_t partiti
                    n, (const char *)rkm->key, rkm->partition, topic, want, partition_cnt);
 }
 
+/* Why the wait (librdkafka 2.0.2, rdkafka_assignment.c): an assignment
+ * change moves the partitions it drops to the "removed" list, and
+ * rd_kafka_assignment_serve_removals() sends a fetch stop to each one whose
+ * rktp_started is set, counting it in wait_stop_cnt; rktp_started is only
+ * cleared when the stop's reply is served, by
+ * rd_kafka_assignment_partition_stopped(), which asserts it is still set.
+ * Partitions added meanwhile wait in "pending" (serve_pending runs only when
+ * wait_stop_cnt is 0) but keep rktp_started from their previous life. So
+ * assign(P) with P started (a stop, P pending again) followed by assign(NULL)
+ * before the stops' replies are served stops P a second time: the second
+ * reply finds rktp_started cleared by the first and aborts the process.
+ * The stops, their replies and the requests of assign() and assignment() all
+ * go through the handle's ops queue (rk_ops: the group's queue and the
+ * partitions' ops queues forward to it), served in order by librdkafka's main
+ * thread: the stops are queued before assign() returns, and each reply is
+ * queued while its stop is served. So once two assignment() requests made
+ * after assign() have been answered, every reply has been served. */
+rd_kafka_resp_err_t ol_kafka_assign(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_resp_err_t kerr = rd_kafka_assign(rk, parts);
+    for (int i = 0; i < 2; i++) {
+        rd_kafka_topic_partition_list_t *l = NULL;
+        if (rd_kafka_assignment(rk, &l))
+            break;
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    return kerr;
+}
+
 ol_err_t ol_kafka_wait_cluster(rd_kafka_t *rk, const ol_conf_t *conf, char *errstr, size_t errstr_size) {
     const struct rd_kafka_metadata *md = NULL;
     int timeout = (int)ol_conf_int(conf, "broker.wait.ms");

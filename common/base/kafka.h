@@ -111,6 +111,14 @@ ol_err_t ol_kafka_check_replayable_topics(const ol_conf_t *conf, const char *con
 ol_err_t ol_kafka_check_placement(const rd_kafka_message_t *rkm, int32_t partition_cnt, char *errstr,
                                   size_t errstr_size);
 
+/* rd_kafka_assign(rk, parts) (NULL: unassign), then waits until the fetch
+ * stops it started have been served. Every assign() of orderlog goes through
+ * here: librdkafka 2.0 aborts the process (rd_kafka_assignment_partition_stopped:
+ * assertion rktp_started) when a partition whose stop is still unanswered is
+ * added back and removed again, as an assign() of the partitions already
+ * assigned followed at once by another assign() does (see kafka.c). */
+rd_kafka_resp_err_t ol_kafka_assign(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts);
+
 /* Waits until the cluster answers a metadata request (bounded by
  * broker.wait.ms); OL_ERR_UNREACHABLE with the bootstrap servers named. */
 ol_err_t ol_kafka_wait_cluster(rd_kafka_t *rk, const ol_conf_t *conf, char *errstr, size_t errstr_size);

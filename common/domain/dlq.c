@@ -195,7 +195,7 @@ ol_err_t ol_dlq_scan(rd_kafka_t *rk, const char *topic, ol_dlq_range_t *ranges, 
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(nranges);
     for (int i = 0; i < nranges; i++)
         rd_kafka_topic_partition_list_add(parts, topic, ranges[i].partition)->offset = ranges[i].from;
-    rd_kafka_resp_err_t kerr = rd_kafka_assign(rk, parts);
+    rd_kafka_resp_err_t kerr = ol_kafka_assign(rk, parts);
     if (kerr) {
         err = ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read %s: %s", topic, rd_kafka_err2str(kerr));
         goto out;
@@ -247,7 +247,7 @@ ol_err_t ol_dlq_scan(rd_kafka_t *rk, const char *topic, ol_dlq_range_t *ranges, 
         rd_kafka_message_destroy(rkm);
     }
 out:
-    rd_kafka_assign(rk, NULL);
+    ol_kafka_assign(rk, NULL);
     rd_kafka_topic_partition_list_destroy(parts);
     free(done);
     return err;

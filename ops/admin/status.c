@@ -296,7 +296,7 @@ static void fetch_first_records(status_t *st, size_t from, size_t to) {
             p->stored == NO_OFFSET ? RD_KAFKA_OFFSET_BEGINNING : p->stored;
         wanted++;
     }
-    if (!wanted || rd_kafka_assign(st->rk, list)) {
+    if (!wanted || ol_kafka_assign(st->rk, list)) {
         rd_kafka_topic_partition_list_destroy(list);
         return;
     }
@@ -325,7 +325,7 @@ static void fetch_first_records(status_t *st, size_t from, size_t to) {
         }
         rd_kafka_message_destroy(rkm);
     }
-    rd_kafka_assign(st->rk, NULL);
+    ol_kafka_assign(st->rk, NULL);
     rd_kafka_topic_partition_list_destroy(list);
 }
 
