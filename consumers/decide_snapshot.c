@@ -304,33 +304,39 @@ static ol_err_t load(worker_t *w, int32_t p, const found_t *f, manifest_t *m, ch
     return OL_ERR_OK;
 }
 
-/* Reads decide-snapshots partitions ps[0..n) to their end (read_committed)
- * and loads the latest snapshot of each into its part; from[i] is where
- * sale-events partition ps[i] is then replayed from: the snapshot's offset,
- * or its beginning when there is no snapshot it can use (said in the log).
- * The parts hold empty states before. */
-ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t *from, long long *snapshots,
-                                  char *errstr, size_t errstr_size) {
+/* Whether f holds a whole snapshot: the manifest, and every chunk it names
+ * carrying its sequence (load() checks the rest). */
+static bool complete(const found_t *f) {
+    manifest_t m = {0};
+    if (!f->manifest ||
+        sscanf(f->manifest, MANIFEST_FORMAT " seq=%lld offset=%lld chunks=%zu bytes=%zu sale_bytes=%zu hash=%" SCNx64,
+               &m.seq, &m.offset, &m.chunks, &m.bytes, &m.sale_bytes, &m.hash) != 6 ||
+        m.chunks > f->nchunks)
+        return false;
+    for (size_t i = 0; i < m.chunks; i++)
+        if (!f->chunks[i].data || f->chunks[i].len < 8 || get_be64(f->chunks[i].data) != (uint64_t)m.seq)
+            return false;
+    return true;
+}
+
+/* Reads decide-snapshots partitions ps[0..n) from start[i] to their end
+ * (read_committed) into found[ps[i]], latest value per key. */
+static ol_err_t read_from(worker_t *w, const int32_t *ps, int n, const int64_t *start, found_t *found,
+                          long long *records, long long *bytes, char *errstr, size_t errstr_size) {
     decide_t *d = w->d;
-    ol_decide__know_leaders(w->restorer, d->topic_snap);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
-    for (int i = 0; i < n; i++) {
-        from[i] = RD_KAFKA_OFFSET_BEGINNING;
-        rd_kafka_topic_partition_list_add(l, d->topic_snap, ps[i])->offset = RD_KAFKA_OFFSET_BEGINNING;
-    }
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, d->topic_snap, ps[i])->offset = start[i];
     rd_kafka_resp_err_t kerr = ol_kafka_assign(w->restorer, l);
     rd_kafka_topic_partition_list_destroy(l);
     if (kerr)
         return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read %s: %s", d->topic_snap,
                        rd_kafka_err2str(kerr));
-    found_t *found = ol_xcalloc((size_t)d->npartitions, sizeof(*found));
     bool *done = ol_xcalloc((size_t)d->npartitions, sizeof(*done));
     bool *mine = ol_xcalloc((size_t)d->npartitions, sizeof(*mine));
     for (int i = 0; i < n; i++)
         mine[ps[i]] = true;
     int eof = 0;
-    long long records = 0, bytes = 0;
-    int64_t t0 = ol_time_mono_us();
     ol_err_t err = OL_ERR_OK;
     while (eof < n) {
         rd_kafka_message_t *rkm = ol_decide__restore_poll(w, &err, errstr, errstr_size);
@@ -339,7 +345,8 @@ ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t
         if (!rkm)
             continue;
         int32_t p = rkm->partition;
-        bool ours = p >= 0 && p < d->npartitions && mine[p];
+        bool ours = rkm->rkt && !strcmp(rd_kafka_topic_name(rkm->rkt), d->topic_snap) && p >= 0 && p < d->npartitions &&
+                    mine[p];
         if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             if (ours && !done[p]) {
                 done[p] = true;
@@ -348,16 +355,84 @@ ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t
         } else if (rkm->err) {
             ol_log_warn("decide: reading %s: %s", d->topic_snap, rd_kafka_message_errstr(rkm));
         } else if (ours) {
-            records++;
-            bytes += (long long)rkm->len;
+            (*records)++;
+            *bytes += (long long)rkm->len;
             found_take(&found[p], rkm);
         }
         rd_kafka_message_destroy(rkm);
     }
     ol_kafka_assign(w->restorer, NULL);
+    free(done);
+    free(mine);
+    return err;
+}
+
+/* The records a first read takes from the end of a decide-snapshots
+ * partition; each further read takes SUFFIX_GROWTH times more. */
+#define SUFFIX_RECORDS 64
+#define SUFFIX_GROWTH 8
+
+/* Reads decide-snapshots partitions ps[0..n) (read_committed) and loads the
+ * latest snapshot of each into its part; from[i] is where sale-events
+ * partition ps[i] is then replayed from: the snapshot's offset, or its
+ * beginning when there is no snapshot it can use (said in the log). The
+ * parts hold empty states before.
+ *
+ * A partition is read from its end backwards in growing steps: its last
+ * SUFFIX_RECORDS records first, to the end; when they do not hold a whole
+ * snapshot (its manifest and every chunk of its sequence: a snapshot's
+ * records are written together, the manifest last, by the partition's one
+ * owner), SUFFIX_GROWTH times more, and so on down to its start. So a
+ * restore reads the latest snapshot and little else, however many older ones
+ * compaction has not removed yet. */
+ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t *from, long long *snapshots,
+                                  char *errstr, size_t errstr_size) {
+    decide_t *d = w->d;
+    ol_decide__know_leaders(w->restorer, d->topic_snap);
+    found_t *found = ol_xcalloc((size_t)d->npartitions, sizeof(*found));
+    int64_t *lows = ol_xcalloc((size_t)n, sizeof(*lows)), *highs = ol_xcalloc((size_t)n, sizeof(*highs));
+    int64_t *window = ol_xcalloc((size_t)n, sizeof(*window)), *start = ol_xcalloc((size_t)n, sizeof(*start));
+    int32_t *todo = ol_xcalloc((size_t)n, sizeof(*todo));
+    for (int i = 0; i < n; i++) {
+        from[i] = RD_KAFKA_OFFSET_BEGINNING;
+        window[i] = SUFFIX_RECORDS;
+        if (rd_kafka_query_watermark_offsets(w->restorer, d->topic_snap, ps[i], &lows[i], &highs[i], 10000))
+            lows[i] = highs[i] = -1; /* unknown: read from the beginning */
+    }
+    long long records = 0, bytes = 0;
+    int reads = 0;
+    int64_t t0 = ol_time_mono_us();
+    ol_err_t err = OL_ERR_OK;
+    for (int ntodo = n; ntodo > 0 && !err;) {
+        int k = 0;
+        for (int i = 0; i < n; i++) {
+            if (window[i] <= 0)
+                continue; /* done */
+            found_free(&found[ps[i]]);
+            start[k] =
+                lows[i] < 0 || highs[i] - window[i] <= lows[i] ? RD_KAFKA_OFFSET_BEGINNING : highs[i] - window[i];
+            todo[k++] = ps[i];
+        }
+        err = read_from(w, todo, k, start, found, &records, &bytes, errstr, errstr_size);
+        reads++;
+        ntodo = 0;
+        for (int i = 0, j = 0; i < n && !err; i++) {
+            if (window[i] <= 0)
+                continue;
+            bool whole = start[j++] == RD_KAFKA_OFFSET_BEGINNING || complete(&found[ps[i]]);
+            window[i] = whole ? 0 : window[i] * SUFFIX_GROWTH;
+            ntodo += !whole;
+        }
+    }
+    free(lows);
+    free(highs);
+    free(window);
+    free(start);
+    free(todo);
     if (!err)
-        ol_log_info("decide: worker %d read %lld records (%.1f MB) of %s in %.0f ms", w->index, records,
-                    (double)bytes / 1048576.0, d->topic_snap, (double)(ol_time_mono_us() - t0) / 1e3);
+        ol_log_info("decide: worker %d read %lld records (%.1f MB) of %s in %.0f ms (%d read(s))", w->index, records,
+                    (double)bytes / 1048576.0, d->topic_snap, (double)(ol_time_mono_us() - t0) / 1e3, reads);
+    rd_kafka_resp_err_t kerr;
     for (int i = 0; i < n && !err; i++) {
         int32_t p = ps[i];
         part_t *pt = &w->parts[p];
@@ -397,7 +472,5 @@ ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t
     for (int p = 0; p < d->npartitions; p++)
         found_free(&found[p]);
     free(found);
-    free(done);
-    free(mine);
     return err;
 }
