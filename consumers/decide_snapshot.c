@@ -181,6 +181,7 @@ typedef struct chunk_s {
 /* What decide-snapshots holds of one partition, latest value per key. */
 typedef struct found_s {
     char *manifest;
+    int64_t manifest_offset;
     chunk_t *chunks;
     size_t nchunks;
 } found_t;
@@ -206,6 +207,7 @@ static void found_take(found_t *f, const rd_kafka_message_t *rkm) {
     if (!strcmp(slash + 1, "manifest")) {
         free(f->manifest);
         f->manifest = rkm->payload ? ol_xstrndup(rkm->payload, rkm->len) : NULL;
+        f->manifest_offset = rkm->offset;
         return;
     }
     char *end;
@@ -305,13 +307,17 @@ static ol_err_t load(worker_t *w, int32_t p, const found_t *f, manifest_t *m, ch
 }
 
 /* Whether f holds a whole snapshot: the manifest, and every chunk it names
- * carrying its sequence (load() checks the rest). */
-static bool complete(const found_t *f) {
+ * carrying its sequence (load() checks the rest); *chunks is the manifest's
+ * chunk count (0 without one). */
+static bool complete(const found_t *f, size_t *chunks) {
     manifest_t m = {0};
+    *chunks = 0;
     if (!f->manifest ||
         sscanf(f->manifest, MANIFEST_FORMAT " seq=%lld offset=%lld chunks=%zu bytes=%zu sale_bytes=%zu hash=%" SCNx64,
-               &m.seq, &m.offset, &m.chunks, &m.bytes, &m.sale_bytes, &m.hash) != 6 ||
-        m.chunks > f->nchunks)
+               &m.seq, &m.offset, &m.chunks, &m.bytes, &m.sale_bytes, &m.hash) != 6)
+        return false;
+    *chunks = m.chunks;
+    if (m.chunks > f->nchunks)
         return false;
     for (size_t i = 0; i < m.chunks; i++)
         if (!f->chunks[i].data || f->chunks[i].len < 8 || get_be64(f->chunks[i].data) != (uint64_t)m.seq)
@@ -368,8 +374,12 @@ static ol_err_t read_from(worker_t *w, const int32_t *ps, int n, const int64_t *
 }
 
 /* The records a first read takes from the end of a decide-snapshots
- * partition; each further read takes SUFFIX_GROWTH times more. */
-#define SUFFIX_RECORDS 64
+ * partition (a snapshot of one chunk, its manifest and the transaction's
+ * marker, and room); a further read starts its manifest's chunk count
+ * (plus SUFFIX_RECORDS for tombstones and markers) before the manifest when
+ * that is further back than the read before, else SUFFIX_GROWTH times
+ * further back. */
+#define SUFFIX_RECORDS 8
 #define SUFFIX_GROWTH 8
 
 /* Reads decide-snapshots partitions ps[0..n) (read_committed) and loads the
@@ -419,8 +429,13 @@ ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t
         for (int i = 0, j = 0; i < n && !err; i++) {
             if (window[i] <= 0)
                 continue;
-            bool whole = start[j++] == RD_KAFKA_OFFSET_BEGINNING || complete(&found[ps[i]]);
-            window[i] = whole ? 0 : window[i] * SUFFIX_GROWTH;
+            size_t chunks;
+            bool from_start = start[j++] == RD_KAFKA_OFFSET_BEGINNING;
+            bool whole = complete(&found[ps[i]], &chunks) || from_start;
+            int64_t next = window[i] * SUFFIX_GROWTH;
+            if (chunks && highs[i] - found[ps[i]].manifest_offset + (int64_t)chunks + SUFFIX_RECORDS > window[i])
+                next = highs[i] - found[ps[i]].manifest_offset + (int64_t)chunks + SUFFIX_RECORDS;
+            window[i] = whole ? 0 : next;
             ntodo += !whole;
         }
     }
