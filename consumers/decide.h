@@ -33,7 +33,9 @@
 #define RECOVER_MAX_MS 300000
 #define FENCED_AGAIN_MS 120000
 #define STALL_MS 60000
-#define WAIT_LOG_MS 10000 /* how often a call retried while Kafka does not answer says so */
+#define ENDS_WITHIN_MS 30000    /* how long a take asks a partition's ends before it gives up (retried later) */
+#define RESTORE_STUCK_MS 180000 /* a restore reading nothing this long while Kafka answers fails */
+#define WAIT_LOG_MS 10000       /* how often a call retried while Kafka does not answer says so */
 
 typedef struct decide_s decide_t;
 
@@ -155,8 +157,6 @@ void ol_decide__delivered(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *o
 /* Writes, in the open transaction, the snapshot of every owned partition
  * that is due (decide.snapshot.facts, decide.snapshot.interval.ms). */
 ol_err_t ol_decide__snapshot_due(worker_t *w, char *errstr, size_t errstr_size);
-/* Asks for topic's leaders (so that an assignment fetches at once). */
-void ol_decide__know_leaders(rd_kafka_t *rk, const char *topic);
 /* Loads the latest usable snapshot of partitions ps[0..n) into their parts;
  * from[i]: where to replay sale-events partition ps[i] from; *snapshots
  * counts the partitions loaded from one. */
@@ -189,6 +189,8 @@ txn_result_t ol_decide__txn_failed(worker_t *w, rd_kafka_error_t *e, const char 
 /* decide_worker.c: a worker's Kafka clients */
 rd_kafka_t *ol_decide__consumer_new(worker_t *w, char *errstr, size_t errstr_size);
 rd_kafka_t *ol_decide__producer_new(worker_t *w, char *errstr, size_t errstr_size);
+/* The ends of partition p of topic (see decide_state.c). */
+rd_kafka_resp_err_t ol_decide__ends(worker_t *w, const char *topic, int32_t p, int64_t *lo, int64_t *hi, int within_ms);
 void ol_decide__worker_destroy(worker_t *w);
 ol_err_t ol_decide__worker_init(decide_t *d, worker_t *w, int index, char *errstr, size_t errstr_size);
 ol_err_t ol_decide__worker_subscribe(worker_t *w, char *errstr, size_t errstr_size);
@@ -215,8 +217,35 @@ void ol_decide__watch(decide_t *d);
 void ol_decide__watchdog_start(int64_t timeout_ms);
 void ol_decide__watchdog_done(void);
 
-/* A restore's next record on w->restorer (up to 200 ms; NULL when none),
- * the worker's beat kept; NULL with *err set when decide is stopping. */
-rd_kafka_message_t *ol_decide__restore_poll(worker_t *w, ol_err_t *err, char *errstr, size_t errstr_size);
+/* decide_state.c: a restore's reading (of sale-events, and of decide-snapshots in decide_snapshot.c) */
+/* What a restore reads with w->restorer: partitions ps[0..n) of topic,
+ * left of them not read to their end yet; end[p] (by partition) -2 for a
+ * partition not read here, -1 while it is read, then the offset of its end;
+ * when it last read something (moved_us) and last said where it waits
+ * (said_us). */
+typedef struct restore_watch_s {
+    const char *topic;
+    const int32_t *ps;
+    int n, left;
+    int64_t *end;
+    int64_t moved_us, said_us;
+} restore_watch_t;
+
+/* Assigns w->restorer partitions ps[0..n) of topic, partition ps[i] from
+ * offset from[i], and starts watching the read; ol_decide__restore_end
+ * unassigns them and frees what rw holds. */
+ol_err_t ol_decide__restore_start(worker_t *w, restore_watch_t *rw, const char *topic, const int32_t *ps,
+                                  const int64_t *from, int n, char *errstr, size_t errstr_size);
+void ol_decide__restore_end(worker_t *w, restore_watch_t *rw);
+/* The next record of rw's partitions on w->restorer, the worker's beat kept
+ * (polls of up to 200 ms); NULL once every partition is read to its end, or
+ * with *err set (also when set on entry) when decide is stopping or when
+ * nothing was read for RESTORE_STUCK_MS while Kafka answers (nothing read
+ * for WAIT_LOG_MS is logged with where it waits). */
+rd_kafka_message_t *ol_decide__restore_next(worker_t *w, restore_watch_t *rw, ol_err_t *err, char *errstr,
+                                            size_t errstr_size);
+/* Asks rk for topic's leaders: else a new assignment's fetches start with
+ * librdkafka's next topic scan, up to a second later. */
+void ol_decide__know_leaders(rd_kafka_t *rk, const char *topic);
 
 #endif

@@ -61,15 +61,6 @@ static void backoff(worker_t *w) {
     w->retry_at_us = ol_time_mono_us() + w->backoff_ms * 1000;
 }
 
-/* Whether the cluster answers rk's metadata request within a second. */
-static bool cluster_answers(rd_kafka_t *rk) {
-    const struct rd_kafka_metadata *md;
-    if (rd_kafka_metadata(rk, 0, NULL, &md, 1000))
-        return false;
-    rd_kafka_metadata_destroy(md);
-    return true;
-}
-
 /* Makes one transaction call, again while it fails retriably, until a stop
  * is requested, or, when the cluster answers all along, for at most
  * STALL_MS. Returns its last error (NULL: done). */
@@ -86,7 +77,7 @@ rd_kafka_error_t *ol_decide__txn_call(worker_t *w, txn_call_t call, const rd_kaf
             return e;
         int64_t now = ol_time_mono_us();
         trouble(w);
-        if (now - t0 >= (int64_t)STALL_MS * 1000 && cluster_answers(w->producer)) {
+        if (now - t0 >= (int64_t)STALL_MS * 1000 && ol_kafka_cluster_answers(w->producer)) {
             /* not an outage: the call is stuck (a coordinator that moved
              * and never answers it). The error, retriable, is taken as
              * fatal: a new producer fences this one, the coordinator ends
@@ -284,39 +275,47 @@ static long long input_lag(worker_t *w) {
         if (!pt->sale)
             continue;
         int64_t lo, hi;
-        if (rd_kafka_query_watermark_offsets(w->consumer, w->d->topic_buy, p, &lo, &hi, 5000))
+        if (ol_decide__ends(w, w->d->topic_buy, p, &lo, &hi, 0))
             return -1;
         lag += hi > pt->buy_next ? hi - pt->buy_next : 0;
-        if (rd_kafka_query_watermark_offsets(w->consumer, w->d->topic_skus, p, &lo, &hi, 5000))
+        if (ol_decide__ends(w, w->d->topic_skus, p, &lo, &hi, 0))
             return -1;
         lag += hi > pt->skus_next ? hi - pt->skus_next : 0;
     }
     return lag;
 }
 
-/* Every 10 s: records waiting, Kafka answering, nothing committed for
- * STALL_MS is a stall: the consumer is replaced once, then the process exits. */
+/* Every 10 s: records waiting (or partitions not taken yet, a retake
+ * pending), Kafka answering, nothing committed for STALL_MS is a stall: the
+ * consumer is replaced once, then the process exits. Whether Kafka answers
+ * is asked at the check; while it does not, the clock starts again (an
+ * outage is no stall, and a worker gets STALL_MS after it). */
 void ol_decide__check_stall(worker_t *w) {
     int64_t now = ol_time_mono_us();
     if (now < w->stall_check_us)
         return;
     w->stall_check_us = now + 10 * 1000 * 1000;
-    if (w->retake || now - w->progress_us < (int64_t)STALL_MS * 1000 ||
-        now - w->unreachable_us < (int64_t)STALL_MS * 1000)
+    if (now - w->progress_us < (int64_t)STALL_MS * 1000)
         return;
-    long long lag = input_lag(w);
-    if (lag < 0) {
-        w->unreachable_us = now;
+    if (!ol_kafka_cluster_answers(w->consumer)) {
+        w->progress_us = now;
         return;
     }
+    long long lag = w->retake ? -2 : input_lag(w);
     if (!lag) {
         w->progress_us = now;
         w->stalled = false;
         return;
     }
     char why[512];
-    snprintf(why, sizeof(why), "%lld records wait on its partitions and none was decided for %.0f s, Kafka answering",
-             lag, (double)(now - w->progress_us) / 1e6);
+    if (lag < 0)
+        snprintf(why, sizeof(why), "its partitions %s for %.0f s, Kafka answering",
+                 lag == -2 ? "could not be taken" : "could not be asked for their ends",
+                 (double)(now - w->progress_us) / 1e6);
+    else
+        snprintf(why, sizeof(why),
+                 "%lld records wait on its partitions and none was decided for %.0f s, Kafka answering", lag,
+                 (double)(now - w->progress_us) / 1e6);
     if (w->stalled) {
         char errstr[600];
         snprintf(errstr, sizeof(errstr), "%s, even after its consumer was replaced", why);

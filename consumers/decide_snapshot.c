@@ -29,16 +29,6 @@
 
 #define MANIFEST_FORMAT "orderlog-decide-snapshot 1"
 
-static uint64_t fnv64(const void *data, size_t len) {
-    const uint8_t *p = data;
-    uint64_t h = 14695981039346656037ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 static void put_be64(ol_strbuf_t *b, uint64_t v) {
     char tmp[8];
     for (int i = 0; i < 8; i++)
@@ -121,7 +111,8 @@ static ol_err_t write_snapshot(worker_t *w, int32_t p, char *errstr, size_t errs
         int mlen = snprintf(manifest, sizeof(manifest),
                             MANIFEST_FORMAT " seq=%" PRId64 " offset=%" PRId64 " chunks=%zu bytes=%zu sale_bytes=%zu "
                                             "hash=%016" PRIx64,
-                            seq, pt->sale_next, nchunks, state.len, sale_bytes, fnv64(state.p, state.len));
+                            seq, pt->sale_next, nchunks, state.len, sale_bytes,
+                            ol_hash_fnv1a64(OL_FNV1A64_BASIS, state.p, state.len));
         int klen = snprintf(key, sizeof(key), "%" PRId32 "/manifest", p);
         err = ol_decide__produce(w, d->topic_snap, p, key, (size_t)klen, manifest, (size_t)mlen, NULL, errstr,
                                  errstr_size);
@@ -161,17 +152,6 @@ ol_err_t ol_decide__snapshot_due(worker_t *w, char *errstr, size_t errstr_size) 
 }
 
 /* ---- reading back ------------------------------------------------------------ */
-
-/* The topic's leaders known to rk before an assignment: else its fetches
- * start with librdkafka's next topic scan, up to a second later. */
-void ol_decide__know_leaders(rd_kafka_t *rk, const char *topic) {
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    if (rkt && !rd_kafka_metadata(rk, 0, rkt, &md, 5000))
-        rd_kafka_metadata_destroy(md);
-    if (rkt)
-        rd_kafka_topic_destroy(rkt);
-}
 
 typedef struct chunk_s {
     uint8_t *data;
@@ -260,7 +240,7 @@ static ol_err_t load(worker_t *w, int32_t p, const found_t *f, manifest_t *m, ch
         memcpy(all + len, c->data + 8, c->len - 8);
         len += c->len - 8;
     }
-    if (len != m->bytes || fnv64(all, len) != m->hash) {
+    if (len != m->bytes || ol_hash_fnv1a64(OL_FNV1A64_BASIS, all, len) != m->hash) {
         free(all);
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "snapshot %lld: bytes do not match its manifest", m->seq);
     }
@@ -329,47 +309,18 @@ static bool complete(const found_t *f, size_t *chunks) {
  * (read_committed) into found[ps[i]], latest value per key. */
 static ol_err_t read_from(worker_t *w, const int32_t *ps, int n, const int64_t *start, found_t *found,
                           long long *records, long long *bytes, char *errstr, size_t errstr_size) {
-    decide_t *d = w->d;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
-    for (int i = 0; i < n; i++)
-        rd_kafka_topic_partition_list_add(l, d->topic_snap, ps[i])->offset = start[i];
-    rd_kafka_resp_err_t kerr = ol_kafka_assign(w->restorer, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (kerr)
-        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read %s: %s", d->topic_snap,
-                       rd_kafka_err2str(kerr));
-    bool *done = ol_xcalloc((size_t)d->npartitions, sizeof(*done));
-    bool *mine = ol_xcalloc((size_t)d->npartitions, sizeof(*mine));
-    for (int i = 0; i < n; i++)
-        mine[ps[i]] = true;
-    int eof = 0;
-    ol_err_t err = OL_ERR_OK;
-    while (eof < n) {
-        rd_kafka_message_t *rkm = ol_decide__restore_poll(w, &err, errstr, errstr_size);
-        if (err)
-            break;
-        if (!rkm)
-            continue;
-        int32_t p = rkm->partition;
-        bool ours = rkm->rkt && !strcmp(rd_kafka_topic_name(rkm->rkt), d->topic_snap) && p >= 0 && p < d->npartitions &&
-                    mine[p];
-        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            if (ours && !done[p]) {
-                done[p] = true;
-                eof++;
-            }
-        } else if (rkm->err) {
-            ol_log_warn("decide: reading %s: %s", d->topic_snap, rd_kafka_message_errstr(rkm));
-        } else if (ours) {
-            (*records)++;
-            *bytes += (long long)rkm->len;
-            found_take(&found[p], rkm);
-        }
+    restore_watch_t rw;
+    ol_err_t err = ol_decide__restore_start(w, &rw, w->d->topic_snap, ps, start, n, errstr, errstr_size);
+    if (err)
+        return err;
+    rd_kafka_message_t *rkm;
+    while ((rkm = ol_decide__restore_next(w, &rw, &err, errstr, errstr_size))) {
+        (*records)++;
+        *bytes += (long long)rkm->len;
+        found_take(&found[rkm->partition], rkm);
         rd_kafka_message_destroy(rkm);
     }
-    ol_kafka_assign(w->restorer, NULL);
-    free(done);
-    free(mine);
+    ol_decide__restore_end(w, &rw);
     return err;
 }
 
@@ -406,7 +357,7 @@ ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t
     for (int i = 0; i < n; i++) {
         from[i] = RD_KAFKA_OFFSET_BEGINNING;
         window[i] = SUFFIX_RECORDS;
-        if (rd_kafka_query_watermark_offsets(w->restorer, d->topic_snap, ps[i], &lows[i], &highs[i], 10000))
+        if (ol_decide__ends(w, d->topic_snap, ps[i], &lows[i], &highs[i], ENDS_WITHIN_MS))
             lows[i] = highs[i] = -1; /* unknown: read from the beginning */
     }
     long long records = 0, bytes = 0;
@@ -457,11 +408,14 @@ ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t
         ol_err_t lerr = load(w, p, &found[p], &m, why, sizeof(why));
         int64_t lo = 0, hi = 0;
         if (!lerr) {
-            kerr = rd_kafka_query_watermark_offsets(w->restorer, d->topic_sale, p, &lo, &hi, 10000);
-            if (kerr)
-                lerr = ol_errf(why, sizeof(why), OL_ERR_TRANSIENT, "could not read the end of %s: %s", d->topic_sale,
-                               rd_kafka_err2str(kerr));
-            else if (m.offset < lo || m.offset > hi)
+            /* unanswered within ENDS_WITHIN_MS: the restore fails (the take
+             * is retried) rather than replay the whole history */
+            if ((kerr = ol_decide__ends(w, d->topic_sale, p, &lo, &hi, ENDS_WITHIN_MS))) {
+                err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read the end of %s [%" PRId32 "]: %s",
+                              d->topic_sale, p, rd_kafka_err2str(kerr));
+                break;
+            }
+            if (m.offset < lo || m.offset > hi)
                 lerr = ol_errf(why, sizeof(why), OL_ERR_INVALID,
                                "snapshot %lld covers %s up to offset %lld, outside its %" PRId64 "..%" PRId64, m.seq,
                                d->topic_sale, m.offset, lo, hi);

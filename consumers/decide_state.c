@@ -76,14 +76,110 @@ static ol_err_t restore_record(worker_t *w, const rd_kafka_message_t *rkm, long 
     return OL_ERR_OK;
 }
 
-rd_kafka_message_t *ol_decide__restore_poll(worker_t *w, ol_err_t *err, char *errstr, size_t errstr_size) {
-    if (ol_decide__stop) {
-        *err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "stopped while restoring");
-        return NULL;
+/* A restore that reads nothing for WAIT_LOG_MS says where it waits, every
+ * WAIT_LOG_MS: each partition of rw->topic not read to its end, at which
+ * offset of how many. Its end is the last stable offset (read_committed): a
+ * transaction still open on the partition holds it back until it ends (the
+ * broker aborts it after transaction.timeout.ms). Nothing read for
+ * RESTORE_STUCK_MS while the cluster answers is a restore that will not end:
+ * an error. */
+static ol_err_t restore_waiting(worker_t *w, restore_watch_t *rw, char *errstr, size_t errstr_size) {
+    int64_t now = ol_time_mono_us();
+    if (now - rw->moved_us < (int64_t)WAIT_LOG_MS * 1000 || now - rw->said_us < (int64_t)WAIT_LOG_MS * 1000)
+        return OL_ERR_OK;
+    rw->said_us = now;
+    char where[256] = "";
+    size_t len = 0;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(rw->n);
+    for (int i = 0; i < rw->n; i++)
+        if (rw->end[rw->ps[i]] == -1)
+            rd_kafka_topic_partition_list_add(l, rw->topic, rw->ps[i]);
+    rd_kafka_position(w->restorer, l);
+    for (int i = 0; i < l->cnt && len < sizeof(where) - 64; i++) {
+        int64_t lo = -1, hi = -1;
+        rd_kafka_get_watermark_offsets(w->restorer, rw->topic, l->elems[i].partition, &lo, &hi);
+        len += (size_t)snprintf(where + len, sizeof(where) - len, "%s[%" PRId32 "] at %" PRId64 " of %" PRId64,
+                                i ? ", " : "", l->elems[i].partition, l->elems[i].offset, hi);
     }
-    rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->restorer, 200);
-    atomic_store_explicit(&w->beat_us, ol_time_mono_us(), memory_order_relaxed);
-    return rkm;
+    rd_kafka_topic_partition_list_destroy(l);
+    double idle_s = (double)(now - rw->moved_us) / 1e6;
+    if (now - rw->moved_us >= (int64_t)RESTORE_STUCK_MS * 1000 && ol_kafka_cluster_answers(w->restorer))
+        return ol_errf(
+            errstr, errstr_size, OL_ERR_INVALID,
+            "restoring from %s: nothing read for %.0f s while Kafka answers (%s): a transaction left "
+            "open on it holds read_committed readers back (kafka-transactions.sh find-hanging and abort end one "
+            "that hangs)",
+            rw->topic, idle_s, where);
+    ol_log_warn("decide: worker %d: restoring: nothing read from %s for %.0f s (%s); waiting for its end (a "
+                "transaction still open holds it back until it ends)",
+                w->index, rw->topic, idle_s, where);
+    return OL_ERR_OK;
+}
+
+ol_err_t ol_decide__restore_start(worker_t *w, restore_watch_t *rw, const char *topic, const int32_t *ps,
+                                  const int64_t *from, int n, char *errstr, size_t errstr_size) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, topic, ps[i])->offset = from[i];
+    rd_kafka_resp_err_t kerr = ol_kafka_assign(w->restorer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (kerr)
+        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read %s: %s", topic, rd_kafka_err2str(kerr));
+    *rw = (restore_watch_t){
+        topic, ps, n, n, ol_xmalloc((size_t)w->d->npartitions * sizeof(*rw->end)), ol_time_mono_us(), 0};
+    for (int p = 0; p < w->d->npartitions; p++)
+        rw->end[p] = -2;
+    for (int i = 0; i < n; i++)
+        rw->end[ps[i]] = -1;
+    return OL_ERR_OK;
+}
+
+void ol_decide__restore_end(worker_t *w, restore_watch_t *rw) {
+    free(rw->end);
+    rw->end = NULL;
+    ol_kafka_assign(w->restorer, NULL);
+}
+
+rd_kafka_message_t *ol_decide__restore_next(worker_t *w, restore_watch_t *rw, ol_err_t *err, char *errstr,
+                                            size_t errstr_size) {
+    while (rw->left > 0 && !*err) {
+        if (ol_decide__stop) {
+            *err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "stopped while restoring");
+            break;
+        }
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->restorer, 200);
+        atomic_store_explicit(&w->beat_us, ol_time_mono_us(), memory_order_relaxed);
+        if (!rkm) {
+            *err = restore_waiting(w, rw, errstr, errstr_size);
+            continue;
+        }
+        rw->moved_us = ol_time_mono_us();
+        int32_t p = rkm->partition;
+        /* a record of another topic: left over from an assignment before */
+        bool ours = rkm->rkt && !strcmp(rd_kafka_topic_name(rkm->rkt), rw->topic) && p >= 0 && p < w->d->npartitions &&
+                    rw->end[p] != -2;
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (ours && rw->end[p] == -1) {
+                rw->end[p] = rkm->offset;
+                rw->left--;
+            }
+        } else if (rkm->err) {
+            ol_log_warn("decide: reading %s: %s", rw->topic, rd_kafka_message_errstr(rkm));
+        } else if (ours) {
+            return rkm;
+        }
+        rd_kafka_message_destroy(rkm);
+    }
+    return NULL;
+}
+
+void ol_decide__know_leaders(rd_kafka_t *rk, const char *topic) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    if (rkt && !rd_kafka_metadata(rk, 0, rkt, &md, 5000))
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
 }
 
 /* Rebuilds the state of partitions ps[0..n): from the latest snapshot of
@@ -110,49 +206,30 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     ol_decide__know_leaders(w->restorer, d->topic_sale);
     ol_err_t serr =
         d->snap_facts > 0 ? ol_decide__snapshot_read(w, ps, n, from, &snapshots, errstr, errstr_size) : OL_ERR_OK;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         w->parts[ps[i]].sale_next = from[i] >= 0 ? from[i] : 0;
-        rd_kafka_topic_partition_list_add(l, d->topic_sale, ps[i])->offset = from[i];
-    }
+    restore_watch_t rw;
+    ol_err_t err = serr ? serr : ol_decide__restore_start(w, &rw, d->topic_sale, ps, from, n, errstr, errstr_size);
     free(from);
-    rd_kafka_resp_err_t kerr = serr ? RD_KAFKA_RESP_ERR_NO_ERROR : ol_kafka_assign(w->restorer, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (serr || kerr) {
+    if (err) {
         atomic_fetch_sub(&w->restoring, n);
-        return serr ? serr
-                    : ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read %s: %s", d->topic_sale,
-                              rd_kafka_err2str(kerr));
+        return err;
     }
-    bool *done = ol_xcalloc((size_t)d->npartitions, sizeof(*done));
-    int eof = 0;
     long long facts = 0, refused = 0;
-    ol_err_t err = OL_ERR_OK;
-    while (eof < n && !err) {
-        rd_kafka_message_t *rkm = ol_decide__restore_poll(w, &err, errstr, errstr_size);
-        if (err)
-            break;
-        if (!rkm)
-            continue;
+    rd_kafka_message_t *rkm;
+    while ((rkm = ol_decide__restore_next(w, &rw, &err, errstr, errstr_size))) {
         int32_t p = rkm->partition;
-        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            if (p >= 0 && p < d->npartitions && !done[p]) {
-                done[p] = true;
-                eof++;
-                if (w->parts[p].sale && rkm->offset > w->parts[p].sale_next)
-                    w->parts[p].sale_next = rkm->offset;
-            }
-        } else if (rkm->err) {
-            ol_log_warn("decide: reading %s: %s", d->topic_sale, rd_kafka_message_errstr(rkm));
-        } else if (p >= 0 && p < d->npartitions && w->parts[p].sale) {
+        if (w->parts[p].sale) {
             err = restore_record(w, rkm, &facts, &refused, errstr, errstr_size);
             if (rkm->offset + 1 > w->parts[p].sale_next)
                 w->parts[p].sale_next = rkm->offset + 1;
         }
         rd_kafka_message_destroy(rkm);
     }
-    free(done);
-    ol_kafka_assign(w->restorer, NULL);
+    for (int i = 0; i < n; i++)
+        if (w->parts[ps[i]].sale && rw.end[ps[i]] > w->parts[ps[i]].sale_next)
+            w->parts[ps[i]].sale_next = rw.end[ps[i]];
+    ol_decide__restore_end(w, &rw);
     atomic_fetch_sub(&w->restoring, n);
     if (err)
         return err;
@@ -172,6 +249,23 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     return OL_ERR_OK;
 }
 
+/* The ends of a partition, asked of its leader as the worker's consumer
+ * knows it. A leader that moved (or died: the handle can go on naming a
+ * broker that is gone, and librdkafka retries the same one) is asked for
+ * again: the topic's leaders are refreshed between tries, for at most
+ * within_ms (one try when 0), each try waiting at most 3 s. */
+rd_kafka_resp_err_t ol_decide__ends(worker_t *w, const char *topic, int32_t p, int64_t *lo, int64_t *hi,
+                                    int within_ms) {
+    int64_t deadline = ol_time_mono_us() + (int64_t)within_ms * 1000;
+    for (;;) {
+        rd_kafka_resp_err_t kerr = rd_kafka_query_watermark_offsets(w->consumer, topic, p, lo, hi, 3000);
+        if (!kerr || ol_decide__stop || ol_time_mono_us() >= deadline)
+            return kerr;
+        ol_decide__know_leaders(w->consumer, topic);
+        ol_decide__pause_ms(200);
+    }
+}
+
 /* Where each taken partition goes on from: buy-requests at its committed
  * offset (or its start), skus too, and its end now, up to which the
  * partition's buy-requests wait (added to pause). */
@@ -187,15 +281,9 @@ static ol_err_t positions(worker_t *w, const rd_kafka_topic_partition_list_t *pa
             pt->buy_next = tp->offset;
             continue;
         }
-        /* "unknown partition" until this handle has the topic's metadata */
-        for (int attempt = 0; attempt < 100; attempt++) {
-            kerr = rd_kafka_query_watermark_offsets(w->consumer, tp->topic, tp->partition, &lo, &hi, 10000);
-            if (kerr != RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION || ol_decide__stop)
-                break;
-            struct timespec ts = {0, 100 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-        if (kerr)
+        /* "unknown partition" until this handle has the topic's metadata;
+         * "not leader" while a leader moves (seconds, after a broker died) */
+        if ((kerr = ol_decide__ends(w, tp->topic, tp->partition, &lo, &hi, ENDS_WITHIN_MS)))
             return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read the end of %s [%" PRId32 "]: %s",
                            tp->topic, tp->partition, rd_kafka_err2str(kerr));
         if (!skus) {
@@ -209,6 +297,25 @@ static ol_err_t positions(worker_t *w, const rd_kafka_topic_partition_list_t *pa
             rd_kafka_topic_partition_list_add(pause, w->d->topic_buy, tp->partition);
     }
     return OL_ERR_OK;
+}
+
+/* A buy-requests partition this handle paused (taken before its skus
+ * caught up) stays paused through unassign and assign: resumed before it
+ * is assigned again (and paused again if still behind). Only those: a
+ * resume right after an assign can make librdkafka drop the assign's
+ * offset. */
+static void resume_paused(worker_t *w, const rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++) {
+        part_t *pt = &w->parts[parts->elems[i].partition];
+        if (pt->paused && strcmp(parts->elems[i].topic, w->d->topic_skus)) {
+            rd_kafka_topic_partition_list_add(l, parts->elems[i].topic, parts->elems[i].partition);
+            pt->paused = false;
+        }
+    }
+    if (l->cnt)
+        rd_kafka_resume_partitions(w->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
 }
 
 /* Takes partitions (of buy-requests and skus): committed offsets first (they
@@ -246,6 +353,7 @@ static ol_err_t take(worker_t *w, rd_kafka_topic_partition_list_t *parts, char *
         if (!seen)
             ps[n++] = p;
     }
+    resume_paused(w, parts);
     ol_err_t err = restore(w, ps, n, errstr, errstr_size);
     rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(parts->cnt);
     if (!err)

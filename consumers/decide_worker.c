@@ -37,6 +37,14 @@ rd_kafka_t *ol_decide__producer_new(worker_t *w, char *errstr, size_t errstr_siz
     return ol_kafka_new_with(w->d->conf, OL_KAFKA_TXN_PRODUCER, w->client, ptuning, &cb, errstr, errstr_size);
 }
 
+/* The reader of sale-events for restores (assign(), no commits). */
+static rd_kafka_t *restorer_new(worker_t *w, char *errstr, size_t errstr_size) {
+    char group[300];
+    snprintf(group, sizeof(group), "%s-restore", w->d->group);
+    const char *rtuning[] = {"group.id", group, "fetch.wait.max.ms", "10", NULL};
+    return ol_kafka_new(w->d->conf, OL_KAFKA_READER, w->client, rtuning, errstr, errstr_size);
+}
+
 ol_err_t ol_decide__worker_init(decide_t *d, worker_t *w, int index, char *errstr, size_t errstr_size) {
     const ol_conf_t *conf = d->conf;
     w->d = d;
@@ -48,16 +56,12 @@ ol_err_t ol_decide__worker_init(decide_t *d, worker_t *w, int index, char *errst
     w->parts = ol_xcalloc((size_t)d->npartitions, sizeof(*w->parts));
     w->batch = ol_xcalloc(d->batch_events, sizeof(*w->batch));
     w->expired = ol_xcalloc(MAX_FACTS, sizeof(*w->expired));
-    char restore_group[300];
     snprintf(w->client, sizeof(w->client), "orderlog-decide-%d", index);
     snprintf(w->txid, sizeof(w->txid), "%sdecide-%s-%d", ol_conf_str(conf, "topic.prefix"),
              ol_conf_str(conf, "decide.instance"), index);
-    snprintf(restore_group, sizeof(restore_group), "%s-restore", d->group);
-    const char *rtuning[] = {"group.id", restore_group, "fetch.wait.max.ms", "10", NULL};
     if (!(w->consumer = ol_decide__consumer_new(w, errstr, errstr_size)) ||
-        !(w->producer = ol_decide__producer_new(w, errstr, errstr_size)))
-        return OL_ERR_CONFIG;
-    if (!(w->restorer = ol_kafka_new(conf, OL_KAFKA_READER, w->client, rtuning, errstr, errstr_size)))
+        !(w->producer = ol_decide__producer_new(w, errstr, errstr_size)) ||
+        !(w->restorer = restorer_new(w, errstr, errstr_size)))
         return OL_ERR_CONFIG;
     /* fences (aborts) what a previous run with this transactional.id left open */
     rd_kafka_error_t *e = rd_kafka_init_transactions(w->producer, ol_conf_int(conf, "broker.wait.ms") + 30000);
@@ -94,10 +98,8 @@ void ol_decide__worker_destroy(worker_t *w) {
         rd_kafka_destroy(w->producer);
     w->consumer = w->producer = NULL;
     pthread_mutex_unlock(&w->clients_lock);
-    if (w->restorer) {
-        rd_kafka_consumer_close(w->restorer);
-        rd_kafka_destroy(w->restorer);
-    }
+    if (w->restorer)
+        rd_kafka_destroy_flags(w->restorer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     for (int p = 0; w->parts && p < w->d->npartitions; p++)
         ol_decide__part_drop(&w->parts[p]);
     free(w->parts);

@@ -31,14 +31,38 @@ typedef struct fake_s {
     pthread_t thread;
 } fake_t;
 
+/* Reads one HTTP request whole (its headers, then Content-Length bytes of
+ * body: a schema registered is a few KiB) into req, NUL-terminated; the
+ * bytes read, or what came before the peer stopped or req filled up. */
+static ssize_t read_request(int c, char *req, size_t size) {
+    size_t got = 0;
+    for (;;) {
+        req[got] = '\0';
+        const char *end = strstr(req, "\r\n\r\n");
+        if (end) {
+            const char *cl = strcasestr(req, "\r\nContent-Length:");
+            size_t body = cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0;
+            if (got >= (size_t)(end + 4 - req) + body)
+                return (ssize_t)got;
+        }
+        if (got + 1 >= size)
+            return (ssize_t)got;
+        ssize_t k = read(c, req + got, size - 1 - got);
+        if (k <= 0)
+            return (ssize_t)got;
+        got += (size_t)k;
+    }
+}
+
 static void *fake_run(void *arg) {
     fake_t *f = arg;
     for (int i = 0; f->connections < 0 || i < f->connections; i++) {
         int c = accept(f->fd, NULL, NULL);
         if (c < 0)
             break; /* the listening socket was shut down */
-        char req[2048];
-        ssize_t got = read(c, req, sizeof(req) - 1); /* one read holds our small request */
+        char req[16384];
+        ssize_t got = f->route ? read_request(c, req, sizeof(req))
+                               : read(c, req, sizeof(req) - 1); /* one read holds a small request */
         req[got > 0 ? got : 0] = '\0';
         size_t len = f->answer_len;
         char *routed = f->route ? f->route(req, got > 0 ? (size_t)got : 0, &len) : NULL;

@@ -263,6 +263,32 @@ static bool name_is(const char *name, size_t len, const char *want) {
     return len == strlen(want) && !strncasecmp(name, want, len);
 }
 
+/* One header line of an answer, name and value [v, ve) trimmed: a
+ * Content-Length into *clen (-1 until one is seen; a second must agree), a
+ * Transfer-Encoding other than identity refused; others ignored. */
+static ol_err_t reply_header(const char *name, size_t name_len, const char *v, const char *ve, long long *clen,
+                             char *errstr, size_t errstr_size) {
+    char shown[200];
+    if (name_is(name, name_len, "content-length")) {
+        long long v_len = 0;
+        const char *d = v;
+        for (; d < ve && *d >= '0' && *d <= '9'; d++)
+            if (v_len <= OL_HTTP_BODY_MAX_BYTES) /* past it the value no longer matters */
+                v_len = v_len * 10 + (*d - '0');
+        if (d == v || d != ve || (*clen >= 0 && *clen != v_len))
+            return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "malformed Content-Length \"%s\"",
+                           snippet(v, (size_t)(ve - v), shown, sizeof(shown)));
+        if (v_len > OL_HTTP_BODY_MAX_BYTES)
+            return ol_errf(errstr, errstr_size, OL_ERR_TOO_LARGE, "a body of %s bytes, more than %d",
+                           snippet(v, (size_t)(ve - v), shown, sizeof(shown)), OL_HTTP_BODY_MAX_BYTES);
+        *clen = v_len;
+    } else if (name_is(name, name_len, "transfer-encoding") && !name_is(v, (size_t)(ve - v), "identity")) {
+        return ol_errf(errstr, errstr_size, OL_ERR_UNSUPPORTED, "a body in Transfer-Encoding \"%s\"",
+                       snippet(v, (size_t)(ve - v), shown, sizeof(shown)));
+    }
+    return OL_ERR_OK;
+}
+
 ol_err_t ol_http_parse_reply(const char *buf, size_t len, bool closed, bool *done, ol_http_reply_t *out, char *errstr,
                              size_t errstr_size) {
     static const char proto[] = "HTTP/1.";
@@ -303,24 +329,9 @@ ol_err_t ol_http_parse_reply(const char *buf, size_t len, bool closed, bool *don
             v++;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
-        if (name_is(line, (size_t)(colon - line), "content-length")) {
-            long long v_len = 0;
-            const char *d = v;
-            for (; d < ve && *d >= '0' && *d <= '9'; d++)
-                if (v_len <= OL_HTTP_BODY_MAX_BYTES) /* past it the value no longer matters */
-                    v_len = v_len * 10 + (*d - '0');
-            if (d == v || d != ve || (clen >= 0 && clen != v_len))
-                return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "malformed Content-Length \"%s\"",
-                               snippet(v, (size_t)(ve - v), shown, sizeof(shown)));
-            if (v_len > OL_HTTP_BODY_MAX_BYTES)
-                return ol_errf(errstr, errstr_size, OL_ERR_TOO_LARGE, "a body of %s bytes, more than %d",
-                               snippet(v, (size_t)(ve - v), shown, sizeof(shown)), OL_HTTP_BODY_MAX_BYTES);
-            clen = v_len;
-        } else if (name_is(line, (size_t)(colon - line), "transfer-encoding") &&
-                   !name_is(v, (size_t)(ve - v), "identity")) {
-            return ol_errf(errstr, errstr_size, OL_ERR_UNSUPPORTED, "a body in Transfer-Encoding \"%s\"",
-                           snippet(v, (size_t)(ve - v), shown, sizeof(shown)));
-        }
+        ol_err_t err = reply_header(line, (size_t)(colon - line), v, ve, &clen, errstr, errstr_size);
+        if (err)
+            return err;
     }
     if (!body) {
         if (len > OL_HTTP_HEAD_MAX_BYTES)

@@ -439,6 +439,14 @@ bool ol_kafka_check_reachable(rd_kafka_t *rk, json_t *checks, const char *name, 
                          (long long)(ol_time_mono_us() - t0) / 1000);
 }
 
+bool ol_kafka_cluster_answers(rd_kafka_t *rk) {
+    const struct rd_kafka_metadata *md;
+    if (rd_kafka_metadata(rk, 0, NULL, &md, 1000))
+        return false;
+    rd_kafka_metadata_destroy(md);
+    return true;
+}
+
 int ol_kafka_assigned_count(rd_kafka_t *rk) {
     rd_kafka_topic_partition_list_t *l = NULL;
     if (rd_kafka_assignment(rk, &l))

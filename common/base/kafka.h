@@ -142,6 +142,9 @@ bool ol_kafka_check_reachable(rd_kafka_t *rk, json_t *checks, const char *name, 
 /* The number of partitions assigned to the consumer rk now; -1 when unknown. */
 int ol_kafka_assigned_count(rd_kafka_t *rk);
 
+/* Whether the cluster answers rk's metadata request within a second. */
+bool ol_kafka_cluster_answers(rd_kafka_t *rk);
+
 /* Writes one sample {topic, partition} per partition assigned to the
  * consumer rk: its high watermark (as of the last fetch) minus its position
  * (the next offset handed to the application). Until a record was handed

@@ -122,8 +122,7 @@ void ol_envelope_to_headers(const ol_envelope_t *env, rd_kafka_headers_t *hdrs) 
     const char *dataschema = env->type->dataschema;
     ol_time_format(env->time_ms, ts, sizeof(ts));
     if (env->schema_id) {
-        ol_wire_dataschema(env->schema_id, schema, sizeof(schema));
-        dataschema = schema;
+        dataschema = ol_wire_dataschema(env->type, env->schema_id, schema, sizeof(schema));
     } else if (env->version != env->type->version) {
         snprintf(schema, sizeof(schema), DATASCHEMA_PREFIX "%s:%d", env->type->name, env->version);
         dataschema = schema;
@@ -258,6 +257,26 @@ static ol_err_t decode_json_data(ol_codec_t *codec, const ol_envelope_t *env, co
     return ol_codec_decode(codec, env->type, env->type->version, bin, bin_len, value, errstr, errstr_size);
 }
 
+/* A record without an envelope: framed (a JSON text never starts with a 0
+ * byte), or a publish-format line written by another tool. */
+static ol_err_t decode_headerless(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena,
+                                  ol_envelope_t *env, avro_value_t **value, char *errstr, size_t errstr_size) {
+    const char *payload = rkm->payload ? rkm->payload : "";
+    uint32_t id;
+    if (ol_wire_framed(payload, rkm->len, &id))
+        return decode_framed(codec, rkm, id, false, env, value, errstr, errstr_size);
+    int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
+    ol_event_t ev;
+    ol_err_t err =
+        ol_event_from_line(arena, payload, rkm->len, ts > 0 ? ts : ol_time_now_ms(), &ev, errstr, errstr_size);
+    if (err)
+        return err;
+    *env = ev.env;
+    env->content = OL_CONTENT_JSON;
+    copy_str(env->source, sizeof(env->source), "unknown");
+    return decode_json_data(codec, env, ev.input, value, errstr, errstr_size);
+}
+
 ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena, ol_envelope_t *env,
                          avro_value_t **value, char *errstr, size_t errstr_size) {
     memset(env, 0, sizeof(*env));
@@ -270,22 +289,9 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
         hdrs = NULL;
     if ((err = header_str(hdrs, "ce_type", HDR_EXACT, type, sizeof(type), &found, errstr, errstr_size)))
         return err;
+    if (!found)
+        return decode_headerless(codec, rkm, arena, env, value, errstr, errstr_size);
     uint32_t id;
-    if (!found) {
-        /* no envelope: framed (a JSON text never starts with a 0 byte), or a
-         * publish-format line written by another tool */
-        if (ol_wire_framed(payload, rkm->len, &id))
-            return decode_framed(codec, rkm, id, false, env, value, errstr, errstr_size);
-        int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
-        ol_event_t ev;
-        err = ol_event_from_line(arena, payload, rkm->len, ts > 0 ? ts : ol_time_now_ms(), &ev, errstr, errstr_size);
-        if (err)
-            return err;
-        *env = ev.env;
-        env->content = OL_CONTENT_JSON;
-        copy_str(env->source, sizeof(env->source), "unknown");
-        return decode_json_data(codec, env, ev.input, value, errstr, errstr_size);
-    }
     if (!(env->type = ol_schema_find(type)))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown ce_type \"%s\"", type);
     if ((err = header_str(hdrs, "ce_id", HDR_EXACT, env->id, sizeof(env->id), &found, errstr, errstr_size)))

@@ -21,15 +21,27 @@ static struct {
     char *url;
     int timeout_ms;
     char *prefix;
-    bool confluent; /* event.format */
-    bool writing;   /* ol_wire_prepare done with confluent */
-    uint32_t *ids;  /* writing: by ol_event_type_t.index */
+    bool confluent;     /* event.format */
+    bool writing;       /* ol_wire_prepare done with confluent */
+    uint32_t *ids;      /* writing: by ol_event_type_t.index */
+    char **dataschemas; /* writing: ol_wire_dataschema of ids[i], made once */
+    size_t ntypes;
     /* read side */
     pthread_rwlock_t lock;
     entry_t *entries;
     size_t n, cap;
     pthread_mutex_t fetch; /* one fetch at a time: each id asked once */
 } wire = {.lock = PTHREAD_RWLOCK_INITIALIZER, .fetch = PTHREAD_MUTEX_INITIALIZER};
+
+static void free_written(void) {
+    for (size_t i = 0; i < wire.ntypes; i++)
+        free(wire.dataschemas[i]);
+    free(wire.dataschemas);
+    free(wire.ids);
+    wire.dataschemas = NULL;
+    wire.ids = NULL;
+    wire.ntypes = 0;
+}
 
 void ol_wire_reset(void) {
     for (size_t i = 0; i < wire.n; i++)
@@ -39,9 +51,8 @@ void ol_wire_reset(void) {
     wire.n = wire.cap = 0;
     free(wire.url);
     free(wire.prefix);
-    free(wire.ids);
+    free_written();
     wire.url = wire.prefix = NULL;
-    wire.ids = NULL;
     wire.confluent = wire.writing = false;
 }
 
@@ -70,11 +81,18 @@ uint32_t ol_wire_id(const ol_event_type_t *et) {
     return wire.ids[et->index];
 }
 
-void ol_wire_dataschema(uint32_t id, char *out, size_t out_size) {
+static void format_dataschema(uint32_t id, char *out, size_t out_size) {
     size_t n = wire.url ? strlen(wire.url) : 0;
     while (n && wire.url[n - 1] == '/')
         n--;
     snprintf(out, out_size, "%.*s/schemas/ids/%lu", (int)n, wire.url ? wire.url : "", (unsigned long)id);
+}
+
+const char *ol_wire_dataschema(const ol_event_type_t *et, uint32_t id, char *buf, size_t buf_size) {
+    if (wire.writing && et && et->index >= 0 && (size_t)et->index < wire.ntypes && wire.ids[et->index] == id)
+        return wire.dataschemas[et->index];
+    format_dataschema(id, buf, buf_size);
+    return buf;
 }
 
 /* et's compiled-in schema file as `orderlog schemas register` registers it
@@ -98,8 +116,10 @@ ol_err_t ol_wire_prepare(char *errstr, size_t errstr_size) {
         return err;
     size_t n;
     const ol_event_type_t *const *types = ol_schema_types(&n);
-    free(wire.ids);
+    free_written();
     wire.ids = ol_xcalloc(n, sizeof(*wire.ids));
+    wire.dataschemas = ol_xcalloc(n, sizeof(*wire.dataschemas));
+    wire.ntypes = n;
     for (size_t i = 0; i < n && !err; i++) {
         const ol_event_type_t *et = types[i];
         char subject[512], why[512];
@@ -117,8 +137,12 @@ ol_err_t ol_wire_prepare(char *errstr, size_t errstr_size) {
         else if (id < 0)
             err = ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                           "event.format confluent: the schema registry gave %s the id %d", et->name, id);
-        else
+        else {
+            char ds[600];
             wire.ids[et->index] = (uint32_t)id;
+            format_dataschema((uint32_t)id, ds, sizeof(ds));
+            wire.dataschemas[et->index] = ol_xstrdup(ds);
+        }
         free(text);
     }
     ol_registry_destroy(r);

@@ -40,8 +40,11 @@ ol_err_t ol_wire_prepare(char *errstr, size_t errstr_size) __attribute__((warn_u
 bool ol_wire_writing(void);
 /* The id of et's current schema (ol_wire_prepare done, writing). */
 uint32_t ol_wire_id(const ol_event_type_t *et);
-/* The CloudEvents dataschema of a framed record: <registry.url>/schemas/ids/<id>. */
-void ol_wire_dataschema(uint32_t id, char *out, size_t out_size);
+/* The CloudEvents dataschema of a framed record of et with schema id:
+ * <registry.url>/schemas/ids/<id>. The id ol_wire_prepare gave et: a string
+ * made then (borrowed, valid until ol_wire_reset), so writers format
+ * nothing per record; any other id: formatted into buf, which is returned. */
+const char *ol_wire_dataschema(const ol_event_type_t *et, uint32_t id, char *buf, size_t buf_size);
 
 /* Whether value[0..len) is framed: *id set when it is. A JSON text never
  * is; plain Avro may start with a 0 byte too, so callers try it first

@@ -415,9 +415,17 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
     return remove(path) && errno != ENOENT ? -1 : 0;
 }
 
+/* ORDERLOG_TEST_KEEP=1 keeps every scratch directory (the roles' logs) and
+ * says where it is, to read after a failure. */
 void ol_test_rmtree(const char *path) {
-    if (path && *path)
-        nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    if (!path || !*path)
+        return;
+    const char *keep = getenv("ORDERLOG_TEST_KEEP");
+    if (keep && *keep && strcmp(keep, "0")) {
+        fprintf(stderr, "test: kept %s (ORDERLOG_TEST_KEEP)\n", path);
+        return;
+    }
+    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void write_mode(const char *path, const char *data, size_t len, const char *mode) {

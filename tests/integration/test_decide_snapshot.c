@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/base/util.h"
 #include "helpers.h"
 
 #define PARTITIONS 3
@@ -315,16 +316,6 @@ Test(decide_snapshot, a_restore_from_snapshots_decides_as_a_full_replay_and_read
 
 /* ---- snapshots that must not be used ---------------------------------------- */
 
-static uint64_t fnv64(const void *data, size_t len) {
-    const uint8_t *p = data;
-    uint64_t h = 14695981039346656037ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 /* The records of a snapshot of partition p whose state is empty (no SKU,
  * no hold, no request id; the default window) covering sale-events up to
  * offset: were it loaded, decide would forget everything before offset. */
@@ -345,11 +336,12 @@ static void forge(forged_t *f, int p, long long seq, long long offset, bool bad_
     f->lens[0] = 8 + sizeof(state);
     snprintf(f->keys[0], sizeof(f->keys[0]), "%d/0", p);
     snprintf(f->keys[1], sizeof(f->keys[1]), "%d/manifest", p);
-    f->lens[1] = (size_t)snprintf(f->manifest, sizeof(f->manifest),
-                                  "orderlog-decide-snapshot 1 seq=%lld offset=%lld chunks=1 bytes=%zu "
-                                  "sale_bytes=%zu hash=%016llx",
-                                  seq, offset, sizeof(state), sizeof(state) - 8,
-                                  (unsigned long long)(fnv64(state, sizeof(state)) ^ (bad_hash ? 1 : 0)));
+    f->lens[1] = (size_t)snprintf(
+        f->manifest, sizeof(f->manifest),
+        "orderlog-decide-snapshot 1 seq=%lld offset=%lld chunks=1 bytes=%zu "
+        "sale_bytes=%zu hash=%016llx",
+        seq, offset, sizeof(state), sizeof(state) - 8,
+        (unsigned long long)(ol_hash_fnv1a64(OL_FNV1A64_BASIS, state, sizeof(state)) ^ (bad_hash ? 1 : 0)));
 }
 
 static void produce_forged(const char *prefix, long long seq, bool bad_hash, const char *unfinished_txid) {

@@ -17,7 +17,11 @@
  *    started again (as an operator would) so that the rest is still checked;
  *  - the longest pause in decisions (between the record times of two
  *    BuyAccepted or BuyRejected in a row on one partition of sale-events)
- *    stays below PAUSE_BOUND_MS;
+ *    stays below PAUSE_BOUND_MS, or AFTER_BACK_MS after the killed broker
+ *    is back when its restart took longer than planned (a loaded machine):
+ *    Kafka's own failover can wait for it (seen: the markers of a
+ *    transaction whose coordinator moved, written only once the broker was
+ *    back, holding read_committed readers and committed-offset fetches);
  *  - ops/oracle passes on the projection and `rebuild --verify-only` finds
  *    it equal to a replay of the topics.
  *
@@ -56,6 +60,7 @@
 #define KILL_AFTER_LOGS 2 /* loadgen logs its progress every 5 s: kill ~10 s into the sale */
 #define DOWN_MS 15000
 #define PAUSE_BOUND_MS 30000 /* a coordinator failover, an aborted transaction and its retry */
+#define AFTER_BACK_MS 10000
 #define MAX_RESTARTS 3
 
 typedef struct role_s {
@@ -66,7 +71,7 @@ typedef struct role_s {
     char log[700]; /* stderr of the current run */
 } role_t;
 
-static char decide_args[128]; /* "decide -X decide.instance=..." */
+static char decide_args[512]; /* "decide -X decide.instance=..." */
 static role_t roles[] = {
     {"decide", decide_args, NULL, 0, ""},
     {"guard", "guard -X guard.window.ms=10000 -X guard.ip.max=300 -X guard.user.max=300 -X guard.ban.ms=600000", NULL,
@@ -486,7 +491,10 @@ Test(faults_cluster, decide_coordinator_killed_mid_sale_and_restarted) {
     cr_assert(controller >= 1 && controller <= NODES, "no active controller in the quorum-state files");
     char instance[32];
     pick_instance(controller, instance, sizeof(instance));
-    snprintf(decide_args, sizeof(decide_args), "decide -X decide.instance=%s", instance);
+    /* ORDERLOG_TEST_DECIDE_ARGS: more for decide, e.g. librdkafka's debug
+     * contexts (-X kafka.debug=cgrp,fetch -X log.level=debug) */
+    const char *more = getenv("ORDERLOG_TEST_DECIDE_ARGS");
+    snprintf(decide_args, sizeof(decide_args), "decide -X decide.instance=%s %s", instance, more ? more : "");
 
     /* the roles, as the quick start runs them */
     for (size_t i = 0; i < NROLES; i++)
@@ -555,8 +563,8 @@ Test(faults_cluster, decide_coordinator_killed_mid_sale_and_restarted) {
     restarter = ol_test_bg_start(cmd);
     rc = watch(150000, restarter);
     cr_assert_eq(rc, 0, "ops/stack node-start %d: exit %d\n%s", coordinator, rc, ol_test_bg_stdout(restarter));
-    fprintf(stderr, "test: broker %d back at %+.1f s from the kill\n", coordinator,
-            (double)(ol_test_wall_ms() - kill_ms) / 1000);
+    long long back_ms = ol_test_wall_ms() - kill_ms;
+    fprintf(stderr, "test: broker %d back at %+.1f s from the kill\n", coordinator, (double)back_ms / 1000);
 
     /* loadgen: every request decided once */
     rc = watch(300000, loadgen);
@@ -589,13 +597,16 @@ Test(faults_cluster, decide_coordinator_killed_mid_sale_and_restarted) {
 
     /* the pause in decisions */
     pause_t pause = longest_pause();
+    long long bound = PAUSE_BOUND_MS;
+    if (back_ms + AFTER_BACK_MS > bound)
+        bound = back_ms + AFTER_BACK_MS;
     fprintf(stderr,
             "test: longest pause in decisions: %.1f s on partition %d, from %+.1f s after the kill (bound %.1f s; %zu "
             "decisions)\n",
-            (double)pause.ms / 1000, pause.partition, (double)(pause.from - kill_ms) / 1000, PAUSE_BOUND_MS / 1000.0,
+            (double)pause.ms / 1000, pause.partition, (double)(pause.from - kill_ms) / 1000, (double)bound / 1000,
             pause.decisions);
     cr_expect_eq(pause.decisions, SALE_COUNT, "decisions on sale-events");
-    cr_expect_lt(pause.ms, PAUSE_BOUND_MS, "decisions paused %.1f s on partition %d from %+.1f s after the kill",
+    cr_expect_lt(pause.ms, bound, "decisions paused %.1f s on partition %d from %+.1f s after the kill",
                  (double)pause.ms / 1000, pause.partition, (double)(pause.from - kill_ms) / 1000);
 
     /* no role exited on its own */

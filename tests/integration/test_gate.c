@@ -14,6 +14,7 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -52,29 +53,26 @@ TestSuite(gate, .init = gate_kit_setup, .fini = teardown, .timeout = 300);
 
 /* ---- a tiny HTTP/1.1 client ---- */
 
+/* ss set to the numeric IPv4 or IPv6 address host and port; its length. */
+static socklen_t numeric_address(struct sockaddr_storage *ss, const char *host, int port) {
+    char service[16];
+    snprintf(service, sizeof(service), "%d", port);
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM}, *ai;
+    int rc = getaddrinfo(host, service, &hints, &ai);
+    cr_assert_eq(rc, 0, "%s: %s", host, gai_strerror(rc));
+    socklen_t len = ai->ai_addrlen;
+    memcpy(ss, ai->ai_addr, len);
+    freeaddrinfo(ai);
+    return len;
+}
+
 /* A socket connected to the gate from http_from (when set); -1 on failure. */
 static int connect_gate(void) {
     struct sockaddr_storage ss = {0}, from = {0};
-    socklen_t len;
-    int family = strchr(gate_host, ':') ? AF_INET6 : AF_INET;
-    if (family == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss, *f6 = (struct sockaddr_in6 *)&from;
-        in6->sin6_family = f6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)gate_port);
-        inet_pton(AF_INET6, gate_host, &in6->sin6_addr);
-        if (http_from)
-            inet_pton(AF_INET6, http_from, &f6->sin6_addr);
-        len = sizeof(*in6);
-    } else {
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss, *f = (struct sockaddr_in *)&from;
-        in->sin_family = f->sin_family = AF_INET;
-        in->sin_port = htons((uint16_t)gate_port);
-        inet_pton(AF_INET, gate_host, &in->sin_addr);
-        if (http_from)
-            inet_pton(AF_INET, http_from, &f->sin_addr);
-        len = sizeof(*in);
-    }
-    int fd = socket(family, SOCK_STREAM, 0);
+    socklen_t len = numeric_address(&ss, gate_host, gate_port);
+    if (http_from)
+        numeric_address(&from, http_from, 0);
+    int fd = socket(ss.ss_family, SOCK_STREAM, 0);
     struct timeval tv = {60, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     if ((http_from && bind(fd, (struct sockaddr *)&from, len)) || connect(fd, (struct sockaddr *)&ss, len)) {
@@ -830,6 +828,29 @@ Test(gate, answers_with_the_decision_read_back_from_sale_events) {
     stop_gate(true);
 }
 
+/* Polls GET /buy/<id> until it answers 200 (bounded); when pending, every
+ * answer before must be 202. */
+static reply_t get_decided_after(const char *id, bool pending) {
+    char path[200];
+    snprintf(path, sizeof(path), "/buy/%s", id);
+    long long end = ol_test_now_ms() + 20000;
+    for (;;) {
+        reply_t r = http("GET", path, NULL);
+        if (r.status == 200)
+            return r;
+        if (pending)
+            cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
+        cr_assert(ol_test_now_ms() < end, "%s: no decision after 20 s (%d %s)", id, r.status, r.body);
+        ol_test_reply_free(&r);
+        usleep(50000);
+    }
+}
+
+/* Polls GET /buy/<id> until it answers 200 (bounded). */
+static reply_t get_decided(const char *id) {
+    return get_decided_after(id, false);
+}
+
 Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
     use_topics("pending");
     /* a projection schema that does not exist: PostgreSQL has nothing, gracefully */
@@ -856,36 +877,12 @@ Test(gate, answers_202_pending_after_the_wait_then_the_decision_on_get) {
 
     publish("{\"type\":\"BuyRejected\",\"data\":{\"request_id\":\"it-slow-1\",\"user_id\":\"u1\",\"sku\":\"A\","
             "\"quantity\":1,\"reason\":\"limit\",\"message\":\"You can not buy this goods!\"}}\n");
-    long long end = ol_test_now_ms() + 20000;
-    for (;;) {
-        r = http("GET", "/buy/it-slow-1", NULL);
-        if (r.status == 200)
-            break;
-        cr_assert_eq(r.status, 202, "%d %s", r.status, r.body);
-        cr_assert(ol_test_now_ms() < end, "no decision after 20 s");
-        ol_test_reply_free(&r);
-        usleep(50000);
-    }
+    r = get_decided_after("it-slow-1", true);
     cr_assert_str_eq(jstr(&r, "reponseMsg"), "You can not buy this goods!");
     cr_assert_str_eq(jstr(&r, "reason"), "limit");
     cr_assert(json_is_false(json_object_get(r.json, "repResult")), "%s", r.body);
     ol_test_reply_free(&r);
     stop_gate(true);
-}
-
-/* Polls GET /buy/<id> until it answers 200 (bounded). */
-static reply_t get_decided(const char *id) {
-    char path[200];
-    snprintf(path, sizeof(path), "/buy/%s", id);
-    long long end = ol_test_now_ms() + 20000;
-    for (;;) {
-        reply_t r = http("GET", path, NULL);
-        if (r.status == 200)
-            return r;
-        cr_assert(ol_test_now_ms() < end, "%s: no decision after 20 s (%d %s)", id, r.status, r.body);
-        ol_test_reply_free(&r);
-        usleep(50000);
-    }
 }
 
 static int count_requests(const char *id) {
@@ -1211,6 +1208,19 @@ static int raw_answers(const raw_t *x, int *first_status, json_t **first_body, b
     return n;
 }
 
+/* Sends req raw and expects `answers` answers before timeout_ms, the first
+ * with status; what names the case. */
+static void expect_raw_answers(const char *req, int timeout_ms, int answers, int status, const char *what) {
+    raw_t x = raw_exchange(req, strlen(req), timeout_ms);
+    int first_status = 0;
+    json_t *body = NULL;
+    bool close_header = false;
+    cr_expect_eq(raw_answers(&x, &first_status, &body, &close_header), answers, "%s: answers:\n%s", what, x.data);
+    cr_expect_eq(first_status, status, "%s:\n%s", what, x.data);
+    json_decref(body);
+    free(x.data);
+}
+
 Test(gate, refuses_ambiguous_framing_with_400_json_and_closes) {
     use_topics("framing");
     start_gate("-X gate.wait.ms=0");
@@ -1276,23 +1286,11 @@ Test(gate, refuses_ambiguous_framing_with_400_json_and_closes) {
 
     /* what stays fine: HTTP/1.0 without Host, one Content-Length, chunked
      * alone, and pipelined keep-alive requests */
-    const char *v10 = "GET /healthz HTTP/1.0\r\n\r\n";
-    raw_t x = raw_exchange(v10, strlen(v10), 5000);
-    int status = 0;
-    json_t *body = NULL;
-    bool close_header = false;
-    cr_expect_eq(raw_answers(&x, &status, &body, &close_header), 1, "%s", x.data);
-    cr_expect_eq(status, 200, "HTTP/1.0 needs no Host:\n%s", x.data);
-    json_decref(body);
-    free(x.data);
+    expect_raw_answers("GET /healthz HTTP/1.0\r\n\r\n", 5000, 1, 200, "HTTP/1.0 needs no Host");
     char *buy = buy_body("it-framing-10", "u1", "10.0.0.1", "A", 1), req[1024];
     snprintf(req, sizeof(req), "POST /buy HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
              strlen(buy), buy);
-    x = raw_exchange(req, strlen(req), 10000);
-    cr_expect_eq(raw_answers(&x, &status, &body, &close_header), 1, "%s", x.data);
-    cr_expect_eq(status, 202, "HTTP/1.0 POST /buy without Host:\n%s", x.data);
-    json_decref(body);
-    free(x.data);
+    expect_raw_answers(req, 10000, 1, 202, "HTTP/1.0 POST /buy without Host");
     free(buy);
     reply_t r = post_buy("it-framing-11", "u2", "10.0.0.2", "A", 1);
     cr_expect_eq(r.status, 202, "%d %s", r.status, r.body);
@@ -1301,13 +1299,9 @@ Test(gate, refuses_ambiguous_framing_with_400_json_and_closes) {
     cr_expect_eq(r.status, 400, "chunked alone reaches validation: %d %s", r.status, r.body);
     cr_expect_str_eq(jstr(&r, "field"), "sessionID", "%s", r.body);
     ol_test_reply_free(&r);
-    const char *pipelined = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
-                            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    x = raw_exchange(pipelined, strlen(pipelined), 10000);
-    cr_expect_eq(raw_answers(&x, &status, &body, &close_header), 3, "three pipelined answers:\n%s", x.data);
-    cr_expect_eq(status, 200, "%s", x.data);
-    json_decref(body);
-    free(x.data);
+    expect_raw_answers("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                       10000, 3, 200, "three pipelined answers");
     stop_gate(true);
     json_t *recs = read_topic("buy-requests");
     cr_expect_eq(json_array_size(recs), 2, "only the two well-framed buys reach Kafka: %s", json_dumps(recs, 0));

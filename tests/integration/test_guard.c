@@ -94,6 +94,29 @@ static void buy(lines_t *l, const char *req, const char *ip, const char *user, l
              req, ip, user, req, at_ms);
 }
 
+/* base with n appended when base ends in '-' or '.' (a numbered name or
+ * address), else base as it is. */
+static void numbered(char *out, size_t size, const char *base, int n) {
+    size_t len = strlen(base);
+    if (len && (base[len - 1] == '-' || base[len - 1] == '.'))
+        snprintf(out, size, "%s%d", base, n);
+    else
+        snprintf(out, size, "%s", base);
+}
+
+/* Adds requests <stem><from..to-1> of user from ip at t (t + i when spread)
+ * to l; ip and user numbered (i + 1 and i). */
+static void buys(lines_t *l, const char *stem, int from, int to, const char *ip, const char *user, long long t,
+                 bool spread) {
+    char req[64], a[64], u[64];
+    for (int i = from; i < to; i++) {
+        snprintf(req, sizeof(req), "%s%d", stem, i);
+        numbered(a, sizeof(a), ip, i + 1);
+        numbered(u, sizeof(u), user, i);
+        buy(l, req, a, u, spread ? t + i : t);
+    }
+}
+
 static void listing(lines_t *l, const char *type, const char *subject, const char *action, const char *reason,
                     long long until_ms) {
     char until[32] = "null";
@@ -273,42 +296,19 @@ Test(guard, bans_exactly_the_bot_then_lifts_it_and_leaves_manual_entries) {
         }
     }
     /* an office behind one address: exactly at the IP limit, 20 users */
-    for (int i = 0; i < 20; i++) {
-        snprintf(req, sizeof(req), "office-%d", i);
-        snprintf(user, sizeof(user), "clerk-%d", i);
-        buy(&l, req, "198.51.100.200", user, t);
-    }
+    buys(&l, "office-", 0, 20, "198.51.100.200", "clerk-", t, false);
     /* a user at exactly the user limit, on several IPs */
-    for (int i = 0; i < 10; i++) {
-        snprintf(req, sizeof(req), "keen-%d", i);
-        snprintf(ip, sizeof(ip), "198.51.101.%d", i + 1);
-        buy(&l, req, ip, "keen", t);
-    }
+    buys(&l, "keen-", 0, 10, "198.51.101.", "keen", t, false);
     /* the bot: 45 requests from one IP with one account, all at t */
-    for (int i = 0; i < 45; i++) {
-        snprintf(req, sizeof(req), "bot-%d", i);
-        buy(&l, req, "203.0.113.66", "bot-1", t);
-    }
+    buys(&l, "bot-", 0, 45, "203.0.113.66", "bot-1", t, false);
     /* a user hopping over 15 IPs: one over the user limit */
-    for (int i = 0; i < 11; i++) {
-        snprintf(req, sizeof(req), "hop-%d", i);
-        snprintf(ip, sizeof(ip), "198.51.102.%d", i + 1);
-        buy(&l, req, ip, "hopper", t);
-    }
+    buys(&l, "hop-", 0, 11, "198.51.102.", "hopper", t, false);
     /* the manually listed IP floods too */
-    for (int i = 0; i < 50; i++) {
-        snprintf(req, sizeof(req), "manual-%d", i);
-        snprintf(user, sizeof(user), "m-%d", i);
-        buy(&l, req, "192.0.2.1", user, t);
-    }
+    buys(&l, "manual-", 0, 50, "192.0.2.1", "m-", t, false);
     /* subjects of guard.ignore flood as they like */
     for (int i = 0; i < 40; i++) {
-        snprintf(req, sizeof(req), "proxy-%d", i);
-        snprintf(user, sizeof(user), "behind-proxy-%d", i);
-        buy(&l, req, "198.51.100.250", user, t);
-        snprintf(req, sizeof(req), "load-%d", i);
-        snprintf(ip, sizeof(ip), "198.51.103.%d", i + 1);
-        buy(&l, req, ip, "loadtest", t);
+        buys(&l, "proxy-", i, i + 1, "198.51.100.250", "behind-proxy-", t, false);
+        buys(&l, "load-", i, i + 1, "198.51.103.", "loadtest", t, false);
     }
     /* other commands on buy-requests are skipped */
     add_line(&l, "{\"type\":\"CheckoutRequested\",\"data\":{\"request_id\":\"c-1\",\"hold_id\":\"h-bot-0\","
@@ -379,11 +379,7 @@ Test(guard, restart_neither_bans_twice_nor_forgets_lifts) {
 
     guards[0] = start_guard("-X guard.window.ms=60000 -X guard.ip.max=5 -X guard.user.max=100 -X guard.ban.ms=600000");
     long long t = ol_test_wall_ms();
-    char req[64];
-    for (int i = 0; i < 6; i++) {
-        snprintf(req, sizeof(req), "bot-%d", i);
-        buy(&l, req, "203.0.113.50", "bot-50", t);
-    }
+    buys(&l, "bot-", 0, 6, "203.0.113.50", "bot-50", t, false);
     publish(&l, "burst.jsonl");
     json_decref(wait_for_key("ip:203.0.113.50", "add", 30000));
     stop_guard(guards[0]);
@@ -429,25 +425,15 @@ Test(guard, restart_neither_bans_twice_nor_forgets_lifts) {
     "-X log.level=debug -X guard.window.ms=60000 -X guard.ip.max=5 -X guard.user.max=100 -X guard.ban.ms=" \
     "600000"
 
-/* Adds requests <stem><from..to-1> of user from ip at t (t + i when spread) to l. */
-static void bot_buys(lines_t *l, const char *stem, int from, int to, const char *ip, const char *user, long long t,
-                     bool spread) {
-    char req[64];
-    for (int i = from; i < to; i++) {
-        snprintf(req, sizeof(req), "%s%d", stem, i);
-        buy(l, req, ip, user, spread ? t + i : t);
-    }
-}
-
 /* The first run of the restart tests: topics of tag, guards[0] with
- * RESTART_OPTIONS, and n requests of user from ip (bot_buys from 0) published
+ * RESTART_OPTIONS, and n requests of user from ip (buys from 0) published
  * as first.jsonl, which it commits. Returns their time t. */
 static long long first_run(lines_t *l, const char *tag, const char *stem, int n, const char *ip, const char *user,
                            bool spread) {
     use_topics(tag);
     guards[0] = start_guard(RESTART_OPTIONS);
     long long t = ol_test_wall_ms();
-    bot_buys(l, stem, 0, n, ip, user, t, spread);
+    buys(l, stem, 0, n, ip, user, t, spread);
     publish(l, "first.jsonl");
     char judged[64];
     snprintf(judged, sizeof(judged), "; %d requests judged so far", n);
@@ -464,7 +450,7 @@ Test(guard, a_restart_keeps_counting_the_window_it_was_in) {
     /* 3 more in the same window after a restart: 6 > 5 only if the first 3
      * are counted again */
     guards[1] = start_guard(RESTART_OPTIONS);
-    bot_buys(&l, "a-", 3, 6, "203.0.113.77", "slow-bot", t, true);
+    buys(&l, "a-", 3, 6, "203.0.113.77", "slow-bot", t, true);
     publish(&l, "second.jsonl");
     json_t *all = wait_for("add", "rate", 1, 20000);
     json_t *adds = select_records(all, "add", "rate");
@@ -564,11 +550,7 @@ Test(guard, puts_back_a_manual_entry_its_ban_overtook) {
                                       "\"203.0.113.44\",\"action\":\"add\",\"reason\":\"manual\",\"until\":null}}");
     lines_t l = {0};
     long long t = ol_test_wall_ms();
-    char req[64];
-    for (int i = 0; i < 6; i++) {
-        snprintf(req, sizeof(req), "race-%d", i);
-        buy(&l, req, "203.0.113.44", "racer", t);
-    }
+    buys(&l, "race-", 0, 6, "203.0.113.44", "racer", t, false);
     publish(&l, "burst.jsonl");
     cr_assert(ol_test_bg_wait_stderr(guards[0], "ban ip 203.0.113.44", 1, 20000) == 1, "no ban:\n%s",
               ol_test_bg_stderr(guards[0]));

@@ -338,42 +338,30 @@ static char *line_with(const char *err, const char *a, const char *b) {
 }
 
 Test(migrate, refuses_badly_named_or_ordered_files) {
-    char *err, *args, *line;
-    ol_test_tmpdir(dir, sizeof(dir));
-    dir_file("9_a.sql", "select 1;\n");
-    dir_file("10_b.sql", "select 1;\n");
-    args = dir_args("");
-    cr_expect_eq(run_migrate(args, NULL, &err), 1);
-    line = line_with(err, "10_b.sql", "9_a.sql");
-    cr_expect(*line, "versions out of name order must be refused:\n%s", err);
-    free(line);
-    free(err);
-
-    ol_test_rmtree(dir);
-    ol_test_tmpdir(dir, sizeof(dir));
-    dir_file("001_a.sql", "select 1;\n");
-    dir_file("001_b.sql", "select 1;\n");
-    free(args);
-    args = dir_args("");
-    cr_expect_eq(run_migrate(args, NULL, &err), 1);
-    line = line_with(err, "001_a.sql", "same version");
-    cr_expect(*line, "duplicate versions must be refused:\n%s", err);
-    free(line);
-    free(err);
-
-    ol_test_rmtree(dir);
-    ol_test_tmpdir(dir, sizeof(dir));
-    dir_file("001_a.sql", "select 1;\n");
-    dir_file("init.sql", "select 1;\n");
-    free(args);
-    args = dir_args("");
-    cr_expect_eq(run_migrate(args, NULL, &err), 1);
-    line = line_with(err, "init.sql", "NNN_description.sql");
-    cr_expect(*line, "a badly named file must be refused:\n%s", err);
-    free(line);
+    static const struct {
+        const char *first, *second; /* the two files of the directory */
+        const char *a, *b;          /* the needles of the line of err refusing them */
+        const char *what;
+    } cases[] = {
+        {"9_a.sql", "10_b.sql", "10_b.sql", "9_a.sql", "versions out of name order"},
+        {"001_a.sql", "001_b.sql", "001_a.sql", "same version", "duplicate versions"},
+        {"001_a.sql", "init.sql", "init.sql", "NNN_description.sql", "a badly named file"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (i)
+            ol_test_rmtree(dir);
+        ol_test_tmpdir(dir, sizeof(dir));
+        dir_file(cases[i].first, "select 1;\n");
+        dir_file(cases[i].second, "select 1;\n");
+        char *err, *args = dir_args("");
+        cr_expect_eq(run_migrate(args, NULL, &err), 1, "%s", cases[i].what);
+        char *line = line_with(err, cases[i].a, cases[i].b);
+        cr_expect(*line, "%s must be refused:\n%s", cases[i].what, err);
+        free(line);
+        free(err);
+        free(args);
+    }
     cr_expect_not(table_exists("public.schema_migrations"), "nothing may be applied");
-    free(err);
-    free(args);
 }
 
 Test(migrate, status_lists_pending_applied_and_unknown_migrations) {

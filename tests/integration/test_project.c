@@ -1072,6 +1072,22 @@ static void find_record(json_t *records, const char *field, const char *value, l
     cr_assert_fail("no record with %s = %s", field, value);
 }
 
+/* Produces line as a JSON payload (content-type application/json, ce_type
+ * type, ce_id id) keyed by key to orders (as produce_poison). */
+static void produce_json_poison(poison_t *p, const char *orders, const char *key, const char *type, const char *id,
+                                const char *line) {
+    const char *const headers[] = {"ce_type", type, "ce_id", id, "content-type", "application/json", NULL};
+    produce_poison(p, orders, key, -1, line, strlen(line), headers);
+}
+
+/* p (an apply poison whose error1 is the id of what does not exist) at the
+ * record of its topic whose data.<field> is that id. */
+static void find_ghost(poison_t *p, const char *field) {
+    json_t *rec = tail_records(p->topic);
+    find_record(rec, field, p->error1, &p->partition, &p->offset);
+    json_decref(rec);
+}
+
 Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
     const char *db = kit_use_db("poison", "project_poison");
     char orders[256], after[256], skus[256], dlq[256], path[1024];
@@ -1096,18 +1112,14 @@ Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
     const char *bad_line = "{\"order_id\":\"O-BAD\",\"user_id\":\"u\",\"source\":\"flash_sale\",\"lines\":[{\"sku\":"
                            "\"S\",\"quantity\":0,\"unit_price\":1}],\"total_amount\":1,\"currency\":\"CNY\","
                            "\"placed_at\":\"2026-01-01T00:00:00Z\"}";
-    const char *const json_headers[] = {"ce_type",      "orderlog.OrderPlaced", "ce_id", "poison-quantity",
-                                        "content-type", "application/json",     NULL};
     poison[np] = (poison_t){"quantity 0", "orders", 0, 0, "decode", "quantity", "at least 1", NULL, strlen(bad_line)};
-    produce_poison(&poison[np++], orders, "O-BAD", -1, bad_line, strlen(bad_line), json_headers);
+    produce_json_poison(&poison[np++], orders, "O-BAD", "orderlog.OrderPlaced", "poison-quantity", bad_line);
 
     /* 3. the same with a required field missing */
     const char *missing = "{\"order_id\":\"O-BAD2\",\"payment_id\":\"p\",\"currency\":\"CNY\","
                           "\"paid_at\":\"2026-01-01T00:00:00Z\"}";
-    const char *const missing_headers[] = {"ce_type",      "orderlog.OrderPaid", "ce_id", "poison-missing",
-                                           "content-type", "application/json",   NULL};
     poison[np] = (poison_t){"missing amount", "orders", 0, 0, "decode", "amount", "missing", NULL, strlen(missing)};
-    produce_poison(&poison[np++], orders, "O-BAD2", -1, missing, strlen(missing), missing_headers);
+    produce_json_poison(&poison[np++], orders, "O-BAD2", "orderlog.OrderPaid", "poison-missing", missing);
 
     /* 4. an event of another topic, as kcat would write it (publish format, no headers) */
     const char *buy = "{\"type\":\"BuyRequested\",\"data\":{\"request_id\":\"req-1\",\"session_id\":\"s\","
@@ -1146,22 +1158,13 @@ Test(project, poison_records_go_to_the_dlq_and_the_rest_is_projected) {
         "\"adjusted_at\":\"2026-01-01T00:00:00Z\"}}\n";
     ol_test_write_file(path, ghosts, strlen(ghosts));
     cr_assert_eq(kit_publish(path), 3);
-    json_t *rec = tail_records("orders");
     poison[np] = (poison_t){"unknown order", "orders", 0, 0, "apply", "O-GHOST", "does not exist", "OrderPaid", 0};
-    find_record(rec, "order_id", "O-GHOST", &poison[np].partition, &poison[np].offset);
-    np++;
-    json_decref(rec);
-    rec = tail_records("after-sales");
+    find_ghost(&poison[np++], "order_id");
     poison[np] =
         (poison_t){"unknown refund", "after-sales", 0, 0, "apply", "R-GHOST", "does not exist", "RefundApproved", 0};
-    find_record(rec, "refund_id", "R-GHOST", &poison[np].partition, &poison[np].offset);
-    np++;
-    json_decref(rec);
-    rec = tail_records("skus");
+    find_ghost(&poison[np++], "refund_id");
     poison[np] = (poison_t){"unknown sku", "skus", 0, 0, "apply", "SKU-GHOST", "does not exist", "StockAdjusted", 0};
-    find_record(rec, "sku", "SKU-GHOST", &poison[np].partition, &poison[np].offset);
-    np++;
-    json_decref(rec);
+    find_ghost(&poison[np++], "sku");
 
     /* then good events */
     snprintf(path, sizeof(path), "%s/good.jsonl", kit_dir);

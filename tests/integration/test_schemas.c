@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,14 +46,35 @@ static const char *buy_subject(void) {
     return s;
 }
 
-/* GET <registry>/<path> with curl: the body (free it); fails the test
- * unless it answers 2xx. */
-static char *registry_get(const char *path) {
+/* GET <registry>/<path> with curl, the path printf-formatted: the body
+ * (free it); fails the test unless it answers 2xx. */
+static char *registry_get(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *registry_get(const char *fmt, ...) {
+    char path[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(path, sizeof(path), fmt, ap);
+    va_end(ap);
     char *out = NULL, *err = NULL;
     int rc = ol_test_runf(&out, &err, "curl -sS -f -m 10 '%s%s'", registry_url(), path);
     cr_assert_eq(rc, 0, "curl %s%s: exit %d: %s", registry_url(), path, rc, err);
     free(err);
     return out;
+}
+
+/* Expects the versions of BuyRequested's subject to be `want` (a JSON array). */
+static void expect_buy_versions(const char *want) {
+    char *versions = registry_get("/subjects/%s/versions", buy_subject());
+    cr_expect_str_eq(versions, want);
+    free(versions);
+}
+
+/* How many times needle stands in text. */
+static int count_of(const char *text, const char *needle) {
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
 }
 
 /* A copy of schemas/BuyRequested.avsc with `field` (JSON) added first and
@@ -97,20 +119,14 @@ Test(schemas, registers_every_version_under_topic_and_record_name) {
     cr_expect(strstr(subjects, path), "%s not among %s", path, subjects);
     free(subjects);
     /* BuyRequested: version 1 of history/, then the current one */
-    snprintf(path, sizeof(path), "/subjects/%s/versions", buy_subject());
-    char *versions = registry_get(path);
-    cr_expect_str_eq(versions, "[1,2]");
-    free(versions);
-    snprintf(path, sizeof(path), "/subjects/%s/versions/1", buy_subject());
-    char *v1 = registry_get(path);
+    expect_buy_versions("[1,2]");
+    char *v1 = registry_get("/subjects/%s/versions/1", buy_subject());
     cr_expect(!strstr(v1, "channel"), "version 1 has no channel field: %s", v1);
     free(v1);
-    snprintf(path, sizeof(path), "/subjects/%s/versions/2", buy_subject());
-    char *v2 = registry_get(path);
+    char *v2 = registry_get("/subjects/%s/versions/2", buy_subject());
     cr_expect(strstr(v2, "channel"), "version 2 has the channel field: %s", v2);
     free(v2);
-    snprintf(path, sizeof(path), "/config/%s", buy_subject());
-    char *config = registry_get(path);
+    char *config = registry_get("/config/%s", buy_subject());
     cr_expect(strstr(config, "\"BACKWARD\""), "%s", config);
     free(config);
 }
@@ -129,19 +145,13 @@ Test(schemas, registering_twice_changes_nothing) {
     char *again = ol_test_find_line(second, buy_subject(), "schemas/BuyRequested.avsc", "registered already, version 2",
                                     id, NULL);
     cr_expect(again, "not found again with the same %s: %s", id, second);
-    int already = 0;
-    for (const char *p = second; (p = strstr(p, ": registered already")); p++)
-        already++;
+    int already = count_of(second, ": registered already");
     cr_expect_eq(already, 28, "%s", second);
     free(again);
     free(line);
     free(first);
     free(second);
-    char path[512];
-    snprintf(path, sizeof(path), "/subjects/%s/versions", buy_subject());
-    char *versions = registry_get(path);
-    cr_expect_str_eq(versions, "[1,2]");
-    free(versions);
+    expect_buy_versions("[1,2]");
 }
 
 Test(schemas, check_passes_on_what_is_registered) {
@@ -154,9 +164,7 @@ Test(schemas, check_passes_on_what_is_registered) {
     free(before);
     free(ol_test_orderlogf_ok(args, "schemas register"));
     char *after = ol_test_orderlogf_ok(args, "schemas check");
-    int compatible = 0;
-    for (const char *p = after; (p = strstr(p, ": compatible\n")); p++)
-        compatible++;
+    int compatible = count_of(after, ": compatible\n");
     cr_expect_eq(compatible, 25, "%s", after);
     free(after);
 }
@@ -185,11 +193,7 @@ Test(schemas, check_refuses_a_field_added_without_default) {
     free(line);
     free(out);
     free(err);
-    char path[512];
-    snprintf(path, sizeof(path), "/subjects/%s/versions", buy_subject());
-    char *versions = registry_get(path);
-    cr_expect_str_eq(versions, "[1,2]");
-    free(versions);
+    expect_buy_versions("[1,2]");
 }
 
 Test(schemas, a_field_added_with_default_passes_and_registers) {
@@ -202,19 +206,13 @@ Test(schemas, a_field_added_with_default_passes_and_registers) {
     free(line);
     free(out);
     free(ol_test_orderlogf_ok(args, "schemas register --dir %s", dir));
-    char path[512];
-    snprintf(path, sizeof(path), "/subjects/%s/versions", buy_subject());
-    char *versions = registry_get(path);
-    cr_expect_str_eq(versions, "[1,2,3]");
-    free(versions);
+    expect_buy_versions("[1,2,3]");
 }
 
 Test(schemas, the_compatibility_rule_is_configurable) {
     use_prefix("transitive");
     free(ol_test_orderlogf_ok(args, "-X registry.compatibility=BACKWARD_TRANSITIVE schemas register"));
-    char path[512];
-    snprintf(path, sizeof(path), "/config/%sorders-orderlog.OrderPaid", prefix);
-    char *config = registry_get(path);
+    char *config = registry_get("/config/%sorders-orderlog.OrderPaid", prefix);
     cr_expect(strstr(config, "\"BACKWARD_TRANSITIVE\""), "%s", config);
     free(config);
     /* a level the API does not have is refused before anything is asked */

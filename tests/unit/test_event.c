@@ -7,6 +7,7 @@
  * rd_kafka_msg_t stands in for a consumed record: no headers parsed yet, no
  * protocol header bytes, timestamp 0. */
 #include <criterion/criterion.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "common/base/arena.h"
@@ -191,13 +192,16 @@ static record_t publish_record(const char *line) {
     return r;
 }
 
-static void expect_data(json_t *got, json_t *want) {
+/* Expects got to be the data of buy_line. */
+static void expect_buy_data(json_t *got) {
+    json_t *want = buy_data();
     if (!json_equal(got, want)) {
         char *g = json_dumps(got, JSON_SORT_KEYS), *w = json_dumps(want, JSON_SORT_KEYS);
         cr_expect_fail("data:\n  got  %s\n  want %s", g, w);
         free(g);
         free(w);
     }
+    json_decref(want);
 }
 
 Test(event, reads_back_what_publish_writes) {
@@ -213,9 +217,7 @@ Test(event, reads_back_what_publish_writes) {
     cr_expect_eq(ev.env.content, OL_CONTENT_AVRO);
     cr_expect_eq(ev.env.version, 2);
     cr_expect_str_eq(ev.key, "SKU-1");
-    json_t *want = buy_data();
-    expect_data(ev.data, want);
-    json_decref(want);
+    expect_buy_data(ev.data);
     ol_event_clear(&ev);
     cr_expect_null(ev.data);
     record_free(&r);
@@ -234,9 +236,7 @@ Test(event, reads_a_headerless_publish_line) {
     cr_expect_str_eq(ev.env.subject, "req-1");
     cr_expect_str_eq(ev.key, "SKU-1");
     cr_expect_null(ev.input, "input points into a freed arena");
-    json_t *want = buy_data();
-    expect_data(ev.data, want);
-    json_decref(want);
+    expect_buy_data(ev.data);
     ol_event_clear(&ev);
     record_free(&r);
 
@@ -307,9 +307,7 @@ Test(event, reads_a_json_payload_named_by_content_type) {
     cr_expect_str_eq(ev.env.id, "3f0c6a2e-7b1d-4c55-9a0e-2b7f1c9d8e41");
     cr_expect_eq(ev.env.time_ms, 1795000000123LL);
     cr_expect_str_eq(ev.key, "SKU-1");
-    json_t *want = buy_data();
-    expect_data(ev.data, want);
-    json_decref(want);
+    expect_buy_data(ev.data);
     ol_event_clear(&ev);
     record_free(&r);
 
@@ -349,9 +347,7 @@ Test(event, reads_an_older_schema_version_named_by_ce_dataschema) {
     char errstr[256] = "";
     cr_assert_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
     cr_expect_eq(ev.env.version, 1, "the envelope keeps the payload's version");
-    json_t *want = buy_data();
-    expect_data(ev.data, want);
-    json_decref(want);
+    expect_buy_data(ev.data);
     ol_event_clear(&ev);
     record_free(&r);
 
@@ -501,15 +497,24 @@ Test(event, refuses_headers_holding_nul_invalid_utf8_or_cut) {
 /* ---- a schema registry that answers GET /schemas/ids/<id> --------------- */
 
 static fake_t registry;
-static char *registry_body[64]; /* by id: the JSON answer, NULL = 404 */
+static char *registry_body[64];                  /* by id: the JSON answer, NULL = 404 */
+static atomic_int registry_gets, registry_posts; /* the requests it answered */
 
+/* Answers GET /schemas/ids/<id> from registry_body, and a writer's lookup
+ * (POST /subjects/<subject>) with the id 100 + the lookups before it. */
 static char *registry_route(const char *req, size_t len, size_t *answer_len) {
     (void)len;
     unsigned id = 0;
     const char *body = NULL;
+    char posted[64];
     const char *at = strstr(req, "/schemas/ids/");
-    if (at && sscanf(at, "/schemas/ids/%u", &id) == 1 && id < 64)
+    if (!strncmp(req, "POST ", 5)) {
+        snprintf(posted, sizeof(posted), "{\"id\":%d,\"version\":1}", 100 + atomic_fetch_add(&registry_posts, 1));
+        body = posted;
+    } else if (at && sscanf(at, "/schemas/ids/%u", &id) == 1 && id < 64) {
+        atomic_fetch_add(&registry_gets, 1);
         body = registry_body[id];
+    }
     const char *nf = "{\"error_code\":40403,\"message\":\"Schema not found\"}";
     size_t cap = strlen(body ? body : nf) + 256;
     char *out = ol_xmalloc(cap);
@@ -521,15 +526,24 @@ static char *registry_route(const char *req, size_t len, size_t *answer_len) {
     return out;
 }
 
-/* Starts the fake registry; registry.url set to it. */
-static void registry_start(void) {
+static char registry_url[64];
+
+/* Starts the fake registry; registry.url set to it, event.format to format. */
+static void registry_start_as(const char *format) {
+    atomic_store(&registry_gets, 0);
+    atomic_store(&registry_posts, 0);
     fake_start_routed(&registry, registry_route);
-    char url[64], errstr[256];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u/ccompat", registry.port);
+    char errstr[256];
+    snprintf(registry_url, sizeof(registry_url), "http://127.0.0.1:%u/ccompat", registry.port);
     ol_conf_t *conf = ol_conf_new();
-    cr_assert_eq(ol_conf_set(conf, "registry.url", url, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_assert_eq(ol_conf_set(conf, "registry.url", registry_url, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_assert_eq(ol_conf_set(conf, "event.format", format, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
     ol_wire_init(conf);
     ol_conf_destroy(conf);
+}
+
+static void registry_start(void) {
+    registry_start_as("cloudevents");
 }
 
 static void registry_stop(void) {
@@ -668,6 +682,94 @@ Test(event, reads_the_confluent_wire_format_with_the_writers_schema_from_the_reg
     record_free(&r);
     ol_wire_reset();
     record_free(&good);
+}
+
+/* The registry is asked once per schema id, not per record: N framed
+ * records of two ids cost two requests. A copy of one of orderlog's schemas
+ * (even written differently) is that version, read as plain Avro is, not
+ * resolved record by record as another team's schema is. */
+Test(event, asks_the_registry_once_per_schema_id_whatever_the_records) {
+    registry_start();
+    const char *current = embedded_text("schemas/BuyRequested.avsc");
+    registry_body[42] = registry_answer(current, NULL);
+    json_t *w = json_loads(current, 0, NULL);
+    char *compact = json_dumps(w, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(w);
+    registry_body[48] = registry_answer(compact, NULL);
+    free(compact);
+    const ol_event_type_t *et = find_type("BuyRequested");
+    record_t good = publish_record(buy_line);
+    unsigned char framed[1024];
+    char errstr[512] = "";
+    enum { N = 2000 };
+    for (int i = 0; i < N; i++) {
+        size_t len = frame_as(i % 2 ? 48 : 42, good.payload, good.rkm->len, framed, sizeof(framed));
+        record_t r = record_new(framed, len, "SKU-1");
+        ol_event_t ev;
+        cr_assert_eq(ol_event_from_message(codec, r.rkm, &ev, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+        cr_assert_eq(ev.env.version, et->version);
+        if (i < 2)
+            expect_buy_data(ev.data);
+        ol_event_clear(&ev);
+        record_free(&r);
+    }
+    cr_expect_eq(atomic_load(&registry_gets), 2, "%d requests for %d records of 2 ids", atomic_load(&registry_gets), N);
+    const ol_event_type_t *got;
+    const ol_schema_version_t *sv;
+    for (unsigned id = 42; id <= 48; id += 6) {
+        cr_assert_eq(ol_wire_writer(id, &got, &sv, errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+        cr_expect_eq(got, et);
+        cr_expect_eq(sv->version, et->version, "id %u: a resolving writer schema, not orderlog's version", id);
+    }
+    cr_expect_eq(atomic_load(&registry_gets), 2);
+    record_free(&good);
+    registry_stop();
+}
+
+/* A writer with event.format=confluent asks the registry at start (one
+ * lookup per event type), then never: N events framed with the ids it got,
+ * ce_dataschema naming the id, made once and not per record. */
+Test(event, a_framed_writer_asks_the_registry_at_start_only) {
+    registry_start_as("confluent");
+    char errstr[512] = "";
+    cr_assert_not(ol_wire_writing());
+    cr_assert_eq(ol_wire_prepare(errstr, sizeof(errstr)), OL_ERR_OK, "%s", errstr);
+    cr_assert(ol_wire_writing());
+    size_t ntypes;
+    ol_schema_types(&ntypes);
+    cr_assert_eq(atomic_load(&registry_posts), (int)ntypes);
+    const ol_event_type_t *et = find_type("BuyRequested");
+    uint32_t id = ol_wire_id(et);
+    cr_assert_geq(id, 100);
+    char want_ds[128], buf[600], other[600];
+    snprintf(want_ds, sizeof(want_ds), "%s/schemas/ids/%u", registry_url, (unsigned)id);
+    const char *ds = ol_wire_dataschema(et, id, buf, sizeof(buf));
+    cr_expect_str_eq(ds, want_ds);
+    cr_expect_neq(ds, buf, "formatted per call, not made once");
+    cr_expect_eq(ol_wire_dataschema(et, id, other, sizeof(other)), ds);
+    /* an id that is not the one written: formatted into the buffer */
+    cr_expect_eq(ol_wire_dataschema(et, id + 1000, buf, sizeof(buf)), buf);
+
+    ol_arena_reset(arena);
+    ol_event_t in;
+    cr_assert_eq(ol_event_from_line(arena, buy_line, strlen(buy_line), NOW_MS, &in, errstr, sizeof(errstr)), OL_ERR_OK,
+                 "%s", errstr);
+    enum { N = 2000 };
+    for (int i = 0; i < N; i++) {
+        ol_event_out_t out;
+        cr_assert_eq(ol_event_encode(codec, et, in.input, NOW_MS, "orderlog/test", &out, errstr, sizeof(errstr)),
+                     OL_ERR_OK, "%s", errstr);
+        uint32_t got;
+        cr_assert(ol_wire_framed(out.payload, out.len, &got));
+        cr_assert_eq(got, id);
+        if (i == 0)
+            cr_expect_str_eq(header(out.hdrs, "ce_dataschema", buf, sizeof(buf)), want_ds);
+        rd_kafka_headers_destroy(out.hdrs);
+    }
+    cr_expect_eq(atomic_load(&registry_posts), (int)ntypes, "%d requests after %d events", atomic_load(&registry_posts),
+                 N);
+    cr_expect_eq(atomic_load(&registry_gets), 0);
+    registry_stop();
 }
 
 Test(event, plain_avro_starting_with_a_zero_byte_stays_plain) {
