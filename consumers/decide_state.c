@@ -215,10 +215,11 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
         atomic_fetch_sub(&w->restoring, n);
         return err;
     }
-    long long facts = 0, refused = 0;
+    long long facts = 0, refused = 0, bytes = 0;
     rd_kafka_message_t *rkm;
     while ((rkm = ol_decide__restore_next(w, &rw, &err, errstr, errstr_size))) {
         int32_t p = rkm->partition;
+        bytes += (long long)rkm->len;
         if (w->parts[p].sale) {
             err = restore_record(w, rkm, &facts, &refused, errstr, errstr_size);
             if (rkm->offset + 1 > w->parts[p].sale_next)
@@ -243,8 +244,8 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
         remembered += ol_sale_remembered(w->parts[ps[i]].sale);
     }
     ol_log_info("decide: worker %d restored %d partition(s) (%lld from a snapshot) from %s: %lld facts (%lld "
-                "ignored), %zu open holds, %zu request ids remembered, %.0f ms",
-                w->index, n, snapshots, d->topic_sale, facts, refused, holds, remembered,
+                "ignored; %.1f MB read), %zu open holds, %zu request ids remembered, %.0f ms",
+                w->index, n, snapshots, d->topic_sale, facts, refused, (double)bytes / 1048576.0, holds, remembered,
                 (double)(ol_time_mono_us() - t0) / 1e3);
     return OL_ERR_OK;
 }
