@@ -14,8 +14,9 @@
  * not at all (read-process-write exactly-once).
  *
  * On assignment (and after an aborted transaction) a partition's state is
- * rebuilt from sale-events partition p read from the beginning to its end
- * (read_committed), after the committed offsets were fetched: with
+ * rebuilt from its latest snapshot in decide-snapshots and sale-events
+ * partition p read from the snapshot's offset (or from the beginning) to its
+ * end (read_committed), after the committed offsets were fetched: with
  * isolation.level=read_committed the offset fetch waits for transactions
  * that still hold offsets of the group (KIP-447), so the facts of a previous
  * owner are settled (committed or aborted) before they are read back.
@@ -26,7 +27,8 @@
  *
  * The parts, one concept a file (the shared types: consumers/decide.h):
  * decide_handle.c (one command, its facts produced), decide_state.c
- * (restore and assignment), decide_txn.c (the worker loop, a transaction a
+ * (restore and assignment), decide_snapshot.c (snapshots of the states,
+ * written in the transactions, read back by a restore), decide_txn.c (the worker loop, a transaction a
  * batch), decide_faults.c (recovery), decide_worker.c (a worker's clients),
  * decide_blacklist.c, decide_observe.c (/metrics, /healthz, /readyz),
  * decide_watchdog.c (the main thread's watch, the bounded shutdown); this
@@ -90,6 +92,10 @@ static void configure(decide_t *d, const ol_conf_t *conf) {
     d->window_ms = ol_conf_int(conf, "decide.idempotency.window.ms");
     d->batch_events = (size_t)ol_conf_int(conf, "decide.batch.events");
     d->batch_ms = ol_conf_int(conf, "decide.batch.ms");
+    d->snap_facts = ol_conf_int(conf, "decide.snapshot.facts");
+    d->snap_ms = ol_conf_int(conf, "decide.snapshot.interval.ms");
+    d->snap_chunk = (size_t)ol_conf_int(conf, "decide.snapshot.chunk.bytes");
+    ol_kafka_topic_name(conf, "decide-snapshots", d->topic_snap, sizeof(d->topic_snap));
     ol_kafka_topic_name(conf, "buy-requests", d->topic_buy, sizeof(d->topic_buy));
     ol_kafka_topic_name(conf, "skus", d->topic_skus, sizeof(d->topic_skus));
     ol_kafka_topic_name(conf, "sale-events", d->topic_sale, sizeof(d->topic_sale));

@@ -54,6 +54,12 @@ typedef struct part_s {
     bool paused;
     int64_t skus_end, skus_next;
     int64_t buy_next; /* committed offset of buy-requests (for the stall check) */
+    /* snapshots (decide_snapshot.c) */
+    int64_t sale_next;  /* sale-events offset after the last fact the state holds */
+    int64_t snap_facts; /* facts applied since the last snapshot (or replayed by the restore) */
+    int64_t snap_us;    /* when the last snapshot was written or the state restored (monotonic) */
+    int64_t snap_seq;   /* sequence of the latest snapshot in decide-snapshots, 0: none */
+    int snap_chunks;    /* chunk keys of decide-snapshots that may hold a value */
 } part_t;
 
 typedef struct worker_s {
@@ -103,6 +109,9 @@ struct decide_s {
     int64_t hold_ttl_ms, window_ms;
     size_t batch_events;
     int64_t batch_ms;
+    int64_t snap_facts, snap_ms; /* decide.snapshot.facts (0: none), decide.snapshot.interval.ms */
+    size_t snap_chunk;           /* decide.snapshot.chunk.bytes */
+    char topic_snap[256];
     char topic_buy[256], topic_skus[256], topic_sale[256], topic_orders[256], topic_dlq[256], topic_bl[256];
     char group[256], source[128];
     worker_t *workers;
@@ -120,6 +129,7 @@ struct decide_s {
     ol_metrics_t *reg;
     ol_http_t *http;
     ol_metric_t *m_dlq, *m_retries, *m_txn_seconds, *m_commit_seconds, *m_restore_seconds, *m_restored;
+    ol_metric_t *m_snapshots, *m_restored_snapshot;
     atomic_llong restore_facts, bl_beat_us;
     rd_kafka_t *watcher; /* the group watch's reader (group.id of the group, never joins it) */
     atomic_bool running; /* the workers are initialized (their handles may be read) */
@@ -138,6 +148,22 @@ ol_err_t ol_decide__expire_due(worker_t *w, int64_t now_ms, char *errstr, size_t
 ol_err_t ol_decide__handle(worker_t *w, const rd_kafka_message_t *rkm, int64_t now_ms, char *errstr,
                            size_t errstr_size);
 void ol_decide__set_price(part_t *pt, const char *sku, int64_t price, const char *currency);
+/* Produces one record in the open transaction (value NULL: a tombstone;
+ * hdrs, may be NULL, owned from the call on). */
+ol_err_t ol_decide__produce(worker_t *w, const char *topic, int32_t partition, const char *key, size_t key_len,
+                            const void *value, size_t len, rd_kafka_headers_t *hdrs, char *errstr, size_t errstr_size);
+
+/* decide_snapshot.c: snapshots of the partitions' states in decide-snapshots */
+/* The producer's delivery reports: the sale-events position of each state. */
+void ol_decide__delivered(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
+/* Writes, in the open transaction, the snapshot of every owned partition
+ * that is due (decide.snapshot.facts, decide.snapshot.interval.ms). */
+ol_err_t ol_decide__snapshot_due(worker_t *w, char *errstr, size_t errstr_size);
+/* Loads the latest usable snapshot of partitions ps[0..n) into their parts;
+ * from[i]: where to replay sale-events partition ps[i] from; *snapshots
+ * counts the partitions loaded from one. */
+ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t *from, long long *snapshots,
+                                  char *errstr, size_t errstr_size);
 
 /* decide_state.c: the partitions' states: restored from sale-events, taken on assignment */
 void ol_decide__part_drop(part_t *pt);
@@ -192,5 +218,36 @@ void ol_decide__watch(decide_t *d);
  * ol_decide__watchdog_done was called by then. */
 void ol_decide__watchdog_start(int64_t timeout_ms);
 void ol_decide__watchdog_done(void);
+
+/* decide_state.c: a restore's reading (of sale-events, and of decide-snapshots in decide_snapshot.c) */
+/* What a restore reads with w->restorer: partitions ps[0..n) of topic,
+ * left of them not read to their end yet; end[p] (by partition) -2 for a
+ * partition not read here, -1 while it is read, then the offset of its end;
+ * when it last read something (moved_us) and last said where it waits
+ * (said_us). */
+typedef struct restore_watch_s {
+    const char *topic;
+    const int32_t *ps;
+    int n, left;
+    int64_t *end;
+    int64_t moved_us, said_us;
+} restore_watch_t;
+
+/* Assigns w->restorer partitions ps[0..n) of topic, partition ps[i] from
+ * offset from[i], and starts watching the read; ol_decide__restore_end
+ * unassigns them and frees what rw holds. */
+ol_err_t ol_decide__restore_start(worker_t *w, restore_watch_t *rw, const char *topic, const int32_t *ps,
+                                  const int64_t *from, int n, char *errstr, size_t errstr_size);
+void ol_decide__restore_end(worker_t *w, restore_watch_t *rw);
+/* The next record of rw's partitions on w->restorer, the worker's beat kept
+ * (polls of up to 200 ms); NULL once every partition is read to its end, or
+ * with *err set (also when set on entry) when decide is stopping or when
+ * nothing was read for RESTORE_STUCK_MS while Kafka answers (nothing read
+ * for WAIT_LOG_MS is logged with where it waits). */
+rd_kafka_message_t *ol_decide__restore_next(worker_t *w, restore_watch_t *rw, ol_err_t *err, char *errstr,
+                                            size_t errstr_size);
+/* Asks rk for topic's leaders: else a new assignment's fetches start with
+ * librdkafka's next topic scan, up to a second later. */
+void ol_decide__know_leaders(rd_kafka_t *rk, const char *topic);
 
 #endif

@@ -18,20 +18,24 @@
 
 /* ---- producing inside the transaction ------------------------------------- */
 
-static ol_err_t produce(worker_t *w, const char *topic, int32_t partition, const char *key, size_t key_len,
-                        const void *value, size_t len, rd_kafka_headers_t *hdrs, char *errstr, size_t errstr_size) {
+ol_err_t ol_decide__produce(worker_t *w, const char *topic, int32_t partition, const char *key, size_t key_len,
+                            const void *value, size_t len, rd_kafka_headers_t *hdrs, char *errstr, size_t errstr_size) {
     for (;;) {
         rd_kafka_resp_err_t err =
-            rd_kafka_producev(w->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-                              RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+            hdrs ? rd_kafka_producev(w->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                                     RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
+                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END)
+                 : rd_kafka_producev(w->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                                     RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
+                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
         if (!err)
             return OL_ERR_OK;
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !ol_decide__stop) {
             rd_kafka_poll(w->producer, 10);
             continue;
         }
-        rd_kafka_headers_destroy(hdrs);
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
         return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not produce to %s: %s", topic,
                        rd_kafka_err2str(err));
     }
@@ -46,7 +50,8 @@ static ol_err_t emit(worker_t *w, const char *name, ol_json_t *data, int64_t at_
     ol_err_t err = ol_event_encode(w->codec, et, data, at_ms, w->d->source, &ev, errstr, errstr_size);
     if (err)
         return err; /* a bug of ours: the facts are checked by the engine */
-    return produce(w, topic, partition, ev.key, strlen(ev.key), ev.payload, ev.len, ev.hdrs, errstr, errstr_size);
+    return ol_decide__produce(w, topic, partition, ev.key, strlen(ev.key), ev.payload, ev.len, ev.hdrs, errstr,
+                              errstr_size);
 }
 
 /* The price of a SKU of partition p as the mapping takes it; NULL when none. */
@@ -92,6 +97,7 @@ static ol_err_t settle(worker_t *w, int32_t p, const ol_fact_t *f, char *errstr,
     if (f->kind == OL_FACT_BUY_ACCEPTED || f->kind == OL_FACT_BUY_REJECTED)
         atomic_fetch_add(&w->decisions, 1);
     atomic_fetch_add(&w->facts, 1);
+    w->parts[p].snap_facts++;
     return emit_fact(w, p, f, errstr, errstr_size);
 }
 
@@ -104,8 +110,8 @@ static ol_err_t to_dlq(worker_t *w, const rd_kafka_message_t *rkm, const char *s
     ol_log_warn("decide: %s [%" PRId32 "] offset %" PRId64 " sent to the dlq (%s): %s", rd_kafka_topic_name(rkm->rkt),
                 rkm->partition, rkm->offset, stage, reason);
     char errstr[256];
-    return produce(w, w->d->topic_dlq, RD_KAFKA_PARTITION_UA, rkm->key, rkm->key_len, rkm->payload, rkm->len, h, errstr,
-                   sizeof(errstr));
+    return ol_decide__produce(w, w->d->topic_dlq, RD_KAFKA_PARTITION_UA, rkm->key, rkm->key_len, rkm->payload, rkm->len,
+                              h, errstr, sizeof(errstr));
 }
 
 /* ---- one command ---------------------------------------------------------- */

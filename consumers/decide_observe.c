@@ -177,6 +177,10 @@ static void observe_restores_and_clients(decide_t *d, ol_metrics_t *reg) {
                                                     "Facts read back from sale-events while restoring.",
                                                     OL_METRIC_COUNTER, offsetof(decide_t, restore_facts)};
     ol_metrics_fields(reg, &restore_facts, 1, d, 1, sizeof(*d));
+    d->m_snapshots = ol_metrics_counter(reg, "orderlog_decide_snapshots_total",
+                                        "Snapshots of a partition's state written to decide-snapshots.");
+    d->m_restored_snapshot = ol_metrics_counter(reg, "orderlog_decide_restored_from_snapshot_total",
+                                                "Partitions restored from a snapshot (then the facts after it).");
     d->m_restore_seconds = ol_metrics_seconds(reg, "orderlog_decide_restore_duration_seconds",
                                               "Time to restore the partitions of one assignment.");
     ol_metrics_func_value(reg, OL_METRIC_GAUGE, "orderlog_decide_blacklist_entries",

@@ -66,6 +66,7 @@ static ol_err_t restore_record(worker_t *w, const rd_kafka_message_t *rkm, long 
     if (!fact_from_event(w, p, env.type, ol_codec_to_dom(env.type, value, w->arena), &f))
         return OL_ERR_OK;
     (*facts)++;
+    w->parts[p].snap_facts++;
     atomic_fetch_add_explicit(&d->restore_facts, 1, memory_order_relaxed);
     if (ol_sale_apply(w->parts[p].sale, &f, why, sizeof(why))) {
         (*refused)++;
@@ -76,49 +77,103 @@ static ol_err_t restore_record(worker_t *w, const rd_kafka_message_t *rkm, long 
 }
 
 /* A restore that reads nothing for WAIT_LOG_MS says where it waits, every
- * WAIT_LOG_MS: each partition not read to its end, at which offset of how
- * many. Its end is the last stable offset (read_committed): a transaction
- * still open on the partition holds it back until it ends (the broker
- * aborts it after transaction.timeout.ms). Nothing read for RESTORE_STUCK_MS
- * while the cluster answers is a restore that will not end: an error. */
-static ol_err_t restore_waiting(worker_t *w, const int32_t *ps, int n, const bool *done, int64_t moved_us,
-                                int64_t *said_us, char *errstr, size_t errstr_size) {
+ * WAIT_LOG_MS: each partition of rw->topic not read to its end, at which
+ * offset of how many. Its end is the last stable offset (read_committed): a
+ * transaction still open on the partition holds it back until it ends (the
+ * broker aborts it after transaction.timeout.ms). Nothing read for
+ * RESTORE_STUCK_MS while the cluster answers is a restore that will not end:
+ * an error. */
+static ol_err_t restore_waiting(worker_t *w, restore_watch_t *rw, char *errstr, size_t errstr_size) {
     int64_t now = ol_time_mono_us();
-    if (now - moved_us < (int64_t)WAIT_LOG_MS * 1000 || now - *said_us < (int64_t)WAIT_LOG_MS * 1000)
+    if (now - rw->moved_us < (int64_t)WAIT_LOG_MS * 1000 || now - rw->said_us < (int64_t)WAIT_LOG_MS * 1000)
         return OL_ERR_OK;
-    *said_us = now;
+    rw->said_us = now;
     char where[256] = "";
     size_t len = 0;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
-    for (int i = 0; i < n; i++)
-        if (!done[ps[i]])
-            rd_kafka_topic_partition_list_add(l, w->d->topic_sale, ps[i]);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(rw->n);
+    for (int i = 0; i < rw->n; i++)
+        if (rw->end[rw->ps[i]] == -1)
+            rd_kafka_topic_partition_list_add(l, rw->topic, rw->ps[i]);
     rd_kafka_position(w->restorer, l);
     for (int i = 0; i < l->cnt && len < sizeof(where) - 64; i++) {
         int64_t lo = -1, hi = -1;
-        rd_kafka_get_watermark_offsets(w->restorer, w->d->topic_sale, l->elems[i].partition, &lo, &hi);
+        rd_kafka_get_watermark_offsets(w->restorer, rw->topic, l->elems[i].partition, &lo, &hi);
         len += (size_t)snprintf(where + len, sizeof(where) - len, "%s[%" PRId32 "] at %" PRId64 " of %" PRId64,
                                 i ? ", " : "", l->elems[i].partition, l->elems[i].offset, hi);
     }
     rd_kafka_topic_partition_list_destroy(l);
-    double idle_s = (double)(now - moved_us) / 1e6;
-    if (now - moved_us >= (int64_t)RESTORE_STUCK_MS * 1000 && ol_kafka_cluster_answers(w->restorer))
+    double idle_s = (double)(now - rw->moved_us) / 1e6;
+    if (now - rw->moved_us >= (int64_t)RESTORE_STUCK_MS * 1000 && ol_kafka_cluster_answers(w->restorer))
         return ol_errf(
             errstr, errstr_size, OL_ERR_INVALID,
             "restoring from %s: nothing read for %.0f s while Kafka answers (%s): a transaction left "
             "open on it holds read_committed readers back (kafka-transactions.sh find-hanging and abort end one "
             "that hangs)",
-            w->d->topic_sale, idle_s, where);
+            rw->topic, idle_s, where);
     ol_log_warn("decide: worker %d: restoring: nothing read from %s for %.0f s (%s); waiting for its end (a "
                 "transaction still open holds it back until it ends)",
-                w->index, w->d->topic_sale, idle_s, where);
+                w->index, rw->topic, idle_s, where);
     return OL_ERR_OK;
 }
 
-/* The topic's leaders known to rk before an assignment: else a new
- * reader's fetches start with librdkafka's next topic scan, up to a second
- * later. */
-static void know_leaders(rd_kafka_t *rk, const char *topic) {
+ol_err_t ol_decide__restore_start(worker_t *w, restore_watch_t *rw, const char *topic, const int32_t *ps,
+                                  const int64_t *from, int n, char *errstr, size_t errstr_size) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, topic, ps[i])->offset = from[i];
+    rd_kafka_resp_err_t kerr = ol_kafka_assign(w->restorer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (kerr)
+        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read %s: %s", topic, rd_kafka_err2str(kerr));
+    *rw = (restore_watch_t){
+        topic, ps, n, n, ol_xmalloc((size_t)w->d->npartitions * sizeof(*rw->end)), ol_time_mono_us(), 0};
+    for (int p = 0; p < w->d->npartitions; p++)
+        rw->end[p] = -2;
+    for (int i = 0; i < n; i++)
+        rw->end[ps[i]] = -1;
+    return OL_ERR_OK;
+}
+
+void ol_decide__restore_end(worker_t *w, restore_watch_t *rw) {
+    free(rw->end);
+    rw->end = NULL;
+    ol_kafka_assign(w->restorer, NULL);
+}
+
+rd_kafka_message_t *ol_decide__restore_next(worker_t *w, restore_watch_t *rw, ol_err_t *err, char *errstr,
+                                            size_t errstr_size) {
+    while (rw->left > 0 && !*err) {
+        if (ol_decide__stop) {
+            *err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "stopped while restoring");
+            break;
+        }
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->restorer, 200);
+        atomic_store_explicit(&w->beat_us, ol_time_mono_us(), memory_order_relaxed);
+        if (!rkm) {
+            *err = restore_waiting(w, rw, errstr, errstr_size);
+            continue;
+        }
+        rw->moved_us = ol_time_mono_us();
+        int32_t p = rkm->partition;
+        /* a record of another topic: left over from an assignment before */
+        bool ours = rkm->rkt && !strcmp(rd_kafka_topic_name(rkm->rkt), rw->topic) && p >= 0 && p < w->d->npartitions &&
+                    rw->end[p] != -2;
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (ours && rw->end[p] == -1) {
+                rw->end[p] = rkm->offset;
+                rw->left--;
+            }
+        } else if (rkm->err) {
+            ol_log_warn("decide: reading %s: %s", rw->topic, rd_kafka_message_errstr(rkm));
+        } else if (ours) {
+            return rkm;
+        }
+        rd_kafka_message_destroy(rkm);
+    }
+    return NULL;
+}
+
+void ol_decide__know_leaders(rd_kafka_t *rk, const char *topic) {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
     if (rkt && !rd_kafka_metadata(rk, 0, rkt, &md, 5000))
@@ -127,63 +182,60 @@ static void know_leaders(rd_kafka_t *rk, const char *topic) {
         rd_kafka_topic_destroy(rkt);
 }
 
-/* Rebuilds the state of partitions ps[0..n) from sale-events, read from the
- * beginning to its end (read_committed). */
+/* Rebuilds the state of partitions ps[0..n): from the latest snapshot of
+ * each in decide-snapshots (with decide.snapshot.facts > 0) and the facts of
+ * sale-events after it, or from sale-events read from its beginning; to
+ * sale-events' end (read_committed). */
 static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, size_t errstr_size) {
     decide_t *d = w->d;
     int64_t t0 = ol_time_mono_us();
     atomic_fetch_add(&w->restoring, n);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    int64_t *from = ol_xcalloc((size_t)n, sizeof(*from));
+    long long snapshots = 0;
     for (int i = 0; i < n; i++) {
-        ol_decide__part_drop(&w->parts[ps[i]]);
-        w->parts[ps[i]].sale = ol_sale_new(d->hold_ttl_ms, d->window_ms, d->bl);
-        w->parts[ps[i]].prices = ol_map_new();
-        rd_kafka_topic_partition_list_add(l, d->topic_sale, ps[i])->offset = RD_KAFKA_OFFSET_BEGINNING;
+        part_t *pt = &w->parts[ps[i]];
+        ol_decide__part_drop(pt);
+        pt->sale = ol_sale_new(d->hold_ttl_ms, d->window_ms, d->bl);
+        pt->prices = ol_map_new();
+        pt->sale_next = 0;
+        pt->snap_facts = pt->snap_seq = 0;
+        pt->snap_chunks = 0;
+        pt->snap_us = t0;
+        from[i] = RD_KAFKA_OFFSET_BEGINNING;
     }
-    know_leaders(w->restorer, d->topic_sale);
-    rd_kafka_resp_err_t kerr = ol_kafka_assign(w->restorer, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (kerr) {
+    ol_decide__know_leaders(w->restorer, d->topic_sale);
+    ol_err_t serr =
+        d->snap_facts > 0 ? ol_decide__snapshot_read(w, ps, n, from, &snapshots, errstr, errstr_size) : OL_ERR_OK;
+    for (int i = 0; i < n; i++)
+        w->parts[ps[i]].sale_next = from[i] >= 0 ? from[i] : 0;
+    restore_watch_t rw;
+    ol_err_t err = serr ? serr : ol_decide__restore_start(w, &rw, d->topic_sale, ps, from, n, errstr, errstr_size);
+    free(from);
+    if (err) {
         atomic_fetch_sub(&w->restoring, n);
-        return ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "could not read %s: %s", d->topic_sale,
-                       rd_kafka_err2str(kerr));
+        return err;
     }
-    bool *done = ol_xcalloc((size_t)d->npartitions, sizeof(*done));
-    int eof = 0;
-    long long facts = 0, refused = 0;
-    int64_t moved_us = ol_time_mono_us(), said_us = 0;
-    ol_err_t err = OL_ERR_OK;
-    while (eof < n && !err) {
-        if (ol_decide__stop) {
-            err = ol_errf(errstr, errstr_size, OL_ERR_TRANSIENT, "stopped while restoring");
-            break;
-        }
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->restorer, 200);
-        atomic_store_explicit(&w->beat_us, ol_time_mono_us(), memory_order_relaxed);
-        if (!rkm) {
-            err = restore_waiting(w, ps, n, done, moved_us, &said_us, errstr, errstr_size);
-            continue;
-        }
-        moved_us = ol_time_mono_us();
+    long long facts = 0, refused = 0, bytes = 0;
+    rd_kafka_message_t *rkm;
+    while ((rkm = ol_decide__restore_next(w, &rw, &err, errstr, errstr_size))) {
         int32_t p = rkm->partition;
-        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            if (p >= 0 && p < d->npartitions && !done[p]) {
-                done[p] = true;
-                eof++;
-            }
-        } else if (rkm->err) {
-            ol_log_warn("decide: reading %s: %s", d->topic_sale, rd_kafka_message_errstr(rkm));
-        } else if (p >= 0 && p < d->npartitions && w->parts[p].sale) {
+        bytes += (long long)rkm->len;
+        if (w->parts[p].sale) {
             err = restore_record(w, rkm, &facts, &refused, errstr, errstr_size);
+            if (rkm->offset + 1 > w->parts[p].sale_next)
+                w->parts[p].sale_next = rkm->offset + 1;
         }
         rd_kafka_message_destroy(rkm);
     }
-    free(done);
-    ol_kafka_assign(w->restorer, NULL);
+    for (int i = 0; i < n; i++)
+        if (w->parts[ps[i]].sale && rw.end[ps[i]] > w->parts[ps[i]].sale_next)
+            w->parts[ps[i]].sale_next = rw.end[ps[i]];
+    ol_decide__restore_end(w, &rw);
     atomic_fetch_sub(&w->restoring, n);
     if (err)
         return err;
     ol_metric_add(d->m_restored, 0, (uint64_t)n);
+    ol_metric_add(d->m_restored_snapshot, 0, (uint64_t)snapshots);
     ol_metric_observe(d->m_restore_seconds, 0, (double)(ol_time_mono_us() - t0) / 1e6);
     atomic_store(&w->skus_at_us, 0); /* counted again after the next batch */
     size_t holds = 0, remembered = 0;
@@ -191,9 +243,10 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
         holds += ol_sale_open_holds(w->parts[ps[i]].sale);
         remembered += ol_sale_remembered(w->parts[ps[i]].sale);
     }
-    ol_log_info("decide: worker %d restored %d partition(s) from %s: %lld facts (%lld ignored), %zu open holds, "
-                "%zu request ids remembered, %.0f ms",
-                w->index, n, d->topic_sale, facts, refused, holds, remembered, (double)(ol_time_mono_us() - t0) / 1e3);
+    ol_log_info("decide: worker %d restored %d partition(s) (%lld from a snapshot) from %s: %lld facts (%lld "
+                "ignored; %.1f MB read), %zu open holds, %zu request ids remembered, %.0f ms",
+                w->index, n, snapshots, d->topic_sale, facts, refused, (double)bytes / 1048576.0, holds, remembered,
+                (double)(ol_time_mono_us() - t0) / 1e3);
     return OL_ERR_OK;
 }
 
@@ -209,7 +262,7 @@ rd_kafka_resp_err_t ol_decide__ends(worker_t *w, const char *topic, int32_t p, i
         rd_kafka_resp_err_t kerr = rd_kafka_query_watermark_offsets(w->consumer, topic, p, lo, hi, 3000);
         if (!kerr || ol_decide__stop || ol_time_mono_us() >= deadline)
             return kerr;
-        know_leaders(w->consumer, topic);
+        ol_decide__know_leaders(w->consumer, topic);
         ol_decide__pause_ms(200);
     }
 }

@@ -103,7 +103,10 @@ static txn_result_t run_batch(worker_t *w) {
     rd_kafka_error_t *e = rd_kafka_begin_transaction(w->producer);
     if (e)
         return ol_decide__txn_failed(w, e, "begin transaction");
-    ol_err_t err = ol_decide__expire_due(w, now, errstr, sizeof(errstr));
+    /* the states as committed, before this batch's facts */
+    ol_err_t err = ol_decide__snapshot_due(w, errstr, sizeof(errstr));
+    if (!err)
+        err = ol_decide__expire_due(w, now, errstr, sizeof(errstr));
     for (size_t i = 0; i < w->nbatch && !err; i++)
         err = ol_decide__handle(w, w->batch[i], now, errstr, sizeof(errstr));
     if (err == OL_ERR_TRANSIENT) /* the producer refusing a record */
@@ -134,6 +137,7 @@ static txn_result_t run_batch(worker_t *w) {
     if ((e = ol_decide__txn_call(w, CALL_COMMIT, NULL, NULL, "commit transaction")))
         return ol_decide__txn_failed(w, e, "commit transaction");
     atomic_fetch_add(&w->txns, 1);
+    rd_kafka_poll(w->producer, 0); /* delivery reports left, if any: the states' positions */
     int64_t done_us = ol_time_mono_us();
     atomic_fetch_add(&w->commit_us, done_us - commit_t0);
     if (w->trouble_us)

@@ -33,7 +33,8 @@ rd_kafka_t *ol_decide__consumer_new(worker_t *w, char *errstr, size_t errstr_siz
 
 rd_kafka_t *ol_decide__producer_new(worker_t *w, char *errstr, size_t errstr_size) {
     const char *ptuning[] = {"transactional.id", w->txid, "linger.ms", "2", NULL};
-    return ol_kafka_new(w->d->conf, OL_KAFKA_TXN_PRODUCER, w->client, ptuning, errstr, errstr_size);
+    ol_kafka_callbacks_t cb = {.dr_msg = ol_decide__delivered, .opaque = w};
+    return ol_kafka_new_with(w->d->conf, OL_KAFKA_TXN_PRODUCER, w->client, ptuning, &cb, errstr, errstr_size);
 }
 
 /* The reader of sale-events for restores (assign(), no commits). */

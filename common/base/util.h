@@ -40,6 +40,9 @@ uint32_t ol_hash_fnv1a32(const void *p, size_t len);
  * result of a previous call to hash several pieces as one. The low bits
  * mix poorly: callers that index by them add a finalizer. */
 #define OL_FNV1A64_SEED 1469598103934665603ull
+/* FNV-1a 64's own offset basis, for hashes that others may check (the
+ * decider's snapshots). */
+#define OL_FNV1A64_BASIS 14695981039346656037ull
 uint64_t ol_hash_fnv1a64(uint64_t h, const void *p, size_t len);
 
 /* Random UUID v4 as 36 chars + NUL, from a per-thread generator seeded by

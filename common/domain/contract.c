@@ -133,7 +133,8 @@ ol_err_t ol_contract_check_topics(rd_kafka_t *rk, const ol_conf_t *conf, char *e
         ol_log_info("every broker knows the topics");
     int copartitioned = -1;
     for (const char *const *t = ol_schema_topics(); *t && !err; t++) {
-        if (strcmp(*t, "buy-requests") && strcmp(*t, "skus") && strcmp(*t, "sale-events"))
+        if (strcmp(*t, "buy-requests") && strcmp(*t, "skus") && strcmp(*t, "sale-events") &&
+            strcmp(*t, "decide-snapshots"))
             continue;
         char name[256];
         ol_kafka_topic_name(conf, *t, name, sizeof(name));
@@ -142,8 +143,8 @@ ol_err_t ol_contract_check_topics(rd_kafka_t *rk, const ol_conf_t *conf, char *e
             ;
         if (copartitioned >= 0 && md->topics[i].partition_cnt != copartitioned)
             err = ol_errf(errstr, errstr_size, OL_ERR_CONFIG,
-                          "topic %s has %d partitions but buy-requests has %d: buy-requests, skus and "
-                          "sale-events must be co-partitioned",
+                          "topic %s has %d partitions but buy-requests has %d: buy-requests, skus, "
+                          "sale-events and decide-snapshots must be co-partitioned",
                           name, md->topics[i].partition_cnt, copartitioned);
         copartitioned = md->topics[i].partition_cnt;
     }

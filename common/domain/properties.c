@@ -207,6 +207,16 @@ static const ol_conf_prop_t props[] = {
      "decision; a BuyRequested whose requested_at is older than the partition's latest fact by more than this is "
      "refused too_old (never decided twice). Memory: ~60 bytes per request id decided within it (216 MB for an hour "
      "at 1,000/s)."},
+    {"decide.snapshot.facts", OL_CONF_INT, "100000", 0, 1000000000, NULL,
+     "`decide` writes a snapshot of a partition's state to decide-snapshots (in the transaction of its facts) once "
+     "this many facts were applied to it since the last one; a restore reads the latest snapshot and the facts after "
+     "it. 0: no snapshots, every restore replays sale-events from its beginning."},
+    {"decide.snapshot.interval.ms", OL_CONF_INT, "600000", 0, 86400000, NULL,
+     "`decide` also writes a partition's snapshot when this long passed since its last one and facts were applied "
+     "since (0: only by decide.snapshot.facts)."},
+    {"decide.snapshot.chunk.bytes", OL_CONF_INT, "524288", 1024, 900000, NULL,
+     "Largest record of a snapshot: a partition's state is cut into records of this size (under the topic's "
+     "max.message.bytes)."},
     {"hold.ttl.ms", OL_CONF_INT, "1800000", 1000, 604800000, NULL,
      "How long a hold (cart item) freezes its units before `decide` releases it (HoldReleased, expired)."},
     {"guard.window.ms", OL_CONF_INT, "10000", 100, 86400000, NULL,

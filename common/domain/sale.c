@@ -361,13 +361,9 @@ static void advance(ol_sale_t *s, int64_t at_ms) {
     }
 }
 
-/* Remembers a decided request id (decided at at_ms) with its state. */
-static uint32_t req_add(ol_sale_t *s, const char *request_id, int64_t at_ms, uint32_t state) {
-    /* a fact older than the retention (only a log that is not ours has
-     * one) still gets a slice: the oldest kept */
-    int64_t k = floor_div(at_ms, s->slice_ms);
-    k = k < s->base ? s->base : k;
-    uint32_t req = ol_strtab_add(s->reqs, request_id, strlen(request_id), (unsigned)(k % SLICES), NULL);
+/* Remembers a request id (len bytes) in slice k (>= base) with its state. */
+uint32_t ol_sale__req_put(ol_sale_t *s, const char *request_id, size_t len, int64_t k, uint32_t state) {
+    uint32_t req = ol_strtab_add(s->reqs, request_id, len, (unsigned)(k % SLICES), NULL);
     size_t need = ol_strtab_limit(s->reqs);
     if (need > s->req_cap) {
         size_t cap = s->req_cap;
@@ -378,6 +374,15 @@ static uint32_t req_add(ol_sale_t *s, const char *request_id, int64_t at_ms, uin
     s->req_state[req] = state;
     slice_put(s, req, k);
     return req;
+}
+
+/* Remembers a decided request id (decided at at_ms) with its state. */
+static uint32_t req_add(ol_sale_t *s, const char *request_id, int64_t at_ms, uint32_t state) {
+    /* a fact older than the retention (only a log that is not ours has
+     * one) still gets a slice: the oldest kept */
+    int64_t k = floor_div(at_ms, s->slice_ms);
+    k = k < s->base ? s->base : k;
+    return ol_sale__req_put(s, request_id, strlen(request_id), k, state);
 }
 
 /* ---- the expiry heap ------------------------------------------------------- */
@@ -442,6 +447,31 @@ static void heap_remove(ol_sale_t *s, size_t pos) {
         sift_down(s, pos);
 }
 
+/* ---- building blocks of a state (apply, and a snapshot's load) -------------- */
+
+uint32_t ol_sale__sku_add(ol_sale_t *s, const char *sku) {
+    return sku_add(s, sku);
+}
+
+uint32_t ol_sale__counter_add(ol_sale_t *s, const char *user_id, uint32_t sku) {
+    return counter_add(s, user_add(s, user_id), sku);
+}
+
+uint32_t ol_sale__hold_slot(ol_sale_t *s) {
+    uint32_t slot;
+    const slots_t sl = hold_slots(s);
+    s->holds = slots_take(&sl, s->holds, &slot);
+    return slot;
+}
+
+void ol_sale__hold_open(ol_sale_t *s, uint32_t slot, uint32_t req, uint32_t counter, int32_t quantity,
+                        int64_t expires_at) {
+    s->holds[slot] = (hold_t){.expires_at = expires_at, .req = req, .counter = counter, .quantity = quantity};
+    heap_push(s, slot);
+    s->counters[counter].held += quantity;
+    s->skus[s->counters[counter].sku].held += quantity;
+}
+
 /* ---- applying -------------------------------------------------------------- */
 
 static ol_err_t invalid(char *errstr, size_t errstr_size, const ol_fact_t *f, const char *why) {
@@ -470,17 +500,10 @@ static ol_err_t apply_accepted(ol_sale_t *s, const ol_fact_t *f, char *errstr, s
         return invalid(errstr, errstr_size, f, "too many open holds");
 
     advance(s, f->at_ms);
-    uint32_t sku = sku_add(s, f->sku);
-    uint32_t user = user_add(s, f->user_id);
-    uint32_t counter = counter_add(s, user, sku);
-    uint32_t slot;
-    const slots_t sl = hold_slots(s);
-    s->holds = slots_take(&sl, s->holds, &slot);
+    uint32_t counter = ol_sale__counter_add(s, f->user_id, sku_add(s, f->sku));
+    uint32_t slot = ol_sale__hold_slot(s);
     uint32_t req = req_add(s, f->request_id, f->at_ms, slot);
-    s->holds[slot] = (hold_t){.expires_at = f->expires_at, .req = req, .counter = counter, .quantity = f->quantity};
-    heap_push(s, slot);
-    s->counters[counter].held += f->quantity;
-    s->skus[sku].held += f->quantity;
+    ol_sale__hold_open(s, slot, req, counter, f->quantity, f->expires_at);
     return OL_ERR_OK;
 }
 

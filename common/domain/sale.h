@@ -8,6 +8,7 @@
 #include "common/base/arena.h"
 #include "common/domain/blacklist.h"
 #include "common/base/err.h"
+#include "common/base/strbuf.h"
 
 /* The decider's rules engine (DESIGN §4): pure, deterministic, no I/O, no
  * clock (every time is given). Event-sourced:
@@ -15,8 +16,9 @@
  *    state: they return facts, the events the decider writes to sale-events;
  *  - ol_sale_apply is the only way the state changes. The decider applies
  *    each fact right after deciding it, and on partition assignment restores
- *    a fresh ol_sale_t by applying the facts read back from sale-events, so
- *    the state after restore equals the state after the live decisions.
+ *    a fresh ol_sale_t by applying the facts read back from sale-events (or
+ *    loads a snapshot, ol_sale_load, and applies the facts after it), so
+ *    the state after restore decides as the state after the live decisions.
  * Deciding a command, then deciding another before applying the first's
  * facts, judges the second against stale state: always apply in between.
  *
@@ -364,5 +366,19 @@ void ol_sale_foreach_units(const ol_sale_t *sale,
                            void *opaque);
 /* Bytes the sale has allocated (capacities, not only what is in use). */
 size_t ol_sale_bytes(const ol_sale_t *sale);
+
+/* ---- snapshots (common/domain/sale_snapshot.c) ---------------------------- */
+
+/* Appends the state to out as bytes: what deciding needs (stock, policies,
+ * units bought per (user, SKU), open holds, the request ids remembered and
+ * their time slices, the stream time), not its internal ids. */
+void ol_sale_snapshot(const ol_sale_t *sale, ol_strbuf_t *out);
+/* A new sale from the bytes of ol_sale_snapshot: it decides every command
+ * and applies every fact as the sale snapshotted would (ids, slots and the
+ * order of ol_sale_foreach_units may differ). NULL with errstr when data is
+ * not a snapshot of this format, was made with another window_ms, or breaks
+ * the invariants. */
+ol_sale_t *ol_sale_load(const void *data, size_t len, int64_t hold_ttl_ms, int64_t window_ms, const ol_blacklist_t *bl,
+                        char *errstr, size_t errstr_size);
 
 #endif

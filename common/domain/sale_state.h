@@ -41,7 +41,9 @@
  *  - heap[]: slots of the open holds, a binary min-heap by (expires_at,
  *    request id bytes), a total order independent of internal ids.
  * Everything changes only in ol_sale_apply, in the order of the facts, so a
- * restore rebuilds the same ids, slots, slices and heap. */
+ * restore rebuilds the same ids, slots, slices and heap; a sale loaded from
+ * a snapshot (sale_snapshot.c, with the building blocks below) has the same
+ * SKU ids and slices, its own user, request and hold ids. */
 
 #define REQ_REJECTED UINT32_MAX
 #define REQ_RELEASED (UINT32_MAX - 1)
@@ -132,6 +134,19 @@ const counter_t *ol_sale__find_counter(const ol_sale_t *s, const char *user_id, 
 uint32_t ol_sale__hold_req(const ol_sale_t *s, const char *hold_id);
 /* The expiry heap's order of two hold slots. */
 bool ol_sale__hold_before(const ol_sale_t *s, uint32_t a, uint32_t b);
+
+/* sale.c: the building blocks of a state, for ol_sale_apply and for the
+ * load of a snapshot (sale_snapshot.c). The id of sku (made when new); the
+ * counter of (user, sku), made when new, with the user; a free hold slot;
+ * req (a request id whose state is slot) opened as a hold of counter,
+ * counted as held by the counter and the SKU; request_id remembered in
+ * slice k (>= base) with its state. */
+uint32_t ol_sale__sku_add(ol_sale_t *s, const char *sku);
+uint32_t ol_sale__counter_add(ol_sale_t *s, const char *user_id, uint32_t sku);
+uint32_t ol_sale__hold_slot(ol_sale_t *s);
+void ol_sale__hold_open(ol_sale_t *s, uint32_t slot, uint32_t req, uint32_t counter, int32_t quantity,
+                        int64_t expires_at);
+uint32_t ol_sale__req_put(ol_sale_t *s, const char *request_id, size_t len, int64_t k, uint32_t state);
 
 /* sale_decide.c: a policy as commands and facts carry it */
 ol_err_t ol_sale__check_policy(const char *what, const char *sku, const ol_policy_t *p, char *errstr,

@@ -9,9 +9,10 @@
 #include "common/base/json.h"
 #include "common/base/util.h"
 
-/* Every topic, including the dlq which carries no event type of its own. */
-static const char *const schema_topics[] = {"buy-requests", "skus",        "sale-events", "blacklist",
-                                            "orders",       "after-sales", "dlq",         NULL};
+/* Every topic, including the dlq and decide-snapshots, which carry no
+ * event type of their own. */
+static const char *const schema_topics[] = {"buy-requests", "skus", "sale-events",      "blacklist", "orders",
+                                            "after-sales",  "dlq",  "decide-snapshots", NULL};
 
 static ol_event_type_t **types;
 static size_t ntypes;

@@ -4,10 +4,13 @@
  * - the log topics (buy-requests, skus, sale-events, orders, after-sales)
  *   keep everything: retention.ms=-1, retention.bytes=-1, cleanup.policy
  *   delete (compaction would drop a key's older events);
- * - blacklist is compacted (the latest entry per subject);
+ * - blacklist is compacted (the latest entry per subject), and so is
+ *   decide-snapshots (the latest snapshot of each partition's decider state,
+ *   segment.ms an hour so that compaction keeps up with the snapshots);
  * - dlq keeps its records topic.dlq.retention.ms;
  * - min.insync.replicas 2 from a replication factor of 3, else 1;
- * - buy-requests, skus and sale-events have one partition count. */
+ * - buy-requests, skus, sale-events and decide-snapshots have one partition
+ *   count. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -55,11 +58,12 @@ typedef struct topics_s {
 } topics_t;
 
 static bool is_log(const char *shrt) {
-    return strcmp(shrt, "blacklist") && strcmp(shrt, "dlq");
+    return strcmp(shrt, "blacklist") && strcmp(shrt, "dlq") && strcmp(shrt, "decide-snapshots");
 }
 
 static bool copartitioned(const char *shrt) {
-    return !strcmp(shrt, "buy-requests") || !strcmp(shrt, "skus") || !strcmp(shrt, "sale-events");
+    return !strcmp(shrt, "buy-requests") || !strcmp(shrt, "skus") || !strcmp(shrt, "sale-events") ||
+           !strcmp(shrt, "decide-snapshots");
 }
 
 static int min_isr(int replicas) {
@@ -76,6 +80,9 @@ static void wanted(const ol_conf_t *conf, topic_t *t, int replicas) {
         w[t->nwant++] = (want_t){"cleanup.policy", "delete"};
     } else if (!strcmp(t->shrt, "blacklist")) {
         w[t->nwant++] = (want_t){"cleanup.policy", "compact"};
+    } else if (!strcmp(t->shrt, "decide-snapshots")) {
+        w[t->nwant++] = (want_t){"cleanup.policy", "compact"};
+        w[t->nwant++] = (want_t){"segment.ms", "3600000"};
     } else {
         w[t->nwant] = (want_t){"retention.ms", ""};
         snprintf(w[t->nwant++].value, sizeof(w[0].value), "%" PRId64, ol_conf_int(conf, "topic.dlq.retention.ms"));
@@ -211,8 +218,12 @@ static void check_configs(topics_t *ts, topic_t *t) {
                                     : "a write acknowledged by one broker is lost with it";
         } else if (!strcmp(w->name, "cleanup.policy")) {
             bad = strcmp(have, w->value) != 0;
-            why = is_log(t->shrt) ? "compaction would delete a key's older events from the log"
-                                  : "the blacklist keeps the latest entry per subject";
+            why = is_log(t->shrt)                 ? "compaction would delete a key's older events from the log"
+                  : !strcmp(t->shrt, "blacklist") ? "the blacklist keeps the latest entry per subject"
+                                                  : "only the latest snapshot of each partition is needed";
+        } else if (!strcmp(w->name, "segment.ms")) {
+            bad = strcmp(have, w->value) != 0;
+            why = "compaction only cleans closed segments: old snapshots would stay for the broker's default";
         } else {
             /* retention: on the topic itself, never the broker's default */
             bad = strcmp(have, w->value) || (!on_topic && is_log(t->shrt));
@@ -255,7 +266,8 @@ static ol_err_t check(topics_t *ts, rd_kafka_event_t **described, char *errstr, 
         if (copartitioned(t->shrt)) {
             if (copart >= 0 && t->partitions != copart)
                 problem(ts, t->name, false,
-                        "%d partitions but %s has %d: buy-requests, skus and sale-events must be co-partitioned "
+                        "%d partitions but %s has %d: buy-requests, skus, sale-events and decide-snapshots must be "
+                        "co-partitioned "
                         "(recreate it with %d partitions and publish its events again)",
                         t->partitions, copart_name, copart, copart);
             copart = t->partitions;
@@ -503,7 +515,8 @@ const ol_cmd_t ol_cmd_topics = {
     "usage: orderlog topics create|check [--fix]|list|delete\n"
     "  create       every topic of the contract with topic.partitions partitions and the configuration it needs\n"
     "               on the topic itself: the log topics keep everything (retention.ms=-1, retention.bytes=-1),\n"
-    "               blacklist is compacted, dlq keeps topic.dlq.retention.ms, min.insync.replicas 2 from\n"
+    "               blacklist and decide-snapshots are compacted, dlq keeps topic.dlq.retention.ms, "
+    "min.insync.replicas 2 from\n"
     "               topic.replication.factor 3; returns once every broker lists them; existing topics are then\n"
     "               checked as by `check`\n"
     "  check        reports every topic whose partitions, co-partitioning, retention, cleanup policy or\n"

@@ -852,6 +852,44 @@ static void produce_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque
     *offset = m->err ? -2 - (long long)m->err : (long long)m->offset;
 }
 
+void ol_test_kafka_produce_unfinished(const char *txid, const char *topic, int partition, const char *const *keys,
+                                      const void *const *values, const size_t *lens, int n) {
+    /* in a child killed with -9 once its records are delivered */
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        char errstr[512];
+        rd_kafka_conf_t *conf = kafka_conf_new();
+        if (rd_kafka_conf_set(conf, "transactional.id", txid, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+            _exit(2);
+        rd_kafka_conf_set_dr_msg_cb(conf, produce_dr);
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+        if (!rk || rd_kafka_init_transactions(rk, KAFKA_TIMEOUT_MS) || rd_kafka_begin_transaction(rk))
+            _exit(3);
+        long long *offsets = calloc((size_t)n, sizeof(*offsets));
+        for (int i = 0; i < n; i++) {
+            offsets[i] = -1;
+            if (rd_kafka_producev(
+                    rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                    RD_KAFKA_V_KEY(keys[i], strlen(keys[i])), RD_KAFKA_V_VALUE((void *)values[i], lens[i]),
+                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&offsets[i]), RD_KAFKA_V_END))
+                _exit(4);
+        }
+        rd_kafka_flush(rk, KAFKA_TIMEOUT_MS);
+        for (int i = 0; i < n; i++)
+            if (offsets[i] < 0)
+                _exit(5);
+        raise(SIGKILL);
+        _exit(6);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+              "the producer of the unfinished transaction failed (exit %d)",
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
 long long ol_test_kafka_produce(const char *topic, int partition, const void *key, size_t key_len, const void *value,
                                 size_t value_len, const char *const *headers) {
     char errstr[512];

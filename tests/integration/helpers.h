@@ -161,6 +161,13 @@ int ol_test_pg_try_query_int(const char *conninfo, const char *sql, long long *o
  * fails the test when it is not delivered. */
 long long ol_test_kafka_produce(const char *topic, int partition, const void *key, size_t key_len, const void *value,
                                 size_t value_len, const char *const *headers);
+/* Produces n records (keys[i], values[i] of lens[i] bytes) to one partition
+ * in a transaction of transactional.id txid that is never finished: the
+ * producer goes away as a process killed with -9 would (the transaction
+ * stays open until a producer with txid starts, or it times out). Fails the
+ * test when a record is not delivered. */
+void ol_test_kafka_produce_unfinished(const char *txid, const char *topic, int partition, const char *const *keys,
+                                      const void *const *values, const size_t *lens, int n);
 /* The high watermark of a partition (the offset the next record will get);
  * fails the test when the broker does not answer. */
 long long ol_test_kafka_end_offset(const char *topic, int partition);

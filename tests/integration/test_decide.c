@@ -394,14 +394,18 @@ Test(decide, kill9_during_a_sale_leaves_one_decision_per_request_and_no_oversell
     publish("buys.jsonl", buys);
     free(buys);
 
-    /* small transactions, so that kills land inside many of them */
-    const char *extra = "-X decide.batch.events=200 -X hold.ttl.ms=3600000";
+    /* small transactions, so that kills land inside many of them; a
+     * snapshot of a partition's state in nearly every one of them, so that
+     * kills land inside snapshots too and restores start from them */
+    const char *extra = "-X decide.batch.events=200 -X hold.ttl.ms=3600000 -X decide.snapshot.facts=200 "
+                        "-X decide.snapshot.chunk.bytes=65536";
     enum { KILLS = 6 };
-    int mid_sale = 0, last = 0;
+    int mid_sale = 0, last = 0, from_snapshot = 0;
     for (int k = 0; k < KILLS && last < N; k++) {
         ol_test_bg_t *bg = decide_bg(extra);
         int ready = ol_test_bg_wait_stderr(bg, "restored", 2, 60000);
         cr_assert(ready >= 2, "kill %d: decide did not restore its partitions\n%s", k, ol_test_bg_stderr(bg));
+        from_snapshot += strstr(ol_test_bg_stderr(bg), " loaded (") != NULL;
         /* from its first transaction on, so that the kill lands in full flow
          * (its transactions were fenced before it restored: their abort
          * markers are in already) */
@@ -426,6 +430,7 @@ Test(decide, kill9_during_a_sale_leaves_one_decision_per_request_and_no_oversell
         last = decided;
     }
     cr_assert(mid_sale >= 3, "only %d kills landed while the sale went on: the test proves little", mid_sale);
+    cr_assert(from_snapshot >= 3, "only %d restarts restored from a snapshot", from_snapshot);
     ol_test_bg_t *bg = decide_bg(extra);
     json_t *recs = NULL;
     long long end = ol_test_now_ms() + 180000;

@@ -12,9 +12,9 @@
 
 #include "helpers.h"
 
-#define NTOPICS 7
+#define NTOPICS 8
 static const char *const short_names[NTOPICS] = {"buy-requests", "skus",        "sale-events", "blacklist",
-                                                 "orders",       "after-sales", "dlq"};
+                                                 "orders",       "after-sales", "dlq",         "decide-snapshots"};
 
 static char prefix[128];
 static char names[NTOPICS][256]; /* short_names under prefix */
@@ -79,10 +79,14 @@ static void create_all(void) {
     free(err);
 }
 
+static bool compacted(int i) {
+    return !strcmp(short_names[i], "blacklist") || !strcmp(short_names[i], "decide-snapshots");
+}
+
 static void assert_compaction(void) {
     for (int i = 0; i < NTOPICS; i++) {
         char *policy = ol_test_kafka_topic_config(names[i], "cleanup.policy");
-        const char *want = !strcmp(short_names[i], "blacklist") ? "compact" : "delete";
+        const char *want = compacted(i) ? "compact" : "delete";
         cr_expect(policy && !strcmp(policy, want), "%s: cleanup.policy is %s, expected %s", names[i],
                   policy ? policy : "(none)", want);
         free(policy);
@@ -279,7 +283,7 @@ static void expect_config(const char *topic, const char *name, const char *want)
 }
 
 static int is_log(int i) {
-    return strcmp(short_names[i], "blacklist") && strcmp(short_names[i], "dlq");
+    return !compacted(i) && strcmp(short_names[i], "dlq");
 }
 
 /* The stack's broker keeps records 7 days by default, as most clusters
@@ -303,10 +307,11 @@ Test(topics, create_sets_retention_on_the_topics_whatever_the_broker_default) {
         expect_config(names[i], "min.insync.replicas", "1");
     }
     expect_config(names[6], "retention.ms", "2592000000");
+    expect_config(names[7], "segment.ms", "3600000");
     char *out, *err;
     int rc = ol_test_orderlogf(&out, &err, fixed_args(), "topics check");
     cr_expect_eq(rc, 0, "topics check: exit %d\n%s%s", rc, out, err);
-    cr_expect(strstr(out, "7 topics fit the contract"), "%s", out);
+    cr_expect(strstr(out, "8 topics fit the contract"), "%s", out);
     free(out);
     free(err);
 }
@@ -339,6 +344,8 @@ Test(topics, check_reports_topics_made_without_orderlog_and_fix_sets_what_is_saf
         if (is_log(i))
             expect_config(names[i], "retention.ms", "-1");
     expect_config(names[3], "cleanup.policy", "compact");
+    expect_config(names[7], "cleanup.policy", "compact");
+    expect_config(names[7], "segment.ms", "3600000");
     expect_config(names[4], "max.message.bytes", "200000"); /* what was set before is kept */
     cr_expect_eq(ol_test_orderlogf(NULL, NULL, fixed_args(), "topics check"), 0);
 }

@@ -281,7 +281,7 @@ Test(registry, loads_every_schema_file_of_the_source_tree) {
 
 Test(registry, lists_every_topic_once) {
     static const char *const want[] = {"buy-requests", "skus",        "sale-events", "blacklist",
-                                       "orders",       "after-sales", "dlq"};
+                                       "orders",       "after-sales", "dlq",         "decide-snapshots"};
     const char *const *topics = ol_schema_topics();
     size_t n = 0;
     for (; topics[n]; n++) {
