@@ -108,21 +108,6 @@ size_t ol_utf8_trim(const char *str, size_t len) {
 static _Thread_local uint64_t rng_s[4];
 static _Thread_local int rng_seeded;
 
-uint32_t ol_hash_fnv1a32(const void *p, size_t len) {
-    const unsigned char *s = p;
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ s[i]) * 16777619u;
-    return h;
-}
-
-uint64_t ol_hash_fnv1a64(uint64_t h, const void *p, size_t len) {
-    const unsigned char *s = p;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ s[i]) * 1099511628211ull;
-    return h;
-}
-
 uint64_t ol_hash_bytes(const char *s, size_t len) {
     uint64_t h = 0x9e3779b97f4a7c15ull ^ (len * 0xff51afd7ed558ccdull);
     size_t i = 0;

@@ -319,8 +319,8 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
              header_str(hdrs, "ce_dataschema", HDR_EXACT, dataschema, sizeof(dataschema), &found, errstr, errstr_size)))
         return err;
     uint32_t said;
-    if (found && !parse_dataschema(dataschema, env->type, &env->version) &&
-        parse_framed_dataschema(dataschema, &said)) {
+    bool named = found && parse_dataschema(dataschema, env->type, &env->version); /* parsed once per record */
+    if (found && !named && parse_framed_dataschema(dataschema, &said)) {
         if (!ol_wire_framed(payload, rkm->len, &id) || id != said)
             return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                            "ce_dataschema header \"%s\" names a schema registry's schema, but the value is not in the "
@@ -328,7 +328,7 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
                            dataschema);
         return decode_framed(codec, rkm, id, true, env, value, errstr, errstr_size);
     }
-    if (found && !parse_dataschema(dataschema, env->type, &env->version))
+    if (found && !named)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                        "ce_dataschema header \"%s\" does not match %s%s:<n> (n a decimal version from 1, no sign "
                        "or leading zero)",
