@@ -63,6 +63,8 @@ typedef struct rebuild_s {
     atomic_llong pass_sale_events; /* of the sale topics, in the pass running */
     int passes, passes_given_up;
     size_t peak_rows, peak_bytes;
+    double pass_open_s, pass_first_s, pass_close_s; /* the last pass's consumer: made and assigned, its first
+                                                       records (from the start of the pass), closed */
 } rebuild_t;
 
 /* ---- the shadow schema (rebuild_shadow.c) ---- */

@@ -467,9 +467,11 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MA
         }
         fprintf(stderr,
                 "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s on %d threads "
-                "(their time: decoding %.1f s, applying %.1f s, waiting for records %.1f s); process RSS %ld MB\n",
+                "(their time: decoding %.1f s, applying %.1f s, waiting for records %.1f s; the consumer: assigned "
+                "in %.2f s, first records %.2f s after, closed in %.2f s); process RSS %ld MB\n",
                 rb->passes, what, (long long)st.events, rows, bytes >> 20, (double)(ol_time_mono_us() - t0) / 1e6,
-                nreaders, (double)st.fold_us / 1e6, (double)st.apply_us / 1e6, (double)st.idle_us / 1e6, rss);
+                nreaders, (double)st.fold_us / 1e6, (double)st.apply_us / 1e6, (double)st.idle_us / 1e6,
+                rb->pass_open_s, rb->pass_first_s, rb->pass_close_s, rss);
         if ((err = flusher_start(&f, set, nreaders, rb->passes)))
             break;
         cur = 1 - cur;

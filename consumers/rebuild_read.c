@@ -47,6 +47,8 @@ struct pass_read_s {
     size_t max_rows;
     atomic_int stop;    /* an error code: every reader stops */
     atomic_int running; /* readers not ended */
+    int64_t start_us;
+    atomic_llong first_us; /* when a reader got its first records (0: none yet) */
     char errstr[512];
     pthread_mutex_t lock;
     reader_t *readers;
@@ -142,6 +144,8 @@ static void *reader_main(void *arg) {
         }
         if (n == 0)
             continue;
+        long long none = 0;
+        atomic_compare_exchange_strong(&pr->first_us, &none, (long long)t1);
         for (ssize_t i = 0; i < n; i++)
             read_one(r, msgs[i], (size_t)i, &last_t, &last_rkt);
         int64_t t2 = ol_time_mono_us();
@@ -253,6 +257,15 @@ static ol_err_t open_consumer(pass_read_t *pr, const tp_t *tps, const int *owner
                             qkb,        NULL};
     rd_kafka_t *rk = *rk_out =
         ol_kafka_new(rb->conf, OL_KAFKA_READER, "orderlog-rebuild", tuning, rb->errstr, rb->errstr_size);
+    /* the leaders known before the assign: a partition assigned before its
+     * leader is known waits half a second (librdkafka's retry of its
+     * offset query) before its first fetch */
+    bool known[MAX_TOPICS] = {false};
+    for (int k = 0; rk && k < ntps; k++)
+        if (!known[tps[k].t]) {
+            known[tps[k].t] = true;
+            ol_kafka_partition_count(rk, rb->conf, rb->topic_names[tps[k].t]);
+        }
     rd_kafka_topic_partition_list_t *assign = rd_kafka_topic_partition_list_new(ntps + 1);
     for (int k = 0; k < ntps; k++) {
         rd_kafka_topic_partition_list_add(assign, rb->topic_names[tps[k].t], tps[k].p)->offset =
@@ -340,7 +353,9 @@ ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbu
     int *owner = NULL;
     int ntps = plan_readers(pr, nbulks, &tps, &owner);
     rd_kafka_t *rk = NULL;
+    pr->start_us = ol_time_mono_us();
     ol_err_t err = open_consumer(pr, tps, owner, ntps, &rk);
+    rb->pass_open_s = (double)(ol_time_mono_us() - pr->start_us) / 1e6;
     free(tps);
     free(owner);
     if (!err) {
@@ -352,10 +367,14 @@ ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbu
         }
     }
     stop_readers(pr, st);
+    long long first = atomic_load(&pr->first_us);
+    rb->pass_first_s = first ? (double)(first - pr->start_us) / 1e6 : 0.0;
+    int64_t t_close = ol_time_mono_us();
     if (rk) {
         ol_kafka_assign(rk, NULL);
         rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
+    rb->pass_close_s = (double)(ol_time_mono_us() - t_close) / 1e6;
     /* the last batch of each reader, folded after its check */
     size_t rows = 0;
     for (int i = 0; i < pr->nreaders; i++)
