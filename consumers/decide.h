@@ -246,8 +246,5 @@ void ol_decide__restore_end(worker_t *w, restore_watch_t *rw);
  * for WAIT_LOG_MS is logged with where it waits). */
 rd_kafka_message_t *ol_decide__restore_next(worker_t *w, restore_watch_t *rw, ol_err_t *err, char *errstr,
                                             size_t errstr_size);
-/* Asks rk for topic's leaders: else a new assignment's fetches start with
- * librdkafka's next topic scan, up to a second later. */
-void ol_decide__know_leaders(rd_kafka_t *rk, const char *topic);
 
 #endif

@@ -349,7 +349,7 @@ static ol_err_t read_from(worker_t *w, const int32_t *ps, int n, const int64_t *
 ol_err_t ol_decide__snapshot_read(worker_t *w, const int32_t *ps, int n, int64_t *from, long long *snapshots,
                                   char *errstr, size_t errstr_size) {
     decide_t *d = w->d;
-    ol_decide__know_leaders(w->restorer, d->topic_snap);
+    ol_kafka_know_leaders(w->restorer, d->topic_snap);
     found_t *found = ol_xcalloc((size_t)d->npartitions, sizeof(*found));
     int64_t *lows = ol_xcalloc((size_t)n, sizeof(*lows)), *highs = ol_xcalloc((size_t)n, sizeof(*highs));
     int64_t *window = ol_xcalloc((size_t)n, sizeof(*window)), *start = ol_xcalloc((size_t)n, sizeof(*start));

@@ -173,15 +173,6 @@ rd_kafka_message_t *ol_decide__restore_next(worker_t *w, restore_watch_t *rw, ol
     return NULL;
 }
 
-void ol_decide__know_leaders(rd_kafka_t *rk, const char *topic) {
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    if (rkt && !rd_kafka_metadata(rk, 0, rkt, &md, 5000))
-        rd_kafka_metadata_destroy(md);
-    if (rkt)
-        rd_kafka_topic_destroy(rkt);
-}
-
 /* Rebuilds the state of partitions ps[0..n): from the latest snapshot of
  * each in decide-snapshots (with decide.snapshot.facts > 0) and the facts of
  * sale-events after it, or from sale-events read from its beginning; to
@@ -203,7 +194,7 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
         pt->snap_us = t0;
         from[i] = RD_KAFKA_OFFSET_BEGINNING;
     }
-    ol_decide__know_leaders(w->restorer, d->topic_sale);
+    ol_kafka_know_leaders(w->restorer, d->topic_sale);
     ol_err_t serr =
         d->snap_facts > 0 ? ol_decide__snapshot_read(w, ps, n, from, &snapshots, errstr, errstr_size) : OL_ERR_OK;
     for (int i = 0; i < n; i++)
@@ -250,21 +241,12 @@ static ol_err_t restore(worker_t *w, const int32_t *ps, int n, char *errstr, siz
     return OL_ERR_OK;
 }
 
-/* The ends of a partition, asked of its leader as the worker's consumer
- * knows it. A leader that moved (or died: the handle can go on naming a
- * broker that is gone, and librdkafka retries the same one) is asked for
- * again: the topic's leaders are refreshed between tries, for at most
- * within_ms (one try when 0), each try waiting at most 3 s. */
+/* The ends of a partition, asked with the worker's consumer for at most
+ * within_ms (one try when 0) or until a stop (ol_kafka_watermarks). */
 rd_kafka_resp_err_t ol_decide__ends(worker_t *w, const char *topic, int32_t p, int64_t *lo, int64_t *hi,
                                     int within_ms) {
-    int64_t deadline = ol_time_mono_us() + (int64_t)within_ms * 1000;
-    for (;;) {
-        rd_kafka_resp_err_t kerr = rd_kafka_query_watermark_offsets(w->consumer, topic, p, lo, hi, 3000);
-        if (!kerr || ol_decide__stop || ol_time_mono_us() >= deadline)
-            return kerr;
-        ol_decide__know_leaders(w->consumer, topic);
-        ol_decide__pause_ms(200);
-    }
+    return ol_kafka_watermarks(w->consumer, topic, p, 3000, ol_time_mono_us() + (int64_t)within_ms * 1000,
+                               &ol_decide__stop, lo, hi);
 }
 
 /* Where each taken partition goes on from: buy-requests at its committed

@@ -192,7 +192,7 @@ ol_err_t ol_rebuild__plan(rebuild_t *rb) {
         }
         for (int32_t p = 0; p < n; p++) {
             int64_t lo = 0, hi = 0;
-            rd_kafka_resp_err_t kerr = ol_kafka_watermarks(rk, name, p, 5000, deadline, &lo, &hi);
+            rd_kafka_resp_err_t kerr = ol_kafka_watermarks(rk, name, p, 5000, deadline, NULL, &lo, &hi);
             if (kerr) {
                 err = ol_errf(rb->errstr, rb->errstr_size, OL_ERR_KAFKA, "could not read the end of %s[%d]: %s", name,
                               (int)p, rd_kafka_err2str(kerr));

@@ -264,7 +264,7 @@ static ol_err_t consumer_start(loadgen_t *lg, char *errstr, size_t errstr_size) 
     for (int i = 0; i < lg->npartitions && !err; i++) {
         int32_t p = md->topics[0].partitions[i].id;
         int64_t lo, hi, until = ol_time_mono_us() + (int64_t)timeout * 1000;
-        if ((kerr = ol_kafka_watermarks(lg->consumer, lg->topic_sale, p, timeout, until, &lo, &hi)))
+        if ((kerr = ol_kafka_watermarks(lg->consumer, lg->topic_sale, p, timeout, until, NULL, &lo, &hi)))
             err = ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not read the end of %s [%" PRId32 "]: %s",
                           lg->topic_sale, p, rd_kafka_err2str(kerr));
         else

@@ -252,14 +252,33 @@ int32_t ol_kafka_partition_count(rd_kafka_t *rk, const ol_conf_t *conf, const ch
     return n;
 }
 
+void ol_kafka_know_leaders(rd_kafka_t *rk, const char *topic) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    if (rkt && !rd_kafka_metadata(rk, 0, rkt, &md, 5000))
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+}
+
+/* Errors a leader that moves or died gives: no leader yet, "not leader",
+ * or no answer (librdkafka asks the broker it knows, which may be gone). */
+static bool leader_may_have_moved(rd_kafka_resp_err_t kerr) {
+    return kerr == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION || kerr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+           kerr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || kerr == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+           kerr == RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH || kerr == RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH ||
+           kerr == RD_KAFKA_RESP_ERR__TRANSPORT || kerr == RD_KAFKA_RESP_ERR__TIMED_OUT;
+}
+
 rd_kafka_resp_err_t ol_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int timeout_ms,
-                                        int64_t deadline_us, int64_t *lo, int64_t *hi) {
+                                        int64_t deadline_us, const volatile sig_atomic_t *stop, int64_t *lo,
+                                        int64_t *hi) {
     rd_kafka_resp_err_t kerr;
     while ((kerr = rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi, timeout_ms)) &&
-           (kerr == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION || kerr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
-            kerr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
-           ol_time_mono_us() < deadline_us)
+           leader_may_have_moved(kerr) && !(stop && *stop) && ol_time_mono_us() < deadline_us) {
+        ol_kafka_know_leaders(rk, topic);
         nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+    }
     return kerr;
 }
 
@@ -273,7 +292,7 @@ ol_err_t ol_kafka_check_log_start(rd_kafka_t *rk, const ol_conf_t *conf, const c
     int64_t deadline = ol_time_mono_us() + (int64_t)timeout * 1000;
     for (int32_t p = 0; p < n; p++) {
         int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t kerr = ol_kafka_watermarks(rk, topic, p, timeout, deadline, &lo, &hi);
+        rd_kafka_resp_err_t kerr = ol_kafka_watermarks(rk, topic, p, timeout, deadline, NULL, &lo, &hi);
         if (kerr)
             return ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not read where %s [%" PRId32 "] starts: %s",
                            topic, p, rd_kafka_err2str(kerr));

@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -81,11 +82,19 @@ int32_t ol_kafka_key_partition(const void *key, size_t key_len, int32_t partitio
  * broker.wait.ms), or 0 when it is not known. */
 int32_t ol_kafka_partition_count(rd_kafka_t *rk, const ol_conf_t *conf, const char *topic);
 
-/* The watermarks of one partition. A partition without a leader yet (a
- * topic just created, a leader moving) is asked again every 100 ms until
- * deadline_us (ol_time_mono_us); each call waits at most timeout_ms. */
+/* Asks for topic's leaders (a metadata request, at most 5 s), so that rk's
+ * next request to one of its partitions goes to the leader of now. */
+void ol_kafka_know_leaders(rd_kafka_t *rk, const char *topic);
+
+/* The watermarks of one partition. A partition whose leader is not known
+ * yet (a topic just created), moves, or died (the handle can go on naming a
+ * broker that is gone, and librdkafka retries that one) is asked again,
+ * its topic's leaders asked for between tries, until deadline_us
+ * (ol_time_mono_us) or *stop (when stop is not NULL); each call waits at
+ * most timeout_ms. */
 rd_kafka_resp_err_t ol_kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int timeout_ms,
-                                        int64_t deadline_us, int64_t *lo, int64_t *hi);
+                                        int64_t deadline_us, const volatile sig_atomic_t *stop, int64_t *lo,
+                                        int64_t *hi);
 
 /* Checks that every partition of topic still holds its first record (a
  * log start offset of 0); else OL_ERR_INVALID naming the topic, the

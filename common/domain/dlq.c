@@ -276,7 +276,7 @@ ol_err_t ol_dlq_partitions(rd_kafka_t *rk, const ol_conf_t *conf, const char *to
     int64_t deadline = ol_time_mono_us() + (int64_t)timeout * 1000;
     for (int32_t p = 0; ends && p < n; p++) {
         int64_t lo = 0, hi = 0;
-        if ((kerr = ol_kafka_watermarks(rk, topic, p, timeout, deadline, &lo, &hi)))
+        if ((kerr = ol_kafka_watermarks(rk, topic, p, timeout, deadline, NULL, &lo, &hi)))
             return ol_errf(errstr, errstr_size, OL_ERR_UNREACHABLE, "could not read where %s [%" PRId32 "] ends: %s",
                            topic, p, rd_kafka_err2str(kerr));
         ends[p] = hi;
