@@ -3,7 +3,6 @@
 
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "common/base/kafka.h"
 #include "common/base/log.h"
@@ -54,11 +53,7 @@ static ol_err_t assign_all(ol_follow_t *f, int timeout_ms, const volatile sig_at
     for (int i = 0; i < f->nparts && !err; i++) {
         int64_t low = 0, high = 0, deadline = ol_time_mono_us() + (int64_t)timeout_ms * 1000;
         /* a topic just created may have no leader yet: try again for timeout_ms */
-        while ((kerr = rd_kafka_query_watermark_offsets(f->rk, f->topic, f->parts[i].id, &low, &high, timeout_ms)) &&
-               ol_time_mono_us() < deadline && !(stop && *stop)) {
-            struct timespec ts = {0, 100 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
+        kerr = ol_kafka_watermarks(f->rk, f->topic, f->parts[i].id, timeout_ms, deadline, stop, &low, &high);
         if (kerr)
             err = ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read the end of %s[%d]: %s", f->topic,
                           (int)f->parts[i].id, rd_kafka_err2str(kerr));

@@ -2,7 +2,6 @@
  * sale-events (every partition from its end), and whether each still
  * reaches the cluster. */
 #include <stdio.h>
-#include <unistd.h>
 
 #include "common/base/err.h"
 #include "common/base/kafka.h"
@@ -53,9 +52,7 @@ static int consumer_assign(gate_t *g, char *errstr, size_t errstr_size) {
     for (int p = 0; p < n; p++) {
         int64_t lo, hi, until = ol_time_mono_us() + (int64_t)timeout * 1000;
         /* a topic just created may have no leader yet: retry for broker.wait.ms */
-        while ((err = rd_kafka_query_watermark_offsets(g->rkc, g->topic_sale, p, &lo, &hi, timeout)) &&
-               ol_time_mono_us() < until)
-            usleep(100000);
+        err = ol_kafka_watermarks(g->rkc, g->topic_sale, p, timeout, until, NULL, &lo, &hi);
         if (err) {
             ol_errf(errstr, errstr_size, OL_ERR_KAFKA, "could not read the end of %s[%d]: %s", g->topic_sale, p,
                     rd_kafka_err2str(err));
