@@ -59,6 +59,10 @@ Test(profiles, every_producer_places_keys_with_murmur2) {
             cr_expect_str_eq(conf_get(kconf, "partitioner"), "murmur2_random", "%s", ol_kafka_profile_name(p));
             cr_expect_str_eq(conf_get(kconf, "enable.idempotence"), "true");
         }
+        /* a transaction begun while the coordinator completes the last one
+         * is retried after 10 ms, not librdkafka's 100 */
+        if (p == OL_KAFKA_TXN_PRODUCER)
+            cr_expect_str_eq(conf_get(kconf, "retry.backoff.ms"), "10");
         if (p == OL_KAFKA_CONSUMER || p == OL_KAFKA_READER) {
             cr_expect_str_eq(conf_get(kconf, "isolation.level"), "read_committed");
             cr_expect_str_eq(conf_get(kconf, "enable.auto.commit"), "false");
