@@ -201,7 +201,7 @@ static int stop_all(decide_t *d, int rc) {
     if (d->bl_started)
         pthread_join(d->bl_thread, NULL);
     if (d->bl_consumer) {
-        rd_kafka_consumer_close(d->bl_consumer);
+        ol_kafka_consumer_close(d->bl_consumer);
         rd_kafka_destroy(d->bl_consumer);
     }
     free(d->workers);

@@ -658,7 +658,7 @@ static int guard_run(const ol_conf_t *conf, int argc, char **argv) {
         rd_kafka_flush(g->producer, 30000);
         int undelivered = rd_kafka_outq_len(g->producer);
         commit(g, 0);
-        rd_kafka_consumer_close(g->consumer);
+        ol_kafka_consumer_close(g->consumer);
         ol_rateban_stats_t st;
         ol_rateban_stats(g->rw, &st);
         ol_log_info(
@@ -678,7 +678,7 @@ static int guard_run(const ol_conf_t *conf, int argc, char **argv) {
         rd_kafka_destroy(g->consumer);
     ol_follow_destroy(g->follow);
     if (g->follower) {
-        rd_kafka_consumer_close(g->follower);
+        ol_kafka_consumer_close(g->follower);
         rd_kafka_destroy(g->follower);
     }
     if (g->producer)

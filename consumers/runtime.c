@@ -188,7 +188,7 @@ void ol_rt_destroy(ol_rt_t *rt) {
     ol_rt__batches_free(rt);
     ol_rt__appliers_free(rt);
     if (rt->rk) {
-        rd_kafka_consumer_close(rt->rk);
+        ol_kafka_consumer_close(rt->rk);
         rd_kafka_destroy(rt->rk);
     }
     if (rt->dlq.rk)

@@ -182,7 +182,7 @@ out:
         rd_kafka_metadata_destroy(md);
     if (parts)
         rd_kafka_topic_partition_list_destroy(parts);
-    rd_kafka_consumer_close(rk);
+    ol_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return rc;
 }

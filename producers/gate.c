@@ -19,6 +19,7 @@
 
 #include "common/base/cli.h"
 #include "common/base/http.h"
+#include "common/base/kafka.h"
 #include "common/base/log.h"
 #include "common/base/time.h"
 #include "common/base/util.h"
@@ -243,7 +244,7 @@ static void gate_free(gate_t *g, bool threads) {
         pthread_join(g->poll_thread, NULL);
     }
     if (g->rkc) {
-        rd_kafka_consumer_close(g->rkc);
+        ol_kafka_consumer_close(g->rkc);
         rd_kafka_destroy(g->rkc);
     }
     if (g->rk) {

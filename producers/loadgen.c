@@ -618,7 +618,7 @@ static void loadgen_free(loadgen_t *lg) {
         pthread_join(lg->thread, NULL);
     }
     if (lg->consumer) {
-        rd_kafka_consumer_close(lg->consumer);
+        ol_kafka_consumer_close(lg->consumer);
         rd_kafka_destroy(lg->consumer);
     }
     if (lg->producer)

@@ -128,6 +128,13 @@ ol_err_t ol_kafka_check_placement(const rd_kafka_message_t *rkm, int32_t partiti
  * assigned followed at once by another assign() does (see kafka.c). */
 rd_kafka_resp_err_t ol_kafka_assign(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts);
 
+/* rd_kafka_consumer_close(rk), during which ol_kafka_assign (called by a
+ * rebalance callback that the close runs on this thread) does not wait:
+ * the group may end between two of its round trips, and librdkafka 2.0
+ * then drops the request unanswered, which would wait for ever (see
+ * kafka.c). Every consumer of orderlog that is closed is closed here. */
+rd_kafka_resp_err_t ol_kafka_consumer_close(rd_kafka_t *rk);
+
 /* Waits until the cluster answers a metadata request (bounded by
  * broker.wait.ms); OL_ERR_UNREACHABLE with the bootstrap servers named. */
 ol_err_t ol_kafka_wait_cluster(rd_kafka_t *rk, const ol_conf_t *conf, char *errstr, size_t errstr_size);
@@ -148,7 +155,8 @@ rd_kafka_headers_t *ol_kafka_dlq_headers(const rd_kafka_message_t *rkm, const ch
  * metadata request within timeout_ms; adds the check name to checks. */
 bool ol_kafka_check_reachable(rd_kafka_t *rk, json_t *checks, const char *name, int timeout_ms);
 
-/* The number of partitions assigned to the consumer rk now; -1 when unknown. */
+/* The number of partitions assigned to the consumer rk now; -1 when unknown
+ * (also from a rebalance callback run by ol_kafka_consumer_close). */
 int ol_kafka_assigned_count(rd_kafka_t *rk);
 
 /* Whether the cluster answers rk's metadata request within a second. */

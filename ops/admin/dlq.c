@@ -359,7 +359,7 @@ static int dlq_run(const ol_conf_t *conf, int argc, char **argv) {
     fflush(stdout);
     if (d.producer)
         rd_kafka_destroy(d.producer);
-    rd_kafka_consumer_close(d.reader);
+    ol_kafka_consumer_close(d.reader);
     rd_kafka_destroy(d.reader);
     ol_map_foreach(d.markers, free_marker, NULL);
     ol_map_destroy(d.markers);

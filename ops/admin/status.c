@@ -680,7 +680,7 @@ out:
     if (st.md)
         rd_kafka_metadata_destroy(st.md);
     if (st.rk) {
-        rd_kafka_consumer_close(st.rk);
+        ol_kafka_consumer_close(st.rk);
         rd_kafka_destroy(st.rk);
     }
     free(st.parts);

@@ -11,8 +11,10 @@
  * stop was answered (the reason: common/base/kafka.c, ol_kafka_assign). */
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/base/kafka.h"
@@ -39,10 +41,11 @@ static void setup(void) {
 
 static void teardown(void) {
     const char *names[] = {topics[0], topics[1]};
-    char group[200];
+    char group[200], members[200];
     snprintf(group, sizeof(group), "%s-group", topics[0]);
-    const char *groups[] = {group};
-    ol_test_kafka_delete_groups(groups, 1);
+    snprintf(members, sizeof(members), "%s-members", topics[0]);
+    const char *groups[] = {group, members};
+    ol_test_kafka_delete_groups(groups, 2);
     ol_test_kafka_delete_topics(names, 2);
 }
 
@@ -140,4 +143,66 @@ Test(kafka_assign, two_topics_read_in_turn_on_one_handle_and_again_after_a_retak
     rd_kafka_topic_partition_list_destroy(a);
     rd_kafka_topic_partition_list_destroy(b);
     rd_kafka_destroy(rk);
+}
+
+/* ---- closing a group member whose rebalance callback uses ol_kafka_assign ----
+ * rd_kafka_consumer_close() runs the callback's unassign on the closing
+ * thread; once it is served the group may end and purge its op queue, and
+ * an rd_kafka_assignment() caught in the purge is never answered: the close
+ * waited for ever (guard, 90 s after SIGTERM, in a CI run). Each round joins
+ * the group, reads, and closes on a thread of its own, bounded. */
+#define CLOSE_ROUNDS 40
+#define CLOSE_BOUND_MS 20000
+
+static void member_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                             void *opaque) {
+    (void)opaque;
+    ol_kafka_assign(rk, err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? parts : NULL);
+    /* and what is left, asked again and again: each ask a round trip that
+     * the end of the group can drop (with bare rd_kafka_assignment() calls
+     * here the close hung at its first round) */
+    if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        for (int i = 0; i < 500; i++)
+            ol_kafka_assigned_count(rk);
+}
+
+static void *close_member(void *arg) {
+    ol_kafka_consumer_close(arg);
+    return arg;
+}
+
+Test(kafka_assign, a_member_closes_while_its_callback_unassigns) {
+    char errstr[512], group[200];
+    snprintf(group, sizeof(group), "%s-members", topics[0]);
+    for (int round = 0; round < CLOSE_ROUNDS; round++) {
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        const char *props[][2] = {{"bootstrap.servers", ol_test_kafka_bootstrap()},
+                                  {"group.id", group},
+                                  {"enable.partition.eof", "true"},
+                                  {"enable.auto.commit", "false"},
+                                  {"partition.assignment.strategy", "range"},
+                                  {"auto.offset.reset", "earliest"},
+                                  {"fetch.wait.max.ms", "10"}};
+        for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
+            cr_assert_eq(rd_kafka_conf_set(conf, props[i][0], props[i][1], errstr, sizeof(errstr)), RD_KAFKA_CONF_OK,
+                         "%s", errstr);
+        rd_kafka_conf_set_rebalance_cb(conf, member_rebalance);
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+        cr_assert(rk, "%s", errstr);
+        rd_kafka_poll_set_consumer(rk);
+        rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(sub, topics[0], RD_KAFKA_PARTITION_UA);
+        cr_assert_eq(rd_kafka_subscribe(rk, sub), 0);
+        rd_kafka_topic_partition_list_destroy(sub);
+        /* joined: the group's assignment read to its end */
+        cr_assert_eq(read_to_end(rk, topics[0], round), PARTITIONS * PER_PARTITION);
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, close_member, rk), 0);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += CLOSE_BOUND_MS / 1000;
+        int rc = pthread_timedjoin_np(t, NULL, &until);
+        cr_assert_eq(rc, 0, "round %d: rd_kafka_consumer_close did not return within %d ms", round, CLOSE_BOUND_MS);
+        rd_kafka_destroy(rk);
+    }
 }
