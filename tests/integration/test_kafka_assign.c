@@ -51,22 +51,36 @@ static void teardown(void) {
 
 TestSuite(kafka_assign, .init = setup, .fini = teardown, .timeout = 300);
 
-static rd_kafka_t *reader(void) {
+/* A consumer in the group <topic a>-<suffix>, reading committed records from
+ * their start with an EOF per partition; rebalance: its callback (a group
+ * member) or NULL (a reader that assigns). */
+typedef void rebalance_fn(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts,
+                          void *opaque);
+
+static rd_kafka_t *consumer(const char *suffix, rebalance_fn *rebalance) {
     char errstr[512], group[200];
-    snprintf(group, sizeof(group), "%s-group", topics[0]);
+    snprintf(group, sizeof(group), "%s-%s", topics[0], suffix);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *props[][2] = {{"bootstrap.servers", ol_test_kafka_bootstrap()},
                               {"group.id", group},
                               {"enable.partition.eof", "true"},
                               {"enable.auto.commit", "false"},
                               {"isolation.level", "read_committed"},
+                              {"partition.assignment.strategy", "range"},
+                              {"auto.offset.reset", "earliest"},
                               {"fetch.wait.max.ms", "10"}};
     for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
         cr_assert_eq(rd_kafka_conf_set(conf, props[i][0], props[i][1], errstr, sizeof(errstr)), RD_KAFKA_CONF_OK, "%s",
                      errstr);
+    if (rebalance)
+        rd_kafka_conf_set_rebalance_cb(conf, rebalance);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     cr_assert(rk, "%s", errstr);
     return rk;
+}
+
+static rd_kafka_t *reader(void) {
+    return consumer("group", NULL);
 }
 
 static rd_kafka_topic_partition_list_t *all_of(const char *topic) {
@@ -172,23 +186,8 @@ static void *close_member(void *arg) {
 }
 
 Test(kafka_assign, a_member_closes_while_its_callback_unassigns) {
-    char errstr[512], group[200];
-    snprintf(group, sizeof(group), "%s-members", topics[0]);
     for (int round = 0; round < CLOSE_ROUNDS; round++) {
-        rd_kafka_conf_t *conf = rd_kafka_conf_new();
-        const char *props[][2] = {{"bootstrap.servers", ol_test_kafka_bootstrap()},
-                                  {"group.id", group},
-                                  {"enable.partition.eof", "true"},
-                                  {"enable.auto.commit", "false"},
-                                  {"partition.assignment.strategy", "range"},
-                                  {"auto.offset.reset", "earliest"},
-                                  {"fetch.wait.max.ms", "10"}};
-        for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
-            cr_assert_eq(rd_kafka_conf_set(conf, props[i][0], props[i][1], errstr, sizeof(errstr)), RD_KAFKA_CONF_OK,
-                         "%s", errstr);
-        rd_kafka_conf_set_rebalance_cb(conf, member_rebalance);
-        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-        cr_assert(rk, "%s", errstr);
+        rd_kafka_t *rk = consumer("members", member_rebalance);
         rd_kafka_poll_set_consumer(rk);
         rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(sub, topics[0], RD_KAFKA_PARTITION_UA);
