@@ -301,14 +301,15 @@ ol_err_t ol_rebuild__spill_read(const rebuild_t *rb, int spill, int t, int sub, 
     int32_t p = rb->spills[spill].u.partition;
     while (!err) {
         /* whole records from pos; then what is left goes to the front */
-        bool more = true;
-        while (more && !err) {
-            if (len - pos < 4 || len - pos < 4 + (size_t)get32(buf + pos)) {
-                more = false;
+        while (!err) {
+            if (len - pos < 4 || len - pos < 4 + (size_t)get32(buf + pos))
                 break;
-            }
             const char *q = buf + pos + 4;
             size_t body = get32(buf + pos);
+            if (body < 26) { /* shorter than its fixed fields */
+                err = ol_errf(errstr, errstr_size, OL_ERR_IO, "spill file %s is damaged", path);
+                break;
+            }
             ol_event_rec_t rec = {.topic = topic, .partition = p};
             uint32_t key_len, val_len;
             uint16_t nh;
@@ -330,8 +331,12 @@ ol_err_t ol_rebuild__spill_read(const rebuild_t *rb, int spill, int t, int sub, 
             }
             rec.hv = hv;
             rec.nhv = nh;
-            bool fits = body >= 26 && d <= end;
+            bool fits = d <= end;
             for (uint16_t i = 0; i < nh && fits; i++) {
+                if (end - d < 6) {
+                    fits = false;
+                    break;
+                }
                 uint16_t nl;
                 memcpy(&nl, d, 2);
                 uint32_t vl = get32(d + 2);

@@ -372,23 +372,6 @@ ol_err_t ol_kafka_check_key_placement(const char *topic, int32_t partition, cons
                    n, (const char *)key, partition, topic, want, partition_cnt);
 }
 
-/* Why the wait (librdkafka 2.0.2, rdkafka_assignment.c): an assignment
- * change moves the partitions it drops to the "removed" list, and
- * rd_kafka_assignment_serve_removals() sends a fetch stop to each one whose
- * rktp_started is set, counting it in wait_stop_cnt; rktp_started is only
- * cleared when the stop's reply is served, by
- * rd_kafka_assignment_partition_stopped(), which asserts it is still set.
- * Partitions added meanwhile wait in "pending" (serve_pending runs only when
- * wait_stop_cnt is 0) but keep rktp_started from their previous life. So
- * assign(P) with P started (a stop, P pending again) followed by assign(NULL)
- * before the stops' replies are served stops P a second time: the second
- * reply finds rktp_started cleared by the first and aborts the process.
- * The stops, their replies and the requests of assign() and assignment() all
- * go through the handle's ops queue (rk_ops: the group's queue and the
- * partitions' ops queues forward to it), served in order by librdkafka's main
- * thread: the stops are queued before assign() returns, and each reply is
- * queued while its stop is served. So once two assignment() requests made
- * after assign() have been answered, every reply has been served. */
 /* Set on the thread that closes a consumer, for as long as the close runs:
  * the rebalance callback's unassign during rd_kafka_consumer_close runs on
  * that thread. Once that unassign is served, the group may end at once; it
@@ -407,6 +390,23 @@ rd_kafka_resp_err_t ol_kafka_consumer_close(rd_kafka_t *rk) {
     return kerr;
 }
 
+/* Why the wait (librdkafka 2.0.2, rdkafka_assignment.c): an assignment
+ * change moves the partitions it drops to the "removed" list, and
+ * rd_kafka_assignment_serve_removals() sends a fetch stop to each one whose
+ * rktp_started is set, counting it in wait_stop_cnt; rktp_started is only
+ * cleared when the stop's reply is served, by
+ * rd_kafka_assignment_partition_stopped(), which asserts it is still set.
+ * Partitions added meanwhile wait in "pending" (serve_pending runs only when
+ * wait_stop_cnt is 0) but keep rktp_started from their previous life. So
+ * assign(P) with P started (a stop, P pending again) followed by assign(NULL)
+ * before the stops' replies are served stops P a second time: the second
+ * reply finds rktp_started cleared by the first and aborts the process.
+ * The stops, their replies and the requests of assign() and assignment() all
+ * go through the handle's ops queue (rk_ops: the group's queue and the
+ * partitions' ops queues forward to it), served in order by librdkafka's main
+ * thread: the stops are queued before assign() returns, and each reply is
+ * queued while its stop is served. So once two assignment() requests made
+ * after assign() have been answered, every reply has been served. */
 rd_kafka_resp_err_t ol_kafka_assign(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts) {
     rd_kafka_resp_err_t kerr = rd_kafka_assign(rk, parts);
     if (closing)

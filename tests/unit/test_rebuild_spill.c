@@ -259,3 +259,42 @@ Test(rebuild_spill, a_pass_reads_the_smallest_complete_set_holding_its_keys) {
     rmdir(tmp);
     free(rb.queue);
 }
+
+/* A damaged file (only this process writes them, but a disk can fail) is
+ * an error naming it, never a read past the record: a record shorter than
+ * its fixed fields, and one whose header count runs past its end. */
+static void write_raw(int target, const void *bytes, size_t len) {
+    char path[4200];
+    ol_rebuild__spill_path(&rb, target, 0, 0, path, sizeof(path));
+    FILE *f = fopen(path, "wb");
+    cr_assert(f);
+    cr_assert_eq(fwrite(bytes, 1, len, f), len);
+    fclose(f);
+}
+
+Test(rebuild_spill, a_damaged_file_is_an_error_naming_it) {
+    rb_init();
+    int target;
+    cr_assert_eq(ol_rebuild__spill_plan(&rb, 3, -1, &target, 1), 1);
+    char errstr[512] = "";
+    seen_t seen = {0};
+    /* a body of 3 bytes: less than offset, time, lengths and header count */
+    unsigned char shorter[7] = {3, 0, 0, 0, 1, 2, 3};
+    write_raw(target, shorter, sizeof(shorter));
+    cr_expect_eq(ol_rebuild__spill_read(&rb, target, 0, 0, on_record, &seen, errstr, sizeof(errstr)), OL_ERR_IO);
+    cr_expect(strstr(errstr, "is damaged"), "%s", errstr);
+    /* the fixed fields (26 bytes: no key, no value) saying 200 headers,
+     * and none there */
+    unsigned char hdrs[30] = {26, 0, 0, 0};
+    uint32_t no_len = UINT32_MAX;
+    memcpy(hdrs + 4 + 20, &no_len, 4);
+    hdrs[4 + 24] = 200;
+    write_raw(target, hdrs, sizeof(hdrs));
+    errstr[0] = '\0';
+    cr_expect_eq(ol_rebuild__spill_read(&rb, target, 0, 0, on_record, &seen, errstr, sizeof(errstr)), OL_ERR_IO);
+    cr_expect(strstr(errstr, "is damaged"), "%s", errstr);
+    cr_expect_eq(seen.n, 0, "a record of a damaged file was handed on");
+    ol_rebuild__spill_cleanup(&rb);
+    free(rb.queue);
+    rmdir(tmp);
+}
