@@ -181,28 +181,29 @@ static void take(reader_t *r, int t, int32_t p, uint32_t cls, const rd_kafka_mes
                  size_t index) {
     pass_read_t *pr = r->pr;
     rebuild_t *rb = pr->rb;
-    bool fold = ol_rebuild__pass_takes_class(rb, p, cls);
-    int target = -1; /* the spill set it goes to, when not folded */
-    const part_plan_t *pp = &pr->plan[pr->plan_of[p]];
-    for (int i = 0; !fold && target < 0 && i < pp->ntargets; i++) {
-        const spill_t *sp = &rb->spills[pp->targets[i]];
-        if (cls % sp->u.k == sp->u.j)
-            target = pp->targets[i];
-    }
-    if (!fold && target < 0)
-        return; /* dropped */
     ol_event_rec_t parts;
-    if (m) {
-        ol_event_rec_of(m, &parts);
-        rec = &parts;
-    }
-    if (fold) {
+    if (ol_rebuild__pass_takes_class(rb, p, cls)) {
+        if (m) {
+            ol_event_rec_of(m, &parts);
+            rec = &parts;
+        }
         fold_one(r, t, p, rec, index);
         return;
     }
-    int sub = (int)ol_rebuild__spill_sub(cls, rb->spill_subs);
-    ol_rebuild__spill_put(rb, writer_of(r, target, t, sub), target, t, sub, rec);
-    r->spilled++;
+    const part_plan_t *pp = &pr->plan[pr->plan_of[p]];
+    for (int i = 0; i < pp->ntargets; i++) {
+        const spill_t *sp = &rb->spills[pp->targets[i]];
+        if (cls % sp->u.k != sp->u.j)
+            continue;
+        if (m) {
+            ol_event_rec_of(m, &parts);
+            rec = &parts;
+        }
+        int sub = (int)ol_rebuild__spill_sub(cls, rb->spill_subs);
+        ol_rebuild__spill_put(rb, writer_of(r, pp->targets[i], t, sub), pp->targets[i], t, sub, rec);
+        r->spilled++;
+        return;
+    }
 }
 
 /* Whether a record from Kafka is one the pass may take (before the end
@@ -628,7 +629,7 @@ static ol_err_t open_consumer(pass_read_t *pr, const src_t *srcs, const int *own
     for (int k = 0; rk && k < nsrcs; k++)
         if (srcs[k].spill < 0 && !known[srcs[k].t]) {
             known[srcs[k].t] = true;
-            ol_kafka_know_leaders(rk, rb->topic_names[srcs[k].t]);
+            ol_kafka_partition_count(rk, rb->conf, rb->topic_names[srcs[k].t]);
         }
     rd_kafka_topic_partition_list_t *assign = rd_kafka_topic_partition_list_new(ntps + 1);
     for (int k = 0; k < nsrcs; k++) {

@@ -301,15 +301,14 @@ ol_err_t ol_rebuild__spill_read(const rebuild_t *rb, int spill, int t, int sub, 
     int32_t p = rb->spills[spill].u.partition;
     while (!err) {
         /* whole records from pos; then what is left goes to the front */
-        while (!err) {
-            if (len - pos < 4 || len - pos < 4 + (size_t)get32(buf + pos))
-                break;
-            const char *q = buf + pos + 4;
-            size_t body = get32(buf + pos);
-            if (body < 26) { /* shorter than its fixed fields */
-                err = ol_errf(errstr, errstr_size, OL_ERR_IO, "spill file %s is damaged", path);
+        bool more = true;
+        while (more && !err) {
+            if (len - pos < 4 || len - pos < 4 + (size_t)get32(buf + pos)) {
+                more = false;
                 break;
             }
+            const char *q = buf + pos + 4;
+            size_t body = get32(buf + pos);
             ol_event_rec_t rec = {.topic = topic, .partition = p};
             uint32_t key_len, val_len;
             uint16_t nh;
@@ -331,12 +330,8 @@ ol_err_t ol_rebuild__spill_read(const rebuild_t *rb, int spill, int t, int sub, 
             }
             rec.hv = hv;
             rec.nhv = nh;
-            bool fits = d <= end;
+            bool fits = body >= 26 && d <= end;
             for (uint16_t i = 0; i < nh && fits; i++) {
-                if (end - d < 6) {
-                    fits = false;
-                    break;
-                }
                 uint16_t nl;
                 memcpy(&nl, d, 2);
                 uint32_t vl = get32(d + 2);
