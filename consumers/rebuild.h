@@ -3,9 +3,7 @@
 
 /* orderlog rebuild's parts (internal): the run and the comparison
  * (rebuild.c), the shadow schema (rebuild_shadow.c), the replay in passes
- * (rebuild_passes.c), the reading of a pass (rebuild_read.c), the spill
- * files (rebuild_spill.c). The command is ol_cmd_rebuild
- * (ops/admin/commands.h). */
+ * (rebuild_passes.c). The command is ol_cmd_rebuild (ops/admin/commands.h). */
 #include <libpq-fe.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -141,12 +139,10 @@ ol_err_t ol_rebuild__plan(rebuild_t *rb);
 /* Every pass, each written out once it ends, while the next one runs. */
 ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MAX_READERS], int nreaders,
                                    size_t max_rows);
-/* Reads the current pass (rb->pass) of the bulk topics, each partition
- * from the smallest complete spill set holding its units' keys, else from
- * Kafka by assign(): nbulks reader threads, the records of Kafka dealt by
- * their keys' sub, each folding and applying into its own bulks[i] (a key
- * meets one reader only) and spilling the records of the shares still
- * queued; past max_rows rows in all, OL_ERR_TOO_LARGE (rebuild_read.c). */
+/* Reads the current pass (rb->pass) of the bulk topics by assign(): the
+ * records of its keys dealt by key to nbulks folder threads, each folding
+ * and applying into its own bulks[i] (a key meets one folder only); past
+ * max_rows rows in all, OL_ERR_TOO_LARGE (rebuild_read.c). */
 ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbulks, size_t max_rows,
                                ol_rt_stats_t *st);
 /* ---- the spill files (rebuild_spill.c) ---- */

@@ -1,10 +1,8 @@
 /* orderlog rebuild, the reading of a pass: the bulk topics' partitions of
- * the pass read from spill files or by assign() (no group, no rebalance, no
- * offsets) by a few reader threads, each with the partitions and files it
- * owns, its own queue, decoder and rows; the records off a queue dealt by
- * their keys' sub, each reader folding and applying, or spilling, those of
- * its sub (consumers/README.md, "Rebuild in passes"). See rebuild_passes.c
- * and rebuild_spill.c. */
+ * the pass read by assign() (no group, no rebalance, no offsets) by a few
+ * reader threads, each with the partitions it owns, its own queue, decoder
+ * and rows, reading, folding and applying in turn (consumers/README.md,
+ * "Rebuild in passes"). See rebuild_passes.c. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
