@@ -39,7 +39,6 @@ typedef struct spill_s {
     spill_state_t state;
     bool failed;                              /* a write failed: never complete */
     int64_t records[MAX_TOPICS][MAX_READERS]; /* per file */
-    int64_t bytes;                            /* in all its files */
 } spill_t;
 
 typedef struct rebuild_s {
@@ -90,9 +89,6 @@ typedef struct rebuild_s {
     int64_t pass_kafka, pass_files, pass_spilled; /* the last pass's records: read from Kafka (dropped ones
                                                      too), read from spill files, written to them */
     int64_t kafka_read, files_read, spilled;      /* the same over the completed passes */
-    /* bytes written to spill files: by the last pass, by all, on disk now
-     * and at most at once */
-    int64_t pass_spilled_bytes, spilled_bytes, spill_disk_bytes, spill_peak_bytes;
     /* the rows of the pass being written (0: none): the readers of the next
      * pass wait while theirs and these pass rebuild.bulk.rows */
     atomic_llong flushing_rows;

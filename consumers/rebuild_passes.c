@@ -476,7 +476,6 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MA
         rb->kafka_read += rb->pass_kafka;
         rb->files_read += rb->pass_files;
         rb->spilled += rb->pass_spilled;
-        rb->spilled_bytes += rb->pass_spilled_bytes;
         long rss = rss_mb();
         rb->passes++;
         rb->events_done += st.events;
@@ -490,11 +489,11 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MA
                 "(their time: decoding %.1f s, applying %.1f s, waiting for records %.1f s, for the pass before to be "
                 "written %.1f s; the consumer: assigned "
                 "in %.2f s, first records %.2f s after, closed in %.2f s); records read from Kafka %lld, from spill "
-                "files %lld, spilled %lld (%lld MB); process RSS %ld MB\n",
+                "files %lld, spilled %lld; process RSS %ld MB\n",
                 rb->passes, what, (long long)st.events, rows, bytes >> 20, (double)(ol_time_mono_us() - t0) / 1e6,
                 nreaders, (double)st.fold_us / 1e6, (double)st.apply_us / 1e6, (double)st.idle_us / 1e6,
                 rb->pass_flush_wait_s, rb->pass_open_s, rb->pass_first_s, rb->pass_close_s, (long long)rb->pass_kafka,
-                (long long)rb->pass_files, (long long)rb->pass_spilled, (long long)(rb->pass_spilled_bytes >> 20), rss);
+                (long long)rb->pass_files, (long long)rb->pass_spilled, rss);
         if ((err = flusher_start(&f, set, nreaders, rb->passes)))
             break;
         cur = 1 - cur;

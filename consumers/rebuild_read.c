@@ -727,11 +727,6 @@ static void stop_readers(pass_read_t *pr, ol_rt_stats_t *st) {
             if (!ol_rebuild__spill_close(sw))
                 sp->failed = true;
             sp->records[sw->t][sw->sub] += sw->records;
-            pr->rb->pass_spilled_bytes += sw->bytes;
-            sp->bytes += sw->bytes;
-            pr->rb->spill_disk_bytes += sw->bytes;
-            if (pr->rb->spill_disk_bytes > pr->rb->spill_peak_bytes)
-                pr->rb->spill_peak_bytes = pr->rb->spill_disk_bytes;
         }
         free(r->writers);
         free(r->files);
@@ -752,7 +747,7 @@ ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbu
     pthread_mutex_init(&pr->lock, NULL);
     src_t *srcs = NULL;
     int *owner = NULL;
-    rb->pass_kafka = rb->pass_files = rb->pass_spilled = rb->pass_spilled_bytes = 0;
+    rb->pass_kafka = rb->pass_files = rb->pass_spilled = 0;
     rb->pass_flush_wait_s = 0;
     plan_partitions(pr);
     int nsrcs = plan_readers(pr, nbulks, &srcs, &owner);

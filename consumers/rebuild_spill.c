@@ -42,7 +42,6 @@ static void remove_files(rebuild_t *rb, int spill) {
                 ol_log_warn("rebuild: could not remove %s: %s", path, strerror(errno));
         }
     rb->spills[spill].state = SPILL_GONE;
-    rb->spill_disk_bytes -= rb->spills[spill].bytes;
 }
 
 /* The smallest complete spill set holding every key of the units of
@@ -175,27 +174,6 @@ static bool flush_writer(spill_writer_t *w) {
     return !w->failed;
 }
 
-/* Header i of rec, from Kafka's headers or a view (*val NULL, *size 0: a
- * header without a value); false past the last. */
-static bool header_at(const ol_event_rec_t *rec, size_t i, const char **name, size_t *name_len, const void **val,
-                      size_t *size) {
-    if (rec->hdrs) {
-        if (rd_kafka_header_get_all(rec->hdrs, i, name, val, size))
-            return false;
-        *name_len = strlen(*name);
-    } else {
-        if (i >= rec->nhv)
-            return false;
-        *name = rec->hv[i].name;
-        *name_len = rec->hv[i].name_len;
-        *val = rec->hv[i].value;
-        *size = rec->hv[i].size;
-    }
-    if (!*val)
-        *size = 0;
-    return true;
-}
-
 void ol_rebuild__spill_put(const rebuild_t *rb, spill_writer_t *w, int spill, int t, int sub,
                            const ol_event_rec_t *rec) {
     if (w->failed)
@@ -215,16 +193,11 @@ void ol_rebuild__spill_put(const rebuild_t *rb, spill_writer_t *w, int spill, in
     size_t need = 4 + 8 + 8 + 4 + 4 + 2 + rec->key_len + (rec->payload ? rec->len : 0);
     const char *name;
     const void *val;
-    size_t name_len, size, nh = 0;
-    bool fits = true;
-    for (; header_at(rec, nh, &name, &name_len, &val, &size); nh++) {
-        need += 2 + 4 + name_len + size;
-        fits = fits && name_len <= UINT16_MAX && size < NO_LEN;
-    }
-    if (nh > UINT16_MAX || !fits) {
-        ol_log_warn("rebuild: a record of %zu headers, or with a header too long, cannot be spilled: its share is "
-                    "read from Kafka again",
-                    nh);
+    size_t size, nh = 0;
+    for (; rec->hdrs && !rd_kafka_header_get_all(rec->hdrs, nh, &name, &val, &size); nh++)
+        need += 2 + 4 + strlen(name) + (val ? size : 0);
+    if (nh > UINT16_MAX) {
+        ol_log_warn("rebuild: a record with %zu headers cannot be spilled: its share is read from Kafka again", nh);
         w->failed = true;
         return;
     }
@@ -246,13 +219,13 @@ void ol_rebuild__spill_put(const rebuild_t *rb, spill_writer_t *w, int spill, in
     put(w->buf, &w->len, rec->key, rec->key_len);
     if (rec->payload)
         put(w->buf, &w->len, rec->payload, rec->len);
-    for (size_t i = 0; i < nh && header_at(rec, i, &name, &name_len, &val, &size); i++) {
-        uint16_t nl = (uint16_t)name_len;
+    for (size_t i = 0; i < nh && !rd_kafka_header_get_all(rec->hdrs, i, &name, &val, &size); i++) {
+        uint16_t nl = (uint16_t)strlen(name);
         uint32_t vl = val ? (uint32_t)size : NO_LEN;
         put(w->buf, &w->len, &nl, 2);
         put(w->buf, &w->len, &vl, 4);
         put(w->buf, &w->len, name, nl);
-        put(w->buf, &w->len, val, size);
+        put(w->buf, &w->len, val, val ? size : 0);
     }
     w->records++;
     w->bytes += (int64_t)need;
