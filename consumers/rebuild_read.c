@@ -602,18 +602,9 @@ static ol_err_t open_consumer(pass_read_t *pr, const src_t *srcs, const int *own
     char tuning_group[300];
     snprintf(tuning_group, sizeof(tuning_group), "%.200srebuild-%d", ol_conf_str(rb->conf, "topic.prefix"),
              (int)getpid());
-    /* librdkafka's bound is per partition, of any topic: consumer.queue.kbytes
-     * over the partition numbers of the pass read from Kafka, plus one (orders
-     * holds most records, after-sales and skus few). Divided by every
-     * topic's partitions, the readers of a pass over several partitions
-     * starved (librdkafka 2.0 fetches a partition whose queue was full again
-     * only when its broker thread wakes); divided by the partition numbers
-     * alone, the prefetch of a pass starting while the one before is written
-     * cost up to 170 MB more (consumers/README.md, "Rebuild in passes") */
-    int nparts = 0;
-    for (int k = 0; k < pr->nplan; k++)
-        nparts += pr->plan[k].source < 0;
-    long long kbytes = ol_conf_int(rb->conf, "consumer.queue.kbytes") / (nparts + 1);
+    /* consumer.queue.kbytes prefetched in all (librdkafka's bound is per
+     * partition) */
+    long long kbytes = ol_conf_int(rb->conf, "consumer.queue.kbytes") / ntps;
     char qkb[32];
     snprintf(qkb, sizeof(qkb), "%lld", kbytes < 1024 ? 1024 : kbytes);
     const char *tuning[] = {"group.id", tuning_group, "fetch.wait.max.ms", "100", "queued.max.messages.kbytes",
