@@ -190,16 +190,20 @@ void ol_rebuild__spill_put(const rebuild_t *rb, spill_writer_t *w, int spill, in
         w->buf = ol_xmalloc(WRITE_BUF);
         w->cap = WRITE_BUF;
     }
+    const char *names[64];
+    const void *vals[64];
+    size_t sizes[64];
+    uint16_t nh = 0;
     size_t need = 4 + 8 + 8 + 4 + 4 + 2 + rec->key_len + (rec->payload ? rec->len : 0);
     const char *name;
     const void *val;
-    size_t size, nh = 0;
-    for (; rec->hdrs && !rd_kafka_header_get_all(rec->hdrs, nh, &name, &val, &size); nh++)
-        need += 2 + 4 + strlen(name) + (val ? size : 0);
-    if (nh > UINT16_MAX) {
-        ol_log_warn("rebuild: a record with %zu headers cannot be spilled: its share is read from Kafka again", nh);
-        w->failed = true;
-        return;
+    size_t size;
+    for (size_t i = 0; rec->hdrs && nh < 64 && !rd_kafka_header_get_all(rec->hdrs, i, &name, &val, &size); i++) {
+        names[nh] = name;
+        vals[nh] = val;
+        sizes[nh] = val ? size : 0;
+        need += 2 + 4 + strlen(name) + sizes[nh];
+        nh++;
     }
     if (w->len + need > w->cap && !flush_writer(w))
         return;
@@ -209,23 +213,22 @@ void ol_rebuild__spill_put(const rebuild_t *rb, spill_writer_t *w, int spill, in
     }
     uint32_t body = (uint32_t)(need - 4), key_len = (uint32_t)rec->key_len,
              val_len = rec->payload ? (uint32_t)rec->len : NO_LEN;
-    uint16_t nh16 = (uint16_t)nh;
     put(w->buf, &w->len, &body, 4);
     put(w->buf, &w->len, &rec->offset, 8);
     put(w->buf, &w->len, &rec->timestamp, 8);
     put(w->buf, &w->len, &key_len, 4);
     put(w->buf, &w->len, &val_len, 4);
-    put(w->buf, &w->len, &nh16, 2);
+    put(w->buf, &w->len, &nh, 2);
     put(w->buf, &w->len, rec->key, rec->key_len);
     if (rec->payload)
         put(w->buf, &w->len, rec->payload, rec->len);
-    for (size_t i = 0; i < nh && !rd_kafka_header_get_all(rec->hdrs, i, &name, &val, &size); i++) {
-        uint16_t nl = (uint16_t)strlen(name);
-        uint32_t vl = val ? (uint32_t)size : NO_LEN;
+    for (uint16_t i = 0; i < nh; i++) {
+        uint16_t nl = (uint16_t)strlen(names[i]);
+        uint32_t vl = vals[i] ? (uint32_t)sizes[i] : NO_LEN;
         put(w->buf, &w->len, &nl, 2);
         put(w->buf, &w->len, &vl, 4);
-        put(w->buf, &w->len, name, nl);
-        put(w->buf, &w->len, val, val ? size : 0);
+        put(w->buf, &w->len, names[i], nl);
+        put(w->buf, &w->len, vals[i], sizes[i]);
     }
     w->records++;
     w->bytes += (int64_t)need;
@@ -266,8 +269,6 @@ ol_err_t ol_rebuild__spill_read(const rebuild_t *rb, int spill, int t, int sub, 
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     size_t cap = READ_BUF, len = 0, pos = 0;
     char *buf = ol_xmalloc(cap);
-    size_t hv_cap = 16;
-    struct ol_event_hdr_s *hv = ol_xmalloc(hv_cap * sizeof(*hv));
     ol_err_t err = OL_ERR_OK;
     bool eof = false;
     const char *topic = rb->topic_names[t];
@@ -290,33 +291,28 @@ ol_err_t ol_rebuild__spill_read(const rebuild_t *rb, int spill, int t, int sub, 
             key_len = get32(q + 16);
             val_len = get32(q + 20);
             memcpy(&nh, q + 24, 2);
-            const char *d = q + 26, *end = q + body;
+            const char *d = q + 26;
             rec.key = key_len ? d : NULL;
             rec.key_len = key_len;
             d += key_len;
             rec.payload = val_len == NO_LEN ? NULL : d;
             rec.len = val_len == NO_LEN ? 0 : val_len;
             d += rec.len;
-            if (nh > hv_cap) {
-                hv_cap = nh;
-                hv = ol_xrealloc(hv, hv_cap * sizeof(*hv));
-            }
-            rec.hv = hv;
-            rec.nhv = nh;
-            bool fits = body >= 26 && d <= end;
-            for (uint16_t i = 0; i < nh && fits; i++) {
+            rec.hdrs = nh ? rd_kafka_headers_new(nh) : NULL;
+            for (uint16_t i = 0; i < nh; i++) {
                 uint16_t nl;
                 memcpy(&nl, d, 2);
                 uint32_t vl = get32(d + 2);
-                size_t vsize = vl == NO_LEN ? 0 : vl;
-                fits = d + 6 + nl + vsize <= end;
-                hv[i] = (struct ol_event_hdr_s){d + 6, nl, vl == NO_LEN ? NULL : d + 6 + nl, vsize};
-                d += 6 + nl + vsize;
+                const char *name = d + 6, *val = vl == NO_LEN ? NULL : d + 6 + nl;
+                rd_kafka_header_add(rec.hdrs, name, nl, val, vl == NO_LEN ? 0 : (ssize_t)vl);
+                d += 6 + nl + (vl == NO_LEN ? 0 : vl);
             }
-            if (!fits || d != end)
+            if (d != q + body)
                 err = ol_errf(errstr, errstr_size, OL_ERR_IO, "spill file %s is damaged", path);
             else
                 err = fn(opaque, &rec);
+            if (rec.hdrs)
+                rd_kafka_headers_destroy(rec.hdrs);
             pos += 4 + body;
         }
         if (err)
@@ -343,7 +339,6 @@ ol_err_t ol_rebuild__spill_read(const rebuild_t *rb, int spill, int t, int sub, 
         else
             len += (size_t)n;
     }
-    free(hv);
     free(buf);
     close(fd);
     return err;

@@ -145,25 +145,13 @@ typedef enum { HDR_EXACT, HDR_TRUNCATE } hdr_fit_t;
  * OL_ERR_OK) when absent. A value holding NUL or invalid UTF-8 is an error,
  * and so is one longer than out_size - 1 when fit is HDR_EXACT (a cut id,
  * type or version would mean another one). */
-static ol_err_t header_str(const ol_event_rec_t *rec, const char *name, hdr_fit_t fit, char *out, size_t out_size,
+static ol_err_t header_str(rd_kafka_headers_t *hdrs, const char *name, hdr_fit_t fit, char *out, size_t out_size,
                            bool *found, char *errstr, size_t errstr_size) {
-    const void *val = NULL;
-    size_t size = 0;
+    const void *val;
+    size_t size;
     *found = false;
     out[0] = '\0';
-    if (rec->hdrs) {
-        if (rd_kafka_header_get_last(rec->hdrs, name, &val, &size))
-            val = NULL;
-    } else {
-        size_t name_len = strlen(name);
-        for (size_t i = rec->nhv; i-- > 0;)
-            if (rec->hv[i].name_len == name_len && !memcmp(rec->hv[i].name, name, name_len)) {
-                val = rec->hv[i].value;
-                size = rec->hv[i].size;
-                break;
-            }
-    }
-    if (!val)
+    if (!hdrs || rd_kafka_header_get_last(hdrs, name, &val, &size) || !val)
         return OL_ERR_OK;
     if (memchr(val, '\0', size))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "header \"%s\": must not contain NUL (\\u0000)", name);
@@ -300,8 +288,6 @@ void ol_event_rec_of(const rd_kafka_message_t *rkm, ol_event_rec_t *out) {
     out->len = rkm->len;
     if (rd_kafka_message_headers(rkm, &out->hdrs))
         out->hdrs = NULL;
-    out->hv = NULL;
-    out->nhv = 0;
 }
 
 ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena, ol_envelope_t *env,
@@ -314,26 +300,27 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
 ol_err_t ol_event_decode_rec(ol_codec_t *codec, const ol_event_rec_t *rec, ol_arena_t *arena, ol_envelope_t *env,
                              avro_value_t **value, char *errstr, size_t errstr_size) {
     memset(env, 0, sizeof(*env));
+    rd_kafka_headers_t *hdrs = rec->hdrs;
     char type[128], buf[160];
     bool found;
     ol_err_t err;
     const char *payload = rec->payload ? rec->payload : "";
-    if ((err = header_str(rec, "ce_type", HDR_EXACT, type, sizeof(type), &found, errstr, errstr_size)))
+    if ((err = header_str(hdrs, "ce_type", HDR_EXACT, type, sizeof(type), &found, errstr, errstr_size)))
         return err;
     if (!found)
         return decode_headerless(codec, rec, arena, env, value, errstr, errstr_size);
     uint32_t id;
     if (!(env->type = ol_schema_find(type)))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown ce_type \"%s\"", type);
-    if ((err = header_str(rec, "ce_id", HDR_EXACT, env->id, sizeof(env->id), &found, errstr, errstr_size)))
+    if ((err = header_str(hdrs, "ce_id", HDR_EXACT, env->id, sizeof(env->id), &found, errstr, errstr_size)))
         return err;
     if (!found || !env->id[0])
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "missing ce_id header");
-    if ((err = header_str(rec, "ce_source", HDR_TRUNCATE, env->source, sizeof(env->source), &found, errstr,
+    if ((err = header_str(hdrs, "ce_source", HDR_TRUNCATE, env->source, sizeof(env->source), &found, errstr,
                           errstr_size)) ||
-        (err = header_str(rec, "ce_subject", HDR_TRUNCATE, env->subject, sizeof(env->subject), &found, errstr,
+        (err = header_str(hdrs, "ce_subject", HDR_TRUNCATE, env->subject, sizeof(env->subject), &found, errstr,
                           errstr_size)) ||
-        (err = header_str(rec, "ce_time", HDR_EXACT, buf, sizeof(buf), &found, errstr, errstr_size)))
+        (err = header_str(hdrs, "ce_time", HDR_EXACT, buf, sizeof(buf), &found, errstr, errstr_size)))
         return err;
     if (found) {
         int rc = ol_time_parse(buf, &env->time_ms);
@@ -347,7 +334,7 @@ ol_err_t ol_event_decode_rec(ol_codec_t *codec, const ol_event_rec_t *rec, ol_ar
     env->version = env->type->version;
     char dataschema[600];
     if ((err =
-             header_str(rec, "ce_dataschema", HDR_EXACT, dataschema, sizeof(dataschema), &found, errstr, errstr_size)))
+             header_str(hdrs, "ce_dataschema", HDR_EXACT, dataschema, sizeof(dataschema), &found, errstr, errstr_size)))
         return err;
     uint32_t said;
     bool named = found && parse_dataschema(dataschema, env->type, &env->version); /* parsed once per record */
@@ -365,7 +352,7 @@ ol_err_t ol_event_decode_rec(ol_codec_t *codec, const ol_event_rec_t *rec, ol_ar
                        "or leading zero)",
                        dataschema, DATASCHEMA_PREFIX, env->type->name);
     env->content = OL_CONTENT_AVRO;
-    if ((err = header_str(rec, "content-type", HDR_TRUNCATE, buf, sizeof(buf), &found, errstr, errstr_size)))
+    if ((err = header_str(hdrs, "content-type", HDR_TRUNCATE, buf, sizeof(buf), &found, errstr, errstr_size)))
         return err;
     if (found && !strncmp(buf, "application/json", 16))
         env->content = OL_CONTENT_JSON;

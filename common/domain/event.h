@@ -80,16 +80,7 @@ typedef struct ol_event_rec_s {
     size_t key_len;
     const void *payload;
     size_t len;
-    rd_kafka_headers_t *hdrs; /* NULL: those of hv */
-    /* without hdrs: the headers as nhv names and values (value NULL: a
-     * header without one); the last of a name counts */
-    const struct ol_event_hdr_s {
-        const char *name; /* name_len bytes, not terminated */
-        size_t name_len;
-        const void *value;
-        size_t size;
-    } * hv;
-    size_t nhv;
+    rd_kafka_headers_t *hdrs; /* NULL: none */
 } ol_event_rec_t;
 
 /* rkm's parts, borrowed from rkm. */
