@@ -47,28 +47,7 @@ typedef struct reader_s {
     size_t pending;        /* records folded since the last apply */
     int64_t batch_us;      /* when the batch began */
     int64_t flush_wait_us; /* waiting for the pass before to be written */
-    int index;
-    /* records of its keys that other readers took off their partitions'
-     * queues (see deal) */
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct handoff_s *inbox, *inbox_tail;
-    int inbox_len;
 } reader_t;
-
-/* Records a reader took off its queue for another reader: the records of
- * a partition go to the reader of their keys' sub, so that every reader
- * folds a part of every partition of the pass. */
-typedef struct handoff_s {
-    struct handoff_s *next;
-    int n;
-    struct {
-        rd_kafka_message_t *m;
-        int t;
-        uint32_t cls;
-    } recs[READ_BATCH];
-} handoff_t;
-#define MAX_INBOX 8
 
 /* A source of a pass: partition p of bulk topic t, from Kafka (spill -1) or
  * one file (sub) of a spill set. */
@@ -97,7 +76,6 @@ struct pass_read_s {
     atomic_int running; /* readers not ended */
     int64_t start_us;
     atomic_llong first_us; /* when a reader got its first records (0: none yet) */
-    atomic_int dealers;    /* readers whose partitions are not at their end */
     char errstr[512];
     pthread_mutex_t lock;
     reader_t *readers;
@@ -175,11 +153,11 @@ static void fold_one(reader_t *r, int t, int32_t p, const ol_event_rec_t *rec, s
  * folded when the pass takes its key, written to a spill file when a spill
  * set of the pass does, else dropped. From Kafka (m; its parts made only
  * when needed) or a spill file (rec). */
-static void take(reader_t *r, int t, int32_t p, uint32_t cls, const rd_kafka_message_t *m, const ol_event_rec_t *rec,
-                 size_t index) {
+static void take(reader_t *r, int t, int32_t p, const rd_kafka_message_t *m, const ol_event_rec_t *rec, size_t index) {
     pass_read_t *pr = r->pr;
     rebuild_t *rb = pr->rb;
     ol_event_rec_t parts;
+    uint32_t cls = m ? ol_rebuild__key_class(m->key, m->key_len) : ol_rebuild__key_class(rec->key, rec->key_len);
     if (ol_rebuild__pass_takes_class(rb, p, cls)) {
         if (m) {
             ol_event_rec_of(m, &parts);
@@ -204,11 +182,9 @@ static void take(reader_t *r, int t, int32_t p, uint32_t cls, const rd_kafka_mes
     }
 }
 
-/* Whether a record from Kafka is one the pass may take (before the end
- * planned, of the pass's partitions); *t_out its topic, *cls_out its key's
- * class. Notes where its partition got to. */
-static bool wanted(reader_t *r, const rd_kafka_message_t *m, int *last_t, const rd_kafka_topic_t **last_rkt, int *t_out,
-                   uint32_t *cls_out) {
+/* One record from Kafka: the end planned, then take. */
+static void read_one(reader_t *r, const rd_kafka_message_t *m, size_t index, int *last_t,
+                     const rd_kafka_topic_t **last_rkt) {
     pass_read_t *pr = r->pr;
     rebuild_t *rb = pr->rb;
     int t = m->rkt == *last_rkt ? *last_t : topic_of(rb, m);
@@ -216,25 +192,23 @@ static bool wanted(reader_t *r, const rd_kafka_message_t *m, int *last_t, const 
     *last_t = t;
     int32_t p = m->partition;
     if (t < 0 || p < 0 || p >= MAX_PARTS || pr->done[t][p] || pr->plan_of[p] < 0)
-        return false;
+        return;
     if (m->err) {
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
             partition_done(r, t, p);
         else
             ol_log_warn("kafka: %s", rd_kafka_message_errstr(m));
-        return false;
+        return;
     }
     if (m->offset >= rb->ends[t][p]) { /* the catch-up's */
         partition_done(r, t, p);
-        return false;
+        return;
     }
     r->kafka_records++;
     atomic_store(&rb->last_seen[t][p], m->offset);
     if (m->offset + 1 >= rb->ends[t][p])
         partition_done(r, t, p);
-    *t_out = t;
-    *cls_out = ol_rebuild__key_class(m->key, m->key_len);
-    return true;
+    take(r, t, p, m, NULL, index);
 }
 
 /* The records folded since the last call applied to the reader's rows,
@@ -285,7 +259,7 @@ static ol_err_t file_record(void *opaque, const ol_event_rec_t *rec) {
     if (atomic_load(&r->pr->stop) || ol_rebuild__stopping())
         return OL_ERR_INVALID; /* stopped: the pass says why */
     r->file_records++;
-    take(r, f->t, f->p, ol_rebuild__key_class(rec->key, rec->key_len), NULL, rec, r->pending);
+    take(r, f->t, f->p, NULL, rec, r->pending);
     if (++r->pending == READ_BATCH)
         end_batch(r);
     return OL_ERR_OK;
@@ -309,126 +283,6 @@ static void read_files(reader_t *r) {
         end_batch(r);
 }
 
-/* Takes the records of a handoff (then destroyed) and applies them. */
-static void take_handoff(reader_t *r, handoff_t *h) {
-    r->batch_us = ol_time_mono_us();
-    for (int i = 0; i < h->n; i++) {
-        rd_kafka_message_t *m = h->recs[i].m;
-        take(r, h->recs[i].t, m->partition, h->recs[i].cls, m, NULL, (size_t)i);
-        rd_kafka_message_destroy(m);
-    }
-    if (h->n)
-        end_batch(r);
-    free(h);
-}
-
-/* The next handoff of r's inbox, or NULL. */
-static handoff_t *inbox_pop(reader_t *r) {
-    pthread_mutex_lock(&r->lock);
-    handoff_t *h = r->inbox;
-    if (h) {
-        r->inbox = h->next;
-        if (!r->inbox)
-            r->inbox_tail = NULL;
-        r->inbox_len--;
-        pthread_cond_broadcast(&r->cond); /* room for a dealer */
-    }
-    pthread_mutex_unlock(&r->lock);
-    return h;
-}
-
-/* Waits on r's condition for at most ms milliseconds (r->lock held). */
-static void wait_ms(reader_t *r, long ms) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += ms * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec += ts.tv_nsec / 1000000000;
-        ts.tv_nsec %= 1000000000;
-    }
-    pthread_cond_timedwait(&r->cond, &r->lock, &ts);
-}
-
-/* Hands h to reader to, once its inbox has room; meanwhile r takes what
- * was handed to it (two readers dealing to each other never both wait). On
- * a stop, h's records are destroyed. */
-static void inbox_push(reader_t *r, reader_t *to, handoff_t *h) {
-    pass_read_t *pr = r->pr;
-    for (;;) {
-        pthread_mutex_lock(&to->lock);
-        if (to->inbox_len < MAX_INBOX || atomic_load(&pr->stop) || ol_rebuild__stopping())
-            break;
-        pthread_mutex_unlock(&to->lock);
-        handoff_t *mine = inbox_pop(r);
-        if (mine) {
-            take_handoff(r, mine);
-            continue;
-        }
-        int64_t t0 = ol_time_mono_us();
-        pthread_mutex_lock(&to->lock);
-        if (to->inbox_len >= MAX_INBOX)
-            wait_ms(to, 2);
-        pthread_mutex_unlock(&to->lock);
-        r->wait_us += ol_time_mono_us() - t0;
-    }
-    h->next = NULL;
-    if (to->inbox_tail)
-        to->inbox_tail->next = h;
-    else
-        to->inbox = h;
-    to->inbox_tail = h;
-    to->inbox_len++;
-    pthread_cond_broadcast(&to->cond);
-    pthread_mutex_unlock(&to->lock);
-}
-
-/* A batch off r's queue: the records of its keys taken here, the others
- * handed to the readers of their keys' subs (ol_rebuild__spill_sub: the
- * reader that folds a key is the one that spills it, so a spill file has
- * one writer). */
-static void deal(reader_t *r, rd_kafka_message_t **msgs, ssize_t n, int *last_t, const rd_kafka_topic_t **last_rkt) {
-    pass_read_t *pr = r->pr;
-    handoff_t *out[MAX_READERS] = {NULL};
-    handoff_t *own = ol_xmalloc(sizeof(*own));
-    own->n = 0;
-    for (ssize_t i = 0; i < n; i++) {
-        rd_kafka_message_t *m = msgs[i];
-        int t;
-        uint32_t cls;
-        if (!wanted(r, m, last_t, last_rkt, &t, &cls)) {
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        int to = (int)ol_rebuild__spill_sub(cls, pr->nreaders);
-        handoff_t *h = to == r->index ? own : out[to];
-        if (!h) {
-            h = out[to] = ol_xmalloc(sizeof(*h));
-            h->n = 0;
-        }
-        h->recs[h->n].m = m;
-        h->recs[h->n].t = t;
-        h->recs[h->n].cls = cls;
-        h->n++;
-    }
-    for (int i = 0; i < pr->nreaders; i++)
-        if (out[i])
-            inbox_push(r, &pr->readers[i], out[i]);
-    take_handoff(r, own);
-}
-
-/* Tells every reader that one more has no partition left to deal. */
-static void dealer_done(pass_read_t *pr) {
-    atomic_fetch_sub(&pr->dealers, 1);
-    for (int i = 0; i < pr->nreaders; i++) {
-        pthread_mutex_lock(&pr->readers[i].lock);
-        pthread_cond_broadcast(&pr->readers[i].cond);
-        pthread_mutex_unlock(&pr->readers[i].lock);
-    }
-}
-
-/* Every reader: its spill files; then, until every partition of the pass
- * read from Kafka is at its end, batches off its queue (dealt) and what
- * other readers handed it. */
 static void *reader_main(void *arg) {
     reader_t *r = arg;
     pass_read_t *pr = r->pr;
@@ -436,47 +290,28 @@ static void *reader_main(void *arg) {
     int last_t = -1;
     const rd_kafka_topic_t *last_rkt = NULL;
     read_files(r);
-    bool dealing = r->waiting > 0;
-    while (!atomic_load(&pr->stop) && !ol_rebuild__stopping()) {
-        handoff_t *h;
-        while (!atomic_load(&pr->stop) && (h = inbox_pop(r)))
-            take_handoff(r, h);
-        if (r->waiting > 0) {
-            int64_t t0 = ol_time_mono_us();
-            ssize_t n = rd_kafka_consume_batch_queue(r->q, 20, msgs, READ_BATCH);
-            int64_t t1 = ol_time_mono_us();
-            r->wait_us += t1 - t0;
-            if (n < 0) {
-                char why[256];
-                snprintf(why, sizeof(why), "could not read: %s", rd_kafka_err2str(rd_kafka_last_error()));
-                fail(pr, OL_ERR_KAFKA, why);
-                break;
-            }
-            if (n > 0) {
-                long long none = 0;
-                atomic_compare_exchange_strong(&pr->first_us, &none, (long long)t1);
-                deal(r, msgs, n, &last_t, &last_rkt);
-            }
-            continue;
-        }
-        if (dealing) { /* its partitions are at their end */
-            dealing = false;
-            dealer_done(pr);
-        }
-        /* nothing of its own left: what the others still hand it */
-        pthread_mutex_lock(&r->lock);
-        bool over = !r->inbox && atomic_load(&pr->dealers) == 0;
-        if (!over && !r->inbox) {
-            int64_t t0 = ol_time_mono_us();
-            wait_ms(r, 10);
-            r->wait_us += ol_time_mono_us() - t0;
-        }
-        pthread_mutex_unlock(&r->lock);
-        if (over)
+    while (r->waiting > 0 && !atomic_load(&pr->stop) && !ol_rebuild__stopping()) {
+        int64_t t0 = ol_time_mono_us();
+        ssize_t n = rd_kafka_consume_batch_queue(r->q, 100, msgs, READ_BATCH);
+        int64_t t1 = ol_time_mono_us();
+        r->wait_us += t1 - t0;
+        if (n < 0) {
+            char why[256];
+            snprintf(why, sizeof(why), "could not read: %s", rd_kafka_err2str(rd_kafka_last_error()));
+            fail(pr, OL_ERR_KAFKA, why);
             break;
+        }
+        if (n == 0)
+            continue;
+        long long none = 0;
+        atomic_compare_exchange_strong(&pr->first_us, &none, (long long)t1);
+        r->batch_us = t1;
+        for (ssize_t i = 0; i < n; i++)
+            read_one(r, msgs[i], (size_t)i, &last_t, &last_rkt);
+        end_batch(r);
+        for (ssize_t i = 0; i < n; i++)
+            rd_kafka_message_destroy(msgs[i]);
     }
-    if (dealing)
-        dealer_done(pr);
     atomic_fetch_sub(&pr->running, 1);
     return NULL;
 }
@@ -558,17 +393,8 @@ static int plan_readers(pass_read_t *pr, int nbulks, src_t **srcs_out, int **own
             srcs[k] = srcs[k - 1];
             srcs[k - 1] = x;
         }
-    /* from Kafka, every reader takes a part of every partition (deal) */
-    bool kafka = false;
-    for (int k = 0; k < nsrcs; k++)
-        kafka = kafka || srcs[k].spill < 0;
-    pr->nreaders = kafka || nbulks < nsrcs ? nbulks : nsrcs;
+    pr->nreaders = nbulks < nsrcs ? nbulks : nsrcs;
     pr->readers = ol_xcalloc((size_t)(pr->nreaders > 0 ? pr->nreaders : 1), sizeof(*pr->readers));
-    for (int i = 0; i < pr->nreaders; i++) {
-        pr->readers[i].index = i;
-        pthread_mutex_init(&pr->readers[i].lock, NULL);
-        pthread_cond_init(&pr->readers[i].cond, NULL);
-    }
     int *owner = ol_xcalloc((size_t)nsrcs + 1, sizeof(*owner));
     int64_t load[MAX_READERS] = {0};
     for (int k = 0; k < nsrcs; k++) {
@@ -654,9 +480,6 @@ static ol_err_t open_consumer(pass_read_t *pr, const src_t *srcs, const int *own
  * started are told to stop. */
 static ol_err_t start_readers(pass_read_t *pr, ol_project_bulk_t **bulks) {
     rebuild_t *rb = pr->rb;
-    for (int i = 0; i < pr->nreaders; i++)
-        if (pr->readers[i].waiting > 0)
-            atomic_fetch_add(&pr->dealers, 1);
     for (int i = 0; i < pr->nreaders; i++) {
         reader_t *r = &pr->readers[i];
         r->pr = pr;
@@ -684,18 +507,6 @@ static void stop_readers(pass_read_t *pr, ol_rt_stats_t *st) {
         reader_t *r = &pr->readers[i];
         if (r->started)
             pthread_join(r->thread, NULL);
-    }
-    for (int i = 0; i < pr->nreaders; i++) {
-        reader_t *r = &pr->readers[i];
-        /* what was handed to it after it stopped */
-        for (handoff_t *h = r->inbox, *next; h; h = next) {
-            next = h->next;
-            for (int k = 0; k < h->n; k++)
-                rd_kafka_message_destroy(h->recs[k].m);
-            free(h);
-        }
-        pthread_mutex_destroy(&r->lock);
-        pthread_cond_destroy(&r->cond);
         st->events += atomic_load(&r->events);
         st->rejected += (long long)r->rejected;
         st->fold_us += r->decode_us;
