@@ -89,10 +89,6 @@ typedef struct rebuild_s {
     int64_t pass_kafka, pass_files, pass_spilled; /* the last pass's records: read from Kafka (dropped ones
                                                      too), read from spill files, written to them */
     int64_t kafka_read, files_read, spilled;      /* the same over the completed passes */
-    /* the rows of the pass being written (0: none): the readers of the next
-     * pass wait while theirs and these pass rebuild.bulk.rows */
-    atomic_llong flushing_rows;
-    double pass_flush_wait_s; /* the last pass's readers waiting for it, in all */
 } rebuild_t;
 
 /* ---- the shadow schema (rebuild_shadow.c) ---- */

@@ -303,13 +303,6 @@ static void describe_pass(const rebuild_t *rb, char *out, size_t out_size) {
     }
 }
 
-static size_t set_rows(ol_project_bulk_t **bulks, int n) {
-    size_t rows = 0;
-    for (int i = 0; i < n; i++)
-        rows += ol_project_bulk_rows(bulks[i]);
-    return rows;
-}
-
 /* The rows of a pass, written while the next pass folds (on connections
  * of their own): the next one only holds what it folded meanwhile, and a
  * pass's rows go out once the flush before has ended. */
@@ -333,7 +326,6 @@ static void *flusher_main(void *arg) {
     for (int i = 0; i < f->nbulks && !f->err; i++)
         f->err = ol_project_bulk_flush(f->bulks[i], f->pg[0], f->pg[1], f->rb->shadow, f->errstr, sizeof(f->errstr));
     malloc_trim(0); /* the pass's rows, back to the system */
-    atomic_store(&f->rb->flushing_rows, 0);
     f->secs = (double)(ol_time_mono_us() - t0) / 1e6;
     return NULL;
 }
@@ -364,13 +356,19 @@ static ol_err_t flusher_start(flusher_t *f, ol_project_bulk_t **bulks, int nbulk
     f->bulks = bulks;
     f->nbulks = nbulks;
     f->pass = pass;
-    atomic_store(&f->rb->flushing_rows, (long long)set_rows(bulks, nbulks));
     if (pthread_create(&f->thread, NULL, flusher_main, f)) {
         flusher_main(f); /* no thread: here and now */
         return flusher_done(f);
     }
     f->running = true;
     return OL_ERR_OK;
+}
+
+static size_t set_rows(ol_project_bulk_t **bulks, int n) {
+    size_t rows = 0;
+    for (int i = 0; i < n; i++)
+        rows += ol_project_bulk_rows(bulks[i]);
+    return rows;
 }
 
 static size_t set_bytes(ol_project_bulk_t **bulks, int n) {
@@ -486,13 +484,12 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MA
         }
         fprintf(stderr,
                 "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s on %d threads "
-                "(their time: decoding %.1f s, applying %.1f s, waiting for records %.1f s, for the pass before to be "
-                "written %.1f s; the consumer: assigned "
+                "(their time: decoding %.1f s, applying %.1f s, waiting for records %.1f s; the consumer: assigned "
                 "in %.2f s, first records %.2f s after, closed in %.2f s); records read from Kafka %lld, from spill "
                 "files %lld, spilled %lld; process RSS %ld MB\n",
                 rb->passes, what, (long long)st.events, rows, bytes >> 20, (double)(ol_time_mono_us() - t0) / 1e6,
                 nreaders, (double)st.fold_us / 1e6, (double)st.apply_us / 1e6, (double)st.idle_us / 1e6,
-                rb->pass_flush_wait_s, rb->pass_open_s, rb->pass_first_s, rb->pass_close_s, (long long)rb->pass_kafka,
+                rb->pass_open_s, rb->pass_first_s, rb->pass_close_s, (long long)rb->pass_kafka,
                 (long long)rb->pass_files, (long long)rb->pass_spilled, rss);
         if ((err = flusher_start(&f, set, nreaders, rb->passes)))
             break;

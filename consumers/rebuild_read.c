@@ -44,9 +44,8 @@ typedef struct reader_s {
     spill_writer_t *writers; /* the spill files it writes */
     int nwriters, writers_cap;
     int64_t kafka_records, file_records, spilled;
-    size_t pending;        /* records folded since the last apply */
-    int64_t batch_us;      /* when the batch began */
-    int64_t flush_wait_us; /* waiting for the pass before to be written */
+    size_t pending;   /* records folded since the last apply */
+    int64_t batch_us; /* when the batch began */
 } reader_t;
 
 /* A source of a pass: partition p of bulk topic t, from Kafka (spill -1) or
@@ -233,17 +232,7 @@ static void end_batch(reader_t *r) {
         snprintf(why, sizeof(why), "bulk load: %zu rows in memory, more than the limit of %zu (rebuild.bulk.rows)",
                  rows, pr->max_rows);
         fail(pr, OL_ERR_TOO_LARGE, why);
-        return;
     }
-    /* the pass before is being written: together, no more than the limit
-     * (the reader waits until those rows are gone) */
-    if (!pr->max_rows || rows + (size_t)atomic_load(&pr->rb->flushing_rows) <= pr->max_rows)
-        return;
-    while (atomic_load(&pr->rb->flushing_rows) > 0 && !atomic_load(&pr->stop) && !ol_rebuild__stopping())
-        usleep(2000);
-    int64_t t4 = ol_time_mono_us();
-    r->flush_wait_us += t4 - t3;
-    r->batch_us = t4;
 }
 
 /* The file being read. */
@@ -532,7 +521,6 @@ static void stop_readers(pass_read_t *pr, ol_rt_stats_t *st) {
         }
         free(r->writers);
         free(r->files);
-        pr->rb->pass_flush_wait_s += (double)r->flush_wait_us / 1e6;
         pr->rb->pass_kafka += r->kafka_records;
         pr->rb->pass_files += r->file_records;
         pr->rb->pass_spilled += r->spilled;
@@ -550,7 +538,6 @@ ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbu
     src_t *srcs = NULL;
     int *owner = NULL;
     rb->pass_kafka = rb->pass_files = rb->pass_spilled = 0;
-    rb->pass_flush_wait_s = 0;
     plan_partitions(pr);
     int nsrcs = plan_readers(pr, nbulks, &srcs, &owner);
     rd_kafka_t *rk = NULL;
