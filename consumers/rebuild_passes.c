@@ -114,10 +114,7 @@ ol_err_t ol_rebuild__replay(rebuild_t *rb, ol_project_bulk_t *bulk, ol_rt_stats_
 /* ---- the passes ----------------------------------------------------------- */
 
 bool ol_rebuild__pass_takes_key(const rebuild_t *rb, int32_t p, const void *key, size_t key_len) {
-    return ol_rebuild__pass_takes_class(rb, p, ol_rebuild__key_class(key, key_len));
-}
-
-bool ol_rebuild__pass_takes_class(const rebuild_t *rb, int32_t p, uint32_t h) {
+    uint32_t h = ol_rebuild__key_class(key, key_len);
     for (int i = 0; i < rb->npass; i++) {
         const unit_t *u = &rb->pass[i];
         if (u->partition == p && h % u->k == u->j)
@@ -411,10 +408,6 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MA
     int cur = 0;
     flusher_t f = {.rb = rb};
     ol_err_t err = OL_ERR_OK;
-    rb->spill_subs = nreaders;
-    for (int t = 0; t < MAX_TOPICS; t++)
-        for (int p = 0; p < MAX_PARTS; p++)
-            rb->part_last[t][p] = -1;
     for (int i = 0; i < 2; i++)
         if (!(f.pg[i] = ol_pg_connect(rb->conf, rb->errstr, rb->errstr_size)))
             err = OL_ERR_UNREACHABLE;
@@ -458,22 +451,12 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MA
                 queue_push(rb, (unit_t){u.partition, u.k * 2, u.j + u.k});
                 queue_push(rb, (unit_t){u.partition, u.k * 2, u.j});
             }
-            ol_rebuild__spill_pass_end(rb, false); /* what it spilled is incomplete */
             continue;
         }
         /* its offsets now: nothing reads the shadow's before the last flush
          * has ended */
         if (err || (err = pass_offsets(rb, true)))
             break;
-        /* where every later pass over these partitions stops, and the
-         * spill sets it filled */
-        for (int t = 0; t < rb->ntopics; t++)
-            for (int i = 0; i < rb->npass; i++)
-                rb->part_last[t][rb->pass[i].partition] = atomic_load(&rb->last_seen[t][rb->pass[i].partition]);
-        ol_rebuild__spill_pass_end(rb, true);
-        rb->kafka_read += rb->pass_kafka;
-        rb->files_read += rb->pass_files;
-        rb->spilled += rb->pass_spilled;
         long rss = rss_mb();
         rb->passes++;
         rb->events_done += st.events;
@@ -485,18 +468,15 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MA
         fprintf(stderr,
                 "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s on %d threads "
                 "(their time: decoding %.1f s, applying %.1f s, waiting for records %.1f s; the consumer: assigned "
-                "in %.2f s, first records %.2f s after, closed in %.2f s); records read from Kafka %lld, from spill "
-                "files %lld, spilled %lld; process RSS %ld MB\n",
+                "in %.2f s, first records %.2f s after, closed in %.2f s); process RSS %ld MB\n",
                 rb->passes, what, (long long)st.events, rows, bytes >> 20, (double)(ol_time_mono_us() - t0) / 1e6,
                 nreaders, (double)st.fold_us / 1e6, (double)st.apply_us / 1e6, (double)st.idle_us / 1e6,
-                rb->pass_open_s, rb->pass_first_s, rb->pass_close_s, (long long)rb->pass_kafka,
-                (long long)rb->pass_files, (long long)rb->pass_spilled, rss);
+                rb->pass_open_s, rb->pass_first_s, rb->pass_close_s, rss);
         if ((err = flusher_start(&f, set, nreaders, rb->passes)))
             break;
         cur = 1 - cur;
     }
     ol_err_t ferr = flusher_wait(&f);
-    ol_rebuild__spill_cleanup(rb); /* also after a failure or a signal */
     for (int i = 0; i < 2; i++)
         if (f.pg[i])
             PQfinish(f.pg[i]);

@@ -39,33 +39,7 @@ typedef struct reader_s {
     atomic_size_t rows;
     int64_t decode_us, apply_us, wait_us;
     size_t rejected;
-    struct src_s *files; /* the spill files it reads, before its partitions */
-    int nfiles;
-    spill_writer_t *writers; /* the spill files it writes */
-    int nwriters, writers_cap;
-    int64_t kafka_records, file_records, spilled;
-    size_t pending;   /* records folded since the last apply */
-    int64_t batch_us; /* when the batch began */
 } reader_t;
-
-/* A source of a pass: partition p of bulk topic t, from Kafka (spill -1) or
- * one file (sub) of a spill set. */
-typedef struct src_s {
-    int t;
-    int32_t p;
-    int spill, sub;
-    int64_t events;
-} src_t;
-
-/* How the pass reads partition p (of every bulk topic): from Kafka or a
- * spill set (source), and which spill sets it fills. */
-#define MAX_TARGETS 64
-typedef struct part_plan_s {
-    int32_t p;
-    int source; /* a spill set, or -1: Kafka */
-    int ntargets;
-    int targets[MAX_TARGETS];
-} part_plan_t;
 
 struct pass_read_s {
     rebuild_t *rb;
@@ -80,9 +54,6 @@ struct pass_read_s {
     reader_t *readers;
     int nreaders;
     bool done[MAX_TOPICS][MAX_PARTS]; /* written by the partition's reader only */
-    part_plan_t plan[MAX_PASS_UNITS];
-    int nplan;
-    int16_t plan_of[MAX_PARTS]; /* p -> index into plan (-1: not the pass's) */
 };
 
 /* The first failure stops every reader. */
@@ -109,79 +80,9 @@ static void partition_done(reader_t *r, int t, int32_t p) {
     }
 }
 
-/* The reader's writer of a spill file, made on first use. */
-static spill_writer_t *writer_of(reader_t *r, int spill, int t, int sub) {
-    for (int i = r->nwriters; i-- > 0;) {
-        spill_writer_t *w = &r->writers[i];
-        if (w->spill == spill && w->t == t && w->sub == sub)
-            return w;
-    }
-    if (r->nwriters == r->writers_cap) {
-        r->writers_cap = r->writers_cap ? r->writers_cap * 2 : 8;
-        r->writers = ol_xrealloc(r->writers, (size_t)r->writers_cap * sizeof(*r->writers));
-    }
-    spill_writer_t *w = &r->writers[r->nwriters++];
-    *w = (spill_writer_t){.spill = spill, .t = t, .sub = sub, .fd = -1};
-    return w;
-}
-
-/* A record the pass folds: checked, decoded and folded into the reader's
+/* One record: taken or dropped, decoded and folded into the reader's
  * state. What the live projector sent to the dlq (placement, decode, fold)
  * is dropped here too. */
-static void fold_one(reader_t *r, int t, int32_t p, const ol_event_rec_t *rec, size_t index) {
-    pass_read_t *pr = r->pr;
-    rebuild_t *rb = pr->rb;
-    atomic_fetch_add(&r->events, 1);
-    char errstr[512];
-    ol_envelope_t env;
-    avro_value_t *value;
-    ol_arena_reset(r->scratch);
-    if (ol_kafka_check_key_placement(rb->topic_names[t], p, rec->key, rec->key_len, rb->topic_parts[t], errstr,
-                                     sizeof(errstr)) ||
-        ol_event_decode_rec(r->codec, rec, r->scratch, &env, &value, errstr, sizeof(errstr)) ||
-        ol_event_check_key_of(rec->key, rec->key_len, &env, value, errstr, sizeof(errstr))) {
-        r->rejected++;
-        return;
-    }
-    ol_rt_record_t rr = {t, p, rec->offset, &env, value, index};
-    if (pr->role->fold(r->state, &rr, r->arena, errstr, sizeof(errstr)))
-        r->rejected++;
-}
-
-/* A record of the pass's partition p of topic t, before the end planned:
- * folded when the pass takes its key, written to a spill file when a spill
- * set of the pass does, else dropped. From Kafka (m; its parts made only
- * when needed) or a spill file (rec). */
-static void take(reader_t *r, int t, int32_t p, const rd_kafka_message_t *m, const ol_event_rec_t *rec, size_t index) {
-    pass_read_t *pr = r->pr;
-    rebuild_t *rb = pr->rb;
-    ol_event_rec_t parts;
-    uint32_t cls = m ? ol_rebuild__key_class(m->key, m->key_len) : ol_rebuild__key_class(rec->key, rec->key_len);
-    if (ol_rebuild__pass_takes_class(rb, p, cls)) {
-        if (m) {
-            ol_event_rec_of(m, &parts);
-            rec = &parts;
-        }
-        fold_one(r, t, p, rec, index);
-        return;
-    }
-    const part_plan_t *pp = &pr->plan[pr->plan_of[p]];
-    for (int i = 0; i < pp->ntargets; i++) {
-        const spill_t *sp = &rb->spills[pp->targets[i]];
-        if (cls % sp->u.k != sp->u.j)
-            continue;
-        if (m) {
-            ol_event_rec_of(m, &parts);
-            rec = &parts;
-        }
-        int sub = (int)ol_rebuild__spill_sub(cls, rb->spill_subs);
-        ol_rebuild__spill_put(rb, writer_of(r, pp->targets[i], t, sub), pp->targets[i], t, sub, rec);
-        r->spilled++;
-        return;
-    }
-}
-
-/* One record from Kafka: the end planned, then take. */
 static void read_one(reader_t *r, const rd_kafka_message_t *m, size_t index, int *last_t,
                      const rd_kafka_topic_t **last_rkt) {
     pass_read_t *pr = r->pr;
@@ -190,7 +91,7 @@ static void read_one(reader_t *r, const rd_kafka_message_t *m, size_t index, int
     *last_rkt = m->rkt;
     *last_t = t;
     int32_t p = m->partition;
-    if (t < 0 || p < 0 || p >= MAX_PARTS || pr->done[t][p] || pr->plan_of[p] < 0)
+    if (t < 0 || p < 0 || p >= MAX_PARTS || pr->done[t][p])
         return;
     if (m->err) {
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -203,73 +104,25 @@ static void read_one(reader_t *r, const rd_kafka_message_t *m, size_t index, int
         partition_done(r, t, p);
         return;
     }
-    r->kafka_records++;
     atomic_store(&rb->last_seen[t][p], m->offset);
     if (m->offset + 1 >= rb->ends[t][p])
         partition_done(r, t, p);
-    take(r, t, p, m, NULL, index);
-}
-
-/* The records folded since the last call applied to the reader's rows,
- * and the rows of the pass, all readers', checked against the limit. */
-static void end_batch(reader_t *r) {
-    pass_read_t *pr = r->pr;
-    int64_t t2 = ol_time_mono_us();
-    ol_project_bulk_apply_state(r->bulk, r->state, &r->rejected);
-    pr->role->state_reset(r->state);
-    ol_arena_reset(r->arena);
-    int64_t t3 = ol_time_mono_us();
-    r->decode_us += t2 - r->batch_us;
-    r->apply_us += t3 - t2;
-    r->batch_us = t3;
-    r->pending = 0;
-    atomic_store(&r->rows, ol_project_bulk_rows(r->bulk));
-    size_t rows = 0;
-    for (int i = 0; i < pr->nreaders; i++)
-        rows += atomic_load(&pr->readers[i].rows);
-    if (pr->max_rows && rows > pr->max_rows) {
-        char why[256];
-        snprintf(why, sizeof(why), "bulk load: %zu rows in memory, more than the limit of %zu (rebuild.bulk.rows)",
-                 rows, pr->max_rows);
-        fail(pr, OL_ERR_TOO_LARGE, why);
+    if (!ol_rebuild__pass_takes_key(rb, p, m->key, m->key_len))
+        return;
+    atomic_fetch_add(&r->events, 1);
+    char errstr[512];
+    ol_envelope_t env;
+    avro_value_t *value;
+    ol_arena_reset(r->scratch);
+    if (ol_kafka_check_placement(m, rb->topic_parts[t], errstr, sizeof(errstr)) ||
+        ol_event_decode(r->codec, m, r->scratch, &env, &value, errstr, sizeof(errstr)) ||
+        ol_event_check_key(m, &env, value, errstr, sizeof(errstr))) {
+        r->rejected++;
+        return;
     }
-}
-
-/* The file being read. */
-typedef struct file_read_s {
-    reader_t *r;
-    int t;
-    int32_t p;
-} file_read_t;
-
-static ol_err_t file_record(void *opaque, const ol_event_rec_t *rec) {
-    file_read_t *f = opaque;
-    reader_t *r = f->r;
-    if (atomic_load(&r->pr->stop) || ol_rebuild__stopping())
-        return OL_ERR_INVALID; /* stopped: the pass says why */
-    r->file_records++;
-    take(r, f->t, f->p, NULL, rec, r->pending);
-    if (++r->pending == READ_BATCH)
-        end_batch(r);
-    return OL_ERR_OK;
-}
-
-/* The reader's spill files, one after another. */
-static void read_files(reader_t *r) {
-    pass_read_t *pr = r->pr;
-    r->batch_us = ol_time_mono_us();
-    for (int i = 0; i < r->nfiles && !atomic_load(&pr->stop) && !ol_rebuild__stopping(); i++) {
-        const src_t *s = &r->files[i];
-        file_read_t f = {r, s->t, s->p};
-        char errstr[512];
-        long long none = 0;
-        atomic_compare_exchange_strong(&pr->first_us, &none, (long long)ol_time_mono_us());
-        ol_err_t err = ol_rebuild__spill_read(pr->rb, s->spill, s->t, s->sub, file_record, &f, errstr, sizeof(errstr));
-        if (err && !atomic_load(&pr->stop) && !ol_rebuild__stopping())
-            fail(pr, err, errstr);
-    }
-    if (r->pending && !atomic_load(&pr->stop))
-        end_batch(r);
+    ol_rt_record_t rec = {t, p, m->offset, &env, value, index};
+    if (pr->role->fold(r->state, &rec, r->arena, errstr, sizeof(errstr)))
+        r->rejected++;
 }
 
 static void *reader_main(void *arg) {
@@ -278,7 +131,6 @@ static void *reader_main(void *arg) {
     rd_kafka_message_t *msgs[READ_BATCH];
     int last_t = -1;
     const rd_kafka_topic_t *last_rkt = NULL;
-    read_files(r);
     while (r->waiting > 0 && !atomic_load(&pr->stop) && !ol_rebuild__stopping()) {
         int64_t t0 = ol_time_mono_us();
         ssize_t n = rd_kafka_consume_batch_queue(r->q, 100, msgs, READ_BATCH);
@@ -294,12 +146,28 @@ static void *reader_main(void *arg) {
             continue;
         long long none = 0;
         atomic_compare_exchange_strong(&pr->first_us, &none, (long long)t1);
-        r->batch_us = t1;
         for (ssize_t i = 0; i < n; i++)
             read_one(r, msgs[i], (size_t)i, &last_t, &last_rkt);
-        end_batch(r);
+        int64_t t2 = ol_time_mono_us();
+        ol_project_bulk_apply_state(r->bulk, r->state, &r->rejected);
+        pr->role->state_reset(r->state);
+        ol_arena_reset(r->arena);
         for (ssize_t i = 0; i < n; i++)
             rd_kafka_message_destroy(msgs[i]);
+        int64_t t3 = ol_time_mono_us();
+        r->decode_us += t2 - t1;
+        r->apply_us += t3 - t2;
+        /* the rows of the pass, all readers', against the limit */
+        atomic_store(&r->rows, ol_project_bulk_rows(r->bulk));
+        size_t rows = 0;
+        for (int i = 0; i < pr->nreaders; i++)
+            rows += atomic_load(&pr->readers[i].rows);
+        if (pr->max_rows && rows > pr->max_rows) {
+            char why[256];
+            snprintf(why, sizeof(why), "bulk load: %zu rows in memory, more than the limit of %zu (rebuild.bulk.rows)",
+                     rows, pr->max_rows);
+            fail(pr, OL_ERR_TOO_LARGE, why);
+        }
     }
     atomic_fetch_sub(&pr->running, 1);
     return NULL;
@@ -320,106 +188,69 @@ static void progress(const pass_read_t *pr) {
             (long long)rb->log_events, rb->passes + 1, (double)done / secs);
 }
 
-/* How the pass reads each of its partitions (pr->plan): from the smallest
- * complete spill set that holds its units' keys, else from Kafka; and the
- * spill sets it fills: the queued shares of the partition whose best
- * source is the one read. The partitions read from spill files stop where
- * the pass that read them from Kafka stopped. */
-static void plan_partitions(pass_read_t *pr) {
-    rebuild_t *rb = pr->rb;
-    for (int32_t p = 0; p < MAX_PARTS; p++)
-        pr->plan_of[p] = -1;
-    pr->nplan = 0;
-    for (int i = 0; i < rb->npass; i++) {
-        int32_t p = rb->pass[i].partition;
-        if (pr->plan_of[p] >= 0)
-            continue;
-        part_plan_t *pp = &pr->plan[pr->nplan];
-        pr->plan_of[p] = (int16_t)pr->nplan++;
-        pp->p = p;
-        pp->source = ol_rebuild__spill_source(rb, p);
-        pp->ntargets = ol_rebuild__spill_plan(rb, p, pp->source, pp->targets, MAX_TARGETS);
-        if (pp->source >= 0)
-            for (int t = 0; t < rb->ntopics; t++)
-                atomic_store(&rb->last_seen[t][p], rb->part_last[t][p]);
-    }
-}
+/* A partition of a bulk topic in the pass, with the events it holds. */
+typedef struct tp_s {
+    int t;
+    int32_t p;
+    int64_t events;
+} tp_t;
 
-/* The pass's sources: each partition of the bulk topics (each topic's rows
- * are its own: orders, lines and payments come from orders only, refunds
- * from after-sales, skus from skus) from Kafka, or each of its spill files;
- * the largest first, each to the reader with the fewest events so far
- * (*owner_out[k] the reader of (*srcs_out)[k]); makes pr's readers and
- * returns how many sources. */
-static int plan_readers(pass_read_t *pr, int nbulks, src_t **srcs_out, int **owner_out) {
+/* The pass's partitions of the bulk topics (each topic's rows are its own:
+ * orders, lines and payments come from orders only, refunds from
+ * after-sales, skus from skus), the largest first, each to the reader with
+ * the fewest events so far (*owner_out[k] the reader of (*tps_out)[k]);
+ * makes pr's readers and returns how many partitions. */
+static int plan_readers(pass_read_t *pr, int nbulks, tp_t **tps_out, int **owner_out) {
     rebuild_t *rb = pr->rb;
-    src_t *srcs = ol_xcalloc((size_t)(pr->nplan * rb->ntopics * (rb->spill_subs + 1) + 1), sizeof(*srcs));
-    int nsrcs = 0;
+    tp_t *tps = ol_xcalloc((size_t)(rb->npass * rb->ntopics + 1), sizeof(*tps));
+    int ntps = 0;
     for (int t = 0; t < rb->ntopics; t++)
-        for (int i = 0; i < pr->nplan; i++) {
-            const part_plan_t *pp = &pr->plan[i];
-            int32_t p = pp->p;
-            if (!rb->bulk_topic[t] || p >= rb->topic_parts[t])
+        for (int i = 0; i < rb->npass; i++) {
+            int32_t p = rb->pass[i].partition;
+            bool seen = false;
+            for (int k = 0; k < ntps; k++)
+                seen = seen || (tps[k].t == t && tps[k].p == p);
+            if (!rb->bulk_topic[t] || p >= rb->topic_parts[t] || seen)
                 continue;
             if (rb->ends[t][p] <= rb->starts[t][p]) {
                 pr->done[t][p] = true; /* empty */
                 continue;
             }
-            if (pp->source < 0) {
-                srcs[nsrcs++] = (src_t){t, p, -1, 0, rb->ends[t][p] - rb->starts[t][p]};
-                continue;
-            }
-            pr->done[t][p] = true; /* no Kafka */
-            for (int sub = 0; sub < rb->spill_subs; sub++) {
-                int64_t n = rb->spills[pp->source].records[t][sub];
-                if (n > 0)
-                    srcs[nsrcs++] = (src_t){t, p, pp->source, sub, n};
-            }
+            tps[ntps++] = (tp_t){t, p, rb->ends[t][p] - rb->starts[t][p]};
         }
-    for (int i = 1; i < nsrcs; i++)
-        for (int k = i; k > 0 && srcs[k].events > srcs[k - 1].events; k--) {
-            src_t x = srcs[k];
-            srcs[k] = srcs[k - 1];
-            srcs[k - 1] = x;
+    for (int i = 1; i < ntps; i++)
+        for (int k = i; k > 0 && tps[k].events > tps[k - 1].events; k--) {
+            tp_t x = tps[k];
+            tps[k] = tps[k - 1];
+            tps[k - 1] = x;
         }
-    pr->nreaders = nbulks < nsrcs ? nbulks : nsrcs;
+    pr->nreaders = nbulks < ntps ? nbulks : ntps;
     pr->readers = ol_xcalloc((size_t)(pr->nreaders > 0 ? pr->nreaders : 1), sizeof(*pr->readers));
-    int *owner = ol_xcalloc((size_t)nsrcs + 1, sizeof(*owner));
+    int *owner = ol_xcalloc((size_t)ntps + 1, sizeof(*owner));
     int64_t load[MAX_READERS] = {0};
-    for (int k = 0; k < nsrcs; k++) {
+    for (int k = 0; k < ntps; k++) {
         int best = 0;
         for (int i = 1; i < pr->nreaders; i++)
             best = load[i] < load[best] ? i : best;
         owner[k] = best;
-        load[best] += srcs[k].events;
-        if (srcs[k].spill >= 0) {
-            reader_t *r = &pr->readers[best];
-            r->files = ol_xrealloc(r->files, (size_t)(r->nfiles + 1) * sizeof(*r->files));
-            r->files[r->nfiles++] = srcs[k];
-        }
+        load[best] += tps[k].events;
     }
-    *srcs_out = srcs;
+    *tps_out = tps;
     *owner_out = owner;
-    return nsrcs;
+    return ntps;
 }
 
-/* One consumer (*rk_out; NULL when it could not be made, or when no source
- * is Kafka) assigned every partition of the pass read from Kafka from its
- * beginning, each partition's queue forwarded to its reader's. */
-static ol_err_t open_consumer(pass_read_t *pr, const src_t *srcs, const int *owner, int nsrcs, rd_kafka_t **rk_out) {
+/* One consumer (*rk_out, NULL when it could not be made) assigned every
+ * partition of the pass from its beginning, each partition's queue
+ * forwarded to its reader's. */
+static ol_err_t open_consumer(pass_read_t *pr, const tp_t *tps, const int *owner, int ntps, rd_kafka_t **rk_out) {
     rebuild_t *rb = pr->rb;
-    *rk_out = NULL;
-    int ntps = 0;
-    for (int k = 0; k < nsrcs; k++)
-        ntps += srcs[k].spill < 0;
-    if (!ntps)
-        return OL_ERR_OK;
     char tuning_group[300];
     snprintf(tuning_group, sizeof(tuning_group), "%.200srebuild-%d", ol_conf_str(rb->conf, "topic.prefix"),
              (int)getpid());
     /* consumer.queue.kbytes prefetched in all (librdkafka's bound is per
      * partition) */
-    long long kbytes = ol_conf_int(rb->conf, "consumer.queue.kbytes") / ntps;
+    long long kbytes = ol_conf_int(rb->conf, "consumer.queue.kbytes") / (ntps > 0 ? ntps : 1);
     char qkb[32];
     snprintf(qkb, sizeof(qkb), "%lld", kbytes < 1024 ? 1024 : kbytes);
     const char *tuning[] = {"group.id", tuning_group, "fetch.wait.max.ms", "100", "queued.max.messages.kbytes",
@@ -430,27 +261,23 @@ static ol_err_t open_consumer(pass_read_t *pr, const src_t *srcs, const int *own
      * leader is known waits half a second (librdkafka's retry of its
      * offset query) before its first fetch */
     bool known[MAX_TOPICS] = {false};
-    for (int k = 0; rk && k < nsrcs; k++)
-        if (srcs[k].spill < 0 && !known[srcs[k].t]) {
-            known[srcs[k].t] = true;
-            ol_kafka_partition_count(rk, rb->conf, rb->topic_names[srcs[k].t]);
+    for (int k = 0; rk && k < ntps; k++)
+        if (!known[tps[k].t]) {
+            known[tps[k].t] = true;
+            ol_kafka_partition_count(rk, rb->conf, rb->topic_names[tps[k].t]);
         }
     rd_kafka_topic_partition_list_t *assign = rd_kafka_topic_partition_list_new(ntps + 1);
-    for (int k = 0; k < nsrcs; k++) {
-        if (srcs[k].spill >= 0)
-            continue;
-        rd_kafka_topic_partition_list_add(assign, rb->topic_names[srcs[k].t], srcs[k].p)->offset =
+    for (int k = 0; k < ntps; k++) {
+        rd_kafka_topic_partition_list_add(assign, rb->topic_names[tps[k].t], tps[k].p)->offset =
             RD_KAFKA_OFFSET_BEGINNING;
         pr->readers[owner[k]].waiting++;
     }
     rd_kafka_resp_err_t kerr = rk ? ol_kafka_assign(rk, assign) : RD_KAFKA_RESP_ERR_NO_ERROR;
-    for (int k = 0; rk && !kerr && k < nsrcs; k++) {
-        if (srcs[k].spill >= 0)
-            continue;
+    for (int k = 0; rk && !kerr && k < ntps; k++) {
         reader_t *r = &pr->readers[owner[k]];
         if (!r->q)
             r->q = rd_kafka_queue_new(rk);
-        rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(rk, rb->topic_names[srcs[k].t], srcs[k].p);
+        rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(rk, rb->topic_names[tps[k].t], tps[k].p);
         if (pq) {
             rd_kafka_queue_forward(pq, r->q);
             rd_kafka_queue_destroy(pq);
@@ -511,19 +338,6 @@ static void stop_readers(pass_read_t *pr, ol_rt_stats_t *st) {
             ol_arena_destroy(r->scratch);
         if (r->q)
             rd_kafka_queue_destroy(r->q);
-        /* what it spilled: the files complete once the pass is */
-        for (int w = 0; w < r->nwriters; w++) {
-            spill_writer_t *sw = &r->writers[w];
-            spill_t *sp = &pr->rb->spills[sw->spill];
-            if (!ol_rebuild__spill_close(sw))
-                sp->failed = true;
-            sp->records[sw->t][sw->sub] += sw->records;
-        }
-        free(r->writers);
-        free(r->files);
-        pr->rb->pass_kafka += r->kafka_records;
-        pr->rb->pass_files += r->file_records;
-        pr->rb->pass_spilled += r->spilled;
     }
 }
 
@@ -535,16 +349,14 @@ ol_err_t ol_rebuild__read_pass(rebuild_t *rb, ol_project_bulk_t **bulks, int nbu
     pr->role = ol_project_role();
     pr->max_rows = max_rows;
     pthread_mutex_init(&pr->lock, NULL);
-    src_t *srcs = NULL;
+    tp_t *tps = NULL;
     int *owner = NULL;
-    rb->pass_kafka = rb->pass_files = rb->pass_spilled = 0;
-    plan_partitions(pr);
-    int nsrcs = plan_readers(pr, nbulks, &srcs, &owner);
+    int ntps = plan_readers(pr, nbulks, &tps, &owner);
     rd_kafka_t *rk = NULL;
     pr->start_us = ol_time_mono_us();
-    ol_err_t err = open_consumer(pr, srcs, owner, nsrcs, &rk);
+    ol_err_t err = open_consumer(pr, tps, owner, ntps, &rk);
     rb->pass_open_s = (double)(ol_time_mono_us() - pr->start_us) / 1e6;
-    free(srcs);
+    free(tps);
     free(owner);
     if (!err) {
         err = start_readers(pr, bulks);
