@@ -214,9 +214,13 @@ static ol_err_t load(rebuild_t *rb, int64_t *events) {
     double load_secs = (double)(ol_time_mono_us() - rb->start_us) / 1e6;
     fprintf(stderr,
             "rebuild: %lld events replayed in %.1f s (%.0f events/s) in %d passes (%d given up), at most %zu rows "
-            "(%zu MB) in memory; adding constraints and views\n",
+            "(%zu MB) in memory; records read from Kafka %lld, from spill files %lld (spilled %lld, %lld MB, at most "
+            "%lld MB on disk at once); adding "
+            "constraints and views\n",
             (long long)*events, load_secs, load_secs > 0 ? (double)*events / load_secs : 0.0, rb->passes,
-            rb->passes_given_up, rb->peak_rows, rb->peak_bytes >> 20);
+            rb->passes_given_up, rb->peak_rows, rb->peak_bytes >> 20, (long long)rb->kafka_read,
+            (long long)rb->files_read, (long long)rb->spilled, (long long)(rb->spilled_bytes >> 20),
+            (long long)(rb->spill_peak_bytes >> 20));
     int64_t phase = ol_time_mono_us();
     if ((err = ol_rebuild__finish_shadow(rb)) || (err = ol_rebuild__check_stop(rb)))
         return err;

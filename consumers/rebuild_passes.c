@@ -114,7 +114,10 @@ ol_err_t ol_rebuild__replay(rebuild_t *rb, ol_project_bulk_t *bulk, ol_rt_stats_
 /* ---- the passes ----------------------------------------------------------- */
 
 bool ol_rebuild__pass_takes_key(const rebuild_t *rb, int32_t p, const void *key, size_t key_len) {
-    uint32_t h = ol_rebuild__key_class(key, key_len);
+    return ol_rebuild__pass_takes_class(rb, p, ol_rebuild__key_class(key, key_len));
+}
+
+bool ol_rebuild__pass_takes_class(const rebuild_t *rb, int32_t p, uint32_t h) {
     for (int i = 0; i < rb->npass; i++) {
         const unit_t *u = &rb->pass[i];
         if (u->partition == p && h % u->k == u->j)
@@ -300,6 +303,13 @@ static void describe_pass(const rebuild_t *rb, char *out, size_t out_size) {
     }
 }
 
+static size_t set_rows(ol_project_bulk_t **bulks, int n) {
+    size_t rows = 0;
+    for (int i = 0; i < n; i++)
+        rows += ol_project_bulk_rows(bulks[i]);
+    return rows;
+}
+
 /* The rows of a pass, written while the next pass folds (on connections
  * of their own): the next one only holds what it folded meanwhile, and a
  * pass's rows go out once the flush before has ended. */
@@ -323,6 +333,7 @@ static void *flusher_main(void *arg) {
     for (int i = 0; i < f->nbulks && !f->err; i++)
         f->err = ol_project_bulk_flush(f->bulks[i], f->pg[0], f->pg[1], f->rb->shadow, f->errstr, sizeof(f->errstr));
     malloc_trim(0); /* the pass's rows, back to the system */
+    atomic_store(&f->rb->flushing_rows, 0);
     f->secs = (double)(ol_time_mono_us() - t0) / 1e6;
     return NULL;
 }
@@ -353,19 +364,13 @@ static ol_err_t flusher_start(flusher_t *f, ol_project_bulk_t **bulks, int nbulk
     f->bulks = bulks;
     f->nbulks = nbulks;
     f->pass = pass;
+    atomic_store(&f->rb->flushing_rows, (long long)set_rows(bulks, nbulks));
     if (pthread_create(&f->thread, NULL, flusher_main, f)) {
         flusher_main(f); /* no thread: here and now */
         return flusher_done(f);
     }
     f->running = true;
     return OL_ERR_OK;
-}
-
-static size_t set_rows(ol_project_bulk_t **bulks, int n) {
-    size_t rows = 0;
-    for (int i = 0; i < n; i++)
-        rows += ol_project_bulk_rows(bulks[i]);
-    return rows;
 }
 
 static size_t set_bytes(ol_project_bulk_t **bulks, int n) {
@@ -408,6 +413,10 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MA
     int cur = 0;
     flusher_t f = {.rb = rb};
     ol_err_t err = OL_ERR_OK;
+    rb->spill_subs = nreaders;
+    for (int t = 0; t < MAX_TOPICS; t++)
+        for (int p = 0; p < MAX_PARTS; p++)
+            rb->part_last[t][p] = -1;
     for (int i = 0; i < 2; i++)
         if (!(f.pg[i] = ol_pg_connect(rb->conf, rb->errstr, rb->errstr_size)))
             err = OL_ERR_UNREACHABLE;
@@ -451,12 +460,23 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MA
                 queue_push(rb, (unit_t){u.partition, u.k * 2, u.j + u.k});
                 queue_push(rb, (unit_t){u.partition, u.k * 2, u.j});
             }
+            ol_rebuild__spill_pass_end(rb, false); /* what it spilled is incomplete */
             continue;
         }
         /* its offsets now: nothing reads the shadow's before the last flush
          * has ended */
         if (err || (err = pass_offsets(rb, true)))
             break;
+        /* where every later pass over these partitions stops, and the
+         * spill sets it filled */
+        for (int t = 0; t < rb->ntopics; t++)
+            for (int i = 0; i < rb->npass; i++)
+                rb->part_last[t][rb->pass[i].partition] = atomic_load(&rb->last_seen[t][rb->pass[i].partition]);
+        ol_rebuild__spill_pass_end(rb, true);
+        rb->kafka_read += rb->pass_kafka;
+        rb->files_read += rb->pass_files;
+        rb->spilled += rb->pass_spilled;
+        rb->spilled_bytes += rb->pass_spilled_bytes;
         long rss = rss_mb();
         rb->passes++;
         rb->events_done += st.events;
@@ -467,16 +487,20 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MA
         }
         fprintf(stderr,
                 "rebuild: pass %d over partitions %s: %lld events, %zu rows (%zu MB) folded in %.1f s on %d threads "
-                "(their time: decoding %.1f s, applying %.1f s, waiting for records %.1f s; the consumer: assigned "
-                "in %.2f s, first records %.2f s after, closed in %.2f s); process RSS %ld MB\n",
+                "(their time: decoding %.1f s, applying %.1f s, waiting for records %.1f s, for the pass before to be "
+                "written %.1f s; the consumer: assigned "
+                "in %.2f s, first records %.2f s after, closed in %.2f s); records read from Kafka %lld, from spill "
+                "files %lld, spilled %lld (%lld MB); process RSS %ld MB\n",
                 rb->passes, what, (long long)st.events, rows, bytes >> 20, (double)(ol_time_mono_us() - t0) / 1e6,
                 nreaders, (double)st.fold_us / 1e6, (double)st.apply_us / 1e6, (double)st.idle_us / 1e6,
-                rb->pass_open_s, rb->pass_first_s, rb->pass_close_s, rss);
+                rb->pass_flush_wait_s, rb->pass_open_s, rb->pass_first_s, rb->pass_close_s, (long long)rb->pass_kafka,
+                (long long)rb->pass_files, (long long)rb->pass_spilled, (long long)(rb->pass_spilled_bytes >> 20), rss);
         if ((err = flusher_start(&f, set, nreaders, rb->passes)))
             break;
         cur = 1 - cur;
     }
     ol_err_t ferr = flusher_wait(&f);
+    ol_rebuild__spill_cleanup(rb); /* also after a failure or a signal */
     for (int i = 0; i < 2; i++)
         if (f.pg[i])
             PQfinish(f.pg[i]);

@@ -349,22 +349,27 @@ int32_t ol_kafka_key_partition(const void *key, size_t key_len, int32_t partitio
 
 ol_err_t ol_kafka_check_placement(const rd_kafka_message_t *rkm, int32_t partition_cnt, char *errstr,
                                   size_t errstr_size) {
-    const char *topic = rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "?";
-    if (!rkm->key || rkm->key_len == 0)
+    return ol_kafka_check_key_placement(rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "?", rkm->partition, rkm->key,
+                                        rkm->key_len, partition_cnt, errstr, errstr_size);
+}
+
+ol_err_t ol_kafka_check_key_placement(const char *topic, int32_t partition, const void *key, size_t key_len,
+                                      int32_t partition_cnt, char *errstr, size_t errstr_size) {
+    if (!key || key_len == 0)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                        "record at partition %" PRId32 " of %s has no key: every event is keyed by its aggregate id "
                        "and placed by murmur2 of the key (docs/events.md, placement)",
-                       rkm->partition, topic);
+                       partition, topic);
     if (partition_cnt <= 0)
         return OL_ERR_OK;
-    int32_t want = ol_kafka_key_partition(rkm->key, rkm->key_len, partition_cnt);
-    if (want == rkm->partition)
+    int32_t want = ol_kafka_key_partition(key, key_len, partition_cnt);
+    if (want == partition)
         return OL_ERR_OK;
-    int n = rkm->key_len > 128 ? 128 : (int)rkm->key_len;
+    int n = key_len > 128 ? 128 : (int)key_len;
     return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                    "key \"%.*s\" is on partition %" PRId32 " of %s but belongs on partition %" PRId32
                    " (murmur2 of the key over %" PRId32 " partitions; set partitioner=murmur2_random)",
-                   n, (const char *)rkm->key, rkm->partition, topic, want, partition_cnt);
+                   n, (const char *)key, partition, topic, want, partition_cnt);
 }
 
 /* Set on the thread that closes a consumer, for as long as the close runs:

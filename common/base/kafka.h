@@ -119,6 +119,9 @@ ol_err_t ol_kafka_check_replayable_topics(const ol_conf_t *conf, const char *con
  * a key breaks the rule too. */
 ol_err_t ol_kafka_check_placement(const rd_kafka_message_t *rkm, int32_t partition_cnt, char *errstr,
                                   size_t errstr_size);
+/* The same for a record's parts: its topic's name, partition and key. */
+ol_err_t ol_kafka_check_key_placement(const char *topic, int32_t partition, const void *key, size_t key_len,
+                                      int32_t partition_cnt, char *errstr, size_t errstr_size);
 
 /* rd_kafka_assign(rk, parts) (NULL: unassign), then waits until the fetch
  * stops it started have been served. Every assign() of orderlog goes through

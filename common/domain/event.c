@@ -145,13 +145,25 @@ typedef enum { HDR_EXACT, HDR_TRUNCATE } hdr_fit_t;
  * OL_ERR_OK) when absent. A value holding NUL or invalid UTF-8 is an error,
  * and so is one longer than out_size - 1 when fit is HDR_EXACT (a cut id,
  * type or version would mean another one). */
-static ol_err_t header_str(rd_kafka_headers_t *hdrs, const char *name, hdr_fit_t fit, char *out, size_t out_size,
+static ol_err_t header_str(const ol_event_rec_t *rec, const char *name, hdr_fit_t fit, char *out, size_t out_size,
                            bool *found, char *errstr, size_t errstr_size) {
-    const void *val;
-    size_t size;
+    const void *val = NULL;
+    size_t size = 0;
     *found = false;
     out[0] = '\0';
-    if (!hdrs || rd_kafka_header_get_last(hdrs, name, &val, &size) || !val)
+    if (rec->hdrs) {
+        if (rd_kafka_header_get_last(rec->hdrs, name, &val, &size))
+            val = NULL;
+    } else {
+        size_t name_len = strlen(name);
+        for (size_t i = rec->nhv; i-- > 0;)
+            if (rec->hv[i].name_len == name_len && !memcmp(rec->hv[i].name, name, name_len)) {
+                val = rec->hv[i].value;
+                size = rec->hv[i].size;
+                break;
+            }
+    }
+    if (!val)
         return OL_ERR_OK;
     if (memchr(val, '\0', size))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "header \"%s\": must not contain NUL (\\u0000)", name);
@@ -210,7 +222,7 @@ static bool parse_framed_dataschema(const char *s, uint32_t *id) {
  * decoded with the writer's schema from the registry. enveloped: env holds
  * what the ce_* headers said (the type must be the schema's); else env is
  * made from the record. */
-static ol_err_t decode_framed(ol_codec_t *codec, const rd_kafka_message_t *rkm, uint32_t id, bool enveloped,
+static ol_err_t decode_framed(ol_codec_t *codec, const ol_event_rec_t *rec, uint32_t id, bool enveloped,
                               ol_envelope_t *env, avro_value_t **value, char *errstr, size_t errstr_size) {
     const ol_event_type_t *et;
     const ol_schema_version_t *sv;
@@ -220,8 +232,8 @@ static ol_err_t decode_framed(ol_codec_t *codec, const rd_kafka_message_t *rkm, 
         err = ol_errf(why, sizeof(why), OL_ERR_INVALID, "the schema is %s's, but the ce_type header says %s",
                       et->ce_type, env->type->ce_type);
     if (!err)
-        err = ol_codec_decode_writer(codec, et, sv, (const char *)rkm->payload + OL_WIRE_HEADER_BYTES,
-                                     rkm->len - OL_WIRE_HEADER_BYTES, value, why, sizeof(why));
+        err = ol_codec_decode_writer(codec, et, sv, (const char *)rec->payload + OL_WIRE_HEADER_BYTES,
+                                     rec->len - OL_WIRE_HEADER_BYTES, value, why, sizeof(why));
     if (err)
         return ol_errf(errstr, errstr_size, err, "Confluent wire format, schema id %lu: %s", (unsigned long)id, why);
     env->schema_id = id;
@@ -231,10 +243,10 @@ static ol_err_t decode_framed(ol_codec_t *codec, const rd_kafka_message_t *rkm, 
         return OL_ERR_OK;
     env->type = et;
     /* the same id every time the record is read: a replay applies it once */
-    const char *topic = rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "";
+    const char *topic = rec->topic ? rec->topic : "";
     snprintf(env->id, sizeof(env->id), "kafka-%016llx-%d-%lld",
-             (unsigned long long)ol_hash_fnv1a64(0, topic, strlen(topic)), (int)rkm->partition, (long long)rkm->offset);
-    int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
+             (unsigned long long)ol_hash_fnv1a64(0, topic, strlen(topic)), (int)rec->partition, (long long)rec->offset);
+    int64_t ts = rec->timestamp;
     env->time_ms = ts > 0 ? ts : ol_time_now_ms();
     copy_str(env->source, sizeof(env->source), "unknown");
     avro_value_t field;
@@ -259,16 +271,16 @@ static ol_err_t decode_json_data(ol_codec_t *codec, const ol_envelope_t *env, co
 
 /* A record without an envelope: framed (a JSON text never starts with a 0
  * byte), or a publish-format line written by another tool. */
-static ol_err_t decode_headerless(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena,
-                                  ol_envelope_t *env, avro_value_t **value, char *errstr, size_t errstr_size) {
-    const char *payload = rkm->payload ? rkm->payload : "";
+static ol_err_t decode_headerless(ol_codec_t *codec, const ol_event_rec_t *rec, ol_arena_t *arena, ol_envelope_t *env,
+                                  avro_value_t **value, char *errstr, size_t errstr_size) {
+    const char *payload = rec->payload ? rec->payload : "";
     uint32_t id;
-    if (ol_wire_framed(payload, rkm->len, &id))
-        return decode_framed(codec, rkm, id, false, env, value, errstr, errstr_size);
-    int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
+    if (ol_wire_framed(payload, rec->len, &id))
+        return decode_framed(codec, rec, id, false, env, value, errstr, errstr_size);
+    int64_t ts = rec->timestamp;
     ol_event_t ev;
     ol_err_t err =
-        ol_event_from_line(arena, payload, rkm->len, ts > 0 ? ts : ol_time_now_ms(), &ev, errstr, errstr_size);
+        ol_event_from_line(arena, payload, rec->len, ts > 0 ? ts : ol_time_now_ms(), &ev, errstr, errstr_size);
     if (err)
         return err;
     *env = ev.env;
@@ -277,32 +289,51 @@ static ol_err_t decode_headerless(ol_codec_t *codec, const rd_kafka_message_t *r
     return decode_json_data(codec, env, ev.input, value, errstr, errstr_size);
 }
 
+void ol_event_rec_of(const rd_kafka_message_t *rkm, ol_event_rec_t *out) {
+    out->topic = rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : NULL;
+    out->partition = rkm->partition;
+    out->offset = rkm->offset;
+    out->timestamp = rd_kafka_message_timestamp(rkm, NULL);
+    out->key = rkm->key;
+    out->key_len = rkm->key_len;
+    out->payload = rkm->payload;
+    out->len = rkm->len;
+    if (rd_kafka_message_headers(rkm, &out->hdrs))
+        out->hdrs = NULL;
+    out->hv = NULL;
+    out->nhv = 0;
+}
+
 ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena, ol_envelope_t *env,
                          avro_value_t **value, char *errstr, size_t errstr_size) {
+    ol_event_rec_t rec;
+    ol_event_rec_of(rkm, &rec);
+    return ol_event_decode_rec(codec, &rec, arena, env, value, errstr, errstr_size);
+}
+
+ol_err_t ol_event_decode_rec(ol_codec_t *codec, const ol_event_rec_t *rec, ol_arena_t *arena, ol_envelope_t *env,
+                             avro_value_t **value, char *errstr, size_t errstr_size) {
     memset(env, 0, sizeof(*env));
-    rd_kafka_headers_t *hdrs = NULL;
     char type[128], buf[160];
     bool found;
     ol_err_t err;
-    const char *payload = rkm->payload ? rkm->payload : "";
-    if (rd_kafka_message_headers(rkm, &hdrs))
-        hdrs = NULL;
-    if ((err = header_str(hdrs, "ce_type", HDR_EXACT, type, sizeof(type), &found, errstr, errstr_size)))
+    const char *payload = rec->payload ? rec->payload : "";
+    if ((err = header_str(rec, "ce_type", HDR_EXACT, type, sizeof(type), &found, errstr, errstr_size)))
         return err;
     if (!found)
-        return decode_headerless(codec, rkm, arena, env, value, errstr, errstr_size);
+        return decode_headerless(codec, rec, arena, env, value, errstr, errstr_size);
     uint32_t id;
     if (!(env->type = ol_schema_find(type)))
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "unknown ce_type \"%s\"", type);
-    if ((err = header_str(hdrs, "ce_id", HDR_EXACT, env->id, sizeof(env->id), &found, errstr, errstr_size)))
+    if ((err = header_str(rec, "ce_id", HDR_EXACT, env->id, sizeof(env->id), &found, errstr, errstr_size)))
         return err;
     if (!found || !env->id[0])
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "missing ce_id header");
-    if ((err = header_str(hdrs, "ce_source", HDR_TRUNCATE, env->source, sizeof(env->source), &found, errstr,
+    if ((err = header_str(rec, "ce_source", HDR_TRUNCATE, env->source, sizeof(env->source), &found, errstr,
                           errstr_size)) ||
-        (err = header_str(hdrs, "ce_subject", HDR_TRUNCATE, env->subject, sizeof(env->subject), &found, errstr,
+        (err = header_str(rec, "ce_subject", HDR_TRUNCATE, env->subject, sizeof(env->subject), &found, errstr,
                           errstr_size)) ||
-        (err = header_str(hdrs, "ce_time", HDR_EXACT, buf, sizeof(buf), &found, errstr, errstr_size)))
+        (err = header_str(rec, "ce_time", HDR_EXACT, buf, sizeof(buf), &found, errstr, errstr_size)))
         return err;
     if (found) {
         int rc = ol_time_parse(buf, &env->time_ms);
@@ -311,22 +342,22 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
         if (rc)
             return ol_errf(errstr, errstr_size, OL_ERR_INVALID, "ce_time header \"%s\" is not an RFC 3339 time", buf);
     } else {
-        env->time_ms = rd_kafka_message_timestamp(rkm, NULL);
+        env->time_ms = rec->timestamp;
     }
     env->version = env->type->version;
     char dataschema[600];
     if ((err =
-             header_str(hdrs, "ce_dataschema", HDR_EXACT, dataschema, sizeof(dataschema), &found, errstr, errstr_size)))
+             header_str(rec, "ce_dataschema", HDR_EXACT, dataschema, sizeof(dataschema), &found, errstr, errstr_size)))
         return err;
     uint32_t said;
     bool named = found && parse_dataschema(dataschema, env->type, &env->version); /* parsed once per record */
     if (found && !named && parse_framed_dataschema(dataschema, &said)) {
-        if (!ol_wire_framed(payload, rkm->len, &id) || id != said)
+        if (!ol_wire_framed(payload, rec->len, &id) || id != said)
             return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                            "ce_dataschema header \"%s\" names a schema registry's schema, but the value is not in the "
                            "Confluent wire format with that id",
                            dataschema);
-        return decode_framed(codec, rkm, id, true, env, value, errstr, errstr_size);
+        return decode_framed(codec, rec, id, true, env, value, errstr, errstr_size);
     }
     if (found && !named)
         return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
@@ -334,21 +365,21 @@ ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_ar
                        "or leading zero)",
                        dataschema, DATASCHEMA_PREFIX, env->type->name);
     env->content = OL_CONTENT_AVRO;
-    if ((err = header_str(hdrs, "content-type", HDR_TRUNCATE, buf, sizeof(buf), &found, errstr, errstr_size)))
+    if ((err = header_str(rec, "content-type", HDR_TRUNCATE, buf, sizeof(buf), &found, errstr, errstr_size)))
         return err;
     if (found && !strncmp(buf, "application/json", 16))
         env->content = OL_CONTENT_JSON;
     if (env->content == OL_CONTENT_AVRO) {
-        err = ol_codec_decode(codec, env->type, env->version, payload, rkm->len, value, errstr, errstr_size);
+        err = ol_codec_decode(codec, env->type, env->version, payload, rec->len, value, errstr, errstr_size);
         /* plain Avro may start with a 0 byte: framed only when it did not decode */
-        if (err == OL_ERR_INVALID && ol_wire_framed(payload, rkm->len, &id))
-            return decode_framed(codec, rkm, id, true, env, value, errstr, errstr_size);
+        if (err == OL_ERR_INVALID && ol_wire_framed(payload, rec->len, &id))
+            return decode_framed(codec, rec, id, true, env, value, errstr, errstr_size);
         return err;
     }
-    if (ol_wire_framed(payload, rkm->len, &id))
-        return decode_framed(codec, rkm, id, true, env, value, errstr, errstr_size);
+    if (ol_wire_framed(payload, rec->len, &id))
+        return decode_framed(codec, rec, id, true, env, value, errstr, errstr_size);
     ol_json_t *data;
-    if ((err = ol_json_parse(arena, payload, rkm->len, &data, NULL, errstr, errstr_size)))
+    if ((err = ol_json_parse(arena, payload, rec->len, &data, NULL, errstr, errstr_size)))
         return err;
     return decode_json_data(codec, env, data, value, errstr, errstr_size);
 }
@@ -416,12 +447,17 @@ ol_err_t ol_event_encode(ol_codec_t *codec, const ol_event_type_t *et, const ol_
 
 ol_err_t ol_event_check_key(const rd_kafka_message_t *rkm, const ol_envelope_t *env, avro_value_t *value, char *errstr,
                             size_t errstr_size) {
+    return ol_event_check_key_of(rkm->key, rkm->key_len, env, value, errstr, errstr_size);
+}
+
+ol_err_t ol_event_check_key_of(const void *key, size_t key_len, const ol_envelope_t *env, avro_value_t *value,
+                               char *errstr, size_t errstr_size) {
     char want[256];
-    if (ol_codec_key_matches(env->type, value, rkm->key, rkm->key_len, want, sizeof(want)))
+    if (ol_codec_key_matches(env->type, value, key, key_len, want, sizeof(want)))
         return OL_ERR_OK;
-    int n = rkm->key_len > 128 ? 128 : (int)rkm->key_len;
+    int n = key_len > 128 ? 128 : (int)key_len;
     return ol_errf(errstr, errstr_size, OL_ERR_INVALID,
                    "record key \"%.*s\" is not the key of its %s (\"%s\", from %s): every event is keyed by the "
                    "aggregate it is about (docs/events.md, placement)",
-                   n, rkm->key ? (const char *)rkm->key : "", env->type->name, want, env->type->key);
+                   n, key ? (const char *)key : "", env->type->name, want, env->type->key);
 }

@@ -68,6 +68,36 @@ ol_err_t ol_event_from_message(ol_codec_t *codec, const rd_kafka_message_t *rkm,
 ol_err_t ol_event_decode(ol_codec_t *codec, const rd_kafka_message_t *rkm, ol_arena_t *arena, ol_envelope_t *env,
                          avro_value_t **value, char *errstr, size_t errstr_size);
 
+/* The parts of a record that ol_event_decode reads: a Kafka record's
+ * (ol_event_rec_of), or a copy of one kept elsewhere (the rebuild's spill
+ * files, consumers/README.md). Every pointer borrowed. */
+typedef struct ol_event_rec_s {
+    const char *topic; /* NULL: unknown */
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp; /* the record's time, ms; -1 when it has none */
+    const void *key;
+    size_t key_len;
+    const void *payload;
+    size_t len;
+    rd_kafka_headers_t *hdrs; /* NULL: those of hv */
+    /* without hdrs: the headers as nhv names and values (value NULL: a
+     * header without one); the last of a name counts */
+    const struct ol_event_hdr_s {
+        const char *name; /* name_len bytes, not terminated */
+        size_t name_len;
+        const void *value;
+        size_t size;
+    } * hv;
+    size_t nhv;
+} ol_event_rec_t;
+
+/* rkm's parts, borrowed from rkm. */
+void ol_event_rec_of(const rd_kafka_message_t *rkm, ol_event_rec_t *out);
+/* ol_event_decode of a record's parts. */
+ol_err_t ol_event_decode_rec(ol_codec_t *codec, const ol_event_rec_t *rec, ol_arena_t *arena, ol_envelope_t *env,
+                             avro_value_t **value, char *errstr, size_t errstr_size);
+
 /* ol_event_decode, waiting out what is away (a schema registry that does
  * not answer: the record is fine): retried with backoff (100 ms doubling to
  * 5 s, a warning every 10 tries) until it answers or *stop is set (then the
@@ -84,6 +114,9 @@ void ol_event_clear(ol_event_t *ev);
  * Records keyed by one aggregate but about another are never applied. */
 ol_err_t ol_event_check_key(const rd_kafka_message_t *rkm, const ol_envelope_t *env, avro_value_t *value, char *errstr,
                             size_t errstr_size);
+/* The same for a key (key_len bytes). */
+ol_err_t ol_event_check_key_of(const void *key, size_t key_len, const ol_envelope_t *env, avro_value_t *value,
+                               char *errstr, size_t errstr_size);
 
 /* An event a role makes itself, ready for rd_kafka_producev: the payload
  * (Avro, borrowed from the codec until its next encode), the key rendered

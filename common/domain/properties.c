@@ -238,10 +238,11 @@ static const ol_conf_prop_t props[] = {
      "IPs and users `guard` tracks at most (about 150 bytes each, plus 4 to 8 per request in the window); past it "
      "the least recently seen is forgotten. Idle ones are forgotten anyway. 0 = no limit."},
     {"rebuild.bulk.rows", OL_CONF_INT, "300000", 0, 1000000000, NULL,
-     "Rows (orders, refunds, skus) `rebuild` folds in memory at most: the replay goes in passes over whole "
-     "partitions, or over a share of one partition's keys, each holding at most this many before they are written "
-     "out with COPY. About 650 bytes each, plus 200 to 250 MB for the rest of the process: 300000 keeps the "
-     "rebuild under 512 MB; 0 = one pass over everything, no limit."},
+     "Rows (orders, refunds, skus) `rebuild` holds in memory at most, the pass folding and the one being written "
+     "out with COPY together (the readers wait past it): the replay goes in passes over whole partitions, or over "
+     "a share of one partition's keys (the other shares' records kept in spill files under TMPDIR meanwhile), each "
+     "holding at most this many. About 650 bytes each, plus 150 to 250 MB for the rest of the process (mostly "
+     "librdkafka's prefetch): 300000 keeps the rebuild under 512 MB; 0 = one pass over everything, no limit."},
     {"rebuild.plan.events.per.row", OL_CONF_INT, "3", 1, 1000000, NULL,
      "Events per row (order, refund, sku) `rebuild` plans its first pass for; the passes after it are planned "
      "from what the passes before held. Fewer splits a partition by its keys sooner (more passes over it); more "

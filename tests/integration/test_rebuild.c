@@ -10,6 +10,7 @@
  * "clean" projection of the same topics into another database is the
  * reference for what the topics say. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -491,6 +493,90 @@ Test(rebuild, passes_of_at_most_bulk_rows_give_the_same_projection) {
                  1, "the primary key of orders is missing");
     free(out);
     free(err);
+}
+
+/* Entries of directory path (0 when it does not exist). */
+static int entries_of(const char *path) {
+    DIR *d = opendir(path);
+    int n = 0;
+    if (!d)
+        return 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+/* A number after needle in the last line holding it (-1: none). */
+static long long number_after(const char *text, const char *needle) {
+    long long v = -1;
+    for (const char *at = strstr(text, needle); at; at = strstr(at + 1, needle))
+        sscanf(at + strlen(needle), "%lld", &v);
+    return v;
+}
+
+/* A partition split in shares is read from Kafka once: its first pass
+ * keeps the records of the other shares in files under TMPDIR, which the
+ * passes over those shares read instead; the result is the same, and the
+ * files are gone afterwards. */
+Test(rebuild, shares_of_a_split_partition_are_read_once_from_kafka_then_from_spill_files) {
+    start("spill", 1);
+    live_projection();
+    /* of the bulk topics (the sale topics take the runtime's path) */
+    long long events = ol_test_pg_query_int(db, "select sum(next_offset) from orderlog.consumer_offsets where topic "
+                                                "not like '%sale-events' and topic not like '%blacklist'");
+    char *sums = checksums(db);
+    char tmp[600];
+    snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+    cr_assert_eq(mkdir(tmp, 0700), 0);
+    setenv("TMPDIR", tmp, 1);
+    char *out, *err;
+    int rc = rebuild("-X rebuild.bulk.rows=500 -X consumer.batch.events=300", &out, &err);
+    cr_assert_eq(rc, 0, "rebuild: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    int given_up, passes = passes_of(err, &given_up);
+    /* ~5,000 rows over 3 partitions, 500 a pass: every partition in shares */
+    cr_expect_geq(passes, 9, "%d passes:\n%s", passes, err);
+    cr_expect(strstr(err, " (keys 3 of "), "no partition was split in three shares or more:\n%s", err);
+    /* every record read from Kafka once; the other shares' from the files */
+    long long from_kafka = number_after(err, "in memory; records read from Kafka ");
+    long long from_files = number_after(err, ", from spill files ");
+    cr_expect_eq(from_kafka, events, "%lld records read from Kafka for %lld events:\n%s", from_kafka, events, err);
+    cr_expect_gt(from_files, events / 2, "%lld records read from spill files for %lld events:\n%s", from_files, events,
+                 err);
+    cr_expect(strstr(err, "records read from Kafka 0, from spill files "), "no pass read from spill files only:\n%s",
+              err);
+    expect_tables_same(out);
+    expect_sums_unchanged(sums);
+    cr_expect_eq(entries_of(tmp), 0, "the rebuild left %d entries in TMPDIR", entries_of(tmp));
+    free(out);
+    free(err);
+}
+
+/* A rebuild stopped while it has spill files removes them too. */
+Test(rebuild, a_rebuild_stopped_leaves_no_spill_files) {
+    start("spillstop", 1);
+    live_projection();
+    char tmp[600];
+    snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+    cr_assert_eq(mkdir(tmp, 0700), 0);
+    setenv("TMPDIR", tmp, 1);
+    ol_test_bg_t *rb = orderlog_bg(db, "rebuild -X rebuild.bulk.rows=300 -X consumer.batch.events=300");
+    int seen = ol_test_bg_wait_stderr(rb, "rebuild: pass ", 1, 120000);
+    ol_test_bg_signal(rb, SIGSTOP);
+    cr_assert_geq(seen, 1, "the rebuild never finished a pass:\n%s", ol_test_bg_stderr(rb));
+    bool replaying = !strstr(ol_test_bg_stderr(rb), " events replayed in ");
+    /* while it replays, its directory is there */
+    if (replaying)
+        cr_expect_eq(entries_of(tmp), 1, "no spill directory under TMPDIR during the replay:\n%s",
+                     ol_test_bg_stderr(rb));
+    ol_test_bg_signal(rb, SIGTERM);
+    ol_test_bg_signal(rb, SIGCONT);
+    int rc = ol_test_bg_wait(rb, 60000);
+    if (replaying)
+        cr_expect_eq(rc, 1, "rebuild after SIGTERM: exit %d\n%s", rc, ol_test_bg_stderr(rb));
+    cr_expect_eq(entries_of(tmp), 0, "the rebuild left %d entries in TMPDIR:\n%s", entries_of(tmp),
+                 ol_test_bg_stderr(rb));
+    ol_test_bg_free(rb);
 }
 
 /* A log where every event makes a row (OrderPlaced only) holds more rows
