@@ -631,26 +631,21 @@ static ol_err_t open_consumer(pass_read_t *pr, const src_t *srcs, const int *own
             ol_kafka_know_leaders(rk, rb->topic_names[srcs[k].t]);
         }
     rd_kafka_topic_partition_list_t *assign = rd_kafka_topic_partition_list_new(ntps + 1);
+    rd_kafka_queue_t **queues = ol_xcalloc((size_t)ntps + 1, sizeof(*queues));
     for (int k = 0; k < nsrcs; k++) {
         if (srcs[k].spill >= 0)
             continue;
+        reader_t *r = &pr->readers[owner[k]];
+        if (rk && !r->q)
+            r->q = rd_kafka_queue_new(rk);
+        queues[assign->cnt] = r->q;
         rd_kafka_topic_partition_list_add(assign, rb->topic_names[srcs[k].t], srcs[k].p)->offset =
             RD_KAFKA_OFFSET_BEGINNING;
-        pr->readers[owner[k]].waiting++;
+        r->waiting++;
     }
-    rd_kafka_resp_err_t kerr = rk ? ol_kafka_assign(rk, assign) : RD_KAFKA_RESP_ERR_NO_ERROR;
-    for (int k = 0; rk && !kerr && k < nsrcs; k++) {
-        if (srcs[k].spill >= 0)
-            continue;
-        reader_t *r = &pr->readers[owner[k]];
-        if (!r->q)
-            r->q = rd_kafka_queue_new(rk);
-        rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(rk, rb->topic_names[srcs[k].t], srcs[k].p);
-        if (pq) {
-            rd_kafka_queue_forward(pq, r->q);
-            rd_kafka_queue_destroy(pq);
-        }
-    }
+    /* each partition's records to its reader's queue from the first */
+    rd_kafka_resp_err_t kerr = rk ? ol_kafka_assign_to_queues(rk, assign, queues) : RD_KAFKA_RESP_ERR_NO_ERROR;
+    free(queues);
     rd_kafka_topic_partition_list_destroy(assign);
     if (!rk)
         return OL_ERR_CONFIG;

@@ -420,6 +420,20 @@ rd_kafka_resp_err_t ol_kafka_assign(rd_kafka_t *rk, const rd_kafka_topic_partiti
     return kerr;
 }
 
+rd_kafka_resp_err_t ol_kafka_assign_to_queues(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts,
+                                              rd_kafka_queue_t *const *queues) {
+    for (int i = 0; i < parts->cnt; i++) {
+        if (!queues[i])
+            continue;
+        rd_kafka_queue_t *pq = rd_kafka_queue_get_partition(rk, parts->elems[i].topic, parts->elems[i].partition);
+        if (!pq)
+            return RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION;
+        rd_kafka_queue_forward(pq, queues[i]);
+        rd_kafka_queue_destroy(pq);
+    }
+    return ol_kafka_assign(rk, parts);
+}
+
 ol_err_t ol_kafka_wait_cluster(rd_kafka_t *rk, const ol_conf_t *conf, char *errstr, size_t errstr_size) {
     const struct rd_kafka_metadata *md = NULL;
     int timeout = (int)ol_conf_int(conf, "broker.wait.ms");

@@ -131,6 +131,15 @@ ol_err_t ol_kafka_check_key_placement(const char *topic, int32_t partition, cons
  * assigned followed at once by another assign() does (see kafka.c). */
 rd_kafka_resp_err_t ol_kafka_assign(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts);
 
+/* ol_kafka_assign(rk, parts) with the records of parts->elems[i] going to
+ * queues[i] (NULL: the consumer's queue). Each partition's queue is
+ * forwarded before the assign: librdkafka forwards a partition it starts to
+ * fetch to the consumer's queue unless the application did so first, and a
+ * forward made after the assign does not bring back what was fetched in
+ * between (a rebuild pass lost the first records of a partition so). */
+rd_kafka_resp_err_t ol_kafka_assign_to_queues(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts,
+                                              rd_kafka_queue_t *const *queues);
+
 /* rd_kafka_consumer_close(rk), during which ol_kafka_assign (called by a
  * rebalance callback that the close runs on this thread) does not wait:
  * the group may end between two of its round trips, and librdkafka 2.0
