@@ -182,6 +182,9 @@ bool ol_rebuild__spill_close(spill_writer_t *w);
 void ol_rebuild__spill_pass_end(rebuild_t *rb, bool ok);
 /* Every file and the directory removed. */
 void ol_rebuild__spill_cleanup(rebuild_t *rb);
+/* Removes the spill directories of this host's rebuilds that were killed
+ * before they could (kill -9, a crash): their process no longer exists. */
+void ol_rebuild__spill_sweep(void);
 /* Each record of a spill file, in the order written: fn's error stops. */
 typedef ol_err_t (*spill_read_fn)(void *opaque, const ol_event_rec_t *rec);
 ol_err_t ol_rebuild__spill_read(const rebuild_t *rb, int spill, int t, int sub, spill_read_fn fn, void *opaque,

@@ -414,6 +414,7 @@ ol_err_t ol_rebuild__replay_passes(rebuild_t *rb, ol_project_bulk_t *bulks[2][MA
     flusher_t f = {.rb = rb};
     ol_err_t err = OL_ERR_OK;
     rb->spill_subs = nreaders;
+    ol_rebuild__spill_sweep();
     for (int t = 0; t < MAX_TOPICS; t++)
         for (int p = 0; p < MAX_PARTS; p++)
             rb->part_last[t][p] = -1;

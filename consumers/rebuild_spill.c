@@ -5,6 +5,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,24 @@
 #define WRITE_BUF (256 * 1024)
 #define READ_BUF (1024 * 1024)
 #define NO_LEN UINT32_MAX
+
+/* A rebuild's spill directory: <TMPDIR>/orderlog-rebuild-<host>-<pid>-XXXXXX. */
+#define DIR_PREFIX "orderlog-rebuild-"
+
+static const char *tmp_dir(void) {
+    const char *tmp = getenv("TMPDIR");
+    return tmp && *tmp ? tmp : "/tmp";
+}
+
+/* This host's name, '-' where it holds '/' (one path component). */
+static void host_name(char *out, size_t size) {
+    if (gethostname(out, size))
+        snprintf(out, size, "localhost");
+    out[size - 1] = '\0';
+    for (char *c = out; *c; c++)
+        if (*c == '/')
+            *c = '-';
+}
 
 /* Whether unit a's keys are all unit b's. */
 static bool unit_within(const unit_t *a, const unit_t *b) {
@@ -68,9 +88,9 @@ int ol_rebuild__spill_source(const rebuild_t *rb, int32_t p) {
 
 int ol_rebuild__spill_plan(rebuild_t *rb, int32_t p, int source, int *targets, int max_targets) {
     if (!rb->spill_dir[0]) {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(rb->spill_dir, sizeof(rb->spill_dir), "%s/orderlog-rebuild-%d-XXXXXX", tmp && *tmp ? tmp : "/tmp",
-                 (int)getpid());
+        char host[HOST_NAME_MAX + 1];
+        host_name(host, sizeof(host));
+        snprintf(rb->spill_dir, sizeof(rb->spill_dir), "%s/" DIR_PREFIX "%s-%d-XXXXXX", tmp_dir(), host, (int)getpid());
         if (!mkdtemp(rb->spill_dir)) {
             ol_log_warn("rebuild: no spill files (could not make a directory %s: %s): a partition split in shares "
                         "is read once per share",
@@ -122,22 +142,60 @@ void ol_rebuild__spill_pass_end(rebuild_t *rb, bool ok) {
     }
 }
 
-void ol_rebuild__spill_cleanup(rebuild_t *rb) {
-    if (!rb->spill_dir[0])
-        return;
-    DIR *d = opendir(rb->spill_dir);
+/* Removes the directory dir and the files in it; the bytes they held. */
+static long long remove_dir(const char *dir) {
+    long long bytes = 0;
+    DIR *d = opendir(dir);
     if (d) {
         struct dirent *e;
         while ((e = readdir(d)))
             if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
                 char path[4400];
-                snprintf(path, sizeof(path), "%s/%s", rb->spill_dir, e->d_name);
+                struct stat st;
+                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+                if (!stat(path, &st))
+                    bytes += (long long)st.st_size;
                 unlink(path);
             }
         closedir(d);
     }
-    if (rmdir(rb->spill_dir) && errno != ENOENT)
-        ol_log_warn("rebuild: could not remove %s: %s", rb->spill_dir, strerror(errno));
+    if (rmdir(dir) && errno != ENOENT)
+        ol_log_warn("rebuild: could not remove %s: %s", dir, strerror(errno));
+    return bytes;
+}
+
+void ol_rebuild__spill_sweep(void) {
+    char host[HOST_NAME_MAX + 1], prefix[HOST_NAME_MAX + 64];
+    host_name(host, sizeof(host));
+    int n = snprintf(prefix, sizeof(prefix), DIR_PREFIX "%s-", host);
+    const char *tmp = tmp_dir();
+    DIR *d = opendir(tmp);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, (size_t)n))
+            continue;
+        char *end;
+        long pid = strtol(e->d_name + n, &end, 10);
+        /* a process of this host that no longer exists (one that does, or
+         * a pid taken again, keeps its directory) */
+        if (end == e->d_name + n || *end != '-' || pid <= 0 || pid == (long)getpid() || !kill((pid_t)pid, 0) ||
+            errno != ESRCH)
+            continue;
+        char path[4400];
+        snprintf(path, sizeof(path), "%s/%s", tmp, e->d_name);
+        long long bytes = remove_dir(path);
+        ol_log_info("rebuild: removed %s (%lld MB of spill files), left by a rebuild (pid %ld) that did not end", path,
+                    bytes >> 20, pid);
+    }
+    closedir(d);
+}
+
+void ol_rebuild__spill_cleanup(rebuild_t *rb) {
+    if (!rb->spill_dir[0])
+        return;
+    remove_dir(rb->spill_dir);
     rb->spill_dir[0] = '\0';
     free(rb->spills);
     rb->spills = NULL;

@@ -579,6 +579,77 @@ Test(rebuild, a_rebuild_stopped_leaves_no_spill_files) {
     ol_test_bg_free(rb);
 }
 
+/* The one entry of directory path whose name starts with mine (this host's spill directories), into
+ * out (false: none, or more than one). */
+static bool only_entry(const char *path, const char *mine, char *out, size_t out_size) {
+    DIR *d = opendir(path);
+    int n = 0;
+    if (!d)
+        return false;
+    for (struct dirent *e; (e = readdir(d));)
+        if (!strncmp(e->d_name, mine, strlen(mine)) && n++ == 0)
+            snprintf(out, out_size, "%s/%s", path, e->d_name);
+    closedir(d);
+    return n == 1;
+}
+
+/* A directory named as a rebuild's spill directory, holding one file. */
+static void make_spill_dir(const char *path) {
+    cr_assert_eq(mkdir(path, 0700), 0, "%s", path);
+    char file[1200];
+    snprintf(file, sizeof(file), "%s/0-0-2-0-0", path);
+    FILE *f = fopen(file, "w");
+    cr_assert(f);
+    fputs("records", f);
+    fclose(f);
+}
+
+/* A rebuild killed with kill -9 cannot remove its spill files (up to
+ * hundreds of MB at 10M events): the next rebuild on the host removes the
+ * directories whose process no longer exists, and only those. */
+Test(rebuild, the_spill_files_of_a_killed_rebuild_are_removed_by_the_next) {
+    start("spillkill", 1);
+    live_projection();
+    char *sums = checksums(db);
+    char tmp[600], host[256], mine[400];
+    snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+    cr_assert_eq(mkdir(tmp, 0700), 0);
+    setenv("TMPDIR", tmp, 1);
+    cr_assert_eq(gethostname(host, sizeof(host)), 0);
+    snprintf(mine, sizeof(mine), "orderlog-rebuild-%s-", host);
+    ol_test_bg_t *rb = orderlog_bg(db, "rebuild -X rebuild.bulk.rows=300 -X consumer.batch.events=300");
+    ol_test_bg_wait_stderr(rb, "rebuild: pass ", 1, 120000);
+    ol_test_bg_signal(rb, SIGSTOP);
+    char left[1200];
+    bool replaying = !strstr(ol_test_bg_stderr(rb), " events replayed in ");
+    cr_assert(replaying, "the rebuild replayed everything before it could be stopped:\n%s", ol_test_bg_stderr(rb));
+    cr_assert(only_entry(tmp, mine, left, sizeof(left)), "no spill directory %s* under TMPDIR during the replay:\n%s",
+              mine, ol_test_bg_stderr(rb));
+    ol_test_bg_signal(rb, SIGKILL);
+    ol_test_bg_wait(rb, 60000);
+    ol_test_bg_free(rb);
+    struct stat st;
+    cr_assert_eq(stat(left, &st), 0, "the killed rebuild's directory %s is gone already", left);
+    /* kept: one of a process alive (this test's), one of another host */
+    char alive[1200], other[1200];
+    snprintf(alive, sizeof(alive), "%s/%s%d-aaaaaa", tmp, mine, (int)getpid());
+    snprintf(other, sizeof(other), "%s/orderlog-rebuild-another-host-%s-1-bbbbbb", tmp, host);
+    make_spill_dir(alive);
+    make_spill_dir(other);
+    char *out, *err;
+    int rc = rebuild("", &out, &err);
+    cr_assert_eq(rc, 0, "rebuild: exit %d\nstdout:\n%s\nstderr:\n%s", rc, out, err);
+    cr_expect_neq(stat(left, &st), 0, "the killed rebuild's directory %s is still there:\n%s", left, err);
+    cr_expect(strstr(err, "left by a rebuild (pid ") && strstr(err, left), "no word of the directory removed:\n%s",
+              err);
+    cr_expect_eq(stat(alive, &st), 0, "the directory of a process alive was removed:\n%s", err);
+    cr_expect_eq(stat(other, &st), 0, "the directory of another host was removed:\n%s", err);
+    expect_tables_same(out);
+    expect_sums_unchanged(sums);
+    free(out);
+    free(err);
+}
+
 /* A log where every event makes a row (OrderPlaced only) holds more rows
  * per event than the first pass is planned for: that pass passes
  * rebuild.bulk.rows, is given up (what it folded is forgotten, its offsets
