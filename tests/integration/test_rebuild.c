@@ -495,16 +495,24 @@ Test(rebuild, passes_of_at_most_bulk_rows_give_the_same_projection) {
     free(err);
 }
 
-/* Entries of directory path (0 when it does not exist). */
-static int entries_of(const char *path) {
+/* Entries of directory path whose names start with name_prefix (0 when it
+ * does not exist); the path of the first into first (first_size > 0). */
+static int entries_with(const char *path, const char *name_prefix, char *first, size_t first_size) {
     DIR *d = opendir(path);
     int n = 0;
     if (!d)
         return 0;
     for (struct dirent *e; (e = readdir(d));)
-        n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+            !strncmp(e->d_name, name_prefix, strlen(name_prefix)) && n++ == 0 && first_size)
+            snprintf(first, first_size, "%s/%s", path, e->d_name);
     closedir(d);
     return n;
+}
+
+/* Entries of directory path (0 when it does not exist). */
+static int entries_of(const char *path) {
+    return entries_with(path, "", NULL, 0);
 }
 
 /* A number after needle in the last line holding it (-1: none). */
@@ -579,20 +587,6 @@ Test(rebuild, a_rebuild_stopped_leaves_no_spill_files) {
     ol_test_bg_free(rb);
 }
 
-/* The one entry of directory path whose name starts with mine (this host's spill directories), into
- * out (false: none, or more than one). */
-static bool only_entry(const char *path, const char *mine, char *out, size_t out_size) {
-    DIR *d = opendir(path);
-    int n = 0;
-    if (!d)
-        return false;
-    for (struct dirent *e; (e = readdir(d));)
-        if (!strncmp(e->d_name, mine, strlen(mine)) && n++ == 0)
-            snprintf(out, out_size, "%s/%s", path, e->d_name);
-    closedir(d);
-    return n == 1;
-}
-
 /* A directory named as a rebuild's spill directory, holding one file. */
 static void make_spill_dir(const char *path) {
     cr_assert_eq(mkdir(path, 0700), 0, "%s", path);
@@ -623,8 +617,8 @@ Test(rebuild, the_spill_files_of_a_killed_rebuild_are_removed_by_the_next) {
     char left[1200];
     bool replaying = !strstr(ol_test_bg_stderr(rb), " events replayed in ");
     cr_assert(replaying, "the rebuild replayed everything before it could be stopped:\n%s", ol_test_bg_stderr(rb));
-    cr_assert(only_entry(tmp, mine, left, sizeof(left)), "no spill directory %s* under TMPDIR during the replay:\n%s",
-              mine, ol_test_bg_stderr(rb));
+    cr_assert(entries_with(tmp, mine, left, sizeof(left)) == 1,
+              "no spill directory %s* under TMPDIR during the replay:\n%s", mine, ol_test_bg_stderr(rb));
     ol_test_bg_signal(rb, SIGKILL);
     ol_test_bg_wait(rb, 60000);
     ol_test_bg_free(rb);
