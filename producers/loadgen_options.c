@@ -30,7 +30,7 @@ int ol_loadgen__parse_options(int argc, char **argv, options_t *o) {
                      .wait_ms = 60000};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        double v;
+        double v = 0;
         if (!strcmp(a, "--json")) {
             o->json = true;
             continue;

@@ -54,7 +54,7 @@ static ol_err_t split_address(const char *what, const char *address, char *host,
 ol_err_t ol_http_parse_listen(const char *what, const char *listen, struct sockaddr_storage *out, socklen_t *out_len,
                               char *errstr, size_t errstr_size) {
     char host[256];
-    const char *port;
+    const char *port = NULL;
     ol_err_t err = split_address(what, listen, host, sizeof(host), &port, errstr, errstr_size);
     if (err)
         return err;
@@ -397,7 +397,7 @@ static const char *reason_of(int e, char *out, size_t out_size) {
 static ol_err_t dial(const char *address, int timeout_ms, int64_t deadline_us, int *out, char *errstr,
                      size_t errstr_size) {
     char host[256], why[128];
-    const char *port;
+    const char *port = NULL;
     *out = -1;
     ol_err_t err = split_address("address", address, host, sizeof(host), &port, errstr, errstr_size);
     if (err)

@@ -605,7 +605,7 @@ ol_err_t ol_codec_decode_writer(ol_codec_t *c, const ol_event_type_t *et, const 
 
 ol_err_t ol_codec_decode_json(ol_codec_t *c, const ol_event_type_t *et, int version, const void *buf, size_t len,
                               json_t **out, char *errstr, size_t errstr_size) {
-    avro_value_t *v;
+    avro_value_t *v = NULL;
     ol_err_t err = ol_codec_decode(c, et, version, buf, len, &v, errstr, errstr_size);
     if (err)
         return err;

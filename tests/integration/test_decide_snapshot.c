@@ -54,7 +54,7 @@ static const char *use_topics(int i, const char *tag) {
 }
 
 static void publish(const char *prefix, const char *name, const char *lines) {
-    char file[128];
+    char file[300];
     snprintf(file, sizeof(file), "%s%s", prefix, name);
     ol_test_publish_file(args_of(prefix), dir, file, lines);
 }

@@ -183,7 +183,7 @@ static void count_shapes(coverage_t *cov, const ol_event_type_t *et, json_t *roo
 }
 
 static void check_valid_line(const char *file, long lineno, const char *line, size_t len, void *opaque) {
-    char where[128], errstr[512] = "";
+    char where[300], errstr[512] = "";
     snprintf(where, sizeof(where), "valid/%s:%ld", file, lineno);
     json_error_t jerr;
     json_t *root = json_loadb(line, len, 0, &jerr);
