@@ -197,7 +197,7 @@ static void format_ms(long long ms, char *out, size_t size) {
     gmtime_r(&t, &tm);
     char buf[32];
     strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, size, "%s.%03lldZ", buf, ms - secs * 1000);
+    snprintf(out, size, "%s.%03dZ", buf, (int)((ms - secs * 1000) % 1000));
 }
 
 /* A JSON time (epoch ms or RFC 3339) in epoch ms; fails the test otherwise. */
