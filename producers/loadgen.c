@@ -67,6 +67,10 @@ static const char *const reason_names[NREASONS] = {"blacklisted", "level",      
 typedef struct req_s {
     _Atomic int64_t send_us;
     int64_t decided_us; /* the first decision */
+    /* wall clock (ms) at the hand-off, the decision's record timestamp (the
+     * decider's clock, when it produced the fact) and when it was seen */
+    _Atomic int64_t send_ms;
+    int64_t fact_ms, seen_ms;
     uint32_t ndecisions;
     uint8_t outcome; /* OUTCOME_ACCEPTED, 1 + reason index, OUTCOME_NONE */
 } req_t;
@@ -222,6 +226,8 @@ static void on_decision(void *opaque, ol_codec_t *codec, ol_arena_t *arena, cons
         return;
     }
     r->decided_us = now;
+    r->seen_ms = ol_time_now_ms();
+    r->fact_ms = rd_kafka_message_timestamp(rkm, NULL);
     int reason = accepted ? -1 : reject_reason(codec, arena, rkm);
     if (rejected && reason < 0)
         ol_log_warn("loadgen: the BuyRejected of %.*s has no reason this loadgen knows (counted as sold_out)",
@@ -230,7 +236,7 @@ static void on_decision(void *opaque, ol_codec_t *codec, ol_arena_t *arena, cons
     if (!lg->first_decision_us)
         lg->first_decision_us = now;
     lg->last_decision_us = now;
-    int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
+    int64_t ts = r->fact_ms;
     if (ts > 0 && (!lg->first_record_ms || ts < lg->first_record_ms))
         lg->first_record_ms = ts;
     if (ts > lg->last_record_ms)
@@ -365,6 +371,7 @@ static ol_err_t send_one(loadgen_t *lg, ol_codec_t *codec, ol_arena_t *arena, ui
     if (err)
         return err; /* --hot-sku too long, or the like */
     for (;;) {
+        atomic_store_explicit(&lg->reqs[n].send_ms, ol_time_now_ms(), memory_order_relaxed);
         atomic_store_explicit(&lg->reqs[n].send_us, ol_time_mono_us(), memory_order_release);
         rd_kafka_resp_err_t kerr =
             rd_kafka_producev(lg->producer, RD_KAFKA_V_TOPIC(lg->topic_buy), RD_KAFKA_V_KEY(r.sku, strlen(r.sku)),
@@ -411,6 +418,11 @@ typedef struct summary_s {
     long long delivered, failed, foreign;
     double send_secs, send_rate, decide_secs, decisions_per_s, record_secs, record_decisions_per_s;
     double p50, p90, p99, max;
+    /* the latency split at the decision's record time: request to fact
+     * (waiting, batching, deciding) and fact to seen (the transaction's
+     * end, the commit markers, the fetch); ms resolution, one clock when
+     * loadgen and decide share a host */
+    double to_fact_p50, to_fact_p99, after_fact_p50, after_fact_p99;
 } summary_t;
 
 static void summarize(loadgen_t *lg, long long sent, double send_secs, summary_t *s) {
@@ -419,7 +431,9 @@ static void summarize(loadgen_t *lg, long long sent, double send_secs, summary_t
     s->send_secs = send_secs;
     s->send_rate = send_secs > 0 ? (double)sent / send_secs : 0;
     int64_t *lat = ol_xmalloc(((size_t)sent + 1) * sizeof(*lat));
-    size_t nlat = 0;
+    int64_t *to_fact = ol_xmalloc(((size_t)sent + 1) * sizeof(*to_fact));
+    int64_t *after_fact = ol_xmalloc(((size_t)sent + 1) * sizeof(*after_fact));
+    size_t nlat = 0, nsplit = 0;
     for (long long i = 0; i < sent; i++) {
         const req_t *r = &lg->reqs[i];
         if (!r->ndecisions) {
@@ -439,8 +453,21 @@ static void summarize(loadgen_t *lg, long long sent, double send_secs, summary_t
         }
         int64_t l = r->decided_us - atomic_load_explicit(&lg->reqs[i].send_us, memory_order_relaxed);
         lat[nlat++] = l > 0 ? l : 0;
+        if (r->fact_ms > 0) {
+            int64_t before = r->fact_ms - atomic_load_explicit(&r->send_ms, memory_order_relaxed);
+            to_fact[nsplit] = before > 0 ? before * 1000 : 0;
+            after_fact[nsplit++] = r->seen_ms > r->fact_ms ? (r->seen_ms - r->fact_ms) * 1000 : 0;
+        }
     }
     qsort(lat, nlat, sizeof(*lat), cmp_i64);
+    qsort(to_fact, nsplit, sizeof(*to_fact), cmp_i64);
+    qsort(after_fact, nsplit, sizeof(*after_fact), cmp_i64);
+    s->to_fact_p50 = pct_ms(to_fact, nsplit, 50);
+    s->to_fact_p99 = pct_ms(to_fact, nsplit, 99);
+    s->after_fact_p50 = pct_ms(after_fact, nsplit, 50);
+    s->after_fact_p99 = pct_ms(after_fact, nsplit, 99);
+    free(to_fact);
+    free(after_fact);
     s->p50 = pct_ms(lat, nlat, 50);
     s->p90 = pct_ms(lat, nlat, 90);
     s->p99 = pct_ms(lat, nlat, 99);
@@ -468,22 +495,26 @@ static void print_summary(const loadgen_t *lg, const summary_t *s) {
            s->decisions_per_s, s->decided, s->decide_secs, s->record_decisions_per_s);
     printf("latency ms (decision seen - request handed to Kafka): p50 %.1f p90 %.1f p99 %.1f max %.1f\n", s->p50,
            s->p90, s->p99, s->max);
+    printf("  split at the decision's record time (ms): request to fact p50 %.0f p99 %.0f, fact to seen p50 %.0f p99 "
+           "%.0f\n",
+           s->to_fact_p50, s->to_fact_p99, s->after_fact_p50, s->after_fact_p99);
 }
 
 static void print_json(const loadgen_t *lg, const summary_t *s) {
     json_t *reasons = json_object();
     for (int i = 0; i < NREASONS; i++)
         json_object_set_new(reasons, reason_names[i], json_integer(s->reasons[i]));
-    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:{s:f, s:f, s:f, "
-                          "s:f}, s:f, s:f, s:f, s:f}",
-                          "run", lg->run, "sent", (json_int_t)s->sent, "delivered", (json_int_t)s->delivered, "failed",
-                          (json_int_t)s->failed, "decided", (json_int_t)s->decided, "accepted", (json_int_t)s->accepted,
-                          "rejected", reasons, "rejected_total", (json_int_t)s->rejected, "missing",
-                          (json_int_t)s->missing, "duplicated", (json_int_t)s->duplicated, "decisions_per_s",
-                          s->decisions_per_s, "decide_secs", s->decide_secs, "send_rate", s->send_rate, "send_secs",
-                          s->send_secs, "latency_ms", "p50", s->p50, "p90", s->p90, "p99", s->p99, "max", s->max,
-                          "offered_rate", lg->opt.rate, "wait_ms", (double)lg->opt.wait_ms, "record_decisions_per_s",
-                          s->record_decisions_per_s, "record_secs", s->record_secs);
+    json_t *j = json_pack(
+        "{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:{s:f, s:f, s:f, "
+        "s:f}, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+        "run", lg->run, "sent", (json_int_t)s->sent, "delivered", (json_int_t)s->delivered, "failed",
+        (json_int_t)s->failed, "decided", (json_int_t)s->decided, "accepted", (json_int_t)s->accepted, "rejected",
+        reasons, "rejected_total", (json_int_t)s->rejected, "missing", (json_int_t)s->missing, "duplicated",
+        (json_int_t)s->duplicated, "decisions_per_s", s->decisions_per_s, "decide_secs", s->decide_secs, "send_rate",
+        s->send_rate, "send_secs", s->send_secs, "latency_ms", "p50", s->p50, "p90", s->p90, "p99", s->p99, "max",
+        s->max, "to_fact_p50_ms", s->to_fact_p50, "to_fact_p99_ms", s->to_fact_p99, "fact_to_seen_p50_ms",
+        s->after_fact_p50, "fact_to_seen_p99_ms", s->after_fact_p99, "offered_rate", lg->opt.rate, "wait_ms",
+        (double)lg->opt.wait_ms, "record_decisions_per_s", s->record_decisions_per_s, "record_secs", s->record_secs);
     char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     printf("%s\n", text);
     free(text);
@@ -685,8 +716,9 @@ const ol_cmd_t ol_cmd_loadgen = {
     "  Sends BuyRequested to buy-requests (Avro, CloudEvents headers, key sku) and reads sale-events\n"
     "  (read_committed, from its end at start) for the BuyAccepted or BuyRejected of each. Prints sent,\n"
     "  decided, accepted, rejected by reason, decisions/s (first to last decision) and the latency\n"
-    "  (decision seen - request handed to Kafka) p50/p90/p99/max. Exits 1 unless every request got\n"
-    "  exactly one decision.\n"
+    "  (decision seen - request handed to Kafka) p50/p90/p99/max, split at the decision's record\n"
+    "  timestamp (the decider's clock: one host, one clock) into request to fact and fact to seen.\n"
+    "  Exits 1 unless every request got exactly one decision.\n"
     "  --count N              requests to send (default 10000)\n"
     "  --rate R               requests per second (default 0: as fast as possible)\n"
     "  --users U              shoppers LGU00000000.. (default 100000), picked at random\n"

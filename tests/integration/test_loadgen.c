@@ -165,6 +165,19 @@ Test(loadgen, small_sale_gets_exactly_one_decision_per_request_and_passes_the_or
     cr_expect_gt(json_int(reasons, "level"), 0, "level 0 users asked for HOT-LG");
     cr_expect_gt(json_int(reasons, "limit"), 0);
     cr_expect_eq(json_int(reasons, "unknown_sku"), 0);
+    /* the latency split at the decision's record time: both parts within
+     * the whole (ms resolution on both clocks of this host) */
+    double max = json_real_value(json_object_get(json_object_get(j, "latency_ms"), "max"));
+    const char *parts[] = {"to_fact_p50_ms", "to_fact_p99_ms", "fact_to_seen_p50_ms", "fact_to_seen_p99_ms"};
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        json_t *v = json_object_get(j, parts[i]);
+        cr_assert(json_is_real(v), "no \"%s\" in the summary", parts[i]);
+        cr_expect(json_real_value(v) >= 0 && json_real_value(v) <= max + 1, "%s %.1f outside [0, max %.1f + 1]",
+                  parts[i], json_real_value(v), max);
+    }
+    cr_expect_gt(json_real_value(json_object_get(j, "to_fact_p99_ms")) +
+                     json_real_value(json_object_get(j, "fact_to_seen_p99_ms")),
+                 0, "a decision takes time: the split cannot be 0 on both sides");
     json_decref(j);
     free(out);
     free(err);

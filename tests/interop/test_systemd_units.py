@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -29,30 +30,30 @@ BUILD_DIR = os.environ.get("ORDERLOG_BUILD_DIR") or os.path.dirname(harness.OL)
 ROLES = ("decide", "guard", "project", "gate")
 
 
-def unit_settings(path):
-    """Key -> list of values of a unit file, drop-ins not included."""
-    settings = {}
+def key_values(path, comments="#;"):
+    """The KEY=VALUE lines of a file systemd reads, blanks and comments skipped."""
     for line in open(path):
         line = line.strip()
-        if not line or line[0] in "#;[":
-            continue
-        key, _, value = line.partition("=")
-        settings.setdefault(key.strip(), []).append(value.strip())
+        if line and line[0] not in comments:
+            key, _, value = line.partition("=")
+            yield key.strip(), value.strip()
+
+
+def unit_settings(path):
+    """Key -> list of values of a unit file (sections ignored), drop-ins not included."""
+    settings = {}
+    for key, value in key_values(path, comments="#;["):
+        settings.setdefault(key, []).append(value)
     return settings
 
 
 def environment_file(path):
     """What systemd reads from an EnvironmentFile: KEY=VALUE lines, quotes removed."""
     env = {}
-    for line in open(path):
-        line = line.strip()
-        if not line or line[0] in "#;":
-            continue
-        key, _, value = line.partition("=")
-        value = value.strip()
+    for key, value in key_values(path):
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
-        env[key.strip()] = value
+        env[key] = value
     return env
 
 
