@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -74,7 +75,9 @@ def test_systemd_analyze_verify_finds_nothing_to_say(installed):
         assert os.path.isfile(os.path.join(units, f)), f"cmake --install did not install {f}"
     template = unit_settings(os.path.join(units, "orderlog@.service"))
     assert template["ExecStart"] == [f"{installed}/bin/orderlog %i"]
-    assert template["Environment"] == [f"ORDERLOG_CONFIG={installed}/etc/orderlog/orderlog.conf"]
+    # decide.instance is the host's name: the decides of two hosts never share transactional ids
+    assert template["Environment"] == [f"ORDERLOG_CONFIG={installed}/etc/orderlog/orderlog.conf",
+                                       "ORDERLOG_DECIDE_INSTANCE=%H"]
     names = [f"orderlog@{r}.service" for r in ROLES] + ["orderlog-migrate.service"]
     # a trailing ':' appends systemd's own unit directories (network-online.target, ...)
     env = dict(os.environ, SYSTEMD_UNIT_PATH=units + ":")
@@ -104,10 +107,13 @@ def write_config(installed, d, env_lines):
 def as_systemd_runs(installed, unit, instance, d):
     """The command line and environment systemd gives the unit's process."""
     s = unit_settings(os.path.join(installed, "lib", "systemd", "system", unit))
-    argv = shlex.split(s["ExecStart"][0].replace("%i", instance))
+    def specifiers(text):
+        return text.replace("%i", instance).replace("%H", socket.gethostname())
+
+    argv = shlex.split(specifiers(s["ExecStart"][0]))
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
     for e in s.get("Environment", []):
-        key, _, value = e.partition("=")
+        key, _, value = specifiers(e).partition("=")
         env[key] = value
     for e in s.get("EnvironmentFile", []):
         path = e.lstrip("-")
@@ -132,6 +138,12 @@ def test_each_role_runs_from_its_unit_and_stops_cleanly_on_its_kill_signal(insta
     d = deployment("units")
     # the conninfo (a password in a real deployment) comes from the environment file
     write_config(installed, d, [f'ORDERLOG_PG_CONNINFO="{d.conninfo}"'])
+    # the configuration a role gets from the unit: the file's, the environment file's, and
+    # decide.instance from the host's name
+    argv, env, _ = as_systemd_runs(installed, "orderlog@.service", "decide", d)
+    shown = subprocess.run([argv[0], "config"], env=env, capture_output=True, text=True, timeout=30).stdout
+    assert f"decide.instance = {socket.gethostname()}" in shown.splitlines(), shown
+    assert f"topic.prefix = {d.prefix}" in shown.splitlines(), shown
     for role in ROLES:
         argv, env, s = as_systemd_runs(installed, "orderlog@.service", role, d)
         out = open(os.path.join(d.dir, f"unit-{role}.out"), "w+")
