@@ -67,6 +67,9 @@ typedef struct worker_s {
     int index;
     pthread_t thread;
     rd_kafka_t *consumer, *producer, *restorer;
+    /* the topics the producer writes, held for its lifetime so that their
+     * partitions stay known (ol_decide__producer_topics) */
+    rd_kafka_topic_t *written[4];
     ol_codec_t *codec;
     ol_arena_t *arena;   /* per record */
     ol_arena_t *scratch; /* per restore / expiry */
@@ -191,6 +194,8 @@ txn_result_t ol_decide__txn_failed(worker_t *w, rd_kafka_error_t *e, const char 
 /* decide_worker.c: a worker's Kafka clients */
 rd_kafka_t *ol_decide__consumer_new(worker_t *w, char *errstr, size_t errstr_size);
 rd_kafka_t *ol_decide__producer_new(worker_t *w, char *errstr, size_t errstr_size);
+void ol_decide__producer_topics(worker_t *w);
+void ol_decide__producer_destroy(worker_t *w);
 /* The ends of partition p of topic (see decide_state.c). */
 rd_kafka_resp_err_t ol_decide__ends(worker_t *w, const char *topic, int32_t p, int64_t *lo, int64_t *hi, int within_ms);
 void ol_decide__worker_destroy(worker_t *w);

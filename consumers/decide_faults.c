@@ -170,10 +170,9 @@ void ol_decide__renew_producer(worker_t *w) {
                 w->index, w->fatal_reason, w->txid);
     drop_all(w);
     pthread_mutex_lock(&w->clients_lock);
-    if (w->producer) {
+    if (w->producer)
         rd_kafka_purge(w->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        rd_kafka_destroy(w->producer);
-    }
+    ol_decide__producer_destroy(w);
     w->producer = ol_decide__producer_new(w, errstr, sizeof(errstr));
     pthread_mutex_unlock(&w->clients_lock);
     if (!w->producer) {
@@ -201,6 +200,7 @@ void ol_decide__renew_producer(worker_t *w) {
     }
     if (ol_decide__stop)
         return;
+    ol_decide__producer_topics(w);
     w->producer_fatal = false;
     w->backoff_ms = 0;
     w->retake = true;

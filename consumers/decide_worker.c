@@ -37,6 +37,34 @@ rd_kafka_t *ol_decide__producer_new(worker_t *w, char *errstr, size_t errstr_siz
     return ol_kafka_new_with(w->d->conf, OL_KAFKA_TXN_PRODUCER, w->client, ptuning, &cb, errstr, errstr_size);
 }
 
+/* The topics the transactional producer writes, their partitions asked
+ * for now and held while it lives. librdkafka (2.0.2) learns the partitions
+ * of a topic first named in a produce call only at its next scan of unknown
+ * topics, once a second: the first snapshot, converted hold or dead letter
+ * of a run held its transaction's commit for up to a second meanwhile
+ * (flushes of 800 ms seen, a backlog decided in 1.9 s instead of 1.1). A
+ * held topic is also kept known by the periodic metadata refresh. */
+void ol_decide__producer_topics(worker_t *w) {
+    const char *names[] = {w->d->topic_sale, w->d->topic_orders, w->d->topic_dlq, w->d->topic_snap};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (!w->written[i])
+            w->written[i] = rd_kafka_topic_new(w->producer, names[i], NULL);
+        ol_kafka_know_leaders(w->producer, names[i]);
+    }
+}
+
+/* The producer and the topics held for it; the caller holds clients_lock. */
+void ol_decide__producer_destroy(worker_t *w) {
+    for (size_t i = 0; i < sizeof(w->written) / sizeof(w->written[0]); i++)
+        if (w->written[i]) {
+            rd_kafka_topic_destroy(w->written[i]);
+            w->written[i] = NULL;
+        }
+    if (w->producer)
+        rd_kafka_destroy(w->producer);
+    w->producer = NULL;
+}
+
 /* The reader of sale-events for restores (assign(), no commits). */
 static rd_kafka_t *restorer_new(worker_t *w, char *errstr, size_t errstr_size) {
     char group[300];
@@ -71,6 +99,7 @@ ol_err_t ol_decide__worker_init(decide_t *d, worker_t *w, int index, char *errst
         rd_kafka_error_destroy(e);
         return OL_ERR_UNREACHABLE;
     }
+    ol_decide__producer_topics(w);
     return OL_ERR_OK;
 }
 
@@ -97,9 +126,8 @@ void ol_decide__worker_destroy(worker_t *w) {
     pthread_mutex_lock(&w->clients_lock);
     if (w->consumer)
         rd_kafka_destroy_flags(w->consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-    if (w->producer)
-        rd_kafka_destroy(w->producer);
-    w->consumer = w->producer = NULL;
+    ol_decide__producer_destroy(w);
+    w->consumer = NULL;
     pthread_mutex_unlock(&w->clients_lock);
     if (w->restorer)
         rd_kafka_destroy_flags(w->restorer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);

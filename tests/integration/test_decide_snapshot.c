@@ -453,3 +453,48 @@ Test(decide_snapshot, a_snapshot_of_an_unfinished_transaction_or_with_bad_bytes_
     free(one);
     free(two);
 }
+
+/* decide's producer knows the partitions of every topic it writes from its
+ * start. librdkafka (2.0.2) learns those of a topic first named in a produce
+ * call only at its next scan of unknown topics, once a second, and keeps
+ * the records meanwhile unassigned to a partition (kafka.debug=topic logs
+ * "Partitioning <n> unassigned messages" when it learns them); the first
+ * facts and the first snapshot of a run held their transaction's commit for
+ * up to a second. */
+Test(decide_snapshot, the_producer_knows_its_topics_before_the_first_facts_and_snapshot) {
+    const char *p = use_topics(0, "known");
+    char *cat = catalog_text(), *one = ol_test_strf("%s", ""), *two = ol_test_strf("%s", "");
+    for (int i = 0; i < 40; i++) {
+        buy_t b = {.level = 2, .qty = 1};
+        snprintf(b.id, sizeof(b.id), "known-%d", i);
+        snprintf(b.user, sizeof(b.user), "U%d", i);
+        snprintf(b.sku, sizeof(b.sku), "K%d", i % SKUS);
+        add_buy(i < 20 ? &one : &two, &b);
+    }
+    publish(p, "catalog.jsonl", cat);
+    publish(p, "one.jsonl", one);
+    ol_test_bg_t *bg = decide_bg(p, "-X decide.snapshot.facts=1 -X kafka.debug=topic -X log.level=debug");
+    json_decref(wait_outcomes(p, 20, 0, bg));
+    /* the next transaction begins with a snapshot of the partitions that
+     * decided the first requests */
+    publish(p, "two.jsonl", two);
+    json_decref(wait_outcomes(p, 40, 0, bg));
+    ol_test_bg_stop_ok(bg, "decide", 60000);
+    const char *err = ol_test_bg_stderr(bg);
+    cr_assert(strstr(err, "snapshot 1 of "), "no snapshot written:\n%s", err);
+    for (const char *line = err; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t n = end ? (size_t)(end - line) : strlen(line);
+        char *l = strndup(line, n);
+        const char *u = strstr(l, "Partitioning ");
+        if (strstr(l, "#producer") && u && strstr(u, "unassigned messages"))
+            cr_expect_eq(atoi(u + strlen("Partitioning ")), 0,
+                         "the producer wrote to a topic whose partitions it did not know yet: %s", l);
+        free(l);
+        line += n + (end != NULL);
+    }
+    ol_test_bg_free(bg);
+    free(cat);
+    free(one);
+    free(two);
+}
