@@ -46,6 +46,8 @@ rd_kafka_t *ol_decide__producer_new(worker_t *w, char *errstr, size_t errstr_siz
  * held topic is also kept known by the periodic metadata refresh. */
 void ol_decide__producer_topics(worker_t *w) {
     const char *names[] = {w->d->topic_sale, w->d->topic_orders, w->d->topic_dlq, w->d->topic_snap};
+    _Static_assert(sizeof(names) / sizeof(names[0]) == sizeof(w->written) / sizeof(w->written[0]),
+                   "a held topic for every topic written");
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (!w->written[i])
             w->written[i] = rd_kafka_topic_new(w->producer, names[i], NULL);

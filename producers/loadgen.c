@@ -413,6 +413,13 @@ static double pct_ms(const int64_t *v, size_t n, double p) {
     return (double)v[rank ? rank - 1 : 0] / 1000.0;
 }
 
+/* Sorts v[0..n) and gives its p50 and p99 in milliseconds. */
+static void percentiles(int64_t *v, size_t n, double *p50, double *p99) {
+    qsort(v, n, sizeof(*v), cmp_i64);
+    *p50 = pct_ms(v, n, 50);
+    *p99 = pct_ms(v, n, 99);
+}
+
 typedef struct summary_s {
     long long sent, decided, accepted, rejected, reasons[NREASONS], missing, duplicated, extra;
     long long delivered, failed, foreign;
@@ -460,12 +467,8 @@ static void summarize(loadgen_t *lg, long long sent, double send_secs, summary_t
         }
     }
     qsort(lat, nlat, sizeof(*lat), cmp_i64);
-    qsort(to_fact, nsplit, sizeof(*to_fact), cmp_i64);
-    qsort(after_fact, nsplit, sizeof(*after_fact), cmp_i64);
-    s->to_fact_p50 = pct_ms(to_fact, nsplit, 50);
-    s->to_fact_p99 = pct_ms(to_fact, nsplit, 99);
-    s->after_fact_p50 = pct_ms(after_fact, nsplit, 50);
-    s->after_fact_p99 = pct_ms(after_fact, nsplit, 99);
+    percentiles(to_fact, nsplit, &s->to_fact_p50, &s->to_fact_p99);
+    percentiles(after_fact, nsplit, &s->after_fact_p50, &s->after_fact_p99);
     free(to_fact);
     free(after_fact);
     s->p50 = pct_ms(lat, nlat, 50);
